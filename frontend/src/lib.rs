@@ -1,1 +1,64 @@
-//! x
+//! `kiln-frontend`: Dockerfile → build graph.
+//!
+//! The frontend is a pure function from a Dockerfile's text and the build
+//! options to a [`kiln_llb::Definition`]. It is split the way BuildKit splits its
+//! Dockerfile frontend, because that is the shape of the problem:
+//!
+//! 1. [`syntax`]: text → syntax tree (directives, comments, continuation lines,
+//!    heredocs, JSON or shell forms). Every word keeps its byte offset so errors
+//!    point at a line and column.
+//! 2. [`instructions`]: syntax tree → typed instructions grouped into stages;
+//!    flags and argument counts are checked here.
+//! 3. [`mod@convert`]: stages → graph. ARG scoping, variable substitution
+//!    ([`shell`]), stage dependencies, `--target` pruning, ONBUILD triggers, and
+//!    the image configuration each stage ends with.
+//!
+//! Base images are the one thing the frontend cannot know by itself (their ENV,
+//! WORKDIR and ONBUILD take part in the build). The caller passes an
+//! [`ImageResolver`]; [`Offline`] resolves nothing, and planning still works.
+//!
+//! Architecture invariant: this crate performs no I/O — no filesystem, network,
+//! clock or environment access. Everything comes in through arguments. (Checked
+//! by the `disallowed-methods` list in `clippy.toml`.)
+//!
+//! Architecture invariant: bad input is a [`Diagnostic`] with a line and column,
+//! never a panic. The parser is fuzzed (`fuzz/`).
+
+pub mod chmod;
+pub mod convert;
+pub mod diagnostic;
+pub mod duration;
+pub mod expose;
+pub mod gitref;
+pub mod instructions;
+pub mod mount;
+pub mod paths;
+pub mod quote;
+pub mod shell;
+pub mod signal;
+pub mod source;
+mod suggest;
+pub mod syntax;
+
+pub use convert::{
+    BuildOptions, ImageResolver, Offline, Plan, Resolution, ResolvedImage, StaticResolver,
+};
+pub use diagnostic::{Diagnostic, Location, Severity};
+pub use instructions::Dockerfile;
+pub use source::SourceFile;
+
+/// Parses `file` into typed stages (no substitution, no graph).
+pub fn parse(file: &SourceFile) -> Result<Dockerfile, Diagnostic> {
+    let ast = syntax::parse(file)?;
+    instructions::from_ast(file, ast)
+}
+
+/// Plans the build of `file`: parse, type, convert.
+pub fn plan(
+    file: &SourceFile,
+    opts: &BuildOptions,
+    resolver: &dyn ImageResolver,
+) -> Result<Plan, Diagnostic> {
+    let df = parse(file)?;
+    convert::convert(file, df, opts, resolver)
+}

@@ -185,8 +185,6 @@ mod tests {
     fn local(name: &str) -> Op {
         Op::Source(SourceOp::Local {
             name: name.to_owned(),
-            include: vec![],
-            exclude: vec![],
         })
     }
 

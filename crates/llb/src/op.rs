@@ -45,7 +45,7 @@ impl Op {
                 .base
                 .into_iter()
                 .chain(f.actions.iter().filter_map(|a| match a {
-                    FileAction::Copy(c) => Some(c.from),
+                    FileAction::Copy(c) => c.from,
                     _ => None,
                 }))
                 .collect(),
@@ -72,15 +72,11 @@ pub enum SourceOp {
         platform: Platform,
     },
     /// A build context, named, never located: `context` is the main context,
-    /// other names come from `--build-context`. `include` narrows what is read
-    /// (the paths COPY/ADD/RUN --mount use); empty means everything.
-    Local {
-        name: String,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        include: Vec<String>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        exclude: Vec<String>,
-    },
+    /// other names come from `--build-context`. Which paths of it are read is
+    /// recorded by the ops that read it (and summed up in
+    /// [`crate::Definition::context_paths`]), so adding a COPY does not change
+    /// the digest of every other vertex that reads the context.
+    Local { name: String },
     /// A git repository at a ref.
     Git {
         remote: String,
@@ -312,10 +308,11 @@ pub enum FileAction {
     Rm(Rm),
 }
 
-/// Copy `src` of input `from` to `dest`.
+/// Copy `src` of input `from` (`None`: an empty filesystem) to `dest`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Copy {
-    pub from: InputIndex,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<InputIndex>,
     pub src: String,
     pub dest: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -170,19 +170,8 @@ fn render_op(v: &Vertex, out: &mut String) {
                     None => out.push_str(" unresolved\n"),
                 }
             }
-            SourceOp::Local {
-                name,
-                include,
-                exclude,
-            } => {
-                let _ = write!(out, "    local {name}");
-                if !include.is_empty() {
-                    let _ = write!(out, " include={}", json_str(include));
-                }
-                if !exclude.is_empty() {
-                    let _ = write!(out, " exclude={}", json_str(exclude));
-                }
-                out.push('\n');
+            SourceOp::Local { name } => {
+                let _ = writeln!(out, "    local {name}");
             }
             SourceOp::Git {
                 remote,
@@ -362,7 +351,7 @@ fn render_copy(v: &Vertex, c: &Copy, out: &mut String) {
     let _ = write!(
         out,
         "    copy {}:{} -> {}",
-        input_name(v, Some(c.from)),
+        input_name(v, c.from),
         json_str(&c.src),
         json_str(&c.dest)
     );

@@ -1,0 +1,2279 @@
+//! Typed instructions → build graph: stages, ARG scoping, substitution, and one
+//! graph vertex per filesystem change.
+//!
+//! This follows BuildKit's `dockerfile2llb` step by step: global ARGs are
+//! evaluated first and seen only by FROM lines; stages are resolved, their
+//! dependencies (`FROM <stage>`, `COPY --from`, `RUN --mount=from=`) collected
+//! and checked for cycles; only the stages the target needs are dispatched, in
+//! Dockerfile order; each instruction is expanded with the environment of the
+//! stage at that point and either edits the image configuration or adds a
+//! vertex.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kiln_llb::op::{
+    CacheSharing, Chown, Copy as CopyAction, Device, ExecOp, FileAction, FileOp, IdOrName,
+    MergeOp, Mkdir, Mkfile, Mount as LlbMount, MountKind, Network, ProxyEnv, SourceOp,
+};
+use kiln_llb::{
+    Definition, Digest, Graph, Healthcheck as LlbHealthcheck, History, ImageConfig, Op, Platform,
+    SourceLocation, Stage as LlbStage, StageBase, VertexMeta,
+};
+use kiln_reference::Reference;
+
+use crate::diagnostic::Diagnostic;
+use crate::instructions::{
+    self, Add, ArgDef, CmdLine, Command, Copy, Dockerfile, Healthcheck, Instruction, KeyValue,
+    Run,
+};
+use crate::mount::{self, MountType, Sharing};
+use crate::quote::{go_quote, go_quote_list};
+use crate::shell::{EnvLookup, Lexer, NoEnv};
+use crate::source::SourceFile;
+use crate::suggest::did_you_mean;
+use crate::syntax::{self, Node, Word};
+use crate::{chmod, expose, gitref, paths, signal};
+
+/// What the caller of the frontend decides: the `docker build` options that
+/// change the graph.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// `--build-arg KEY=value`.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--platform`; `None` builds for the build platform.
+    pub target_platform: Option<Platform>,
+    /// The platform kiln runs on.
+    pub build_platform: Platform,
+    /// `--label KEY=value`, added to the target image.
+    pub labels: BTreeMap<String, String>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--no-cache-filter`: stages whose steps always run.
+    pub no_cache_filter: Vec<String>,
+    /// `--network`: the default network of RUN steps.
+    pub network: Network,
+}
+
+impl Default for BuildOptions {
+    fn default() -> BuildOptions {
+        BuildOptions {
+            build_args: BTreeMap::new(),
+            target: None,
+            target_platform: None,
+            build_platform: Platform::new("linux", "amd64", ""),
+            labels: BTreeMap::new(),
+            no_cache: false,
+            no_cache_filter: Vec::new(),
+            network: Network::Default,
+        }
+    }
+}
+
+/// A base image as the resolver found it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolvedImage {
+    /// Manifest digest (`sha256:…`) the reference resolved to.
+    pub digest: Option<String>,
+    /// The image's configuration (env, workdir, user, onbuild, history, …).
+    pub config: ImageConfig,
+    /// Whether the image has any layers (an image without layers is `scratch`).
+    pub has_layers: bool,
+}
+
+/// The answer of an [`ImageResolver`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    Resolved(ResolvedImage),
+    /// Could not be looked up (offline, empty store): planning goes on, and the
+    /// image's configuration takes no part in substitution.
+    Unresolved,
+}
+
+/// Supplies base-image configurations. The frontend does no I/O itself; the
+/// caller looks images up (local store, registry) however it likes.
+pub trait ImageResolver {
+    /// Resolves `reference` (normalised, e.g. `docker.io/library/alpine:3.20`) for
+    /// `platform`. An `Err` is a real failure (bad credentials, no such image) and
+    /// stops the build with the message at the FROM line.
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<Resolution, String>;
+}
+
+/// Resolves nothing: every image is [`Resolution::Unresolved`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Offline;
+
+impl ImageResolver for Offline {
+    fn resolve(&self, _: &str, _: &Platform) -> Result<Resolution, String> {
+        Ok(Resolution::Unresolved)
+    }
+}
+
+/// Resolves from a fixed table (tests, and images already in a store).
+#[derive(Debug, Clone, Default)]
+pub struct StaticResolver {
+    pub images: BTreeMap<String, ResolvedImage>,
+}
+
+impl ImageResolver for StaticResolver {
+    fn resolve(&self, reference: &str, _: &Platform) -> Result<Resolution, String> {
+        Ok(match self.images.get(reference) {
+            Some(i) => Resolution::Resolved(i.clone()),
+            None => Resolution::Unresolved,
+        })
+    }
+}
+
+/// The result of planning a build.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub definition: Definition,
+    pub warnings: Vec<Diagnostic>,
+}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
+const CONTEXT: &str = "context";
+
+/// Build args Docker knows without an ARG instruction.
+const PROXY_ARGS: [&str; 10] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// BuildKit's built-in build args and what kiln does with them.
+fn builtin_arg_note(key: &str) -> Option<&'static str> {
+    match key {
+        "BUILDKIT_SANDBOX_HOSTNAME" => Some(""),
+        "BUILDKIT_SYNTAX" | "BUILDKIT_MULTI_PLATFORM" | "BUILDKIT_CACHE_MOUNT_NS" => Some(""),
+        "BUILDKIT_INLINE_CACHE" => Some("inline cache export is not supported by kiln yet"),
+        "BUILDKIT_CONTEXT_KEEP_GIT_DIR" => Some("git build contexts are not supported by kiln yet"),
+        "BUILDKIT_DOCKERFILE_CHECK" => Some("lint checks are not supported by kiln yet"),
+        "BUILDKIT_SBOM_SCAN_CONTEXT" | "BUILDKIT_SBOM_SCAN_STAGE" => {
+            Some("SBOM generation is not supported by kiln")
+        }
+        "SOURCE_DATE_EPOCH" => Some("reproducible timestamps are not supported by kiln yet"),
+        _ => None,
+    }
+}
+
+/// Plans the build of `dockerfile` (already typed) with `opts`.
+pub fn convert(
+    file: &SourceFile,
+    df: Dockerfile,
+    opts: &BuildOptions,
+    resolver: &dyn ImageResolver,
+) -> Result<Plan, Diagnostic> {
+    let mut cx = Converter::new(file, &df, opts, resolver)?;
+    cx.run(df)
+}
+
+/// Ordered variables with BuildKit's `EnvList` semantics: setting a key moves
+/// it to the end.
+#[derive(Debug, Clone, Default)]
+struct EnvList(Vec<(String, String)>);
+
+impl EnvList {
+    fn set(&mut self, k: &str, v: &str) {
+        self.0.retain(|(key, _)| key != k);
+        self.0.push((k.to_owned(), v.to_owned()));
+    }
+
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.lookup(k)
+    }
+
+    fn to_strings(&self) -> Vec<String> {
+        self.0.iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+}
+
+impl EnvLookup for EnvList {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        self.0.lookup(name)
+    }
+}
+
+/// Variables overlaid on others (secret env names masked in progress names).
+struct Overlay<'a> {
+    top: &'a [(String, String)],
+    base: &'a dyn EnvLookup,
+}
+
+impl EnvLookup for Overlay<'_> {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        self.top.lookup(name).or_else(|| self.base.lookup(name))
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Base {
+    Scratch,
+    /// Index of the stage state.
+    Stage(usize),
+    Image(Reference),
+}
+
+#[derive(Debug, Clone)]
+struct Cmd {
+    command: Command,
+    /// State indices this command reads (COPY --from, RUN --mount from=).
+    sources: Vec<Option<usize>>,
+    onbuild: bool,
+}
+
+#[derive(Debug, Clone)]
+struct State {
+    /// Position among the Dockerfile's stages; `None` for images used only by
+    /// `COPY --from`/`RUN --mount from=`.
+    stage_index: Option<usize>,
+    /// `AS` name (lowercase).
+    name: Option<String>,
+    /// Name in progress prefixes (`build`, `stage-1`, or empty when the build has
+    /// a single state).
+    display: String,
+    base: Base,
+    base_word: Word,
+    platform: Option<Platform>,
+    node: Option<Node>,
+    commands: Vec<Cmd>,
+    deps: Vec<(usize, usize)>,
+    cmd_total: usize,
+    cmd_index: usize,
+    resolved: bool,
+    onbuild_init: bool,
+    dispatched: bool,
+    ignore_cache: bool,
+    // Dispatch state.
+    root: Option<Digest>,
+    env: EnvList,
+    cwd: String,
+    user: String,
+    network: Network,
+    hostname: String,
+    image: ImageConfig,
+    build_args: Vec<(String, Option<String>)>,
+    cmd_set: bool,
+    image_digest: Option<String>,
+    location: SourceLocation,
+}
+
+struct Converter<'a> {
+    file: &'a SourceFile,
+    opts: &'a BuildOptions,
+    resolver: &'a dyn ImageResolver,
+    lex: Lexer,
+    global_args: EnvList,
+    states: Vec<State>,
+    graph: Graph,
+    target_platform: Platform,
+    implicit_target: bool,
+    proxy: ProxyEnv,
+    context: Option<Digest>,
+    ctx_paths: BTreeSet<String>,
+    warnings: Vec<Diagnostic>,
+    declared_args: BTreeSet<String>,
+}
+
+type R<T> = Result<T, Diagnostic>;
+
+impl<'a> Converter<'a> {
+    fn new(
+        file: &'a SourceFile,
+        df: &Dockerfile,
+        opts: &'a BuildOptions,
+        resolver: &'a dyn ImageResolver,
+    ) -> R<Converter<'a>> {
+        let implicit_target = opts.target_platform.is_none();
+        let target_platform = opts
+            .target_platform
+            .clone()
+            .unwrap_or_else(|| opts.build_platform.clone());
+        for p in [&target_platform, &opts.build_platform] {
+            if p.os != "linux" {
+                return Err(Diagnostic::unlocated(
+                    file.name(),
+                    format!("platform {p} is not supported: kiln builds Linux images only"),
+                ));
+            }
+        }
+        let mut proxy = ProxyEnv::default();
+        for (k, v) in &opts.build_args {
+            match k.to_ascii_lowercase().as_str() {
+                "http_proxy" => proxy.http_proxy = v.clone(),
+                "https_proxy" => proxy.https_proxy = v.clone(),
+                "ftp_proxy" => proxy.ftp_proxy = v.clone(),
+                "no_proxy" => proxy.no_proxy = v.clone(),
+                "all_proxy" => proxy.all_proxy = v.clone(),
+                _ => {}
+            }
+        }
+        let mut cx = Converter {
+            file,
+            opts,
+            resolver,
+            lex: Lexer::new(df.ast.escape),
+            global_args: EnvList::default(),
+            states: Vec::new(),
+            graph: Graph::new(),
+            target_platform,
+            implicit_target,
+            proxy,
+            context: None,
+            ctx_paths: BTreeSet::new(),
+            warnings: Vec::new(),
+            declared_args: BTreeSet::new(),
+        };
+        cx.warnings.extend(df.ast.warnings.iter().cloned());
+        Ok(cx)
+    }
+
+    fn err_at(&self, offset: usize, end_line: usize, msg: impl Into<String>) -> Diagnostic {
+        Diagnostic::at(self.file, offset, msg).with_end_line(end_line)
+    }
+
+    fn err_node(&self, node: &Node, msg: impl Into<String>) -> Diagnostic {
+        self.err_at(node.offset, node.end_line, msg)
+    }
+
+    fn location(&self, node: &Node) -> SourceLocation {
+        SourceLocation {
+            file: self.file.name().to_owned(),
+            start_line: u32::try_from(node.start_line).unwrap_or(u32::MAX),
+            end_line: u32::try_from(node.end_line).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn run(&mut self, df: Dockerfile) -> R<Plan> {
+        if df.stages.is_empty() {
+            let at = df.ast.nodes.last().map_or(0, |n| n.offset);
+            return Err(self.err_at(
+                at,
+                0,
+                "the Dockerfile has no FROM instruction: there is no stage to build",
+            ));
+        }
+        self.check_syntax_directive(&df)?;
+        for (k, v) in &self.opts.build_args {
+            if let Some(note) = builtin_arg_note(k)
+                && !note.is_empty()
+            {
+                self.warnings.push(Diagnostic {
+                    severity: crate::Severity::Warning,
+                    ..Diagnostic::unlocated(
+                        self.file.name(),
+                        format!("build-arg {k}={v} has no effect: {note}"),
+                    )
+                });
+            }
+        }
+
+        let target_name = match &self.opts.target {
+            Some(t) => t.to_lowercase(),
+            None => df.stages.last().and_then(|s| s.name.clone()).unwrap_or_default(),
+        };
+        self.global_args = self.default_args(&target_name);
+        self.eval_meta_args(&df.meta_args)?;
+        self.create_states(&df)?;
+        let target = self.resolve_target(&df)?;
+        self.build_dependencies()?;
+        self.check_cycles()?;
+        if self.states.len() == 1 {
+            self.states[0].display.clear();
+        }
+        let reachable = self.resolve_stages(target)?;
+        self.dispatch_all(&reachable)?;
+        self.finish(target, &reachable)
+    }
+
+    /// `# syntax=` names the frontend to use. kiln has one built in; it accepts
+    /// the official Dockerfile frontends and refuses others rather than build
+    /// with different semantics.
+    fn check_syntax_directive(&self, df: &Dockerfile) -> R<()> {
+        let Some(d) = &df.ast.directives.syntax else {
+            return Ok(());
+        };
+        let image = d.value.split_whitespace().next().unwrap_or("");
+        let repo = Reference::parse_normalized(image)
+            .map(|r| r.name())
+            .unwrap_or_default();
+        let official = matches!(
+            repo.as_str(),
+            "docker.io/docker/dockerfile" | "docker.io/docker/dockerfile-upstream"
+        );
+        let tag = image.rsplit_once(':').map_or("", |(_, t)| t);
+        if !official || tag.contains("labs") {
+            let at = self.file.line_start(d.line);
+            return Err(self.err_at(
+                at,
+                d.line,
+                format!(
+                    "unsupported syntax directive {}: kiln builds with its own implementation of the stable docker/dockerfile:1 syntax and cannot run other frontends",
+                    go_quote(&d.value)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// BuildKit's automatic platform args plus `TARGETSTAGE`.
+    fn default_args(&self, target: &str) -> EnvList {
+        let bp = &self.opts.build_platform;
+        let tp = &self.target_platform;
+        let target = if target.is_empty() { "default" } else { target };
+        let mut env = EnvList::default();
+        let pairs = [
+            ("BUILDPLATFORM", bp.format()),
+            ("BUILDOS", bp.os.clone()),
+            ("BUILDOSVERSION", bp.os_version.clone()),
+            ("BUILDARCH", bp.architecture.clone()),
+            ("BUILDVARIANT", bp.variant.clone()),
+            ("TARGETPLATFORM", tp.format_all()),
+            ("TARGETOS", tp.os.clone()),
+            ("TARGETOSVERSION", tp.os_version.clone()),
+            ("TARGETARCH", tp.architecture.clone()),
+            ("TARGETVARIANT", tp.variant.clone()),
+            ("TARGETSTAGE", target.to_owned()),
+        ];
+        for (k, v) in pairs {
+            let v = self.opts.build_args.get(k).cloned().unwrap_or(v);
+            env.set(k, &v);
+        }
+        env
+    }
+
+    fn eval_meta_args(&mut self, meta: &[Command]) -> R<()> {
+        for cmd in meta {
+            let Instruction::Arg(defs) = &cmd.instruction else {
+                continue;
+            };
+            for def in defs {
+                self.declared_args.insert(def.key.value.clone());
+                let value = match self.opts.build_args.get(&def.key.value) {
+                    Some(v) => Some(v.clone()),
+                    None => match &def.default {
+                        Some(d) => Some(
+                            self.lex
+                                .process_word(&d.value, &self.global_args)
+                                .map_err(|e| self.err_at(d.offset, cmd.node.end_line, e.to_string()))?
+                                .result,
+                        ),
+                        None => None,
+                    },
+                };
+                if let Some(v) = value {
+                    self.global_args.set(&def.key.value, &v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn new_state(&self, stage_index: Option<usize>, base: Base, base_word: Word) -> State {
+        State {
+            stage_index,
+            name: None,
+            display: String::new(),
+            base,
+            base_word,
+            platform: None,
+            node: None,
+            commands: Vec::new(),
+            deps: Vec::new(),
+            cmd_total: 0,
+            cmd_index: 0,
+            resolved: false,
+            onbuild_init: false,
+            dispatched: false,
+            ignore_cache: false,
+            root: None,
+            env: EnvList::default(),
+            cwd: "/".to_owned(),
+            user: String::new(),
+            network: self.opts.network,
+            hostname: self
+                .opts
+                .build_args
+                .get("BUILDKIT_SANDBOX_HOSTNAME")
+                .cloned()
+                .unwrap_or_default(),
+            image: ImageConfig::default(),
+            build_args: Vec::new(),
+            cmd_set: false,
+            image_digest: None,
+            location: SourceLocation {
+                file: self.file.name().to_owned(),
+                start_line: 0,
+                end_line: 0,
+            },
+        }
+    }
+
+    fn find_stage(&self, name: &str) -> Option<usize> {
+        let lower = name.to_lowercase();
+        self.states
+            .iter()
+            .position(|s| s.name.as_deref() == Some(lower.as_str()))
+    }
+
+    fn stage_names(&self) -> Vec<String> {
+        self.states.iter().filter_map(|s| s.name.clone()).collect()
+    }
+
+    fn create_states(&mut self, df: &Dockerfile) -> R<()> {
+        for (i, stage) in df.stages.iter().enumerate() {
+            let node = &stage.node;
+            let expanded = self
+                .lex
+                .process_word(&stage.base.value, &self.global_args)
+                .map_err(|e| self.err_at(stage.base.offset, node.end_line, e.to_string()))?;
+            if expanded.result.is_empty() {
+                return Err(self.err_at(
+                    stage.base.offset,
+                    node.end_line,
+                    format!(
+                        "base name ({}) should not be blank",
+                        stage.base.value
+                    ),
+                ));
+            }
+            let base_name = expanded.result;
+            let base = if let Some(j) = self.find_stage(&base_name) {
+                Base::Stage(j)
+            } else if base_name == "scratch" {
+                Base::Scratch
+            } else {
+                let r = Reference::parse_normalized(&base_name).map_err(|e| {
+                    self.err_at(
+                        stage.base.offset,
+                        node.end_line,
+                        format!("failed to parse stage name {}: {e}", go_quote(&base_name)),
+                    )
+                })?;
+                Base::Image(r.with_default_tag())
+            };
+            let mut st = self.new_state(Some(i), base, stage.base.clone());
+            if let Some(pw) = &stage.platform {
+                let p = self
+                    .lex
+                    .process_word(&pw.value, &self.global_args)
+                    .map_err(|e| {
+                        self.err_at(
+                            pw.offset,
+                            node.end_line,
+                            format!("failed to process arguments for platform: {e}"),
+                        )
+                    })?
+                    .result;
+                if p.is_empty() {
+                    return Err(self.err_at(
+                        pw.offset,
+                        node.end_line,
+                        format!("empty platform value from expression {}", pw.value),
+                    ));
+                }
+                let platform: Platform = p.parse().map_err(|e| {
+                    self.err_at(
+                        pw.offset,
+                        node.end_line,
+                        format!("failed to parse platform {}: {e}", pw.value),
+                    )
+                })?;
+                if platform.os != "linux" {
+                    return Err(self.err_at(
+                        pw.offset,
+                        node.end_line,
+                        format!("platform {platform} is not supported: kiln builds Linux images only"),
+                    ));
+                }
+                st.platform = Some(platform);
+            }
+            if let Some(name) = &stage.name {
+                if let Some(prev) = self.find_stage(name) {
+                    let prev_line = self.states[prev].node.as_ref().map_or(0, |n| n.start_line);
+                    return Err(self.err_node(
+                        node,
+                        format!(
+                            "duplicate stage name {}: already defined at {}:{prev_line}",
+                            go_quote(name),
+                            self.file.name()
+                        ),
+                    ));
+                }
+                if name == "context" || name == "scratch" {
+                    return Err(self.err_node(
+                        node,
+                        format!("{} is a reserved name and cannot be used as a stage name", go_quote(name)),
+                    ));
+                }
+            }
+            st.name = stage.name.clone();
+            st.display = stage.name.clone().unwrap_or_else(|| format!("stage-{i}"));
+            st.location = self.location(node);
+            st.ignore_cache = self.opts.no_cache
+                || stage
+                    .name
+                    .as_ref()
+                    .is_some_and(|n| self.opts.no_cache_filter.iter().any(|f| f.eq_ignore_ascii_case(n)));
+            let mut total = usize::from(matches!(st.base, Base::Image(_)));
+            for cmd in &stage.commands {
+                if matches!(
+                    cmd.instruction,
+                    Instruction::Add(_) | Instruction::Copy(_) | Instruction::Run(_) | Instruction::Workdir(_)
+                ) {
+                    total += 1;
+                }
+            }
+            st.cmd_total = total;
+            st.commands = stage
+                .commands
+                .iter()
+                .map(|c| Cmd {
+                    command: c.clone(),
+                    sources: Vec::new(),
+                    onbuild: false,
+                })
+                .collect();
+            st.node = Some(node.clone());
+            self.states.push(st);
+        }
+        for f in &self.opts.no_cache_filter {
+            if self.find_stage(f).is_none() {
+                return Err(Diagnostic::unlocated(
+                    self.file.name(),
+                    format!("--no-cache-filter: no stage named {}", go_quote(f)),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_target(&self, df: &Dockerfile) -> R<usize> {
+        let Some(t) = &self.opts.target else {
+            return Ok(df.stages.len() - 1);
+        };
+        if let Some(i) = self.find_stage(t) {
+            return Ok(i);
+        }
+        let names = self.stage_names();
+        let mut msg = format!("target stage {} could not be found", go_quote(t));
+        if let Some(s) = did_you_mean(t, names.iter().map(String::as_str)) {
+            msg.push_str(&format!(" (did you mean {s}?)"));
+        }
+        let listed: Vec<String> = self
+            .states
+            .iter()
+            .filter_map(|s| {
+                s.name
+                    .as_ref()
+                    .map(|n| format!("{n} ({}:{})", self.file.name(), s.location.start_line))
+            })
+            .collect();
+        if listed.is_empty() {
+            msg.push_str("; the Dockerfile has no named stages");
+        } else {
+            msg.push_str(&format!("; stages: {}", listed.join(", ")));
+        }
+        Err(Diagnostic::unlocated(self.file.name(), msg))
+    }
+
+    /// The state a `--from`/`from=` value names: a stage, a stage index, or an
+    /// image (a new image-only state).
+    fn source_state(&mut self, from: &Word, end_line: usize, allow_index: bool) -> R<usize> {
+        let value = from.value.as_str();
+        if allow_index && let Ok(index) = value.parse::<i64>() {
+            let stages = self.states.iter().filter(|s| s.stage_index.is_some()).count();
+            return usize::try_from(index)
+                .ok()
+                .filter(|i| *i < stages)
+                .ok_or_else(|| {
+                    self.err_at(
+                        from.offset,
+                        end_line,
+                        format!("invalid stage index {index}: the Dockerfile has {stages} stages"),
+                    )
+                });
+        }
+        if let Some(i) = self.find_stage(value) {
+            return Ok(i);
+        }
+        let base = if value == "scratch" {
+            Base::Scratch
+        } else {
+            let r = Reference::parse_normalized(value).map_err(|e| {
+                self.err_at(
+                    from.offset,
+                    end_line,
+                    format!(
+                        "{} is neither a stage nor a valid image reference: {e}",
+                        go_quote(value)
+                    ),
+                )
+            })?;
+            Base::Image(r.with_default_tag())
+        };
+        let mut st = self.new_state(None, base, from.clone());
+        st.location = SourceLocation {
+            file: self.file.name().to_owned(),
+            start_line: u32::try_from(self.file.position(from.offset).line).unwrap_or(0),
+            end_line: u32::try_from(end_line).unwrap_or(0),
+        };
+        self.states.push(st);
+        Ok(self.states.len() - 1)
+    }
+
+    /// The states a command reads, as BuildKit's `toCommand`/`detectRunMount`.
+    fn command_sources(&mut self, cmd: &Command) -> R<Vec<Option<usize>>> {
+        let end = cmd.node.end_line;
+        match &cmd.instruction {
+            Instruction::Copy(c) => {
+                let Some(from) = &c.from else {
+                    return Ok(Vec::new());
+                };
+                let expanded = self
+                    .lex
+                    .process_word(&from.value, &NoEnv)
+                    .map_err(|e| self.err_at(from.offset, end, e.to_string()))?;
+                if expanded.result != from.value {
+                    return Err(self.err_at(
+                        from.offset,
+                        end,
+                        "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround",
+                    ));
+                }
+                Ok(vec![Some(self.source_state(from, end, true)?)])
+            }
+            Instruction::Run(r) => {
+                let mut out = Vec::new();
+                for m in &r.mounts {
+                    let fields = mount::csv_fields(&m.value)
+                        .map_err(|e| self.err_at(m.offset, end, format!("failed to parse csv mounts: {e}")))?;
+                    let from = fields.iter().rev().find_map(|f| {
+                        f.split_once('=')
+                            .filter(|(k, _)| k.eq_ignore_ascii_case("from"))
+                            .map(|(_, v)| v.to_owned())
+                    });
+                    match from {
+                        Some(v) if !v.is_empty() => {
+                            let w = Word {
+                                value: v,
+                                offset: m.offset,
+                            };
+                            out.push(Some(self.source_state(&w, end, false)?));
+                        }
+                        _ => out.push(None),
+                    }
+                }
+                Ok(out)
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    fn build_dependencies(&mut self) -> R<()> {
+        let n = self.states.len();
+        for i in 0..n {
+            let cmds = std::mem::take(&mut self.states[i].commands);
+            let mut out = Vec::with_capacity(cmds.len());
+            for mut c in cmds {
+                c.sources = self.command_sources(&c.command)?;
+                for s in c.sources.iter().flatten() {
+                    self.states[i].deps.push((*s, c.command.node.offset));
+                }
+                out.push(c);
+            }
+            self.states[i].commands = out;
+        }
+        Ok(())
+    }
+
+    fn check_cycles(&self) -> R<()> {
+        // Depth-first search over `deps`, as BuildKit's validateCircularDependency.
+        let n = self.states.len();
+        let mut visited = vec![false; n];
+        let mut on_path = vec![false; n];
+        fn visit(
+            s: usize,
+            states: &[State],
+            visited: &mut [bool],
+            on_path: &mut [bool],
+            trail: &mut Vec<usize>,
+        ) -> bool {
+            if visited[s] {
+                return false;
+            }
+            visited[s] = true;
+            on_path[s] = true;
+            for (dep, offset) in &states[s].deps {
+                trail.push(*offset);
+                if on_path[*dep] || visit(*dep, states, visited, on_path, trail) {
+                    return true;
+                }
+                trail.pop();
+            }
+            on_path[s] = false;
+            false
+        }
+        for s in 0..n {
+            let mut trail = Vec::new();
+            if visit(s, &self.states, &mut visited, &mut on_path, &mut trail) {
+                let at = trail.first().copied().unwrap_or(0);
+                let lines: Vec<String> = trail
+                    .iter()
+                    .map(|o| format!("{}:{}", self.file.name(), self.file.position(*o).line))
+                    .collect();
+                return Err(self.err_at(
+                    at,
+                    0,
+                    format!(
+                        "circular dependency detected on stage: {} (through {})",
+                        self.states[s].display_name(),
+                        lines.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn reachable_from(&self, target: usize) -> Vec<bool> {
+        let mut seen = vec![false; self.states.len()];
+        let mut stack = vec![target];
+        while let Some(s) = stack.pop() {
+            if std::mem::replace(&mut seen[s], true) {
+                continue;
+            }
+            if let Base::Stage(b) = self.states[s].base {
+                stack.push(b);
+            }
+            stack.extend(self.states[s].deps.iter().map(|(d, _)| *d));
+        }
+        seen
+    }
+
+    /// Resolves the base images of the reachable states and runs their ONBUILD
+    /// triggers (which may add dependencies), until nothing changes.
+    fn resolve_stages(&mut self, target: usize) -> R<Vec<bool>> {
+        loop {
+            let reachable = self.reachable_from(target);
+            for i in 0..self.states.len() {
+                if reachable[i] && !self.states[i].resolved {
+                    self.resolve_base(i)?;
+                }
+            }
+            let mut new_deps = false;
+            for i in 0..self.states.len() {
+                if reachable[i] && !self.states[i].onbuild_init {
+                    new_deps |= self.init_onbuild(i)?;
+                }
+            }
+            if !new_deps {
+                return Ok(reachable);
+            }
+        }
+    }
+
+    fn platform_of(&self, i: usize) -> Platform {
+        self.states[i]
+            .platform
+            .clone()
+            .unwrap_or_else(|| self.target_platform.clone())
+    }
+
+    fn resolve_base(&mut self, i: usize) -> R<()> {
+        self.states[i].resolved = true;
+        let platform = self.platform_of(i);
+        match self.states[i].base.clone() {
+            Base::Stage(_) => {}
+            Base::Scratch => {
+                let st = &mut self.states[i];
+                st.image = empty_image(&platform);
+                st.platform = Some(platform);
+                if st.stage_index.is_none() {
+                    st.dispatched = true;
+                }
+            }
+            Base::Image(reference) => {
+                let name = reference.to_string();
+                let word = self.states[i].base_word.clone();
+                let end = self.states[i].node.as_ref().map_or(0, |n| n.end_line);
+                let resolution = self
+                    .resolver
+                    .resolve(&name, &platform)
+                    .map_err(|e| self.err_at(word.offset, end, format!("{}: {e}", word.value)))?;
+                let (image, digest, scratch) = match resolution {
+                    Resolution::Resolved(r) => (r.config, r.digest, !r.has_layers),
+                    Resolution::Unresolved => (empty_image_unresolved(&platform), None, false),
+                };
+                let mut image = image;
+                let mut platform = platform;
+                if self.states[i].platform.is_none() && self.implicit_target {
+                    // BuildKit's autoDetectPlatform: an image for another
+                    // architecture keeps its own platform.
+                    if let Some(p) = &image.platform
+                        && (p.os != platform.os || p.architecture != platform.architecture)
+                        && (p.os == self.opts.build_platform.os
+                            && p.architecture == self.opts.build_platform.architecture)
+                    {
+                        platform = p.clone();
+                    }
+                }
+                if image.platform.is_none() {
+                    image.platform = Some(platform.clone());
+                }
+                let st = &mut self.states[i];
+                st.image = image;
+                st.image_digest = digest.clone();
+                st.platform = Some(platform.clone());
+                if !scratch {
+                    let shown = match &digest {
+                        Some(d) => format!("{name}@{d}"),
+                        None => name.clone(),
+                    };
+                    let title = self.prefix(i, &format!("FROM {shown}"), false);
+                    let meta = self.meta(i, title, self.states[i].node.clone());
+                    let op = Op::Source(SourceOp::Image {
+                        reference: name,
+                        digest,
+                        platform,
+                    });
+                    let d = self.add(op, Vec::new(), meta)?;
+                    self.states[i].root = Some(d);
+                }
+                if self.states[i].stage_index.is_none() {
+                    self.states[i].dispatched = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses ONBUILD triggers of state `i`'s base and prepends them to its
+    /// commands. Returns whether they added dependencies.
+    fn init_onbuild(&mut self, i: usize) -> R<bool> {
+        self.states[i].onbuild_init = true;
+        if self.states[i].stage_index.is_none() {
+            return Ok(false);
+        }
+        let triggers: Vec<String> = match self.states[i].base {
+            Base::Stage(b) => self.states[b]
+                .commands
+                .iter()
+                .filter(|c| !c.onbuild)
+                .filter_map(|c| match &c.command.instruction {
+                    Instruction::Onbuild(expr) => Some(expr.clone()),
+                    _ => None,
+                })
+                .collect(),
+            Base::Image(_) => std::mem::take(&mut self.states[i].image.on_build),
+            Base::Scratch => Vec::new(),
+        };
+        if triggers.is_empty() {
+            return Ok(false);
+        }
+        let node = self.states[i].node.clone();
+        let (at, end) = node.as_ref().map_or((0, 0), |n| (n.offset, n.end_line));
+        let mut cmds = Vec::new();
+        let mut new_deps = false;
+        for trigger in triggers {
+            let fail = |e: String| {
+                self.err_at(at, end, format!("ONBUILD trigger {}: {e}", go_quote(&trigger)))
+            };
+            let tf = SourceFile::new(self.file.name(), trigger.clone());
+            let ast = syntax::parse(&tf).map_err(|d| fail(d.message))?;
+            if ast.nodes.len() != 1 {
+                return Err(fail("onbuild trigger should be a single expression".into()));
+            }
+            let mut tnode = ast.nodes[0].clone();
+            let instruction = instructions::parse_instruction(&tnode).map_err(|(_, m)| fail(m))?;
+            // Triggers are located at the FROM line of the stage that runs them.
+            if let Some(n) = &node {
+                relocate(&mut tnode, n);
+            }
+            let command = Command {
+                instruction,
+                node: tnode,
+            };
+            let sources = self.command_sources(&command)?;
+            for s in sources.iter().flatten() {
+                self.states[i].deps.push((*s, at));
+                new_deps = true;
+            }
+            if matches!(
+                command.instruction,
+                Instruction::Add(_) | Instruction::Copy(_) | Instruction::Run(_) | Instruction::Workdir(_)
+            ) {
+                self.states[i].cmd_total += 1;
+            }
+            cmds.push(Cmd {
+                command,
+                sources,
+                onbuild: true,
+            });
+        }
+        let rest = std::mem::take(&mut self.states[i].commands);
+        cmds.extend(rest);
+        self.states[i].commands = cmds;
+        if new_deps {
+            self.check_cycles()?;
+        }
+        Ok(new_deps)
+    }
+
+    /// BuildKit's `prefixCommand`: `[stage 2/5] ` before a vertex name.
+    fn prefix(&mut self, i: usize, text: &str, onbuild: bool) -> String {
+        let st = &mut self.states[i];
+        if st.cmd_total == 0 {
+            return text.to_owned();
+        }
+        st.cmd_index += 1;
+        let width = st.cmd_total.to_string().len();
+        let mut out = String::from("[");
+        if !st.display.is_empty() {
+            out.push_str(&st.display);
+            out.push(' ');
+        }
+        out.push_str(&format!("{:>width$}/{}] ", st.cmd_index, st.cmd_total));
+        if onbuild {
+            out.push_str("ONBUILD ");
+        }
+        out.push_str(text);
+        out
+    }
+
+    fn meta(&self, i: usize, name: String, node: Option<Node>) -> VertexMeta {
+        let st = &self.states[i];
+        VertexMeta {
+            name,
+            stage: st.stage_index.map(|_| st.display_name()),
+            location: node.as_ref().map(|n| self.location(n)),
+            ignore_cache: st.ignore_cache,
+        }
+    }
+
+    fn add(&mut self, op: Op, inputs: Vec<Digest>, meta: VertexMeta) -> R<Digest> {
+        self.graph.add(op, inputs, meta).map_err(|e| {
+            Diagnostic::unlocated(self.file.name(), format!("internal error building the graph: {e}"))
+        })
+    }
+
+    fn context_source(&mut self) -> R<Digest> {
+        if let Some(d) = self.context {
+            return Ok(d);
+        }
+        let meta = VertexMeta {
+            name: "[internal] load build context".to_owned(),
+            ..VertexMeta::default()
+        };
+        let d = self.add(
+            Op::Source(SourceOp::Local {
+                name: CONTEXT.to_owned(),
+            }),
+            Vec::new(),
+            meta,
+        )?;
+        self.context = Some(d);
+        Ok(d)
+    }
+
+    fn dispatch_all(&mut self, reachable: &[bool]) -> R<()> {
+        for i in 0..self.states.len() {
+            if !reachable[i] || self.states[i].dispatched {
+                continue;
+            }
+            self.init_state(i)?;
+            self.states[i].dispatched = true;
+            let cmds = self.states[i].commands.clone();
+            for cmd in &cmds {
+                self.dispatch(i, cmd)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The start of a stage: the base's filesystem, config and environment.
+    fn init_state(&mut self, i: usize) -> R<()> {
+        if let Base::Stage(b) = self.states[i].base {
+            // The state continues from the base stage (BuildKit's `init`).
+            let base = self.states[b].clone();
+            let st = &mut self.states[i];
+            st.root = base.root;
+            st.platform = base.platform.clone();
+            st.image = base.image.clone();
+            st.image.on_build.clear();
+            st.env = base.env.clone();
+            st.cwd = base.cwd.clone();
+            st.user = base.user.clone();
+            st.build_args.extend(base.build_args.iter().cloned());
+            st.image_digest = base.image_digest.clone();
+        }
+        let platform = self.platform_of(i);
+        let st = &mut self.states[i];
+        if st.platform.is_none() {
+            st.platform = Some(platform);
+        }
+        if st.image.env_get("PATH").is_none() {
+            st.image.env.push(format!("PATH={DEFAULT_PATH}"));
+        }
+        // The image's variables are (re)applied on top of what the state has,
+        // which moves them after any ARG a base stage declared.
+        for kv in st.image.env.clone() {
+            let (k, v) = kv.split_once('=').unwrap_or((&kv, ""));
+            st.env.set(k, v);
+        }
+        if !st.image.working_dir.is_empty() {
+            let wd = paths::normalize(&st.image.working_dir, &st.image.working_dir, false);
+            st.image.working_dir = wd.clone();
+            st.cwd = wd;
+        }
+        if !st.image.user.is_empty() {
+            st.user = st.image.user.clone();
+        }
+        Ok(())
+    }
+
+    /// Substitution in one word with the stage's current variables.
+    fn expand(&self, i: usize, w: &Word, end_line: usize) -> R<String> {
+        self.lex
+            .process_word(&w.value, &self.states[i].env)
+            .map(|p| p.result)
+            .map_err(|e| self.err_at(w.offset, end_line, e.to_string()))
+    }
+
+    fn expand_opt(&self, i: usize, w: &Option<Word>, end: usize) -> R<Option<Word>> {
+        w.as_ref()
+            .map(|w| {
+                Ok(Word {
+                    value: self.expand(i, w, end)?,
+                    offset: w.offset,
+                })
+            })
+            .transpose()
+    }
+
+    fn expand_words(&self, i: usize, ws: &[Word], end: usize) -> R<Vec<Word>> {
+        ws.iter()
+            .map(|w| {
+                Ok(Word {
+                    value: self.expand(i, w, end)?,
+                    offset: w.offset,
+                })
+            })
+            .collect()
+    }
+
+    fn commit(&mut self, i: usize, created_by: String, layer: bool) {
+        let created_by = if layer {
+            format!("{created_by} # buildkit")
+        } else {
+            created_by
+        };
+        self.states[i].image.history.push(History {
+            created_by,
+            comment: HISTORY_COMMENT.to_owned(),
+            empty_layer: !layer,
+        });
+    }
+
+    /// The instruction text as progress shows it: variables substituted where
+    /// known, first word uppercased.
+    fn display_text(&self, i: usize, text: &str, mask: &[(String, String)]) -> String {
+        let mut lex = self.lex;
+        lex.raw_quotes = true;
+        lex.skip_unset_env = true;
+        let env = Overlay {
+            top: mask,
+            base: &self.states[i].env,
+        };
+        let processed = lex
+            .process_word(text, &env)
+            .map(|p| p.result)
+            .unwrap_or_else(|_| text.to_owned());
+        match processed.split_once(' ') {
+            Some((first, rest)) => format!("{} {rest}", first.to_uppercase()),
+            None => processed.to_uppercase(),
+        }
+    }
+
+    fn dispatch(&mut self, i: usize, cmd: &Cmd) -> R<()> {
+        let node = &cmd.command.node;
+        let end = node.end_line;
+        match &cmd.command.instruction {
+            Instruction::Env(kvs) => self.dispatch_env(i, kvs, end),
+            Instruction::Maintainer(w) => {
+                self.states[i].image.author = w.value.clone();
+                self.commit(i, format!("MAINTAINER {}", w.value), false);
+                Ok(())
+            }
+            Instruction::Label(kvs) => self.dispatch_label(i, kvs, end),
+            Instruction::Add(a) => self.dispatch_add(i, cmd, a),
+            Instruction::Copy(c) => self.dispatch_copy(i, cmd, c),
+            Instruction::Onbuild(expr) => {
+                self.states[i].image.on_build.push(expr.clone());
+                Ok(())
+            }
+            Instruction::Workdir(w) => {
+                let path = self.expand(i, w, end)?;
+                self.dispatch_workdir(i, cmd, &path)
+            }
+            Instruction::Run(r) => self.dispatch_run(i, cmd, r),
+            Instruction::Cmd(line) => {
+                let args = self.with_shell(i, line);
+                self.states[i].image.cmd = Some(args.clone());
+                self.states[i].cmd_set = true;
+                self.commit(i, format!("CMD {}", go_quote_list(&args)), false);
+                Ok(())
+            }
+            Instruction::Entrypoint(line) => {
+                let args = if line.args.is_empty() && !line.prepend_shell {
+                    Vec::new()
+                } else {
+                    self.with_shell(i, line)
+                };
+                let st = &mut self.states[i];
+                st.image.entrypoint = if args.is_empty() { None } else { Some(args.clone()) };
+                if !st.cmd_set {
+                    st.image.cmd = None;
+                }
+                self.commit(i, format!("ENTRYPOINT {}", go_quote_list(&args)), false);
+                Ok(())
+            }
+            Instruction::Healthcheck(h) => {
+                let hc = match h {
+                    Healthcheck::None => LlbHealthcheck {
+                        test: vec!["NONE".to_owned()],
+                        ..LlbHealthcheck::default()
+                    },
+                    Healthcheck::Cmd {
+                        test,
+                        interval,
+                        timeout,
+                        start_period,
+                        start_interval,
+                        retries,
+                    } => LlbHealthcheck {
+                        test: test.clone(),
+                        interval: nanos(*interval),
+                        timeout: nanos(*timeout),
+                        start_period: nanos(*start_period),
+                        start_interval: nanos(*start_interval),
+                        retries: *retries,
+                    },
+                };
+                let text = format!(
+                    "HEALTHCHECK {{Test:{} Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
+                    go_list(&hc.test),
+                    crate::duration::go_duration_string(hc.interval),
+                    crate::duration::go_duration_string(hc.timeout),
+                    crate::duration::go_duration_string(hc.start_period),
+                    crate::duration::go_duration_string(hc.start_interval),
+                    hc.retries
+                );
+                self.states[i].image.healthcheck = Some(hc);
+                self.commit(i, text, false);
+                Ok(())
+            }
+            Instruction::Expose(ports) => {
+                let mut out = Vec::new();
+                for p in ports {
+                    let words = self
+                        .lex
+                        .process_words(&p.value, &self.states[i].env)
+                        .map_err(|e| self.err_at(p.offset, end, e.to_string()))?;
+                    for w in words {
+                        let specs = expose::parse_port(&w)
+                            .map_err(|e| self.err_at(p.offset, end, e))?;
+                        out.extend(specs);
+                    }
+                }
+                for p in &out {
+                    self.states[i].image.exposed_ports.insert(p.clone());
+                }
+                self.commit(i, format!("EXPOSE {}", go_list(&out)), false);
+                Ok(())
+            }
+            Instruction::User(w) => {
+                let user = self.expand(i, w, end)?;
+                self.states[i].user = user.clone();
+                self.states[i].image.user = user.clone();
+                self.commit(i, format!("USER {user}"), false);
+                Ok(())
+            }
+            Instruction::Volume(vs) => {
+                let vs = self.expand_words(i, vs, end)?;
+                let mut list = Vec::new();
+                for v in vs {
+                    if v.value.is_empty() {
+                        return Err(self.err_at(v.offset, end, "VOLUME specified can not be an empty string"));
+                    }
+                    self.states[i].image.volumes.insert(v.value.clone());
+                    list.push(v.value);
+                }
+                self.commit(i, format!("VOLUME {}", go_list(&list)), false);
+                Ok(())
+            }
+            Instruction::StopSignal(w) => {
+                let sig = self.expand(i, w, end)?;
+                signal::check(&sig).map_err(|e| self.err_at(w.offset, end, e))?;
+                self.states[i].image.stop_signal = sig.clone();
+                self.commit(i, format!("STOPSIGNAL {sig}"), false);
+                Ok(())
+            }
+            Instruction::Arg(defs) => self.dispatch_arg(i, defs, end),
+            Instruction::Shell(sh) => {
+                self.states[i].image.shell = sh.clone();
+                self.commit(i, format!("SHELL {}", go_list(sh)), false);
+                Ok(())
+            }
+        }
+    }
+
+    fn dispatch_env(&mut self, i: usize, kvs: &[KeyValue], end: usize) -> R<()> {
+        // All of an instruction sees the variables as they were before it.
+        let mut expanded = Vec::new();
+        for kv in kvs {
+            expanded.push((self.expand(i, &kv.key, end)?, self.expand(i, &kv.value, end)?));
+        }
+        let mut msg = String::from("ENV");
+        for (k, v) in expanded {
+            msg.push_str(&format!(" {k}={v}"));
+            self.states[i].env.set(&k, &v);
+            self.states[i].image.env_set(&k, &v);
+        }
+        self.commit(i, msg, false);
+        Ok(())
+    }
+
+    fn dispatch_label(&mut self, i: usize, kvs: &[KeyValue], end: usize) -> R<()> {
+        let mut expanded = Vec::new();
+        for kv in kvs {
+            expanded.push((self.expand(i, &kv.key, end)?, self.expand(i, &kv.value, end)?));
+        }
+        let mut msg = String::from("LABEL");
+        for (k, v) in expanded {
+            msg.push_str(&format!(" {k}={v}"));
+            self.states[i].image.labels.insert(k, v);
+        }
+        self.commit(i, msg, false);
+        Ok(())
+    }
+
+    fn dispatch_arg(&mut self, i: usize, defs: &[ArgDef], end: usize) -> R<()> {
+        let mut commit = Vec::new();
+        for def in defs {
+            let key = def.key.value.clone();
+            self.declared_args.insert(key.clone());
+            let value = if let Some(v) = self.opts.build_args.get(&key) {
+                Some(v.clone())
+            } else if let Some(d) = &def.default {
+                Some(self.expand(i, d, end)?)
+            } else {
+                self.global_args.get(&key).map(str::to_owned)
+            };
+            if let Some(v) = &value
+                && key != "BUILDKIT_SBOM_SCAN_CONTEXT"
+                && key != "BUILDKIT_SBOM_SCAN_STAGE"
+            {
+                self.states[i].env.set(&key, v);
+            }
+            self.states[i].build_args.push((key.clone(), value.clone()));
+            commit.push(match value {
+                Some(v) => format!("{key}={v}"),
+                None => key,
+            });
+        }
+        self.commit(i, format!("ARG {}", commit.join(" ")), false);
+        Ok(())
+    }
+
+    fn with_shell(&self, i: usize, line: &CmdLine) -> Vec<String> {
+        if !line.prepend_shell {
+            return line.args.clone();
+        }
+        let shell = &self.states[i].image.shell;
+        let mut out = if shell.is_empty() {
+            vec!["/bin/sh".to_owned(), "-c".to_owned()]
+        } else {
+            shell.clone()
+        };
+        out.push(line.args.join(" "));
+        out
+    }
+
+    fn chown(&self, i: usize, user: &str) -> Option<Chown> {
+        let _ = i;
+        if user.is_empty() {
+            return None;
+        }
+        let (u, g) = match user.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (user, None),
+        };
+        Some(Chown {
+            user: IdOrName::parse(u),
+            group: g.map(IdOrName::parse),
+        })
+    }
+
+    fn dispatch_workdir(&mut self, i: usize, cmd: &Cmd, path: &str) -> R<()> {
+        let current = self.states[i].image.working_dir.clone();
+        let wd = paths::normalize(&current, path, false);
+        self.states[i].image.working_dir = wd.clone();
+        self.states[i].cwd = wd.clone();
+        let mut layer = false;
+        if wd != "/" {
+            let text = self.display_text(i, cmd.command.code(), &[]);
+            let title = self.prefix(i, &text, cmd.onbuild);
+            let meta = self.meta(i, title, Some(cmd.command.node.clone()));
+            let user = self.states[i].image.user.clone();
+            let mut inputs = Inputs::default();
+            let base = self.states[i].root.map(|d| inputs.index(d));
+            let op = Op::File(FileOp {
+                base,
+                actions: vec![FileAction::Mkdir(Mkdir {
+                    path: wd.clone(),
+                    mode: 0o755,
+                    parents: true,
+                    chown: self.chown(i, &user),
+                })],
+            });
+            let d = self.add(op, inputs.0, meta)?;
+            self.states[i].root = Some(d);
+            layer = true;
+        }
+        self.commit(i, format!("WORKDIR {wd}"), layer);
+        Ok(())
+    }
+
+    fn dispatch_run(&mut self, i: usize, cmd: &Cmd, run: &Run) -> R<()> {
+        let node = &cmd.command.node;
+        let end = node.end_line;
+        let mut inputs = Inputs::default();
+        let mut extra_mounts = Vec::new();
+        let mut custom = cmd.command.code().to_owned();
+        let mut args = run.cmd.args.clone();
+        if !run.cmd.files.is_empty() {
+            if args.len() != 1 || !run.cmd.prepend_shell {
+                return Err(self.err_node(
+                    node,
+                    format!("parsing produced an invalid run command: {}", go_list(&args)),
+                ));
+            }
+            let single = syntax::parse_heredoc(&args[0]).ok().flatten();
+            if single.is_some() {
+                let file = &run.cmd.files[0];
+                let data = if file.chomp {
+                    syntax::chomp_heredoc_content(&file.data)
+                } else {
+                    file.data.clone()
+                };
+                if data.starts_with("#!") {
+                    // A script with a shebang: write it to a file and run it.
+                    let meta = VertexMeta {
+                        name: "[internal] preparing inline document".to_owned(),
+                        ..VertexMeta::default()
+                    };
+                    let mkfile = Op::File(FileOp {
+                        base: None,
+                        actions: vec![FileAction::Mkfile(Mkfile {
+                            path: format!("/{}", file.name),
+                            mode: 0o755,
+                            data: data.clone(),
+                            chown: None,
+                        })],
+                    });
+                    let d = self.add(mkfile, Vec::new(), meta)?;
+                    extra_mounts.push(LlbMount {
+                        target: "/dev/pipes/".to_owned(),
+                        input: Some(inputs.index(d)),
+                        source: "/".to_owned(),
+                        readonly: true,
+                        output: false,
+                        kind: MountKind::Bind,
+                    });
+                    args = vec![paths::join(&["/dev/pipes/", &file.name])];
+                } else {
+                    args = vec![data];
+                }
+                custom.push_str(&format!(" ({})", summarize_heredoc(&file.data)));
+            } else {
+                let mut s = args[0].clone();
+                for f in &run.cmd.files {
+                    s.push('\n');
+                    s.push_str(&f.data);
+                    s.push_str(&f.name);
+                }
+                args = vec![s];
+            }
+        }
+        if run.cmd.prepend_shell {
+            let line = CmdLine {
+                args: args.clone(),
+                files: Vec::new(),
+                prepend_shell: true,
+            };
+            args = self.with_shell(i, &line);
+        }
+
+        // Mounts, expanded with the stage's variables.
+        let mut mounts = Vec::new();
+        let mut secret_env_mask = Vec::new();
+        let root_input = self.states[i].root.map(|d| inputs.index(d));
+        for (mi, raw) in run.mounts.iter().enumerate() {
+            let env = self.states[i].env.clone();
+            let lex = self.lex;
+            let mut expand = |v: &str| -> Result<String, String> {
+                lex.process_word(v, &env).map(|p| p.result).map_err(|e| e.to_string())
+            };
+            let m = mount::parse_mount(&raw.value, &mut expand)
+                .map_err(|e| self.err_at(raw.offset, end, e))?;
+            if m.kind == MountType::Secret
+                && let Some(e) = &m.env
+            {
+                secret_env_mask.push((e.clone(), "****".to_owned()));
+            }
+            let source_state = cmd.sources.get(mi).copied().flatten();
+            mounts.push(self.run_mount(i, &m, source_state, raw, end, &mut inputs)?);
+        }
+
+        let text = self.display_text(i, &custom, &secret_env_mask);
+        let title = self.prefix(i, &text, cmd.onbuild);
+        let meta = self.meta(i, title, Some(node.clone()));
+
+        let st = &self.states[i];
+        let mut all_mounts = vec![LlbMount {
+            target: "/".to_owned(),
+            input: root_input,
+            source: "/".to_owned(),
+            readonly: false,
+            output: true,
+            kind: MountKind::Bind,
+        }];
+        all_mounts.extend(extra_mounts);
+        all_mounts.extend(mounts);
+        let network = match run.network {
+            Network::Default => st.network,
+            other => other,
+        };
+        let op = Op::Exec(ExecOp {
+            args: args.clone(),
+            env: st.env.to_strings(),
+            cwd: st.cwd.clone(),
+            user: st.user.clone(),
+            mounts: all_mounts,
+            network,
+            security: run.security,
+            hostname: st.hostname.clone(),
+            proxy_env: self.proxy.clone(),
+            devices: Vec::<Device>::new(),
+        });
+        let d = self.add(op, inputs.0, meta)?;
+        self.states[i].root = Some(d);
+
+        // History: `RUN |N ARG=v … <args>`.
+        let st = &self.states[i];
+        let mut build_env: Vec<(String, String)> = Vec::new();
+        for (k, v) in &st.build_args {
+            let val = st
+                .env
+                .get(k)
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.clone().unwrap_or_default());
+            match build_env.iter_mut().find(|(bk, _)| bk == k) {
+                Some(e) => e.1 = val,
+                None => build_env.push((k.clone(), val)),
+            }
+        }
+        let mut parts: Vec<String> = Vec::new();
+        if !build_env.is_empty() {
+            parts.push(format!("|{}", build_env.len()));
+            parts.extend(build_env.iter().map(|(k, v)| format!("{k}={v}")));
+        }
+        parts.extend(args);
+        self.commit(i, format!("RUN {}", parts.join(" ")), true);
+        Ok(())
+    }
+
+    fn run_mount(
+        &mut self,
+        i: usize,
+        m: &mount::Mount,
+        source_state: Option<usize>,
+        raw: &Word,
+        end: usize,
+        inputs: &mut Inputs,
+    ) -> R<LlbMount> {
+        let err = |cx: &Self, msg: String| cx.err_at(raw.offset, end, msg);
+        match m.kind {
+            MountType::Secret => {
+                let mut id = if m.source.is_empty() { m.id.clone() } else { m.source.clone() };
+                if id.is_empty() {
+                    if m.target.is_empty() {
+                        return Err(err(self, "one of source, target required".into()));
+                    }
+                    id = paths::base(&m.target);
+                }
+                let target = if m.env.is_none() && m.target.is_empty() {
+                    format!("/run/secrets/{}", paths::base(&id))
+                } else {
+                    m.target.clone()
+                };
+                return Ok(LlbMount {
+                    target,
+                    input: None,
+                    source: "/".to_owned(),
+                    readonly: true,
+                    output: false,
+                    kind: MountKind::Secret {
+                        id,
+                        env: m.env.clone().unwrap_or_default(),
+                        required: m.required,
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                        mode: m.mode.unwrap_or(0o400),
+                    },
+                });
+            }
+            MountType::Ssh => {
+                if !m.source.is_empty() {
+                    return Err(err(self, "ssh does not support source".into()));
+                }
+                let id = if m.id.is_empty() { "default".to_owned() } else { m.id.clone() };
+                let target = if m.target.is_empty() {
+                    "/run/buildkit/ssh_agent.0".to_owned()
+                } else {
+                    m.target.clone()
+                };
+                return Ok(LlbMount {
+                    target,
+                    input: None,
+                    source: "/".to_owned(),
+                    readonly: true,
+                    output: false,
+                    kind: MountKind::Ssh {
+                        id,
+                        required: m.required,
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                        mode: m.mode.unwrap_or(0o600),
+                    },
+                });
+            }
+            _ => {}
+        }
+        // The filesystem mounted: a stage or image (`from=`), the build
+        // context (bind without `from=`), or nothing (cache, tmpfs).
+        let input = match (m.kind, source_state) {
+            (MountType::Tmpfs, _) => None,
+            (_, Some(s)) => {
+                if !self.states[s].dispatched {
+                    return Err(err(
+                        self,
+                        format!(
+                            "cannot mount from stage {} to {}, stage needs to be defined before current command",
+                            go_quote(&m.from),
+                            go_quote(&m.target)
+                        ),
+                    ));
+                }
+                self.states[s].root.map(|d| inputs.index(d))
+            }
+            (MountType::Cache, None) => None,
+            (_, None) => {
+                let c = self.context_source()?;
+                Some(inputs.index(c))
+            }
+        };
+        let cwd = self.states[i].cwd.clone();
+        let target = if paths::clean(&m.target).starts_with('/') {
+            m.target.clone()
+        } else {
+            paths::join(&["/", &cwd, &m.target])
+        };
+        if target == "/" {
+            return Err(err(self, format!("invalid mount target {}", go_quote(&target))));
+        }
+        let source = paths::join(&["/", &m.source]);
+        if m.kind == MountType::Bind && source_state.is_none() {
+            self.ctx_paths.insert(source.clone());
+        }
+        let kind = match m.kind {
+            MountType::Cache => {
+                let id = if m.id.is_empty() { paths::clean(&m.target) } else { m.id.clone() };
+                let with_owner = source == "/";
+                MountKind::Cache {
+                    id,
+                    sharing: match m.sharing {
+                        Some(Sharing::Private) => CacheSharing::Private,
+                        Some(Sharing::Locked) => CacheSharing::Locked,
+                        _ => CacheSharing::Shared,
+                    },
+                    uid: m.uid.filter(|_| with_owner),
+                    gid: m.gid.filter(|_| with_owner),
+                    mode: m.mode.filter(|_| with_owner),
+                }
+            }
+            MountType::Tmpfs => MountKind::Tmpfs { size: m.size_limit },
+            _ => MountKind::Bind,
+        };
+        Ok(LlbMount {
+            target,
+            input,
+            source,
+            readonly: m.readonly,
+            output: false,
+            kind,
+        })
+    }
+
+    fn dispatch_copy(&mut self, i: usize, cmd: &Cmd, c: &Copy) -> R<()> {
+        let end = cmd.command.node.end_line;
+        let source_state = cmd.sources.first().copied().flatten();
+        if let Some(s) = source_state
+            && !self.states[s].dispatched
+        {
+            let from = c.from.as_ref().map_or("", |w| w.value.as_str());
+            return Err(self.err_at(
+                c.from.as_ref().map_or(cmd.command.node.offset, |w| w.offset),
+                end,
+                format!(
+                    "cannot copy from stage {}, it needs to be defined before current stage {}",
+                    go_quote(from),
+                    go_quote(&self.states[i].display_name())
+                ),
+            ));
+        }
+        let spec = CopySpec {
+            add: false,
+            sources: self.expand_words(i, &c.paths.sources, end)?,
+            inline: c.paths.inline.clone(),
+            dest: Word {
+                value: self.expand(i, &c.paths.dest, end)?,
+                offset: c.paths.dest.offset,
+            },
+            chown: self.expand_opt(i, &c.chown, end)?,
+            chmod: self.expand_opt(i, &c.chmod, end)?,
+            link: c.link,
+            parents: c.parents,
+            excludes: c.excludes.iter().map(|w| w.value.clone()).collect(),
+            keep_git_dir: None,
+            checksum: None,
+            unpack: None,
+            from_state: source_state,
+        };
+        self.dispatch_copy_spec(i, cmd, spec)
+    }
+
+    fn dispatch_add(&mut self, i: usize, cmd: &Cmd, a: &Add) -> R<()> {
+        let end = cmd.command.node.end_line;
+        let spec = CopySpec {
+            add: true,
+            sources: self.expand_words(i, &a.paths.sources, end)?,
+            inline: a.paths.inline.clone(),
+            dest: Word {
+                value: self.expand(i, &a.paths.dest, end)?,
+                offset: a.paths.dest.offset,
+            },
+            chown: self.expand_opt(i, &a.chown, end)?,
+            chmod: self.expand_opt(i, &a.chmod, end)?,
+            link: a.link,
+            parents: false,
+            excludes: a.excludes.iter().map(|w| w.value.clone()).collect(),
+            keep_git_dir: a.keep_git_dir,
+            checksum: self.expand_opt(i, &a.checksum, end)?,
+            unpack: a.unpack,
+            from_state: None,
+        };
+        self.dispatch_copy_spec(i, cmd, spec)
+    }
+
+    fn dispatch_copy_spec(&mut self, i: usize, cmd: &Cmd, mut spec: CopySpec) -> R<()> {
+        let node = &cmd.command.node;
+        let end = node.end_line;
+        let cwd = self.states[i].cwd.clone();
+        let dest = {
+            let p = if spec.dest.value.is_empty() || spec.dest.value == "." {
+                "./"
+            } else {
+                spec.dest.value.as_str()
+            };
+            paths::normalize(&cwd, p, true)
+        };
+        let chown = spec.chown.as_ref().and_then(|w| self.chown(i, &w.value));
+        let mode = match &spec.chmod {
+            Some(w) if !w.value.is_empty() => {
+                Some(chmod::parse(&w.value).map_err(|e| self.err_at(w.offset, end, e))?)
+            }
+            _ => None,
+        };
+        if let Some(ck) = &spec.checksum {
+            if spec.sources.len() != 1 {
+                return Err(self.err_at(ck.offset, end, "checksum can't be specified for multiple sources"));
+            }
+            let src = &spec.sources[0].value;
+            if !is_http(src) && gitref::parse(src).ok().flatten().is_none() {
+                return Err(self.err_at(ck.offset, end, "checksum requires HTTP(S) or Git sources"));
+            }
+        }
+        let word = if spec.add { "ADD" } else { "COPY" };
+        let mut msg = String::from(word);
+        if spec.parents {
+            msg.push_str(" --parents");
+        }
+        if let Some(w) = &spec.chown {
+            msg.push_str(&format!(" --chown={}", w.value));
+        }
+        if let Some(w) = &spec.chmod {
+            msg.push_str(&format!(" --chmod={}", w.value));
+        }
+
+        let text = self.display_text(i, cmd.command.code(), &[]);
+        let link = spec.link && mode.is_none();
+        let step = self.prefix(i, &text, cmd.onbuild);
+
+        let mut inputs = Inputs::default();
+        let base = if link {
+            None
+        } else {
+            self.states[i].root.map(|d| inputs.index(d))
+        };
+        let mut actions = Vec::new();
+        let template = CopyAction {
+            from: None,
+            src: String::new(),
+            dest: dest.clone(),
+            chown: chown.clone(),
+            mode: mode.clone(),
+            follow_symlinks: false,
+            contents_only: false,
+            include: Vec::new(),
+            exclude: spec.excludes.clone(),
+            required: Vec::new(),
+            unpack: false,
+            create_dest_path: true,
+            allow_wildcard: false,
+            allow_empty_wildcard: false,
+        };
+
+        for src in std::mem::take(&mut spec.sources) {
+            msg.push_str(&format!(" {}", src.value));
+            let git = gitref::parse(&src.value).map_err(|e| self.err_at(src.offset, end, e))?;
+            if let Some(g) = git {
+                if !spec.add {
+                    return Err(self.err_at(src.offset, end, "source can't be a git ref for COPY"));
+                }
+                if let (Some(a), Some(b)) = (spec.keep_git_dir, g.keep_git_dir)
+                    && a != b
+                {
+                    return Err(self.err_at(src.offset, end, "inconsistent keep-git-dir configuration"));
+                }
+                let keep = g.keep_git_dir.or(spec.keep_git_dir).unwrap_or(false);
+                let mut checksum = spec.checksum.as_ref().map(|w| w.value.clone()).unwrap_or_default();
+                if !g.checksum.is_empty() {
+                    if !checksum.is_empty() && checksum != g.checksum {
+                        return Err(self.err_at(
+                            src.offset,
+                            end,
+                            format!("checksum mismatch {} != {}", go_quote(&checksum), go_quote(&g.checksum)),
+                        ));
+                    }
+                    checksum = g.checksum.clone();
+                }
+                let meta = VertexMeta {
+                    name: step.clone(),
+                    ..self.meta(i, String::new(), Some(node.clone()))
+                };
+                let op = Op::Source(SourceOp::Git {
+                    remote: g.remote,
+                    git_ref: g.git_ref,
+                    subdir: g.subdir,
+                    keep_git_dir: keep,
+                    checksum,
+                    skip_submodules: g.submodules == Some(false),
+                });
+                let d = self.add(op, Vec::new(), meta)?;
+                actions.push(FileAction::Copy(CopyAction {
+                    from: Some(inputs.index(d)),
+                    src: "/".to_owned(),
+                    ..template.clone()
+                }));
+            } else if is_http(&src.value) {
+                if !spec.add {
+                    return Err(self.err_at(src.offset, end, "source can't be a URL for COPY"));
+                }
+                let filename = url_filename(&src.value);
+                let checksum = match &spec.checksum {
+                    Some(w) => {
+                        check_digest(&w.value).map_err(|e| self.err_at(w.offset, end, e))?;
+                        w.value.clone()
+                    }
+                    None => String::new(),
+                };
+                let meta = VertexMeta {
+                    name: step.clone(),
+                    ..self.meta(i, String::new(), Some(node.clone()))
+                };
+                let op = Op::Source(SourceOp::Http {
+                    url: src.value.clone(),
+                    filename: filename.clone(),
+                    checksum,
+                });
+                let d = self.add(op, Vec::new(), meta)?;
+                actions.push(FileAction::Copy(CopyAction {
+                    from: Some(inputs.index(d)),
+                    src: format!("/{filename}"),
+                    unpack: spec.unpack.unwrap_or(false),
+                    ..template.clone()
+                }));
+            } else {
+                let mut src_path = src.value.clone();
+                let mut include = Vec::new();
+                let mut required = Vec::new();
+                if spec.parents {
+                    let (parent, pattern) = match src_path.split_once("/./") {
+                        Some((p, pat)) => (p.to_owned(), pat.to_owned()),
+                        None => ("/".to_owned(), src_path.clone()),
+                    };
+                    let pattern = paths::normalize("/", &pattern, false);
+                    include.push(pattern.trim_start_matches('/').to_owned());
+                    if !contains_wildcards(&parent) && !contains_wildcards(&pattern) {
+                        required.push(paths::normalize("/", &paths::join(&[&parent, &pattern]), false));
+                    }
+                    src_path = parent;
+                }
+                let src_abs = paths::normalize("/", &src_path, false);
+                let from = match spec.from_state {
+                    Some(s) => self.states[s].root.map(|d| inputs.index(d)),
+                    None => {
+                        self.ctx_paths.insert(paths::join(&["/", &src.value]));
+                        let c = self.context_source()?;
+                        Some(inputs.index(c))
+                    }
+                };
+                actions.push(FileAction::Copy(CopyAction {
+                    from,
+                    src: src_abs,
+                    follow_symlinks: true,
+                    contents_only: true,
+                    include,
+                    required,
+                    unpack: spec.unpack.unwrap_or(spec.add),
+                    allow_wildcard: true,
+                    allow_empty_wildcard: true,
+                    ..template.clone()
+                }));
+            }
+        }
+
+        for inline in &spec.inline {
+            msg.push_str(&format!(" <<{}", inline.name));
+            let data = if inline.expand {
+                let mut lex = Lexer::new('\\');
+                lex.skip_process_quotes = true;
+                lex.process_word(&inline.data, &self.states[i].env)
+                    .map_err(|e| self.err_node(node, e.to_string()))?
+                    .result
+            } else {
+                inline.data.clone()
+            };
+            let meta = VertexMeta {
+                name: "[internal] preparing inline document".to_owned(),
+                ..VertexMeta::default()
+            };
+            let op = Op::File(FileOp {
+                base: None,
+                actions: vec![FileAction::Mkfile(Mkfile {
+                    path: paths::join(&["/", &inline.name]),
+                    mode: 0o644,
+                    data,
+                    chown: None,
+                })],
+            });
+            let d = self.add(op, Vec::new(), meta)?;
+            actions.push(FileAction::Copy(CopyAction {
+                from: Some(inputs.index(d)),
+                src: paths::join(&["/", &inline.name]),
+                ..template.clone()
+            }));
+        }
+        msg.push_str(&format!(" {}", spec.dest.value));
+
+        let meta = self.meta(i, step.clone(), Some(node.clone()));
+        let file_op = Op::File(FileOp { base, actions });
+        let copied = self.add(file_op, inputs.0, meta)?;
+        let result = match (link, self.states[i].root) {
+            (true, Some(root)) => {
+                // `--link`: the copy is made on an empty filesystem and layered
+                // on top, so it does not depend on what is below.
+                let name = step.replacen("] ", "] LINK ", 1);
+                let name = if name == step { format!("LINK {step}") } else { name };
+                let meta = self.meta(i, name, Some(node.clone()));
+                let op = Op::Merge(MergeOp { inputs: vec![0, 1] });
+                self.add(op, vec![root, copied], meta)?
+            }
+            _ => copied,
+        };
+        self.states[i].root = Some(result);
+        self.commit(i, msg, true);
+        Ok(())
+    }
+
+    fn finish(&mut self, target: usize, reachable: &[bool]) -> R<Plan> {
+        // Build args nobody declared.
+        let unused: Vec<&String> = self
+            .opts
+            .build_args
+            .keys()
+            .filter(|k| {
+                !self.declared_args.contains(*k)
+                    && !PROXY_ARGS.contains(&k.as_str())
+                    && builtin_arg_note(k).is_none()
+            })
+            .collect();
+        if !unused.is_empty() {
+            let list: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
+            self.warnings.push(Diagnostic {
+                severity: crate::Severity::Warning,
+                ..Diagnostic::unlocated(
+                    self.file.name(),
+                    format!("one or more build-args [{}] were not consumed", list.join(" ")),
+                )
+            });
+        }
+
+        // The target image: --label, platform.
+        let labels = self.opts.labels.clone();
+        let explicit = !self.implicit_target;
+        let tp = self.target_platform.clone();
+        let st = &mut self.states[target];
+        st.image.labels.extend(labels);
+        if explicit || st.image.platform.is_none() {
+            st.image.platform = Some(tp);
+        }
+
+        let stages: Vec<LlbStage> = self
+            .states
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| reachable[*i] && s.stage_index.is_some())
+            .map(|(_, s)| LlbStage {
+                name: s.display_name(),
+                index: s.stage_index.unwrap_or(0),
+                platform: s.platform.clone().unwrap_or_else(|| self.target_platform.clone()),
+                base: match &s.base {
+                    Base::Scratch => StageBase::Scratch,
+                    Base::Stage(b) => StageBase::Stage {
+                        name: self.states[*b].display_name(),
+                    },
+                    Base::Image(r) => StageBase::Image {
+                        reference: r.to_string(),
+                        digest: s.image_digest.clone(),
+                    },
+                },
+                root: s.root,
+                config: s.image.clone(),
+                location: s.location.clone(),
+            })
+            .collect();
+        let target_stage = stages
+            .iter()
+            .position(|s| Some(s.index) == self.states[target].stage_index)
+            .unwrap_or(stages.len().saturating_sub(1));
+        let root = self.states[target].root;
+        let graph = match root {
+            Some(r) => self.graph.pruned(&[r]),
+            None => Graph::new(),
+        };
+        let context_paths = if self.ctx_paths.contains("/") {
+            vec![".".to_owned()]
+        } else {
+            self.ctx_paths
+                .iter()
+                .map(|p| p.trim_start_matches('/').to_owned())
+                .collect()
+        };
+        Ok(Plan {
+            definition: Definition {
+                graph,
+                target: root,
+                target_stage,
+                stages,
+                context_paths,
+            },
+            warnings: std::mem::take(&mut self.warnings),
+        })
+    }
+}
+
+impl State {
+    fn display_name(&self) -> String {
+        match (&self.name, self.stage_index) {
+            (Some(n), _) => n.clone(),
+            (None, Some(i)) => format!("stage-{i}"),
+            (None, None) => self.base_word.value.clone(),
+        }
+    }
+}
+
+struct CopySpec {
+    add: bool,
+    sources: Vec<Word>,
+    inline: Vec<instructions::InlineSource>,
+    dest: Word,
+    chown: Option<Word>,
+    chmod: Option<Word>,
+    link: bool,
+    parents: bool,
+    excludes: Vec<String>,
+    keep_git_dir: Option<bool>,
+    checksum: Option<Word>,
+    unpack: Option<bool>,
+    from_state: Option<usize>,
+}
+
+/// The inputs of a vertex being built; the same digest gets one index.
+#[derive(Default)]
+struct Inputs(Vec<Digest>);
+
+impl Inputs {
+    fn index(&mut self, d: Digest) -> u32 {
+        let pos = match self.0.iter().position(|x| *x == d) {
+            Some(p) => p,
+            None => {
+                self.0.push(d);
+                self.0.len() - 1
+            }
+        };
+        u32::try_from(pos).unwrap_or(u32::MAX)
+    }
+}
+
+fn relocate(node: &mut Node, at: &Node) {
+    node.offset = at.offset;
+    node.args_offset = at.offset;
+    node.start_line = at.start_line;
+    node.end_line = at.end_line;
+    for w in node.args.iter_mut().chain(node.flags.iter_mut()) {
+        w.offset = at.offset;
+    }
+    if let Some(sub) = &mut node.sub {
+        relocate(sub, at);
+    }
+}
+
+fn empty_image(platform: &Platform) -> ImageConfig {
+    ImageConfig {
+        platform: Some(platform.clone()),
+        working_dir: "/".to_owned(),
+        env: vec![format!("PATH={DEFAULT_PATH}")],
+        ..ImageConfig::default()
+    }
+}
+
+/// The config of an image that could not be looked up: nothing known.
+fn empty_image_unresolved(platform: &Platform) -> ImageConfig {
+    ImageConfig {
+        platform: Some(platform.clone()),
+        ..ImageConfig::default()
+    }
+}
+
+fn nanos(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Go's `%v` of a `[]string`: `[a b]`.
+fn go_list<S: AsRef<str>>(items: &[S]) -> String {
+    let v: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+    format!("[{}]", v.join(" "))
+}
+
+fn summarize_heredoc(doc: &str) -> String {
+    let doc = doc.trim();
+    let normalized = doc.replace("\r\n", "\n");
+    let mut lines = normalized.split('\n');
+    let first = lines.next().unwrap_or("").to_owned();
+    if lines.next().is_some() {
+        format!("{first}...")
+    } else {
+        first
+    }
+}
+
+fn is_http(src: &str) -> bool {
+    (src.starts_with("http://") || src.starts_with("https://"))
+        && gitref::parse(src).ok().flatten().is_none()
+}
+
+fn url_filename(url: &str) -> String {
+    let after_scheme = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = after_scheme
+        .split_once('/')
+        .map_or("", |(_, p)| p)
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("");
+    let base = paths::base(&format!("/{path}"));
+    if base == "." || base == "/" || base.is_empty() {
+        "__unnamed__".to_owned()
+    } else {
+        base
+    }
+}
+
+fn check_digest(d: &str) -> Result<(), String> {
+    let (alg, hex) = d
+        .split_once(':')
+        .ok_or_else(|| format!("invalid checksum digest format: {}", go_quote(d)))?;
+    let len = match alg {
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        _ => return Err(format!("unsupported digest algorithm: {}", go_quote(d))),
+    };
+    if hex.len() != len || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        return Err(format!("invalid checksum digest: {}", go_quote(d)));
+    }
+    Ok(())
+}
+
+fn contains_wildcards(name: &str) -> bool {
+    let b = name.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'*' | b'?' | b'[' => return true,
+            b'\\' => i += 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_filenames() {
+        assert_eq!(url_filename("https://example.com/a/b.tar.gz?x=1"), "b.tar.gz");
+        assert_eq!(url_filename("https://example.com/"), "__unnamed__");
+        assert_eq!(url_filename("https://example.com"), "__unnamed__");
+    }
+
+    #[test]
+    fn heredoc_summary() {
+        assert_eq!(summarize_heredoc("\necho a\necho b\n"), "echo a...");
+        assert_eq!(summarize_heredoc("echo a\n"), "echo a");
+    }
+}

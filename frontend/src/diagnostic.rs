@@ -1,0 +1,147 @@
+//! Located messages: every error and warning the frontend produces.
+//!
+//! A diagnostic carries everything needed to print it (`Dockerfile:3:5: message`,
+//! the source line and a caret), so printing it needs no access to the file.
+
+use std::fmt;
+
+use crate::source::SourceFile;
+
+/// How serious a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// Where in the Dockerfile a diagnostic points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// 1-based.
+    pub line: usize,
+    /// 1-based, in characters.
+    pub column: usize,
+    /// Last line of the instruction the diagnostic is about (≥ `line`).
+    pub end_line: usize,
+    /// The text of `line`, for the caret display.
+    pub source_line: String,
+}
+
+/// A message about the Dockerfile, usually with a position in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    /// The Dockerfile's name as given by the user (`Dockerfile`, `-`, …).
+    pub file: String,
+    pub location: Option<Location>,
+    pub message: String,
+    /// Lint rule name for warnings that are lint rules (`NoEmptyContinuation`).
+    pub rule: Option<&'static str>,
+    /// A link that explains the rule.
+    pub url: Option<&'static str>,
+}
+
+impl Diagnostic {
+    /// An error at byte `offset` of `file`.
+    pub fn at(file: &SourceFile, offset: usize, message: impl Into<String>) -> Diagnostic {
+        let pos = file.position(offset);
+        Diagnostic {
+            severity: Severity::Error,
+            file: file.name().to_owned(),
+            location: Some(Location {
+                line: pos.line,
+                column: pos.column,
+                end_line: pos.line,
+                source_line: file.line_text(pos.line).to_owned(),
+            }),
+            message: message.into(),
+            rule: None,
+            url: None,
+        }
+    }
+
+    /// An error about `file` as a whole, or about the build options.
+    pub fn unlocated(file: &str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Error,
+            file: file.to_owned(),
+            location: None,
+            message: message.into(),
+            rule: None,
+            url: None,
+        }
+    }
+
+    /// Marks the diagnostic as spanning up to `end_line`.
+    pub fn with_end_line(mut self, end_line: usize) -> Diagnostic {
+        if let Some(loc) = &mut self.location {
+            loc.end_line = end_line.max(loc.line);
+        }
+        self
+    }
+
+    /// Turns the diagnostic into a warning from lint rule `rule`.
+    pub fn warning(mut self, rule: &'static str, url: &'static str) -> Diagnostic {
+        self.severity = Severity::Warning;
+        self.rule = Some(rule);
+        self.url = Some(url);
+        self
+    }
+
+    /// 1-based line, if located.
+    pub fn line(&self) -> Option<usize> {
+        self.location.as_ref().map(|l| l.line)
+    }
+
+    /// The full display: the `file:line:col: message` header, then the source
+    /// line and a caret under the column.
+    pub fn render(&self) -> String {
+        let mut out = self.to_string();
+        if let Some(loc) = &self.location {
+            let num = loc.line.to_string();
+            let pad = " ".repeat(num.len());
+            // Keep tabs so the caret lines up under a tab-indented line.
+            let lead: String = loc
+                .source_line
+                .chars()
+                .take(loc.column.saturating_sub(1))
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
+            let shown = loc.source_line.replace(['\r'], "");
+            out.push_str(&format!("\n {num} | {shown}\n {pad} | {lead}^"));
+        }
+        out
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.location {
+            Some(loc) => write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, loc.line, loc.column, self.message
+            )?,
+            None => write!(f, "{}: {}", self.file, self.message)?,
+        }
+        if let Some(rule) = self.rule {
+            write!(f, " ({rule})")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_caret_under_column() {
+        let f = SourceFile::new("Dockerfile", "FROM a\n\tCOPY --nope x y\n");
+        let d = Diagnostic::at(&f, 7 + 6, "unknown flag: --nope");
+        assert_eq!(
+            d.render(),
+            "Dockerfile:2:7: unknown flag: --nope\n 2 | \tCOPY --nope x y\n   | \t     ^"
+        );
+    }
+}
