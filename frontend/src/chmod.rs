@@ -19,7 +19,8 @@ pub fn parse(value: &str) -> Result<Chmod, String> {
         }
         return Ok(Chmod::Octal(n));
     }
-    check_symbolic(value).map_err(|e| format!("invalid chmod parameter {}: {e}", go_quote(value)))?;
+    check_symbolic(value)
+        .map_err(|e| format!("invalid chmod parameter {}: {e}", go_quote(value)))?;
     Ok(Chmod::Symbolic(value.to_owned()))
 }
 
@@ -67,7 +68,10 @@ mod tests {
         assert_eq!(parse("7777"), Ok(Chmod::Octal(0o7777)));
         assert!(parse("10000").is_err());
         assert!(parse("8").is_err());
-        assert_eq!(parse("u=rwX,go=rX"), Ok(Chmod::Symbolic("u=rwX,go=rX".into())));
+        assert_eq!(
+            parse("u=rwX,go=rX"),
+            Ok(Chmod::Symbolic("u=rwX,go=rX".into()))
+        );
         assert_eq!(parse("+x"), Ok(Chmod::Symbolic("+x".into())));
         assert_eq!(parse("a-w"), Ok(Chmod::Symbolic("a-w".into())));
         assert_eq!(parse("g=u"), Ok(Chmod::Symbolic("g=u".into())));

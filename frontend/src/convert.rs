@@ -12,8 +12,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kiln_llb::op::{
-    CacheSharing, Chown, Copy as CopyAction, Device, ExecOp, FileAction, FileOp, IdOrName,
-    MergeOp, Mkdir, Mkfile, Mount as LlbMount, MountKind, Network, ProxyEnv, SourceOp,
+    CacheSharing, Chown, Copy as CopyAction, Device, ExecOp, FileAction, FileOp, IdOrName, MergeOp,
+    Mkdir, Mkfile, Mount as LlbMount, MountKind, Network, ProxyEnv, SourceOp,
 };
 use kiln_llb::{
     Definition, Digest, Graph, Healthcheck as LlbHealthcheck, History, ImageConfig, Op, Platform,
@@ -23,8 +23,7 @@ use kiln_reference::Reference;
 
 use crate::diagnostic::Diagnostic;
 use crate::instructions::{
-    self, Add, ArgDef, CmdLine, Command, Copy, Dockerfile, Healthcheck, Instruction, KeyValue,
-    Run,
+    self, Add, ArgDef, CmdLine, Command, Copy, Dockerfile, Healthcheck, Instruction, KeyValue, Run,
 };
 use crate::mount::{self, MountType, Sharing};
 use crate::quote::{go_quote, go_quote_list};
@@ -84,6 +83,7 @@ pub struct ResolvedImage {
 
 /// The answer of an [`ImageResolver`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // one per base image; not worth a box
 pub enum Resolution {
     Resolved(ResolvedImage),
     /// Could not be looked up (offline, empty store): planning goes on, and the
@@ -379,7 +379,11 @@ impl<'a> Converter<'a> {
 
         let target_name = match &self.opts.target {
             Some(t) => t.to_lowercase(),
-            None => df.stages.last().and_then(|s| s.name.clone()).unwrap_or_default(),
+            None => df
+                .stages
+                .last()
+                .and_then(|s| s.name.clone())
+                .unwrap_or_default(),
         };
         self.global_args = self.default_args(&target_name);
         self.eval_meta_args(&df.meta_args)?;
@@ -464,7 +468,9 @@ impl<'a> Converter<'a> {
                         Some(d) => Some(
                             self.lex
                                 .process_word(&d.value, &self.global_args)
-                                .map_err(|e| self.err_at(d.offset, cmd.node.end_line, e.to_string()))?
+                                .map_err(|e| {
+                                    self.err_at(d.offset, cmd.node.end_line, e.to_string())
+                                })?
                                 .result,
                         ),
                         None => None,
@@ -540,10 +546,7 @@ impl<'a> Converter<'a> {
                 return Err(self.err_at(
                     stage.base.offset,
                     node.end_line,
-                    format!(
-                        "base name ({}) should not be blank",
-                        stage.base.value
-                    ),
+                    format!("base name ({}) should not be blank", stage.base.value),
                 ));
             }
             let base_name = expanded.result;
@@ -592,7 +595,9 @@ impl<'a> Converter<'a> {
                     return Err(self.err_at(
                         pw.offset,
                         node.end_line,
-                        format!("platform {platform} is not supported: kiln builds Linux images only"),
+                        format!(
+                            "platform {platform} is not supported: kiln builds Linux images only"
+                        ),
                     ));
                 }
                 st.platform = Some(platform);
@@ -612,7 +617,10 @@ impl<'a> Converter<'a> {
                 if name == "context" || name == "scratch" {
                     return Err(self.err_node(
                         node,
-                        format!("{} is a reserved name and cannot be used as a stage name", go_quote(name)),
+                        format!(
+                            "{} is a reserved name and cannot be used as a stage name",
+                            go_quote(name)
+                        ),
                     ));
                 }
             }
@@ -620,15 +628,20 @@ impl<'a> Converter<'a> {
             st.display = stage.name.clone().unwrap_or_else(|| format!("stage-{i}"));
             st.location = self.location(node);
             st.ignore_cache = self.opts.no_cache
-                || stage
-                    .name
-                    .as_ref()
-                    .is_some_and(|n| self.opts.no_cache_filter.iter().any(|f| f.eq_ignore_ascii_case(n)));
+                || stage.name.as_ref().is_some_and(|n| {
+                    self.opts
+                        .no_cache_filter
+                        .iter()
+                        .any(|f| f.eq_ignore_ascii_case(n))
+                });
             let mut total = usize::from(matches!(st.base, Base::Image(_)));
             for cmd in &stage.commands {
                 if matches!(
                     cmd.instruction,
-                    Instruction::Add(_) | Instruction::Copy(_) | Instruction::Run(_) | Instruction::Workdir(_)
+                    Instruction::Add(_)
+                        | Instruction::Copy(_)
+                        | Instruction::Run(_)
+                        | Instruction::Workdir(_)
                 ) {
                     total += 1;
                 }
@@ -691,7 +704,11 @@ impl<'a> Converter<'a> {
     fn source_state(&mut self, from: &Word, end_line: usize, allow_index: bool) -> R<usize> {
         let value = from.value.as_str();
         if allow_index && let Ok(index) = value.parse::<i64>() {
-            let stages = self.states.iter().filter(|s| s.stage_index.is_some()).count();
+            let stages = self
+                .states
+                .iter()
+                .filter(|s| s.stage_index.is_some())
+                .count();
             return usize::try_from(index)
                 .ok()
                 .filter(|i| *i < stages)
@@ -755,8 +772,9 @@ impl<'a> Converter<'a> {
             Instruction::Run(r) => {
                 let mut out = Vec::new();
                 for m in &r.mounts {
-                    let fields = mount::csv_fields(&m.value)
-                        .map_err(|e| self.err_at(m.offset, end, format!("failed to parse csv mounts: {e}")))?;
+                    let fields = mount::csv_fields(&m.value).map_err(|e| {
+                        self.err_at(m.offset, end, format!("failed to parse csv mounts: {e}"))
+                    })?;
                     let from = fields.iter().rev().find_map(|f| {
                         f.split_once('=')
                             .filter(|(k, _)| k.eq_ignore_ascii_case("from"))
@@ -865,14 +883,14 @@ impl<'a> Converter<'a> {
     fn resolve_stages(&mut self, target: usize) -> R<Vec<bool>> {
         loop {
             let reachable = self.reachable_from(target);
-            for i in 0..self.states.len() {
-                if reachable[i] && !self.states[i].resolved {
+            for (i, _) in reachable.iter().enumerate().filter(|(_, r)| **r) {
+                if !self.states[i].resolved {
                     self.resolve_base(i)?;
                 }
             }
             let mut new_deps = false;
-            for i in 0..self.states.len() {
-                if reachable[i] && !self.states[i].onbuild_init {
+            for (i, _) in reachable.iter().enumerate().filter(|(_, r)| **r) {
+                if !self.states[i].onbuild_init {
                     new_deps |= self.init_onbuild(i)?;
                 }
             }
@@ -986,7 +1004,11 @@ impl<'a> Converter<'a> {
         let mut new_deps = false;
         for trigger in triggers {
             let fail = |e: String| {
-                self.err_at(at, end, format!("ONBUILD trigger {}: {e}", go_quote(&trigger)))
+                self.err_at(
+                    at,
+                    end,
+                    format!("ONBUILD trigger {}: {e}", go_quote(&trigger)),
+                )
             };
             let tf = SourceFile::new(self.file.name(), trigger.clone());
             let ast = syntax::parse(&tf).map_err(|d| fail(d.message))?;
@@ -1010,7 +1032,10 @@ impl<'a> Converter<'a> {
             }
             if matches!(
                 command.instruction,
-                Instruction::Add(_) | Instruction::Copy(_) | Instruction::Run(_) | Instruction::Workdir(_)
+                Instruction::Add(_)
+                    | Instruction::Copy(_)
+                    | Instruction::Run(_)
+                    | Instruction::Workdir(_)
             ) {
                 self.states[i].cmd_total += 1;
             }
@@ -1062,7 +1087,10 @@ impl<'a> Converter<'a> {
 
     fn add(&mut self, op: Op, inputs: Vec<Digest>, meta: VertexMeta) -> R<Digest> {
         self.graph.add(op, inputs, meta).map_err(|e| {
-            Diagnostic::unlocated(self.file.name(), format!("internal error building the graph: {e}"))
+            Diagnostic::unlocated(
+                self.file.name(),
+                format!("internal error building the graph: {e}"),
+            )
         })
     }
 
@@ -1086,8 +1114,8 @@ impl<'a> Converter<'a> {
     }
 
     fn dispatch_all(&mut self, reachable: &[bool]) -> R<()> {
-        for i in 0..self.states.len() {
-            if !reachable[i] || self.states[i].dispatched {
+        for (i, _) in reachable.iter().enumerate().filter(|(_, r)| **r) {
+            if self.states[i].dispatched {
                 continue;
             }
             self.init_state(i)?;
@@ -1240,7 +1268,11 @@ impl<'a> Converter<'a> {
                     self.with_shell(i, line)
                 };
                 let st = &mut self.states[i];
-                st.image.entrypoint = if args.is_empty() { None } else { Some(args.clone()) };
+                st.image.entrypoint = if args.is_empty() {
+                    None
+                } else {
+                    Some(args.clone())
+                };
                 if !st.cmd_set {
                     st.image.cmd = None;
                 }
@@ -1290,8 +1322,8 @@ impl<'a> Converter<'a> {
                         .process_words(&p.value, &self.states[i].env)
                         .map_err(|e| self.err_at(p.offset, end, e.to_string()))?;
                     for w in words {
-                        let specs = expose::parse_port(&w)
-                            .map_err(|e| self.err_at(p.offset, end, e))?;
+                        let specs =
+                            expose::parse_port(&w).map_err(|e| self.err_at(p.offset, end, e))?;
                         out.extend(specs);
                     }
                 }
@@ -1313,7 +1345,11 @@ impl<'a> Converter<'a> {
                 let mut list = Vec::new();
                 for v in vs {
                     if v.value.is_empty() {
-                        return Err(self.err_at(v.offset, end, "VOLUME specified can not be an empty string"));
+                        return Err(self.err_at(
+                            v.offset,
+                            end,
+                            "VOLUME specified can not be an empty string",
+                        ));
                     }
                     self.states[i].image.volumes.insert(v.value.clone());
                     list.push(v.value);
@@ -1341,7 +1377,10 @@ impl<'a> Converter<'a> {
         // All of an instruction sees the variables as they were before it.
         let mut expanded = Vec::new();
         for kv in kvs {
-            expanded.push((self.expand(i, &kv.key, end)?, self.expand(i, &kv.value, end)?));
+            expanded.push((
+                self.expand(i, &kv.key, end)?,
+                self.expand(i, &kv.value, end)?,
+            ));
         }
         let mut msg = String::from("ENV");
         for (k, v) in expanded {
@@ -1356,7 +1395,10 @@ impl<'a> Converter<'a> {
     fn dispatch_label(&mut self, i: usize, kvs: &[KeyValue], end: usize) -> R<()> {
         let mut expanded = Vec::new();
         for kv in kvs {
-            expanded.push((self.expand(i, &kv.key, end)?, self.expand(i, &kv.value, end)?));
+            expanded.push((
+                self.expand(i, &kv.key, end)?,
+                self.expand(i, &kv.value, end)?,
+            ));
         }
         let mut msg = String::from("LABEL");
         for (k, v) in expanded {
@@ -1465,7 +1507,10 @@ impl<'a> Converter<'a> {
             if args.len() != 1 || !run.cmd.prepend_shell {
                 return Err(self.err_node(
                     node,
-                    format!("parsing produced an invalid run command: {}", go_list(&args)),
+                    format!(
+                        "parsing produced an invalid run command: {}",
+                        go_list(&args)
+                    ),
                 ));
             }
             let single = syntax::parse_heredoc(&args[0]).ok().flatten();
@@ -1532,7 +1577,9 @@ impl<'a> Converter<'a> {
             let env = self.states[i].env.clone();
             let lex = self.lex;
             let mut expand = |v: &str| -> Result<String, String> {
-                lex.process_word(v, &env).map(|p| p.result).map_err(|e| e.to_string())
+                lex.process_word(v, &env)
+                    .map(|p| p.result)
+                    .map_err(|e| e.to_string())
             };
             let m = mount::parse_mount(&raw.value, &mut expand)
                 .map_err(|e| self.err_at(raw.offset, end, e))?;
@@ -1615,7 +1662,11 @@ impl<'a> Converter<'a> {
         let err = |cx: &Self, msg: String| cx.err_at(raw.offset, end, msg);
         match m.kind {
             MountType::Secret => {
-                let mut id = if m.source.is_empty() { m.id.clone() } else { m.source.clone() };
+                let mut id = if m.source.is_empty() {
+                    m.id.clone()
+                } else {
+                    m.source.clone()
+                };
                 if id.is_empty() {
                     if m.target.is_empty() {
                         return Err(err(self, "one of source, target required".into()));
@@ -1647,7 +1698,11 @@ impl<'a> Converter<'a> {
                 if !m.source.is_empty() {
                     return Err(err(self, "ssh does not support source".into()));
                 }
-                let id = if m.id.is_empty() { "default".to_owned() } else { m.id.clone() };
+                let id = if m.id.is_empty() {
+                    "default".to_owned()
+                } else {
+                    m.id.clone()
+                };
                 let target = if m.target.is_empty() {
                     "/run/buildkit/ssh_agent.0".to_owned()
                 } else {
@@ -1700,7 +1755,10 @@ impl<'a> Converter<'a> {
             paths::join(&["/", &cwd, &m.target])
         };
         if target == "/" {
-            return Err(err(self, format!("invalid mount target {}", go_quote(&target))));
+            return Err(err(
+                self,
+                format!("invalid mount target {}", go_quote(&target)),
+            ));
         }
         let source = paths::join(&["/", &m.source]);
         if m.kind == MountType::Bind && source_state.is_none() {
@@ -1708,7 +1766,11 @@ impl<'a> Converter<'a> {
         }
         let kind = match m.kind {
             MountType::Cache => {
-                let id = if m.id.is_empty() { paths::clean(&m.target) } else { m.id.clone() };
+                let id = if m.id.is_empty() {
+                    paths::clean(&m.target)
+                } else {
+                    m.id.clone()
+                };
                 let with_owner = source == "/";
                 MountKind::Cache {
                     id,
@@ -1743,7 +1805,9 @@ impl<'a> Converter<'a> {
         {
             let from = c.from.as_ref().map_or("", |w| w.value.as_str());
             return Err(self.err_at(
-                c.from.as_ref().map_or(cmd.command.node.offset, |w| w.offset),
+                c.from
+                    .as_ref()
+                    .map_or(cmd.command.node.offset, |w| w.offset),
                 end,
                 format!(
                     "cannot copy from stage {}, it needs to be defined before current stage {}",
@@ -1817,11 +1881,19 @@ impl<'a> Converter<'a> {
         };
         if let Some(ck) = &spec.checksum {
             if spec.sources.len() != 1 {
-                return Err(self.err_at(ck.offset, end, "checksum can't be specified for multiple sources"));
+                return Err(self.err_at(
+                    ck.offset,
+                    end,
+                    "checksum can't be specified for multiple sources",
+                ));
             }
             let src = &spec.sources[0].value;
             if !is_http(src) && gitref::parse(src).ok().flatten().is_none() {
-                return Err(self.err_at(ck.offset, end, "checksum requires HTTP(S) or Git sources"));
+                return Err(self.err_at(
+                    ck.offset,
+                    end,
+                    "checksum requires HTTP(S) or Git sources",
+                ));
             }
         }
         let word = if spec.add { "ADD" } else { "COPY" };
@@ -1874,16 +1946,28 @@ impl<'a> Converter<'a> {
                 if let (Some(a), Some(b)) = (spec.keep_git_dir, g.keep_git_dir)
                     && a != b
                 {
-                    return Err(self.err_at(src.offset, end, "inconsistent keep-git-dir configuration"));
+                    return Err(self.err_at(
+                        src.offset,
+                        end,
+                        "inconsistent keep-git-dir configuration",
+                    ));
                 }
                 let keep = g.keep_git_dir.or(spec.keep_git_dir).unwrap_or(false);
-                let mut checksum = spec.checksum.as_ref().map(|w| w.value.clone()).unwrap_or_default();
+                let mut checksum = spec
+                    .checksum
+                    .as_ref()
+                    .map(|w| w.value.clone())
+                    .unwrap_or_default();
                 if !g.checksum.is_empty() {
                     if !checksum.is_empty() && checksum != g.checksum {
                         return Err(self.err_at(
                             src.offset,
                             end,
-                            format!("checksum mismatch {} != {}", go_quote(&checksum), go_quote(&g.checksum)),
+                            format!(
+                                "checksum mismatch {} != {}",
+                                go_quote(&checksum),
+                                go_quote(&g.checksum)
+                            ),
                         ));
                     }
                     checksum = g.checksum.clone();
@@ -1946,7 +2030,11 @@ impl<'a> Converter<'a> {
                     let pattern = paths::normalize("/", &pattern, false);
                     include.push(pattern.trim_start_matches('/').to_owned());
                     if !contains_wildcards(&parent) && !contains_wildcards(&pattern) {
-                        required.push(paths::normalize("/", &paths::join(&[&parent, &pattern]), false));
+                        required.push(paths::normalize(
+                            "/",
+                            &paths::join(&[&parent, &pattern]),
+                            false,
+                        ));
                     }
                     src_path = parent;
                 }
@@ -2015,7 +2103,11 @@ impl<'a> Converter<'a> {
                 // `--link`: the copy is made on an empty filesystem and layered
                 // on top, so it does not depend on what is below.
                 let name = step.replacen("] ", "] LINK ", 1);
-                let name = if name == step { format!("LINK {step}") } else { name };
+                let name = if name == step {
+                    format!("LINK {step}")
+                } else {
+                    name
+                };
                 let meta = self.meta(i, name, Some(node.clone()));
                 let op = Op::Merge(MergeOp { inputs: vec![0, 1] });
                 self.add(op, vec![root, copied], meta)?
@@ -2045,7 +2137,10 @@ impl<'a> Converter<'a> {
                 severity: crate::Severity::Warning,
                 ..Diagnostic::unlocated(
                     self.file.name(),
-                    format!("one or more build-args [{}] were not consumed", list.join(" ")),
+                    format!(
+                        "one or more build-args [{}] were not consumed",
+                        list.join(" ")
+                    ),
                 )
             });
         }
@@ -2068,7 +2163,10 @@ impl<'a> Converter<'a> {
             .map(|(_, s)| LlbStage {
                 name: s.display_name(),
                 index: s.stage_index.unwrap_or(0),
-                platform: s.platform.clone().unwrap_or_else(|| self.target_platform.clone()),
+                platform: s
+                    .platform
+                    .clone()
+                    .unwrap_or_else(|| self.target_platform.clone()),
                 base: match &s.base {
                     Base::Scratch => StageBase::Scratch,
                     Base::Stage(b) => StageBase::Stage {
@@ -2240,7 +2338,11 @@ fn check_digest(d: &str) -> Result<(), String> {
         "sha512" => 128,
         _ => return Err(format!("unsupported digest algorithm: {}", go_quote(d))),
     };
-    if hex.len() != len || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+    if hex.len() != len
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
         return Err(format!("invalid checksum digest: {}", go_quote(d)));
     }
     Ok(())
@@ -2266,7 +2368,10 @@ mod tests {
 
     #[test]
     fn url_filenames() {
-        assert_eq!(url_filename("https://example.com/a/b.tar.gz?x=1"), "b.tar.gz");
+        assert_eq!(
+            url_filename("https://example.com/a/b.tar.gz?x=1"),
+            "b.tar.gz"
+        );
         assert_eq!(url_filename("https://example.com/"), "__unnamed__");
         assert_eq!(url_filename("https://example.com"), "__unnamed__");
     }

@@ -44,7 +44,12 @@ pub fn parse_go_duration_nanos(s: &str) -> Result<i128, String> {
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
-            "" => return Err(format!("time: missing unit in duration {}", crate::quote::go_quote(s))),
+            "" => {
+                return Err(format!(
+                    "time: missing unit in duration {}",
+                    crate::quote::go_quote(s)
+                ));
+            }
             _ => {
                 return Err(format!(
                     "time: unknown unit {} in duration {}",

@@ -28,10 +28,10 @@ pub fn parse_port(raw: &str) -> Result<Vec<String>, String> {
             return Err(format!("invalid IP address: {ip}"));
         }
     }
-    let (start, end) =
-        port_range(port).map_err(|_| format!("invalid containerPort: {port}"))?;
+    let (start, end) = port_range(port).map_err(|_| format!("invalid containerPort: {port}"))?;
     if !host_port.is_empty() {
-        let (hs, he) = port_range(host_port).map_err(|_| format!("invalid hostPort: {host_port}"))?;
+        let (hs, he) =
+            port_range(host_port).map_err(|_| format!("invalid hostPort: {host_port}"))?;
         if end - start != he - hs && end != start {
             return Err(format!(
                 "invalid ranges specified for container and host Ports: {port} and {host_port}"
@@ -74,7 +74,10 @@ mod tests {
         assert_eq!(parse_port("80").unwrap(), ["80/tcp"]);
         assert_eq!(parse_port("53/udp").unwrap(), ["53/udp"]);
         assert_eq!(parse_port("53/UDP").unwrap(), ["53/udp"]);
-        assert_eq!(parse_port("8000-8002/tcp").unwrap(), ["8000/tcp", "8001/tcp", "8002/tcp"]);
+        assert_eq!(
+            parse_port("8000-8002/tcp").unwrap(),
+            ["8000/tcp", "8001/tcp", "8002/tcp"]
+        );
         assert_eq!(parse_port("8080:80").unwrap(), ["80/tcp"]);
         assert_eq!(parse_port("127.0.0.1:8080:80").unwrap(), ["80/tcp"]);
         assert!(parse_port("80/foo").is_err());

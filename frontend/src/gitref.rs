@@ -26,7 +26,9 @@ pub fn parse(src: &str) -> Result<Option<GitRef>, String> {
         let (rest, frag) = src.split_once('#').unwrap_or((src, ""));
         let (base, q) = rest.split_once('?').unwrap_or((rest, ""));
         if matches!(scheme.as_str(), "http" | "https") {
-            let path = base[scheme_end + 3..].split_once('/').map_or("", |(_, p)| p);
+            let path = base[scheme_end + 3..]
+                .split_once('/')
+                .map_or("", |(_, p)| p);
             if !path.ends_with(".git") {
                 return Ok(None);
             }
@@ -48,7 +50,9 @@ pub fn parse(src: &str) -> Result<Option<GitRef>, String> {
     if !fragment.is_empty() {
         let (git_ref, subdir) = fragment.split_once(':').unwrap_or((&fragment, ""));
         r.git_ref = git_ref.to_owned();
-        r.subdir = crate::paths::join(&["/", subdir]).trim_start_matches('/').to_owned();
+        r.subdir = crate::paths::join(&["/", subdir])
+            .trim_start_matches('/')
+            .to_owned();
     }
     load_query(&mut r, &query)?;
     Ok(Some(r))
@@ -79,7 +83,11 @@ fn scp_style(s: &str) -> Option<(String, String, String)> {
     }
     let (before_frag, frag) = path_etc.split_once('#').unwrap_or((path_etc, ""));
     let (path, query) = before_frag.split_once('?').unwrap_or((before_frag, ""));
-    Some((format!("{user}@{host}:{path}"), query.to_owned(), frag.to_owned()))
+    Some((
+        format!("{user}@{host}:{path}"),
+        query.to_owned(),
+        frag.to_owned(),
+    ))
 }
 
 fn parse_bool(v: &str, what: &str) -> Result<bool, String> {
@@ -129,7 +137,11 @@ fn load_query(r: &mut GitRef, query: &str) -> Result<(), String> {
         }
     }
     if !tag.is_empty() {
-        let t = if tag.starts_with("refs/tags/") { tag.clone() } else { format!("refs/tags/{tag}") };
+        let t = if tag.starts_with("refs/tags/") {
+            tag.clone()
+        } else {
+            format!("refs/tags/{tag}")
+        };
         if !r.git_ref.is_empty() && r.git_ref != t {
             return Err(format!("ref conflicts: {:?} vs {t:?}", r.git_ref));
         }
@@ -139,7 +151,11 @@ fn load_query(r: &mut GitRef, query: &str) -> Result<(), String> {
         if !tag.is_empty() {
             return Err("branch conflicts with tag".into());
         }
-        let b = if branch.starts_with("refs/heads/") { branch.clone() } else { format!("refs/heads/{branch}") };
+        let b = if branch.starts_with("refs/heads/") {
+            branch.clone()
+        } else {
+            format!("refs/heads/{branch}")
+        };
         if !r.git_ref.is_empty() && r.git_ref != b {
             return Err(format!("ref conflicts: {:?} vs {b:?}", r.git_ref));
         }
@@ -154,15 +170,24 @@ mod tests {
 
     #[test]
     fn git_refs() {
-        let g = parse("https://github.com/moby/buildkit.git#v0.10.1:docs").unwrap().unwrap();
+        let g = parse("https://github.com/moby/buildkit.git#v0.10.1:docs")
+            .unwrap()
+            .unwrap();
         assert_eq!(g.remote, "https://github.com/moby/buildkit.git");
         assert_eq!((g.git_ref.as_str(), g.subdir.as_str()), ("v0.10.1", "docs"));
         assert!(parse("https://example.com/file.tar.gz").unwrap().is_none());
         assert!(parse("./local").unwrap().is_none());
         assert!(parse("src/").unwrap().is_none());
-        let g = parse("git@github.com:moby/buildkit.git#main").unwrap().unwrap();
-        assert_eq!((g.remote.as_str(), g.git_ref.as_str()), ("git@github.com:moby/buildkit.git", "main"));
-        let g = parse("https://h/r.git?tag=v1&keep-git-dir=true").unwrap().unwrap();
+        let g = parse("git@github.com:moby/buildkit.git#main")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (g.remote.as_str(), g.git_ref.as_str()),
+            ("git@github.com:moby/buildkit.git", "main")
+        );
+        let g = parse("https://h/r.git?tag=v1&keep-git-dir=true")
+            .unwrap()
+            .unwrap();
         assert_eq!(g.git_ref, "refs/tags/v1");
         assert_eq!(g.keep_git_dir, Some(true));
         assert!(parse("https://h/r.git?bogus=1").is_err());

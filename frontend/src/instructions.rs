@@ -177,9 +177,8 @@ pub fn from_ast(file: &SourceFile, ast: Ast) -> Result<Dockerfile, Diagnostic> {
     let mut meta_args = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
     for node in &ast.nodes {
-        let located = |(offset, msg): Fail| {
-            Diagnostic::at(file, offset, msg).with_end_line(node.end_line)
-        };
+        let located =
+            |(offset, msg): Fail| Diagnostic::at(file, offset, msg).with_end_line(node.end_line);
         if node.command() == "from" {
             stages.push(parse_from(node).map_err(located)?);
             continue;
@@ -292,7 +291,10 @@ pub fn parse_instruction(node: &Node) -> Result<Instruction, Fail> {
             for w in &node.args {
                 let v = w.value.trim();
                 if v.is_empty() {
-                    return Err((w.offset, "VOLUME specified can not be an empty string".into()));
+                    return Err((
+                        w.offset,
+                        "VOLUME specified can not be an empty string".into(),
+                    ));
                 }
                 out.push(Word {
                     value: v.to_owned(),
@@ -356,7 +358,10 @@ fn key_values(node: &Node, cmd: &str) -> Result<Vec<KeyValue>, Fail> {
     let mut out = Vec::new();
     for triple in node.args.chunks(3) {
         let [k, v, sep] = triple else {
-            return Err((node.offset, format!("Bad input to {cmd}, too many arguments")));
+            return Err((
+                node.offset,
+                format!("Bad input to {cmd}, too many arguments"),
+            ));
         };
         if k.value.is_empty() {
             return Err((k.offset, format!("{cmd} names can not be blank")));
@@ -400,9 +405,9 @@ fn parse_from(node: &Node) -> Result<Stage, Fail> {
         [_, as_kw, name] if as_kw.value.eq_ignore_ascii_case("as") => {
             let lower = name.value.to_lowercase();
             let valid = lower.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-                && lower
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+                && lower.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
+                });
             if !valid {
                 return Err((
                     name.offset,
@@ -416,7 +421,10 @@ fn parse_from(node: &Node) -> Result<Stage, Fail> {
         }
         _ => {
             let at = args.get(1).map_or(node.offset, |w| w.offset);
-            return Err((at, "FROM requires either one or three arguments (FROM <image> [AS <name>])".into()));
+            return Err((
+                at,
+                "FROM requires either one or three arguments (FROM <image> [AS <name>])".into(),
+            ));
         }
     };
     let flags = Flags::parse(node, &[("platform", Kind::Str)])?;
@@ -434,7 +442,10 @@ fn sources_and_dest(node: &Node, cmd: &str) -> Result<SourcesAndDest, Fail> {
         return Err((node.offset, no_destination(cmd)));
     };
     if syntax::parse_heredoc(&dest.value).ok().flatten().is_some() {
-        return Err((dest.offset, format!("{cmd} cannot accept a heredoc as a destination")));
+        return Err((
+            dest.offset,
+            format!("{cmd} cannot accept a heredoc as a destination"),
+        ));
     }
     let mut sources = Vec::new();
     let mut inline = Vec::new();
@@ -536,7 +547,10 @@ fn parse_onbuild(node: &Node) -> Result<Instruction, Fail> {
             ));
         }
         "MAINTAINER" | "FROM" => {
-            return Err((sub.offset, format!("{trigger} isn't allowed as an ONBUILD trigger")));
+            return Err((
+                sub.offset,
+                format!("{trigger} isn't allowed as an ONBUILD trigger"),
+            ));
         }
         _ => {}
     }
@@ -545,9 +559,9 @@ fn parse_onbuild(node: &Node) -> Result<Instruction, Fail> {
     // `(?i)^\s*ONBUILD\s*` removed from the original line.
     let original = node.original.trim_start_matches(char::is_whitespace);
     let mut expr = match original.get(..7) {
-        Some(kw) if kw.eq_ignore_ascii_case("onbuild") => {
-            original[7..].trim_start_matches(char::is_whitespace).to_owned()
-        }
+        Some(kw) if kw.eq_ignore_ascii_case("onbuild") => original[7..]
+            .trim_start_matches(char::is_whitespace)
+            .to_owned(),
         _ => original.to_owned(),
     };
     for doc in &node.heredocs {
@@ -583,7 +597,10 @@ fn parse_run(node: &Node) -> Result<Instruction, Fail> {
             other => {
                 return Err((
                     w.offset,
-                    format!("invalid network mode {} (expected default, none or host)", go_quote(other)),
+                    format!(
+                        "invalid network mode {} (expected default, none or host)",
+                        go_quote(other)
+                    ),
                 ));
             }
         },
@@ -596,7 +613,10 @@ fn parse_run(node: &Node) -> Result<Instruction, Fail> {
             other => {
                 return Err((
                     w.offset,
-                    format!("security {} is not valid (expected sandbox or insecure)", go_quote(other)),
+                    format!(
+                        "security {} is not valid (expected sandbox or insecure)",
+                        go_quote(other)
+                    ),
                 ));
             }
         },
@@ -640,7 +660,10 @@ fn parse_healthcheck(node: &Node) -> Result<Instruction, Fail> {
     if kind != "CMD" {
         return Err((
             typ.offset,
-            format!("Unknown type {} in HEALTHCHECK (try CMD)", go_quote(&typ.value)),
+            format!(
+                "Unknown type {} in HEALTHCHECK (try CMD)",
+                go_quote(&typ.value)
+            ),
         ));
     }
     let values: Vec<String> = rest.iter().map(|w| w.value.clone()).collect();
@@ -659,13 +682,20 @@ fn parse_healthcheck(node: &Node) -> Result<Instruction, Fail> {
             None => Ok(Duration::ZERO),
             Some(w) if w.value.is_empty() => Ok(Duration::ZERO),
             Some(w) => {
-                let n = crate::duration::parse_go_duration_nanos(&w.value)
-                    .map_err(|e| (w.offset, format!("invalid --{name} {}: {e}", go_quote(&w.value))))?;
+                let n = crate::duration::parse_go_duration_nanos(&w.value).map_err(|e| {
+                    (
+                        w.offset,
+                        format!("invalid --{name} {}: {e}", go_quote(&w.value)),
+                    )
+                })?;
                 if n == 0 {
                     return Ok(Duration::ZERO);
                 }
                 if n < 1_000_000 {
-                    return Err((w.offset, format!("Interval \"{name}\" cannot be less than 1ms")));
+                    return Err((
+                        w.offset,
+                        format!("Interval \"{name}\" cannot be less than 1ms"),
+                    ));
                 }
                 Ok(Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX)))
             }
@@ -680,7 +710,12 @@ fn parse_healthcheck(node: &Node) -> Result<Instruction, Fail> {
                 .parse()
                 .ok()
                 .filter(|n| i32::try_from(*n).is_ok())
-                .ok_or_else(|| (w.offset, format!("invalid --retries {}: not a number", go_quote(&w.value))))?;
+                .ok_or_else(|| {
+                    (
+                        w.offset,
+                        format!("invalid --retries {}: not a number", go_quote(&w.value)),
+                    )
+                })?;
             if n < 0 {
                 return Err((w.offset, format!("--retries cannot be negative ({n})")));
             }
@@ -763,7 +798,10 @@ impl Flags {
                 if let Some(s) = did_you_mean(name, names) {
                     msg.push_str(&format!(" (did you mean --{s}?)"));
                 } else if allowed.is_empty() {
-                    msg.push_str(&format!(" ({} takes no flags)", node.keyword.to_uppercase()));
+                    msg.push_str(&format!(
+                        " ({} takes no flags)",
+                        node.keyword.to_uppercase()
+                    ));
                 }
                 return Err((flag.offset, msg));
             };
@@ -772,7 +810,9 @@ impl Flags {
             }
             let value = match kind {
                 Kind::Bool => match value {
-                    Some("") => return Err((flag.offset, format!("missing a value on flag: --{name}"))),
+                    Some("") => {
+                        return Err((flag.offset, format!("missing a value on flag: --{name}")));
+                    }
                     None => "true".to_owned(),
                     Some(v) if v.eq_ignore_ascii_case("true") => "true".to_owned(),
                     Some(v) if v.eq_ignore_ascii_case("false") => "false".to_owned(),
@@ -784,7 +824,9 @@ impl Flags {
                     }
                 },
                 Kind::Str | Kind::Strs => match value {
-                    None => return Err((flag.offset, format!("missing a value on flag: --{name}"))),
+                    None => {
+                        return Err((flag.offset, format!("missing a value on flag: --{name}")));
+                    }
                     Some(v) => v.to_owned(),
                 },
             };
@@ -801,7 +843,10 @@ impl Flags {
     }
 
     fn word(&self, name: &str) -> Option<Word> {
-        self.values.iter().find(|(n, _)| *n == name).map(|(_, w)| w.clone())
+        self.values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, w)| w.clone())
     }
 
     fn words(&self, name: &str) -> Vec<Word> {

@@ -107,8 +107,7 @@ pub fn csv_fields(s: &str) -> Result<Vec<String>, String> {
 /// The checks BuildKit makes before expansion: valid CSV, and no variable in
 /// `from=` (stages must be known before any variable is).
 pub fn check_unexpanded(value: &str) -> Result<(), String> {
-    let fields =
-        csv_fields(value).map_err(|e| format!("failed to parse csv mounts: {e}"))?;
+    let fields = csv_fields(value).map_err(|e| format!("failed to parse csv mounts: {e}"))?;
     for field in fields {
         if let Some((k, v)) = field.split_once('=')
             && k.eq_ignore_ascii_case("from")
@@ -196,8 +195,7 @@ pub fn parse_mount(
     value: &str,
     expand: &mut dyn FnMut(&str) -> Result<String, String>,
 ) -> Result<Mount, String> {
-    let fields =
-        csv_fields(value).map_err(|e| format!("failed to parse csv mounts: {e}"))?;
+    let fields = csv_fields(value).map_err(|e| format!("failed to parse csv mounts: {e}"))?;
     let mut m = Mount {
         kind: MountType::Bind,
         from: String::new(),
@@ -336,7 +334,10 @@ pub fn parse_mount(
         }
     }
 
-    let file_info_allowed = matches!(m.kind, MountType::Secret | MountType::Ssh | MountType::Cache);
+    let file_info_allowed = matches!(
+        m.kind,
+        MountType::Secret | MountType::Ssh | MountType::Cache
+    );
     if !file_info_allowed {
         let t = m.kind.as_str();
         if m.mode.is_some() {
@@ -405,13 +406,36 @@ mod tests {
         assert_eq!((m.kind, m.readonly), (MountType::Bind, false));
         let m = parse("target=/src").unwrap();
         assert!(m.readonly);
-        assert_eq!(parse("type=tmpfs,target=/t,size=64m").unwrap().size_limit, 64 << 20);
-        assert!(parse("type=bind,mode=0700").unwrap_err().contains("mode not allowed"));
-        assert!(parse("type=secret").unwrap_err().contains("one of source, target"));
-        assert!(parse("required,type=secret,id=a").unwrap_err().contains("unexpected key 'required'"));
-        assert!(parse("type=cach").unwrap_err().contains("did you mean cache"));
+        assert_eq!(
+            parse("type=tmpfs,target=/t,size=64m").unwrap().size_limit,
+            64 << 20
+        );
+        assert!(
+            parse("type=bind,mode=0700")
+                .unwrap_err()
+                .contains("mode not allowed")
+        );
+        assert!(
+            parse("type=secret")
+                .unwrap_err()
+                .contains("one of source, target")
+        );
+        assert!(
+            parse("required,type=secret,id=a")
+                .unwrap_err()
+                .contains("unexpected key 'required'")
+        );
+        assert!(
+            parse("type=cach")
+                .unwrap_err()
+                .contains("did you mean cache")
+        );
         assert!(parse("type=cache,sharing=x").is_err());
-        assert!(parse("tagret=/x").unwrap_err().contains("did you mean target"));
+        assert!(
+            parse("tagret=/x")
+                .unwrap_err()
+                .contains("did you mean target")
+        );
         assert!(check_unexpanded("from=$x,target=/a").is_err());
         assert!(check_unexpanded("from=a$,target=/a").is_ok());
     }

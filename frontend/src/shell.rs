@@ -246,7 +246,10 @@ impl<'a> ShellWord<'a> {
         r
     }
 
-    fn process_stop_on_inner(&mut self, stop: Option<char>) -> Result<(String, Vec<String>), String> {
+    fn process_stop_on_inner(
+        &mut self,
+        stop: Option<char>,
+    ) -> Result<(String, Vec<String>), String> {
         let mut result = String::new();
         self.words_buffer.clear();
         let mut words = Words::default();
@@ -505,15 +508,19 @@ impl<'a> ShellWord<'a> {
                     return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
                 }
                 let value = value.unwrap_or_default();
-                let re = shell_pattern_regex(&pattern, true, false).map_err(|e| {
-                    format!("invalid pattern ({pattern}) in substitution: {e}")
-                })?;
+                let re = shell_pattern_regex(&pattern, true, false)
+                    .map_err(|e| format!("invalid pattern ({pattern}) in substitution: {e}"))?;
                 if replace_all {
                     Ok(re.replace_all(&value, replacement.as_str()).into_owned())
                 } else {
                     Ok(match re.find(&value) {
                         Some(m) => {
-                            format!("{}{}{}", &value[..m.start()], replacement, &value[m.end()..])
+                            format!(
+                                "{}{}{}",
+                                &value[..m.start()],
+                                replacement,
+                                &value[m.end()..]
+                            )
                         }
                         None => value,
                     })

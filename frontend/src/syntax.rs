@@ -251,7 +251,9 @@ impl<'a> Parser<'a> {
         let mut lines = Vec::new();
         let mut start = 0;
         while start < text.len() {
-            let end = text[start..].find('\n').map_or(text.len(), |i| start + i + 1);
+            let end = text[start..]
+                .find('\n')
+                .map_or(text.len(), |i| start + i + 1);
             let full = &text[start..end];
             lines.push((start, trim_newline(full), full));
             start = end;
@@ -415,9 +417,8 @@ impl<'a> Parser<'a> {
             }
 
             if node_can_contain_heredoc(&node) && logical.text.contains("<<") {
-                let docs = heredocs_from_line(&logical.text).map_err(|msg| {
-                    self.err(node_offset, msg).with_end_line(end_line)
-                })?;
+                let docs = heredocs_from_line(&logical.text)
+                    .map_err(|msg| self.err(node_offset, msg).with_end_line(end_line))?;
                 for mut doc in docs {
                     let mut content = String::new();
                     let mut terminated = false;
@@ -527,8 +528,7 @@ impl<'a> Parser<'a> {
 
         match cmd.to_ascii_lowercase().as_str() {
             "add" | "copy" | "volume" => {
-                let (list, json) = parse_maybe_json_to_list(args)
-                    .map_err(|m| (args_start, m))?;
+                let (list, json) = parse_maybe_json_to_list(args).map_err(|m| (args_start, m))?;
                 node.args = words(list);
                 node.json = json;
             }
@@ -544,9 +544,9 @@ impl<'a> Parser<'a> {
                 } else {
                     "LABEL"
                 };
-                node.args = words(parse_name_val(args, key, self.escape).map_err(
-                    |(o, m)| (args_start + o, m),
-                )?);
+                node.args = words(
+                    parse_name_val(args, key, self.escape).map_err(|(o, m)| (args_start + o, m))?,
+                );
             }
             "expose" | "from" => node.args = words(split_ws(args)),
             "healthcheck" => {
@@ -601,11 +601,7 @@ fn extract_builder_flags(line: &str, escape: char) -> (usize, Vec<(String, usize
     let mut i = 0;
     while i <= chars.len() {
         let at_end = i == chars.len();
-        let (pos, mut ch) = if at_end {
-            (line.len(), '\0')
-        } else {
-            chars[i]
-        };
+        let (pos, mut ch) = if at_end { (line.len(), '\0') } else { chars[i] };
         if phase == Phase::Spaces {
             if at_end {
                 break;
@@ -700,11 +696,7 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<(String, usize)> {
     let mut i = 0;
     while i <= chars.len() {
         let at_end = i == chars.len();
-        let (pos, mut ch) = if at_end {
-            (rest.len(), '\0')
-        } else {
-            chars[i]
-        };
+        let (pos, mut ch) = if at_end { (rest.len(), '\0') } else { chars[i] };
         if phase == Phase::Spaces {
             if at_end {
                 break;
@@ -985,7 +977,12 @@ mod tests {
 
     #[test]
     fn heredoc_words() {
-        let h = |s: &str| parse_heredoc(s).ok().flatten().map(|h| (h.name, h.fd, h.expand, h.chomp));
+        let h = |s: &str| {
+            parse_heredoc(s)
+                .ok()
+                .flatten()
+                .map(|h| (h.name, h.fd, h.expand, h.chomp))
+        };
         assert_eq!(h("<<EOF"), Some(("EOF".into(), 0, true, false)));
         assert_eq!(h("<<-EOF"), Some(("EOF".into(), 0, true, true)));
         assert_eq!(h("3<<'EOF'"), Some(("EOF".into(), 3, false, false)));
@@ -1017,7 +1014,13 @@ mod tests {
         let pos: Vec<_> = copy
             .args
             .iter()
-            .map(|w| (w.value.as_str(), f.position(w.offset).line, f.position(w.offset).column))
+            .map(|w| {
+                (
+                    w.value.as_str(),
+                    f.position(w.offset).line,
+                    f.position(w.offset).column,
+                )
+            })
             .collect();
         assert_eq!(pos, [("x", 3, 3), ("y", 4, 3)]);
         assert_eq!(f.position(copy.flags[0].offset).column, 6);

@@ -12,7 +12,11 @@ use kiln_testkit::{assert_all, case_dirs, testdata};
 fn parser_testfiles() {
     let dir = testdata().join("buildkit/parser/testfiles");
     let cases = case_dirs(&dir);
-    assert!(cases.len() >= 30, "expected BuildKit's parser test files in {}", dir.display());
+    assert!(
+        cases.len() >= 30,
+        "expected BuildKit's parser test files in {}",
+        dir.display()
+    );
     let mut failures = Vec::new();
     for case in &cases {
         let text = fs::read(case.join("Dockerfile")).expect("Dockerfile");
@@ -51,7 +55,11 @@ fn parser_testfiles_negative() {
         let text = fs::read(case.join("Dockerfile")).expect("Dockerfile");
         let file = SourceFile::from_bytes("Dockerfile", text).expect("UTF-8");
         if let Ok(ast) = syntax::parse(&file) {
-            failures.push(format!("{}: parsed, expected an error:\n{}", case.display(), ast.dump()));
+            failures.push(format!(
+                "{}: parsed, expected an error:\n{}",
+                case.display(),
+                ast.dump()
+            ));
         }
     }
     assert_all(failures, cases.len());
@@ -60,11 +68,17 @@ fn parser_testfiles_negative() {
 /// `envVarTest`: `platform | input | expected` with PWD, SHELL, KOREAN, NULL set.
 #[test]
 fn shell_env_var_test() {
-    let text = fs::read_to_string(testdata().join("buildkit/shell/envVarTest")).expect("envVarTest");
-    let env: Vec<(String, String)> = [("PWD", "/home"), ("SHELL", "bash"), ("KOREAN", "한국어"), ("NULL", "")]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+    let text =
+        fs::read_to_string(testdata().join("buildkit/shell/envVarTest")).expect("envVarTest");
+    let env: Vec<(String, String)> = [
+        ("PWD", "/home"),
+        ("SHELL", "bash"),
+        ("KOREAN", "한국어"),
+        ("NULL", ""),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
     let lex = Lexer::new('\\');
     let mut failures = Vec::new();
     let mut total = 0;
@@ -119,7 +133,10 @@ fn shell_words_test() {
             .process_words(input, &env)
             .unwrap_or_else(|_| vec!["error".to_owned()]);
         if got != expected {
-            failures.push(format!("wordsTest:{}: {input:?} expected {expected:?}, got {got:?}", n + 1));
+            failures.push(format!(
+                "wordsTest:{}: {input:?} expected {expected:?}, got {got:?}",
+                n + 1
+            ));
         }
     }
     assert!(total > 20);
@@ -147,7 +164,11 @@ fn shell_process_with_matches() {
         let names = |key: &str| -> Vec<String> {
             case[key]
                 .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let got = lex.process_word(input, &env);
@@ -171,15 +192,42 @@ fn shell_process_with_matches() {
 #[test]
 fn shell_platform_release_name() {
     let lex = Lexer::new('\\');
-    let release = "something-${VERSION}.${TARGETOS}-${TARGETARCH}${TARGETVARIANT:+-${TARGETVARIANT}}.tar.gz";
+    let release =
+        "something-${VERSION}.${TARGETOS}-${TARGETARCH}${TARGETVARIANT:+-${TARGETVARIANT}}.tar.gz";
     let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     };
-    let r = lex.process_word(release, &env(&[("VERSION", "v1.2.3"), ("TARGETOS", "linux"), ("TARGETARCH", "arm"), ("TARGETVARIANT", "v7")]));
+    let r = lex.process_word(
+        release,
+        &env(&[
+            ("VERSION", "v1.2.3"),
+            ("TARGETOS", "linux"),
+            ("TARGETARCH", "arm"),
+            ("TARGETVARIANT", "v7"),
+        ]),
+    );
     assert_eq!(r.unwrap().result, "something-v1.2.3.linux-arm-v7.tar.gz");
-    let r = lex.process_word(release, &env(&[("VERSION", "v1.2.3"), ("TARGETOS", "linux"), ("TARGETARCH", "arm64"), ("TARGETVARIANT", "")]));
+    let r = lex.process_word(
+        release,
+        &env(&[
+            ("VERSION", "v1.2.3"),
+            ("TARGETOS", "linux"),
+            ("TARGETARCH", "arm64"),
+            ("TARGETVARIANT", ""),
+        ]),
+    );
     assert_eq!(r.unwrap().result, "something-v1.2.3.linux-arm64.tar.gz");
-    let r = lex.process_word(release, &env(&[("VERSION", "v1.2.3"), ("TARGETOS", "linux"), ("TARGETARCH", "arm64")]));
+    let r = lex.process_word(
+        release,
+        &env(&[
+            ("VERSION", "v1.2.3"),
+            ("TARGETOS", "linux"),
+            ("TARGETARCH", "arm64"),
+        ]),
+    );
     assert_eq!(r.unwrap().result, "something-v1.2.3.linux-arm64.tar.gz");
     assert_eq!(lex.process_word("$", &NoEnv).unwrap().result, "$");
 }

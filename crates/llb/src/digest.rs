@@ -64,7 +64,9 @@ impl FromStr for Digest {
     type Err = ParseDigestError;
 
     fn from_str(s: &str) -> Result<Digest, ParseDigestError> {
-        let err = || ParseDigestError { input: s.to_owned() };
+        let err = || ParseDigestError {
+            input: s.to_owned(),
+        };
         let hex = s.strip_prefix("sha256:").ok_or_else(err)?.as_bytes();
         if hex.len() != 64 {
             return Err(err());

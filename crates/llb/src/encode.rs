@@ -108,7 +108,13 @@ mod tests {
 
     #[test]
     fn matches_serde_json_escaping() {
-        for s in ["plain", "tab\there", "\u{7f}\u{1f}\u{0}", "\\\"", "ünïcødé 🚀"] {
+        for s in [
+            "plain",
+            "tab\there",
+            "\u{7f}\u{1f}\u{0}",
+            "\\\"",
+            "ünïcødé 🚀",
+        ] {
             let mut ours = String::new();
             write_string(s, &mut ours);
             assert_eq!(ours, serde_json::to_string(s).unwrap_or_default());

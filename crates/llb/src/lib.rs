@@ -86,7 +86,9 @@ pub struct Stage {
 pub enum StageBase {
     Scratch,
     /// An earlier stage, by name.
-    Stage { name: String },
+    Stage {
+        name: String,
+    },
     /// An image; `digest` is `None` when it could not be resolved.
     Image {
         reference: String,

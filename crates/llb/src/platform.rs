@@ -112,9 +112,10 @@ impl FromStr for Platform {
         let (os, os_version) = match parts[0].split_once('(') {
             Some((os, rest)) => {
                 let version = rest.strip_suffix(')').ok_or_else(malformed)?;
-                if !version.bytes().all(|b| {
-                    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')
-                }) {
+                if !version
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+                {
                     return Err(malformed());
                 }
                 (os, version)
@@ -228,10 +229,7 @@ mod tests {
         assert_eq!(p("riscv64"), "linux/riscv64");
         assert_eq!(p("linux/386"), "linux/386");
         assert_eq!(p("linux/i386"), "linux/386");
-        assert_eq!(
-            p("windows(10.0.17763)/amd64"),
-            "windows(10.0.17763)/amd64"
-        );
+        assert_eq!(p("windows(10.0.17763)/amd64"), "windows(10.0.17763)/amd64");
         assert!(p("linux").starts_with("linux/"));
         assert!(p("").starts_with("error"));
         assert!(p("linux/").starts_with("error"));

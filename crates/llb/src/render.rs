@@ -99,7 +99,11 @@ impl Definition {
         }
         out.push('\n');
         for (i, stage) in self.stages.iter().enumerate() {
-            let marker = if i == self.target_stage { " (target)" } else { "" };
+            let marker = if i == self.target_stage {
+                " (target)"
+            } else {
+                ""
+            };
             let base = match &stage.base {
                 StageBase::Scratch => "scratch".to_owned(),
                 StageBase::Stage { name } => format!("stage {name}"),
@@ -248,7 +252,8 @@ fn render_op(v: &Vertex, out: &mut String) {
                         gid,
                         mode,
                     } => {
-                        let mut s = format!("cache id={} sharing={}", json_str(id), sharing.as_str());
+                        let mut s =
+                            format!("cache id={} sharing={}", json_str(id), sharing.as_str());
                         if let Some(u) = uid {
                             let _ = write!(s, " uid={u}");
                         }
@@ -269,7 +274,10 @@ fn render_op(v: &Vertex, out: &mut String) {
                         gid,
                         mode,
                     } => {
-                        let mut s = format!("secret id={} uid={uid} gid={gid} mode={mode:04o}", json_str(id));
+                        let mut s = format!(
+                            "secret id={} uid={uid} gid={gid} mode={mode:04o}",
+                            json_str(id)
+                        );
                         if !env.is_empty() {
                             let _ = write!(s, " env={env}");
                         }
@@ -285,7 +293,10 @@ fn render_op(v: &Vertex, out: &mut String) {
                         gid,
                         mode,
                     } => {
-                        let mut s = format!("ssh id={} uid={uid} gid={gid} mode={mode:04o}", json_str(id));
+                        let mut s = format!(
+                            "ssh id={} uid={uid} gid={gid} mode={mode:04o}",
+                            json_str(id)
+                        );
                         if *required {
                             s.push_str(" required");
                         }

@@ -49,7 +49,11 @@ static REFERENCE: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 static ANCHORED_NAME: LazyLock<Regex> = LazyLock::new(|| {
-    compile(&format!("^(?:({})/)?({})$", domain_and_port(), remote_name()))
+    compile(&format!(
+        "^(?:({})/)?({})$",
+        domain_and_port(),
+        remote_name()
+    ))
 });
 
 static IDENTIFIER: LazyLock<Regex> = LazyLock::new(|| compile("^[a-f0-9]{64}$"));
@@ -88,7 +92,9 @@ impl Reference {
             return Err(ReferenceError::Identifier(s.to_owned()));
         }
         let (domain, remainder) = split_docker_domain(s);
-        let remote = remainder.split_once(':').map_or(remainder.as_str(), |(r, _)| r);
+        let remote = remainder
+            .split_once(':')
+            .map_or(remainder.as_str(), |(r, _)| r);
         if remote.to_lowercase() != remote {
             return Err(ReferenceError::Uppercase(remote.to_owned()));
         }
@@ -208,7 +214,12 @@ impl fmt::Display for Reference {
 
 fn split_docker_domain(name: &str) -> (String, String) {
     let (domain, mut remote) = match name.split_once('/') {
-        None => return (DEFAULT_DOMAIN.to_owned(), format!("{OFFICIAL_REPO_PREFIX}{name}")),
+        None => {
+            return (
+                DEFAULT_DOMAIN.to_owned(),
+                format!("{OFFICIAL_REPO_PREFIX}{name}"),
+            );
+        }
         Some((d, r)) if d == "localhost" => (d.to_owned(), r.to_owned()),
         Some((d, r)) if d == LEGACY_DEFAULT_DOMAIN => (DEFAULT_DOMAIN.to_owned(), r.to_owned()),
         Some((d, r)) if d.contains(['.', ':']) => (d.to_owned(), r.to_owned()),
@@ -224,7 +235,9 @@ fn split_docker_domain(name: &str) -> (String, String) {
 /// go-digest's `Parse`: a known algorithm and the right number of hex digits.
 fn validate_digest(d: &str) -> Result<String, ReferenceError> {
     let bad = |why| ReferenceError::Digest(d.to_owned(), why);
-    let (alg, hex) = d.split_once(':').ok_or_else(|| bad("invalid checksum digest format"))?;
+    let (alg, hex) = d
+        .split_once(':')
+        .ok_or_else(|| bad("invalid checksum digest format"))?;
     let len = match alg {
         "sha256" => 64,
         "sha384" => 96,
@@ -262,7 +275,10 @@ mod tests {
         assert_eq!(norm("ghcr.io/org/app:v1"), "ghcr.io/org/app:v1");
         assert_eq!(norm("[::1]:5000/app"), "[::1]:5000/app:latest");
         let d = "sha256:".to_owned() + &"a".repeat(64);
-        assert_eq!(norm(&format!("alpine@{d}")), format!("docker.io/library/alpine@{d}"));
+        assert_eq!(
+            norm(&format!("alpine@{d}")),
+            format!("docker.io/library/alpine@{d}")
+        );
         assert_eq!(
             norm(&format!("alpine:3@{d}")),
             format!("docker.io/library/alpine:3@{d}")

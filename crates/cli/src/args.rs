@@ -1,0 +1,184 @@
+//! The command line, as clap types. Flag names and meanings follow
+//! `docker build` / `docker buildx build`, so that a Docker user can type
+//! `kiln build` where they typed `docker build`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Build OCI images from Dockerfiles",
+    long_about = "kiln builds OCI images from Dockerfiles: a BuildKit-compatible frontend, \
+                  a content-addressed build graph and a cache that follows the build.",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// State directory (image store, cache). Default: /var/lib/kiln as root,
+    /// $XDG_DATA_HOME/kiln otherwise.
+    #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from a Dockerfile.
+    Build(BuildArgs),
+    /// Print the build graph of a Dockerfile without running it.
+    Plan(PlanArgs),
+}
+
+/// `kiln plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// One line per vertex: short digest, step, instruction, location.
+    Text,
+    /// The graph as JSON, with each vertex's full definition.
+    Json,
+    /// Graphviz.
+    Dot,
+    /// Every vertex with all of its operation, then each stage's image config.
+    Llb,
+}
+
+/// The `docker build` flags.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Build context: a directory.
+    #[arg(value_name = "CONTEXT")]
+    pub context: String,
+
+    /// Name of the Dockerfile (default: CONTEXT/Dockerfile); `-` reads it from stdin.
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub file: Option<String>,
+
+    /// Name and optionally a tag (name:tag).
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    pub tags: Vec<String>,
+
+    /// Set a build-time variable (KEY=VALUE, or KEY to take it from the environment).
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
+
+    /// Set the target build stage.
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+
+    /// Do not use cache when building the image.
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Do not cache the given stages.
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+
+    /// Always attempt to pull newer versions of base images.
+    #[arg(long)]
+    pub pull: bool,
+
+    /// Set metadata on the image (KEY=VALUE).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+
+    /// Networking mode for RUN steps: default, none or host.
+    #[arg(long, value_name = "MODE")]
+    pub network: Option<String>,
+
+    /// Target platform(s), e.g. linux/arm64.
+    #[arg(long = "platform", value_name = "PLATFORM", value_delimiter = ',')]
+    pub platforms: Vec<String>,
+
+    /// Output destination (buildx syntax: type=local,dest=path, type=oci, …).
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+
+    /// Shorthand for --output=type=registry.
+    #[arg(long)]
+    pub push: bool,
+
+    /// Shorthand for --output=type=docker.
+    #[arg(long)]
+    pub load: bool,
+
+    /// Progress output: auto, plain, tty, quiet, rawjson.
+    #[arg(long, value_name = "TYPE")]
+    pub progress: Option<String>,
+
+    /// External cache sources (type=registry,ref=…, type=local,src=…).
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
+
+    /// Cache export destinations (type=registry,ref=…, type=local,dest=…).
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
+
+    /// Secret to expose to the build (id=mysecret[,src=/local/secret]).
+    #[arg(long = "secret", value_name = "SPEC")]
+    pub secrets: Vec<String>,
+
+    /// SSH agent socket or keys to expose to the build (default|<id>[=<socket>|<key>]).
+    #[arg(long = "ssh", value_name = "SPEC")]
+    pub ssh: Vec<String>,
+
+    /// Additional build contexts (name=path|docker-image://ref|…).
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
+
+    /// Write the image ID to a file.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+
+    /// Write build result metadata to a file.
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+
+    /// Suppress the build output and print the image ID on success.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+impl BuildArgs {
+    /// The flags that were given but whose feature has not landed yet, by name.
+    pub fn unsupported(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut check = |given: bool, name: &'static str| {
+            if given {
+                out.push(name);
+            }
+        };
+        check(!self.tags.is_empty(), "--tag");
+        check(self.pull, "--pull");
+        check(!self.outputs.is_empty(), "--output");
+        check(self.push, "--push");
+        check(self.load, "--load");
+        check(self.progress.is_some(), "--progress");
+        check(!self.cache_from.is_empty(), "--cache-from");
+        check(!self.cache_to.is_empty(), "--cache-to");
+        check(!self.secrets.is_empty(), "--secret");
+        check(!self.ssh.is_empty(), "--ssh");
+        check(!self.build_contexts.is_empty(), "--build-context");
+        check(self.iidfile.is_some(), "--iidfile");
+        check(self.metadata_file.is_some(), "--metadata-file");
+        check(self.quiet, "--quiet");
+        check(
+            self.platforms.len() > 1,
+            "--platform with several platforms",
+        );
+        out
+    }
+}

@@ -1,0 +1,71 @@
+//! `kiln plan` (and, until execution lands, `kiln build`).
+
+use std::io::Write as _;
+
+use anyhow::Context as _;
+use kiln_frontend::{Offline, Severity};
+
+use crate::Failure;
+use crate::args::{BuildArgs, PlanArgs, PlanFormat};
+use crate::options::{build_options, read_dockerfile, reject_unsupported};
+
+fn env_var(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+fn print_warnings(warnings: &[kiln_frontend::Diagnostic]) {
+    let mut err = std::io::stderr().lock();
+    for w in warnings {
+        debug_assert_eq!(w.severity, Severity::Warning);
+        let _ = writeln!(err, "warning: {}", w.render());
+    }
+}
+
+/// Plans the build the flags describe, offline: base images are not looked up.
+fn plan_from(args: &BuildArgs) -> Result<kiln_frontend::Plan, Failure> {
+    reject_unsupported(args)?;
+    let opts = build_options(args, &env_var)?;
+    let file = read_dockerfile(args)?;
+    let plan = kiln_frontend::plan(&file, &opts, &Offline)?;
+    print_warnings(&plan.warnings);
+    Ok(plan)
+}
+
+pub fn run(args: &PlanArgs) -> Result<(), Failure> {
+    let plan = plan_from(&args.build)?;
+    let def = &plan.definition;
+    let out = match args.format {
+        PlanFormat::Text => def.render_text(),
+        PlanFormat::Json => {
+            let mut s =
+                serde_json::to_string_pretty(&def.render_json()).context("serialising the plan")?;
+            s.push('\n');
+            s
+        }
+        PlanFormat::Dot => def.render_dot(),
+        PlanFormat::Llb => def.render_llb(),
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+        .or_else(|e| {
+            // A closed pipe (`kiln plan … | head`) is not an error.
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+        .context("writing the plan")?;
+    Ok(())
+}
+
+/// `kiln build`: checks the flags and the Dockerfile, then stops: executing
+/// builds has not landed yet.
+pub fn build(args: &BuildArgs) -> Result<(), Failure> {
+    plan_from(args)?;
+    Err(Failure::Usage(
+        "executing builds is not supported yet; `kiln plan` prints the build graph of this Dockerfile".into(),
+    ))
+}
