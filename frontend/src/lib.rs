@@ -24,10 +24,6 @@
 //! Architecture invariant: bad input is a [`Diagnostic`] with a line and column,
 //! never a panic. The parser is fuzzed (`fuzz/`).
 
-// Diagnostics are returned on the cold path only and carry the source line for
-// display; their size does not matter, boxing them would only add noise.
-#![allow(clippy::result_large_err)]
-
 pub mod chmod;
 pub mod convert;
 pub mod diagnostic;
