@@ -1,0 +1,164 @@
+//! End-to-end tests of the `kiln` binary.
+//!
+//! * `testdata/cli/<case>/`: `args` (one argument per line, run in the case
+//!   directory), optional `stdin`, the files the command reads, and the
+//!   expected `output` (exit code, stdout, stderr).
+//! * Every frontend case (`testdata/frontend/{ok,err}`) is also planned through
+//!   the binary: ok cases must plan in every format, err cases must fail with
+//!   exit code 1 and print the expected diagnostic.
+
+#![allow(clippy::print_stderr)]
+
+use std::fs;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use kiln_testkit::{assert_all, case_dirs, check, testdata};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn kiln(args: &[String], cwd: &Path, stdin: Option<&[u8]>) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("KILN_ROOT")
+        .env("KILN_TEST_FROM_ENV", "from-the-environment")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kiln");
+    if let Some(mut pipe) = child.stdin.take() {
+        let _ = pipe.write_all(stdin.unwrap_or_default());
+    }
+    let out = child.wait_with_output().expect("wait for kiln");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn cli_cases() {
+    let cases = case_dirs(&testdata().join("cli"));
+    let mut failures = Vec::new();
+    for case in &cases {
+        let args: Vec<String> = fs::read_to_string(case.join("args"))
+            .expect("args")
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let stdin = fs::read(case.join("stdin")).ok();
+        let r = kiln(&args, case, stdin.as_deref());
+        let actual = format!("exit: {}\n--- stdout\n{}--- stderr\n{}", r.code, r.stdout, r.stderr);
+        failures.extend(check(&case.join("output"), &actual));
+    }
+    assert_all(failures, cases.len());
+}
+
+/// The `options` file of a frontend case as `kiln` flags, or `None` when the
+/// case needs something only the library API offers (a fixed build platform,
+/// base images).
+fn frontend_flags(case: &Path) -> Option<Vec<String>> {
+    if case.join("images.json").exists() {
+        return None;
+    }
+    let mut out = Vec::new();
+    if let Ok(text) = fs::read_to_string(case.join("options")) {
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let (flag, value) = line.split_once(' ').unwrap_or((line, ""));
+            if flag == "--build-platform" {
+                return None;
+            }
+            out.push(flag.to_owned());
+            if !value.is_empty() {
+                out.push(value.to_owned());
+            }
+        }
+    }
+    Some(out)
+}
+
+fn host_is_amd64() -> bool {
+    kiln_llb::Platform::host().format() == "linux/amd64"
+}
+
+#[test]
+fn plans_every_frontend_ok_case() {
+    let cases = case_dirs(&testdata().join("frontend/ok"));
+    let mut failures = Vec::new();
+    let empty = tempdir();
+    for case in &cases {
+        let mut flags = frontend_flags(case).unwrap_or_default();
+        flags.extend(["-f".to_owned(), case.join("Dockerfile").display().to_string()]);
+        flags.push(empty.display().to_string());
+        for format in ["text", "json", "dot", "llb"] {
+            let mut args = vec!["plan".to_owned(), "--format".to_owned(), format.to_owned()];
+            args.extend(flags.iter().cloned());
+            let r = kiln(&args, case, None);
+            let ok = r.code == 0
+                && match format {
+                    "text" => r.stdout.lines().last().is_some_and(|l| l.starts_with("target ")),
+                    "json" => serde_json::from_str::<serde_json::Value>(&r.stdout)
+                        .ok()
+                        .is_some_and(|v| v["vertices"].is_array()),
+                    "dot" => r.stdout.starts_with("digraph kiln {"),
+                    _ => r.stdout.contains("\nstage "),
+                };
+            if !ok {
+                failures.push(format!(
+                    "{} ({format}): exit {}\n{}{}",
+                    case.display(),
+                    r.code,
+                    r.stdout,
+                    r.stderr
+                ));
+            }
+        }
+    }
+    assert_all(failures, cases.len());
+}
+
+#[test]
+fn reports_every_frontend_err_case() {
+    let cases = case_dirs(&testdata().join("frontend/err"));
+    let mut failures = Vec::new();
+    let empty = tempdir();
+    for case in &cases {
+        let Some(mut args) = frontend_flags(case) else {
+            continue;
+        };
+        args.insert(0, "plan".to_owned());
+        args.extend(["-f".to_owned(), "Dockerfile".to_owned(), empty.display().to_string()]);
+        let r = kiln(&args, case, None);
+        let expected = fs::read_to_string(case.join("error")).unwrap_or_default();
+        // Platform-dependent cases may differ in details on other hosts.
+        let wanted = if host_is_amd64() {
+            format!("error: {expected}")
+        } else {
+            String::new()
+        };
+        if r.code != 1 || (!wanted.is_empty() && !r.stderr.ends_with(&wanted)) {
+            failures.push(format!(
+                "{}: exit {} (want 1)\n--- stderr\n{}--- want suffix\n{wanted}",
+                case.display(),
+                r.code,
+                r.stderr
+            ));
+        }
+    }
+    assert_all(failures, cases.len());
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-cli-test-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
