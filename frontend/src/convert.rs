@@ -166,6 +166,59 @@ fn builtin_arg_note(key: &str) -> Option<&'static str> {
     }
 }
 
+/// The `# check=` directive: which lint rules to skip, and whether a rule
+/// violation fails the build (BuildKit's `ParseLintOptions`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckConfig {
+    pub skip_all: bool,
+    pub skip: Vec<String>,
+    pub experimental_all: bool,
+    pub experimental: Vec<String>,
+    pub error: bool,
+}
+
+impl CheckConfig {
+    /// Parses `skip=A,B;error=true;experimental=all`.
+    pub fn parse(s: &str) -> Result<CheckConfig, String> {
+        let mut c = CheckConfig::default();
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(c);
+        }
+        for part in s.splitn(3, ';') {
+            let Some((k, v)) = part.split_once('=') else {
+                return Err(format!("invalid check option {}", go_quote(part)));
+            };
+            let v = v.trim();
+            let list = || {
+                v.split(',')
+                    .map(|r| r.trim().to_owned())
+                    .collect::<Vec<_>>()
+            };
+            match k.trim() {
+                "skip" if v == "all" => c.skip_all = true,
+                "skip" => c.skip = list(),
+                "experimental" if v == "all" => c.experimental_all = true,
+                "experimental" => c.experimental = list(),
+                "error" => {
+                    c.error = mount::parse_go_bool(v).ok_or_else(|| {
+                        format!(
+                            "failed to parse check option {}: invalid syntax",
+                            go_quote(part)
+                        )
+                    })?;
+                }
+                other => return Err(format!("invalid check option {}", go_quote(other))),
+            }
+        }
+        Ok(c)
+    }
+
+    fn skips(&self, rule: &str) -> bool {
+        self.skip_all || self.skip.iter().any(|r| r == rule)
+    }
+}
+
 /// Plans the build of `dockerfile` (already typed) with `opts`.
 pub fn convert(
     file: &SourceFile,
@@ -363,6 +416,18 @@ impl<'a> Converter<'a> {
             ));
         }
         self.check_syntax_directive(&df)?;
+        let check = match &df.ast.directives.check {
+            Some(d) => CheckConfig::parse(&d.value).map_err(|e| {
+                self.err_at(
+                    self.file.line_start(d.line),
+                    d.line,
+                    format!("failed to parse check options: {e}"),
+                )
+            })?,
+            None => CheckConfig::default(),
+        };
+        self.warnings
+            .retain(|w| w.rule.is_none_or(|r| !check.skips(r)));
         for (k, v) in &self.opts.build_args {
             if let Some(note) = builtin_arg_note(k)
                 && !note.is_empty()
@@ -396,6 +461,22 @@ impl<'a> Converter<'a> {
         }
         let reachable = self.resolve_stages(target)?;
         self.dispatch_all(&reachable)?;
+        if check.error {
+            let mut rules: Vec<&str> = self.warnings.iter().filter_map(|w| w.rule).collect();
+            rules.sort_unstable();
+            rules.dedup();
+            if let Some(first) = self.warnings.iter().find(|w| w.rule.is_some()) {
+                let mut e = first.clone();
+                e.severity = crate::Severity::Error;
+                e.rule = None;
+                e.message = format!(
+                    "lint violation found for rules: {} (# check=error=true): {}",
+                    rules.join(", "),
+                    first.message
+                );
+                return Err(e);
+            }
+        }
         self.finish(target, &reachable)
     }
 
@@ -2365,6 +2446,18 @@ fn contains_wildcards(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_options() {
+        let c = CheckConfig::parse("skip=JSONArgsRecommended, StageNameCasing;error=true").unwrap();
+        assert_eq!(c.skip, ["JSONArgsRecommended", "StageNameCasing"]);
+        assert!(c.error);
+        assert!(CheckConfig::parse("skip=all").unwrap().skip_all);
+        assert!(CheckConfig::parse("bogus").is_err());
+        assert!(CheckConfig::parse("error=maybe").is_err());
+        assert!(CheckConfig::parse("nope=1").is_err());
+        assert_eq!(CheckConfig::parse("  ").unwrap(), CheckConfig::default());
+    }
 
     #[test]
     fn url_filenames() {

@@ -41,7 +41,8 @@ mod suggest;
 pub mod syntax;
 
 pub use convert::{
-    BuildOptions, ImageResolver, Offline, Plan, Resolution, ResolvedImage, StaticResolver,
+    BuildOptions, CheckConfig, ImageResolver, Offline, Plan, Resolution, ResolvedImage,
+    StaticResolver,
 };
 pub use diagnostic::{Diagnostic, Location, Severity};
 pub use instructions::Dockerfile;
