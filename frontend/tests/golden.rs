@@ -16,7 +16,8 @@ fn golden_plan_digests() {
         build_platform: Platform::new("linux", "amd64", ""),
         ..BuildOptions::default()
     };
-    let plan = kiln_frontend::plan(&file, &opts, &Offline).unwrap_or_else(|e| panic!("{}", e.render()));
+    let plan =
+        kiln_frontend::plan(&file, &opts, &Offline).unwrap_or_else(|e| panic!("{}", e.render()));
     let json = serde_json::to_string_pretty(&plan.definition.render_json()).expect("JSON") + "\n";
     if let Some(failure) = check(&dir.join("plan.json"), &json) {
         panic!("{failure}");

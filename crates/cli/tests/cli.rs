@@ -57,7 +57,10 @@ fn cli_cases() {
             .collect();
         let stdin = fs::read(case.join("stdin")).ok();
         let r = kiln(&args, case, stdin.as_deref());
-        let actual = format!("exit: {}\n--- stdout\n{}--- stderr\n{}", r.code, r.stdout, r.stderr);
+        let actual = format!(
+            "exit: {}\n--- stdout\n{}--- stderr\n{}",
+            r.code, r.stdout, r.stderr
+        );
         failures.extend(check(&case.join("output"), &actual));
     }
     assert_all(failures, cases.len());
@@ -72,7 +75,11 @@ fn frontend_flags(case: &Path) -> Option<Vec<String>> {
     }
     let mut out = Vec::new();
     if let Ok(text) = fs::read_to_string(case.join("options")) {
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
             let (flag, value) = line.split_once(' ').unwrap_or((line, ""));
             if flag == "--build-platform" {
                 return None;
@@ -97,7 +104,10 @@ fn plans_every_frontend_ok_case() {
     let empty = tempdir();
     for case in &cases {
         let mut flags = frontend_flags(case).unwrap_or_default();
-        flags.extend(["-f".to_owned(), case.join("Dockerfile").display().to_string()]);
+        flags.extend([
+            "-f".to_owned(),
+            case.join("Dockerfile").display().to_string(),
+        ]);
         flags.push(empty.display().to_string());
         for format in ["text", "json", "dot", "llb"] {
             let mut args = vec!["plan".to_owned(), "--format".to_owned(), format.to_owned()];
@@ -105,7 +115,11 @@ fn plans_every_frontend_ok_case() {
             let r = kiln(&args, case, None);
             let ok = r.code == 0
                 && match format {
-                    "text" => r.stdout.lines().last().is_some_and(|l| l.starts_with("target ")),
+                    "text" => r
+                        .stdout
+                        .lines()
+                        .last()
+                        .is_some_and(|l| l.starts_with("target ")),
                     "json" => serde_json::from_str::<serde_json::Value>(&r.stdout)
                         .ok()
                         .is_some_and(|v| v["vertices"].is_array()),
@@ -136,7 +150,11 @@ fn reports_every_frontend_err_case() {
             continue;
         };
         args.insert(0, "plan".to_owned());
-        args.extend(["-f".to_owned(), "Dockerfile".to_owned(), empty.display().to_string()]);
+        args.extend([
+            "-f".to_owned(),
+            "Dockerfile".to_owned(),
+            empty.display().to_string(),
+        ]);
         let r = kiln(&args, case, None);
         let expected = fs::read_to_string(case.join("error")).unwrap_or_default();
         // Platform-dependent cases may differ in details on other hosts.
