@@ -696,13 +696,19 @@ impl<'a> Converter<'a> {
                     ));
                 }
                 if name == "context" || name == "scratch" {
-                    return Err(self.err_node(
-                        node,
-                        format!(
-                            "{} is a reserved name and cannot be used as a stage name",
-                            go_quote(name)
-                        ),
-                    ));
+                    let w = self
+                        .err_node(
+                            node,
+                            format!(
+                                "Stage name should not use the same name as reserved stage {}",
+                                go_quote(name)
+                            ),
+                        )
+                        .warning(
+                            "ReservedStageName",
+                            "https://docs.docker.com/go/dockerfile/rule/reserved-stage-name/",
+                        );
+                    self.warnings.push(w);
                 }
             }
             st.name = stage.name.clone();
