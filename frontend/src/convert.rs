@@ -1117,15 +1117,9 @@ impl<'a> Converter<'a> {
                 self.states[i].deps.push((*s, at));
                 new_deps = true;
             }
-            if matches!(
-                command.instruction,
-                Instruction::Add(_)
-                    | Instruction::Copy(_)
-                    | Instruction::Run(_)
-                    | Instruction::Workdir(_)
-            ) {
-                self.states[i].cmd_total += 1;
-            }
+            // BuildKit counts every trigger as a step, not only those that
+            // make a vertex.
+            self.states[i].cmd_total += 1;
             cmds.push(Cmd {
                 command,
                 sources,
@@ -1286,8 +1280,15 @@ impl<'a> Converter<'a> {
             .collect()
     }
 
+    /// Appends a history entry. Steps that run through the solver (RUN, COPY,
+    /// ADD) are marked `# buildkit`, as BuildKit marks them; WORKDIR makes a
+    /// layer without the mark.
     fn commit(&mut self, i: usize, created_by: String, layer: bool) {
-        let created_by = if layer {
+        self.commit_with(i, created_by, layer, layer);
+    }
+
+    fn commit_with(&mut self, i: usize, created_by: String, layer: bool, marked: bool) {
+        let created_by = if marked {
             format!("{created_by} # buildkit")
         } else {
             created_by
@@ -1299,12 +1300,13 @@ impl<'a> Converter<'a> {
         });
     }
 
-    /// The instruction text as progress shows it: variables substituted where
-    /// known, first word uppercased.
-    fn display_text(&self, i: usize, text: &str, mask: &[(String, String)]) -> String {
+    /// The instruction text as progress shows it, first word uppercased. RUN
+    /// keeps quotes and unknown variables (`raw`); COPY, ADD and WORKDIR are
+    /// shown after plain substitution, as BuildKit shows them.
+    fn display_text(&self, i: usize, text: &str, mask: &[(String, String)], raw: bool) -> String {
         let mut lex = self.lex;
-        lex.raw_quotes = true;
-        lex.skip_unset_env = true;
+        lex.raw_quotes = raw;
+        lex.skip_unset_env = raw;
         let env = Overlay {
             top: mask,
             base: &self.states[i].env,
@@ -1560,7 +1562,7 @@ impl<'a> Converter<'a> {
         self.states[i].cwd = wd.clone();
         let mut layer = false;
         if wd != "/" {
-            let text = self.display_text(i, cmd.command.code(), &[]);
+            let text = self.display_text(i, cmd.command.code(), &[], false);
             let title = self.prefix(i, &text, cmd.onbuild);
             let meta = self.meta(i, title, Some(cmd.command.node.clone()));
             let user = self.states[i].image.user.clone();
@@ -1579,7 +1581,7 @@ impl<'a> Converter<'a> {
             self.states[i].root = Some(d);
             layer = true;
         }
-        self.commit(i, format!("WORKDIR {wd}"), layer);
+        self.commit_with(i, format!("WORKDIR {wd}"), layer, false);
         Ok(())
     }
 
@@ -1679,7 +1681,21 @@ impl<'a> Converter<'a> {
             mounts.push(self.run_mount(i, &m, source_state, raw, end, &mut inputs)?);
         }
 
-        let text = self.display_text(i, &custom, &secret_env_mask);
+        // The n-th SSH mount without a target gets agent socket n, and the
+        // first one becomes SSH_AUTH_SOCK unless the stage sets it.
+        let mut ssh_sock = None;
+        for (n, m) in mounts
+            .iter_mut()
+            .filter(|m| matches!(m.kind, MountKind::Ssh { .. }))
+            .enumerate()
+        {
+            if m.target.is_empty() {
+                m.target = format!("/run/buildkit/ssh_agent.{n}");
+            }
+            ssh_sock.get_or_insert_with(|| m.target.clone());
+        }
+
+        let text = self.display_text(i, &custom, &secret_env_mask, true);
         let title = self.prefix(i, &text, cmd.onbuild);
         let meta = self.meta(i, title, Some(node.clone()));
 
@@ -1698,9 +1714,15 @@ impl<'a> Converter<'a> {
             Network::Default => st.network,
             other => other,
         };
+        let mut env = st.env.clone();
+        if let Some(sock) = ssh_sock
+            && env.get("SSH_AUTH_SOCK").is_none()
+        {
+            env.set("SSH_AUTH_SOCK", &sock);
+        }
         let op = Op::Exec(ExecOp {
             args: args.clone(),
-            env: st.env.to_strings(),
+            env: env.to_strings(),
             cwd: st.cwd.clone(),
             user: st.user.clone(),
             mounts: all_mounts,
@@ -1790,11 +1812,8 @@ impl<'a> Converter<'a> {
                 } else {
                     m.id.clone()
                 };
-                let target = if m.target.is_empty() {
-                    "/run/buildkit/ssh_agent.0".to_owned()
-                } else {
-                    m.target.clone()
-                };
+                // Default targets are assigned once all mounts are known.
+                let target = m.target.clone();
                 return Ok(LlbMount {
                     target,
                     input: None,
@@ -1995,7 +2014,7 @@ impl<'a> Converter<'a> {
             msg.push_str(&format!(" --chmod={}", w.value));
         }
 
-        let text = self.display_text(i, cmd.command.code(), &[]);
+        let text = self.display_text(i, cmd.command.code(), &[], false);
         let link = spec.link && mode.is_none();
         let step = self.prefix(i, &text, cmd.onbuild);
 
