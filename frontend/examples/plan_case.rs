@@ -5,7 +5,7 @@
 //!
 //! `cargo run -p kiln-frontend --example plan_case -- testdata/frontend/ok/<case>`
 
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
 #[path = "../tests/common/case.rs"]
 mod case;

@@ -335,6 +335,8 @@ struct Converter<'a> {
     ctx_paths: BTreeSet<String>,
     warnings: Vec<Diagnostic>,
     declared_args: BTreeSet<String>,
+    /// RUN mounts without `from=` (see `command_sources`).
+    anonymous_states: usize,
 }
 
 type R<T> = Result<T, Diagnostic>;
@@ -385,6 +387,7 @@ impl<'a> Converter<'a> {
             ctx_paths: BTreeSet::new(),
             warnings: Vec::new(),
             declared_args: BTreeSet::new(),
+            anonymous_states: 0,
         };
         cx.warnings.extend(df.ast.warnings.iter().cloned());
         Ok(cx)
@@ -456,7 +459,9 @@ impl<'a> Converter<'a> {
         let target = self.resolve_target(&df)?;
         self.build_dependencies()?;
         self.check_cycles()?;
-        if self.states.len() == 1 {
+        // Progress names drop the stage name when the build has one state
+        // (counting what BuildKit counts: mounts without `from=` too).
+        if self.states.len() + self.anonymous_states == 1 {
             self.states[0].display.clear();
         }
         let reachable = self.resolve_stages(target)?;
@@ -875,7 +880,12 @@ impl<'a> Converter<'a> {
                             };
                             out.push(Some(self.source_state(&w, end, false)?));
                         }
-                        _ => out.push(None),
+                        _ => {
+                            // BuildKit registers an anonymous `scratch` state for
+                            // such a mount; it only shows in progress names.
+                            self.anonymous_states += 1;
+                            out.push(None);
+                        }
                     }
                 }
                 Ok(out)
@@ -1592,6 +1602,12 @@ impl<'a> Converter<'a> {
         let mut extra_mounts = Vec::new();
         let mut custom = cmd.command.code().to_owned();
         let mut args = run.cmd.args.clone();
+        if args.is_empty() && !run.cmd.prepend_shell {
+            return Err(self.err_node(
+                node,
+                "RUN needs a command: the exec form array is empty (arguments are required)",
+            ));
+        }
         if !run.cmd.files.is_empty() {
             if args.len() != 1 || !run.cmd.prepend_shell {
                 return Err(self.err_node(
@@ -2007,10 +2023,10 @@ impl<'a> Converter<'a> {
         if spec.parents {
             msg.push_str(" --parents");
         }
-        if let Some(w) = &spec.chown {
+        if let Some(w) = spec.chown.as_ref().filter(|w| !w.value.is_empty()) {
             msg.push_str(&format!(" --chown={}", w.value));
         }
-        if let Some(w) = &spec.chmod {
+        if let Some(w) = spec.chmod.as_ref().filter(|w| !w.value.is_empty()) {
             msg.push_str(&format!(" --chmod={}", w.value));
         }
 

@@ -79,7 +79,8 @@ impl Graph {
     }
 
     /// Adds `op` reading `inputs`, or finds the identical vertex already present.
-    /// When it is found, its metadata is kept, except that `ignore_cache` sticks.
+    /// When it is found, it takes the newer metadata (as BuildKit, whose last
+    /// marshalled occurrence names a vertex), and `ignore_cache` sticks.
     pub fn add(
         &mut self,
         op: Op,
@@ -109,7 +110,10 @@ impl Graph {
         }
         let digest = encode::digest(&op, &inputs);
         if let Some(&existing) = self.by_digest.get(&digest) {
-            self.g[existing].meta.ignore_cache |= meta.ignore_cache;
+            let v = &mut self.g[existing];
+            let ignore_cache = v.meta.ignore_cache || meta.ignore_cache;
+            v.meta = meta;
+            v.meta.ignore_cache = ignore_cache;
             return Ok(digest);
         }
         let node = self.g.add_node(Vertex {
@@ -214,7 +218,7 @@ mod tests {
         let y = g.add(mkdir("/x"), vec![b], meta("y")).unwrap();
         assert_eq!(x, y);
         assert_eq!(g.len(), 2);
-        assert_eq!(g.get(&x).map(|v| v.meta.name.as_str()), Some("x"));
+        assert_eq!(g.get(&x).map(|v| v.meta.name.as_str()), Some("y"));
         let z = g.add(mkdir("/z"), vec![a], meta("z")).unwrap();
         assert_ne!(x, z);
         assert_eq!(g.ancestors(&[z]).len(), 2);
