@@ -24,7 +24,8 @@ const ALPHANUMERIC: &str = "[a-z0-9]+";
 const SEPARATOR: &str = "(?:[._]|__|[-]+)";
 const DOMAIN_NAME_COMPONENT: &str = "(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
 const OPTIONAL_PORT: &str = "(?::[0-9]+)?";
-const TAG: &str = r"[\w][\w.-]{0,127}";
+// Go regexp `\w` is ASCII-only.
+const TAG: &str = r"[0-9A-Za-z_][0-9A-Za-z_.-]{0,127}";
 const DIGEST: &str = "[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][[:xdigit:]]{32,}";
 const IPV6: &str = r"\[(?:[a-fA-F0-9:]+)\]";
 
@@ -291,6 +292,8 @@ mod tests {
         assert!(norm("alpine@sha256:abc").starts_with("error"));
         assert!(norm("alpine@md5:0123456789abcdef0123456789abcdef").contains("unsupported"));
         assert!(norm(&format!("a:{}", "t".repeat(129))).starts_with("error"));
+        // Go regexp `\w` is ASCII: a tag with other letters is invalid.
+        assert!(norm("alpine:é").starts_with("error"));
     }
 
     #[test]
