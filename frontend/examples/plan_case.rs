@@ -17,7 +17,8 @@ fn main() -> std::process::ExitCode {
     };
     match case::run(std::path::Path::new(&dir)) {
         Ok(plan) => {
-            let json = serde_json::to_string_pretty(&plan.definition.render_json()).unwrap_or_default();
+            let json =
+                serde_json::to_string_pretty(&plan.definition.render_json()).unwrap_or_default();
             println!("{json}");
             std::process::ExitCode::SUCCESS
         }

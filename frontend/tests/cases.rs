@@ -9,6 +9,9 @@
 //! `testdata/frontend/err/<case>/` holds the same inputs and the expected
 //! diagnostic in `error`. `UPDATE_EXPECT=1 cargo test` rewrites expectations.
 
+// Tests read their data from testdata/; the purity rule is for the library.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use common::case::run;

@@ -3,6 +3,9 @@
 //! accidental change of the canonical encoding or of the frontend's output is
 //! visible in review. `UPDATE_EXPECT=1` rewrites it — only do that on purpose.
 
+// Tests read their data from testdata/; the purity rule is for the library.
+#![allow(clippy::disallowed_methods)]
+
 use kiln_frontend::{BuildOptions, Offline, SourceFile};
 use kiln_llb::Platform;
 use kiln_testkit::{check, testdata};

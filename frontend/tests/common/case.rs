@@ -2,6 +2,8 @@
 //! Dockerfile, `options` and `images.json`. Shared by the case tests and the
 //! `plan_case` example (used to compare cases with BuildKit).
 
+// Tests read their data from testdata/; the purity rule is for the library.
+#![allow(clippy::disallowed_methods)]
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -84,4 +86,3 @@ pub fn run(case: &Path) -> Result<Plan, kiln_frontend::Diagnostic> {
     let file = SourceFile::from_bytes("Dockerfile", bytes)?;
     kiln_frontend::plan(&file, &options(case), &resolver(case))
 }
-
