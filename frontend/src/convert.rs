@@ -337,6 +337,8 @@ struct Converter<'a> {
     declared_args: BTreeSet<String>,
     /// RUN mounts without `from=` (see `command_sources`).
     anonymous_states: usize,
+    /// Stage names (lowercase) → index in `states`.
+    stage_index: std::collections::HashMap<String, usize>,
 }
 
 type R<T> = Result<T, Diagnostic>;
@@ -388,6 +390,7 @@ impl<'a> Converter<'a> {
             warnings: Vec::new(),
             declared_args: BTreeSet::new(),
             anonymous_states: 0,
+            stage_index: std::collections::HashMap::new(),
         };
         cx.warnings.extend(df.ast.warnings.iter().cloned());
         Ok(cx)
@@ -611,10 +614,7 @@ impl<'a> Converter<'a> {
     }
 
     fn find_stage(&self, name: &str) -> Option<usize> {
-        let lower = name.to_lowercase();
-        self.states
-            .iter()
-            .position(|s| s.name.as_deref() == Some(lower.as_str()))
+        self.stage_index.get(&name.to_lowercase()).copied()
     }
 
     fn stage_names(&self) -> Vec<String> {
@@ -717,6 +717,9 @@ impl<'a> Converter<'a> {
                 }
             }
             st.name = stage.name.clone();
+            if let Some(n) = &stage.name {
+                self.stage_index.insert(n.clone(), self.states.len());
+            }
             st.display = stage.name.clone().unwrap_or_else(|| format!("stage-{i}"));
             st.location = self.location(node);
             st.ignore_cache = self.opts.no_cache
