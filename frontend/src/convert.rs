@@ -9,7 +9,7 @@
 //! stage at that point and either edits the image configuration or adds a
 //! vertex.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use kiln_llb::op::{
     CacheSharing, Chown, Copy as CopyAction, Device, ExecOp, FileAction, FileOp, IdOrName, MergeOp,
@@ -231,28 +231,39 @@ pub fn convert(
 }
 
 /// Ordered variables with BuildKit's `EnvList` semantics: setting a key moves
-/// it to the end.
+/// it to the end. Lookups and updates are O(1) (a stage may set thousands of
+/// variables); the order is kept as a sequence number per key.
 #[derive(Debug, Clone, Default)]
-struct EnvList(Vec<(String, String)>);
+struct EnvList {
+    vars: HashMap<String, (u64, String)>,
+    next: u64,
+}
 
 impl EnvList {
     fn set(&mut self, k: &str, v: &str) {
-        self.0.retain(|(key, _)| key != k);
-        self.0.push((k.to_owned(), v.to_owned()));
+        self.next += 1;
+        self.vars.insert(k.to_owned(), (self.next, v.to_owned()));
     }
 
     fn get(&self, k: &str) -> Option<&str> {
-        self.0.lookup(k)
+        self.vars.get(k).map(|(_, v)| v.as_str())
     }
 
+    /// `KEY=value` in order of last assignment.
     fn to_strings(&self) -> Vec<String> {
-        self.0.iter().map(|(k, v)| format!("{k}={v}")).collect()
+        let mut entries: Vec<(&u64, &String, &String)> =
+            self.vars.iter().map(|(k, (seq, v))| (seq, k, v)).collect();
+        entries.sort_unstable_by_key(|(seq, _, _)| **seq);
+        entries
+            .into_iter()
+            .map(|(_, k, v)| format!("{k}={v}"))
+            .collect()
     }
 }
 
 impl EnvLookup for EnvList {
     fn lookup(&self, name: &str) -> Option<&str> {
-        self.0.lookup(name)
+        self.get(name)
     }
 }
 
@@ -318,6 +329,8 @@ struct State {
     cmd_set: bool,
     image_digest: Option<String>,
     location: SourceLocation,
+    /// Position of each key in `image.env` (built on first use).
+    image_env_index: HashMap<String, usize>,
 }
 
 struct Converter<'a> {
@@ -338,7 +351,7 @@ struct Converter<'a> {
     /// RUN mounts without `from=` (see `command_sources`).
     anonymous_states: usize,
     /// Stage names (lowercase) → index in `states`.
-    stage_index: std::collections::HashMap<String, usize>,
+    stage_index: HashMap<String, usize>,
 }
 
 type R<T> = Result<T, Diagnostic>;
@@ -390,7 +403,7 @@ impl<'a> Converter<'a> {
             warnings: Vec::new(),
             declared_args: BTreeSet::new(),
             anonymous_states: 0,
-            stage_index: std::collections::HashMap::new(),
+            stage_index: HashMap::new(),
         };
         cx.warnings.extend(df.ast.warnings.iter().cloned());
         Ok(cx)
@@ -605,6 +618,7 @@ impl<'a> Converter<'a> {
             build_args: Vec::new(),
             cmd_set: false,
             image_digest: None,
+            image_env_index: HashMap::new(),
             location: SourceLocation {
                 file: self.file.name().to_owned(),
                 start_line: 0,
@@ -915,35 +929,44 @@ impl<'a> Converter<'a> {
     }
 
     fn check_cycles(&self) -> R<()> {
-        // Depth-first search over `deps`, as BuildKit's validateCircularDependency.
+        // Depth-first search over `deps`, as BuildKit's validateCircularDependency
+        // (iterative: a chain of thousands of stages must not exhaust the stack).
         let n = self.states.len();
         let mut visited = vec![false; n];
         let mut on_path = vec![false; n];
-        fn visit(
-            s: usize,
-            states: &[State],
-            visited: &mut [bool],
-            on_path: &mut [bool],
-            trail: &mut Vec<usize>,
-        ) -> bool {
-            if visited[s] {
-                return false;
-            }
-            visited[s] = true;
-            on_path[s] = true;
-            for (dep, offset) in &states[s].deps {
-                trail.push(*offset);
-                if on_path[*dep] || visit(*dep, states, visited, on_path, trail) {
-                    return true;
+        let visit =
+            |root: usize, visited: &mut [bool], on_path: &mut [bool]| -> Option<Vec<usize>> {
+                if visited[root] {
+                    return None;
                 }
-                trail.pop();
-            }
-            on_path[s] = false;
-            false
-        }
+                visited[root] = true;
+                on_path[root] = true;
+                // (state, index of the next dependency to look at)
+                let mut stack = vec![(root, 0usize)];
+                let mut trail: Vec<usize> = Vec::new();
+                while let Some(&mut (st, ref mut next)) = stack.last_mut() {
+                    let Some(&(dep, offset)) = self.states[st].deps.get(*next) else {
+                        on_path[st] = false;
+                        stack.pop();
+                        trail.pop();
+                        continue;
+                    };
+                    *next += 1;
+                    if on_path[dep] {
+                        trail.push(offset);
+                        return Some(trail);
+                    }
+                    if !visited[dep] {
+                        visited[dep] = true;
+                        on_path[dep] = true;
+                        trail.push(offset);
+                        stack.push((dep, 0));
+                    }
+                }
+                None
+            };
         for s in 0..n {
-            let mut trail = Vec::new();
-            if visit(s, &self.states, &mut visited, &mut on_path, &mut trail) {
+            if let Some(trail) = visit(s, &mut visited, &mut on_path) {
                 let at = trail.first().copied().unwrap_or(0);
                 let lines: Vec<String> = trail
                     .iter()
@@ -1487,8 +1510,9 @@ impl<'a> Converter<'a> {
         let mut msg = String::from("ENV");
         for (k, v) in expanded {
             msg.push_str(&format!(" {k}={v}"));
-            self.states[i].env.set(&k, &v);
-            self.states[i].image.env_set(&k, &v);
+            let st = &mut self.states[i];
+            st.env.set(&k, &v);
+            set_image_env(&mut st.image, &mut st.image_env_index, &k, &v);
         }
         self.commit(i, msg, false);
         Ok(())
@@ -2361,6 +2385,32 @@ struct CopySpec {
     checksum: Option<Word>,
     unpack: Option<bool>,
     from_state: Option<usize>,
+}
+
+/// Sets `key=value` in the image config, replacing an earlier definition in
+/// place (Docker keeps the order of first definition). `index` caches the
+/// positions so that many ENVs stay linear.
+fn set_image_env(
+    image: &mut ImageConfig,
+    index: &mut HashMap<String, usize>,
+    key: &str,
+    value: &str,
+) {
+    if index.len() != image.env.len() {
+        index.clear();
+        for (i, kv) in image.env.iter().enumerate() {
+            let k = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+            index.entry(k.to_owned()).or_insert(i);
+        }
+    }
+    let entry = format!("{key}={value}");
+    match index.get(key) {
+        Some(&i) => image.env[i] = entry,
+        None => {
+            index.insert(key.to_owned(), image.env.len());
+            image.env.push(entry);
+        }
+    }
 }
 
 /// The inputs of a vertex being built; the same digest gets one index.

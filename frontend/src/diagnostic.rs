@@ -100,19 +100,36 @@ impl Diagnostic {
         if let Some(loc) = &self.location {
             let num = loc.line.to_string();
             let pad = " ".repeat(num.len());
-            // Keep tabs so the caret lines up under a tab-indented line.
-            let lead: String = loc
-                .source_line
-                .chars()
-                .take(loc.column.saturating_sub(1))
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
+            let chars: Vec<char> = loc.source_line.chars().filter(|c| *c != '\r').collect();
+            let col = loc.column.saturating_sub(1).min(chars.len());
+            // Very long lines are shown as a window around the column.
+            let (from, to) = if chars.len() > SHOWN_WIDTH {
+                let from = col.saturating_sub(SHOWN_WIDTH / 4);
+                (from, (from + SHOWN_WIDTH).min(chars.len()))
+            } else {
+                (0, chars.len())
+            };
+            let mut shown: String = chars[from..to].iter().collect();
+            let mut lead: String = chars[from..col]
+                .iter()
+                // Keep tabs so the caret lines up under a tab-indented line.
+                .map(|c| if *c == '\t' { '\t' } else { ' ' })
                 .collect();
-            let shown = loc.source_line.replace(['\r'], "");
+            if from > 0 {
+                shown.insert(0, '…');
+                lead.insert(0, ' ');
+            }
+            if to < chars.len() {
+                shown.push('…');
+            }
             out.push_str(&format!("\n {num} | {shown}\n {pad} | {lead}^"));
         }
         out
     }
 }
+
+/// Characters of a source line shown under a diagnostic.
+const SHOWN_WIDTH: usize = 120;
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -134,6 +151,18 @@ impl fmt::Display for Diagnostic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_lines_are_windowed() {
+        let line = format!("RUN {}x{}", "a".repeat(300), "b".repeat(300));
+        let f = SourceFile::new("Dockerfile", format!("FROM a\n{line}\n"));
+        let d = Diagnostic::at(&f, 7 + 304, "here");
+        let r = d.render();
+        let lines: Vec<&str> = r.lines().collect();
+        assert!(lines[1].chars().count() < 140, "{r}");
+        let caret = lines[2].chars().position(|c| c == '^').unwrap();
+        assert_eq!(lines[1].chars().nth(caret), Some('x'), "{r}");
+    }
 
     #[test]
     fn renders_caret_under_column() {

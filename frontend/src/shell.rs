@@ -56,10 +56,16 @@ pub struct ShellError {
 
 impl fmt::Display for ShellError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Long words are shortened: the message must stay readable.
+        let word: String = if self.word.chars().count() > 80 {
+            self.word.chars().take(77).chain("...".chars()).collect()
+        } else {
+            self.word.clone()
+        };
         write!(
             f,
             "failed to process {}: {}",
-            crate::quote::go_quote(&self.word),
+            crate::quote::go_quote(&word),
             self.reason
         )
     }
@@ -142,7 +148,11 @@ struct ShellWord<'a> {
     words_buffer: String,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
+    depth: usize,
 }
+
+/// How deeply `${…}` substitutions may nest.
+const MAX_NESTING: usize = 256;
 
 #[derive(Default)]
 struct Words {
@@ -206,6 +216,7 @@ impl<'a> ShellWord<'a> {
             words_buffer: String::new(),
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
+            depth: 0,
         }
     }
 
@@ -239,10 +250,19 @@ impl<'a> ShellWord<'a> {
         stop: Option<char>,
         raw_escapes: bool,
     ) -> Result<(String, Vec<String>), String> {
+        // `${a:-${b:-${c…}}}` recurses once per level; bound it so hostile
+        // input gets an error instead of exhausting the stack.
+        if self.depth >= MAX_NESTING {
+            return Err(format!(
+                "substitutions nested more than {MAX_NESTING} levels deep"
+            ));
+        }
+        self.depth += 1;
         let saved = self.raw_escapes;
         self.raw_escapes = raw_escapes;
         let r = self.process_stop_on_inner(stop);
         self.raw_escapes = saved;
+        self.depth -= 1;
         r
     }
 
@@ -697,6 +717,16 @@ mod tests {
         assert_eq!(lex.process_word(no_unset, &empty).unwrap().result, "");
         let e = lex.process_word(no_unset, &unset).unwrap_err();
         assert!(e.to_string().contains("message herex"), "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let lex = Lexer::new('\\');
+        let ok = format!("{}x{}", "${a:-".repeat(100), "}".repeat(100));
+        assert_eq!(lex.process_word(&ok, &NoEnv).unwrap().result, "x");
+        let deep = format!("{}x{}", "${a:-".repeat(100_000), "}".repeat(100_000));
+        let e = lex.process_word(&deep, &NoEnv).unwrap_err();
+        assert!(e.reason.contains("nested more than"), "{e}");
     }
 
     #[test]

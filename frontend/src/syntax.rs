@@ -561,6 +561,15 @@ impl<'a> Parser<'a> {
             }
             "onbuild" => {
                 if !args.is_empty() {
+                    // `ONBUILD ONBUILD …` is refused when instructions are
+                    // typed; stop hostile chains here before they exhaust the
+                    // stack.
+                    if base > 0 && depth_of(&logical.text[..base]) >= MAX_ONBUILD_NESTING {
+                        return Err((
+                            args_start,
+                            "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".to_owned(),
+                        ));
+                    }
                     let sub = self.node_from_line(logical, base + args_start, args, Vec::new())?;
                     node.sub = Some(Box::new(sub));
                 }
@@ -571,6 +580,18 @@ impl<'a> Parser<'a> {
         }
         Ok(node)
     }
+}
+
+/// How many nested ONBUILDs the syntax tree keeps (for BuildKit's dump
+/// format); deeper chains are an error.
+const MAX_ONBUILD_NESTING: usize = 16;
+
+/// Number of ONBUILD keywords in the prefix of a logical line.
+fn depth_of(prefix: &str) -> usize {
+    prefix
+        .split(is_ws_sep)
+        .filter(|w| w.eq_ignore_ascii_case("onbuild"))
+        .count()
 }
 
 fn node_can_contain_heredoc(node: &Node) -> bool {
