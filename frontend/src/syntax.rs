@@ -829,7 +829,8 @@ fn parse_json(rest: &str) -> Result<Option<Vec<(String, usize)>>, String> {
     if !rest.starts_with('[') {
         return Ok(None);
     }
-    let Ok(values) = serde_json::from_str::<Vec<serde_json::Value>>(rest) else {
+    let fixed = replace_lone_surrogates(rest);
+    let Ok(values) = serde_json::from_str::<Vec<serde_json::Value>>(&fixed) else {
         return Ok(None);
     };
     let mut out = Vec::with_capacity(values.len());
@@ -840,6 +841,65 @@ fn parse_json(rest: &str) -> Result<Option<Vec<(String, usize)>>, String> {
         }
     }
     Ok(Some(out))
+}
+
+/// Go's JSON decoder turns a `\uXXXX` escape of an unpaired UTF-16 surrogate
+/// into U+FFFD; serde_json rejects it. Rewrite such escapes (inside strings
+/// only) so both read the same text.
+fn replace_lone_surrogates(json: &str) -> std::borrow::Cow<'_, str> {
+    if !json.contains("\\u") {
+        return std::borrow::Cow::Borrowed(json);
+    }
+    let b = json.as_bytes();
+    let hex4 = |i: usize| -> Option<u32> {
+        let s = json.get(i..i + 4)?;
+        if s.bytes().all(|c| c.is_ascii_hexdigit()) {
+            u32::from_str_radix(s, 16).ok()
+        } else {
+            None
+        }
+    };
+    let escape_at = |i: usize| -> Option<u32> {
+        (b.get(i) == Some(&b'\\') && b.get(i + 1) == Some(&b'u'))
+            .then(|| hex4(i + 2))
+            .flatten()
+    };
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut i, mut copied) = (false, 0, 0);
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                in_string = !in_string;
+                i += 1;
+            }
+            b'\\' if in_string => {
+                let Some(cu) = escape_at(i) else {
+                    i += 2;
+                    continue;
+                };
+                let high = (0xD800..0xDC00).contains(&cu);
+                let low = (0xDC00..0xE000).contains(&cu);
+                let paired =
+                    high && escape_at(i + 6).is_some_and(|n| (0xDC00..0xE000).contains(&n));
+                if paired {
+                    i += 12;
+                } else if high || low {
+                    out.push_str(&json[copied..i]);
+                    out.push_str("\\ufffd");
+                    i += 6;
+                    copied = i;
+                } else {
+                    i += 6;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    if copied == 0 {
+        return std::borrow::Cow::Borrowed(json);
+    }
+    out.push_str(&json[copied..]);
+    std::borrow::Cow::Owned(out)
 }
 
 fn parse_maybe_json(rest: &str) -> Result<(Vec<(String, usize)>, bool), String> {
@@ -994,6 +1054,23 @@ mod tests {
         assert_eq!(words("foo bar \"abc xyz\""), ["foo", "bar", "\"abc xyz\""]);
         assert_eq!(words("àöû"), ["àöû"]);
         assert_eq!(words("föo bàr \"âbc xÿz\""), ["föo", "bàr", "\"âbc xÿz\""]);
+    }
+
+    #[test]
+    fn json_lone_surrogates_read_as_go_does() {
+        let cmd = |s: &str| {
+            parse_json(s)
+                .ok()
+                .flatten()
+                .map(|v| v.into_iter().map(|(w, _)| w).collect::<Vec<_>>())
+        };
+        assert_eq!(cmd(r#"["\ud800"]"#), Some(vec!["\u{fffd}".to_owned()]));
+        assert_eq!(
+            cmd(r#"["\udc00x", "\ud83d\ude80"]"#),
+            Some(vec!["\u{fffd}x".to_owned(), "🚀".to_owned()])
+        );
+        assert_eq!(cmd(r#"["\\ud800"]"#), Some(vec!["\\ud800".to_owned()]));
+        assert_eq!(cmd(r#"["é\q"]"#), None);
     }
 
     #[test]
