@@ -1498,17 +1498,23 @@ impl<'a> Converter<'a> {
         }
     }
 
+    /// Expands the keys and values of ENV/LABEL pairs. All of an instruction
+    /// sees the variables as they were before it (`ENV a=1 b=$a` reads the old
+    /// `a`).
+    fn expand_pairs(&self, i: usize, kvs: &[KeyValue], end: usize) -> R<Vec<(String, String)>> {
+        kvs.iter()
+            .map(|kv| {
+                Ok((
+                    self.expand(i, &kv.key, end)?,
+                    self.expand(i, &kv.value, end)?,
+                ))
+            })
+            .collect()
+    }
+
     fn dispatch_env(&mut self, i: usize, kvs: &[KeyValue], end: usize) -> R<()> {
-        // All of an instruction sees the variables as they were before it.
-        let mut expanded = Vec::new();
-        for kv in kvs {
-            expanded.push((
-                self.expand(i, &kv.key, end)?,
-                self.expand(i, &kv.value, end)?,
-            ));
-        }
         let mut msg = String::from("ENV");
-        for (k, v) in expanded {
+        for (k, v) in self.expand_pairs(i, kvs, end)? {
             msg.push_str(&format!(" {k}={v}"));
             let st = &mut self.states[i];
             st.env.set(&k, &v);
@@ -1519,15 +1525,8 @@ impl<'a> Converter<'a> {
     }
 
     fn dispatch_label(&mut self, i: usize, kvs: &[KeyValue], end: usize) -> R<()> {
-        let mut expanded = Vec::new();
-        for kv in kvs {
-            expanded.push((
-                self.expand(i, &kv.key, end)?,
-                self.expand(i, &kv.value, end)?,
-            ));
-        }
         let mut msg = String::from("LABEL");
-        for (k, v) in expanded {
+        for (k, v) in self.expand_pairs(i, kvs, end)? {
             msg.push_str(&format!(" {k}={v}"));
             self.states[i].image.labels.insert(k, v);
         }

@@ -322,6 +322,21 @@ impl<'a> ShellWord<'a> {
         Ok((result, w))
     }
 
+    /// The text up to `stop`; at the end of input without `stop`, the error is
+    /// `missing` (the syntax error users understand).
+    fn process_until(
+        &mut self,
+        stop: Option<char>,
+        raw_escapes: bool,
+        missing: &str,
+    ) -> Result<String, String> {
+        match self.process_stop_on(stop, raw_escapes) {
+            Ok((text, _)) => Ok(text),
+            Err(_) if self.peek().is_none() => Err(missing.to_owned()),
+            Err(e) => Err(e),
+        }
+    }
+
     fn process_single_quote(&mut self) -> Result<String, String> {
         let mut result = String::new();
         let open = self.next();
@@ -441,15 +456,7 @@ impl<'a> ShellWord<'a> {
                 if null_is_unset && raw {
                     return Err(format!("unsupported modifier ({chs}) in substitution"));
                 }
-                let word = match self.process_stop_on(Some('}'), raw) {
-                    Ok((w, _)) => w,
-                    Err(e) => {
-                        if self.peek().is_none() {
-                            return Err("syntax error: missing '}'".to_owned());
-                        }
-                        return Err(e);
-                    }
-                };
+                let word = self.process_until(Some('}'), raw, "syntax error: missing '}'")?;
                 let value = self.get_env(&name);
                 if self.lex.skip_unset_env && value.is_none() {
                     return Ok(format!("${{{name}{chs}{word}}}"));
@@ -505,24 +512,10 @@ impl<'a> ShellWord<'a> {
                 if replace_all {
                     self.next();
                 }
-                let pattern = match self.process_stop_on(Some('/'), true) {
-                    Ok((p, _)) => p,
-                    Err(e) => {
-                        if self.peek().is_none() {
-                            return Err("syntax error: missing '/' in ${}".to_owned());
-                        }
-                        return Err(e);
-                    }
-                };
-                let replacement = match self.process_stop_on(Some('}'), true) {
-                    Ok((r, _)) => r,
-                    Err(e) => {
-                        if self.peek().is_none() {
-                            return Err("syntax error: missing '}'".to_owned());
-                        }
-                        return Err(e);
-                    }
-                };
+                let pattern =
+                    self.process_until(Some('/'), true, "syntax error: missing '/' in ${}")?;
+                let replacement =
+                    self.process_until(Some('}'), true, "syntax error: missing '}'")?;
                 let value = self.get_env(&name);
                 if self.lex.skip_unset_env && value.is_none() {
                     return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
