@@ -101,3 +101,18 @@ fn diff(expected: &str, actual: &str) -> String {
     }
     out
 }
+
+/// Whether the tests run as root. Tests that need root (namespaces, mounts)
+/// are registered with `libtest_mimic::Trial::with_ignored_flag(!is_root())`,
+/// so where they cannot run they are counted as ignored (skipped), not passed.
+pub fn is_root() -> bool {
+    // The effective uid, from /proc: no libc needed in this dev-only crate.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}

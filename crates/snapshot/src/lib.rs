@@ -1,0 +1,2 @@
+//! `kiln-snapshot`: layer directories, overlayfs mounts, and conversion between
+//! overlay diffs and OCI layer tars. (Being written: see issue [build].)
