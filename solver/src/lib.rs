@@ -1,3 +1,69 @@
-//! `kiln-solver`: runs a DAG of opaque operations in parallel, caching each one
-//! under a key derived from its definition and its inputs' keys. It knows
-//! nothing of Dockerfiles or Linux. (Being written: see issue [build].)
+//! `kiln-solver`: runs a DAG of opaque operations in parallel, caching each one under a
+//! key its worker derives.
+//!
+//! # What it is for
+//!
+//! kiln turns a Dockerfile into a content-addressed graph of operations; something has
+//! to run that graph: start every operation as soon as its inputs are ready, run
+//! independent branches at the same time, bound how many processes run at once, skip
+//! work whose result is already known, and stop cleanly on the first failure. That is
+//! this crate. It knows nothing of Dockerfiles, LLB, Linux, files or containers: a
+//! [`Node`] carries an opaque payload, and a [`Worker`] (implemented for LLB ops in
+//! `kiln-worker`) computes each node's cache [`Key`] and, on a miss, its value. The
+//! design follows BuildKit's scheduler, reduced to what kiln needs: one graph per
+//! solve, no cross-solve deduplication of in-flight work, no remote cache.
+//!
+//! # How a solve runs
+//!
+//! [`Solver::solve`] marks the targets and their ancestors (nothing else runs) and
+//! starts every needed node whose inputs are resolved, each as a tokio task. A node
+//! asks the worker for its key; if there is one, the node is not forced and the
+//! [`CacheStore`] holds a value that decodes and that [`Worker::is_valid`] accepts, the
+//! node is [`EventKind::Cached`]. Otherwise it waits for a parallelism slot if
+//! [`Worker::is_heavy`], is [`EventKind::Started`], executed, its value stored as JSON
+//! under the key (if any), and [`EventKind::Completed`]. Worker calls run on tokio's
+//! blocking pool. Each node runs at most once per solve, however many nodes use it.
+//!
+//! *Forcing.* A node with [`Node::ignore_cache`] executes even on a hit, and so does
+//! every node downstream of a node executed because it was forced: its inputs may have
+//! changed although their keys did not. Forced results still overwrite the cache
+//! entries under their keys. A node re-executed because of a miss or an invalid entry
+//! does not force its dependents: equal keys mean equal results.
+//!
+//! *Failure.* The first failure (worker error, cache read/write error, panic) raises a
+//! cancellation flag: running nodes see it through [`Cx::is_cancelled`], nodes not yet
+//! started never start and get [`EventKind::Cancelled`], and `solve` returns that first
+//! error only after every running worker call has returned, so no work is left behind.
+//! A worker error that comes after cancellation is the worker stopping as asked and is
+//! reported as `Cancelled`. The caller can cancel the same way through
+//! [`Solver::solve_with_cancel`]; dropping the solve future also raises the flag.
+//! A corrupt cache entry is a miss (and is overwritten), never an error or a panic.
+//!
+//! # Invariants
+//!
+//! - **Keys are the worker's.** The solver never adds anything to a key: no timestamp,
+//!   path, node index or host detail, so a key names the same work on every machine and
+//!   in every graph. [`Key::derive`] is the canonical, injective way for workers to
+//!   compose keys. Values are stored as the worker's JSON, nothing added.
+//! - **Topological order by construction.** [`Dag::new`] requires every input index to
+//!   be smaller than its user's index, which excludes cycles and dangling references.
+//! - **Per node events are well ordered:** at most one `Started`, exactly one terminal
+//!   event (`Cached`, `Completed`, `Failed`, `Cancelled`) per needed node, nothing after
+//!   it (see [`EventKind`]).
+//! - **Durable, atomic cache writes.** [`DirCache`] writes a temporary file in the
+//!   entry's directory, fsyncs it, renames it into place and fsyncs the directory;
+//!   readers see the old or the new value, never part of one.
+
+mod cache;
+mod cancel;
+mod dag;
+mod event;
+mod key;
+mod solve;
+
+pub use cache::{CacheError, CacheStore, DirCache, MemoryCache};
+pub use cancel::{CancelToken, Cx};
+pub use dag::{Dag, DagError, Node};
+pub use event::{Event, EventKind, Stream};
+pub use key::{Key, ParseKeyError};
+pub use solve::{Resolved, SolveError, Solver, Worker};
