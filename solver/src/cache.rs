@@ -255,7 +255,10 @@ mod tests {
         cache.put(&k, b"two").expect("overwrite");
         assert_eq!(cache.get(&k).expect("get"), Some(b"two".to_vec()));
         // Only the final file: no temporary files are left behind.
-        assert_eq!(names(&cache.dir().join(&hex[..2])), [hex.clone()]);
+        assert_eq!(
+            names(&cache.dir().join(&hex[..2])),
+            std::slice::from_ref(&hex)
+        );
         assert_eq!(cache.keys().expect("keys"), [k]);
         // Persists across handles.
         let again = DirCache::open(tmp.path().join("c")).expect("reopen");
