@@ -26,8 +26,11 @@ struct Op {
     panic: bool,
     /// Block until the solve is cancelled (and record that it was observed).
     block: bool,
-    /// Before anything else, wait until `n` executions of this group are in progress.
-    meet: Option<(&'static str, usize)>,
+    /// In `execute`, before anything else, wait at each rendezvous `(group, n)` in turn
+    /// until `n` participants of the group have arrived.
+    meet: &'static [(&'static str, usize)],
+    /// The same, in `cache_key`.
+    key_meet: &'static [(&'static str, usize)],
     /// `cache_key` returns `None`.
     uncacheable: bool,
 }
@@ -119,8 +122,11 @@ impl Worker for Fake {
         &self,
         node: &Op,
         inputs: &[Resolved<String>],
-        _cx: &Cx,
+        cx: &Cx,
     ) -> Result<Option<Key>, FakeError> {
+        for &(group, n) in node.key_meet {
+            self.meet(group, n, cx)?;
+        }
         if node.uncacheable {
             return Ok(None);
         }
@@ -150,7 +156,7 @@ impl Worker for Fake {
         });
         let result = (|| {
             cx.log(Stream::Stdout, node.name.as_bytes());
-            if let Some((group, n)) = node.meet {
+            for &(group, n) in node.meet {
                 self.meet(group, n, cx)?;
             }
             if node.panic {
@@ -446,7 +452,7 @@ async fn independent_branches_overlap() {
     let fake = Arc::new(Fake::default());
     let s = solver(&fake, Arc::new(MemoryCache::new()), 1);
     let meet = |name| Op {
-        meet: Some(("branches", 2)),
+        meet: &[("branches", 2)],
         ..op(name)
     };
     let d = dag(vec![
@@ -468,7 +474,7 @@ async fn max_parallelism_bounds_heavy_nodes() {
     let s = solver(&fake, Arc::new(MemoryCache::new()), 2);
     let heavy = |name| Op {
         heavy: true,
-        meet: Some(("pairs", 2)),
+        meet: &[("pairs", 2)],
         ..op(name)
     };
     let d = dag(vec![
@@ -493,7 +499,7 @@ async fn light_nodes_are_not_bounded() {
     let s = solver(&fake, Arc::new(MemoryCache::new()), 2);
     let trio = |name, heavy| Op {
         heavy,
-        meet: Some(("trio", 3)),
+        meet: &[("trio", 3)],
         ..op(name)
     };
     let d = dag(vec![
@@ -515,7 +521,7 @@ async fn failure_cancels_running_sibling_and_unstarted_nodes() {
         (
             Op {
                 block: true,
-                meet: Some(("fail", 2)),
+                meet: &[("fail", 2)],
                 ..op("blocker")
             },
             vec![],
@@ -523,7 +529,7 @@ async fn failure_cancels_running_sibling_and_unstarted_nodes() {
         (
             Op {
                 fail: true,
-                meet: Some(("fail", 2)),
+                meet: &[("fail", 2)],
                 ..op("bad")
             },
             vec![],
@@ -559,6 +565,52 @@ async fn failure_cancels_running_sibling_and_unstarted_nodes() {
             message: "bad failed".into()
         })
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_cancels_a_node_waiting_for_a_heavy_slot() {
+    let fake = Arc::new(Fake::default());
+    let s = solver(&fake, Arc::new(MemoryCache::new()), 1);
+    // `hog` takes the only heavy slot and blocks. `queued` has computed its key (so it
+    // is at the slot) when `bad` fails; it must never start.
+    let d = dag(vec![
+        (
+            Op {
+                heavy: true,
+                block: true,
+                meet: &[("slot", 2)],
+                ..op("hog")
+            },
+            vec![],
+        ),
+        (
+            Op {
+                heavy: true,
+                key_meet: &[("queued", 2)],
+                ..op("queued")
+            },
+            vec![],
+        ),
+        (
+            Op {
+                fail: true,
+                meet: &[("slot", 2), ("queued", 2)],
+                ..op("bad")
+            },
+            vec![],
+        ),
+    ]);
+    let (result, rec) = run(&s, &d, &[0, 1, 2]).await;
+    assert!(
+        matches!(result, Err(SolveError::Node { node: 2, .. })),
+        "{result:?}"
+    );
+    assert_eq!(fake.execs(), BTreeMap::from([("bad", 1), ("hog", 1)]));
+    assert!(lock(&fake.saw_cancel).contains("hog"));
+    let tags = rec.tags();
+    assert_eq!(tags[&0], ["started", "log", "cancelled"]);
+    assert_eq!(tags[&1], ["cancelled"]);
+    assert_eq!(tags[&2], ["started", "log", "failed"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
