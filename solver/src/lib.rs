@@ -39,6 +39,49 @@
 //! [`Solver::solve_with_cancel`]; dropping the solve future also raises the flag.
 //! A corrupt cache entry is a miss (and is overwritten), never an error or a panic.
 //!
+//! # Example
+//!
+//! A worker whose nodes add a constant to the sum of their inputs:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use kiln_solver::{Cx, Dag, Key, MemoryCache, Node, Resolved, Solver, Worker};
+//!
+//! struct Adder;
+//!
+//! #[derive(Debug, thiserror::Error)]
+//! #[error("never fails")]
+//! struct Never;
+//!
+//! impl Worker for Adder {
+//!     type Payload = u64;
+//!     type Value = u64;
+//!     type Error = Never;
+//!     fn cache_key(&self, n: &u64, inputs: &[Resolved<u64>], _: &Cx) -> Result<Option<Key>, Never> {
+//!         let n = n.to_le_bytes();
+//!         let mut parts: Vec<&[u8]> = vec![&n];
+//!         parts.extend(inputs.iter().filter_map(|i| i.key.as_ref()).map(|k| &k.as_bytes()[..]));
+//!         Ok(Some(Key::derive("example.add.v1", &parts)))
+//!     }
+//!     fn execute(&self, n: &u64, inputs: &[Resolved<u64>], _: &Cx) -> Result<u64, Never> {
+//!         Ok(n + inputs.iter().map(|i| i.value).sum::<u64>())
+//!     }
+//! }
+//!
+//! let node = |payload, inputs: &[usize]| Node {
+//!     payload,
+//!     inputs: inputs.to_vec(),
+//!     ignore_cache: false,
+//!     name: format!("add {payload}"),
+//! };
+//! let dag = Arc::new(Dag::new(vec![node(1, &[]), node(2, &[0]), node(3, &[0, 1])])?);
+//! let solver = Solver::new(Arc::new(Adder), Arc::new(MemoryCache::new()), 4);
+//! let runtime = tokio::runtime::Runtime::new()?;
+//! let out = runtime.block_on(solver.solve(dag, &[2], Arc::new(|_event| {})))?;
+//! assert_eq!(out[0].value, 3 + 1 + (2 + 1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Invariants
 //!
 //! - **Keys are the worker's.** The solver never adds anything to a key: no timestamp,

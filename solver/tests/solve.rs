@@ -662,6 +662,42 @@ async fn caller_cancellation_stops_the_solve() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_solve_cancels_running_work() {
+    let fake = Arc::new(Fake::default());
+    let s = solver(&fake, Arc::new(MemoryCache::new()), 4);
+    let d = dag(vec![(
+        Op {
+            block: true,
+            ..op("blocker")
+        },
+        vec![],
+    )]);
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let started_tx = Mutex::new(Some(started_tx));
+    let sink = Arc::new(move |e: Event| {
+        if e.kind == EventKind::Started {
+            if let Some(tx) = lock(&started_tx).take() {
+                let _ = tx.send(());
+            }
+        }
+    });
+    tokio::select! {
+        result = s.solve(d.clone(), &[0], sink) => panic!("solve ended first: {result:?}"),
+        started = started_rx => started.expect("blocker started"),
+    }
+    // The solve future is gone; its blocking call must see cancellation and return.
+    let deadline = Instant::now() + HANG;
+    while !lock(&fake.finished).contains("blocker") {
+        assert!(
+            Instant::now() < deadline,
+            "blocker never saw the cancellation"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(lock(&fake.saw_cancel).contains("blocker"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forced_node_and_its_downstream_reexecute_and_overwrite() {
     let fake = Arc::new(Fake::default());
     let s = solver(&fake, Arc::new(MemoryCache::new()), 4);
