@@ -25,11 +25,18 @@ struct Input {
 }
 
 fn run_case(dir: &Path) -> Result<Vec<String>, String> {
-    let input: Input = serde_json::from_slice(&fs::read(dir.join("input.json")).map_err(|e| e.to_string())?)
-        .map_err(|e| format!("input.json: {e}"))?;
+    let input: Input =
+        serde_json::from_slice(&fs::read(dir.join("input.json")).map_err(|e| e.to_string())?)
+            .map_err(|e| format!("input.json: {e}"))?;
     let (source, what) = match (&input.source, &input.config) {
-        (Some(file), None) => (fs::read(dir.join(file)).map_err(|e| format!("{file}: {e}"))?, file.clone()),
-        (None, Some(v)) => (serde_json::to_vec(v).map_err(|e| e.to_string())?, "inline config".to_owned()),
+        (Some(file), None) => (
+            fs::read(dir.join(file)).map_err(|e| format!("{file}: {e}"))?,
+            file.clone(),
+        ),
+        (None, Some(v)) => (
+            serde_json::to_vec(v).map_err(|e| e.to_string())?,
+            "inline config".to_owned(),
+        ),
         _ => return Err("input.json needs exactly one of source and config".into()),
     };
     let config = ImageConfigFile::from_json(&source, &what).map_err(|e| e.to_string())?;
@@ -48,9 +55,13 @@ fn run_case(dir: &Path) -> Result<Vec<String>, String> {
         }
     }
     // Writing what we parsed and parsing it again is the identity.
-    let reparsed = ImageConfigFile::from_json(&config_json, "kiln output").map_err(|e| e.to_string())?;
+    let reparsed =
+        ImageConfigFile::from_json(&config_json, "kiln output").map_err(|e| e.to_string())?;
     if reparsed != config {
-        failures.push(format!("{}: config does not survive write + parse", dir.display()));
+        failures.push(format!(
+            "{}: config does not survive write + parse",
+            dir.display()
+        ));
     }
 
     let types = match input.media_types.as_str() {
@@ -64,12 +75,24 @@ fn run_case(dir: &Path) -> Result<Vec<String>, String> {
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let store = ContentStore::open(tmp.path()).map_err(|e| e.to_string())?;
     let image = write_image(&store, &config, &input.layers, types).map_err(|e| e.to_string())?;
-    let manifest_json = store.read(&image.manifest.digest).map_err(|e| e.to_string())?;
-    if store.read(&image.config.digest).map_err(|e| e.to_string())? != config_json {
-        failures.push(format!("{}: stored config differs from to_json()", dir.display()));
+    let manifest_json = store
+        .read(&image.manifest.digest)
+        .map_err(|e| e.to_string())?;
+    if store
+        .read(&image.config.digest)
+        .map_err(|e| e.to_string())?
+        != config_json
+    {
+        failures.push(format!(
+            "{}: stored config differs from to_json()",
+            dir.display()
+        ));
     }
     if image.manifest.platform.as_ref() != Some(&config.platform()) {
-        failures.push(format!("{}: manifest descriptor lacks the platform", dir.display()));
+        failures.push(format!(
+            "{}: manifest descriptor lacks the platform",
+            dir.display()
+        ));
     }
 
     let mut ids = String::new();
@@ -97,7 +120,11 @@ fn run_case(dir: &Path) -> Result<Vec<String>, String> {
 fn config_cases() {
     let root = kiln_testkit::testdata().join("oci/config");
     let cases = kiln_testkit::case_dirs(&root);
-    assert!(cases.len() >= 7, "expected the config cases in {}", root.display());
+    assert!(
+        cases.len() >= 7,
+        "expected the config cases in {}",
+        root.display()
+    );
     let mut failures = Vec::new();
     for dir in &cases {
         match run_case(dir) {
@@ -112,7 +139,8 @@ fn config_cases() {
 /// the fixture is the real thing, byte for byte.
 #[test]
 fn buildkit_fixture_is_verbatim() {
-    let src = fs::read(kiln_testkit::testdata().join("oci/config/buildkit-full/source.json")).unwrap();
+    let src =
+        fs::read(kiln_testkit::testdata().join("oci/config/buildkit-full/source.json")).unwrap();
     assert_eq!(
         Digest::of(&src).to_string(),
         "sha256:56989ce3d048874139aa687dfe2268ec2ec26b64cb731b6438a5061068481c30"
