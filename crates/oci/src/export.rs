@@ -28,9 +28,12 @@
 //!
 //! Writing into an existing layout directory adds to it: other entries of its
 //! `index.json` are kept, an entry with the same name annotations is replaced
-//! (as BuildKit's `ociindex`), blobs already present are not rewritten. The
-//! layout directory is `flock`ed during the update and `index.json` is
-//! replaced atomically.
+//! (as BuildKit's `ociindex`), blobs already present are not rewritten, and
+//! entries written by other tools keep the fields kiln does not model (the
+//! existing `index.json` is edited as JSON). The existing index is read and
+//! validated before anything is written. The layout directory itself is
+//! `flock`ed during the update (BuildKit locks `index.json.lock` instead; the
+//! two do not exclude each other) and `index.json` is replaced atomically.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -137,6 +140,25 @@ pub fn write_oci_layout(
     remove_stale_temps(dir).map_err(io("clean", dir))?;
     remove_stale_temps(&blob_dir).map_err(io("clean", &blob_dir))?;
 
+    let index_path = dir.join("index.json");
+    let bad = |source| ExportError::BadLayoutIndex {
+        path: index_path.clone(),
+        source,
+    };
+    // The existing index is validated as an `Index` but edited as JSON, so
+    // fields kiln does not model (artifactType, data, os.features, …) in
+    // entries written by other tools survive.
+    let mut index = match fs::read(&index_path) {
+        Ok(b) => {
+            serde_json::from_slice::<Index>(&b).map_err(bad)?;
+            match serde_json::from_slice::<serde_json::Value>(&b).map_err(bad)? {
+                serde_json::Value::Object(m) => m,
+                _ => serde_json::Map::new(), // unreachable: it parsed as an Index
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => serde_json::Map::new(),
+        Err(e) => return Err(io("read", &index_path)(e)),
+    };
     for d in &plan.blobs {
         let dest = blob_dir.join(d.digest.hex());
         if fs::metadata(&dest).is_ok_and(|m| m.len() == d.size) {
@@ -157,38 +179,47 @@ pub fn write_oci_layout(
     }
     sync_dir(&blob_dir).map_err(io("fsync", &blob_dir))?;
 
-    let index_path = dir.join("index.json");
-    let mut index = match fs::read(&index_path) {
-        Ok(b) => {
-            serde_json::from_slice::<Index>(&b).map_err(|source| ExportError::BadLayoutIndex {
-                path: index_path.clone(),
-                source,
-            })?
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Index::new(MediaTypes::Oci, Vec::new()),
-        Err(e) => return Err(io("read", &index_path)(e)),
+    if index
+        .get("schemaVersion")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0)
+        == 0
+    {
+        index.insert("schemaVersion".into(), 2.into());
+    }
+    if index
+        .get("mediaType")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .is_empty()
+    {
+        index.insert("mediaType".into(), media::OCI_INDEX.into());
+    }
+    let mut manifests = match index.remove("manifests") {
+        Some(serde_json::Value::Array(a)) => a,
+        _ => Vec::new(),
     };
-    if index.schema_version == 0 {
-        index.schema_version = 2;
-    }
-    if index.media_type.is_empty() {
-        index.media_type = media::OCI_INDEX.to_owned();
-    }
     for entry in plan.index_entries {
         let key = name_key(&entry);
+        let entry = serde_json::to_value(&entry).map_err(|source| JsonError::Serialize {
+            what: "descriptor",
+            source,
+        })?;
         if key.is_some() {
-            index.manifests.retain(|m| name_key(m) != key);
+            manifests.retain(|m| value_name_key(m) != key);
         }
-        if !index.manifests.contains(&entry) {
-            index.manifests.push(entry);
+        if !manifests.contains(&entry) {
+            manifests.push(entry);
         }
     }
+    index.insert("manifests".into(), serde_json::Value::Array(manifests));
+    let index_bytes = to_canonical_json(&index)?;
     let layout_path = dir.join("oci-layout");
     if fs::read(&layout_path).ok().as_deref() != Some(LAYOUT_FILE) {
         write_atomic(&layout_path, LAYOUT_FILE).map_err(io("write", &layout_path))?;
     }
-    write_atomic(&index_path, &to_canonical_json(&index)?).map_err(io("write", &index_path))?;
-    Ok(index)
+    write_atomic(&index_path, &index_bytes).map_err(io("write", &index_path))?;
+    serde_json::from_slice(&index_bytes).map_err(bad)
 }
 
 /// Writes an OCI archive (a tar of an OCI layout) to `out`; returns `out`.
@@ -322,6 +353,16 @@ fn split_ref(name: &str) -> (&str, Option<&str>, Option<&str>) {
 fn name_key(d: &Descriptor) -> Option<(Option<String>, Option<String>)> {
     let ref_name = d.annotations.get(ANNOTATION_REF_NAME).cloned();
     let image_name = d.annotations.get(ANNOTATION_IMAGE_NAME).cloned();
+    if ref_name.is_none() && image_name.is_none() {
+        return None;
+    }
+    Some((ref_name, image_name))
+}
+
+/// [`name_key`] of a descriptor kept as JSON.
+fn value_name_key(v: &serde_json::Value) -> Option<(Option<String>, Option<String>)> {
+    let get = |k: &str| v["annotations"][k].as_str().map(str::to_owned);
+    let (ref_name, image_name) = (get(ANNOTATION_REF_NAME), get(ANNOTATION_IMAGE_NAME));
     if ref_name.is_none() && image_name.is_none() {
         return None;
     }

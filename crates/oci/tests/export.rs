@@ -300,6 +300,38 @@ fn layout_adds_to_an_existing_layout() {
     assert!(stray.is_empty(), "{stray:?}");
 }
 
+#[test]
+fn layout_merge_keeps_foreign_entries_intact() {
+    let (d, s) = store();
+    let a = common::make_image(&s, Compression::gzip(), MediaTypes::Oci, "a").unwrap();
+    let dir = d.path().join("layout");
+    fs::create_dir_all(&dir).unwrap();
+    // An index written by another tool, with fields kiln does not model.
+    let foreign = r#"{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json",
+        "digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0,
+        "artifactType":"application/x-thing","platform":{"architecture":"arm64","os":"linux","os.features":["x"]},
+        "annotations":{"org.opencontainers.image.ref.name":"other"}}],"annotations":{"by":"someone"}}"#;
+    fs::write(dir.join("index.json"), foreign).unwrap();
+    write_oci_layout(
+        &s,
+        &dir,
+        &[named(&a.written.manifest, &["docker.io/library/app:1"])],
+    )
+    .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    assert_eq!(v["annotations"]["by"], "someone");
+    assert_eq!(v["mediaType"], media::OCI_INDEX);
+    assert_eq!(v["manifests"][0]["artifactType"], "application/x-thing");
+    assert_eq!(v["manifests"][0]["platform"]["os.features"][0], "x");
+    assert_eq!(v["manifests"][1]["annotations"][ANNOTATION_REF_NAME], "1");
+    // A corrupt index.json is an error naming it, and is left alone.
+    fs::write(dir.join("index.json"), b"{").unwrap();
+    let err = write_oci_layout(&s, &dir, &[named(&a.written.manifest, &[])]).unwrap_err();
+    assert!(err.to_string().contains("index.json"), "{err}");
+    assert_eq!(fs::read(dir.join("index.json")).unwrap(), b"{");
+}
+
 fn walk(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     for e in fs::read_dir(dir).expect("test fixture") {
