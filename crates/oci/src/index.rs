@@ -1,0 +1,275 @@
+//! The local image index: image names → image IDs (`<state>/images`).
+//!
+//! One file, `images/images.json`, canonical JSON of
+//! `{"images": {"<name>": {"id": "sha256:…", "manifest": "sha256:…"}}}`.
+//! One file rather than one per name because a name contains `/` and `:` and
+//! the whole index is small (a few hundred bytes per name); it also makes
+//! `list` a single consistent snapshot.
+//!
+//! Concurrency and crash safety: readers read the file without locking (it is
+//! only ever replaced by `rename`, so they see a whole old or a whole new
+//! version). Every change is a read-modify-write under an exclusive `flock` on
+//! the `images/` directory, written with [`crate::atomic`]'s temp + fsync +
+//! rename, so concurrent kiln processes never lose each other's updates and a
+//! crash leaves the old or the new index.
+//!
+//! Names are fully normalised references (`docker.io/library/busybox:latest`);
+//! normalising is the caller's job. The index only refuses names that could not
+//! be references at all (empty, whitespace or control characters).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use kiln_llb::Digest;
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::{DirLock, remove_stale_temps, write_atomic};
+use crate::json::{JsonError, to_canonical_json};
+
+const FILE: &str = "images.json";
+
+/// Errors of the image index. Each names the file or name involved.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("image index: {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// The index file is not what kiln writes.
+    #[error("image index {path} is corrupt: {source}")]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("invalid image name {0:?}: names are normalised references without whitespace")]
+    InvalidName(String),
+    #[error(transparent)]
+    Json(#[from] JsonError),
+}
+
+/// What a name points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    /// The image ID: the digest of the image configuration.
+    pub id: Digest,
+    /// The manifest, when known (pulled or exported images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<Digest>,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct IndexFile {
+    #[serde(default)]
+    images: BTreeMap<String, ImageRef>,
+}
+
+/// The index of local image names.
+#[derive(Clone, Debug)]
+pub struct ImageIndex {
+    dir: PathBuf,
+}
+
+impl ImageIndex {
+    /// Opens (creating if needed) the index in `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<ImageIndex, IndexError> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|source| IndexError::Io {
+            op: "create directory",
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(ImageIndex { dir })
+    }
+
+    /// The index file.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(FILE)
+    }
+
+    /// Points `name` at `image`. Returns what it pointed at before.
+    pub fn set(&self, name: &str, image: ImageRef) -> Result<Option<ImageRef>, IndexError> {
+        check_name(name)?;
+        self.update(|f| f.images.insert(name.to_owned(), image))
+    }
+
+    /// What `name` points at.
+    pub fn get(&self, name: &str) -> Result<Option<ImageRef>, IndexError> {
+        Ok(self.load()?.images.get(name).copied())
+    }
+
+    /// Removes `name`. Returns what it pointed at.
+    pub fn remove(&self, name: &str) -> Result<Option<ImageRef>, IndexError> {
+        self.update(|f| f.images.remove(name))
+    }
+
+    /// Every name, sorted.
+    pub fn list(&self) -> Result<Vec<(String, ImageRef)>, IndexError> {
+        Ok(self.load()?.images.into_iter().collect())
+    }
+
+    /// The names whose image ID is `id`, sorted.
+    pub fn names_of(&self, id: &Digest) -> Result<Vec<String>, IndexError> {
+        Ok(self
+            .load()?
+            .images
+            .into_iter()
+            .filter(|(_, r)| r.id == *id)
+            .map(|(n, _)| n)
+            .collect())
+    }
+
+    fn load(&self) -> Result<IndexFile, IndexError> {
+        let path = self.path();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|source| IndexError::Corrupt { path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(IndexFile::default()),
+            Err(source) => Err(IndexError::Io {
+                op: "read",
+                path,
+                source,
+            }),
+        }
+    }
+
+    fn update<T>(&self, change: impl FnOnce(&mut IndexFile) -> T) -> Result<T, IndexError> {
+        let io = |op, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| IndexError::Io { op, path, source }
+        };
+        let _lock = DirLock::exclusive(&self.dir).map_err(io("lock", &self.dir))?;
+        remove_stale_temps(&self.dir).map_err(io("clean", &self.dir))?;
+        let mut file = self.load()?;
+        let out = change(&mut file);
+        let bytes = to_canonical_json(&file)?;
+        let path = self.path();
+        write_atomic(&path, &bytes).map_err(io("write", &path))?;
+        Ok(out)
+    }
+}
+
+fn check_name(name: &str) -> Result<(), IndexError> {
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(IndexError::InvalidName(name.to_owned()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u32) -> Digest {
+        Digest::of(&n.to_le_bytes())
+    }
+
+    #[test]
+    fn set_get_remove_list_names_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = ImageIndex::open(dir.path().join("images")).unwrap();
+        assert_eq!(idx.get("docker.io/library/a:latest").unwrap(), None);
+        assert!(idx.list().unwrap().is_empty());
+        let a = ImageRef {
+            id: id(1),
+            manifest: None,
+        };
+        let b = ImageRef {
+            id: id(2),
+            manifest: Some(id(3)),
+        };
+        assert_eq!(idx.set("docker.io/library/a:latest", a).unwrap(), None);
+        assert_eq!(idx.set("localhost:5000/x/y:1", b).unwrap(), None);
+        assert_eq!(idx.set("docker.io/library/a:v2", a).unwrap(), None);
+        assert_eq!(idx.get("docker.io/library/a:latest").unwrap(), Some(a));
+        assert_eq!(
+            idx.names_of(&id(1)).unwrap(),
+            ["docker.io/library/a:latest", "docker.io/library/a:v2"]
+        );
+        // Retagging returns the old target.
+        assert_eq!(idx.set("docker.io/library/a:latest", b).unwrap(), Some(a));
+        assert_eq!(idx.names_of(&id(1)).unwrap(), ["docker.io/library/a:v2"]);
+        assert_eq!(idx.remove("docker.io/library/a:v2").unwrap(), Some(a));
+        assert_eq!(idx.remove("docker.io/library/a:v2").unwrap(), None);
+        let names: Vec<String> = idx.list().unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            ["docker.io/library/a:latest", "localhost:5000/x/y:1"]
+        );
+        // The file is canonical JSON and nothing else is left in the directory.
+        let text = fs::read_to_string(idx.path()).unwrap();
+        assert!(
+            text.starts_with(r#"{"images":{"docker.io/library/a:latest":{"id":"sha256:"#),
+            "{text}"
+        );
+        assert_eq!(fs::read_dir(dir.path().join("images")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn bad_names_and_corrupt_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = ImageIndex::open(dir.path()).unwrap();
+        let r = ImageRef {
+            id: id(1),
+            manifest: None,
+        };
+        assert!(matches!(idx.set("", r), Err(IndexError::InvalidName(_))));
+        assert!(matches!(idx.set("a b", r), Err(IndexError::InvalidName(_))));
+        fs::write(idx.path(), b"{not json").unwrap();
+        let err = idx.get("x").unwrap_err();
+        assert!(err.to_string().contains("images.json"), "{err}");
+        assert!(matches!(idx.set("x", r), Err(IndexError::Corrupt { .. })));
+        fs::write(idx.path(), br#"{"images":{"x":{"id":"md5:00"}}}"#).unwrap();
+        assert!(matches!(idx.list(), Err(IndexError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn concurrent_threads_do_not_lose_updates() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = ImageIndex::open(dir.path()).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4u32 {
+                let idx = idx.clone();
+                s.spawn(move || {
+                    for i in 0..25u32 {
+                        let r = ImageRef {
+                            id: id(t * 100 + i),
+                            manifest: None,
+                        };
+                        idx.set(&format!("example.com/t{t}:{i}"), r).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(idx.list().unwrap().len(), 100);
+        for t in 0..4u32 {
+            for i in 0..25u32 {
+                assert_eq!(
+                    idx.get(&format!("example.com/t{t}:{i}"))
+                        .unwrap()
+                        .map(|r| r.id),
+                    Some(id(t * 100 + i))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn stale_temp_files_are_cleaned_on_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = ImageIndex::open(dir.path()).unwrap();
+        fs::write(dir.path().join(".tmp-1-0-images.json"), b"half").unwrap();
+        idx.set(
+            "a/b:c",
+            ImageRef {
+                id: id(1),
+                manifest: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
