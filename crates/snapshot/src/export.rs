@@ -14,8 +14,8 @@
 //!   and splittable, else (or when the entry needs PAX anyway) stored as a
 //!   PAX `path` record; likewise `linkpath`; uid/gid/size/mtime that do not
 //!   fit their octal fields go to PAX records; PAX records are sorted by key,
-//!   as Go does; non-UTF-8 `path`/`linkpath` values get
-//!   `hdrcharset=BINARY` (POSIX), which Go omits;
+//!   as Go does; non-UTF-8 names go as raw bytes in `path` (as Go does;
+//!   GNU tar reads them back unchanged; it does not know `hdrcharset`);
 //! - xattrs as `SCHILY.xattr.<name>` PAX records, all of them except the
 //!   overlay's own (`trusted.overlay.*`, `user.overlay.*`) and
 //!   `security.selinux` (host labels; BuildKit keeps only
@@ -490,13 +490,6 @@ impl<W: Write> Writer<W> {
             }
         }
         if !self.records.is_empty() {
-            let binary = self.records.iter().any(|(k, v)| {
-                (k == b"path" || k == b"linkpath") && std::str::from_utf8(v).is_err()
-            });
-            if binary {
-                self.records
-                    .push((b"hdrcharset".to_vec(), b"BINARY".to_vec()));
-            }
             self.write_pax(h.name)?;
         }
 

@@ -11,8 +11,8 @@
 //!
 //! Differences from upstream, for kiln's callers: `follow_last = false`
 //! leaves the final component unresolved (like `lstat` vs `stat`; a trailing
-//! `/` still forces it to be followed), and paths are bytes (non-UTF-8 names
-//! work).
+//! `/`, `/.` or `/..` still forces it to be followed, as in POSIX), and paths
+//! are bytes (non-UTF-8 names work).
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -94,7 +94,9 @@ pub fn resolve_in_root(
             }
             _ => {}
         }
-        let is_last = remaining.iter().all(|c| c.is_empty() || c == b".");
+        // As in POSIX, a trailing `/`, `.` or `..` makes the component
+        // before it a directory to enter, hence followed.
+        let is_last = remaining.iter().all(|c| c.is_empty());
         if is_last && !follow_last && !force_follow_last {
             current.push(part);
             continue;

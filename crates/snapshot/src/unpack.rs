@@ -562,13 +562,18 @@ impl Unpacker {
                     });
                 }
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                    fs::create_dir(&resolved).map_err(self.io(
-                        e,
-                        "creating directory",
-                        &resolved,
-                    ))?;
-                    fs::set_permissions(&resolved, fs::Permissions::from_mode(0o755))
-                        .map_err(self.io(e, "chmod", &resolved))?;
+                    // The resolution may end in several missing components
+                    // (a symlink to a missing path): create each, 0755.
+                    let below = resolved.strip_prefix(&self.root).unwrap_or(Path::new(""));
+                    let mut cur = self.root.clone();
+                    for c in below.components() {
+                        cur.push(c);
+                        if lstat(&cur).map_err(self.io(e, "lstat", &cur))?.is_none() {
+                            fs::create_dir(&cur).map_err(self.io(e, "creating directory", &cur))?;
+                            fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))
+                                .map_err(self.io(e, "chmod", &cur))?;
+                        }
+                    }
                 }
                 Err(err) => return Err(self.io(e, "stat", &resolved)(err)),
             }
@@ -771,7 +776,14 @@ fn read_info<R: Read>(entry: &mut tar::Entry<'_, R>, name: String) -> io::Result
     let (mut pax_uid, mut pax_gid, mut pax_mtime) = (None, None, None);
     if let Some(exts) = entry.pax_extensions()? {
         for ext in exts {
-            let ext = ext?;
+            // The tar crate splits PAX data at newlines, so a value with a
+            // newline (possible in a binary xattr) is unreadable: fail
+            // rather than drop it silently.
+            let ext = ext.map_err(|e| {
+                io::Error::other(format!(
+                    "{e} (a PAX record value containing a newline is not supported)"
+                ))
+            })?;
             let key = ext.key_bytes();
             if let Some(k) = key.strip_prefix(b"SCHILY.xattr.") {
                 xattrs.push((k.to_vec(), ext.value_bytes().to_vec()));
