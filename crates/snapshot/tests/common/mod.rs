@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests: building trees and tars.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::ffi::OsStr;
 use std::fs;
