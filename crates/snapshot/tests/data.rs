@@ -1,6 +1,8 @@
 //! Unprivileged data-driven tests: resolve_in_root vectors, tar writer
 //! listings, hostile tars.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::ffi::OsStr;
