@@ -459,6 +459,13 @@ impl Unpacker {
                 None => {
                     nix::sys::stat::mknod(&target, SFlag::S_IFCHR, Mode::empty(), 0)
                         .map_err(|err| self.io(e, "creating whiteout", &target)(err.into()))?;
+                    // mtime 0, so that the layer dir is reproducible.
+                    let zero = FileTime::from_unix_time(0, 0);
+                    filetime::set_symlink_file_times(&target, zero, zero).map_err(self.io(
+                        e,
+                        "setting times of",
+                        &target,
+                    ))?;
                     self.stats.whiteouts += 1;
                 }
                 Some(m) if m.is_dir() => self.set_opaque(e, &target)?,
