@@ -28,7 +28,9 @@
 //!   with mtime 0 (moby's `ImpliedDirectoryMode`; mtime 0 instead of "now" so
 //!   that the layer dir stays reproducible).
 //! - A hardlink must point to a non-directory that an earlier entry of the
-//!   same tar created, reached without crossing a symlink.
+//!   same tar created, reached without crossing a symlink. A hardlink
+//!   entry's own header metadata is not applied (the inode already has the
+//!   target's; writers, kiln's included, repeat the same values).
 //! - Duplicate names: the later entry wins (the earlier one is removed,
 //!   recursively for a directory, unless both are directories: then the
 //!   metadata of the later one applies), like Docker.
@@ -53,7 +55,11 @@
 //! never followed (an existing file, symlink or directory in the way is
 //! removed and replaced, except a directory by a directory, whose metadata
 //! is then overwritten by the entry's, as moby does). `.wh.` files get no
-//! special meaning (moby's default whiteout format leaves them as files).
+//! special meaning (moby's default whiteout format leaves them as files);
+//! note that such a file cannot survive into an image anyway: exported, it
+//! is a whiteout to whoever applies the layer (Docker 20.10's classic
+//! builder shows the same: `ADD` of a tar holding `dir/.wh.x` yields a
+//! deleted `x`, not a file).
 //! `chown` replaces every entry's owner (ADD `--chown`); implied parent
 //! directories are created 0755 root:root. xattrs are best effort as in
 //! BuildKit (`BestEffortXattrs`).

@@ -61,6 +61,7 @@ fn main() {
         ),
         ("mount_guard_drop_unmounts", mount_guard_drop_unmounts),
         ("store_draft_as_overlay_upper", store_draft_as_overlay_upper),
+        ("extract_archive_chown", extract_archive_chown),
     ];
     let trials = tests
         .into_iter()
@@ -165,6 +166,8 @@ fn forty(tmp: &Path, dir_name: &str) -> Result<(), Failed> {
         .collect();
     let (u, w) = upper(tmp);
     let t = target(tmp);
+    let option_bytes: usize = layers.iter().map(|l| l.as_os_str().len() + 1).sum();
+    println!("{dir_name:.10}…: 40 lower dirs, {option_bytes} bytes of lowerdir=");
     let g = mount_overlay(&layers, Some((&u, &w)), &t)?;
     for i in 0..40 {
         assert!(t.join(format!("f{i:02}")).exists(), "layer {i} missing");
@@ -189,7 +192,42 @@ fn overlay_forty_layers_long_paths() -> Result<(), Failed> {
     // 40 lower dirs of ~150 bytes each: over a 4 KiB page, so mount(2)
     // cannot take them and the fsconfig("lowerdir+") path is used.
     let tmp = tempfile::tempdir()?;
-    forty(tmp.path(), &"long".repeat(30))
+    let name = "long".repeat(30);
+    assert!(40 * (tmp.path().join(&name).join("00").as_os_str().len() + 1) > 4096);
+    forty(tmp.path(), &name)
+}
+
+fn extract_archive_chown() -> Result<(), Failed> {
+    let tmp = tempfile::tempdir()?;
+    let dest = tmp.path().join("rootfs");
+    fs::create_dir(&dest)?;
+    let tar = raw_tar(
+        &[
+            Raw::dir("app/"),
+            Raw::file("app/bin", b"x"),
+            Raw::symlink("app/l", "bin"),
+            Raw::file("implied/f", b"f"),
+        ],
+        7,
+        8,
+    );
+    let opts = kiln_snapshot::ExtractOptions {
+        chown: Some((1234, 5678)),
+    };
+    kiln_snapshot::extract_archive(&tar[..], &dest, &opts)?;
+    for p in ["app", "app/bin", "app/l", "implied/f"] {
+        let m = fs::symlink_metadata(dest.join(p))?;
+        assert_eq!((m.uid(), m.gid()), (1234, 5678), "{p}");
+    }
+    // Implied parents belong to root, as in moby.
+    let m = fs::metadata(dest.join("implied"))?;
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (0, 0, 0o755));
+    // Without chown, the tar's owners.
+    let dest2 = tmp.path().join("rootfs2");
+    fs::create_dir(&dest2)?;
+    kiln_snapshot::extract_archive(&tar[..], &dest2, &Default::default())?;
+    assert_eq!(fs::symlink_metadata(dest2.join("app/l"))?.uid(), 7);
+    Ok(())
 }
 
 fn read_only_and_layerless_mounts() -> Result<(), Failed> {
