@@ -591,3 +591,57 @@ fn add_merges_into_existing_tree_and_follows_symlinks_inside() {
     assert!(a.target.join("dir/.wh.x").is_file());
     assert!(a.target.join("dir/.wh..wh..opq").is_file());
 }
+
+#[test]
+fn huge_sparse_files_are_unpacked_sparse() {
+    // GNU tar writes a 16 GiB file holding 10 bytes as a GNU sparse entry;
+    // unpack_layer must recreate it with holes, not 16 GiB of zeros.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let f = fs::File::create(src.join("sparse")).unwrap();
+    let size = 16u64 << 30;
+    f.set_len(size).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        f.write_at(b"0123456789", 1 << 30).unwrap();
+    }
+    drop(f);
+    let tar_path = tmp.path().join("sparse.tar");
+    let out = Command::new("tar")
+        .args(["--format=gnu", "--sparse", "-cf"])
+        .arg(&tar_path)
+        .arg("-C")
+        .arg(&src)
+        .arg("sparse")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        fs::metadata(&tar_path).unwrap().len() < 1 << 20,
+        "GNU tar did not write a sparse entry"
+    );
+    let dst = tmp.path().join("dst");
+    fs::create_dir(&dst).unwrap();
+    let stats = unpack_layer(fs::File::open(&tar_path).unwrap(), &dst).unwrap();
+    assert_eq!(stats.entries, 1);
+    let m = fs::metadata(dst.join("sparse")).unwrap();
+    assert_eq!(m.len(), size);
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        m.blocks() * 512 < 1 << 20,
+        "written densely: {} blocks",
+        m.blocks()
+    );
+    let mut buf = [0u8; 10];
+    use std::os::unix::fs::FileExt;
+    fs::File::open(dst.join("sparse"))
+        .unwrap()
+        .read_exact_at(&mut buf, 1 << 30)
+        .unwrap();
+    assert_eq!(&buf, b"0123456789");
+}
