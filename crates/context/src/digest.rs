@@ -116,13 +116,11 @@ pub fn digest_selection(
             }
         }
     }
-    let hashed: Vec<Result<(usize, [u8; 32], u64, bool), ContextError>> = misses
-        .par_iter()
-        .map(|&(idx, e)| hash_file(e).map(|(sha, n, stable)| (idx, sha, n, stable)))
-        .collect();
+    let hashed: Vec<Result<Hashed, ContextError>> =
+        misses.par_iter().map(|&(_, e)| hash_file(e)).collect();
     // `collect` keeps `misses`' order.
-    for (r, &(_, e)) in hashed.into_iter().zip(&misses) {
-        let (idx, sha, n, stable) = r?;
+    for (r, &(idx, e)) in hashed.into_iter().zip(&misses) {
+        let Hashed { sha, n, stable } = r?;
         stats.files_hashed += 1;
         stats.bytes_hashed += n;
         shas[idx] = Some(sha);
@@ -225,10 +223,17 @@ fn stat_key(e: &Entry) -> StatKey {
     }
 }
 
-/// SHA-256 of a regular file's content, streamed; the bytes read; and
-/// whether the file's stat after reading still matches the walk's (if not,
-/// the result must not be cached).
-fn hash_file(e: &Entry) -> Result<([u8; 32], u64, bool), ContextError> {
+/// A file's content digest.
+struct Hashed {
+    sha: [u8; 32],
+    /// Bytes read.
+    n: u64,
+    /// The stat after reading still matches the walk's (else do not cache).
+    stable: bool,
+}
+
+/// SHA-256 of a regular file's content, streamed.
+fn hash_file(e: &Entry) -> Result<Hashed, ContextError> {
     let io = |source| ContextError::Io {
         path: e.host_path.clone(),
         source,
@@ -263,5 +268,9 @@ fn hash_file(e: &Entry) -> Result<([u8; 32], u64, bool), ContextError> {
         && after.ctime() * 1_000_000_000 + after.ctime_nsec() == e.ctime_ns
         && after.ino() == e.ino
         && after.dev() == e.dev;
-    Ok((h.finalize().into(), total, stable))
+    Ok(Hashed {
+        sha: h.finalize().into(),
+        n: total,
+        stable,
+    })
 }

@@ -187,7 +187,11 @@ fn compile(pattern: &[u8]) -> (MatchKind, String) {
                 reg.push_str("[^/]");
                 kind = MatchKind::Regexp;
             }
-            '.' | '+' | '(' | ')' | '|' | '{' | '}' | '$' => {
+            // Upstream means to escape `.+()|{}$`, but its bitmap (`[8]byte`
+            // indexed by `b%8`, bit `b/8`) loses every byte >= 64, so `{`,
+            // `|` and `}` reach Go's regexp raw: `a|b` is an alternation and
+            // `a{2}` a repetition. Reproduced.
+            '.' | '+' | '(' | ')' | '$' => {
                 reg.push('\\');
                 reg.push(ch);
             }

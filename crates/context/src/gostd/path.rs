@@ -17,9 +17,8 @@ pub(crate) fn clean(path: &[u8]) -> Vec<u8> {
         dotdot = 1;
     }
     while r < n {
-        if path[r] == b'/' {
-            r += 1;
-        } else if path[r] == b'.' && (r + 1 == n || path[r + 1] == b'/') {
+        if path[r] == b'/' || (path[r] == b'.' && (r + 1 == n || path[r + 1] == b'/')) {
+            // Empty or `.` element.
             r += 1;
         } else if path[r] == b'.'
             && path.get(r + 1) == Some(&b'.')

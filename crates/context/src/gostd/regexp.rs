@@ -14,8 +14,9 @@
 //! Matching runs on [`super::utf8::go_runes`] of the path, so an invalid byte
 //! is U+FFFD to both engines, as in Go.
 //!
-//! Known difference: Unicode class names (`\p{Greek}`) are looked up by the
-//! Rust crate, which also accepts some spellings Go rejects (`\p{greek}`).
+//! Unicode classes (`\p{Greek}`) accept exactly Go's names; their contents
+//! come from the Unicode version of the `regex` crate, which may be newer
+//! than the Go toolchain's.
 
 use std::fmt::Write as _;
 
@@ -32,19 +33,39 @@ pub(crate) fn compile(src: &str) -> Result<regex::bytes::Regex, Unsupported> {
         .map_err(|_| Unsupported)
 }
 
+/// What precedes the current position, for Go's repetition rules.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Last {
+    /// Start of the expression or of a group, or after `|`: nothing to repeat.
+    Nothing,
+    /// Something repeatable.
+    Atom,
+    /// A repetition operator (Go forbids stacking them: `a**`).
+    Repeat,
+}
+
 /// The Rust spelling of Go regexp source `src`.
 pub(crate) fn translate(src: &str) -> Result<String, Unsupported> {
     let t: Vec<char> = src.chars().collect();
     let mut out = String::with_capacity(src.len() * 2);
+    let mut last = Last::Nothing;
+    let mut depth = 0usize;
     let mut i = 0;
     while i < t.len() {
         let c = t[i];
         match c {
-            '\\' => i = escape_outside_class(&t, i, &mut out)?,
+            '\\' => {
+                let before = out.len();
+                i = escape_outside_class(&t, i, &mut out)?;
+                if out.len() != before {
+                    last = Last::Atom;
+                }
+            }
             '[' => {
                 let (class, next) = parse_class(&t, i)?;
                 out.push_str(&class);
                 i = next;
+                last = Last::Atom;
             }
             '(' => {
                 // Flag groups and named captures never come out of
@@ -53,49 +74,128 @@ pub(crate) fn translate(src: &str) -> Result<String, Unsupported> {
                     return Err(Unsupported);
                 }
                 out.push('(');
+                depth += 1;
                 i += 1;
+                last = Last::Nothing;
             }
-            ')' | '|' | '*' | '+' | '?' | '.' | '^' | '$' => {
-                out.push(c);
+            ')' => {
+                depth = depth.checked_sub(1).ok_or(Unsupported)?;
+                out.push(')');
                 i += 1;
+                last = Last::Atom;
             }
-            '{' => match parse_repeat(&t, i) {
+            '|' => {
+                out.push('|');
+                i += 1;
+                last = Last::Nothing;
+            }
+            '*' | '+' | '?' => {
+                i = repeat(&t, i + 1, &c.to_string(), last, &mut out)?;
+                last = Last::Repeat;
+            }
+            '{' => match parse_repeat(&t, i)? {
                 Some(end) => {
-                    out.extend(&t[i..end]);
-                    i = end;
+                    let op: String = t[i..end].iter().collect();
+                    i = repeat(&t, end, &op, last, &mut out)?;
+                    last = Last::Repeat;
                 }
                 None => {
                     push_literal(&mut out, u32::from('{'));
                     i += 1;
+                    last = Last::Atom;
                 }
             },
+            '.' => {
+                out.push('.');
+                i += 1;
+                last = Last::Atom;
+            }
+            // Assertions, grouped so that Rust accepts a repetition of them
+            // as Go does (`^*`).
+            '^' => {
+                out.push_str("(?:^)");
+                i += 1;
+                last = Last::Atom;
+            }
+            '$' => {
+                out.push_str("(?:$)");
+                i += 1;
+                last = Last::Atom;
+            }
             _ => {
                 push_literal(&mut out, u32::from(c));
                 i += 1;
+                last = Last::Atom;
             }
         }
+    }
+    if depth != 0 {
+        return Err(Unsupported);
     }
     Ok(out)
 }
 
-/// `{n}`, `{n,}` or `{n,m}` starting at `i`: the index after it.
-fn parse_repeat(t: &[char], i: usize) -> Option<usize> {
+/// Emits repetition operator `op` (its source ends before `t[next]`), with
+/// Go's checks: something to repeat, no stacked operators; a following `?`
+/// makes it non-greedy.
+fn repeat(
+    t: &[char],
+    mut next: usize,
+    op: &str,
+    last: Last,
+    out: &mut String,
+) -> Result<usize, Unsupported> {
+    if last != Last::Atom {
+        return Err(Unsupported);
+    }
+    out.push_str(op);
+    if t.get(next) == Some(&'?') {
+        out.push('?');
+        next += 1;
+    }
+    Ok(next)
+}
+
+/// `{n}`, `{n,}` or `{n,m}` starting at `i`: the index after it; `None` if
+/// this `{` is a literal; an error for counts Go rejects (over 1000, or
+/// max < min).
+fn parse_repeat(t: &[char], i: usize) -> Result<Option<usize>, Unsupported> {
     let mut j = i + 1;
-    let digits = |j: &mut usize| {
+    let number = |j: &mut usize| -> Option<u64> {
         let start = *j;
         while t.get(*j).is_some_and(char::is_ascii_digit) {
             *j += 1;
         }
-        *j > start
+        // Go disallows leading zeros: then the `{` is a literal.
+        if *j == start || (*j - start > 1 && t[start] == '0') {
+            return None;
+        }
+        Some(t[start..*j].iter().fold(0u64, |n, d| {
+            (n * 10 + u64::from(d.to_digit(10).unwrap_or(0))).min(1_000_000)
+        }))
     };
-    if !digits(&mut j) {
-        return None;
-    }
+    let Some(min) = number(&mut j) else {
+        return Ok(None);
+    };
+    let mut max = Some(min);
     if t.get(j) == Some(&',') {
         j += 1;
-        digits(&mut j);
+        max = if t.get(j) == Some(&'}') {
+            None
+        } else {
+            match number(&mut j) {
+                Some(m) => Some(m),
+                None => return Ok(None),
+            }
+        };
     }
-    (t.get(j) == Some(&'}')).then_some(j + 1)
+    if t.get(j) != Some(&'}') {
+        return Ok(None);
+    }
+    if min > 1000 || max.is_some_and(|m| m > 1000 || m < min) {
+        return Err(Unsupported);
+    }
+    Ok(Some(j + 1))
 }
 
 /// A backslash sequence outside a class at `t[i] == '\\'`; returns the index
@@ -248,12 +348,213 @@ fn unicode_class(t: &[char], i: usize) -> Result<Option<(String, usize)>, Unsupp
         sign = !sign;
         name = rest.to_owned();
     }
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    if UNICODE_NAMES.binary_search(&name.as_str()).is_err() {
         return Err(Unsupported);
     }
     let p = if sign { 'p' } else { 'P' };
     Ok(Some((format!(r"\{p}{{{name}}}"), next)))
 }
+
+/// Go's `unicode.Categories` and `unicode.Scripts` keys plus `Any` (Go 1.19
+/// tables, plus the Unicode 15 scripts added in Go 1.21): the exact names
+/// `\p{…}` accepts.
+const UNICODE_NAMES: &[&str] = &[
+    "Adlam",
+    "Ahom",
+    "Anatolian_Hieroglyphs",
+    "Any",
+    "Arabic",
+    "Armenian",
+    "Avestan",
+    "Balinese",
+    "Bamum",
+    "Bassa_Vah",
+    "Batak",
+    "Bengali",
+    "Bhaiksuki",
+    "Bopomofo",
+    "Brahmi",
+    "Braille",
+    "Buginese",
+    "Buhid",
+    "C",
+    "Canadian_Aboriginal",
+    "Carian",
+    "Caucasian_Albanian",
+    "Cc",
+    "Cf",
+    "Chakma",
+    "Cham",
+    "Cherokee",
+    "Chorasmian",
+    "Co",
+    "Common",
+    "Coptic",
+    "Cs",
+    "Cuneiform",
+    "Cypriot",
+    "Cyrillic",
+    "Deseret",
+    "Devanagari",
+    "Dives_Akuru",
+    "Dogra",
+    "Duployan",
+    "Egyptian_Hieroglyphs",
+    "Elbasan",
+    "Elymaic",
+    "Ethiopic",
+    "Georgian",
+    "Glagolitic",
+    "Gothic",
+    "Grantha",
+    "Greek",
+    "Gujarati",
+    "Gunjala_Gondi",
+    "Gurmukhi",
+    "Han",
+    "Hangul",
+    "Hanifi_Rohingya",
+    "Hanunoo",
+    "Hatran",
+    "Hebrew",
+    "Hiragana",
+    "Imperial_Aramaic",
+    "Inherited",
+    "Inscriptional_Pahlavi",
+    "Inscriptional_Parthian",
+    "Javanese",
+    "Kaithi",
+    "Kannada",
+    "Katakana",
+    "Kawi",
+    "Kayah_Li",
+    "Kharoshthi",
+    "Khitan_Small_Script",
+    "Khmer",
+    "Khojki",
+    "Khudawadi",
+    "L",
+    "Lao",
+    "Latin",
+    "Lepcha",
+    "Limbu",
+    "Linear_A",
+    "Linear_B",
+    "Lisu",
+    "Ll",
+    "Lm",
+    "Lo",
+    "Lt",
+    "Lu",
+    "Lycian",
+    "Lydian",
+    "M",
+    "Mahajani",
+    "Makasar",
+    "Malayalam",
+    "Mandaic",
+    "Manichaean",
+    "Marchen",
+    "Masaram_Gondi",
+    "Mc",
+    "Me",
+    "Medefaidrin",
+    "Meetei_Mayek",
+    "Mende_Kikakui",
+    "Meroitic_Cursive",
+    "Meroitic_Hieroglyphs",
+    "Miao",
+    "Mn",
+    "Modi",
+    "Mongolian",
+    "Mro",
+    "Multani",
+    "Myanmar",
+    "N",
+    "Nabataean",
+    "Nag_Mundari",
+    "Nandinagari",
+    "Nd",
+    "New_Tai_Lue",
+    "Newa",
+    "Nko",
+    "Nl",
+    "No",
+    "Nushu",
+    "Nyiakeng_Puachue_Hmong",
+    "Ogham",
+    "Ol_Chiki",
+    "Old_Hungarian",
+    "Old_Italic",
+    "Old_North_Arabian",
+    "Old_Permic",
+    "Old_Persian",
+    "Old_Sogdian",
+    "Old_South_Arabian",
+    "Old_Turkic",
+    "Oriya",
+    "Osage",
+    "Osmanya",
+    "P",
+    "Pahawh_Hmong",
+    "Palmyrene",
+    "Pau_Cin_Hau",
+    "Pc",
+    "Pd",
+    "Pe",
+    "Pf",
+    "Phags_Pa",
+    "Phoenician",
+    "Pi",
+    "Po",
+    "Ps",
+    "Psalter_Pahlavi",
+    "Rejang",
+    "Runic",
+    "S",
+    "Samaritan",
+    "Saurashtra",
+    "Sc",
+    "Sharada",
+    "Shavian",
+    "Siddham",
+    "SignWriting",
+    "Sinhala",
+    "Sk",
+    "Sm",
+    "So",
+    "Sogdian",
+    "Sora_Sompeng",
+    "Soyombo",
+    "Sundanese",
+    "Syloti_Nagri",
+    "Syriac",
+    "Tagalog",
+    "Tagbanwa",
+    "Tai_Le",
+    "Tai_Tham",
+    "Tai_Viet",
+    "Takri",
+    "Tamil",
+    "Tangut",
+    "Telugu",
+    "Thaana",
+    "Thai",
+    "Tibetan",
+    "Tifinagh",
+    "Tirhuta",
+    "Ugaritic",
+    "Vai",
+    "Wancho",
+    "Warang_Citi",
+    "Yezidi",
+    "Yi",
+    "Z",
+    "Zanabazar_Square",
+    "Zl",
+    "Zp",
+    "Zs",
+];
 
 const POSIX_CLASSES: [&str; 14] = [
     "alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower", "print", "punct",
@@ -331,13 +632,11 @@ fn class_char(t: &[char], j: usize) -> Result<(u32, usize), Unsupported> {
 }
 
 /// A literal outside a class. A surrogate code point (only reachable through
-/// `\x{D800}`-style escapes) never matches Go's decoded input.
+/// `\x{D800}`-style escapes) matches what Go's literal-prefix search makes
+/// of it: `string(rune(0xD800))`, which is U+FFFD.
 fn push_literal(out: &mut String, r: u32) {
-    if char::from_u32(r).is_some() {
-        let _ = write!(out, r"\x{{{r:X}}}");
-    } else {
-        out.push_str(r"[^\x{0}-\x{10FFFF}]");
-    }
+    let r = char::from_u32(r).map_or(0xFFFD, u32::from);
+    let _ = write!(out, r"\x{{{r:X}}}");
 }
 
 /// A class range with surrogates (which Rust cannot name) cut out.
