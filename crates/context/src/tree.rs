@@ -379,7 +379,10 @@ impl Tree {
     /// The source named by the clean absolute in-tree path `src`.
     fn source(&self, src: &[u8], follow: bool) -> Result<Source, ContextError> {
         let not_found = || ContextError::NotFound { path: show(src) };
-        let resolved = self.resolve(src, follow)?;
+        let resolved = self.resolve(src, follow).map_err(|e| match e {
+            ContextError::TooManyLinks { .. } => ContextError::TooManyLinks { path: show(src) },
+            e => e,
+        })?;
         let meta = match fs::symlink_metadata(&resolved.host) {
             Ok(m) => m,
             Err(e) if resolve::is_not_found(&e) => return Err(not_found()),
