@@ -13,7 +13,7 @@
 //! tonistiigi/fsutil, BuildKit's copy and contenthash — and by the Go standard
 //! library underneath it. So this crate is a port, not a reinterpretation:
 //!
-//! * [`gostd`](crate) (private) reproduces the Go standard-library functions
+//! * the private `gostd` module reproduces the Go standard-library functions
 //!   involved (`filepath.Clean`, `filepath.Match`, `strings.TrimSpace`, UTF-8
 //!   decoding, and Go regexp syntax mapped onto the `regex` crate);
 //! * [`patternmatcher`] and [`ignorefile`] port moby/patternmatcher;
@@ -23,7 +23,27 @@
 //! * [`Tree::digest`] hashes a selection with a canonical encoding and a
 //!   [`StatCache`].
 //!
-//! Upstream's test vectors are kept as data under `testdata/context/`.
+//! Upstream's test vectors are kept as data under `testdata/context/`, and
+//! the port was compared with upstream's Go code on random inputs (see
+//! `testdata/context/*/README.md`).
+//!
+//! # Using it
+//!
+//! ```no_run
+//! # fn main() -> Result<(), kiln_context::ContextError> {
+//! use kiln_context::{DigestOptions, ExpandOptions, Filter, StatCache, Tree};
+//! let tree = Tree::open_context("ctx".as_ref(), None)?; // finds the ignore file
+//! let copy = ExpandOptions { allow_wildcard: true, allow_empty_wildcard: true, follow_symlinks: true };
+//! let sources = tree.expand("/src/*.go", &copy)?;
+//! let filter = Filter::new(&[] as &[&str], &["*_test.go"]).expect("valid patterns");
+//! let mut cache = StatCache::load("state/statcache".as_ref());
+//! let (key, _stats) = tree.digest(&sources, &filter, &mut cache, &DigestOptions::default())?;
+//! cache.save()?;
+//! for s in &sources {
+//!     for entry in tree.walk(s, &filter)? { /* copy entry.host_path to dest/entry.path */ }
+//! }
+//! # let _ = key; Ok(()) }
+//! ```
 //!
 //! # Invariants
 //!

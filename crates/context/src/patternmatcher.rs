@@ -7,8 +7,10 @@
 //! Go's `filepath.Match`, and compiled as upstream does: a pattern without
 //! wildcards is an exact comparison, `prefix/**` a prefix test, `**suffix` a
 //! suffix test, anything else a regular expression in which `*` is `[^/]*`,
-//! `?` is `[^/]`, `**` is `(.*/)?` (or `.*` at the end), and `[...]`, `\x`
-//! reach the regex engine as written (see [`crate::gostd::regexp`]).
+//! `?` is `[^/]`, `**` is `(.*/)?` (or `.*` at the end), `.+()$` are escaped,
+//! and everything else — `[...]`, `\x` escapes, and (through an upstream bug)
+//! `|`, `{` and `}` — reaches Go's regexp as written, so `a|b` is an
+//! alternation. kiln maps that Go regexp onto the `regex` crate exactly.
 //!
 //! Paths are byte strings, relative, `/`-separated and clean (`a/b`, never
 //! `./a` or `a/`), the form fsutil's walker produces. A pattern whose regex
