@@ -929,6 +929,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shareable_across_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Tree>();
+        send_sync::<Filter>();
+        send_sync::<Source>();
+        send_sync::<Entry>();
+    }
+
+    #[test]
     fn splits_at_first_wildcard() {
         let s = |p: &str| {
             let (a, b) = split_wildcards(p.as_bytes());

@@ -351,12 +351,13 @@ fn racy_entries_are_not_trusted() -> TestResult {
     // Change a file and digest again before the clock moves on: its new
     // stat is racy (a same-tick rewrite could keep it), so it is hashed now
     // and again next time, until its ctime is in the past.
-    fs::write(root.join("b/three"), b"4")?;
     let now = coarse_now_ns();
+    fs::write(root.join("b/three"), b"4")?;
     let (_, s1) = digest_with(&tree, "/", &mut cache, &opts);
     assert_eq!(s1.files_hashed, 1);
     if coarse_now_ns() == now {
-        // Still the same tick (almost always): the entry was not trusted.
+        // The write and the digest happened in the tick that is still
+        // current (almost always): the entry cannot have been trusted.
         let (_, s2) = digest_with(&tree, "/", &mut cache, &opts);
         assert_eq!(s2.files_hashed, 1, "racy entry trusted");
     }
