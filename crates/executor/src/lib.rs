@@ -1,2 +1,219 @@
-//! `kiln-executor`: runs a process in fresh Linux namespaces on an overlayfs
-//! root. (Being written: see issue [build].)
+//! `kiln-executor`: runs one RUN step in fresh Linux namespaces on an
+//! overlayfs root, and streams its output.
+//!
+//! # Why a helper process
+//!
+//! `unshare`, `fork` and `pivot_root` must not be called from a
+//! multi-threaded process such as kiln's tokio runtime: after a fork only
+//! async-signal-safe code may run, and `unshare(CLONE_NEWNS)` fails in a
+//! threaded process. So the caller ([`NamespaceExecutor`]) re-executes the
+//! kiln binary as a single-threaded helper (`kiln __exec`, entry point
+//! [`helper_main`]) and hands it the [`RunSpec`] on stdin. The helper creates
+//! the namespaces (mount, pid, uts, ipc, and net for `--network=none`), mounts
+//! the overlay, forks the process that becomes pid 1 of the new pid
+//! namespace, and reports how it ended in a small status file.
+//!
+//! # Guarantees
+//!
+//! * No process outlives a step: the helper and pid 1 both die with their
+//!   parent (`PR_SET_PDEATHSIG`), and when pid 1 dies the kernel kills the rest
+//!   of its pid namespace. Cancelling kills the helper.
+//! * No mount outlives a step: every mount lives in the helper's own mount
+//!   namespace.
+//! * The upper directory holds exactly what the command changed: mount points
+//!   the image lacked (`/proc`, `/dev`, `/sys`, `/etc/hosts`,
+//!   `/etc/resolv.conf`) are created for the run and removed afterwards,
+//!   together with directories that exist in the upper only because of them.
+//! * The process sees what BuildKit gives a RUN step: Docker's default
+//!   capability set, `/dev` with the usual nodes, read-only `/sys`, generated
+//!   `/etc/hosts` and `/etc/resolv.conf`, `HOME` from `/etc/passwd`, umask 022.
+//!
+//! The container setup is computed as data first ([`plan`]), so what a spec
+//! mounts is tested without root; user resolution is a pure function
+//! ([`users`]). The only `unsafe` code is `fork` and one `ioctl` ([`sys`]).
+
+mod helper;
+mod plan;
+mod spec;
+mod sys;
+pub mod users;
+
+use std::io::{self, Read, Write as _};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub use helper::helper_main;
+pub use spec::{ExtraMount, MountKind, Network, Rootfs, RunSpec};
+
+use spec::{Request, Status};
+
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// How the process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+/// Why a step could not run (as opposed to running and failing).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("starting the executor helper {program}: {source}")]
+    Spawn { program: PathBuf, source: io::Error },
+    #[error("{0}")]
+    Setup(String),
+    #[error("executor helper: {0}")]
+    Helper(String),
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Runs RUN steps. A trait so the worker can be tested with a fake.
+pub trait Executor: Send + Sync {
+    /// Runs `spec`. `output` receives stdout/stderr chunks as they come;
+    /// `cancelled` is polled every 50 ms and, once true, the whole process
+    /// tree is killed and [`ExecError::Cancelled`] returned.
+    fn run(
+        &self,
+        spec: &RunSpec,
+        output: &mut dyn FnMut(Stream, &[u8]),
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<ExitStatus, ExecError>;
+}
+
+/// The real executor: re-executes `program args…` as the helper.
+#[derive(Debug, Clone)]
+pub struct NamespaceExecutor {
+    program: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    env: Vec<(String, String)>,
+}
+
+impl NamespaceExecutor {
+    /// `program args…` must end up calling [`helper_main`].
+    pub fn new(program: PathBuf, args: Vec<std::ffi::OsString>) -> NamespaceExecutor {
+        NamespaceExecutor {
+            program,
+            args,
+            env: Vec::new(),
+        }
+    }
+
+    /// An environment variable for the helper process (tests use one to turn
+    /// their own binary into the helper).
+    pub fn with_env(mut self, key: &str, value: &str) -> NamespaceExecutor {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+enum Chunk {
+    Data(Stream, Vec<u8>),
+    Eof,
+}
+
+fn pump(mut r: impl Read + Send + 'static, stream: Stream, tx: mpsc::Sender<Chunk>) {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx.send(Chunk::Data(stream, buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send(Chunk::Eof);
+    });
+}
+
+impl Executor for NamespaceExecutor {
+    fn run(
+        &self,
+        spec: &RunSpec,
+        output: &mut dyn FnMut(Stream, &[u8]),
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<ExitStatus, ExecError> {
+        let mut status_path = spec.rootfs.mountpoint.clone().into_os_string();
+        status_path.push(".status");
+        let status_path = PathBuf::from(status_path);
+        let _ = std::fs::remove_file(&status_path);
+        let req = Request {
+            spec: spec.clone(),
+            status: status_path.clone(),
+            resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        };
+        let body = serde_json::to_vec(&req).map_err(|e| ExecError::Helper(e.to_string()))?;
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
+            program: self.program.clone(),
+            source,
+        })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(&body).map_err(|source| ExecError::Io {
+                what: "sending the step to the helper".to_owned(),
+                source,
+            })?;
+        }
+        let (tx, rx) = mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            pump(out, Stream::Stdout, tx.clone());
+        }
+        if let Some(err) = child.stderr.take() {
+            pump(err, Stream::Stderr, tx.clone());
+        }
+        drop(tx);
+        let mut open = 2;
+        let mut killed = false;
+        while open > 0 {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(Chunk::Data(s, d)) => output(s, &d),
+                Ok(Chunk::Eof) => open -= 1,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if !killed && cancelled() {
+                let _ = child.kill();
+                killed = true;
+            }
+        }
+        let exit = child.wait().map_err(|source| ExecError::Io {
+            what: "waiting for the helper".to_owned(),
+            source,
+        })?;
+        if killed {
+            return Err(ExecError::Cancelled);
+        }
+        let status = std::fs::read(&status_path).ok();
+        let _ = std::fs::remove_file(&status_path);
+        match status.and_then(|b| serde_json::from_slice::<Status>(&b).ok()) {
+            Some(Status::Exited(c)) => Ok(ExitStatus::Code(c)),
+            Some(Status::Signaled(s)) => Ok(ExitStatus::Signal(s)),
+            Some(Status::SetupError(m)) => Err(ExecError::Setup(m)),
+            None => Err(ExecError::Helper(format!(
+                "ended without a status ({exit})"
+            ))),
+        }
+    }
+}

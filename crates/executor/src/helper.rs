@@ -1,0 +1,478 @@
+//! The helper process (`kiln __exec`): sets up the namespaces and the root
+//! filesystem of one RUN step, runs it, and reports how it ended.
+//!
+//! ```text
+//! kiln (threads) ──spawn──▶ helper: unshare(mnt,pid,uts,ipc[,net]), mount overlay,
+//!                                   create mount stubs, fork
+//!                              └─▶ child = pid 1: mount proc/dev/sys/…, pivot_root,
+//!                                   hostname, caps, setgroups/setgid/setuid, execve
+//!                           helper: wait, unmount, remove stubs from the upper dir,
+//!                                   write status, exit
+//! ```
+//!
+//! The helper and the child both ask for SIGKILL when their parent dies, and
+//! every mount lives in the helper's mount namespace: whatever happens to
+//! kiln, no process or mount of a RUN step outlives it.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Read, Write as _};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use caps::{CapSet, Capability, CapsHashSet};
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Gid, Uid};
+
+use crate::plan::{Step, TargetKind, container_steps, hosts_file, resolv_conf};
+use crate::spec::{Network, Request, RunSpec, Status};
+use crate::sys;
+use crate::users::{self, ExecUser};
+
+/// Capabilities of a RUN step: Docker's default set.
+const DEFAULT_CAPS: [Capability; 14] = [
+    Capability::CAP_CHOWN,
+    Capability::CAP_DAC_OVERRIDE,
+    Capability::CAP_FSETID,
+    Capability::CAP_FOWNER,
+    Capability::CAP_MKNOD,
+    Capability::CAP_NET_RAW,
+    Capability::CAP_SETGID,
+    Capability::CAP_SETUID,
+    Capability::CAP_SETFCAP,
+    Capability::CAP_SETPCAP,
+    Capability::CAP_NET_BIND_SERVICE,
+    Capability::CAP_SYS_CHROOT,
+    Capability::CAP_KILL,
+    Capability::CAP_AUDIT_WRITE,
+];
+
+/// Entry point of `kiln __exec`. Never returns.
+pub fn helper_main() -> ! {
+    let code = match helper() {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "kiln __exec: {e}");
+            125
+        }
+    };
+    std::process::exit(code)
+}
+
+fn helper() -> Result<i32, String> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("prctl: {e}"))?;
+    if nix::unistd::getppid().as_raw() == 1 {
+        return Err("parent already gone".to_owned());
+    }
+    let mut input = Vec::new();
+    io::stdin()
+        .read_to_end(&mut input)
+        .map_err(|e| format!("reading the request: {e}"))?;
+    let req: Request =
+        serde_json::from_slice(&input).map_err(|e| format!("decoding the request: {e}"))?;
+    let status = match run(&req) {
+        Ok(s) => s,
+        Err(e) => Status::SetupError(e),
+    };
+    let code = match &status {
+        Status::Exited(c) => *c,
+        Status::Signaled(s) => 128 + s,
+        Status::SetupError(_) => 125,
+    };
+    let body = serde_json::to_vec(&status).map_err(|e| e.to_string())?;
+    fs::write(&req.status, body).map_err(|e| format!("writing {}: {e}", req.status.display()))?;
+    Ok(code)
+}
+
+/// A path inside the root, resolved without leaving it.
+fn inside(root: &Path, path: &str) -> Result<PathBuf, String> {
+    kiln_snapshot::resolve_in_root(root, Path::new(path), true)
+        .map_err(|e| format!("resolving {path} in the root filesystem: {e}"))
+}
+
+/// Creates `p` (and its parents) as a directory or an empty file.
+fn create_target(p: &Path, kind: TargetKind) -> io::Result<()> {
+    if let Some(parent) = p.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    match kind {
+        TargetKind::Dir => fs::create_dir_all(p),
+        TargetKind::File => fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(p)
+            .map(drop),
+    }
+}
+
+fn read_small(p: &Path) -> Option<String> {
+    let f = fs::File::open(p).ok()?;
+    let mut s = String::new();
+    f.take(10 << 20).read_to_string(&mut s).ok()?;
+    Some(s)
+}
+
+fn run(req: &Request) -> Result<Status, String> {
+    let spec = &req.spec;
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    if spec.network == Network::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    nix::sched::unshare(flags).map_err(|e| format!("unshare: {e}"))?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making / private: {e}"))?;
+    let root = spec.rootfs.mountpoint.clone();
+    let guard = kiln_snapshot::mount_overlay(
+        &spec.rootfs.lowers,
+        Some((&spec.rootfs.upper, &spec.rootfs.work)),
+        &root,
+    )
+    .map_err(|e| e.to_string())?;
+
+    // Generated files live beside the mount point, outside the root.
+    let base = root.as_os_str().as_bytes().to_vec();
+    let sibling = |ext: &str| {
+        let mut b = base.clone();
+        b.extend_from_slice(ext.as_bytes());
+        PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&b).to_owned())
+    };
+    let hosts = sibling(".hosts");
+    let resolv = sibling(".resolv");
+    fs::write(&hosts, hosts_file(&spec.hostname)).map_err(|e| format!("writing hosts: {e}"))?;
+    fs::write(&resolv, resolv_conf(&req.resolv_conf, spec.network))
+        .map_err(|e| format!("writing resolv.conf: {e}"))?;
+
+    let steps = container_steps(spec, &hosts, &resolv);
+    // Mount points outside /dev (which is a fresh tmpfs) that the image lacks
+    // are created now, through the overlay, and removed again afterwards.
+    let mut stubs: Vec<PathBuf> = Vec::new();
+    for s in &steps {
+        if let Step::Mount { target, kind, .. } = s
+            && !target.starts_with("/dev/")
+        {
+            let p = inside(&root, target)?;
+            if fs::symlink_metadata(&p).is_err() {
+                create_target(&p, *kind)
+                    .map_err(|e| format!("creating mount point {target}: {e}"))?;
+                if let Ok(rel) = p.strip_prefix(&root) {
+                    stubs.push(rel.to_path_buf());
+                }
+            }
+        }
+    }
+    let cwd = inside(&root, &spec.cwd)?;
+    if fs::symlink_metadata(&cwd).is_err() {
+        fs::create_dir_all(&cwd)
+            .map_err(|e| format!("creating working directory {}: {e}", spec.cwd))?;
+    }
+    let user = users::resolve(
+        &spec.user,
+        inside(&root, "/etc/passwd")
+            .ok()
+            .and_then(|p| read_small(&p))
+            .as_deref(),
+        inside(&root, "/etc/group")
+            .ok()
+            .and_then(|p| read_small(&p))
+            .as_deref(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut env = spec.env.clone();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+
+    let (err_r, err_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    match sys::fork_helper().map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            drop(err_r);
+            let e = child(spec, &root, &steps, &user, &env);
+            let mut w = fs::File::from(err_w);
+            let _ = w.write_all(e.as_bytes());
+            std::process::exit(127);
+        }
+        ForkResult::Parent { child } => {
+            drop(err_w);
+            let mut msg = String::new();
+            let _ = fs::File::from(err_r).read_to_string(&mut msg);
+            let status = loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, code)) => break Status::Exited(code),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => break Status::Signaled(sig as i32),
+                    Ok(_) => continue,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(format!("waiting for the process: {e}")),
+                }
+            };
+            guard.unmount().map_err(|e| e.to_string())?;
+            remove_stubs(&spec.rootfs.upper, &spec.rootfs.lowers, &stubs);
+            if !msg.is_empty() {
+                return Ok(Status::SetupError(msg));
+            }
+            Ok(status)
+        }
+    }
+}
+
+/// Removes the mount stubs from the upper directory (the overlay is
+/// unmounted), and the parent directories that only exist in the upper
+/// because a stub was created in them.
+fn remove_stubs(upper: &Path, lowers: &[PathBuf], stubs: &[PathBuf]) {
+    for rel in stubs.iter().rev() {
+        let p = upper.join(rel);
+        let Ok(m) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let empty = if m.is_dir() {
+            fs::read_dir(&p)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false)
+        } else {
+            m.is_file() && m.len() == 0
+        };
+        if !empty {
+            continue;
+        }
+        let removed = if m.is_dir() {
+            fs::remove_dir(&p)
+        } else {
+            fs::remove_file(&p)
+        };
+        if removed.is_err() {
+            continue;
+        }
+        let mut parent = rel.parent();
+        while let Some(d) = parent {
+            if d.as_os_str().is_empty() {
+                break;
+            }
+            if !unchanged_copy_up(upper, lowers, d) {
+                break;
+            }
+            if fs::remove_dir(upper.join(d)).is_err() {
+                break;
+            }
+            parent = d.parent();
+        }
+    }
+}
+
+/// Whether `rel` in the upper dir is an empty, non-opaque directory with the
+/// same owner and mode as in the topmost lower that has it: a copy-up that
+/// changes nothing in the merged view.
+fn unchanged_copy_up(upper: &Path, lowers: &[PathBuf], rel: &Path) -> bool {
+    let up = upper.join(rel);
+    let Ok(m) = fs::symlink_metadata(&up) else {
+        return false;
+    };
+    if !m.is_dir()
+        || fs::read_dir(&up)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return false;
+    }
+    for key in ["trusted.overlay.opaque", "user.overlay.opaque"] {
+        if matches!(xattr_get(&up, key), Some(v) if v == b"y") {
+            return false;
+        }
+    }
+    let Some(lower) = lowers
+        .iter()
+        .rev()
+        .map(|l| l.join(rel))
+        .find(|p| fs::symlink_metadata(p).is_ok())
+    else {
+        return false;
+    };
+    match fs::symlink_metadata(lower) {
+        Ok(l) => l.is_dir() && l.mode() == m.mode() && l.uid() == m.uid() && l.gid() == m.gid(),
+        Err(_) => false,
+    }
+}
+
+fn xattr_get(p: &Path, key: &str) -> Option<Vec<u8>> {
+    xattr::get(p, key).ok().flatten()
+}
+
+/// The container side: mounts, pivot_root, identity, exec. Returns only on
+/// failure, with the message for the caller.
+fn child(spec: &RunSpec, root: &Path, steps: &[Step], user: &ExecUser, env: &[String]) -> String {
+    match child_setup(spec, root, steps, user, env) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+fn child_setup(
+    spec: &RunSpec,
+    root: &Path,
+    steps: &[Step],
+    user: &ExecUser,
+    env: &[String],
+) -> Result<std::convert::Infallible, String> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("prctl: {e}"))?;
+    // A mount namespace of the child's own: `pivot_root` below moves the root
+    // of every process in the namespace, and the helper must keep its own.
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare: {e}"))?;
+    for s in steps {
+        apply(root, s)?;
+    }
+    if spec.network == Network::None {
+        sys::loopback_up().map_err(|e| format!("bringing up lo: {e}"))?;
+    }
+    let null: OwnedFd = fs::File::open("/dev/null")
+        .map_err(|e| format!("opening /dev/null: {e}"))?
+        .into();
+    nix::unistd::dup2_stdin(&null).map_err(|e| format!("stdin: {e}"))?;
+    drop(null);
+    nix::unistd::chdir(root).map_err(|e| format!("chdir to the root: {e}"))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+    nix::mount::umount2(".", MntFlags::MNT_DETACH)
+        .map_err(|e| format!("detaching the old root: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {e}"))?;
+    nix::unistd::chdir(spec.cwd.as_str()).map_err(|e| format!("chdir to {}: {e}", spec.cwd))?;
+    let keep: CapsHashSet = DEFAULT_CAPS.into_iter().collect();
+    for c in caps::all() {
+        if !keep.contains(&c) {
+            caps::drop(None, CapSet::Bounding, c).map_err(|e| format!("dropping {c}: {e}"))?;
+        }
+    }
+    let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+    nix::unistd::setgid(Gid::from_raw(user.gid))
+        .map_err(|e| format!("setgid {}: {e}", user.gid))?;
+    nix::unistd::setuid(Uid::from_raw(user.uid))
+        .map_err(|e| format!("setuid {}: {e}", user.uid))?;
+    if user.uid == 0 {
+        caps::set(None, CapSet::Inheritable, &CapsHashSet::new())
+            .map_err(|e| format!("capabilities: {e}"))?;
+        caps::set(None, CapSet::Effective, &keep).map_err(|e| format!("capabilities: {e}"))?;
+        caps::set(None, CapSet::Permitted, &keep).map_err(|e| format!("capabilities: {e}"))?;
+    }
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    let program = lookup(&spec.args, env)?;
+    let argv: Vec<CString> = spec
+        .args
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| "argument contains a NUL byte".to_owned())?;
+    let envp: Vec<CString> = env
+        .iter()
+        .map(|e| CString::new(e.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| "environment contains a NUL byte".to_owned())?;
+    match nix::unistd::execve(&program, &argv, &envp) {
+        Ok(never) => match never {},
+        Err(e) => Err(format!("exec {}: {e}", program.to_string_lossy())),
+    }
+}
+
+/// `args[0]` as runc finds it: a path as is, a bare name in `PATH` of `env`.
+fn lookup(args: &[String], env: &[String]) -> Result<CString, String> {
+    let Some(name) = args.first() else {
+        return Err("no command given".to_owned());
+    };
+    let to_c =
+        |s: &str| CString::new(s.as_bytes()).map_err(|_| "command contains a NUL byte".to_owned());
+    if name.contains('/') {
+        return to_c(name);
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("");
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = Path::new(dir).join(name);
+        if let Ok(m) = fs::metadata(&candidate)
+            && m.is_file()
+            && m.permissions().mode() & 0o111 != 0
+        {
+            return to_c(&candidate.to_string_lossy());
+        }
+    }
+    Err(format!(
+        "exec: \"{name}\": executable file not found in $PATH"
+    ))
+}
+
+/// Applies one setup step below `root` (before `pivot_root`).
+fn apply(root: &Path, s: &Step) -> Result<(), String> {
+    match s {
+        Step::Symlink { path, to } => {
+            let p = root.join(path.trim_start_matches('/'));
+            std::os::unix::fs::symlink(to, &p).map_err(|e| format!("symlink {path}: {e}"))
+        }
+        Step::Mount {
+            source,
+            target,
+            fstype,
+            flags,
+            data,
+            kind,
+            readonly_bind,
+        } => {
+            let p = inside(root, target)?;
+            if fs::symlink_metadata(&p).is_err() {
+                create_target(&p, *kind)
+                    .map_err(|e| format!("creating mount point {target}: {e}"))?;
+            }
+            let r = nix::mount::mount(Some(source.as_path()), &p, *fstype, *flags, data.as_deref());
+            if let Err(e) = r {
+                if *fstype == Some("sysfs") {
+                    // Not allowed here (e.g. in a user namespace): a
+                    // read-only recursive bind of the host's /sys instead.
+                    nix::mount::mount(
+                        Some("/sys"),
+                        &p,
+                        None::<&str>,
+                        MsFlags::MS_BIND | MsFlags::MS_REC,
+                        None::<&str>,
+                    )
+                    .map_err(|e| format!("mounting /sys: {e}"))?;
+                    return remount_ro(
+                        &p,
+                        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                    )
+                    .map_err(|e| format!("remounting /sys read-only: {e}"));
+                }
+                return Err(format!("mounting {} on {target}: {e}", source.display()));
+            }
+            if *readonly_bind {
+                remount_ro(&p, *flags & !(MsFlags::MS_BIND | MsFlags::MS_REC))
+                    .map_err(|e| format!("remounting {target} read-only: {e}"))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn remount_ro(p: &Path, flags: MsFlags) -> nix::Result<()> {
+    nix::mount::mount(
+        None::<&str>,
+        p,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags,
+        None::<&str>,
+    )
+}

@@ -1,0 +1,290 @@
+//! The container's filesystem setup as data: the mounts and symlinks a RUN
+//! step gets, in order, computed from the spec alone. The helper applies them
+//! with real system calls; tests compare them with expectations in
+//! `testdata/executor/steps/` without needing root.
+//!
+//! The set mirrors what BuildKit's runc executor gives a RUN step (checked by
+//! running `mount` and `ls -la /dev` in a BuildKit build): proc; a tmpfs `/dev`
+//! with the six usual device nodes, devpts, shm and mqueue; read-only sysfs;
+//! read-only bind mounts of generated `/etc/hosts` and `/etc/resolv.conf`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+
+use crate::spec::{MountKind, RunSpec};
+
+/// Device nodes bind-mounted from the host into the container's `/dev`.
+pub(crate) const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// What to create at a mount target that does not exist yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TargetKind {
+    Dir,
+    File,
+}
+
+/// One setup step; container paths are absolute inside the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    Mount {
+        source: PathBuf,
+        target: String,
+        fstype: Option<&'static str>,
+        flags: MsFlags,
+        data: Option<String>,
+        kind: TargetKind,
+        /// Remount read-only after a bind mount (bind ignores `MS_RDONLY`).
+        readonly_bind: bool,
+    },
+    Symlink {
+        path: String,
+        to: &'static str,
+    },
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Mount {
+                source,
+                target,
+                fstype,
+                flags,
+                data,
+                kind,
+                readonly_bind,
+            } => {
+                let mut names: Vec<&str> = Vec::new();
+                for (flag, name) in [
+                    (MsFlags::MS_RDONLY, "ro"),
+                    (MsFlags::MS_NOSUID, "nosuid"),
+                    (MsFlags::MS_NODEV, "nodev"),
+                    (MsFlags::MS_NOEXEC, "noexec"),
+                    (MsFlags::MS_STRICTATIME, "strictatime"),
+                    (MsFlags::MS_BIND, "bind"),
+                    (MsFlags::MS_REC, "rec"),
+                ] {
+                    if flags.contains(flag) {
+                        names.push(name);
+                    }
+                }
+                if *readonly_bind {
+                    names.push("remount-ro");
+                }
+                write!(
+                    f,
+                    "mount {} on {target} type {} ({}){}{}",
+                    source.display(),
+                    fstype.unwrap_or("none"),
+                    names.join(","),
+                    data.as_deref()
+                        .map(|d| format!(" data={d}"))
+                        .unwrap_or_default(),
+                    match kind {
+                        TargetKind::Dir => "",
+                        TargetKind::File => " [file]",
+                    }
+                )
+            }
+            Step::Symlink { path, to } => write!(f, "symlink {path} -> {to}"),
+        }
+    }
+}
+
+/// The setup steps of `spec`, given where the generated `hosts` and
+/// `resolv.conf` files are.
+pub(crate) fn container_steps(spec: &RunSpec, hosts: &Path, resolv: &Path) -> Vec<Step> {
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let mut steps = vec![
+        Step::Mount {
+            source: PathBuf::from("proc"),
+            target: "/proc".to_owned(),
+            fstype: Some("proc"),
+            flags: nosuid_nodev_noexec,
+            data: None,
+            kind: TargetKind::Dir,
+            readonly_bind: false,
+        },
+        Step::Mount {
+            source: PathBuf::from("tmpfs"),
+            target: "/dev".to_owned(),
+            fstype: Some("tmpfs"),
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+            data: Some("mode=755,size=65536k".to_owned()),
+            kind: TargetKind::Dir,
+            readonly_bind: false,
+        },
+    ];
+    for d in DEVICES {
+        steps.push(Step::Mount {
+            source: PathBuf::from(format!("/dev/{d}")),
+            target: format!("/dev/{d}"),
+            fstype: None,
+            flags: MsFlags::MS_BIND,
+            data: None,
+            kind: TargetKind::File,
+            readonly_bind: false,
+        });
+    }
+    steps.extend([
+        Step::Mount {
+            source: PathBuf::from("devpts"),
+            target: "/dev/pts".to_owned(),
+            fstype: Some("devpts"),
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            data: Some("newinstance,ptmxmode=0666,mode=0620,gid=5".to_owned()),
+            kind: TargetKind::Dir,
+            readonly_bind: false,
+        },
+        Step::Mount {
+            source: PathBuf::from("shm"),
+            target: "/dev/shm".to_owned(),
+            fstype: Some("tmpfs"),
+            flags: nosuid_nodev_noexec,
+            data: Some("mode=1777,size=65536k".to_owned()),
+            kind: TargetKind::Dir,
+            readonly_bind: false,
+        },
+        Step::Mount {
+            source: PathBuf::from("mqueue"),
+            target: "/dev/mqueue".to_owned(),
+            fstype: Some("mqueue"),
+            flags: nosuid_nodev_noexec,
+            data: None,
+            kind: TargetKind::Dir,
+            readonly_bind: false,
+        },
+        Step::Symlink {
+            path: "/dev/fd".to_owned(),
+            to: "/proc/self/fd",
+        },
+        Step::Symlink {
+            path: "/dev/stdin".to_owned(),
+            to: "/proc/self/fd/0",
+        },
+        Step::Symlink {
+            path: "/dev/stdout".to_owned(),
+            to: "/proc/self/fd/1",
+        },
+        Step::Symlink {
+            path: "/dev/stderr".to_owned(),
+            to: "/proc/self/fd/2",
+        },
+        Step::Symlink {
+            path: "/dev/ptmx".to_owned(),
+            to: "pts/ptmx",
+        },
+        Step::Mount {
+            source: PathBuf::from("sysfs"),
+            target: "/sys".to_owned(),
+            fstype: Some("sysfs"),
+            flags: nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+            data: None,
+            kind: TargetKind::Dir,
+            readonly_bind: false,
+        },
+        Step::Mount {
+            source: hosts.to_path_buf(),
+            target: "/etc/hosts".to_owned(),
+            fstype: None,
+            flags: MsFlags::MS_BIND | nosuid_nodev_noexec,
+            data: None,
+            kind: TargetKind::File,
+            readonly_bind: true,
+        },
+        Step::Mount {
+            source: resolv.to_path_buf(),
+            target: "/etc/resolv.conf".to_owned(),
+            fstype: None,
+            flags: MsFlags::MS_BIND | nosuid_nodev_noexec,
+            data: None,
+            kind: TargetKind::File,
+            readonly_bind: true,
+        },
+    ]);
+    for m in &spec.mounts {
+        steps.push(match &m.kind {
+            MountKind::Bind { source, readonly } => Step::Mount {
+                source: source.clone(),
+                target: m.target.clone(),
+                fstype: None,
+                flags: MsFlags::MS_BIND | MsFlags::MS_REC,
+                data: None,
+                kind: if source.is_dir() {
+                    TargetKind::Dir
+                } else {
+                    TargetKind::File
+                },
+                readonly_bind: *readonly,
+            },
+            MountKind::Tmpfs { size } => Step::Mount {
+                source: PathBuf::from("tmpfs"),
+                target: m.target.clone(),
+                fstype: Some("tmpfs"),
+                flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                data: (*size > 0).then(|| format!("size={size}")),
+                kind: TargetKind::Dir,
+                readonly_bind: false,
+            },
+        });
+    }
+    steps
+}
+
+/// `/etc/hosts` as BuildKit writes it.
+pub(crate) fn hosts_file(hostname: &str) -> String {
+    format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+}
+
+/// The container's `resolv.conf` from the host's: kept as is with the host
+/// network (loopback resolvers are reachable there), loopback nameservers
+/// dropped without a network, as Docker does.
+pub(crate) fn resolv_conf(host: &str, network: crate::spec::Network) -> String {
+    match network {
+        crate::spec::Network::Host => host.to_owned(),
+        crate::spec::Network::None => host
+            .lines()
+            .filter(|l| {
+                let mut w = l.split_whitespace();
+                !(w.next() == Some("nameserver")
+                    && w.next()
+                        .is_some_and(|a| a.starts_with("127.") || a == "::1"))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_testkit::{assert_all, case_dirs, check, testdata};
+
+    /// `testdata/executor/steps/<case>/spec.json` → the steps, one per line,
+    /// compared with `steps`.
+    #[test]
+    fn steps_cases() {
+        let cases = case_dirs(&testdata().join("executor/steps"));
+        let mut failures = Vec::new();
+        for case in &cases {
+            let spec: RunSpec =
+                serde_json::from_slice(&std::fs::read(case.join("spec.json")).unwrap()).unwrap();
+            let steps = container_steps(&spec, Path::new("/m.hosts"), Path::new("/m.resolv"));
+            let text: String = steps.iter().map(|s| format!("{s}\n")).collect();
+            failures.extend(check(&case.join("steps"), &text));
+        }
+        assert_all(failures, cases.len());
+    }
+
+    #[test]
+    fn resolv_conf_without_network_drops_loopback() {
+        let host = "nameserver 127.0.0.53\nnameserver 10.0.0.1\nsearch lan\n";
+        assert_eq!(resolv_conf(host, crate::spec::Network::Host), host);
+        assert_eq!(
+            resolv_conf(host, crate::spec::Network::None),
+            "nameserver 10.0.0.1\nsearch lan\n"
+        );
+    }
+}

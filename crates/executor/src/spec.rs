@@ -1,0 +1,89 @@
+//! What to run: the [`RunSpec`] the caller hands over, and the wire format
+//! between the caller and the helper process.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The root filesystem: an overlay of `lowers` with a writable `upper`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rootfs {
+    /// Layer directories, bottom first (may be empty).
+    pub lowers: Vec<PathBuf>,
+    /// Receives every change the process makes (the new layer).
+    pub upper: PathBuf,
+    /// Overlay's work directory, on the upper's filesystem.
+    pub work: PathBuf,
+    /// An empty directory to mount the root on (only inside the helper's
+    /// mount namespace; it stays empty for everyone else).
+    pub mountpoint: PathBuf,
+}
+
+/// The network a RUN step sees.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// The host's network namespace (BuildKit's default for `docker build`).
+    #[default]
+    Host,
+    /// A new, empty network namespace with only the loopback interface, up.
+    None,
+}
+
+/// An extra mount inside the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtraMount {
+    /// Absolute path in the container.
+    pub target: String,
+    pub kind: MountKind,
+}
+
+/// What an [`ExtraMount`] mounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MountKind {
+    /// A host file or directory.
+    Bind { source: PathBuf, readonly: bool },
+    /// A fresh tmpfs (`size` bytes, 0 for the kernel default).
+    Tmpfs { size: u64 },
+}
+
+/// One process to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub rootfs: Rootfs,
+    /// argv; a bare `args[0]` is looked up in the `PATH` of `env`.
+    pub args: Vec<String>,
+    /// The whole environment, `KEY=value`. `HOME` is added from the user's
+    /// passwd entry when missing, as BuildKit does.
+    pub env: Vec<String>,
+    /// Working directory, created when missing.
+    pub cwd: String,
+    /// `USER`: `""`, `name`, `uid`, `name:group`, `uid:gid`.
+    pub user: String,
+    pub hostname: String,
+    pub network: Network,
+    pub mounts: Vec<ExtraMount>,
+}
+
+/// What the caller sends the helper on stdin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Request {
+    pub spec: RunSpec,
+    /// Where the helper writes its [`Status`].
+    pub status: PathBuf,
+    /// The host's `/etc/resolv.conf` content to give the container.
+    pub resolv_conf: String,
+}
+
+/// What the helper reports when it is done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Status {
+    /// The process ran and exited with this code.
+    Exited(i32),
+    /// The process was killed by this signal.
+    Signaled(i32),
+    /// The container could not be set up or the command not started.
+    SetupError(String),
+}

@@ -1,0 +1,47 @@
+//! The few system calls that need `unsafe`: `fork` and bringing up the
+//! loopback interface. Everything else goes through `nix`'s safe wrappers.
+
+#![allow(unsafe_code)]
+
+use std::io;
+
+use nix::unistd::{ForkResult, fork};
+
+/// Forks the (single-threaded) helper.
+pub(crate) fn fork_helper() -> io::Result<ForkResult> {
+    // SAFETY: the helper process is single-threaded when it forks (it is a
+    // freshly exec'd kiln binary that has started no threads), so the child
+    // may run arbitrary code, allocation included.
+    unsafe { fork() }.map_err(io::Error::from)
+}
+
+/// Sets the `IFF_UP` flag of `lo` in the current network namespace.
+pub(crate) fn loopback_up() -> io::Result<()> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)?;
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: `ifreq` is plain old data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the flags into `req`, a valid ifreq that
+    // outlives the call; the socket fd is open.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the union member ifru_flags is the one SIOCGIFFLAGS filled.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+    }
+    // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
