@@ -1382,6 +1382,9 @@ impl<'a> Converter<'a> {
             Instruction::Cmd(line) => {
                 let args = self.with_shell(i, line);
                 self.states[i].image.cmd = Some(args.clone());
+                // BuildKit marks every CMD (exec or shell form) as escaped, for
+                // compatibility with Docker's image spec.
+                self.states[i].image.args_escaped = true;
                 self.states[i].cmd_set = true;
                 self.commit(i, format!("CMD {}", go_quote_list(&args)), false);
                 Ok(())
@@ -2190,6 +2193,17 @@ impl<'a> Converter<'a> {
                 let from = match spec.from_state {
                     Some(s) => self.states[s].root.map(|d| inputs.index(d)),
                     None => {
+                        if escapes_context(&src.value) {
+                            return Err(self.err_at(
+                                src.offset,
+                                end,
+                                format!(
+                                    "{} source {} is outside the build context",
+                                    if spec.add { "ADD" } else { "COPY" },
+                                    src.value
+                                ),
+                            ));
+                        }
                         self.ctx_paths.insert(paths::join(&["/", &src.value]));
                         let c = self.context_source()?;
                         Some(inputs.index(c))
@@ -2440,6 +2454,28 @@ fn relocate(node: &mut Node, at: &Node) {
     if let Some(sub) = &mut node.sub {
         relocate(sub, at);
     }
+}
+
+/// Whether a relative context path climbs above the context root (`../x`,
+/// `a/../../x`). BuildKit reads such a path as if it started at the root;
+/// kiln refuses it, as Docker's classic builder did, because it is always a
+/// mistake. Absolute paths are inside the context by definition.
+fn escapes_context(path: &str) -> bool {
+    if path.starts_with('/') {
+        return false;
+    }
+    let mut depth = 0usize;
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return true,
+            },
+            _ => depth += 1,
+        }
+    }
+    false
 }
 
 fn empty_image(platform: &Platform) -> ImageConfig {

@@ -675,10 +675,10 @@ async fn dropping_the_solve_cancels_running_work() {
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let started_tx = Mutex::new(Some(started_tx));
     let sink = Arc::new(move |e: Event| {
-        if e.kind == EventKind::Started {
-            if let Some(tx) = lock(&started_tx).take() {
-                let _ = tx.send(());
-            }
+        if e.kind == EventKind::Started
+            && let Some(tx) = lock(&started_tx).take()
+        {
+            let _ = tx.send(());
         }
     });
     tokio::select! {

@@ -31,6 +31,33 @@ pub enum Command {
     Build(BuildArgs),
     /// Print the build graph of a Dockerfile without running it.
     Plan(PlanArgs),
+    /// Import a root filesystem tarball as an image (like `docker import`).
+    Import(ImportArgs),
+}
+
+/// `kiln import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The tarball (plain, gzip, bzip2, xz or zstd); `-` reads stdin.
+    #[arg(value_name = "FILE|-")]
+    pub file: String,
+
+    /// Name of the image (REPOSITORY[:TAG]).
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Apply a Dockerfile instruction to the image configuration (CMD,
+    /// ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR).
+    #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
+    pub changes: Vec<String>,
+
+    /// Commit message (the history comment; default "Imported from -").
+    #[arg(short = 'm', long = "message", value_name = "TEXT")]
+    pub message: Option<String>,
+
+    /// Platform of the image.
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
 }
 
 /// `kiln plan`.
@@ -150,9 +177,30 @@ pub struct BuildArgs {
     /// Suppress the build output and print the image ID on success.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+
+    /// Most RUN steps running at once (default: the number of CPUs).
+    #[arg(long = "max-parallelism", value_name = "N")]
+    pub max_parallelism: Option<usize>,
 }
 
 impl BuildArgs {
+    /// Flags given that only mean something to `kiln build`, by name.
+    pub fn build_only(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut check = |given: bool, name: &'static str| {
+            if given {
+                out.push(name);
+            }
+        };
+        check(!self.tags.is_empty(), "--tag");
+        check(!self.outputs.is_empty(), "--output");
+        check(self.progress.is_some(), "--progress");
+        check(self.iidfile.is_some(), "--iidfile");
+        check(self.quiet, "--quiet");
+        check(self.max_parallelism.is_some(), "--max-parallelism");
+        out
+    }
+
     /// The flags that were given but whose feature has not landed yet, by name.
     pub fn unsupported(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
@@ -161,20 +209,15 @@ impl BuildArgs {
                 out.push(name);
             }
         };
-        check(!self.tags.is_empty(), "--tag");
         check(self.pull, "--pull");
-        check(!self.outputs.is_empty(), "--output");
         check(self.push, "--push");
         check(self.load, "--load");
-        check(self.progress.is_some(), "--progress");
         check(!self.cache_from.is_empty(), "--cache-from");
         check(!self.cache_to.is_empty(), "--cache-to");
         check(!self.secrets.is_empty(), "--secret");
         check(!self.ssh.is_empty(), "--ssh");
         check(!self.build_contexts.is_empty(), "--build-context");
-        check(self.iidfile.is_some(), "--iidfile");
         check(self.metadata_file.is_some(), "--metadata-file");
-        check(self.quiet, "--quiet");
         check(
             self.platforms.len() > 1,
             "--platform with several platforms",

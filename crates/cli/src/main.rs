@@ -12,8 +12,11 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod args;
+mod build;
 mod options;
+mod output;
 mod plan;
+mod progress;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -30,6 +33,9 @@ pub enum Failure {
     Usage(String),
     /// A located problem in the Dockerfile: exit 1.
     Dockerfile(Box<Diagnostic>),
+    /// The build failed (a step, a missing source): exit 1. The message is
+    /// complete (step, location, output).
+    Build(String),
     /// Anything else that stops the command (a file that cannot be read): exit 1.
     Other(anyhow::Error),
 }
@@ -47,10 +53,18 @@ impl From<Diagnostic> for Failure {
 }
 
 fn main() -> ExitCode {
+    // The executor's helper: the kiln binary re-executed to set up the
+    // namespaces of one RUN step. It must run before anything else (no
+    // threads, no argument parsing).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "__exec") {
+        kiln_executor::helper_main();
+    }
     let cli = Cli::parse();
+    let root = cli.root.as_deref();
     let result = match cli.command {
         Command::Plan(args) => plan::run(&args),
-        Command::Build(args) => plan::build(&args),
+        Command::Build(args) => build::build(root, &args),
+        Command::Import(args) => build::import(root, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -67,6 +81,10 @@ fn report(f: Failure) -> ExitCode {
         }
         Failure::Dockerfile(d) => {
             let _ = writeln!(err, "error: {}", d.render());
+            ExitCode::from(1)
+        }
+        Failure::Build(msg) => {
+            let _ = writeln!(err, "{msg}");
             ExitCode::from(1)
         }
         Failure::Other(e) => {

@@ -1,4 +1,4 @@
-//! `kiln plan` (and, until execution lands, `kiln build`).
+//! `kiln plan`: the build graph, printed without running it.
 
 use std::io::Write as _;
 
@@ -13,7 +13,7 @@ fn env_var(key: &str) -> Option<String> {
     std::env::var(key).ok()
 }
 
-fn print_warnings(warnings: &[kiln_frontend::Diagnostic]) {
+pub fn print_warnings(warnings: &[kiln_frontend::Diagnostic]) {
     let mut err = std::io::stderr().lock();
     for w in warnings {
         debug_assert_eq!(w.severity, Severity::Warning);
@@ -32,6 +32,11 @@ fn plan_from(args: &BuildArgs) -> Result<kiln_frontend::Plan, Failure> {
 }
 
 pub fn run(args: &PlanArgs) -> Result<(), Failure> {
+    if let Some(flag) = args.build.build_only().first() {
+        return Err(Failure::Usage(format!(
+            "{flag} applies to kiln build, not kiln plan"
+        )));
+    }
     let plan = plan_from(&args.build)?;
     let def = &plan.definition;
     let out = match args.format {
@@ -59,13 +64,4 @@ pub fn run(args: &PlanArgs) -> Result<(), Failure> {
         })
         .context("writing the plan")?;
     Ok(())
-}
-
-/// `kiln build`: checks the flags and the Dockerfile, then stops: executing
-/// builds has not landed yet.
-pub fn build(args: &BuildArgs) -> Result<(), Failure> {
-    plan_from(args)?;
-    Err(Failure::Usage(
-        "executing builds is not supported yet; `kiln plan` prints the build graph of this Dockerfile".into(),
-    ))
 }

@@ -29,6 +29,9 @@ pub struct ImageConfig {
     pub entrypoint: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
+    /// Docker's `ArgsEscaped`: set by every CMD, as BuildKit does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub args_escaped: bool,
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub volumes: BTreeSet<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]

@@ -335,15 +335,15 @@ impl BlobWriter {
         let hasher = std::mem::take(&mut self.hasher);
         let digest = hashing::finish(hasher);
         let size = self.size;
-        if let Some(exp) = expected {
-            if *exp != digest {
-                // Drop deletes the temp file.
-                return Err(ContentError::Mismatch {
-                    expected: *exp,
-                    actual: digest,
-                    size,
-                });
-            }
+        if let Some(exp) = expected
+            && *exp != digest
+        {
+            // Drop deletes the temp file.
+            return Err(ContentError::Mismatch {
+                expected: *exp,
+                actual: digest,
+                size,
+            });
         }
         let dest = self.root.join("sha256").join(digest.hex());
         let info = BlobInfo { digest, size };

@@ -257,10 +257,10 @@ impl LayerBlobs {
         compression: Compression,
         open_tar: impl FnOnce() -> io::Result<R>,
     ) -> Result<Descriptor, LayerError> {
-        if let Some(d) = self.get(diff_id, compression)? {
-            if store.has(&d.digest)? {
-                return Ok(d);
-            }
+        if let Some(d) = self.get(diff_id, compression)?
+            && store.has(&d.digest)?
+        {
+            return Ok(d);
         }
         let tar = open_tar().map_err(|source| LayerError::Stream {
             what: format!("opening the tar of layer {diff_id}"),

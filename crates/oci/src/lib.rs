@@ -77,6 +77,7 @@ pub use content::{BlobInfo, BlobWriter, ContentError, ContentStore};
 pub use export::{
     ExportError, ExportImage, write_docker_archive, write_oci_archive, write_oci_layout,
 };
+pub use hashing::{HashingReader, HashingWriter};
 pub use image::{ImageError, WrittenImage, write_image};
 pub use index::{ImageIndex, ImageRef, IndexError};
 pub use json::{JsonError, canonicalize, to_canonical_json};

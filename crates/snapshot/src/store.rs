@@ -378,10 +378,9 @@ impl LayerStore {
                 .file_name()
                 .to_str()
                 .and_then(|s| LayerId::parse(s).ok())
+                && self.exists(&id)
             {
-                if self.exists(&id) {
-                    out.push(id);
-                }
+                out.push(id);
             }
         }
         out.sort();

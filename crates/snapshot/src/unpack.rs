@@ -484,14 +484,14 @@ impl Unpacker {
         let rel = join_rel(comps);
         let is_dir = info.typeflag.is_dir();
         let mut make_opaque = false;
-        if let Some(m) = lstat(&dst).map_err(self.io(e, "lstat", &dst))? {
-            if !(m.is_dir() && is_dir) {
-                make_opaque = is_dir && is_whiteout(&m);
-                if m.is_dir() {
-                    self.known_dirs.clear();
-                }
-                remove_tree(&dst).map_err(self.io(e, "removing", &dst))?;
+        if let Some(m) = lstat(&dst).map_err(self.io(e, "lstat", &dst))?
+            && !(m.is_dir() && is_dir)
+        {
+            make_opaque = is_dir && is_whiteout(&m);
+            if m.is_dir() {
+                self.known_dirs.clear();
             }
+            remove_tree(&dst).map_err(self.io(e, "removing", &dst))?;
         }
         if info.typeflag.is_hard_link() {
             let link = info.link.as_deref().unwrap_or_default();
@@ -610,11 +610,11 @@ impl Unpacker {
         let parent = self.extract_parent(e, parents)?;
         let dst = parent.join(OsStr::from_bytes(base));
         let is_dir = info.typeflag.is_dir();
-        if let Some(m) = lstat(&dst).map_err(self.io(e, "lstat", &dst))? {
-            if !(m.is_dir() && is_dir) {
-                remove_tree(&dst).map_err(self.io(e, "removing", &dst))?;
-                self.resolved.clear();
-            }
+        if let Some(m) = lstat(&dst).map_err(self.io(e, "lstat", &dst))?
+            && !(m.is_dir() && is_dir)
+        {
+            remove_tree(&dst).map_err(self.io(e, "removing", &dst))?;
+            self.resolved.clear();
         }
         if info.typeflag.is_hard_link() {
             let link = info.link.as_deref().unwrap_or_default();

@@ -1,2 +1,64 @@
-//! `kiln-worker`: executes kiln-llb operations on snapshots for the solver.
-//! (Being written: see issue [build].)
+//! `kiln-worker`: runs the operations of a kiln-llb graph on real
+//! filesystems, for the solver.
+//!
+//! The solver (`kiln-solver`) schedules and caches opaque nodes; the frontend
+//! (`kiln-frontend`) says what to do in terms of typed ops. This crate is where
+//! the two meet the machine, in the role BuildKit gives its *worker*:
+//!
+//! * a **filesystem value** is a stack of layers of `kiln-snapshot`'s store,
+//!   bottom first ([`Value::Fs`]); the build context is a named directory that
+//!   is read, never copied into the store ([`Value::Context`]);
+//! * **source** ops produce layers: an image's layers are unpacked once from the
+//!   content store and shared by every build that uses them;
+//! * **file** ops (COPY, ADD, WORKDIR, heredoc files) mount the parent's layers
+//!   with a fresh upper directory in kiln's private mount namespace and edit the
+//!   mounted tree with BuildKit's copy semantics ([`copy`]); the upper dir is
+//!   the new layer;
+//! * **exec** ops (RUN) hand the same layer stack to `kiln-executor`, whose
+//!   helper process runs the command in fresh namespaces; its upper dir is the
+//!   new layer;
+//! * **merge** ops (COPY --link) concatenate layer stacks: no I/O at all.
+//!
+//! Cache keys ([`keys`]) are derived from the op's canonical encoding, the
+//! inputs' keys and, for what the build context contributes, the content digest
+//! of exactly the files an op reads — never from paths, times or inode numbers.
+//!
+//! After the solve, [`image`] turns the target's layer stack and the stage's
+//! configuration into an image in the local store (image ID = digest of the
+//! canonical config) and [`export`] writes the outputs.
+//!
+//! Architecture invariant: this crate never prints and never reads the process
+//! environment; progress goes through solver events, configuration comes in
+//! through [`BuildRequest`].
+
+pub mod build;
+pub mod copy;
+mod error;
+pub mod exec;
+pub mod export;
+pub mod fileop;
+pub mod http;
+pub mod image;
+pub mod keys;
+pub mod mode;
+pub mod state;
+pub mod users;
+mod worker;
+
+use serde::{Deserialize, Serialize};
+
+pub use build::{BuildRequest, BuildResult, Output, build};
+pub use error::{Error, StepError};
+pub use image::{ImportRequest, StoreResolver, import};
+pub use state::State;
+pub use worker::LlbWorker;
+
+/// What a vertex evaluates to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Value {
+    /// A filesystem: layer ids of the snapshot store, bottom first.
+    Fs { layers: Vec<String> },
+    /// A named build context, read in place (never cached).
+    Context { name: String },
+}

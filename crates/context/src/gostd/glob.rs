@@ -26,11 +26,11 @@ pub(crate) fn fnmatch(mut pattern: &[u8], mut name: &[u8]) -> Result<bool, BadPa
         // Look for a match at the current position; when this is the last
         // chunk, the name must be exhausted.
         let here = match_chunk(chunk, name)?;
-        if let Some(t) = here {
-            if t.is_empty() || !pattern.is_empty() {
-                name = t;
-                continue;
-            }
+        if let Some(t) = here
+            && (t.is_empty() || !pattern.is_empty())
+        {
+            name = t;
+            continue;
         }
         if star {
             // Look for a match skipping i+1 bytes; cannot skip /.

@@ -1,0 +1,427 @@
+//! `kiln build` and `kiln import`: flags → a [`kiln_worker::BuildRequest`],
+//! the progress display, and the error report.
+
+use std::io::{Read, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use kiln_frontend::{BuildOptions, Offline, SourceFile};
+use kiln_llb::Platform;
+use kiln_reference::Reference;
+use kiln_solver::CancelToken;
+use kiln_worker::{Error as WorkerError, ImportRequest, Output, State};
+
+use crate::Failure;
+use crate::args::{BuildArgs, ImportArgs};
+use crate::options::{build_options, read_dockerfile, reject_unsupported};
+use crate::output::{self, Compression};
+use crate::progress::{Mode, Progress};
+
+/// Hostname of RUN steps: BuildKit's, so build scripts that look at it behave
+/// the same.
+const HOSTNAME: &str = "buildkitsandbox";
+
+fn env_var(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+/// `--root`, `KILN_ROOT`, or the default: `/var/lib/kiln` as root,
+/// `$XDG_DATA_HOME/kiln` (or `~/.local/share/kiln`) otherwise.
+pub fn state_dir(root: Option<&Path>) -> PathBuf {
+    if let Some(r) = root {
+        return r.to_path_buf();
+    }
+    if is_root() {
+        return PathBuf::from("/var/lib/kiln");
+    }
+    match (env_var("XDG_DATA_HOME"), env_var("HOME")) {
+        (Some(x), _) if !x.is_empty() => PathBuf::from(x).join("kiln"),
+        (_, Some(h)) => PathBuf::from(h).join(".local/share/kiln"),
+        _ => PathBuf::from(".kiln"),
+    }
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Builds and import need root until rootless builds land.
+fn require_root(what: &str) -> Result<(), Failure> {
+    if is_root() {
+        Ok(())
+    } else {
+        Err(Failure::Usage(format!(
+            "{what} needs root (rootless builds are not supported yet)"
+        )))
+    }
+}
+
+/// A name as the store keeps it: `busybox` → `docker.io/library/busybox:latest`.
+fn normalize(name: &str) -> Result<String, Failure> {
+    let r = Reference::parse_normalized(name)
+        .map_err(|e| Failure::Usage(format!("invalid name {name:?}: {e}")))?;
+    if r.digest().is_some() {
+        return Err(Failure::Usage(format!(
+            "invalid name {name:?}: a name to give an image cannot contain a digest"
+        )));
+    }
+    Ok(r.with_default_tag().to_string())
+}
+
+fn now() -> (i64, u32) {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    (
+        i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        d.subsec_nanos(),
+    )
+}
+
+/// `SOURCE_DATE_EPOCH` from `--build-arg` or the environment.
+fn source_date_epoch(opts: &BuildOptions) -> Result<Option<i64>, Failure> {
+    let v = match opts.build_args.get("SOURCE_DATE_EPOCH") {
+        Some(v) => Some(v.clone()),
+        None => env_var("SOURCE_DATE_EPOCH"),
+    };
+    match v.as_deref() {
+        None | Some("") => Ok(None),
+        Some(s) => s.parse::<i64>().map(Some).map_err(|_| {
+            Failure::Usage(format!(
+                "invalid SOURCE_DATE_EPOCH {s:?}: expected seconds since 1970"
+            ))
+        }),
+    }
+}
+
+fn compression(c: Compression, level: Option<u32>) -> Result<kiln_oci::Compression, Failure> {
+    let name = match c {
+        Compression::Gzip => "gzip",
+        Compression::Zstd => "zstd",
+        Compression::Uncompressed => "uncompressed",
+    };
+    kiln_oci::Compression::parse(name, level.map(i64::from))
+        .map_err(|e| Failure::Usage(format!("--output compression: {e}")))
+}
+
+/// The outputs the flags ask for; no `-o` means the local image store.
+fn outputs(args: &BuildArgs) -> Result<Vec<Output>, Failure> {
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| normalize(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let names = |extra: Vec<String>| -> Result<Vec<String>, Failure> {
+        let mut out = tags.clone();
+        for n in extra {
+            let n = normalize(&n)?;
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    };
+    let mut outs = Vec::new();
+    let mut stored = false;
+    for spec in &args.outputs {
+        outs.push(match output::parse(spec)? {
+            output::Output::Image { names: n } => {
+                stored = true;
+                Output::Image { names: names(n)? }
+            }
+            output::Output::Oci {
+                dest,
+                tar,
+                names: n,
+                compression: c,
+                level,
+            } => Output::Oci {
+                dest,
+                tar,
+                names: names(n)?,
+                compression: compression(c, level)?,
+            },
+            output::Output::Docker {
+                dest,
+                names: n,
+                compression: c,
+                level,
+            } => Output::Docker {
+                dest,
+                names: names(n)?,
+                compression: compression(c, level)?,
+            },
+            output::Output::Local { dest } => Output::Local { dest },
+        });
+    }
+    // Like `docker build`: the result goes to the local store unless an
+    // output says otherwise; `-t` alone names it there.
+    if !stored && (outs.is_empty() || !tags.is_empty()) {
+        outs.push(Output::Image { names: tags });
+    }
+    Ok(outs)
+}
+
+fn progress_mode(args: &BuildArgs) -> Result<Mode, Failure> {
+    if args.quiet {
+        return Ok(Mode::Quiet);
+    }
+    match args.progress.as_deref() {
+        None | Some("auto") | Some("plain") => Ok(Mode::Plain),
+        Some("quiet") => Ok(Mode::Quiet),
+        Some("tty") => Err(Failure::Usage(
+            "--progress=tty is not supported yet (use plain)".into(),
+        )),
+        Some("rawjson") | Some("json") => Err(Failure::Usage(format!(
+            "--progress={} is not supported yet",
+            args.progress.as_deref().unwrap_or_default()
+        ))),
+        Some(other) => Err(Failure::Usage(format!(
+            "invalid --progress {other:?}: expected auto, plain or quiet"
+        ))),
+    }
+}
+
+/// A failed step as BuildKit reports it: the step and the end of its
+/// output, the Dockerfile lines around it, then the reason.
+fn report_step(file: &SourceFile, e: &kiln_worker::StepError, tail: &[String]) -> String {
+    let mut s = format!("------\n > {}:\n", e.name);
+    for l in tail {
+        s.push_str(&format!("{l}\n"));
+    }
+    s.push_str("------\n");
+    if let Some(loc) = &e.location {
+        let lines: Vec<&str> = file.text().lines().collect();
+        s.push_str(&format!("{loc}\n--------------------\n"));
+        let start = loc.start_line.saturating_sub(2).max(1) as usize;
+        let end = (loc.end_line as usize + 2).min(lines.len());
+        for n in start..=end {
+            if let Some(l) = lines.get(n - 1) {
+                let mark = if n >= loc.start_line as usize && n <= loc.end_line as usize {
+                    ">>>"
+                } else {
+                    "   "
+                };
+                s.push_str(&format!(" {n:>3} | {mark} {l}\n"));
+            }
+        }
+        s.push_str("--------------------\n");
+    }
+    s.push_str(&format!("error: failed to solve: {}", e.message));
+    s
+}
+
+/// `kiln build`.
+pub fn build(root: Option<&Path>, args: &BuildArgs) -> Result<(), Failure> {
+    reject_unsupported(args)?;
+    let mode = progress_mode(args)?;
+    let outputs = outputs(args)?;
+    let opts = build_options(args, &env_var)?;
+    let sde = source_date_epoch(&opts)?;
+    let file = read_dockerfile(args)?;
+    require_root("kiln build")?;
+    // Before any thread exists: every mount kiln makes from here on lives in
+    // a mount namespace that dies with the process.
+    kiln_snapshot::private_mount_namespace().context("entering a private mount namespace")?;
+    let dir = state_dir(root);
+    let state =
+        State::open(&dir).with_context(|| format!("opening state directory {}", dir.display()))?;
+    let resolver = kiln_worker::build::resolver(&state);
+    let plan = kiln_frontend::plan(&file, &opts, &resolver)?;
+    crate::plan::print_warnings(&plan.warnings);
+    let dag = Arc::new(kiln_worker::build::dag(&plan.definition).map_err(anyhow::Error::new)?);
+    let names: Vec<String> = dag.nodes().iter().map(|n| n.name.clone()).collect();
+    let progress = Arc::new(Progress::new(mode, names));
+    let exe = std::env::current_exe().context("locating the kiln binary")?;
+    let executor = Arc::new(kiln_executor::NamespaceExecutor::new(
+        exe,
+        vec!["__exec".into()],
+    ));
+    let context_dir = PathBuf::from(&args.context);
+    let dockerfile = match args.file.as_deref() {
+        Some("-") | None => None,
+        Some(p) => Some(PathBuf::from(p)),
+    };
+    let req = kiln_worker::BuildRequest {
+        definition: plan.definition,
+        context_dir,
+        dockerfile,
+        outputs,
+        max_parallelism: args.max_parallelism.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }),
+        source_date_epoch: sde,
+        now: now(),
+        executor,
+        hostname: HOSTNAME.to_owned(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let cancel = CancelToken::new();
+    let p = progress.clone();
+    let events: Arc<dyn Fn(kiln_solver::Event) + Send + Sync> = Arc::new(move |e| p.event(e));
+    let result = runtime.block_on(async {
+        let c = cancel.clone();
+        let ctrl_c = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                c.cancel();
+            }
+        });
+        let r = kiln_worker::build(&state, dag, req, events, &cancel).await;
+        ctrl_c.abort();
+        r
+    });
+    match result {
+        Ok(res) => {
+            if let Some(img) = &res.image {
+                let t = progress.task("exporting to image");
+                t.line(&format!("writing image {} done", img.id));
+                t.done();
+                if let Some(path) = &args.iidfile {
+                    std::fs::write(path, img.id.to_string())
+                        .with_context(|| format!("writing --iidfile {}", path.display()))?;
+                }
+                if args.quiet {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{}", img.id);
+                }
+            }
+            Ok(())
+        }
+        Err(WorkerError::Step(e)) => {
+            let tail = progress.tail(e.node);
+            Err(Failure::Build(report_step(&file, &e, &tail)))
+        }
+        Err(WorkerError::Cancelled) => Err(Failure::Build("error: build cancelled".into())),
+        Err(e) => Err(Failure::Other(anyhow::Error::new(e))),
+    }
+}
+
+/// The configuration `--change` instructions describe, parsed by the
+/// frontend (`FROM scratch` plus the instructions).
+fn changes(args: &ImportArgs, platform: &Platform) -> Result<kiln_llb::ImageConfig, Failure> {
+    const ALLOWED: [&str; 10] = [
+        "CMD",
+        "ENTRYPOINT",
+        "ENV",
+        "EXPOSE",
+        "LABEL",
+        "ONBUILD",
+        "STOPSIGNAL",
+        "USER",
+        "VOLUME",
+        "WORKDIR",
+    ];
+    let mut text = String::from("FROM scratch\n");
+    for c in &args.changes {
+        let word = c
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
+        if !ALLOWED.contains(&word.as_str()) {
+            return Err(Failure::Usage(format!(
+                "--change {c:?}: {word} is not allowed (allowed: {})",
+                ALLOWED.join(", ")
+            )));
+        }
+        text.push_str(c);
+        text.push('\n');
+    }
+    let opts = BuildOptions {
+        target_platform: Some(platform.clone()),
+        build_platform: platform.clone(),
+        ..BuildOptions::default()
+    };
+    let config_of = |text: String| -> Result<kiln_llb::ImageConfig, Failure> {
+        let file = SourceFile::from_bytes("--change".to_owned(), text.into_bytes())?;
+        let plan = kiln_frontend::plan(&file, &opts, &Offline)?;
+        Ok(plan.definition.target_stage().config.clone())
+    };
+    // What the changes set is what differs from a bare `FROM scratch` stage
+    // (the frontend gives every stage a default PATH and working directory;
+    // `docker import` adds neither).
+    let baseline = config_of("FROM scratch\n".to_owned())?;
+    let changed = config_of(text)?;
+    let mut out = kiln_llb::ImageConfig {
+        platform: changed.platform.clone(),
+        ..kiln_llb::ImageConfig::default()
+    };
+    let base_json = serde_json::to_value(&baseline).context("encoding the configuration")?;
+    let mut json = serde_json::to_value(&changed).context("encoding the configuration")?;
+    if let (Some(obj), Some(base)) = (json.as_object_mut(), base_json.as_object()) {
+        obj.retain(|k, v| k != "history" && k != "env" && base.get(k) != Some(v));
+        let merged: kiln_llb::ImageConfig =
+            serde_json::from_value(serde_json::Value::Object(obj.clone()))
+                .context("decoding the configuration")?;
+        out = kiln_llb::ImageConfig {
+            platform: out.platform,
+            ..merged
+        };
+    }
+    out.env = changed
+        .env
+        .iter()
+        .filter(|e| !baseline.env.contains(e))
+        .cloned()
+        .collect();
+    Ok(out)
+}
+
+/// `kiln import`.
+pub fn import(root: Option<&Path>, args: &ImportArgs) -> Result<(), Failure> {
+    let platform = match &args.platform {
+        None => Platform::host(),
+        Some(p) => p
+            .parse::<Platform>()
+            .map_err(|e| Failure::Usage(format!("--platform: {e}")))?,
+    };
+    if platform.architecture != Platform::host().architecture {
+        return Err(Failure::Usage(
+            "--platform for another architecture is not supported yet".into(),
+        ));
+    }
+    let config = changes(args, &platform)?;
+    let name = args.name.as_deref().map(normalize).transpose()?;
+    let dir = state_dir(root);
+    let state =
+        State::open(&dir).with_context(|| format!("opening state directory {}", dir.display()))?;
+    let reader: Box<dyn Read> = if args.file == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(&args.file).with_context(|| format!("opening {}", args.file))?,
+        ))
+    };
+    let created = match env_var("SOURCE_DATE_EPOCH").and_then(|s| s.parse::<i64>().ok()) {
+        Some(e) => (e, 0),
+        None => now(),
+    };
+    let id = kiln_worker::import(
+        &state,
+        ImportRequest {
+            tar: reader,
+            config,
+            comment: args
+                .message
+                .clone()
+                .unwrap_or_else(|| "Imported from -".to_owned()),
+            platform,
+            created,
+        },
+    )
+    .with_context(|| format!("importing {}", args.file))?;
+    if let Some(n) = name {
+        state
+            .images
+            .set(&n, kiln_oci::ImageRef { id, manifest: None })
+            .context("naming the image")?;
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{id}");
+    Ok(())
+}

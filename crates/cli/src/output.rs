@@ -1,0 +1,286 @@
+//! `-o/--output` in buildx syntax: `type=oci,dest=img.tar`, `type=local,dest=dir`,
+//! or a bare path (`-o dir`, short for `type=local,dest=dir`).
+//!
+//! Every type and attribute buildx documents is recognised; the ones kiln does not
+//! implement yet are refused by name, never ignored.
+
+use std::path::PathBuf;
+
+use crate::Failure;
+
+/// Layer compression of an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Uncompressed,
+    Gzip,
+    Zstd,
+}
+
+/// One output of a build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// The local image store (`type=image`), under `names` (plus `-t`).
+    Image { names: Vec<String> },
+    /// An OCI image layout: a tar archive, or a directory when `tar=false`.
+    Oci {
+        dest: PathBuf,
+        tar: bool,
+        names: Vec<String>,
+        compression: Compression,
+        level: Option<u32>,
+    },
+    /// A `docker load` archive.
+    Docker {
+        dest: PathBuf,
+        names: Vec<String>,
+        compression: Compression,
+        level: Option<u32>,
+    },
+    /// The final filesystem, written into a directory.
+    Local { dest: PathBuf },
+}
+
+fn not_yet(what: String) -> Failure {
+    Failure::Usage(format!("{what} is not supported yet"))
+}
+
+/// Splits a buildx CSV spec into `key=value` fields (double quotes group, as
+/// Go's encoding/csv reads them).
+fn fields(spec: &str) -> Result<Vec<(String, String)>, Failure> {
+    let mut out = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = spec.chars().peekable();
+    let mut push = |field: &mut String| -> Result<(), Failure> {
+        let f = std::mem::take(field);
+        match f.split_once('=') {
+            Some((k, v)) => {
+                out.push((k.trim().to_ascii_lowercase(), v.to_owned()));
+                Ok(())
+            }
+            None => Err(Failure::Usage(format!(
+                "invalid --output {spec:?}: field {f:?} is not of the form key=value"
+            ))),
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => push(&mut field)?,
+            c => field.push(c),
+        }
+    }
+    if quoted {
+        return Err(Failure::Usage(format!(
+            "invalid --output {spec:?}: unterminated quote"
+        )));
+    }
+    push(&mut field)?;
+    Ok(out)
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool, Failure> {
+    match v {
+        "true" | "1" | "t" | "T" | "TRUE" | "True" => Ok(true),
+        "false" | "0" | "f" | "F" | "FALSE" | "False" => Ok(false),
+        _ => Err(Failure::Usage(format!(
+            "invalid --output value {key}={v:?}: expected true or false"
+        ))),
+    }
+}
+
+/// Parses one `-o` value.
+pub fn parse(spec: &str) -> Result<Output, Failure> {
+    if spec == "-" {
+        return Err(not_yet(
+            "--output - (streaming the result to stdout)".to_owned(),
+        ));
+    }
+    if !spec.contains('=') {
+        return Ok(Output::Local {
+            dest: PathBuf::from(spec),
+        });
+    }
+    let fields = fields(spec)?;
+    let mut ty = None;
+    let mut dest = None;
+    let mut tar = true;
+    let mut names: Vec<String> = Vec::new();
+    let mut compression = Compression::Gzip;
+    let mut level = None;
+    for (k, v) in &fields {
+        match k.as_str() {
+            "type" => ty = Some(v.clone()),
+            "dest" => {
+                if v == "-" {
+                    return Err(not_yet("--output dest=- (streaming to stdout)".to_owned()));
+                }
+                dest = Some(PathBuf::from(v));
+            }
+            "tar" => tar = parse_bool(k, v)?,
+            "name" => names.extend(v.split(',').filter(|s| !s.is_empty()).map(str::to_owned)),
+            "compression" => {
+                compression = match v.as_str() {
+                    "gzip" => Compression::Gzip,
+                    "zstd" => Compression::Zstd,
+                    "uncompressed" => Compression::Uncompressed,
+                    "estargz" => return Err(not_yet("compression=estargz".to_owned())),
+                    other => {
+                        return Err(Failure::Usage(format!(
+                            "invalid --output compression {other:?}: expected gzip, zstd or uncompressed"
+                        )));
+                    }
+                }
+            }
+            "compression-level" => {
+                level = Some(v.parse::<u32>().map_err(|_| {
+                    Failure::Usage(format!(
+                        "invalid --output compression-level {v:?}: expected a number"
+                    ))
+                })?)
+            }
+            "push" | "push-by-digest" | "registry.insecure" | "unpack" | "store" => {
+                if parse_bool(k, v)? {
+                    return Err(not_yet(format!("--output {k}=true")));
+                }
+            }
+            "force-compression"
+            | "oci-mediatypes"
+            | "oci-artifact"
+            | "buildinfo"
+            | "buildinfo-attrs"
+            | "annotation"
+            | "dangling-name-prefix"
+            | "name-canonical"
+            | "rewrite-timestamp"
+            | "platform-split"
+            | "attest"
+            | "context" => return Err(not_yet(format!("--output attribute {k}"))),
+            _ if k.starts_with("annotation") || k.starts_with("attest:") => {
+                return Err(not_yet(format!("--output attribute {k}")));
+            }
+            _ => {
+                return Err(Failure::Usage(format!(
+                    "invalid --output {spec:?}: unknown attribute {k:?}"
+                )));
+            }
+        }
+    }
+    let ty = ty.unwrap_or_else(|| "local".to_owned());
+    let need_dest = |dest: Option<PathBuf>| {
+        dest.ok_or_else(|| Failure::Usage(format!("--output type={ty} needs dest=PATH")))
+    };
+    match ty.as_str() {
+        "local" => Ok(Output::Local {
+            dest: need_dest(dest)?,
+        }),
+        "oci" => Ok(Output::Oci {
+            dest: need_dest(dest)?,
+            tar,
+            names,
+            compression,
+            level,
+        }),
+        "docker" => match dest {
+            Some(dest) => Ok(Output::Docker {
+                dest,
+                names,
+                compression,
+                level,
+            }),
+            None => Err(not_yet(
+                "--output type=docker without dest (loading into a Docker engine)".to_owned(),
+            )),
+        },
+        "image" => Ok(Output::Image { names }),
+        "tar" | "registry" | "cacheonly" => Err(not_yet(format!("--output type={ty}"))),
+        other => Err(Failure::Usage(format!(
+            "invalid --output type {other:?}: expected local, oci, docker or image"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(spec: &str) -> Output {
+        match parse(spec) {
+            Ok(o) => o,
+            Err(e) => panic!("{spec}: {e:?}"),
+        }
+    }
+
+    fn err(spec: &str) -> String {
+        match parse(spec) {
+            Ok(o) => panic!("{spec}: unexpectedly {o:?}"),
+            Err(Failure::Usage(m)) => m,
+            Err(e) => panic!("{spec}: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn forms() {
+        assert_eq!(
+            ok("out"),
+            Output::Local {
+                dest: PathBuf::from("out")
+            }
+        );
+        assert_eq!(
+            ok("type=oci,dest=x.tar"),
+            Output::Oci {
+                dest: PathBuf::from("x.tar"),
+                tar: true,
+                names: vec![],
+                compression: Compression::Gzip,
+                level: None
+            }
+        );
+        assert_eq!(
+            ok("type=oci,dest=dir,tar=false,\"name=a:1,b:2\",compression=zstd"),
+            Output::Oci {
+                dest: PathBuf::from("dir"),
+                tar: false,
+                names: vec!["a:1".into(), "b:2".into()],
+                compression: Compression::Zstd,
+                level: None
+            }
+        );
+        assert_eq!(
+            ok("type=image,name=x"),
+            Output::Image {
+                names: vec!["x".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(
+            err("-"),
+            "--output - (streaming the result to stdout) is not supported yet"
+        );
+        assert_eq!(
+            err("type=registry"),
+            "--output type=registry is not supported yet"
+        );
+        assert_eq!(
+            err("type=image,push=true"),
+            "--output push=true is not supported yet"
+        );
+        assert_eq!(err("type=oci"), "--output type=oci needs dest=PATH");
+        assert_eq!(
+            err("type=oci,dest=x,colour=red"),
+            "invalid --output \"type=oci,dest=x,colour=red\": unknown attribute \"colour\""
+        );
+        assert_eq!(
+            err("type=oci,dest=\"x"),
+            "invalid --output \"type=oci,dest=\\\"x\": unterminated quote"
+        );
+    }
+}

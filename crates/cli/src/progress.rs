@@ -1,0 +1,221 @@
+//! Build progress on the terminal: `--progress=plain` prints BuildKit-style
+//! lines (`#5 [build 2/4] RUN make`, output lines with their time offset,
+//! `#5 CACHED`, `#5 DONE 1.2s`), `quiet` prints nothing. Events come from
+//! solver worker threads, so the printer is behind a mutex; each event is one
+//! short write.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use kiln_solver::{Event, EventKind, Stream};
+
+/// How many output lines of a step are kept for the error report.
+const TAIL_LINES: usize = 20;
+
+/// `--progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Plain,
+    Quiet,
+}
+
+#[derive(Debug)]
+struct Step {
+    id: u32,
+    start: Instant,
+    /// Bytes of an unfinished output line, per stream.
+    partial: [Vec<u8>; 2],
+    tail: VecDeque<String>,
+}
+
+#[derive(Debug)]
+struct State {
+    next_id: u32,
+    steps: HashMap<usize, Step>,
+    /// The last step a line was printed for (a blank line separates steps).
+    last: Option<u32>,
+}
+
+/// The progress printer of one build.
+#[derive(Debug)]
+pub struct Progress {
+    mode: Mode,
+    names: Vec<String>,
+    state: Mutex<State>,
+}
+
+fn stream_index(s: Stream) -> usize {
+    match s {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
+    }
+}
+
+impl Progress {
+    /// A printer for a graph whose node `i` is called `names[i]`.
+    pub fn new(mode: Mode, names: Vec<String>) -> Progress {
+        Progress {
+            mode,
+            names,
+            state: Mutex::new(State {
+                next_id: 1,
+                steps: HashMap::new(),
+                last: None,
+            }),
+        }
+    }
+
+    fn write(&self, state: &mut State, id: u32, line: &str) {
+        if self.mode == Mode::Quiet {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        if state.last.is_some() && state.last != Some(id) {
+            let _ = writeln!(err);
+        }
+        state.last = Some(id);
+        let _ = writeln!(err, "#{id} {line}");
+    }
+
+    fn step<'s>(&self, state: &'s mut State, node: usize) -> (&'s mut Step, bool) {
+        let mut fresh = false;
+        let next = &mut state.next_id;
+        let step = state.steps.entry(node).or_insert_with(|| {
+            fresh = true;
+            let id = *next;
+            *next += 1;
+            Step {
+                id,
+                start: Instant::now(),
+                partial: [Vec::new(), Vec::new()],
+                tail: VecDeque::new(),
+            }
+        });
+        (step, fresh)
+    }
+
+    fn name(&self, node: usize) -> &str {
+        self.names.get(node).map_or("?", String::as_str)
+    }
+
+    /// Shows one solver event.
+    pub fn event(&self, e: Event) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        let state = &mut *state;
+        let (step, fresh) = self.step(state, e.node);
+        let id = step.id;
+        let mut lines: Vec<String> = Vec::new();
+        if fresh {
+            lines.push(self.name(e.node).to_owned());
+        }
+        match e.kind {
+            EventKind::Started => {
+                step.start = Instant::now();
+            }
+            EventKind::Cached => lines.push("CACHED".to_owned()),
+            EventKind::Log { stream, data } => {
+                let elapsed = step.start.elapsed().as_secs_f64();
+                let buf = &mut step.partial[stream_index(stream)];
+                buf.extend_from_slice(&data);
+                while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+                    let raw: Vec<u8> = buf.drain(..=nl).collect();
+                    let text = String::from_utf8_lossy(&raw[..raw.len() - 1])
+                        .trim_end_matches('\r')
+                        .to_owned();
+                    step.tail.push_back(text.clone());
+                    if step.tail.len() > TAIL_LINES {
+                        step.tail.pop_front();
+                    }
+                    lines.push(format!("{elapsed:.3} {text}"));
+                }
+            }
+            EventKind::Completed { elapsed } => {
+                lines.extend(flush_partial(step));
+                lines.push(format!("DONE {:.1}s", elapsed.as_secs_f64()));
+            }
+            EventKind::Failed { message } => {
+                lines.extend(flush_partial(step));
+                lines.push(format!("ERROR: {message}"));
+            }
+            EventKind::Cancelled => {
+                lines.extend(flush_partial(step));
+                lines.push("CANCELED".to_owned());
+            }
+        }
+        for l in lines {
+            self.write(state, id, &l);
+        }
+    }
+
+    /// The last output lines of node `node` (for the error report).
+    pub fn tail(&self, node: usize) -> Vec<String> {
+        match self.state.lock() {
+            Ok(state) => state
+                .steps
+                .get(&node)
+                .map(|s| s.tail.iter().cloned().collect())
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// A step that is not a graph vertex (exporting, naming): prints its name
+    /// and returns a handle whose `done` prints the time it took.
+    pub fn task(&self, name: &str) -> Task<'_> {
+        let id = match self.state.lock() {
+            Ok(mut state) => {
+                let id = state.next_id;
+                state.next_id += 1;
+                self.write(&mut state, id, name);
+                id
+            }
+            Err(_) => 0,
+        };
+        Task {
+            progress: self,
+            id,
+            start: Instant::now(),
+        }
+    }
+}
+
+fn flush_partial(step: &mut Step) -> Vec<String> {
+    let elapsed = step.start.elapsed().as_secs_f64();
+    let mut out = Vec::new();
+    for buf in &mut step.partial {
+        if !buf.is_empty() {
+            let text = String::from_utf8_lossy(buf).into_owned();
+            buf.clear();
+            step.tail.push_back(text.clone());
+            out.push(format!("{elapsed:.3} {text}"));
+        }
+    }
+    out
+}
+
+/// A non-vertex step in progress.
+#[derive(Debug)]
+pub struct Task<'a> {
+    progress: &'a Progress,
+    id: u32,
+    start: Instant,
+}
+
+impl Task<'_> {
+    /// A line under the task (`writing image sha256:… done`).
+    pub fn line(&self, text: &str) {
+        if let Ok(mut state) = self.progress.state.lock() {
+            self.progress.write(&mut state, self.id, text);
+        }
+    }
+
+    /// Marks the task done.
+    pub fn done(self) {
+        let line = format!("DONE {:.1}s", self.start.elapsed().as_secs_f64());
+        self.line(&line);
+    }
+}

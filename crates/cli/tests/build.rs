@@ -1,0 +1,571 @@
+//! Builds for real, through the `kiln` binary: `testdata/build/<case>/`.
+//!
+//! Each case is a directory with a `Dockerfile`, an optional `context/`, an
+//! optional `setup` shell script (run in the context: modes, symlinks,
+//! archives), an optional `script`, and the `expected` transcript. Every case
+//! gets an empty state directory with a busybox base image imported from the
+//! host's `/bin/busybox` (Debian's busybox-static) as `busybox:latest`.
+//!
+//! The script (default: `build` then `report`) is one command per line:
+//!
+//! * `build ARGS…` — `kiln build` with `--progress=plain`, the context and,
+//!   unless ARGS has `-o`, outputs to `$OUT/oci` (OCI layout) and `$OUT/fs`;
+//!   records the exit code, each step's outcome (done/cached/error) and, on
+//!   failure, the error report;
+//! * `report` — the image of the last build from `$OUT/oci`: its
+//!   configuration, a listing of each layer it added to the base, and how its
+//!   filesystem (`$OUT/fs`) differs from the base;
+//! * `kiln ARGS…` — any kiln command on the case's state directory;
+//! * `run SHELL-COMMAND` — a shell command in the context directory, with
+//!   `$KILN`, `$STATE`, `$OUT`, `$CTX`, `$TOOLS` (`testdata/build-tools`) and
+//!   `$BASE_TAR` (the busybox rootfs tar) set (edit files, call skopeo, …).
+//!
+//! Builds run with `SOURCE_DATE_EPOCH=1600000000`, so times are fixed. Paths
+//! of the temporary directories and the digest of the base image (which
+//! depends on the host's busybox) are replaced by names in the transcript.
+//! `UPDATE_EXPECT=1` rewrites the expectations.
+//!
+//! Needs root (namespaces, overlayfs); elsewhere every case is reported as
+//! ignored. The `realistic` trial (a debootstrapped Debian base, `apt-get
+//! install gcc`, a static binary copied into busybox) also needs the network
+//! and runs only with `KILN_TEST_REALISTIC=1` (CI sets it).
+
+#![allow(clippy::print_stderr, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Read as _;
+use std::os::unix::fs::{MetadataExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use kiln_testkit::{case_dirs, check, is_root, testdata};
+use libtest_mimic::{Arguments, Failed, Trial};
+use sha2::{Digest as _, Sha256};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+const EPOCH: &str = "1600000000";
+
+/// The busybox base: a root filesystem directory and its tar.
+struct Base {
+    _dir: tempfile::TempDir,
+    rootfs: PathBuf,
+    tar: PathBuf,
+}
+
+fn base() -> &'static Base {
+    static BASE: OnceLock<Base> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        for d in ["bin", "etc", "root", "tmp"] {
+            fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+        let out = Command::new("/bin/busybox").arg("--list").output().unwrap();
+        for applet in String::from_utf8_lossy(&out.stdout).lines() {
+            if applet != "busybox" {
+                symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+            }
+        }
+        fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        )
+        .unwrap();
+        fs::write(
+            rootfs.join("etc/group"),
+            "root:x:0:\napp:x:1000:\nextra:x:2000:app\nnogroup:x:65534:\n",
+        )
+        .unwrap();
+        sh(&format!("chmod 1777 {0}/tmp && chmod 700 {0}/root", rootfs.display()));
+        let tar = dir.path().join("busybox.tar");
+        sh(&format!(
+            "tar --sort=name --mtime=@{EPOCH} --owner=0 --group=0 --numeric-owner -C {} -cf {} .",
+            rootfs.display(),
+            tar.display()
+        ));
+        Base {
+            _dir: dir,
+            rootfs,
+            tar,
+        }
+    })
+}
+
+fn sh(cmd: &str) {
+    let st = Command::new("sh").arg("-c").arg(cmd).status().unwrap();
+    assert!(st.success(), "{cmd} failed");
+}
+
+struct Case {
+    dir: PathBuf,
+    tmp: tempfile::TempDir,
+    state: PathBuf,
+    ctx: PathBuf,
+    out: PathBuf,
+    base_id: String,
+    transcript: String,
+    last_stderr: String,
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    sh(&format!("cp -a {}/. {}/", from.display(), to.display()));
+}
+
+impl Case {
+    fn new(dir: &Path) -> Case {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        let ctx = tmp.path().join("ctx");
+        let out = tmp.path().join("out");
+        fs::create_dir_all(&ctx).unwrap();
+        fs::create_dir_all(&out).unwrap();
+        if dir.join("context").is_dir() {
+            copy_tree(&dir.join("context"), &ctx);
+        }
+        for f in fs::read_dir(dir).unwrap().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.starts_with("Dockerfile") {
+                fs::copy(f.path(), ctx.join(&name)).unwrap();
+            }
+        }
+        if dir.join("setup").exists() {
+            let st = Command::new("sh")
+                .arg("-e")
+                .arg(dir.join("setup"))
+                .current_dir(&ctx)
+                .status()
+                .unwrap();
+            assert!(st.success(), "setup of {} failed", dir.display());
+        }
+        let mut c = Case {
+            dir: dir.to_path_buf(),
+            tmp,
+            state,
+            ctx,
+            out,
+            base_id: String::new(),
+            transcript: String::new(),
+            last_stderr: String::new(),
+        };
+        let (code, stdout, stderr) = c.kiln(&[
+            "import".into(),
+            base().tar.display().to_string(),
+            "busybox:latest".into(),
+        ]);
+        assert_eq!(code, 0, "import failed: {stderr}");
+        c.base_id = stdout.trim().to_owned();
+        c
+    }
+
+    fn kiln(&self, args: &[String]) -> (i32, String, String) {
+        let out = Command::new(KILN)
+            .arg("--root")
+            .arg(&self.state)
+            .args(args)
+            .current_dir(&self.ctx)
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .env_remove("KILN_ROOT")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            self.normalize(&String::from_utf8_lossy(&out.stdout)),
+            self.normalize(&String::from_utf8_lossy(&out.stderr)),
+        )
+    }
+
+    /// `$OUT`, `$CTX` and `$STATE` in a script argument.
+    fn expand(&self, word: &str) -> String {
+        word.replace("$OUT", &self.out.display().to_string())
+            .replace("$CTX", &self.ctx.display().to_string())
+            .replace("$STATE", &self.state.display().to_string())
+    }
+
+    fn normalize(&self, s: &str) -> String {
+        let mut s = s
+            .replace(&self.state.display().to_string(), "$STATE")
+            .replace(&self.ctx.display().to_string(), "$CTX")
+            .replace(&self.out.display().to_string(), "$OUT");
+        if !self.base_id.is_empty() {
+            s = s.replace(&self.base_id, "<busybox>");
+        }
+        // Other image IDs depend on the base layer, i.e. on the host's busybox.
+        digests().replace_all(&s, "sha256:<id>").into_owned()
+    }
+
+    fn build(&mut self, args: &[String]) {
+        let mut full: Vec<String> = vec!["build".into(), "--progress=plain".into()];
+        full.extend(args.iter().cloned());
+        if !args.iter().any(|a| a == "-o" || a.starts_with("--output")) {
+            let _ = fs::remove_dir_all(self.out.join("oci"));
+            let _ = fs::remove_dir_all(self.out.join("fs"));
+            full.extend([
+                "-o".into(),
+                format!("type=oci,dest={}/oci,tar=false", self.out.display()),
+                "-o".into(),
+                format!("type=local,dest={}/fs", self.out.display()),
+            ]);
+        }
+        full.push(".".into());
+        let (code, _stdout, stderr) = self.kiln(&full);
+        let _ = writeln!(self.transcript, "exit {code}");
+        // When a build fails, which other steps finished or were cancelled
+        // depends on timing: only the failed step is shown.
+        self.transcript.push_str(&steps(&stderr, code != 0));
+        if code != 0 {
+            if let Some(i) = stderr
+                .find("\n------\n")
+                .map(|i| i + 1)
+                .or_else(|| stderr.find("error:"))
+            {
+                self.transcript.push_str(&stderr[i..]);
+            } else {
+                self.transcript.push_str(&stderr);
+            }
+        }
+        self.last_stderr = stderr;
+    }
+
+    fn run(&mut self, cmd: &str) {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(&self.ctx)
+            .env("KILN", KILN)
+            .env("STATE", &self.state)
+            .env("OUT", &self.out)
+            .env("CTX", &self.ctx)
+            .env("TOOLS", testdata().join("build-tools"))
+            .env("BASE_TAR", &base().tar)
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .output()
+            .unwrap();
+        let _ = writeln!(self.transcript, "exit {}", out.status.code().unwrap_or(-1));
+        self.transcript
+            .push_str(&self.normalize(&String::from_utf8_lossy(&out.stdout)));
+        self.transcript
+            .push_str(&self.normalize(&String::from_utf8_lossy(&out.stderr)));
+    }
+
+    fn report(&mut self) {
+        let layout = self.out.join("oci");
+        let index: serde_json::Value =
+            serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let blob = |d: &str| {
+            layout
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:"))
+        };
+        let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&fs::read(blob(&manifest_digest)).unwrap()).unwrap();
+        let config_digest = manifest["config"]["digest"].as_str().unwrap().to_owned();
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&fs::read(blob(&config_digest)).unwrap()).unwrap();
+        let base_diff = base_diff_id();
+        if let Some(ids) = config["rootfs"]["diff_ids"].as_array_mut() {
+            for id in ids.iter_mut() {
+                if id.as_str() == Some(base_diff.as_str()) {
+                    *id = serde_json::Value::String("<busybox layer>".into());
+                }
+            }
+        }
+        self.transcript.push_str("== config\n");
+        self.transcript
+            .push_str(&serde_json::to_string_pretty(&config).unwrap());
+        self.transcript.push('\n');
+        let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        for (i, layer) in manifest["layers"].as_array().unwrap().iter().enumerate() {
+            if diff_ids.get(i).map(String::as_str) == Some("<busybox layer>") {
+                continue;
+            }
+            let f = fs::File::open(blob(layer["digest"].as_str().unwrap())).unwrap();
+            let (_, tar) = kiln_oci::decompress(std::io::BufReader::new(f)).unwrap();
+            let _ = writeln!(self.transcript, "== layer {}", i + 1);
+            self.transcript
+                .push_str(&kiln_snapshot::tar_listing(tar).unwrap());
+        }
+        self.transcript
+            .push_str("== filesystem (changes from the busybox base)\n");
+        self.transcript
+            .push_str(&fs_diff(&base().rootfs, &self.out.join("fs")));
+    }
+
+    fn script(&mut self) {
+        let script = fs::read_to_string(self.dir.join("script"))
+            .unwrap_or_else(|_| "build\nreport\n".to_owned());
+        for line in script.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let _ = writeln!(self.transcript, "$ {line}");
+            let words: Vec<String> = shell_words(line).iter().map(|w| self.expand(w)).collect();
+            match words.first().map(String::as_str) {
+                Some("build") => self.build(&words[1..]),
+                Some("report") => self.report(),
+                Some("kiln") => {
+                    let (code, stdout, stderr) = self.kiln(&words[1..]);
+                    let _ = writeln!(self.transcript, "exit {code}");
+                    self.transcript.push_str(&stdout);
+                    self.transcript.push_str(&stderr);
+                }
+                Some("run") => self.run(line.trim_start_matches("run").trim_start()),
+                other => panic!("{}: unknown script command {other:?}", self.dir.display()),
+            }
+        }
+    }
+}
+
+fn digests() -> &'static regex::Regex {
+    static RE: OnceLock<regex::Regex> = OnceLock::new();
+    RE.get_or_init(|| regex::Regex::new("sha256:[0-9a-f]{64}").unwrap())
+}
+
+/// Splits a script line like a shell would (single and double quotes).
+fn shell_words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut has = false;
+    let mut quote: Option<char> = None;
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                has = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if has || !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                    has = false;
+                }
+            }
+            (None, c) => cur.push(c),
+        }
+    }
+    if has || !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Each step's outcome from plain progress output, sorted by step name (only
+/// the failed ones with `only_errors`).
+fn steps(stderr: &str, only_errors: bool) -> String {
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
+    let mut outcome: BTreeMap<String, &str> = BTreeMap::new();
+    for line in stderr.lines() {
+        let Some(rest) = line.strip_prefix('#') else {
+            continue;
+        };
+        let Some((id, text)) = rest.split_once(' ') else {
+            continue;
+        };
+        if !names.contains_key(id) {
+            names.insert(id.to_owned(), text.to_owned());
+            continue;
+        }
+        if text == "CACHED" {
+            outcome.insert(id.to_owned(), "cached");
+        } else if text.starts_with("DONE") {
+            outcome.entry(id.to_owned()).or_insert("done");
+        } else if text.starts_with("ERROR") {
+            outcome.insert(id.to_owned(), "error");
+        } else if text == "CANCELED" {
+            outcome.insert(id.to_owned(), "canceled");
+        }
+    }
+    let mut lines: Vec<String> = names
+        .iter()
+        .filter(|(_, n)| n.as_str() != "exporting to image")
+        .filter(|(id, _)| !only_errors || outcome.get(*id) == Some(&"error"))
+        .map(|(id, n)| format!("  {n}: {}\n", outcome.get(id).copied().unwrap_or("?")))
+        .collect();
+    lines.sort();
+    lines.concat()
+}
+
+fn base_diff_id() -> String {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| {
+        let mut h = Sha256::new();
+        let mut f = fs::File::open(&base().tar).unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = f.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        format!("sha256:{}", hex::encode(h.finalize()))
+    })
+    .clone()
+}
+
+/// One line describing an entry (no times: the local export keeps the
+/// build's times, which vary).
+fn describe(p: &Path) -> Option<String> {
+    let m = fs::symlink_metadata(p).ok()?;
+    let ft = m.file_type();
+    let kind = if ft.is_dir() {
+        "d"
+    } else if ft.is_symlink() {
+        "l"
+    } else if ft.is_file() {
+        "-"
+    } else {
+        "?"
+    };
+    let mut s = format!("{kind} {:04o} {}:{}", m.mode() & 0o7777, m.uid(), m.gid());
+    if ft.is_file() {
+        let data = fs::read(p).ok()?;
+        let digest = hex::encode(Sha256::digest(&data));
+        let _ = write!(s, " {} sha256:{}", data.len(), &digest[..12]);
+        if data.len() <= 40 && !data.contains(&0) {
+            let _ = write!(s, " {:?}", String::from_utf8_lossy(&data));
+        }
+    }
+    if ft.is_symlink() {
+        let _ = write!(s, " -> {}", fs::read_link(p).ok()?.display());
+    }
+    if m.nlink() > 1 && ft.is_file() {
+        let _ = write!(s, " links={}", m.nlink());
+    }
+    Some(s)
+}
+
+fn walk(root: &Path) -> BTreeMap<String, PathBuf> {
+    let mut out = BTreeMap::new();
+    fn rec(root: &Path, rel: &str, out: &mut BTreeMap<String, PathBuf>) {
+        let dir = root.join(rel);
+        let Ok(rd) = fs::read_dir(&dir) else { return };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let r = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let p = root.join(&r);
+            let is_dir = fs::symlink_metadata(&p)
+                .map(|m| m.is_dir())
+                .unwrap_or(false);
+            out.insert(r.clone(), p);
+            if is_dir {
+                rec(root, &r, out);
+            }
+        }
+    }
+    rec(root, "", &mut out);
+    out
+}
+
+fn fs_diff(base: &Path, fs_dir: &Path) -> String {
+    let a = walk(base);
+    let b = walk(fs_dir);
+    let mut out = String::new();
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for k in keys {
+        match (
+            a.get(k).and_then(|p| describe(p)),
+            b.get(k).and_then(|p| describe(p)),
+        ) {
+            (None, Some(d)) => {
+                let _ = writeln!(out, "+ /{k}  {d}");
+            }
+            (Some(_), None) => {
+                let _ = writeln!(out, "- /{k}");
+            }
+            (Some(x), Some(y)) if x != y => {
+                let _ = writeln!(out, "~ /{k}  {y}");
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn run_case(dir: &Path) -> Result<(), Failed> {
+    let mut c = Case::new(dir);
+    c.script();
+    let transcript = std::mem::take(&mut c.transcript);
+    drop(c.tmp);
+    match check(&dir.join("expected"), &transcript) {
+        None => Ok(()),
+        Some(diff) => Err(diff.into()),
+    }
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let root = is_root();
+    if root && !Path::new("/bin/busybox").exists() {
+        eprintln!("the build tests need /bin/busybox: install Debian's busybox-static");
+        std::process::exit(1);
+    }
+    let mut trials: Vec<Trial> = case_dirs(&testdata().join("build"))
+        .into_iter()
+        .map(|dir| {
+            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+            Trial::test(name, move || run_case(&dir)).with_ignored_flag(!root)
+        })
+        .collect();
+    let realistic = root && std::env::var_os("KILN_TEST_REALISTIC").is_some_and(|v| v == "1");
+    trials.push(Trial::test("realistic", realistic_case).with_ignored_flag(!realistic));
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// A debootstrapped Debian base, `apt-get install gcc` in a RUN step, a
+/// static binary copied into a busybox stage.
+fn realistic_case() -> Result<(), Failed> {
+    let dir = testdata().join("build-realistic");
+    let mut c = Case::new(&dir);
+    let debroot = c.tmp.path().join("debian");
+    let st = Command::new("debootstrap")
+        .args(["--variant=minbase", "bookworm"])
+        .arg(&debroot)
+        .arg("http://deb.debian.org/debian")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("debootstrap: {e} (install Debian's debootstrap)"))?;
+    if !st.success() {
+        return Err("debootstrap failed".into());
+    }
+    let tar = c.tmp.path().join("debian.tar");
+    sh(&format!(
+        "tar --sort=name --numeric-owner -C {} -cf {} .",
+        debroot.display(),
+        tar.display()
+    ));
+    let (code, _, stderr) = c.kiln(&[
+        "import".into(),
+        tar.display().to_string(),
+        "debian:bookworm".into(),
+    ]);
+    if code != 0 {
+        return Err(format!("import: {stderr}").into());
+    }
+    c.script();
+    if !c.last_stderr.contains("exporting to image") {
+        return Err(format!("build failed:\n{}", c.transcript).into());
+    }
+    let transcript = std::mem::take(&mut c.transcript);
+    match check(&dir.join("expected"), &transcript) {
+        None => Ok(()),
+        Some(diff) => Err(diff.into()),
+    }
+}

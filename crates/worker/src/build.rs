@@ -1,0 +1,233 @@
+//! One build, end to end: the frontend's definition becomes a solver DAG, the
+//! solver runs it with an [`LlbWorker`], the target becomes an image in the
+//! store, and the outputs are written.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use kiln_context::{StatCache, Tree};
+use kiln_executor::Executor;
+use kiln_llb::{Definition, Platform, StageBase, Vertex};
+use kiln_oci::History;
+use kiln_snapshot::LayerId;
+use kiln_solver::{CancelToken, Dag, Event, Node, SolveError, Solver};
+
+pub use crate::export::Output;
+
+use crate::error::{Error, StepError};
+use crate::image::{self, CommitRequest, Committed, StoreResolver};
+use crate::state::State;
+use crate::worker::{ContextSource, ExecSettings, LlbWorker};
+use crate::{Value, export};
+
+/// Everything a build needs besides the state directory.
+pub struct BuildRequest {
+    pub definition: Definition,
+    /// The main build context (`context` in the graph).
+    pub context_dir: PathBuf,
+    /// The Dockerfile, for `<Dockerfile>.dockerignore`.
+    pub dockerfile: Option<PathBuf>,
+    pub outputs: Vec<Output>,
+    /// Bound on RUN steps running at once.
+    pub max_parallelism: usize,
+    /// `SOURCE_DATE_EPOCH`: creation times and the mtime clamp of layers.
+    pub source_date_epoch: Option<i64>,
+    /// The time the build started (used when there is no epoch).
+    pub now: (i64, u32),
+    pub executor: Arc<dyn Executor>,
+    /// Hostname of RUN steps.
+    pub hostname: String,
+}
+
+impl std::fmt::Debug for BuildRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildRequest")
+            .field("context_dir", &self.context_dir)
+            .field("outputs", &self.outputs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a build made.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    /// The image, when an output needed one.
+    pub image: Option<Committed>,
+}
+
+/// The solver DAG of a definition: one node per vertex, in the graph's
+/// (topological) order.
+pub fn dag(def: &Definition) -> Result<Dag<Vertex>, Error> {
+    let mut index = HashMap::new();
+    let mut nodes = Vec::with_capacity(def.graph.len());
+    for (i, v) in def.graph.vertices().enumerate() {
+        let mut inputs = Vec::with_capacity(v.inputs.len());
+        for d in &v.inputs {
+            inputs.push(*index.get(d).ok_or_else(|| {
+                Error::Other(format!("vertex {} uses unknown input {d}", v.digest))
+            })?);
+        }
+        index.insert(v.digest, i);
+        nodes.push(Node {
+            payload: v.clone(),
+            inputs,
+            ignore_cache: v.meta.ignore_cache,
+            name: v.meta.name.clone(),
+        });
+    }
+    Dag::new(nodes).map_err(|e| Error::Other(e.to_string()))
+}
+
+/// The history of the image a stage's chain of `FROM`s starts from.
+fn base_history(state: &State, def: &Definition, stage: usize) -> Result<Vec<History>, Error> {
+    let mut seen = 0;
+    let mut s = &def.stages[stage];
+    loop {
+        match &s.base {
+            StageBase::Scratch => return Ok(Vec::new()),
+            StageBase::Image { digest, reference } => {
+                let Some(d) = digest else {
+                    return Err(Error::Other(format!("{reference}: image not resolved")));
+                };
+                let id = d
+                    .parse()
+                    .map_err(|e| Error::Other(format!("{reference}: {e}")))?;
+                return Ok(image::load_config(state, &id)?.history);
+            }
+            StageBase::Stage { name } => {
+                seen += 1;
+                let next = def
+                    .stages
+                    .iter()
+                    .find(|st| st.name.eq_ignore_ascii_case(name))
+                    .filter(|_| seen <= def.stages.len())
+                    .ok_or_else(|| Error::Other(format!("stage {name:?} not found")))?;
+                s = next;
+            }
+        }
+    }
+}
+
+/// Runs the build. `events` receives the solver's progress; `cancel` stops it.
+pub async fn build(
+    state: &State,
+    dag: Arc<Dag<Vertex>>,
+    req: BuildRequest,
+    events: Arc<dyn Fn(Event) + Send + Sync>,
+    cancel: &CancelToken,
+) -> Result<BuildResult, Error> {
+    let def = &req.definition;
+    let target = match def.target {
+        Some(d) => Some(
+            dag.nodes()
+                .iter()
+                .position(|n| n.payload.digest == d)
+                .ok_or_else(|| Error::Other(format!("target {d} is not in the graph")))?,
+        ),
+        None => None,
+    };
+    let tree = Tree::open_context(&req.context_dir, req.dockerfile.as_deref())?;
+    let stat_cache = StatCache::load(&state.context_cache(&req.context_dir));
+    let mut contexts = HashMap::new();
+    contexts.insert(
+        "context".to_owned(),
+        ContextSource {
+            tree,
+            stat_cache: Mutex::new(stat_cache),
+        },
+    );
+    let worker = Arc::new(LlbWorker::new(
+        state.clone(),
+        contexts,
+        req.executor.clone(),
+        ExecSettings {
+            hostname: req.hostname.clone(),
+        },
+    ));
+    let solver = Solver::new(
+        worker.clone(),
+        state.cache.clone(),
+        req.max_parallelism.max(1),
+    );
+    let layers: Vec<LayerId> = match target {
+        None => Vec::new(),
+        Some(t) => {
+            let solved = solver
+                .solve_with_cancel(dag.clone(), &[t], events, cancel)
+                .await;
+            worker.save_stat_caches()?;
+            let solved = solved.map_err(|e| step_error(&dag, e))?;
+            let value = solved
+                .into_iter()
+                .next()
+                .map(|r| r.value)
+                .ok_or_else(|| Error::Other("the solve returned no result".to_owned()))?;
+            match value {
+                Value::Fs { layers } => layers
+                    .iter()
+                    .map(|l| LayerId::parse(l).map_err(Error::from))
+                    .collect::<Result<_, _>>()?,
+                Value::Context { .. } => {
+                    return Err(Error::Other(
+                        "the build result is a build context, not a filesystem".to_owned(),
+                    ));
+                }
+            }
+        }
+    };
+    let stage = def.target_stage();
+    let clamp = req.source_date_epoch;
+    let needs_image = req.outputs.iter().any(Output::needs_image);
+    let image = if needs_image {
+        let history = base_history(state, def, def.target_stage)?;
+        let platform: Platform = stage.platform.clone();
+        Some(image::commit(
+            state,
+            &CommitRequest {
+                config: &stage.config,
+                platform: &platform,
+                layers: &layers,
+                base_history: &history,
+                epoch: clamp,
+                now: req.now,
+                clamp,
+            },
+        )?)
+    } else {
+        None
+    };
+    for out in &req.outputs {
+        match (&image, out) {
+            (Some(img), out) => export::write(state, img, out, clamp)?,
+            (None, Output::Local { dest }) => export::local(state, &layers, dest)?,
+            (None, _) => return Err(Error::Other("output needs an image".to_owned())),
+        }
+    }
+    Ok(BuildResult { image })
+}
+
+/// A solver error as the user should see it.
+fn step_error(dag: &Dag<Vertex>, e: SolveError<Error>) -> Error {
+    match e {
+        SolveError::Node { node, name, source } => {
+            if matches!(source, Error::Cancelled) {
+                return Error::Cancelled;
+            }
+            let location = dag.node(node).and_then(|n| n.payload.meta.location.clone());
+            Error::Step(Box::new(StepError {
+                name,
+                location,
+                message: source.to_string(),
+                node,
+            }))
+        }
+        SolveError::Cancelled => Error::Cancelled,
+        other => Error::Other(other.to_string()),
+    }
+}
+
+/// The image resolver of builds on `state`.
+pub fn resolver(state: &State) -> StoreResolver<'_> {
+    StoreResolver { state }
+}

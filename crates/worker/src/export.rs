@@ -1,0 +1,200 @@
+//! Outputs of a build (`-o`): OCI layout or archive, `docker load` archive,
+//! the final filesystem in a directory.
+
+use std::fs;
+use std::io::{self, BufWriter, Write as _};
+use std::path::{Path, PathBuf};
+
+use kiln_context::Tree;
+use kiln_oci::{BlobInfo, Compression, ExportImage, MediaTypes};
+use kiln_snapshot::LayerId;
+
+use crate::copy::{Copier, CopyOptions, SourceEntry};
+use crate::error::Error;
+use crate::image::{Committed, layer_blob};
+use crate::state::State;
+
+/// Where an image goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// The local image store, under these names (fully normalised).
+    Image { names: Vec<String> },
+    /// An OCI image layout: a tar archive at `dest`, or a directory.
+    Oci {
+        dest: PathBuf,
+        tar: bool,
+        names: Vec<String>,
+        compression: Compression,
+    },
+    /// A `docker load` archive.
+    Docker {
+        dest: PathBuf,
+        names: Vec<String>,
+        compression: Compression,
+    },
+    /// The final filesystem, copied into a directory.
+    Local { dest: PathBuf },
+}
+
+impl Output {
+    /// Whether this output needs the image (config, diffIDs), not just the
+    /// filesystem.
+    pub fn needs_image(&self) -> bool {
+        !matches!(self, Output::Local { .. })
+    }
+}
+
+fn io_err(what: &str, path: &Path) -> impl FnOnce(io::Error) -> Error {
+    let what = format!("{what} {}", path.display());
+    move |source| Error::Io { what, source }
+}
+
+/// Writes `out` of the committed image `img`.
+pub fn write(
+    state: &State,
+    img: &Committed,
+    out: &Output,
+    clamp: Option<i64>,
+) -> Result<(), Error> {
+    match out {
+        Output::Image { names } => {
+            for n in names {
+                state.images.set(
+                    n,
+                    kiln_oci::ImageRef {
+                        id: img.id,
+                        manifest: None,
+                    },
+                )?;
+            }
+            Ok(())
+        }
+        Output::Oci {
+            dest,
+            tar,
+            names,
+            compression,
+        } => {
+            let image = manifest(state, img, *compression, MediaTypes::Oci, clamp, names)?;
+            if *tar {
+                write_file_atomic(dest, |f| {
+                    kiln_oci::write_oci_archive(&state.content, f, std::slice::from_ref(&image))
+                        .map(drop)
+                        .map_err(Error::from)
+                })
+            } else {
+                fs::create_dir_all(dest).map_err(io_err("creating", dest))?;
+                kiln_oci::write_oci_layout(&state.content, dest, &[image])?;
+                Ok(())
+            }
+        }
+        Output::Docker {
+            dest,
+            names,
+            compression,
+        } => {
+            let image = manifest(state, img, *compression, MediaTypes::Docker, clamp, names)?;
+            write_file_atomic(dest, |f| {
+                kiln_oci::write_docker_archive(&state.content, f, std::slice::from_ref(&image))
+                    .map(drop)
+                    .map_err(Error::from)
+            })
+        }
+        Output::Local { dest } => local(state, &img.layers, dest),
+    }
+}
+
+/// The manifest of `img` with layer blobs of `compression`, in the store.
+fn manifest(
+    state: &State,
+    img: &Committed,
+    compression: Compression,
+    types: MediaTypes,
+    clamp: Option<i64>,
+    names: &[String],
+) -> Result<ExportImage, Error> {
+    let mut layers = Vec::with_capacity(img.layers.len());
+    for l in &img.layers {
+        layers.push(layer_blob(state, l, clamp, compression)?);
+    }
+    let written = kiln_oci::write_image(&state.content, &img.config, &layers, types)?;
+    Ok(ExportImage {
+        manifest: written.manifest,
+        names: names.to_vec(),
+    })
+}
+
+/// Writes a file through a temporary file beside it, renamed into place only
+/// when complete.
+fn write_file_atomic(
+    dest: &Path,
+    body: impl FnOnce(&mut BufWriter<&fs::File>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io_err("creating a file in", &dir))?;
+    {
+        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
+        body(&mut w)?;
+        w.flush().map_err(io_err("writing", dest))?;
+    }
+    tmp.as_file().sync_all().map_err(io_err("syncing", dest))?;
+    tmp.persist(dest)
+        .map_err(|e| io_err("renaming into", dest)(e.error))?;
+    Ok(())
+}
+
+/// `type=local`: the filesystem of `layers`, copied into `dest`.
+pub fn local(state: &State, layers: &[LayerId], dest: &Path) -> Result<(), Error> {
+    fs::create_dir_all(dest).map_err(io_err("creating", dest))?;
+    let scratch = state.scratch()?;
+    let mnt = scratch.path().join("fs");
+    fs::create_dir(&mnt).map_err(io_err("creating", &mnt))?;
+    let dirs: Vec<PathBuf> = layers
+        .iter()
+        .map(|l| Ok(state.layers.get(l)?.diff))
+        .collect::<Result<_, Error>>()?;
+    let guard = kiln_snapshot::mount_overlay(&dirs, None, &mnt)?;
+    let tree = Tree::new(mnt.clone(), None);
+    let sources = tree.expand(
+        "/",
+        &kiln_context::ExpandOptions {
+            allow_wildcard: false,
+            allow_empty_wildcard: false,
+            follow_symlinks: false,
+        },
+    )?;
+    let mut copier = Copier::new(
+        dest,
+        CopyOptions {
+            chown: None,
+            parents_owner: None,
+            mode: None,
+            xattrs: true,
+        },
+    );
+    for s in &sources {
+        let entries: Vec<SourceEntry> = tree
+            .walk(s, &kiln_context::Filter::default())?
+            .into_iter()
+            .map(|e| SourceEntry {
+                rel: e.path,
+                path: e.host_path,
+            })
+            .collect();
+        copier.copy_source(&entries, dest)?;
+    }
+    guard.unmount()?;
+    Ok(())
+}
+
+/// The descriptor of a blob already in the store.
+pub fn blob_info(state: &State, digest: &kiln_llb::Digest) -> Result<BlobInfo, Error> {
+    Ok(BlobInfo {
+        digest: *digest,
+        size: state.content.size(digest)?,
+    })
+}

@@ -1,0 +1,362 @@
+//! File ops (`COPY`, `ADD`, `WORKDIR`, heredoc files): edit a mounted root
+//! filesystem, BuildKit's `llbsolver/file` backend semantics.
+//!
+//! The parent's layers are mounted with a fresh upper directory (a new layer
+//! draft) in kiln's private mount namespace; on an empty base the draft's
+//! directory is edited directly. Every path is resolved inside the root
+//! (`kiln_snapshot::resolve_in_root`), so a symlink in the image never leads a
+//! write to the host.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read as _, Write as _};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use kiln_context::{ExpandOptions, Filter, Source, Tree};
+use kiln_llb::op::{Chmod, Chown, Copy, FileAction, FileOp, Mkdir, Mkfile, Rm};
+use kiln_snapshot::MountGuard;
+use kiln_solver::{Cx, Resolved};
+
+use crate::Value;
+use crate::copy::{Copier, CopyError, CopyOptions, ModeChange, SourceEntry, mkdir_all};
+use crate::error::Error;
+use crate::mode::ModeSet;
+use crate::users;
+use crate::worker::LlbWorker;
+
+/// The sources a copy action selects from `tree`.
+pub fn expand(tree: &Tree, c: &Copy) -> Result<Vec<Source>, Error> {
+    let opts = ExpandOptions {
+        allow_wildcard: c.allow_wildcard,
+        allow_empty_wildcard: c.allow_empty_wildcard,
+        follow_symlinks: c.follow_symlinks,
+    };
+    Ok(tree.expand(&c.src, &opts)?)
+}
+
+/// The include/exclude filter of a copy action.
+pub fn filter(c: &Copy) -> Result<Filter, Error> {
+    Filter::new(&c.include, &c.exclude)
+        .map_err(|e| Error::Other(format!("invalid --exclude/--parents pattern: {e}")))
+}
+
+fn io_err(what: &str, path: &str) -> impl FnOnce(io::Error) -> Error {
+    let what = format!("{what} {path}");
+    move |source| Error::Io { what, source }
+}
+
+/// Where an action reads from.
+enum SourceTree<'a> {
+    Context(&'a Tree),
+    Mounted(Tree),
+}
+
+impl SourceTree<'_> {
+    fn tree(&self) -> &Tree {
+        match self {
+            SourceTree::Context(t) => t,
+            SourceTree::Mounted(t) => t,
+        }
+    }
+    fn is_context(&self) -> bool {
+        matches!(self, SourceTree::Context(_))
+    }
+}
+
+/// Runs a file op: returns the parent's layers plus the new one.
+pub fn execute(
+    w: &LlbWorker,
+    f: &FileOp,
+    inputs: &[Resolved<Value>],
+    cx: &Cx,
+) -> Result<Value, Error> {
+    let input = |i: u32| {
+        inputs
+            .get(i as usize)
+            .ok_or_else(|| Error::Other(format!("file op refers to missing input #{i}")))
+    };
+    let base = match f.base {
+        Some(i) => w.layers_of(&input(i)?.value)?,
+        None => Vec::new(),
+    };
+    let draft = w.state.layers.create()?;
+    let scratch = w.state.scratch()?;
+    let mut guard: Option<MountGuard> = None;
+    let root: PathBuf = if base.is_empty() {
+        draft.diff_dir().to_path_buf()
+    } else {
+        let mnt = scratch.path().join("root");
+        fs::create_dir(&mnt).map_err(|e| Error::Io {
+            what: format!("creating {}", mnt.display()),
+            source: e,
+        })?;
+        guard = Some(kiln_snapshot::mount_overlay(
+            &w.layer_dirs(&base)?,
+            Some((draft.diff_dir(), draft.work_dir())),
+            &mnt,
+        )?);
+        mnt
+    };
+    // Inputs read by copies, mounted read-only on first use.
+    let mut sources: HashMap<u32, (SourceTree<'_>, Option<MountGuard>)> = HashMap::new();
+    for action in &f.actions {
+        if cx.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        match action {
+            FileAction::Copy(c) => {
+                let from = c
+                    .from
+                    .ok_or_else(|| Error::Other("copy from an empty filesystem".to_owned()))?;
+                if let std::collections::hash_map::Entry::Vacant(slot) = sources.entry(from) {
+                    let entry = match &input(from)?.value {
+                        Value::Context { name } => {
+                            (SourceTree::Context(&w.context(name)?.tree), None)
+                        }
+                        v @ Value::Fs { .. } => {
+                            let layers = w.layers_of(v)?;
+                            let mnt = scratch.path().join(format!("src{from}"));
+                            fs::create_dir(&mnt).map_err(|e| Error::Io {
+                                what: format!("creating {}", mnt.display()),
+                                source: e,
+                            })?;
+                            let g =
+                                kiln_snapshot::mount_overlay(&w.layer_dirs(&layers)?, None, &mnt)?;
+                            (SourceTree::Mounted(Tree::new(mnt, None)), Some(g))
+                        }
+                    };
+                    slot.insert(entry);
+                }
+                let (src, _) = &sources[&from];
+                copy(&root, src, c)?;
+            }
+            FileAction::Mkdir(m) => mkdir(&root, m)?,
+            FileAction::Mkfile(m) => mkfile(&root, m)?,
+            FileAction::Rm(r) => rm(&root, r)?,
+        }
+    }
+    // Source mounts first, then the destination; the draft commits unmounted.
+    for (_, (_, g)) in sources.drain() {
+        if let Some(g) = g {
+            g.unmount()?;
+        }
+    }
+    if let Some(g) = guard.take() {
+        g.unmount()?;
+    }
+    let layer = draft.commit(crate::image::built_layer_meta())?;
+    let mut layers: Vec<String> = base.iter().map(|l| l.as_str().to_owned()).collect();
+    layers.push(layer.id.as_str().to_owned());
+    Ok(Value::Fs { layers })
+}
+
+/// Reads a file of the destination (`/etc/passwd`) if it exists.
+fn read_in_root(root: &Path, path: &str) -> Option<String> {
+    let p = kiln_snapshot::resolve_in_root(root, Path::new(path), true).ok()?;
+    let f = fs::File::open(p).ok()?;
+    let mut s = String::new();
+    // BuildKit refuses user files over 10 MiB; read at most that.
+    f.take(10 << 20).read_to_string(&mut s).ok()?;
+    Some(s)
+}
+
+fn owner(root: &Path, chown: Option<&Chown>) -> Result<Option<(u32, u32)>, Error> {
+    match chown {
+        None => Ok(None),
+        Some(c) => {
+            let passwd = read_in_root(root, "/etc/passwd");
+            let group = read_in_root(root, "/etc/group");
+            Ok(Some(users::resolve_chown(
+                c,
+                passwd.as_deref(),
+                group.as_deref(),
+            )?))
+        }
+    }
+}
+
+fn resolve(root: &Path, path: &str, follow_last: bool) -> Result<PathBuf, Error> {
+    kiln_snapshot::resolve_in_root(root, Path::new(path), follow_last).map_err(|e| {
+        Error::Copy(CopyError::Resolve {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    })
+}
+
+/// Whether `path` is a (possibly compressed) tar archive, as BuildKit decides
+/// for `ADD`: a regular file whose decompressed stream starts with a valid
+/// tar header.
+fn is_archive(path: &Path) -> bool {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !meta.file_type().is_file() {
+        return false;
+    }
+    let Ok(f) = fs::File::open(path) else {
+        return false;
+    };
+    let Ok((_, r)) = kiln_oci::decompress(io::BufReader::new(f)) else {
+        return false;
+    };
+    let mut ar = tar::Archive::new(r);
+    let Ok(mut entries) = ar.entries() else {
+        return false;
+    };
+    matches!(entries.next(), Some(Ok(_)))
+}
+
+fn copy(root: &Path, src: &SourceTree<'_>, c: &Copy) -> Result<(), Error> {
+    let chown = owner(root, c.chown.as_ref())?;
+    let mode = match &c.mode {
+        None => None,
+        Some(Chmod::Octal(m)) => Some(ModeChange::Octal(*m)),
+        Some(Chmod::Symbolic(s)) => Some(ModeChange::Symbolic(
+            ModeSet::parse(s).map_err(|e| Error::Other(e.to_string()))?,
+        )),
+    };
+    let opts = CopyOptions {
+        chown: chown.or(if src.is_context() { Some((0, 0)) } else { None }),
+        parents_owner: chown,
+        mode,
+        xattrs: !src.is_context(),
+    };
+    let mut copier = Copier::new(root, opts);
+    if c.create_dest_path {
+        copier.ensure_dest_dir(&c.dest)?;
+    } else {
+        let parent = match c.dest.trim_end_matches('/').rfind('/') {
+            Some(0) | None => "/".to_owned(),
+            Some(i) => c.dest[..i].to_owned(),
+        };
+        let p = resolve(root, &parent, true)?;
+        fs::symlink_metadata(&p).map_err(io_err("stat", &c.dest))?;
+    }
+    let tree = src.tree();
+    for r in &c.required {
+        tree.expand(
+            r,
+            &ExpandOptions {
+                allow_wildcard: false,
+                allow_empty_wildcard: false,
+                follow_symlinks: false,
+            },
+        )?;
+    }
+    let matched = expand(tree, c)?;
+    let filter = filter(c)?;
+    for s in &matched {
+        if c.unpack && is_archive(&s.host_path) {
+            let dest = resolve(root, &c.dest, true)?;
+            mkdir_all(root, &dest, 0o755, chown)?;
+            let f = fs::File::open(&s.host_path).map_err(io_err("open", &c.src))?;
+            let (_, r) = kiln_oci::decompress(io::BufReader::new(f))
+                .map_err(io_err("decompress", &c.src))?;
+            kiln_snapshot::extract_archive(r, &dest, &kiln_snapshot::ExtractOptions { chown })?;
+            continue;
+        }
+        let name = s.path.file_name().unwrap_or(s.path.as_os_str());
+        let target = copier.prepare_target(&s.metadata, name, &c.dest, c.contents_only)?;
+        let entries: Vec<SourceEntry> = tree
+            .walk(s, &filter)?
+            .into_iter()
+            .map(|e| SourceEntry {
+                rel: e.path,
+                path: e.host_path,
+            })
+            .collect();
+        copier.copy_source(&entries, &target)?;
+    }
+    Ok(())
+}
+
+fn mkdir(root: &Path, m: &Mkdir) -> Result<(), Error> {
+    let owner = owner(root, m.chown.as_ref())?;
+    let p = resolve(root, &m.path, true)?;
+    if m.parents {
+        mkdir_all(root, &p, m.mode & 0o777, owner)?;
+        return Ok(());
+    }
+    match fs::create_dir(&p) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(io_err("mkdir", &m.path)(e)),
+    }
+    fs::set_permissions(&p, fs::Permissions::from_mode(m.mode & 0o777))
+        .map_err(io_err("chmod", &m.path))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::lchown(&p, Some(uid), Some(gid)).map_err(io_err("chown", &m.path))?;
+    }
+    Ok(())
+}
+
+fn mkfile(root: &Path, m: &Mkfile) -> Result<(), Error> {
+    let owner = owner(root, m.chown.as_ref())?;
+    let p = resolve(root, &m.path, true)?;
+    let existed = fs::symlink_metadata(&p).is_ok();
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&p)
+        .map_err(io_err("create", &m.path))?;
+    f.write_all(m.data.as_bytes())
+        .map_err(io_err("write", &m.path))?;
+    if !existed {
+        f.set_permissions(fs::Permissions::from_mode(m.mode & 0o777))
+            .map_err(io_err("chmod", &m.path))?;
+    }
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(io_err("chown", &m.path))?;
+    }
+    Ok(())
+}
+
+fn rm(root: &Path, r: &Rm) -> Result<(), Error> {
+    let paths: Vec<String> = if r.allow_wildcard {
+        let tree = Tree::new(root.to_path_buf(), None);
+        let found = tree.expand(
+            &r.path,
+            &ExpandOptions {
+                allow_wildcard: true,
+                allow_empty_wildcard: true,
+                follow_symlinks: false,
+            },
+        )?;
+        found
+            .iter()
+            .map(|s| s.path.to_string_lossy().into_owned())
+            .collect()
+    } else {
+        vec![r.path.clone()]
+    };
+    for p in paths {
+        let abs = if p.starts_with('/') {
+            p
+        } else {
+            format!("/{p}")
+        };
+        let (dir, base) = match abs.rfind('/') {
+            Some(i) => (&abs[..=i], &abs[i + 1..]),
+            None => ("/", abs.as_str()),
+        };
+        if base.is_empty() {
+            return Err(Error::Other(format!("cannot remove {abs:?}: empty path")));
+        }
+        let target = resolve(root, dir, true)?.join(base);
+        if !r.allow_not_found && fs::metadata(&target).is_err() {
+            return Err(Error::Io {
+                what: format!("remove {abs}"),
+                source: io::Error::from(io::ErrorKind::NotFound),
+            });
+        }
+        match fs::symlink_metadata(&target) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&target).map_err(io_err("remove", &abs))?,
+            Ok(_) => fs::remove_file(&target).map_err(io_err("remove", &abs))?,
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}

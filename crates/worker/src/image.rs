@@ -1,0 +1,499 @@
+//! Images in the local store: resolving `FROM` names, unpacking an image's
+//! layers into snapshots, committing a build result as an image, importing a
+//! root filesystem tarball.
+//!
+//! Layers have two origins, and each keeps its own identity:
+//!
+//! * *unpacked* layers came from a blob (an imported or pulled image); they
+//!   carry the label `kiln.diff_id` = the diffID of that blob, and an image
+//!   that reuses them keeps that diffID and that blob, byte for byte;
+//! * *built* layers were made by a file or exec op; their tar is generated
+//!   deterministically from the directory, so their diffID is computed (and
+//!   remembered per `SOURCE_DATE_EPOCH` clamp) and their blobs are made on
+//!   demand.
+
+use std::io::{self, Read};
+
+use kiln_frontend::{ImageResolver, Resolution, ResolvedImage};
+use kiln_llb::image::{Healthcheck as LlbHealthcheck, History as LlbHistory, ImageConfig};
+use kiln_llb::op::SourceOp;
+use kiln_llb::{Digest, Platform};
+use kiln_oci::{Compression, Descriptor, History, ImageConfigFile, ImageRef, RuntimeConfig};
+use kiln_snapshot::{LayerId, LayerMeta, TarOptions};
+
+use crate::Value;
+use crate::error::Error;
+use crate::state::State;
+use crate::worker::LlbWorker;
+
+/// Label of unpacked layers: the diffID of the blob they came from.
+pub const LABEL_DIFF_ID: &str = "kiln.diff_id";
+
+/// Label of built layers: when the op that made them ran (RFC 3339). The
+/// history of an image built from cached layers keeps these times, so an
+/// unchanged rebuild gives the same image ID, as with BuildKit.
+pub const LABEL_CREATED: &str = "kiln.created";
+
+/// The metadata of a layer an op just made.
+pub fn built_layer_meta() -> LayerMeta {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut meta = LayerMeta::default();
+    if let Ok(t) = kiln_oci::rfc3339(
+        i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+        now.subsec_nanos(),
+    ) {
+        meta.labels.insert(LABEL_CREATED.to_owned(), t);
+    }
+    meta
+}
+
+/// Label of built layers: the diffID of their generated tar (suffixed with
+/// `@<epoch>` for a clamped tar).
+fn tar_label(clamp: Option<i64>) -> String {
+    match clamp {
+        None => "kiln.tar.diff_id".to_owned(),
+        Some(e) => format!("kiln.tar.diff_id@{e}"),
+    }
+}
+
+/// The configuration of image `id` in the content store.
+pub fn load_config(state: &State, id: &Digest) -> Result<ImageConfigFile, Error> {
+    let bytes = state.content.read(id)?;
+    Ok(ImageConfigFile::from_json(&bytes, &id.to_string())?)
+}
+
+/// An OCI configuration as the frontend sees it.
+pub fn to_llb(c: &ImageConfigFile) -> ImageConfig {
+    let r = &c.config;
+    ImageConfig {
+        platform: Some(c.platform()),
+        author: c.author.clone(),
+        user: r.user.clone(),
+        exposed_ports: r.exposed_ports.clone(),
+        env: r.env.clone(),
+        entrypoint: (!r.entrypoint.is_empty()).then(|| r.entrypoint.clone()),
+        cmd: (!r.cmd.is_empty()).then(|| r.cmd.clone()),
+        args_escaped: r.args_escaped,
+        volumes: r.volumes.clone(),
+        working_dir: r.working_dir.clone(),
+        labels: r.labels.clone(),
+        stop_signal: r.stop_signal.clone(),
+        shell: r.shell.clone(),
+        healthcheck: r.healthcheck.as_ref().map(|h| LlbHealthcheck {
+            test: h.test.clone(),
+            interval: h.interval,
+            timeout: h.timeout,
+            start_period: h.start_period,
+            start_interval: h.start_interval,
+            retries: i32::try_from(h.retries).unwrap_or(i32::MAX),
+        }),
+        on_build: r.on_build.clone(),
+        history: c
+            .history
+            .iter()
+            .map(|h| LlbHistory {
+                created_by: h.created_by.clone(),
+                comment: h.comment.clone(),
+                empty_layer: h.empty_layer,
+            })
+            .collect(),
+    }
+}
+
+/// The runtime part of an OCI configuration from the frontend's.
+pub fn runtime_config(c: &ImageConfig) -> RuntimeConfig {
+    RuntimeConfig {
+        user: c.user.clone(),
+        exposed_ports: c.exposed_ports.clone(),
+        env: c.env.clone(),
+        entrypoint: c.entrypoint.clone().unwrap_or_default(),
+        cmd: c.cmd.clone().unwrap_or_default(),
+        volumes: c.volumes.clone(),
+        working_dir: c.working_dir.clone(),
+        labels: c.labels.clone(),
+        stop_signal: c.stop_signal.clone(),
+        args_escaped: c.args_escaped,
+        healthcheck: c.healthcheck.as_ref().map(|h| kiln_oci::Healthcheck {
+            test: h.test.clone(),
+            interval: h.interval,
+            timeout: h.timeout,
+            start_period: h.start_period,
+            start_interval: h.start_interval,
+            retries: i64::from(h.retries),
+        }),
+        on_build: c.on_build.clone(),
+        shell: c.shell.clone(),
+    }
+}
+
+/// Resolves `FROM` names against the local image store.
+#[derive(Debug)]
+pub struct StoreResolver<'a> {
+    pub state: &'a State,
+}
+
+impl StoreResolver<'_> {
+    /// The image a normalised reference names in the store.
+    pub fn lookup(&self, reference: &str) -> Result<Option<ImageRef>, Error> {
+        if let Some(r) = self.state.images.get(reference)? {
+            return Ok(Some(r));
+        }
+        // `name@sha256:…`: any local image with that manifest or ID.
+        if let Some((_, digest)) = reference.split_once('@')
+            && let Ok(d) = digest.parse::<Digest>()
+        {
+            for (_, r) in self.state.images.list()? {
+                if r.id == d || r.manifest == Some(d) {
+                    return Ok(Some(r));
+                }
+            }
+            if self.state.content.has(&d)? {
+                return Ok(Some(ImageRef {
+                    id: d,
+                    manifest: None,
+                }));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl ImageResolver for StoreResolver<'_> {
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<Resolution, String> {
+        let found = self.lookup(reference).map_err(|e| e.to_string())?;
+        let Some(r) = found else {
+            return Err(
+                "not found in the local image store (pulling from registries is not supported yet; `kiln import` makes a base image offline)"
+                    .to_owned(),
+            );
+        };
+        let config = load_config(self.state, &r.id).map_err(|e| e.to_string())?;
+        let p = config.platform();
+        if !p.os.is_empty() && (p.os != platform.os || p.architecture != platform.architecture) {
+            return Err(format!(
+                "the local image is for {}, not {} (multi-platform images are not supported yet)",
+                p.format(),
+                platform.format()
+            ));
+        }
+        Ok(Resolution::Resolved(ResolvedImage {
+            digest: Some(r.id.to_string()),
+            has_layers: !config.rootfs.diff_ids.is_empty(),
+            config: to_llb(&config),
+        }))
+    }
+}
+
+/// Runs an image source: the image's layers as snapshots, unpacked on first
+/// use and shared afterwards.
+pub fn source(w: &LlbWorker, op: &SourceOp) -> Result<Value, Error> {
+    let SourceOp::Image {
+        reference, digest, ..
+    } = op
+    else {
+        return Err(Error::Other("not an image source".to_owned()));
+    };
+    let digest = digest
+        .as_deref()
+        .ok_or_else(|| Error::Other(format!("{reference}: image not found in the local store")))?;
+    let id: Digest = digest
+        .parse()
+        .map_err(|e| Error::Other(format!("{reference}: {e}")))?;
+    let layers = image_layers(&w.state, &id)?;
+    Ok(Value::Fs {
+        layers: layers.iter().map(|l| l.as_str().to_owned()).collect(),
+    })
+}
+
+/// The snapshot layers of image `id`, unpacking what is missing.
+pub fn image_layers(state: &State, id: &Digest) -> Result<Vec<LayerId>, Error> {
+    if let Some(layers) = state.image_layers(id) {
+        return Ok(layers);
+    }
+    let config = load_config(state, id)?;
+    let mut out = Vec::with_capacity(config.rootfs.diff_ids.len());
+    for diff_id in &config.rootfs.diff_ids {
+        out.push(unpacked_layer(state, diff_id)?);
+    }
+    state.set_image_layers(id, &out)?;
+    Ok(out)
+}
+
+/// The snapshot of the layer whose diffID is `diff_id`, unpacked from its blob
+/// if no snapshot has it yet. The unpacked stream is checked against the
+/// diffID before the layer is committed.
+fn unpacked_layer(state: &State, diff_id: &Digest) -> Result<LayerId, Error> {
+    let key = diff_id.to_string();
+    if let Some(id) = state.layers.find_by_label(LABEL_DIFF_ID, &key)? {
+        return Ok(id);
+    }
+    let blobs = state.layer_blobs.list(diff_id)?;
+    let (_, desc) = blobs.first().ok_or_else(|| {
+        Error::Other(format!(
+            "layer {diff_id}: no blob in the content store to unpack it from"
+        ))
+    })?;
+    let file = state.content.open_blob(&desc.digest)?;
+    let (_, tar) = kiln_oci::decompress(io::BufReader::new(file)).map_err(|e| Error::Io {
+        what: format!("decompressing layer blob {}", desc.digest),
+        source: e,
+    })?;
+    let mut hashing = kiln_oci::HashingReader::new(tar);
+    let draft = state.layers.create()?;
+    kiln_snapshot::unpack_layer(&mut hashing, draft.diff_dir())?;
+    // Drain what the tar reader left (padding after the end-of-archive).
+    io::copy(&mut hashing, &mut io::sink()).map_err(|e| Error::Io {
+        what: format!("reading layer blob {}", desc.digest),
+        source: e,
+    })?;
+    let (actual, size, _) = hashing.finish();
+    if actual != *diff_id {
+        return Err(Error::Other(format!(
+            "layer blob {} does not match its diffID: expected {diff_id}, got {actual}",
+            desc.digest
+        )));
+    }
+    let mut meta = LayerMeta::default();
+    meta.labels.insert(LABEL_DIFF_ID.to_owned(), key);
+    meta.size = Some(size);
+    Ok(draft.commit(meta)?.id)
+}
+
+/// The diffID of `layer` as an image layer: the original one for unpacked
+/// layers, the digest of the generated tar (with `clamp`) for built ones.
+pub fn diff_id(state: &State, layer: &LayerId, clamp: Option<i64>) -> Result<Digest, Error> {
+    let l = state.layers.get(layer)?;
+    if let Some(d) = l.meta.labels.get(LABEL_DIFF_ID) {
+        return d.parse().map_err(|e| {
+            Error::Other(format!(
+                "layer {}: label {LABEL_DIFF_ID}: {e}",
+                layer.as_str()
+            ))
+        });
+    }
+    let label = tar_label(clamp);
+    if let Some(d) = l.meta.labels.get(&label)
+        && let Ok(d) = d.parse()
+    {
+        return Ok(d);
+    }
+    let mut hasher = kiln_oci::HashingWriter::new(io::sink());
+    kiln_snapshot::write_layer_tar(&l.diff, &mut hasher, &TarOptions { mtime_clamp: clamp })?;
+    let (d, _, _) = hasher.finish();
+    state.layers.set_label(layer, &label, &d.to_string())?;
+    Ok(d)
+}
+
+/// The blob of `layer` for an export with `compression`: unpacked layers keep
+/// the blob they came from; built layers are compressed once per
+/// (diffID, compression) and reused.
+pub fn layer_blob(
+    state: &State,
+    layer: &LayerId,
+    clamp: Option<i64>,
+    compression: Compression,
+) -> Result<Descriptor, Error> {
+    let l = state.layers.get(layer)?;
+    let d = diff_id(state, layer, clamp)?;
+    if l.meta.labels.contains_key(LABEL_DIFF_ID) {
+        let blobs = state.layer_blobs.list(&d)?;
+        if let Some((_, desc)) = blobs
+            .iter()
+            .find(|(c, _)| *c == compression)
+            .or_else(|| blobs.first())
+        {
+            return Ok(desc.clone());
+        }
+    }
+    let diff = l.diff.clone();
+    Ok(state
+        .layer_blobs
+        .get_or_compress(&state.content, &d, compression, move || {
+            // Generate the tar through a pipe so it streams into the compressor.
+            let (reader, mut writer) = io::pipe()?;
+            std::thread::spawn(move || {
+                let r = kiln_snapshot::write_layer_tar(
+                    &diff,
+                    &mut writer,
+                    &TarOptions { mtime_clamp: clamp },
+                );
+                if let Err(e) = r {
+                    // The reader sees a broken pipe; the error is reported as
+                    // a diffID mismatch or a stream error by the caller.
+                    drop(e);
+                }
+            });
+            Ok(reader)
+        })?)
+}
+
+/// What the result of a build is committed with.
+#[derive(Debug, Clone)]
+pub struct CommitRequest<'a> {
+    /// The target stage's configuration (history included).
+    pub config: &'a ImageConfig,
+    pub platform: &'a Platform,
+    /// The target's layers, bottom first.
+    pub layers: &'a [LayerId],
+    /// History of the image the stage chain starts from (with its times).
+    pub base_history: &'a [History],
+    /// `SOURCE_DATE_EPOCH`: the creation time of everything new. Without it
+    /// each new history entry gets the time its layer was made (entries
+    /// without a layer the time of the entry before), and the image the
+    /// time of its last entry.
+    pub epoch: Option<i64>,
+    /// The time to use for what has no other (no layer before it).
+    pub now: (i64, u32),
+    /// mtime clamp of built layers (`SOURCE_DATE_EPOCH`).
+    pub clamp: Option<i64>,
+}
+
+/// A committed image.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// Image ID: digest of the canonical configuration.
+    pub id: Digest,
+    pub config: ImageConfigFile,
+    pub layers: Vec<LayerId>,
+}
+
+/// Writes the image configuration of a build result into the content store.
+pub fn commit(state: &State, req: &CommitRequest<'_>) -> Result<Committed, Error> {
+    let time = |secs: i64, nanos: u32| {
+        kiln_oci::rfc3339(secs, nanos).map_err(|e| Error::Other(e.to_string()))
+    };
+    let now = time(req.now.0, req.now.1)?;
+    let fixed = req.epoch.map(|e| time(e, 0)).transpose()?;
+    let mut config = ImageConfigFile::new(req.platform);
+    config.author = req.config.author.clone();
+    config.config = runtime_config(req.config);
+    let mut layer_times = Vec::with_capacity(req.layers.len());
+    for l in req.layers {
+        config.rootfs.diff_ids.push(diff_id(state, l, req.clamp)?);
+        layer_times.push(state.layers.get(l)?.meta.labels.get(LABEL_CREATED).cloned());
+    }
+    let mut history: Vec<History> = Vec::with_capacity(req.config.history.len());
+    let mut layer = 0;
+    let mut last: Option<String> = None;
+    for (i, h) in req.config.history.iter().enumerate() {
+        let entry = match req.base_history.get(i) {
+            Some(b) if b.created_by == h.created_by && b.comment == h.comment => b.clone(),
+            _ => {
+                let created = match &fixed {
+                    Some(t) => t.clone(),
+                    None if !h.empty_layer => layer_times
+                        .get(layer)
+                        .cloned()
+                        .flatten()
+                        .unwrap_or_else(|| now.clone()),
+                    None => last.clone().unwrap_or_else(|| now.clone()),
+                };
+                History {
+                    created: Some(created),
+                    created_by: h.created_by.clone(),
+                    author: String::new(),
+                    comment: h.comment.clone(),
+                    empty_layer: h.empty_layer,
+                }
+            }
+        };
+        if !entry.empty_layer {
+            layer += 1;
+        }
+        if entry.created.is_some() {
+            last = entry.created.clone();
+        }
+        history.push(entry);
+    }
+    normalize_history(&mut history, config.rootfs.diff_ids.len(), &now);
+    config.created = Some(match fixed {
+        Some(t) => t,
+        None => history
+            .iter()
+            .rev()
+            .find_map(|h| h.created.clone())
+            .unwrap_or(now),
+    });
+    config.history = history;
+    let bytes = config.to_json()?;
+    let blob = state.content.put_bytes(&bytes)?;
+    state.set_image_layers(&blob.digest, req.layers)?;
+    Ok(Committed {
+        id: blob.digest,
+        config,
+        layers: req.layers.to_vec(),
+    })
+}
+
+/// BuildKit's `normalizeLayersAndHistory`: one non-empty history entry per
+/// layer, marking extra entries empty from the bottom or adding entries for
+/// layers the history does not account for.
+fn normalize_history(history: &mut Vec<History>, layers: usize, created: &str) {
+    let with_layer = history.iter().filter(|h| !h.empty_layer).count();
+    if with_layer > layers {
+        let mut seen = 0;
+        for h in history.iter_mut() {
+            if seen >= layers {
+                h.empty_layer = true;
+            }
+            if !h.empty_layer {
+                seen += 1;
+            }
+        }
+    } else {
+        for _ in with_layer..layers {
+            history.push(History {
+                created: Some(created.to_owned()),
+                created_by: "created by kiln".to_owned(),
+                author: String::new(),
+                comment: "buildkit.exporter.image.v0".to_owned(),
+                empty_layer: false,
+            });
+        }
+    }
+}
+
+/// `kiln import`: a root filesystem tarball as a one-layer image.
+pub struct ImportRequest<'a> {
+    /// The tarball (plain or compressed).
+    pub tar: Box<dyn Read + 'a>,
+    /// Runtime settings from `--change` instructions.
+    pub config: ImageConfig,
+    /// History comment (`Imported from -`, or `--message`).
+    pub comment: String,
+    pub platform: Platform,
+    pub created: (i64, u32),
+}
+
+impl std::fmt::Debug for ImportRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportRequest")
+            .field("comment", &self.comment)
+            .field("platform", &self.platform)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stores the tarball as a gzip layer blob and writes an image configuration
+/// for it; returns the image ID.
+pub fn import(state: &State, req: ImportRequest<'_>) -> Result<Digest, Error> {
+    let blob = kiln_oci::ingest_layer(&state.content, req.tar, Compression::gzip())?;
+    state
+        .layer_blobs
+        .add(&blob.diff_id, Compression::gzip(), &blob.descriptor)?;
+    let created =
+        kiln_oci::rfc3339(req.created.0, req.created.1).map_err(|e| Error::Other(e.to_string()))?;
+    let mut config = ImageConfigFile::new(&req.platform);
+    config.created = Some(created.clone());
+    config.config = runtime_config(&req.config);
+    config.rootfs.diff_ids.push(blob.diff_id);
+    config.history.push(History {
+        created: Some(created),
+        comment: req.comment,
+        ..History::default()
+    });
+    let bytes = config.to_json()?;
+    Ok(state.content.put_bytes(&bytes)?.digest)
+}

@@ -1,0 +1,135 @@
+//! The state directory (`--root`): one place, one layout, opened once per
+//! command.
+//!
+//! ```text
+//! <root>/blobs/sha256/…      content store (kiln-oci): configs, manifests, layer blobs
+//! <root>/images/             image names → image IDs (kiln-oci)
+//! <root>/layerblobs/         diffID → compressed blobs (kiln-oci)
+//! <root>/snapshots/          layer directories (kiln-snapshot)
+//! <root>/cache/              solver cache: cache key → value (kiln-solver)
+//! <root>/image-layers/       image ID → the snapshot layers it was built from
+//! <root>/context/            stat caches of build contexts (kiln-context)
+//! <root>/tmp/                mount points and scratch space of running builds
+//! ```
+//!
+//! Every write below the root is atomic (the stores write a temporary file in
+//! the same directory, fsync it and rename it), so a crash leaves the old or
+//! the new state, never a torn one.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use kiln_llb::Digest;
+use kiln_oci::{ContentStore, ImageIndex, LayerBlobs};
+use kiln_snapshot::{LayerId, LayerStore};
+use kiln_solver::DirCache;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// The opened stores of a state directory.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub root: PathBuf,
+    pub content: ContentStore,
+    pub images: ImageIndex,
+    pub layer_blobs: LayerBlobs,
+    pub layers: LayerStore,
+    pub cache: std::sync::Arc<DirCache>,
+}
+
+/// The snapshot layers an image was made of, so that `FROM` a local image
+/// reuses them instead of unpacking blobs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ImageLayers {
+    layers: Vec<String>,
+}
+
+fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let what = format!("{what} {}", path.display());
+    move |source| Error::Io { what, source }
+}
+
+impl State {
+    /// Opens (creating as needed) the state directory at `root`.
+    pub fn open(root: &Path) -> Result<State, Error> {
+        fs::create_dir_all(root).map_err(io("creating state directory", root))?;
+        for sub in ["tmp", "image-layers", "context"] {
+            let d = root.join(sub);
+            fs::create_dir_all(&d).map_err(io("creating", &d))?;
+        }
+        Ok(State {
+            root: root.to_path_buf(),
+            content: ContentStore::open(root.join("blobs"))?,
+            images: ImageIndex::open(root.join("images"))?,
+            layer_blobs: LayerBlobs::open(root.join("layerblobs"))?,
+            layers: LayerStore::open(root.join("snapshots"))?,
+            cache: std::sync::Arc::new(DirCache::open(root.join("cache")).map_err(|e| {
+                Error::Io {
+                    what: "opening the cache".to_owned(),
+                    source: std::io::Error::other(e.to_string()),
+                }
+            })?),
+        })
+    }
+
+    /// A fresh scratch directory under `<root>/tmp`, removed when dropped.
+    pub fn scratch(&self) -> Result<tempfile::TempDir, Error> {
+        let tmp = self.root.join("tmp");
+        tempfile::Builder::new()
+            .prefix("k")
+            .tempdir_in(&tmp)
+            .map_err(io("creating a scratch directory in", &tmp))
+    }
+
+    /// Where the stat cache of the build context at `dir` lives (the host path
+    /// names the file; it never enters a cache key).
+    pub fn context_cache(&self, dir: &Path) -> PathBuf {
+        let abs = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let name = Digest::of(abs.as_os_str().as_encoded_bytes()).hex();
+        self.root.join("context").join(format!("{name}.json"))
+    }
+
+    /// Records which snapshot layers image `id` is made of.
+    pub fn set_image_layers(&self, id: &Digest, layers: &[LayerId]) -> Result<(), Error> {
+        let path = self.root.join("image-layers").join(id.hex());
+        let body = serde_json::to_vec(&ImageLayers {
+            layers: layers.iter().map(|l| l.as_str().to_owned()).collect(),
+        })
+        .map_err(|e| Error::Io {
+            what: "encoding image layers".to_owned(),
+            source: std::io::Error::other(e),
+        })?;
+        write_atomic(&path, &body)
+    }
+
+    /// The snapshot layers of image `id`, if they were recorded and all still
+    /// exist.
+    pub fn image_layers(&self, id: &Digest) -> Option<Vec<LayerId>> {
+        let path = self.root.join("image-layers").join(id.hex());
+        let body = fs::read(path).ok()?;
+        let rec: ImageLayers = serde_json::from_slice(&body).ok()?;
+        let mut out = Vec::with_capacity(rec.layers.len());
+        for l in rec.layers {
+            let id = LayerId::parse(&l).ok()?;
+            if !self.layers.exists(&id) {
+                return None;
+            }
+            out.push(id);
+        }
+        Some(out)
+    }
+}
+
+/// Writes `body` to `path` atomically (temp file in the same directory,
+/// fsync, rename).
+pub(crate) fn write_atomic(path: &Path, body: &[u8]) -> Result<(), Error> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io("creating a file in", dir))?;
+    tmp.write_all(body).map_err(io("writing", path))?;
+    tmp.as_file().sync_all().map_err(io("syncing", path))?;
+    tmp.persist(path)
+        .map_err(|e| io("renaming into", path)(e.error))?;
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! [`LlbWorker`]: the solver's worker for kiln-llb vertices. Dispatches each op
+//! kind to its module and computes cache keys ([`crate::keys`]).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use kiln_context::{StatCache, Tree};
+use kiln_executor::Executor;
+use kiln_llb::op::{FileAction, Op, SourceOp};
+use kiln_llb::{Digest, Vertex};
+use kiln_snapshot::LayerId;
+use kiln_solver::{Cx, Key, Resolved};
+
+use crate::error::Error;
+use crate::keys::{self, InputPart};
+use crate::state::State;
+use crate::{Value, exec, fileop, http, image};
+
+/// A build context the graph may read (`context`, or a `--build-context`).
+#[derive(Debug)]
+pub struct ContextSource {
+    /// The directory seen through its `.dockerignore`.
+    pub tree: Tree,
+    /// Its stat cache, saved when the build ends.
+    pub stat_cache: Mutex<StatCache>,
+}
+
+/// Settings of the RUN steps of one build.
+#[derive(Debug, Clone)]
+pub struct ExecSettings {
+    /// The hostname RUN steps see.
+    pub hostname: String,
+}
+
+/// The worker of one build.
+pub struct LlbWorker {
+    pub(crate) state: State,
+    pub(crate) contexts: HashMap<String, ContextSource>,
+    pub(crate) executor: Arc<dyn Executor>,
+    pub(crate) exec: ExecSettings,
+    /// Downloads made while computing a key, waiting for `execute`.
+    /// (Keyed by vertex digest.)
+    pub(crate) downloads: Mutex<HashMap<Digest, http::Download>>,
+}
+
+impl std::fmt::Debug for LlbWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlbWorker")
+            .field("state", &self.state.root)
+            .field("contexts", &self.contexts.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LlbWorker {
+    pub fn new(
+        state: State,
+        contexts: HashMap<String, ContextSource>,
+        executor: Arc<dyn Executor>,
+        exec: ExecSettings,
+    ) -> LlbWorker {
+        LlbWorker {
+            state,
+            contexts,
+            executor,
+            exec,
+            downloads: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The context named `name`.
+    pub(crate) fn context(&self, name: &str) -> Result<&ContextSource, Error> {
+        self.contexts.get(name).ok_or_else(|| {
+            Error::Other(format!(
+                "build context {name:?} is not defined (named build contexts are not supported yet)"
+            ))
+        })
+    }
+
+    /// Saves the stat caches of the contexts (called once the build is done).
+    pub fn save_stat_caches(&self) -> Result<(), Error> {
+        for c in self.contexts.values() {
+            if let Ok(cache) = c.stat_cache.lock() {
+                cache.save()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The layers of an input that must be a filesystem.
+    pub(crate) fn layers_of(&self, v: &Value) -> Result<Vec<LayerId>, Error> {
+        match v {
+            Value::Fs { layers } => layers
+                .iter()
+                .map(|l| LayerId::parse(l).map_err(Error::from))
+                .collect(),
+            Value::Context { name } => Err(Error::Other(format!(
+                "build context {name:?} used where a filesystem is expected"
+            ))),
+        }
+    }
+
+    /// Host paths of the diff directories of `layers`, bottom first.
+    pub(crate) fn layer_dirs(&self, layers: &[LayerId]) -> Result<Vec<PathBuf>, Error> {
+        layers
+            .iter()
+            .map(|id| Ok(self.state.layers.get(id)?.diff))
+            .collect()
+    }
+
+    /// Content digests of what `op`'s copy actions read from input `index`
+    /// (a context): one digest per action, in action order.
+    fn context_reads(
+        &self,
+        actions: &[FileAction],
+        index: u32,
+        name: &str,
+    ) -> Result<Vec<Digest>, Error> {
+        let ctx = self.context(name)?;
+        let mut out = Vec::new();
+        for a in actions {
+            let FileAction::Copy(c) = a else { continue };
+            if c.from != Some(index) {
+                continue;
+            }
+            let sources = fileop::expand(&ctx.tree, c)?;
+            let filter = fileop::filter(c)?;
+            let mut cache = ctx
+                .stat_cache
+                .lock()
+                .map_err(|_| Error::Other("stat cache lock poisoned".to_owned()))?;
+            let (digest, _stats) = ctx.tree.digest(
+                &sources,
+                &filter,
+                &mut cache,
+                &kiln_context::DigestOptions {
+                    include_ownership: false,
+                },
+            )?;
+            out.push(digest);
+        }
+        Ok(out)
+    }
+}
+
+impl kiln_solver::Worker for LlbWorker {
+    type Payload = Vertex;
+    type Value = Value;
+    type Error = Error;
+
+    fn cache_key(
+        &self,
+        v: &Vertex,
+        inputs: &[Resolved<Value>],
+        _cx: &Cx,
+    ) -> Result<Option<Key>, Error> {
+        match &v.op {
+            Op::Source(SourceOp::Local { .. }) => Ok(None),
+            Op::Source(
+                s @ SourceOp::Image {
+                    digest, reference, ..
+                },
+            ) => match digest {
+                Some(d) => Ok(Some(keys::image_key(d, s))),
+                None => Err(Error::Other(format!(
+                    "{reference}: image not found in the local store"
+                ))),
+            },
+            Op::Source(SourceOp::Http { .. }) => http::cache_key(self, v).map(Some),
+            Op::Source(SourceOp::Git { remote, .. }) => Err(Error::Other(format!(
+                "ADD from git repositories ({remote}) is not supported yet"
+            ))),
+            Op::File(f) => {
+                let mut parts = Vec::with_capacity(inputs.len());
+                for (i, input) in inputs.iter().enumerate() {
+                    match (&input.key, &input.value) {
+                        (Some(k), _) => parts.push(InputPart::Key(*k)),
+                        (None, Value::Context { name }) => parts.push(InputPart::Content(
+                            self.context_reads(&f.actions, i as u32, name)?,
+                        )),
+                        (None, Value::Fs { .. }) => return Ok(None),
+                    }
+                }
+                Ok(Some(keys::op_key(&v.op, &parts)))
+            }
+            Op::Exec(_) | Op::Merge(_) => {
+                let mut parts = Vec::with_capacity(inputs.len());
+                for input in inputs {
+                    match input.key {
+                        Some(k) => parts.push(InputPart::Key(k)),
+                        None => return Ok(None),
+                    }
+                }
+                Ok(Some(keys::op_key(&v.op, &parts)))
+            }
+        }
+    }
+
+    fn execute(&self, v: &Vertex, inputs: &[Resolved<Value>], cx: &Cx) -> Result<Value, Error> {
+        match &v.op {
+            Op::Source(SourceOp::Local { name }) => {
+                self.context(name)?;
+                Ok(Value::Context { name: name.clone() })
+            }
+            Op::Source(s @ SourceOp::Image { .. }) => image::source(self, s),
+            Op::Source(SourceOp::Http { .. }) => http::execute(self, v),
+            Op::Source(SourceOp::Git { remote, .. }) => Err(Error::Other(format!(
+                "ADD from git repositories ({remote}) is not supported yet"
+            ))),
+            Op::File(f) => fileop::execute(self, f, inputs, cx),
+            Op::Exec(e) => exec::execute(self, e, inputs, cx),
+            Op::Merge(m) => {
+                let mut layers = Vec::new();
+                for i in &m.inputs {
+                    let input = inputs.get(*i as usize).ok_or_else(|| {
+                        Error::Other(format!("merge refers to missing input #{i}"))
+                    })?;
+                    match &input.value {
+                        Value::Fs { layers: l } => layers.extend(l.iter().cloned()),
+                        Value::Context { name } => {
+                            return Err(Error::Other(format!(
+                                "merge of build context {name:?} is not supported"
+                            )));
+                        }
+                    }
+                }
+                Ok(Value::Fs { layers })
+            }
+        }
+    }
+
+    fn is_valid(&self, value: &Value) -> bool {
+        match value {
+            Value::Fs { layers } => layers.iter().all(|l| {
+                LayerId::parse(l)
+                    .map(|id| self.state.layers.exists(&id))
+                    .unwrap_or(false)
+            }),
+            Value::Context { .. } => false,
+        }
+    }
+
+    fn is_heavy(&self, v: &Vertex) -> bool {
+        matches!(v.op, Op::Exec(_))
+    }
+}
