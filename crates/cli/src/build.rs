@@ -16,7 +16,7 @@ use kiln_worker::{Error as WorkerError, ImportRequest, Output, State};
 use crate::Failure;
 use crate::args::{BuildArgs, ImportArgs};
 use crate::options::{build_options, read_dockerfile, reject_unsupported};
-use crate::output::{self, Compression};
+use crate::output;
 use crate::progress::{Mode, Progress};
 
 /// Hostname of RUN steps: BuildKit's, so build scripts that look at it behave
@@ -96,16 +96,6 @@ fn source_date_epoch(opts: &BuildOptions) -> Result<Option<i64>, Failure> {
     }
 }
 
-fn compression(c: Compression, level: Option<u32>) -> Result<kiln_oci::Compression, Failure> {
-    let name = match c {
-        Compression::Gzip => "gzip",
-        Compression::Zstd => "zstd",
-        Compression::Uncompressed => "uncompressed",
-    };
-    kiln_oci::Compression::parse(name, level.map(i64::from))
-        .map_err(|e| Failure::Usage(format!("--output compression: {e}")))
-}
-
 /// The outputs the flags ask for; no `-o` means the local image store.
 fn outputs(args: &BuildArgs) -> Result<Vec<Output>, Failure> {
     let tags = args
@@ -113,51 +103,13 @@ fn outputs(args: &BuildArgs) -> Result<Vec<Output>, Failure> {
         .iter()
         .map(|t| normalize(t))
         .collect::<Result<Vec<_>, _>>()?;
-    let names = |extra: Vec<String>| -> Result<Vec<String>, Failure> {
-        let mut out = tags.clone();
-        for n in extra {
-            let n = normalize(&n)?;
-            if !out.contains(&n) {
-                out.push(n);
-            }
-        }
-        Ok(out)
-    };
     let mut outs = Vec::new();
-    let mut stored = false;
     for spec in &args.outputs {
-        outs.push(match output::parse(spec)? {
-            output::Output::Image { names: n } => {
-                stored = true;
-                Output::Image { names: names(n)? }
-            }
-            output::Output::Oci {
-                dest,
-                tar,
-                names: n,
-                compression: c,
-                level,
-            } => Output::Oci {
-                dest,
-                tar,
-                names: names(n)?,
-                compression: compression(c, level)?,
-            },
-            output::Output::Docker {
-                dest,
-                names: n,
-                compression: c,
-                level,
-            } => Output::Docker {
-                dest,
-                names: names(n)?,
-                compression: compression(c, level)?,
-            },
-            output::Output::Local { dest } => Output::Local { dest },
-        });
+        outs.push(output::parse(spec, &tags, &normalize)?);
     }
     // Like `docker build`: the result goes to the local store unless an
     // output says otherwise; `-t` alone names it there.
+    let stored = outs.iter().any(|o| matches!(o, Output::Image { .. }));
     if !stored && (outs.is_empty() || !tags.is_empty()) {
         outs.push(Output::Image { names: tags });
     }

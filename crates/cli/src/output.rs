@@ -6,39 +6,13 @@
 
 use std::path::PathBuf;
 
+use kiln_oci::Compression;
+use kiln_worker::Output;
+
 use crate::Failure;
 
-/// Layer compression of an export.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    Uncompressed,
-    Gzip,
-    Zstd,
-}
-
-/// One output of a build.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    /// The local image store (`type=image`), under `names` (plus `-t`).
-    Image { names: Vec<String> },
-    /// An OCI image layout: a tar archive, or a directory when `tar=false`.
-    Oci {
-        dest: PathBuf,
-        tar: bool,
-        names: Vec<String>,
-        compression: Compression,
-        level: Option<u32>,
-    },
-    /// A `docker load` archive.
-    Docker {
-        dest: PathBuf,
-        names: Vec<String>,
-        compression: Compression,
-        level: Option<u32>,
-    },
-    /// The final filesystem, written into a directory.
-    Local { dest: PathBuf },
-}
+/// Normalises a name given to an image (`-t`, `name=`).
+pub type Normalize<'a> = &'a dyn Fn(&str) -> Result<String, Failure>;
 
 fn not_yet(what: String) -> Failure {
     Failure::Usage(format!("{what} is not supported yet"))
@@ -93,8 +67,9 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, Failure> {
     }
 }
 
-/// Parses one `-o` value.
-pub fn parse(spec: &str) -> Result<Output, Failure> {
+/// Parses one `-o` value. `tags` (`-t`, normalised) name every image output
+/// too; `normalize` normalises `name=` values.
+pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Output, Failure> {
     if spec == "-" {
         return Err(not_yet(
             "--output - (streaming the result to stdout)".to_owned(),
@@ -109,8 +84,8 @@ pub fn parse(spec: &str) -> Result<Output, Failure> {
     let mut ty = None;
     let mut dest = None;
     let mut tar = true;
-    let mut names: Vec<String> = Vec::new();
-    let mut compression = Compression::Gzip;
+    let mut names: Vec<String> = tags.to_vec();
+    let mut compression = "gzip".to_owned();
     let mut level = None;
     for (k, v) in &fields {
         match k.as_str() {
@@ -122,22 +97,25 @@ pub fn parse(spec: &str) -> Result<Output, Failure> {
                 dest = Some(PathBuf::from(v));
             }
             "tar" => tar = parse_bool(k, v)?,
-            "name" => names.extend(v.split(',').filter(|s| !s.is_empty()).map(str::to_owned)),
-            "compression" => {
-                compression = match v.as_str() {
-                    "gzip" => Compression::Gzip,
-                    "zstd" => Compression::Zstd,
-                    "uncompressed" => Compression::Uncompressed,
-                    "estargz" => return Err(not_yet("compression=estargz".to_owned())),
-                    other => {
-                        return Err(Failure::Usage(format!(
-                            "invalid --output compression {other:?}: expected gzip, zstd or uncompressed"
-                        )));
+            "name" => {
+                for n in v.split(',').filter(|s| !s.is_empty()) {
+                    let n = normalize(n)?;
+                    if !names.contains(&n) {
+                        names.push(n);
                     }
                 }
             }
+            "compression" => match v.as_str() {
+                "gzip" | "zstd" | "uncompressed" => compression = v.clone(),
+                "estargz" => return Err(not_yet("compression=estargz".to_owned())),
+                other => {
+                    return Err(Failure::Usage(format!(
+                        "invalid --output compression {other:?}: expected gzip, zstd or uncompressed"
+                    )));
+                }
+            },
             "compression-level" => {
-                level = Some(v.parse::<u32>().map_err(|_| {
+                level = Some(v.parse::<i64>().map_err(|_| {
                     Failure::Usage(format!(
                         "invalid --output compression-level {v:?}: expected a number"
                     ))
@@ -170,6 +148,8 @@ pub fn parse(spec: &str) -> Result<Output, Failure> {
             }
         }
     }
+    let compression = Compression::parse(&compression, level)
+        .map_err(|e| Failure::Usage(format!("--output compression: {e}")))?;
     let ty = ty.unwrap_or_else(|| "local".to_owned());
     let need_dest = |dest: Option<PathBuf>| {
         dest.ok_or_else(|| Failure::Usage(format!("--output type={ty} needs dest=PATH")))
@@ -183,14 +163,12 @@ pub fn parse(spec: &str) -> Result<Output, Failure> {
             tar,
             names,
             compression,
-            level,
         }),
         "docker" => match dest {
             Some(dest) => Ok(Output::Docker {
                 dest,
                 names,
                 compression,
-                level,
             }),
             None => Err(not_yet(
                 "--output type=docker without dest (loading into a Docker engine)".to_owned(),
@@ -208,15 +186,19 @@ pub fn parse(spec: &str) -> Result<Output, Failure> {
 mod tests {
     use super::*;
 
+    fn same(n: &str) -> Result<String, Failure> {
+        Ok(format!("docker.io/library/{n}"))
+    }
+
     fn ok(spec: &str) -> Output {
-        match parse(spec) {
+        match parse(spec, &["docker.io/library/t:1".to_owned()], &same) {
             Ok(o) => o,
             Err(e) => panic!("{spec}: {e:?}"),
         }
     }
 
     fn err(spec: &str) -> String {
-        match parse(spec) {
+        match parse(spec, &[], &same) {
             Ok(o) => panic!("{spec}: unexpectedly {o:?}"),
             Err(Failure::Usage(m)) => m,
             Err(e) => panic!("{spec}: {e:?}"),
@@ -236,9 +218,8 @@ mod tests {
             Output::Oci {
                 dest: PathBuf::from("x.tar"),
                 tar: true,
-                names: vec![],
-                compression: Compression::Gzip,
-                level: None
+                names: vec!["docker.io/library/t:1".into()],
+                compression: Compression::gzip(),
             }
         );
         assert_eq!(
@@ -246,15 +227,18 @@ mod tests {
             Output::Oci {
                 dest: PathBuf::from("dir"),
                 tar: false,
-                names: vec!["a:1".into(), "b:2".into()],
-                compression: Compression::Zstd,
-                level: None
+                names: vec![
+                    "docker.io/library/t:1".into(),
+                    "docker.io/library/a:1".into(),
+                    "docker.io/library/b:2".into()
+                ],
+                compression: Compression::zstd(),
             }
         );
         assert_eq!(
             ok("type=image,name=x"),
             Output::Image {
-                names: vec!["x".into()]
+                names: vec!["docker.io/library/t:1".into(), "docker.io/library/x".into()]
             }
         );
     }
@@ -282,5 +266,6 @@ mod tests {
             err("type=oci,dest=\"x"),
             "invalid --output \"type=oci,dest=\\\"x\": unterminated quote"
         );
+        assert!(err("type=oci,dest=x,compression=zstd,compression-level=99").contains("level"));
     }
 }

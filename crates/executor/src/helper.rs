@@ -34,6 +34,32 @@ use crate::spec::{Network, Request, RunSpec, Status};
 use crate::sys;
 use crate::users::{self, ExecUser};
 
+/// Paths of `/proc` and `/sys` hidden from the process (containerd's default
+/// spec, which BuildKit and Docker use): a directory gets an empty read-only
+/// tmpfs, a file `/dev/null`.
+const MASKED_PATHS: [&str; 11] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths of `/proc` made read-only (containerd's default spec).
+const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
 /// Capabilities of a RUN step: Docker's default set.
 const DEFAULT_CAPS: [Capability; 14] = [
     Capability::CAP_CHOWN,
@@ -199,16 +225,21 @@ fn run(req: &Request) -> Result<Status, String> {
 
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    // Never written: the child sees its read end close if the helper dies.
+    let (alive_r, alive_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     match sys::fork_helper().map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             drop(err_r);
-            let e = child(spec, &root, &steps, &user, &env);
+            drop(alive_w);
+            let e = child(spec, &root, &steps, &user, &env, &alive_r);
             let mut w = fs::File::from(err_w);
             let _ = w.write_all(e.as_bytes());
             std::process::exit(127);
         }
         ForkResult::Parent { child } => {
             drop(err_w);
+            drop(alive_r);
             let mut msg = String::new();
             let _ = fs::File::from(err_r).read_to_string(&mut msg);
             let status = loop {
@@ -220,6 +251,7 @@ fn run(req: &Request) -> Result<Status, String> {
                     Err(e) => return Err(format!("waiting for the process: {e}")),
                 }
             };
+            drop(alive_w);
             guard.unmount().map_err(|e| e.to_string())?;
             remove_stubs(&spec.rootfs.upper, &spec.rootfs.lowers, &stubs);
             if !msg.is_empty() {
@@ -313,10 +345,29 @@ fn xattr_get(p: &Path, key: &str) -> Option<Vec<u8>> {
 
 /// The container side: mounts, pivot_root, identity, exec. Returns only on
 /// failure, with the message for the caller.
-fn child(spec: &RunSpec, root: &Path, steps: &[Step], user: &ExecUser, env: &[String]) -> String {
-    match child_setup(spec, root, steps, user, env) {
+fn child(
+    spec: &RunSpec,
+    root: &Path,
+    steps: &[Step],
+    user: &ExecUser,
+    env: &[String],
+    alive: &OwnedFd,
+) -> String {
+    match child_setup(spec, root, steps, user, env, alive) {
         Ok(never) => match never {},
         Err(e) => e,
+    }
+}
+
+/// Whether the write end of the `alive` pipe (held by the helper) is closed.
+fn parent_gone(alive: &OwnedFd) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd as _;
+    let mut fds = [PollFd::new(alive.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(_) => true,
     }
 }
 
@@ -326,6 +377,7 @@ fn child_setup(
     steps: &[Step],
     user: &ExecUser,
     env: &[String],
+    alive: &OwnedFd,
 ) -> Result<std::convert::Infallible, String> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("prctl: {e}"))?;
     // A mount namespace of the child's own: `pivot_root` below moves the root
@@ -348,6 +400,13 @@ fn child_setup(
         .map_err(|e| format!("detaching the old root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
     nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {e}"))?;
+    for path in READONLY_PATHS {
+        readonly_path(path)?;
+    }
+    for path in MASKED_PATHS {
+        mask_path(path)?;
+    }
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     nix::unistd::chdir(spec.cwd.as_str()).map_err(|e| format!("chdir to {}: {e}", spec.cwd))?;
     let keep: CapsHashSet = DEFAULT_CAPS.into_iter().collect();
     for c in caps::all() {
@@ -361,6 +420,13 @@ fn child_setup(
         .map_err(|e| format!("setgid {}: {e}", user.gid))?;
     nix::unistd::setuid(Uid::from_raw(user.uid))
         .map_err(|e| format!("setuid {}: {e}", user.uid))?;
+    // Changing credentials clears the parent death signal: set it again,
+    // then make sure the parent did not die in between (its end of the
+    // `alive` pipe closes when it does).
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("prctl: {e}"))?;
+    if parent_gone(alive) {
+        return Err("the helper is gone".to_owned());
+    }
     if user.uid == 0 {
         caps::set(None, CapSet::Inheritable, &CapsHashSet::new())
             .map_err(|e| format!("capabilities: {e}"))?;
@@ -368,6 +434,7 @@ fn child_setup(
         caps::set(None, CapSet::Permitted, &keep).map_err(|e| format!("capabilities: {e}"))?;
     }
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    sys::reset_signals().map_err(|e| format!("resetting signals: {e}"))?;
     let program = lookup(&spec.args, env)?;
     let argv: Vec<CString> = spec
         .args
@@ -465,6 +532,51 @@ fn apply(root: &Path, s: &Step) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// Makes `path` (inside the new root) read-only, if it exists.
+fn readonly_path(path: &str) -> Result<(), String> {
+    if fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some(path),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("bind mount {path} on itself: {e}"))?;
+    remount_ro(
+        Path::new(path),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+    )
+    .map_err(|e| format!("remounting {path} read-only: {e}"))
+}
+
+/// Hides `path` (inside the new root), if it exists.
+fn mask_path(path: &str) -> Result<(), String> {
+    let Ok(m) = fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    let r = if m.is_dir() {
+        nix::mount::mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+    } else {
+        nix::mount::mount(
+            Some("/dev/null"),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+    };
+    r.map_err(|e| format!("masking {path}: {e}"))
 }
 
 fn remount_ro(p: &Path, flags: MsFlags) -> nix::Result<()> {

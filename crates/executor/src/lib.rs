@@ -25,12 +25,16 @@
 //!   `/etc/resolv.conf`) are created for the run and removed afterwards,
 //!   together with directories that exist in the upper only because of them.
 //! * The process sees what BuildKit gives a RUN step: Docker's default
-//!   capability set, `/dev` with the usual nodes, read-only `/sys`, generated
-//!   `/etc/hosts` and `/etc/resolv.conf`, `HOME` from `/etc/passwd`, umask 022.
+//!   capability set, `/dev` with the usual nodes, read-only `/sys`,
+//!   containerd's masked and read-only `/proc` paths, generated `/etc/hosts`
+//!   and `/etc/resolv.conf`, `HOME` from `/etc/passwd`, umask 022, default
+//!   signal dispositions (the helper's Rust runtime ignores SIGPIPE), its own
+//!   session, `/dev/null` as stdin.
 //!
 //! The container setup is computed as data first ([`plan`]), so what a spec
 //! mounts is tested without root; user resolution is a pure function
-//! ([`users`]). The only `unsafe` code is `fork` and one `ioctl` ([`sys`]).
+//! ([`users`]). The only `unsafe` code is in `sys.rs`: `fork`, resetting
+//! signal dispositions, and one `ioctl`.
 
 mod helper;
 mod plan;

@@ -1,5 +1,6 @@
-//! The few system calls that need `unsafe`: `fork` and bringing up the
-//! loopback interface. Everything else goes through `nix`'s safe wrappers.
+//! The few system calls that need `unsafe`: `fork`, resetting signal
+//! dispositions, and bringing up the loopback interface. Everything else goes
+//! through `nix`'s safe wrappers.
 
 #![allow(unsafe_code)]
 
@@ -44,4 +45,33 @@ pub(crate) fn loopback_up() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Default dispositions for every signal and an empty signal mask: the
+/// helper is the kiln binary, whose Rust runtime ignores SIGPIPE, and
+/// ignored signals survive `execve`. (Without this, `yes | head` in a RUN
+/// step would loop on EPIPE instead of dying.) The raw system call reaches
+/// the real-time signals glibc keeps for itself too.
+pub(crate) fn reset_signals() -> io::Result<()> {
+    use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: a zeroed `sigaction` with SIG_DFL (0) is a valid argument;
+        // the kernel copies it; no handler code is involved.
+        let act: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: rt_sigaction(sig, &act, NULL, sizeof(sigset_t) as the kernel
+        // sees it = 8); invalid signal numbers just fail with EINVAL.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &act as *const libc::sigaction,
+                std::ptr::null_mut::<libc::sigaction>(),
+                8usize,
+            )
+        };
+    }
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(io::Error::from)
 }

@@ -81,6 +81,18 @@ fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
     })
 }
 
+/// The uid and primary gid of user `name` in passwd-format `text`.
+pub fn user_ids(text: &str, name: &str) -> Option<(u32, u32)> {
+    passwd_entries(text)
+        .find(|e| e.name == name)
+        .map(|e| (e.uid, e.gid))
+}
+
+/// The gid of group `name` in group-format `text`.
+pub fn group_id(text: &str, name: &str) -> Option<u32> {
+    group_entries(text).find(|e| e.name == name).map(|e| e.gid)
+}
+
 fn numeric(s: &str) -> Option<u32> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -326,7 +326,10 @@ fn t_cancel_kills_tree() -> Result<(), Failed> {
 }
 
 fn t_caller_killed() -> Result<(), Failed> {
-    let r = sh("sleep 8888 & sleep 8888");
+    let mut r = sh("sleep 8888 & sleep 8888");
+    // A non-root user: changing credentials clears the parent death signal,
+    // which the executor must set again.
+    r.spec.user = "app".into();
     let spec_file = r._dir.path().join("spec.json");
     fs::write(&spec_file, serde_json::to_vec(&r.spec).unwrap()).unwrap();
     let mut caller = std::process::Command::new(std::env::current_exe().unwrap())
@@ -351,6 +354,19 @@ fn t_caller_killed() -> Result<(), Failed> {
     check(
         processes_with("sleep 8888") == 0,
         "processes outlived kill -9 of the caller",
+    )
+}
+
+fn t_hardening() -> Result<(), Failed> {
+    let r = sh("grep -E '^(SigIgn|SigBlk)' /proc/self/status; \
+         wc -c < /proc/keys; ls /sys/firmware | wc -l; \
+         (echo 1 > /proc/sys/kernel/hostname) 2>/dev/null && echo writable || echo read-only; \
+         cut -d' ' -f6 /proc/1/stat; grep CapBnd /proc/self/status");
+    let out = run_spec(&r.spec);
+    check(
+        ok_output(&out)?
+            == "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n0\n0\nread-only\n1\nCapBnd:\t00000000a80425fb\n",
+        format!("got {:?} {:?}", out.stdout, out.stderr),
     )
 }
 
@@ -481,6 +497,7 @@ fn main() {
         ("cancel_kills_tree", t_cancel_kills_tree),
         ("caller_killed", t_caller_killed),
         ("upper_holds_only_changes", t_upper_holds_only_changes),
+        ("hardening", t_hardening),
         ("extra_mounts", t_extra_mounts),
         ("many_runs_leave_nothing", t_many_runs_leave_nothing),
         ("timing", t_timing),

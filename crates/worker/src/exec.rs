@@ -113,10 +113,11 @@ pub fn execute(
         cx.log(s, data);
     };
     let status = w.executor.run(&spec, &mut output, &|| cx.is_cancelled())?;
+    // BuildKit's wording, with Go's %q quoting of the command line.
     let failed = |what: String| {
         Error::Other(format!(
-            "process \"{}\" did not complete successfully: {what}",
-            e.args.join(" ")
+            "process {} did not complete successfully: {what}",
+            kiln_frontend::quote::go_quote(&e.args.join(" "))
         ))
     };
     match status {

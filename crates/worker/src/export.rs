@@ -6,7 +6,7 @@ use std::io::{self, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 
 use kiln_context::Tree;
-use kiln_oci::{BlobInfo, Compression, ExportImage, MediaTypes};
+use kiln_oci::{Compression, ExportImage, MediaTypes};
 use kiln_snapshot::LayerId;
 
 use crate::copy::{Copier, CopyOptions, SourceEntry};
@@ -189,12 +189,4 @@ pub fn local(state: &State, layers: &[LayerId], dest: &Path) -> Result<(), Error
     }
     guard.unmount()?;
     Ok(())
-}
-
-/// The descriptor of a blob already in the store.
-pub fn blob_info(state: &State, digest: &kiln_llb::Digest) -> Result<BlobInfo, Error> {
-    Ok(BlobInfo {
-        digest: *digest,
-        size: state.content.size(digest)?,
-    })
 }

@@ -7,7 +7,11 @@
 //! find; kiln refuses with an error naming the user and the file, because a
 //! file owned by root where the Dockerfile asked for `app` is a security bug
 //! waiting to happen (Docker's classic builder refuses too).
+//!
+//! The passwd and group files are parsed by `kiln_executor::users`, the same
+//! code that resolves `USER` for RUN steps.
 
+use kiln_executor::users::{group_id, user_ids};
 use kiln_llb::op::{Chown, IdOrName};
 
 /// Why an owner cannot be resolved.
@@ -17,34 +21,6 @@ pub enum UserError {
     UnknownUser { name: String, file: &'static str },
     #[error("unknown group {name:?}: no such entry in {file} of the destination")]
     UnknownGroup { name: String, file: &'static str },
-}
-
-/// The uid and primary gid of `name` in passwd-format `text`.
-pub fn passwd_lookup(text: &str, name: &str) -> Option<(u32, u32)> {
-    text.lines().find_map(|line| {
-        let mut f = line.split(':');
-        let n = f.next()?;
-        if n != name || n.starts_with('#') {
-            return None;
-        }
-        let _password = f.next()?;
-        let uid = f.next()?.trim().parse().ok()?;
-        let gid = f.next()?.trim().parse().ok()?;
-        Some((uid, gid))
-    })
-}
-
-/// The gid of `name` in group-format `text`.
-pub fn group_lookup(text: &str, name: &str) -> Option<u32> {
-    text.lines().find_map(|line| {
-        let mut f = line.split(':');
-        let n = f.next()?;
-        if n != name || n.starts_with('#') {
-            return None;
-        }
-        let _password = f.next()?;
-        f.next()?.trim().parse().ok()
-    })
 }
 
 /// Resolves `chown` against the destination's passwd and group files (their
@@ -58,7 +34,7 @@ pub fn resolve_chown(
         IdOrName::Id(n) => (*n, *n),
         IdOrName::Name(name) => {
             passwd
-                .and_then(|t| passwd_lookup(t, name))
+                .and_then(|t| user_ids(t, name))
                 .ok_or_else(|| UserError::UnknownUser {
                     name: name.clone(),
                     file: "/etc/passwd",
@@ -69,12 +45,12 @@ pub fn resolve_chown(
         None => {}
         Some(IdOrName::Id(n)) => gid = *n,
         Some(IdOrName::Name(name)) => {
-            gid = group.and_then(|t| group_lookup(t, name)).ok_or_else(|| {
-                UserError::UnknownGroup {
+            gid = group
+                .and_then(|t| group_id(t, name))
+                .ok_or_else(|| UserError::UnknownGroup {
                     name: name.clone(),
                     file: "/etc/group",
-                }
-            })?;
+                })?;
         }
     }
     Ok((uid, gid))
