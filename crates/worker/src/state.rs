@@ -58,6 +58,7 @@ impl State {
             let d = root.join(sub);
             fs::create_dir_all(&d).map_err(io("creating", &d))?;
         }
+        remove_stale_scratch(&root.join("tmp"));
         Ok(State {
             root: root.to_path_buf(),
             content: ContentStore::open(root.join("blobs"))?,
@@ -74,10 +75,12 @@ impl State {
     }
 
     /// A fresh scratch directory under `<root>/tmp`, removed when dropped.
+    /// Its name starts with `k<pid>.`, so that one left by a process that
+    /// was killed can be told from those of running builds.
     pub fn scratch(&self) -> Result<tempfile::TempDir, Error> {
         let tmp = self.root.join("tmp");
         tempfile::Builder::new()
-            .prefix("k")
+            .prefix(&format!("k{}.", std::process::id()))
             .tempdir_in(&tmp)
             .map_err(io("creating a scratch directory in", &tmp))
     }
@@ -118,6 +121,30 @@ impl State {
             out.push(id);
         }
         Some(out)
+    }
+}
+
+/// Removes the scratch directories of processes that are gone (killed
+/// builds). Their mounts died with their mount namespaces, so what is left is
+/// plain directories and small files. Best effort: an error leaves the
+/// directory for the next time.
+fn remove_stale_scratch(tmp: &Path) {
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix('k'))
+            .and_then(|n| n.split_once('.'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(e.path());
+        }
     }
 }
 
