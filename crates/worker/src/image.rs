@@ -308,10 +308,13 @@ pub fn layer_blob(
         }
     }
     let diff = l.diff.clone();
-    Ok(state
+    // The tar is generated on a thread and streamed through a pipe into the
+    // compressor; if generating it fails, that error (not the truncated
+    // stream's) is the one to report.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let r = state
         .layer_blobs
         .get_or_compress(&state.content, &d, compression, move || {
-            // Generate the tar through a pipe so it streams into the compressor.
             let (reader, mut writer) = io::pipe()?;
             std::thread::spawn(move || {
                 let r = kiln_snapshot::write_layer_tar(
@@ -319,14 +322,17 @@ pub fn layer_blob(
                     &mut writer,
                     &TarOptions { mtime_clamp: clamp },
                 );
-                if let Err(e) = r {
-                    // The reader sees a broken pipe; the error is reported as
-                    // a diffID mismatch or a stream error by the caller.
-                    drop(e);
-                }
+                let _ = tx.send(r.err());
             });
             Ok(reader)
-        })?)
+        });
+    match r {
+        Ok(desc) => Ok(desc),
+        Err(e) => match rx.recv_timeout(std::time::Duration::from_secs(5)) {
+            Ok(Some(tar_error)) => Err(tar_error.into()),
+            _ => Err(e.into()),
+        },
+    }
 }
 
 /// What the result of a build is committed with.
