@@ -42,7 +42,7 @@ $kiln build --progress=plain -t hello:demo \
 echo "== running the image's program in its filesystem"
 chroot "$work/fs" /usr/local/bin/hello --config /etc/hello.conf
 echo "== the OCI archive"
-tar -tf "$work/hello.oci.tar" | head -5
+tar -tf "$work/hello.oci.tar" | sed -n 1,5p
 echo "== building the test stage (reuses the build stage from the cache)"
 $kiln build --progress=plain --target test examples/demo
 echo "== rebuilding: every step is cached"
