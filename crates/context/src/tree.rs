@@ -378,11 +378,27 @@ impl Tree {
 
     /// The source named by the clean absolute in-tree path `src`.
     fn source(&self, src: &[u8], follow: bool) -> Result<Source, ContextError> {
-        let not_found = || ContextError::NotFound { path: show(src) };
         let resolved = self.resolve(src, follow).map_err(|e| match e {
             ContextError::TooManyLinks { .. } => ContextError::TooManyLinks { path: show(src) },
             e => e,
         })?;
+        let (resolved, meta) = self.stat_in_view(resolved, src)?;
+        Ok(Source {
+            path: PathBuf::from(OsStr::from_bytes(src)),
+            resolved: PathBuf::from(OsStr::from_bytes(&resolved.rel)),
+            host_path: resolved.host,
+            metadata: meta,
+        })
+    }
+
+    /// `lstat` of a resolved path that must exist in the view (not missing,
+    /// not ignored); `NotFound` names `shown`, the path as the user wrote it.
+    fn stat_in_view(
+        &self,
+        resolved: resolve::Resolved,
+        shown: &[u8],
+    ) -> Result<(resolve::Resolved, fs::Metadata), ContextError> {
+        let not_found = || ContextError::NotFound { path: show(shown) };
         let meta = match fs::symlink_metadata(&resolved.host) {
             Ok(m) => m,
             Err(e) if resolve::is_not_found(&e) => return Err(not_found()),
@@ -396,12 +412,7 @@ impl Tree {
         if !self.exists_in_view(&resolved.rel, &meta)? {
             return Err(not_found());
         }
-        Ok(Source {
-            path: PathBuf::from(OsStr::from_bytes(src)),
-            resolved: PathBuf::from(OsStr::from_bytes(&resolved.rel)),
-            host_path: resolved.host,
-            metadata: meta,
-        })
+        Ok((resolved, meta))
     }
 
     /// Secure-join `p` inside the root, where ignored symlinks do not exist.
@@ -531,20 +542,7 @@ impl Tree {
         follow: bool,
     ) -> Result<Vec<Vec<u8>>, ContextError> {
         let resolved = self.resolve(base, follow)?;
-        let not_found = || ContextError::NotFound { path: show(base) };
-        let meta = match fs::symlink_metadata(&resolved.host) {
-            Ok(m) => m,
-            Err(e) if resolve::is_not_found(&e) => return Err(not_found()),
-            Err(source) => {
-                return Err(ContextError::Io {
-                    path: resolved.host,
-                    source,
-                });
-            }
-        };
-        if !self.exists_in_view(&resolved.rel, &meta)? {
-            return Err(not_found());
-        }
+        let (resolved, meta) = self.stat_in_view(resolved, base)?;
         if !meta.is_dir() {
             return Ok(Vec::new());
         }
