@@ -21,6 +21,16 @@ pub struct Cli {
     #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
 
+    /// Allow plain HTTP (and unverified TLS fallback) for this registry
+    /// (HOST[:PORT]); repeatable. Loopback registries are always allowed.
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+
+    /// kiln's registry configuration file (per-registry CA files, insecure
+    /// registries). Default: $KILN_CONFIG, else /etc/kiln/config.toml.
+    #[arg(long = "registry-config", global = true, value_name = "FILE")]
+    pub registry_config: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -33,6 +43,70 @@ pub enum Command {
     Plan(PlanArgs),
     /// Import a root filesystem tarball as an image (like `docker import`).
     Import(ImportArgs),
+    /// Download an image from a registry (like `docker pull`).
+    Pull(PullArgs),
+    /// Upload an image to a registry (like `docker push`).
+    Push(PushArgs),
+    /// Log in to a registry (writes Docker's config.json or its credential helper).
+    Login(LoginArgs),
+    /// Log out from a registry.
+    Logout(LogoutArgs),
+}
+
+/// `kiln pull`.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// NAME[:TAG|@DIGEST]
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// Platform to pull from a multi-platform image (default: this machine's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+
+    /// Print only the image reference.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+/// `kiln push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// NAME[:TAG] of an image in the local store.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// Print only the pushed digest.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+/// `kiln login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Registry host[:port] (default: Docker Hub).
+    #[arg(value_name = "SERVER")]
+    pub server: Option<String>,
+
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub username: Option<String>,
+
+    /// Password (prefer --password-stdin: a password on the command line is
+    /// visible to other users).
+    #[arg(short = 'p', long, value_name = "PASSWORD")]
+    pub password: Option<String>,
+
+    /// Read the password from stdin.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+/// `kiln logout`.
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// Registry host[:port] (default: Docker Hub).
+    #[arg(value_name = "SERVER")]
+    pub server: Option<String>,
 }
 
 /// `kiln import`.
@@ -194,6 +268,8 @@ impl BuildArgs {
         };
         check(!self.tags.is_empty(), "--tag");
         check(!self.outputs.is_empty(), "--output");
+        check(self.push, "--push");
+        check(self.pull, "--pull");
         check(self.progress.is_some(), "--progress");
         check(self.iidfile.is_some(), "--iidfile");
         check(self.quiet, "--quiet");
@@ -209,8 +285,6 @@ impl BuildArgs {
                 out.push(name);
             }
         };
-        check(self.pull, "--pull");
-        check(self.push, "--push");
         check(self.load, "--load");
         check(!self.cache_from.is_empty(), "--cache-from");
         check(!self.cache_to.is_empty(), "--cache-to");

@@ -13,7 +13,7 @@ use kiln_reference::Reference;
 use kiln_solver::CancelToken;
 use kiln_worker::{Error as WorkerError, ImportRequest, Output, State};
 
-use crate::Failure;
+use crate::{Failure, Globals};
 use crate::args::{BuildArgs, ImportArgs};
 use crate::options::{build_options, read_dockerfile, reject_unsupported};
 use crate::output;
@@ -29,6 +29,16 @@ fn env_var(key: &str) -> Option<String> {
 
 /// `--root`, `KILN_ROOT`, or the default: `/var/lib/kiln` as root,
 /// `$XDG_DATA_HOME/kiln` (or `~/.local/share/kiln`) otherwise.
+/// Where transfer lines (pulls, pushes) of a build go: plain `#0` lines, or
+/// nowhere when quiet.
+fn transfer_log(mode: Mode) -> Arc<dyn Fn(&str) + Send + Sync> {
+    Arc::new(move |line: &str| {
+        if mode != Mode::Quiet {
+            let _ = writeln!(std::io::stderr().lock(), "#0 {line}");
+        }
+    })
+}
+
 pub fn state_dir(root: Option<&Path>) -> PathBuf {
     if let Some(r) = root {
         return r.to_path_buf();
@@ -109,7 +119,26 @@ fn outputs(args: &BuildArgs) -> Result<Vec<Output>, Failure> {
     }
     // Like `docker build`: the result goes to the local store unless an
     // output says otherwise; `-t` alone names it there.
-    let stored = outs.iter().any(|o| matches!(o, Output::Image { .. }));
+    if args.push {
+        if tags.is_empty() {
+            return Err(Failure::Usage(
+                "--push needs a name to push to (-t NAME)".to_owned(),
+            ));
+        }
+        outs.push(Output::Registry {
+            names: tags.clone(),
+            compression: kiln_oci::Compression::gzip(),
+            types: kiln_oci::MediaTypes::Oci,
+            store: false,
+            insecure: false,
+        });
+    }
+    let stored = outs.iter().any(|o| {
+        matches!(
+            o,
+            Output::Image { .. } | Output::Registry { store: true, .. }
+        )
+    });
     if !stored && (outs.is_empty() || !tags.is_empty()) {
         outs.push(Output::Image { names: tags });
     }
@@ -166,7 +195,8 @@ fn report_step(file: &SourceFile, e: &kiln_worker::StepError, tail: &[String]) -
 }
 
 /// `kiln build`.
-pub fn build(root: Option<&Path>, args: &BuildArgs) -> Result<(), Failure> {
+pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
+    let root = globals.root.as_deref();
     reject_unsupported(args)?;
     let mode = progress_mode(args)?;
     let outputs = outputs(args)?;
@@ -180,7 +210,33 @@ pub fn build(root: Option<&Path>, args: &BuildArgs) -> Result<(), Failure> {
     let dir = state_dir(root);
     let state =
         State::open(&dir).with_context(|| format!("opening state directory {}", dir.display()))?;
-    let resolver = kiln_worker::build::resolver(&state);
+    let mut insecure = Vec::new();
+    for o in &outputs {
+        if let Output::Registry {
+            names,
+            insecure: true,
+            ..
+        } = o
+        {
+            insecure.extend(names.iter().filter_map(|n| {
+                Reference::parse_normalized(n)
+                    .ok()
+                    .map(|r| r.domain().to_owned())
+            }));
+        }
+    }
+    let client = crate::registry::client(globals, &insecure)?;
+    let log = transfer_log(mode);
+    let resolver = kiln_worker::StoreResolver::new(
+        &state,
+        Some(&client),
+        if args.pull {
+            kiln_worker::PullPolicy::Always
+        } else {
+            kiln_worker::PullPolicy::Missing
+        },
+        &*log,
+    );
     let plan = kiln_frontend::plan(&file, &opts, &resolver)?;
     crate::plan::print_warnings(&plan.warnings);
     let dag = Arc::new(kiln_worker::build::dag(&plan.definition).map_err(anyhow::Error::new)?);
@@ -208,6 +264,8 @@ pub fn build(root: Option<&Path>, args: &BuildArgs) -> Result<(), Failure> {
         now: now(),
         executor,
         hostname: HOSTNAME.to_owned(),
+        registry: Some(client.clone()),
+        log,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

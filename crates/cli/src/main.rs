@@ -17,6 +17,7 @@ mod options;
 mod output;
 mod plan;
 mod progress;
+mod registry;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -25,6 +26,14 @@ use clap::Parser;
 use kiln_frontend::Diagnostic;
 
 use crate::args::{Cli, Command};
+
+/// The flags every command takes.
+#[derive(Debug)]
+pub struct Globals {
+    pub root: Option<std::path::PathBuf>,
+    pub insecure_registries: Vec<String>,
+    pub registry_config: Option<std::path::PathBuf>,
+}
 
 /// Why a command failed, which decides the exit code.
 #[derive(Debug)]
@@ -60,11 +69,20 @@ fn main() -> ExitCode {
         kiln_executor::helper_main();
     }
     let cli = Cli::parse();
-    let root = cli.root.as_deref();
+    let globals = Globals {
+        root: cli.root,
+        insecure_registries: cli.insecure_registries,
+        registry_config: cli.registry_config,
+    };
+    let root = globals.root.as_deref();
     let result = match cli.command {
         Command::Plan(args) => plan::run(&args),
-        Command::Build(args) => build::build(root, &args),
+        Command::Build(args) => build::build(&globals, &args),
         Command::Import(args) => build::import(root, &args),
+        Command::Pull(args) => registry::pull(&globals, &args),
+        Command::Push(args) => registry::push(&globals, &args),
+        Command::Login(args) => registry::login(&globals, &args),
+        Command::Logout(args) => registry::logout(&globals, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

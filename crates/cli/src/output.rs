@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use kiln_oci::Compression;
+use kiln_oci::{Compression, MediaTypes};
 use kiln_worker::Output;
 
 use crate::Failure;
@@ -87,6 +87,9 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
     let mut names: Vec<String> = tags.to_vec();
     let mut compression = "gzip".to_owned();
     let mut level = None;
+    let mut push = false;
+    let mut insecure = false;
+    let mut oci_types = true;
     for (k, v) in &fields {
         match k.as_str() {
             "type" => ty = Some(v.clone()),
@@ -121,13 +124,15 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
                     ))
                 })?)
             }
-            "push" | "push-by-digest" | "registry.insecure" | "unpack" | "store" => {
+            "push" => push = parse_bool(k, v)?,
+            "registry.insecure" => insecure = parse_bool(k, v)?,
+            "oci-mediatypes" => oci_types = parse_bool(k, v)?,
+            "push-by-digest" | "unpack" | "store" => {
                 if parse_bool(k, v)? {
                     return Err(not_yet(format!("--output {k}=true")));
                 }
             }
             "force-compression"
-            | "oci-mediatypes"
             | "oci-artifact"
             | "buildinfo"
             | "buildinfo-attrs"
@@ -174,8 +179,26 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
                 "--output type=docker without dest (loading into a Docker engine)".to_owned(),
             )),
         },
+        "image" | "registry" if push || ty == "registry" => {
+            if names.is_empty() {
+                return Err(Failure::Usage(format!(
+                    "--output type={ty} needs a name to push to (name=… or -t)"
+                )));
+            }
+            Ok(Output::Registry {
+                names,
+                compression,
+                types: if oci_types {
+                    MediaTypes::Oci
+                } else {
+                    MediaTypes::Docker
+                },
+                store: ty == "image",
+                insecure,
+            })
+        }
         "image" => Ok(Output::Image { names }),
-        "tar" | "registry" | "cacheonly" => Err(not_yet(format!("--output type={ty}"))),
+        "tar" | "cacheonly" => Err(not_yet(format!("--output type={ty}"))),
         other => Err(Failure::Usage(format!(
             "invalid --output type {other:?}: expected local, oci, docker or image"
         ))),
@@ -251,11 +274,27 @@ mod tests {
         );
         assert_eq!(
             err("type=registry"),
-            "--output type=registry is not supported yet"
+            "--output type=registry needs a name to push to (name=… or -t)"
         );
         assert_eq!(
-            err("type=image,push=true"),
-            "--output push=true is not supported yet"
+            ok("type=image,push=true,oci-mediatypes=false"),
+            Output::Registry {
+                names: vec!["docker.io/library/t:1".into()],
+                compression: Compression::gzip(),
+                types: MediaTypes::Docker,
+                store: true,
+                insecure: false,
+            }
+        );
+        assert_eq!(
+            ok("type=registry,registry.insecure=true,compression=zstd"),
+            Output::Registry {
+                names: vec!["docker.io/library/t:1".into()],
+                compression: Compression::zstd(),
+                types: MediaTypes::Oci,
+                store: false,
+                insecure: true,
+            }
         );
         assert_eq!(err("type=oci"), "--output type=oci needs dest=PATH");
         assert_eq!(

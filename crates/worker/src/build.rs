@@ -38,6 +38,10 @@ pub struct BuildRequest {
     pub executor: Arc<dyn Executor>,
     /// Hostname of RUN steps.
     pub hostname: String,
+    /// The registry client, for `Output::Registry`.
+    pub registry: Option<kiln_registry::Client>,
+    /// Where push progress lines go.
+    pub log: Arc<dyn Fn(&str) + Send + Sync>,
 }
 
 impl std::fmt::Debug for BuildRequest {
@@ -199,6 +203,32 @@ pub async fn build(
     };
     for out in &req.outputs {
         match (&image, out) {
+            (
+                Some(img),
+                Output::Registry {
+                    names,
+                    compression,
+                    types,
+                    store,
+                    ..
+                },
+            ) => {
+                let client = req.registry.as_ref().ok_or_else(|| {
+                    Error::Other("pushing needs a registry client".to_owned())
+                })?;
+                let m = export::manifest(state, img, *compression, *types, clamp, names)?;
+                crate::registry::push(state, client, &m.manifest, names, &*req.log)?;
+                if *store {
+                    export::write(
+                        state,
+                        img,
+                        &Output::Image {
+                            names: names.clone(),
+                        },
+                        clamp,
+                    )?;
+                }
+            }
             (Some(img), out) => export::write(state, img, out, clamp)?,
             (None, Output::Local { dest }) => export::local(state, &layers, dest)?,
             (None, _) => return Err(Error::Other("output needs an image".to_owned())),
@@ -227,7 +257,7 @@ fn step_error(dag: &Dag<Vertex>, e: SolveError<Error>) -> Error {
     }
 }
 
-/// The image resolver of builds on `state`.
+/// The image resolver of builds on `state`, local store only.
 pub fn resolver(state: &State) -> StoreResolver<'_> {
-    StoreResolver { state }
+    StoreResolver::local(state)
 }

@@ -34,6 +34,18 @@ pub enum Output {
     },
     /// The final filesystem, copied into a directory.
     Local { dest: PathBuf },
+    /// Pushed to a registry under each name (`type=registry`,
+    /// `type=image,push=true`, `--push`).
+    Registry {
+        names: Vec<String>,
+        compression: Compression,
+        types: MediaTypes,
+        /// Also record the names in the local store (`type=image,push=true`).
+        store: bool,
+        /// `registry.insecure=true`: plain HTTP allowed for the names' hosts
+        /// (the cli configures the client with it).
+        insecure: bool,
+    },
 }
 
 impl Output {
@@ -101,11 +113,14 @@ pub fn write(
             })
         }
         Output::Local { dest } => local(state, &img.layers, dest),
+        Output::Registry { .. } => Err(Error::Other(
+            "a registry output is written by the build, which has the client".to_owned(),
+        )),
     }
 }
 
 /// The manifest of `img` with layer blobs of `compression`, in the store.
-fn manifest(
+pub(crate) fn manifest(
     state: &State,
     img: &Committed,
     compression: Compression,

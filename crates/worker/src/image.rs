@@ -128,13 +128,81 @@ pub fn runtime_config(c: &ImageConfig) -> RuntimeConfig {
     }
 }
 
-/// Resolves `FROM` names against the local image store.
-#[derive(Debug)]
-pub struct StoreResolver<'a> {
-    pub state: &'a State,
+/// When `FROM` asks a registry rather than the local store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Use a local image of that name; pull only names the store lacks
+    /// (`docker build` without `--pull`).
+    #[default]
+    Missing,
+    /// Resolve every name against its registry (`--pull`).
+    Always,
 }
 
-impl StoreResolver<'_> {
+/// A base image as a build resolved it (for `--metadata-file` and the log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedBase {
+    /// The normalised reference `FROM` named.
+    pub reference: String,
+    /// The digest of what the name resolved to: the registry's index or
+    /// manifest digest for pulled images, the stored manifest (or image ID)
+    /// for local ones.
+    pub digest: Digest,
+    /// Image ID (config digest).
+    pub id: Digest,
+    /// Whether it came from a registry in this build.
+    pub pulled: bool,
+}
+
+/// Resolves `FROM` names: the local image store first, then (with a client)
+/// the registry. Each name is resolved once per build.
+pub struct StoreResolver<'a> {
+    pub state: &'a State,
+    pub registry: Option<&'a kiln_registry::Client>,
+    pub pull: PullPolicy,
+    /// Where transfer progress lines go.
+    pub log: &'a (dyn Fn(&str) + Sync),
+    resolved: std::sync::Mutex<Vec<(ResolvedBase, Platform)>>,
+}
+
+impl std::fmt::Debug for StoreResolver<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreResolver")
+            .field("state", &self.state.root)
+            .field("pull", &self.pull)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> StoreResolver<'a> {
+    /// A resolver of the local store only.
+    pub fn local(state: &'a State) -> StoreResolver<'a> {
+        StoreResolver::new(state, None, PullPolicy::Missing, &|_| {})
+    }
+
+    pub fn new(
+        state: &'a State,
+        registry: Option<&'a kiln_registry::Client>,
+        pull: PullPolicy,
+        log: &'a (dyn Fn(&str) + Sync),
+    ) -> StoreResolver<'a> {
+        StoreResolver {
+            state,
+            registry,
+            pull,
+            log,
+            resolved: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The base images resolved so far, in order.
+    pub fn resolved(&self) -> Vec<ResolvedBase> {
+        self.resolved
+            .lock()
+            .map(|r| r.iter().map(|(b, _)| b.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// The image a normalised reference names in the store.
     pub fn lookup(&self, reference: &str) -> Result<Option<ImageRef>, Error> {
         if let Some(r) = self.state.images.get(reference)? {
@@ -158,28 +226,71 @@ impl StoreResolver<'_> {
         }
         Ok(None)
     }
+
+    fn pull_image(&self, reference: &str, platform: &Platform) -> Result<ResolvedBase, String> {
+        let Some(client) = self.registry else {
+            return Err("not found in the local image store".to_owned());
+        };
+        let r = kiln_reference::Reference::parse_normalized(reference)
+            .map_err(|e| format!("invalid reference: {e}"))?;
+        let pulled = crate::registry::pull(self.state, client, &r, platform, self.log)
+            .map_err(|e| e.to_string())?;
+        Ok(ResolvedBase {
+            reference: reference.to_owned(),
+            digest: pulled.resolved,
+            id: pulled.id,
+            pulled: true,
+        })
+    }
+
+    fn resolve_base(&self, reference: &str, platform: &Platform) -> Result<ResolvedBase, String> {
+        if self.pull == PullPolicy::Always && self.registry.is_some() {
+            return self.pull_image(reference, platform);
+        }
+        if let Some(r) = self.lookup(reference).map_err(|e| e.to_string())? {
+            let config = load_config(self.state, &r.id).map_err(|e| e.to_string())?;
+            let p = config.platform();
+            if p.os.is_empty() || (p.os == platform.os && p.architecture == platform.architecture)
+            {
+                return Ok(ResolvedBase {
+                    reference: reference.to_owned(),
+                    digest: r.manifest.unwrap_or(r.id),
+                    id: r.id,
+                    pulled: false,
+                });
+            }
+            if self.registry.is_none() {
+                return Err(format!(
+                    "the local image is for {}, not {} (multi-platform images are not supported yet)",
+                    p.format(),
+                    platform.format()
+                ));
+            }
+        }
+        self.pull_image(reference, platform)
+    }
 }
 
 impl ImageResolver for StoreResolver<'_> {
     fn resolve(&self, reference: &str, platform: &Platform) -> Result<Resolution, String> {
-        let found = self.lookup(reference).map_err(|e| e.to_string())?;
-        let Some(r) = found else {
-            return Err(
-                "not found in the local image store (pulling from registries is not supported yet; `kiln import` makes a base image offline)"
-                    .to_owned(),
-            );
+        let memo = self.resolved.lock().ok().and_then(|r| {
+            r.iter()
+                .find(|(b, p)| b.reference == reference && p == platform)
+                .map(|(b, _)| b.clone())
+        });
+        let base = match memo {
+            Some(b) => b,
+            None => {
+                let b = self.resolve_base(reference, platform)?;
+                if let Ok(mut r) = self.resolved.lock() {
+                    r.push((b.clone(), platform.clone()));
+                }
+                b
+            }
         };
-        let config = load_config(self.state, &r.id).map_err(|e| e.to_string())?;
-        let p = config.platform();
-        if !p.os.is_empty() && (p.os != platform.os || p.architecture != platform.architecture) {
-            return Err(format!(
-                "the local image is for {}, not {} (multi-platform images are not supported yet)",
-                p.format(),
-                platform.format()
-            ));
-        }
+        let config = load_config(self.state, &base.id).map_err(|e| e.to_string())?;
         Ok(Resolution::Resolved(ResolvedImage {
-            digest: Some(r.id.to_string()),
+            digest: Some(base.id.to_string()),
             has_layers: !config.rootfs.diff_ids.is_empty(),
             config: to_llb(&config),
         }))
@@ -284,6 +395,34 @@ pub fn diff_id(state: &State, layer: &LayerId, clamp: Option<i64>) -> Result<Dig
     let (d, _, _) = hasher.finish();
     state.layers.set_label(layer, &label, &d.to_string())?;
     Ok(d)
+}
+
+/// The mtime clamp with which built layer `layer` has the diffID `want`
+/// (`None` for unclamped and for unpacked layers); an error when no known
+/// tar of the layer has that diffID.
+pub fn clamp_of(state: &State, layer: &LayerId, want: &Digest) -> Result<Option<i64>, Error> {
+    let l = state.layers.get(layer)?;
+    if l.meta.labels.contains_key(LABEL_DIFF_ID) {
+        return Ok(None);
+    }
+    let want = want.to_string();
+    for (k, v) in &l.meta.labels {
+        if *v != want {
+            continue;
+        }
+        if k == "kiln.tar.diff_id" {
+            return Ok(None);
+        }
+        if let Some(e) = k.strip_prefix("kiln.tar.diff_id@")
+            && let Ok(e) = e.parse()
+        {
+            return Ok(Some(e));
+        }
+    }
+    Err(Error::Other(format!(
+        "layer {}: no tar of it has diffID {want}",
+        layer.as_str()
+    )))
 }
 
 /// The blob of `layer` for an export with `compression`: unpacked layers keep

@@ -40,6 +40,7 @@ pub mod fileop;
 pub mod http;
 pub mod image;
 pub mod keys;
+pub mod registry;
 pub mod mode;
 pub mod state;
 pub mod users;
@@ -49,7 +50,7 @@ use serde::{Deserialize, Serialize};
 
 pub use build::{BuildRequest, BuildResult, Output, build};
 pub use error::{Error, StepError};
-pub use image::{ImportRequest, StoreResolver, import};
+pub use image::{ImportRequest, PullPolicy, ResolvedBase, StoreResolver, import};
 pub use state::State;
 pub use worker::LlbWorker;
 

@@ -9,6 +9,7 @@
 //! <root>/cache/              solver cache: cache key → value (kiln-solver)
 //! <root>/image-layers/       image ID → the snapshot layers it was built from
 //! <root>/context/            stat caches of build contexts (kiln-context)
+//! <root>/distribution/       blob → registry repositories holding it (push mount hints)
 //! <root>/tmp/                mount points and scratch space of running builds
 //! ```
 //!

@@ -1,0 +1,462 @@
+//! Images from and to registries: `FROM` names the local store does not have,
+//! `kiln pull`, `--push` and `kiln push`.
+//!
+//! The distribution protocol itself (auth, retries, verification) is
+//! `kiln-registry`'s; this module decides what to fetch and where it goes:
+//!
+//! * a pull stores the index (if any), the platform's manifest and the config
+//!   blob as they came (so the image ID is the registry's config digest), and
+//!   downloads the layer blobs the store does not have, several at a time;
+//!   unpacking is [`crate::image::image_layers`]'s, the first time a build
+//!   needs the filesystem, once per layer for every image that shares it;
+//! * a push uploads the config and layer blobs the registry does not have
+//!   (cross-repository mounts for blobs known to live in another repository
+//!   of the same registry), then the manifest, under each name;
+//! * which repositories hold a blob is remembered in
+//!   `<root>/distribution/<hex>.json`, a hint for mounts, never a cache key.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use kiln_llb::{Digest, Platform};
+use kiln_oci::{Compression, Descriptor, ImageConfigFile, ImageRef, Manifest, MediaTypes, media};
+use kiln_reference::Reference;
+use kiln_registry::{Client, PushedBlob};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::image::{self, LABEL_DIFF_ID};
+use crate::state::{State, write_atomic};
+
+/// Blobs transferred at once.
+const PARALLEL_TRANSFERS: usize = 4;
+
+/// Where progress lines of transfers go (the cli prints them).
+pub type Log<'a> = &'a (dyn Fn(&str) + Sync);
+
+/// What a pull stored.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// Image ID (digest of the config blob).
+    pub id: Digest,
+    /// Digest of the platform's image manifest.
+    pub manifest: Digest,
+    /// Digest of the index the manifest was picked from, if the name
+    /// pointed at one.
+    pub index: Option<Digest>,
+    /// The digest the name resolved to (index or manifest): what a
+    /// `name@digest` reference of this pull would be.
+    pub resolved: Digest,
+    /// Bytes downloaded (blobs the store already had are not counted).
+    pub downloaded: u64,
+}
+
+fn err(reference: &impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
+    Error::Other(format!("{reference}: {e}"))
+}
+
+/// The compression a layer media type says.
+fn layer_compression(mt: &str) -> Option<Compression> {
+    match mt {
+        media::OCI_LAYER_GZIP | media::DOCKER_LAYER_GZIP | media::OCI_LAYER_NONDIST_GZIP => {
+            Some(Compression::gzip())
+        }
+        media::OCI_LAYER_ZSTD | media::OCI_LAYER_NONDIST_ZSTD => Some(Compression::zstd()),
+        media::OCI_LAYER_TAR | media::DOCKER_LAYER_TAR | media::OCI_LAYER_NONDIST_TAR => {
+            Some(Compression::Uncompressed)
+        }
+        _ => None,
+    }
+}
+
+/// Pulls the image `reference` names for `platform` into the store and
+/// records the name. Layers are downloaded, not unpacked.
+pub fn pull(
+    state: &State,
+    client: &Client,
+    reference: &Reference,
+    platform: &Platform,
+    log: Log<'_>,
+) -> Result<Pulled, Error> {
+    let reference = reference.clone().with_default_tag();
+    log(&format!("resolve {reference}"));
+    let resolved = client
+        .resolve(&reference, platform)
+        .map_err(|e| Error::Other(e.to_string()))?;
+    let mut stored = Vec::new();
+    for m in resolved.index.iter().chain([&resolved.manifest]) {
+        let blob = state.content.put_bytes(&m.bytes)?;
+        if blob.digest != m.digest {
+            return Err(err(
+                &reference,
+                format!(
+                    "manifest digest mismatch: expected {}, got {}",
+                    m.digest, blob.digest
+                ),
+            ));
+        }
+        stored.push(blob.digest);
+    }
+    let manifest: Manifest = serde_json::from_slice(&resolved.manifest.bytes)
+        .map_err(|e| err(&reference, format!("invalid image manifest: {e}")))?;
+    let config_type = manifest.config.media_type.as_str();
+    if config_type != media::OCI_CONFIG && config_type != media::DOCKER_CONFIG {
+        return Err(err(
+            &reference,
+            format!("not a container image (its config is of type {config_type:?})"),
+        ));
+    }
+    let downloaded = AtomicUsize::new(0);
+    fetch(state, client, &reference, &manifest.config, &downloaded)?;
+    let config_bytes = state.content.read(&manifest.config.digest)?;
+    let config = ImageConfigFile::from_json(&config_bytes, &manifest.config.digest.to_string())?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(err(
+            &reference,
+            format!(
+                "the manifest has {} layers but the config {} diffIDs",
+                manifest.layers.len(),
+                config.rootfs.diff_ids.len()
+            ),
+        ));
+    }
+    let mut wanted = Vec::new();
+    for (desc, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+        let compression = layer_compression(&desc.media_type).ok_or_else(|| {
+            err(
+                &reference,
+                format!(
+                    "layer {} has media type {:?}, which kiln cannot unpack",
+                    desc.digest, desc.media_type
+                ),
+            )
+        })?;
+        let unpacked = state
+            .layers
+            .find_by_label(LABEL_DIFF_ID, &diff_id.to_string())?
+            .is_some();
+        if !unpacked && !state.content.has(&desc.digest)? {
+            wanted.push(desc.clone());
+        }
+        state.layer_blobs.add(diff_id, compression, desc)?;
+    }
+    let next = AtomicUsize::new(0);
+    let failure: Mutex<Option<Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL_TRANSFERS.min(wanted.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(desc) = wanted.get(i) else { break };
+                    if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+                        break;
+                    }
+                    match fetch(state, client, &reference, desc, &downloaded) {
+                        Ok(()) => log(&format!(
+                            "{} {} done",
+                            desc.digest,
+                            human_size(desc.size)
+                        )),
+                        Err(e) => {
+                            if let Ok(mut f) = failure.lock() {
+                                f.get_or_insert(e);
+                            }
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let repo = repository(&reference);
+    let mut blobs: Vec<Digest> = manifest.layers.iter().map(|l| l.digest).collect();
+    blobs.push(manifest.config.digest);
+    blobs.extend(stored.iter().copied());
+    remember(state, &blobs, &repo);
+    let resolved_digest = resolved
+        .index
+        .as_ref()
+        .map_or(resolved.manifest.digest, |i| i.digest);
+    state.images.set(
+        &reference.to_string(),
+        ImageRef {
+            id: manifest.config.digest,
+            manifest: Some(resolved.manifest.digest),
+        },
+    )?;
+    Ok(Pulled {
+        id: manifest.config.digest,
+        manifest: resolved.manifest.digest,
+        index: resolved.index.as_ref().map(|i| i.digest),
+        resolved: resolved_digest,
+        downloaded: downloaded.load(Ordering::SeqCst) as u64,
+    })
+}
+
+fn fetch(
+    state: &State,
+    client: &Client,
+    reference: &Reference,
+    desc: &Descriptor,
+    downloaded: &AtomicUsize,
+) -> Result<(), Error> {
+    if state.content.has(&desc.digest)? {
+        return Ok(());
+    }
+    client
+        .fetch_blob(reference, desc, &state.content, &|_| {})
+        .map_err(|e| Error::Other(e.to_string()))?;
+    downloaded.fetch_add(usize::try_from(desc.size).unwrap_or(0), Ordering::SeqCst);
+    Ok(())
+}
+
+/// `host/path` of a reference.
+fn repository(r: &Reference) -> String {
+    format!("{}/{}", r.domain(), r.path())
+}
+
+/// A size as Docker prints it (`units.HumanSize`: four significant digits,
+/// decimal units: `12.35MB`).
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    let whole = if v >= 100.0 {
+        3
+    } else if v >= 10.0 {
+        2
+    } else {
+        1
+    };
+    let s = format!("{v:.*}", 4 - whole);
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &s
+    };
+    format!("{s}{}", UNITS[u])
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Sources {
+    repositories: BTreeSet<String>,
+}
+
+fn sources_path(state: &State, d: &Digest) -> std::path::PathBuf {
+    state
+        .root
+        .join("distribution")
+        .join(format!("{}.json", d.hex()))
+}
+
+fn sources(state: &State, d: &Digest) -> Sources {
+    fs::read(sources_path(state, d))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Records that `blobs` live in `repo`. A hint only: failures are ignored.
+fn remember(state: &State, blobs: &[Digest], repo: &str) {
+    let dir = state.root.join("distribution");
+    if fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    for d in blobs {
+        let mut s = sources(state, d);
+        if s.repositories.insert(repo.to_owned())
+            && let Ok(body) = serde_json::to_vec(&s)
+        {
+            let _ = write_atomic(&sources_path(state, d), &body);
+        }
+    }
+}
+
+/// A repository of the same registry (other than `repo`) that holds `d`.
+fn mount_source(state: &State, d: &Digest, repo: &Reference) -> Option<String> {
+    let host = format!("{}/", repo.domain());
+    let this = repository(repo);
+    sources(state, d)
+        .repositories
+        .into_iter()
+        .find(|r| *r != this && r.starts_with(&host))
+        .and_then(|r| r.strip_prefix(&host).map(str::to_owned))
+}
+
+/// The manifest to push for the stored image `r`: the one it was pulled or
+/// loaded with when all its blobs are here, else one made from its layers
+/// with `compression` and media types `types`.
+pub fn manifest_for(
+    state: &State,
+    r: &ImageRef,
+    compression: Compression,
+    types: MediaTypes,
+) -> Result<Descriptor, Error> {
+    if let Some(m) = r.manifest
+        && let Ok(bytes) = state.content.read(&m)
+        && let Ok(parsed) = serde_json::from_slice::<Manifest>(&bytes)
+        && parsed.config.digest == r.id
+    {
+        let mut complete = true;
+        for l in &parsed.layers {
+            complete &= state.content.has(&l.digest)?;
+        }
+        if complete {
+            let mt = if parsed.media_type.is_empty() {
+                media::OCI_MANIFEST.to_owned()
+            } else {
+                parsed.media_type.clone()
+            };
+            return Ok(Descriptor {
+                media_type: mt,
+                digest: m,
+                size: bytes.len() as u64,
+                urls: Vec::new(),
+                annotations: Default::default(),
+                platform: None,
+            });
+        }
+    }
+    let config = image::load_config(state, &r.id)?;
+    let layers = state.image_layers(&r.id).ok_or_else(|| {
+        Error::Other(format!(
+            "image {}: neither its layers nor a complete manifest are in the store",
+            r.id
+        ))
+    })?;
+    let mut descs = Vec::with_capacity(layers.len());
+    for (l, want) in layers.iter().zip(&config.rootfs.diff_ids) {
+        let clamp = image::clamp_of(state, l, want)?;
+        descs.push(image::layer_blob(state, l, clamp, compression)?);
+    }
+    let written = kiln_oci::write_image(&state.content, &config, &descs, types)?;
+    if written.config.digest != r.id {
+        return Err(Error::Other(format!(
+            "image {}: its configuration does not re-encode to the same bytes",
+            r.id
+        )));
+    }
+    Ok(written.manifest)
+}
+
+/// Pushes the manifest `manifest` (in the store) and its blobs under each of
+/// `names`; returns the pushed digest.
+pub fn push(
+    state: &State,
+    client: &Client,
+    manifest: &Descriptor,
+    names: &[String],
+    log: Log<'_>,
+) -> Result<Digest, Error> {
+    let bytes = state.content.read(&manifest.digest)?;
+    let parsed: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| err(&manifest.digest, format!("invalid image manifest: {e}")))?;
+    let mut blobs = vec![parsed.config.clone()];
+    blobs.extend(parsed.layers.iter().cloned());
+    for name in names {
+        let reference = Reference::parse_normalized(name)
+            .map_err(|e| Error::Other(format!("invalid name {name:?}: {e}")))?
+            .with_default_tag();
+        log(&format!("pushing {reference}"));
+        let next = AtomicUsize::new(0);
+        let failure: Mutex<Option<Error>> = Mutex::new(None);
+        let reference = Arc::new(reference);
+        std::thread::scope(|s| {
+            for _ in 0..PARALLEL_TRANSFERS.min(blobs.len()) {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(desc) = blobs.get(i) else { break };
+                        if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+                            break;
+                        }
+                        match push_blob(state, client, &reference, desc) {
+                            Ok(how) => log(&format!(
+                                "{} {}",
+                                desc.digest,
+                                match how {
+                                    PushedBlob::Existed => "already exists".to_owned(),
+                                    PushedBlob::Mounted => "mounted".to_owned(),
+                                    PushedBlob::Uploaded =>
+                                        format!("{} pushed", human_size(desc.size)),
+                                }
+                            )),
+                            Err(e) => {
+                                if let Ok(mut f) = failure.lock() {
+                                    f.get_or_insert(e);
+                                }
+                                break;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = failure.into_inner().ok().flatten() {
+            return Err(e);
+        }
+        let tag = reference
+            .tag()
+            .map(str::to_owned)
+            .unwrap_or_else(|| manifest.digest.to_string());
+        let pushed = client
+            .put_manifest(&reference, &tag, &manifest.media_type, &bytes)
+            .map_err(|e| Error::Other(e.to_string()))?;
+        if pushed != manifest.digest {
+            return Err(err(
+                &reference,
+                format!(
+                    "the registry stored the manifest as {pushed}, expected {}",
+                    manifest.digest
+                ),
+            ));
+        }
+        let mut all: Vec<Digest> = blobs.iter().map(|b| b.digest).collect();
+        all.push(manifest.digest);
+        remember(state, &all, &repository(&reference));
+        log(&format!("{reference}: digest: {} size: {}", manifest.digest, bytes.len()));
+    }
+    Ok(manifest.digest)
+}
+
+fn push_blob(
+    state: &State,
+    client: &Client,
+    reference: &Reference,
+    desc: &Descriptor,
+) -> Result<PushedBlob, Error> {
+    let mount = mount_source(state, &desc.digest, reference);
+    let content = state.content.clone();
+    let digest = desc.digest;
+    client
+        .push_blob(reference, desc, mount.as_deref(), &move || {
+            content
+                .open_blob(&digest)
+                .map(|f| Box::new(std::io::BufReader::new(f)) as Box<dyn std::io::Read + Send>)
+                .map_err(std::io::Error::other)
+        })
+        .map_err(|e| Error::Other(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_size;
+
+    #[test]
+    fn sizes_as_docker_prints_them() {
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1000), "1kB");
+        assert_eq!(human_size(12_345_678), "12.35MB");
+        assert_eq!(human_size(123_456), "123.5kB");
+        assert_eq!(human_size(3_000_000_000), "3GB");
+    }
+}
