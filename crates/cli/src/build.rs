@@ -13,11 +13,11 @@ use kiln_reference::Reference;
 use kiln_solver::CancelToken;
 use kiln_worker::{Error as WorkerError, ImportRequest, Output, State};
 
-use crate::{Failure, Globals};
 use crate::args::{BuildArgs, ImportArgs};
 use crate::options::{build_options, read_dockerfile, reject_unsupported};
 use crate::output;
 use crate::progress::{Mode, Progress};
+use crate::{Failure, Globals};
 
 /// Hostname of RUN steps: BuildKit's, so build scripts that look at it behave
 /// the same.

@@ -18,7 +18,12 @@
 //! * `kiln ARGS…` — any kiln command on the case's state directory;
 //! * `run SHELL-COMMAND` — a shell command in the context directory, with
 //!   `$KILN`, `$STATE`, `$OUT`, `$CTX`, `$TOOLS` (`testdata/build-tools`) and
-//!   `$BASE_TAR` (the busybox rootfs tar) set (edit files, call skopeo, …).
+//!   `$BASE_TAR` (the busybox rootfs tar) set (edit files, call skopeo, …);
+//! * `registry [auth]` — starts Debian's `docker-registry` on a loopback port
+//!   and sets `$REGISTRY` (`auth`: basic auth over TLS, see `Case::registry`).
+//!
+//! Every command sees its own `DOCKER_CONFIG` and `KILN_CONFIG`, never the
+//! host's credentials.
 //!
 //! Builds run with `SOURCE_DATE_EPOCH=1600000000`, so times are fixed. Paths
 //! of the temporary directories and the digest of the base image (which
@@ -109,6 +114,12 @@ struct Case {
     base_id: String,
     transcript: String,
     last_stderr: String,
+    /// Registries the script started (`registry`), kept running until the
+    /// case ends.
+    registries: Vec<kiln_testkit::registry::Registry>,
+    /// Variables the script set (`$REGISTRY`, …), expanded in its words and
+    /// exported to `run` commands.
+    vars: Vec<(String, String)>,
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -150,6 +161,8 @@ impl Case {
             base_id: String::new(),
             transcript: String::new(),
             last_stderr: String::new(),
+            registries: Vec::new(),
+            vars: Vec::new(),
         };
         let (code, stdout, stderr) = c.kiln(&[
             "import".into(),
@@ -169,6 +182,10 @@ impl Case {
             .current_dir(&self.ctx)
             .env("SOURCE_DATE_EPOCH", EPOCH)
             .env_remove("KILN_ROOT")
+            .env("DOCKER_CONFIG", self.tmp.path().join("docker-config"))
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env("KILN_CONFIG", self.tmp.path().join("kiln-config.toml"))
+            .envs(self.vars.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap();
         (
@@ -180,16 +197,28 @@ impl Case {
 
     /// `$OUT`, `$CTX` and `$STATE` in a script argument.
     fn expand(&self, word: &str) -> String {
+        let mut word = word.to_owned();
+        // Longest names first, so `$REGISTRY_CA` is not read as `$REGISTRY`.
+        let mut vars = self.vars.clone();
+        vars.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
+        for (k, v) in &vars {
+            word = word.replace(&format!("${k}"), v);
+        }
         word.replace("$OUT", &self.out.display().to_string())
             .replace("$CTX", &self.ctx.display().to_string())
             .replace("$STATE", &self.state.display().to_string())
     }
 
     fn normalize(&self, s: &str) -> String {
+        let mut s = s.to_owned();
+        for r in &self.registries {
+            s = s.replace(&r.addr(), "$REGISTRY");
+        }
         let mut s = s
             .replace(&self.state.display().to_string(), "$STATE")
             .replace(&self.ctx.display().to_string(), "$CTX")
-            .replace(&self.out.display().to_string(), "$OUT");
+            .replace(&self.out.display().to_string(), "$OUT")
+            .replace(&self.tmp.path().display().to_string(), "$TMP");
         if !self.base_id.is_empty() {
             s = s.replace(&self.base_id, "<busybox>");
         }
@@ -242,6 +271,10 @@ impl Case {
             .env("TOOLS", testdata().join("build-tools"))
             .env("BASE_TAR", &base().tar)
             .env("SOURCE_DATE_EPOCH", EPOCH)
+            .env("DOCKER_CONFIG", self.tmp.path().join("docker-config"))
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env("KILN_CONFIG", self.tmp.path().join("kiln-config.toml"))
+            .envs(self.vars.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap();
         let _ = writeln!(self.transcript, "exit {}", out.status.code().unwrap_or(-1));
@@ -300,6 +333,29 @@ impl Case {
             .push_str(&fs_diff(&base().rootfs, &self.out.join("fs")));
     }
 
+    /// `registry [auth]`: starts Debian's docker-registry on a loopback port
+    /// (`auth`: htpasswd basic auth over TLS, user `kiln`, password
+    /// `secret`, its CA in `$REGISTRY_CA` and trusted by kiln through
+    /// `$KILN_CONFIG`); sets `$REGISTRY` to its `host:port`.
+    fn registry(&mut self, args: &[String]) {
+        use kiln_testkit::registry::{Registry, RegistryOptions};
+        let auth = args.first().map(String::as_str) == Some("auth");
+        let opts = if auth {
+            RegistryOptions::basic_auth_tls("kiln", "secret")
+        } else {
+            RegistryOptions::anonymous()
+        };
+        let r = Registry::start(opts).unwrap_or_else(|e| panic!("starting docker-registry: {e}"));
+        self.vars.push(("REGISTRY".to_owned(), r.addr()));
+        if let Some(ca) = r.ca_file() {
+            self.vars
+                .push(("REGISTRY_CA".to_owned(), ca.display().to_string()));
+            let config = format!("[registry.\"{}\"]\nca = \"{}\"\n", r.addr(), ca.display());
+            fs::write(self.tmp.path().join("kiln-config.toml"), config).unwrap();
+        }
+        self.registries.push(r);
+    }
+
     fn script(&mut self) {
         let script = fs::read_to_string(self.dir.join("script"))
             .unwrap_or_else(|_| "build\nreport\n".to_owned());
@@ -320,6 +376,7 @@ impl Case {
                     self.transcript.push_str(&stderr);
                 }
                 Some("run") => self.run(line.trim_start_matches("run").trim_start()),
+                Some("registry") => self.registry(&words[1..]),
                 other => panic!("{}: unknown script command {other:?}", self.dir.display()),
             }
         }

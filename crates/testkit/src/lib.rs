@@ -9,6 +9,8 @@
 
 #![allow(clippy::print_stderr)]
 
+pub mod registry;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

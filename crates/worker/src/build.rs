@@ -213,9 +213,10 @@ pub async fn build(
                     ..
                 },
             ) => {
-                let client = req.registry.as_ref().ok_or_else(|| {
-                    Error::Other("pushing needs a registry client".to_owned())
-                })?;
+                let client = req
+                    .registry
+                    .as_ref()
+                    .ok_or_else(|| Error::Other("pushing needs a registry client".to_owned()))?;
                 let m = export::manifest(state, img, *compression, *types, clamp, names)?;
                 crate::registry::push(state, client, &m.manifest, names, &*req.log)?;
                 if *store {

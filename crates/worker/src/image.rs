@@ -233,8 +233,15 @@ impl<'a> StoreResolver<'a> {
         };
         let r = kiln_reference::Reference::parse_normalized(reference)
             .map_err(|e| format!("invalid reference: {e}"))?;
-        let pulled = crate::registry::pull(self.state, client, &r, platform, self.log)
-            .map_err(|e| e.to_string())?;
+        let pulled =
+            crate::registry::pull(self.state, client, &r, platform, self.log).map_err(|e| {
+                match self.pull {
+                    PullPolicy::Always => format!("pulling it failed: {e}"),
+                    PullPolicy::Missing => {
+                        format!("not in the local image store, and pulling it failed: {e}")
+                    }
+                }
+            })?;
         Ok(ResolvedBase {
             reference: reference.to_owned(),
             digest: pulled.resolved,
@@ -250,8 +257,7 @@ impl<'a> StoreResolver<'a> {
         if let Some(r) = self.lookup(reference).map_err(|e| e.to_string())? {
             let config = load_config(self.state, &r.id).map_err(|e| e.to_string())?;
             let p = config.platform();
-            if p.os.is_empty() || (p.os == platform.os && p.architecture == platform.architecture)
-            {
+            if p.os.is_empty() || (p.os == platform.os && p.architecture == platform.architecture) {
                 return Ok(ResolvedBase {
                     reference: reference.to_owned(),
                     digest: r.manifest.unwrap_or(r.id),

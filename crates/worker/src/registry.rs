@@ -154,11 +154,7 @@ pub fn pull(
                         break;
                     }
                     match fetch(state, client, &reference, desc, &downloaded) {
-                        Ok(()) => log(&format!(
-                            "{} {} done",
-                            desc.digest,
-                            human_size(desc.size)
-                        )),
+                        Ok(()) => log(&format!("{} {} done", desc.digest, human_size(desc.size))),
                         Err(e) => {
                             if let Ok(mut f) = failure.lock() {
                                 f.get_or_insert(e);
@@ -178,6 +174,7 @@ pub fn pull(
     blobs.push(manifest.config.digest);
     blobs.extend(stored.iter().copied());
     remember(state, &blobs, &repo);
+    log("DONE");
     let resolved_digest = resolved
         .index
         .as_ref()
@@ -423,7 +420,12 @@ pub fn push(
         let mut all: Vec<Digest> = blobs.iter().map(|b| b.digest).collect();
         all.push(manifest.digest);
         remember(state, &all, &repository(&reference));
-        log(&format!("{reference}: digest: {} size: {}", manifest.digest, bytes.len()));
+        log(&format!(
+            "{reference}: digest: {} size: {}",
+            manifest.digest,
+            bytes.len()
+        ));
+        log("DONE");
     }
     Ok(manifest.digest)
 }
