@@ -570,6 +570,10 @@ fn run_case(dir: &Path) -> Result<(), Failed> {
 fn main() {
     let args = Arguments::from_args();
     let root = is_root();
+    let registry_unavailable = kiln_testkit::registry::unavailable();
+    if let Some(why) = &registry_unavailable {
+        eprintln!("registry build cases ignored: {why}");
+    }
     if root && !Path::new("/bin/busybox").exists() {
         eprintln!("the build tests need /bin/busybox: install Debian's busybox-static");
         std::process::exit(1);
@@ -578,7 +582,11 @@ fn main() {
         .into_iter()
         .map(|dir| {
             let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-            Trial::test(name, move || run_case(&dir)).with_ignored_flag(!root)
+            // Cases that start a registry need docker-registry too.
+            let needs_registry = fs::read_to_string(dir.join("script"))
+                .is_ok_and(|s| s.lines().any(|l| l.trim_start().starts_with("registry")));
+            let runnable = root && !(needs_registry && registry_unavailable.is_some());
+            Trial::test(name, move || run_case(&dir)).with_ignored_flag(!runnable)
         })
         .collect();
     let realistic = root && std::env::var_os("KILN_TEST_REALISTIC").is_some_and(|v| v == "1");

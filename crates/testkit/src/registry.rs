@@ -312,6 +312,11 @@ impl FaultProxy {
         });
     }
 
+    /// Forgets the faults not injected yet.
+    pub fn clear(&self) {
+        lock(&self.state).rules.clear();
+    }
+
     /// How many requests so far had this method and a path containing this.
     pub fn count(&self, method: &str, path_contains: &str) -> usize {
         let prefix = format!("{method} ");
