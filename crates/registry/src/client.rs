@@ -138,7 +138,9 @@ struct Inner {
     config: RegistryConfig,
     auth: Auth,
     options: ClientOptions,
-    system_roots: Vec<Certificate<'static>>,
+    /// Loaded on first use: a build whose bases are all local never pays
+    /// for reading the system's certificates.
+    system_roots: std::sync::OnceLock<Vec<Certificate<'static>>>,
     agents: Mutex<HashMap<String, Agent>>,
     /// Hosts found to speak plain HTTP.
     plain: Mutex<HashMap<String, bool>>,
@@ -295,18 +297,12 @@ impl Client {
         auth: Auth,
         options: ClientOptions,
     ) -> Result<Client, RegistryError> {
-        let native = rustls_native_certs::load_native_certs();
-        let system_roots = native
-            .certs
-            .iter()
-            .map(|c| Certificate::from_der(c.as_ref()).to_owned())
-            .collect();
         Ok(Client {
             inner: Arc::new(Inner {
                 config,
                 auth,
                 options,
-                system_roots,
+                system_roots: std::sync::OnceLock::new(),
                 agents: Mutex::new(HashMap::new()),
                 plain: Mutex::new(HashMap::new()),
                 challenges: Mutex::new(HashMap::new()),
@@ -319,7 +315,17 @@ impl Client {
         if let Some(a) = lock(&self.inner.agents).get(host) {
             return Ok(a.clone());
         }
-        let mut roots = self.inner.system_roots.clone();
+        let mut roots = self
+            .inner
+            .system_roots
+            .get_or_init(|| {
+                rustls_native_certs::load_native_certs()
+                    .certs
+                    .iter()
+                    .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+                    .collect()
+            })
+            .clone();
         for ca in self.inner.config.ca_files(host) {
             let pem = std::fs::read(&ca).map_err(|e| RegistryError::Io {
                 what: format!("reading the CA file {} of {host}", ca.display()),
