@@ -33,6 +33,16 @@ pub enum Command {
     Plan(PlanArgs),
     /// Import a root filesystem tarball as an image (like `docker import`).
     Import(ImportArgs),
+    /// List images (like `docker images`).
+    Images(crate::images::ImagesArgs),
+    /// Show images' configuration and manifest as JSON (like `docker image inspect`).
+    Inspect(crate::images::InspectArgs),
+    /// Show the history of an image (like `docker history`).
+    History(crate::images::HistoryArgs),
+    /// Give an image another name (like `docker tag`).
+    Tag(crate::images::TagArgs),
+    /// Remove images (like `docker rmi`).
+    Rmi(crate::images::RmiArgs),
 }
 
 /// `kiln import`.

@@ -180,6 +180,7 @@ pub fn build(root: Option<&Path>, args: &BuildArgs) -> Result<(), Failure> {
     let dir = state_dir(root);
     let state =
         State::open(&dir).with_context(|| format!("opening state directory {}", dir.display()))?;
+    let _lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     let resolver = kiln_worker::build::resolver(&state);
     let plan = kiln_frontend::plan(&file, &opts, &resolver)?;
     crate::plan::print_warnings(&plan.warnings);
@@ -342,6 +343,7 @@ pub fn import(root: Option<&Path>, args: &ImportArgs) -> Result<(), Failure> {
     let dir = state_dir(root);
     let state =
         State::open(&dir).with_context(|| format!("opening state directory {}", dir.display()))?;
+    let _lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     let reader: Box<dyn Read> = if args.file == "-" {
         Box::new(std::io::stdin().lock())
     } else {

@@ -13,6 +13,8 @@
 
 mod args;
 mod build;
+mod gotemplate;
+mod images;
 mod options;
 mod output;
 mod plan;
@@ -65,6 +67,11 @@ fn main() -> ExitCode {
         Command::Plan(args) => plan::run(&args),
         Command::Build(args) => build::build(root, &args),
         Command::Import(args) => build::import(root, &args),
+        Command::Images(args) => images::images(root, &args),
+        Command::Inspect(args) => images::inspect(root, &args),
+        Command::History(args) => images::history(root, &args),
+        Command::Tag(args) => images::tag(root, &args),
+        Command::Rmi(args) => images::rmi(root, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -58,6 +58,7 @@ pub fn write(
 ) -> Result<(), Error> {
     match out {
         Output::Image { names } => {
+            crate::images::record(state, &img.id)?;
             for n in names {
                 state.images.set(
                     n,

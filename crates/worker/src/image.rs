@@ -501,5 +501,7 @@ pub fn import(state: &State, req: ImportRequest<'_>) -> Result<Digest, Error> {
         ..History::default()
     });
     let bytes = config.to_json()?;
-    Ok(state.content.put_bytes(&bytes)?.digest)
+    let id = state.content.put_bytes(&bytes)?.digest;
+    crate::images::record(state, &id)?;
+    Ok(id)
 }
