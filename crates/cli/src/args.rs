@@ -43,6 +43,10 @@ pub enum Command {
     Tag(crate::images::TagArgs),
     /// Remove images (like `docker rmi`).
     Rmi(crate::images::RmiArgs),
+    /// Write images to a `docker load` or OCI archive (like `docker save`).
+    Save(crate::archive::SaveArgs),
+    /// Read images from a docker or OCI archive (like `docker load`).
+    Load(crate::archive::LoadArgs),
 }
 
 /// `kiln import`.

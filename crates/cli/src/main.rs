@@ -11,6 +11,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod archive;
 mod args;
 mod build;
 mod gotemplate;
@@ -72,6 +73,8 @@ fn main() -> ExitCode {
         Command::History(args) => images::history(root, &args),
         Command::Tag(args) => images::tag(root, &args),
         Command::Rmi(args) => images::rmi(root, &args),
+        Command::Save(args) => archive::save(root, &args),
+        Command::Load(args) => archive::load(root, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

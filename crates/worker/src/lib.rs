@@ -31,6 +31,7 @@
 //! environment; progress goes through solver events, configuration comes in
 //! through [`BuildRequest`].
 
+pub mod archive;
 pub mod build;
 pub mod copy;
 mod error;
