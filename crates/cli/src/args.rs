@@ -210,6 +210,7 @@ impl BuildArgs {
         check(!self.outputs.is_empty(), "--output");
         check(self.progress.is_some(), "--progress");
         check(self.iidfile.is_some(), "--iidfile");
+        check(self.metadata_file.is_some(), "--metadata-file");
         check(self.quiet, "--quiet");
         check(self.max_parallelism.is_some(), "--max-parallelism");
         out
@@ -231,7 +232,6 @@ impl BuildArgs {
         check(!self.secrets.is_empty(), "--secret");
         check(!self.ssh.is_empty(), "--ssh");
         check(!self.build_contexts.is_empty(), "--build-context");
-        check(self.metadata_file.is_some(), "--metadata-file");
         check(
             self.platforms.len() > 1,
             "--platform with several platforms",

@@ -170,6 +170,21 @@ pub fn build(root: Option<&Path>, args: &BuildArgs) -> Result<(), Failure> {
     reject_unsupported(args)?;
     let mode = progress_mode(args)?;
     let outputs = outputs(args)?;
+    crate::metadata::check_stdout(&outputs, args.quiet)?;
+    let image_names: Vec<String> = outputs
+        .iter()
+        .flat_map(|o| match o {
+            Output::Image { names } | Output::Oci { names, .. } | Output::Docker { names, .. } => {
+                names.clone()
+            }
+            _ => Vec::new(),
+        })
+        .fold(Vec::new(), |mut v, n| {
+            if !v.contains(&n) {
+                v.push(n);
+            }
+            v
+        });
     let opts = build_options(args, &env_var)?;
     let sde = source_date_epoch(&opts)?;
     let file = read_dockerfile(args)?;
@@ -184,6 +199,7 @@ pub fn build(root: Option<&Path>, args: &BuildArgs) -> Result<(), Failure> {
     let resolver = kiln_worker::build::resolver(&state);
     let plan = kiln_frontend::plan(&file, &opts, &resolver)?;
     crate::plan::print_warnings(&plan.warnings);
+    let bases = resolver.resolutions();
     let dag = Arc::new(kiln_worker::build::dag(&plan.definition).map_err(anyhow::Error::new)?);
     let names: Vec<String> = dag.nodes().iter().map(|n| n.name.clone()).collect();
     let progress = Arc::new(Progress::new(mode, names));
@@ -230,6 +246,9 @@ pub fn build(root: Option<&Path>, args: &BuildArgs) -> Result<(), Failure> {
     });
     match result {
         Ok(res) => {
+            if let Some(path) = &args.metadata_file {
+                crate::metadata::write(path, &state, &res, &image_names, &bases)?;
+            }
             if let Some(img) = &res.image {
                 let t = progress.task("exporting to image");
                 t.line(&format!("writing image {} done", img.id));

@@ -71,9 +71,10 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, Failure> {
 /// too; `normalize` normalises `name=` values.
 pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Output, Failure> {
     if spec == "-" {
-        return Err(not_yet(
-            "--output - (streaming the result to stdout)".to_owned(),
-        ));
+        // buildx: `-o -` is the filesystem as a tar on stdout.
+        return Ok(Output::Tar {
+            dest: PathBuf::from(kiln_worker::export::STDOUT),
+        });
     }
     if !spec.contains('=') {
         return Ok(Output::Local {
@@ -90,12 +91,7 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
     for (k, v) in &fields {
         match k.as_str() {
             "type" => ty = Some(v.clone()),
-            "dest" => {
-                if v == "-" {
-                    return Err(not_yet("--output dest=- (streaming to stdout)".to_owned()));
-                }
-                dest = Some(PathBuf::from(v));
-            }
+            "dest" => dest = Some(PathBuf::from(v)),
             "tar" => tar = parse_bool(k, v)?,
             "name" => {
                 for n in v.split(',').filter(|s| !s.is_empty()) {
@@ -154,8 +150,19 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
     let need_dest = |dest: Option<PathBuf>| {
         dest.ok_or_else(|| Failure::Usage(format!("--output type={ty} needs dest=PATH")))
     };
+    let stdout = dest
+        .as_deref()
+        .is_some_and(|d| d == std::path::Path::new(kiln_worker::export::STDOUT));
+    if stdout && (ty == "local" || (ty == "oci" && !tar)) {
+        return Err(Failure::Usage(format!(
+            "--output type={ty}: dest=- (stdout) needs an archive output (tar, oci, docker)"
+        )));
+    }
     match ty.as_str() {
         "local" => Ok(Output::Local {
+            dest: need_dest(dest)?,
+        }),
+        "tar" => Ok(Output::Tar {
             dest: need_dest(dest)?,
         }),
         "oci" => Ok(Output::Oci {
@@ -175,9 +182,9 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
             )),
         },
         "image" => Ok(Output::Image { names }),
-        "tar" | "registry" | "cacheonly" => Err(not_yet(format!("--output type={ty}"))),
+        "registry" | "cacheonly" => Err(not_yet(format!("--output type={ty}"))),
         other => Err(Failure::Usage(format!(
-            "invalid --output type {other:?}: expected local, oci, docker or image"
+            "invalid --output type {other:?}: expected local, tar, oci, docker or image"
         ))),
     }
 }
@@ -246,9 +253,18 @@ mod tests {
     #[test]
     fn refusals() {
         assert_eq!(
-            err("-"),
-            "--output - (streaming the result to stdout) is not supported yet"
+            ok("-"),
+            Output::Tar {
+                dest: PathBuf::from("-")
+            }
         );
+        assert_eq!(
+            ok("type=tar,dest=x.tar"),
+            Output::Tar {
+                dest: PathBuf::from("x.tar")
+            }
+        );
+        assert!(err("type=local,dest=-").contains("needs an archive output"));
         assert_eq!(
             err("type=registry"),
             "--output type=registry is not supported yet"

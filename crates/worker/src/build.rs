@@ -54,6 +54,8 @@ impl std::fmt::Debug for BuildRequest {
 pub struct BuildResult {
     /// The image, when an output needed one.
     pub image: Option<Committed>,
+    /// The manifests the outputs wrote (OCI and docker archives/layouts).
+    pub manifests: Vec<kiln_oci::Descriptor>,
 }
 
 /// The solver DAG of a definition: one node per vertex, in the graph's
@@ -197,14 +199,16 @@ pub async fn build(
     } else {
         None
     };
+    let mut manifests = Vec::new();
     for out in &req.outputs {
         match (&image, out) {
-            (Some(img), out) => export::write(state, img, out, clamp)?,
+            (Some(img), out) => manifests.extend(export::write(state, img, out, clamp)?),
             (None, Output::Local { dest }) => export::local(state, &layers, dest)?,
+            (None, Output::Tar { dest }) => export::flat_tar(state, &layers, dest, clamp)?,
             (None, _) => return Err(Error::Other("output needs an image".to_owned())),
         }
     }
-    Ok(BuildResult { image })
+    Ok(BuildResult { image, manifests })
 }
 
 /// A solver error as the user should see it.
@@ -229,5 +233,5 @@ fn step_error(dag: &Dag<Vertex>, e: SolveError<Error>) -> Error {
 
 /// The image resolver of builds on `state`.
 pub fn resolver(state: &State) -> StoreResolver<'_> {
-    StoreResolver { state }
+    StoreResolver::new(state)
 }

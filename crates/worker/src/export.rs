@@ -34,13 +34,19 @@ pub enum Output {
     },
     /// The final filesystem, copied into a directory.
     Local { dest: PathBuf },
+    /// The final filesystem as one tar archive (like `docker export`).
+    Tar { dest: PathBuf },
 }
+
+/// The `dest` that means the process's standard output (`dest=-`): the
+/// archive outputs stream there instead of into a file.
+pub const STDOUT: &str = "-";
 
 impl Output {
     /// Whether this output needs the image (config, diffIDs), not just the
     /// filesystem.
     pub fn needs_image(&self) -> bool {
-        !matches!(self, Output::Local { .. })
+        !matches!(self, Output::Local { .. } | Output::Tar { .. })
     }
 }
 
@@ -49,13 +55,14 @@ fn io_err(what: &str, path: &Path) -> impl FnOnce(io::Error) -> Error {
     move |source| Error::Io { what, source }
 }
 
-/// Writes `out` of the committed image `img`.
+/// Writes `out` of the committed image `img`; returns the manifest it wrote,
+/// if any.
 pub fn write(
     state: &State,
     img: &Committed,
     out: &Output,
     clamp: Option<i64>,
-) -> Result<(), Error> {
+) -> Result<Option<kiln_oci::Descriptor>, Error> {
     match out {
         Output::Image { names } => {
             crate::images::record(state, &img.id)?;
@@ -68,7 +75,7 @@ pub fn write(
                     },
                 )?;
             }
-            Ok(())
+            Ok(None)
         }
         Output::Oci {
             dest,
@@ -82,12 +89,12 @@ pub fn write(
                     kiln_oci::write_oci_archive(&state.content, f, std::slice::from_ref(&image))
                         .map(drop)
                         .map_err(Error::from)
-                })
+                })?;
             } else {
                 fs::create_dir_all(dest).map_err(io_err("creating", dest))?;
-                kiln_oci::write_oci_layout(&state.content, dest, &[image])?;
-                Ok(())
+                kiln_oci::write_oci_layout(&state.content, dest, std::slice::from_ref(&image))?;
             }
+            Ok(Some(image.manifest))
         }
         Output::Docker {
             dest,
@@ -99,9 +106,11 @@ pub fn write(
                 kiln_oci::write_docker_archive(&state.content, f, std::slice::from_ref(&image))
                     .map(drop)
                     .map_err(Error::from)
-            })
+            })?;
+            Ok(Some(image.manifest))
         }
-        Output::Local { dest } => local(state, &img.layers, dest),
+        Output::Local { dest } => local(state, &img.layers, dest).map(|()| None),
+        Output::Tar { dest } => flat_tar(state, &img.layers, dest, clamp).map(|()| None),
     }
 }
 
@@ -126,11 +135,18 @@ fn manifest(
 }
 
 /// Writes a file through a temporary file beside it, renamed into place only
-/// when complete.
+/// when complete; [`STDOUT`] streams to standard output instead.
 fn write_file_atomic(
     dest: &Path,
-    body: impl FnOnce(&mut BufWriter<&fs::File>) -> Result<(), Error>,
+    body: impl FnOnce(&mut dyn io::Write) -> Result<(), Error>,
 ) -> Result<(), Error> {
+    if dest == Path::new(STDOUT) {
+        let mut w = BufWriter::with_capacity(1 << 20, io::stdout().lock());
+        body(&mut w)?;
+        return w
+            .flush()
+            .map_err(io_err("writing", Path::new("standard output")));
+    }
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -189,5 +205,35 @@ pub fn local(state: &State, layers: &[LayerId], dest: &Path) -> Result<(), Error
         copier.copy_source(&entries, dest)?;
     }
     guard.unmount()?;
+    Ok(())
+}
+
+/// `type=tar`: the filesystem of `layers`, flattened into one tar archive
+/// (deterministic, as layer tars are; file times clamped to `clamp`).
+pub fn flat_tar(
+    state: &State,
+    layers: &[LayerId],
+    dest: &Path,
+    clamp: Option<i64>,
+) -> Result<(), Error> {
+    let scratch = state.scratch()?;
+    let mnt = scratch.path().join("fs");
+    fs::create_dir(&mnt).map_err(io_err("creating", &mnt))?;
+    let dirs: Vec<PathBuf> = layers
+        .iter()
+        .map(|l| Ok(state.layers.get(l)?.diff))
+        .collect::<Result<_, Error>>()?;
+    let guard = if dirs.is_empty() {
+        None
+    } else {
+        Some(kiln_snapshot::mount_overlay(&dirs, None, &mnt)?)
+    };
+    write_file_atomic(dest, |w| {
+        kiln_snapshot::write_layer_tar(&mnt, w, &kiln_snapshot::TarOptions { mtime_clamp: clamp })?;
+        Ok(())
+    })?;
+    if let Some(g) = guard {
+        g.unmount()?;
+    }
     Ok(())
 }

@@ -132,6 +132,32 @@ pub fn runtime_config(c: &ImageConfig) -> RuntimeConfig {
 #[derive(Debug)]
 pub struct StoreResolver<'a> {
     pub state: &'a State,
+    /// Every resolution made, in order: (reference as resolved, manifest
+    /// digest if known, else image ID), for `--metadata-file`.
+    pub resolved: std::sync::Mutex<Vec<(String, Digest)>>,
+}
+
+impl<'a> StoreResolver<'a> {
+    /// A resolver on `state` that has resolved nothing yet.
+    pub fn new(state: &'a State) -> StoreResolver<'a> {
+        StoreResolver {
+            state,
+            resolved: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The resolutions made so far (each reference once).
+    pub fn resolutions(&self) -> Vec<(String, Digest)> {
+        let mut out: Vec<(String, Digest)> = Vec::new();
+        if let Ok(r) = self.resolved.lock() {
+            for e in r.iter() {
+                if !out.contains(e) {
+                    out.push(e.clone());
+                }
+            }
+        }
+        out
+    }
 }
 
 impl StoreResolver<'_> {
@@ -170,6 +196,9 @@ impl ImageResolver for StoreResolver<'_> {
             );
         };
         let config = load_config(self.state, &r.id).map_err(|e| e.to_string())?;
+        if let Ok(mut log) = self.resolved.lock() {
+            log.push((reference.to_owned(), r.manifest.unwrap_or(r.id)));
+        }
         let p = config.platform();
         if !p.os.is_empty() && (p.os != platform.os || p.architecture != platform.architecture) {
             return Err(format!(
