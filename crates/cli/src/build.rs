@@ -121,17 +121,21 @@ fn progress_mode(args: &BuildArgs) -> Result<Mode, Failure> {
         return Ok(Mode::Quiet);
     }
     match args.progress.as_deref() {
-        None | Some("auto") | Some("plain") => Ok(Mode::Plain),
+        None | Some("auto") => Ok(if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            Mode::Tty
+        } else {
+            Mode::Plain
+        }),
+        Some("plain") => Ok(Mode::Plain),
+        Some("tty") => Ok(Mode::Tty),
+        Some("json") => Ok(Mode::Json),
         Some("quiet") => Ok(Mode::Quiet),
-        Some("tty") => Err(Failure::Usage(
-            "--progress=tty is not supported yet (use plain)".into(),
+        Some("rawjson") => Err(Failure::Usage(
+            "--progress=rawjson is not supported yet (--progress=json gives one JSON event per line)"
+                .into(),
         )),
-        Some("rawjson") | Some("json") => Err(Failure::Usage(format!(
-            "--progress={} is not supported yet",
-            args.progress.as_deref().unwrap_or_default()
-        ))),
         Some(other) => Err(Failure::Usage(format!(
-            "invalid --progress {other:?}: expected auto, plain or quiet"
+            "invalid --progress {other:?}: expected auto, plain, tty, json or quiet"
         ))),
     }
 }
@@ -244,7 +248,7 @@ pub fn build(root: Option<&Path>, args: &BuildArgs) -> Result<(), Failure> {
         ctrl_c.abort();
         r
     });
-    match result {
+    let outcome = match result {
         Ok(res) => {
             if let Some(path) = &args.metadata_file {
                 crate::metadata::write(path, &state, &res, &image_names, &bases)?;
@@ -270,7 +274,9 @@ pub fn build(root: Option<&Path>, args: &BuildArgs) -> Result<(), Failure> {
         }
         Err(WorkerError::Cancelled) => Err(Failure::Build("error: build cancelled".into())),
         Err(e) => Err(Failure::Other(anyhow::Error::new(e))),
-    }
+    };
+    progress.finish();
+    outcome
 }
 
 /// The configuration `--change` instructions describe, parsed by the

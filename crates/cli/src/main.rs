@@ -21,6 +21,7 @@ mod options;
 mod output;
 mod plan;
 mod progress;
+mod progress_tty;
 
 use std::io::Write as _;
 use std::process::ExitCode;
