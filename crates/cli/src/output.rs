@@ -88,6 +88,7 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
     let mut names: Vec<String> = tags.to_vec();
     let mut compression = "gzip".to_owned();
     let mut level = None;
+    let mut force_compression = false;
     for (k, v) in &fields {
         match k.as_str() {
             "type" => ty = Some(v.clone()),
@@ -122,8 +123,8 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
                     return Err(not_yet(format!("--output {k}=true")));
                 }
             }
-            "force-compression"
-            | "oci-mediatypes"
+            "force-compression" => force_compression = parse_bool(k, v)?,
+            "oci-mediatypes"
             | "oci-artifact"
             | "buildinfo"
             | "buildinfo-attrs"
@@ -170,12 +171,14 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
             tar,
             names,
             compression,
+            force_compression,
         }),
         "docker" => match dest {
             Some(dest) => Ok(Output::Docker {
                 dest,
                 names,
                 compression,
+                force_compression,
             }),
             None => Err(not_yet(
                 "--output type=docker without dest (loading into a Docker engine)".to_owned(),
@@ -227,6 +230,7 @@ mod tests {
                 tar: true,
                 names: vec!["docker.io/library/t:1".into()],
                 compression: Compression::gzip(),
+                force_compression: false,
             }
         );
         assert_eq!(
@@ -240,6 +244,7 @@ mod tests {
                     "docker.io/library/b:2".into()
                 ],
                 compression: Compression::zstd(),
+                force_compression: false,
             }
         );
         assert_eq!(

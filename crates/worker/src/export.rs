@@ -25,12 +25,16 @@ pub enum Output {
         tar: bool,
         names: Vec<String>,
         compression: Compression,
+        /// `force-compression=true`: recompress layers kept as pulled,
+        /// loaded or imported blobs of another compression.
+        force_compression: bool,
     },
     /// A `docker load` archive.
     Docker {
         dest: PathBuf,
         names: Vec<String>,
         compression: Compression,
+        force_compression: bool,
     },
     /// The final filesystem, copied into a directory.
     Local { dest: PathBuf },
@@ -82,8 +86,10 @@ pub fn write(
             tar,
             names,
             compression,
+            force_compression,
         } => {
-            let image = manifest(state, img, *compression, MediaTypes::Oci, clamp, names)?;
+            let c = (*compression, *force_compression);
+            let image = manifest(state, img, c, MediaTypes::Oci, clamp, names)?;
             if *tar {
                 write_file_atomic(dest, |f| {
                     kiln_oci::write_oci_archive(&state.content, f, std::slice::from_ref(&image))
@@ -100,8 +106,10 @@ pub fn write(
             dest,
             names,
             compression,
+            force_compression,
         } => {
-            let image = manifest(state, img, *compression, MediaTypes::Docker, clamp, names)?;
+            let c = (*compression, *force_compression);
+            let image = manifest(state, img, c, MediaTypes::Docker, clamp, names)?;
             write_file_atomic(dest, |f| {
                 kiln_oci::write_docker_archive(&state.content, f, std::slice::from_ref(&image))
                     .map(drop)
@@ -118,14 +126,18 @@ pub fn write(
 fn manifest(
     state: &State,
     img: &Committed,
-    compression: Compression,
+    (compression, force): (Compression, bool),
     types: MediaTypes,
     clamp: Option<i64>,
     names: &[String],
 ) -> Result<ExportImage, Error> {
     let mut layers = Vec::with_capacity(img.layers.len());
     for l in &img.layers {
-        layers.push(layer_blob(state, l, clamp, compression)?);
+        layers.push(if force {
+            forced_blob(state, l, clamp, compression)?
+        } else {
+            layer_blob(state, l, clamp, compression)?
+        });
     }
     let written = kiln_oci::write_image(&state.content, &img.config, &layers, types)?;
     Ok(ExportImage {
@@ -236,4 +248,36 @@ pub fn flat_tar(
         g.unmount()?;
     }
     Ok(())
+}
+
+/// The blob of `layer` with exactly `compression`: built layers are
+/// compressed so anyway; an unpacked layer without a blob of that
+/// compression gets one, made from the blob it has (decompressed, checked
+/// against its diffID, compressed) and recorded for later exports.
+fn forced_blob(
+    state: &State,
+    layer: &LayerId,
+    clamp: Option<i64>,
+    compression: Compression,
+) -> Result<kiln_oci::Descriptor, Error> {
+    let l = state.layers.get(layer)?;
+    if !l.meta.labels.contains_key(crate::image::LABEL_DIFF_ID) {
+        return layer_blob(state, layer, clamp, compression);
+    }
+    let d = crate::image::diff_id(state, layer, clamp)?;
+    let blobs = state.layer_blobs.list(&d)?;
+    let (_, src) = blobs
+        .iter()
+        .find(|(c, _)| *c != compression)
+        .or_else(|| blobs.first())
+        .ok_or_else(|| Error::Other(format!("layer {d}: no blob to recompress")))?;
+    let content = state.content.clone();
+    let src = src.digest;
+    Ok(state
+        .layer_blobs
+        .get_or_compress(&state.content, &d, compression, move || {
+            let f = content.open_blob(&src).map_err(io::Error::other)?;
+            let (_, tar) = kiln_oci::decompress(io::BufReader::new(f))?;
+            Ok(tar)
+        })?)
 }
