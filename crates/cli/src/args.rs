@@ -47,6 +47,10 @@ pub enum Command {
     Save(crate::archive::SaveArgs),
     /// Read images from a docker or OCI archive (like `docker load`).
     Load(crate::archive::LoadArgs),
+    /// Remove dangling images and unused data (like `docker image prune` + `docker builder prune`).
+    Prune(crate::prune::PruneArgs),
+    /// Show disk usage of the store (like `docker system df`).
+    Du(crate::prune::DuArgs),
 }
 
 /// `kiln import`.

@@ -22,6 +22,7 @@ mod output;
 mod plan;
 mod progress;
 mod progress_tty;
+mod prune;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -77,6 +78,8 @@ fn main() -> ExitCode {
         Command::Rmi(args) => images::rmi(root, &args),
         Command::Save(args) => archive::save(root, &args),
         Command::Load(args) => archive::load(root, &args),
+        Command::Prune(args) => prune::prune(root, &args),
+        Command::Du(args) => prune::du(root, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

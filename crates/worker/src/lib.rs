@@ -38,6 +38,7 @@ mod error;
 pub mod exec;
 pub mod export;
 pub mod fileop;
+pub mod gc;
 pub mod http;
 pub mod image;
 pub mod images;
