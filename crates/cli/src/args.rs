@@ -51,6 +51,24 @@ pub enum Command {
     Login(LoginArgs),
     /// Log out from a registry.
     Logout(LogoutArgs),
+    /// List images (like `docker images`).
+    Images(crate::images::ImagesArgs),
+    /// Show images' configuration and manifest as JSON (like `docker image inspect`).
+    Inspect(crate::images::InspectArgs),
+    /// Show the history of an image (like `docker history`).
+    History(crate::images::HistoryArgs),
+    /// Give an image another name (like `docker tag`).
+    Tag(crate::images::TagArgs),
+    /// Remove images (like `docker rmi`).
+    Rmi(crate::images::RmiArgs),
+    /// Write images to a `docker load` or OCI archive (like `docker save`).
+    Save(crate::archive::SaveArgs),
+    /// Read images from a docker or OCI archive (like `docker load`).
+    Load(crate::archive::LoadArgs),
+    /// Remove dangling images and unused data (like `docker image prune` + `docker builder prune`).
+    Prune(crate::prune::PruneArgs),
+    /// Show disk usage of the store (like `docker system df`).
+    Du(crate::prune::DuArgs),
 }
 
 /// `kiln pull`.
@@ -272,6 +290,7 @@ impl BuildArgs {
         check(self.pull, "--pull");
         check(self.progress.is_some(), "--progress");
         check(self.iidfile.is_some(), "--iidfile");
+        check(self.metadata_file.is_some(), "--metadata-file");
         check(self.quiet, "--quiet");
         check(self.max_parallelism.is_some(), "--max-parallelism");
         out
@@ -291,7 +310,6 @@ impl BuildArgs {
         check(!self.secrets.is_empty(), "--secret");
         check(!self.ssh.is_empty(), "--ssh");
         check(!self.build_contexts.is_empty(), "--build-context");
-        check(self.metadata_file.is_some(), "--metadata-file");
         check(
             self.platforms.len() > 1,
             "--platform with several platforms",

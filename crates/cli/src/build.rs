@@ -129,6 +129,7 @@ fn outputs(args: &BuildArgs) -> Result<Vec<Output>, Failure> {
             names: tags.clone(),
             compression: kiln_oci::Compression::gzip(),
             types: kiln_oci::MediaTypes::Oci,
+            force_compression: false,
             store: false,
             insecure: false,
         });
@@ -150,17 +151,21 @@ fn progress_mode(args: &BuildArgs) -> Result<Mode, Failure> {
         return Ok(Mode::Quiet);
     }
     match args.progress.as_deref() {
-        None | Some("auto") | Some("plain") => Ok(Mode::Plain),
+        None | Some("auto") => Ok(if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            Mode::Tty
+        } else {
+            Mode::Plain
+        }),
+        Some("plain") => Ok(Mode::Plain),
+        Some("tty") => Ok(Mode::Tty),
+        Some("json") => Ok(Mode::Json),
         Some("quiet") => Ok(Mode::Quiet),
-        Some("tty") => Err(Failure::Usage(
-            "--progress=tty is not supported yet (use plain)".into(),
+        Some("rawjson") => Err(Failure::Usage(
+            "--progress=rawjson is not supported yet (--progress=json gives one JSON event per line)"
+                .into(),
         )),
-        Some("rawjson") | Some("json") => Err(Failure::Usage(format!(
-            "--progress={} is not supported yet",
-            args.progress.as_deref().unwrap_or_default()
-        ))),
         Some(other) => Err(Failure::Usage(format!(
-            "invalid --progress {other:?}: expected auto, plain or quiet"
+            "invalid --progress {other:?}: expected auto, plain, tty, json or quiet"
         ))),
     }
 }
@@ -200,6 +205,21 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     reject_unsupported(args)?;
     let mode = progress_mode(args)?;
     let outputs = outputs(args)?;
+    crate::metadata::check_stdout(&outputs, args.quiet)?;
+    let image_names: Vec<String> = outputs
+        .iter()
+        .flat_map(|o| match o {
+            Output::Image { names } | Output::Oci { names, .. } | Output::Docker { names, .. } => {
+                names.clone()
+            }
+            _ => Vec::new(),
+        })
+        .fold(Vec::new(), |mut v, n| {
+            if !v.contains(&n) {
+                v.push(n);
+            }
+            v
+        });
     let opts = build_options(args, &env_var)?;
     let sde = source_date_epoch(&opts)?;
     let file = read_dockerfile(args)?;
@@ -210,6 +230,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     let dir = state_dir(root);
     let state =
         State::open(&dir).with_context(|| format!("opening state directory {}", dir.display()))?;
+    let _lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     let mut insecure = Vec::new();
     for o in &outputs {
         if let Output::Registry {
@@ -239,6 +260,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     );
     let plan = kiln_frontend::plan(&file, &opts, &resolver)?;
     crate::plan::print_warnings(&plan.warnings);
+    let bases = resolver.resolutions();
     let dag = Arc::new(kiln_worker::build::dag(&plan.definition).map_err(anyhow::Error::new)?);
     let names: Vec<String> = dag.nodes().iter().map(|n| n.name.clone()).collect();
     let progress = Arc::new(Progress::new(mode, names));
@@ -285,8 +307,11 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         ctrl_c.abort();
         r
     });
-    match result {
+    let outcome = match result {
         Ok(res) => {
+            if let Some(path) = &args.metadata_file {
+                crate::metadata::write(path, &state, &res, &image_names, &bases)?;
+            }
             if let Some(img) = &res.image {
                 let t = progress.task("exporting to image");
                 t.line(&format!("writing image {} done", img.id));
@@ -308,7 +333,9 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         }
         Err(WorkerError::Cancelled) => Err(Failure::Build("error: build cancelled".into())),
         Err(e) => Err(Failure::Other(anyhow::Error::new(e))),
-    }
+    };
+    progress.finish();
+    outcome
 }
 
 /// The configuration `--change` instructions describe, parsed by the
@@ -400,6 +427,7 @@ pub fn import(root: Option<&Path>, args: &ImportArgs) -> Result<(), Failure> {
     let dir = state_dir(root);
     let state =
         State::open(&dir).with_context(|| format!("opening state directory {}", dir.display()))?;
+    let _lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     let reader: Box<dyn Read> = if args.file == "-" {
         Box::new(std::io::stdin().lock())
     } else {

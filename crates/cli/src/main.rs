@@ -11,12 +11,18 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod archive;
 mod args;
 mod build;
+mod gotemplate;
+mod images;
+mod metadata;
 mod options;
 mod output;
 mod plan;
 mod progress;
+mod progress_tty;
+mod prune;
 mod registry;
 
 use std::io::Write as _;
@@ -83,6 +89,15 @@ fn main() -> ExitCode {
         Command::Push(args) => registry::push(&globals, &args),
         Command::Login(args) => registry::login(&globals, &args),
         Command::Logout(args) => registry::logout(&globals, &args),
+        Command::Images(args) => images::images(root, &args),
+        Command::Inspect(args) => images::inspect(root, &args),
+        Command::History(args) => images::history(root, &args),
+        Command::Tag(args) => images::tag(root, &args),
+        Command::Rmi(args) => images::rmi(root, &args),
+        Command::Save(args) => archive::save(root, &args),
+        Command::Load(args) => archive::load(root, &args),
+        Command::Prune(args) => prune::prune(root, &args),
+        Command::Du(args) => prune::du(root, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -71,9 +71,10 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, Failure> {
 /// too; `normalize` normalises `name=` values.
 pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Output, Failure> {
     if spec == "-" {
-        return Err(not_yet(
-            "--output - (streaming the result to stdout)".to_owned(),
-        ));
+        // buildx: `-o -` is the filesystem as a tar on stdout.
+        return Ok(Output::Tar {
+            dest: PathBuf::from(kiln_worker::export::STDOUT),
+        });
     }
     if !spec.contains('=') {
         return Ok(Output::Local {
@@ -89,16 +90,12 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
     let mut level = None;
     let mut push = false;
     let mut insecure = false;
-    let mut oci_types = true;
+    let mut oci_types = None;
+    let mut force_compression = false;
     for (k, v) in &fields {
         match k.as_str() {
             "type" => ty = Some(v.clone()),
-            "dest" => {
-                if v == "-" {
-                    return Err(not_yet("--output dest=- (streaming to stdout)".to_owned()));
-                }
-                dest = Some(PathBuf::from(v));
-            }
+            "dest" => dest = Some(PathBuf::from(v)),
             "tar" => tar = parse_bool(k, v)?,
             "name" => {
                 for n in v.split(',').filter(|s| !s.is_empty()) {
@@ -126,14 +123,14 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
             }
             "push" => push = parse_bool(k, v)?,
             "registry.insecure" => insecure = parse_bool(k, v)?,
-            "oci-mediatypes" => oci_types = parse_bool(k, v)?,
+            "oci-mediatypes" => oci_types = Some(parse_bool(k, v)?),
             "push-by-digest" | "unpack" | "store" => {
                 if parse_bool(k, v)? {
                     return Err(not_yet(format!("--output {k}=true")));
                 }
             }
-            "force-compression"
-            | "oci-artifact"
+            "force-compression" => force_compression = parse_bool(k, v)?,
+            "oci-artifact"
             | "buildinfo"
             | "buildinfo-attrs"
             | "annotation"
@@ -159,8 +156,19 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
     let need_dest = |dest: Option<PathBuf>| {
         dest.ok_or_else(|| Failure::Usage(format!("--output type={ty} needs dest=PATH")))
     };
+    let stdout = dest
+        .as_deref()
+        .is_some_and(|d| d == std::path::Path::new(kiln_worker::export::STDOUT));
+    if stdout && (ty == "local" || (ty == "oci" && !tar)) {
+        return Err(Failure::Usage(format!(
+            "--output type={ty}: dest=- (stdout) needs an archive output (tar, oci, docker)"
+        )));
+    }
     match ty.as_str() {
         "local" => Ok(Output::Local {
+            dest: need_dest(dest)?,
+        }),
+        "tar" => Ok(Output::Tar {
             dest: need_dest(dest)?,
         }),
         "oci" => Ok(Output::Oci {
@@ -168,12 +176,14 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
             tar,
             names,
             compression,
+            force_compression,
         }),
         "docker" => match dest {
             Some(dest) => Ok(Output::Docker {
                 dest,
                 names,
                 compression,
+                force_compression,
             }),
             None => Err(not_yet(
                 "--output type=docker without dest (loading into a Docker engine)".to_owned(),
@@ -188,19 +198,23 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
             Ok(Output::Registry {
                 names,
                 compression,
-                types: if oci_types {
+                types: if oci_types.unwrap_or(true) {
                     MediaTypes::Oci
                 } else {
                     MediaTypes::Docker
                 },
+                force_compression,
                 store: ty == "image",
                 insecure,
             })
         }
+        _ if oci_types.is_some() => Err(not_yet(format!(
+            "--output oci-mediatypes with type={ty} (it applies to registry pushes)"
+        ))),
         "image" => Ok(Output::Image { names }),
-        "tar" | "cacheonly" => Err(not_yet(format!("--output type={ty}"))),
+        "cacheonly" => Err(not_yet(format!("--output type={ty}"))),
         other => Err(Failure::Usage(format!(
-            "invalid --output type {other:?}: expected local, oci, docker or image"
+            "invalid --output type {other:?}: expected local, tar, oci, docker or image"
         ))),
     }
 }
@@ -243,6 +257,7 @@ mod tests {
                 tar: true,
                 names: vec!["docker.io/library/t:1".into()],
                 compression: Compression::gzip(),
+                force_compression: false,
             }
         );
         assert_eq!(
@@ -256,6 +271,7 @@ mod tests {
                     "docker.io/library/b:2".into()
                 ],
                 compression: Compression::zstd(),
+                force_compression: false,
             }
         );
         assert_eq!(
@@ -269,9 +285,18 @@ mod tests {
     #[test]
     fn refusals() {
         assert_eq!(
-            err("-"),
-            "--output - (streaming the result to stdout) is not supported yet"
+            ok("-"),
+            Output::Tar {
+                dest: PathBuf::from("-")
+            }
         );
+        assert_eq!(
+            ok("type=tar,dest=x.tar"),
+            Output::Tar {
+                dest: PathBuf::from("x.tar")
+            }
+        );
+        assert!(err("type=local,dest=-").contains("needs an archive output"));
         assert_eq!(
             err("type=registry"),
             "--output type=registry needs a name to push to (name=… or -t)"
@@ -282,6 +307,7 @@ mod tests {
                 names: vec!["docker.io/library/t:1".into()],
                 compression: Compression::gzip(),
                 types: MediaTypes::Docker,
+                force_compression: false,
                 store: true,
                 insecure: false,
             }
@@ -292,6 +318,7 @@ mod tests {
                 names: vec!["docker.io/library/t:1".into()],
                 compression: Compression::zstd(),
                 types: MediaTypes::Oci,
+                force_compression: false,
                 store: false,
                 insecure: true,
             }

@@ -19,6 +19,10 @@ const TAIL_LINES: usize = 20;
 pub enum Mode {
     Plain,
     Quiet,
+    /// The live view (`crate::progress_tty::Tty`).
+    Tty,
+    /// JSON lines (`crate::progress_tty::Json`).
+    Json,
 }
 
 #[derive(Debug)]
@@ -44,6 +48,8 @@ pub struct Progress {
     mode: Mode,
     names: Vec<String>,
     state: Mutex<State>,
+    tty: Option<crate::progress_tty::Tty>,
+    json: Option<crate::progress_tty::Json>,
 }
 
 fn stream_index(s: Stream) -> usize {
@@ -58,6 +64,8 @@ impl Progress {
     pub fn new(mode: Mode, names: Vec<String>) -> Progress {
         Progress {
             mode,
+            tty: (mode == Mode::Tty).then(|| crate::progress_tty::Tty::new(names.len())),
+            json: (mode == Mode::Json).then(crate::progress_tty::Json::default),
             names,
             state: Mutex::new(State {
                 next_id: 1,
@@ -67,8 +75,15 @@ impl Progress {
         }
     }
 
+    /// Ends the display (the live view clears itself and prints a summary).
+    pub fn finish(&self) {
+        if let Some(t) = &self.tty {
+            t.finish_all();
+        }
+    }
+
     fn write(&self, state: &mut State, id: u32, line: &str) {
-        if self.mode == Mode::Quiet {
+        if self.mode != Mode::Plain {
             return;
         }
         let mut err = std::io::stderr().lock();
@@ -108,6 +123,12 @@ impl Progress {
         let state = &mut *state;
         let (step, fresh) = self.step(state, e.node);
         let id = step.id;
+        if let Some(t) = &self.tty {
+            t.event(id, self.name(e.node), &e.kind);
+        }
+        if let Some(j) = &self.json {
+            j.event(id, self.name(e.node), &e.kind);
+        }
         let mut lines: Vec<String> = Vec::new();
         if fresh {
             lines.push(self.name(e.node).to_owned());
@@ -175,11 +196,22 @@ impl Progress {
             }
             Err(_) => 0,
         };
+        if let Some(j) = &self.json {
+            j.task(id, name, "started", None);
+        }
         Task {
             progress: self,
             id,
             start: Instant::now(),
+            name: name.to_owned(),
+            last: std::cell::RefCell::new(String::new()),
         }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -203,11 +235,17 @@ pub struct Task<'a> {
     progress: &'a Progress,
     id: u32,
     start: Instant,
+    name: String,
+    last: std::cell::RefCell<String>,
 }
 
 impl Task<'_> {
     /// A line under the task (`writing image sha256:… done`).
     pub fn line(&self, text: &str) {
+        if let Some(j) = &self.progress.json {
+            j.task(self.id, &self.name, "log", Some(("data", text.to_owned())));
+        }
+        text.clone_into(&mut self.last.borrow_mut());
         if let Ok(mut state) = self.progress.state.lock() {
             self.progress.write(&mut state, self.id, text);
         }
@@ -215,7 +253,21 @@ impl Task<'_> {
 
     /// Marks the task done.
     pub fn done(self) {
-        let line = format!("DONE {:.1}s", self.start.elapsed().as_secs_f64());
-        self.line(&line);
+        let elapsed = self.start.elapsed();
+        if let Some(t) = &self.progress.tty {
+            t.task_done(&self.name, &self.last.borrow(), elapsed);
+        }
+        if let Some(j) = &self.progress.json {
+            j.task(
+                self.id,
+                &self.name,
+                "done",
+                Some(("duration", format!("{:.3}", elapsed.as_secs_f64()))),
+            );
+        }
+        let line = format!("DONE {:.1}s", elapsed.as_secs_f64());
+        if let Ok(mut state) = self.progress.state.lock() {
+            self.progress.write(&mut state, self.id, &line);
+        }
     }
 }

@@ -60,6 +60,7 @@ pub fn pull(globals: &Globals, args: &PullArgs) -> Result<(), Failure> {
         None => Platform::host(),
     };
     let state = open_state(globals)?;
+    let _lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     let client = client(globals, &[])?;
     let log = stderr_log(args.quiet);
     let pulled = kiln_worker::registry::pull(&state, &client, &reference, &platform, &log)
@@ -89,6 +90,7 @@ pub fn push(globals: &Globals, args: &PushArgs) -> Result<(), Failure> {
     }
     let name = reference.to_string();
     let state = open_state(globals)?;
+    let _lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     let image = state
         .images
         .get(&name)

@@ -56,6 +56,7 @@
 //! Each module has its own error type; [`Error`] gathers them for callers that
 //! do not care which part failed.
 
+pub mod archive_load;
 mod atomic;
 pub mod compression;
 pub mod config;
@@ -71,6 +72,7 @@ pub mod manifest;
 pub mod media;
 pub mod timestamp;
 
+pub use archive_load::{LoadError, LoadedImage, LoadedLayer, load_archive};
 pub use compression::{Compression, CompressionError, Encoder, Format, decompress, detect};
 pub use config::{Healthcheck, History, ImageConfigFile, RootFs, RuntimeConfig};
 pub use content::{BlobInfo, BlobWriter, ContentError, ContentStore};
@@ -105,4 +107,6 @@ pub enum Error {
     Compression(#[from] CompressionError),
     #[error(transparent)]
     Time(#[from] TimeError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
 }

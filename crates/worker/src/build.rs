@@ -58,6 +58,8 @@ impl std::fmt::Debug for BuildRequest {
 pub struct BuildResult {
     /// The image, when an output needed one.
     pub image: Option<Committed>,
+    /// The manifests the outputs wrote (OCI and docker archives/layouts).
+    pub manifests: Vec<kiln_oci::Descriptor>,
 }
 
 /// The solver DAG of a definition: one node per vertex, in the graph's
@@ -201,6 +203,7 @@ pub async fn build(
     } else {
         None
     };
+    let mut manifests = Vec::new();
     for out in &req.outputs {
         match (&image, out) {
             (
@@ -209,6 +212,7 @@ pub async fn build(
                     names,
                     compression,
                     types,
+                    force_compression,
                     store,
                     ..
                 },
@@ -217,8 +221,17 @@ pub async fn build(
                     .registry
                     .as_ref()
                     .ok_or_else(|| Error::Other("pushing needs a registry client".to_owned()))?;
-                let m = export::manifest(state, img, *compression, *types, clamp, names)?;
+                let m = export::manifest(
+                    state,
+                    img,
+                    (*compression, *force_compression),
+                    *types,
+                    clamp,
+                    names,
+                )?;
                 crate::registry::push(state, client, &m.manifest, names, &*req.log)?;
+                // A pushed manifest is the one `--metadata-file` reports.
+                manifests.insert(0, m.manifest);
                 if *store {
                     export::write(
                         state,
@@ -230,12 +243,13 @@ pub async fn build(
                     )?;
                 }
             }
-            (Some(img), out) => export::write(state, img, out, clamp)?,
+            (Some(img), out) => manifests.extend(export::write(state, img, out, clamp)?),
             (None, Output::Local { dest }) => export::local(state, &layers, dest)?,
+            (None, Output::Tar { dest }) => export::flat_tar(state, &layers, dest, clamp)?,
             (None, _) => return Err(Error::Other("output needs an image".to_owned())),
         }
     }
-    Ok(BuildResult { image })
+    Ok(BuildResult { image, manifests })
 }
 
 /// A solver error as the user should see it.

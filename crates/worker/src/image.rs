@@ -203,6 +203,19 @@ impl<'a> StoreResolver<'a> {
             .unwrap_or_default()
     }
 
+    /// The resolutions made so far as (reference, digest it resolved to),
+    /// each reference once, for `--metadata-file`.
+    pub fn resolutions(&self) -> Vec<(String, Digest)> {
+        let mut out: Vec<(String, Digest)> = Vec::new();
+        for b in self.resolved() {
+            let e = (b.reference, b.digest);
+            if !out.contains(&e) {
+                out.push(e);
+            }
+        }
+        out
+    }
+
     /// The image a normalised reference names in the store.
     pub fn lookup(&self, reference: &str) -> Result<Option<ImageRef>, Error> {
         if let Some(r) = self.state.images.get(reference)? {
@@ -646,5 +659,7 @@ pub fn import(state: &State, req: ImportRequest<'_>) -> Result<Digest, Error> {
         ..History::default()
     });
     let bytes = config.to_json()?;
-    Ok(state.content.put_bytes(&bytes)?.digest)
+    let id = state.content.put_bytes(&bytes)?.digest;
+    crate::images::record(state, &id)?;
+    Ok(id)
 }

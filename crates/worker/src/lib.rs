@@ -31,15 +31,19 @@
 //! environment; progress goes through solver events, configuration comes in
 //! through [`BuildRequest`].
 
+pub mod archive;
 pub mod build;
 pub mod copy;
 mod error;
 pub mod exec;
 pub mod export;
 pub mod fileop;
+pub mod gc;
 pub mod http;
 pub mod image;
+pub mod images;
 pub mod keys;
+pub mod lock;
 pub mod mode;
 pub mod registry;
 pub mod state;

@@ -179,6 +179,7 @@ pub fn pull(
         .index
         .as_ref()
         .map_or(resolved.manifest.digest, |i| i.digest);
+    crate::images::record(state, &manifest.config.digest)?;
     state.images.set(
         &reference.to_string(),
         ImageRef {

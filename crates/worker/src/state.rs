@@ -8,6 +8,8 @@
 //! <root>/snapshots/          layer directories (kiln-snapshot)
 //! <root>/cache/              solver cache: cache key → value (kiln-solver)
 //! <root>/image-layers/       image ID → the snapshot layers it was built from
+//! <root>/image-records/      image ID → {}: the images in the store, named or dangling (images.rs)
+//! <root>/lock                flock: shared by builds/imports/loads, exclusive by prune (lock.rs)
 //! <root>/context/            stat caches of build contexts (kiln-context)
 //! <root>/distribution/       blob → registry repositories holding it (push mount hints)
 //! <root>/tmp/                mount points and scratch space of running builds
@@ -55,7 +57,7 @@ impl State {
     /// Opens (creating as needed) the state directory at `root`.
     pub fn open(root: &Path) -> Result<State, Error> {
         fs::create_dir_all(root).map_err(io("creating state directory", root))?;
-        for sub in ["tmp", "image-layers", "context"] {
+        for sub in ["tmp", "image-layers", "context", crate::images::RECORDS_DIR] {
             let d = root.join(sub);
             fs::create_dir_all(&d).map_err(io("creating", &d))?;
         }

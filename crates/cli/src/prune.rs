@@ -1,0 +1,180 @@
+//! `kiln prune` and `kiln du` (like `docker image prune` + `docker builder
+//! prune`, and `docker system df`).
+
+use std::io::Write as _;
+use std::path::Path;
+
+use clap::Args;
+use kiln_worker::gc::{self, PruneOptions};
+use kiln_worker::lock::LockKind;
+
+use crate::Failure;
+use crate::images::{human_size, lock, now_secs, open, parse_time};
+
+/// `kiln prune`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Remove dangling images (untagged: `<none>:<none>`), then everything in the \
+store that no remaining image or build cache entry uses (blobs, unpacked and built layers), and \
+cache entries whose layers are gone.\n\nWith --all, also the whole build cache (like `docker \
+builder prune --all`), so later builds start cold. Named images are never removed by prune \
+(there are no containers to tell used from unused images): remove them with `kiln rmi`.\n\n\
+Prune takes the store lock exclusively: it waits for running builds, and builds started \
+meanwhile wait for it. It does not ask for confirmation."
+)]
+pub struct PruneArgs {
+    /// Also remove the whole build cache.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only what was created before a time: until=DURATION (24h, 90m, 1h30m)
+    /// or until=TIMESTAMP (RFC 3339 or seconds since 1970).
+    #[arg(long = "filter", value_name = "until=…")]
+    pub filters: Vec<String>,
+    /// Do not prompt (accepted for compatibility; prune never prompts).
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}
+
+/// `kiln du`.
+#[derive(Debug, Args)]
+pub struct DuArgs {}
+
+/// A Go duration of h/m/s units (`24h`, `1h30m`, `90s`), in seconds.
+fn go_duration(s: &str) -> Option<i64> {
+    let mut total = 0f64;
+    let mut num = String::new();
+    let mut any = false;
+    for c in s.chars() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let n: f64 = num.parse().ok()?;
+        num.clear();
+        total += n * match c {
+            'h' => 3600.0,
+            'm' => 60.0,
+            's' => 1.0,
+            _ => return None,
+        };
+        any = true;
+    }
+    (any && num.is_empty()).then_some(total as i64)
+}
+
+fn until(filters: &[String]) -> Result<Option<i64>, Failure> {
+    let mut out = None;
+    for f in filters {
+        let Some(v) = f.strip_prefix("until=") else {
+            return Err(Failure::Usage(format!(
+                "invalid filter {f:?}: kiln prune supports until=DURATION|TIMESTAMP"
+            )));
+        };
+        let t = if let Some(d) = go_duration(v) {
+            now_secs() - d
+        } else if let Ok(secs) = v.parse::<i64>() {
+            secs
+        } else if let Some(t) = parse_time(v) {
+            t
+        } else {
+            return Err(Failure::Usage(format!(
+                "invalid filter until={v:?}: expected a duration (24h) or a timestamp"
+            )));
+        };
+        out = Some(t);
+    }
+    Ok(out)
+}
+
+fn fail(e: kiln_worker::Error) -> Failure {
+    Failure::Other(anyhow::Error::new(e))
+}
+
+/// `kiln prune`.
+pub fn prune(root: Option<&Path>, args: &PruneArgs) -> Result<(), Failure> {
+    let opts = PruneOptions {
+        all: args.all,
+        until: until(&args.filters)?,
+    };
+    let state = open(root)?;
+    let _lock = lock(&state, LockKind::Exclusive)?;
+    let plan = gc::plan(&state, opts).map_err(fail)?;
+    gc::sweep(&state, &plan).map_err(fail)?;
+    let mut out = String::new();
+    if !plan.images.is_empty() {
+        out.push_str("Deleted Images:\n");
+        for id in &plan.images {
+            out.push_str(&format!("deleted: {id}\n"));
+        }
+        out.push('\n');
+    }
+    if !plan.cache_entries.is_empty() {
+        out.push_str("Deleted build cache objects:\n");
+        for k in &plan.cache_entries {
+            out.push_str(&format!("{}\n", k.to_hex()));
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "Total reclaimed space: {}\n",
+        human_size(plan.reclaimed())
+    ));
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    Ok(())
+}
+
+/// `kiln du`.
+pub fn du(root: Option<&Path>, _args: &DuArgs) -> Result<(), Failure> {
+    let state = open(root)?;
+    let _lock = lock(&state, LockKind::Shared)?;
+    let images = gc::plan(&state, PruneOptions::default()).map_err(fail)?;
+    let all = gc::plan(
+        &state,
+        PruneOptions {
+            all: true,
+            until: None,
+        },
+    )
+    .map_err(fail)?;
+    let pct = |part: u64, whole: u64| format!("{}%", (part * 100).checked_div(whole).unwrap_or(0));
+    let image_reclaim = images.reclaimed();
+    let cache_reclaim = all.reclaimed().saturating_sub(image_reclaim);
+    let total = images.blob_bytes + images.layer_bytes;
+    let cache_size = images.layer_bytes;
+    let rows = [
+        "TYPE\tTOTAL\tACTIVE\tSIZE\tRECLAIMABLE".to_owned(),
+        format!(
+            "Images\t{}\t{}\t{}\t{} ({})",
+            images.total_images,
+            images.named_images,
+            human_size(images.blob_bytes),
+            human_size(image_reclaim),
+            pct(image_reclaim, total)
+        ),
+        format!(
+            "Build Cache\t{}\t0\t{}\t{}",
+            images.total_cache_entries,
+            human_size(cache_size),
+            human_size(cache_reclaim)
+        ),
+        // RUN --mount=type=cache is not supported yet, so there are none.
+        "Cache Mounts\t0\t0\t0B\t0B".to_owned(),
+    ];
+    let text = crate::gotemplate::tabwrite(&format!("{}\n", rows.join("\n")));
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(go_duration("24h"), Some(86400));
+        assert_eq!(go_duration("1h30m"), Some(5400));
+        assert_eq!(go_duration("90s"), Some(90));
+        assert_eq!(go_duration("10"), None);
+        assert_eq!(go_duration("3d"), None);
+    }
+}

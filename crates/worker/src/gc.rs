@@ -1,0 +1,269 @@
+//! Garbage collection of the state directory (`kiln prune`, `kiln du`):
+//! choose roots, mark what they reach, sweep the rest.
+//!
+//! Roots are the images that stay (named images always; dangling ones unless
+//! pruned) and the build cache entries that stay (all of them, unless
+//! `--all`). From an image: its configuration blob, the manifests its names
+//! record (and what they reference), every recorded blob of each of its
+//! diffIDs, the snapshot layers it was built from or unpacked into. From a
+//! cache entry: its snapshot layers, and the blobs recorded for their
+//! diffIDs. Everything else in `blobs/`, `layerblobs/`, `snapshots/` and
+//! `image-layers/` is swept, and cache entries whose layers are gone.
+//!
+//! The caller holds the store lock exclusively ([`crate::lock`]), so no build
+//! is using what is swept. A later size-based policy (`--keep-storage`, an
+//! automatic GC) only has to choose fewer roots: [`Plan`] is computed first
+//! (which also serves `du` as a dry run), then [`sweep`] applies it.
+
+use std::collections::BTreeSet;
+use std::fs;
+
+use kiln_llb::Digest;
+use kiln_snapshot::LayerId;
+
+use crate::Value;
+use crate::error::Error;
+use crate::image::{LABEL_DIFF_ID, load_config};
+use crate::images::{dir_size, records, remove_record};
+use crate::state::State;
+
+/// What to prune.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PruneOptions {
+    /// Also drop the whole build cache (not only entries whose layers are gone).
+    pub all: bool,
+    /// Only what was created before this time (seconds since 1970).
+    pub until: Option<i64>,
+}
+
+/// What a prune removes (or would remove).
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Dangling images to remove.
+    pub images: Vec<Digest>,
+    /// Cache entries to remove.
+    pub cache_entries: Vec<kiln_solver::Key>,
+    pub blobs: Vec<(Digest, u64)>,
+    pub layers: Vec<(LayerId, u64)>,
+    /// Counts and sizes of what exists.
+    pub total_images: usize,
+    pub named_images: usize,
+    pub total_cache_entries: usize,
+    pub blob_bytes: u64,
+    pub layer_bytes: u64,
+}
+
+impl Plan {
+    /// Bytes the sweep frees.
+    pub fn reclaimed(&self) -> u64 {
+        self.blobs.iter().map(|(_, s)| s).sum::<u64>()
+            + self.layers.iter().map(|(_, s)| s).sum::<u64>()
+    }
+}
+
+fn created(state: &State, id: &Digest) -> Option<i64> {
+    let c = load_config(state, id).ok()?;
+    parse_rfc3339(c.created.as_deref()?)
+}
+
+/// Seconds of an RFC 3339 UTC time (what kiln and Docker write).
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((mo + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) * 86400 + h * 3600 + mi * 60 + sec)
+}
+
+fn mtime(path: &std::path::Path) -> Option<i64> {
+    let m = fs::metadata(path).ok()?.modified().ok()?;
+    let d = m.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(d.as_secs()).ok()
+}
+
+/// Decides what a prune with `opts` removes, without removing anything.
+pub fn plan(state: &State, opts: PruneOptions) -> Result<Plan, Error> {
+    let mut plan = Plan::default();
+    let old_enough = |t: Option<i64>| match (opts.until, t) {
+        (None, _) => true,
+        (Some(u), Some(t)) => t < u,
+        (Some(_), None) => false,
+    };
+    // Images.
+    let named: BTreeSet<Digest> = state
+        .images
+        .list()?
+        .into_iter()
+        .map(|(_, r)| r.id)
+        .collect();
+    let recorded = records(state)?;
+    let mut live_images: BTreeSet<Digest> = named.clone();
+    for id in &recorded {
+        if named.contains(id) {
+            continue;
+        }
+        if old_enough(created(state, id)) {
+            plan.images.push(*id);
+        } else {
+            live_images.insert(*id);
+        }
+    }
+    plan.total_images = named.union(&recorded).count();
+    plan.named_images = named.len();
+
+    let mut live_blobs: BTreeSet<Digest> = BTreeSet::new();
+    let mut live_layers: BTreeSet<String> = BTreeSet::new();
+    let mut live_diff_ids: BTreeSet<Digest> = BTreeSet::new();
+    for (_, r) in state.images.list()? {
+        if let Some(m) = r.manifest {
+            live_blobs.insert(m);
+            if let Ok(bytes) = state.content.read(&m)
+                && let Ok(man) = serde_json::from_slice::<kiln_oci::Manifest>(&bytes)
+            {
+                live_blobs.insert(man.config.digest);
+                live_blobs.extend(man.layers.iter().map(|l| l.digest));
+            }
+        }
+    }
+    for id in &live_images {
+        live_blobs.insert(*id);
+        if let Ok(c) = load_config(state, id) {
+            live_diff_ids.extend(c.rootfs.diff_ids.iter().copied());
+        }
+        let path = state.root.join("image-layers").join(id.hex());
+        if let Ok(body) = fs::read(&path)
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
+            && let Some(ls) = v["layers"].as_array()
+        {
+            live_layers.extend(ls.iter().filter_map(|l| l.as_str().map(str::to_owned)));
+        }
+    }
+    // Cache entries.
+    let keys = state
+        .cache
+        .keys()
+        .map_err(|e| Error::Other(e.to_string()))?;
+    plan.total_cache_entries = keys.len();
+    for key in keys {
+        let path = state.cache.path_of(&key);
+        let value: Option<Value> = fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let layers: Vec<String> = match &value {
+            Some(Value::Fs { layers }) => layers.clone(),
+            _ => Vec::new(),
+        };
+        let broken = layers
+            .iter()
+            .any(|l| LayerId::parse(l).map_or(true, |l| !state.layers.exists(&l)));
+        if broken || (opts.all && old_enough(mtime(&path))) {
+            plan.cache_entries.push(key);
+        } else {
+            live_layers.extend(layers);
+        }
+    }
+    // Layers: the live ones, and unpacked layers of live diffIDs.
+    let all_layers = state.layers.list()?;
+    for l in &all_layers {
+        let Ok(layer) = state.layers.get(l) else {
+            continue;
+        };
+        let size = dir_size(&layer.diff);
+        plan.layer_bytes += size;
+        let unpacked_live = layer
+            .meta
+            .labels
+            .get(LABEL_DIFF_ID)
+            .and_then(|d| d.parse::<Digest>().ok())
+            .is_some_and(|d| live_diff_ids.contains(&d));
+        if live_layers.contains(l.as_str()) || unpacked_live {
+            // Built layers keep the blobs made of their tars.
+            for (k, v) in &layer.meta.labels {
+                if k.starts_with("kiln.tar.diff_id")
+                    && let Ok(d) = v.parse::<Digest>()
+                {
+                    live_diff_ids.insert(d);
+                }
+            }
+        } else {
+            plan.layers.push((l.clone(), size));
+        }
+    }
+    for d in &live_diff_ids {
+        for (_, desc) in state.layer_blobs.list(d)? {
+            live_blobs.insert(desc.digest);
+        }
+    }
+    // Blobs.
+    for d in state.content.digests()? {
+        let size = state.content.size(&d).unwrap_or(0);
+        plan.blob_bytes += size;
+        if !live_blobs.contains(&d) {
+            plan.blobs.push((d, size));
+        }
+    }
+    Ok(plan)
+}
+
+/// Applies a plan (with the store lock held exclusively).
+pub fn sweep(state: &State, plan: &Plan) -> Result<(), Error> {
+    for id in &plan.images {
+        remove_record(state, id)?;
+    }
+    for key in &plan.cache_entries {
+        state
+            .cache
+            .remove(key)
+            .map_err(|e| Error::Other(e.to_string()))?;
+    }
+    for (l, _) in &plan.layers {
+        state.layers.remove(l)?;
+    }
+    let gone: BTreeSet<Digest> = plan.blobs.iter().map(|(d, _)| *d).collect();
+    for (d, _) in &plan.blobs {
+        state.content.remove(d)?;
+    }
+    // Records of blobs that are gone.
+    let dir = state.root.join("layerblobs");
+    if let Ok(rd) = fs::read_dir(&dir) {
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let Some(diff_id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|h| format!("sha256:{h}").parse::<Digest>().ok())
+            else {
+                continue;
+            };
+            for (c, desc) in state.layer_blobs.list(&diff_id)? {
+                if gone.contains(&desc.digest) {
+                    state.layer_blobs.remove(&diff_id, c)?;
+                }
+            }
+        }
+    }
+    // image-layers records of images that are gone, or whose layers are.
+    let keep = {
+        let mut k: BTreeSet<Digest> = records(state)?;
+        k.extend(state.images.list()?.into_iter().map(|(_, r)| r.id));
+        k
+    };
+    if let Ok(rd) = fs::read_dir(state.root.join("image-layers")) {
+        for e in rd.flatten() {
+            let id = e
+                .file_name()
+                .to_str()
+                .and_then(|h| format!("sha256:{h}").parse::<Digest>().ok());
+            if let Some(id) = id
+                && (!keep.contains(&id) || state.image_layers(&id).is_none())
+            {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! The images of the local store as a Docker user sees them (`kiln images`,
+//! `inspect`, `history`, `tag`, `rmi`).
+//!
+//! An image *is in the store* when it has a record, `<root>/image-records/<id
+//! hex>` (written when a build stores its result, by `import` and by `load`),
+//! or when a name points at it (`images/images.json`; names set before records
+//! existed count too). An image with a record and no name is *dangling*
+//! (`<none>:<none>`), as in Docker: retagging a name leaves the old image
+//! dangling, and `kiln prune` removes it. Removing an image removes its record
+//! and names; its blobs and layers stay until `prune` sweeps what nothing
+//! reaches any more (see [`crate::gc`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::PathBuf;
+
+use kiln_llb::Digest;
+use kiln_oci::{ImageConfigFile, ImageRef};
+
+use crate::error::Error;
+use crate::image::{LABEL_DIFF_ID, load_config};
+use crate::state::{State, write_atomic};
+
+/// The directory of image records.
+pub const RECORDS_DIR: &str = "image-records";
+
+fn records_dir(state: &State) -> PathBuf {
+    state.root.join(RECORDS_DIR)
+}
+
+/// Records image `id` as in the store.
+pub fn record(state: &State, id: &Digest) -> Result<(), Error> {
+    let dir = records_dir(state);
+    fs::create_dir_all(&dir).map_err(|source| Error::Io {
+        what: format!("creating {}", dir.display()),
+        source,
+    })?;
+    let path = dir.join(id.hex());
+    if path.exists() {
+        return Ok(());
+    }
+    write_atomic(&path, b"{}")
+}
+
+/// Forgets the record of `id`; returns whether there was one.
+pub fn remove_record(state: &State, id: &Digest) -> Result<bool, Error> {
+    let path = records_dir(state).join(id.hex());
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(Error::Io {
+            what: format!("removing {}", path.display()),
+            source,
+        }),
+    }
+}
+
+/// Every recorded image ID.
+pub fn records(state: &State) -> Result<BTreeSet<Digest>, Error> {
+    let dir = records_dir(state);
+    let mut out = BTreeSet::new();
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(source) => {
+            return Err(Error::Io {
+                what: format!("listing {}", dir.display()),
+                source,
+            });
+        }
+    };
+    for e in entries.flatten() {
+        if let Some(d) = e
+            .file_name()
+            .to_str()
+            .and_then(|n| format!("sha256:{n}").parse::<Digest>().ok())
+        {
+            out.insert(d);
+        }
+    }
+    Ok(out)
+}
+
+/// One image of the store.
+#[derive(Debug, Clone)]
+pub struct ImageSummary {
+    pub id: Digest,
+    /// Its names (normalised), sorted; empty when dangling.
+    pub names: Vec<String>,
+    /// Manifest digests known for it (loaded or pulled images).
+    pub manifests: Vec<Digest>,
+    pub config: ImageConfigFile,
+    /// Size of its layers, uncompressed where known (see [`image_size`]).
+    pub size: u64,
+}
+
+/// Every image in the store (recorded or named), newest first (then by ID).
+/// Images whose configuration is missing from the content store are skipped.
+pub fn list(state: &State) -> Result<Vec<ImageSummary>, Error> {
+    let mut by_id: BTreeMap<Digest, (Vec<String>, Vec<Digest>)> = BTreeMap::new();
+    for id in records(state)? {
+        by_id.entry(id).or_default();
+    }
+    for (name, r) in state.images.list()? {
+        let e = by_id.entry(r.id).or_default();
+        e.0.push(name);
+        if let Some(m) = r.manifest
+            && !e.1.contains(&m)
+        {
+            e.1.push(m);
+        }
+    }
+    let mut out = Vec::with_capacity(by_id.len());
+    for (id, (names, manifests)) in by_id {
+        let Ok(config) = load_config(state, &id) else {
+            continue;
+        };
+        let size = image_size(state, &id, &config);
+        out.push(ImageSummary {
+            id,
+            names,
+            manifests,
+            config,
+            size,
+        });
+    }
+    out.sort_by(|a, b| {
+        b.config
+            .created
+            .cmp(&a.config.created)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    Ok(out)
+}
+
+/// Size of an image as `docker images` shows it: the sum of its layers'
+/// sizes ([`layer_sizes`]).
+pub fn image_size(state: &State, id: &Digest, config: &ImageConfigFile) -> u64 {
+    layer_sizes(state, id, config).iter().sum()
+}
+
+/// The size of each layer of an image, uncompressed where known: an unpacked
+/// layer knows its tar size; a built layer counts the bytes of its files; a
+/// layer never unpacked counts its blob.
+pub fn layer_sizes(state: &State, id: &Digest, config: &ImageConfigFile) -> Vec<u64> {
+    let built = state.image_layers(id).unwrap_or_default();
+    let mut out = Vec::with_capacity(config.rootfs.diff_ids.len());
+    for (i, diff_id) in config.rootfs.diff_ids.iter().enumerate() {
+        let key = diff_id.to_string();
+        if let Ok(Some(l)) = state.layers.find_by_label(LABEL_DIFF_ID, &key)
+            && let Ok(layer) = state.layers.get(&l)
+            && let Some(s) = layer.meta.size
+        {
+            out.push(s);
+            continue;
+        }
+        if let Some(l) = built.get(i)
+            && let Ok(layer) = state.layers.get(l)
+        {
+            out.push(layer.meta.size.unwrap_or_else(|| dir_size(&layer.diff)));
+            continue;
+        }
+        let blob = state
+            .layer_blobs
+            .list(diff_id)
+            .ok()
+            .and_then(|b| b.first().map(|(_, d)| d.size));
+        out.push(blob.unwrap_or(0));
+    }
+    out
+}
+
+/// Bytes of the regular files under `dir` (hard links counted once per name).
+pub fn dir_size(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
+
+/// What a user's reference names: an image name (already normalised by the
+/// caller), a full image ID, or an unambiguous ID prefix (`sha256:` optional).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// A name in the index.
+    Name(String, ImageRef),
+    /// An image by ID.
+    Id(Digest),
+}
+
+/// Finds `text` (as typed) or `normalized` (the name it normalises to) in the
+/// store. Names win over ID prefixes, as in Docker.
+pub fn find(state: &State, text: &str, normalized: Option<&str>) -> Result<Option<Found>, Error> {
+    if let Some(n) = normalized
+        && let Some(r) = state.images.get(n)?
+    {
+        return Ok(Some(Found::Name(n.to_owned(), r)));
+    }
+    let hex = text.strip_prefix("sha256:").unwrap_or(text);
+    if hex.is_empty()
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        return Ok(None);
+    }
+    let mut ids: BTreeSet<Digest> = records(state)?;
+    ids.extend(state.images.list()?.into_iter().map(|(_, r)| r.id));
+    let matches: Vec<Digest> = ids
+        .into_iter()
+        .filter(|d| d.hex().starts_with(hex))
+        .collect();
+    match matches.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(Found::Id(*one))),
+        _ => Err(Error::Other(format!(
+            "{text}: ambiguous image ID prefix ({} images start with it)",
+            matches.len()
+        ))),
+    }
+}
+
+/// What removing one reference did, in Docker's words.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Removed {
+    /// Names removed (`Untagged:`).
+    pub untagged: Vec<String>,
+    /// The image deleted (`Deleted:`), when nothing names it any more.
+    pub deleted: Option<Digest>,
+}
+
+/// `kiln rmi`: removes a name (and the image when it was its last name), or
+/// an image by ID. An image named more than once is refused by ID unless
+/// `force` (then every name goes), as `docker rmi`.
+pub fn remove(state: &State, found: &Found, force: bool) -> Result<Removed, Error> {
+    let mut out = Removed::default();
+    let id = match found {
+        Found::Name(n, r) => {
+            state.images.remove(n)?;
+            out.untagged.push(n.clone());
+            if !state.images.names_of(&r.id)?.is_empty() {
+                return Ok(out);
+            }
+            r.id
+        }
+        Found::Id(id) => {
+            let names = state.images.names_of(id)?;
+            if names.len() > 1 && !force {
+                return Err(Error::Other(format!(
+                    "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
+                    &id.hex()[..12]
+                )));
+            }
+            for n in names {
+                state.images.remove(&n)?;
+                out.untagged.push(n);
+            }
+            *id
+        }
+    };
+    remove_record(state, &id)?;
+    out.deleted = Some(id);
+    Ok(out)
+}

@@ -1,0 +1,14 @@
+# Summarises --progress=json events: every line is JSON with a time; statuses per vertex.
+import json, sys
+seen = {}
+for line in sys.stdin:
+    e = json.loads(line)
+    assert e["time"].endswith("Z"), e
+    st = e["status"]
+    if st == "log":
+        st = "log(%s)" % e.get("stream", "")
+    v = seen.setdefault(e["name"].split(" sha256:")[0][:40], [])
+    if not v or v[-1] != st:
+        v.append(st)
+for name in sorted(seen):
+    print(name, " ".join(seen[name]))
