@@ -304,7 +304,6 @@ impl BuildArgs {
                 out.push(name);
             }
         };
-        check(self.load, "--load");
         check(!self.cache_from.is_empty(), "--cache-from");
         check(!self.cache_to.is_empty(), "--cache-to");
         check(!self.secrets.is_empty(), "--secret");

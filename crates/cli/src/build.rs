@@ -134,6 +134,14 @@ fn outputs(args: &BuildArgs) -> Result<Vec<Output>, Failure> {
             insecure: false,
         });
     }
+    if args.load {
+        outs.push(Output::Docker {
+            dest: PathBuf::new(),
+            names: tags.clone(),
+            compression: kiln_oci::Compression::gzip(),
+            force_compression: false,
+        });
+    }
     let stored = outs.iter().any(|o| {
         matches!(
             o,
@@ -209,9 +217,10 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     let image_names: Vec<String> = outputs
         .iter()
         .flat_map(|o| match o {
-            Output::Image { names } | Output::Oci { names, .. } | Output::Docker { names, .. } => {
-                names.clone()
-            }
+            Output::Image { names }
+            | Output::Oci { names, .. }
+            | Output::Docker { names, .. }
+            | Output::Registry { names, .. } => names.clone(),
             _ => Vec::new(),
         })
         .fold(Vec::new(), |mut v, n| {
@@ -220,6 +229,12 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
             }
             v
         });
+    let loads = outputs
+        .iter()
+        .any(|o| matches!(o, Output::Docker { dest, .. } if dest.as_os_str().is_empty()));
+    if loads {
+        crate::load::ping()?;
+    }
     let opts = build_options(args, &env_var)?;
     let sde = source_date_epoch(&opts)?;
     let file = read_dockerfile(args)?;
@@ -231,6 +246,18 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     let state =
         State::open(&dir).with_context(|| format!("opening state directory {}", dir.display()))?;
     let _lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
+    // `--load`: the archive goes to scratch space first, then to the engine.
+    let scratch = state.scratch().context("making scratch space")?;
+    let mut to_load = Vec::new();
+    let mut outputs = outputs;
+    for (i, o) in outputs.iter_mut().enumerate() {
+        if let Output::Docker { dest, .. } = o
+            && dest.as_os_str().is_empty()
+        {
+            *dest = scratch.path().join(format!("load-{i}.tar"));
+            to_load.push(dest.clone());
+        }
+    }
     let mut insecure = Vec::new();
     for o in &outputs {
         if let Output::Registry {
@@ -316,6 +343,13 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
                 let t = progress.task("exporting to image");
                 t.line(&format!("writing image {} done", img.id));
                 t.done();
+                for archive in &to_load {
+                    let t = progress.task("loading into the Docker engine");
+                    for m in crate::load::load(archive)? {
+                        t.line(&m);
+                    }
+                    t.done();
+                }
                 if let Some(path) = &args.iidfile {
                     std::fs::write(path, img.id.to_string())
                         .with_context(|| format!("writing --iidfile {}", path.display()))?;

@@ -16,6 +16,7 @@ mod args;
 mod build;
 mod gotemplate;
 mod images;
+mod load;
 mod metadata;
 mod options;
 mod output;

@@ -178,17 +178,14 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
             compression,
             force_compression,
         }),
-        "docker" => match dest {
-            Some(dest) => Ok(Output::Docker {
-                dest,
-                names,
-                compression,
-                force_compression,
-            }),
-            None => Err(not_yet(
-                "--output type=docker without dest (loading into a Docker engine)".to_owned(),
-            )),
-        },
+        // Without dest: into a running Docker engine (`--load`); the cli
+        // writes the archive to scratch space and loads it (an empty dest).
+        "docker" => Ok(Output::Docker {
+            dest: dest.unwrap_or_default(),
+            names,
+            compression,
+            force_compression,
+        }),
         "image" | "registry" if push || ty == "registry" => {
             if names.is_empty() {
                 return Err(Failure::Usage(format!(

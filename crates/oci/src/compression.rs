@@ -189,14 +189,11 @@ impl Compression {
                 inner: Inner::Plain(w),
                 buf: Vec::new(),
             },
+            // Blocks compressed on all cores, same bytes whatever their
+            // number (see `pgzip`).
             Compression::Gzip { level } => Encoder {
-                inner: Inner::Gzip(
-                    flate2::GzBuilder::new()
-                        .mtime(0)
-                        .operating_system(255)
-                        .write(w, flate2::Compression::new(level)),
-                ),
-                buf: Vec::with_capacity(CHUNK),
+                inner: Inner::Gzip(crate::pgzip::ParallelGzip::new(w, level)),
+                buf: Vec::new(),
             },
             Compression::Zstd { level } => {
                 let mut enc = zstd::stream::write::Encoder::new(w, level)?;
@@ -219,7 +216,7 @@ pub struct Encoder<W: Write> {
 
 enum Inner<W: Write> {
     Plain(W),
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(crate::pgzip::ParallelGzip<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
@@ -265,8 +262,11 @@ impl<W: Write> Encoder<W> {
 
 impl<W: Write> Write for Encoder<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if let Inner::Plain(w) = &mut self.inner {
-            return w.write(data);
+        match &mut self.inner {
+            Inner::Plain(w) => return w.write(data),
+            // It buffers whole blocks itself.
+            Inner::Gzip(g) => return g.write(data),
+            Inner::Zstd(_) => {}
         }
         let n = data.len().min(CHUNK - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);
@@ -281,7 +281,7 @@ impl<W: Write> Write for Encoder<W> {
     fn flush(&mut self) -> io::Result<()> {
         match &mut self.inner {
             Inner::Plain(w) => w.flush(),
-            Inner::Gzip(g) => g.get_mut().flush(),
+            Inner::Gzip(g) => g.flush(),
             Inner::Zstd(z) => z.get_mut().flush(),
         }
     }

@@ -70,6 +70,7 @@ pub mod json;
 pub mod layer;
 pub mod manifest;
 pub mod media;
+pub mod pgzip;
 pub mod timestamp;
 
 pub use archive_load::{LoadError, LoadedImage, LoadedLayer, load_archive};

@@ -153,8 +153,13 @@ pub fn pull(
                     if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
                         break;
                     }
+                    let started = std::time::Instant::now();
                     match fetch(state, client, &reference, desc, &downloaded) {
-                        Ok(()) => log(&format!("{} {} done", desc.digest, human_size(desc.size))),
+                        Ok(()) => log(&format!(
+                            "{} {} done",
+                            desc.digest,
+                            transfer(desc.size, started.elapsed())
+                        )),
                         Err(e) => {
                             if let Ok(mut f) = failure.lock() {
                                 f.get_or_insert(e);
@@ -216,6 +221,19 @@ fn fetch(
 /// `host/path` of a reference.
 fn repository(r: &Reference) -> String {
     format!("{}/{}", r.domain(), r.path())
+}
+
+/// `12.35MB in 0.8s (15.44MB/s)`.
+fn transfer(size: u64, took: std::time::Duration) -> String {
+    let secs = took.as_secs_f64();
+    if secs < 0.001 {
+        return human_size(size);
+    }
+    format!(
+        "{} in {secs:.1}s ({}/s)",
+        human_size(size),
+        human_size((size as f64 / secs) as u64)
+    )
 }
 
 /// A size as Docker prints it (`units.HumanSize`: four significant digits,
@@ -377,6 +395,7 @@ pub fn push(
                         if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
                             break;
                         }
+                        let started = std::time::Instant::now();
                         match push_blob(state, client, &reference, desc) {
                             Ok(how) => log(&format!(
                                 "{} {}",
@@ -384,8 +403,10 @@ pub fn push(
                                 match how {
                                     PushedBlob::Existed => "already exists".to_owned(),
                                     PushedBlob::Mounted => "mounted".to_owned(),
-                                    PushedBlob::Uploaded =>
-                                        format!("{} pushed", human_size(desc.size)),
+                                    PushedBlob::Uploaded => format!(
+                                        "{} pushed",
+                                        transfer(desc.size, started.elapsed())
+                                    ),
                                 }
                             )),
                             Err(e) => {
