@@ -198,6 +198,10 @@ impl Compression {
             Compression::Zstd { level } => {
                 let mut enc = zstd::stream::write::Encoder::new(w, level)?;
                 enc.include_checksum(true)?;
+                // zstd's multithreaded mode: its output depends on the
+                // parameters, not on the number of workers (as long as there
+                // is at least one), so every machine writes the same bytes.
+                enc.multithread(zstd_workers())?;
                 Encoder {
                     inner: Inner::Zstd(enc),
                     buf: Vec::with_capacity(CHUNK),
@@ -205,6 +209,14 @@ impl Compression {
             }
         })
     }
+}
+
+/// Workers for zstd: the cores, at least one (one worker still selects the
+/// multithreaded format, whose bytes do not depend on the count).
+fn zstd_workers() -> u32 {
+    std::thread::available_parallelism()
+        .map_or(1, |n| u32::try_from(n.get()).unwrap_or(1))
+        .max(1)
 }
 
 /// A compressing writer made by [`Compression::encoder`].
@@ -551,5 +563,33 @@ mod tests {
         assert_eq!(j, r#"{"type":"gzip","level":6}"#);
         let u: Compression = serde_json::from_str(r#"{"type":"uncompressed"}"#).unwrap();
         assert_eq!(u, Compression::Uncompressed);
+    }
+}
+
+#[cfg(test)]
+mod zstd_tests {
+    use std::io::Write;
+
+    fn zstd_mt(data: &[u8], workers: u32) -> Vec<u8> {
+        let mut e =
+            zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap_or_else(|e| panic!("{e}"));
+        e.include_checksum(true).unwrap_or_else(|e| panic!("{e}"));
+        e.multithread(workers).unwrap_or_else(|e| panic!("{e}"));
+        e.write_all(data).unwrap_or_else(|e| panic!("{e}"));
+        e.finish().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The premise of kiln's zstd layers: one worker or several, same bytes.
+    #[test]
+    fn zstd_multithreaded_output_does_not_depend_on_workers() {
+        let data: Vec<u8> = (0..(24u32 << 20))
+            .map(|i| {
+                (i.wrapping_mul(2654435761) >> 13) as u8 & if i % 3 == 0 { 0xff } else { 0x0f }
+            })
+            .collect();
+        let one = zstd_mt(&data, 1);
+        assert_eq!(zstd_mt(&data, 2), one);
+        assert_eq!(zstd_mt(&data, 4), one);
+        assert_eq!(zstd::decode_all(&one[..]).unwrap_or_default(), data);
     }
 }
