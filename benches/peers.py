@@ -1,0 +1,368 @@
+#!/usr/bin/env python3
+"""kiln side by side with BuildKit and Buildah, on this machine, in one run.
+
+    sudo python3 benches/peers.py [--reps N] [--workloads noop,runs40,...]
+                                  [--builders kiln,buildkit,buildah]
+
+Installs what is missing from Debian (docker.io, buildah, busybox-static,
+time) and matplotlib from PyPI, starts dockerd if it is not running, makes
+the same busybox base image in each builder offline (`localhost/busybox`),
+generates the workloads deterministically, then runs every workload for
+every builder: one warm-up, then --reps measured runs, alternating builders
+within each repetition. Writes benches/results/<date>.md (medians, min-max,
+kiln/peer ratios, the machine) and a PNG of the ratios beside it.
+
+BuildKit is the builder embedded in Debian's docker.io engine
+(`DOCKER_BUILDKIT=1 /usr/bin/docker build`); Buildah runs with
+`--isolation=chroot --layers`. Benchmarks prove speed; nothing here is a test.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+KILN = REPO / "target/release/kiln"
+BASE = "localhost/busybox:latest"
+DOCKER = "/usr/bin/docker"
+
+
+def sh(cmd, check=True, env=None, quiet=True, cwd=None):
+    out = subprocess.run(
+        cmd,
+        shell=isinstance(cmd, str),
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE if quiet else None,
+        stderr=subprocess.STDOUT if quiet else None,
+        text=True,
+    )
+    if check and out.returncode != 0:
+        sys.exit(f"command failed ({out.returncode}): {cmd}\n{out.stdout or ''}")
+    return out
+
+
+def setup(builders):
+    need = []
+    if not shutil.which("busybox") and not Path("/bin/busybox").exists():
+        need.append("busybox-static")
+    if not Path("/usr/bin/time").exists():
+        need.append("time")
+    if "buildkit" in builders and not Path(DOCKER).exists():
+        need.append("docker.io")
+    if "buildah" in builders and not shutil.which("buildah"):
+        need.append("buildah")
+    if need:
+        sh("apt-get update -qq")
+        sh(["apt-get", "install", "-y", "-qq", *need],
+           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        sh([sys.executable, "-m", "pip", "install", "-q", "matplotlib"], check=False)
+    if "buildkit" in builders and sh([DOCKER, "info"], check=False).returncode != 0:
+        subprocess.Popen(["dockerd"], stdout=open("/tmp/kiln-bench-dockerd.log", "w"),
+                         stderr=subprocess.STDOUT)
+        for _ in range(60):
+            if sh([DOCKER, "info"], check=False).returncode == 0:
+                break
+            time.sleep(1)
+        else:
+            sys.exit("dockerd did not start (see /tmp/kiln-bench-dockerd.log)")
+    sh(["cargo", "build", "--release", "-q", "-p", "kiln-cli"], cwd=REPO)
+
+
+def busybox_tar(work):
+    root = work / "rootfs"
+    if root.exists():
+        shutil.rmtree(root)
+    for d in ["bin", "etc", "tmp", "root"]:
+        (root / d).mkdir(parents=True)
+    shutil.copy("/bin/busybox", root / "bin/busybox")
+    applets = sh(["/bin/busybox", "--list"]).stdout.split()
+    for a in applets:
+        if a != "busybox":
+            os.symlink("busybox", root / "bin" / a)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc/group").write_text("root:x:0:\n")
+    os.chmod(root / "tmp", 0o1777)
+    tar = work / "busybox.tar"
+    sh(["tar", "--sort=name", "--owner=0", "--group=0", "--numeric-owner",
+        "-C", str(root), "-cf", str(tar), "."])
+    return tar
+
+
+# --- workloads -------------------------------------------------------------
+
+def w_noop(work):
+    ctx = work / "noop"
+    (ctx / "src").mkdir(parents=True, exist_ok=True)
+    for i in range(20):
+        (ctx / "src" / f"f{i}.txt").write_text(f"file {i}\n" * 50)
+    (ctx / "Dockerfile").write_text(f"""FROM {BASE} AS build
+COPY src/ /src/
+RUN cat /src/*.txt | wc -l > /count
+FROM {BASE} AS tools
+RUN echo tools > /tools
+FROM {BASE}
+COPY --from=build /count /count
+COPY --from=tools /tools /tools
+""")
+    return ctx
+
+
+def w_runs40(work):
+    ctx = work / "runs40"
+    ctx.mkdir(parents=True, exist_ok=True)
+    lines = [f"FROM {BASE}"] + [f"RUN echo step {i} > /step{i}" for i in range(40)]
+    (ctx / "Dockerfile").write_text("\n".join(lines) + "\n")
+    return ctx
+
+
+def w_bigctx(work):
+    """30,000 files, ~340 MiB: many small files and ten of 20 MiB."""
+    ctx = work / "bigctx"
+    marker = ctx / ".generated"
+    if not marker.exists():
+        if ctx.exists():
+            shutil.rmtree(ctx)
+        ctx.mkdir(parents=True)
+        seed = 12345
+        for d in range(300):
+            dd = ctx / "src" / f"d{d:03}"
+            dd.mkdir(parents=True)
+            for f in range(100):
+                if d == 0 and f < 10:
+                    continue
+                seed = (seed * 6364136223846793005 + 1442695040888963407) % 2**64
+                size = 2000 + seed % 8000
+                (dd / f"f{f:03}.txt").write_bytes(
+                    (f"{d}/{f} {seed:x}\n".encode() * (size // 20 + 1))[:size])
+        for i in range(10):
+            (ctx / "src" / "d000" / f"big{i}.bin").write_bytes(os.urandom(20 << 20))
+        (ctx / "Dockerfile").write_text(f"FROM {BASE}\nCOPY . /app\nRUN find /app | wc -l\n")
+        (ctx / ".dockerignore").write_text("Dockerfile\n.generated\n")
+        marker.write_text("")
+    return ctx
+
+
+WORKLOADS = {
+    # name: (generator, kind)
+    "noop": (w_noop, "noop"),
+    "runs40": (w_runs40, "cold"),
+    "bigctx-cold": (w_bigctx, "cold"),
+    "bigctx-noop": (w_bigctx, "noop"),
+    "bigctx-edit": (w_bigctx, "edit"),
+}
+
+
+# --- builders --------------------------------------------------------------
+
+class Kiln:
+    name = "kiln"
+
+    def __init__(self, work, tar):
+        self.work = work
+        self.tar = tar
+        self.root = work / "kiln-state"
+        self.rss = []
+
+    def reset(self):
+        if self.root.exists():
+            sh(["rm", "-rf", str(self.root)])
+        sh([str(KILN), "--root", str(self.root), "import", str(self.tar), BASE])
+
+    def ensure(self):
+        if not self.root.exists():
+            self.reset()
+
+    def build(self, ctx):
+        out = sh(["/usr/bin/time", "-f", "MAXRSS %M", str(KILN), "--root", str(self.root),
+                  "build", "-q", "-t", "bench:1", str(ctx)])
+        for line in out.stdout.splitlines():
+            if line.startswith("MAXRSS "):
+                self.rss.append((str(ctx.name), int(line.split()[1])))
+
+
+class BuildKit:
+    name = "buildkit"
+
+    def __init__(self, work, tar):
+        self.tar = tar
+
+    def reset(self):
+        sh([DOCKER, "builder", "prune", "-af"], check=False)
+        sh(f"{DOCKER} rmi -f bench:1 >/dev/null 2>&1", check=False)
+        self.ensure()
+
+    def ensure(self):
+        if sh([DOCKER, "image", "inspect", BASE], check=False).returncode != 0:
+            sh(f"{DOCKER} import {self.tar} {BASE}")
+
+    def build(self, ctx):
+        sh([DOCKER, "build", "-q", "-t", "bench:1", str(ctx)],
+           env={**os.environ, "DOCKER_BUILDKIT": "1"})
+
+
+class Buildah:
+    name = "buildah"
+
+    def __init__(self, work, tar):
+        self.tar = tar
+
+    def reset(self):
+        sh("buildah rm -a >/dev/null 2>&1", check=False)
+        sh("buildah rmi -a -f >/dev/null 2>&1", check=False)
+        self.ensure()
+
+    def ensure(self):
+        if sh(["buildah", "inspect", "--type", "image", BASE], check=False).returncode != 0:
+            c = sh(["buildah", "from", "scratch"]).stdout.strip()
+            sh(["buildah", "add", c, str(self.tar), "/"])
+            sh(["buildah", "commit", "-q", c, BASE])
+            sh(["buildah", "rm", c])
+
+    def build(self, ctx):
+        sh(["buildah", "bud", "-q", "--isolation=chroot", "--layers", "--pull-never",
+            "-t", "bench:1", str(ctx)])
+
+
+BUILDERS = {"kiln": Kiln, "buildkit": BuildKit, "buildah": Buildah}
+
+
+def measure(builder, kind, ctx):
+    """One measured run of a workload; returns seconds."""
+    edit = ctx / "src" / "d001" / "f001.txt"
+    if kind == "cold":
+        builder.reset()
+    else:
+        builder.ensure()
+        builder.build(ctx)  # make sure the cache is warm
+        if kind == "edit":
+            with open(edit, "a") as f:
+                f.write(f"edit {time.time_ns()}\n")
+    t = time.perf_counter()
+    builder.build(ctx)
+    return time.perf_counter() - t
+
+
+def machine():
+    mem = 0
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemTotal:"):
+            mem = int(line.split()[1]) // 1024
+    cpu = ""
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    versions = {
+        "kiln": sh([str(KILN), "--version"]).stdout.strip(),
+        "docker": sh([DOCKER, "version", "--format", "{{.Server.Version}}"], check=False).stdout.strip(),
+        "buildah": sh(["buildah", "--version"], check=False).stdout.strip(),
+    }
+    return (f"{os.cpu_count()} CPUs ({cpu}), {mem} MiB RAM, Linux {platform.release()}; "
+            + "; ".join(f"{k}: {v}" for k, v in versions.items()))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--builders", default="kiln,buildkit,buildah")
+    ap.add_argument("--work", default="/var/tmp/kiln-bench")
+    ap.add_argument("--out", default=str(REPO / "benches/results"))
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root: the builders need namespaces and overlayfs")
+    names = args.builders.split(",")
+    workloads = args.workloads.split(",")
+    for w in workloads:
+        if w not in WORKLOADS:
+            sys.exit(f"unknown workload {w}; known: {', '.join(WORKLOADS)}")
+    setup(names)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    tar = busybox_tar(work)
+    builders = [BUILDERS[n](work, tar) for n in names]
+    for b in builders:
+        b.reset()
+    results = {}
+    for w in workloads:
+        gen, kind = WORKLOADS[w]
+        ctx = gen(work)
+        for b in builders:  # warm-up
+            measure(b, kind, ctx)
+        for rep in range(args.reps):
+            order = builders if rep % 2 == 0 else list(reversed(builders))
+            for b in order:
+                s = measure(b, kind, ctx)
+                results.setdefault(w, {}).setdefault(b.name, []).append(s)
+                print(f"{w:12} {b.name:9} {s:8.3f}s", flush=True)
+    write_report(results, names, builders, workloads, args)
+
+
+def write_report(results, names, builders, workloads, args):
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.date.today().isoformat()
+    peers = [n for n in names if n != "kiln"]
+    lines = [f"# kiln vs peers, {stamp}", "",
+             f"Machine: {machine()}", "",
+             f"Command: `sudo python3 benches/peers.py --reps {args.reps} --workloads {args.workloads} --builders {args.builders}`",
+             f"(one warm-up, then {args.reps} runs per builder, alternating; seconds, median and min–max)", ""]
+    header = "| workload | " + " | ".join(names + [f"kiln/{p}" for p in peers]) + " |"
+    lines += [header, "|" + "---|" * (1 + len(names) + len(peers))]
+    ratios = {}
+    for w in workloads:
+        row = [w]
+        med = {}
+        for n in names:
+            v = results[w][n]
+            med[n] = statistics.median(v)
+            row.append(f"{med[n]:.3f} ({min(v):.3f}–{max(v):.3f})")
+        for p in peers:
+            r = med["kiln"] / med[p] if med.get(p) else float("nan")
+            ratios.setdefault(p, {})[w] = r
+            row.append(f"{r:.3f}")
+        lines.append("| " + " | ".join(row) + " |")
+    kiln = next((b for b in builders if b.name == "kiln"), None)
+    if kiln and kiln.rss:
+        lines += ["", "Peak RSS of kiln (MiB, /usr/bin/time -v) per workload context: " + ", ".join(
+            f"{ctx} {max(r for c, r in kiln.rss if c == ctx) / 1024:.0f}"
+            for ctx in sorted({c for c, _ in kiln.rss}))]
+    md = out / f"{stamp}.md"
+    md.write_text("\n".join(lines) + "\n")
+    (out / f"{stamp}.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(md.read_text())
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(8, 4))
+        width = 0.8 / max(1, len(peers))
+        for i, p in enumerate(peers):
+            xs = [j + i * width for j in range(len(workloads))]
+            ax.bar(xs, [ratios[p][w] for w in workloads], width, label=f"kiln / {p}")
+        ax.set_xticks([j + width * (len(peers) - 1) / 2 for j in range(len(workloads))])
+        ax.set_xticklabels(workloads, rotation=20)
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set_ylabel("time ratio (lower is better for kiln)")
+        if peers:
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / f"{stamp}.png", dpi=100)
+    except ImportError:
+        print("matplotlib unavailable: no chart", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
