@@ -258,40 +258,7 @@ pub fn human_duration(secs: i64) -> String {
     }
 }
 
-/// go-units `HumanSizeWithPrecision(size, 3)`: decimal units, 3 significant
-/// digits (`1.23MB`, `5.6kB`, `0B`).
-pub fn human_size(size: u64) -> String {
-    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
-    let mut v = size as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < UNITS.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    format!("{}{}", go_g3(v), UNITS[i])
-}
-
-/// Go's `%.3g` for 0 <= v < 1000.
-fn go_g3(v: f64) -> String {
-    if v == 0.0 {
-        return "0".to_owned();
-    }
-    let digits = if v >= 100.0 {
-        0
-    } else if v >= 10.0 {
-        1
-    } else {
-        2
-    };
-    let s = format!("{v:.digits$}");
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_owned()
-    } else if s == "1000" {
-        "1e+03".to_owned()
-    } else {
-        s
-    }
-}
+pub use kiln_worker::images::human_size;
 
 fn short_id(id: &Digest, no_trunc: bool) -> String {
     if no_trunc {
@@ -745,15 +712,9 @@ pub fn rmi(root: Option<&Path>, args: &RmiArgs) -> Result<(), Failure> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
 
     #[test]
-    fn docker_units_and_times() {
-        assert_eq!(human_size(0), "0B");
-        assert_eq!(human_size(999), "999B");
-        assert_eq!(human_size(1234), "1.23kB");
-        assert_eq!(human_size(1_200_000), "1.2MB");
-        assert_eq!(human_size(12_000_000), "12MB");
+    fn docker_times() {
         assert_eq!(human_duration(0), "Less than a second");
         assert_eq!(human_duration(90), "About a minute");
         assert_eq!(human_duration(3 * 86400), "3 days");
@@ -765,6 +726,8 @@ mod tests {
         );
         assert_eq!(go_time(1_600_000_000), "2020-09-13 12:26:40 +0000 UTC");
     }
+
+    use super::*;
 
     #[test]
     fn path_match_is_go_path_match() {

@@ -372,14 +372,8 @@ impl Head {
     }
 }
 
-fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<Head>> {
-    let mut line = String::new();
-    if r.read_line(&mut line)? == 0 {
-        return Ok(None);
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or_default().to_owned();
-    let path = parts.next().unwrap_or_default().to_owned();
+/// Header lines up to the blank line.
+fn read_headers(r: &mut impl BufRead) -> std::io::Result<Vec<(String, String)>> {
     let mut headers = Vec::new();
     loop {
         let mut h = String::new();
@@ -394,6 +388,18 @@ fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<Head>> {
             headers.push((k.trim().to_owned(), v.trim().to_owned()));
         }
     }
+    Ok(headers)
+}
+
+fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<Head>> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let path = parts.next().unwrap_or_default().to_owned();
+    let headers = read_headers(r)?;
     Ok(Some(Head {
         method,
         path,
@@ -661,20 +667,7 @@ fn serve(
 }
 
 fn read_head_after_status(r: &mut impl BufRead) -> std::io::Result<Option<Head>> {
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h)? == 0 {
-            break;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.push((k.trim().to_owned(), v.trim().to_owned()));
-        }
-    }
+    let headers = read_headers(r)?;
     Ok(Some(Head {
         method: String::new(),
         path: String::new(),

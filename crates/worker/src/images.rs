@@ -274,3 +274,52 @@ pub fn remove(state: &State, found: &Found, force: bool) -> Result<Removed, Erro
     out.deleted = Some(id);
     Ok(out)
 }
+
+/// go-units `HumanSizeWithPrecision(size, 3)`: decimal units, 3 significant
+/// digits (`1.23MB`, `5.6kB`, `0B`).
+pub fn human_size(size: u64) -> String {
+    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
+    let mut v = size as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < UNITS.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    format!("{}{}", go_g3(v), UNITS[i])
+}
+
+/// Go's `%.3g` for 0 <= v < 1000.
+fn go_g3(v: f64) -> String {
+    if v == 0.0 {
+        return "0".to_owned();
+    }
+    let digits = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let s = format!("{v:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else if s == "1000" {
+        "1e+03".to_owned()
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::human_size;
+
+    #[test]
+    fn docker_units() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1234), "1.23kB");
+        assert_eq!(human_size(1_200_000), "1.2MB");
+        assert_eq!(human_size(12_000_000), "12MB");
+    }
+}

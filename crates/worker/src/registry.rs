@@ -17,8 +17,8 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use kiln_llb::{Digest, Platform};
 use kiln_oci::{Compression, Descriptor, ImageConfigFile, ImageRef, Manifest, MediaTypes, media};
@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::image::{self, LABEL_DIFF_ID};
+use crate::images::human_size;
 use crate::state::{State, write_atomic};
 
 /// Blobs transferred at once.
@@ -142,38 +143,16 @@ pub fn pull(
         }
         state.layer_blobs.add(diff_id, compression, desc)?;
     }
-    let next = AtomicUsize::new(0);
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..PARALLEL_TRANSFERS.min(wanted.len()) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(desc) = wanted.get(i) else { break };
-                    if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
-                        break;
-                    }
-                    let started = std::time::Instant::now();
-                    match fetch(state, client, &reference, desc, &downloaded) {
-                        Ok(()) => log(&format!(
-                            "{} {} done",
-                            desc.digest,
-                            transfer(desc.size, started.elapsed())
-                        )),
-                        Err(e) => {
-                            if let Ok(mut f) = failure.lock() {
-                                f.get_or_insert(e);
-                            }
-                            break;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = failure.into_inner().ok().flatten() {
-        return Err(e);
-    }
+    parallel(&wanted, |desc| {
+        let started = std::time::Instant::now();
+        fetch(state, client, &reference, desc, &downloaded)?;
+        log(&format!(
+            "{} {} done",
+            desc.digest,
+            transfer(desc.size, started.elapsed())
+        ));
+        Ok(())
+    })?;
     let repo = repository(&reference);
     let mut blobs: Vec<Digest> = manifest.layers.iter().map(|l| l.digest).collect();
     blobs.push(manifest.config.digest);
@@ -199,6 +178,36 @@ pub fn pull(
         resolved: resolved_digest,
         downloaded: downloaded.load(Ordering::SeqCst) as u64,
     })
+}
+
+/// Runs `f` on every item, [`PARALLEL_TRANSFERS`] at a time; the first
+/// error stops the others from starting new items and is returned.
+fn parallel<T: Sync>(items: &[T], f: impl Fn(&T) -> Result<(), Error> + Sync) -> Result<(), Error> {
+    let next = AtomicUsize::new(0);
+    let failure: Mutex<Option<Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL_TRANSFERS.min(items.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(item) = items.get(i) else { break };
+                    if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+                        break;
+                    }
+                    if let Err(e) = f(item) {
+                        if let Ok(mut slot) = failure.lock() {
+                            slot.get_or_insert(e);
+                        }
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    match failure.into_inner().ok().flatten() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn fetch(
@@ -234,32 +243,6 @@ fn transfer(size: u64, took: std::time::Duration) -> String {
         human_size(size),
         human_size((size as f64 / secs) as u64)
     )
-}
-
-/// A size as Docker prints it (`units.HumanSize`: four significant digits,
-/// decimal units: `12.35MB`).
-pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    let whole = if v >= 100.0 {
-        3
-    } else if v >= 10.0 {
-        2
-    } else {
-        1
-    };
-    let s = format!("{v:.*}", 4 - whole);
-    let s = if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.')
-    } else {
-        &s
-    };
-    format!("{s}{}", UNITS[u])
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -383,46 +366,21 @@ pub fn push(
             .map_err(|e| Error::Other(format!("invalid name {name:?}: {e}")))?
             .with_default_tag();
         log(&format!("pushing {reference}"));
-        let next = AtomicUsize::new(0);
-        let failure: Mutex<Option<Error>> = Mutex::new(None);
-        let reference = Arc::new(reference);
-        std::thread::scope(|s| {
-            for _ in 0..PARALLEL_TRANSFERS.min(blobs.len()) {
-                s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(desc) = blobs.get(i) else { break };
-                        if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
-                            break;
-                        }
-                        let started = std::time::Instant::now();
-                        match push_blob(state, client, &reference, desc) {
-                            Ok(how) => log(&format!(
-                                "{} {}",
-                                desc.digest,
-                                match how {
-                                    PushedBlob::Existed => "already exists".to_owned(),
-                                    PushedBlob::Mounted => "mounted".to_owned(),
-                                    PushedBlob::Uploaded => format!(
-                                        "{} pushed",
-                                        transfer(desc.size, started.elapsed())
-                                    ),
-                                }
-                            )),
-                            Err(e) => {
-                                if let Ok(mut f) = failure.lock() {
-                                    f.get_or_insert(e);
-                                }
-                                break;
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        if let Some(e) = failure.into_inner().ok().flatten() {
-            return Err(e);
-        }
+        parallel(&blobs, |desc| {
+            let started = std::time::Instant::now();
+            let how = push_blob(state, client, &reference, desc)?;
+            log(&format!(
+                "{} {}",
+                desc.digest,
+                match how {
+                    PushedBlob::Existed => "already exists".to_owned(),
+                    PushedBlob::Mounted => "mounted".to_owned(),
+                    PushedBlob::Uploaded =>
+                        format!("{} pushed", transfer(desc.size, started.elapsed())),
+                }
+            ));
+            Ok(())
+        })?;
         let tag = reference
             .tag()
             .map(str::to_owned)
@@ -469,18 +427,4 @@ fn push_blob(
                 .map_err(std::io::Error::other)
         })
         .map_err(|e| Error::Other(e.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::human_size;
-
-    #[test]
-    fn sizes_as_docker_prints_them() {
-        assert_eq!(human_size(999), "999B");
-        assert_eq!(human_size(1000), "1kB");
-        assert_eq!(human_size(12_345_678), "12.35MB");
-        assert_eq!(human_size(123_456), "123.5kB");
-        assert_eq!(human_size(3_000_000_000), "3GB");
-    }
 }
