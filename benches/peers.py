@@ -46,8 +46,16 @@ def sh(cmd, check=True, env=None, quiet=True, cwd=None):
         text=True,
     )
     if check and out.returncode != 0:
-        sys.exit(f"command failed ({out.returncode}): {cmd}\n{out.stdout or ''}")
+        raise BuildFailed(f"command failed ({out.returncode}): {cmd}\n{out.stdout or ''}")
     return out
+
+
+class BuildFailed(RuntimeError):
+    pass
+
+
+#: Failed attempts that were retried, per builder (reported with the results).
+FLAKES = {}
 
 
 def setup(builders):
@@ -239,7 +247,20 @@ BUILDERS = {"kiln": Kiln, "buildkit": BuildKit, "buildah": Buildah}
 
 
 def measure(builder, kind, ctx):
-    """One measured run of a workload; returns seconds."""
+    """One measured run of a workload; returns seconds. A failed build (the
+    peers fail now and then on this machine) is retried up to twice from
+    the same starting state, and counted."""
+    for attempt in range(3):
+        try:
+            return measure_once(builder, kind, ctx)
+        except BuildFailed as e:
+            FLAKES[builder.name] = FLAKES.get(builder.name, 0) + 1
+            print(f"{builder.name}: attempt {attempt + 1} failed, retrying: {str(e)[-300:]}",
+                  file=sys.stderr, flush=True)
+    return measure_once(builder, kind, ctx)
+
+
+def measure_once(builder, kind, ctx):
     edit = ctx / "src" / "d001" / "f001.txt"
     if kind == "cold":
         builder.reset()
@@ -339,6 +360,9 @@ def write_report(results, names, builders, workloads, args):
         lines += ["", "Peak RSS of kiln (MiB, /usr/bin/time -v) per workload context: " + ", ".join(
             f"{ctx} {max(r for c, r in kiln.rss if c == ctx) / 1024:.0f}"
             for ctx in sorted({c for c, _ in kiln.rss}))]
+    if FLAKES:
+        lines += ["", "Failed attempts retried (not timed): " + ", ".join(
+            f"{k} {v}" for k, v in sorted(FLAKES.items()))]
     md = out / f"{stamp}.md"
     md.write_text("\n".join(lines) + "\n")
     (out / f"{stamp}.json").write_text(json.dumps(results, indent=1) + "\n")
