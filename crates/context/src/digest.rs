@@ -212,6 +212,14 @@ fn type_code(t: FileType) -> u8 {
     }
 }
 
+impl StatCache {
+    /// The content digest of `e` if the cache holds it for `e`'s current
+    /// stat (what [`Tree::digest`] hashed or trusted for the cache key).
+    pub fn digest_of(&mut self, e: &Entry) -> Option<[u8; 32]> {
+        self.lookup(e.tree_path.as_os_str().as_bytes(), &stat_key(e))
+    }
+}
+
 fn stat_key(e: &Entry) -> StatKey {
     StatKey {
         size: e.size,

@@ -4,6 +4,7 @@
 //! ```text
 //! <dir>/<id>/diff/                  a committed layer (overlay upper-dir format)
 //! <dir>/<id>/meta.json              its LayerMeta (written before the layer appears)
+//! <dir>/<id>/<side file>            written by the layer's maker (e.g. copy-manifest)
 //! <dir>/tmp/<id>/{diff,work}/       a draft; commit renames tmp/<id> to <id>
 //! <dir>/tmp/<id>.lock               flock(2)ed by the process owning the draft
 //! <dir>/tmp/rm-<id>/                a layer being removed (renamed away first)
@@ -505,6 +506,14 @@ impl LayerDraft {
     /// commit: use [`Layer::diff`] afterwards.
     pub fn diff_dir(&self) -> &Path {
         &self.diff
+    }
+
+    /// The draft's own directory, holding [`LayerDraft::diff_dir`]: a place
+    /// on the same filesystem for side files that travel with the layer
+    /// (readable afterwards under [`Layer::path`]) and for staging trees
+    /// that are renamed into the diff before commit.
+    pub fn root_dir(&self) -> &Path {
+        &self.root
     }
 
     /// An empty directory on the same filesystem as [`LayerDraft::diff_dir`],

@@ -143,14 +143,20 @@ pub async fn build(
             stat_cache: Mutex::new(stat_cache),
         },
     );
-    let worker = Arc::new(LlbWorker::new(
+    let mut worker = LlbWorker::new(
         state.clone(),
         contexts,
         req.executor.clone(),
         ExecSettings {
             hostname: req.hostname.clone(),
         },
-    ));
+    );
+    if let Some(t) = target
+        && req.outputs.iter().any(Output::needs_image)
+    {
+        worker = worker.with_image_layers(image_chain(&dag, t), req.source_date_epoch);
+    }
+    let worker = Arc::new(worker);
     let solver = Solver::new(
         worker.clone(),
         state.cache.clone(),
@@ -253,6 +259,33 @@ pub async fn build(
 }
 
 /// A solver error as the user should see it.
+/// The vertices whose result layers make up the root filesystem of
+/// `target`'s result: from the target down its chain of root filesystems
+/// (an exec's root mount, a file op's base, a merge's inputs).
+fn image_chain(dag: &Dag<Vertex>, target: usize) -> std::collections::HashSet<kiln_llb::Digest> {
+    let mut chain = std::collections::HashSet::new();
+    let mut todo = vec![target];
+    while let Some(i) = todo.pop() {
+        let Some(node) = dag.node(i) else { continue };
+        if !chain.insert(node.payload.digest) {
+            continue;
+        }
+        let input = |k: &kiln_llb::op::InputIndex| node.inputs.get(*k as usize).copied();
+        match &node.payload.op {
+            kiln_llb::op::Op::Exec(e) => todo.extend(
+                e.mounts
+                    .iter()
+                    .filter(|m| m.target == "/")
+                    .filter_map(|m| m.input.as_ref().and_then(input)),
+            ),
+            kiln_llb::op::Op::File(f) => todo.extend(f.base.as_ref().and_then(input)),
+            kiln_llb::op::Op::Merge(m) => todo.extend(m.inputs.iter().filter_map(input)),
+            kiln_llb::op::Op::Source(_) => {}
+        }
+    }
+    chain
+}
+
 fn step_error(dag: &Dag<Vertex>, e: SolveError<Error>) -> Error {
     match e {
         SolveError::Node { node, name, source } => {

@@ -24,9 +24,14 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use std::os::unix::ffi::OsStringExt;
+
 use filetime::FileTime;
+use kiln_context::{Entry, FileType};
+use rayon::prelude::*;
 
 use crate::mode::ModeSet;
+use crate::reuse::{Donor, Manifest};
 
 /// Why a copy failed. Paths are inside the destination root (`/app/x`) or
 /// relative to the source, never host paths of the state directory.
@@ -192,7 +197,7 @@ impl<'a> Copier<'a> {
         name: &OsStr,
         dest: &str,
         contents_only: bool,
-    ) -> Result<PathBuf, CopyError> {
+    ) -> Result<(PathBuf, bool), CopyError> {
         let trimmed = dest.trim_end_matches('/');
         let dest_host = self.resolve(if trimmed.is_empty() { "/" } else { trimmed }, true)?;
         let dest_meta = match fs::metadata(&dest_host) {
@@ -214,13 +219,20 @@ impl<'a> Copier<'a> {
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| self.root.to_path_buf())
         };
+        // Fresh: nothing is at the target yet (or only the directory that
+        // `mkdir_all` is about to make of it).
+        let fresh = match fs::symlink_metadata(&target) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+            Err(e) => return Err(io_err("stat", &target)(e)),
+            Ok(_) => false,
+        };
         mkdir_all(
             self.root,
             &holder,
             self.parent_mode(),
             self.opts.parents_owner,
         )?;
-        Ok(target)
+        Ok((target, fresh))
     }
 
     /// Copies one matched source (its entries, parents first) to `target`.
@@ -315,17 +327,160 @@ impl<'a> Copier<'a> {
                     self.links.insert(key, dst.to_path_buf());
                 }
             }
-        } else if ft.is_symlink() {
-            let link = fs::read_link(&e.path).map_err(io_err("readlink", &e.path))?;
-            std::os::unix::fs::symlink(&link, dst).map_err(io_err("symlink", dst))?;
-        } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() || ft.is_socket() {
-            let kind = nix::sys::stat::SFlag::from_bits_truncate(meta.mode() & libc::S_IFMT);
-            let perm = nix::sys::stat::Mode::from_bits_truncate(meta.mode() & 0o7777);
-            nix::sys::stat::mknod(dst, kind, perm, meta.rdev())
-                .map_err(|e| io_err("mknod", dst)(io::Error::from(e)))?;
+        } else {
+            create_special(&meta, &e.path, dst)?;
         }
         self.copy_info(&meta, &e.path, dst, false)?;
         Ok(None)
+    }
+
+    /// Copies a directory source into `stage`, a directory of its own on
+    /// the destination's filesystem that nothing else sees yet (it is
+    /// renamed into place later), so no overlay stands between the copy
+    /// and the disk: directories are made in order, then files are copied
+    /// on all cores, then directory metadata is applied innermost first.
+    /// `stage` may exist already (an empty directory standing for an
+    /// existing destination, whose own metadata is then only its times).
+    ///
+    /// `reuse` hard-links regular files from an earlier layer instead of
+    /// copying them when their content digest (`shas[i]`, for context
+    /// sources) and resulting metadata match; the manifest of the new
+    /// layer's files is returned. `at` is the stage's path in the layer.
+    pub fn copy_staged(
+        &mut self,
+        entries: &[Entry],
+        shas: &[Option<[u8; 32]>],
+        stage: &Path,
+        at: &Path,
+        reuse: Option<&Donor>,
+    ) -> Result<(Manifest, StagedStats), CopyError> {
+        let mut dirs: Vec<OpenDir> = Vec::new();
+        let mut files: Vec<usize> = Vec::new();
+        let mut linked: Vec<usize> = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let dst = stage.join(&e.path);
+            if e.file_type == FileType::Dir {
+                let meta =
+                    fs::symlink_metadata(&e.host_path).map_err(io_err("stat", &e.host_path))?;
+                let exists = e.path.as_os_str().is_empty() && dst.is_dir();
+                if !exists {
+                    fs::create_dir(&dst).map_err(io_err("mkdir", &dst))?;
+                    fs::set_permissions(&dst, fs::Permissions::from_mode(meta.mode() & 0o7777))
+                        .map_err(io_err("chmod", &dst))?;
+                }
+                dirs.push(OpenDir {
+                    dst,
+                    src: e.host_path.clone(),
+                    meta,
+                    finish: if exists {
+                        DirFinish::Times
+                    } else {
+                        DirFinish::Info
+                    },
+                });
+            } else if e.file_type == FileType::File && e.nlink > 1 {
+                linked.push(i);
+            } else {
+                files.push(i);
+            }
+        }
+        let this = &*self;
+        let done: Vec<Result<Staged, CopyError>> = files
+            .par_iter()
+            .map(|&i| {
+                this.stage_file(
+                    &entries[i],
+                    shas.get(i).copied().flatten(),
+                    stage,
+                    at,
+                    reuse,
+                )
+            })
+            .collect();
+        let mut manifest = Manifest::default();
+        let mut stats = StagedStats::default();
+        for r in done {
+            match r? {
+                Staged::Linked(path, sha) => {
+                    stats.linked += 1;
+                    manifest.insert(path, sha);
+                }
+                Staged::Copied(Some((path, sha))) => {
+                    stats.copied += 1;
+                    manifest.insert(path, sha);
+                }
+                Staged::Copied(None) => stats.copied += 1,
+                Staged::Other => {}
+            }
+        }
+        // Files with several names: the first copy, the rest links to it.
+        for i in linked {
+            let e = &entries[i];
+            let meta = fs::symlink_metadata(&e.host_path).map_err(io_err("stat", &e.host_path))?;
+            let dst = stage.join(&e.path);
+            let key = (meta.dev(), meta.ino());
+            if let Some(first) = self.links.get(&key) {
+                fs::hard_link(first, &dst).map_err(io_err("link", &dst))?;
+            } else {
+                copy_file(&e.host_path, &dst)?;
+                self.links.insert(key, dst.clone());
+            }
+            self.copy_info(&meta, &e.host_path, &dst, false)?;
+            stats.copied += 1;
+        }
+        while let Some(dir) = dirs.pop() {
+            self.finish_dir(&dir)?;
+        }
+        Ok((manifest, stats))
+    }
+
+    /// One non-directory entry of a staged copy.
+    fn stage_file(
+        &self,
+        e: &Entry,
+        sha: Option<[u8; 32]>,
+        stage: &Path,
+        at: &Path,
+        reuse: Option<&Donor>,
+    ) -> Result<Staged, CopyError> {
+        let dst = stage.join(&e.path);
+        let meta = fs::symlink_metadata(&e.host_path).map_err(io_err("stat", &e.host_path))?;
+        if !meta.file_type().is_file() {
+            create_special(&meta, &e.host_path, &dst)?;
+            self.copy_info(&meta, &e.host_path, &dst, false)?;
+            return Ok(Staged::Other);
+        }
+        let in_layer = at.join(&e.path).into_os_string().into_vec();
+        if let (Some(sha), Some(donor)) = (sha, reuse)
+            && donor.manifest.get(&in_layer) == Some(&sha)
+        {
+            let from = donor.diff.join(at).join(&e.path);
+            if let Ok(d) = fs::symlink_metadata(&from)
+                && d.file_type().is_file()
+                && d.len() == meta.len()
+                && d.len() == e.size
+                && (d.mtime(), d.mtime_nsec()) == (meta.mtime(), meta.mtime_nsec())
+                && d.mode() & 0o7777 == self.mode_of(&meta, false)
+                && (d.uid(), d.gid()) == self.owner_of(&meta)
+                && !self.opts.xattrs
+                && fs::hard_link(&from, &dst).is_ok()
+            {
+                return Ok(Staged::Linked(in_layer, sha));
+            }
+        }
+        copy_file(&e.host_path, &dst)?;
+        self.copy_info(&meta, &e.host_path, &dst, false)?;
+        // Record the digest only if the source did not change while it was
+        // copied (the same stat the cache key's digest was taken at).
+        let unchanged = fs::symlink_metadata(&e.host_path).is_ok_and(|m| {
+            m.len() == e.size
+                && m.ino() == e.ino
+                && m.mtime() * 1_000_000_000 + m.mtime_nsec() == e.mtime_ns
+                && m.ctime() * 1_000_000_000 + m.ctime_nsec() == e.ctime_ns
+        });
+        Ok(Staged::Copied(
+            sha.filter(|_| unchanged).map(|sha| (in_layer, sha)),
+        ))
     }
 
     fn ensure_empty_file_target(&self, dst: &Path) -> Result<(), CopyError> {
@@ -337,6 +492,20 @@ impl<'a> Copier<'a> {
         }
     }
 
+    /// The owner a copy of an entry with `meta` gets.
+    fn owner_of(&self, meta: &Metadata) -> (u32, u32) {
+        self.opts.chown.unwrap_or((meta.uid(), meta.gid()))
+    }
+
+    /// The permission bits a copy of an entry with `meta` gets.
+    fn mode_of(&self, meta: &Metadata, is_dir: bool) -> u32 {
+        match &self.opts.mode {
+            None => meta.mode() & 0o7777,
+            Some(ModeChange::Octal(m)) => *m & 0o7777,
+            Some(ModeChange::Symbolic(set)) => set.apply(meta.mode(), is_dir) & 0o7777,
+        }
+    }
+
     /// Owner, mode, times and (for stage sources) xattrs of `dst` from `meta`.
     fn copy_info(
         &self,
@@ -345,14 +514,10 @@ impl<'a> Copier<'a> {
         dst: &Path,
         is_dir: bool,
     ) -> Result<(), CopyError> {
-        let (uid, gid) = self.opts.chown.unwrap_or((meta.uid(), meta.gid()));
+        let (uid, gid) = self.owner_of(meta);
         std::os::unix::fs::lchown(dst, Some(uid), Some(gid)).map_err(io_err("chown", dst))?;
         if !meta.file_type().is_symlink() {
-            let mode = match &self.opts.mode {
-                None => meta.mode() & 0o7777,
-                Some(ModeChange::Octal(m)) => *m & 0o7777,
-                Some(ModeChange::Symbolic(set)) => set.apply(meta.mode(), is_dir) & 0o7777,
-            };
+            let mode = self.mode_of(meta, is_dir);
             fs::set_permissions(dst, fs::Permissions::from_mode(mode))
                 .map_err(io_err("chmod", dst))?;
         }
@@ -362,6 +527,40 @@ impl<'a> Copier<'a> {
         }
         Ok(())
     }
+}
+
+/// What a staged copy did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StagedStats {
+    /// Regular files copied.
+    pub copied: u64,
+    /// Regular files hard-linked from the donor layer.
+    pub linked: u64,
+}
+
+/// The outcome of one staged non-directory entry.
+enum Staged {
+    /// Linked from the donor: its path in the layer and digest.
+    Linked(Vec<u8>, [u8; 32]),
+    /// Copied; with its path and digest when known and stable.
+    Copied(Option<(Vec<u8>, [u8; 32])>),
+    /// A symlink or special file.
+    Other,
+}
+
+/// Creates a symlink, device, fifo or socket like `src`.
+fn create_special(meta: &Metadata, src: &Path, dst: &Path) -> Result<(), CopyError> {
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        let link = fs::read_link(src).map_err(io_err("readlink", src))?;
+        std::os::unix::fs::symlink(&link, dst).map_err(io_err("symlink", dst))?;
+    } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() || ft.is_socket() {
+        let kind = nix::sys::stat::SFlag::from_bits_truncate(meta.mode() & libc::S_IFMT);
+        let perm = nix::sys::stat::Mode::from_bits_truncate(meta.mode() & 0o7777);
+        nix::sys::stat::mknod(dst, kind, perm, meta.rdev())
+            .map_err(|e| io_err("mknod", dst)(io::Error::from(e)))?;
+    }
+    Ok(())
 }
 
 /// A copied directory whose metadata is applied after its contents.

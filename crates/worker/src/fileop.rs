@@ -48,15 +48,23 @@ fn io_err(what: &str, path: &str) -> impl FnOnce(io::Error) -> Error {
 
 /// Where an action reads from.
 enum SourceTree<'a> {
-    Context(&'a Tree),
+    Context(&'a crate::worker::ContextSource),
     Mounted(Tree),
 }
 
 impl SourceTree<'_> {
     fn tree(&self) -> &Tree {
         match self {
-            SourceTree::Context(t) => t,
+            SourceTree::Context(c) => &c.tree,
             SourceTree::Mounted(t) => t,
+        }
+    }
+
+    /// The stat cache holding the content digests of a context's files.
+    fn stat_cache(&self) -> Option<&std::sync::Mutex<kiln_context::StatCache>> {
+        match self {
+            SourceTree::Context(c) => Some(&c.stat_cache),
+            SourceTree::Mounted(_) => None,
         }
     }
     fn is_context(&self) -> bool {
@@ -98,6 +106,12 @@ pub fn execute(
         )?);
         mnt
     };
+    // A file op that is one copy may stage a directory source off the
+    // overlay (see `Staging`).
+    let mut staging = match f.actions.as_slice() {
+        [FileAction::Copy(c)] => Some(Staging::new(w, &draft, c, inputs)?),
+        _ => None,
+    };
     // Inputs read by copies, mounted read-only on first use.
     let mut sources: HashMap<u32, (SourceTree<'_>, Option<MountGuard>)> = HashMap::new();
     for action in &f.actions {
@@ -111,9 +125,7 @@ pub fn execute(
                     .ok_or_else(|| Error::Other("copy from an empty filesystem".to_owned()))?;
                 if let std::collections::hash_map::Entry::Vacant(slot) = sources.entry(from) {
                     let entry = match &input(from)?.value {
-                        Value::Context { name } => {
-                            (SourceTree::Context(&w.context(name)?.tree), None)
-                        }
+                        Value::Context { name } => (SourceTree::Context(w.context(name)?), None),
                         v @ Value::Fs { .. } => {
                             let layers = w.layers_of(v)?;
                             let mnt = scratch.path().join(format!("src{from}"));
@@ -129,7 +141,7 @@ pub fn execute(
                     slot.insert(entry);
                 }
                 let (src, _) = &sources[&from];
-                copy(&root, src, c)?;
+                copy(&root, src, c, staging.as_mut())?;
             }
             FileAction::Mkdir(m) => mkdir(&root, m)?,
             FileAction::Mkfile(m) => mkfile(&root, m)?,
@@ -145,7 +157,22 @@ pub fn execute(
     if let Some(g) = guard.take() {
         g.unmount()?;
     }
-    let layer = draft.commit(crate::image::built_layer_meta())?;
+    let mut meta = crate::image::built_layer_meta();
+    if let Some(st) = staging {
+        if st.stats.linked > 0 {
+            cx.log(
+                kiln_solver::Stream::Stdout,
+                format!(
+                    "{} of {} files unchanged since an earlier copy: linked, not copied\n",
+                    st.stats.linked,
+                    st.stats.linked + st.stats.copied
+                )
+                .as_bytes(),
+            );
+        }
+        st.finish(&draft, &mut meta)?;
+    }
+    let layer = draft.commit(meta)?;
     let mut layers: Vec<String> = base.iter().map(|l| l.as_str().to_owned()).collect();
     layers.push(layer.id.as_str().to_owned());
     Ok(Value::Fs { layers })
@@ -208,7 +235,170 @@ fn is_archive(path: &Path) -> bool {
     matches!(entries.next(), Some(Ok(_)))
 }
 
-fn copy(root: &Path, src: &SourceTree<'_>, c: &Copy) -> Result<(), Error> {
+/// Staging of a copy whose destination is a fresh directory: the tree is
+/// built in a directory of the draft beside the diff, where no overlay
+/// slows each file operation and files can be copied in parallel and
+/// hard-linked from an earlier layer (`crate::reuse`); once the overlay is
+/// unmounted it replaces the empty directory made through the overlay
+/// (which copied its parents up), keeping that directory's overlay xattrs.
+struct Staging {
+    /// The earlier layer to link unchanged files from (context sources).
+    reuse: Option<crate::reuse::Donor>,
+    site: Option<String>,
+    /// `(stage, its final place in the diff)` once a copy was staged.
+    staged: Option<(PathBuf, PathBuf)>,
+    stage_dir: PathBuf,
+    upper: PathBuf,
+    manifest: crate::reuse::Manifest,
+    stats: crate::copy::StagedStats,
+}
+
+impl Staging {
+    fn new(
+        w: &LlbWorker,
+        draft: &kiln_snapshot::LayerDraft,
+        c: &Copy,
+        inputs: &[Resolved<Value>],
+    ) -> Result<Staging, Error> {
+        let context = c
+            .from
+            .and_then(|i| inputs.get(i as usize))
+            .and_then(|r| match &r.value {
+                Value::Context { name } => Some(name.clone()),
+                Value::Fs { .. } => None,
+            });
+        let site = context
+            .as_ref()
+            .map(|name| crate::reuse::site(name, std::slice::from_ref(&c.src), &c.dest));
+        let mut reuse = None;
+        if let Some(site) = &site
+            && let Some(id) = w
+                .state
+                .layers
+                .find_by_label(crate::reuse::LABEL_COPY_SITE, site)?
+            && let Ok(layer) = w.state.layers.get(&id)
+            && let Some(donor) = crate::reuse::Donor::open(&layer.path, layer.diff.clone())
+        {
+            reuse = Some(donor);
+        }
+        Ok(Staging {
+            reuse,
+            site,
+            staged: None,
+            stage_dir: draft.root_dir().join("stage"),
+            upper: draft.diff_dir().to_path_buf(),
+            manifest: Default::default(),
+            stats: Default::default(),
+        })
+    }
+
+    /// Renames the staged tree into place and records the manifest.
+    fn finish(
+        self,
+        draft: &kiln_snapshot::LayerDraft,
+        meta: &mut kiln_snapshot::LayerMeta,
+    ) -> Result<(), Error> {
+        let Some((stage, place)) = self.staged else {
+            return Ok(());
+        };
+        // Overlay marks a directory made over a deleted one opaque: keep
+        // whatever overlay wrote on the placeholder.
+        if let Ok(names) = xattr::list(&place) {
+            for name in names {
+                if let Ok(Some(v)) = xattr::get(&place, &name) {
+                    xattr::set(&stage, &name, &v)
+                        .map_err(io_err("setting xattrs on", &stage.display().to_string()))?;
+                }
+            }
+        }
+        fs::rename(&stage, &place).map_err(io_err(
+            "moving the staged copy to",
+            &place.display().to_string(),
+        ))?;
+        if let Some(site) = self.site
+            && !self.manifest.is_empty()
+        {
+            crate::reuse::write_manifest(draft.root_dir(), &self.manifest)
+                .map_err(io_err("writing the copy manifest of", draft.id().as_str()))?;
+            meta.labels
+                .insert(crate::reuse::LABEL_COPY_SITE.to_owned(), site);
+        }
+        Ok(())
+    }
+}
+
+/// Copies directory source `s` to `target` through a stage (see
+/// [`Staging`]); `target` exists as an empty directory in the overlay's
+/// upper dir when this is called; `made` says whether it is the directory
+/// `prepare_target` made for the destination (it keeps that mode and owner
+/// and gets the source's times) rather than a placeholder for the source
+/// directory itself (which gets all the source's metadata).
+#[allow(clippy::too_many_arguments)]
+fn copy_staged(
+    st: &mut Staging,
+    root: &Path,
+    copier: &mut Copier<'_>,
+    entries: &[kiln_context::Entry],
+    target: &Path,
+    made: bool,
+    cache: Option<&std::sync::Mutex<kiln_context::StatCache>>,
+) -> Result<(), Error> {
+    let at = target
+        .strip_prefix(root)
+        .map_err(|_| {
+            Error::Other(format!(
+                "staged copy target {} outside the root",
+                target.display()
+            ))
+        })?
+        .to_path_buf();
+    let stage = st.stage_dir.clone();
+    if made {
+        // Stands for the directory `mkdir_all` made: its mode and owner.
+        let made =
+            fs::symlink_metadata(target).map_err(io_err("stat", &target.display().to_string()))?;
+        fs::create_dir(&stage).map_err(io_err("creating", &stage.display().to_string()))?;
+        fs::set_permissions(
+            &stage,
+            fs::Permissions::from_mode(made.permissions().mode() & 0o7777),
+        )
+        .map_err(io_err("chmod", &stage.display().to_string()))?;
+        std::os::unix::fs::lchown(
+            &stage,
+            Some(std::os::unix::fs::MetadataExt::uid(&made)),
+            Some(std::os::unix::fs::MetadataExt::gid(&made)),
+        )
+        .map_err(io_err("chown", &stage.display().to_string()))?;
+    }
+    let shas: Vec<Option<[u8; 32]>> = match cache {
+        Some(cache) => {
+            let mut cache = cache
+                .lock()
+                .map_err(|_| Error::Other("stat cache lock poisoned".to_owned()))?;
+            entries
+                .iter()
+                .map(|e| {
+                    (e.file_type == kiln_context::FileType::File)
+                        .then(|| cache.digest_of(e))
+                        .flatten()
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let (manifest, stats) = copier.copy_staged(entries, &shas, &stage, &at, st.reuse.as_ref())?;
+    st.manifest = manifest;
+    st.stats = stats;
+    st.staged = Some((stage, st.upper.join(&at)));
+    Ok(())
+}
+
+fn copy(
+    root: &Path,
+    src: &SourceTree<'_>,
+    c: &Copy,
+    mut staging: Option<&mut Staging>,
+) -> Result<(), Error> {
     let chown = owner(root, c.chown.as_ref())?;
     let mode = match &c.mode {
         None => None,
@@ -258,9 +448,29 @@ fn copy(root: &Path, src: &SourceTree<'_>, c: &Copy) -> Result<(), Error> {
             continue;
         }
         let name = s.path.file_name().unwrap_or(s.path.as_os_str());
-        let target = copier.prepare_target(&s.metadata, name, &c.dest, c.contents_only)?;
-        let entries: Vec<SourceEntry> = tree
-            .walk(s, &filter)?
+        let (target, fresh) = copier.prepare_target(&s.metadata, name, &c.dest, c.contents_only)?;
+        let walked = tree.walk(s, &filter)?;
+        if fresh
+            && matched.len() == 1
+            && s.metadata.is_dir()
+            && let Some(st) = staging.as_deref_mut()
+        {
+            let made = target.is_dir();
+            if !made {
+                fs::create_dir(&target).map_err(io_err("mkdir", &c.dest))?;
+            }
+            copy_staged(
+                st,
+                root,
+                &mut copier,
+                &walked,
+                &target,
+                made,
+                src.stat_cache(),
+            )?;
+            continue;
+        }
+        let entries: Vec<SourceEntry> = walked
             .into_iter()
             .map(|e| SourceEntry {
                 rel: e.path,

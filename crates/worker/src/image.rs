@@ -12,7 +12,9 @@
 //!   remembered per `SOURCE_DATE_EPOCH` clamp) and their blobs are made on
 //!   demand.
 
+use std::collections::HashMap;
 use std::io::{self, Read};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use kiln_frontend::{ImageResolver, Resolution, ResolvedImage};
 use kiln_llb::image::{Healthcheck as LlbHealthcheck, History as LlbHistory, ImageConfig};
@@ -391,12 +393,62 @@ fn unpacked_layer(state: &State, diff_id: &Digest) -> Result<LayerId, Error> {
     Ok(draft.commit(meta)?.id)
 }
 
+/// diffIDs being computed in this process, one cell per layer and clamp,
+/// so that the prefetch started when a layer is committed
+/// ([`prefetch_diff_id`]) and the export that needs the diffID compute it
+/// once: the second caller waits for the first.
+#[derive(Debug, Default)]
+pub struct DiffIdCells {
+    cells: Mutex<HashMap<DiffIdKey, Arc<DiffIdCell>>>,
+}
+
+/// A layer and the mtime clamp of its tar.
+type DiffIdKey = (LayerId, Option<i64>);
+type DiffIdCell = OnceLock<Result<Digest, String>>;
+
+/// Starts computing the diffID of a just-built `layer` on a thread of its
+/// own, so hashing its tar overlaps the steps after it instead of adding to
+/// the export.
+pub fn prefetch_diff_id(state: &State, layer: LayerId, clamp: Option<i64>) {
+    let state = state.clone();
+    let spawned = std::thread::Builder::new()
+        .name("kiln-diffid".to_owned())
+        .spawn(move || {
+            // An error is reported by the export, which asks again.
+            let _ = diff_id(&state, &layer, clamp);
+        });
+    // Without a thread the export computes it, as it would anyway.
+    drop(spawned);
+}
+
 /// The diffID of `layer` as an image layer: the original one for unpacked
 /// layers, the digest of the generated tar (with `clamp`) for built ones.
 pub fn diff_id(state: &State, layer: &LayerId, clamp: Option<i64>) -> Result<Digest, Error> {
+    if let Some(d) = known_diff_id(state, layer, clamp)? {
+        return Ok(d);
+    }
+    let cell = {
+        let mut cells = state
+            .diff_ids
+            .cells
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cells.entry((layer.clone(), clamp)).or_default().clone()
+    };
+    cell.get_or_init(|| compute_diff_id(state, layer, clamp).map_err(|e| e.to_string()))
+        .clone()
+        .map_err(Error::Other)
+}
+
+/// The diffID recorded in the layer's labels, if any.
+fn known_diff_id(
+    state: &State,
+    layer: &LayerId,
+    clamp: Option<i64>,
+) -> Result<Option<Digest>, Error> {
     let l = state.layers.get(layer)?;
     if let Some(d) = l.meta.labels.get(LABEL_DIFF_ID) {
-        return d.parse().map_err(|e| {
+        return d.parse().map(Some).map_err(|e| {
             Error::Other(format!(
                 "layer {}: label {LABEL_DIFF_ID}: {e}",
                 layer.as_str()
@@ -404,11 +456,16 @@ pub fn diff_id(state: &State, layer: &LayerId, clamp: Option<i64>) -> Result<Dig
         });
     }
     let label = tar_label(clamp);
-    if let Some(d) = l.meta.labels.get(&label)
-        && let Ok(d) = d.parse()
-    {
+    Ok(l.meta.labels.get(&label).and_then(|d| d.parse().ok()))
+}
+
+fn compute_diff_id(state: &State, layer: &LayerId, clamp: Option<i64>) -> Result<Digest, Error> {
+    // Another process may have labelled it meanwhile.
+    if let Some(d) = known_diff_id(state, layer, clamp)? {
         return Ok(d);
     }
+    let l = state.layers.get(layer)?;
+    let label = tar_label(clamp);
     let mut hasher = kiln_oci::HashingWriter::new(io::sink());
     kiln_snapshot::write_layer_tar(&l.diff, &mut hasher, &TarOptions { mtime_clamp: clamp })?;
     let (d, _, _) = hasher.finish();

@@ -46,6 +46,7 @@ pub mod keys;
 pub mod lock;
 pub mod mode;
 pub mod registry;
+pub mod reuse;
 pub mod state;
 pub mod users;
 mod worker;

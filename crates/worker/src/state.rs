@@ -39,6 +39,8 @@ pub struct State {
     pub layer_blobs: LayerBlobs,
     pub layers: LayerStore,
     pub cache: std::sync::Arc<DirCache>,
+    /// diffIDs being computed by this process (shared by its clones).
+    pub diff_ids: std::sync::Arc<crate::image::DiffIdCells>,
 }
 
 /// The snapshot layers an image was made of, so that `FROM` a local image
@@ -74,6 +76,7 @@ impl State {
                     source: std::io::Error::other(e.to_string()),
                 }
             })?),
+            diff_ids: Default::default(),
         })
     }
 

@@ -42,6 +42,10 @@ pub struct LlbWorker {
     /// Downloads made while computing a key, waiting for `execute`.
     /// (Keyed by vertex digest.)
     pub(crate) downloads: Mutex<HashMap<Digest, http::Download>>,
+    /// Vertices whose new layer goes into the image being built, and the
+    /// image's mtime clamp: their diffIDs are computed as soon as they are
+    /// built (see `image::prefetch_diff_id`).
+    pub(crate) image_layers: Option<(std::collections::HashSet<Digest>, Option<i64>)>,
 }
 
 impl std::fmt::Debug for LlbWorker {
@@ -66,7 +70,31 @@ impl LlbWorker {
             executor,
             exec,
             downloads: Mutex::new(HashMap::new()),
+            image_layers: None,
         }
+    }
+
+    /// `value`, just built by `v`: starts computing its new layer's diffID
+    /// when the layer goes into the image.
+    fn built(&self, v: &Vertex, value: Value) -> Value {
+        if let (Some((vertices, clamp)), Value::Fs { layers }) = (&self.image_layers, &value)
+            && vertices.contains(&v.digest)
+            && let Some(Ok(last)) = layers.last().map(|l| LayerId::parse(l))
+        {
+            image::prefetch_diff_id(&self.state, last, *clamp);
+        }
+        value
+    }
+
+    /// Prefetch the diffIDs of the layers `vertices` build, for an image
+    /// with mtime clamp `clamp`.
+    pub fn with_image_layers(
+        mut self,
+        vertices: std::collections::HashSet<Digest>,
+        clamp: Option<i64>,
+    ) -> LlbWorker {
+        self.image_layers = Some((vertices, clamp));
+        self
     }
 
     /// The context named `name`.
@@ -208,8 +236,8 @@ impl kiln_solver::Worker for LlbWorker {
             Op::Source(SourceOp::Git { remote, .. }) => Err(Error::Other(format!(
                 "ADD from git repositories ({remote}) is not supported yet"
             ))),
-            Op::File(f) => fileop::execute(self, f, inputs, cx),
-            Op::Exec(e) => exec::execute(self, e, inputs, cx),
+            Op::File(f) => Ok(self.built(v, fileop::execute(self, f, inputs, cx)?)),
+            Op::Exec(e) => Ok(self.built(v, exec::execute(self, e, inputs, cx)?)),
             Op::Merge(m) => {
                 let mut layers = Vec::new();
                 for i in &m.inputs {
