@@ -61,6 +61,8 @@ struct CacheEntry {
 pub struct StatCache {
     file: Option<PathBuf>,
     entries: HashMap<Vec<u8>, CacheEntry>,
+    /// An entry was added or removed since load.
+    changed: bool,
 }
 
 impl StatCache {
@@ -79,6 +81,7 @@ impl StatCache {
         StatCache {
             file: Some(file.to_owned()),
             entries,
+            changed: false,
         }
     }
 
@@ -95,11 +98,15 @@ impl StatCache {
     /// Writes the entries used since [`StatCache::load`] to its file,
     /// atomically (temporary file in the same directory, fsync, rename,
     /// fsync of the directory). Entries not looked up since load are dropped.
-    /// A cache from [`StatCache::in_memory`] is not written.
+    /// A cache from [`StatCache::in_memory`] is not written, nor one that
+    /// would be written unchanged (the no-op rebuild).
     pub fn save(&self) -> Result<(), ContextError> {
         let Some(file) = &self.file else {
             return Ok(());
         };
+        if !self.changed && self.entries.values().all(|e| e.seen) {
+            return Ok(());
+        }
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| ContextError::Io { path, source }
@@ -137,6 +144,7 @@ impl StatCache {
 
     /// Records the digest of `path` with stat `key`.
     pub(crate) fn insert(&mut self, path: Vec<u8>, key: StatKey, sha: [u8; 32]) {
+        self.changed = true;
         self.entries.insert(
             path,
             CacheEntry {
@@ -149,7 +157,7 @@ impl StatCache {
 
     /// Forgets `path` (its last hash was racy).
     pub(crate) fn forget(&mut self, path: &[u8]) {
-        self.entries.remove(path);
+        self.changed |= self.entries.remove(path).is_some();
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -283,5 +291,26 @@ mod tests {
         assert!(StatCache::load(&file).is_empty());
         std::fs::write(&file, b"KILNSTAT").expect("write");
         assert!(StatCache::load(&file).is_empty());
+    }
+
+    #[test]
+    fn an_unchanged_cache_is_not_rewritten() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("cache");
+        let mut c = StatCache::load(&file);
+        c.insert(b"/a".to_vec(), key(1), [7; 32]);
+        c.save().expect("save");
+        let ino = std::fs::metadata(&file).expect("stat").ino();
+        // Every entry used, none added: the file stays as it was.
+        let mut c = StatCache::load(&file);
+        assert_eq!(c.lookup(b"/a", &key(1)), Some([7; 32]));
+        c.save().expect("save");
+        assert_eq!(std::fs::metadata(&file).expect("stat").ino(), ino);
+        // A new entry is written (by a rename: a new inode).
+        c.insert(b"/b".to_vec(), key(2), [8; 32]);
+        c.save().expect("save");
+        assert_ne!(std::fs::metadata(&file).expect("stat").ino(), ino);
+        assert_eq!(StatCache::load(&file).len(), 2);
     }
 }
