@@ -5,7 +5,7 @@
                                   [--builders kiln,buildkit,buildah]
 
 Installs what is missing from Debian (docker.io, buildah, busybox-static,
-time) and matplotlib from PyPI, starts dockerd if it is not running, makes
+time, docker-registry) and matplotlib from PyPI, starts dockerd if it is not running, makes
 the same busybox base image in each builder offline (`localhost/busybox`),
 generates the workloads deterministically, then runs every workload for
 every builder: one warm-up, then --reps measured runs, alternating builders
@@ -33,6 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 KILN = REPO / "target/release/kiln"
 BASE = "localhost/busybox:latest"
 DOCKER = "/usr/bin/docker"
+REGISTRY_BIN = "/usr/bin/docker-registry"
+REGISTRY_PORT = 5055
 
 
 def sh(cmd, check=True, env=None, quiet=True, cwd=None):
@@ -68,6 +70,8 @@ def setup(builders):
         need.append("docker.io")
     if "buildah" in builders and not shutil.which("buildah"):
         need.append("buildah")
+    if not Path(REGISTRY_BIN).exists():
+        need.append("docker-registry")
     if need:
         sh("apt-get update -qq")
         sh(["apt-get", "install", "-y", "-qq", *need],
@@ -162,6 +166,64 @@ def w_bigctx(work):
     return ctx
 
 
+def w_image1g(work):
+    """A 1 GiB image: eight 128 MiB files of base64 text (compresses about
+    as well as binaries and packages do, ~1.3:1 with gzip)."""
+    ctx = work / "image1g"
+    marker = ctx / ".generated"
+    if not marker.exists():
+        if ctx.exists():
+            shutil.rmtree(ctx)
+        (ctx / "data").mkdir(parents=True)
+        import base64
+        import random
+        rng = random.Random(1234)
+        for i in range(8):
+            raw = rng.randbytes(96 << 20)
+            (ctx / "data" / f"part{i}.b64").write_bytes(base64.b64encode(raw))
+        (ctx / "Dockerfile").write_text(f"FROM {BASE}\nCOPY data /data\n")
+        (ctx / ".dockerignore").write_text("Dockerfile\n.generated\n")
+        marker.write_text("")
+    return ctx
+
+
+class NotApplicable(Exception):
+    """The builder has no equivalent of the operation."""
+
+
+class Registry:
+    """Debian's docker-registry on a loopback port, with empty storage."""
+
+    def __init__(self, work):
+        self.dir = work / "registry"
+        self.proc = None
+
+    def __enter__(self):
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        (self.dir / "data").mkdir(parents=True)
+        cfg = self.dir / "config.yml"
+        cfg.write_text(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
+            f"    rootdirectory: {self.dir / 'data'}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: 127.0.0.1:{REGISTRY_PORT}\n")
+        self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(cfg)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import socket
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", REGISTRY_PORT), timeout=0.1).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise BuildFailed("docker-registry did not start")
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 WORKLOADS = {
     # name: (generator, kind)
     "noop": (w_noop, "noop"),
@@ -169,7 +231,11 @@ WORKLOADS = {
     "bigctx-cold": (w_bigctx, "cold"),
     "bigctx-noop": (w_bigctx, "noop"),
     "bigctx-edit": (w_bigctx, "edit"),
+    "push1g": (w_image1g, "push"),
+    "export1g-gzip": (w_image1g, "export-gzip"),
+    "export1g-zstd": (w_image1g, "export-zstd"),
 }
+PUSH_REF = f"127.0.0.1:{REGISTRY_PORT}/bench/app:1"
 
 
 # --- builders --------------------------------------------------------------
@@ -199,6 +265,16 @@ class Kiln:
             if line.startswith("MAXRSS "):
                 self.rss.append((str(ctx.name), int(line.split()[1])))
 
+    def push(self, ref):
+        k = [str(KILN), "--root", str(self.root)]
+        sh(k + ["tag", "bench:1", ref])
+        sh(k + ["push", "-q", ref])
+
+    def export(self, ctx, dest, compression):
+        # The build is cached: this is the export, its compression included.
+        sh([str(KILN), "--root", str(self.root), "build", "-q",
+            "-o", f"type=oci,dest={dest},compression={compression}", str(ctx)])
+
 
 class BuildKit:
     name = "buildkit"
@@ -218,6 +294,16 @@ class BuildKit:
     def build(self, ctx):
         sh([DOCKER, "build", "-q", "-t", "bench:1", str(ctx)],
            env={**os.environ, "DOCKER_BUILDKIT": "1"})
+
+    def push(self, ref):
+        sh([DOCKER, "tag", "bench:1", ref])
+        sh([DOCKER, "push", "-q", ref])
+        sh([DOCKER, "rmi", ref], check=False)
+
+    def export(self, ctx, dest, compression):
+        # The engine's BuildKit (docker driver) writes no OCI archives; that
+        # needs buildx with a docker-container builder, not in Debian here.
+        raise NotApplicable()
 
 
 class Buildah:
@@ -242,6 +328,13 @@ class Buildah:
         sh(["buildah", "bud", "-q", "--isolation=chroot", "--layers", "--pull-never",
             "-t", "bench:1", str(ctx)])
 
+    def push(self, ref):
+        sh(["buildah", "push", "-q", "--tls-verify=false", "bench:1", f"docker://{ref}"])
+
+    def export(self, ctx, dest, compression):
+        sh(["buildah", "push", "-q", "--compression-format", compression,
+            "bench:1", f"oci-archive:{dest}"])
+
 
 BUILDERS = {"kiln": Kiln, "buildkit": BuildKit, "buildah": Buildah}
 
@@ -262,6 +355,28 @@ def measure(builder, kind, ctx):
 
 def measure_once(builder, kind, ctx):
     edit = ctx / "src" / "d001" / "f001.txt"
+    if kind == "push":
+        # A fresh builder state and an empty registry: the image's layers
+        # are compressed and uploaded for the first time.
+        builder.reset()
+        builder.build(ctx)
+        with Registry(builder_work(ctx)):
+            t = time.perf_counter()
+            builder.push(PUSH_REF)
+            return time.perf_counter() - t
+    if kind.startswith("export-"):
+        builder.reset()
+        builder.build(ctx)
+        dest = builder_work(ctx) / "export.tar"
+        if dest.exists():
+            dest.unlink()
+        try:
+            t = time.perf_counter()
+            builder.export(ctx, dest, kind.split("-", 1)[1])
+            return time.perf_counter() - t
+        finally:
+            if dest.exists():
+                dest.unlink()
     if kind == "cold":
         builder.reset()
     else:
@@ -273,6 +388,10 @@ def measure_once(builder, kind, ctx):
     t = time.perf_counter()
     builder.build(ctx)
     return time.perf_counter() - t
+
+
+def builder_work(ctx):
+    return ctx.parent
 
 
 def machine():
@@ -320,10 +439,15 @@ def main():
     for w in workloads:
         gen, kind = WORKLOADS[w]
         ctx = gen(work)
+        runs = []
         for b in builders:  # warm-up
-            measure(b, kind, ctx)
+            try:
+                measure(b, kind, ctx)
+                runs.append(b)
+            except NotApplicable:
+                print(f"{w:12} {b.name:9} n/a", flush=True)
         for rep in range(args.reps):
-            order = builders if rep % 2 == 0 else list(reversed(builders))
+            order = runs if rep % 2 == 0 else list(reversed(runs))
             for b in order:
                 s = measure(b, kind, ctx)
                 results.setdefault(w, {}).setdefault(b.name, []).append(s)
@@ -347,13 +471,16 @@ def write_report(results, names, builders, workloads, args):
         row = [w]
         med = {}
         for n in names:
-            v = results[w][n]
+            v = results[w].get(n)
+            if not v:
+                row.append("n/a")
+                continue
             med[n] = statistics.median(v)
             row.append(f"{med[n]:.3f} ({min(v):.3f}–{max(v):.3f})")
         for p in peers:
-            r = med["kiln"] / med[p] if med.get(p) else float("nan")
+            r = med["kiln"] / med[p] if med.get(p) and "kiln" in med else float("nan")
             ratios.setdefault(p, {})[w] = r
-            row.append(f"{r:.3f}")
+            row.append("n/a" if r != r else f"{r:.3f}")
         lines.append("| " + " | ".join(row) + " |")
     kiln = next((b for b in builders if b.name == "kiln"), None)
     if kiln and kiln.rss:

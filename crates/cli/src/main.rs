@@ -68,6 +68,12 @@ impl From<Diagnostic> for Failure {
     }
 }
 
+/// mimalloc: a no-op rebuild of a large context allocates per file walked,
+/// and glibc's malloc/free were a sixth of its profile (ARCHITECTURE.md,
+/// dependencies).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // The executor's helper: the kiln binary re-executed to set up the
     // namespaces of one RUN step. It must run before anything else (no
