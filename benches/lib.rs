@@ -59,3 +59,27 @@ pub fn substitution_word(n: usize) -> String {
     }
     s
 }
+
+/// Writes a context of `dirs` × `files` small text files (sizes 2–10 kB,
+/// from a fixed LCG) under `root/src`, the shape of the peers benchmark's
+/// big context at a size a micro-benchmark can iterate on. Returns the
+/// total bytes written.
+pub fn write_context(root: &std::path::Path, dirs: usize, files: usize) -> std::io::Result<u64> {
+    let mut seed: u64 = 12345;
+    let mut total = 0u64;
+    for d in 0..dirs {
+        let dir = root.join("src").join(format!("d{d:03}"));
+        std::fs::create_dir_all(&dir)?;
+        for f in 0..files {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let size = 2000 + (seed % 8000) as usize;
+            let line = format!("{d}/{f} {seed:x}\n");
+            let body: Vec<u8> = line.bytes().cycle().take(size).collect();
+            std::fs::write(dir.join(format!("f{f:03}.txt")), &body)?;
+            total += size as u64;
+        }
+    }
+    Ok(total)
+}
