@@ -361,6 +361,7 @@ def measure_once(builder, kind, ctx):
         builder.reset()
         builder.build(ctx)
         with Registry(builder_work(ctx)):
+            settle()
             t = time.perf_counter()
             builder.push(PUSH_REF)
             return time.perf_counter() - t
@@ -371,6 +372,7 @@ def measure_once(builder, kind, ctx):
         if dest.exists():
             dest.unlink()
         try:
+            settle()
             t = time.perf_counter()
             builder.export(ctx, dest, kind.split("-", 1)[1])
             return time.perf_counter() - t
@@ -385,9 +387,19 @@ def measure_once(builder, kind, ctx):
         if kind == "edit":
             with open(edit, "a") as f:
                 f.write(f"edit {time.time_ns()}\n")
+    settle()
     t = time.perf_counter()
     builder.build(ctx)
     return time.perf_counter() - t
+
+
+def settle():
+    """Lets the previous builder's background work (dockerd, the writeback
+    of what it wrote) finish before a timed run, the same for every
+    builder: a Buildah no-op rebuild leaves ~400 MB of dirty pages that
+    otherwise slow whichever builder runs next."""
+    os.sync()
+    time.sleep(1)
 
 
 def builder_work(ctx):
@@ -420,6 +432,8 @@ def main():
     ap.add_argument("--builders", default="kiln,buildkit,buildah")
     ap.add_argument("--work", default="/var/tmp/kiln-bench")
     ap.add_argument("--out", default=str(REPO / "benches/results"))
+    ap.add_argument("--append", action="store_true",
+                    help="keep the other workloads of today's report and replace these")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: the builders need namespaces and overlayfs")
@@ -459,11 +473,24 @@ def write_report(results, names, builders, workloads, args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.date.today().isoformat()
+    commands = [f"sudo python3 benches/peers.py --reps {args.reps} --workloads {args.workloads} "
+                f"--builders {args.builders}" + (" --append" if args.append else "")]
+    old = out / f"{stamp}.json"
+    if args.append and old.exists():
+        prev = json.loads(old.read_text())
+        if "results" in prev:
+            commands = prev.get("commands", []) + commands
+            prev = prev["results"]
+        for w, r in prev.items():
+            results.setdefault(w, r)
+        workloads = [w for w in WORKLOADS if w in results]
     peers = [n for n in names if n != "kiln"]
     lines = [f"# kiln vs peers, {stamp}", "",
              f"Machine: {machine()}", "",
-             f"Command: `sudo python3 benches/peers.py --reps {args.reps} --workloads {args.workloads} --builders {args.builders}`",
-             f"(one warm-up, then {args.reps} runs per builder, alternating; seconds, median and min–max)", ""]
+             "Commands (a later `--append` run replaces the workloads it names):",
+             *[f"- `{c}`" for c in commands],
+             "", "(one warm-up, then N runs per builder, alternating; runs of this harness"
+             " version start after a `sync` and a one-second pause; seconds, median and min–max)", ""]
     header = "| workload | " + " | ".join(names + [f"kiln/{p}" for p in peers]) + " |"
     lines += [header, "|" + "---|" * (1 + len(names) + len(peers))]
     ratios = {}
@@ -492,7 +519,8 @@ def write_report(results, names, builders, workloads, args):
             f"{k} {v}" for k, v in sorted(FLAKES.items()))]
     md = out / f"{stamp}.md"
     md.write_text("\n".join(lines) + "\n")
-    (out / f"{stamp}.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / f"{stamp}.json").write_text(
+        json.dumps({"commands": commands, "results": results}, indent=1) + "\n")
     print(md.read_text())
     try:
         import matplotlib
