@@ -1,4 +1,4 @@
-//! Layer compression: kiln's parallel deterministic gzip (pigz's scheme) with
+//! Layer compression: kiln's parallel deterministic gzip (libdeflate members) with
 //! one thread and with all of them, against a single-stream gzip of the same
 //! level, and zstd level 3; on 32 MiB of tar-like data (text with repeats and
 //! an incompressible part, as layers have).

@@ -1,27 +1,30 @@
-//! Parallel gzip whose bytes do not depend on the number of threads: pigz's
-//! scheme.
+//! Parallel gzip whose bytes do not depend on the number of threads.
 //!
-//! The input is cut into fixed 128 KiB blocks. Each block is deflated on its
-//! own, primed with the 32 KiB of input before it as the dictionary, and
-//! ended with a sync flush (an empty stored block, so the pieces join on a
-//! byte boundary); the last block ends the stream. One gzip header, the
-//! pieces in order, then the CRC-32 and size of the whole input. Every
-//! piece is a function of its block, the input before it and the level, so
-//! the output is the same with one thread or sixteen, and any gzip reader
-//! reads it. (The `gzp` crate's output varies between runs, which a
-//! content-addressed store cannot have.)
+//! The input is cut into fixed 512 KiB blocks and each block becomes a gzip
+//! *member* of its own (header, deflate, CRC-32, size), compressed by
+//! libdeflate; the members are written in order. RFC 1952 defines a gzip
+//! file as a series of members, and every layer reader reads them: Go's
+//! `compress/gzip` and klauspost's pgzip (containerd, Docker, skopeo, umoci)
+//! read multistream by default, as do zlib's `gzip -d`, Python and flate2's
+//! `MultiGzDecoder` that kiln itself uses; eStargz layers are built the same
+//! way. Every member is a function of its block and the level only, so the
+//! output is the same with one thread or sixteen. (The `gzp` crate's output
+//! varies between runs, which a content-addressed store cannot have.)
+//!
+//! Why members and not pigz's single stream of sync-flushed pieces:
+//! libdeflate deflates 2.2 times as fast as zlib-rs at level 6 here (82 vs
+//! 38 MiB/s per core on base64 text, the same ratio), but it only writes
+//! complete streams, with no preset dictionary and no sync flush. Blocks
+//! without a dictionary cost little at 512 KiB.
 
 use std::io::{self, Write};
 
-use flate2::{Compress, FlushCompress, Status};
 use rayon::prelude::*;
 
-/// Bytes of input per independently compressed block.
-pub const BLOCK: usize = 128 << 10;
-/// The deflate window: how much of the preceding input primes a block.
-const DICT: usize = 32 << 10;
-/// Blocks compressed per parallel round (bounds memory: 4 MiB of input).
-const ROUND: usize = 32;
+/// Bytes of input per independently compressed member.
+pub const BLOCK: usize = 512 << 10;
+/// Blocks compressed per parallel round (bounds memory: 8 MiB of input).
+const ROUND: usize = 16;
 
 /// A gzip writer compressing blocks on all cores (rayon's pool).
 pub struct ParallelGzip<W: Write> {
@@ -29,10 +32,8 @@ pub struct ParallelGzip<W: Write> {
     level: u32,
     /// Input not compressed yet.
     pending: Vec<u8>,
-    /// The last [`DICT`] bytes of input already compressed.
-    tail: Vec<u8>,
-    crc: flate2::Crc,
-    header_written: bool,
+    /// Whether a member was written (an empty input still gets one).
+    wrote: bool,
 }
 
 impl<W: Write> std::fmt::Debug for ParallelGzip<W> {
@@ -45,14 +46,13 @@ impl<W: Write> std::fmt::Debug for ParallelGzip<W> {
 }
 
 impl<W: Write> ParallelGzip<W> {
+    /// A writer at gzip `level` (0–9).
     pub fn new(out: W, level: u32) -> ParallelGzip<W> {
         ParallelGzip {
             out: Some(out),
-            level,
+            level: level.min(9),
             pending: Vec::with_capacity(BLOCK * ROUND + BLOCK),
-            tail: Vec::new(),
-            crc: flate2::Crc::new(),
-            header_written: false,
+            wrote: false,
         }
     }
 
@@ -62,81 +62,30 @@ impl<W: Write> ParallelGzip<W> {
             .ok_or_else(|| io::Error::other("gzip stream already finished"))
     }
 
-    fn header(&mut self) -> io::Result<()> {
-        if self.header_written {
-            return Ok(());
-        }
-        // As flate2's GzBuilder writes it: no name, mtime 0, OS unknown, and
-        // the extra flags zlib derives from the level.
-        let xfl = match self.level {
-            9.. => 2,
-            0 | 1 => 4,
-            _ => 0,
-        };
-        let h = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255];
-        self.out()?.write_all(&h)?;
-        self.header_written = true;
-        Ok(())
-    }
-
-    /// Compresses the first `blocks` full blocks of `pending` (none of them
-    /// the last of the stream) and writes them out.
-    fn compress_round(&mut self, blocks: usize, finish: bool) -> io::Result<()> {
-        self.header()?;
-        let len = if finish {
-            self.pending.len()
-        } else {
-            blocks * BLOCK
-        };
+    /// Compresses the first `len` bytes of `pending` and writes them out.
+    fn compress(&mut self, len: usize) -> io::Result<()> {
         let data = &self.pending[..len];
-        let count = if finish {
-            data.len().div_ceil(BLOCK).max(1)
-        } else {
-            blocks
-        };
-        let tail = &self.tail;
         let level = self.level;
-        let pieces: Vec<io::Result<Vec<u8>>> = (0..count)
-            .into_par_iter()
-            .map(|i| {
-                let start = i * BLOCK;
-                let end = (start + BLOCK).min(data.len());
-                let block = &data[start..end];
-                let dict: &[u8] = if i == 0 {
-                    tail
-                } else {
-                    &data[start.saturating_sub(DICT)..start]
-                };
-                let last = finish && i + 1 == count;
-                deflate_block(block, dict, level, last)
-            })
-            .collect();
+        let pieces: Vec<io::Result<Vec<u8>>> = if data.is_empty() {
+            vec![member(&[], level)]
+        } else {
+            data.par_chunks(BLOCK).map(|b| member(b, level)).collect()
+        };
         for p in pieces {
             let p = p?;
             self.out()?.write_all(&p)?;
         }
-        let new_tail_start = len.saturating_sub(DICT);
-        let mut tail = if len >= DICT {
-            Vec::new()
-        } else {
-            let keep = DICT - len;
-            self.tail[self.tail.len().saturating_sub(keep)..].to_vec()
-        };
-        tail.extend_from_slice(&self.pending[new_tail_start..len]);
-        self.tail = tail;
+        self.wrote = true;
         self.pending.drain(..len);
         Ok(())
     }
 
-    /// Writes what is left, the trailer, and returns the inner writer.
+    /// Writes what is left and returns the inner writer.
     pub fn finish(mut self) -> io::Result<W> {
-        self.compress_round(0, true)?;
-        let crc = self.crc.sum();
-        let size = self.crc.amount();
-        let out = self.out()?;
-        out.write_all(&crc.to_le_bytes())?;
-        out.write_all(&size.to_le_bytes())?;
-        out.flush()?;
+        if !self.pending.is_empty() || !self.wrote {
+            self.compress(self.pending.len())?;
+        }
+        self.out()?.flush()?;
         self.out
             .take()
             .ok_or_else(|| io::Error::other("gzip stream already finished"))
@@ -150,12 +99,9 @@ impl<W: Write> ParallelGzip<W> {
 
 impl<W: Write> Write for ParallelGzip<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.crc.update(data);
         self.pending.extend_from_slice(data);
-        // Keep at least one byte back: the last block must end the stream,
-        // and only `finish` knows which block is last.
-        if self.pending.len() > ROUND * BLOCK {
-            self.compress_round(ROUND, false)?;
+        if self.pending.len() >= ROUND * BLOCK {
+            self.compress(ROUND * BLOCK)?;
         }
         Ok(data.len())
     }
@@ -166,40 +112,18 @@ impl<W: Write> Write for ParallelGzip<W> {
     }
 }
 
-/// One raw-deflate piece: `block` primed with `dict`, ended with a sync
-/// flush, or with the final block when `last`.
-fn deflate_block(block: &[u8], dict: &[u8], level: u32, last: bool) -> io::Result<Vec<u8>> {
-    let mut c = Compress::new(flate2::Compression::new(level), false);
-    if !dict.is_empty() {
-        c.set_dictionary(dict).map_err(io::Error::other)?;
-    }
-    let flush = if last {
-        FlushCompress::Finish
-    } else {
-        FlushCompress::Sync
-    };
-    let mut out = Vec::with_capacity(block.len() / 2 + 1024);
-    loop {
-        if out.capacity() - out.len() < 4096 {
-            out.reserve(out.capacity().max(64 << 10));
-        }
-        let consumed = usize::try_from(c.total_in()).unwrap_or(usize::MAX);
-        let status = c
-            .compress_vec(&block[consumed.min(block.len())..], &mut out, flush)
-            .map_err(io::Error::other)?;
-        if last {
-            if status == Status::StreamEnd {
-                return Ok(out);
-            }
-            continue;
-        }
-        // zlib's rule: the flush is complete once all input is in and the
-        // call left output space unused.
-        let all_in = usize::try_from(c.total_in()).unwrap_or(usize::MAX) >= block.len();
-        if all_in && out.len() < out.capacity() {
-            return Ok(out);
-        }
-    }
+/// One gzip member holding `block` (libdeflate's header: no name, mtime 0,
+/// OS unknown, the extra flags of the level).
+fn member(block: &[u8], level: u32) -> io::Result<Vec<u8>> {
+    let lvl = libdeflater::CompressionLvl::new(i32::try_from(level).unwrap_or(6))
+        .map_err(|e| io::Error::other(format!("gzip level {level}: {e:?}")))?;
+    let mut c = libdeflater::Compressor::new(lvl);
+    let mut out = vec![0; c.gzip_compress_bound(block.len())];
+    let n = c
+        .gzip_compress(block, &mut out)
+        .map_err(|e| io::Error::other(format!("gzip: {e:?}")))?;
+    out.truncate(n);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -245,6 +169,7 @@ mod tests {
             BLOCK + 1,
             5 * BLOCK + 77,
             (ROUND + 3) * BLOCK + 5,
+            2 * ROUND * BLOCK,
         ] {
             let input = data(n);
             let one = compress(&input, 1 << 20, 1);
@@ -256,7 +181,7 @@ mod tests {
                 );
             }
             let mut back = Vec::new();
-            flate2::read::GzDecoder::new(&one[..])
+            flate2::read::MultiGzDecoder::new(&one[..])
                 .read_to_end(&mut back)
                 .unwrap_or_else(|e| panic!("n={n}: {e}"));
             assert_eq!(back, input, "n={n}");
