@@ -85,7 +85,7 @@ pub fn execute(
     })?;
     let spec = RunSpec {
         rootfs: Rootfs {
-            lowers: w.layer_dirs(&base)?,
+            lowers: w.state.layer_dirs(&base)?,
             upper: draft.diff_dir().to_path_buf(),
             work: draft.work_dir().to_path_buf(),
             mountpoint,

@@ -199,10 +199,7 @@ pub fn local(state: &State, layers: &[LayerId], dest: &Path) -> Result<(), Error
     let scratch = state.scratch()?;
     let mnt = scratch.path().join("fs");
     fs::create_dir(&mnt).map_err(io_err("creating", &mnt))?;
-    let dirs: Vec<PathBuf> = layers
-        .iter()
-        .map(|l| Ok(state.layers.get(l)?.diff))
-        .collect::<Result<_, Error>>()?;
+    let dirs = state.layer_dirs(layers)?;
     let guard = kiln_snapshot::mount_overlay(&dirs, None, &mnt)?;
     let tree = Tree::new(mnt.clone(), None);
     let sources = tree.expand(
@@ -248,10 +245,7 @@ pub fn flat_tar(
     let scratch = state.scratch()?;
     let mnt = scratch.path().join("fs");
     fs::create_dir(&mnt).map_err(io_err("creating", &mnt))?;
-    let dirs: Vec<PathBuf> = layers
-        .iter()
-        .map(|l| Ok(state.layers.get(l)?.diff))
-        .collect::<Result<_, Error>>()?;
+    let dirs = state.layer_dirs(layers)?;
     let guard = if dirs.is_empty() {
         None
     } else {

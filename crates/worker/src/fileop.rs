@@ -100,7 +100,7 @@ pub fn execute(
             source: e,
         })?;
         guard = Some(kiln_snapshot::mount_overlay(
-            &w.layer_dirs(&base)?,
+            &w.state.layer_dirs(&base)?,
             Some((draft.diff_dir(), draft.work_dir())),
             &mnt,
         )?);
@@ -133,8 +133,11 @@ pub fn execute(
                                 what: format!("creating {}", mnt.display()),
                                 source: e,
                             })?;
-                            let g =
-                                kiln_snapshot::mount_overlay(&w.layer_dirs(&layers)?, None, &mnt)?;
+                            let g = kiln_snapshot::mount_overlay(
+                                &w.state.layer_dirs(&layers)?,
+                                None,
+                                &mnt,
+                            )?;
                             (SourceTree::Mounted(Tree::new(mnt, None)), Some(g))
                         }
                     };

@@ -80,6 +80,15 @@ impl State {
         })
     }
 
+    /// Host paths of the diff directories of `layers`, bottom first (the
+    /// lower dirs of an overlay mount of them).
+    pub fn layer_dirs(&self, layers: &[LayerId]) -> Result<Vec<PathBuf>, Error> {
+        layers
+            .iter()
+            .map(|id| Ok(self.layers.get(id)?.diff))
+            .collect()
+    }
+
     /// A fresh scratch directory under `<root>/tmp`, removed when dropped.
     /// Its name starts with `k<pid>.`, so that one left by a process that
     /// was killed can be told from those of running builds.

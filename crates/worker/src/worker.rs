@@ -2,7 +2,6 @@
 //! kind to its module and computes cache keys ([`crate::keys`]).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use kiln_context::{StatCache, Tree};
@@ -127,14 +126,6 @@ impl LlbWorker {
                 "build context {name:?} used where a filesystem is expected"
             ))),
         }
-    }
-
-    /// Host paths of the diff directories of `layers`, bottom first.
-    pub(crate) fn layer_dirs(&self, layers: &[LayerId]) -> Result<Vec<PathBuf>, Error> {
-        layers
-            .iter()
-            .map(|id| Ok(self.state.layers.get(id)?.diff))
-            .collect()
     }
 
     /// Content digests of what `op`'s copy actions read from input `index`
