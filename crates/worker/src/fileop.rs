@@ -109,7 +109,7 @@ pub fn execute(
     // A file op that is one copy may stage a directory source off the
     // overlay (see `Staging`).
     let mut staging = match f.actions.as_slice() {
-        [FileAction::Copy(c)] => Some(Staging::new(w, &draft, c, inputs)?),
+        [FileAction::Copy(c)] => Some(Staging::new(w, &draft, c, inputs)),
         _ => None,
     };
     // Inputs read by copies, mounted read-only on first use.
@@ -245,8 +245,9 @@ fn is_archive(path: &Path) -> bool {
 /// unmounted it replaces the empty directory made through the overlay
 /// (which copied its parents up), keeping that directory's overlay xattrs.
 struct Staging {
-    /// The earlier layer to link unchanged files from (context sources).
-    reuse: Option<crate::reuse::Donor>,
+    /// Where to look for an earlier layer to link unchanged files from.
+    layers: kiln_snapshot::LayerStore,
+    /// The copy's site (context sources only; see `crate::reuse`).
     site: Option<String>,
     /// `(stage, its final place in the diff)` once a copy was staged.
     staged: Option<(PathBuf, PathBuf)>,
@@ -262,7 +263,7 @@ impl Staging {
         draft: &kiln_snapshot::LayerDraft,
         c: &Copy,
         inputs: &[Resolved<Value>],
-    ) -> Result<Staging, Error> {
+    ) -> Staging {
         let context = c
             .from
             .and_then(|i| inputs.get(i as usize))
@@ -273,26 +274,34 @@ impl Staging {
         let site = context
             .as_ref()
             .map(|name| crate::reuse::site(name, std::slice::from_ref(&c.src), &c.dest));
-        let mut reuse = None;
-        if let Some(site) = &site
-            && let Some(id) = w
-                .state
-                .layers
-                .find_by_label(crate::reuse::LABEL_COPY_SITE, site)?
-            && let Ok(layer) = w.state.layers.get(&id)
-            && let Some(donor) = crate::reuse::Donor::open(&layer.path, layer.diff.clone())
-        {
-            reuse = Some(donor);
-        }
-        Ok(Staging {
-            reuse,
+        Staging {
+            layers: w.state.layers.clone(),
             site,
             staged: None,
             stage_dir: draft.root_dir().join("stage"),
             upper: draft.diff_dir().to_path_buf(),
             manifest: Default::default(),
             stats: Default::default(),
-        })
+        }
+    }
+
+    /// The latest layer made at this copy's site, if it has a manifest:
+    /// looked up only when a copy is actually staged.
+    fn donor(&self) -> Result<Option<crate::reuse::Donor>, Error> {
+        let Some(site) = &self.site else {
+            return Ok(None);
+        };
+        let Some(id) = self
+            .layers
+            .find_by_label(crate::reuse::LABEL_COPY_SITE, site)?
+        else {
+            return Ok(None);
+        };
+        Ok(self
+            .layers
+            .get(&id)
+            .ok()
+            .and_then(|l| crate::reuse::Donor::open(&l.path, l.diff)))
     }
 
     /// Renames the staged tree into place and records the manifest.
@@ -389,7 +398,8 @@ fn copy_staged(
         }
         None => Vec::new(),
     };
-    let (manifest, stats) = copier.copy_staged(entries, &shas, &stage, &at, st.reuse.as_ref())?;
+    let donor = st.donor()?;
+    let (manifest, stats) = copier.copy_staged(entries, &shas, &stage, &at, donor.as_ref())?;
     st.manifest = manifest;
     st.stats = stats;
     st.staged = Some((stage, st.upper.join(&at)));
