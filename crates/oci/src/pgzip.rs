@@ -90,11 +90,6 @@ impl<W: Write> ParallelGzip<W> {
             .take()
             .ok_or_else(|| io::Error::other("gzip stream already finished"))
     }
-
-    /// The inner writer.
-    pub fn get_mut(&mut self) -> Option<&mut W> {
-        self.out.as_mut()
-    }
 }
 
 impl<W: Write> Write for ParallelGzip<W> {

@@ -67,10 +67,6 @@ impl Manifest {
         self.files.get(path)
     }
 
-    pub fn len(&self) -> usize {
-        self.files.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
     }
