@@ -424,7 +424,7 @@ pub fn prefetch_diff_id(state: &State, layer: LayerId, clamp: Option<i64>) {
 /// The diffID of `layer` as an image layer: the original one for unpacked
 /// layers, the digest of the generated tar (with `clamp`) for built ones.
 pub fn diff_id(state: &State, layer: &LayerId, clamp: Option<i64>) -> Result<Digest, Error> {
-    if let Some(d) = known_diff_id(state, layer, clamp)? {
+    if let Some(d) = known_diff_id(&state.layers.get(layer)?, clamp)? {
         return Ok(d);
     }
     let cell = {
@@ -441,17 +441,12 @@ pub fn diff_id(state: &State, layer: &LayerId, clamp: Option<i64>) -> Result<Dig
 }
 
 /// The diffID recorded in the layer's labels, if any.
-fn known_diff_id(
-    state: &State,
-    layer: &LayerId,
-    clamp: Option<i64>,
-) -> Result<Option<Digest>, Error> {
-    let l = state.layers.get(layer)?;
+fn known_diff_id(l: &kiln_snapshot::Layer, clamp: Option<i64>) -> Result<Option<Digest>, Error> {
     if let Some(d) = l.meta.labels.get(LABEL_DIFF_ID) {
         return d.parse().map(Some).map_err(|e| {
             Error::Other(format!(
                 "layer {}: label {LABEL_DIFF_ID}: {e}",
-                layer.as_str()
+                l.id.as_str()
             ))
         });
     }
@@ -461,10 +456,10 @@ fn known_diff_id(
 
 fn compute_diff_id(state: &State, layer: &LayerId, clamp: Option<i64>) -> Result<Digest, Error> {
     // Another process may have labelled it meanwhile.
-    if let Some(d) = known_diff_id(state, layer, clamp)? {
+    let l = state.layers.get(layer)?;
+    if let Some(d) = known_diff_id(&l, clamp)? {
         return Ok(d);
     }
-    let l = state.layers.get(layer)?;
     let label = tar_label(clamp);
     let mut hasher = kiln_oci::HashingWriter::new(io::sink());
     kiln_snapshot::write_layer_tar(&l.diff, &mut hasher, &TarOptions { mtime_clamp: clamp })?;
