@@ -1,21 +1,30 @@
 //! `ADD https://…`: a downloaded file as a one-file layer, as BuildKit's http
 //! source makes it (`/<filename>`, mode 0600, mtime from `Last-Modified`).
 //!
-//! Without `--checksum`, the content decides the cache key, so the file is
-//! downloaded while the key is computed and the layer is kept for `execute`;
-//! with `--checksum`, the checksum is the key and the download happens only
-//! on a miss, verified before the layer is committed. (Revalidation with
-//! ETag/Last-Modified, which saves the download on a hit, belongs to the
-//! [modern] milestone.)
+//! Without `--checksum`, the content decides the cache key (with the
+//! `Last-Modified` time, which the layer carries as the file's mtime), so the
+//! file is fetched while the key is computed. What a download saw is kept in
+//! `<root>/http/<sha256 of the URL>.json` (ETag, Last-Modified, content
+//! digest); the next build asks the server with `If-None-Match` /
+//! `If-Modified-Since`, and a `304 Not Modified` gives the key without a
+//! download, as BuildKit's http source does. A 200 is downloaded into a layer
+//! draft that `execute` commits. When a revalidated key misses the cache (its
+//! layer was pruned), `execute` downloads again and refuses content that is
+//! not the revalidated one.
+//!
+//! With `--checksum`, the checksum is the key and the download happens only
+//! on a miss, verified before the layer is committed.
 
 use std::fs;
 use std::io::{self, Read, Write as _};
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 
 use kiln_llb::op::{Op, SourceOp};
 use kiln_llb::{Digest, Vertex};
 use kiln_snapshot::LayerDraft;
 use kiln_solver::Key;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::Value;
@@ -23,10 +32,79 @@ use crate::error::Error;
 use crate::keys;
 use crate::worker::LlbWorker;
 
-/// A download made while computing a key.
+/// What computing a key left for `execute`.
 #[derive(Debug)]
 pub struct Download {
-    draft: LayerDraft,
+    prepared: Prepared,
+}
+
+#[derive(Debug)]
+enum Prepared {
+    /// A 200: the downloaded file, ready to commit.
+    Fetched(LayerDraft),
+    /// A 304: the content is the one recorded, with this digest.
+    Revalidated(Digest),
+}
+
+/// What a download of a URL saw, for conditional requests next time.
+#[derive(Debug, Serialize, Deserialize)]
+struct Validators {
+    url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_modified: Option<String>,
+    /// The content digest of that download.
+    digest: String,
+}
+
+fn validators_path(w: &LlbWorker, url: &str) -> PathBuf {
+    w.state
+        .root
+        .join("http")
+        .join(format!("{}.json", Digest::of(url.as_bytes()).hex()))
+}
+
+/// The recorded validators of `url`, if any (an unreadable record is as good
+/// as none: the next download rewrites it).
+fn load_validators(w: &LlbWorker, url: &str) -> Option<Validators> {
+    let v: Validators = serde_json::from_slice(&fs::read(validators_path(w, url)).ok()?).ok()?;
+    (v.url == url && (v.etag.is_some() || v.last_modified.is_some())).then_some(v)
+}
+
+fn save_validators(w: &LlbWorker, v: &Validators) -> Result<(), Error> {
+    let path = validators_path(w, &v.url);
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|source| Error::Io {
+            what: format!("creating {}", dir.display()),
+            source,
+        })?;
+    }
+    let body = serde_json::to_vec(v).map_err(|e| Error::Io {
+        what: format!("encoding {}", path.display()),
+        source: io::Error::other(e),
+    })?;
+    crate::state::write_atomic(&path, &body)
+}
+
+/// The content part of the key: the digest, and the Last-Modified time the
+/// file's mtime comes from.
+fn content_id(digest: &str, last_modified: Option<&str>) -> String {
+    match last_modified {
+        Some(lm) => format!("{digest}\nlast-modified: {lm}"),
+        None => digest.to_owned(),
+    }
+}
+
+/// The outcome of a (possibly conditional) GET.
+enum Fetch {
+    NotModified,
+    Fetched {
+        draft: LayerDraft,
+        digest: Digest,
+        etag: Option<String>,
+        last_modified: Option<String>,
+    },
 }
 
 fn parts(v: &Vertex) -> Result<(&str, &str, &str), Error> {
@@ -40,15 +118,46 @@ fn parts(v: &Vertex) -> Result<(&str, &str, &str), Error> {
     }
 }
 
-/// Downloads `url` into a new layer draft as `/<filename>`; returns the draft
-/// and the content digest.
-fn download(w: &LlbWorker, url: &str, filename: &str) -> Result<(LayerDraft, Digest), Error> {
+/// GETs `url` (conditionally when `known` is given); a 200 goes into a new
+/// layer draft as `/<filename>`.
+fn fetch(
+    w: &LlbWorker,
+    url: &str,
+    filename: &str,
+    known: Option<&Validators>,
+) -> Result<Fetch, Error> {
     let fail = |m: String| Error::Other(format!("failed to download {url}: {m}"));
-    let mut resp = ureq::get(url).call().map_err(|e| fail(e.to_string()))?;
-    let modified = resp
-        .headers()
-        .get("last-modified")
-        .and_then(|v| v.to_str().ok())
+    let mut req = ureq::get(url);
+    if let Some(k) = known {
+        if let Some(etag) = &k.etag {
+            req = req.header("If-None-Match", etag);
+        }
+        if let Some(lm) = &k.last_modified {
+            req = req.header("If-Modified-Since", lm);
+        }
+    }
+    let mut resp = req.call().map_err(|e| fail(e.to_string()))?;
+    if resp.status() == 304 {
+        if known.is_some() {
+            return Ok(Fetch::NotModified);
+        }
+        return Err(fail(
+            "304 Not Modified to an unconditional request".to_owned(),
+        ));
+    }
+    if !resp.status().is_success() {
+        return Err(fail(format!("unexpected status {}", resp.status())));
+    }
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let etag = header("etag");
+    let last_modified = header("last-modified");
+    let modified = last_modified
+        .as_deref()
         .and_then(|s| httpdate::parse_http_date(s).ok());
     let draft = w.state.layers.create()?;
     let name = if filename.is_empty() {
@@ -91,25 +200,105 @@ fn download(w: &LlbWorker, url: &str, filename: &str) -> Result<(LayerDraft, Dig
         })?;
     }
     let digest: [u8; 32] = hasher.finalize().into();
-    Ok((draft, Digest::from_bytes(digest)))
+    Ok(Fetch::Fetched {
+        draft,
+        digest: Digest::from_bytes(digest),
+        etag,
+        last_modified,
+    })
 }
 
-/// The key of an http source (downloading it when no checksum pins it).
+/// An unconditional download: the draft, its content digest and the key's
+/// content part.
+fn download(
+    w: &LlbWorker,
+    url: &str,
+    filename: &str,
+) -> Result<(LayerDraft, Digest, String), Error> {
+    match fetch(w, url, filename, None)? {
+        Fetch::Fetched {
+            draft,
+            digest,
+            etag,
+            last_modified,
+        } => {
+            remember(w, url, &digest, etag, last_modified.clone())?;
+            let id = content_id(&digest.to_string(), last_modified.as_deref());
+            Ok((draft, digest, id))
+        }
+        Fetch::NotModified => Err(Error::Other(format!(
+            "failed to download {url}: 304 Not Modified to an unconditional request"
+        ))),
+    }
+}
+
+/// Records what a 200 saw, when it gave anything to revalidate with.
+fn remember(
+    w: &LlbWorker,
+    url: &str,
+    digest: &Digest,
+    etag: Option<String>,
+    last_modified: Option<String>,
+) -> Result<(), Error> {
+    if etag.is_none() && last_modified.is_none() {
+        return Ok(());
+    }
+    save_validators(
+        w,
+        &Validators {
+            url: url.to_owned(),
+            etag,
+            last_modified,
+            digest: digest.to_string(),
+        },
+    )
+}
+
+/// The key of an http source: the checksum when one pins it; otherwise the
+/// content, revalidated with the server or downloaded.
 pub fn cache_key(w: &LlbWorker, v: &Vertex) -> Result<Key, Error> {
     let (url, filename, checksum) = parts(v)?;
     if !checksum.is_empty() {
         return Ok(keys::http_key(url, filename, checksum));
     }
-    let (draft, digest) = download(w, url, filename)?;
-    let key = keys::http_key(url, filename, &digest.to_string());
+    let known = load_validators(w, url);
+    let (prepared, id) = match fetch(w, url, filename, known.as_ref())? {
+        Fetch::NotModified => {
+            // `fetch` answers NotModified only to a conditional request.
+            let Some(k) = known else {
+                return Err(Error::Other(format!(
+                    "failed to download {url}: unexpected 304"
+                )));
+            };
+            let digest: Digest = k.digest.parse().map_err(|_| {
+                Error::Other(format!(
+                    "{}: bad digest {:?}",
+                    validators_path(w, url).display(),
+                    k.digest
+                ))
+            })?;
+            let id = content_id(&k.digest, k.last_modified.as_deref());
+            (Prepared::Revalidated(digest), id)
+        }
+        Fetch::Fetched {
+            draft,
+            digest,
+            etag,
+            last_modified,
+        } => {
+            remember(w, url, &digest, etag, last_modified.clone())?;
+            let id = content_id(&digest.to_string(), last_modified.as_deref());
+            (Prepared::Fetched(draft), id)
+        }
+    };
     if let Ok(mut d) = w.downloads.lock() {
-        d.insert(v.digest, Download { draft });
+        d.insert(v.digest, Download { prepared });
     }
-    Ok(key)
+    Ok(keys::http_key(url, filename, &id))
 }
 
 /// The layer of an http source: the download made for the key, or a fresh
-/// one checked against `--checksum`.
+/// one checked against `--checksum` or against the revalidated content.
 pub fn execute(w: &LlbWorker, v: &Vertex) -> Result<Value, Error> {
     let (url, filename, checksum) = parts(v)?;
     let stashed = w
@@ -117,10 +306,19 @@ pub fn execute(w: &LlbWorker, v: &Vertex) -> Result<Value, Error> {
         .lock()
         .ok()
         .and_then(|mut d| d.remove(&v.digest));
-    let draft = match stashed {
-        Some(d) => d.draft,
+    let draft = match stashed.map(|d| d.prepared) {
+        Some(Prepared::Fetched(draft)) => draft,
+        Some(Prepared::Revalidated(expected)) => {
+            let (draft, digest, _) = download(w, url, filename)?;
+            if digest != expected {
+                return Err(Error::Other(format!(
+                    "{url} changed during the build (the server said it was unchanged, then sent other content): build again"
+                )));
+            }
+            draft
+        }
         None => {
-            let (draft, digest) = download(w, url, filename)?;
+            let (draft, digest, _) = download(w, url, filename)?;
             if !checksum.is_empty() && checksum != digest.to_string() {
                 return Err(Error::Other(format!(
                     "digest mismatch for {url}: expected {checksum}, got {digest}"
