@@ -99,12 +99,15 @@ fn content_id(digest: &str, last_modified: Option<&str>) -> String {
 /// The outcome of a (possibly conditional) GET.
 enum Fetch {
     NotModified,
-    Fetched {
-        draft: LayerDraft,
-        digest: Digest,
-        etag: Option<String>,
-        last_modified: Option<String>,
-    },
+    Fetched(Box<Fetched>),
+}
+
+/// A 200 response, downloaded.
+struct Fetched {
+    draft: LayerDraft,
+    digest: Digest,
+    etag: Option<String>,
+    last_modified: Option<String>,
 }
 
 fn parts(v: &Vertex) -> Result<(&str, &str, &str), Error> {
@@ -200,12 +203,12 @@ fn fetch(
         })?;
     }
     let digest: [u8; 32] = hasher.finalize().into();
-    Ok(Fetch::Fetched {
+    Ok(Fetch::Fetched(Box::new(Fetched {
         draft,
         digest: Digest::from_bytes(digest),
         etag,
         last_modified,
-    })
+    })))
 }
 
 /// An unconditional download: the draft, its content digest and the key's
@@ -216,12 +219,13 @@ fn download(
     filename: &str,
 ) -> Result<(LayerDraft, Digest, String), Error> {
     match fetch(w, url, filename, None)? {
-        Fetch::Fetched {
-            draft,
-            digest,
-            etag,
-            last_modified,
-        } => {
+        Fetch::Fetched(f) => {
+            let Fetched {
+                draft,
+                digest,
+                etag,
+                last_modified,
+            } = *f;
             remember(w, url, &digest, etag, last_modified.clone())?;
             let id = content_id(&digest.to_string(), last_modified.as_deref());
             Ok((draft, digest, id))
@@ -280,12 +284,13 @@ pub fn cache_key(w: &LlbWorker, v: &Vertex) -> Result<Key, Error> {
             let id = content_id(&k.digest, k.last_modified.as_deref());
             (Prepared::Revalidated(digest), id)
         }
-        Fetch::Fetched {
-            draft,
-            digest,
-            etag,
-            last_modified,
-        } => {
+        Fetch::Fetched(f) => {
+            let Fetched {
+                draft,
+                digest,
+                etag,
+                last_modified,
+            } = *f;
             remember(w, url, &digest, etag, last_modified.clone())?;
             let id = content_id(&digest.to_string(), last_modified.as_deref());
             (Prepared::Fetched(draft), id)
