@@ -293,6 +293,8 @@ impl BuildArgs {
         check(self.metadata_file.is_some(), "--metadata-file");
         check(self.quiet, "--quiet");
         check(self.max_parallelism.is_some(), "--max-parallelism");
+        check(!self.cache_from.is_empty(), "--cache-from");
+        check(!self.cache_to.is_empty(), "--cache-to");
         out
     }
 
@@ -304,8 +306,6 @@ impl BuildArgs {
                 out.push(name);
             }
         };
-        check(!self.cache_from.is_empty(), "--cache-from");
-        check(!self.cache_to.is_empty(), "--cache-to");
         check(!self.secrets.is_empty(), "--secret");
         check(!self.ssh.is_empty(), "--ssh");
         check(!self.build_contexts.is_empty(), "--build-context");

@@ -214,6 +214,18 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     let mode = progress_mode(args)?;
     let outputs = outputs(args)?;
     crate::metadata::check_stdout(&outputs, args.quiet)?;
+    let cache_to = args
+        .cache_to
+        .iter()
+        .map(|s| kiln_worker::cache_exchange::CacheTo::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::Usage)?;
+    let cache_from = args
+        .cache_from
+        .iter()
+        .map(|s| kiln_worker::cache_exchange::CacheFrom::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::Usage)?;
     let image_names: Vec<String> = outputs
         .iter()
         .flat_map(|o| match o {
@@ -315,6 +327,8 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         hostname: HOSTNAME.to_owned(),
         registry: Some(client.clone()),
         log,
+        cache_from,
+        cache_to,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -128,8 +128,23 @@ fn report(f: Failure) -> ExitCode {
             ExitCode::from(1)
         }
         Failure::Other(e) => {
-            let _ = writeln!(err, "error: {e:#}");
+            let _ = writeln!(err, "error: {}", chain_message(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause whose text
+/// the message already has (library errors often print their source in
+/// their own message, which `{:#}` would repeat).
+fn chain_message(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
 }

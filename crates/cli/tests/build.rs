@@ -20,7 +20,11 @@
 //!   `$KILN`, `$STATE`, `$OUT`, `$CTX`, `$TOOLS` (`testdata/build-tools`) and
 //!   `$BASE_TAR` (the busybox rootfs tar) set (edit files, call skopeo, …);
 //! * `registry [auth]` — starts Debian's `docker-registry` on a loopback port
-//!   and sets `$REGISTRY` (`auth`: basic auth over TLS, see `Case::registry`).
+//!   and sets `$REGISTRY` (`auth`: basic auth over TLS, see `Case::registry`);
+//! * `machine NAME` — from here on, `build`, `kiln` and `$STATE` use the
+//!   state directory of "machine" NAME (an empty one with the busybox base
+//!   imported, the first time): how cache export/import between machines is
+//!   tested. The case starts on machine `main`.
 //!
 //! Every command sees its own `DOCKER_CONFIG` and `KILN_CONFIG`, never the
 //! host's credentials.
@@ -356,6 +360,27 @@ impl Case {
         self.registries.push(r);
     }
 
+    /// `machine NAME`: switches to that machine's state directory.
+    fn machine(&mut self, args: &[String]) {
+        let [name] = args else {
+            panic!("{}: usage: machine NAME", self.dir.display());
+        };
+        self.state = if name == "main" {
+            self.tmp.path().join("state")
+        } else {
+            self.tmp.path().join("machines").join(name)
+        };
+        if !self.state.exists() {
+            let (code, _, stderr) = self.kiln(&[
+                "import".into(),
+                base().tar.display().to_string(),
+                "busybox:latest".into(),
+            ]);
+            assert_eq!(code, 0, "import failed: {stderr}");
+        }
+        let _ = writeln!(self.transcript, "(state directory of machine {name})");
+    }
+
     fn script(&mut self) {
         let script = fs::read_to_string(self.dir.join("script"))
             .unwrap_or_else(|_| "build\nreport\n".to_owned());
@@ -377,6 +402,7 @@ impl Case {
                 }
                 Some("run") => self.run(line.trim_start_matches("run").trim_start()),
                 Some("registry") => self.registry(&words[1..]),
+                Some("machine") => self.machine(&words[1..]),
                 other => panic!("{}: unknown script command {other:?}", self.dir.display()),
             }
         }

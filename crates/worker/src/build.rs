@@ -19,7 +19,7 @@ use crate::error::{Error, StepError};
 use crate::image::{self, CommitRequest, Committed, StoreResolver};
 use crate::state::State;
 use crate::worker::{ContextSource, ExecSettings, LlbWorker};
-use crate::{Value, export};
+use crate::{Value, cache_exchange, export};
 
 /// Everything a build needs besides the state directory.
 pub struct BuildRequest {
@@ -42,6 +42,11 @@ pub struct BuildRequest {
     pub registry: Option<kiln_registry::Client>,
     /// Where push progress lines go.
     pub log: Arc<dyn Fn(&str) + Send + Sync>,
+    /// `--cache-from`: caches whose records answer lookups the local cache
+    /// cannot.
+    pub cache_from: Vec<crate::cache_exchange::CacheFrom>,
+    /// `--cache-to`: where the build's cache records go.
+    pub cache_to: Vec<crate::cache_exchange::CacheTo>,
 }
 
 impl std::fmt::Debug for BuildRequest {
@@ -156,12 +161,25 @@ pub async fn build(
     {
         worker = worker.with_image_layers(image_chain(&dag, t), req.source_date_epoch);
     }
-    let worker = Arc::new(worker);
-    let solver = Solver::new(
-        worker.clone(),
+    let imported = Arc::new(cache_exchange::import(
+        &req.cache_from,
+        req.registry.as_ref(),
+        state,
+        &*req.log,
+    )?);
+    if !req.cache_from.is_empty() {
+        (req.log)(&format!(
+            "imported {} cache records from --cache-from",
+            imported.len()
+        ));
+    }
+    let worker = Arc::new(worker.with_imported(imported.clone()));
+    let cache = Arc::new(cache_exchange::RecordingCache::new(
         state.cache.clone(),
-        req.max_parallelism.max(1),
-    );
+        imported.clone(),
+    ));
+    let solver = Solver::new(worker.clone(), cache.clone(), req.max_parallelism.max(1));
+    let mut result_layers: Vec<String> = Vec::new();
     let layers: Vec<LayerId> = match target {
         None => Vec::new(),
         Some(t) => {
@@ -176,10 +194,15 @@ pub async fn build(
                 .map(|r| r.value)
                 .ok_or_else(|| Error::Other("the solve returned no result".to_owned()))?;
             match value {
-                Value::Fs { layers } => layers
-                    .iter()
-                    .map(|l| LayerId::parse(l).map_err(Error::from))
-                    .collect::<Result<_, _>>()?,
+                Value::Fs { layers } => {
+                    // Layers of an imported cache hit are fetched here, the
+                    // first time their content is needed.
+                    let ids = worker.layers_of(&Value::Fs {
+                        layers: layers.clone(),
+                    })?;
+                    result_layers = layers;
+                    ids
+                }
                 Value::Context { .. } => {
                     return Err(Error::Other(
                         "the build result is a build context, not a filesystem".to_owned(),
@@ -253,6 +276,31 @@ pub async fn build(
             (None, Output::Local { dest }) => export::local(state, &layers, dest)?,
             (None, Output::Tar { dest }) => export::flat_tar(state, &layers, dest, clamp)?,
             (None, _) => return Err(Error::Other("output needs an image".to_owned())),
+        }
+    }
+    let records = cache.records();
+    for to in &req.cache_to {
+        let r = cache_exchange::export(
+            state,
+            &imported,
+            cache_exchange::ExportRequest {
+                records: &records,
+                result: &result_layers,
+                clamp,
+            },
+            to,
+            req.registry.as_ref(),
+            &*req.log,
+        );
+        match r {
+            Ok(e) => (req.log)(&format!(
+                "exported the cache ({} records, {} layers) as {}",
+                e.records, e.layers, e.manifest
+            )),
+            Err(e) if to.ignore_error => {
+                (req.log)(&format!("warning: exporting the cache failed: {e}"))
+            }
+            Err(e) => return Err(e),
         }
     }
     Ok(BuildResult { image, manifests })

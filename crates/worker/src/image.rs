@@ -356,7 +356,7 @@ pub fn image_layers(state: &State, id: &Digest) -> Result<Vec<LayerId>, Error> {
 /// The snapshot of the layer whose diffID is `diff_id`, unpacked from its blob
 /// if no snapshot has it yet. The unpacked stream is checked against the
 /// diffID before the layer is committed.
-fn unpacked_layer(state: &State, diff_id: &Digest) -> Result<LayerId, Error> {
+pub(crate) fn unpacked_layer(state: &State, diff_id: &Digest) -> Result<LayerId, Error> {
     let key = diff_id.to_string();
     if let Some(id) = state.layers.find_by_label(LABEL_DIFF_ID, &key)? {
         return Ok(id);

@@ -33,6 +33,7 @@
 
 pub mod archive;
 pub mod build;
+pub mod cache_exchange;
 pub mod copy;
 mod error;
 pub mod exec;

@@ -59,7 +59,7 @@ fn err(reference: &impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
 }
 
 /// The compression a layer media type says.
-fn layer_compression(mt: &str) -> Option<Compression> {
+pub(crate) fn layer_compression(mt: &str) -> Option<Compression> {
     match mt {
         media::OCI_LAYER_GZIP | media::DOCKER_LAYER_GZIP | media::OCI_LAYER_NONDIST_GZIP => {
             Some(Compression::gzip())
@@ -265,7 +265,7 @@ fn sources(state: &State, d: &Digest) -> Sources {
 }
 
 /// Records that `blobs` live in `repo`. A hint only: failures are ignored.
-fn remember(state: &State, blobs: &[Digest], repo: &str) {
+pub(crate) fn remember(state: &State, blobs: &[Digest], repo: &str) {
     let dir = state.root.join("distribution");
     if fs::create_dir_all(&dir).is_err() {
         return;

@@ -45,6 +45,9 @@ pub struct LlbWorker {
     /// image's mtime clamp: their diffIDs are computed as soon as they are
     /// built (see `image::prefetch_diff_id`).
     pub(crate) image_layers: Option<(std::collections::HashSet<Digest>, Option<i64>)>,
+    /// Records of `--cache-from` caches, whose layers are fetched when a
+    /// step needs them.
+    pub(crate) imported: Arc<crate::cache_exchange::Imported>,
 }
 
 impl std::fmt::Debug for LlbWorker {
@@ -70,7 +73,15 @@ impl LlbWorker {
             exec,
             downloads: Mutex::new(HashMap::new()),
             image_layers: None,
+            imported: Arc::default(),
         }
+    }
+
+    /// Answers cache lookups that hit an imported cache: their layers are
+    /// fetched from it when needed.
+    pub fn with_imported(mut self, imported: Arc<crate::cache_exchange::Imported>) -> LlbWorker {
+        self.imported = imported;
+        self
     }
 
     /// `value`, just built by `v`: starts computing its new layer's diffID
@@ -120,7 +131,7 @@ impl LlbWorker {
         match v {
             Value::Fs { layers } => layers
                 .iter()
-                .map(|l| LayerId::parse(l).map_err(Error::from))
+                .map(|l| crate::cache_exchange::materialize(&self.state, &self.imported, l))
                 .collect(),
             Value::Context { name } => Err(Error::Other(format!(
                 "build context {name:?} used where a filesystem is expected"
@@ -251,11 +262,9 @@ impl kiln_solver::Worker for LlbWorker {
 
     fn is_valid(&self, value: &Value) -> bool {
         match value {
-            Value::Fs { layers } => layers.iter().all(|l| {
-                LayerId::parse(l)
-                    .map(|id| self.state.layers.exists(&id))
-                    .unwrap_or(false)
-            }),
+            Value::Fs { layers } => layers
+                .iter()
+                .all(|l| crate::cache_exchange::layer_available(&self.state, &self.imported, l)),
             Value::Context { .. } => false,
         }
     }

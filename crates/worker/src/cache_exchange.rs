@@ -1,0 +1,854 @@
+//! Cache export and import (`--cache-to`, `--cache-from`): the solver's
+//! cache records of one build, with their layer blobs, as an OCI artifact
+//! that a local directory or any OCI registry can hold.
+//!
+//! # Format (`kiln cache v1`)
+//!
+//! One OCI image manifest whose config has the media type
+//! [`CONFIG_MEDIA_TYPE`] and whose layers are ordinary layer blobs (the very
+//! blobs the build's images use, so the cache and the images share them in
+//! a registry). The config is a table, not a graph:
+//!
+//! ```json
+//! {"version":1,
+//!  "layers":[{"diff_id":"sha256:…","blob":0}, …],
+//!  "records":[{"key":"<solver key, hex>","layers":[0,3]}, …]}
+//! ```
+//!
+//! A record says: the vertex with this cache key evaluates to the filesystem
+//! made of these layers, bottom first (`blob` indexes the manifest's
+//! layers). Keys already depend on their inputs' keys, so the table needs no
+//! edges: it is a DAG by construction and needs none of the loop removal
+//! BuildKit's cache export does. Records are sorted by key and layers
+//! numbered in order of first use, so the same cache has the same digest.
+//!
+//! `mode=min` exports the records whose filesystem is a prefix of the
+//! result's (the result's own steps and its base); `mode=max` every record
+//! of the build, intermediate stages included.
+//!
+//! # Import is lazy
+//!
+//! [`RecordingCache`] answers the solver's lookups from the local cache
+//! first, then from the imported records; an imported hit is a value whose
+//! layers are *diffIDs* (`sha256:…`) instead of snapshot ids. Nothing is
+//! downloaded for it: only when a step after the last hit needs the
+//! filesystem ([`crate::LlbWorker`]'s `layers_of`) or an output needs the
+//! image are the blobs fetched and unpacked ([`materialize`]). A registry
+//! import records the cache's repository as holding the blobs, so pushing
+//! the result to the same registry mounts them instead of uploading.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use kiln_llb::Digest;
+use kiln_oci::{Compression, Descriptor, Manifest, MediaTypes, media};
+use kiln_reference::Reference;
+use kiln_registry::Client;
+use kiln_snapshot::LayerId;
+use kiln_solver::{CacheError, CacheStore, DirCache, Key};
+use serde::{Deserialize, Serialize};
+
+use crate::Value;
+use crate::error::Error;
+use crate::image;
+use crate::state::{State, write_atomic};
+
+/// Media type of the cache config blob.
+pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.kiln.cache.config.v1+json";
+/// The annotation naming the cache manifest in a local cache directory.
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// Which records an export writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The result's layers only.
+    #[default]
+    Min,
+    /// Every step of every stage.
+    Max,
+}
+
+/// Where a cache goes or comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An OCI layout directory.
+    Local(PathBuf),
+    /// A registry reference (`host/repo:tag`).
+    Registry(String),
+}
+
+/// `--cache-to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheTo {
+    pub location: Location,
+    pub mode: Mode,
+    pub compression: Compression,
+    /// `ignore-error=true`: a failed export is reported, not fatal.
+    pub ignore_error: bool,
+}
+
+/// `--cache-from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheFrom {
+    pub location: Location,
+}
+
+/// Splits `type=local,dest=d,mode=max` into its attributes.
+fn attributes(flag: &str, spec: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for part in spec.split(',').filter(|p| !p.is_empty()) {
+        let (k, v) = match part.split_once('=') {
+            Some((k, v)) => (k.trim(), v.trim()),
+            // buildx: a bare value is a registry reference.
+            None if !spec.contains('=') => ("ref", part.trim()),
+            None => {
+                return Err(format!("{flag} {spec:?}: {part:?} is not KEY=VALUE"));
+            }
+        };
+        if out.insert(k.to_owned(), v.to_owned()).is_some() {
+            return Err(format!("{flag} {spec:?}: {k} given twice"));
+        }
+    }
+    if !out.contains_key("type") && out.contains_key("ref") {
+        out.insert("type".to_owned(), "registry".to_owned());
+    }
+    Ok(out)
+}
+
+fn location(
+    flag: &str,
+    spec: &str,
+    a: &mut BTreeMap<String, String>,
+    dir_key: &str,
+) -> Result<Location, String> {
+    let kind = a.remove("type").unwrap_or_default();
+    let missing = |what: &str| format!("{flag} {spec:?}: {what} is required");
+    match kind.as_str() {
+        "local" => Ok(Location::Local(PathBuf::from(
+            a.remove(dir_key).ok_or_else(|| missing(dir_key))?,
+        ))),
+        "registry" => Ok(Location::Registry(
+            a.remove("ref").ok_or_else(|| missing("ref"))?,
+        )),
+        "inline" => Err(format!(
+            "{flag} type=inline is not supported yet (use type=registry with a ref of its own)"
+        )),
+        "gha" | "s3" | "azblob" => Err(format!(
+            "{flag} type={kind} is not supported (kiln exports to type=local and type=registry)"
+        )),
+        "" => Err(missing("type")),
+        other => Err(format!(
+            "{flag} {spec:?}: unknown cache type {other:?} (expected local or registry)"
+        )),
+    }
+}
+
+fn no_rest(flag: &str, spec: &str, a: &BTreeMap<String, String>) -> Result<(), String> {
+    match a.keys().next() {
+        None => Ok(()),
+        Some(k) if k == "mounts" => Err(format!(
+            "{flag} mounts= is not supported yet: cache mounts are not exported"
+        )),
+        Some(k) => Err(format!("{flag} {spec:?}: unknown attribute {k:?}")),
+    }
+}
+
+fn boolean(flag: &str, k: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("{flag} {k}={v:?}: expected true or false")),
+    }
+}
+
+impl CacheTo {
+    /// Parses a `--cache-to` value, buildx's syntax.
+    pub fn parse(spec: &str) -> Result<CacheTo, String> {
+        const FLAG: &str = "--cache-to";
+        let mut a = attributes(FLAG, spec)?;
+        let location = location(FLAG, spec, &mut a, "dest")?;
+        let mode = match a.remove("mode").as_deref() {
+            None | Some("min") => Mode::Min,
+            Some("max") => Mode::Max,
+            Some(m) => {
+                return Err(format!("{FLAG} mode={m:?}: expected min or max"));
+            }
+        };
+        let compression = match a.remove("compression").as_deref() {
+            None | Some("gzip") => Compression::gzip(),
+            Some("zstd") => Compression::zstd(),
+            Some("uncompressed") => Compression::Uncompressed,
+            Some(c) => {
+                return Err(format!(
+                    "{FLAG} compression={c:?}: expected gzip, zstd or uncompressed"
+                ));
+            }
+        };
+        let ignore_error = match a.remove("ignore-error") {
+            Some(v) => boolean(FLAG, "ignore-error", &v)?,
+            None => false,
+        };
+        // What kiln's format always is.
+        for (k, always) in [("image-manifest", "true"), ("oci-mediatypes", "true")] {
+            if let Some(v) = a.remove(k)
+                && v != always
+            {
+                return Err(format!(
+                    "{FLAG} {k}={v}: kiln's cache is always an OCI image manifest ({k}={always})"
+                ));
+            }
+        }
+        no_rest(FLAG, spec, &a)?;
+        Ok(CacheTo {
+            location,
+            mode,
+            compression,
+            ignore_error,
+        })
+    }
+}
+
+impl CacheFrom {
+    /// Parses a `--cache-from` value, buildx's syntax.
+    pub fn parse(spec: &str) -> Result<CacheFrom, String> {
+        const FLAG: &str = "--cache-from";
+        let mut a = attributes(FLAG, spec)?;
+        let location = location(FLAG, spec, &mut a, "src")?;
+        no_rest(FLAG, spec, &a)?;
+        Ok(CacheFrom { location })
+    }
+}
+
+/// The cache config blob.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct CacheConfig {
+    version: u32,
+    layers: Vec<CacheLayer>,
+    records: Vec<CacheRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct CacheLayer {
+    diff_id: Digest,
+    /// Index into the manifest's layers.
+    blob: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct CacheRecord {
+    key: Key,
+    layers: Vec<usize>,
+}
+
+/// Where the blobs of an imported cache are.
+#[derive(Debug)]
+enum BlobSource {
+    Dir(PathBuf),
+    Registry {
+        client: Client,
+        reference: Reference,
+    },
+}
+
+/// The records of the caches given with `--cache-from`.
+#[derive(Debug, Default)]
+pub struct Imported {
+    /// diffID → its blob and where to get it.
+    layers: HashMap<Digest, (Descriptor, Arc<BlobSource>)>,
+    /// key → diffIDs, bottom first.
+    records: HashMap<Key, Vec<Digest>>,
+}
+
+impl Imported {
+    /// Number of records imported.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether nothing was imported.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Whether the layer with `diff_id` can be fetched from an imported cache.
+    pub fn has_layer(&self, diff_id: &Digest) -> bool {
+        self.layers.contains_key(diff_id)
+    }
+}
+
+/// Reads the cache manifests `from` names (the manifests and configs only;
+/// no layer blob). A registry cache that does not exist yet is skipped with
+/// a warning through `log`, as BuildKit does.
+pub fn import(
+    from: &[CacheFrom],
+    client: Option<&Client>,
+    state: &State,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<Imported, Error> {
+    let mut out = Imported::default();
+    for f in from {
+        let (manifest, config, source) = match &f.location {
+            Location::Local(dir) => {
+                let Some((m, c)) = read_local(dir)? else {
+                    log(&format!(
+                        "warning: --cache-from {}: no cache there yet",
+                        dir.display()
+                    ));
+                    continue;
+                };
+                (m, c, BlobSource::Dir(dir.clone()))
+            }
+            Location::Registry(name) => {
+                let client = client.ok_or_else(|| {
+                    Error::Other("importing a registry cache needs a registry client".to_owned())
+                })?;
+                let reference = Reference::parse_normalized(name)
+                    .map_err(|e| Error::Other(format!("--cache-from ref {name:?}: {e}")))?
+                    .with_default_tag();
+                let fetched = match client.get_manifest(&reference) {
+                    Ok(m) => m,
+                    Err(kiln_registry::RegistryError::NotFound { .. }) => {
+                        log(&format!("warning: --cache-from {reference}: not found"));
+                        continue;
+                    }
+                    Err(e) => return Err(Error::Other(format!("--cache-from {reference}: {e}"))),
+                };
+                let manifest = parse_manifest(&fetched.bytes, &reference.to_string())?;
+                client
+                    .fetch_blob(&reference, &manifest.config, &state.content, &|_| {})
+                    .map_err(|e| Error::Other(format!("--cache-from {reference}: {e}")))?;
+                let config = parse_config(
+                    &state.content.read(&manifest.config.digest)?,
+                    &reference.to_string(),
+                )?;
+                // The blobs live in that repository: a push of the result
+                // to the same registry mounts them.
+                let mut digests: Vec<Digest> = manifest.layers.iter().map(|l| l.digest).collect();
+                digests.push(manifest.config.digest);
+                crate::registry::remember(
+                    state,
+                    &digests,
+                    &format!("{}/{}", reference.domain(), reference.path()),
+                );
+                (
+                    manifest,
+                    config,
+                    BlobSource::Registry {
+                        client: client.clone(),
+                        reference,
+                    },
+                )
+            }
+        };
+        let source = Arc::new(source);
+        let mut diff_ids = Vec::with_capacity(config.layers.len());
+        for l in &config.layers {
+            let blob = manifest.layers.get(l.blob).ok_or_else(|| {
+                Error::Other(format!(
+                    "cache {}: layer {} names blob #{} of {}",
+                    f.location.describe(),
+                    l.diff_id,
+                    l.blob,
+                    manifest.layers.len()
+                ))
+            })?;
+            out.layers
+                .entry(l.diff_id)
+                .or_insert_with(|| (blob.clone(), source.clone()));
+            diff_ids.push(l.diff_id);
+        }
+        for r in config.records {
+            let layers = r
+                .layers
+                .iter()
+                .map(|i| {
+                    diff_ids.get(*i).copied().ok_or_else(|| {
+                        Error::Other(format!(
+                            "cache {}: record {} names layer #{i} of {}",
+                            f.location.describe(),
+                            r.key,
+                            diff_ids.len()
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            out.records.entry(r.key).or_insert(layers);
+        }
+    }
+    Ok(out)
+}
+
+impl Location {
+    fn describe(&self) -> String {
+        match self {
+            Location::Local(d) => d.display().to_string(),
+            Location::Registry(r) => r.clone(),
+        }
+    }
+}
+
+fn parse_manifest(bytes: &[u8], what: &str) -> Result<Manifest, Error> {
+    let m: Manifest = serde_json::from_slice(bytes)
+        .map_err(|e| Error::Other(format!("cache {what}: invalid manifest: {e}")))?;
+    if m.config.media_type != CONFIG_MEDIA_TYPE {
+        return Err(Error::Other(format!(
+            "cache {what}: not a kiln cache (its config is of type {:?}, expected {CONFIG_MEDIA_TYPE:?})",
+            m.config.media_type
+        )));
+    }
+    Ok(m)
+}
+
+fn parse_config(bytes: &[u8], what: &str) -> Result<CacheConfig, Error> {
+    let c: CacheConfig = serde_json::from_slice(bytes)
+        .map_err(|e| Error::Other(format!("cache {what}: invalid cache config: {e}")))?;
+    if c.version != 1 {
+        return Err(Error::Other(format!(
+            "cache {what}: cache format version {} is not supported (kiln reads version 1)",
+            c.version
+        )));
+    }
+    Ok(c)
+}
+
+fn io_err(what: &str, path: &Path) -> impl FnOnce(io::Error) -> Error {
+    let what = format!("{what} {}", path.display());
+    move |source| Error::Io { what, source }
+}
+
+/// The blob file `digest` of a local cache directory.
+fn local_blob(dir: &Path, digest: &Digest) -> PathBuf {
+    dir.join("blobs").join("sha256").join(digest.hex())
+}
+
+/// The manifest and config of the local cache in `dir`; `None` when the
+/// directory has no cache yet.
+fn read_local(dir: &Path) -> Result<Option<(Manifest, CacheConfig)>, Error> {
+    let index_path = dir.join("index.json");
+    let bytes = match fs::read(&index_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("reading", &index_path)(e)),
+    };
+    let index: kiln_oci::Index = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Other(format!("{}: invalid OCI index: {e}", index_path.display())))?;
+    let Some(d) = index
+        .manifests
+        .iter()
+        .rev()
+        .find(|d| media::is_manifest(&d.media_type))
+    else {
+        return Err(Error::Other(format!(
+            "{}: no manifest in this OCI layout",
+            index_path.display()
+        )));
+    };
+    let read = |digest: &Digest| {
+        let p = local_blob(dir, digest);
+        let b = fs::read(&p).map_err(io_err("reading", &p))?;
+        let actual = Digest::of(&b);
+        if actual != *digest {
+            return Err(Error::Other(format!(
+                "{}: content does not match its name (got {actual})",
+                p.display()
+            )));
+        }
+        Ok(b)
+    };
+    let what = dir.display().to_string();
+    let manifest = parse_manifest(&read(&d.digest)?, &what)?;
+    let config = parse_config(&read(&manifest.config.digest)?, &what)?;
+    Ok(Some((manifest, config)))
+}
+
+/// The cache store of a build: the local cache, then the imported records;
+/// remembers every record the solve looked up or stored, for the export.
+pub struct RecordingCache {
+    local: Arc<DirCache>,
+    imported: Arc<Imported>,
+    seen: Mutex<HashMap<Key, Vec<u8>>>,
+}
+
+impl std::fmt::Debug for RecordingCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordingCache")
+            .field("imported", &self.imported.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RecordingCache {
+    pub fn new(local: Arc<DirCache>, imported: Arc<Imported>) -> RecordingCache {
+        RecordingCache {
+            local,
+            imported,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn record(&self, key: &Key, bytes: &[u8]) {
+        if let Ok(mut s) = self.seen.lock() {
+            s.insert(*key, bytes.to_vec());
+        }
+    }
+
+    /// The filesystem records the solve saw: key → layers.
+    pub fn records(&self) -> Vec<(Key, Vec<String>)> {
+        let seen = match self.seen.lock() {
+            Ok(s) => s.clone(),
+            Err(_) => return Vec::new(),
+        };
+        let mut out: Vec<(Key, Vec<String>)> = seen
+            .into_iter()
+            .filter_map(|(k, b)| match serde_json::from_slice::<Value>(&b).ok()? {
+                Value::Fs { layers } if !layers.is_empty() => Some((k, layers)),
+                _ => None,
+            })
+            .collect();
+        out.sort_by_key(|r| r.0);
+        out
+    }
+}
+
+impl CacheStore for RecordingCache {
+    fn get(&self, key: &Key) -> Result<Option<Vec<u8>>, CacheError> {
+        if let Some(b) = self.local.get(key)? {
+            self.record(key, &b);
+            return Ok(Some(b));
+        }
+        let Some(layers) = self.imported.records.get(key) else {
+            return Ok(None);
+        };
+        let value = Value::Fs {
+            layers: layers.iter().map(|d| d.to_string()).collect(),
+        };
+        let Ok(b) = serde_json::to_vec(&value) else {
+            return Ok(None);
+        };
+        self.record(key, &b);
+        Ok(Some(b))
+    }
+
+    fn put(&self, key: &Key, value: &[u8]) -> Result<(), CacheError> {
+        self.local.put(key, value)?;
+        self.record(key, value);
+        Ok(())
+    }
+}
+
+/// A layer of a value: a snapshot, or (an imported cache hit) a diffID whose
+/// blob has not been fetched yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayerRef {
+    Snapshot(LayerId),
+    Remote(Digest),
+}
+
+impl LayerRef {
+    pub fn parse(s: &str) -> Result<LayerRef, Error> {
+        if s.starts_with("sha256:") {
+            let d = s
+                .parse()
+                .map_err(|_| Error::Other(format!("invalid layer diffID {s:?}")))?;
+            return Ok(LayerRef::Remote(d));
+        }
+        Ok(LayerRef::Snapshot(LayerId::parse(s)?))
+    }
+}
+
+/// Whether a layer of a cached value can still be had: a snapshot that
+/// exists, or a diffID that is unpacked, has a blob here or in an imported
+/// cache.
+pub fn layer_available(state: &State, imported: &Imported, layer: &str) -> bool {
+    match LayerRef::parse(layer) {
+        Ok(LayerRef::Snapshot(id)) => state.layers.exists(&id),
+        Ok(LayerRef::Remote(d)) => {
+            imported.has_layer(&d)
+                || matches!(
+                    state
+                        .layers
+                        .find_by_label(image::LABEL_DIFF_ID, &d.to_string()),
+                    Ok(Some(_))
+                )
+                || has_blob(state, &d)
+        }
+        Err(_) => false,
+    }
+}
+
+fn has_blob(state: &State, diff_id: &Digest) -> bool {
+    state.layer_blobs.list(diff_id).is_ok_and(|blobs| {
+        blobs
+            .iter()
+            .any(|(_, d)| state.content.has(&d.digest).unwrap_or(false))
+    })
+}
+
+/// Makes sure the content store has a blob of layer `diff_id`, fetching it
+/// from the imported cache that has it.
+fn ensure_blob(state: &State, imported: &Imported, diff_id: &Digest) -> Result<(), Error> {
+    if has_blob(state, diff_id) {
+        return Ok(());
+    }
+    let (desc, source) = imported.layers.get(diff_id).ok_or_else(|| {
+        Error::Other(format!(
+            "layer {diff_id}: not in the store and in no imported cache"
+        ))
+    })?;
+    match &**source {
+        BlobSource::Dir(dir) => {
+            let p = local_blob(dir, &desc.digest);
+            let f = fs::File::open(&p).map_err(io_err("opening", &p))?;
+            state
+                .content
+                .put_reader(io::BufReader::new(f), Some(&desc.digest))?;
+        }
+        BlobSource::Registry { client, reference } => client
+            .fetch_blob(reference, desc, &state.content, &|_| {})
+            .map_err(|e| Error::Other(format!("cache {reference}: {e}")))?,
+    }
+    let compression = crate::registry::layer_compression(&desc.media_type).ok_or_else(|| {
+        Error::Other(format!(
+            "layer {diff_id}: unknown layer media type {:?}",
+            desc.media_type
+        ))
+    })?;
+    state.layer_blobs.add(diff_id, compression, desc)?;
+    Ok(())
+}
+
+/// The snapshot of a layer of a value, fetching and unpacking an imported
+/// layer the first time it is needed.
+pub fn materialize(state: &State, imported: &Imported, layer: &str) -> Result<LayerId, Error> {
+    match LayerRef::parse(layer)? {
+        LayerRef::Snapshot(id) => Ok(id),
+        LayerRef::Remote(d) => {
+            if let Some(id) = state
+                .layers
+                .find_by_label(image::LABEL_DIFF_ID, &d.to_string())?
+            {
+                return Ok(id);
+            }
+            ensure_blob(state, imported, &d)?;
+            image::unpacked_layer(state, &d)
+        }
+    }
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    pub records: usize,
+    pub layers: usize,
+    /// The cache manifest.
+    pub manifest: Digest,
+}
+
+/// A layer string of a value as the export sees it: an unpacked snapshot
+/// by the diffID it was unpacked from, anything else as it is.
+fn canonical(state: &State, layer: &str) -> String {
+    if let Ok(LayerRef::Snapshot(id)) = LayerRef::parse(layer)
+        && let Ok(l) = state.layers.get(&id)
+        && let Some(d) = l.meta.labels.get(image::LABEL_DIFF_ID)
+    {
+        return d.clone();
+    }
+    layer.to_owned()
+}
+
+/// The build an export writes the cache of.
+#[derive(Debug, Clone, Copy)]
+pub struct ExportRequest<'a> {
+    /// What the solve saw ([`RecordingCache::records`]).
+    pub records: &'a [(Key, Vec<String>)],
+    /// The result's layers, bottom first.
+    pub result: &'a [String],
+    /// The build's mtime clamp (`SOURCE_DATE_EPOCH`).
+    pub clamp: Option<i64>,
+}
+
+/// Writes the cache of a build: its records selected by `to.mode` against
+/// the result's layers, and their blobs.
+pub fn export(
+    state: &State,
+    imported: &Imported,
+    req: ExportRequest<'_>,
+    to: &CacheTo,
+    client: Option<&Client>,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<Exported, Error> {
+    let ExportRequest {
+        records,
+        result,
+        clamp,
+    } = req;
+    // Unpacked layers are named by their diffID, as imported hits are, so
+    // that a chain is recognised whichever way its layers came.
+    let result: Vec<String> = result.iter().map(|l| canonical(state, l)).collect();
+    let records: Vec<(Key, Vec<String>)> = records
+        .iter()
+        .map(|(k, ls)| (*k, ls.iter().map(|l| canonical(state, l)).collect()))
+        .collect();
+    let chosen: Vec<&(Key, Vec<String>)> = records
+        .iter()
+        .filter(|(_, layers)| match to.mode {
+            Mode::Max => true,
+            Mode::Min => layers.len() <= result.len() && result[..layers.len()] == layers[..],
+        })
+        .collect();
+    let mut index_of: HashMap<&str, usize> = HashMap::new();
+    let mut config = CacheConfig {
+        version: 1,
+        ..CacheConfig::default()
+    };
+    let mut blobs: Vec<Descriptor> = Vec::new();
+    let mut blob_index: HashMap<Digest, usize> = HashMap::new();
+    for (key, layers) in &chosen {
+        let mut idx = Vec::with_capacity(layers.len());
+        for l in layers {
+            if let Some(i) = index_of.get(l.as_str()) {
+                idx.push(*i);
+                continue;
+            }
+            let (diff_id, desc) = match LayerRef::parse(l)? {
+                LayerRef::Snapshot(id) => (
+                    image::diff_id(state, &id, clamp)?,
+                    image::layer_blob(state, &id, clamp, to.compression)?,
+                ),
+                LayerRef::Remote(d) => {
+                    ensure_blob(state, imported, &d)?;
+                    let list = state.layer_blobs.list(&d)?;
+                    let desc = list
+                        .iter()
+                        .find(|(c, _)| *c == to.compression)
+                        .or_else(|| list.first())
+                        .map(|(_, desc)| desc.clone())
+                        .ok_or_else(|| Error::Other(format!("layer {d}: no blob")))?;
+                    (d, desc)
+                }
+            };
+            let blob = *blob_index.entry(desc.digest).or_insert_with(|| {
+                blobs.push(desc.clone());
+                blobs.len() - 1
+            });
+            let i = config.layers.len();
+            config.layers.push(CacheLayer { diff_id, blob });
+            index_of.insert(l.as_str(), i);
+            idx.push(i);
+        }
+        config.records.push(CacheRecord {
+            key: *key,
+            layers: idx,
+        });
+    }
+    let config_blob = state.content.put_json(&config)?;
+    let mut manifest = Manifest::new(
+        MediaTypes::Oci,
+        Descriptor::new(CONFIG_MEDIA_TYPE, config_blob),
+        blobs,
+    );
+    manifest.annotations.insert(
+        "org.opencontainers.image.title".to_owned(),
+        "kiln build cache".to_owned(),
+    );
+    let manifest_blob = state.content.put_json(&manifest)?;
+    let manifest_desc = Descriptor::new(media::OCI_MANIFEST, manifest_blob);
+    match &to.location {
+        Location::Local(dir) => write_local(state, dir, &manifest, &manifest_desc)?,
+        Location::Registry(name) => {
+            let client = client.ok_or_else(|| {
+                Error::Other("exporting to a registry needs a registry client".to_owned())
+            })?;
+            crate::registry::push(
+                state,
+                client,
+                &manifest_desc,
+                std::slice::from_ref(name),
+                log,
+            )?;
+        }
+    }
+    Ok(Exported {
+        records: config.records.len(),
+        layers: config.layers.len(),
+        manifest: manifest_desc.digest,
+    })
+}
+
+/// Writes the cache into the OCI layout `dir`: missing blobs, then an
+/// `index.json` naming only this cache (replaced atomically).
+fn write_local(
+    state: &State,
+    dir: &Path,
+    manifest: &Manifest,
+    manifest_desc: &Descriptor,
+) -> Result<(), Error> {
+    let blob_dir = dir.join("blobs").join("sha256");
+    fs::create_dir_all(&blob_dir).map_err(io_err("creating", &blob_dir))?;
+    let mut all = vec![manifest.config.clone()];
+    all.extend(manifest.layers.iter().cloned());
+    all.push(manifest_desc.clone());
+    for d in &all {
+        let dest = local_blob(dir, &d.digest);
+        if fs::metadata(&dest).is_ok_and(|m| m.len() == d.size) {
+            continue;
+        }
+        let src = state.content.path(&d.digest);
+        let tmp = blob_dir.join(format!(".tmp-{}", d.digest.hex()));
+        if fs::hard_link(&src, &tmp).is_err() {
+            fs::copy(&src, &tmp).map_err(io_err("copying into", &tmp))?;
+        }
+        fs::rename(&tmp, &dest).map_err(io_err("renaming into", &dest))?;
+    }
+    let mut entry = manifest_desc.clone();
+    entry
+        .annotations
+        .insert(REF_NAME.to_owned(), "cache".to_owned());
+    let index = kiln_oci::Index::new(MediaTypes::Oci, vec![entry]);
+    let body = serde_json::to_vec(&index).map_err(|e| Error::Io {
+        what: "encoding the cache index".to_owned(),
+        source: io::Error::other(e),
+    })?;
+    write_atomic(
+        &dir.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+    write_atomic(&dir.join("index.json"), &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_buildx_cache_specs() {
+        let t = CacheTo::parse("type=local,dest=/tmp/c,mode=max").unwrap();
+        assert_eq!(t.location, Location::Local("/tmp/c".into()));
+        assert_eq!(t.mode, Mode::Max);
+        let t = CacheTo::parse("type=registry,ref=host:5000/a/b:cache,compression=zstd").unwrap();
+        assert_eq!(t.location, Location::Registry("host:5000/a/b:cache".into()));
+        assert_eq!(t.mode, Mode::Min);
+        assert_eq!(t.compression, Compression::zstd());
+        let f = CacheFrom::parse("host:5000/a/b:cache").unwrap();
+        assert_eq!(f.location, Location::Registry("host:5000/a/b:cache".into()));
+        let f = CacheFrom::parse("type=local,src=d").unwrap();
+        assert_eq!(f.location, Location::Local("d".into()));
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_do() {
+        let e = |s: &str| CacheTo::parse(s).unwrap_err();
+        assert!(e("type=inline").contains("type=inline is not supported yet"));
+        assert!(e("type=local").contains("dest is required"));
+        assert!(e("type=local,dest=d,mode=all").contains("expected min or max"));
+        assert!(e("type=local,dest=d,bogus=1").contains("unknown attribute \"bogus\""));
+        assert!(e("type=local,dest=d,mounts=true").contains("mounts= is not supported yet"));
+        assert!(e("type=gha").contains("not supported"));
+        assert!(e("type=local,dest=d,dest=e").contains("given twice"));
+        let e = CacheFrom::parse("type=local,dest=d").unwrap_err();
+        assert!(e.contains("src is required"), "{e}");
+    }
+}
