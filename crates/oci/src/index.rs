@@ -144,10 +144,15 @@ impl ImageIndex {
         let _lock = DirLock::exclusive(&self.dir).map_err(io("lock", &self.dir))?;
         remove_stale_temps(&self.dir).map_err(io("clean", &self.dir))?;
         let mut file = self.load()?;
+        let before = to_canonical_json(&file)?;
         let out = change(&mut file);
         let bytes = to_canonical_json(&file)?;
-        let path = self.path();
-        write_atomic(&path, &bytes).map_err(io("write", &path))?;
+        // An unchanged index is not rewritten (a rebuild that re-tags the
+        // same image costs no fsync).
+        if bytes != before {
+            let path = self.path();
+            write_atomic(&path, &bytes).map_err(io("write", &path))?;
+        }
         Ok(out)
     }
 }

@@ -118,6 +118,10 @@ impl State {
             what: "encoding image layers".to_owned(),
             source: std::io::Error::other(e),
         })?;
+        // A rebuild commits the same image again: nothing to write.
+        if fs::read(&path).is_ok_and(|old| old == body) {
+            return Ok(());
+        }
         write_atomic(&path, &body)
     }
 
