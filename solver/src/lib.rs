@@ -15,14 +15,19 @@
 //!
 //! # How a solve runs
 //!
-//! [`Solver::solve`] marks the targets and their ancestors (nothing else runs) and
-//! starts every needed node whose inputs are resolved, each as a tokio task. A node
-//! asks the worker for its key; if there is one, the node is not forced and the
+//! [`Solver::solve`] marks the targets and their ancestors (nothing else runs).
+//! Keys come first, as in BuildKit: a node asks the worker for its key as soon as its
+//! inputs' keys are known ([`KeyInput`]; an input without a key is executed first, since
+//! its value stands in for its key). If the node has a key, is not forced and the
 //! [`CacheStore`] holds a value that decodes and that [`Worker::is_valid`] accepts, the
-//! node is [`EventKind::Cached`]. Otherwise it waits for a parallelism slot if
-//! [`Worker::is_heavy`], is [`EventKind::Started`], executed, its value stored as JSON
-//! under the key (if any), and [`EventKind::Completed`]. Worker calls run on tokio's
-//! blocking pool. Each node runs at most once per solve, however many nodes use it.
+//! node is [`EventKind::Cached`] — and its inputs need not be built at all: a cached
+//! step needs nothing below it. Nodes are executed only when a target needs their value
+//! through a chain of misses: then a node waits for its inputs' values and a
+//! parallelism slot if [`Worker::is_heavy`], is [`EventKind::Started`], executed, its
+//! value stored as JSON under the key (if any), and [`EventKind::Completed`]. A node
+//! that missed but whose value nobody needs gets no outcome event. Worker calls run on
+//! tokio's blocking pool, each node's in a task of its own. Each node is keyed and
+//! executed at most once per solve, however many nodes use it.
 //!
 //! *Forcing.* A node with [`Node::ignore_cache`] executes even on a hit, and so does
 //! every node downstream of a node executed because it was forced: its inputs may have
@@ -45,7 +50,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use kiln_solver::{Cx, Dag, Key, MemoryCache, Node, Resolved, Solver, Worker};
+//! use kiln_solver::{Cx, Dag, Key, KeyInput, MemoryCache, Node, Resolved, Solver, Worker};
 //!
 //! struct Adder;
 //!
@@ -57,7 +62,7 @@
 //!     type Payload = u64;
 //!     type Value = u64;
 //!     type Error = Never;
-//!     fn cache_key(&self, n: &u64, inputs: &[Resolved<u64>], _: &Cx) -> Result<Option<Key>, Never> {
+//!     fn cache_key(&self, n: &u64, inputs: &[KeyInput<u64>], _: &Cx) -> Result<Option<Key>, Never> {
 //!         let n = n.to_le_bytes();
 //!         let mut parts: Vec<&[u8]> = vec![&n];
 //!         parts.extend(inputs.iter().filter_map(|i| i.key.as_ref()).map(|k| &k.as_bytes()[..]));
@@ -109,4 +114,4 @@ pub use cancel::{CancelToken, Cx};
 pub use dag::{Dag, DagError, Node};
 pub use event::{Event, EventKind, Stream};
 pub use key::{Key, ParseKeyError};
-pub use solve::{Resolved, SolveError, Solver, Worker};
+pub use solve::{KeyInput, Resolved, SolveError, Solver, Worker};

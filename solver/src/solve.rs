@@ -1,7 +1,6 @@
 //! The scheduler: runs the nodes a solve needs through a [`Worker`], in parallel where
 //! the graph allows, consulting and filling a [`CacheStore`].
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +25,18 @@ pub struct Resolved<V> {
     pub value: V,
 }
 
+/// An input as [`Worker::cache_key`] sees it. Keys are computed before inputs are
+/// built (a node whose key hits the cache needs none of its inputs' values), so the
+/// value is there only when the solver has it: always for an input without a key,
+/// otherwise only if that input was found in the cache or built already.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInput<V> {
+    /// The input's key; `None` for an input that is never cached.
+    pub key: Option<Key>,
+    /// The input's value, when known (always when `key` is `None`).
+    pub value: Option<V>,
+}
+
 /// What the solver runs nodes with. All methods are called on blocking threads except
 /// [`Worker::is_heavy`], which must be cheap.
 pub trait Worker: Send + Sync + 'static {
@@ -36,9 +47,10 @@ pub trait Worker: Send + Sync + 'static {
     /// The worker's error.
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// The node's cache key from its payload and its resolved inputs (in `Node::inputs`
-    /// order); may do blocking I/O, such as hashing content it reads. `None`: never cached,
-    /// always executed, the result is not stored.
+    /// The node's cache key from its payload and its inputs' keys (in `Node::inputs`
+    /// order; see [`KeyInput`] for when their values are known); may do blocking I/O,
+    /// such as hashing content it reads. `None`: never cached, always executed, the
+    /// result is not stored.
     ///
     /// The key must depend only on what determines the result — never on timestamps,
     /// host paths or node indices — so that identical work has the same key on every
@@ -46,7 +58,7 @@ pub trait Worker: Send + Sync + 'static {
     fn cache_key(
         &self,
         node: &Self::Payload,
-        inputs: &[Resolved<Self::Value>],
+        inputs: &[KeyInput<Self::Value>],
         cx: &Cx,
     ) -> Result<Option<Key>, Self::Error>;
 
@@ -177,10 +189,18 @@ struct Run<W: Worker> {
 }
 
 enum Outcome<V, E: std::error::Error + 'static> {
-    /// `forced`: the node was executed because it was forced, so its dependents are too.
-    Done {
-        resolved: Resolved<V>,
+    /// The key is known; `hit` is the cached value. `forced`: the node executes even if
+    /// cached, and so do its dependents.
+    Keyed {
+        node: usize,
+        key: Option<Key>,
+        hit: Option<Resolved<V>>,
         forced: bool,
+    },
+    /// The node was executed.
+    Done {
+        node: usize,
+        resolved: Resolved<V>,
     },
     Failed(SolveError<E>),
     Cancelled,
@@ -241,26 +261,6 @@ impl<W: Worker> Solver<W> {
         if let Some(&target) = targets.iter().find(|&&t| t >= n) {
             return Err(SolveError::UnknownTarget { target, len: n });
         }
-        let needed = dag.ancestors(targets);
-        // pending[i]: distinct inputs of i not yet resolved; dependents[j]: needed users of j.
-        let mut pending = vec![0usize; n];
-        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
-        for (i, node) in dag.nodes().iter().enumerate() {
-            if !needed[i] {
-                continue;
-            }
-            let mut inputs = node.inputs.clone();
-            inputs.sort_unstable();
-            inputs.dedup();
-            pending[i] = inputs.len();
-            for j in inputs {
-                dependents[j].push(i);
-            }
-        }
-        let mut ready: Vec<usize> = (0..n).filter(|&i| needed[i] && pending[i] == 0).collect();
-        let mut results: Vec<Option<(Resolved<W::Value>, bool)>> = (0..n).map(|_| None).collect();
-        let mut spawned = vec![false; n];
-
         let run = Arc::new(Run {
             worker: self.worker.clone(),
             cache: self.cache.clone(),
@@ -270,8 +270,9 @@ impl<W: Worker> Solver<W> {
             cancel: CancelToken::new(),
         });
         let _cancel_on_drop = CancelOnDrop(run.cancel.clone());
+        let mut s = Schedule::new(&dag, targets);
         let mut tasks = JoinSet::new();
-        let mut task_node = HashMap::new();
+        let mut task_node = std::collections::HashMap::new();
         let mut first_error = None;
         let mut stopped = false;
 
@@ -279,28 +280,38 @@ impl<W: Worker> Solver<W> {
             if !stopped && (run.cancel.is_cancelled() || cancel.is_cancelled()) {
                 stopped = true;
                 run.cancel.cancel();
-                for i in (0..n).filter(|&i| needed[i] && !spawned[i]) {
+            }
+            if stopped {
+                // Nothing new starts; what would have is reported cancelled, once.
+                for task in s.take_ready() {
+                    if let Task::Exec { node, .. } = task {
+                        s.exec_started[node] = false;
+                    }
+                }
+                for i in s.never_started() {
+                    s.cancel_reported[i] = true;
                     events(Event {
                         node: i,
                         kind: EventKind::Cancelled,
                     });
                 }
-            }
-            if !stopped {
-                for i in ready.drain(..) {
-                    spawned[i] = true;
-                    let node = &dag.nodes()[i];
-                    let mut forced = node.ignore_cache;
-                    let mut inputs = Vec::with_capacity(node.inputs.len());
-                    for &j in &node.inputs {
-                        // Every input of a ready node has been resolved.
-                        if let Some((resolved, input_forced)) = &results[j] {
-                            forced |= *input_forced;
-                            inputs.push(resolved.clone());
+            } else {
+                for task in s.take_ready() {
+                    let (node, handle) = match task {
+                        Task::Key {
+                            node,
+                            inputs,
+                            forced,
+                        } => (
+                            node,
+                            tasks.spawn(key_node(run.clone(), node, inputs, forced)),
+                        ),
+                        Task::Exec { node, inputs, key } => {
+                            (node, tasks.spawn(exec_node(run.clone(), node, inputs, key)))
                         }
-                    }
-                    let handle = tasks.spawn(run_node(run.clone(), i, inputs, forced));
-                    task_node.insert(handle.id(), i);
+                    };
+                    task_node.insert(handle.id(), node);
+                    s.running[node] = true;
                 }
             }
             let joined = tokio::select! {
@@ -308,12 +319,11 @@ impl<W: Worker> Solver<W> {
                 () = cancel.cancelled(), if !stopped => continue,
             };
             let Some(joined) = joined else { break };
-            let (i, outcome) = match joined {
-                Ok((id, outcome)) => (task_node.get(&id).copied(), outcome),
+            let outcome = match joined {
+                Ok((_, outcome)) => outcome,
                 Err(e) => {
-                    // The node task itself panicked (worker calls are caught inside it).
-                    let i = task_node.get(&e.id()).copied();
-                    let node = i.unwrap_or(usize::MAX);
+                    // The task itself panicked (worker calls are caught inside it).
+                    let node = task_node.get(&e.id()).copied().unwrap_or(usize::MAX);
                     let err = SolveError::Panic {
                         node,
                         name: dag.node(node).map(|n| n.name.clone()).unwrap_or_default(),
@@ -326,20 +336,17 @@ impl<W: Worker> Solver<W> {
                         },
                     });
                     run.cancel.cancel();
-                    (i, Outcome::Failed(err))
+                    Outcome::Failed(err)
                 }
             };
             match outcome {
-                Outcome::Done { resolved, forced } => {
-                    let Some(i) = i else { continue };
-                    results[i] = Some((resolved, forced));
-                    for &d in &dependents[i] {
-                        pending[d] -= 1;
-                        if pending[d] == 0 {
-                            ready.push(d);
-                        }
-                    }
-                }
+                Outcome::Keyed {
+                    node,
+                    key,
+                    hit,
+                    forced,
+                } => s.keyed(node, key, hit, forced),
+                Outcome::Done { node, resolved } => s.built(node, resolved),
                 Outcome::Failed(err) => {
                     first_error.get_or_insert(err);
                 }
@@ -352,11 +359,235 @@ impl<W: Worker> Solver<W> {
         }
         targets
             .iter()
-            .map(|&t| match &results[t] {
-                Some((resolved, _)) => Ok(resolved.clone()),
-                None => Err(SolveError::Cancelled),
+            .map(|&t| s.values[t].clone().ok_or(SolveError::Cancelled))
+            .collect()
+    }
+}
+
+/// A unit of work the schedule hands out.
+enum Task<V> {
+    /// Compute the node's key and look it up.
+    Key {
+        node: usize,
+        inputs: Vec<KeyInput<V>>,
+        forced: bool,
+    },
+    /// Execute the node (its key missed, or it has none) and store the value.
+    Exec {
+        node: usize,
+        inputs: Vec<Resolved<V>>,
+        key: Option<Key>,
+    },
+}
+
+/// The state of one solve: which nodes are keyed, built, wanted, and what is ready.
+///
+/// Every needed node gets a key, computed once its inputs are *key-usable* (keyed, and
+/// built if they have no key). A node is *wanted* when a target needs its value: the
+/// targets are, and so are the inputs of a wanted node whose key missed (or that has
+/// none). A wanted node that missed executes once its inputs are built. A node whose key
+/// hit is built at once, and its inputs are not wanted on its account: a cached step
+/// needs nothing below it, which is what makes a hit in an imported cache skip whole
+/// stages. A node without a key is always wanted (its dependents' keys need its value).
+struct Schedule<'d, V, P> {
+    dag: &'d Dag<P>,
+    needed: Vec<bool>,
+    /// Each node's distinct inputs and needed dependents.
+    inputs: Vec<Vec<usize>>,
+    dependents: Vec<Vec<usize>>,
+    /// Inputs not yet key-usable / not yet built.
+    key_pending: Vec<usize>,
+    built_pending: Vec<usize>,
+    keys: Vec<Option<(Option<Key>, bool)>>,
+    values: Vec<Option<Resolved<V>>>,
+    wanted: Vec<bool>,
+    /// A key or exec task was handed out and has not reported.
+    running: Vec<bool>,
+    exec_started: Vec<bool>,
+    /// A `Cancelled` event was sent for the node.
+    cancel_reported: Vec<bool>,
+    ready: Vec<Task<V>>,
+}
+
+impl<'d, V: Clone, P> Schedule<'d, V, P> {
+    fn new(dag: &'d Dag<P>, targets: &[usize]) -> Self {
+        let n = dag.len();
+        let needed = dag.ancestors(targets);
+        let mut inputs = vec![Vec::new(); n];
+        let mut dependents = vec![Vec::new(); n];
+        for (i, node) in dag.nodes().iter().enumerate() {
+            if !needed[i] {
+                continue;
+            }
+            let mut ins = node.inputs.clone();
+            ins.sort_unstable();
+            ins.dedup();
+            for &j in &ins {
+                dependents[j].push(i);
+            }
+            inputs[i] = ins;
+        }
+        let key_pending: Vec<usize> = inputs.iter().map(Vec::len).collect();
+        let mut s = Schedule {
+            dag,
+            built_pending: key_pending.clone(),
+            key_pending,
+            needed,
+            inputs,
+            dependents,
+            keys: vec![None; n],
+            values: vec![None; n],
+            wanted: vec![false; n],
+            running: vec![false; n],
+            exec_started: vec![false; n],
+            cancel_reported: vec![false; n],
+            ready: Vec::new(),
+        };
+        for i in 0..n {
+            if s.needed[i] && s.key_pending[i] == 0 {
+                s.push_key(i);
+            }
+        }
+        s.want(targets);
+        s
+    }
+
+    fn take_ready(&mut self) -> Vec<Task<V>> {
+        std::mem::take(&mut self.ready)
+    }
+
+    /// Needed nodes that are not running, have no value, would have run (their key is
+    /// unknown, or they are wanted and were never executed) and were not reported yet:
+    /// what a cancellation reports.
+    fn never_started(&self) -> Vec<usize> {
+        (0..self.needed.len())
+            .filter(|&i| {
+                self.needed[i]
+                    && !self.cancel_reported[i]
+                    && self.values[i].is_none()
+                    && !self.running[i]
+                    && (self.keys[i].is_none() || (self.wanted[i] && !self.exec_started[i]))
             })
             .collect()
+    }
+
+    fn forced(&self, i: usize) -> bool {
+        self.dag.nodes()[i].ignore_cache
+            || self.inputs[i]
+                .iter()
+                .any(|&j| self.keys[j].is_some_and(|(_, f)| f))
+    }
+
+    fn push_key(&mut self, i: usize) {
+        let inputs = self.dag.nodes()[i]
+            .inputs
+            .iter()
+            .map(|&j| KeyInput {
+                key: self.keys[j].and_then(|(k, _)| k),
+                value: self.values[j].as_ref().map(|r| r.value.clone()),
+            })
+            .collect();
+        let forced = self.forced(i);
+        self.ready.push(Task::Key {
+            node: i,
+            inputs,
+            forced,
+        });
+    }
+
+    fn push_exec_if_ready(&mut self, i: usize) {
+        let Some((key, _)) = self.keys[i] else {
+            return;
+        };
+        if !self.wanted[i]
+            || self.values[i].is_some()
+            || self.exec_started[i]
+            || self.built_pending[i] > 0
+        {
+            return;
+        }
+        let mut inputs = Vec::with_capacity(self.dag.nodes()[i].inputs.len());
+        for &j in &self.dag.nodes()[i].inputs {
+            match &self.values[j] {
+                Some(r) => inputs.push(r.clone()),
+                None => return, // unreachable: built_pending is 0
+            }
+        }
+        self.exec_started[i] = true;
+        self.ready.push(Task::Exec {
+            node: i,
+            inputs,
+            key,
+        });
+    }
+
+    /// Marks `nodes` wanted, and through every wanted node that missed, its inputs.
+    fn want(&mut self, nodes: &[usize]) {
+        let mut todo = nodes.to_vec();
+        while let Some(i) = todo.pop() {
+            if self.wanted[i] || !self.needed[i] {
+                continue;
+            }
+            self.wanted[i] = true;
+            if self.values[i].is_none() && self.keys[i].is_some() {
+                todo.extend(self.inputs[i].iter().copied());
+                self.push_exec_if_ready(i);
+            }
+        }
+    }
+
+    /// Node `i`'s key is known (`hit`: its value came from the cache).
+    fn keyed(&mut self, i: usize, key: Option<Key>, hit: Option<Resolved<V>>, forced: bool) {
+        self.running[i] = false;
+        self.keys[i] = Some((key, forced));
+        let is_hit = hit.is_some();
+        if let Some(r) = hit {
+            self.values[i] = Some(r);
+        }
+        if key.is_some() {
+            self.key_usable(i);
+        }
+        if is_hit {
+            self.value_ready(i);
+            return;
+        }
+        if key.is_none() {
+            // Its dependents' keys need its value.
+            self.want(&[i]);
+        }
+        if self.wanted[i] {
+            for j in self.inputs[i].clone() {
+                self.want(&[j]);
+            }
+            self.push_exec_if_ready(i);
+        }
+    }
+
+    fn key_usable(&mut self, i: usize) {
+        for d in self.dependents[i].clone() {
+            self.key_pending[d] -= 1;
+            if self.key_pending[d] == 0 {
+                self.push_key(d);
+            }
+        }
+    }
+
+    /// Node `i` was executed.
+    fn built(&mut self, i: usize, r: Resolved<V>) {
+        self.running[i] = false;
+        self.values[i] = Some(r);
+        if self.keys[i].is_some_and(|(k, _)| k.is_none()) {
+            self.key_usable(i);
+        }
+        self.value_ready(i);
+    }
+
+    /// Node `i`'s value is known: dependents waiting to execute may start.
+    fn value_ready(&mut self, i: usize) {
+        for d in self.dependents[i].clone() {
+            self.built_pending[d] -= 1;
+            self.push_exec_if_ready(d);
+        }
     }
 }
 
@@ -396,7 +627,7 @@ impl<W: Worker> Run<W> {
     fn lookup(
         &self,
         i: usize,
-        inputs: &[Resolved<W::Value>],
+        inputs: &[KeyInput<W::Value>],
         cx: &Cx,
         forced: bool,
     ) -> Result<(Option<Key>, Option<W::Value>), SolveError<W::Error>> {
@@ -501,36 +732,53 @@ impl<W: Worker> Run<W> {
     }
 }
 
-/// One node: key, cache lookup, and on a miss (or when forced) execution and store.
-async fn run_node<W: Worker>(
+/// One node's key and cache lookup.
+async fn key_node<W: Worker>(
     run: Arc<Run<W>>,
     i: usize,
-    inputs: Vec<Resolved<W::Value>>,
+    inputs: Vec<KeyInput<W::Value>>,
     forced: bool,
 ) -> Outcome<W::Value, W::Error> {
     if run.cancel.is_cancelled() {
         return run.cancelled(i);
     }
     let cx = Arc::new(Cx::new(i, run.cancel.clone(), run.events.clone()));
-    let inputs = Arc::new(inputs);
-
     let lookup = {
-        let (run, cx, inputs) = (run.clone(), cx.clone(), inputs.clone());
+        let run = run.clone();
         blocking(move || run.lookup(i, &inputs, &cx, forced)).await
     };
-    let key = match lookup {
+    match lookup {
         Ok(Ok((key, Some(value)))) => {
             run.emit(i, EventKind::Cached);
-            return Outcome::Done {
-                resolved: Resolved { key, value },
+            Outcome::Keyed {
+                node: i,
+                key,
+                hit: Some(Resolved { key, value }),
                 forced: false,
-            };
+            }
         }
-        Ok(Ok((key, None))) => key,
-        Ok(Err(err)) => return run.fail(i, err),
-        Err(message) => return run.panicked(i, message),
-    };
+        Ok(Ok((key, None))) => Outcome::Keyed {
+            node: i,
+            key,
+            hit: None,
+            forced,
+        },
+        Ok(Err(err)) => run.fail(i, err),
+        Err(message) => run.panicked(i, message),
+    }
+}
 
+/// One node's execution (its key missed, it has none, or it is forced) and store.
+async fn exec_node<W: Worker>(
+    run: Arc<Run<W>>,
+    i: usize,
+    inputs: Vec<Resolved<W::Value>>,
+    key: Option<Key>,
+) -> Outcome<W::Value, W::Error> {
+    if run.cancel.is_cancelled() {
+        return run.cancelled(i);
+    }
+    let cx = Arc::new(Cx::new(i, run.cancel.clone(), run.events.clone()));
     let payload = &run.dag.nodes()[i].payload;
     let _permit = if run.worker.is_heavy(payload) {
         tokio::select! {
@@ -558,8 +806,8 @@ async fn run_node<W: Worker>(
         Ok(Ok((value, elapsed))) => {
             run.emit(i, EventKind::Completed { elapsed });
             Outcome::Done {
+                node: i,
                 resolved: Resolved { key, value },
-                forced,
             }
         }
         Ok(Err(err)) => run.fail(i, err),

@@ -10,8 +10,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use kiln_solver::{
-    CacheError, CacheStore, CancelToken, Cx, Dag, DirCache, Event, EventKind, Key, MemoryCache,
-    Node, Resolved, SolveError, Solver, Stream, Worker,
+    CacheError, CacheStore, CancelToken, Cx, Dag, DirCache, Event, EventKind, Key, KeyInput,
+    MemoryCache, Node, Resolved, SolveError, Solver, Stream, Worker,
 };
 
 /// How long a rendezvous or a block waits before declaring the test broken. It only
@@ -121,7 +121,7 @@ impl Worker for Fake {
     fn cache_key(
         &self,
         node: &Op,
-        inputs: &[Resolved<String>],
+        inputs: &[KeyInput<String>],
         cx: &Cx,
     ) -> Result<Option<Key>, FakeError> {
         for &(group, n) in node.key_meet {
@@ -135,7 +135,13 @@ impl Worker for Fake {
         for input in inputs {
             parts.push(match input.key {
                 Some(k) => k.as_bytes().to_vec(),
-                None => input.value.as_bytes().to_vec(),
+                // The solver always gives the value of an input without a key.
+                None => input
+                    .value
+                    .as_deref()
+                    .unwrap_or("<missing>")
+                    .as_bytes()
+                    .to_vec(),
             });
         }
         let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
@@ -873,4 +879,38 @@ async fn unknown_target_is_rejected() {
     );
     assert!(rec.all().is_empty());
     assert!(fake.execs().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_node_needs_none_of_its_inputs() {
+    // a -> b -> c. The cache knows only c (as after importing another machine's
+    // cache of the final step): a and b are keyed and miss, c hits, nothing executes,
+    // and a and b get no outcome.
+    let d = dag(vec![
+        (op("a"), vec![]),
+        (op("b"), vec![0]),
+        (op("c"), vec![1]),
+    ]);
+    let fake = Arc::new(Fake::default());
+    let s = solver(&fake, Arc::new(MemoryCache::new()), 4);
+    let (result, _) = run(&s, &d, &[2]).await;
+    let first = result.expect("first solve");
+    let key = first[0].key.expect("c has a key");
+    let only_c = Arc::new(MemoryCache::new());
+    only_c
+        .put(&key, &serde_json::to_vec(&first[0].value).expect("encode"))
+        .expect("put");
+    let fake = Arc::new(Fake::default());
+    let s = solver(&fake, only_c.clone(), 4);
+    let (result, rec) = run(&s, &d, &[2]).await;
+    assert_eq!(result.expect("second solve"), first);
+    assert!(fake.execs().is_empty(), "executed: {:?}", fake.execs());
+    assert_eq!(rec.tags(), BTreeMap::from([(2, vec!["cached"])]));
+
+    // When c is wanted but invalid, the chain below it runs after all.
+    lock(&fake.invalid).insert(first[0].value.clone());
+    let (result, rec) = run(&s, &d, &[2]).await;
+    assert_eq!(result.expect("third solve"), first);
+    assert_eq!(fake.take_execs(), ["a", "b", "c"]);
+    assert_eq!(names_with(&rec, &d, "cached"), Vec::<&str>::new());
 }

@@ -9,7 +9,7 @@ use kiln_executor::Executor;
 use kiln_llb::op::{FileAction, Op, SourceOp};
 use kiln_llb::{Digest, Vertex};
 use kiln_snapshot::LayerId;
-use kiln_solver::{Cx, Key, Resolved};
+use kiln_solver::{Cx, Key, KeyInput, Resolved};
 
 use crate::error::Error;
 use crate::keys::{self, InputPart};
@@ -182,7 +182,7 @@ impl kiln_solver::Worker for LlbWorker {
     fn cache_key(
         &self,
         v: &Vertex,
-        inputs: &[Resolved<Value>],
+        inputs: &[KeyInput<Value>],
         _cx: &Cx,
     ) -> Result<Option<Key>, Error> {
         match &v.op {
@@ -206,10 +206,10 @@ impl kiln_solver::Worker for LlbWorker {
                 for (i, input) in inputs.iter().enumerate() {
                     match (&input.key, &input.value) {
                         (Some(k), _) => parts.push(InputPart::Key(*k)),
-                        (None, Value::Context { name }) => parts.push(InputPart::Content(
+                        (None, Some(Value::Context { name })) => parts.push(InputPart::Content(
                             self.context_reads(&f.actions, i as u32, name)?,
                         )),
-                        (None, Value::Fs { .. }) => return Ok(None),
+                        (None, _) => return Ok(None),
                     }
                 }
                 Ok(Some(keys::op_key(&v.op, &parts)))
