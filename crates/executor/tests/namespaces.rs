@@ -88,6 +88,7 @@ fn setup(args: &[&str]) -> Run {
         hostname: "buildkitsandbox".to_owned(),
         network: Network::Host,
         mounts: Vec::new(),
+        privileged: false,
     };
     Run {
         _dir: dir,
