@@ -254,6 +254,11 @@ pub struct BuildArgs {
     #[arg(long = "ssh", value_name = "SPEC")]
     pub ssh: Vec<String>,
 
+    /// Extra privileges for RUN steps: security.insecure (RUN
+    /// --security=insecure), network.host (always granted).
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
+
     /// Additional build contexts (name=path|docker-image://ref|…).
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
@@ -306,8 +311,6 @@ impl BuildArgs {
         };
         check(!self.cache_from.is_empty(), "--cache-from");
         check(!self.cache_to.is_empty(), "--cache-to");
-        check(!self.secrets.is_empty(), "--secret");
-        check(!self.ssh.is_empty(), "--ssh");
         check(!self.build_contexts.is_empty(), "--build-context");
         check(
             self.platforms.len() > 1,

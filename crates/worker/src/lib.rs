@@ -45,6 +45,7 @@ pub mod images;
 pub mod keys;
 pub mod lock;
 pub mod mode;
+pub mod mounts;
 pub mod registry;
 pub mod reuse;
 pub mod state;
@@ -57,6 +58,7 @@ pub use build::{BuildRequest, BuildResult, Output, build};
 pub use error::{Error, StepError};
 pub use image::{ImportRequest, PullPolicy, ResolvedBase, StoreResolver, import};
 pub use state::State;
+pub use mounts::{ExecGrants, Secret};
 pub use worker::LlbWorker;
 
 /// What a vertex evaluates to.
