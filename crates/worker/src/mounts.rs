@@ -670,3 +670,51 @@ pub fn delete_cache_mounts(root: &Path) -> Result<Vec<CacheMountInfo>, Error> {
     }
     Ok(mounts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read as _;
+    use std::os::unix::fs::MetadataExt as _;
+
+    #[test]
+    fn ssh_forwarder_relays_both_ways_with_the_mounts_mode() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let agent_path = dir.path().join("agent.sock");
+        let agent = UnixListener::bind(&agent_path).unwrap_or_else(|e| panic!("{e}"));
+        // A fake agent: answers each request with its bytes reversed.
+        let server = std::thread::spawn(move || {
+            let (mut c, _) = agent.accept().unwrap_or_else(|e| panic!("{e}"));
+            let mut buf = [0u8; 5];
+            c.read_exact(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+            buf.reverse();
+            c.write_all(&buf).unwrap_or_else(|e| panic!("{e}"));
+        });
+        let sock = dir.path().join("fwd.sock");
+        let uid = nix::unistd::geteuid().as_raw();
+        let gid = nix::unistd::getegid().as_raw();
+        let fwd = SshForwarder::start(&sock, &agent_path, (uid, gid), 0o600)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let meta = fs::metadata(&sock).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(meta.mode() & 0o7777, 0o600);
+        let mut c = UnixStream::connect(&sock).unwrap_or_else(|e| panic!("{e}"));
+        c.write_all(b"hello").unwrap_or_else(|e| panic!("{e}"));
+        let mut back = [0u8; 5];
+        c.read_exact(&mut back).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&back, b"olleh");
+        server.join().unwrap_or_else(|_| panic!("agent thread"));
+        drop(fwd);
+        assert!(!sock.exists(), "the forwarder's socket outlived it");
+    }
+
+    #[test]
+    fn cache_keys_scope_by_id_and_seed() {
+        assert_eq!(cache_dir_key("a", None, "/"), cache_dir_key("a", None, "/x"));
+        assert_ne!(cache_dir_key("a", None, "/"), cache_dir_key("b", None, "/"));
+        assert_ne!(cache_dir_key("a", None, "/"), cache_dir_key("a", Some("k"), "/"));
+        assert_ne!(
+            cache_dir_key("a", Some("k"), "/"),
+            cache_dir_key("a", Some("k"), "/sub")
+        );
+    }
+}
