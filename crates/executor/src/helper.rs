@@ -479,7 +479,9 @@ fn child_setup(
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     nix::unistd::chdir(spec.cwd.as_str()).map_err(|e| format!("chdir to {}: {e}", spec.cwd))?;
     let keep: CapsHashSet = if spec.privileged {
-        caps::runtime::thread_all_supported()
+        // Everything kiln itself holds (all capabilities when kiln runs
+        // as root on the host; less inside a restricted container).
+        caps::read(None, CapSet::Permitted).map_err(|e| format!("capabilities: {e}"))?
     } else {
         DEFAULT_CAPS.into_iter().collect()
     };
