@@ -150,12 +150,15 @@ fn ssh(
         } else {
             paths.to_owned()
         };
-        let meta = std::fs::metadata(&path).map_err(|e| usage("--ssh", value, format!("{path}: {e}")))?;
+        let meta =
+            std::fs::metadata(&path).map_err(|e| usage("--ssh", value, format!("{path}: {e}")))?;
         if !meta.file_type().is_socket() {
             return Err(usage(
                 "--ssh",
                 value,
-                format!("{path} is not a socket (SSH key files are not supported yet: give an agent socket)"),
+                format!(
+                    "{path} is not a socket (SSH key files are not supported yet: give an agent socket)"
+                ),
             ));
         }
         out.insert(id.to_owned(), PathBuf::from(path));
@@ -230,7 +233,10 @@ mod tests {
     #[test]
     fn allow_values() {
         let none = |_: &str| None;
-        assert!(grants(&[], &[], &["security.insecure".to_owned()], &none).is_ok_and(|g| g.allow_insecure));
+        assert!(
+            grants(&[], &[], &["security.insecure".to_owned()], &none)
+                .is_ok_and(|g| g.allow_insecure)
+        );
         assert!(grants(&[], &[], &["device".to_owned()], &none).is_err());
         assert!(grants(&[], &["default".to_owned()], &[], &none).is_err());
     }

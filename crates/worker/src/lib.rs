@@ -57,8 +57,8 @@ use serde::{Deserialize, Serialize};
 pub use build::{BuildRequest, BuildResult, Output, build};
 pub use error::{Error, StepError};
 pub use image::{ImportRequest, PullPolicy, ResolvedBase, StoreResolver, import};
-pub use state::State;
 pub use mounts::{ExecGrants, Secret};
+pub use state::State;
 pub use worker::LlbWorker;
 
 /// What a vertex evaluates to.

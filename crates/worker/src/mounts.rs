@@ -251,7 +251,9 @@ fn input<'a>(m: &Mount, inputs: &'a [Resolved<Value>]) -> Result<Option<&'a Valu
         Some(i) => inputs
             .get(i as usize)
             .map(|r| Some(&r.value))
-            .ok_or_else(|| Error::Other(format!("mount {} refers to missing input #{i}", m.target))),
+            .ok_or_else(|| {
+                Error::Other(format!("mount {} refers to missing input #{i}", m.target))
+            }),
     }
 }
 
@@ -336,10 +338,9 @@ fn bind(
     match input(m, inputs)? {
         Some(Value::Context { name }) => {
             let ctx = w.context(name)?;
-            let src = ctx
-                .tree
-                .expand(&m.source, &follow())
-                .map_err(|e| Error::Other(format!("RUN --mount=type=bind,target={}: {e}", m.target)))?;
+            let src = ctx.tree.expand(&m.source, &follow()).map_err(|e| {
+                Error::Other(format!("RUN --mount=type=bind,target={}: {e}", m.target))
+            })?;
             let Some(src) = src.into_iter().next() else {
                 return Err(Error::Other(format!(
                     "RUN --mount=type=bind,target={}: source {} not found",
@@ -400,11 +401,17 @@ fn cache(
     p: &mut Prepared,
 ) -> Result<PathBuf, Error> {
     let from = match m.input {
+        None if m.source != "/" => {
+            return Err(Error::Other(format!(
+                "RUN --mount=type=cache,target={}: source= without from= (a subdirectory of the cache) is not supported yet",
+                m.target
+            )));
+        }
         None => None,
         Some(i) => {
-            let r = inputs
-                .get(i as usize)
-                .ok_or_else(|| Error::Other(format!("mount {} refers to missing input #{i}", m.target)))?;
+            let r = inputs.get(i as usize).ok_or_else(|| {
+                Error::Other(format!("mount {} refers to missing input #{i}", m.target))
+            })?;
             Some(match (&r.key, &r.value) {
                 (Some(k), _) => k.to_hex(),
                 (None, Value::Context { name }) => context_digest(w, name, &m.source)?.hex(),
@@ -417,11 +424,11 @@ fn cache(
             })
         }
     };
-    let dir = w
-        .state
-        .root
-        .join(CACHE_MOUNTS_DIR)
-        .join(cache_dir_key(id, from.as_deref(), &m.source));
+    let dir =
+        w.state
+            .root
+            .join(CACHE_MOUNTS_DIR)
+            .join(cache_dir_key(id, from.as_deref(), &m.source));
     if !dir.is_dir() {
         create_cache(w, m, &dir, owner, mode, inputs, p)?;
     }
@@ -437,7 +444,8 @@ fn cache(
     let lock_err = |e: Errno| io_err("locking", &lock_path)(io::Error::from(e));
     match sharing {
         CacheSharing::Shared => {
-            p.locks.push(Flock::lock(open()?, FlockArg::LockShared).map_err(|(_, e)| lock_err(e))?);
+            p.locks
+                .push(Flock::lock(open()?, FlockArg::LockShared).map_err(|(_, e)| lock_err(e))?);
         }
         CacheSharing::Locked => {
             p.locks
@@ -482,7 +490,10 @@ fn fill_cache(
             let ctx = w.context(name)?;
             let src = ctx.tree.expand(&m.source, &follow())?;
             let src = src.into_iter().next().ok_or_else(|| {
-                Error::Other(format!("cache mount {}: source {} not found", m.target, m.source))
+                Error::Other(format!(
+                    "cache mount {}: source {} not found",
+                    m.target, m.source
+                ))
             })?;
             copy_tree(ctx.tree.walk(&src, &Filter::default())?, data, false)?;
         }
@@ -492,7 +503,10 @@ fn fill_cache(
             let tree = Tree::new(mnt.clone(), None);
             let src = tree.expand(&m.source, &follow())?;
             let src = src.into_iter().next().ok_or_else(|| {
-                Error::Other(format!("cache mount {}: source {} not found", m.target, m.source))
+                Error::Other(format!(
+                    "cache mount {}: source {} not found",
+                    m.target, m.source
+                ))
             })?;
             copy_tree(tree.walk(&src, &Filter::default())?, data, true)?;
             if let Some(g) = p.guards.pop() {
@@ -558,7 +572,8 @@ impl SshForwarder {
         let listener = UnixListener::bind(path).map_err(io_err("creating the ssh socket", path))?;
         fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))
             .map_err(io_err("chmod", path))?;
-        std::os::unix::fs::chown(path, Some(owner.0), Some(owner.1)).map_err(io_err("chown", path))?;
+        std::os::unix::fs::chown(path, Some(owner.0), Some(owner.1))
+            .map_err(io_err("chown", path))?;
         let stop = Arc::new(AtomicBool::new(false));
         let agent = agent.to_path_buf();
         let flag = stop.clone();
@@ -659,7 +674,10 @@ pub fn delete_cache_mounts(root: &Path) -> Result<Vec<CacheMountInfo>, Error> {
         // recognisably garbage, never a half-deleted cache.
         let doomed = m.dir.with_file_name(format!(
             ".deleted-{}",
-            m.dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+            m.dir
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
         ));
         let target = if fs::rename(&m.dir, &doomed).is_ok() {
             doomed
@@ -709,9 +727,15 @@ mod tests {
 
     #[test]
     fn cache_keys_scope_by_id_and_seed() {
-        assert_eq!(cache_dir_key("a", None, "/"), cache_dir_key("a", None, "/x"));
+        assert_eq!(
+            cache_dir_key("a", None, "/"),
+            cache_dir_key("a", None, "/x")
+        );
         assert_ne!(cache_dir_key("a", None, "/"), cache_dir_key("b", None, "/"));
-        assert_ne!(cache_dir_key("a", None, "/"), cache_dir_key("a", Some("k"), "/"));
+        assert_ne!(
+            cache_dir_key("a", None, "/"),
+            cache_dir_key("a", Some("k"), "/")
+        );
         assert_ne!(
             cache_dir_key("a", Some("k"), "/"),
             cache_dir_key("a", Some("k"), "/sub")
