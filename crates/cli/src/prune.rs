@@ -124,7 +124,13 @@ pub fn prune(root: Option<&Path>, args: &PruneArgs) -> Result<(), Failure> {
     if !cache_mounts.is_empty() {
         out.push_str("Deleted cache mounts:\n");
         for m in &cache_mounts {
-            out.push_str(&format!("{}\n", m.id));
+            if m.id.is_empty() {
+                // Left by a creation that was interrupted.
+                let name = m.dir.file_name().unwrap_or_default().to_string_lossy();
+                out.push_str(&format!("(incomplete) {name}\n"));
+            } else {
+                out.push_str(&format!("{}\n", m.id));
+            }
         }
         out.push('\n');
     }

@@ -14,7 +14,8 @@
 //!   with a fresh upper directory in kiln's private mount namespace and edit the
 //!   mounted tree with BuildKit's copy semantics ([`copy`]); the upper dir is
 //!   the new layer;
-//! * **exec** ops (RUN) hand the same layer stack to `kiln-executor`, whose
+//! * **exec** ops (RUN) hand the same layer stack, plus the extra mounts of
+//!   [`mounts`] (cache, bind, tmpfs, secret, ssh), to `kiln-executor`, whose
 //!   helper process runs the command in fresh namespaces; its upper dir is the
 //!   new layer;
 //! * **merge** ops (COPY --link) concatenate layer stacks: no I/O at all.

@@ -615,9 +615,11 @@ fn forward(a: UnixStream, b: UnixStream) {
 impl Drop for SshForwarder {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wakes the accept loop.
-        let _ = UnixStream::connect(&self.path);
-        if let Some(t) = self.thread.take() {
+        // Wakes the accept loop; if that fails, the thread is left to end
+        // with the process rather than waited for forever.
+        if UnixStream::connect(&self.path).is_ok()
+            && let Some(t) = self.thread.take()
+        {
             let _ = t.join();
         }
         let _ = fs::remove_file(&self.path);
