@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileTypeExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use kiln_worker::{ExecGrants, Secret};
 
@@ -64,14 +64,8 @@ fn parse_secret(value: &str) -> Result<SecretSpec, Failure> {
         s.env = std::mem::take(&mut s.file);
     }
     if s.id.is_empty() {
-        // Docker's documented default: the base name of the source.
-        s.id = Path::new(&s.file)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-    }
-    if s.id.is_empty() {
-        return Err(usage("--secret", value, "the secret has no id"));
+        // docker 20.10's wording; it does not default the id.
+        return Err(usage("--secret", value, "secret missing ID"));
     }
     Ok(s)
 }
@@ -210,7 +204,7 @@ mod tests {
         let ok = |v: &str| parse_secret(v).unwrap_or_else(|_| panic!("{v}"));
         assert_eq!(ok("id=a,src=/x/b"), spec("a", "/x/b", ""));
         assert_eq!(ok("id=a,source=b"), spec("a", "b", ""));
-        assert_eq!(ok("src=/x/file.txt"), spec("file.txt", "/x/file.txt", ""));
+        assert!(parse_secret("src=/x/file.txt").is_err());
         assert_eq!(ok("id=a,env=VAR"), spec("a", "", "VAR"));
         assert_eq!(ok("id=a,type=env,src=VAR"), spec("a", "", "VAR"));
         assert_eq!(ok("id=a"), spec("a", "", ""));
