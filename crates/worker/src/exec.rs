@@ -72,7 +72,7 @@ pub fn execute(
         what: format!("creating {}", mountpoint.display()),
         source,
     })?;
-    let prepared = crate::mounts::prepare(w, e, inputs, scratch.path())?;
+    let prepared = crate::mounts::prepare(w, e, inputs, scratch.path(), cx)?;
     let mut env = environment(e);
     env.extend(prepared.env.iter().cloned());
     let spec = RunSpec {

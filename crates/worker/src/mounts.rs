@@ -35,7 +35,7 @@ use kiln_executor::{ExtraMount, MountKind as ExecMount, SecretData};
 use kiln_llb::Digest;
 use kiln_llb::op::{CacheSharing, ExecOp, Mount, MountKind};
 use kiln_snapshot::MountGuard;
-use kiln_solver::Resolved;
+use kiln_solver::{Cx, Resolved};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
@@ -132,6 +132,7 @@ pub(crate) fn prepare(
     e: &ExecOp,
     inputs: &[Resolved<Value>],
     scratch: &Path,
+    cx: &Cx,
 ) -> Result<Prepared, Error> {
     let mut p = Prepared::default();
     let mut ssh_index = 0usize;
@@ -160,7 +161,7 @@ pub(crate) fn prepare(
             } => {
                 let owner = (uid.unwrap_or(0), gid.unwrap_or(0));
                 let mode = mode.unwrap_or(0o755);
-                let source = cache(w, m, id, *sharing, owner, mode, inputs, &slot, &mut p)?;
+                let source = cache(w, m, id, *sharing, owner, mode, inputs, &slot, &mut p, cx)?;
                 p.mounts.push(ExtraMount {
                     target: m.target.clone(),
                     kind: ExecMount::Bind {
@@ -399,6 +400,7 @@ fn cache(
     inputs: &[Resolved<Value>],
     slot: &Path,
     p: &mut Prepared,
+    cx: &Cx,
 ) -> Result<PathBuf, Error> {
     let from = match m.input {
         None if m.source != "/" => {
@@ -442,15 +444,39 @@ fn cache(
             .map_err(io_err("opening", &lock_path))
     };
     let lock_err = |e: Errno| io_err("locking", &lock_path)(io::Error::from(e));
+    // Waits for a conflicting user (a `locked` or `private` one, or for
+    // `locked`, any), saying so once, and gives up when the build is
+    // cancelled.
+    let wait = |exclusive: bool| -> Result<Flock<File>, Error> {
+        let arg = if exclusive {
+            FlockArg::LockExclusiveNonblock
+        } else {
+            FlockArg::LockSharedNonblock
+        };
+        let mut f = open()?;
+        let mut said = false;
+        loop {
+            match Flock::lock(f, arg) {
+                Ok(l) => return Ok(l),
+                Err((back, Errno::EWOULDBLOCK)) => f = back,
+                Err((_, e)) => return Err(lock_err(e)),
+            }
+            if cx.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            if !said {
+                cx.log(
+                    kiln_solver::Stream::Stderr,
+                    format!("waiting for cache mount {id:?}, in use by another step\n").as_bytes(),
+                );
+                said = true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
     match sharing {
-        CacheSharing::Shared => {
-            p.locks
-                .push(Flock::lock(open()?, FlockArg::LockShared).map_err(|(_, e)| lock_err(e))?);
-        }
-        CacheSharing::Locked => {
-            p.locks
-                .push(Flock::lock(open()?, FlockArg::LockExclusive).map_err(|(_, e)| lock_err(e))?);
-        }
+        CacheSharing::Shared => p.locks.push(wait(false)?),
+        CacheSharing::Locked => p.locks.push(wait(true)?),
         CacheSharing::Private => match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
             Ok(l) => p.locks.push(l),
             Err((_, Errno::EWOULDBLOCK)) => {
