@@ -100,9 +100,14 @@ impl Prepared {
 
 /// A mount's content comes from a build context: the digest of what it
 /// shows (the `source` subtree, through `.dockerignore`).
-pub(crate) fn context_digest(w: &LlbWorker, name: &str, source: &str) -> Result<Digest, Error> {
+pub(crate) fn context_digest(w: &LlbWorker, name: &str, m: &Mount) -> Result<Digest, Error> {
     let ctx = w.context(name)?;
-    let sources = ctx.tree.expand(source, &follow())?;
+    let sources = ctx.tree.expand(&m.source, &follow()).map_err(|e| {
+        Error::Other(format!(
+            "RUN --mount target={}: failed to compute cache key: {e}",
+            m.target
+        ))
+    })?;
     let mut cache = ctx
         .stat_cache
         .lock()
@@ -416,7 +421,7 @@ fn cache(
             })?;
             Some(match (&r.key, &r.value) {
                 (Some(k), _) => k.to_hex(),
-                (None, Value::Context { name }) => context_digest(w, name, &m.source)?.hex(),
+                (None, Value::Context { name }) => context_digest(w, name, m)?.hex(),
                 (None, Value::Fs { .. }) => {
                     return Err(Error::Other(format!(
                         "RUN --mount=type=cache,target={}: from= a filesystem without a cache key",

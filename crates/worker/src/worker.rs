@@ -217,7 +217,7 @@ impl kiln_solver::Worker for LlbWorker {
                         (None, Value::Context { name }) => {
                             let mut reads = Vec::new();
                             for m in e.mounts.iter().filter(|m| m.input == Some(i as u32)) {
-                                reads.push(crate::mounts::context_digest(self, name, &m.source)?);
+                                reads.push(crate::mounts::context_digest(self, name, m)?);
                             }
                             parts.push(InputPart::Content(reads));
                         }
