@@ -333,6 +333,30 @@ fn copy_tree(entries: Vec<kiln_context::Entry>, dest: &Path, xattrs: bool) -> Re
     Ok(())
 }
 
+/// Whether a directory of the walk `entries` (a selection through
+/// `.dockerignore`) has more children on disk than in the selection, i.e.
+/// whether binding the directory in place would show ignored files.
+fn hides_something(entries: &[kiln_context::Entry]) -> Result<bool, Error> {
+    let mut shown: HashMap<&Path, usize> = HashMap::new();
+    for e in entries {
+        if let Some(parent) = e.path.parent().filter(|_| !e.path.as_os_str().is_empty()) {
+            *shown.entry(parent).or_default() += 1;
+        }
+    }
+    for e in entries {
+        if e.file_type != kiln_context::FileType::Dir {
+            continue;
+        }
+        let on_disk = fs::read_dir(&e.host_path)
+            .map_err(io_err("listing", &e.host_path))?
+            .count();
+        if on_disk != shown.get(e.path.as_path()).copied().unwrap_or(0) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// The host path a `type=bind` mount binds.
 fn bind(
     w: &LlbWorker,
@@ -354,12 +378,24 @@ fn bind(
                 )));
             };
             let is_dir = src.metadata.is_dir();
-            if ctx.tree.ignore().is_some() || (!m.readonly && !is_dir) {
+            let visible = match ctx.tree.ignore() {
+                Some(_) => Some(ctx.tree.walk(&src, &Filter::default())?),
+                None => None,
+            };
+            let hides = match &visible {
+                Some(entries) => hides_something(entries)?,
+                None => false,
+            };
+            if hides || (!m.readonly && !is_dir) {
                 // Only what .dockerignore lets through is visible; a file
                 // mounted read-write is a throwaway copy.
                 mkdir(slot)?;
                 let dest = slot.join("copy");
-                copy_tree(ctx.tree.walk(&src, &Filter::default())?, &dest, false)?;
+                let entries = match visible {
+                    Some(v) => v,
+                    None => ctx.tree.walk(&src, &Filter::default())?,
+                };
+                copy_tree(entries, &dest, false)?;
                 Ok(dest)
             } else if m.readonly {
                 Ok(src.host_path)
