@@ -101,8 +101,8 @@ pub fn prune(root: Option<&Path>, args: &PruneArgs) -> Result<(), Failure> {
     let plan = gc::plan(&state, opts).map_err(fail)?;
     gc::sweep(&state, &plan).map_err(fail)?;
     // Like `docker builder prune --all`, which deletes cache mounts too.
-    let cache_mounts = if args.all && opts.until.is_none() {
-        kiln_worker::mounts::delete_cache_mounts(&state.root).map_err(fail)?
+    let cache_mounts = if args.all {
+        kiln_worker::mounts::delete_cache_mounts(&state.root, opts.until).map_err(fail)?
     } else {
         Vec::new()
     };

@@ -515,6 +515,8 @@ fn cache(
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     };
+    // The lock file's mtime is the cache's last use (`prune --filter until=`).
+    let _ = filetime::set_file_mtime(&lock_path, filetime::FileTime::now());
     match sharing {
         CacheSharing::Shared => p.locks.push(wait(false)?),
         CacheSharing::Locked => p.locks.push(wait(true)?),
@@ -701,6 +703,8 @@ pub struct CacheMountInfo {
     pub dir: PathBuf,
     /// Bytes of its files.
     pub size: u64,
+    /// When a step last mounted it (seconds since 1970), if known.
+    pub last_used: Option<i64>,
 }
 
 /// Bytes of the files below `p` (not following symlinks).
@@ -727,6 +731,10 @@ pub fn cache_mounts(root: &Path) -> Vec<CacheMountInfo> {
         .map(|e| CacheMountInfo {
             id: fs::read_to_string(e.path().join("id")).unwrap_or_default(),
             size: tree_size(&e.path()),
+            last_used: fs::metadata(e.path().join("lock"))
+                .or_else(|_| fs::metadata(e.path()))
+                .ok()
+                .map(|m| filetime::FileTime::from_last_modification_time(&m).unix_seconds()),
             dir: e.path(),
         })
         .collect();
@@ -734,10 +742,18 @@ pub fn cache_mounts(root: &Path) -> Vec<CacheMountInfo> {
     out
 }
 
-/// Deletes every cache mount (`kiln prune --all`). The caller holds the
-/// state directory's lock exclusively, so no build uses them.
-pub fn delete_cache_mounts(root: &Path) -> Result<Vec<CacheMountInfo>, Error> {
-    let mounts = cache_mounts(root);
+/// Deletes the cache mounts last used before `until` (all of them when
+/// `None`): `kiln prune --all`. The caller holds the state directory's lock
+/// exclusively, so no build uses them.
+pub fn delete_cache_mounts(root: &Path, until: Option<i64>) -> Result<Vec<CacheMountInfo>, Error> {
+    let mounts: Vec<CacheMountInfo> = cache_mounts(root)
+        .into_iter()
+        .filter(|m| match (until, m.last_used) {
+            (None, _) => true,
+            (Some(u), Some(t)) => t < u,
+            (Some(_), None) => false,
+        })
+        .collect();
     for m in &mounts {
         // Renamed first, so a crash halfway leaves a directory that is
         // recognisably garbage, never a half-deleted cache.
