@@ -299,7 +299,7 @@ fn write_secrets(dir: &Path, spec: &RunSpec) -> Result<(), String> {
         dir,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("mode=700,size=16m"),
+        Some("mode=700"),
     )
     .map_err(|e| format!("mounting the secrets tmpfs: {e}"))?;
     for (i, m) in files {
