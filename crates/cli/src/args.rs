@@ -246,11 +246,13 @@ pub struct BuildArgs {
     #[arg(long = "cache-to", value_name = "SPEC")]
     pub cache_to: Vec<String>,
 
-    /// Secret to expose to the build (id=mysecret[,src=/local/secret]).
+    /// Secret to expose to RUN --mount=type=secret (id=ID[,src=FILE|,env=VAR];
+    /// id=ID alone: $ID if set, else the file ID).
     #[arg(long = "secret", value_name = "SPEC")]
     pub secrets: Vec<String>,
 
-    /// SSH agent socket or keys to expose to the build (default|<id>[=<socket>|<key>]).
+    /// SSH agent socket to expose to RUN --mount=type=ssh (default|<id>[=<socket>];
+    /// default: $SSH_AUTH_SOCK; key files are not supported yet).
     #[arg(long = "ssh", value_name = "SPEC")]
     pub ssh: Vec<String>,
 
