@@ -164,9 +164,17 @@ pub(crate) fn prepare(
                 gid,
                 mode,
             } => {
-                let owner = (uid.unwrap_or(0), gid.unwrap_or(0));
-                let mode = mode.unwrap_or(0o755);
-                let source = cache(w, m, id, *sharing, owner, mode, inputs, &slot, &mut p, cx)?;
+                let source = cache(
+                    w,
+                    m,
+                    id,
+                    *sharing,
+                    (*uid, *gid, *mode),
+                    inputs,
+                    &slot,
+                    &mut p,
+                    cx,
+                )?;
                 p.mounts.push(ExtraMount {
                     target: m.target.clone(),
                     kind: ExecMount::Bind {
@@ -419,12 +427,25 @@ fn bind(
     }
 }
 
-/// The name of a cache mount's directory: BuildKit scopes caches by id
-/// only, and by the seeding filesystem and path when `from` is given.
-pub fn cache_dir_key(id: &str, from: Option<&str>, source: &str) -> String {
+/// Explicit `uid`/`gid`/`mode` of a cache mount.
+pub type CacheOwnership = (Option<u32>, Option<u32>, Option<u32>);
+
+/// The name of a cache mount's directory. BuildKit scopes a cache by its id
+/// and by the filesystem it starts from: `from` and `source` when given,
+/// else the directory its frontend makes for explicit `uid`/`gid`/`mode`
+/// (so `id=x,uid=1000` and `id=x` are two caches there, and here).
+pub fn cache_dir_key(
+    id: &str,
+    from: Option<&str>,
+    source: &str,
+    ownership: CacheOwnership,
+) -> String {
     let mut s = format!("kiln.cachemount.v1\0{id}");
     if let Some(f) = from {
         s.push_str(&format!("\0{f}\0{source}"));
+    }
+    if ownership != (None, None, None) {
+        s.push_str(&format!("\0owner {ownership:?}"));
     }
     Digest::of(s.as_bytes()).hex()
 }
@@ -436,8 +457,7 @@ fn cache(
     m: &Mount,
     id: &str,
     sharing: CacheSharing,
-    owner: (u32, u32),
-    mode: u32,
+    ownership: CacheOwnership,
     inputs: &[Resolved<Value>],
     slot: &Path,
     p: &mut Prepared,
@@ -467,11 +487,14 @@ fn cache(
             })
         }
     };
-    let dir =
-        w.state
-            .root
-            .join(CACHE_MOUNTS_DIR)
-            .join(cache_dir_key(id, from.as_deref(), &m.source));
+    let owner = (ownership.0.unwrap_or(0), ownership.1.unwrap_or(0));
+    let mode = ownership.2.unwrap_or(0o755);
+    let dir = w.state.root.join(CACHE_MOUNTS_DIR).join(cache_dir_key(
+        id,
+        from.as_deref(),
+        &m.source,
+        ownership,
+    ));
     if !dir.is_dir() {
         create_cache(w, m, &dir, owner, mode, inputs, p)?;
     }
@@ -812,18 +835,19 @@ mod tests {
 
     #[test]
     fn cache_keys_scope_by_id_and_seed() {
+        let none = (None, None, None);
+        let key = |id, from, source| cache_dir_key(id, from, source, none);
+        assert_eq!(key("a", None, "/"), key("a", None, "/x"));
+        assert_ne!(key("a", None, "/"), key("b", None, "/"));
+        assert_ne!(key("a", None, "/"), key("a", Some("k"), "/"));
+        assert_ne!(key("a", Some("k"), "/"), key("a", Some("k"), "/sub"));
+        assert_ne!(
+            key("a", None, "/"),
+            cache_dir_key("a", None, "/", (Some(1000), None, None))
+        );
         assert_eq!(
-            cache_dir_key("a", None, "/"),
-            cache_dir_key("a", None, "/x")
-        );
-        assert_ne!(cache_dir_key("a", None, "/"), cache_dir_key("b", None, "/"));
-        assert_ne!(
-            cache_dir_key("a", None, "/"),
-            cache_dir_key("a", Some("k"), "/")
-        );
-        assert_ne!(
-            cache_dir_key("a", Some("k"), "/"),
-            cache_dir_key("a", Some("k"), "/sub")
+            cache_dir_key("a", None, "/", (Some(1000), None, Some(0o750))),
+            cache_dir_key("a", None, "/", (Some(1000), None, Some(0o750)))
         );
     }
 }
