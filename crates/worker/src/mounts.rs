@@ -85,6 +85,9 @@ pub(crate) struct Prepared {
     ssh: Vec<SshForwarder>,
     guards: Vec<MountGuard>,
     locks: Vec<Flock<File>>,
+    /// Cache directories this step already holds a lock on (a second mount
+    /// of the same cache in one step must not wait for the first).
+    held: std::collections::HashSet<PathBuf>,
 }
 
 impl Prepared {
@@ -495,6 +498,9 @@ fn cache(
         &m.source,
         ownership,
     ));
+    if p.held.contains(&dir) {
+        return Ok(dir.join("data"));
+    }
     if !dir.is_dir() {
         create_cache(w, m, &dir, owner, mode, inputs, p)?;
     }
@@ -556,6 +562,7 @@ fn cache(
             Err((_, e)) => return Err(lock_err(e)),
         },
     }
+    p.held.insert(dir.clone());
     Ok(dir.join("data"))
 }
 
