@@ -599,18 +599,22 @@ fn fill_cache(
         Some(v) => {
             let slot = data.with_extension("seed");
             let mnt = mount_fs(w, Some(v), false, &slot, p)?;
-            let tree = Tree::new(mnt.clone(), None);
-            let src = tree.expand(&m.source, &follow())?;
-            let src = src.into_iter().next().ok_or_else(|| {
-                Error::Other(format!(
-                    "cache mount {}: source {} not found",
-                    m.target, m.source
-                ))
-            })?;
-            copy_tree(tree.walk(&src, &Filter::default())?, data, true)?;
+            let copied = (|| -> Result<(), Error> {
+                let tree = Tree::new(mnt.clone(), None);
+                let src = tree.expand(&m.source, &follow())?;
+                let src = src.into_iter().next().ok_or_else(|| {
+                    Error::Other(format!(
+                        "cache mount {}: source {} not found",
+                        m.target, m.source
+                    ))
+                })?;
+                copy_tree(tree.walk(&src, &Filter::default())?, data, true)
+            })();
+            // Unmounted before anything removes the directory it is in.
             if let Some(g) = p.guards.pop() {
                 g.unmount()?;
             }
+            copied?;
             let _ = fs::remove_dir_all(&slot);
         }
     }
