@@ -246,13 +246,20 @@ pub struct BuildArgs {
     #[arg(long = "cache-to", value_name = "SPEC")]
     pub cache_to: Vec<String>,
 
-    /// Secret to expose to the build (id=mysecret[,src=/local/secret]).
+    /// Secret to expose to RUN --mount=type=secret (id=ID[,src=FILE|,env=VAR];
+    /// id=ID alone: $ID if set, else the file ID).
     #[arg(long = "secret", value_name = "SPEC")]
     pub secrets: Vec<String>,
 
-    /// SSH agent socket or keys to expose to the build (default|<id>[=<socket>|<key>]).
+    /// SSH agent socket to expose to RUN --mount=type=ssh (default|<id>[=<socket>];
+    /// default: $SSH_AUTH_SOCK; key files are not supported yet).
     #[arg(long = "ssh", value_name = "SPEC")]
     pub ssh: Vec<String>,
+
+    /// Extra privileges for RUN steps: security.insecure (RUN
+    /// --security=insecure), network.host (always granted).
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
 
     /// Additional build contexts (name=path|docker-image://ref|…).
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
@@ -306,8 +313,6 @@ impl BuildArgs {
                 out.push(name);
             }
         };
-        check(!self.secrets.is_empty(), "--secret");
-        check(!self.ssh.is_empty(), "--ssh");
         check(!self.build_contexts.is_empty(), "--build-context");
         check(
             self.platforms.len() > 1,

@@ -249,6 +249,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     }
     let opts = build_options(args, &env_var)?;
     let sde = source_date_epoch(&opts)?;
+    let grants = crate::grants::grants(&args.secrets, &args.ssh, &args.allow, &env_var)?;
     let file = read_dockerfile(args)?;
     require_root("kiln build")?;
     // Before any thread exists: every mount kiln makes from here on lives in
@@ -325,6 +326,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         now: now(),
         executor,
         hostname: HOSTNAME.to_owned(),
+        grants,
         registry: Some(client.clone()),
         log,
         cache_from,

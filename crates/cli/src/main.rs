@@ -15,6 +15,7 @@ mod archive;
 mod args;
 mod build;
 mod gotemplate;
+mod grants;
 mod images;
 mod load;
 mod metadata;

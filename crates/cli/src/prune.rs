@@ -16,14 +16,14 @@ use crate::images::{human_size, lock, now_secs, open, parse_time};
 #[command(
     long_about = "Remove dangling images (untagged: `<none>:<none>`), then everything in the \
 store that no remaining image or build cache entry uses (blobs, unpacked and built layers), and \
-cache entries whose layers are gone.\n\nWith --all, also the whole build cache (like `docker \
-builder prune --all`), so later builds start cold. Named images are never removed by prune \
+cache entries whose layers are gone.\n\nWith --all, also the whole build cache and the cache mounts \
+(RUN --mount=type=cache; like `docker builder prune --all`), so later builds start cold. Named images are never removed by prune \
 (there are no containers to tell used from unused images): remove them with `kiln rmi`.\n\n\
 Prune takes the store lock exclusively: it waits for running builds, and builds started \
 meanwhile wait for it. It does not ask for confirmation."
 )]
 pub struct PruneArgs {
-    /// Also remove the whole build cache.
+    /// Also remove the whole build cache and the cache mounts.
     #[arg(short = 'a', long)]
     pub all: bool,
     /// Only what was created before a time: until=DURATION (24h, 90m, 1h30m)
@@ -100,6 +100,12 @@ pub fn prune(root: Option<&Path>, args: &PruneArgs) -> Result<(), Failure> {
     let _lock = lock(&state, LockKind::Exclusive)?;
     let plan = gc::plan(&state, opts).map_err(fail)?;
     gc::sweep(&state, &plan).map_err(fail)?;
+    // Like `docker builder prune --all`, which deletes cache mounts too.
+    let cache_mounts = if args.all {
+        kiln_worker::mounts::delete_cache_mounts(&state.root, opts.until).map_err(fail)?
+    } else {
+        Vec::new()
+    };
     let mut out = String::new();
     if !plan.images.is_empty() {
         out.push_str("Deleted Images:\n");
@@ -115,9 +121,23 @@ pub fn prune(root: Option<&Path>, args: &PruneArgs) -> Result<(), Failure> {
         }
         out.push('\n');
     }
+    if !cache_mounts.is_empty() {
+        out.push_str("Deleted cache mounts:\n");
+        for m in &cache_mounts {
+            if m.id.is_empty() {
+                // Left by a creation that was interrupted.
+                let name = m.dir.file_name().unwrap_or_default().to_string_lossy();
+                out.push_str(&format!("(incomplete) {name}\n"));
+            } else {
+                out.push_str(&format!("{}\n", m.id));
+            }
+        }
+        out.push('\n');
+    }
+    let mounts_size: u64 = cache_mounts.iter().map(|m| m.size).sum();
     out.push_str(&format!(
         "Total reclaimed space: {}\n",
-        human_size(plan.reclaimed())
+        human_size(plan.reclaimed() + mounts_size)
     ));
     let _ = std::io::stdout().lock().write_all(out.as_bytes());
     Ok(())
@@ -136,6 +156,8 @@ pub fn du(root: Option<&Path>, _args: &DuArgs) -> Result<(), Failure> {
         },
     )
     .map_err(fail)?;
+    let mounts = kiln_worker::mounts::cache_mounts(&state.root);
+    let mounts_size: u64 = mounts.iter().map(|m| m.size).sum();
     let pct = |part: u64, whole: u64| format!("{}%", (part * 100).checked_div(whole).unwrap_or(0));
     let image_reclaim = images.reclaimed();
     let cache_reclaim = all.reclaimed().saturating_sub(image_reclaim);
@@ -157,8 +179,12 @@ pub fn du(root: Option<&Path>, _args: &DuArgs) -> Result<(), Failure> {
             human_size(cache_size),
             human_size(cache_reclaim)
         ),
-        // RUN --mount=type=cache is not supported yet, so there are none.
-        "Cache Mounts\t0\t0\t0B\t0B".to_owned(),
+        format!(
+            "Cache Mounts\t{}\t0\t{}\t{}",
+            mounts.len(),
+            human_size(mounts_size),
+            human_size(mounts_size)
+        ),
     ];
     let text = crate::gotemplate::tabwrite(&format!("{}\n", rows.join("\n")));
     let _ = std::io::stdout().lock().write_all(text.as_bytes());

@@ -183,9 +183,14 @@ fn run(req: &Request) -> Result<Status, String> {
     fs::write(&resolv, resolv_conf(&req.resolv_conf, spec.network))
         .map_err(|e| format!("writing resolv.conf: {e}"))?;
 
-    let steps = container_steps(spec, &hosts, &resolv);
+    let secrets = sibling(".secrets");
+    write_secrets(&secrets, spec)?;
+
+    let steps = container_steps(spec, &hosts, &resolv, &secrets);
     // Mount points outside /dev (which is a fresh tmpfs) that the image lacks
-    // are created now, through the overlay, and removed again afterwards.
+    // are created now, through the overlay, and removed again afterwards,
+    // together with the missing parent directories created for them (as
+    // BuildKit's `MountStubsCleaner` does).
     let mut stubs: Vec<PathBuf> = Vec::new();
     for s in &steps {
         if let Step::Mount { target, kind, .. } = s
@@ -193,10 +198,22 @@ fn run(req: &Request) -> Result<Status, String> {
         {
             let p = inside(&root, target)?;
             if fs::symlink_metadata(&p).is_err() {
+                let mut missing = Vec::new();
+                let mut q = p.as_path();
+                while q != root && fs::symlink_metadata(q).is_err() {
+                    missing.push(q.to_path_buf());
+                    match q.parent() {
+                        Some(parent) => q = parent,
+                        None => break,
+                    }
+                }
                 create_target(&p, *kind)
                     .map_err(|e| format!("creating mount point {target}: {e}"))?;
-                if let Ok(rel) = p.strip_prefix(&root) {
-                    stubs.push(rel.to_path_buf());
+                // Parents first: removal goes in reverse.
+                for m in missing.iter().rev() {
+                    if let Ok(rel) = m.strip_prefix(&root) {
+                        stubs.push(rel.to_path_buf());
+                    }
                 }
             }
         }
@@ -260,6 +277,57 @@ fn run(req: &Request) -> Result<Status, String> {
             Ok(status)
         }
     }
+}
+
+/// Mounts a small tmpfs (in the helper's mount namespace, so it dies with
+/// it) on `dir` and writes the content of each secret mount of `spec` there,
+/// with its owner and mode. Nothing is written when there is no secret.
+fn write_secrets(dir: &Path, spec: &RunSpec) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let files: Vec<(usize, &crate::spec::ExtraMount)> = spec
+        .mounts
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| matches!(m.kind, crate::spec::MountKind::SecretFile { .. }))
+        .collect();
+    if files.is_empty() {
+        return Ok(());
+    }
+    fs::create_dir(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=700"),
+    )
+    .map_err(|e| format!("mounting the secrets tmpfs: {e}"))?;
+    for (i, m) in files {
+        let crate::spec::MountKind::SecretFile {
+            data,
+            uid,
+            gid,
+            mode,
+        } = &m.kind
+        else {
+            continue;
+        };
+        let p = crate::plan::secret_file(dir, i);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&p)
+            .map_err(|e| format!("creating the secret file for {}: {e}", m.target))?;
+        f.write_all(&data.0)
+            .map_err(|e| format!("writing the secret file for {}: {e}", m.target))?;
+        drop(f);
+        std::os::unix::fs::chown(&p, Some(*uid), Some(*gid))
+            .map_err(|e| format!("chown of the secret file for {}: {e}", m.target))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode & 0o7777))
+            .map_err(|e| format!("chmod of the secret file for {}: {e}", m.target))?;
+    }
+    Ok(())
 }
 
 /// Removes the mount stubs from the upper directory (the overlay is
@@ -400,16 +468,24 @@ fn child_setup(
         .map_err(|e| format!("detaching the old root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
     nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {e}"))?;
-    for path in READONLY_PATHS {
-        readonly_path(path)?;
-    }
-    for path in MASKED_PATHS {
-        mask_path(path)?;
+    if !spec.privileged {
+        for path in READONLY_PATHS {
+            readonly_path(path)?;
+        }
+        for path in MASKED_PATHS {
+            mask_path(path)?;
+        }
     }
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     nix::unistd::chdir(spec.cwd.as_str()).map_err(|e| format!("chdir to {}: {e}", spec.cwd))?;
-    let keep: CapsHashSet = DEFAULT_CAPS.into_iter().collect();
-    for c in caps::all() {
+    let keep: CapsHashSet = if spec.privileged {
+        // Everything kiln itself holds (all capabilities when kiln runs
+        // as root on the host; less inside a restricted container).
+        caps::read(None, CapSet::Permitted).map_err(|e| format!("capabilities: {e}"))?
+    } else {
+        DEFAULT_CAPS.into_iter().collect()
+    };
+    for c in caps::runtime::thread_all_supported() {
         if !keep.contains(&c) {
             caps::drop(None, CapSet::Bounding, c).map_err(|e| format!("dropping {c}: {e}"))?;
         }

@@ -49,7 +49,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 pub use helper::helper_main;
-pub use spec::{ExtraMount, MountKind, Network, Rootfs, RunSpec};
+pub use spec::{ExtraMount, MountKind, Network, Rootfs, RunSpec, SecretData};
 
 use spec::{Request, Status};
 

@@ -93,9 +93,20 @@ impl fmt::Display for Step {
     }
 }
 
+/// Where the helper writes the file of secret mount number `index` (on the
+/// step's private tmpfs at `secrets`).
+pub(crate) fn secret_file(secrets: &Path, index: usize) -> PathBuf {
+    secrets.join(index.to_string())
+}
+
 /// The setup steps of `spec`, given where the generated `hosts` and
-/// `resolv.conf` files are.
-pub(crate) fn container_steps(spec: &RunSpec, hosts: &Path, resolv: &Path) -> Vec<Step> {
+/// `resolv.conf` files are and the directory of secret files.
+pub(crate) fn container_steps(
+    spec: &RunSpec,
+    hosts: &Path,
+    resolv: &Path,
+    secrets: &Path,
+) -> Vec<Step> {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let mut steps = vec![
         Step::Mount {
@@ -180,7 +191,12 @@ pub(crate) fn container_steps(spec: &RunSpec, hosts: &Path, resolv: &Path) -> Ve
             source: PathBuf::from("sysfs"),
             target: "/sys".to_owned(),
             fstype: Some("sysfs"),
-            flags: nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+            // BuildKit's insecure mode makes sysfs writable.
+            flags: if spec.privileged {
+                nosuid_nodev_noexec
+            } else {
+                nosuid_nodev_noexec | MsFlags::MS_RDONLY
+            },
             data: None,
             kind: TargetKind::Dir,
             readonly_bind: false,
@@ -204,7 +220,7 @@ pub(crate) fn container_steps(spec: &RunSpec, hosts: &Path, resolv: &Path) -> Ve
             readonly_bind: true,
         },
     ]);
-    for m in &spec.mounts {
+    for (i, m) in spec.mounts.iter().enumerate() {
         steps.push(match &m.kind {
             MountKind::Bind { source, readonly } => Step::Mount {
                 source: source.clone(),
@@ -227,6 +243,15 @@ pub(crate) fn container_steps(spec: &RunSpec, hosts: &Path, resolv: &Path) -> Ve
                 data: (*size > 0).then(|| format!("size={size}")),
                 kind: TargetKind::Dir,
                 readonly_bind: false,
+            },
+            MountKind::SecretFile { .. } => Step::Mount {
+                source: secret_file(secrets, i),
+                target: m.target.clone(),
+                fstype: None,
+                flags: MsFlags::MS_BIND | nosuid_nodev_noexec,
+                data: None,
+                kind: TargetKind::File,
+                readonly_bind: true,
             },
         });
     }
@@ -271,7 +296,12 @@ mod tests {
         for case in &cases {
             let spec: RunSpec =
                 serde_json::from_slice(&std::fs::read(case.join("spec.json")).unwrap()).unwrap();
-            let steps = container_steps(&spec, Path::new("/m.hosts"), Path::new("/m.resolv"));
+            let steps = container_steps(
+                &spec,
+                Path::new("/m.hosts"),
+                Path::new("/m.resolv"),
+                Path::new("/m.secrets"),
+            );
             let text: String = steps.iter().map(|s| format!("{s}\n")).collect();
             failures.extend(check(&case.join("steps"), &text));
         }

@@ -46,6 +46,27 @@ pub enum MountKind {
     Bind { source: PathBuf, readonly: bool },
     /// A fresh tmpfs (`size` bytes, 0 for the kernel default).
     Tmpfs { size: u64 },
+    /// A file with `data` as its content, owner `uid:gid` and `mode`, written
+    /// to a tmpfs private to the step and bind-mounted read-only (secrets:
+    /// the content never touches a disk).
+    SecretFile {
+        data: SecretData,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    },
+}
+
+/// Secret bytes: carried to the helper over its stdin pipe, never shown by
+/// `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretData(pub Vec<u8>);
+
+impl std::fmt::Debug for SecretData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretData(<{} bytes>)", self.0.len())
+    }
 }
 
 /// One process to run.
@@ -63,7 +84,13 @@ pub struct RunSpec {
     pub user: String,
     pub hostname: String,
     pub network: Network,
+    /// Mounted in order, after the container's own mounts (sort parents
+    /// before children).
     pub mounts: Vec<ExtraMount>,
+    /// `RUN --security=insecure`: every capability, writable `/sys`, no
+    /// masked or read-only `/proc` paths.
+    #[serde(default)]
+    pub privileged: bool,
 }
 
 /// What the caller sends the helper on stdin.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use kiln_executor::{
     ExecError, Executor, ExitStatus, ExtraMount, MountKind, NamespaceExecutor, Network, Rootfs,
-    RunSpec, Stream,
+    RunSpec, SecretData, Stream,
 };
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -88,6 +88,7 @@ fn setup(args: &[&str]) -> Run {
         hostname: "buildkitsandbox".to_owned(),
         network: Network::Host,
         mounts: Vec::new(),
+        privileged: false,
     };
     Run {
         _dir: dir,
@@ -396,6 +397,50 @@ fn t_upper_holds_only_changes() -> Result<(), Failed> {
     )
 }
 
+/// A secret file: its content, owner and mode inside, read-only, and neither
+/// it nor the directories made for its mount point in the layer.
+fn t_secret_file() -> Result<(), Failed> {
+    let mut r = sh(
+        "cat /run/secrets/s && stat -c '%u %g %a' /run/secrets/s && ! sh -c 'echo x > /run/secrets/s' 2>/dev/null && echo ok",
+    );
+    r.spec.mounts = vec![ExtraMount {
+        target: "/run/secrets/s".into(),
+        kind: MountKind::SecretFile {
+            data: SecretData(b"hunter2\n".to_vec()),
+            uid: 1000,
+            gid: 2000,
+            mode: 0o440,
+        },
+    }];
+    let out = run_spec(&r.spec);
+    check(
+        ok_output(&out)? == "hunter2\n1000 2000 440\nok\n",
+        format!("got {:?}", out.stdout),
+    )?;
+    check(
+        !r.upper.join("run").exists(),
+        "the secret's mount point (or /run) was left in the layer",
+    )
+}
+
+/// A privileged step keeps the caller's capabilities (CAP_SYS_ADMIN: it can
+/// mount) and sees a writable /sys.
+fn t_privileged() -> Result<(), Failed> {
+    let mut r = sh(
+        "mkdir /m && mount -t tmpfs none /m && grep ' /sys ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1",
+    );
+    r.spec.privileged = true;
+    let out = run_spec(&r.spec);
+    check(ok_output(&out)? == "rw\n", format!("got {:?}", out.stdout))?;
+    let mut r = sh("mkdir /m && mount -t tmpfs none /m 2>/dev/null || echo refused");
+    r.spec.privileged = false;
+    let out = run_spec(&r.spec);
+    check(
+        ok_output(&out)? == "refused\n",
+        format!("got {:?}", out.stdout),
+    )
+}
+
 fn t_extra_mounts() -> Result<(), Failed> {
     let host = tempfile::tempdir().unwrap();
     fs::write(host.path().join("in"), "data\n").unwrap();
@@ -499,6 +544,8 @@ fn main() {
         ("upper_holds_only_changes", t_upper_holds_only_changes),
         ("hardening", t_hardening),
         ("extra_mounts", t_extra_mounts),
+        ("secret_file", t_secret_file),
+        ("privileged", t_privileged),
         ("many_runs_leave_nothing", t_many_runs_leave_nothing),
         ("timing", t_timing),
     ];

@@ -38,6 +38,8 @@ pub struct BuildRequest {
     pub executor: Arc<dyn Executor>,
     /// Hostname of RUN steps.
     pub hostname: String,
+    /// Secrets, SSH agents and entitlements of RUN steps.
+    pub grants: crate::mounts::ExecGrants,
     /// The registry client, for `Output::Registry`.
     pub registry: Option<kiln_registry::Client>,
     /// Where push progress lines go.
@@ -154,6 +156,7 @@ pub async fn build(
         req.executor.clone(),
         ExecSettings {
             hostname: req.hostname.clone(),
+            grants: Arc::new(req.grants.clone()),
         },
     );
     if let Some(t) = target

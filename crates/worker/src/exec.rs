@@ -29,34 +29,23 @@ fn environment(e: &ExecOp) -> Vec<String> {
     env
 }
 
-/// Refuses what this milestone does not run yet, by name.
-fn check_supported(e: &ExecOp) -> Result<usize, Error> {
-    let mut root = None;
-    for (i, m) in e.mounts.iter().enumerate() {
-        if m.target == "/" && m.output && matches!(m.kind, MountKind::Bind) {
-            root = Some(i);
-            continue;
-        }
-        let kind = match &m.kind {
-            MountKind::Bind => "bind",
-            MountKind::Cache { .. } => "cache",
-            MountKind::Tmpfs { .. } => "tmpfs",
-            MountKind::Secret { .. } => "secret",
-            MountKind::Ssh { .. } => "ssh",
-        };
-        return Err(Error::Other(format!(
-            "RUN --mount=type={kind} is not supported yet"
-        )));
-    }
-    if e.security == Security::Insecure {
+/// The index of the root mount; refuses what does not run yet, by name, and
+/// what the build did not allow.
+pub(crate) fn check_supported(w: &LlbWorker, e: &ExecOp) -> Result<usize, Error> {
+    if e.security == Security::Insecure && !w.exec.grants.allow_insecure {
+        // BuildKit's wording, and the way out.
         return Err(Error::Other(
-            "RUN --security=insecure is not supported yet".to_owned(),
+            "security.insecure is not allowed: RUN --security=insecure needs `kiln build --allow security.insecure`"
+                .to_owned(),
         ));
     }
     if !e.devices.is_empty() {
         return Err(Error::Other("RUN --device is not supported yet".to_owned()));
     }
-    root.ok_or_else(|| Error::Other("RUN without a root filesystem".to_owned()))
+    e.mounts
+        .iter()
+        .position(|m| m.target == "/" && m.output && matches!(m.kind, MountKind::Bind))
+        .ok_or_else(|| Error::Other("RUN without a root filesystem".to_owned()))
 }
 
 /// Runs `e`; the new layer is the upper directory of its root.
@@ -66,7 +55,7 @@ pub fn execute(
     inputs: &[Resolved<Value>],
     cx: &Cx,
 ) -> Result<Value, Error> {
-    let root_mount = &e.mounts[check_supported(e)?];
+    let root_mount = &e.mounts[check_supported(w, e)?];
     let base = match root_mount.input {
         Some(i) => {
             let input = inputs
@@ -83,6 +72,9 @@ pub fn execute(
         what: format!("creating {}", mountpoint.display()),
         source,
     })?;
+    let prepared = crate::mounts::prepare(w, e, inputs, scratch.path(), cx)?;
+    let mut env = environment(e);
+    env.extend(prepared.env.iter().cloned());
     let spec = RunSpec {
         rootfs: Rootfs {
             lowers: w.state.layer_dirs(&base)?,
@@ -91,7 +83,7 @@ pub fn execute(
             mountpoint,
         },
         args: e.args.clone(),
-        env: environment(e),
+        env,
         cwd: e.cwd.clone(),
         user: e.user.clone(),
         hostname: if e.hostname.is_empty() {
@@ -103,7 +95,8 @@ pub fn execute(
             Network::None => ExecNetwork::None,
             Network::Default | Network::Host => ExecNetwork::Host,
         },
-        mounts: Vec::new(),
+        mounts: prepared.mounts.clone(),
+        privileged: e.security == Security::Insecure,
     };
     let mut output = |stream: Stream, data: &[u8]| {
         let s = match stream {
@@ -112,7 +105,10 @@ pub fn execute(
         };
         cx.log(s, data);
     };
-    let status = w.executor.run(&spec, &mut output, &|| cx.is_cancelled())?;
+    let status = w.executor.run(&spec, &mut output, &|| cx.is_cancelled());
+    drop(spec);
+    prepared.finish()?;
+    let status = status?;
     // BuildKit's wording, with Go's %q quoting of the command line.
     let failed = |what: String| {
         Error::Other(format!(

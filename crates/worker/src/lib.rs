@@ -14,7 +14,8 @@
 //!   with a fresh upper directory in kiln's private mount namespace and edit the
 //!   mounted tree with BuildKit's copy semantics ([`copy`]); the upper dir is
 //!   the new layer;
-//! * **exec** ops (RUN) hand the same layer stack to `kiln-executor`, whose
+//! * **exec** ops (RUN) hand the same layer stack, plus the extra mounts of
+//!   [`mounts`] (cache, bind, tmpfs, secret, ssh), to `kiln-executor`, whose
 //!   helper process runs the command in fresh namespaces; its upper dir is the
 //!   new layer;
 //! * **merge** ops (COPY --link) concatenate layer stacks: no I/O at all.
@@ -46,6 +47,7 @@ pub mod images;
 pub mod keys;
 pub mod lock;
 pub mod mode;
+pub mod mounts;
 pub mod registry;
 pub mod reuse;
 pub mod state;
@@ -57,6 +59,7 @@ use serde::{Deserialize, Serialize};
 pub use build::{BuildRequest, BuildResult, Output, build};
 pub use error::{Error, StepError};
 pub use image::{ImportRequest, PullPolicy, ResolvedBase, StoreResolver, import};
+pub use mounts::{ExecGrants, Secret};
 pub use state::State;
 pub use worker::LlbWorker;
 

@@ -13,6 +13,7 @@
 //! <root>/context/            stat caches of build contexts (kiln-context)
 //! <root>/distribution/       blob → registry repositories holding it (push mount hints)
 //! <root>/tmp/                mount points and scratch space of running builds
+//! <root>/cache-mounts/       RUN --mount=type=cache directories, by key (mounts.rs)
 //! ```
 //!
 //! Every write below the root is atomic (the stores write a temporary file in

@@ -30,6 +30,8 @@ pub struct ContextSource {
 pub struct ExecSettings {
     /// The hostname RUN steps see.
     pub hostname: String,
+    /// Secrets, SSH agents and entitlements granted to RUN steps.
+    pub grants: std::sync::Arc<crate::mounts::ExecGrants>,
 }
 
 /// The worker of one build.
@@ -214,7 +216,28 @@ impl kiln_solver::Worker for LlbWorker {
                 }
                 Ok(Some(keys::op_key(&v.op, &parts)))
             }
-            Op::Exec(_) | Op::Merge(_) => {
+            Op::Exec(e) => {
+                // Refused even when cached, as BuildKit checks entitlements
+                // before solving.
+                exec::check_supported(self, e)?;
+                let mut parts = Vec::with_capacity(inputs.len());
+                for (i, input) in inputs.iter().enumerate() {
+                    match (&input.key, &input.value) {
+                        (Some(k), _) => parts.push(InputPart::Key(*k)),
+                        // A context mounted by the step: what it shows.
+                        (None, Some(Value::Context { name })) => {
+                            let mut reads = Vec::new();
+                            for m in e.mounts.iter().filter(|m| m.input == Some(i as u32)) {
+                                reads.push(crate::mounts::context_digest(self, name, m)?);
+                            }
+                            parts.push(InputPart::Content(reads));
+                        }
+                        (None, _) => return Ok(None),
+                    }
+                }
+                Ok(Some(keys::op_key(&v.op, &parts)))
+            }
+            Op::Merge(_) => {
                 let mut parts = Vec::with_capacity(inputs.len());
                 for input in inputs {
                     match input.key {
