@@ -172,8 +172,9 @@ pub async fn build(
     )?);
     if !req.cache_from.is_empty() {
         (req.log)(&format!(
-            "imported {} cache records from --cache-from",
-            imported.len()
+            "imported {} cache records and {} cache mounts from --cache-from",
+            imported.len(),
+            imported.mounts_len()
         ));
     }
     let worker = Arc::new(worker.with_imported(imported.clone()));
@@ -282,6 +283,29 @@ pub async fn build(
         }
     }
     let records = cache.records();
+    // The cache mounts the Dockerfile names (those seeded `from=` another
+    // step are known once they were mounted).
+    let mut cache_mounts: std::collections::BTreeSet<String> =
+        worker.used_cache_mounts().into_iter().collect();
+    for node in dag.nodes() {
+        if let kiln_llb::op::Op::Exec(e) = &node.payload.op {
+            for m in &e.mounts {
+                if let kiln_llb::op::MountKind::Cache {
+                    id, uid, gid, mode, ..
+                } = &m.kind
+                    && m.input.is_none()
+                {
+                    cache_mounts.insert(crate::mounts::cache_dir_key(
+                        id,
+                        None,
+                        &m.source,
+                        (*uid, *gid, *mode),
+                    ));
+                }
+            }
+        }
+    }
+    let cache_mounts: Vec<String> = cache_mounts.into_iter().collect();
     for to in &req.cache_to {
         let r = cache_exchange::export(
             state,
@@ -290,6 +314,7 @@ pub async fn build(
                 records: &records,
                 result: &result_layers,
                 clamp,
+                cache_mounts: &cache_mounts,
             },
             to,
             req.registry.as_ref(),
@@ -297,8 +322,8 @@ pub async fn build(
         );
         match r {
             Ok(e) => (req.log)(&format!(
-                "exported the cache ({} records, {} layers) as {}",
-                e.records, e.layers, e.manifest
+                "exported the cache ({} records, {} layers, {} cache mounts) as {}",
+                e.records, e.layers, e.mounts, e.manifest
             )),
             Err(e) if to.ignore_error => {
                 (req.log)(&format!("warning: exporting the cache failed: {e}"))

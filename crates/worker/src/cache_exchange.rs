@@ -88,6 +88,8 @@ pub struct CacheTo {
     pub compression: Compression,
     /// `ignore-error=true`: a failed export is reported, not fatal.
     pub ignore_error: bool,
+    /// `mounts=true`: the build's `RUN --mount=type=cache` directories go too.
+    pub mounts: bool,
 }
 
 /// `--cache-from`.
@@ -149,9 +151,6 @@ fn location(
 fn no_rest(flag: &str, spec: &str, a: &BTreeMap<String, String>) -> Result<(), String> {
     match a.keys().next() {
         None => Ok(()),
-        Some(k) if k == "mounts" => Err(format!(
-            "{flag} mounts= is not supported yet: cache mounts are not exported"
-        )),
         Some(k) => Err(format!("{flag} {spec:?}: unknown attribute {k:?}")),
     }
 }
@@ -191,6 +190,10 @@ impl CacheTo {
             Some(v) => boolean(FLAG, "ignore-error", &v)?,
             None => false,
         };
+        let mounts = match a.remove("mounts") {
+            Some(v) => boolean(FLAG, "mounts", &v)?,
+            None => false,
+        };
         // What kiln's format always is.
         for (k, always) in [("image-manifest", "true"), ("oci-mediatypes", "true")] {
             if let Some(v) = a.remove(k)
@@ -207,6 +210,7 @@ impl CacheTo {
             mode,
             compression,
             ignore_error,
+            mounts,
         })
     }
 }
@@ -228,6 +232,19 @@ struct CacheConfig {
     version: u32,
     layers: Vec<CacheLayer>,
     records: Vec<CacheRecord>,
+    /// `RUN --mount=type=cache` directories (`mounts=true`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    mounts: Vec<CacheMountRecord>,
+}
+
+/// A cache mount: its directory name under `<root>/cache-mounts/` (which
+/// scopes it as the build did), its id, and the blob of its content (a tar).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct CacheMountRecord {
+    key: String,
+    id: String,
+    /// Index into the manifest's layers.
+    blob: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -260,6 +277,8 @@ pub struct Imported {
     layers: HashMap<Digest, (Descriptor, Arc<BlobSource>)>,
     /// key → diffIDs, bottom first.
     records: HashMap<Key, Vec<Digest>>,
+    /// Cache mount directory name → its id, blob and where to get it.
+    mounts: HashMap<String, (String, Descriptor, Arc<BlobSource>)>,
 }
 
 impl Imported {
@@ -271,6 +290,11 @@ impl Imported {
     /// Whether nothing was imported.
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+
+    /// Number of cache mounts imported.
+    pub fn mounts_len(&self) -> usize {
+        self.mounts.len()
     }
 
     /// Whether the layer with `diff_id` can be fetched from an imported cache.
@@ -359,6 +383,27 @@ pub fn import(
                 .entry(l.diff_id)
                 .or_insert_with(|| (blob.clone(), source.clone()));
             diff_ids.push(l.diff_id);
+        }
+        for m in &config.mounts {
+            let blob = manifest.layers.get(m.blob).ok_or_else(|| {
+                Error::Other(format!(
+                    "cache {}: cache mount {:?} names blob #{} of {}",
+                    f.location.describe(),
+                    m.id,
+                    m.blob,
+                    manifest.layers.len()
+                ))
+            })?;
+            if m.key.is_empty() || !m.key.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::Other(format!(
+                    "cache {}: invalid cache mount key {:?}",
+                    f.location.describe(),
+                    m.key
+                )));
+            }
+            out.mounts
+                .entry(m.key.clone())
+                .or_insert_with(|| (m.id.clone(), blob.clone(), source.clone()));
         }
         for r in config.records {
             let layers = r
@@ -587,18 +632,13 @@ fn has_blob(state: &State, diff_id: &Digest) -> bool {
     })
 }
 
-/// Makes sure the content store has a blob of layer `diff_id`, fetching it
-/// from the imported cache that has it.
-fn ensure_blob(state: &State, imported: &Imported, diff_id: &Digest) -> Result<(), Error> {
-    if has_blob(state, diff_id) {
+/// Copies blob `desc` from `source` into the content store (a no-op when it
+/// is there).
+fn fetch_into_store(state: &State, desc: &Descriptor, source: &BlobSource) -> Result<(), Error> {
+    if state.content.has(&desc.digest)? {
         return Ok(());
     }
-    let (desc, source) = imported.layers.get(diff_id).ok_or_else(|| {
-        Error::Other(format!(
-            "layer {diff_id}: not in the store and in no imported cache"
-        ))
-    })?;
-    match &**source {
+    match source {
         BlobSource::Dir(dir) => {
             let p = local_blob(dir, &desc.digest);
             let f = fs::File::open(&p).map_err(io_err("opening", &p))?;
@@ -610,6 +650,43 @@ fn ensure_blob(state: &State, imported: &Imported, diff_id: &Digest) -> Result<(
             .fetch_blob(reference, desc, &state.content, &|_| {})
             .map_err(|e| Error::Other(format!("cache {reference}: {e}")))?,
     }
+    Ok(())
+}
+
+/// Restores the imported cache mount `key` into `dest` (a directory to be
+/// created); `false` when no imported cache has it.
+pub fn restore_mount(
+    state: &State,
+    imported: &Imported,
+    key: &str,
+    dest: &Path,
+) -> Result<bool, Error> {
+    let Some((_, desc, source)) = imported.mounts.get(key) else {
+        return Ok(false);
+    };
+    fetch_into_store(state, desc, source)?;
+    let file = state.content.open_blob(&desc.digest)?;
+    let (_, tar) = kiln_oci::decompress(io::BufReader::new(file)).map_err(|e| Error::Io {
+        what: format!("decompressing cache mount blob {}", desc.digest),
+        source: e,
+    })?;
+    fs::create_dir_all(dest).map_err(io_err("creating", dest))?;
+    kiln_snapshot::unpack_layer(tar, dest)?;
+    Ok(true)
+}
+
+/// Makes sure the content store has a blob of layer `diff_id`, fetching it
+/// from the imported cache that has it.
+fn ensure_blob(state: &State, imported: &Imported, diff_id: &Digest) -> Result<(), Error> {
+    if has_blob(state, diff_id) {
+        return Ok(());
+    }
+    let (desc, source) = imported.layers.get(diff_id).ok_or_else(|| {
+        Error::Other(format!(
+            "layer {diff_id}: not in the store and in no imported cache"
+        ))
+    })?;
+    fetch_into_store(state, desc, source)?;
     let compression = crate::registry::layer_compression(&desc.media_type).ok_or_else(|| {
         Error::Other(format!(
             "layer {diff_id}: unknown layer media type {:?}",
@@ -643,6 +720,7 @@ pub fn materialize(state: &State, imported: &Imported, layer: &str) -> Result<La
 pub struct Exported {
     pub records: usize,
     pub layers: usize,
+    pub mounts: usize,
     /// The cache manifest.
     pub manifest: Digest,
 }
@@ -668,6 +746,9 @@ pub struct ExportRequest<'a> {
     pub result: &'a [String],
     /// The build's mtime clamp (`SOURCE_DATE_EPOCH`).
     pub clamp: Option<i64>,
+    /// Names of the cache mount directories the build's steps use, for
+    /// `mounts=true`.
+    pub cache_mounts: &'a [String],
 }
 
 /// Writes the cache of a build: its records selected by `to.mode` against
@@ -684,6 +765,7 @@ pub fn export(
         records,
         result,
         clamp,
+        cache_mounts,
     } = req;
     // Unpacked layers are named by their diffID, as imported hits are, so
     // that a chain is recognised whichever way its layers came.
@@ -744,6 +826,26 @@ pub fn export(
             layers: idx,
         });
     }
+    if to.mounts {
+        for key in cache_mounts {
+            let dir = state.root.join(crate::mounts::CACHE_MOUNTS_DIR).join(key);
+            let data = dir.join("data");
+            if !data.is_dir() {
+                continue;
+            }
+            let id = fs::read_to_string(dir.join("id")).unwrap_or_default();
+            let desc = mount_blob(state, &data, to.compression)?;
+            let blob = *blob_index.entry(desc.digest).or_insert_with(|| {
+                blobs.push(desc.clone());
+                blobs.len() - 1
+            });
+            config.mounts.push(CacheMountRecord {
+                key: key.clone(),
+                id,
+                blob,
+            });
+        }
+    }
     let config_blob = state.content.put_json(&config)?;
     let mut manifest = Manifest::new(
         MediaTypes::Oci,
@@ -774,8 +876,34 @@ pub fn export(
     Ok(Exported {
         records: config.records.len(),
         layers: config.layers.len(),
+        mounts: config.mounts.len(),
         manifest: manifest_desc.digest,
     })
+}
+
+/// The content of cache mount directory `data` as a compressed tar blob.
+fn mount_blob(state: &State, data: &Path, compression: Compression) -> Result<Descriptor, Error> {
+    let (reader, mut writer) = io::pipe().map_err(io_err("making a pipe for", data))?;
+    let dir = data.to_path_buf();
+    let tarring = std::thread::spawn(move || {
+        kiln_snapshot::write_layer_tar(
+            &dir,
+            &mut writer,
+            &kiln_snapshot::TarOptions { mtime_clamp: None },
+        )
+    });
+    let blob = kiln_oci::compress_layer(&state.content, reader, compression);
+    match tarring.join() {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => {
+            return Err(Error::Other(format!(
+                "writing the tar of {} panicked",
+                data.display()
+            )));
+        }
+    }
+    Ok(blob?.descriptor)
 }
 
 /// Writes the cache into the OCI layout `dir`: missing blobs, then an
@@ -845,7 +973,12 @@ mod tests {
         assert!(e("type=local").contains("dest is required"));
         assert!(e("type=local,dest=d,mode=all").contains("expected min or max"));
         assert!(e("type=local,dest=d,bogus=1").contains("unknown attribute \"bogus\""));
-        assert!(e("type=local,dest=d,mounts=true").contains("mounts= is not supported yet"));
+        assert!(
+            CacheTo::parse("type=local,dest=d,mounts=true")
+                .unwrap()
+                .mounts
+        );
+        assert!(e("type=local,dest=d,mounts=yes").contains("expected true or false"));
         assert!(e("type=gha").contains("not supported"));
         assert!(e("type=local,dest=d,dest=e").contains("given twice"));
         let e = CacheFrom::parse("type=local,dest=d").unwrap_err();

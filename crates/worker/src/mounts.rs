@@ -492,16 +492,15 @@ fn cache(
     };
     let owner = (ownership.0.unwrap_or(0), ownership.1.unwrap_or(0));
     let mode = ownership.2.unwrap_or(0o755);
-    let dir = w.state.root.join(CACHE_MOUNTS_DIR).join(cache_dir_key(
-        id,
-        from.as_deref(),
-        &m.source,
-        ownership,
-    ));
+    let key = cache_dir_key(id, from.as_deref(), &m.source, ownership);
+    let dir = w.state.root.join(CACHE_MOUNTS_DIR).join(&key);
+    if let Ok(mut used) = w.used_cache_mounts.lock() {
+        used.insert(key.clone());
+    }
     if p.held.contains(&dir) {
         return Ok(dir.join("data"));
     }
-    if !dir.is_dir() {
+    if !dir.is_dir() && !restore_cache(w, id, &key, &dir)? {
         create_cache(w, m, &dir, owner, mode, inputs, p)?;
     }
     let lock_path = dir.join("lock");
@@ -624,6 +623,37 @@ fn fill_cache(
 /// Creates the cache directory `dir` atomically: built under a temporary
 /// name beside it, then renamed (a concurrent creator's rename wins, ours is
 /// removed).
+/// Creates cache mount `dir` from an imported cache (`--cache-from` of a
+/// cache exported with `mounts=true`); `false` when none has it.
+fn restore_cache(w: &LlbWorker, id: &str, key: &str, dir: &Path) -> Result<bool, Error> {
+    let parent = dir.parent().unwrap_or(dir);
+    mkdir(parent)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".new-")
+        .tempdir_in(parent)
+        .map_err(io_err("creating a cache directory in", parent))?;
+    if !crate::cache_exchange::restore_mount(&w.state, &w.imported, key, &tmp.path().join("data"))?
+    {
+        return Ok(false);
+    }
+    let mut f = File::create(tmp.path().join("id")).map_err(io_err("creating", tmp.path()))?;
+    f.write_all(id.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(io_err("writing the id in", tmp.path()))?;
+    let staged = tmp.keep();
+    match fs::rename(&staged, dir) {
+        Ok(()) => Ok(true),
+        Err(_) if dir.is_dir() => {
+            let _ = fs::remove_dir_all(&staged);
+            Ok(true)
+        }
+        Err(e) => {
+            let _ = fs::remove_dir_all(&staged);
+            Err(io_err("creating", dir)(e))
+        }
+    }
+}
+
 fn create_cache(
     w: &LlbWorker,
     m: &Mount,

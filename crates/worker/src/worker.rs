@@ -50,6 +50,8 @@ pub struct LlbWorker {
     /// Records of `--cache-from` caches, whose layers are fetched when a
     /// step needs them.
     pub(crate) imported: Arc<crate::cache_exchange::Imported>,
+    /// Directory names of the cache mounts this build's steps mounted.
+    pub(crate) used_cache_mounts: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for LlbWorker {
@@ -76,7 +78,16 @@ impl LlbWorker {
             downloads: Mutex::new(HashMap::new()),
             image_layers: None,
             imported: Arc::default(),
+            used_cache_mounts: Mutex::default(),
         }
+    }
+
+    /// Directory names of the cache mounts this build's steps mounted.
+    pub fn used_cache_mounts(&self) -> Vec<String> {
+        self.used_cache_mounts
+            .lock()
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Answers cache lookups that hit an imported cache: their layers are
