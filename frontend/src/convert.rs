@@ -9,6 +9,7 @@
 //! stage at that point and either edits the image configuration or adds a
 //! vertex.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use kiln_llb::op::{
@@ -25,6 +26,7 @@ use crate::diagnostic::Diagnostic;
 use crate::instructions::{
     self, Add, ArgDef, CmdLine, Command, Copy, Dockerfile, Healthcheck, Instruction, KeyValue, Run,
 };
+use crate::lint::{self, Rule};
 use crate::mount::{self, MountType, Sharing};
 use crate::quote::{go_quote, go_quote_list};
 use crate::shell::{EnvLookup, Lexer, NoEnv};
@@ -53,6 +55,9 @@ pub struct BuildOptions {
     pub no_cache_filter: Vec<String>,
     /// `--network`: the default network of RUN steps.
     pub network: Network,
+    /// Dispatch every stage, not only those the target needs (what BuildKit
+    /// does for `--check`, so that every stage is linted).
+    pub all_stages: bool,
 }
 
 impl Default for BuildOptions {
@@ -66,6 +71,7 @@ impl Default for BuildOptions {
             no_cache: false,
             no_cache_filter: Vec::new(),
             network: Network::Default,
+            all_stages: false,
         }
     }
 }
@@ -157,7 +163,7 @@ fn builtin_arg_note(key: &str) -> Option<&'static str> {
         "BUILDKIT_SYNTAX" | "BUILDKIT_MULTI_PLATFORM" | "BUILDKIT_CACHE_MOUNT_NS" => Some(""),
         "BUILDKIT_INLINE_CACHE" => Some("inline cache export is not supported by kiln yet"),
         "BUILDKIT_CONTEXT_KEEP_GIT_DIR" => Some("git build contexts are not supported by kiln yet"),
-        "BUILDKIT_DOCKERFILE_CHECK" => Some("lint checks are not supported by kiln yet"),
+        "BUILDKIT_DOCKERFILE_CHECK" => Some(""),
         "BUILDKIT_SBOM_SCAN_CONTEXT" | "BUILDKIT_SBOM_SCAN_STAGE" => {
             Some("SBOM generation is not supported by kiln")
         }
@@ -214,7 +220,7 @@ impl CheckConfig {
         Ok(c)
     }
 
-    fn skips(&self, rule: &str) -> bool {
+    pub fn skips(&self, rule: &str) -> bool {
         self.skip_all || self.skip.iter().any(|r| r == rule)
     }
 }
@@ -228,6 +234,50 @@ pub fn convert(
 ) -> Result<Plan, Diagnostic> {
     let mut cx = Converter::new(file, &df, opts, resolver)?;
     cx.run(df)
+}
+
+/// What `--check` reports: the lint warnings (and other warnings), and the
+/// error that stopped the conversion, if any.
+#[derive(Debug, Clone, Default)]
+pub struct CheckReport {
+    pub warnings: Vec<Diagnostic>,
+    pub error: Option<Diagnostic>,
+}
+
+/// Lints `dockerfile` the way BuildKit's `DockerfileLint` does: the build is
+/// planned (every stage when no `--target` is given) and the warnings are
+/// kept even when planning fails.
+pub fn check(
+    file: &SourceFile,
+    df: Dockerfile,
+    opts: &BuildOptions,
+    resolver: &dyn ImageResolver,
+) -> CheckReport {
+    let mut opts = opts.clone();
+    opts.all_stages = opts.target.is_none();
+    let mut cx = match Converter::new(file, &df, &opts, resolver) {
+        Ok(cx) => cx,
+        Err(e) => {
+            return CheckReport {
+                warnings: Vec::new(),
+                error: Some(e),
+            };
+        }
+    };
+    match cx.run(df) {
+        Ok(plan) => CheckReport {
+            warnings: plan.warnings,
+            error: None,
+        },
+        Err(e) => {
+            let mut warnings = std::mem::take(&mut cx.warnings);
+            warnings.extend(cx.take_lint_warnings());
+            CheckReport {
+                warnings,
+                error: Some(e),
+            }
+        }
+    }
 }
 
 /// Ordered variables with BuildKit's `EnvList` semantics: setting a key moves
@@ -327,6 +377,11 @@ struct State {
     image: ImageConfig,
     build_args: Vec<(String, Option<String>)>,
     cmd_set: bool,
+    /// A WORKDIR of this stage or its base stage ran (`WorkdirRelativePath`).
+    workdir_set: bool,
+    /// Where this stage last set CMD, ENTRYPOINT and HEALTHCHECK (offset, end
+    /// line), for `MultipleInstructionsDisallowed`.
+    used_once: [Option<(usize, usize)>; 3],
     image_digest: Option<String>,
     location: SourceLocation,
     /// Position of each key in `image.env` (built on first use).
@@ -352,6 +407,10 @@ struct Converter<'a> {
     anonymous_states: usize,
     /// Stage names (lowercase) → index in `states`.
     stage_index: HashMap<String, usize>,
+    /// Lint warnings found while substituting (`expand` borrows `self`).
+    lint_found: RefCell<Vec<Diagnostic>>,
+    /// `# check=` or `BUILDKIT_DOCKERFILE_CHECK`.
+    check: CheckConfig,
 }
 
 type R<T> = Result<T, Diagnostic>;
@@ -404,6 +463,8 @@ impl<'a> Converter<'a> {
             declared_args: BTreeSet::new(),
             anonymous_states: 0,
             stage_index: HashMap::new(),
+            lint_found: RefCell::new(Vec::new()),
+            check: CheckConfig::default(),
         };
         cx.warnings.extend(df.ast.warnings.iter().cloned());
         Ok(cx)
@@ -435,18 +496,16 @@ impl<'a> Converter<'a> {
             ));
         }
         self.check_syntax_directive(&df)?;
-        let check = match &df.ast.directives.check {
-            Some(d) => CheckConfig::parse(&d.value).map_err(|e| {
-                self.err_at(
-                    self.file.line_start(d.line),
-                    d.line,
-                    format!("failed to parse check options: {e}"),
-                )
-            })?,
-            None => CheckConfig::default(),
-        };
-        self.warnings
-            .retain(|w| w.rule.is_none_or(|r| !check.skips(r)));
+        self.check = self.check_config(&df)?;
+        // Parse-time rules and the parser's own (NoEmptyContinuation).
+        let parsed = lint::check_parsed(self.file, &df);
+        let lints = self.lint_found.get_mut();
+        let (rules, notes): (Vec<Diagnostic>, Vec<Diagnostic>) = std::mem::take(&mut self.warnings)
+            .into_iter()
+            .partition(|w| w.rule.is_some());
+        self.warnings = notes;
+        lints.extend(rules);
+        lints.extend(parsed);
         for (k, v) in &self.opts.build_args {
             if let Some(note) = builtin_arg_note(k)
                 && !note.is_empty()
@@ -470,6 +529,7 @@ impl<'a> Converter<'a> {
                 .unwrap_or_default(),
         };
         self.global_args = self.default_args(&target_name);
+        self.check_default_base_names(&df);
         self.eval_meta_args(&df.meta_args)?;
         self.create_states(&df)?;
         let target = self.resolve_target(&df)?;
@@ -482,7 +542,9 @@ impl<'a> Converter<'a> {
         }
         let reachable = self.resolve_stages(target)?;
         self.dispatch_all(&reachable)?;
-        if check.error {
+        let lints = self.take_lint_warnings();
+        self.warnings.splice(0..0, lints);
+        if self.check.error {
             let mut rules: Vec<&str> = self.warnings.iter().filter_map(|w| w.rule).collect();
             rules.sort_unstable();
             rules.dedup();
@@ -499,6 +561,174 @@ impl<'a> Converter<'a> {
             }
         }
         self.finish(target, &reachable)
+    }
+
+    /// The lint configuration: the `BUILDKIT_DOCKERFILE_CHECK` build arg if
+    /// given (it replaces the directive, as in BuildKit's dockerui), else the
+    /// `# check=` directive.
+    fn check_config(&self, df: &Dockerfile) -> R<CheckConfig> {
+        if let Some(v) = self.opts.build_args.get("BUILDKIT_DOCKERFILE_CHECK") {
+            return CheckConfig::parse(v).map_err(|e| {
+                Diagnostic::unlocated(
+                    self.file.name(),
+                    format!("failed to parse BUILDKIT_DOCKERFILE_CHECK: {e}"),
+                )
+            });
+        }
+        match &df.ast.directives.check {
+            Some(d) => CheckConfig::parse(&d.value).map_err(|e| {
+                self.err_at(
+                    self.file.line_start(d.line),
+                    d.line,
+                    format!("failed to parse check options: {e}"),
+                )
+            }),
+            None => Ok(CheckConfig::default()),
+        }
+    }
+
+    /// Records a lint warning (the configuration is applied when they are
+    /// taken).
+    fn lint(&self, w: Diagnostic) {
+        self.lint_found.borrow_mut().push(w);
+    }
+
+    /// The lint warnings found so far that the configuration does not skip,
+    /// in Dockerfile order (stable: same-line warnings keep the order they
+    /// were found in).
+    fn take_lint_warnings(&mut self) -> Vec<Diagnostic> {
+        let mut out = std::mem::take(self.lint_found.get_mut());
+        let check = &self.check;
+        out.retain(|w| w.rule.is_none_or(|r| !check.skips(r)));
+        out.sort_by_key(|w| w.line().unwrap_or(0));
+        out
+    }
+
+    /// `UndefinedVar`: the variables substitution in state `i` did not find,
+    /// other than ARGs the stage declared without a value.
+    fn report_undefined(&self, i: usize, offset: usize, end: usize, unmatched: &BTreeSet<String>) {
+        let st = &self.states[i];
+        let mut keys: Vec<(&u64, &str)> = st
+            .env
+            .vars
+            .iter()
+            .map(|(k, (seq, _))| (seq, k.as_str()))
+            .collect();
+        keys.sort_unstable();
+        for name in unmatched {
+            if st.build_args.iter().any(|(k, _)| k == name)
+                || name == "BUILDKIT_SBOM_SCAN_CONTEXT"
+                || name == "BUILDKIT_SBOM_SCAN_STAGE"
+            {
+                continue;
+            }
+            let hint = lint::suggest(name, keys.iter().map(|(_, k)| *k));
+            self.lint(
+                self.err_at(offset, end, lint::undefined_var_message(name, hint))
+                    .warning(Rule::UndefinedVar.name(), Rule::UndefinedVar.url()),
+            );
+        }
+    }
+
+    /// `UndefinedArgInFrom`: variables in a FROM that no global ARG declares.
+    fn report_undefined_from_args(&self, node: &Node, unmatched: &BTreeSet<String>) {
+        let mut keys: Vec<&str> = self
+            .declared_args
+            .iter()
+            .map(String::as_str)
+            .chain(self.global_args.vars.keys().map(String::as_str))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for name in unmatched {
+            if keys.contains(&name.as_str()) {
+                continue;
+            }
+            let hint = lint::suggest(name, keys.iter().copied());
+            self.lint(Rule::UndefinedArgInFrom.at_node(
+                self.file,
+                node,
+                lint::undefined_arg_in_from_message(name, hint),
+            ));
+        }
+    }
+
+    /// The rules about `FROM --platform`: undeclared ARGs, a redundant
+    /// `$TARGETPLATFORM`, a constant platform in a stage whose name does not
+    /// mention it (BuildKit's `reportRedundantTargetPlatform`,
+    /// `reportConstPlatformDisallowed`).
+    fn lint_from_platform(&self, stage: &crate::instructions::Stage, p: &crate::shell::Processed) {
+        let node = &stage.node;
+        let Some(word) = &stage.platform else {
+            return;
+        };
+        self.report_undefined_from_args(node, &p.unmatched);
+        if p.unmatched.is_empty()
+            && p.matched.len() == 1
+            && p.matched.contains("TARGETPLATFORM")
+            && self.global_args.get("TARGETPLATFORM") == Some(p.result.as_str())
+        {
+            self.lint(Rule::RedundantTargetPlatform.at_node(
+                self.file,
+                node,
+                format!(
+                    "Setting platform to predefined {} in FROM is redundant as this is the default behavior",
+                    word.value
+                ),
+            ));
+        }
+        if p.matched.is_empty() && p.unmatched.is_empty() {
+            let Ok(platform) = p.result.parse::<Platform>() else {
+                return;
+            };
+            let name = stage.name.as_deref().unwrap_or("");
+            if !name.contains(&platform.os) && !name.contains(&platform.architecture) {
+                self.lint(Rule::FromPlatformFlagConstDisallowed.at_node(
+                    self.file,
+                    node,
+                    format!(
+                        "FROM --platform flag should not use constant value {}",
+                        go_quote(&p.result)
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// `InvalidDefaultArgInFrom`: base names that are not valid references
+    /// when every global ARG has its default value (BuildKit's
+    /// `validateBaseImagesWithDefaultArgs`; substitution errors are left to
+    /// the conversion).
+    fn check_default_base_names(&self, df: &Dockerfile) {
+        let mut env = self.global_args.clone();
+        for cmd in &df.meta_args {
+            let Instruction::Arg(defs) = &cmd.instruction else {
+                continue;
+            };
+            for def in defs {
+                if let Some(d) = &def.default {
+                    let Ok(p) = self.lex.process_word(&d.value, &env) else {
+                        return;
+                    };
+                    env.set(&def.key.value, &p.result);
+                }
+            }
+        }
+        for stage in &df.stages {
+            let Ok(p) = self.lex.process_word(&stage.base.value, &env) else {
+                return;
+            };
+            if Reference::parse_normalized(&p.result).is_err() {
+                self.lint(Rule::InvalidDefaultArgInFrom.at_node(
+                    self.file,
+                    &stage.node,
+                    format!(
+                        "Default value for ARG {} results in empty or invalid base image name",
+                        stage.base.value
+                    ),
+                ));
+            }
+        }
     }
 
     /// `# syntax=` names the frontend to use. kiln has one built in; it accepts
@@ -617,6 +847,8 @@ impl<'a> Converter<'a> {
             image: ImageConfig::default(),
             build_args: Vec::new(),
             cmd_set: false,
+            workdir_set: false,
+            used_once: [None; 3],
             image_digest: None,
             image_env_index: HashMap::new(),
             location: SourceLocation {
@@ -642,6 +874,7 @@ impl<'a> Converter<'a> {
                 .lex
                 .process_word(&stage.base.value, &self.global_args)
                 .map_err(|e| self.err_at(stage.base.offset, node.end_line, e.to_string()))?;
+            self.report_undefined_from_args(node, &expanded.unmatched);
             if expanded.result.is_empty() {
                 return Err(self.err_at(
                     stage.base.offset,
@@ -666,7 +899,7 @@ impl<'a> Converter<'a> {
             };
             let mut st = self.new_state(Some(i), base, stage.base.clone());
             if let Some(pw) = &stage.platform {
-                let p = self
+                let processed = self
                     .lex
                     .process_word(&pw.value, &self.global_args)
                     .map_err(|e| {
@@ -675,8 +908,9 @@ impl<'a> Converter<'a> {
                             node.end_line,
                             format!("failed to process arguments for platform: {e}"),
                         )
-                    })?
-                    .result;
+                    })?;
+                self.lint_from_platform(stage, &processed);
+                let p = processed.result;
                 if p.is_empty() {
                     return Err(self.err_at(
                         pw.offset,
@@ -702,33 +936,18 @@ impl<'a> Converter<'a> {
                 }
                 st.platform = Some(platform);
             }
-            if let Some(name) = &stage.name {
-                if let Some(prev) = self.find_stage(name) {
-                    let prev_line = self.states[prev].node.as_ref().map_or(0, |n| n.start_line);
-                    return Err(self.err_node(
-                        node,
-                        format!(
-                            "duplicate stage name {}: already defined at {}:{prev_line}",
-                            go_quote(name),
-                            self.file.name()
-                        ),
-                    ));
-                }
-                if name == "context" || name == "scratch" {
-                    let w = self
-                        .err_node(
-                            node,
-                            format!(
-                                "Stage name should not use the same name as reserved stage {}",
-                                go_quote(name)
-                            ),
-                        )
-                        .warning(
-                            "ReservedStageName",
-                            "https://docs.docker.com/go/dockerfile/rule/reserved-stage-name/",
-                        );
-                    self.warnings.push(w);
-                }
+            if let Some(name) = &stage.name
+                && let Some(prev) = self.find_stage(name)
+            {
+                let prev_line = self.states[prev].node.as_ref().map_or(0, |n| n.start_line);
+                return Err(self.err_node(
+                    node,
+                    format!(
+                        "duplicate stage name {}: already defined at {}:{prev_line}",
+                        go_quote(name),
+                        self.file.name()
+                    ),
+                ));
             }
             st.name = stage.name.clone();
             if let Some(n) = &stage.name {
@@ -987,6 +1206,9 @@ impl<'a> Converter<'a> {
     }
 
     fn reachable_from(&self, target: usize) -> Vec<bool> {
+        if self.opts.all_stages {
+            return vec![true; self.states.len()];
+        }
         let mut seen = vec![false; self.states.len()];
         let mut stack = vec![target];
         while let Some(s) = stack.pop() {
@@ -1259,6 +1481,7 @@ impl<'a> Converter<'a> {
             st.cwd = base.cwd.clone();
             st.user = base.user.clone();
             st.build_args.extend(base.build_args.iter().cloned());
+            st.workdir_set = base.workdir_set;
             st.image_digest = base.image_digest.clone();
         }
         let platform = self.platform_of(i);
@@ -1288,10 +1511,14 @@ impl<'a> Converter<'a> {
 
     /// Substitution in one word with the stage's current variables.
     fn expand(&self, i: usize, w: &Word, end_line: usize) -> R<String> {
-        self.lex
+        let p = self
+            .lex
             .process_word(&w.value, &self.states[i].env)
-            .map(|p| p.result)
-            .map_err(|e| self.err_at(w.offset, end_line, e.to_string()))
+            .map_err(|e| self.err_at(w.offset, end_line, e.to_string()))?;
+        if !p.unmatched.is_empty() {
+            self.report_undefined(i, w.offset, end_line, &p.unmatched);
+        }
+        Ok(p.result)
     }
 
     fn expand_opt(&self, i: usize, w: &Option<Word>, end: usize) -> R<Option<Word>> {
@@ -1357,11 +1584,82 @@ impl<'a> Converter<'a> {
         }
     }
 
+    /// The rules about one instruction that need no substitution result.
+    fn lint_instruction(&mut self, i: usize, node: &Node, instruction: &Instruction) {
+        let kw = &node.keyword;
+        let slot = match instruction {
+            Instruction::Cmd(_) => Some(0),
+            Instruction::Entrypoint(_) => Some(1),
+            Instruction::Healthcheck(_) => Some(2),
+            _ => None,
+        };
+        if let Some(slot) = slot {
+            // Reported at the earlier instruction: that is the one ignored.
+            if let Some((offset, end)) = self.states[i].used_once[slot] {
+                self.lint(
+                    self.err_at(offset, end, format!(
+                        "Multiple {kw} instructions should not be used in the same stage because only the last one will be used"
+                    ))
+                    .warning(
+                        Rule::MultipleInstructionsDisallowed.name(),
+                        Rule::MultipleInstructionsDisallowed.url(),
+                    ),
+                );
+            }
+            self.states[i].used_once[slot] = Some((node.offset, node.end_line));
+        }
+        match instruction {
+            Instruction::Cmd(line) | Instruction::Entrypoint(line)
+                if line.prepend_shell && self.states[i].image.shell.is_empty() =>
+            {
+                self.lint(Rule::JsonArgsRecommended.at_node(
+                    self.file,
+                    node,
+                    format!(
+                        "JSON arguments recommended for {kw} to prevent unintended behavior related to OS signals"
+                    ),
+                ));
+            }
+            Instruction::Env(kvs) | Instruction::Label(kvs) => {
+                for _ in kvs.iter().filter(|kv| kv.legacy) {
+                    self.lint(Rule::LegacyKeyValueFormat.at_node(
+                        self.file,
+                        node,
+                        format!(
+                            "\"{kw} key=value\" should be used instead of legacy \"{kw} key value\" format"
+                        ),
+                    ));
+                }
+            }
+            Instruction::Arg(defs) => {
+                for d in defs {
+                    self.lint_secret_key("ARG", &d.key.value, node);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `SecretsUsedInArgOrEnv` for one ARG or ENV key.
+    fn lint_secret_key(&self, instruction: &str, key: &str, node: &Node) {
+        if lint::is_secret_key(key) {
+            self.lint(Rule::SecretsUsedInArgOrEnv.at_node(
+                self.file,
+                node,
+                format!(
+                    "Do not use ARG or ENV instructions for sensitive data ({instruction} {})",
+                    go_quote(key)
+                ),
+            ));
+        }
+    }
+
     fn dispatch(&mut self, i: usize, cmd: &Cmd) -> R<()> {
         let node = &cmd.command.node;
         let end = node.end_line;
+        self.lint_instruction(i, node, &cmd.command.instruction);
         match &cmd.command.instruction {
-            Instruction::Env(kvs) => self.dispatch_env(i, kvs, end),
+            Instruction::Env(kvs) => self.dispatch_env(i, node, kvs),
             Instruction::Maintainer(w) => {
                 self.states[i].image.author = w.value.clone();
                 self.commit(i, format!("MAINTAINER {}", w.value), false);
@@ -1376,6 +1674,17 @@ impl<'a> Converter<'a> {
             }
             Instruction::Workdir(w) => {
                 let path = self.expand(i, w, end)?;
+                if !self.states[i].workdir_set && !path.starts_with('/') {
+                    self.lint(Rule::WorkdirRelativePath.at_node(
+                        self.file,
+                        node,
+                        format!(
+                            "Relative workdir {} can have unexpected results if the base image changes",
+                            go_quote(&path)
+                        ),
+                    ));
+                }
+                self.states[i].workdir_set = true;
                 self.dispatch_workdir(i, cmd, &path)
             }
             Instruction::Run(r) => self.dispatch_run(i, cmd, r),
@@ -1515,9 +1824,10 @@ impl<'a> Converter<'a> {
             .collect()
     }
 
-    fn dispatch_env(&mut self, i: usize, kvs: &[KeyValue], end: usize) -> R<()> {
+    fn dispatch_env(&mut self, i: usize, node: &Node, kvs: &[KeyValue]) -> R<()> {
         let mut msg = String::from("ENV");
-        for (k, v) in self.expand_pairs(i, kvs, end)? {
+        for (k, v) in self.expand_pairs(i, kvs, node.end_line)? {
+            self.lint_secret_key("ENV", &k, node);
             msg.push_str(&format!(" {k}={v}"));
             let st = &mut self.states[i];
             st.env.set(&k, &v);

@@ -31,6 +31,7 @@ pub mod duration;
 pub mod expose;
 pub mod gitref;
 pub mod instructions;
+pub mod lint;
 pub mod mount;
 pub mod paths;
 pub mod quote;
@@ -41,8 +42,8 @@ mod suggest;
 pub mod syntax;
 
 pub use convert::{
-    BuildOptions, CheckConfig, ImageResolver, Offline, Plan, Resolution, ResolvedImage,
-    StaticResolver,
+    BuildOptions, CheckConfig, CheckReport, ImageResolver, Offline, Plan, Resolution,
+    ResolvedImage, StaticResolver,
 };
 pub use diagnostic::{Diagnostic, Location, Severity};
 pub use instructions::Dockerfile;
@@ -62,4 +63,16 @@ pub fn plan(
 ) -> Result<Plan, Diagnostic> {
     let df = parse(file)?;
     convert::convert(file, df, opts, resolver)
+}
+
+/// Lints `file` (`kiln build --check`): the warnings of every stage, and the
+/// error that planning stopped at, if any.
+pub fn check(file: &SourceFile, opts: &BuildOptions, resolver: &dyn ImageResolver) -> CheckReport {
+    match parse(file) {
+        Ok(df) => convert::check(file, df, opts, resolver),
+        Err(e) => CheckReport {
+            warnings: Vec::new(),
+            error: Some(e),
+        },
+    }
 }
