@@ -136,6 +136,8 @@ impl ImageResolver for StaticResolver {
 pub struct Plan {
     pub definition: Definition,
     pub warnings: Vec<Diagnostic>,
+    /// The target's build arguments, secrets and SSH sockets.
+    pub outline: crate::outline::Outline,
 }
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -329,6 +331,29 @@ impl EnvLookup for Overlay<'_> {
     }
 }
 
+/// An ARG as `--call outline` reports it.
+#[derive(Debug, Clone, Default)]
+struct OutlineArgInfo {
+    value: String,
+    description: String,
+    line: usize,
+    /// Global ARGs its default refers to (they count as used with it).
+    deps: BTreeSet<String>,
+}
+
+/// What a stage declares and uses, for `--call outline` (BuildKit's
+/// `outlineCapture`).
+#[derive(Debug, Clone, Default)]
+struct StageOutline {
+    /// ARGs the stage declares with a value of its own.
+    args: HashMap<String, OutlineArgInfo>,
+    /// ARGs the stage uses: in its FROM, or declared in it.
+    used: BTreeSet<String>,
+    /// Secret and SSH ids → (required, line).
+    secrets: BTreeMap<String, (bool, usize)>,
+    ssh: BTreeMap<String, (bool, usize)>,
+}
+
 #[derive(Debug, Clone)]
 enum Base {
     Scratch,
@@ -382,6 +407,8 @@ struct State {
     /// Where this stage last set CMD, ENTRYPOINT and HEALTHCHECK (offset, end
     /// line), for `MultipleInstructionsDisallowed`.
     used_once: [Option<(usize, usize)>; 3],
+    /// What `--call outline` reports about this stage.
+    outline: StageOutline,
     image_digest: Option<String>,
     location: SourceLocation,
     /// Position of each key in `image.env` (built on first use).
@@ -411,6 +438,8 @@ struct Converter<'a> {
     lint_found: RefCell<Vec<Diagnostic>>,
     /// `# check=` or `BUILDKIT_DOCKERFILE_CHECK`.
     check: CheckConfig,
+    /// The global ARGs, for `--call outline`.
+    meta_outline: HashMap<String, OutlineArgInfo>,
 }
 
 type R<T> = Result<T, Diagnostic>;
@@ -465,6 +494,7 @@ impl<'a> Converter<'a> {
             stage_index: HashMap::new(),
             lint_found: RefCell::new(Vec::new()),
             check: CheckConfig::default(),
+            meta_outline: HashMap::new(),
         };
         cx.warnings.extend(df.ast.warnings.iter().cloned());
         Ok(cx)
@@ -794,22 +824,37 @@ impl<'a> Converter<'a> {
             };
             for def in defs {
                 self.declared_args.insert(def.key.value.clone());
-                let value = match self.opts.build_args.get(&def.key.value) {
+                let key = &def.key.value;
+                let mut deps = BTreeSet::new();
+                let value = match self.opts.build_args.get(key) {
                     Some(v) => Some(v.clone()),
                     None => match &def.default {
-                        Some(d) => Some(
-                            self.lex
-                                .process_word(&d.value, &self.global_args)
-                                .map_err(|e| {
-                                    self.err_at(d.offset, cmd.node.end_line, e.to_string())
-                                })?
-                                .result,
-                        ),
+                        Some(d) => {
+                            let p = self.lex.process_word(&d.value, &self.global_args).map_err(
+                                |e| self.err_at(d.offset, cmd.node.end_line, e.to_string()),
+                            )?;
+                            deps = p.matched;
+                            if deps.remove(key)
+                                && let Some(old) = self.meta_outline.get(key)
+                            {
+                                deps.extend(old.deps.iter().cloned());
+                            }
+                            Some(p.result)
+                        }
                         None => None,
                     },
                 };
+                self.meta_outline.insert(
+                    key.clone(),
+                    OutlineArgInfo {
+                        value: value.clone().unwrap_or_default(),
+                        description: crate::outline::doc_comment(&cmd.node.comments, key),
+                        line: cmd.node.start_line,
+                        deps,
+                    },
+                );
                 if let Some(v) = value {
-                    self.global_args.set(&def.key.value, &v);
+                    self.global_args.set(key, &v);
                 }
             }
         }
@@ -849,6 +894,7 @@ impl<'a> Converter<'a> {
             cmd_set: false,
             workdir_set: false,
             used_once: [None; 3],
+            outline: StageOutline::default(),
             image_digest: None,
             image_env_index: HashMap::new(),
             location: SourceLocation {
@@ -898,6 +944,7 @@ impl<'a> Converter<'a> {
                 Base::Image(r.with_default_tag())
             };
             let mut st = self.new_state(Some(i), base, stage.base.clone());
+            st.outline.used.extend(expanded.matched.iter().cloned());
             if let Some(pw) = &stage.platform {
                 let processed = self
                     .lex
@@ -910,6 +957,7 @@ impl<'a> Converter<'a> {
                         )
                     })?;
                 self.lint_from_platform(stage, &processed);
+                st.outline.used.extend(processed.matched.iter().cloned());
                 let p = processed.result;
                 if p.is_empty() {
                     return Err(self.err_at(
@@ -1801,7 +1849,7 @@ impl<'a> Converter<'a> {
                 self.commit(i, format!("STOPSIGNAL {sig}"), false);
                 Ok(())
             }
-            Instruction::Arg(defs) => self.dispatch_arg(i, defs, end),
+            Instruction::Arg(defs) => self.dispatch_arg(i, node, defs),
             Instruction::Shell(sh) => {
                 self.states[i].image.shell = sh.clone();
                 self.commit(i, format!("SHELL {}", go_list(sh)), false);
@@ -1847,11 +1895,15 @@ impl<'a> Converter<'a> {
         Ok(())
     }
 
-    fn dispatch_arg(&mut self, i: usize, defs: &[ArgDef], end: usize) -> R<()> {
+    fn dispatch_arg(&mut self, i: usize, node: &Node, defs: &[ArgDef]) -> R<()> {
+        let end = node.end_line;
         let mut commit = Vec::new();
         for def in defs {
             let key = def.key.value.clone();
             self.declared_args.insert(key.clone());
+            let inherited = !self.opts.build_args.contains_key(&key)
+                && def.default.is_none()
+                && self.global_args.get(&key).is_some();
             let value = if let Some(v) = self.opts.build_args.get(&key) {
                 Some(v.clone())
             } else if let Some(d) = &def.default {
@@ -1859,6 +1911,18 @@ impl<'a> Converter<'a> {
             } else {
                 self.global_args.get(&key).map(str::to_owned)
             };
+            if !inherited {
+                self.states[i].outline.args.insert(
+                    key.clone(),
+                    OutlineArgInfo {
+                        value: value.clone().unwrap_or_default(),
+                        description: crate::outline::doc_comment(&node.comments, &key),
+                        line: node.start_line,
+                        deps: BTreeSet::new(),
+                    },
+                );
+            }
+            self.states[i].outline.used.insert(key.clone());
             if let Some(v) = &value
                 && key != "BUILDKIT_SBOM_SCAN_CONTEXT"
                 && key != "BUILDKIT_SBOM_SCAN_STAGE"
@@ -2137,6 +2201,12 @@ impl<'a> Converter<'a> {
                     }
                     id = paths::base(&m.target);
                 }
+                let line = self.file.position(raw.offset).line;
+                self.states[i]
+                    .outline
+                    .secrets
+                    .entry(id.clone())
+                    .or_insert((m.required, line));
                 let target = if m.env.is_none() && m.target.is_empty() {
                     format!("/run/secrets/{}", paths::base(&id))
                 } else {
@@ -2167,6 +2237,12 @@ impl<'a> Converter<'a> {
                 } else {
                     m.id.clone()
                 };
+                let line = self.file.position(raw.offset).line;
+                self.states[i]
+                    .outline
+                    .ssh
+                    .entry(id.clone())
+                    .or_insert((m.required, line));
                 // Default targets are assigned once all mounts are known.
                 let target = m.target.clone();
                 return Ok(LlbMount {
@@ -2680,7 +2756,78 @@ impl<'a> Converter<'a> {
                 context_paths,
             },
             warnings: std::mem::take(&mut self.warnings),
+            outline: self.outline(target),
         })
+    }
+
+    /// `--call outline` for state `target`: the ARGs it and the stages it
+    /// depends on use, with their values and descriptions, and the secrets and
+    /// SSH sockets their RUN steps mount (BuildKit's `dispatchState.Outline`;
+    /// the first stage met in target, base, dependencies order wins).
+    fn outline(&self, target: usize) -> crate::outline::Outline {
+        use crate::outline::{Outline, OutlineArg, OutlineMount};
+        let mut out = Outline::default();
+        if let Some(node) = &self.states[target].node {
+            out.name = self.states[target].name.clone().unwrap_or_default();
+            out.description = crate::outline::doc_comment(&node.comments, &out.name);
+        }
+        let mut seen_args = BTreeSet::new();
+        let mut seen_secrets = BTreeSet::new();
+        let mut seen_ssh = BTreeSet::new();
+        let mut seen_states = vec![false; self.states.len()];
+        let mut stack = vec![target];
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut seen_states[i], true) {
+                continue;
+            }
+            let st = &self.states[i];
+            let info = |k: &str| st.outline.args.get(k).or_else(|| self.meta_outline.get(k));
+            // Used ARGs, and the global ARGs their defaults refer to.
+            let mut used = BTreeSet::new();
+            let mut todo: Vec<&String> = st.outline.used.iter().collect();
+            while let Some(k) = todo.pop() {
+                if used.insert(k.clone())
+                    && let Some(a) = info(k)
+                {
+                    todo.extend(a.deps.iter());
+                }
+            }
+            for k in used {
+                if let Some(a) = info(&k)
+                    && seen_args.insert(k.clone())
+                {
+                    out.args.push(OutlineArg {
+                        name: k,
+                        value: a.value.clone(),
+                        description: a.description.clone(),
+                        line: a.line,
+                    });
+                }
+            }
+            for (list, seen, found) in [
+                (&mut out.secrets, &mut seen_secrets, &st.outline.secrets),
+                (&mut out.ssh, &mut seen_ssh, &st.outline.ssh),
+            ] {
+                for (id, (required, line)) in found {
+                    if seen.insert(id.clone()) {
+                        list.push(OutlineMount {
+                            name: id.clone(),
+                            required: *required,
+                            line: *line,
+                        });
+                    }
+                }
+            }
+            // Pre-order: this state, its base, then its dependencies.
+            stack.extend(st.deps.iter().rev().map(|(d, _)| *d));
+            if let Base::Stage(b) = st.base {
+                stack.push(b);
+            }
+        }
+        out.args.sort_by_key(|a| a.line);
+        out.secrets.sort_by_key(|a| a.line);
+        out.ssh.sort_by_key(|a| a.line);
+        out
     }
 }
 

@@ -33,6 +33,7 @@ pub mod gitref;
 pub mod instructions;
 pub mod lint;
 pub mod mount;
+pub mod outline;
 pub mod paths;
 pub mod quote;
 pub mod shell;

@@ -273,6 +273,14 @@ pub struct BuildArgs {
     /// Most RUN steps running at once (default: the number of CPUs).
     #[arg(long = "max-parallelism", value_name = "N")]
     pub max_parallelism: Option<usize>,
+
+    /// Instead of building: check, outline or targets (`,format=json` for JSON).
+    #[arg(long, value_name = "METHOD")]
+    pub call: Option<String>,
+
+    /// Shorthand for --call=check: print the build checks' warnings, exit 1 if any.
+    #[arg(long)]
+    pub check: bool,
 }
 
 impl BuildArgs {
@@ -293,6 +301,8 @@ impl BuildArgs {
         check(self.metadata_file.is_some(), "--metadata-file");
         check(self.quiet, "--quiet");
         check(self.max_parallelism.is_some(), "--max-parallelism");
+        check(self.call.is_some(), "--call");
+        check(self.check, "--check");
         out
     }
 

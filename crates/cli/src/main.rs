@@ -14,6 +14,7 @@
 mod archive;
 mod args;
 mod build;
+mod call;
 mod gotemplate;
 mod images;
 mod load;
@@ -54,6 +55,9 @@ pub enum Failure {
     Build(String),
     /// Anything else that stops the command (a file that cannot be read): exit 1.
     Other(anyhow::Error),
+    /// Everything has been printed; exit with this code (`--check` with
+    /// warnings: 1).
+    Status(u8),
 }
 
 impl From<anyhow::Error> for Failure {
@@ -131,5 +135,6 @@ fn report(f: Failure) -> ExitCode {
             let _ = writeln!(err, "error: {e:#}");
             ExitCode::from(1)
         }
+        Failure::Status(code) => ExitCode::from(code),
     }
 }

@@ -81,6 +81,7 @@ pub fn build_options(
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         network,
+        all_stages: false,
     })
 }
 
