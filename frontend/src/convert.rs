@@ -227,6 +227,27 @@ impl CheckConfig {
     }
 }
 
+/// The `check=` comment among the comments directly above an instruction
+/// (BuildKit's `WithMergedConfigFromComments`: the first one counts, its value
+/// up to the first space; one that does not parse is ignored, as in BuildKit).
+fn instruction_check(comments: &[String]) -> Option<CheckConfig> {
+    for c in comments {
+        let Some((name, value)) = c.split_once('=') else {
+            continue;
+        };
+        let name = name.trim_end();
+        let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && name.chars().all(|c| c.is_ascii_alphanumeric());
+        if !valid || !name.eq_ignore_ascii_case("check") {
+            continue;
+        }
+        let value = value.trim();
+        let value = value.split(' ').next().unwrap_or("");
+        return CheckConfig::parse(value).ok();
+    }
+    None
+}
+
 /// Plans the build of `dockerfile` (already typed) with `opts`.
 pub fn convert(
     file: &SourceFile,
@@ -438,6 +459,9 @@ struct Converter<'a> {
     lint_found: RefCell<Vec<Diagnostic>>,
     /// `# check=` or `BUILDKIT_DOCKERFILE_CHECK`.
     check: CheckConfig,
+    /// `# check=` comments directly above an instruction: (first line, last
+    /// line, configuration) — their skips apply to that instruction only.
+    node_checks: Vec<(usize, usize, CheckConfig)>,
     /// The global ARGs, for `--call outline`.
     meta_outline: HashMap<String, OutlineArgInfo>,
 }
@@ -494,6 +518,7 @@ impl<'a> Converter<'a> {
             stage_index: HashMap::new(),
             lint_found: RefCell::new(Vec::new()),
             check: CheckConfig::default(),
+            node_checks: Vec::new(),
             meta_outline: HashMap::new(),
         };
         cx.warnings.extend(df.ast.warnings.iter().cloned());
@@ -527,6 +552,15 @@ impl<'a> Converter<'a> {
         }
         self.check_syntax_directive(&df)?;
         self.check = self.check_config(&df)?;
+        self.node_checks = df
+            .ast
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                let c = instruction_check(&n.comments)?;
+                Some((n.start_line, n.end_line, c))
+            })
+            .collect();
         // Parse-time rules and the parser's own (NoEmptyContinuation).
         let parsed = lint::check_parsed(self.file, &df);
         let lints = self.lint_found.get_mut();
@@ -598,23 +632,42 @@ impl<'a> Converter<'a> {
     /// `# check=` directive.
     fn check_config(&self, df: &Dockerfile) -> R<CheckConfig> {
         if let Some(v) = self.opts.build_args.get("BUILDKIT_DOCKERFILE_CHECK") {
-            return CheckConfig::parse(v).map_err(|e| {
+            let c = CheckConfig::parse(v).map_err(|e| {
                 Diagnostic::unlocated(
                     self.file.name(),
                     format!("failed to parse BUILDKIT_DOCKERFILE_CHECK: {e}"),
                 )
-            });
+            })?;
+            Self::refuse_experimental(&c, self.file.name())?;
+            return Ok(c);
         }
-        match &df.ast.directives.check {
+        let c = match &df.ast.directives.check {
             Some(d) => CheckConfig::parse(&d.value).map_err(|e| {
                 self.err_at(
                     self.file.line_start(d.line),
                     d.line,
                     format!("failed to parse check options: {e}"),
                 )
-            }),
-            None => Ok(CheckConfig::default()),
+            })?,
+            None => CheckConfig::default(),
+        };
+        Self::refuse_experimental(&c, self.file.name())?;
+        Ok(c)
+    }
+
+    /// BuildKit's one experimental rule, `InvalidDefinitionDescription`, is
+    /// not implemented: asking for it is refused, not ignored.
+    fn refuse_experimental(c: &CheckConfig, file: &str) -> R<()> {
+        const EXPERIMENTAL: &str = "InvalidDefinitionDescription";
+        if c.experimental_all || c.experimental.iter().any(|r| r == EXPERIMENTAL) {
+            return Err(Diagnostic::unlocated(
+                file,
+                format!(
+                    "check option experimental: the experimental rule {EXPERIMENTAL} is not supported yet"
+                ),
+            ));
         }
+        Ok(())
     }
 
     /// Records a lint warning (the configuration is applied when they are
@@ -629,7 +682,17 @@ impl<'a> Converter<'a> {
     fn take_lint_warnings(&mut self) -> Vec<Diagnostic> {
         let mut out = std::mem::take(self.lint_found.get_mut());
         let check = &self.check;
-        out.retain(|w| w.rule.is_none_or(|r| !check.skips(r)));
+        let nodes = &self.node_checks;
+        out.retain(|w| {
+            let Some(rule) = w.rule else {
+                return true;
+            };
+            let line = w.line().unwrap_or(0);
+            !check.skips(rule)
+                && !nodes
+                    .iter()
+                    .any(|(from, to, c)| (*from..=*to).contains(&line) && c.skips(rule))
+        });
         out.sort_by_key(|w| w.line().unwrap_or(0));
         out
     }
@@ -1807,6 +1870,9 @@ impl<'a> Converter<'a> {
                         .process_words(&p.value, &self.states[i].env)
                         .map_err(|e| self.err_at(p.offset, end, e.to_string()))?;
                     for w in words {
+                        for (rule, msg) in lint::expose_findings(&w) {
+                            self.lint(rule.at_node(self.file, node, msg));
+                        }
                         let specs =
                             expose::parse_port(&w).map_err(|e| self.err_at(p.offset, end, e))?;
                         out.extend(specs);

@@ -17,13 +17,16 @@
 //!   [`crate::BuildOptions::all_stages`], which is what `--check` sets);
 //! - `NoEmptyContinuation` is found by the parser.
 //!
-//! Differences from BuildKit: `# check=` comments directly above an
-//! instruction (BuildKit merges them into the configuration for that
-//! instruction) are not read; only the parser directive at the top is.
-//! `InvalidBaseImagePlatform` and `CopyIgnoredFile` need the resolved image and
-//! the context and are not checked; the experimental
-//! `InvalidDefinitionDescription` is not implemented and refused by name in
-//! `# check=experimental=`.
+//! The configuration is BuildKit's: the `# check=` parser directive, replaced
+//! by the `BUILDKIT_DOCKERFILE_CHECK` build arg when given, plus `# check=skip=`
+//! comments directly above an instruction, which skip rules for that
+//! instruction only.
+//!
+//! Not checked: `InvalidBaseImagePlatform` (needs the platform of the image
+//! the store resolved) and `CopyIgnoredFile` (needs `.dockerignore`, which the
+//! frontend does not read). The experimental `InvalidDefinitionDescription` is
+//! not implemented: enabling it (`# check=experimental=…`) is an error rather
+//! than a rule that silently never fires.
 
 use std::collections::HashSet;
 
@@ -52,11 +55,13 @@ pub enum Rule {
     SecretsUsedInArgOrEnv,
     InvalidDefaultArgInFrom,
     FromPlatformFlagConstDisallowed,
+    ExposeProtoCasing,
+    ExposeInvalidFormat,
 }
 
 impl Rule {
     /// Every rule kiln checks.
-    pub const ALL: [Rule; 17] = [
+    pub const ALL: [Rule; 19] = [
         Rule::StageNameCasing,
         Rule::FromAsCasing,
         Rule::NoEmptyContinuation,
@@ -74,6 +79,8 @@ impl Rule {
         Rule::SecretsUsedInArgOrEnv,
         Rule::InvalidDefaultArgInFrom,
         Rule::FromPlatformFlagConstDisallowed,
+        Rule::ExposeProtoCasing,
+        Rule::ExposeInvalidFormat,
     ];
 
     /// BuildKit's rule name.
@@ -96,6 +103,8 @@ impl Rule {
             Rule::SecretsUsedInArgOrEnv => "SecretsUsedInArgOrEnv",
             Rule::InvalidDefaultArgInFrom => "InvalidDefaultArgInFrom",
             Rule::FromPlatformFlagConstDisallowed => "FromPlatformFlagConstDisallowed",
+            Rule::ExposeProtoCasing => "ExposeProtoCasing",
+            Rule::ExposeInvalidFormat => "ExposeInvalidFormat",
         }
     }
 
@@ -145,6 +154,10 @@ impl Rule {
             }
             Rule::FromPlatformFlagConstDisallowed => {
                 "FROM --platform flag should not use a constant value"
+            }
+            Rule::ExposeProtoCasing => "Protocol in EXPOSE instruction should be lowercase",
+            Rule::ExposeInvalidFormat => {
+                "IP address and host-port mapping should not be used in EXPOSE instruction. This will become an error in a future release"
             }
         }
     }
@@ -198,6 +211,12 @@ impl Rule {
             }
             Rule::FromPlatformFlagConstDisallowed => {
                 "https://docs.docker.com/go/dockerfile/rule/from-platform-flag-const-disallowed/"
+            }
+            Rule::ExposeProtoCasing => {
+                "https://docs.docker.com/go/dockerfile/rule/expose-proto-casing/"
+            }
+            Rule::ExposeInvalidFormat => {
+                "https://docs.docker.com/go/dockerfile/rule/expose-invalid-format/"
             }
         }
     }
@@ -373,6 +392,38 @@ pub fn suggest<'a>(word: &str, options: impl IntoIterator<Item = &'a str>) -> Op
         }
     }
     best
+}
+
+/// `ExposeProtoCasing` and `ExposeInvalidFormat` for one EXPOSE port spec
+/// (`[ip:][hostPort:]containerPort[/proto]`, split as BuildKit's
+/// `splitParts` splits it).
+pub fn expose_findings(raw: &str) -> Vec<(Rule, String)> {
+    let parts: Vec<&str> = raw.split(':').collect();
+    let n = parts.len();
+    let (ip, host, container) = match n {
+        0 => (String::new(), "", ""),
+        1 => (String::new(), "", parts[0]),
+        2 => (String::new(), parts[0], parts[1]),
+        _ => (parts[..n - 2].join(":"), parts[n - 2], parts[n - 1]),
+    };
+    let has_ip_or_host = !ip.is_empty() || !host.is_empty();
+    let proto = container.split_once('/').map_or("", |(_, p)| p);
+    let mut out = Vec::new();
+    if proto != proto.to_lowercase() {
+        out.push((
+            Rule::ExposeProtoCasing,
+            format!("Defined protocol '{raw}' in EXPOSE instruction should be lowercase"),
+        ));
+    }
+    if has_ip_or_host {
+        out.push((
+            Rule::ExposeInvalidFormat,
+            format!(
+                "EXPOSE instruction should not define an IP address or host-port mapping, found '{raw}'"
+            ),
+        ));
+    }
+    out
 }
 
 /// Formats `UndefinedVar`'s message.
