@@ -347,10 +347,10 @@ fn instruction_casing(file: &SourceFile, df: &Dockerfile) -> Vec<Diagnostic> {
     out
 }
 
-/// `SecretsUsedInArgOrEnv`: whether `key` names sensitive data — a secret
-/// token as the whole name or its first or last `_`-separated word, unless an
-/// allowed token (`public`, `file`, `version`) is too (BuildKit's
-/// `getSecretsRegex`, case-insensitive).
+/// `SecretsUsedInArgOrEnv`: whether `key` names sensitive data — one of its
+/// `_`-separated words is a secret token, and none is an allowed token
+/// (`public`, `file`, `version`): BuildKit's `getSecretsRegex`,
+/// `(?i)(?:_|^)(?:token…)(?:_|$)`.
 pub fn is_secret_key(key: &str) -> bool {
     const DENY: [&str; 10] = [
         "apikey",

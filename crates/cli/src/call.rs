@@ -108,7 +108,7 @@ impl Call {
 /// Flags that make no sense without a build, refused with `--call`/`--check`.
 fn reject_build_flags(args: &BuildArgs) -> Result<(), Failure> {
     let mut given = args.build_only();
-    given.retain(|f| !matches!(*f, "--progress" | "--call" | "--check"));
+    given.retain(|f| !matches!(*f, "--call" | "--check"));
     if args.load {
         given.push("--load");
     }
@@ -215,6 +215,8 @@ fn with_resolver<T>(
     let Ok(state) = kiln_worker::State::open(&dir) else {
         return Ok(f(&Offline)?);
     };
+    // Reading the store: held shared, like a build, so prune waits.
+    let _lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     let log = |_: &str| {};
     let store =
         kiln_worker::StoreResolver::new(&state, None, kiln_worker::PullPolicy::Missing, &log);
