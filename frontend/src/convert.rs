@@ -716,10 +716,11 @@ impl<'a> Converter<'a> {
                 continue;
             }
             let hint = lint::suggest(name, keys.iter().map(|(_, k)| *k));
-            self.lint(
-                self.err_at(offset, end, lint::undefined_var_message(name, hint))
-                    .warning(Rule::UndefinedVar.name(), Rule::UndefinedVar.url()),
-            );
+            self.lint(Rule::UndefinedVar.mark(self.err_at(
+                offset,
+                end,
+                lint::undefined_var_message(name, hint),
+            )));
         }
     }
 
@@ -1401,6 +1402,23 @@ impl<'a> Converter<'a> {
                         platform = p.clone();
                     }
                 }
+                if let (Some(p), Some(node)) = (&image.platform, &self.states[i].node)
+                    && (p.os != platform.os || p.architecture != platform.architecture)
+                {
+                    let orig = self
+                        .lex
+                        .process_word(&word.value, &self.global_args)
+                        .map_or_else(|_| word.value.clone(), |w| w.result);
+                    self.lint(Rule::InvalidBaseImagePlatform.at_node(
+                        self.file,
+                        node,
+                        format!(
+                            "Base image {orig} was pulled with platform {}, expected {} for current build",
+                            go_quote(&p.format_all()),
+                            go_quote(&platform.format_all())
+                        ),
+                    ));
+                }
                 if image.platform.is_none() {
                     image.platform = Some(platform.clone());
                 }
@@ -1707,15 +1725,13 @@ impl<'a> Converter<'a> {
         if let Some(slot) = slot {
             // Reported at the earlier instruction: that is the one ignored.
             if let Some((offset, end)) = self.states[i].used_once[slot] {
-                self.lint(
-                    self.err_at(offset, end, format!(
+                self.lint(Rule::MultipleInstructionsDisallowed.mark(self.err_at(
+                    offset,
+                    end,
+                    format!(
                         "Multiple {kw} instructions should not be used in the same stage because only the last one will be used"
-                    ))
-                    .warning(
-                        Rule::MultipleInstructionsDisallowed.name(),
-                        Rule::MultipleInstructionsDisallowed.url(),
                     ),
-                );
+                )));
             }
             self.states[i].used_once[slot] = Some((node.offset, node.end_line));
         }
