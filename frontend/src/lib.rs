@@ -69,11 +69,32 @@ pub fn plan(
 /// Lints `file` (`kiln build --check`): the warnings of every stage, and the
 /// error that planning stopped at, if any.
 pub fn check(file: &SourceFile, opts: &BuildOptions, resolver: &dyn ImageResolver) -> CheckReport {
-    match parse(file) {
+    let ast = match syntax::parse(file) {
+        Ok(ast) => ast,
+        Err(e) => {
+            return CheckReport {
+                warnings: Vec::new(),
+                error: Some(e),
+            };
+        }
+    };
+    match instructions::from_ast(file, ast.clone()) {
         Ok(df) => convert::check(file, df, opts, resolver),
-        Err(e) => CheckReport {
-            warnings: Vec::new(),
-            error: Some(e),
-        },
+        Err(e) => {
+            // As BuildKit, the warnings of the instructions typed before the
+            // one that failed are still reported (the parser's, and the rules
+            // checked while typing; not those that need the whole file).
+            let failed_at = e.line().unwrap_or(usize::MAX);
+            let mut before = ast;
+            before.nodes.retain(|n| n.end_line < failed_at);
+            let mut warnings = before.warnings.clone();
+            if let Ok(df) = instructions::from_ast(file, before) {
+                warnings.extend(lint::check_instructions(file, &df));
+            }
+            CheckReport {
+                warnings,
+                error: Some(e),
+            }
+        }
     }
 }

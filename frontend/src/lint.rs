@@ -252,8 +252,17 @@ const RESERVED_STAGE_NAMES: [&str; 2] = ["context", "scratch"];
 /// The rules about the Dockerfile's text, for every stage (BuildKit runs them
 /// while typing instructions, before any stage is resolved).
 pub fn check_parsed(file: &SourceFile, df: &Dockerfile) -> Vec<Diagnostic> {
+    let mut out = check_instructions(file, df);
+    out.extend(stage_names(file, df));
+    out.extend(instruction_casing(file, df));
+    out.sort_by_key(|w| w.line().unwrap_or(0));
+    out
+}
+
+/// The rules BuildKit checks while typing each instruction: stage name
+/// casing, `AS` casing, `MAINTAINER`.
+pub fn check_instructions(file: &SourceFile, df: &Dockerfile) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    let mut names: HashSet<&str> = HashSet::new();
     for stage in &df.stages {
         let node = &stage.node;
         // `FROM image AS Name`: node.args is [image, AS, Name].
@@ -285,6 +294,17 @@ pub fn check_parsed(file: &SourceFile, df: &Dockerfile) -> Vec<Diagnostic> {
                 ));
             }
         }
+    }
+    out
+}
+
+/// `ReservedStageName` and `DuplicateStageName` (BuildKit's
+/// `validateStageNames`, once every instruction is typed).
+fn stage_names(file: &SourceFile, df: &Dockerfile) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mut names: HashSet<&str> = HashSet::new();
+    for stage in &df.stages {
+        let node = &stage.node;
         if let Some(name) = &stage.name {
             if RESERVED_STAGE_NAMES.contains(&name.as_str()) {
                 out.push(Rule::ReservedStageName.at_node(
@@ -308,7 +328,6 @@ pub fn check_parsed(file: &SourceFile, df: &Dockerfile) -> Vec<Diagnostic> {
             }
         }
     }
-    out.extend(instruction_casing(file, df));
     out
 }
 
