@@ -2166,13 +2166,20 @@ impl<'a> Converter<'a> {
         for (mi, raw) in run.mounts.iter().enumerate() {
             let env = self.states[i].env.clone();
             let lex = self.lex;
+            let mut unmatched = BTreeSet::new();
             let mut expand = |v: &str| -> Result<String, String> {
                 lex.process_word(v, &env)
-                    .map(|p| p.result)
+                    .map(|p| {
+                        unmatched.extend(p.unmatched);
+                        p.result
+                    })
                     .map_err(|e| e.to_string())
             };
-            let m = mount::parse_mount(&raw.value, &mut expand)
-                .map_err(|e| self.err_at(raw.offset, end, e))?;
+            let parsed = mount::parse_mount(&raw.value, &mut expand);
+            if !unmatched.is_empty() {
+                self.report_undefined(i, raw.offset, end, &unmatched);
+            }
+            let m = parsed.map_err(|e| self.err_at(raw.offset, end, e))?;
             if m.kind == MountType::Secret
                 && let Some(e) = &m.env
             {
