@@ -58,6 +58,8 @@ pub struct BuildOptions {
     /// Dispatch every stage, not only those the target needs (what BuildKit
     /// does for `--check`, so that every stage is linted).
     pub all_stages: bool,
+    /// The build context's `.dockerignore` rules, for `CopyIgnoredFile`.
+    pub dockerignore: Option<std::sync::Arc<dyn lint::IgnoreRules>>,
 }
 
 impl Default for BuildOptions {
@@ -72,6 +74,7 @@ impl Default for BuildOptions {
             no_cache_filter: Vec::new(),
             network: Network::Default,
             all_stages: false,
+            dockerignore: None,
         }
     }
 }
@@ -1767,6 +1770,26 @@ impl<'a> Converter<'a> {
         }
     }
 
+    /// `CopyIgnoredFile`: a COPY/ADD source from the context that
+    /// `.dockerignore` excludes.
+    fn lint_ignored_source(&self, src: &str, add: bool, node: &Node) {
+        let Some(rules) = &self.opts.dockerignore else {
+            return;
+        };
+        let cleaned = paths::clean(src);
+        if rules.excludes(&cleaned) {
+            let cmd = if add { "Add" } else { "Copy" };
+            self.lint(Rule::CopyIgnoredFile.at_node(
+                self.file,
+                node,
+                format!(
+                    "Attempting to {cmd} file {} that is excluded by .dockerignore",
+                    go_quote(&cleaned)
+                ),
+            ));
+        }
+    }
+
     /// `SecretsUsedInArgOrEnv` for one ARG or ENV key.
     fn lint_secret_key(&self, instruction: &str, key: &str, node: &Node) {
         if lint::is_secret_key(key) {
@@ -2645,6 +2668,9 @@ impl<'a> Converter<'a> {
                     ..template.clone()
                 }));
             } else {
+                if spec.from_state.is_none() {
+                    self.lint_ignored_source(&src.value, spec.add, node);
+                }
                 let mut src_path = src.value.clone();
                 let mut include = Vec::new();
                 let mut required = Vec::new();

@@ -22,8 +22,9 @@
 //! comments directly above an instruction, which skip rules for that
 //! instruction only.
 //!
-//! Not checked: `CopyIgnoredFile` (needs `.dockerignore`, which the frontend
-//! does not read). The experimental `InvalidDefinitionDescription` is
+//! `CopyIgnoredFile` needs `.dockerignore`, which the frontend does not read:
+//! the caller passes its rules in ([`crate::BuildOptions::dockerignore`]). The
+//! experimental `InvalidDefinitionDescription` is
 //! not implemented: enabling it (`# check=experimental=…`) is an error rather
 //! than a rule that silently never fires.
 
@@ -57,11 +58,12 @@ pub enum Rule {
     ExposeProtoCasing,
     ExposeInvalidFormat,
     InvalidBaseImagePlatform,
+    CopyIgnoredFile,
 }
 
 impl Rule {
     /// Every rule kiln checks.
-    pub const ALL: [Rule; 20] = [
+    pub const ALL: [Rule; 21] = [
         Rule::StageNameCasing,
         Rule::FromAsCasing,
         Rule::NoEmptyContinuation,
@@ -82,6 +84,7 @@ impl Rule {
         Rule::ExposeProtoCasing,
         Rule::ExposeInvalidFormat,
         Rule::InvalidBaseImagePlatform,
+        Rule::CopyIgnoredFile,
     ];
 
     /// BuildKit's rule name.
@@ -107,6 +110,7 @@ impl Rule {
             Rule::ExposeProtoCasing => "ExposeProtoCasing",
             Rule::ExposeInvalidFormat => "ExposeInvalidFormat",
             Rule::InvalidBaseImagePlatform => "InvalidBaseImagePlatform",
+            Rule::CopyIgnoredFile => "CopyIgnoredFile",
         }
     }
 
@@ -164,6 +168,7 @@ impl Rule {
             Rule::InvalidBaseImagePlatform => {
                 "Base image platform does not match expected target platform"
             }
+            Rule::CopyIgnoredFile => "Attempting to Copy file that is excluded by .dockerignore",
         }
     }
 
@@ -230,6 +235,9 @@ impl Rule {
                 "https://docs.docker.com/go/dockerfile/rule/expose-invalid-format/"
             }
             Rule::InvalidBaseImagePlatform => "",
+            Rule::CopyIgnoredFile => {
+                "https://docs.docker.com/go/dockerfile/rule/copy-ignored-file/"
+            }
         }
     }
 
@@ -244,6 +252,14 @@ impl Rule {
         d.url = self.url();
         d
     }
+}
+
+/// What `.dockerignore` excludes, for `CopyIgnoredFile`.
+pub trait IgnoreRules: std::fmt::Debug + Send + Sync {
+    /// Whether a COPY/ADD source from the build context (Go-cleaned, as
+    /// written, wildcards included) is excluded, with BuildKit's
+    /// `validateCopySourcePath` rules (none when the file has exceptions).
+    fn excludes(&self, source: &str) -> bool;
 }
 
 /// Names BuildKit reserves: a stage cannot be referred to by them.
