@@ -228,6 +228,81 @@ impl CheckConfig {
     pub fn skips(&self, rule: &str) -> bool {
         self.skip_all || self.skip.iter().any(|r| r == rule)
     }
+
+    /// Whether experimental rule `rule` is enabled.
+    pub fn enables(&self, rule: &str) -> bool {
+        self.experimental_all || self.experimental.iter().any(|r| r == rule)
+    }
+}
+
+/// Which lint rules run: the file's configuration (the `BUILDKIT_DOCKERFILE_CHECK`
+/// build arg if given — it replaces the directive, as in BuildKit's dockerui —
+/// else the `# check=` directive), and the `# check=` comments directly above
+/// instructions, which add skips and experimental rules for that instruction
+/// (BuildKit's `WithMergedConfigFromComments`).
+#[derive(Debug, Clone, Default)]
+pub struct LintConfig {
+    pub file: CheckConfig,
+    /// (first line, last line, configuration) of commented instructions.
+    pub instructions: Vec<(usize, usize, CheckConfig)>,
+}
+
+impl LintConfig {
+    pub fn new(file: &SourceFile, ast: &syntax::Ast, opts: &BuildOptions) -> R<LintConfig> {
+        let config = if let Some(v) = opts.build_args.get("BUILDKIT_DOCKERFILE_CHECK") {
+            CheckConfig::parse(v).map_err(|e| {
+                Diagnostic::unlocated(
+                    file.name(),
+                    format!("failed to parse BUILDKIT_DOCKERFILE_CHECK: {e}"),
+                )
+            })?
+        } else {
+            match &ast.directives.check {
+                Some(d) => CheckConfig::parse(&d.value).map_err(|e| {
+                    Diagnostic::at(
+                        file,
+                        file.line_start(d.line),
+                        format!("failed to parse check options: {e}"),
+                    )
+                    .with_end_line(d.line)
+                })?,
+                None => CheckConfig::default(),
+            }
+        };
+        let instructions = ast
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                let c = instruction_check(&n.comments)?;
+                Some((n.start_line, n.end_line, c))
+            })
+            .collect();
+        Ok(LintConfig {
+            file: config,
+            instructions,
+        })
+    }
+
+    /// Whether warning `w` is reported. Experimental rules run only when
+    /// enabled and are not skipped by `skip=` (as in BuildKit's `Linter.Run`).
+    pub fn keeps(&self, w: &Diagnostic) -> bool {
+        let Some(rule) = w.rule else {
+            return true;
+        };
+        let line = w.line().unwrap_or(0);
+        let configs = std::iter::once(&self.file).chain(
+            self.instructions
+                .iter()
+                .filter(|(from, to, _)| (*from..=*to).contains(&line))
+                .map(|(_, _, c)| c),
+        );
+        if lint::Rule::from_name(rule).is_some_and(lint::Rule::is_experimental) {
+            let mut configs = configs;
+            return configs.any(|c| c.enables(rule));
+        }
+        let mut configs = configs;
+        !configs.any(|c| c.skips(rule))
+    }
 }
 
 /// The `check=` comment among the comments directly above an instruction
@@ -460,11 +535,8 @@ struct Converter<'a> {
     stage_index: HashMap<String, usize>,
     /// Lint warnings found while substituting (`expand` borrows `self`).
     lint_found: RefCell<Vec<Diagnostic>>,
-    /// `# check=` or `BUILDKIT_DOCKERFILE_CHECK`.
-    check: CheckConfig,
-    /// `# check=` comments directly above an instruction: (first line, last
-    /// line, configuration) — their skips apply to that instruction only.
-    node_checks: Vec<(usize, usize, CheckConfig)>,
+    /// Which lint rules run.
+    check: LintConfig,
     /// The global ARGs, for `--call outline`.
     meta_outline: HashMap<String, OutlineArgInfo>,
 }
@@ -520,8 +592,7 @@ impl<'a> Converter<'a> {
             anonymous_states: 0,
             stage_index: HashMap::new(),
             lint_found: RefCell::new(Vec::new()),
-            check: CheckConfig::default(),
-            node_checks: Vec::new(),
+            check: LintConfig::default(),
             meta_outline: HashMap::new(),
         };
         cx.warnings.extend(df.ast.warnings.iter().cloned());
@@ -554,16 +625,7 @@ impl<'a> Converter<'a> {
             ));
         }
         self.check_syntax_directive(&df)?;
-        self.check = self.check_config(&df)?;
-        self.node_checks = df
-            .ast
-            .nodes
-            .iter()
-            .filter_map(|n| {
-                let c = instruction_check(&n.comments)?;
-                Some((n.start_line, n.end_line, c))
-            })
-            .collect();
+        self.check = LintConfig::new(self.file, &df.ast, self.opts)?;
         // Parse-time rules and the parser's own (NoEmptyContinuation).
         let parsed = lint::check_parsed(self.file, &df);
         let lints = self.lint_found.get_mut();
@@ -611,7 +673,7 @@ impl<'a> Converter<'a> {
         self.dispatch_all(&reachable)?;
         let lints = self.take_lint_warnings();
         self.warnings.splice(0..0, lints);
-        if self.check.error {
+        if self.check.file.error {
             let mut rules: Vec<&str> = self.warnings.iter().filter_map(|w| w.rule).collect();
             rules.sort_unstable();
             rules.dedup();
@@ -630,49 +692,6 @@ impl<'a> Converter<'a> {
         self.finish(target, &reachable)
     }
 
-    /// The lint configuration: the `BUILDKIT_DOCKERFILE_CHECK` build arg if
-    /// given (it replaces the directive, as in BuildKit's dockerui), else the
-    /// `# check=` directive.
-    fn check_config(&self, df: &Dockerfile) -> R<CheckConfig> {
-        if let Some(v) = self.opts.build_args.get("BUILDKIT_DOCKERFILE_CHECK") {
-            let c = CheckConfig::parse(v).map_err(|e| {
-                Diagnostic::unlocated(
-                    self.file.name(),
-                    format!("failed to parse BUILDKIT_DOCKERFILE_CHECK: {e}"),
-                )
-            })?;
-            Self::refuse_experimental(&c, self.file.name())?;
-            return Ok(c);
-        }
-        let c = match &df.ast.directives.check {
-            Some(d) => CheckConfig::parse(&d.value).map_err(|e| {
-                self.err_at(
-                    self.file.line_start(d.line),
-                    d.line,
-                    format!("failed to parse check options: {e}"),
-                )
-            })?,
-            None => CheckConfig::default(),
-        };
-        Self::refuse_experimental(&c, self.file.name())?;
-        Ok(c)
-    }
-
-    /// BuildKit's one experimental rule, `InvalidDefinitionDescription`, is
-    /// not implemented: asking for it is refused, not ignored.
-    fn refuse_experimental(c: &CheckConfig, file: &str) -> R<()> {
-        const EXPERIMENTAL: &str = "InvalidDefinitionDescription";
-        if c.experimental_all || c.experimental.iter().any(|r| r == EXPERIMENTAL) {
-            return Err(Diagnostic::unlocated(
-                file,
-                format!(
-                    "check option experimental: the experimental rule {EXPERIMENTAL} is not supported yet"
-                ),
-            ));
-        }
-        Ok(())
-    }
-
     /// Records a lint warning (the configuration is applied when they are
     /// taken).
     fn lint(&self, w: Diagnostic) {
@@ -684,18 +703,7 @@ impl<'a> Converter<'a> {
     /// were found in).
     fn take_lint_warnings(&mut self) -> Vec<Diagnostic> {
         let mut out = std::mem::take(self.lint_found.get_mut());
-        let check = &self.check;
-        let nodes = &self.node_checks;
-        out.retain(|w| {
-            let Some(rule) = w.rule else {
-                return true;
-            };
-            let line = w.line().unwrap_or(0);
-            !check.skips(rule)
-                && !nodes
-                    .iter()
-                    .any(|(from, to, c)| (*from..=*to).contains(&line) && c.skips(rule))
-        });
+        out.retain(|w| self.check.keeps(w));
         out.sort_by_key(|w| w.line().unwrap_or(0));
         out
     }

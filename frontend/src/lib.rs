@@ -85,12 +85,22 @@ pub fn check(file: &SourceFile, opts: &BuildOptions, resolver: &dyn ImageResolve
             // one that failed are still reported (the parser's, and the rules
             // checked while typing; not those that need the whole file).
             let failed_at = e.line().unwrap_or(usize::MAX);
+            let config = match convert::LintConfig::new(file, &ast, opts) {
+                Ok(c) => c,
+                Err(config_error) => {
+                    return CheckReport {
+                        warnings: Vec::new(),
+                        error: Some(config_error),
+                    };
+                }
+            };
             let mut before = ast;
             before.nodes.retain(|n| n.end_line < failed_at);
             let mut warnings = before.warnings.clone();
             if let Ok(df) = instructions::from_ast(file, before) {
                 warnings.extend(lint::check_instructions(file, &df));
             }
+            warnings.retain(|w| config.keeps(w));
             CheckReport {
                 warnings,
                 error: Some(e),

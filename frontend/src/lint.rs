@@ -23,10 +23,9 @@
 //! instruction only.
 //!
 //! `CopyIgnoredFile` needs `.dockerignore`, which the frontend does not read:
-//! the caller passes its rules in ([`crate::BuildOptions::dockerignore`]). The
-//! experimental `InvalidDefinitionDescription` is
-//! not implemented: enabling it (`# check=experimental=…`) is an error rather
-//! than a rule that silently never fires.
+//! the caller passes its rules in ([`crate::BuildOptions::dockerignore`]).
+//! `InvalidDefinitionDescription` is experimental, as in BuildKit: it runs
+//! only when `# check=experimental=` enables it, and `skip=` does not apply.
 
 use std::collections::HashSet;
 
@@ -59,11 +58,12 @@ pub enum Rule {
     ExposeInvalidFormat,
     InvalidBaseImagePlatform,
     CopyIgnoredFile,
+    InvalidDefinitionDescription,
 }
 
 impl Rule {
     /// Every rule kiln checks.
-    pub const ALL: [Rule; 21] = [
+    pub const ALL: [Rule; 22] = [
         Rule::StageNameCasing,
         Rule::FromAsCasing,
         Rule::NoEmptyContinuation,
@@ -85,7 +85,13 @@ impl Rule {
         Rule::ExposeInvalidFormat,
         Rule::InvalidBaseImagePlatform,
         Rule::CopyIgnoredFile,
+        Rule::InvalidDefinitionDescription,
     ];
+
+    /// Experimental rules run only when `# check=experimental=` names them.
+    pub fn is_experimental(self) -> bool {
+        self == Rule::InvalidDefinitionDescription
+    }
 
     /// BuildKit's rule name.
     pub fn name(self) -> &'static str {
@@ -111,6 +117,7 @@ impl Rule {
             Rule::ExposeInvalidFormat => "ExposeInvalidFormat",
             Rule::InvalidBaseImagePlatform => "InvalidBaseImagePlatform",
             Rule::CopyIgnoredFile => "CopyIgnoredFile",
+            Rule::InvalidDefinitionDescription => "InvalidDefinitionDescription",
         }
     }
 
@@ -169,6 +176,9 @@ impl Rule {
                 "Base image platform does not match expected target platform"
             }
             Rule::CopyIgnoredFile => "Attempting to Copy file that is excluded by .dockerignore",
+            Rule::InvalidDefinitionDescription => {
+                "Comment for build stage or argument should follow the format: `# <arg/stage name> <description>`. If this is not intended to be a description comment, add an empty line or comment between the instruction and the comment."
+            }
         }
     }
 
@@ -238,6 +248,9 @@ impl Rule {
             Rule::CopyIgnoredFile => {
                 "https://docs.docker.com/go/dockerfile/rule/copy-ignored-file/"
             }
+            Rule::InvalidDefinitionDescription => {
+                "https://docs.docker.com/go/dockerfile/rule/invalid-definition-description/"
+            }
         }
     }
 
@@ -276,9 +289,19 @@ pub fn check_parsed(file: &SourceFile, df: &Dockerfile) -> Vec<Diagnostic> {
 }
 
 /// The rules BuildKit checks while typing each instruction: stage name
-/// casing, `AS` casing, `MAINTAINER`.
+/// casing, `AS` casing, `MAINTAINER`, ARG and stage descriptions.
 pub fn check_instructions(file: &SourceFile, df: &Dockerfile) -> Vec<Diagnostic> {
     let mut out = Vec::new();
+    let args = df
+        .meta_args
+        .iter()
+        .chain(df.stages.iter().flat_map(|s| &s.commands));
+    for cmd in args {
+        if let Instruction::Arg(defs) = &cmd.instruction {
+            let keys: Vec<&str> = defs.iter().map(|d| d.key.value.as_str()).collect();
+            out.extend(definition_description(file, &cmd.node, "ARG", &keys));
+        }
+    }
     for stage in &df.stages {
         let node = &stage.node;
         // `FROM image AS Name`: node.args is [image, AS, Name].
@@ -300,6 +323,9 @@ pub fn check_instructions(file: &SourceFile, df: &Dockerfile) -> Vec<Diagnostic>
                     ),
                 ));
             }
+        }
+        if let Some(name) = &stage.name {
+            out.extend(definition_description(file, node, "FROM", &[name]));
         }
         for cmd in &stage.commands {
             if matches!(cmd.instruction, Instruction::Maintainer(_)) {
@@ -345,6 +371,33 @@ fn stage_names(file: &SourceFile, df: &Dockerfile) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// `InvalidDefinitionDescription`: the comment line right above an ARG or a
+/// named FROM should start with the name it describes (BuildKit's
+/// `validateDefinitionDescription`).
+fn definition_description(
+    file: &SourceFile,
+    node: &Node,
+    instruction: &str,
+    keys: &[&str],
+) -> Option<Diagnostic> {
+    let last = node.comments.last()?;
+    let first_word = last.split(' ').next().unwrap_or("");
+    let (first_key, more) = keys.split_first()?;
+    if keys.contains(&first_word) {
+        return None;
+    }
+    let example = if more.is_empty() {
+        first_key
+    } else {
+        "<arg_key>"
+    };
+    Some(Rule::InvalidDefinitionDescription.at_node(
+        file,
+        node,
+        format!("Comment for {instruction} should follow the format: `# {example} <description>`"),
+    ))
 }
 
 /// BuildKit's `doesFromCaseMatchAsCase`: a mixed-case `FROM` is left to
