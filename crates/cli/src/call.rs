@@ -282,23 +282,19 @@ fn targets_json(targets: &[Target], file: &SourceFile) -> Value {
         .iter()
         .map(|t| {
             let mut o = serde_json::Map::new();
-            let mut put = |k: &str, v: &str| {
+            for (k, v) in [
+                ("name", &t.name),
+                ("description", &t.description),
+                ("base", &t.base),
+                ("platform", &t.platform),
+            ] {
                 if !v.is_empty() {
-                    o.insert(k.to_owned(), Value::from(v));
+                    o.insert(k.to_owned(), Value::from(v.as_str()));
                 }
-            };
-            put("name", &t.name);
+            }
             if t.default {
                 o.insert("default".to_owned(), Value::Bool(true));
             }
-            let mut put = |k: &str, v: &str| {
-                if !v.is_empty() {
-                    o.insert(k.to_owned(), Value::from(v));
-                }
-            };
-            put("description", &t.description);
-            put("base", &t.base);
-            put("platform", &t.platform);
             o.insert("location".to_owned(), location(t.start_line, t.end_line));
             Value::Object(o)
         })
