@@ -9,6 +9,7 @@
 //! stage at that point and either edits the image configuration or adds a
 //! vertex.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use kiln_llb::op::{
@@ -25,6 +26,7 @@ use crate::diagnostic::Diagnostic;
 use crate::instructions::{
     self, Add, ArgDef, CmdLine, Command, Copy, Dockerfile, Healthcheck, Instruction, KeyValue, Run,
 };
+use crate::lint::{self, Rule};
 use crate::mount::{self, MountType, Sharing};
 use crate::quote::{go_quote, go_quote_list};
 use crate::shell::{EnvLookup, Lexer, NoEnv};
@@ -53,6 +55,11 @@ pub struct BuildOptions {
     pub no_cache_filter: Vec<String>,
     /// `--network`: the default network of RUN steps.
     pub network: Network,
+    /// Dispatch every stage, not only those the target needs (what BuildKit
+    /// does for `--check`, so that every stage is linted).
+    pub all_stages: bool,
+    /// The build context's `.dockerignore` rules, for `CopyIgnoredFile`.
+    pub dockerignore: Option<std::sync::Arc<dyn lint::IgnoreRules>>,
 }
 
 impl Default for BuildOptions {
@@ -66,6 +73,8 @@ impl Default for BuildOptions {
             no_cache: false,
             no_cache_filter: Vec::new(),
             network: Network::Default,
+            all_stages: false,
+            dockerignore: None,
         }
     }
 }
@@ -130,6 +139,8 @@ impl ImageResolver for StaticResolver {
 pub struct Plan {
     pub definition: Definition,
     pub warnings: Vec<Diagnostic>,
+    /// The target's build arguments, secrets and SSH sockets.
+    pub outline: crate::outline::Outline,
 }
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -157,7 +168,7 @@ fn builtin_arg_note(key: &str) -> Option<&'static str> {
         "BUILDKIT_SYNTAX" | "BUILDKIT_MULTI_PLATFORM" | "BUILDKIT_CACHE_MOUNT_NS" => Some(""),
         "BUILDKIT_INLINE_CACHE" => Some("inline cache export is not supported by kiln yet"),
         "BUILDKIT_CONTEXT_KEEP_GIT_DIR" => Some("git build contexts are not supported by kiln yet"),
-        "BUILDKIT_DOCKERFILE_CHECK" => Some("lint checks are not supported by kiln yet"),
+        "BUILDKIT_DOCKERFILE_CHECK" => Some(""),
         "BUILDKIT_SBOM_SCAN_CONTEXT" | "BUILDKIT_SBOM_SCAN_STAGE" => {
             Some("SBOM generation is not supported by kiln")
         }
@@ -214,9 +225,105 @@ impl CheckConfig {
         Ok(c)
     }
 
-    fn skips(&self, rule: &str) -> bool {
+    pub fn skips(&self, rule: &str) -> bool {
         self.skip_all || self.skip.iter().any(|r| r == rule)
     }
+
+    /// Whether experimental rule `rule` is enabled.
+    pub fn enables(&self, rule: &str) -> bool {
+        self.experimental_all || self.experimental.iter().any(|r| r == rule)
+    }
+}
+
+/// Which lint rules run: the file's configuration (the `BUILDKIT_DOCKERFILE_CHECK`
+/// build arg if given — it replaces the directive, as in BuildKit's dockerui —
+/// else the `# check=` directive), and the `# check=` comments directly above
+/// instructions, which add skips and experimental rules for that instruction
+/// (BuildKit's `WithMergedConfigFromComments`).
+#[derive(Debug, Clone, Default)]
+pub struct LintConfig {
+    pub file: CheckConfig,
+    /// (first line, last line, configuration) of commented instructions.
+    pub instructions: Vec<(usize, usize, CheckConfig)>,
+}
+
+impl LintConfig {
+    pub fn new(file: &SourceFile, ast: &syntax::Ast, opts: &BuildOptions) -> R<LintConfig> {
+        let config = if let Some(v) = opts.build_args.get("BUILDKIT_DOCKERFILE_CHECK") {
+            CheckConfig::parse(v).map_err(|e| {
+                Diagnostic::unlocated(
+                    file.name(),
+                    format!("failed to parse BUILDKIT_DOCKERFILE_CHECK: {e}"),
+                )
+            })?
+        } else {
+            match &ast.directives.check {
+                Some(d) => CheckConfig::parse(&d.value).map_err(|e| {
+                    Diagnostic::at(
+                        file,
+                        file.line_start(d.line),
+                        format!("failed to parse check options: {e}"),
+                    )
+                    .with_end_line(d.line)
+                })?,
+                None => CheckConfig::default(),
+            }
+        };
+        let instructions = ast
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                let c = instruction_check(&n.comments)?;
+                Some((n.start_line, n.end_line, c))
+            })
+            .collect();
+        Ok(LintConfig {
+            file: config,
+            instructions,
+        })
+    }
+
+    /// Whether warning `w` is reported. Experimental rules run only when
+    /// enabled and are not skipped by `skip=` (as in BuildKit's `Linter.Run`).
+    pub fn keeps(&self, w: &Diagnostic) -> bool {
+        let Some(rule) = w.rule else {
+            return true;
+        };
+        let line = w.line().unwrap_or(0);
+        let configs = std::iter::once(&self.file).chain(
+            self.instructions
+                .iter()
+                .filter(|(from, to, _)| (*from..=*to).contains(&line))
+                .map(|(_, _, c)| c),
+        );
+        if lint::Rule::from_name(rule).is_some_and(lint::Rule::is_experimental) {
+            let mut configs = configs;
+            return configs.any(|c| c.enables(rule));
+        }
+        let mut configs = configs;
+        !configs.any(|c| c.skips(rule))
+    }
+}
+
+/// The `check=` comment among the comments directly above an instruction
+/// (BuildKit's `WithMergedConfigFromComments`: the first one counts, its value
+/// up to the first space; one that does not parse is ignored, as in BuildKit).
+fn instruction_check(comments: &[String]) -> Option<CheckConfig> {
+    for c in comments {
+        let Some((name, value)) = c.split_once('=') else {
+            continue;
+        };
+        let name = name.trim_end();
+        let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && name.chars().all(|c| c.is_ascii_alphanumeric());
+        if !valid || !name.eq_ignore_ascii_case("check") {
+            continue;
+        }
+        let value = value.trim();
+        let value = value.split(' ').next().unwrap_or("");
+        return CheckConfig::parse(value).ok();
+    }
+    None
 }
 
 /// Plans the build of `dockerfile` (already typed) with `opts`.
@@ -228,6 +335,50 @@ pub fn convert(
 ) -> Result<Plan, Diagnostic> {
     let mut cx = Converter::new(file, &df, opts, resolver)?;
     cx.run(df)
+}
+
+/// What `--check` reports: the lint warnings (and other warnings), and the
+/// error that stopped the conversion, if any.
+#[derive(Debug, Clone, Default)]
+pub struct CheckReport {
+    pub warnings: Vec<Diagnostic>,
+    pub error: Option<Diagnostic>,
+}
+
+/// Lints `dockerfile` the way BuildKit's `DockerfileLint` does: the build is
+/// planned (every stage when no `--target` is given) and the warnings are
+/// kept even when planning fails.
+pub fn check(
+    file: &SourceFile,
+    df: Dockerfile,
+    opts: &BuildOptions,
+    resolver: &dyn ImageResolver,
+) -> CheckReport {
+    let mut opts = opts.clone();
+    opts.all_stages = opts.target.is_none();
+    let mut cx = match Converter::new(file, &df, &opts, resolver) {
+        Ok(cx) => cx,
+        Err(e) => {
+            return CheckReport {
+                warnings: Vec::new(),
+                error: Some(e),
+            };
+        }
+    };
+    match cx.run(df) {
+        Ok(plan) => CheckReport {
+            warnings: plan.warnings,
+            error: None,
+        },
+        Err(e) => {
+            let mut warnings = std::mem::take(&mut cx.warnings);
+            warnings.extend(cx.take_lint_warnings());
+            CheckReport {
+                warnings,
+                error: Some(e),
+            }
+        }
+    }
 }
 
 /// Ordered variables with BuildKit's `EnvList` semantics: setting a key moves
@@ -279,6 +430,29 @@ impl EnvLookup for Overlay<'_> {
     }
 }
 
+/// An ARG as `--call outline` reports it.
+#[derive(Debug, Clone, Default)]
+struct OutlineArgInfo {
+    value: String,
+    description: String,
+    line: usize,
+    /// Global ARGs its default refers to (they count as used with it).
+    deps: BTreeSet<String>,
+}
+
+/// What a stage declares and uses, for `--call outline` (BuildKit's
+/// `outlineCapture`).
+#[derive(Debug, Clone, Default)]
+struct StageOutline {
+    /// ARGs the stage declares with a value of its own.
+    args: HashMap<String, OutlineArgInfo>,
+    /// ARGs the stage uses: in its FROM, or declared in it.
+    used: BTreeSet<String>,
+    /// Secret and SSH ids → (required, line).
+    secrets: BTreeMap<String, (bool, usize)>,
+    ssh: BTreeMap<String, (bool, usize)>,
+}
+
 #[derive(Debug, Clone)]
 enum Base {
     Scratch,
@@ -327,6 +501,13 @@ struct State {
     image: ImageConfig,
     build_args: Vec<(String, Option<String>)>,
     cmd_set: bool,
+    /// A WORKDIR of this stage or its base stage ran (`WorkdirRelativePath`).
+    workdir_set: bool,
+    /// Where this stage last set CMD, ENTRYPOINT and HEALTHCHECK (offset, end
+    /// line), for `MultipleInstructionsDisallowed`.
+    used_once: [Option<(usize, usize)>; 3],
+    /// What `--call outline` reports about this stage.
+    outline: StageOutline,
     image_digest: Option<String>,
     location: SourceLocation,
     /// Position of each key in `image.env` (built on first use).
@@ -352,6 +533,12 @@ struct Converter<'a> {
     anonymous_states: usize,
     /// Stage names (lowercase) → index in `states`.
     stage_index: HashMap<String, usize>,
+    /// Lint warnings found while substituting (`expand` borrows `self`).
+    lint_found: RefCell<Vec<Diagnostic>>,
+    /// Which lint rules run.
+    check: LintConfig,
+    /// The global ARGs, for `--call outline`.
+    meta_outline: HashMap<String, OutlineArgInfo>,
 }
 
 type R<T> = Result<T, Diagnostic>;
@@ -404,6 +591,9 @@ impl<'a> Converter<'a> {
             declared_args: BTreeSet::new(),
             anonymous_states: 0,
             stage_index: HashMap::new(),
+            lint_found: RefCell::new(Vec::new()),
+            check: LintConfig::default(),
+            meta_outline: HashMap::new(),
         };
         cx.warnings.extend(df.ast.warnings.iter().cloned());
         Ok(cx)
@@ -435,18 +625,16 @@ impl<'a> Converter<'a> {
             ));
         }
         self.check_syntax_directive(&df)?;
-        let check = match &df.ast.directives.check {
-            Some(d) => CheckConfig::parse(&d.value).map_err(|e| {
-                self.err_at(
-                    self.file.line_start(d.line),
-                    d.line,
-                    format!("failed to parse check options: {e}"),
-                )
-            })?,
-            None => CheckConfig::default(),
-        };
-        self.warnings
-            .retain(|w| w.rule.is_none_or(|r| !check.skips(r)));
+        self.check = LintConfig::new(self.file, &df.ast, self.opts)?;
+        // Parse-time rules and the parser's own (NoEmptyContinuation).
+        let parsed = lint::check_parsed(self.file, &df);
+        let lints = self.lint_found.get_mut();
+        let (rules, notes): (Vec<Diagnostic>, Vec<Diagnostic>) = std::mem::take(&mut self.warnings)
+            .into_iter()
+            .partition(|w| w.rule.is_some());
+        self.warnings = notes;
+        lints.extend(rules);
+        lints.extend(parsed);
         for (k, v) in &self.opts.build_args {
             if let Some(note) = builtin_arg_note(k)
                 && !note.is_empty()
@@ -470,6 +658,7 @@ impl<'a> Converter<'a> {
                 .unwrap_or_default(),
         };
         self.global_args = self.default_args(&target_name);
+        self.check_default_base_names(&df);
         self.eval_meta_args(&df.meta_args)?;
         self.create_states(&df)?;
         let target = self.resolve_target(&df)?;
@@ -482,7 +671,9 @@ impl<'a> Converter<'a> {
         }
         let reachable = self.resolve_stages(target)?;
         self.dispatch_all(&reachable)?;
-        if check.error {
+        let lints = self.take_lint_warnings();
+        self.warnings.splice(0..0, lints);
+        if self.check.file.error {
             let mut rules: Vec<&str> = self.warnings.iter().filter_map(|w| w.rule).collect();
             rules.sort_unstable();
             rules.dedup();
@@ -499,6 +690,150 @@ impl<'a> Converter<'a> {
             }
         }
         self.finish(target, &reachable)
+    }
+
+    /// Records a lint warning (the configuration is applied when they are
+    /// taken).
+    fn lint(&self, w: Diagnostic) {
+        self.lint_found.borrow_mut().push(w);
+    }
+
+    /// The lint warnings found so far that the configuration does not skip,
+    /// in Dockerfile order (stable: same-line warnings keep the order they
+    /// were found in).
+    fn take_lint_warnings(&mut self) -> Vec<Diagnostic> {
+        let mut out = std::mem::take(self.lint_found.get_mut());
+        out.retain(|w| self.check.keeps(w));
+        out.sort_by_key(|w| w.line().unwrap_or(0));
+        out
+    }
+
+    /// `UndefinedVar`: the variables substitution in state `i` did not find,
+    /// other than ARGs the stage declared without a value.
+    fn report_undefined(&self, i: usize, offset: usize, end: usize, unmatched: &BTreeSet<String>) {
+        let st = &self.states[i];
+        let mut keys: Vec<(&u64, &str)> = st
+            .env
+            .vars
+            .iter()
+            .map(|(k, (seq, _))| (seq, k.as_str()))
+            .collect();
+        keys.sort_unstable();
+        for name in unmatched {
+            if st.build_args.iter().any(|(k, _)| k == name)
+                || name == "BUILDKIT_SBOM_SCAN_CONTEXT"
+                || name == "BUILDKIT_SBOM_SCAN_STAGE"
+            {
+                continue;
+            }
+            let hint = lint::suggest(name, keys.iter().map(|(_, k)| *k));
+            self.lint(Rule::UndefinedVar.mark(self.err_at(
+                offset,
+                end,
+                lint::undefined_var_message(name, hint),
+            )));
+        }
+    }
+
+    /// `UndefinedArgInFrom`: variables in a FROM that no global ARG declares.
+    fn report_undefined_from_args(&self, node: &Node, unmatched: &BTreeSet<String>) {
+        let mut keys: Vec<&str> = self
+            .declared_args
+            .iter()
+            .map(String::as_str)
+            .chain(self.global_args.vars.keys().map(String::as_str))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for name in unmatched {
+            if keys.contains(&name.as_str()) {
+                continue;
+            }
+            let hint = lint::suggest(name, keys.iter().copied());
+            self.lint(Rule::UndefinedArgInFrom.at_node(
+                self.file,
+                node,
+                lint::undefined_arg_in_from_message(name, hint),
+            ));
+        }
+    }
+
+    /// The rules about `FROM --platform`: undeclared ARGs, a redundant
+    /// `$TARGETPLATFORM`, a constant platform in a stage whose name does not
+    /// mention it (BuildKit's `reportRedundantTargetPlatform`,
+    /// `reportConstPlatformDisallowed`).
+    fn lint_from_platform(&self, stage: &crate::instructions::Stage, p: &crate::shell::Processed) {
+        let node = &stage.node;
+        let Some(word) = &stage.platform else {
+            return;
+        };
+        self.report_undefined_from_args(node, &p.unmatched);
+        if p.unmatched.is_empty()
+            && p.matched.len() == 1
+            && p.matched.contains("TARGETPLATFORM")
+            && self.global_args.get("TARGETPLATFORM") == Some(p.result.as_str())
+        {
+            self.lint(Rule::RedundantTargetPlatform.at_node(
+                self.file,
+                node,
+                format!(
+                    "Setting platform to predefined {} in FROM is redundant as this is the default behavior",
+                    word.value
+                ),
+            ));
+        }
+        if p.matched.is_empty() && p.unmatched.is_empty() {
+            let Ok(platform) = p.result.parse::<Platform>() else {
+                return;
+            };
+            let name = stage.name.as_deref().unwrap_or("");
+            if !name.contains(&platform.os) && !name.contains(&platform.architecture) {
+                self.lint(Rule::FromPlatformFlagConstDisallowed.at_node(
+                    self.file,
+                    node,
+                    format!(
+                        "FROM --platform flag should not use constant value {}",
+                        go_quote(&p.result)
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// `InvalidDefaultArgInFrom`: base names that are not valid references
+    /// when every global ARG has its default value (BuildKit's
+    /// `validateBaseImagesWithDefaultArgs`; substitution errors are left to
+    /// the conversion).
+    fn check_default_base_names(&self, df: &Dockerfile) {
+        let mut env = self.global_args.clone();
+        for cmd in &df.meta_args {
+            let Instruction::Arg(defs) = &cmd.instruction else {
+                continue;
+            };
+            for def in defs {
+                if let Some(d) = &def.default {
+                    let Ok(p) = self.lex.process_word(&d.value, &env) else {
+                        return;
+                    };
+                    env.set(&def.key.value, &p.result);
+                }
+            }
+        }
+        for stage in &df.stages {
+            let Ok(p) = self.lex.process_word(&stage.base.value, &env) else {
+                return;
+            };
+            if Reference::parse_normalized(&p.result).is_err() {
+                self.lint(Rule::InvalidDefaultArgInFrom.at_node(
+                    self.file,
+                    &stage.node,
+                    format!(
+                        "Default value for ARG {} results in empty or invalid base image name",
+                        stage.base.value
+                    ),
+                ));
+            }
+        }
     }
 
     /// `# syntax=` names the frontend to use. kiln has one built in; it accepts
@@ -564,22 +899,37 @@ impl<'a> Converter<'a> {
             };
             for def in defs {
                 self.declared_args.insert(def.key.value.clone());
-                let value = match self.opts.build_args.get(&def.key.value) {
+                let key = &def.key.value;
+                let mut deps = BTreeSet::new();
+                let value = match self.opts.build_args.get(key) {
                     Some(v) => Some(v.clone()),
                     None => match &def.default {
-                        Some(d) => Some(
-                            self.lex
-                                .process_word(&d.value, &self.global_args)
-                                .map_err(|e| {
-                                    self.err_at(d.offset, cmd.node.end_line, e.to_string())
-                                })?
-                                .result,
-                        ),
+                        Some(d) => {
+                            let p = self.lex.process_word(&d.value, &self.global_args).map_err(
+                                |e| self.err_at(d.offset, cmd.node.end_line, e.to_string()),
+                            )?;
+                            deps = p.matched;
+                            if deps.remove(key)
+                                && let Some(old) = self.meta_outline.get(key)
+                            {
+                                deps.extend(old.deps.iter().cloned());
+                            }
+                            Some(p.result)
+                        }
                         None => None,
                     },
                 };
+                self.meta_outline.insert(
+                    key.clone(),
+                    OutlineArgInfo {
+                        value: value.clone().unwrap_or_default(),
+                        description: crate::outline::doc_comment(&cmd.node.comments, key),
+                        line: cmd.node.start_line,
+                        deps,
+                    },
+                );
                 if let Some(v) = value {
-                    self.global_args.set(&def.key.value, &v);
+                    self.global_args.set(key, &v);
                 }
             }
         }
@@ -617,6 +967,9 @@ impl<'a> Converter<'a> {
             image: ImageConfig::default(),
             build_args: Vec::new(),
             cmd_set: false,
+            workdir_set: false,
+            used_once: [None; 3],
+            outline: StageOutline::default(),
             image_digest: None,
             image_env_index: HashMap::new(),
             location: SourceLocation {
@@ -642,6 +995,7 @@ impl<'a> Converter<'a> {
                 .lex
                 .process_word(&stage.base.value, &self.global_args)
                 .map_err(|e| self.err_at(stage.base.offset, node.end_line, e.to_string()))?;
+            self.report_undefined_from_args(node, &expanded.unmatched);
             if expanded.result.is_empty() {
                 return Err(self.err_at(
                     stage.base.offset,
@@ -665,8 +1019,9 @@ impl<'a> Converter<'a> {
                 Base::Image(r.with_default_tag())
             };
             let mut st = self.new_state(Some(i), base, stage.base.clone());
+            st.outline.used.extend(expanded.matched.iter().cloned());
             if let Some(pw) = &stage.platform {
-                let p = self
+                let processed = self
                     .lex
                     .process_word(&pw.value, &self.global_args)
                     .map_err(|e| {
@@ -675,8 +1030,10 @@ impl<'a> Converter<'a> {
                             node.end_line,
                             format!("failed to process arguments for platform: {e}"),
                         )
-                    })?
-                    .result;
+                    })?;
+                self.lint_from_platform(stage, &processed);
+                st.outline.used.extend(processed.matched.iter().cloned());
+                let p = processed.result;
                 if p.is_empty() {
                     return Err(self.err_at(
                         pw.offset,
@@ -702,33 +1059,18 @@ impl<'a> Converter<'a> {
                 }
                 st.platform = Some(platform);
             }
-            if let Some(name) = &stage.name {
-                if let Some(prev) = self.find_stage(name) {
-                    let prev_line = self.states[prev].node.as_ref().map_or(0, |n| n.start_line);
-                    return Err(self.err_node(
-                        node,
-                        format!(
-                            "duplicate stage name {}: already defined at {}:{prev_line}",
-                            go_quote(name),
-                            self.file.name()
-                        ),
-                    ));
-                }
-                if name == "context" || name == "scratch" {
-                    let w = self
-                        .err_node(
-                            node,
-                            format!(
-                                "Stage name should not use the same name as reserved stage {}",
-                                go_quote(name)
-                            ),
-                        )
-                        .warning(
-                            "ReservedStageName",
-                            "https://docs.docker.com/go/dockerfile/rule/reserved-stage-name/",
-                        );
-                    self.warnings.push(w);
-                }
+            if let Some(name) = &stage.name
+                && let Some(prev) = self.find_stage(name)
+            {
+                let prev_line = self.states[prev].node.as_ref().map_or(0, |n| n.start_line);
+                return Err(self.err_node(
+                    node,
+                    format!(
+                        "duplicate stage name {}: already defined at {}:{prev_line}",
+                        go_quote(name),
+                        self.file.name()
+                    ),
+                ));
             }
             st.name = stage.name.clone();
             if let Some(n) = &stage.name {
@@ -987,6 +1329,9 @@ impl<'a> Converter<'a> {
     }
 
     fn reachable_from(&self, target: usize) -> Vec<bool> {
+        if self.opts.all_stages {
+            return vec![true; self.states.len()];
+        }
         let mut seen = vec![false; self.states.len()];
         let mut stack = vec![target];
         while let Some(s) = stack.pop() {
@@ -1067,6 +1412,23 @@ impl<'a> Converter<'a> {
                     {
                         platform = p.clone();
                     }
+                }
+                if let (Some(p), Some(node)) = (&image.platform, &self.states[i].node)
+                    && (p.os != platform.os || p.architecture != platform.architecture)
+                {
+                    let orig = self
+                        .lex
+                        .process_word(&word.value, &self.global_args)
+                        .map_or_else(|_| word.value.clone(), |w| w.result);
+                    self.lint(Rule::InvalidBaseImagePlatform.at_node(
+                        self.file,
+                        node,
+                        format!(
+                            "Base image {orig} was pulled with platform {}, expected {} for current build",
+                            go_quote(&p.format_all()),
+                            go_quote(&platform.format_all())
+                        ),
+                    ));
                 }
                 if image.platform.is_none() {
                     image.platform = Some(platform.clone());
@@ -1259,6 +1621,7 @@ impl<'a> Converter<'a> {
             st.cwd = base.cwd.clone();
             st.user = base.user.clone();
             st.build_args.extend(base.build_args.iter().cloned());
+            st.workdir_set = base.workdir_set;
             st.image_digest = base.image_digest.clone();
         }
         let platform = self.platform_of(i);
@@ -1288,10 +1651,14 @@ impl<'a> Converter<'a> {
 
     /// Substitution in one word with the stage's current variables.
     fn expand(&self, i: usize, w: &Word, end_line: usize) -> R<String> {
-        self.lex
+        let p = self
+            .lex
             .process_word(&w.value, &self.states[i].env)
-            .map(|p| p.result)
-            .map_err(|e| self.err_at(w.offset, end_line, e.to_string()))
+            .map_err(|e| self.err_at(w.offset, end_line, e.to_string()))?;
+        if !p.unmatched.is_empty() {
+            self.report_undefined(i, w.offset, end_line, &p.unmatched);
+        }
+        Ok(p.result)
     }
 
     fn expand_opt(&self, i: usize, w: &Option<Word>, end: usize) -> R<Option<Word>> {
@@ -1357,11 +1724,100 @@ impl<'a> Converter<'a> {
         }
     }
 
+    /// The rules about one instruction that need no substitution result.
+    fn lint_instruction(&mut self, i: usize, node: &Node, instruction: &Instruction) {
+        let kw = &node.keyword;
+        let slot = match instruction {
+            Instruction::Cmd(_) => Some(0),
+            Instruction::Entrypoint(_) => Some(1),
+            Instruction::Healthcheck(_) => Some(2),
+            _ => None,
+        };
+        if let Some(slot) = slot {
+            // Reported at the earlier instruction: that is the one ignored.
+            if let Some((offset, end)) = self.states[i].used_once[slot] {
+                self.lint(Rule::MultipleInstructionsDisallowed.mark(self.err_at(
+                    offset,
+                    end,
+                    format!(
+                        "Multiple {kw} instructions should not be used in the same stage because only the last one will be used"
+                    ),
+                )));
+            }
+            self.states[i].used_once[slot] = Some((node.offset, node.end_line));
+        }
+        match instruction {
+            Instruction::Cmd(line) | Instruction::Entrypoint(line)
+                if line.prepend_shell && self.states[i].image.shell.is_empty() =>
+            {
+                self.lint(Rule::JsonArgsRecommended.at_node(
+                    self.file,
+                    node,
+                    format!(
+                        "JSON arguments recommended for {kw} to prevent unintended behavior related to OS signals"
+                    ),
+                ));
+            }
+            Instruction::Env(kvs) | Instruction::Label(kvs) => {
+                for _ in kvs.iter().filter(|kv| kv.legacy) {
+                    self.lint(Rule::LegacyKeyValueFormat.at_node(
+                        self.file,
+                        node,
+                        format!(
+                            "\"{kw} key=value\" should be used instead of legacy \"{kw} key value\" format"
+                        ),
+                    ));
+                }
+            }
+            Instruction::Arg(defs) => {
+                for d in defs {
+                    self.lint_secret_key("ARG", &d.key.value, node);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `CopyIgnoredFile`: a COPY/ADD source from the context that
+    /// `.dockerignore` excludes.
+    fn lint_ignored_source(&self, src: &str, add: bool, node: &Node) {
+        let Some(rules) = &self.opts.dockerignore else {
+            return;
+        };
+        let cleaned = paths::clean(src);
+        if rules.excludes(&cleaned) {
+            let cmd = if add { "Add" } else { "Copy" };
+            self.lint(Rule::CopyIgnoredFile.at_node(
+                self.file,
+                node,
+                format!(
+                    "Attempting to {cmd} file {} that is excluded by .dockerignore",
+                    go_quote(&cleaned)
+                ),
+            ));
+        }
+    }
+
+    /// `SecretsUsedInArgOrEnv` for one ARG or ENV key.
+    fn lint_secret_key(&self, instruction: &str, key: &str, node: &Node) {
+        if lint::is_secret_key(key) {
+            self.lint(Rule::SecretsUsedInArgOrEnv.at_node(
+                self.file,
+                node,
+                format!(
+                    "Do not use ARG or ENV instructions for sensitive data ({instruction} {})",
+                    go_quote(key)
+                ),
+            ));
+        }
+    }
+
     fn dispatch(&mut self, i: usize, cmd: &Cmd) -> R<()> {
         let node = &cmd.command.node;
         let end = node.end_line;
+        self.lint_instruction(i, node, &cmd.command.instruction);
         match &cmd.command.instruction {
-            Instruction::Env(kvs) => self.dispatch_env(i, kvs, end),
+            Instruction::Env(kvs) => self.dispatch_env(i, node, kvs),
             Instruction::Maintainer(w) => {
                 self.states[i].image.author = w.value.clone();
                 self.commit(i, format!("MAINTAINER {}", w.value), false);
@@ -1376,6 +1832,17 @@ impl<'a> Converter<'a> {
             }
             Instruction::Workdir(w) => {
                 let path = self.expand(i, w, end)?;
+                if !self.states[i].workdir_set && !path.starts_with('/') {
+                    self.lint(Rule::WorkdirRelativePath.at_node(
+                        self.file,
+                        node,
+                        format!(
+                            "Relative workdir {} can have unexpected results if the base image changes",
+                            go_quote(&path)
+                        ),
+                    ));
+                }
+                self.states[i].workdir_set = true;
                 self.dispatch_workdir(i, cmd, &path)
             }
             Instruction::Run(r) => self.dispatch_run(i, cmd, r),
@@ -1450,6 +1917,9 @@ impl<'a> Converter<'a> {
                         .process_words(&p.value, &self.states[i].env)
                         .map_err(|e| self.err_at(p.offset, end, e.to_string()))?;
                     for w in words {
+                        for (rule, msg) in lint::expose_findings(&w) {
+                            self.lint(rule.at_node(self.file, node, msg));
+                        }
                         let specs =
                             expose::parse_port(&w).map_err(|e| self.err_at(p.offset, end, e))?;
                         out.extend(specs);
@@ -1492,7 +1962,7 @@ impl<'a> Converter<'a> {
                 self.commit(i, format!("STOPSIGNAL {sig}"), false);
                 Ok(())
             }
-            Instruction::Arg(defs) => self.dispatch_arg(i, defs, end),
+            Instruction::Arg(defs) => self.dispatch_arg(i, node, defs),
             Instruction::Shell(sh) => {
                 self.states[i].image.shell = sh.clone();
                 self.commit(i, format!("SHELL {}", go_list(sh)), false);
@@ -1515,9 +1985,10 @@ impl<'a> Converter<'a> {
             .collect()
     }
 
-    fn dispatch_env(&mut self, i: usize, kvs: &[KeyValue], end: usize) -> R<()> {
+    fn dispatch_env(&mut self, i: usize, node: &Node, kvs: &[KeyValue]) -> R<()> {
         let mut msg = String::from("ENV");
-        for (k, v) in self.expand_pairs(i, kvs, end)? {
+        for (k, v) in self.expand_pairs(i, kvs, node.end_line)? {
+            self.lint_secret_key("ENV", &k, node);
             msg.push_str(&format!(" {k}={v}"));
             let st = &mut self.states[i];
             st.env.set(&k, &v);
@@ -1537,11 +2008,15 @@ impl<'a> Converter<'a> {
         Ok(())
     }
 
-    fn dispatch_arg(&mut self, i: usize, defs: &[ArgDef], end: usize) -> R<()> {
+    fn dispatch_arg(&mut self, i: usize, node: &Node, defs: &[ArgDef]) -> R<()> {
+        let end = node.end_line;
         let mut commit = Vec::new();
         for def in defs {
             let key = def.key.value.clone();
             self.declared_args.insert(key.clone());
+            let inherited = !self.opts.build_args.contains_key(&key)
+                && def.default.is_none()
+                && self.global_args.get(&key).is_some();
             let value = if let Some(v) = self.opts.build_args.get(&key) {
                 Some(v.clone())
             } else if let Some(d) = &def.default {
@@ -1549,6 +2024,18 @@ impl<'a> Converter<'a> {
             } else {
                 self.global_args.get(&key).map(str::to_owned)
             };
+            if !inherited {
+                self.states[i].outline.args.insert(
+                    key.clone(),
+                    OutlineArgInfo {
+                        value: value.clone().unwrap_or_default(),
+                        description: crate::outline::doc_comment(&node.comments, &key),
+                        line: node.start_line,
+                        deps: BTreeSet::new(),
+                    },
+                );
+            }
+            self.states[i].outline.used.insert(key.clone());
             if let Some(v) = &value
                 && key != "BUILDKIT_SBOM_SCAN_CONTEXT"
                 && key != "BUILDKIT_SBOM_SCAN_STAGE"
@@ -1710,13 +2197,20 @@ impl<'a> Converter<'a> {
         for (mi, raw) in run.mounts.iter().enumerate() {
             let env = self.states[i].env.clone();
             let lex = self.lex;
+            let mut unmatched = BTreeSet::new();
             let mut expand = |v: &str| -> Result<String, String> {
                 lex.process_word(v, &env)
-                    .map(|p| p.result)
+                    .map(|p| {
+                        unmatched.extend(p.unmatched);
+                        p.result
+                    })
                     .map_err(|e| e.to_string())
             };
-            let m = mount::parse_mount(&raw.value, &mut expand)
-                .map_err(|e| self.err_at(raw.offset, end, e))?;
+            let parsed = mount::parse_mount(&raw.value, &mut expand);
+            if !unmatched.is_empty() {
+                self.report_undefined(i, raw.offset, end, &unmatched);
+            }
+            let m = parsed.map_err(|e| self.err_at(raw.offset, end, e))?;
             if m.kind == MountType::Secret
                 && let Some(e) = &m.env
             {
@@ -1827,6 +2321,12 @@ impl<'a> Converter<'a> {
                     }
                     id = paths::base(&m.target);
                 }
+                let line = self.file.position(raw.offset).line;
+                self.states[i]
+                    .outline
+                    .secrets
+                    .entry(id.clone())
+                    .or_insert((m.required, line));
                 let target = if m.env.is_none() && m.target.is_empty() {
                     format!("/run/secrets/{}", paths::base(&id))
                 } else {
@@ -1857,6 +2357,12 @@ impl<'a> Converter<'a> {
                 } else {
                     m.id.clone()
                 };
+                let line = self.file.position(raw.offset).line;
+                self.states[i]
+                    .outline
+                    .ssh
+                    .entry(id.clone())
+                    .or_insert((m.required, line));
                 // Default targets are assigned once all mounts are known.
                 let target = m.target.clone();
                 return Ok(LlbMount {
@@ -2170,6 +2676,9 @@ impl<'a> Converter<'a> {
                     ..template.clone()
                 }));
             } else {
+                if spec.from_state.is_none() {
+                    self.lint_ignored_source(&src.value, spec.add, node);
+                }
                 let mut src_path = src.value.clone();
                 let mut include = Vec::new();
                 let mut required = Vec::new();
@@ -2370,7 +2879,78 @@ impl<'a> Converter<'a> {
                 context_paths,
             },
             warnings: std::mem::take(&mut self.warnings),
+            outline: self.outline(target),
         })
+    }
+
+    /// `--call outline` for state `target`: the ARGs it and the stages it
+    /// depends on use, with their values and descriptions, and the secrets and
+    /// SSH sockets their RUN steps mount (BuildKit's `dispatchState.Outline`;
+    /// the first stage met in target, base, dependencies order wins).
+    fn outline(&self, target: usize) -> crate::outline::Outline {
+        use crate::outline::{Outline, OutlineArg, OutlineMount};
+        let mut out = Outline::default();
+        if let Some(node) = &self.states[target].node {
+            out.name = self.states[target].name.clone().unwrap_or_default();
+            out.description = crate::outline::doc_comment(&node.comments, &out.name);
+        }
+        let mut seen_args = BTreeSet::new();
+        let mut seen_secrets = BTreeSet::new();
+        let mut seen_ssh = BTreeSet::new();
+        let mut seen_states = vec![false; self.states.len()];
+        let mut stack = vec![target];
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut seen_states[i], true) {
+                continue;
+            }
+            let st = &self.states[i];
+            let info = |k: &str| st.outline.args.get(k).or_else(|| self.meta_outline.get(k));
+            // Used ARGs, and the global ARGs their defaults refer to.
+            let mut used = BTreeSet::new();
+            let mut todo: Vec<&String> = st.outline.used.iter().collect();
+            while let Some(k) = todo.pop() {
+                if used.insert(k.clone())
+                    && let Some(a) = info(k)
+                {
+                    todo.extend(a.deps.iter());
+                }
+            }
+            for k in used {
+                if let Some(a) = info(&k)
+                    && seen_args.insert(k.clone())
+                {
+                    out.args.push(OutlineArg {
+                        name: k,
+                        value: a.value.clone(),
+                        description: a.description.clone(),
+                        line: a.line,
+                    });
+                }
+            }
+            for (list, seen, found) in [
+                (&mut out.secrets, &mut seen_secrets, &st.outline.secrets),
+                (&mut out.ssh, &mut seen_ssh, &st.outline.ssh),
+            ] {
+                for (id, (required, line)) in found {
+                    if seen.insert(id.clone()) {
+                        list.push(OutlineMount {
+                            name: id.clone(),
+                            required: *required,
+                            line: *line,
+                        });
+                    }
+                }
+            }
+            // Pre-order: this state, its base, then its dependencies.
+            stack.extend(st.deps.iter().rev().map(|(d, _)| *d));
+            if let Base::Stage(b) = st.base {
+                stack.push(b);
+            }
+        }
+        out.args.sort_by_key(|a| a.line);
+        out.secrets.sort_by_key(|a| a.line);
+        out.ssh.sort_by_key(|a| a.line);
+        out
     }
 }
 

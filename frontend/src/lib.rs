@@ -31,7 +31,9 @@ pub mod duration;
 pub mod expose;
 pub mod gitref;
 pub mod instructions;
+pub mod lint;
 pub mod mount;
+pub mod outline;
 pub mod paths;
 pub mod quote;
 pub mod shell;
@@ -41,8 +43,8 @@ mod suggest;
 pub mod syntax;
 
 pub use convert::{
-    BuildOptions, CheckConfig, ImageResolver, Offline, Plan, Resolution, ResolvedImage,
-    StaticResolver,
+    BuildOptions, CheckConfig, CheckReport, ImageResolver, Offline, Plan, Resolution,
+    ResolvedImage, StaticResolver,
 };
 pub use diagnostic::{Diagnostic, Location, Severity};
 pub use instructions::Dockerfile;
@@ -62,4 +64,47 @@ pub fn plan(
 ) -> Result<Plan, Diagnostic> {
     let df = parse(file)?;
     convert::convert(file, df, opts, resolver)
+}
+
+/// Lints `file` (`kiln build --check`): the warnings of every stage, and the
+/// error that planning stopped at, if any.
+pub fn check(file: &SourceFile, opts: &BuildOptions, resolver: &dyn ImageResolver) -> CheckReport {
+    let ast = match syntax::parse(file) {
+        Ok(ast) => ast,
+        Err(e) => {
+            return CheckReport {
+                warnings: Vec::new(),
+                error: Some(e),
+            };
+        }
+    };
+    match instructions::from_ast(file, ast.clone()) {
+        Ok(df) => convert::check(file, df, opts, resolver),
+        Err(e) => {
+            // As BuildKit, the warnings of the instructions typed before the
+            // one that failed are still reported (the parser's, and the rules
+            // checked while typing; not those that need the whole file).
+            let failed_at = e.line().unwrap_or(usize::MAX);
+            let config = match convert::LintConfig::new(file, &ast, opts) {
+                Ok(c) => c,
+                Err(config_error) => {
+                    return CheckReport {
+                        warnings: Vec::new(),
+                        error: Some(config_error),
+                    };
+                }
+            };
+            let mut before = ast;
+            before.nodes.retain(|n| n.end_line < failed_at);
+            let mut warnings = before.warnings.clone();
+            if let Ok(df) = instructions::from_ast(file, before) {
+                warnings.extend(lint::check_instructions(file, &df));
+            }
+            warnings.retain(|w| config.keeps(w));
+            CheckReport {
+                warnings,
+                error: Some(e),
+            }
+        }
+    }
 }

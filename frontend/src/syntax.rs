@@ -406,8 +406,13 @@ impl<'a> Parser<'a> {
                         .with_end_line(end_line)
                 })?;
             if empty_continuation {
+                // BuildKit reports it at the instruction's last line.
+                let last = self
+                    .lines
+                    .get(end_line.saturating_sub(1))
+                    .map_or(node_offset, |l| l.0);
                 warnings.push(
-                    self.err(node_offset, "Empty continuation line")
+                    self.err(last, "Empty continuation line")
                         .with_end_line(end_line)
                         .warning(
                             "NoEmptyContinuation",

@@ -280,6 +280,14 @@ pub struct BuildArgs {
     /// Most RUN steps running at once (default: the number of CPUs).
     #[arg(long = "max-parallelism", value_name = "N")]
     pub max_parallelism: Option<usize>,
+
+    /// Instead of building: check, outline or targets (`,format=json` for JSON).
+    #[arg(long, value_name = "METHOD")]
+    pub call: Option<String>,
+
+    /// Shorthand for --call=check: print the build checks' warnings, exit 1 if any.
+    #[arg(long)]
+    pub check: bool,
 }
 
 impl BuildArgs {
@@ -302,6 +310,8 @@ impl BuildArgs {
         check(self.max_parallelism.is_some(), "--max-parallelism");
         check(!self.cache_from.is_empty(), "--cache-from");
         check(!self.cache_to.is_empty(), "--cache-to");
+        check(self.call.is_some(), "--call");
+        check(self.check, "--check");
         out
     }
 

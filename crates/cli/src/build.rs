@@ -211,6 +211,13 @@ fn report_step(file: &SourceFile, e: &kiln_worker::StepError, tail: &[String]) -
 pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     let root = globals.root.as_deref();
     reject_unsupported(args)?;
+    let call = crate::call::Call::from_args(args)?;
+    if call.method != crate::call::Method::Build {
+        return match crate::call::run(globals, args, &call)? {
+            0 => Ok(()),
+            code => Err(Failure::Status(code)),
+        };
+    }
     let mode = progress_mode(args)?;
     let outputs = outputs(args)?;
     crate::metadata::check_stdout(&outputs, args.quiet)?;
@@ -299,7 +306,14 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         &*log,
     );
     let plan = kiln_frontend::plan(&file, &opts, &resolver)?;
-    crate::plan::print_warnings(&plan.warnings);
+    // Lint warnings are summed up after the build, as buildx does; other
+    // warnings (build args without effect) come first.
+    let (lints, notes): (Vec<_>, Vec<_>) = plan
+        .warnings
+        .iter()
+        .cloned()
+        .partition(|w| w.rule.is_some());
+    crate::plan::print_warnings(&notes);
     let bases = resolver.resolutions();
     let dag = Arc::new(kiln_worker::build::dag(&plan.definition).map_err(anyhow::Error::new)?);
     let names: Vec<String> = dag.nodes().iter().map(|n| n.name.clone()).collect();
@@ -385,6 +399,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         Err(e) => Err(Failure::Other(anyhow::Error::new(e))),
     };
     progress.finish();
+    crate::call::print_build_warnings(&lints, matches!(mode, Mode::Quiet | Mode::Json));
     outcome
 }
 

@@ -14,6 +14,7 @@
 mod archive;
 mod args;
 mod build;
+mod call;
 mod gotemplate;
 mod grants;
 mod images;
@@ -55,6 +56,9 @@ pub enum Failure {
     Build(String),
     /// Anything else that stops the command (a file that cannot be read): exit 1.
     Other(anyhow::Error),
+    /// Everything has been printed; exit with this code (`--check` with
+    /// warnings: 1).
+    Status(u8),
 }
 
 impl From<anyhow::Error> for Failure {
@@ -132,6 +136,7 @@ fn report(f: Failure) -> ExitCode {
             let _ = writeln!(err, "error: {}", chain_message(&e));
             ExitCode::from(1)
         }
+        Failure::Status(code) => ExitCode::from(code),
     }
 }
 

@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context as _;
+use kiln_frontend::lint::IgnoreRules;
 use kiln_frontend::{BuildOptions, SourceFile};
 use kiln_llb::Platform;
 use kiln_llb::op::Network;
@@ -81,7 +83,48 @@ pub fn build_options(
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         network,
+        all_stages: false,
+        dockerignore: dockerignore(args),
     })
+}
+
+/// The context's `.dockerignore` (or `<Dockerfile>.dockerignore`), chosen as
+/// the build chooses it, for the `CopyIgnoredFile` check. A file that cannot
+/// be read or parsed gives no rules here: the build reports it when it opens
+/// the context.
+fn dockerignore(args: &BuildArgs) -> Option<Arc<dyn IgnoreRules>> {
+    let dockerfile = match args.file.as_deref() {
+        Some("-") | None => None,
+        Some(p) => Some(Path::new(p)),
+    };
+    let tree = kiln_context::Tree::open_context(Path::new(&args.context), dockerfile).ok()?;
+    let matcher = tree.ignore()?.clone();
+    Some(Arc::new(DockerIgnore(matcher)))
+}
+
+/// `.dockerignore` rules with BuildKit's `validateCopySourcePath` logic.
+#[derive(Debug)]
+struct DockerIgnore(kiln_context::Matcher);
+
+impl IgnoreRules for DockerIgnore {
+    fn excludes(&self, source: &str) -> bool {
+        // Exceptions make it undecidable without the files (an excluded
+        // directory may have a re-included file).
+        if self.0.exclusions() {
+            return false;
+        }
+        if source == "." || source == "/" {
+            // The context root: only patterns that exclude everything count.
+            return self
+                .0
+                .patterns()
+                .iter()
+                .any(|p| matches!(p.as_bytes(), b"*" | b"**" | b"**/*"));
+        }
+        self.0
+            .matches_or_parent_matches(source.as_bytes())
+            .unwrap_or(false)
+    }
 }
 
 /// Reads the Dockerfile: `-f PATH`, `-f -` (stdin), or `CONTEXT/Dockerfile`.

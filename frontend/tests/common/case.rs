@@ -86,3 +86,15 @@ pub fn run(case: &Path) -> Result<Plan, kiln_frontend::Diagnostic> {
     let file = SourceFile::from_bytes("Dockerfile", bytes)?;
     kiln_frontend::plan(&file, &options(case), &resolver(case))
 }
+
+/// Lints the case as `kiln build --check` does.
+pub fn lint(case: &Path) -> kiln_frontend::CheckReport {
+    let bytes = fs::read(case.join("Dockerfile")).expect("Dockerfile");
+    match SourceFile::from_bytes("Dockerfile", bytes) {
+        Ok(file) => kiln_frontend::check(&file, &options(case), &resolver(case)),
+        Err(e) => kiln_frontend::CheckReport {
+            warnings: Vec::new(),
+            error: Some(e),
+        },
+    }
+}
