@@ -172,7 +172,8 @@ fn builtin_arg_note(key: &str) -> Option<&'static str> {
         "BUILDKIT_SBOM_SCAN_CONTEXT" | "BUILDKIT_SBOM_SCAN_STAGE" => {
             Some("SBOM generation is not supported by kiln")
         }
-        "SOURCE_DATE_EPOCH" => Some("reproducible timestamps are not supported by kiln yet"),
+        // Read by the cli: the creation time and mtime clamp of the build.
+        "SOURCE_DATE_EPOCH" => Some(""),
         _ => None,
     }
 }
