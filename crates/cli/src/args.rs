@@ -288,6 +288,12 @@ pub struct BuildArgs {
     /// Shorthand for --call=check: print the build checks' warnings, exit 1 if any.
     #[arg(long)]
     pub check: bool,
+
+    /// After the build, say why each step that ran was not cached (compared
+    /// with the last time it ran: instruction, build arguments, base image,
+    /// context files, or an input step).
+    #[arg(long)]
+    pub explain: bool,
 }
 
 impl BuildArgs {
@@ -310,6 +316,7 @@ impl BuildArgs {
         check(self.max_parallelism.is_some(), "--max-parallelism");
         check(!self.cache_from.is_empty(), "--cache-from");
         check(!self.cache_to.is_empty(), "--cache-to");
+        check(self.explain, "--explain");
         check(self.call.is_some(), "--call");
         check(self.check, "--check");
         out

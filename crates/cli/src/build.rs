@@ -364,8 +364,10 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         ctrl_c.abort();
         r
     });
+    let mut explanations = Vec::new();
     let outcome = match result {
         Ok(res) => {
+            explanations.clone_from(&res.explanations);
             if let Some(path) = &args.metadata_file {
                 crate::metadata::write(path, &state, &res, &image_names, &bases)?;
             }
@@ -399,8 +401,26 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         Err(e) => Err(Failure::Other(anyhow::Error::new(e))),
     };
     progress.finish();
+    if args.explain {
+        print_explanations(&explanations);
+    }
     crate::call::print_build_warnings(&lints, matches!(mode, Mode::Quiet | Mode::Json));
     outcome
+}
+
+/// `--explain`: why each step that ran did.
+fn print_explanations(explanations: &[(String, String)]) {
+    let mut err = std::io::stderr().lock();
+    if explanations.is_empty() {
+        let _ = writeln!(err, "\nEvery step was cached.");
+        return;
+    }
+    let _ = writeln!(err, "\nWhy steps ran:");
+    let mut sorted: Vec<&(String, String)> = explanations.iter().collect();
+    sorted.sort();
+    for (step, why) in sorted {
+        let _ = writeln!(err, " - {step}: {why}");
+    }
 }
 
 /// The configuration `--change` instructions describe, parsed by the

@@ -82,7 +82,31 @@ impl Tree {
             walked.iter().map(|(s, e)| (*s, e.as_slice())).collect();
         digest_selection(&selection, cache, opts, started)
     }
+
+    /// [`Tree::digest`], also returning each regular file's path in the
+    /// tree and content digest (what `kiln build --explain` compares).
+    pub fn digest_listed(
+        &self,
+        sources: &[Source],
+        filter: &Filter,
+        cache: &mut StatCache,
+        opts: &DigestOptions,
+    ) -> Result<(kiln_llb::Digest, DigestStats, Listing), ContextError> {
+        let started = coarse_now_ns();
+        let mut walked = Vec::with_capacity(sources.len());
+        for s in sources {
+            walked.push((s, self.walk(s, filter)?));
+        }
+        let selection: Vec<(&Source, &[Entry])> =
+            walked.iter().map(|(s, e)| (*s, e.as_slice())).collect();
+        let mut listing = Vec::new();
+        let (d, stats) = digest_inner(&selection, cache, opts, started, Some(&mut listing))?;
+        Ok((d, stats, listing))
+    }
 }
+
+/// Regular files of a selection: path in the tree, content digest.
+pub type Listing = Vec<(Vec<u8>, [u8; 32])>;
 
 /// The digest of sources already walked with [`Tree::walk`] (so a caller
 /// that copies the same selection walks only once). `started` is
@@ -92,6 +116,16 @@ pub fn digest_selection(
     cache: &mut StatCache,
     opts: &DigestOptions,
     started: i64,
+) -> Result<(kiln_llb::Digest, DigestStats), ContextError> {
+    digest_inner(selection, cache, opts, started, None)
+}
+
+fn digest_inner(
+    selection: &[(&Source, &[Entry])],
+    cache: &mut StatCache,
+    opts: &DigestOptions,
+    started: i64,
+    mut listing: Option<&mut Listing>,
 ) -> Result<(kiln_llb::Digest, DigestStats), ContextError> {
     let mut stats = DigestStats::default();
     // Content digests: from the cache, or to be computed.
@@ -156,6 +190,9 @@ pub fn digest_selection(
                     })?;
                     h.update(e.size.to_be_bytes());
                     h.update(sha);
+                    if let Some(l) = listing.as_deref_mut() {
+                        l.push((e.tree_path.as_os_str().as_bytes().to_vec(), sha));
+                    }
                 }
                 FileType::Symlink => {
                     put_str(&mut h, e.symlink_target.as_deref().unwrap_or_default());

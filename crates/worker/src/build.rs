@@ -67,6 +67,9 @@ pub struct BuildResult {
     pub image: Option<Committed>,
     /// The manifests the outputs wrote (OCI and docker archives/layouts).
     pub manifests: Vec<kiln_oci::Descriptor>,
+    /// Why each step that ran did (`--explain`): (step name, reason), in the
+    /// order they ran.
+    pub explanations: Vec<(String, String)>,
 }
 
 /// The solver DAG of a definition: one node per vertex, in the graph's
@@ -159,6 +162,14 @@ pub async fn build(
             grants: Arc::new(req.grants.clone()),
         },
     );
+    worker = worker.with_explainer(crate::explain::Explainer {
+        scope: explain_scope(&req),
+        names: dag
+            .nodes()
+            .iter()
+            .map(|n| (n.payload.digest, n.name.clone()))
+            .collect(),
+    });
     if let Some(t) = target
         && req.outputs.iter().any(Output::needs_image)
     {
@@ -331,7 +342,24 @@ pub async fn build(
             Err(e) => return Err(e),
         }
     }
-    Ok(BuildResult { image, manifests })
+    Ok(BuildResult {
+        image,
+        manifests,
+        explanations: worker.explanations(),
+    })
+}
+
+/// What distinguishes one project's steps from another's in `--explain`
+/// records: the context directory and the Dockerfile (host paths, which
+/// name record files and never enter a cache key).
+fn explain_scope(req: &BuildRequest) -> String {
+    let dir = std::fs::canonicalize(&req.context_dir).unwrap_or_else(|_| req.context_dir.clone());
+    let file = req
+        .dockerfile
+        .as_ref()
+        .map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()))
+        .unwrap_or_default();
+    format!("{}\0{}", dir.display(), file.display())
 }
 
 /// A solver error as the user should see it.

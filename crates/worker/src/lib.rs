@@ -38,6 +38,7 @@ pub mod cache_exchange;
 pub mod copy;
 mod error;
 pub mod exec;
+pub mod explain;
 pub mod export;
 pub mod fileop;
 pub mod gc;

@@ -52,6 +52,19 @@ pub struct LlbWorker {
     pub(crate) imported: Arc<crate::cache_exchange::Imported>,
     /// Directory names of the cache mounts this build's steps mounted.
     pub(crate) used_cache_mounts: Mutex<std::collections::BTreeSet<String>>,
+    /// Records why steps run (`--explain`), with what keys and context
+    /// files were seen while keying.
+    pub(crate) explainer: Option<crate::explain::Explainer>,
+    seen: Mutex<HashMap<Digest, Seen>>,
+    explanations: Mutex<Vec<(String, String)>>,
+}
+
+/// What keying a vertex saw, for its explanation if it runs.
+#[derive(Debug, Default)]
+struct Seen {
+    key: Option<Key>,
+    /// Context files read, per input index: path → digest (hex prefix).
+    files: HashMap<u32, std::collections::BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for LlbWorker {
@@ -79,7 +92,25 @@ impl LlbWorker {
             image_layers: None,
             imported: Arc::default(),
             used_cache_mounts: Mutex::default(),
+            explainer: None,
+            seen: Mutex::default(),
+            explanations: Mutex::default(),
         }
+    }
+
+    /// Keeps a record of every step that runs and says why it ran, compared
+    /// with its last run (`kiln build --explain`).
+    pub fn with_explainer(mut self, explainer: crate::explain::Explainer) -> LlbWorker {
+        self.explainer = Some(explainer);
+        self
+    }
+
+    /// Why each step that ran did, in the order they ran: (step name, reason).
+    pub fn explanations(&self) -> Vec<(String, String)> {
+        self.explanations
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default()
     }
 
     /// Directory names of the cache mounts this build's steps mounted.
@@ -159,6 +190,7 @@ impl LlbWorker {
         actions: &[FileAction],
         index: u32,
         name: &str,
+        files: &mut std::collections::BTreeMap<String, String>,
     ) -> Result<Vec<Digest>, Error> {
         let ctx = self.context(name)?;
         let mut out = Vec::new();
@@ -173,14 +205,23 @@ impl LlbWorker {
                 .stat_cache
                 .lock()
                 .map_err(|_| Error::Other("stat cache lock poisoned".to_owned()))?;
-            let (digest, _stats) = ctx.tree.digest(
-                &sources,
-                &filter,
-                &mut cache,
-                &kiln_context::DigestOptions {
-                    include_ownership: false,
-                },
-            )?;
+            let opts = kiln_context::DigestOptions {
+                include_ownership: false,
+            };
+            let digest = if self.explainer.is_some() {
+                let (digest, _, listing) = ctx
+                    .tree
+                    .digest_listed(&sources, &filter, &mut cache, &opts)?;
+                for (path, sha) in listing {
+                    files.insert(
+                        String::from_utf8_lossy(&path).into_owned(),
+                        Digest::from_bytes(sha).hex()[..16].to_owned(),
+                    );
+                }
+                digest
+            } else {
+                ctx.tree.digest(&sources, &filter, &mut cache, &opts)?.0
+            };
             out.push(digest);
         }
         Ok(out)
@@ -197,6 +238,65 @@ impl kiln_solver::Worker for LlbWorker {
         v: &Vertex,
         inputs: &[KeyInput<Value>],
         _cx: &Cx,
+    ) -> Result<Option<Key>, Error> {
+        let mut seen = Seen::default();
+        let key = self.key_of(v, inputs, &mut seen)?;
+        if self.explainer.is_some()
+            && let Ok(mut m) = self.seen.lock()
+        {
+            seen.key = key;
+            m.insert(v.digest, seen);
+        }
+        Ok(key)
+    }
+
+    fn execute(&self, v: &Vertex, inputs: &[Resolved<Value>], cx: &Cx) -> Result<Value, Error> {
+        let Some(x) = &self.explainer else {
+            return self.run_op(v, inputs, cx);
+        };
+        if matches!(v.op, Op::Source(SourceOp::Local { .. })) {
+            return self.run_op(v, inputs, cx);
+        }
+        let seen = self
+            .seen
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&v.digest))
+            .unwrap_or_default();
+        let pairs: Vec<(Option<Key>, &Value)> = inputs.iter().map(|r| (r.key, &r.value)).collect();
+        let record = x.record(v, seen.key, &pairs, &|i| seen.files.get(&i).cloned());
+        let why = x.explain(&self.state, v, &record);
+        let value = self.run_op(v, inputs, cx)?;
+        if let Some((why, site)) = why {
+            // Kept only once the step succeeded: the next run compares with it.
+            let _ = crate::explain::keep(&site, &record);
+            if let Ok(mut e) = self.explanations.lock() {
+                e.push((v.meta.name.clone(), why));
+            }
+        }
+        Ok(value)
+    }
+
+    fn is_valid(&self, value: &Value) -> bool {
+        match value {
+            Value::Fs { layers } => layers
+                .iter()
+                .all(|l| crate::cache_exchange::layer_available(&self.state, &self.imported, l)),
+            Value::Context { .. } => false,
+        }
+    }
+
+    fn is_heavy(&self, v: &Vertex) -> bool {
+        matches!(v.op, Op::Exec(_))
+    }
+}
+
+impl LlbWorker {
+    fn key_of(
+        &self,
+        v: &Vertex,
+        inputs: &[KeyInput<Value>],
+        seen: &mut Seen,
     ) -> Result<Option<Key>, Error> {
         match &v.op {
             Op::Source(SourceOp::Local { .. }) => Ok(None),
@@ -219,9 +319,12 @@ impl kiln_solver::Worker for LlbWorker {
                 for (i, input) in inputs.iter().enumerate() {
                     match (&input.key, &input.value) {
                         (Some(k), _) => parts.push(InputPart::Key(*k)),
-                        (None, Some(Value::Context { name })) => parts.push(InputPart::Content(
-                            self.context_reads(&f.actions, i as u32, name)?,
-                        )),
+                        (None, Some(Value::Context { name })) => {
+                            let files = seen.files.entry(i as u32).or_default();
+                            parts.push(InputPart::Content(
+                                self.context_reads(&f.actions, i as u32, name, files)?,
+                            ));
+                        }
                         (None, _) => return Ok(None),
                     }
                 }
@@ -261,7 +364,8 @@ impl kiln_solver::Worker for LlbWorker {
         }
     }
 
-    fn execute(&self, v: &Vertex, inputs: &[Resolved<Value>], cx: &Cx) -> Result<Value, Error> {
+    /// Runs `v` (what `execute` does, without the explanation).
+    fn run_op(&self, v: &Vertex, inputs: &[Resolved<Value>], cx: &Cx) -> Result<Value, Error> {
         match &v.op {
             Op::Source(SourceOp::Local { name }) => {
                 self.context(name)?;
@@ -292,18 +396,5 @@ impl kiln_solver::Worker for LlbWorker {
                 Ok(Value::Fs { layers })
             }
         }
-    }
-
-    fn is_valid(&self, value: &Value) -> bool {
-        match value {
-            Value::Fs { layers } => layers
-                .iter()
-                .all(|l| crate::cache_exchange::layer_available(&self.state, &self.imported, l)),
-            Value::Context { .. } => false,
-        }
-    }
-
-    fn is_heavy(&self, v: &Vertex) -> bool {
-        matches!(v.op, Op::Exec(_))
     }
 }
