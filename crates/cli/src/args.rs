@@ -308,7 +308,6 @@ impl BuildArgs {
         check(!self.cache_to.is_empty(), "--cache-to");
         check(!self.secrets.is_empty(), "--secret");
         check(!self.ssh.is_empty(), "--ssh");
-        check(!self.build_contexts.is_empty(), "--build-context");
         check(
             self.platforms.len() > 1,
             "--platform with several platforms",

@@ -33,12 +33,14 @@
 
 pub mod archive;
 pub mod build;
+pub mod contexts;
 pub mod copy;
 mod error;
 pub mod exec;
 pub mod export;
 pub mod fileop;
 pub mod gc;
+pub mod git;
 pub mod http;
 pub mod image;
 pub mod images;
