@@ -270,6 +270,8 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
 fn bare_repo(w: &LlbWorker, remote: &str) -> Result<PathBuf, Error> {
     let dir = w.state.root.join("git");
     fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+    // Absolute: checkouts run git in other directories.
+    let dir = fs::canonicalize(&dir).map_err(io(format!("resolving {}", dir.display())))?;
     let repo = dir.join(format!("{}.git", Digest::of(remote.as_bytes()).hex()));
     if repo.join("HEAD").exists() {
         return Ok(repo);
