@@ -154,8 +154,22 @@ fn pick_ref(ls_remote: &str, git_ref: &str) -> Option<(String, String, Option<St
     tag_sha.map(|s| (s, tag, peeled_sha))
 }
 
+/// Whether git would reach `remote` over SSH (`ssh://`, `user@host:path`).
+fn is_ssh(remote: &str) -> bool {
+    match remote.split_once("://") {
+        Some((scheme, _)) => scheme.eq_ignore_ascii_case("ssh") || scheme.contains("ssh"),
+        None => remote.contains('@') && remote.contains(':'),
+    }
+}
+
 /// Resolves the source's ref to a commit (network: `git ls-remote`).
 fn resolve(src: &Source<'_>) -> Result<Resolved, Error> {
+    if is_ssh(src.remote) {
+        return Err(Error::Other(format!(
+            "git over SSH ({}) is not supported yet (it needs --ssh agent forwarding); use an https:// or git:// URL",
+            src.remote
+        )));
+    }
     if is_commit_sha(src.git_ref) {
         let commit = src.git_ref.to_ascii_lowercase();
         if !src.checksum.is_empty() && !commit.starts_with(&src.checksum.to_ascii_lowercase()) {
@@ -505,6 +519,14 @@ mod tests {
             Some(("2".repeat(40), "refs/tags/v1".to_owned(), None))
         );
         assert_eq!(p("nope"), None);
+    }
+
+    #[test]
+    fn ssh_remotes() {
+        assert!(is_ssh("git@github.com:moby/buildkit.git"));
+        assert!(is_ssh("ssh://git@example.com/r.git"));
+        assert!(!is_ssh("https://example.com/r.git"));
+        assert!(!is_ssh("git://127.0.0.1:9418/repo"));
     }
 
     #[test]
