@@ -1101,7 +1101,13 @@ impl<'a> Converter<'a> {
     }
 
     /// The source vertices of a named context that is not an image.
-    fn resolve_named(&mut self, i: usize, key: &str, nc: &NamedContext, platform: &Platform) -> R<()> {
+    fn resolve_named(
+        &mut self,
+        i: usize,
+        key: &str,
+        nc: &NamedContext,
+        platform: &Platform,
+    ) -> R<()> {
         let meta = |name: String| VertexMeta {
             name: format!("[context {key}] {name}"),
             ..VertexMeta::default()
@@ -2516,12 +2522,10 @@ impl<'a> Converter<'a> {
                         reference: r.to_string(),
                         digest: s.image_digest.clone(),
                     },
-                    Base::Named(_, NamedContext::Resolved { reference, .. }) => {
-                        StageBase::Image {
-                            reference: reference.clone(),
-                            digest: s.image_digest.clone(),
-                        }
-                    }
+                    Base::Named(_, NamedContext::Resolved { reference, .. }) => StageBase::Image {
+                        reference: reference.clone(),
+                        digest: s.image_digest.clone(),
+                    },
                     Base::Named(..) => StageBase::Scratch,
                 },
                 root: s.root,

@@ -299,9 +299,11 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
             ContextValue::Local(dir) => local_contexts.push((name.clone(), dir.clone())),
             ContextValue::OciLayout(l) => {
                 let select = match &l.digest {
-                    Some(d) => kiln_worker::contexts::LayoutSelector::Digest(d.parse().map_err(
-                        |e| Failure::Usage(format!("--build-context {name}={}: {e}", l.shown())),
-                    )?),
+                    Some(d) => {
+                        kiln_worker::contexts::LayoutSelector::Digest(d.parse().map_err(|e| {
+                            Failure::Usage(format!("--build-context {name}={}: {e}", l.shown()))
+                        })?)
+                    }
                     None => kiln_worker::contexts::LayoutSelector::Tag(
                         l.tag.clone().unwrap_or_else(|| "latest".to_owned()),
                     ),
@@ -310,10 +312,9 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
                     .split_once("::")
                     .and_then(|(_, p)| p.parse().ok())
                     .unwrap_or_else(|| target_platform.clone());
-                let image = kiln_worker::contexts::import_oci_layout(
-                    &state, &l.dir, &select, &platform,
-                )
-                .map_err(anyhow::Error::new)?;
+                let image =
+                    kiln_worker::contexts::import_oci_layout(&state, &l.dir, &select, &platform)
+                        .map_err(anyhow::Error::new)?;
                 opts.named_contexts.insert(
                     name.clone(),
                     kiln_frontend::NamedContext::Resolved {

@@ -221,7 +221,9 @@ pub fn build_contexts(args: &BuildArgs) -> Result<Vec<(String, ContextValue)>, F
             )));
         }
         if !platform.is_empty() {
-            platform.parse::<Platform>().map_err(|e| bad(&format!("{e}")))?;
+            platform
+                .parse::<Platform>()
+                .map_err(|e| bad(&format!("{e}")))?;
         }
         if out.iter().any(|(n, _)| n == name) {
             return Err(bad(&format!("context {name:?} is given twice")));
@@ -232,8 +234,8 @@ pub fn build_contexts(args: &BuildArgs) -> Result<Vec<(String, ContextValue)>, F
                 return Err(bad("oci-layout:// needs a directory"));
             }
             ContextValue::OciLayout(layout)
-        } else if let Some(nc) = kiln_frontend::contexts::parse_remote(value, false)
-            .map_err(|e| bad(&e))?
+        } else if let Some(nc) =
+            kiln_frontend::contexts::parse_remote(value, false).map_err(|e| bad(&e))?
         {
             ContextValue::Named(nc)
         } else if value.starts_with("target:") {

@@ -86,7 +86,10 @@ pub fn is_commit_sha(s: &str) -> bool {
 fn git() -> Command {
     let mut c = Command::new("git");
     c.env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -214,7 +217,8 @@ fn resolve(src: &Source<'_>) -> Result<Resolved, Error> {
     }
     if !src.checksum.is_empty() {
         let ck = src.checksum.to_ascii_lowercase();
-        let matches = object.starts_with(&ck) || peeled.as_ref().is_some_and(|p| p.starts_with(&ck));
+        let matches =
+            object.starts_with(&ck) || peeled.as_ref().is_some_and(|p| p.starts_with(&ck));
         if !matches {
             return Err(Error::Other(format!(
                 "expected checksum to match {}, got {}",
@@ -258,7 +262,11 @@ pub fn cache_key(w: &LlbWorker, v: &Vertex) -> Result<Key, Error> {
 /// Fetches and checks the commit out into a new layer.
 pub fn execute(w: &LlbWorker, v: &Vertex) -> Result<Value, Error> {
     let src = source(v)?;
-    let stashed = w.git_commits.lock().ok().and_then(|mut m| m.remove(&v.digest));
+    let stashed = w
+        .git_commits
+        .lock()
+        .ok()
+        .and_then(|mut m| m.remove(&v.digest));
     let r = match stashed {
         Some(r) => r,
         None => resolve(&src)?,
@@ -295,8 +303,14 @@ fn bare_repo(w: &LlbWorker, remote: &str) -> Result<PathBuf, Error> {
         .tempdir_in(&dir)
         .map_err(io(format!("creating a directory in {}", dir.display())))?;
     let mut cmd = git();
-    cmd.args(["-c", "init.defaultBranch=master", "init", "--bare", "--quiet"])
-        .arg(tmp.path());
+    cmd.args([
+        "-c",
+        "init.defaultBranch=master",
+        "init",
+        "--bare",
+        "--quiet",
+    ])
+    .arg(tmp.path());
     run(cmd, &format!("create a repository for {remote}"))?;
     let mut cmd = git();
     cmd.arg("--git-dir")
@@ -321,11 +335,9 @@ fn lock(bare: &Path) -> Result<nix::fcntl::Flock<fs::File>, Error> {
         .write(true)
         .open(&path)
         .map_err(io(format!("opening {}", path.display())))?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
-        Error::Io {
-            what: format!("locking {}", path.display()),
-            source: e.into(),
-        }
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| Error::Io {
+        what: format!("locking {}", path.display()),
+        source: e.into(),
     })
 }
 
@@ -337,7 +349,8 @@ fn git_dir(bare: &Path) -> Command {
 
 fn has_commit(bare: &Path, commit: &str) -> bool {
     let mut cmd = git_dir(bare);
-    cmd.args(["cat-file", "-e"]).arg(format!("{commit}^{{commit}}"));
+    cmd.args(["cat-file", "-e"])
+        .arg(format!("{commit}^{{commit}}"));
     cmd.output().is_ok_and(|o| o.status.success())
 }
 
@@ -414,7 +427,15 @@ fn checkout(
             format!("{}:{}", r.commit, r.ref_name)
         };
         let mut cmd = in_dest();
-        cmd.args(["fetch", "--quiet", "-u", "--depth=1", "--", "origin", &target]);
+        cmd.args([
+            "fetch",
+            "--quiet",
+            "-u",
+            "--depth=1",
+            "--",
+            "origin",
+            &target,
+        ]);
         run(cmd, &what)?;
         let mut cmd = in_dest();
         cmd.args(["checkout", "--quiet", &r.commit]);
@@ -427,7 +448,8 @@ fn checkout(
         run(cmd, &what)?;
         let fetch_head = dest.join(".git/FETCH_HEAD");
         if fetch_head.exists() {
-            fs::remove_file(&fetch_head).map_err(io(format!("removing {}", fetch_head.display())))?;
+            fs::remove_file(&fetch_head)
+                .map_err(io(format!("removing {}", fetch_head.display())))?;
         }
         return check_submodules(src, dest);
     }
