@@ -24,7 +24,7 @@ pub enum NamedContext {
     /// `reference` is shown, `image.digest` is its ID in the store.
     Resolved {
         reference: String,
-        image: ResolvedImage,
+        image: Box<ResolvedImage>,
     },
     /// `docker-image://scratch`: an empty filesystem.
     Scratch,

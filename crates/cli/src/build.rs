@@ -319,7 +319,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
                     name.clone(),
                     kiln_frontend::NamedContext::Resolved {
                         reference: l.shown(),
-                        image,
+                        image: Box::new(image),
                     },
                 );
             }

@@ -83,10 +83,10 @@ pub fn build_options(
             // ([`crate::build`]); planned as an image not yet resolved.
             ContextValue::OciLayout(l) => NamedContext::Resolved {
                 reference: l.shown(),
-                image: ResolvedImage {
+                image: Box::new(ResolvedImage {
                     has_layers: true,
                     ..ResolvedImage::default()
-                },
+                }),
             },
         };
         named_contexts.insert(name, nc);
