@@ -92,15 +92,17 @@ pub fn context_key(name: &str) -> Option<String> {
     )
 }
 
-/// Looks `key` up as BuildKit does: `key::os/arch[/variant]` first, then `key`.
+/// Looks `key` up as BuildKit does: `key::os/arch[/variant]` first, then
+/// `key`. Returns the name that matched and its context.
 pub fn lookup<'a>(
     contexts: &'a std::collections::BTreeMap<String, NamedContext>,
     key: &str,
     platform: &Platform,
-) -> Option<&'a NamedContext> {
+) -> Option<(&'a str, &'a NamedContext)> {
     contexts
-        .get(&format!("{key}::{platform}"))
-        .or_else(|| contexts.get(key))
+        .get_key_value(&format!("{key}::{platform}"))
+        .or_else(|| contexts.get_key_value(key))
+        .map(|(k, v)| (k.as_str(), v))
 }
 
 #[cfg(test)]

@@ -362,6 +362,8 @@ struct Converter<'a> {
     anonymous_states: usize,
     /// Stage names (lowercase) → index in `states`.
     stage_index: HashMap<String, usize>,
+    /// `--build-context` names some stage, `FROM` or `--from` named.
+    used_contexts: BTreeSet<String>,
 }
 
 type R<T> = Result<T, Diagnostic>;
@@ -414,6 +416,7 @@ impl<'a> Converter<'a> {
             declared_args: BTreeSet::new(),
             anonymous_states: 0,
             stage_index: HashMap::new(),
+            used_contexts: BTreeSet::new(),
         };
         cx.warnings.extend(df.ast.warnings.iter().cloned());
         Ok(cx)
@@ -1069,7 +1072,7 @@ impl<'a> Converter<'a> {
 
     /// The base a `--build-context` named `name` gives, if any.
     fn named_base(
-        &self,
+        &mut self,
         name: &str,
         platform: &Platform,
         offset: usize,
@@ -1081,9 +1084,11 @@ impl<'a> Converter<'a> {
         let Some(key) = contexts::context_key(name) else {
             return Ok(None);
         };
-        let Some(nc) = contexts::lookup(&self.opts.named_contexts, &key, platform) else {
+        let Some((matched, nc)) = contexts::lookup(&self.opts.named_contexts, &key, platform)
+        else {
             return Ok(None);
         };
+        self.used_contexts.insert(matched.to_owned());
         Ok(Some(match nc {
             NamedContext::Scratch => Base::Scratch,
             NamedContext::Image { reference } => {
@@ -2489,6 +2494,21 @@ impl<'a> Converter<'a> {
                     ),
                 )
             });
+        }
+
+        // Named contexts nothing refers to (BuildKit ignores them silently).
+        for name in self.opts.named_contexts.keys() {
+            if !self.used_contexts.contains(name) {
+                self.warnings.push(Diagnostic {
+                    severity: crate::Severity::Warning,
+                    ..Diagnostic::unlocated(
+                        self.file.name(),
+                        format!(
+                            "--build-context {name}: no stage, FROM or --from of the build names it"
+                        ),
+                    )
+                });
+            }
         }
 
         // The target image: --label, platform.
