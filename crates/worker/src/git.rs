@@ -82,9 +82,11 @@ pub fn is_commit_sha(s: &str) -> bool {
     (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// A `git` command with a cleared environment.
+/// A `git` command with a cleared environment and umask 022, so checked-out
+/// modes (0644, 0755 for executables) do not depend on kiln's umask.
 fn git() -> Command {
-    let mut c = Command::new("git");
+    let mut c = Command::new("/bin/sh");
+    c.args(["-c", "umask 022 && exec git \"$@\"", "git"]);
     c.env_clear()
         .env(
             "PATH",
