@@ -124,6 +124,29 @@ mod tests {
     }
 
     #[test]
+    fn platform_names_first() {
+        let mut m = std::collections::BTreeMap::new();
+        m.insert("base".to_owned(), NamedContext::Scratch);
+        m.insert(
+            "base::linux/arm64".to_owned(),
+            NamedContext::Http {
+                url: "https://example.com/a".to_owned(),
+            },
+        );
+        let arm: Platform = "linux/arm64".parse().expect("platform");
+        let amd: Platform = "linux/amd64".parse().expect("platform");
+        assert_eq!(
+            lookup(&m, "base", &arm).map(|(k, _)| k),
+            Some("base::linux/arm64")
+        );
+        assert_eq!(
+            lookup(&m, "base", &amd),
+            Some(("base", &NamedContext::Scratch))
+        );
+        assert_eq!(lookup(&m, "other", &amd), None);
+    }
+
+    #[test]
     fn remote_values() {
         assert_eq!(
             parse_remote("docker-image://busybox", false),
