@@ -797,9 +797,12 @@ impl<'a> Converter<'a> {
                 })
                 .collect();
             if let Some(b) = replaced {
+                // BuildKit dispatches nothing of a replaced stage, not even
+                // the ONBUILD triggers of an image replacing it.
                 st.base = b;
                 st.commands.clear();
                 st.cmd_total = 0;
+                st.onbuild_init = true;
             }
             st.node = Some(node.clone());
             self.states.push(st);
