@@ -1116,8 +1116,10 @@ impl<'a> Converter<'a> {
         nc: &NamedContext,
         platform: &Platform,
     ) -> R<()> {
+        let ignore_cache = self.opts.no_cache || self.states[i].ignore_cache;
         let meta = |name: String| VertexMeta {
             name: format!("[context {key}] {name}"),
+            ignore_cache,
             ..VertexMeta::default()
         };
         let root = match nc {
