@@ -18,10 +18,13 @@
 //!   BuildKit) the layer is a one-commit clone whose `origin` is the
 //!   remote and whose `HEAD` is the commit, detached.
 //!
+//! Submodules are checked out (recursively, one commit deep) unless the URL
+//! says `?submodules=false`; without keep-git-dir their `.git` links are
+//! removed (BuildKit leaves them, pointing at its cache).
+//!
 //! git runs with a cleared environment (no user or system configuration,
 //! no prompts): the worker never reads the process environment, so remotes
-//! that need credentials are not supported yet. Submodules are refused
-//! with an error rather than left out.
+//! that need credentials, and SSH remotes, are not supported yet.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -319,6 +322,12 @@ fn bare_repo(w: &LlbWorker, remote: &str) -> Result<PathBuf, Error> {
         .arg(tmp.path())
         .args(["config", "uploadpack.allowAnySHA1InWant", "true"]);
     run(cmd, "configure the repository cache")?;
+    // Relative submodule URLs resolve against `origin`.
+    let mut cmd = git();
+    cmd.arg("--git-dir")
+        .arg(tmp.path())
+        .args(["remote", "add", "origin", remote]);
+    run(cmd, "configure the repository cache")?;
     match fs::rename(tmp.path(), &repo) {
         Ok(()) => {}
         // Another build created it first.
@@ -453,7 +462,19 @@ fn checkout(
             fs::remove_file(&fetch_head)
                 .map_err(io(format!("removing {}", fetch_head.display())))?;
         }
-        return check_submodules(src, dest);
+        if wants_submodules(src, dest) {
+            let mut cmd = in_dest();
+            cmd.args([
+                "submodule",
+                "update",
+                "--quiet",
+                "--init",
+                "--recursive",
+                "--depth=1",
+            ]);
+            run(cmd, &format!("update the submodules of {}", src.remote))?;
+        }
+        return Ok(());
     }
     // A checkout of the whole tree in scratch space, then the wanted
     // directory moved into the layer.
@@ -466,7 +487,28 @@ fn checkout(
         .arg(&tree)
         .args(["checkout", "--quiet", "--no-overlay", &r.commit, "--", "."]);
     run(cmd, &what)?;
-    check_submodules(src, &tree)?;
+    if wants_submodules(src, &tree) {
+        // As BuildKit: with the cache repository as git dir, so their
+        // clones are cached under its `modules/` (hence the lock).
+        let _lock = lock(bare)?;
+        let mut cmd = git_dir(bare);
+        cmd.env("GIT_INDEX_FILE", scratch.path().join("index"))
+            .arg("--work-tree")
+            .arg(&tree)
+            .current_dir(&tree)
+            .args(["-c", "core.bare=false"])
+            .args([
+                "submodule",
+                "update",
+                "--quiet",
+                "--init",
+                "--recursive",
+                "--depth=1",
+            ]);
+        run(cmd, &format!("update the submodules of {}", src.remote))?;
+        // Their `.git` files point into the cache: not part of the tree.
+        remove_git_entries(&tree)?;
+    }
     let from = if subdir.is_empty() {
         tree.clone()
     } else {
@@ -497,13 +539,34 @@ fn checkout(
     Ok(())
 }
 
-/// Submodules are not checked out yet: refuse rather than leave them out.
-fn check_submodules(src: &Source<'_>, tree: &Path) -> Result<(), Error> {
-    if !src.skip_submodules && tree.join(".gitmodules").exists() {
-        return Err(Error::Other(format!(
-            "{}: git submodules are not supported yet (add ?submodules=false to the URL to leave them out)",
-            src.remote
-        )));
+/// Whether the checkout in `tree` has submodules to check out.
+fn wants_submodules(src: &Source<'_>, tree: &Path) -> bool {
+    !src.skip_submodules && tree.join(".gitmodules").exists()
+}
+
+/// Removes every `.git` entry under `dir` (git never tracks one, so each is
+/// a submodule's link to its repository).
+fn remove_git_entries(dir: &Path) -> Result<(), Error> {
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let entries = fs::read_dir(&d).map_err(io(format!("reading {}", d.display())))?;
+        for e in entries {
+            let e = e.map_err(io(format!("reading {}", d.display())))?;
+            let path = e.path();
+            let ft = e
+                .file_type()
+                .map_err(io(format!("stat {}", path.display())))?;
+            if e.file_name() == ".git" {
+                if ft.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                }
+                .map_err(io(format!("removing {}", path.display())))?;
+            } else if ft.is_dir() {
+                todo.push(path);
+            }
+        }
     }
     Ok(())
 }
