@@ -22,6 +22,7 @@ use kiln_llb::{
 };
 use kiln_reference::Reference;
 
+use crate::contexts::{self, NamedContext};
 use crate::diagnostic::Diagnostic;
 use crate::instructions::{
     self, Add, ArgDef, CmdLine, Command, Copy, Dockerfile, Healthcheck, Instruction, KeyValue, Run,
@@ -60,6 +61,8 @@ pub struct BuildOptions {
     pub all_stages: bool,
     /// The build context's `.dockerignore` rules, for `CopyIgnoredFile`.
     pub dockerignore: Option<std::sync::Arc<dyn lint::IgnoreRules>>,
+    /// `--build-context NAME=VALUE`, by name (`NAME` or `NAME::platform`).
+    pub named_contexts: BTreeMap<String, NamedContext>,
 }
 
 impl Default for BuildOptions {
@@ -75,6 +78,7 @@ impl Default for BuildOptions {
             network: Network::Default,
             all_stages: false,
             dockerignore: None,
+            named_contexts: BTreeMap::new(),
         }
     }
 }
@@ -460,6 +464,8 @@ enum Base {
     /// Index of the stage state.
     Stage(usize),
     Image(Reference),
+    /// A named build context other than an image (`--build-context`).
+    Named(String, NamedContext),
 }
 
 #[derive(Debug, Clone)]
@@ -494,6 +500,10 @@ struct State {
     ignore_cache: bool,
     // Dispatch state.
     root: Option<Digest>,
+    /// For a local named context: its source vertex, which `COPY --from`
+    /// reads in place while `root` is still the copy of it made for `FROM`
+    /// (source, copy).
+    local: Option<(Digest, Digest)>,
     env: EnvList,
     cwd: String,
     user: String,
@@ -540,6 +550,8 @@ struct Converter<'a> {
     check: LintConfig,
     /// The global ARGs, for `--call outline`.
     meta_outline: HashMap<String, OutlineArgInfo>,
+    /// `--build-context` names some stage, `FROM` or `--from` named.
+    used_contexts: BTreeSet<String>,
 }
 
 type R<T> = Result<T, Diagnostic>;
@@ -595,6 +607,7 @@ impl<'a> Converter<'a> {
             lint_found: RefCell::new(Vec::new()),
             check: LintConfig::default(),
             meta_outline: HashMap::new(),
+            used_contexts: BTreeSet::new(),
         };
         cx.warnings.extend(df.ast.warnings.iter().cloned());
         Ok(cx)
@@ -955,6 +968,7 @@ impl<'a> Converter<'a> {
             dispatched: false,
             ignore_cache: false,
             root: None,
+            local: None,
             env: EnvList::default(),
             cwd: "/".to_owned(),
             user: String::new(),
@@ -1060,6 +1074,23 @@ impl<'a> Converter<'a> {
                 }
                 st.platform = Some(platform);
             }
+            let ctx_platform = st
+                .platform
+                .clone()
+                .unwrap_or_else(|| self.target_platform.clone());
+            // `--build-context NAME=…` replaces the stage named NAME (with
+            // its commands), or else the image the stage starts from.
+            let replaced = match &stage.name {
+                Some(n) => self.named_base(n, &ctx_platform, stage.base.offset, node.end_line)?,
+                None => None,
+            };
+            if replaced.is_none()
+                && matches!(st.base, Base::Image(_))
+                && let Some(b) =
+                    self.named_base(&base_name, &ctx_platform, stage.base.offset, node.end_line)?
+            {
+                st.base = b;
+            }
             if let Some(name) = &stage.name
                 && let Some(prev) = self.find_stage(name)
             {
@@ -1108,6 +1139,14 @@ impl<'a> Converter<'a> {
                     onbuild: false,
                 })
                 .collect();
+            if let Some(b) = replaced {
+                // BuildKit dispatches nothing of a replaced stage, not even
+                // the ONBUILD triggers of an image replacing it.
+                st.base = b;
+                st.commands.clear();
+                st.cmd_total = 0;
+                st.onbuild_init = true;
+            }
             st.node = Some(node.clone());
             self.states.push(st);
         }
@@ -1177,6 +1216,10 @@ impl<'a> Converter<'a> {
         }
         let base = if value == "scratch" {
             Base::Scratch
+        } else if let Some(b) =
+            self.named_base(value, &self.target_platform.clone(), from.offset, end_line)?
+        {
+            b
         } else {
             let r = Reference::parse_normalized(value).map_err(|e| {
                 self.err_at(
@@ -1376,11 +1419,155 @@ impl<'a> Converter<'a> {
             .unwrap_or_else(|| self.target_platform.clone())
     }
 
+    /// The base a `--build-context` named `name` gives, if any.
+    fn named_base(
+        &mut self,
+        name: &str,
+        platform: &Platform,
+        offset: usize,
+        end_line: usize,
+    ) -> R<Option<Base>> {
+        if self.opts.named_contexts.is_empty() {
+            return Ok(None);
+        }
+        let Some(key) = contexts::context_key(name) else {
+            return Ok(None);
+        };
+        let Some((matched, nc)) = contexts::lookup(&self.opts.named_contexts, &key, platform)
+        else {
+            return Ok(None);
+        };
+        self.used_contexts.insert(matched.to_owned());
+        Ok(Some(match nc {
+            NamedContext::Scratch => Base::Scratch,
+            NamedContext::Image { reference } => {
+                let r = Reference::parse_normalized(reference).map_err(|e| {
+                    self.err_at(
+                        offset,
+                        end_line,
+                        format!("--build-context {key}: invalid image reference {reference}: {e}"),
+                    )
+                })?;
+                Base::Image(r.with_default_tag())
+            }
+            other => Base::Named(key, other.clone()),
+        }))
+    }
+
+    /// The source vertices of a named context that is not an image.
+    fn resolve_named(
+        &mut self,
+        i: usize,
+        key: &str,
+        nc: &NamedContext,
+        platform: &Platform,
+    ) -> R<()> {
+        let ignore_cache = self.opts.no_cache || self.states[i].ignore_cache;
+        let meta = |name: String| VertexMeta {
+            name: format!("[context {key}] {name}"),
+            ignore_cache,
+            ..VertexMeta::default()
+        };
+        let root = match nc {
+            NamedContext::Local { source } => {
+                let local = self.add(
+                    Op::Source(SourceOp::Local {
+                        name: source.clone(),
+                    }),
+                    Vec::new(),
+                    meta("load from client".to_owned()),
+                )?;
+                // `FROM` a directory: its files as the stage's filesystem.
+                let op = Op::File(FileOp {
+                    base: None,
+                    actions: vec![FileAction::Copy(CopyAction {
+                        from: Some(0),
+                        src: "/".to_owned(),
+                        dest: "/".to_owned(),
+                        chown: None,
+                        mode: None,
+                        follow_symlinks: true,
+                        contents_only: true,
+                        include: Vec::new(),
+                        exclude: Vec::new(),
+                        required: Vec::new(),
+                        unpack: false,
+                        create_dest_path: true,
+                        allow_wildcard: false,
+                        allow_empty_wildcard: false,
+                    })],
+                });
+                let copy = self.add(op, vec![local], meta("snapshot".to_owned()))?;
+                self.states[i].local = Some((local, copy));
+                Some(copy)
+            }
+            NamedContext::Git {
+                remote,
+                git_ref,
+                subdir,
+                keep_git_dir,
+            } => {
+                let op = Op::Source(SourceOp::Git {
+                    remote: remote.clone(),
+                    git_ref: git_ref.clone(),
+                    subdir: subdir.clone(),
+                    keep_git_dir: *keep_git_dir,
+                    checksum: String::new(),
+                    skip_submodules: false,
+                });
+                let mut shown = remote.clone();
+                if !git_ref.is_empty() {
+                    shown.push('#');
+                    shown.push_str(git_ref);
+                }
+                Some(self.add(op, Vec::new(), meta(shown))?)
+            }
+            NamedContext::Http { url } => {
+                let op = Op::Source(SourceOp::Http {
+                    url: url.clone(),
+                    filename: "context".to_owned(),
+                    checksum: String::new(),
+                });
+                Some(self.add(op, Vec::new(), meta(url.clone()))?)
+            }
+            NamedContext::Resolved { reference, image } => {
+                let mut config = image.config.clone();
+                if config.platform.is_none() {
+                    config.platform = Some(platform.clone());
+                }
+                self.states[i].image = config;
+                self.states[i].image_digest = image.digest.clone();
+                if image.has_layers {
+                    let op = Op::Source(SourceOp::Image {
+                        reference: reference.clone(),
+                        digest: image.digest.clone(),
+                        platform: platform.clone(),
+                    });
+                    Some(self.add(op, Vec::new(), meta(reference.clone()))?)
+                } else {
+                    None
+                }
+            }
+            NamedContext::Image { .. } | NamedContext::Scratch => None,
+        };
+        let st = &mut self.states[i];
+        if !matches!(nc, NamedContext::Resolved { .. }) {
+            st.image = empty_image(platform);
+        }
+        st.platform = Some(platform.clone());
+        st.root = root;
+        if st.stage_index.is_none() {
+            st.dispatched = true;
+        }
+        Ok(())
+    }
+
     fn resolve_base(&mut self, i: usize) -> R<()> {
         self.states[i].resolved = true;
         let platform = self.platform_of(i);
         match self.states[i].base.clone() {
             Base::Stage(_) => {}
+            Base::Named(key, nc) => self.resolve_named(i, &key, &nc, &platform)?,
             Base::Scratch => {
                 let st = &mut self.states[i];
                 st.image = empty_image(&platform);
@@ -1479,7 +1666,7 @@ impl<'a> Converter<'a> {
                 })
                 .collect(),
             Base::Image(_) => std::mem::take(&mut self.states[i].image.on_build),
-            Base::Scratch => Vec::new(),
+            Base::Scratch | Base::Named(..) => Vec::new(),
         };
         if triggers.is_empty() {
             return Ok(false);
@@ -2701,7 +2888,14 @@ impl<'a> Converter<'a> {
                 }
                 let src_abs = paths::normalize("/", &src_path, false);
                 let from = match spec.from_state {
-                    Some(s) => self.states[s].root.map(|d| inputs.index(d)),
+                    Some(s) => {
+                        let st = &self.states[s];
+                        let read = match st.local {
+                            Some((local, copy)) if st.root == Some(copy) => Some(local),
+                            _ => st.root,
+                        };
+                        read.map(|d| inputs.index(d))
+                    }
                     None => {
                         if escapes_context(&src.value) {
                             return Err(self.err_at(
@@ -2817,6 +3011,21 @@ impl<'a> Converter<'a> {
             });
         }
 
+        // Named contexts nothing refers to (BuildKit ignores them silently).
+        for name in self.opts.named_contexts.keys() {
+            if !self.used_contexts.contains(name) {
+                self.warnings.push(Diagnostic {
+                    severity: crate::Severity::Warning,
+                    ..Diagnostic::unlocated(
+                        self.file.name(),
+                        format!(
+                            "--build-context {name}: no stage, FROM or --from of the build names it"
+                        ),
+                    )
+                });
+            }
+        }
+
         // The target image: --label, platform.
         let labels = self.opts.labels.clone();
         let explicit = !self.implicit_target;
@@ -2848,6 +3057,11 @@ impl<'a> Converter<'a> {
                         reference: r.to_string(),
                         digest: s.image_digest.clone(),
                     },
+                    Base::Named(_, NamedContext::Resolved { reference, .. }) => StageBase::Image {
+                        reference: reference.clone(),
+                        digest: s.image_digest.clone(),
+                    },
+                    Base::Named(..) => StageBase::Scratch,
                 },
                 root: s.root,
                 config: s.image.clone(),

@@ -25,6 +25,7 @@
 //! never a panic. The parser is fuzzed (`fuzz/`).
 
 pub mod chmod;
+pub mod contexts;
 pub mod convert;
 pub mod diagnostic;
 pub mod duration;
@@ -42,6 +43,7 @@ pub mod source;
 mod suggest;
 pub mod syntax;
 
+pub use contexts::NamedContext;
 pub use convert::{
     BuildOptions, CheckConfig, CheckReport, ImageResolver, Offline, Plan, Resolution,
     ResolvedImage, StaticResolver,

@@ -330,7 +330,6 @@ impl BuildArgs {
                 out.push(name);
             }
         };
-        check(!self.build_contexts.is_empty(), "--build-context");
         check(
             self.platforms.len() > 1,
             "--platform with several platforms",

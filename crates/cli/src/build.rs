@@ -14,7 +14,9 @@ use kiln_solver::CancelToken;
 use kiln_worker::{Error as WorkerError, ImportRequest, Output, State};
 
 use crate::args::{BuildArgs, ImportArgs};
-use crate::options::{build_options, read_dockerfile, reject_unsupported};
+use crate::options::{
+    ContextValue, build_contexts, build_options, read_dockerfile, reject_unsupported,
+};
 use crate::output;
 use crate::progress::{Mode, Progress};
 use crate::{Failure, Globals};
@@ -254,7 +256,8 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     if loads {
         crate::load::ping()?;
     }
-    let opts = build_options(args, &env_var)?;
+    let mut opts = build_options(args, &env_var)?;
+    let contexts = build_contexts(args)?;
     let sde = source_date_epoch(&opts)?;
     let grants = crate::grants::grants(&args.secrets, &args.ssh, &args.allow, &env_var)?;
     let file = read_dockerfile(args)?;
@@ -305,6 +308,44 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         },
         &*log,
     );
+    // `oci-layout://` contexts enter the store before planning, as pulls do.
+    let target_platform = opts
+        .target_platform
+        .clone()
+        .unwrap_or_else(|| opts.build_platform.clone());
+    let mut local_contexts = Vec::new();
+    for (name, value) in &contexts {
+        match value {
+            ContextValue::Local(dir) => local_contexts.push((name.clone(), dir.clone())),
+            ContextValue::OciLayout(l) => {
+                let select = match &l.digest {
+                    Some(d) => {
+                        kiln_worker::contexts::LayoutSelector::Digest(d.parse().map_err(|e| {
+                            Failure::Usage(format!("--build-context {name}={}: {e}", l.shown()))
+                        })?)
+                    }
+                    None => kiln_worker::contexts::LayoutSelector::Tag(
+                        l.tag.clone().unwrap_or_else(|| "latest".to_owned()),
+                    ),
+                };
+                let platform = name
+                    .split_once("::")
+                    .and_then(|(_, p)| p.parse().ok())
+                    .unwrap_or_else(|| target_platform.clone());
+                let image =
+                    kiln_worker::contexts::import_oci_layout(&state, &l.dir, &select, &platform)
+                        .map_err(anyhow::Error::new)?;
+                opts.named_contexts.insert(
+                    name.clone(),
+                    kiln_frontend::NamedContext::Resolved {
+                        reference: l.shown(),
+                        image: Box::new(image),
+                    },
+                );
+            }
+            ContextValue::Named(_) => {}
+        }
+    }
     let plan = kiln_frontend::plan(&file, &opts, &resolver)?;
     // Lint warnings are summed up after the build, as buildx does; other
     // warnings (build args without effect) come first.
@@ -332,6 +373,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         definition: plan.definition,
         context_dir,
         dockerfile,
+        local_contexts,
         outputs,
         max_parallelism: args.max_parallelism.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)

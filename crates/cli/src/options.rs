@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use kiln_frontend::lint::IgnoreRules;
-use kiln_frontend::{BuildOptions, SourceFile};
+use kiln_frontend::{BuildOptions, NamedContext, ResolvedImage, SourceFile};
 use kiln_llb::Platform;
 use kiln_llb::op::Network;
 
@@ -74,7 +74,27 @@ pub fn build_options(
             ));
         }
     };
+    let mut named_contexts = BTreeMap::new();
+    for (name, value) in build_contexts(args)? {
+        let nc = match value {
+            ContextValue::Named(nc) => nc,
+            ContextValue::Local(_) => NamedContext::Local {
+                source: name.clone(),
+            },
+            // Imported by `kiln build` once the store is open
+            // ([`crate::build`]); planned as an image not yet resolved.
+            ContextValue::OciLayout(l) => NamedContext::Resolved {
+                reference: l.shown(),
+                image: Box::new(ResolvedImage {
+                    has_layers: true,
+                    ..ResolvedImage::default()
+                }),
+            },
+        };
+        named_contexts.insert(name, nc);
+    }
     Ok(BuildOptions {
+        named_contexts,
         build_args,
         target: args.target.clone(),
         target_platform,
@@ -163,4 +183,147 @@ pub fn read_dockerfile(args: &BuildArgs) -> Result<SourceFile, Failure> {
         }
     };
     Ok(SourceFile::from_bytes(name, bytes)?)
+}
+
+/// A `--build-context` value as the cli sees it.
+#[derive(Debug, Clone)]
+pub enum ContextValue {
+    /// Recognised without I/O (`docker-image://`, git, `https://`).
+    Named(NamedContext),
+    /// A local directory.
+    Local(PathBuf),
+    /// `oci-layout://DIR[:TAG|@DIGEST]`.
+    OciLayout(OciLayout),
+}
+
+/// An image in an OCI layout directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OciLayout {
+    pub dir: PathBuf,
+    /// `:TAG` (default `latest`), matched against the
+    /// `org.opencontainers.image.ref.name` annotation.
+    pub tag: Option<String>,
+    /// `@sha256:…`, the manifest (or index) digest.
+    pub digest: Option<String>,
+}
+
+impl OciLayout {
+    /// The value as given, for display.
+    pub fn shown(&self) -> String {
+        let mut s = format!("oci-layout://{}", self.dir.display());
+        if let Some(t) = &self.tag {
+            s.push(':');
+            s.push_str(t);
+        }
+        if let Some(d) = &self.digest {
+            s.push('@');
+            s.push_str(d);
+        }
+        s
+    }
+
+    /// Splits `DIR[:TAG][@DIGEST]` (a tag is a `:` after the last `/`).
+    fn parse(spec: &str) -> OciLayout {
+        let (rest, digest) = match spec.rsplit_once('@') {
+            Some((r, d)) if d.contains(':') => (r, Some(d.to_owned())),
+            _ => (spec, None),
+        };
+        let slash = rest.rfind('/').map_or(0, |i| i + 1);
+        let (dir, tag) = match rest[slash..].rfind(':') {
+            Some(i) => (&rest[..slash + i], Some(rest[slash + i + 1..].to_owned())),
+            None => (rest, None),
+        };
+        OciLayout {
+            dir: PathBuf::from(dir),
+            tag,
+            digest,
+        }
+    }
+}
+
+/// `--build-context NAME=VALUE` flags, checked, in order.
+pub fn build_contexts(args: &BuildArgs) -> Result<Vec<(String, ContextValue)>, Failure> {
+    let mut out: Vec<(String, ContextValue)> = Vec::new();
+    for flag in &args.build_contexts {
+        let bad = |why: &str| Failure::Usage(format!("invalid --build-context {flag:?}: {why}"));
+        let (name, value) = flag
+            .split_once('=')
+            .ok_or_else(|| bad("expected NAME=VALUE"))?;
+        if name.is_empty() || value.is_empty() {
+            return Err(bad("expected NAME=VALUE"));
+        }
+        let (base, platform) = name.split_once("::").unwrap_or((name, ""));
+        if base.eq_ignore_ascii_case("context") || base.eq_ignore_ascii_case("scratch") {
+            return Err(bad(&format!(
+                "{base:?} is reserved (the main build context and the empty image cannot be replaced)"
+            )));
+        }
+        if kiln_frontend::contexts::context_key(base).as_deref() != Some(base) {
+            return Err(bad(&format!(
+                "{base:?} is not a valid context name (a lowercase image name, as FROM would write it, without :latest)"
+            )));
+        }
+        if !platform.is_empty() {
+            platform
+                .parse::<Platform>()
+                .map_err(|e| bad(&format!("{e}")))?;
+        }
+        if out.iter().any(|(n, _)| n == name) {
+            return Err(bad(&format!("context {name:?} is given twice")));
+        }
+        let v = if let Some(spec) = value.strip_prefix("oci-layout://") {
+            let layout = OciLayout::parse(spec);
+            if layout.dir.as_os_str().is_empty() {
+                return Err(bad("oci-layout:// needs a directory"));
+            }
+            ContextValue::OciLayout(layout)
+        } else if let Some(nc) =
+            kiln_frontend::contexts::parse_remote(value, false).map_err(|e| bad(&e))?
+        {
+            ContextValue::Named(nc)
+        } else if value.starts_with("target:") {
+            return Err(bad(
+                "target: contexts are a bake feature; kiln build does not support them",
+            ));
+        } else if value.contains("://") {
+            return Err(bad(&format!(
+                "unsupported context source {:?} (expected a directory, docker-image://, oci-layout://, a git URL or https://)",
+                value.split_once("://").map_or(value, |(s, _)| s)
+            )));
+        } else {
+            let dir = PathBuf::from(value);
+            let meta = std::fs::metadata(&dir).map_err(|e| bad(&format!("{value}: {e}")))?;
+            if !meta.is_dir() {
+                return Err(bad(&format!("{value} is not a directory")));
+            }
+            ContextValue::Local(dir)
+        };
+        out.push((name.to_owned(), v));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oci_layout_specs() {
+        let p = |s: &str| OciLayout::parse(s);
+        assert_eq!(
+            p("/a/b"),
+            OciLayout {
+                dir: "/a/b".into(),
+                tag: None,
+                digest: None
+            }
+        );
+        assert_eq!(p("/a/b:v1").tag.as_deref(), Some("v1"));
+        assert_eq!(p("/a:x/b").dir, PathBuf::from("/a:x/b"));
+        let d = p("/a/b@sha256:0123");
+        assert_eq!(
+            (d.dir, d.tag, d.digest.as_deref()),
+            ("/a/b".into(), None, Some("sha256:0123"))
+        );
+    }
 }

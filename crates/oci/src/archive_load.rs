@@ -330,69 +330,118 @@ fn load_oci(store: &ContentStore, spool: &Spool) -> Result<Vec<LoadedImage>, Loa
                     .filter(|n| n.contains('/') || n.contains(':'))
                     .cloned()
             });
-        let mut desc = top.clone();
-        for _ in 0..8 {
-            if !media::is_index(&desc.media_type) {
-                break;
-            }
-            put(store, spool, &blob_name(&desc), Some(&desc.digest))?;
-            let idx: Index = serde_json::from_slice(&read_blob(store, &desc.digest)?)
-                .map_err(|e| LoadError::Invalid(format!("index {}: {e}", desc.digest)))?;
-            desc = idx
-                .manifests
-                .iter()
-                .find(|m| {
-                    m.platform
-                        .as_ref()
-                        .is_some_and(|p| p.os == host.os && p.architecture == host.architecture)
-                })
-                .or_else(|| idx.manifests.first())
-                .cloned()
-                .ok_or_else(|| LoadError::Invalid(format!("index {} is empty", desc.digest)))?;
-        }
-        if !media::is_manifest(&desc.media_type) {
-            return Err(LoadError::Invalid(format!(
-                "{} has media type {:?}, not an image manifest",
-                desc.digest, desc.media_type
-            )));
-        }
+        let desc = platform_manifest(store, spool, top, &host)?;
         if let Some(img) = out.iter_mut().find(|i| i.manifest == Some(desc.digest)) {
             img.names.extend(name);
             continue;
         }
-        put(store, spool, &blob_name(&desc), Some(&desc.digest))?;
-        let m: Manifest = serde_json::from_slice(&read_blob(store, &desc.digest)?)
-            .map_err(|e| LoadError::Invalid(format!("manifest {}: {e}", desc.digest)))?;
-        put(store, spool, &blob_name(&m.config), Some(&m.config.digest))?;
-        let cfg = read_config(store, &m.config.digest)?;
-        if cfg.rootfs.diff_ids.len() != m.layers.len() {
-            return Err(LoadError::Invalid(format!(
-                "manifest {}: {} layers but {} diffIDs in its configuration",
-                desc.digest,
-                m.layers.len(),
-                cfg.rootfs.diff_ids.len()
-            )));
-        }
-        let mut layers = Vec::new();
-        for (l, diff_id) in m.layers.iter().zip(&cfg.rootfs.diff_ids) {
-            let mut loaded = put_layer(store, spool, &blob_name(l), Some(&l.digest), diff_id)?;
-            if loaded.descriptor.size != l.size {
-                return Err(LoadError::Invalid(format!(
-                    "layer {}: {} bytes, but its descriptor says {}",
-                    l.digest, loaded.descriptor.size, l.size
-                )));
-            }
-            loaded.descriptor.media_type = l.media_type.clone();
-            layers.push(loaded);
-        }
-        out.push(LoadedImage {
-            id: m.config.digest,
-            layers,
-            manifest: Some(desc.digest),
-            names: name.into_iter().collect(),
-        });
+        let mut img = load_manifest(store, spool, &desc)?;
+        img.names = name.into_iter().collect();
+        out.push(img);
     }
     Ok(out)
+}
+
+/// Stores the image of an OCI layout *directory* (`--build-context
+/// NAME=oci-layout://DIR`): the first entry of its `index.json` that `pick`
+/// accepts, and of an index the manifest for `want`. Blobs are verified as
+/// those of an archive; the directory is only read.
+pub fn load_layout_image(
+    store: &ContentStore,
+    dir: &Path,
+    pick: &dyn Fn(&Descriptor) -> bool,
+    want: &Platform,
+) -> Result<LoadedImage, LoadError> {
+    let spool = Spool {
+        dir: dir.to_path_buf(),
+        links: BTreeMap::new(),
+    };
+    let path = dir.join("index.json");
+    let bytes = fs::read(&path).map_err(io_err(format!("reading {}", path.display())))?;
+    let index: Index = serde_json::from_slice(&bytes)
+        .map_err(|e| LoadError::Invalid(format!("{}: {e}", path.display())))?;
+    let top = index.manifests.iter().find(|d| pick(d)).ok_or_else(|| {
+        LoadError::Invalid(format!("{}: no such image in the layout", path.display()))
+    })?;
+    let desc = platform_manifest(store, &spool, top, want)?;
+    load_manifest(store, &spool, &desc)
+}
+
+/// The manifest `top` stands for: itself, or the entry for `want` of the
+/// index (or nested indexes) it names, which are stored on the way.
+fn platform_manifest(
+    store: &ContentStore,
+    spool: &Spool,
+    top: &Descriptor,
+    want: &Platform,
+) -> Result<Descriptor, LoadError> {
+    let mut desc = top.clone();
+    for _ in 0..8 {
+        if !media::is_index(&desc.media_type) {
+            break;
+        }
+        put(store, spool, &blob_name(&desc), Some(&desc.digest))?;
+        let idx: Index = serde_json::from_slice(&read_blob(store, &desc.digest)?)
+            .map_err(|e| LoadError::Invalid(format!("index {}: {e}", desc.digest)))?;
+        desc = idx
+            .manifests
+            .iter()
+            .find(|m| {
+                m.platform
+                    .as_ref()
+                    .is_some_and(|p| p.os == want.os && p.architecture == want.architecture)
+            })
+            .or_else(|| idx.manifests.first())
+            .cloned()
+            .ok_or_else(|| LoadError::Invalid(format!("index {} is empty", desc.digest)))?;
+    }
+    if !media::is_manifest(&desc.media_type) {
+        return Err(LoadError::Invalid(format!(
+            "{} has media type {:?}, not an image manifest",
+            desc.digest, desc.media_type
+        )));
+    }
+    Ok(desc)
+}
+
+/// Stores manifest `desc`, its config and its layers (checked against the
+/// config's diffIDs). The result has no names.
+fn load_manifest(
+    store: &ContentStore,
+    spool: &Spool,
+    desc: &Descriptor,
+) -> Result<LoadedImage, LoadError> {
+    put(store, spool, &blob_name(desc), Some(&desc.digest))?;
+    let m: Manifest = serde_json::from_slice(&read_blob(store, &desc.digest)?)
+        .map_err(|e| LoadError::Invalid(format!("manifest {}: {e}", desc.digest)))?;
+    put(store, spool, &blob_name(&m.config), Some(&m.config.digest))?;
+    let cfg = read_config(store, &m.config.digest)?;
+    if cfg.rootfs.diff_ids.len() != m.layers.len() {
+        return Err(LoadError::Invalid(format!(
+            "manifest {}: {} layers but {} diffIDs in its configuration",
+            desc.digest,
+            m.layers.len(),
+            cfg.rootfs.diff_ids.len()
+        )));
+    }
+    let mut layers = Vec::new();
+    for (l, diff_id) in m.layers.iter().zip(&cfg.rootfs.diff_ids) {
+        let mut loaded = put_layer(store, spool, &blob_name(l), Some(&l.digest), diff_id)?;
+        if loaded.descriptor.size != l.size {
+            return Err(LoadError::Invalid(format!(
+                "layer {}: {} bytes, but its descriptor says {}",
+                l.digest, loaded.descriptor.size, l.size
+            )));
+        }
+        loaded.descriptor.media_type = l.media_type.clone();
+        layers.push(loaded);
+    }
+    Ok(LoadedImage {
+        id: m.config.digest,
+        layers,
+        manifest: Some(desc.digest),
+        names: Vec::new(),
+    })
 }
 
 fn read_blob(store: &ContentStore, d: &Digest) -> Result<Vec<u8>, LoadError> {

@@ -73,7 +73,7 @@ pub mod media;
 pub mod pgzip;
 pub mod timestamp;
 
-pub use archive_load::{LoadError, LoadedImage, LoadedLayer, load_archive};
+pub use archive_load::{LoadError, LoadedImage, LoadedLayer, load_archive, load_layout_image};
 pub use compression::{Compression, CompressionError, Encoder, Format, decompress, detect};
 pub use config::{Healthcheck, History, ImageConfigFile, RootFs, RuntimeConfig};
 pub use content::{BlobInfo, BlobWriter, ContentError, ContentStore};

@@ -28,6 +28,9 @@ pub struct BuildRequest {
     pub context_dir: PathBuf,
     /// The Dockerfile, for `<Dockerfile>.dockerignore`.
     pub dockerfile: Option<PathBuf>,
+    /// Local directories of `--build-context`, by local source name; each
+    /// is seen through its own `.dockerignore`.
+    pub local_contexts: Vec<(String, PathBuf)>,
     pub outputs: Vec<Output>,
     /// Bound on RUN steps running at once.
     pub max_parallelism: usize,
@@ -153,6 +156,17 @@ pub async fn build(
             stat_cache: Mutex::new(stat_cache),
         },
     );
+    for (name, dir) in &req.local_contexts {
+        let tree = Tree::open_context(dir, None)?;
+        let stat_cache = StatCache::load(&state.context_cache(dir));
+        contexts.insert(
+            name.clone(),
+            ContextSource {
+                tree,
+                stat_cache: Mutex::new(stat_cache),
+            },
+        );
+    }
     let mut worker = LlbWorker::new(
         state.clone(),
         contexts,

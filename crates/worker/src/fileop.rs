@@ -461,7 +461,10 @@ fn copy(
             continue;
         }
         let name = s.path.file_name().unwrap_or(s.path.as_os_str());
-        let (target, fresh) = copier.prepare_target(&s.metadata, name, &c.dest, c.contents_only)?;
+        // The root has no name of its own: copying it copies its contents
+        // (BuildKit: `ADD <git>` copies `/` without contents-only).
+        let contents_only = c.contents_only || s.path.file_name().is_none();
+        let (target, fresh) = copier.prepare_target(&s.metadata, name, &c.dest, contents_only)?;
         let walked = tree.walk(s, &filter)?;
         if fresh
             && matched.len() == 1

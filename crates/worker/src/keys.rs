@@ -85,6 +85,20 @@ pub fn image_key(digest: &str, op: &SourceOp) -> Key {
 
 /// The key of a downloaded file: its URL, name and content digest (or the
 /// checksum the Dockerfile pins).
+/// The key of a git source: the remote, the commit it resolved to, the
+/// subdirectory and what else shapes the checkout (see [`crate::git`]).
+pub fn git_key(remote: &str, commit: &str, subdir: &str, shape: &str) -> Key {
+    Key::derive(
+        &format!("{DOMAIN}/git"),
+        &[
+            remote.as_bytes(),
+            commit.as_bytes(),
+            subdir.as_bytes(),
+            shape.as_bytes(),
+        ],
+    )
+}
+
 pub fn http_key(url: &str, filename: &str, content: &str) -> Key {
     Key::derive(
         &format!("{DOMAIN}/http"),

@@ -35,6 +35,7 @@
 pub mod archive;
 pub mod build;
 pub mod cache_exchange;
+pub mod contexts;
 pub mod copy;
 mod error;
 pub mod exec;
@@ -42,6 +43,7 @@ pub mod explain;
 pub mod export;
 pub mod fileop;
 pub mod gc;
+pub mod git;
 pub mod http;
 pub mod image;
 pub mod images;

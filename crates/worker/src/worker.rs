@@ -14,7 +14,7 @@ use kiln_solver::{Cx, Key, KeyInput, Resolved};
 use crate::error::Error;
 use crate::keys::{self, InputPart};
 use crate::state::State;
-use crate::{Value, exec, fileop, http, image};
+use crate::{Value, exec, fileop, git, http, image};
 
 /// A build context the graph may read (`context`, or a `--build-context`).
 #[derive(Debug)]
@@ -43,6 +43,8 @@ pub struct LlbWorker {
     /// Downloads made while computing a key, waiting for `execute`.
     /// (Keyed by vertex digest.)
     pub(crate) downloads: Mutex<HashMap<Digest, http::Download>>,
+    /// Git refs resolved while computing a key, for `execute`.
+    pub(crate) git_commits: Mutex<HashMap<Digest, git::Resolved>>,
     /// Vertices whose new layer goes into the image being built, and the
     /// image's mtime clamp: their diffIDs are computed as soon as they are
     /// built (see `image::prefetch_diff_id`).
@@ -89,6 +91,7 @@ impl LlbWorker {
             executor,
             exec,
             downloads: Mutex::new(HashMap::new()),
+            git_commits: Mutex::new(HashMap::new()),
             image_layers: None,
             imported: Arc::default(),
             used_cache_mounts: Mutex::default(),
@@ -155,7 +158,7 @@ impl LlbWorker {
     pub(crate) fn context(&self, name: &str) -> Result<&ContextSource, Error> {
         self.contexts.get(name).ok_or_else(|| {
             Error::Other(format!(
-                "build context {name:?} is not defined (named build contexts are not supported yet)"
+                "build context {name:?} is not defined (no --build-context gives it)"
             ))
         })
     }
@@ -311,9 +314,7 @@ impl LlbWorker {
                 ))),
             },
             Op::Source(SourceOp::Http { .. }) => http::cache_key(self, v).map(Some),
-            Op::Source(SourceOp::Git { remote, .. }) => Err(Error::Other(format!(
-                "ADD from git repositories ({remote}) is not supported yet"
-            ))),
+            Op::Source(SourceOp::Git { .. }) => git::cache_key(self, v).map(Some),
             Op::File(f) => {
                 let mut parts = Vec::with_capacity(inputs.len());
                 for (i, input) in inputs.iter().enumerate() {
@@ -373,9 +374,7 @@ impl LlbWorker {
             }
             Op::Source(s @ SourceOp::Image { .. }) => image::source(self, s),
             Op::Source(SourceOp::Http { .. }) => http::execute(self, v),
-            Op::Source(SourceOp::Git { remote, .. }) => Err(Error::Other(format!(
-                "ADD from git repositories ({remote}) is not supported yet"
-            ))),
+            Op::Source(SourceOp::Git { .. }) => git::execute(self, v),
             Op::File(f) => Ok(self.built(v, fileop::execute(self, f, inputs, cx)?)),
             Op::Exec(e) => Ok(self.built(v, exec::execute(self, e, inputs, cx)?)),
             Op::Merge(m) => {

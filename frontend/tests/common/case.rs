@@ -53,6 +53,15 @@ pub fn options(case: &Path) -> BuildOptions {
                     _ => Network::Default,
                 }
             }
+            // `NAME=VALUE` as the cli reads it; a value that is no
+            // remote is a local directory (the test needs none).
+            "--build-context" => {
+                let (k, v) = kv();
+                let nc = kiln_frontend::contexts::parse_remote(&v, false)
+                    .unwrap_or_else(|e| panic!("{}: --build-context: {e}", case.display()))
+                    .unwrap_or(kiln_frontend::NamedContext::Local { source: k.clone() });
+                opts.named_contexts.insert(k, nc);
+            }
             other => panic!("{}: unknown option {other}", case.display()),
         }
     }
