@@ -268,7 +268,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     let dir = state_dir(root);
     let state =
         State::open(&dir).with_context(|| format!("opening state directory {}", dir.display()))?;
-    let _lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
+    let store_lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     // `--load`: the archive goes to scratch space first, then to the engine.
     let scratch = state.scratch().context("making scratch space")?;
     let mut to_load = Vec::new();
@@ -446,8 +446,35 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     if args.explain {
         print_explanations(&explanations);
     }
+    drop(store_lock);
+    if outcome.is_ok() {
+        gc_after_build(&state, mode);
+    }
     crate::call::print_build_warnings(&lints, matches!(mode, Mode::Quiet | Mode::Json));
     outcome
+}
+
+/// The automatic garbage collection (see [`crate::prune::auto_gc`]);
+/// `KILN_GC_KEEP_STORAGE` sets its limit (a size) or turns it off (`off`).
+fn gc_after_build(state: &State, mode: Mode) {
+    let limit = match env_var("KILN_GC_KEEP_STORAGE").as_deref() {
+        Some("off") => return,
+        Some(s) => match crate::prune::parse_size(s) {
+            Some(n) => Some(n),
+            None => {
+                eprintln!(
+                    "warning: KILN_GC_KEEP_STORAGE={s:?} is not a size (10GB, 512MB) or off: no automatic garbage collection"
+                );
+                return;
+            }
+        },
+        None => None,
+    };
+    if let Some(msg) = crate::prune::auto_gc(state, limit)
+        && !matches!(mode, Mode::Quiet | Mode::Json)
+    {
+        eprintln!("{msg}");
+    }
 }
 
 /// `--explain`: why each step that ran did.

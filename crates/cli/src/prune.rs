@@ -30,9 +30,85 @@ pub struct PruneArgs {
     /// or until=TIMESTAMP (RFC 3339 or seconds since 1970).
     #[arg(long = "filter", value_name = "until=…")]
     pub filters: Vec<String>,
+    /// Also remove build cache entries, least recently written first, until
+    /// the store holds at most SIZE (bytes, or with a unit: 512MB, 10GB, 1.5g;
+    /// binary units, as Docker's).
+    #[arg(long = "keep-storage", value_name = "SIZE")]
+    pub keep_storage: Option<String>,
     /// Do not prompt (accepted for compatibility; prune never prompts).
     #[arg(short = 'f', long)]
     pub force: bool,
+}
+
+/// A size as Docker's `RAMInBytes` reads it: a number with an optional
+/// binary unit (`b`, `k`/`kb`, `m`/`mb`, `g`/`gb`, `t`/`tb`, any case).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: f64 = match unit.trim() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let v = n * mult;
+    (v.is_finite() && v >= 0.0).then_some(v as u64)
+}
+
+/// The automatic garbage collection after a build: at most once an hour
+/// (the mtime of `<root>/gc-stamp`), only when no other kiln uses the store,
+/// and only when the store holds more than `limit` bytes (default: 10% of
+/// the filesystem of the state directory, at most 20 GiB), the store is
+/// pruned as `kiln prune --keep-storage LIMIT` would. Returns what it did,
+/// for the build to say; `None` when it did not run or freed nothing.
+pub fn auto_gc(state: &kiln_worker::State, limit: Option<u64>) -> Option<String> {
+    const HOUR: u64 = 3600;
+    const MAX: u64 = 20 * 1024 * 1024 * 1024;
+    let stamp = state.root.join("gc-stamp");
+    let recent = std::fs::metadata(&stamp)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|e| e.as_secs() < HOUR);
+    if recent {
+        return None;
+    }
+    let lock = kiln_worker::lock::try_lock(&state.root, LockKind::Exclusive).ok()??;
+    let _ = std::fs::write(&stamp, b"");
+    let limit = match limit {
+        Some(l) => l,
+        None => {
+            let fs = nix::sys::statvfs::statvfs(&state.root).ok()?;
+            let size = fs.blocks() as u64 * fs.fragment_size() as u64;
+            (size / 10).min(MAX)
+        }
+    };
+    // Under the limit: nothing is touched (not even dangling images).
+    if gc::plan(state, PruneOptions::default()).ok()?.remaining() <= limit {
+        return None;
+    }
+    let opts = PruneOptions {
+        keep_storage: Some(limit),
+        ..PruneOptions::default()
+    };
+    let plan = gc::plan(state, opts).ok()?;
+    if plan.reclaimed() == 0 {
+        return None;
+    }
+    gc::sweep(state, &plan).ok()?;
+    drop(lock);
+    Some(format!(
+        "automatic garbage collection: kept the store under {}, removed {} cache entries, reclaimed {}",
+        human_size(limit),
+        plan.cache_entries.len(),
+        human_size(plan.reclaimed())
+    ))
 }
 
 /// `kiln du`.
@@ -92,9 +168,18 @@ fn fail(e: kiln_worker::Error) -> Failure {
 
 /// `kiln prune`.
 pub fn prune(root: Option<&Path>, args: &PruneArgs) -> Result<(), Failure> {
+    let keep_storage = match &args.keep_storage {
+        None => None,
+        Some(s) => Some(parse_size(s).ok_or_else(|| {
+            Failure::Usage(format!(
+                "invalid --keep-storage {s:?}: expected a size such as 10GB, 512MB or 1073741824"
+            ))
+        })?),
+    };
     let opts = PruneOptions {
         all: args.all,
         until: until(&args.filters)?,
+        keep_storage,
     };
     let state = open(root)?;
     let _lock = lock(&state, LockKind::Exclusive)?;
@@ -152,7 +237,7 @@ pub fn du(root: Option<&Path>, _args: &DuArgs) -> Result<(), Failure> {
         &state,
         PruneOptions {
             all: true,
-            until: None,
+            ..PruneOptions::default()
         },
     )
     .map_err(fail)?;

@@ -11,9 +11,11 @@
 //! `image-layers/` is swept, and cache entries whose layers are gone.
 //!
 //! The caller holds the store lock exclusively ([`crate::lock`]), so no build
-//! is using what is swept. A later size-based policy (`--keep-storage`, an
-//! automatic GC) only has to choose fewer roots: [`Plan`] is computed first
-//! (which also serves `du` as a dry run), then [`sweep`] applies it.
+//! is using what is swept. The size-based policy (`--keep-storage`, and the
+//! automatic collection after builds) chooses fewer roots: cache entries,
+//! least recently written first, until what remains fits. [`Plan`] is
+//! computed first (which also serves `du` as a dry run), then [`sweep`]
+//! applies it.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -34,6 +36,9 @@ pub struct PruneOptions {
     pub all: bool,
     /// Only what was created before this time (seconds since 1970).
     pub until: Option<i64>,
+    /// `--keep-storage`: also drop build cache entries, least recently
+    /// written first, until the store holds at most this many bytes.
+    pub keep_storage: Option<u64>,
 }
 
 /// What a prune removes (or would remove).
@@ -54,6 +59,11 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Bytes the store holds after the sweep.
+    pub fn remaining(&self) -> u64 {
+        (self.blob_bytes + self.layer_bytes).saturating_sub(self.reclaimed())
+    }
+
     /// Bytes the sweep frees.
     pub fn reclaimed(&self) -> u64 {
         self.blobs.iter().map(|(_, s)| s).sum::<u64>()
@@ -85,8 +95,58 @@ fn mtime(path: &std::path::Path) -> Option<i64> {
     i64::try_from(d.as_secs()).ok()
 }
 
+/// When a file was last written, in nanoseconds (0 if unknown): entries
+/// written within one second must still be ordered.
+fn mtime_ns(path: &std::path::Path) -> u128 {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos())
+}
+
 /// Decides what a prune with `opts` removes, without removing anything.
+/// With `keep_storage`, cache entries are dropped oldest first (by when they
+/// were written), a growing share at a time, until what remains fits; an
+/// entry whose layers other roots keep frees nothing, so the size is
+/// recomputed after each share.
 pub fn plan(state: &State, opts: PruneOptions) -> Result<Plan, Error> {
+    let mut p = plan_dropping(state, opts, &BTreeSet::new())?;
+    let Some(limit) = opts.keep_storage else {
+        return Ok(p);
+    };
+    if p.remaining() <= limit {
+        return Ok(p);
+    }
+    let already: BTreeSet<kiln_solver::Key> = p.cache_entries.iter().copied().collect();
+    let mut candidates: Vec<(u128, kiln_solver::Key)> = state
+        .cache
+        .keys()
+        .map_err(|e| Error::Other(e.to_string()))?
+        .into_iter()
+        .filter(|k| !already.contains(k))
+        .map(|k| (mtime_ns(&state.cache.path_of(&k)), k))
+        .collect();
+    candidates.sort();
+    let mut drop = BTreeSet::new();
+    let mut next = 0;
+    while p.remaining() > limit && next < candidates.len() {
+        let share = ((candidates.len() - next) / 8).max(1);
+        for (_, k) in &candidates[next..next + share] {
+            drop.insert(*k);
+        }
+        next += share;
+        p = plan_dropping(state, opts, &drop)?;
+    }
+    Ok(p)
+}
+
+/// [`plan`], also dropping the cache entries in `drop`.
+fn plan_dropping(
+    state: &State,
+    opts: PruneOptions,
+    drop: &BTreeSet<kiln_solver::Key>,
+) -> Result<Plan, Error> {
     let mut plan = Plan::default();
     let old_enough = |t: Option<i64>| match (opts.until, t) {
         (None, _) => true,
@@ -160,7 +220,7 @@ pub fn plan(state: &State, opts: PruneOptions) -> Result<Plan, Error> {
         let broken = layers
             .iter()
             .any(|l| LayerId::parse(l).map_or(true, |l| !state.layers.exists(&l)));
-        if broken || (opts.all && old_enough(mtime(&path))) {
+        if broken || drop.contains(&key) || (opts.all && old_enough(mtime(&path))) {
             plan.cache_entries.push(key);
         } else {
             live_layers.extend(layers);

@@ -61,6 +61,32 @@ pub fn lock(root: &Path, kind: LockKind, waiting: impl FnOnce()) -> Result<Store
     }
 }
 
+/// Takes the lock only if nobody holds it in a conflicting way right now
+/// (`None` otherwise): what the automatic garbage collection after a build
+/// uses, so that it never makes a build wait.
+pub fn try_lock(root: &Path, kind: LockKind) -> Result<Option<StoreLock>, Error> {
+    let path = root.join("lock");
+    let io = |what: &str| {
+        let what = format!("{what} {}", path.display());
+        move |source| Error::Io { what, source }
+    };
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io("opening"))?;
+    let arg = match kind {
+        LockKind::Shared => FlockArg::LockSharedNonblock,
+        LockKind::Exclusive => FlockArg::LockExclusiveNonblock,
+    };
+    match Flock::lock(f, arg) {
+        Ok(l) => Ok(Some(StoreLock { _lock: l })),
+        Err((_, Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(io("locking")(std::io::Error::from(e))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
