@@ -294,6 +294,12 @@ pub struct BuildArgs {
     /// context files, or an input step).
     #[arg(long)]
     pub explain: bool,
+
+    /// Build twice, the second time without the cache, and report what
+    /// differs (configuration fields; per layer, the first differing file)
+    /// if the images are not identical. Exit status 1 when they differ.
+    #[arg(long = "check-reproducible")]
+    pub check_reproducible: bool,
 }
 
 impl BuildArgs {
@@ -317,6 +323,7 @@ impl BuildArgs {
         check(!self.cache_from.is_empty(), "--cache-from");
         check(!self.cache_to.is_empty(), "--cache-to");
         check(self.explain, "--explain");
+        check(self.check_reproducible, "--check-reproducible");
         check(self.call.is_some(), "--call");
         check(self.check, "--check");
         out

@@ -211,6 +211,9 @@ fn report_step(file: &SourceFile, e: &kiln_worker::StepError, tail: &[String]) -
 
 /// `kiln build`.
 pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
+    if args.check_reproducible {
+        return crate::reproducible::run(args);
+    }
     let root = globals.root.as_deref();
     reject_unsupported(args)?;
     let call = crate::call::Call::from_args(args)?;

@@ -27,6 +27,7 @@ mod progress;
 mod progress_tty;
 mod prune;
 mod registry;
+mod reproducible;
 
 use std::io::Write as _;
 use std::process::ExitCode;

@@ -64,7 +64,7 @@ pub mod store;
 pub mod unpack;
 
 pub use export::{ExportError, TarOptions, TarStats, write_layer_tar};
-pub use listing::tar_listing;
+pub use listing::{tar_listing, tar_listing_with_digests};
 pub use mount::{MountError, MountGuard, mount_overlay, private_mount_namespace};
 pub use securejoin::{ResolveError, resolve_in_root};
 pub use store::{Layer, LayerDraft, LayerId, LayerMeta, LayerStore, StoreError};

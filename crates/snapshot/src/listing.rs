@@ -24,6 +24,17 @@ fn esc(b: &[u8]) -> String {
 
 /// Lists the entries of an uncompressed tar (see the module docs).
 pub fn tar_listing(tar: impl Read) -> io::Result<String> {
+    listing(tar, false)
+}
+
+/// [`tar_listing`], with the SHA-256 of each entry's content (`sha256=…`,
+/// first 16 hex digits) after its other fields: what tells two layers
+/// apart when only a file's bytes differ.
+pub fn tar_listing_with_digests(tar: impl Read) -> io::Result<String> {
+    listing(tar, true)
+}
+
+fn listing(tar: impl Read, digests: bool) -> io::Result<String> {
     let mut out = String::new();
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries()? {
@@ -80,6 +91,14 @@ pub fn tar_listing(tar: impl Read) -> io::Result<String> {
         }
         if !pax.is_empty() {
             let _ = write!(out, " pax{{{}}}", pax.join(" "));
+        }
+        if digests {
+            use sha2::Digest as _;
+            let mut h = sha2::Sha256::new();
+            io::copy(&mut entry, &mut h)?;
+            let sum = h.finalize();
+            let hex: String = sum[..8].iter().map(|b| format!("{b:02x}")).collect();
+            let _ = write!(out, " sha256={hex}");
         }
         out.push('\n');
         // Drain the data so the next header is found.
