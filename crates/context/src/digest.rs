@@ -73,6 +73,17 @@ impl Tree {
         cache: &mut StatCache,
         opts: &DigestOptions,
     ) -> Result<(kiln_llb::Digest, DigestStats), ContextError> {
+        self.walk_and_digest(sources, filter, cache, opts, None)
+    }
+
+    fn walk_and_digest(
+        &self,
+        sources: &[Source],
+        filter: &Filter,
+        cache: &mut StatCache,
+        opts: &DigestOptions,
+        listing: Option<&mut Listing>,
+    ) -> Result<(kiln_llb::Digest, DigestStats), ContextError> {
         let started = coarse_now_ns();
         let mut walked = Vec::with_capacity(sources.len());
         for s in sources {
@@ -80,7 +91,7 @@ impl Tree {
         }
         let selection: Vec<(&Source, &[Entry])> =
             walked.iter().map(|(s, e)| (*s, e.as_slice())).collect();
-        digest_selection(&selection, cache, opts, started)
+        digest_inner(&selection, cache, opts, started, listing)
     }
 
     /// [`Tree::digest`], also returning each regular file's path in the
@@ -92,15 +103,8 @@ impl Tree {
         cache: &mut StatCache,
         opts: &DigestOptions,
     ) -> Result<(kiln_llb::Digest, DigestStats, Listing), ContextError> {
-        let started = coarse_now_ns();
-        let mut walked = Vec::with_capacity(sources.len());
-        for s in sources {
-            walked.push((s, self.walk(s, filter)?));
-        }
-        let selection: Vec<(&Source, &[Entry])> =
-            walked.iter().map(|(s, e)| (*s, e.as_slice())).collect();
         let mut listing = Vec::new();
-        let (d, stats) = digest_inner(&selection, cache, opts, started, Some(&mut listing))?;
+        let (d, stats) = self.walk_and_digest(sources, filter, cache, opts, Some(&mut listing))?;
         Ok((d, stats, listing))
     }
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Value;
 use crate::error::Error;
-use crate::state::{State, write_atomic};
+use crate::state::State;
 
 /// Paths named at most in an explanation.
 const MAX_PATHS: usize = 10;
@@ -164,17 +164,7 @@ impl Explainer {
 
 /// Keeps `r` as the record of its site (written atomically).
 pub fn keep(path: &std::path::Path, r: &StepRecord) -> Result<(), Error> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|source| Error::Io {
-            what: format!("creating {}", dir.display()),
-            source,
-        })?;
-    }
-    let body = serde_json::to_vec(r).map_err(|e| Error::Io {
-        what: format!("encoding {}", path.display()),
-        source: std::io::Error::other(e),
-    })?;
-    write_atomic(path, &body)
+    crate::state::write_json(path, r)
 }
 
 /// The difference between two runs of a step, in words.

@@ -73,18 +73,7 @@ fn load_validators(w: &LlbWorker, url: &str) -> Option<Validators> {
 }
 
 fn save_validators(w: &LlbWorker, v: &Validators) -> Result<(), Error> {
-    let path = validators_path(w, &v.url);
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|source| Error::Io {
-            what: format!("creating {}", dir.display()),
-            source,
-        })?;
-    }
-    let body = serde_json::to_vec(v).map_err(|e| Error::Io {
-        what: format!("encoding {}", path.display()),
-        source: io::Error::other(e),
-    })?;
-    crate::state::write_atomic(&path, &body)
+    crate::state::write_json(&validators_path(w, &v.url), v)
 }
 
 /// The content part of the key: the digest, and the Last-Modified time the
@@ -211,6 +200,20 @@ fn fetch(
     })))
 }
 
+/// A 200: its validators recorded; the draft, its content digest and the
+/// key's content part.
+fn settle(w: &LlbWorker, url: &str, f: Fetched) -> Result<(LayerDraft, Digest, String), Error> {
+    let Fetched {
+        draft,
+        digest,
+        etag,
+        last_modified,
+    } = f;
+    remember(w, url, &digest, etag, last_modified.clone())?;
+    let id = content_id(&digest.to_string(), last_modified.as_deref());
+    Ok((draft, digest, id))
+}
+
 /// An unconditional download: the draft, its content digest and the key's
 /// content part.
 fn download(
@@ -219,17 +222,7 @@ fn download(
     filename: &str,
 ) -> Result<(LayerDraft, Digest, String), Error> {
     match fetch(w, url, filename, None)? {
-        Fetch::Fetched(f) => {
-            let Fetched {
-                draft,
-                digest,
-                etag,
-                last_modified,
-            } = *f;
-            remember(w, url, &digest, etag, last_modified.clone())?;
-            let id = content_id(&digest.to_string(), last_modified.as_deref());
-            Ok((draft, digest, id))
-        }
+        Fetch::Fetched(f) => settle(w, url, *f),
         Fetch::NotModified => Err(Error::Other(format!(
             "failed to download {url}: 304 Not Modified to an unconditional request"
         ))),
@@ -285,14 +278,7 @@ pub fn cache_key(w: &LlbWorker, v: &Vertex) -> Result<Key, Error> {
             (Prepared::Revalidated(digest), id)
         }
         Fetch::Fetched(f) => {
-            let Fetched {
-                draft,
-                digest,
-                etag,
-                last_modified,
-            } = *f;
-            remember(w, url, &digest, etag, last_modified.clone())?;
-            let id = content_id(&digest.to_string(), last_modified.as_deref());
+            let (draft, _, id) = settle(w, url, *f)?;
             (Prepared::Fetched(draft), id)
         }
     };

@@ -168,6 +168,18 @@ fn remove_stale_scratch(tmp: &Path) {
     }
 }
 
+/// Writes `value` as JSON to `path` atomically, creating its directory.
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    }
+    let body = serde_json::to_vec(value).map_err(|e| Error::Io {
+        what: format!("encoding {}", path.display()),
+        source: std::io::Error::other(e),
+    })?;
+    write_atomic(path, &body)
+}
+
 /// Writes `body` to `path` atomically (temp file in the same directory,
 /// fsync, rename).
 pub(crate) fn write_atomic(path: &Path, body: &[u8]) -> Result<(), Error> {
