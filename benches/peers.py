@@ -32,6 +32,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 KILN = REPO / "target/release/kiln"
 BASE = "localhost/busybox:latest"
+DEBIAN = "localhost/debian:bench"
+# Base images besides busybox that the selected workloads need: (name, tar).
+EXTRA_BASES = []
 DOCKER = "/usr/bin/docker"
 REGISTRY_BIN = "/usr/bin/docker-registry"
 REGISTRY_PORT = 5055
@@ -72,6 +75,8 @@ def setup(builders):
         need.append("buildah")
     if not Path(REGISTRY_BIN).exists():
         need.append("docker-registry")
+    if not shutil.which("debootstrap"):
+        need.append("debootstrap")
     if need:
         sh("apt-get update -qq")
         sh(["apt-get", "install", "-y", "-qq", *need],
@@ -187,6 +192,58 @@ def w_image1g(work):
     return ctx
 
 
+HELLO_C = """#include <stdio.h>
+int main(void) { puts("hello from a static binary"); return 0; }
+"""
+
+
+def debian_tar(work):
+    """A debootstrapped Debian (minbase, bookworm) as a root filesystem tar:
+    made once from Debian's mirror (a package registry this machine reaches)
+    and kept in the work directory."""
+    tar = work / "debian.tar"
+    if not tar.exists():
+        root = work / "debian-root"
+        if root.exists():
+            shutil.rmtree(root)
+        sh(["debootstrap", "--variant=minbase", "bookworm", str(root),
+            "http://deb.debian.org/debian"])
+        sh(["tar", "--sort=name", "--numeric-owner", "-C", str(root), "-cf", str(tar), "."])
+        shutil.rmtree(root)
+    return tar
+
+
+def w_realistic(work):
+    """The realistic Debian case: apt-get install gcc in a Debian stage,
+    compile a static binary, copy it into busybox. Cold: empty caches (the
+    packages come from Debian's mirror each time). Warm: the C source
+    changed, apt's layer cached: compile and copy again."""
+    tar = debian_tar(work)
+    if (DEBIAN, tar) not in EXTRA_BASES:
+        EXTRA_BASES.append((DEBIAN, tar))
+    ctx = work / "realistic"
+    ctx.mkdir(parents=True, exist_ok=True)
+    (ctx / "hello.c").write_text(HELLO_C)
+    (ctx / "Dockerfile").write_text(f"""FROM {DEBIAN} AS build
+RUN apt-get update \\
+ && apt-get install -y --no-install-recommends gcc libc6-dev \\
+ && rm -rf /var/lib/apt/lists/*
+COPY hello.c /src/
+RUN gcc -static -O2 -o /hello /src/hello.c
+FROM {BASE}
+COPY --from=build /hello /usr/local/bin/hello
+CMD ["hello"]
+""")
+    return ctx
+
+
+def network(ctx):
+    """Builds that download (the realistic case) use the host's network in
+    every builder, kiln's default: the peers' bridge networks would add NAT
+    and their own setup to what is measured."""
+    return ["--network=host"] if ctx.name == "realistic" else []
+
+
 class NotApplicable(Exception):
     """The builder has no equivalent of the operation."""
 
@@ -234,6 +291,8 @@ WORKLOADS = {
     "push1g": (w_image1g, "push"),
     "export1g-gzip": (w_image1g, "export-gzip"),
     "export1g-zstd": (w_image1g, "export-zstd"),
+    "realistic-cold": (w_realistic, "cold"),
+    "realistic-warm": (w_realistic, "edit"),
 }
 PUSH_REF = f"127.0.0.1:{REGISTRY_PORT}/bench/app:1"
 
@@ -253,6 +312,8 @@ class Kiln:
         if self.root.exists():
             sh(["rm", "-rf", str(self.root)])
         sh([str(KILN), "--root", str(self.root), "import", str(self.tar), BASE])
+        for name, tar in EXTRA_BASES:
+            sh([str(KILN), "--root", str(self.root), "import", str(tar), name])
 
     def ensure(self):
         if not self.root.exists():
@@ -288,11 +349,12 @@ class BuildKit:
         self.ensure()
 
     def ensure(self):
-        if sh([DOCKER, "image", "inspect", BASE], check=False).returncode != 0:
-            sh(f"{DOCKER} import {self.tar} {BASE}")
+        for name, tar in [(BASE, self.tar)] + EXTRA_BASES:
+            if sh([DOCKER, "image", "inspect", name], check=False).returncode != 0:
+                sh(f"{DOCKER} import {tar} {name}")
 
     def build(self, ctx):
-        sh([DOCKER, "build", "-q", "-t", "bench:1", str(ctx)],
+        sh([DOCKER, "build", "-q", *network(ctx), "-t", "bench:1", str(ctx)],
            env={**os.environ, "DOCKER_BUILDKIT": "1"})
 
     def push(self, ref):
@@ -318,15 +380,16 @@ class Buildah:
         self.ensure()
 
     def ensure(self):
-        if sh(["buildah", "inspect", "--type", "image", BASE], check=False).returncode != 0:
-            c = sh(["buildah", "from", "scratch"]).stdout.strip()
-            sh(["buildah", "add", c, str(self.tar), "/"])
-            sh(["buildah", "commit", "-q", c, BASE])
-            sh(["buildah", "rm", c])
+        for name, tar in [(BASE, self.tar)] + EXTRA_BASES:
+            if sh(["buildah", "inspect", "--type", "image", name], check=False).returncode != 0:
+                c = sh(["buildah", "from", "scratch"]).stdout.strip()
+                sh(["buildah", "add", c, str(tar), "/"])
+                sh(["buildah", "commit", "-q", c, name])
+                sh(["buildah", "rm", c])
 
     def build(self, ctx):
         sh(["buildah", "bud", "-q", "--isolation=chroot", "--layers", "--pull-never",
-            "-t", "bench:1", str(ctx)])
+            *network(ctx), "-t", "bench:1", str(ctx)])
 
     def push(self, ref):
         sh(["buildah", "push", "-q", "--tls-verify=false", "bench:1", f"docker://{ref}"])
@@ -354,7 +417,7 @@ def measure(builder, kind, ctx):
 
 
 def measure_once(builder, kind, ctx):
-    edit = ctx / "src" / "d001" / "f001.txt"
+    edit = ctx / "hello.c" if ctx.name == "realistic" else ctx / "src" / "d001" / "f001.txt"
     if kind == "push":
         # A fresh builder state and an empty registry: the image's layers
         # are compressed and uploaded for the first time.
@@ -386,7 +449,8 @@ def measure_once(builder, kind, ctx):
         builder.build(ctx)  # make sure the cache is warm
         if kind == "edit":
             with open(edit, "a") as f:
-                f.write(f"edit {time.time_ns()}\n")
+                f.write(f"/* edit {time.time_ns()} */\n" if edit.suffix == ".c"
+                        else f"edit {time.time_ns()}\n")
     settle()
     t = time.perf_counter()
     builder.build(ctx)
@@ -434,6 +498,8 @@ def main():
     ap.add_argument("--out", default=str(REPO / "benches/results"))
     ap.add_argument("--append", action="store_true",
                     help="keep the other workloads of today's report and replace these")
+    ap.add_argument("--date", default=datetime.date.today().isoformat(),
+                    help="the report (benches/results/DATE.*) to write or append to; default: today")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: the builders need namespaces and overlayfs")
@@ -472,7 +538,7 @@ def main():
 def write_report(results, names, builders, workloads, args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.date.today().isoformat()
+    stamp = args.date
     commands = [f"sudo python3 benches/peers.py --reps {args.reps} --workloads {args.workloads} "
                 f"--builders {args.builders}" + (" --append" if args.append else "")]
     old = out / f"{stamp}.json"
