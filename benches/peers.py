@@ -314,6 +314,15 @@ class Kiln:
         sh([str(KILN), "--root", str(self.root), "import", str(self.tar), BASE])
         for name, tar in EXTRA_BASES:
             sh([str(KILN), "--root", str(self.root), "import", str(tar), name])
+            # `docker import` and `buildah add` unpack a base when it is
+            # imported; kiln unpacks on first use. Unpacked here, so that
+            # "cold" means the same for every builder: bases present and
+            # unpacked, build cache empty.
+            warm = self.work / "warm-base"
+            warm.mkdir(exist_ok=True)
+            (warm / "Dockerfile").write_text(f"FROM {name}\nRUN true\n")
+            sh([str(KILN), "--root", str(self.root), "build", "-q", "-t", "warm-base:1",
+                str(warm)])
 
     def ensure(self):
         if not self.root.exists():

@@ -61,7 +61,8 @@ pub struct LlbWorker {
     explanations: Mutex<Vec<(String, String)>>,
 }
 
-/// What keying a vertex saw, for its explanation if it runs.
+/// What keying a vertex saw, and the context files it reads (listed when
+/// it runs), for its explanation.
 #[derive(Debug, Default)]
 struct Seen {
     key: Option<Key>,
@@ -187,13 +188,15 @@ impl LlbWorker {
     }
 
     /// Content digests of what `op`'s copy actions read from input `index`
-    /// (a context): one digest per action, in action order.
+    /// (a context): one digest per action, in action order. With `files`,
+    /// also each file read and its digest (for `--explain`; only for steps
+    /// that run, so that a cached rebuild of a large context pays nothing).
     fn context_reads(
         &self,
         actions: &[FileAction],
         index: u32,
         name: &str,
-        files: &mut std::collections::BTreeMap<String, String>,
+        mut files: Option<&mut std::collections::BTreeMap<String, String>>,
     ) -> Result<Vec<Digest>, Error> {
         let ctx = self.context(name)?;
         let mut out = Vec::new();
@@ -211,7 +214,7 @@ impl LlbWorker {
             let opts = kiln_context::DigestOptions {
                 include_ownership: false,
             };
-            let digest = if self.explainer.is_some() {
+            let digest = if let Some(files) = files.as_deref_mut() {
                 let (digest, _, listing) = ctx
                     .tree
                     .digest_listed(&sources, &filter, &mut cache, &opts)?;
@@ -242,13 +245,17 @@ impl kiln_solver::Worker for LlbWorker {
         inputs: &[KeyInput<Value>],
         _cx: &Cx,
     ) -> Result<Option<Key>, Error> {
-        let mut seen = Seen::default();
-        let key = self.key_of(v, inputs, &mut seen)?;
+        let key = self.key_of(v, inputs)?;
         if self.explainer.is_some()
             && let Ok(mut m) = self.seen.lock()
         {
-            seen.key = key;
-            m.insert(v.digest, seen);
+            m.insert(
+                v.digest,
+                Seen {
+                    key,
+                    files: HashMap::new(),
+                },
+            );
         }
         Ok(key)
     }
@@ -260,12 +267,22 @@ impl kiln_solver::Worker for LlbWorker {
         if matches!(v.op, Op::Source(SourceOp::Local { .. })) {
             return self.run_op(v, inputs, cx);
         }
-        let seen = self
+        let mut seen = self
             .seen
             .lock()
             .ok()
             .and_then(|mut m| m.remove(&v.digest))
             .unwrap_or_default();
+        // The context files the step reads, listed now that it runs (the
+        // stat cache makes this a walk, not a read).
+        if let Op::File(f) = &v.op {
+            for (i, input) in inputs.iter().enumerate() {
+                if let (None, Value::Context { name }) = (&input.key, &input.value) {
+                    let files = seen.files.entry(i as u32).or_default();
+                    self.context_reads(&f.actions, i as u32, name, Some(files))?;
+                }
+            }
+        }
         let pairs: Vec<(Option<Key>, &Value)> = inputs.iter().map(|r| (r.key, &r.value)).collect();
         let record = x.record(v, seen.key, &pairs, &|i| seen.files.get(&i).cloned());
         let why = x.explain(&self.state, v, &record);
@@ -295,12 +312,7 @@ impl kiln_solver::Worker for LlbWorker {
 }
 
 impl LlbWorker {
-    fn key_of(
-        &self,
-        v: &Vertex,
-        inputs: &[KeyInput<Value>],
-        seen: &mut Seen,
-    ) -> Result<Option<Key>, Error> {
+    fn key_of(&self, v: &Vertex, inputs: &[KeyInput<Value>]) -> Result<Option<Key>, Error> {
         match &v.op {
             Op::Source(SourceOp::Local { .. }) => Ok(None),
             Op::Source(
@@ -321,9 +333,8 @@ impl LlbWorker {
                     match (&input.key, &input.value) {
                         (Some(k), _) => parts.push(InputPart::Key(*k)),
                         (None, Some(Value::Context { name })) => {
-                            let files = seen.files.entry(i as u32).or_default();
                             parts.push(InputPart::Content(
-                                self.context_reads(&f.actions, i as u32, name, files)?,
+                                self.context_reads(&f.actions, i as u32, name, None)?,
                             ));
                         }
                         (None, _) => return Ok(None),
