@@ -21,8 +21,11 @@ use kiln_llb::Digest;
 use kiln_llb::op::{Op, SourceOp};
 use kiln_solver::Key;
 
-/// Version of the key scheme; changing what goes into a key changes this.
-pub const DOMAIN: &str = "kiln.cache.v1";
+/// Version of the key scheme. It changes when what goes into a key changes,
+/// and when what a step makes for the same key changes (a cache written by
+/// an older kiln must not be reused): v2, RUN layers no longer keep the
+/// directories kiln created only as mount points.
+pub const DOMAIN: &str = "kiln.cache.v2";
 
 /// What an op's key says about one of its inputs.
 #[derive(Debug, Clone, PartialEq, Eq)]
