@@ -147,7 +147,16 @@ impl CacheStore for DirCache {
     fn get(&self, key: &Key) -> Result<Option<Vec<u8>>, CacheError> {
         let path = self.path_of(key);
         match fs::read(&path) {
-            Ok(bytes) => Ok(Some(bytes)),
+            Ok(bytes) => {
+                // A hit marks the entry used (its mtime), which is what
+                // size-based collection orders by. Best effort: a read-only
+                // store still serves hits.
+                let _ = fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                Ok(Some(bytes))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err("read", &path)(e)),
         }

@@ -16,8 +16,9 @@ use crate::images::{human_size, lock, now_secs, open, parse_time};
 #[command(
     long_about = "Remove dangling images (untagged: `<none>:<none>`), then everything in the \
 store that no remaining image or build cache entry uses (blobs, unpacked and built layers), and \
-cache entries whose layers are gone.\n\nWith --all, also the whole build cache and the cache mounts \
-(RUN --mount=type=cache; like `docker builder prune --all`), so later builds start cold. Named images are never removed by prune \
+cache entries whose layers are gone.\n\nWith --all, also the whole build cache, the cache mounts \
+(RUN --mount=type=cache; like `docker builder prune --all`), git fetches, ADD <url> validators and \
+--explain records, so later builds start cold. Named images are never removed by prune \
 (there are no containers to tell used from unused images): remove them with `kiln rmi`.\n\n\
 Prune takes the store lock exclusively: it waits for running builds, and builds started \
 meanwhile wait for it. It does not ask for confirmation."
@@ -30,7 +31,7 @@ pub struct PruneArgs {
     /// or until=TIMESTAMP (RFC 3339 or seconds since 1970).
     #[arg(long = "filter", value_name = "until=…")]
     pub filters: Vec<String>,
-    /// Also remove build cache entries, least recently written first, until
+    /// Also remove build cache entries, least recently used first, until
     /// the store holds at most SIZE (bytes, or with a unit: 512MB, 10GB, 1.5g;
     /// binary units, as Docker's).
     #[arg(long = "keep-storage", value_name = "SIZE")]
@@ -219,10 +220,42 @@ pub fn prune(root: Option<&Path>, args: &PruneArgs) -> Result<(), Failure> {
         }
         out.push('\n');
     }
+    // With --all, the other caches go too: git fetches, what ADD <url>
+    // downloads saw (ETags), and --explain's records.
+    let mut other_size = 0;
+    if args.all && opts.until.is_none() {
+        let mut gone = Vec::new();
+        for (dir, what) in [
+            ("git", "git repositories (ADD and contexts from git)"),
+            ("http", "download validators (ADD <url>)"),
+            ("explain", "--explain records"),
+        ] {
+            let path = state.root.join(dir);
+            if !path.exists() {
+                continue;
+            }
+            other_size += kiln_worker::images::dir_size(&path);
+            // Renamed first: a crash halfway leaves recognisable garbage,
+            // never a half-deleted git repository in use.
+            let doomed = state.root.join(format!(".deleted-{dir}"));
+            let _ = std::fs::remove_dir_all(&doomed);
+            std::fs::rename(&path, &doomed)
+                .and_then(|()| std::fs::remove_dir_all(&doomed))
+                .map_err(|e| Failure::Other(anyhow::anyhow!("removing {}: {e}", path.display())))?;
+            gone.push(what);
+        }
+        if !gone.is_empty() {
+            out.push_str("Deleted other caches:\n");
+            for g in gone {
+                out.push_str(&format!("{g}\n"));
+            }
+            out.push('\n');
+        }
+    }
     let mounts_size: u64 = cache_mounts.iter().map(|m| m.size).sum();
     out.push_str(&format!(
         "Total reclaimed space: {}\n",
-        human_size(plan.reclaimed() + mounts_size)
+        human_size(plan.reclaimed() + mounts_size + other_size)
     ));
     let _ = std::io::stdout().lock().write_all(out.as_bytes());
     Ok(())

@@ -13,7 +13,7 @@
 //! The caller holds the store lock exclusively ([`crate::lock`]), so no build
 //! is using what is swept. The size-based policy (`--keep-storage`, and the
 //! automatic collection after builds) chooses fewer roots: cache entries,
-//! least recently written first, until what remains fits. [`Plan`] is
+//! least recently used first, until what remains fits. [`Plan`] is
 //! computed first (which also serves `du` as a dry run), then [`sweep`]
 //! applies it.
 
@@ -37,7 +37,7 @@ pub struct PruneOptions {
     /// Only what was created before this time (seconds since 1970).
     pub until: Option<i64>,
     /// `--keep-storage`: also drop build cache entries, least recently
-    /// written first, until the store holds at most this many bytes.
+    /// used first, until the store holds at most this many bytes.
     pub keep_storage: Option<u64>,
 }
 
@@ -95,8 +95,9 @@ fn mtime(path: &std::path::Path) -> Option<i64> {
     i64::try_from(d.as_secs()).ok()
 }
 
-/// When a file was last written, in nanoseconds (0 if unknown): entries
-/// written within one second must still be ordered.
+/// When a cache entry was last written or hit (`DirCache::get` touches it),
+/// in nanoseconds (0 if unknown): entries used within one second must still
+/// be ordered.
 fn mtime_ns(path: &std::path::Path) -> u128 {
     fs::metadata(path)
         .and_then(|m| m.modified())
@@ -106,8 +107,8 @@ fn mtime_ns(path: &std::path::Path) -> u128 {
 }
 
 /// Decides what a prune with `opts` removes, without removing anything.
-/// With `keep_storage`, cache entries are dropped oldest first (by when they
-/// were written), a growing share at a time, until what remains fits; an
+/// With `keep_storage`, cache entries are dropped least recently used first
+/// (the mtime of the entry, which a cache hit updates), a growing share at a time, until what remains fits; an
 /// entry whose layers other roots keep frees nothing, so the size is
 /// recomputed after each share.
 pub fn plan(state: &State, opts: PruneOptions) -> Result<Plan, Error> {
