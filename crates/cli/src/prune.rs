@@ -91,14 +91,11 @@ pub fn auto_gc(state: &kiln_worker::State, limit: Option<u64>) -> Option<String>
         }
     };
     // Under the limit: nothing is touched (not even dangling images).
-    if gc::plan(state, PruneOptions::default()).ok()?.remaining() <= limit {
+    let base = gc::plan(state, PruneOptions::default()).ok()?;
+    if base.remaining() <= limit {
         return None;
     }
-    let opts = PruneOptions {
-        keep_storage: Some(limit),
-        ..PruneOptions::default()
-    };
-    let plan = gc::plan(state, opts).ok()?;
+    let plan = gc::fit(state, PruneOptions::default(), base, limit).ok()?;
     if plan.reclaimed() == 0 {
         return None;
     }

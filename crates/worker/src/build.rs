@@ -307,30 +307,15 @@ pub async fn build(
             (None, _) => return Err(Error::Other("output needs an image".to_owned())),
         }
     }
-    let records = cache.records();
-    // The cache mounts the Dockerfile names (those seeded `from=` another
-    // step are known once they were mounted).
-    let mut cache_mounts: std::collections::BTreeSet<String> =
-        worker.used_cache_mounts().into_iter().collect();
-    for node in dag.nodes() {
-        if let kiln_llb::op::Op::Exec(e) = &node.payload.op {
-            for m in &e.mounts {
-                if let kiln_llb::op::MountKind::Cache {
-                    id, uid, gid, mode, ..
-                } = &m.kind
-                    && m.input.is_none()
-                {
-                    cache_mounts.insert(crate::mounts::cache_dir_key(
-                        id,
-                        None,
-                        &m.source,
-                        (*uid, *gid, *mode),
-                    ));
-                }
-            }
-        }
-    }
-    let cache_mounts: Vec<String> = cache_mounts.into_iter().collect();
+    // What an export writes is gathered only when there is one: a
+    // cached rebuild without --cache-to pays nothing for it.
+    let (records, cache_mounts) = if req.cache_to.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        let mut mounts = named_cache_mounts(&dag);
+        mounts.extend(worker.used_cache_mounts());
+        (cache.records(), mounts.into_iter().collect::<Vec<_>>())
+    };
     for to in &req.cache_to {
         let r = cache_exchange::export(
             state,
@@ -361,6 +346,33 @@ pub async fn build(
         manifests,
         explanations: worker.explanations(),
     })
+}
+
+/// The directory names of the cache mounts the Dockerfile names (those
+/// seeded `from=` another step are known only once they were mounted:
+/// `LlbWorker::used_cache_mounts`).
+fn named_cache_mounts(dag: &Dag<Vertex>) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for node in dag.nodes() {
+        let kiln_llb::op::Op::Exec(e) = &node.payload.op else {
+            continue;
+        };
+        for m in &e.mounts {
+            if let kiln_llb::op::MountKind::Cache {
+                id, uid, gid, mode, ..
+            } = &m.kind
+                && m.input.is_none()
+            {
+                out.insert(crate::mounts::cache_dir_key(
+                    id,
+                    None,
+                    &m.source,
+                    (*uid, *gid, *mode),
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// What distinguishes one project's steps from another's in `--explain`

@@ -369,31 +369,25 @@ pub fn import(
         };
         let source = Arc::new(source);
         let mut diff_ids = Vec::with_capacity(config.layers.len());
-        for l in &config.layers {
-            let blob = manifest.layers.get(l.blob).ok_or_else(|| {
+        // A record's blob index, checked against the manifest.
+        let blob_at = |i: usize, what: String| {
+            manifest.layers.get(i).ok_or_else(|| {
                 Error::Other(format!(
-                    "cache {}: layer {} names blob #{} of {}",
+                    "cache {}: {what} names blob #{i} of {}",
                     f.location.describe(),
-                    l.diff_id,
-                    l.blob,
                     manifest.layers.len()
                 ))
-            })?;
+            })
+        };
+        for l in &config.layers {
+            let blob = blob_at(l.blob, format!("layer {}", l.diff_id))?;
             out.layers
                 .entry(l.diff_id)
                 .or_insert_with(|| (blob.clone(), source.clone()));
             diff_ids.push(l.diff_id);
         }
         for m in &config.mounts {
-            let blob = manifest.layers.get(m.blob).ok_or_else(|| {
-                Error::Other(format!(
-                    "cache {}: cache mount {:?} names blob #{} of {}",
-                    f.location.describe(),
-                    m.id,
-                    m.blob,
-                    manifest.layers.len()
-                ))
-            })?;
+            let blob = blob_at(m.blob, format!("cache mount {:?}", m.id))?;
             if m.key.is_empty() || !m.key.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(Error::Other(format!(
                     "cache {}: invalid cache mount key {:?}",

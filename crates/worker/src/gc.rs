@@ -112,10 +112,17 @@ fn mtime_ns(path: &std::path::Path) -> u128 {
 /// entry whose layers other roots keep frees nothing, so the size is
 /// recomputed after each share.
 pub fn plan(state: &State, opts: PruneOptions) -> Result<Plan, Error> {
-    let mut p = plan_dropping(state, opts, &BTreeSet::new())?;
-    let Some(limit) = opts.keep_storage else {
-        return Ok(p);
-    };
+    let p = plan_dropping(state, opts, &BTreeSet::new())?;
+    match opts.keep_storage {
+        Some(limit) => fit(state, opts, p, limit),
+        None => Ok(p),
+    }
+}
+
+/// `base` (a plan made with `opts`) extended, as `keep_storage` does, until
+/// the store fits in `limit` bytes; `base` itself when it already fits.
+pub fn fit(state: &State, opts: PruneOptions, base: Plan, limit: u64) -> Result<Plan, Error> {
+    let mut p = base;
     if p.remaining() <= limit {
         return Ok(p);
     }
