@@ -29,6 +29,19 @@
 //! tokio's blocking pool, each node's in a task of its own. Each node is keyed and
 //! executed at most once per solve, however many nodes use it.
 //!
+//! *Content keys.* A node's key names its inputs by their keys, so a changed input
+//! changes it even when the part the node reads did not change (a stage rebuilt
+//! after a context edit, of which a later stage copies one unchanged file). A node
+//! the worker declares content-keyed ([`Worker::keys_by_content`]) also has a key
+//! naming only what it reads ([`Worker::content_key`], computed from its built
+//! inputs), and that content key is the one its dependents see. Its key is looked up
+//! first: the cache holds there a *link* to the content key ([`link_bytes`]), written
+//! when the node was last resolved, so an unchanged build needs neither its inputs
+//! nor the content key. When the key misses, the node's inputs are built, the content
+//! key computed and looked up; a hit is [`EventKind::Cached`] (and linked from the
+//! new key), a miss executes and stores the value under the content key. Its
+//! dependents are keyed only then, since their keys need its content key.
+//!
 //! *Forcing.* A node with [`Node::ignore_cache`] executes even on a hit, and so does
 //! every node downstream of a node executed because it was forced: its inputs may have
 //! changed although their keys did not. Forced results still overwrite the cache
@@ -114,4 +127,4 @@ pub use cancel::{CancelToken, Cx};
 pub use dag::{Dag, DagError, Node};
 pub use event::{Event, EventKind, Stream};
 pub use key::{Key, ParseKeyError};
-pub use solve::{KeyInput, Resolved, SolveError, Solver, Worker};
+pub use solve::{KeyInput, Resolved, SolveError, Solver, Worker, link_bytes, parse_link};

@@ -82,6 +82,55 @@ pub trait Worker: Send + Sync + 'static {
     fn is_heavy(&self, _node: &Self::Payload) -> bool {
         false
     }
+
+    /// Whether the node, with these inputs, is *content-keyed*: besides its key (which
+    /// names its inputs by their keys) it has a key naming only the content it reads
+    /// from them ([`Worker::content_key`]), BuildKit's content-based cache keys. A copy
+    /// of one file out of a stage is the example: the stage changed, its key with it,
+    /// but the file did not, so neither did the copy's result. Must be cheap.
+    ///
+    /// A content-keyed node's dependents see its content key, whichever way the node
+    /// was found: a hit under its key finds a link to the content key (stored when the
+    /// node was last resolved); a miss builds its inputs, computes the content key and
+    /// looks that up before executing. So the dependents of a content-keyed node that
+    /// missed are keyed only once its inputs are built and its content key is known.
+    fn keys_by_content(&self, _node: &Self::Payload, _inputs: &[KeyInput<Self::Value>]) -> bool {
+        false
+    }
+
+    /// The content key of a node [`Worker::keys_by_content`] accepted, from its built
+    /// inputs: like [`Worker::cache_key`], but naming what the node reads from its
+    /// inputs instead of their keys. `None`: the node has no content key this time
+    /// after all, and its key stands. Blocking; called at most once per solve per node,
+    /// only when the node's key missed (or it is forced).
+    fn content_key(
+        &self,
+        _node: &Self::Payload,
+        _inputs: &[Resolved<Self::Value>],
+        _cx: &Cx,
+    ) -> Result<Option<Key>, Self::Error> {
+        Ok(None)
+    }
+}
+
+/// What the cache holds under the key of a content-keyed node: where its value is.
+#[derive(Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Link {
+    #[serde(rename = "kiln.solver.link")]
+    target: Key,
+}
+
+/// The cache entry of a link from a content-keyed node's key to its content key.
+/// A [`CacheStore`] that exports entries (kiln's cache export) recognises links
+/// with [`parse_link`] and must hand them back as these bytes.
+pub fn link_bytes(target: &Key) -> Vec<u8> {
+    serde_json::to_vec(&Link { target: *target }).unwrap_or_default()
+}
+
+/// The target of a link entry ([`link_bytes`]), or `None` for any other entry.
+pub fn parse_link(bytes: &[u8]) -> Option<Key> {
+    serde_json::from_slice::<Link>(bytes).ok().map(|l| l.target)
 }
 
 /// Why a solve failed.
@@ -196,6 +245,9 @@ enum Outcome<V, E: std::error::Error + 'static> {
         key: Option<Key>,
         hit: Option<Resolved<V>>,
         forced: bool,
+        /// The node is content-keyed and missed: its dependents wait for its content
+        /// key, known once it is resolved.
+        content: bool,
     },
     /// The node was executed.
     Done {
@@ -306,9 +358,15 @@ impl<W: Worker> Solver<W> {
                             node,
                             tasks.spawn(key_node(run.clone(), node, inputs, forced)),
                         ),
-                        Task::Exec { node, inputs, key } => {
-                            (node, tasks.spawn(exec_node(run.clone(), node, inputs, key)))
-                        }
+                        Task::Exec {
+                            node,
+                            inputs,
+                            key,
+                            content,
+                        } => (
+                            node,
+                            tasks.spawn(exec_node(run.clone(), node, inputs, key, content)),
+                        ),
                     };
                     task_node.insert(handle.id(), node);
                     s.running[node] = true;
@@ -345,7 +403,8 @@ impl<W: Worker> Solver<W> {
                     key,
                     hit,
                     forced,
-                } => s.keyed(node, key, hit, forced),
+                    content,
+                } => s.keyed(node, key, hit, forced, content),
                 Outcome::Done { node, resolved } => s.built(node, resolved),
                 Outcome::Failed(err) => {
                     first_error.get_or_insert(err);
@@ -377,6 +436,9 @@ enum Task<V> {
         node: usize,
         inputs: Vec<Resolved<V>>,
         key: Option<Key>,
+        /// `Some(forced)`: the node is content-keyed; look its content key up first
+        /// unless forced.
+        content: Option<bool>,
     },
 }
 
@@ -388,7 +450,9 @@ enum Task<V> {
 /// none). A wanted node that missed executes once its inputs are built. A node whose key
 /// hit is built at once, and its inputs are not wanted on its account: a cached step
 /// needs nothing below it, which is what makes a hit in an imported cache skip whole
-/// stages. A node without a key is always wanted (its dependents' keys need its value).
+/// stages. A node without a key is always wanted (its dependents' keys need its value),
+/// and so is a content-keyed node that missed (its dependents' keys need its content key,
+/// which needs its inputs' values).
 struct Schedule<'d, V, P> {
     dag: &'d Dag<P>,
     needed: Vec<bool>,
@@ -399,6 +463,9 @@ struct Schedule<'d, V, P> {
     key_pending: Vec<usize>,
     built_pending: Vec<usize>,
     keys: Vec<Option<(Option<Key>, bool)>>,
+    /// Content-keyed and missed: the key in `keys` is not the one dependents use
+    /// until the node is built.
+    content_pending: Vec<bool>,
     values: Vec<Option<Resolved<V>>>,
     wanted: Vec<bool>,
     /// A key or exec task was handed out and has not reported.
@@ -436,6 +503,7 @@ impl<'d, V: Clone, P> Schedule<'d, V, P> {
             inputs,
             dependents,
             keys: vec![None; n],
+            content_pending: vec![false; n],
             values: vec![None; n],
             wanted: vec![false; n],
             running: vec![false; n],
@@ -496,7 +564,7 @@ impl<'d, V: Clone, P> Schedule<'d, V, P> {
     }
 
     fn push_exec_if_ready(&mut self, i: usize) {
-        let Some((key, _)) = self.keys[i] else {
+        let Some((key, forced)) = self.keys[i] else {
             return;
         };
         if !self.wanted[i]
@@ -514,10 +582,12 @@ impl<'d, V: Clone, P> Schedule<'d, V, P> {
             }
         }
         self.exec_started[i] = true;
+        let content = self.content_pending[i].then_some(forced);
         self.ready.push(Task::Exec {
             node: i,
             inputs,
             key,
+            content,
         });
     }
 
@@ -537,21 +607,32 @@ impl<'d, V: Clone, P> Schedule<'d, V, P> {
     }
 
     /// Node `i`'s key is known (`hit`: its value came from the cache).
-    fn keyed(&mut self, i: usize, key: Option<Key>, hit: Option<Resolved<V>>, forced: bool) {
+    fn keyed(
+        &mut self,
+        i: usize,
+        key: Option<Key>,
+        hit: Option<Resolved<V>>,
+        forced: bool,
+        content: bool,
+    ) {
         self.running[i] = false;
         self.keys[i] = Some((key, forced));
         let is_hit = hit.is_some();
         if let Some(r) = hit {
+            // A content-keyed hit: dependents use the key the value is under.
+            self.keys[i] = Some((r.key, forced));
             self.values[i] = Some(r);
         }
-        if key.is_some() {
+        let content = content && !is_hit && key.is_some();
+        self.content_pending[i] = content;
+        if key.is_some() && !content {
             self.key_usable(i);
         }
         if is_hit {
             self.value_ready(i);
             return;
         }
-        if key.is_none() {
+        if key.is_none() || content {
             // Its dependents' keys need its value.
             self.want(&[i]);
         }
@@ -575,8 +656,15 @@ impl<'d, V: Clone, P> Schedule<'d, V, P> {
     /// Node `i` was executed.
     fn built(&mut self, i: usize, r: Resolved<V>) {
         self.running[i] = false;
+        let key = r.key;
         self.values[i] = Some(r);
-        if self.keys[i].is_some_and(|(k, _)| k.is_none()) {
+        if self.content_pending[i] {
+            self.content_pending[i] = false;
+            if let Some((k, _)) = self.keys[i].as_mut() {
+                *k = key;
+            }
+            self.key_usable(i);
+        } else if self.keys[i].is_some_and(|(k, _)| k.is_none()) {
             self.key_usable(i);
         }
         self.value_ready(i);
@@ -622,7 +710,9 @@ impl<W: Worker> Run<W> {
             .unwrap_or_default()
     }
 
-    /// Computes the key and, unless forced, looks the value up. Blocking.
+    /// Computes the key and, unless forced, looks the value up (through a link, for a
+    /// content-keyed node). Blocking. Returns the key, the hit (with the key its value
+    /// is under) and whether the node is content-keyed.
     #[allow(clippy::type_complexity)]
     fn lookup(
         &self,
@@ -630,7 +720,7 @@ impl<W: Worker> Run<W> {
         inputs: &[KeyInput<W::Value>],
         cx: &Cx,
         forced: bool,
-    ) -> Result<(Option<Key>, Option<W::Value>), SolveError<W::Error>> {
+    ) -> Result<(Option<Key>, Option<Resolved<W::Value>>, bool), SolveError<W::Error>> {
         let payload = &self.dag.nodes()[i].payload;
         let key = self
             .worker
@@ -641,32 +731,108 @@ impl<W: Worker> Run<W> {
                 source,
             })?;
         let Some(key) = key else {
-            return Ok((None, None));
+            return Ok((None, None, false));
         };
+        let content = self.worker.keys_by_content(payload, inputs);
         if forced {
-            return Ok((Some(key), None));
+            return Ok((Some(key), None, content));
         }
-        let bytes = self.cache.get(&key).map_err(|source| SolveError::Cache {
-            node: i,
-            name: self.name(i),
-            key,
-            source,
-        })?;
-        // Undecodable (corrupt, or written by an incompatible version) or stale entries
-        // are misses; executing overwrites them.
-        let hit = bytes
-            .and_then(|b| serde_json::from_slice::<W::Value>(&b).ok())
-            .filter(|v| self.worker.is_valid(v));
-        Ok((Some(key), hit))
+        let Some(bytes) = self.get(i, &key)? else {
+            return Ok((Some(key), None, content));
+        };
+        if let Some(target) = parse_link(&bytes) {
+            let hit = self.get(i, &target)?.and_then(|b| self.decode(&b));
+            return Ok((
+                Some(key),
+                hit.map(|value| Resolved {
+                    key: Some(target),
+                    value,
+                }),
+                content,
+            ));
+        }
+        let hit = self.decode(&bytes).map(|value| Resolved {
+            key: Some(key),
+            value,
+        });
+        Ok((Some(key), hit, content))
     }
 
-    /// Executes the node and stores its value under `key`. Blocking.
+    fn get(&self, i: usize, key: &Key) -> Result<Option<Vec<u8>>, SolveError<W::Error>> {
+        self.cache.get(key).map_err(|source| SolveError::Cache {
+            node: i,
+            name: self.name(i),
+            key: *key,
+            source,
+        })
+    }
+
+    fn put(&self, i: usize, key: &Key, bytes: &[u8]) -> Result<(), SolveError<W::Error>> {
+        self.cache
+            .put(key, bytes)
+            .map_err(|source| SolveError::Cache {
+                node: i,
+                name: self.name(i),
+                key: *key,
+                source,
+            })
+    }
+
+    /// A cached value, if it decodes and is still valid: undecodable (corrupt, or
+    /// written by an incompatible version) or stale entries are misses, which
+    /// executing overwrites.
+    fn decode(&self, bytes: &[u8]) -> Option<W::Value> {
+        serde_json::from_slice::<W::Value>(bytes)
+            .ok()
+            .filter(|v| self.worker.is_valid(v))
+    }
+
+    /// For a content-keyed node that missed: its content key and, unless forced, the
+    /// value cached under it (then linked from `key`, so that the next lookup of `key`
+    /// finds it). Blocking.
+    #[allow(clippy::type_complexity)]
+    fn content_lookup(
+        &self,
+        i: usize,
+        inputs: &[Resolved<W::Value>],
+        cx: &Cx,
+        key: Option<Key>,
+        forced: bool,
+    ) -> Result<(Option<Key>, Option<W::Value>), SolveError<W::Error>> {
+        let payload = &self.dag.nodes()[i].payload;
+        let content_key = self
+            .worker
+            .content_key(payload, inputs, cx)
+            .map_err(|source| SolveError::Node {
+                node: i,
+                name: self.name(i),
+                source,
+            })?;
+        let Some(content_key) = content_key else {
+            return Ok((key, None));
+        };
+        if forced {
+            return Ok((Some(content_key), None));
+        }
+        let hit = self.get(i, &content_key)?.and_then(|b| self.decode(&b));
+        if hit.is_some()
+            && let Some(key) = key
+            && key != content_key
+        {
+            self.put(i, &key, &link_bytes(&content_key))?;
+        }
+        Ok((Some(content_key), hit))
+    }
+
+    /// Executes the node and stores its value under `key`, and under `content_key` if
+    /// it has one (then `key` links to it). Blocking.
     fn execute(
         &self,
         i: usize,
         inputs: &[Resolved<W::Value>],
         cx: &Cx,
         key: Option<Key>,
+        content_key: Option<Key>,
     ) -> Result<(W::Value, Duration), SolveError<W::Error>> {
         let payload = &self.dag.nodes()[i].payload;
         let start = Instant::now();
@@ -679,20 +845,18 @@ impl<W: Worker> Run<W> {
                     source,
                 })?;
         let elapsed = start.elapsed();
-        if let Some(key) = key {
+        if let Some(stored) = content_key.or(key) {
             let bytes = serde_json::to_vec(&value).map_err(|source| SolveError::Encode {
                 node: i,
                 name: self.name(i),
                 source,
             })?;
-            self.cache
-                .put(&key, &bytes)
-                .map_err(|source| SolveError::Cache {
-                    node: i,
-                    name: self.name(i),
-                    key,
-                    source,
-                })?;
+            self.put(i, &stored, &bytes)?;
+            if let Some(key) = key
+                && key != stored
+            {
+                self.put(i, &key, &link_bytes(&stored))?;
+            }
         }
         Ok((value, elapsed))
     }
@@ -748,20 +912,22 @@ async fn key_node<W: Worker>(
         blocking(move || run.lookup(i, &inputs, &cx, forced)).await
     };
     match lookup {
-        Ok(Ok((key, Some(value)))) => {
+        Ok(Ok((key, Some(hit), _))) => {
             run.emit(i, EventKind::Cached);
             Outcome::Keyed {
                 node: i,
                 key,
-                hit: Some(Resolved { key, value }),
+                hit: Some(hit),
                 forced: false,
+                content: false,
             }
         }
-        Ok(Ok((key, None))) => Outcome::Keyed {
+        Ok(Ok((key, None, content))) => Outcome::Keyed {
             node: i,
             key,
             hit: None,
             forced,
+            content,
         },
         Ok(Err(err)) => run.fail(i, err),
         Err(message) => run.panicked(i, message),
@@ -774,11 +940,41 @@ async fn exec_node<W: Worker>(
     i: usize,
     inputs: Vec<Resolved<W::Value>>,
     key: Option<Key>,
+    content: Option<bool>,
 ) -> Outcome<W::Value, W::Error> {
     if run.cancel.is_cancelled() {
         return run.cancelled(i);
     }
     let cx = Arc::new(Cx::new(i, run.cancel.clone(), run.events.clone()));
+    let (inputs, content_key) = match content {
+        None => (inputs, None),
+        Some(forced) => {
+            let looked = {
+                let run = run.clone();
+                let cx = cx.clone();
+                blocking(move || {
+                    let r = run.content_lookup(i, &inputs, &cx, key, forced);
+                    (inputs, r)
+                })
+                .await
+            };
+            match looked {
+                Ok((_, Ok((content_key, Some(value))))) => {
+                    run.emit(i, EventKind::Cached);
+                    return Outcome::Done {
+                        node: i,
+                        resolved: Resolved {
+                            key: content_key,
+                            value,
+                        },
+                    };
+                }
+                Ok((inputs, Ok((content_key, None)))) => (inputs, content_key),
+                Ok((_, Err(err))) => return run.fail(i, err),
+                Err(message) => return run.panicked(i, message),
+            }
+        }
+    };
     let payload = &run.dag.nodes()[i].payload;
     let _permit = if run.worker.is_heavy(payload) {
         tokio::select! {
@@ -800,14 +996,17 @@ async fn exec_node<W: Worker>(
     run.emit(i, EventKind::Started);
     let executed = {
         let run = run.clone();
-        blocking(move || run.execute(i, &inputs, &cx, key)).await
+        blocking(move || run.execute(i, &inputs, &cx, key, content_key)).await
     };
     match executed {
         Ok(Ok((value, elapsed))) => {
             run.emit(i, EventKind::Completed { elapsed });
             Outcome::Done {
                 node: i,
-                resolved: Resolved { key, value },
+                resolved: Resolved {
+                    key: content_key.or(key),
+                    value,
+                },
             }
         }
         Ok(Err(err)) => run.fail(i, err),

@@ -33,6 +33,9 @@ struct Op {
     key_meet: &'static [(&'static str, usize)],
     /// `cache_key` returns `None`.
     uncacheable: bool,
+    /// Content-keyed: its content key names what it reads from its inputs
+    /// (`Fake::reads`), not their keys.
+    content: bool,
 }
 
 fn op(name: &'static str) -> Op {
@@ -53,6 +56,10 @@ struct Fake {
     versions: Mutex<HashMap<&'static str, u32>>,
     /// Appended to the value but not the key (a non-reproducible result).
     salt: Mutex<HashMap<&'static str, String>>,
+    /// What a content-keyed node reads from its inputs (its content key's part).
+    reads: Mutex<HashMap<&'static str, String>>,
+    /// Content keys computed, per name.
+    content_keys: Mutex<BTreeMap<&'static str, usize>>,
     /// Values `is_valid` rejects.
     invalid: Mutex<HashSet<String>>,
     saw_cancel: Mutex<HashSet<&'static str>>,
@@ -197,6 +204,34 @@ impl Worker for Fake {
 
     fn is_heavy(&self, node: &Op) -> bool {
         node.heavy
+    }
+
+    fn keys_by_content(&self, node: &Op, _inputs: &[KeyInput<String>]) -> bool {
+        node.content
+    }
+
+    fn content_key(
+        &self,
+        node: &Op,
+        inputs: &[Resolved<String>],
+        _cx: &Cx,
+    ) -> Result<Option<Key>, FakeError> {
+        *lock(&self.content_keys).entry(node.name).or_default() += 1;
+        if inputs.is_empty() {
+            return Err(FakeError(format!(
+                "{}: content key without inputs",
+                node.name
+            )));
+        }
+        let reads = lock(&self.reads)
+            .get(node.name)
+            .cloned()
+            .unwrap_or_default();
+        let version = self.version(node.name).to_le_bytes();
+        Ok(Some(Key::derive(
+            "fake.content.v1",
+            &[node.name.as_bytes(), &version, reads.as_bytes()],
+        )))
     }
 }
 
@@ -913,4 +948,87 @@ async fn a_cached_node_needs_none_of_its_inputs() {
     assert_eq!(result.expect("third solve"), first);
     assert_eq!(fake.take_execs(), ["a", "b", "c"]);
     assert_eq!(names_with(&rec, &d, "cached"), Vec::<&str>::new());
+}
+
+/// src(a leaf, "a stage"), base, copy(base, src) content-keyed, after(copy).
+fn copy_chain() -> Arc<Dag<Op>> {
+    dag(vec![
+        (op("src"), vec![]),
+        (op("base"), vec![]),
+        (
+            Op {
+                content: true,
+                ..op("copy")
+            },
+            vec![1, 0],
+        ),
+        (op("after"), vec![2]),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_content_keyed_node_spares_its_dependents_when_what_it_reads_is_unchanged() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cache = || Arc::new(DirCache::open(tmp.path()).expect("open")) as Arc<dyn CacheStore>;
+    let d = copy_chain();
+    let fake = Arc::new(Fake::default());
+    let (result, _) = run(&solver(&fake, cache(), 4), &d, &[3]).await;
+    assert_eq!(values(result), ["after:v0(copy:v0(base:v0,src:v0))"]);
+    assert_eq!(fake.take_execs(), ["after", "base", "copy", "src"]);
+
+    // The source changes, not what the copy reads from it: the source runs, the copy
+    // is found by its content key, and the step after it by the content key.
+    lock(&fake.versions).insert("src", 1);
+    let (result, rec) = run(&solver(&fake, cache(), 4), &d, &[3]).await;
+    assert_eq!(values(result), ["after:v0(copy:v0(base:v0,src:v0))"]);
+    assert_eq!(fake.take_execs(), ["src"]);
+    assert_eq!(names_with(&rec, &d, "cached"), ["after", "base", "copy"]);
+    assert_eq!(lock(&fake.content_keys).get("copy"), Some(&2));
+
+    // Now the copy's key links to its content key: a fresh solver finds it without
+    // building the source or computing the content key again.
+    let fake = Arc::new(Fake::default());
+    lock(&fake.versions).insert("src", 1);
+    let (result, rec) = run(&solver(&fake, cache(), 4), &d, &[3]).await;
+    assert_eq!(values(result), ["after:v0(copy:v0(base:v0,src:v0))"]);
+    assert!(fake.execs().is_empty(), "executed: {:?}", fake.execs());
+    assert_eq!(
+        names_with(&rec, &d, "cached"),
+        ["after", "base", "copy", "src"]
+    );
+    assert!(lock(&fake.content_keys).is_empty());
+
+    // What it reads changes: the copy and everything after it run.
+    lock(&fake.versions).insert("src", 2);
+    lock(&fake.reads).insert("copy", "other file".to_owned());
+    let (result, rec) = run(&solver(&fake, cache(), 4), &d, &[3]).await;
+    assert_eq!(values(result), ["after:v0(copy:v0(base:v0,src:v2))"]);
+    assert_eq!(fake.take_execs(), ["after", "copy", "src"]);
+    assert_eq!(names_with(&rec, &d, "cached"), ["base"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_content_keyed_node_runs_and_stores_under_its_content_key() {
+    let cache: Arc<dyn CacheStore> = Arc::new(MemoryCache::new());
+    let fake = Arc::new(Fake::default());
+    let d = copy_chain();
+    let (result, _) = run(&solver(&fake, cache.clone(), 4), &d, &[3]).await;
+    let first = values(result);
+    fake.take_execs();
+
+    let (result, rec) = run(
+        &solver(&fake, cache.clone(), 4),
+        &forcing(&d, &["copy"]),
+        &[3],
+    )
+    .await;
+    assert_eq!(values(result), first);
+    assert_eq!(fake.take_execs(), ["after", "copy"]);
+    assert_eq!(names_with(&rec, &d, "cached"), ["base", "src"]);
+
+    // The source changes: the copy's content key still finds the forced result.
+    lock(&fake.versions).insert("src", 1);
+    let (_, rec) = run(&solver(&fake, cache, 4), &d, &[3]).await;
+    assert_eq!(fake.take_execs(), ["src"]);
+    assert_eq!(names_with(&rec, &d, "cached"), ["after", "base", "copy"]);
 }

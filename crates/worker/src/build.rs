@@ -309,12 +309,16 @@ pub async fn build(
     }
     // What an export writes is gathered only when there is one: a
     // cached rebuild without --cache-to pays nothing for it.
-    let (records, cache_mounts) = if req.cache_to.is_empty() {
-        (Vec::new(), Vec::new())
+    let (records, links, cache_mounts) = if req.cache_to.is_empty() {
+        (Vec::new(), Vec::new(), Vec::new())
     } else {
         let mut mounts = named_cache_mounts(&dag);
         mounts.extend(worker.used_cache_mounts());
-        (cache.records(), mounts.into_iter().collect::<Vec<_>>())
+        (
+            cache.records(),
+            cache.links(),
+            mounts.into_iter().collect::<Vec<_>>(),
+        )
     };
     for to in &req.cache_to {
         let r = cache_exchange::export(
@@ -322,6 +326,7 @@ pub async fn build(
             &imported,
             cache_exchange::ExportRequest {
                 records: &records,
+                links: &links,
                 result: &result_layers,
                 clamp,
                 cache_mounts: &cache_mounts,

@@ -235,6 +235,18 @@ struct CacheConfig {
     /// `RUN --mount=type=cache` directories (`mounts=true`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     mounts: Vec<CacheMountRecord>,
+    /// Keys of content-keyed steps → the content key their record is under.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    links: Vec<CacheLink>,
+}
+
+/// A content-keyed step (a `COPY --from`): its key names its source stage
+/// by key, `target` by the content it copied, and the record is under
+/// `target` (see `kiln_solver::Worker::keys_by_content`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct CacheLink {
+    key: Key,
+    target: Key,
 }
 
 /// A cache mount: its directory name under `<root>/cache-mounts/` (which
@@ -279,6 +291,8 @@ pub struct Imported {
     records: HashMap<Key, Vec<Digest>>,
     /// Cache mount directory name → its id, blob and where to get it.
     mounts: HashMap<String, (String, Descriptor, Arc<BlobSource>)>,
+    /// Key of a content-keyed step → its content key.
+    links: HashMap<Key, Key>,
 }
 
 impl Imported {
@@ -416,6 +430,9 @@ pub fn import(
                 .collect::<Result<Vec<_>, _>>()?;
             out.records.entry(r.key).or_insert(layers);
         }
+        for l in config.links {
+            out.links.entry(l.key).or_insert(l.target);
+        }
     }
     Ok(out)
 }
@@ -550,11 +567,29 @@ impl RecordingCache {
         out.sort_by_key(|r| r.0);
         out
     }
+
+    /// The links the solve saw: key of a content-keyed step → content key.
+    pub fn links(&self) -> Vec<(Key, Key)> {
+        let Ok(seen) = self.seen.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<(Key, Key)> = seen
+            .iter()
+            .filter_map(|(k, b)| Some((*k, kiln_solver::parse_link(b)?)))
+            .collect();
+        out.sort();
+        out
+    }
 }
 
 impl CacheStore for RecordingCache {
     fn get(&self, key: &Key) -> Result<Option<Vec<u8>>, CacheError> {
         if let Some(b) = self.local.get(key)? {
+            self.record(key, &b);
+            return Ok(Some(b));
+        }
+        if let Some(target) = self.imported.links.get(key) {
+            let b = kiln_solver::link_bytes(target);
             self.record(key, &b);
             return Ok(Some(b));
         }
@@ -736,6 +771,8 @@ fn canonical(state: &State, layer: &str) -> String {
 pub struct ExportRequest<'a> {
     /// What the solve saw ([`RecordingCache::records`]).
     pub records: &'a [(Key, Vec<String>)],
+    /// The links it saw ([`RecordingCache::links`]).
+    pub links: &'a [(Key, Key)],
     /// The result's layers, bottom first.
     pub result: &'a [String],
     /// The build's mtime clamp (`SOURCE_DATE_EPOCH`).
@@ -757,6 +794,7 @@ pub fn export(
 ) -> Result<Exported, Error> {
     let ExportRequest {
         records,
+        links,
         result,
         clamp,
         cache_mounts,
@@ -820,6 +858,17 @@ pub fn export(
             layers: idx,
         });
     }
+    // The links to records written (so a min-mode cache has those of the
+    // result's chain).
+    let written: std::collections::HashSet<Key> = config.records.iter().map(|r| r.key).collect();
+    config.links = links
+        .iter()
+        .filter(|(_, target)| written.contains(target))
+        .map(|(key, target)| CacheLink {
+            key: *key,
+            target: *target,
+        })
+        .collect();
     if to.mounts {
         for key in cache_mounts {
             let dir = state.root.join(crate::mounts::CACHE_MOUNTS_DIR).join(key);

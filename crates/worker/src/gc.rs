@@ -216,18 +216,24 @@ fn plan_dropping(
         .keys()
         .map_err(|e| Error::Other(e.to_string()))?;
     plan.total_cache_entries = keys.len();
+    let key_set: BTreeSet<kiln_solver::Key> = keys.iter().copied().collect();
     for key in keys {
         let path = state.cache.path_of(&key);
-        let value: Option<Value> = fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
+        let bytes = fs::read(&path).ok();
+        let value: Option<Value> = bytes.as_deref().and_then(|b| serde_json::from_slice(b).ok());
+        // A link to a content key with no entry leads nowhere.
+        let dangling = bytes
+            .as_deref()
+            .and_then(kiln_solver::parse_link)
+            .is_some_and(|target| !key_set.contains(&target) || drop.contains(&target));
         let layers: Vec<String> = match &value {
             Some(Value::Fs { layers }) => layers.clone(),
             _ => Vec::new(),
         };
-        let broken = layers
-            .iter()
-            .any(|l| LayerId::parse(l).map_or(true, |l| !state.layers.exists(&l)));
+        let broken = dangling
+            || layers
+                .iter()
+                .any(|l| LayerId::parse(l).map_or(true, |l| !state.layers.exists(&l)));
         if broken || drop.contains(&key) || (opts.all && old_enough(mtime(&path))) {
             plan.cache_entries.push(key);
         } else {

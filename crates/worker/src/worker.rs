@@ -234,6 +234,42 @@ impl LlbWorker {
     }
 }
 
+impl LlbWorker {
+    /// Content digests of what `actions`' copies read from input `index`, a
+    /// filesystem (a stage or an image): one per copy, with ownership (COPY
+    /// --from keeps it). The filesystem is mounted read-only for the walk.
+    fn fs_reads(&self, actions: &[FileAction], index: u32, value: &Value) -> Result<Vec<Digest>, Error> {
+        let layers = self.layers_of(value)?;
+        let scratch = self.state.scratch()?;
+        let mnt = scratch.path().join("src");
+        std::fs::create_dir(&mnt).map_err(|e| Error::Io {
+            what: format!("creating {}", mnt.display()),
+            source: e,
+        })?;
+        let guard =
+            kiln_snapshot::mount_overlay(&self.state.layer_dirs(&layers)?, None, &mnt)?;
+        let tree = Tree::new(mnt, None);
+        let mut cache = StatCache::in_memory();
+        let opts = kiln_context::DigestOptions {
+            include_ownership: true,
+        };
+        let digests = actions
+            .iter()
+            .filter_map(|a| match a {
+                FileAction::Copy(c) if c.from == Some(index) => Some(c),
+                _ => None,
+            })
+            .map(|c| {
+                let sources = fileop::expand(&tree, c)?;
+                let filter = fileop::filter(c)?;
+                Ok(tree.digest(&sources, &filter, &mut cache, &opts)?.0)
+            })
+            .collect::<Result<Vec<_>, Error>>();
+        guard.unmount()?;
+        digests
+    }
+}
+
 impl kiln_solver::Worker for LlbWorker {
     type Payload = Vertex;
     type Value = Value;
@@ -308,6 +344,46 @@ impl kiln_solver::Worker for LlbWorker {
 
     fn is_heavy(&self, v: &Vertex) -> bool {
         matches!(v.op, Op::Exec(_))
+    }
+
+    /// A file op copying from a stage or an image (an input with a key that is
+    /// not the op's base): its content key names the files it copies, so a
+    /// rebuilt stage whose copied files did not change spares the copy and
+    /// every step after it (BuildKit's content-based cache keys).
+    fn keys_by_content(&self, v: &Vertex, inputs: &[KeyInput<Value>]) -> bool {
+        let Op::File(f) = &v.op else { return false };
+        f.actions.iter().any(|a| match a {
+            FileAction::Copy(c) => c.from.is_some_and(|j| {
+                Some(j) != f.base && inputs.get(j as usize).is_some_and(|i| i.key.is_some())
+            }),
+            _ => false,
+        })
+    }
+
+    fn content_key(
+        &self,
+        v: &Vertex,
+        inputs: &[Resolved<Value>],
+        _cx: &Cx,
+    ) -> Result<Option<Key>, Error> {
+        let Op::File(f) = &v.op else { return Ok(None) };
+        let mut parts = Vec::with_capacity(inputs.len());
+        for (i, input) in inputs.iter().enumerate() {
+            let i = i as u32;
+            match (&input.key, &input.value) {
+                (None, Value::Context { name }) => {
+                    parts.push(InputPart::Content(
+                        self.context_reads(&f.actions, i, name, None)?,
+                    ));
+                }
+                (None, _) => return Ok(None),
+                (Some(k), _) if Some(i) == f.base => parts.push(InputPart::Key(*k)),
+                (Some(_), value) => {
+                    parts.push(InputPart::Content(self.fs_reads(&f.actions, i, value)?));
+                }
+            }
+        }
+        Ok(Some(keys::op_key(&v.op, &parts)))
     }
 }
 
