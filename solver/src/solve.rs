@@ -404,8 +404,14 @@ impl<W: Worker> Solver<W> {
                     hit,
                     forced,
                     content,
-                } => s.keyed(node, key, hit, forced, content),
-                Outcome::Done { node, resolved } => s.built(node, resolved),
+                } => {
+                    s.keyed(node, key, hit, forced, content);
+                    s.speculate();
+                }
+                Outcome::Done { node, resolved } => {
+                    s.built(node, resolved);
+                    s.speculate();
+                }
                 Outcome::Failed(err) => {
                     first_error.get_or_insert(err);
                 }
@@ -604,6 +610,42 @@ impl<'d, V: Clone, P> Schedule<'d, V, P> {
                 self.push_exec_if_ready(i);
             }
         }
+    }
+
+    /// While a content-keyed node waits for its content key, the nodes keyed after it
+    /// wait too, and so would the inputs they will need: a stage that a later
+    /// `COPY --from` reads would be built only after the copy before it. So the
+    /// inputs of such a waiting node that missed are wanted at once: its key names
+    /// them by their (new) keys, so it will miss as well and need them, whether to
+    /// execute or for its own content key. (The guess is wrong only when the waiting
+    /// node's key was cached while an input's was not, as with a pruned input or an
+    /// imported cache without it; then that input is built for nothing.)
+    fn speculate(&mut self) {
+        if !self.content_pending.iter().any(|&p| p) {
+            return;
+        }
+        // Nodes are in topological order: one pass finds the waiting ones.
+        let n = self.needed.len();
+        let mut waiting = vec![false; n];
+        let mut wanted = Vec::new();
+        for d in 0..n {
+            if !self.needed[d] || self.keys[d].is_some() {
+                continue;
+            }
+            waiting[d] = self.inputs[d]
+                .iter()
+                .any(|&p| self.content_pending[p] || waiting[p]);
+            if !waiting[d] {
+                continue;
+            }
+            for &j in &self.inputs[d] {
+                let missed = matches!(self.keys[j], Some((Some(_), _))) && self.values[j].is_none();
+                if missed && !self.wanted[j] {
+                    wanted.push(j);
+                }
+            }
+        }
+        self.want(&wanted);
     }
 
     /// Node `i`'s key is known (`hit`: its value came from the cache).

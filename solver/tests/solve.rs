@@ -1032,3 +1032,29 @@ async fn a_forced_content_keyed_node_runs_and_stores_under_its_content_key() {
     assert_eq!(fake.take_execs(), ["src"]);
     assert_eq!(names_with(&rec, &d, "cached"), ["after", "base", "copy"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stages_copied_one_after_the_other_build_in_parallel() {
+    // base; a, b (two stages, each waiting for the other in `execute`);
+    // copy_a(base, a) and copy_b(copy_a, b), both content-keyed. copy_b's key
+    // waits for copy_a's content key, which waits for a: b must not wait too.
+    let src = |name| Op {
+        meet: &[("sources", 2)],
+        ..op(name)
+    };
+    let copy = |name| Op {
+        content: true,
+        ..op(name)
+    };
+    let d = dag(vec![
+        (op("base"), vec![]),
+        (src("a"), vec![]),
+        (src("b"), vec![]),
+        (copy("copy_a"), vec![0, 1]),
+        (copy("copy_b"), vec![3, 2]),
+    ]);
+    let fake = Arc::new(Fake::default());
+    let (result, _) = run(&solver(&fake, Arc::new(MemoryCache::new()), 4), &d, &[4]).await;
+    assert_eq!(values(result), ["copy_b:v0(copy_a:v0(base:v0,a:v0),b:v0)"]);
+    assert_eq!(fake.take_execs(), ["a", "b", "base", "copy_a", "copy_b"]);
+}
