@@ -238,11 +238,13 @@ pub struct BuildArgs {
     #[arg(long, value_name = "TYPE")]
     pub progress: Option<String>,
 
-    /// External cache sources (type=registry,ref=…, type=local,src=…).
+    /// External cache sources (type=registry,ref=… naming a cache or an image
+    /// with an inline cache, type=local,src=…).
     #[arg(long = "cache-from", value_name = "SPEC")]
     pub cache_from: Vec<String>,
 
-    /// Cache export destinations (type=registry,ref=…, type=local,dest=…).
+    /// Cache export destinations (type=registry,ref=…, type=local,dest=…,
+    /// type=inline).
     #[arg(long = "cache-to", value_name = "SPEC")]
     pub cache_to: Vec<String>,
 

@@ -17,7 +17,8 @@
 //! unknown fields (`container_config`, `docker_version`, `Hostname`, …) are
 //! ignored, missing fields take their defaults, and `null` is read as empty.
 //! Unknown fields are not preserved: a config kiln writes contains only the
-//! fields above (so does BuildKit's). `created` is kept as the string it was.
+//! fields above (so does BuildKit's), and `kiln.cache.v1` when the build
+//! was asked for an inline cache. `created` is kept as the string it was.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -78,6 +79,17 @@ pub struct ImageConfigFile {
         deserialize_with = "nullable"
     )]
     pub history: Vec<History>,
+    /// kiln's inline build cache (`--cache-to type=inline`): the cache
+    /// records of the image's own layers, in kiln's cache format with blob
+    /// indexes into the image's layers (`kiln-worker`'s `cache_exchange`).
+    /// Written only when asked for, and never inherited by an image built on
+    /// this one. BuildKit's counterpart is `moby.buildkit.cache.v0`.
+    #[serde(
+        rename = "kiln.cache.v1",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub inline_cache: Option<serde_json::Value>,
 }
 
 impl ImageConfigFile {

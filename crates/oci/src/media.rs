@@ -81,6 +81,11 @@ pub fn is_manifest(media_type: &str) -> bool {
     media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
 }
 
+/// Whether `media_type` names an image configuration (OCI or Docker).
+pub fn is_image_config(media_type: &str) -> bool {
+    media_type == OCI_CONFIG || media_type == DOCKER_CONFIG
+}
+
 /// Whether `media_type` names an index / manifest list (OCI or Docker).
 pub fn is_index(media_type: &str) -> bool {
     media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST

@@ -146,6 +146,17 @@ pub async fn build(
         ),
         None => None,
     };
+    let inline = req
+        .cache_to
+        .iter()
+        .any(|t| t.location == cache_exchange::Location::Inline);
+    if inline && !req.outputs.iter().any(Output::needs_image) {
+        return Err(Error::Other(
+            "--cache-to type=inline: the cache goes into the image config, and this build \
+             makes no image (add an image output: --tag, --push or -o type=image|registry|oci|docker)"
+                .to_owned(),
+        ));
+    }
     let tree = Tree::open_context(&req.context_dir, req.dockerfile.as_deref())?;
     let stat_cache = StatCache::load(&state.context_cache(&req.context_dir));
     let mut contexts = HashMap::new();
@@ -193,6 +204,7 @@ pub async fn build(
         &req.cache_from,
         req.registry.as_ref(),
         state,
+        &def.target_stage().platform,
         &*req.log,
     )?);
     if !req.cache_from.is_empty() {
@@ -243,6 +255,14 @@ pub async fn build(
     let stage = def.target_stage();
     let clamp = req.source_date_epoch;
     let needs_image = req.outputs.iter().any(Output::needs_image);
+    let inline_cache = inline.then(|| {
+        cache_exchange::InlineRecords::select(
+            state,
+            &cache.records(),
+            &cache.links(),
+            &result_layers,
+        )
+    });
     let image = if needs_image {
         let history = base_history(state, def, def.target_stage)?;
         let platform: Platform = stage.platform.clone();
@@ -256,6 +276,7 @@ pub async fn build(
                 epoch: clamp,
                 now: req.now,
                 clamp,
+                inline_cache: inline_cache.as_ref(),
             },
         )?)
     } else {
@@ -320,7 +341,17 @@ pub async fn build(
             mounts.into_iter().collect::<Vec<_>>(),
         )
     };
-    for to in &req.cache_to {
+    if let Some(i) = &inline_cache {
+        (req.log)(&format!(
+            "wrote an inline cache ({} records) into the image config",
+            i.len()
+        ));
+    }
+    for to in req
+        .cache_to
+        .iter()
+        .filter(|t| t.location != cache_exchange::Location::Inline)
+    {
         let r = cache_exchange::export(
             state,
             &imported,

@@ -78,6 +78,8 @@ pub enum Location {
     Local(PathBuf),
     /// A registry reference (`host/repo:tag`).
     Registry(String),
+    /// `--cache-to type=inline`: in the image's own config.
+    Inline,
 }
 
 /// `--cache-to`.
@@ -135,15 +137,17 @@ fn location(
         "registry" => Ok(Location::Registry(
             a.remove("ref").ok_or_else(|| missing("ref"))?,
         )),
+        "inline" if flag == "--cache-to" => Ok(Location::Inline),
         "inline" => Err(format!(
-            "{flag} type=inline is not supported yet (use type=registry with a ref of its own)"
+            "{flag} type=inline: an inline cache is read from its image: \
+             --cache-from type=registry,ref=<image>"
         )),
         "gha" | "s3" | "azblob" => Err(format!(
             "{flag} type={kind} is not supported (kiln exports to type=local and type=registry)"
         )),
         "" => Err(missing("type")),
         other => Err(format!(
-            "{flag} {spec:?}: unknown cache type {other:?} (expected local or registry)"
+            "{flag} {spec:?}: unknown cache type {other:?} (expected local, registry or inline)"
         )),
     }
 }
@@ -205,6 +209,28 @@ impl CacheTo {
             }
         }
         no_rest(FLAG, spec, &a)?;
+        if location == Location::Inline {
+            // BuildKit's inline cache is min mode only; it has no blobs of
+            // its own to carry mounts, and its layers are the image's.
+            if mode == Mode::Max {
+                return Err(format!(
+                    "{FLAG} type=inline: mode=max is not supported (an inline cache holds the \
+                     image's own layers; use type=registry or type=local for mode=max)"
+                ));
+            }
+            if mounts {
+                return Err(format!(
+                    "{FLAG} type=inline: mounts=true is not supported (cache mounts travel with \
+                     type=registry or type=local)"
+                ));
+            }
+            if spec.contains("compression=") {
+                return Err(format!(
+                    "{FLAG} type=inline: compression= does not apply (the layers are the image's, \
+                     compressed as its output says)"
+                ));
+            }
+        }
         Ok(CacheTo {
             location,
             mode,
@@ -324,6 +350,7 @@ pub fn import(
     from: &[CacheFrom],
     client: Option<&Client>,
     state: &State,
+    platform: &kiln_llb::Platform,
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<Imported, Error> {
     let mut out = Imported::default();
@@ -339,6 +366,13 @@ pub fn import(
                 };
                 (m, c, BlobSource::Dir(dir.clone()))
             }
+            Location::Inline => {
+                return Err(Error::Other(
+                    "--cache-from type=inline: read an inline cache from its image with \
+                     --cache-from type=registry,ref=<image>"
+                        .to_owned(),
+                ));
+            }
             Location::Registry(name) => {
                 let client = client.ok_or_else(|| {
                     Error::Other("importing a registry cache needs a registry client".to_owned())
@@ -346,22 +380,37 @@ pub fn import(
                 let reference = Reference::parse_normalized(name)
                     .map_err(|e| Error::Other(format!("--cache-from ref {name:?}: {e}")))?
                     .with_default_tag();
-                let fetched = match client.get_manifest(&reference) {
-                    Ok(m) => m,
+                let fetched = match client.resolve(&reference, platform) {
+                    Ok(r) => r.manifest,
                     Err(kiln_registry::RegistryError::NotFound { .. }) => {
                         log(&format!("warning: --cache-from {reference}: not found"));
                         continue;
                     }
                     Err(e) => return Err(Error::Other(format!("--cache-from {reference}: {e}"))),
                 };
-                let manifest = parse_manifest(&fetched.bytes, &reference.to_string())?;
+                let what = reference.to_string();
+                let manifest: Manifest = serde_json::from_slice(&fetched.bytes)
+                    .map_err(|e| Error::Other(format!("cache {what}: invalid manifest: {e}")))?;
                 client
                     .fetch_blob(&reference, &manifest.config, &state.content, &|_| {})
                     .map_err(|e| Error::Other(format!("--cache-from {reference}: {e}")))?;
-                let config = parse_config(
-                    &state.content.read(&manifest.config.digest)?,
-                    &reference.to_string(),
-                )?;
+                let config_bytes = state.content.read(&manifest.config.digest)?;
+                let config = if media::is_image_config(&manifest.config.media_type) {
+                    // An image: its inline cache, if it was built with one.
+                    match inline_config(&config_bytes, &what)? {
+                        Some(c) => c,
+                        None => {
+                            log(&format!(
+                                "warning: --cache-from {reference}: an image without an inline \
+                                 cache (build it with --cache-to type=inline)"
+                            ));
+                            continue;
+                        }
+                    }
+                } else {
+                    check_cache_manifest(&manifest, &what)?;
+                    parse_config(&config_bytes, &what)?
+                };
                 // The blobs live in that repository: a push of the result
                 // to the same registry mounts them.
                 let mut digests: Vec<Digest> = manifest.layers.iter().map(|l| l.digest).collect();
@@ -440,6 +489,7 @@ pub fn import(
 impl Location {
     fn describe(&self) -> String {
         match self {
+            Location::Inline => "inline".to_owned(),
             Location::Local(d) => d.display().to_string(),
             Location::Registry(r) => r.clone(),
         }
@@ -449,13 +499,116 @@ impl Location {
 fn parse_manifest(bytes: &[u8], what: &str) -> Result<Manifest, Error> {
     let m: Manifest = serde_json::from_slice(bytes)
         .map_err(|e| Error::Other(format!("cache {what}: invalid manifest: {e}")))?;
+    check_cache_manifest(&m, what)?;
+    Ok(m)
+}
+
+fn check_cache_manifest(m: &Manifest, what: &str) -> Result<(), Error> {
     if m.config.media_type != CONFIG_MEDIA_TYPE {
         return Err(Error::Other(format!(
             "cache {what}: not a kiln cache (its config is of type {:?}, expected {CONFIG_MEDIA_TYPE:?})",
             m.config.media_type
         )));
     }
-    Ok(m)
+    Ok(())
+}
+
+/// The inline cache in an image config (`kiln.cache.v1`), if any.
+fn inline_config(config: &[u8], what: &str) -> Result<Option<CacheConfig>, Error> {
+    let image = kiln_oci::ImageConfigFile::from_json(config, what)
+        .map_err(|e| Error::Other(format!("cache {what}: {e}")))?;
+    let Some(inline) = image.inline_cache else {
+        return Ok(None);
+    };
+    let c: CacheConfig = serde_json::from_value(inline)
+        .map_err(|e| Error::Other(format!("cache {what}: invalid inline cache: {e}")))?;
+    if c.version != 1 {
+        return Err(Error::Other(format!(
+            "cache {what}: inline cache version {} (this kiln reads version 1)",
+            c.version
+        )));
+    }
+    Ok(Some(c))
+}
+
+/// The records of a result an inline cache holds (`--cache-to
+/// type=inline`): those whose filesystem is a prefix of the result's, as
+/// `mode=min`, each by its number of layers; and the links to them.
+#[derive(Debug, Clone, Default)]
+pub struct InlineRecords {
+    records: Vec<(Key, usize)>,
+    links: Vec<(Key, Key)>,
+}
+
+impl InlineRecords {
+    /// Selects the records of `result` (its layers, bottom first) among
+    /// what the solve saw.
+    pub fn select(
+        state: &State,
+        records: &[(Key, Vec<String>)],
+        links: &[(Key, Key)],
+        result: &[String],
+    ) -> InlineRecords {
+        let result: Vec<String> = result.iter().map(|l| canonical(state, l)).collect();
+        let records: Vec<(Key, usize)> = records
+            .iter()
+            .filter_map(|(k, ls)| {
+                let ls: Vec<String> = ls.iter().map(|l| canonical(state, l)).collect();
+                (!ls.is_empty() && ls.len() <= result.len() && result[..ls.len()] == ls[..])
+                    .then_some((*k, ls.len()))
+            })
+            .collect();
+        let written: std::collections::HashSet<Key> = records.iter().map(|r| r.0).collect();
+        let links = links
+            .iter()
+            .filter(|(_, t)| written.contains(t))
+            .copied()
+            .collect();
+        InlineRecords { records, links }
+    }
+
+    /// The cache config to put in the image config, whose layers have
+    /// `diff_ids` (blob `i` is the image's layer `i`).
+    pub fn config(&self, diff_ids: &[Digest]) -> Result<serde_json::Value, Error> {
+        let config = CacheConfig {
+            version: 1,
+            layers: diff_ids
+                .iter()
+                .enumerate()
+                .map(|(blob, d)| CacheLayer { diff_id: *d, blob })
+                .collect(),
+            records: self
+                .records
+                .iter()
+                .filter(|(_, n)| *n <= diff_ids.len())
+                .map(|(key, n)| CacheRecord {
+                    key: *key,
+                    layers: (0..*n).collect(),
+                })
+                .collect(),
+            mounts: Vec::new(),
+            links: self
+                .links
+                .iter()
+                .map(|(key, target)| CacheLink {
+                    key: *key,
+                    target: *target,
+                })
+                .collect(),
+        };
+        serde_json::to_value(&config)
+            .map_err(|e| Error::Other(format!("encoding the inline cache: {e}")))
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
 }
 
 fn parse_config(bytes: &[u8], what: &str) -> Result<CacheConfig, Error> {
@@ -799,6 +952,11 @@ pub fn export(
         clamp,
         cache_mounts,
     } = req;
+    if to.location == Location::Inline {
+        return Err(Error::Other(
+            "an inline cache is written into the image config, not exported".to_owned(),
+        ));
+    }
     // Unpacked layers are named by their diffID, as imported hits are, so
     // that a chain is recognised whichever way its layers came.
     let result: Vec<String> = result.iter().map(|l| canonical(state, l)).collect();
@@ -902,6 +1060,7 @@ pub fn export(
     let manifest_blob = state.content.put_json(&manifest)?;
     let manifest_desc = Descriptor::new(media::OCI_MANIFEST, manifest_blob);
     match &to.location {
+        Location::Inline => {}
         Location::Local(dir) => write_local(state, dir, &manifest, &manifest_desc)?,
         Location::Registry(name) => {
             let client = client.ok_or_else(|| {
@@ -1012,7 +1171,17 @@ mod tests {
     #[test]
     fn refuses_what_it_does_not_do() {
         let e = |s: &str| CacheTo::parse(s).unwrap_err();
-        assert!(e("type=inline").contains("type=inline is not supported yet"));
+        assert_eq!(
+            CacheTo::parse("type=inline").unwrap().location,
+            Location::Inline
+        );
+        assert!(e("type=inline,mode=max").contains("mode=max is not supported"));
+        assert!(e("type=inline,compression=zstd").contains("does not apply"));
+        assert!(
+            CacheFrom::parse("type=inline")
+                .unwrap_err()
+                .contains("--cache-from type=registry,ref=<image>")
+        );
         assert!(e("type=local").contains("dest is required"));
         assert!(e("type=local,dest=d,mode=all").contains("expected min or max"));
         assert!(e("type=local,dest=d,bogus=1").contains("unknown attribute \"bogus\""));

@@ -220,7 +220,9 @@ fn plan_dropping(
     for key in keys {
         let path = state.cache.path_of(&key);
         let bytes = fs::read(&path).ok();
-        let value: Option<Value> = bytes.as_deref().and_then(|b| serde_json::from_slice(b).ok());
+        let value: Option<Value> = bytes
+            .as_deref()
+            .and_then(|b| serde_json::from_slice(b).ok());
         // A link to a content key with no entry leads nowhere.
         let dangling = bytes
             .as_deref()

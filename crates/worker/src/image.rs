@@ -564,6 +564,8 @@ pub struct CommitRequest<'a> {
     pub now: (i64, u32),
     /// mtime clamp of built layers (`SOURCE_DATE_EPOCH`).
     pub clamp: Option<i64>,
+    /// `--cache-to type=inline`: the records to write into the config.
+    pub inline_cache: Option<&'a crate::cache_exchange::InlineRecords>,
 }
 
 /// A committed image.
@@ -589,6 +591,9 @@ pub fn commit(state: &State, req: &CommitRequest<'_>) -> Result<Committed, Error
     for l in req.layers {
         config.rootfs.diff_ids.push(diff_id(state, l, req.clamp)?);
         layer_times.push(state.layers.get(l)?.meta.labels.get(LABEL_CREATED).cloned());
+    }
+    if let Some(inline) = req.inline_cache {
+        config.inline_cache = Some(inline.config(&config.rootfs.diff_ids)?);
     }
     let mut history: Vec<History> = Vec::with_capacity(req.config.history.len());
     let mut layer = 0;

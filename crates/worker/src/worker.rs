@@ -238,7 +238,12 @@ impl LlbWorker {
     /// Content digests of what `actions`' copies read from input `index`, a
     /// filesystem (a stage or an image): one per copy, with ownership (COPY
     /// --from keeps it). The filesystem is mounted read-only for the walk.
-    fn fs_reads(&self, actions: &[FileAction], index: u32, value: &Value) -> Result<Vec<Digest>, Error> {
+    fn fs_reads(
+        &self,
+        actions: &[FileAction],
+        index: u32,
+        value: &Value,
+    ) -> Result<Vec<Digest>, Error> {
         let layers = self.layers_of(value)?;
         let scratch = self.state.scratch()?;
         let mnt = scratch.path().join("src");
@@ -246,8 +251,7 @@ impl LlbWorker {
             what: format!("creating {}", mnt.display()),
             source: e,
         })?;
-        let guard =
-            kiln_snapshot::mount_overlay(&self.state.layer_dirs(&layers)?, None, &mnt)?;
+        let guard = kiln_snapshot::mount_overlay(&self.state.layer_dirs(&layers)?, None, &mnt)?;
         let tree = Tree::new(mnt, None);
         let mut cache = StatCache::in_memory();
         let opts = kiln_context::DigestOptions {
