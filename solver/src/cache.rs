@@ -42,6 +42,36 @@ pub trait CacheStore: Send + Sync {
     /// Stores `value` under `key`, replacing any previous value. After it returns,
     /// readers see either nothing, the old value or the new value, never a mix.
     fn put(&self, key: &Key, value: &[u8]) -> Result<(), CacheError>;
+
+    /// Claims `key` before its value is computed, so that solves in other processes
+    /// sharing the store do not compute it at the same time: a second claim of the
+    /// same key waits until the first [`Claim`] is dropped (the solver then finds
+    /// the value stored and does not execute). `cancelled` is polled while waiting;
+    /// once it returns true the wait ends with `Ok(None)`. `Ok(None)` also means the
+    /// store does not coordinate (the default, fine for stores private to a process).
+    fn claim(
+        &self,
+        _key: &Key,
+        _cancelled: &dyn Fn() -> bool,
+    ) -> Result<Option<Claim>, CacheError> {
+        Ok(None)
+    }
+}
+
+/// A held claim on a key ([`CacheStore::claim`]); released when dropped.
+pub struct Claim(#[allow(dead_code)] Box<dyn Send>);
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Claim")
+    }
+}
+
+impl Claim {
+    /// A claim held as long as `guard` lives (a locked file, say).
+    pub fn new(guard: impl Send + 'static) -> Claim {
+        Claim(Box::new(guard))
+    }
 }
 
 /// A [`CacheStore`] in a directory: one file per key at `<dir>/<hex[0..2]>/<hex>`.
@@ -115,6 +145,14 @@ impl DirCache {
         Ok(keys)
     }
 
+    /// Where claims are locked: `<dir>/claims/<hex>.lock` (never a key's shard,
+    /// whose names are two characters). Lock files stay; removing one while a
+    /// process waits on it would let a third process lock a new file and run the
+    /// same step, so only a collection that holds the whole store removes them.
+    pub fn claims_dir(&self) -> PathBuf {
+        self.dir.join("claims")
+    }
+
     /// Deletes `key`'s value; returns whether there was one.
     pub fn remove(&self, key: &Key) -> Result<bool, CacheError> {
         let path = self.path_of(key);
@@ -183,6 +221,31 @@ impl CacheStore for DirCache {
             return Err(e);
         }
         sync_dir(&shard)
+    }
+
+    /// An exclusive `flock` on `claims/<hex>.lock`, polled (so that a cancelled
+    /// solve stops waiting); the kernel releases it if the process dies.
+    fn claim(&self, key: &Key, cancelled: &dyn Fn() -> bool) -> Result<Option<Claim>, CacheError> {
+        let dir = self.claims_dir();
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let path = dir.join(format!("{}.lock", key.to_hex()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Some(Claim::new(file))),
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
+            }
+            if cancelled() {
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }
 

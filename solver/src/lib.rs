@@ -11,7 +11,8 @@
 //! [`Node`] carries an opaque payload, and a [`Worker`] (implemented for LLB ops in
 //! `kiln-worker`) computes each node's cache [`Key`] and, on a miss, its value. The
 //! design follows BuildKit's scheduler, reduced to what kiln needs: one graph per
-//! solve, no cross-solve deduplication of in-flight work, no remote cache.
+//! solve, and no remote cache; in-flight work is shared across solves (and
+//! processes) only through the store's claims (below).
 //!
 //! # How a solve runs
 //!
@@ -41,6 +42,12 @@
 //! key computed and looked up; a hit is [`EventKind::Cached`] (and linked from the
 //! new key), a miss executes and stores the value under the content key. Its
 //! dependents are keyed only then, since their keys need its content key.
+//!
+//! *Claims.* Before executing a node that is not forced, the solver claims its key in
+//! the [`CacheStore`] ([`CacheStore::claim`]; [`DirCache`] takes a `flock`), then
+//! looks the key up once more: two solves — two kiln processes on one state
+//! directory — that both missed the same step run it once; the second waits for the
+//! claim and finds the value.
 //!
 //! *Forcing.* A node with [`Node::ignore_cache`] executes even on a hit, and so does
 //! every node downstream of a node executed because it was forced: its inputs may have
@@ -122,7 +129,7 @@ mod event;
 mod key;
 mod solve;
 
-pub use cache::{CacheError, CacheStore, DirCache, MemoryCache};
+pub use cache::{CacheError, CacheStore, Claim, DirCache, MemoryCache};
 pub use cancel::{CancelToken, Cx};
 pub use dag::{Dag, DagError, Node};
 pub use event::{Event, EventKind, Stream};

@@ -258,6 +258,18 @@ enum Outcome<V, E: std::error::Error + 'static> {
     Cancelled,
 }
 
+/// What [`Run::prepare`] found.
+enum Prepared<V> {
+    /// The value is cached (under `key`) after all.
+    Hit { key: Option<Key>, value: V },
+    /// Execute; store under `content_key` (the node's key, or its content key),
+    /// holding `claim` until stored.
+    Execute {
+        content_key: Option<Key>,
+        claim: Option<crate::cache::Claim>,
+    },
+}
+
 /// Cancels the solve's token when the solve future completes or is dropped, so blocking
 /// worker calls of an abandoned solve stop.
 struct CancelOnDrop(CancelToken);
@@ -363,9 +375,16 @@ impl<W: Worker> Solver<W> {
                             inputs,
                             key,
                             content,
+                            forced,
                         } => (
                             node,
-                            tasks.spawn(exec_node(run.clone(), node, inputs, key, content)),
+                            tasks.spawn(exec_node(
+                                run.clone(),
+                                node,
+                                inputs,
+                                key,
+                                ExecMode { content, forced },
+                            )),
                         ),
                     };
                     task_node.insert(handle.id(), node);
@@ -442,9 +461,10 @@ enum Task<V> {
         node: usize,
         inputs: Vec<Resolved<V>>,
         key: Option<Key>,
-        /// `Some(forced)`: the node is content-keyed; look its content key up first
-        /// unless forced.
-        content: Option<bool>,
+        /// The node is content-keyed: look its content key up first (unless forced).
+        content: bool,
+        /// It executes even if cached (and claims nothing).
+        forced: bool,
     },
 }
 
@@ -588,12 +608,12 @@ impl<'d, V: Clone, P> Schedule<'d, V, P> {
             }
         }
         self.exec_started[i] = true;
-        let content = self.content_pending[i].then_some(forced);
         self.ready.push(Task::Exec {
             node: i,
             inputs,
             key,
-            content,
+            content: self.content_pending[i],
+            forced,
         });
     }
 
@@ -829,6 +849,62 @@ impl<W: Worker> Run<W> {
             .filter(|v| self.worker.is_valid(v))
     }
 
+    /// Before a node executes: its content key if it is content-keyed (and the
+    /// value under it), then, unless forced, a claim on the key its value goes
+    /// under and a second look at the cache — another process may have stored the
+    /// value while this one waited for the claim. Blocking.
+    fn prepare(
+        &self,
+        i: usize,
+        inputs: &[Resolved<W::Value>],
+        cx: &Cx,
+        key: Option<Key>,
+        mode: ExecMode,
+    ) -> Result<Prepared<W::Value>, SolveError<W::Error>> {
+        let content_key = if mode.content {
+            let (content_key, hit) = self.content_lookup(i, inputs, cx, key, mode.forced)?;
+            if let Some(value) = hit {
+                return Ok(Prepared::Hit {
+                    key: content_key,
+                    value,
+                });
+            }
+            content_key
+        } else {
+            key
+        };
+        let Some(stored) = content_key.filter(|_| !mode.forced) else {
+            return Ok(Prepared::Execute {
+                content_key,
+                claim: None,
+            });
+        };
+        let cancelled = || self.cancel.is_cancelled();
+        let claim = self
+            .cache
+            .claim(&stored, &cancelled)
+            .map_err(|source| SolveError::Cache {
+                node: i,
+                name: self.name(i),
+                key: stored,
+                source,
+            })?;
+        if claim.is_some()
+            && let Some(value) = self.get(i, &stored)?.and_then(|b| self.decode(&b))
+        {
+            if let Some(key) = key
+                && key != stored
+            {
+                self.put(i, &key, &link_bytes(&stored))?;
+            }
+            return Ok(Prepared::Hit {
+                key: Some(stored),
+                value,
+            });
+        }
+        Ok(Prepared::Execute { content_key, claim })
+    }
+
     /// For a content-keyed node that missed: its content key and, unless forced, the
     /// value cached under it (then linked from `key`, so that the next lookup of `key`
     /// finds it). Blocking.
@@ -977,45 +1053,48 @@ async fn key_node<W: Worker>(
 }
 
 /// One node's execution (its key missed, it has none, or it is forced) and store.
+/// How [`exec_node`] runs a node.
+#[derive(Debug, Clone, Copy)]
+struct ExecMode {
+    /// Content-keyed: its content key is looked up first.
+    content: bool,
+    /// Executes whatever the cache holds.
+    forced: bool,
+}
+
 async fn exec_node<W: Worker>(
     run: Arc<Run<W>>,
     i: usize,
     inputs: Vec<Resolved<W::Value>>,
     key: Option<Key>,
-    content: Option<bool>,
+    mode: ExecMode,
 ) -> Outcome<W::Value, W::Error> {
     if run.cancel.is_cancelled() {
         return run.cancelled(i);
     }
     let cx = Arc::new(Cx::new(i, run.cancel.clone(), run.events.clone()));
-    let (inputs, content_key) = match content {
-        None => (inputs, None),
-        Some(forced) => {
-            let looked = {
-                let run = run.clone();
-                let cx = cx.clone();
-                blocking(move || {
-                    let r = run.content_lookup(i, &inputs, &cx, key, forced);
-                    (inputs, r)
-                })
-                .await
+    // The content key (if any), then a claim on the key the value goes under:
+    // another process solving the same step is waited for, and its value used.
+    let prepared = {
+        let run = run.clone();
+        let cx = cx.clone();
+        blocking(move || {
+            let r = run.prepare(i, &inputs, &cx, key, mode);
+            (inputs, r)
+        })
+        .await
+    };
+    let (inputs, content_key, claim) = match prepared {
+        Ok((_, Ok(Prepared::Hit { key, value }))) => {
+            run.emit(i, EventKind::Cached);
+            return Outcome::Done {
+                node: i,
+                resolved: Resolved { key, value },
             };
-            match looked {
-                Ok((_, Ok((content_key, Some(value))))) => {
-                    run.emit(i, EventKind::Cached);
-                    return Outcome::Done {
-                        node: i,
-                        resolved: Resolved {
-                            key: content_key,
-                            value,
-                        },
-                    };
-                }
-                Ok((inputs, Ok((content_key, None)))) => (inputs, content_key),
-                Ok((_, Err(err))) => return run.fail(i, err),
-                Err(message) => return run.panicked(i, message),
-            }
         }
+        Ok((inputs, Ok(Prepared::Execute { content_key, claim }))) => (inputs, content_key, claim),
+        Ok((_, Err(err))) => return run.fail(i, err),
+        Err(message) => return run.panicked(i, message),
     };
     let payload = &run.dag.nodes()[i].payload;
     let _permit = if run.worker.is_heavy(payload) {
@@ -1038,7 +1117,13 @@ async fn exec_node<W: Worker>(
     run.emit(i, EventKind::Started);
     let executed = {
         let run = run.clone();
-        blocking(move || run.execute(i, &inputs, &cx, key, content_key)).await
+        blocking(move || {
+            let r = run.execute(i, &inputs, &cx, key, content_key);
+            // Released once the value is stored (or the step failed).
+            drop(claim);
+            r
+        })
+        .await
     };
     match executed {
         Ok(Ok((value, elapsed))) => {

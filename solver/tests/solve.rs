@@ -1058,3 +1058,33 @@ async fn stages_copied_one_after_the_other_build_in_parallel() {
     assert_eq!(values(result), ["copy_b:v0(copy_a:v0(base:v0,a:v0),b:v0)"]);
     assert_eq!(fake.take_execs(), ["a", "b", "base", "copy_a", "copy_b"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_solves_sharing_a_store_execute_each_step_once() {
+    // Two solvers on one cache directory, as two kiln processes on one state
+    // directory. Both look x up before either executes it (they meet in
+    // `cache_key`): the claim makes one wait and then find the other's value.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fake = Arc::new(Fake::default());
+    let d = dag(vec![
+        (
+            Op {
+                key_meet: &[("both looked up", 2)],
+                heavy: true,
+                ..op("x")
+            },
+            vec![],
+        ),
+        (op("y"), vec![0]),
+    ]);
+    let open = || Arc::new(DirCache::open(tmp.path()).expect("open")) as Arc<dyn CacheStore>;
+    let (s1, s2) = (solver(&fake, open(), 4), solver(&fake, open(), 4));
+    let ((r1, rec1), (r2, rec2)) = tokio::join!(run(&s1, &d, &[1]), run(&s2, &d, &[1]));
+    assert_eq!(values(r1), ["y:v0(x:v0)"]);
+    assert_eq!(values(r2), ["y:v0(x:v0)"]);
+    assert_eq!(fake.execs(), BTreeMap::from([("x", 1), ("y", 1)]));
+    let mut cached = names_with(&rec1, &d, "cached");
+    cached.extend(names_with(&rec2, &d, "cached"));
+    cached.sort_unstable();
+    assert_eq!(cached, ["x", "y"]);
+}

@@ -69,6 +69,9 @@ pub enum Command {
     Prune(crate::prune::PruneArgs),
     /// Show disk usage of the store (like `docker system df`).
     Du(crate::prune::DuArgs),
+    /// Verify the store (every blob, snapshot, image, record and cache entry)
+    /// and find what a killed kiln left; --repair fixes what it can.
+    Check(crate::check::CheckArgs),
 }
 
 /// `kiln pull`.

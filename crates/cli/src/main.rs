@@ -15,6 +15,7 @@ mod archive;
 mod args;
 mod build;
 mod call;
+mod check;
 mod gotemplate;
 mod grants;
 mod images;
@@ -111,6 +112,7 @@ fn main() -> ExitCode {
         Command::Load(args) => archive::load(root, &args),
         Command::Prune(args) => prune::prune(root, &args),
         Command::Du(args) => prune::du(root, &args),
+        Command::Check(args) => check::check(root, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -197,6 +197,28 @@ impl LayerBlobs {
             .collect())
     }
 
+    /// Every diffID with a record, sorted (for `kiln check`).
+    pub fn diff_ids(&self) -> Result<Vec<Digest>, LayerError> {
+        let mut out = Vec::new();
+        let entries = fs::read_dir(&self.dir).map_err(|source| LayerError::Io {
+            op: "list",
+            path: self.dir.clone(),
+            source,
+        })?;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if let Some(Ok(d)) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .map(|hex| format!("sha256:{hex}").parse::<Digest>())
+            {
+                out.push(d);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Records that `descriptor` is `diff_id` compressed with `compression`
     /// (replacing an earlier record of the same compression).
     pub fn add(

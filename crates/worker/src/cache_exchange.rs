@@ -764,6 +764,14 @@ impl CacheStore for RecordingCache {
         self.record(key, value);
         Ok(())
     }
+
+    fn claim(
+        &self,
+        key: &Key,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Option<kiln_solver::Claim>, CacheError> {
+        self.local.claim(key, cancelled)
+    }
 }
 
 /// A layer of a value: a snapshot, or (an imported cache hit) a diffID whose

@@ -296,6 +296,9 @@ pub fn sweep(state: &State, plan: &Plan) -> Result<(), Error> {
             .remove(key)
             .map_err(|e| Error::Other(e.to_string()))?;
     }
+    // Claim lock files (see `DirCache::claims_dir`): no build holds one while
+    // the store is held exclusively. Best effort: they are empty files.
+    let _ = fs::remove_dir_all(state.cache.claims_dir());
     for (l, _) in &plan.layers {
         state.layers.remove(l)?;
     }

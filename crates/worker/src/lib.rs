@@ -35,6 +35,7 @@
 pub mod archive;
 pub mod build;
 pub mod cache_exchange;
+pub mod check;
 pub mod contexts;
 pub mod copy;
 mod error;
