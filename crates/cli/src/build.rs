@@ -400,9 +400,17 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     let events: Arc<dyn Fn(kiln_solver::Event) + Send + Sync> = Arc::new(move |e| p.event(e));
     let result = runtime.block_on(async {
         let c = cancel.clone();
+        // The first Ctrl-C stops the build (running steps are stopped, what
+        // was done is kept); a second one exits at once. Either way nothing is
+        // left: mounts live in kiln's own mount namespace, and drafts are
+        // removed by the next kiln that opens the store.
         let ctrl_c = tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 c.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("interrupted twice: exiting now");
+                    std::process::exit(130);
+                }
             }
         });
         let r = kiln_worker::build(&state, dag, req, events, &cancel).await;

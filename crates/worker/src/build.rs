@@ -252,6 +252,15 @@ pub async fn build(
             }
         }
     };
+    // Ctrl-C after the solve stops the outputs too, between their phases.
+    let stop = || -> Result<(), Error> {
+        if cancel.is_cancelled() {
+            Err(Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    };
+    stop()?;
     let stage = def.target_stage();
     let clamp = req.source_date_epoch;
     let needs_image = req.outputs.iter().any(Output::needs_image);
@@ -284,6 +293,7 @@ pub async fn build(
     };
     let mut manifests = Vec::new();
     for out in &req.outputs {
+        stop()?;
         match (&image, out) {
             (
                 Some(img),
@@ -352,6 +362,7 @@ pub async fn build(
         .iter()
         .filter(|t| t.location != cache_exchange::Location::Inline)
     {
+        stop()?;
         let r = cache_exchange::export(
             state,
             &imported,

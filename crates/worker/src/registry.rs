@@ -124,6 +124,7 @@ pub fn pull(
         ));
     }
     let mut wanted = Vec::new();
+    let mut records = Vec::new();
     for (desc, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
         let compression = layer_compression(&desc.media_type).ok_or_else(|| {
             err(
@@ -141,7 +142,7 @@ pub fn pull(
         if !unpacked && !state.content.has(&desc.digest)? {
             wanted.push(desc.clone());
         }
-        state.layer_blobs.add(diff_id, compression, desc)?;
+        records.push((diff_id, compression, desc));
     }
     parallel(&wanted, |desc| {
         let started = std::time::Instant::now();
@@ -153,6 +154,11 @@ pub fn pull(
         ));
         Ok(())
     })?;
+    // Recorded once the blobs are in the store: a pull killed halfway leaves
+    // no record that points at nothing.
+    for (diff_id, compression, desc) in records {
+        state.layer_blobs.add(diff_id, compression, desc)?;
+    }
     let repo = repository(&reference);
     let mut blobs: Vec<Digest> = manifest.layers.iter().map(|l| l.digest).collect();
     blobs.push(manifest.config.digest);
