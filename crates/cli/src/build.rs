@@ -209,6 +209,38 @@ fn report_step(file: &SourceFile, e: &kiln_worker::StepError, tail: &[String]) -
     s
 }
 
+/// Whether a message says a write failed for want of space (ENOSPC, from
+/// kiln or from a step's own output).
+fn is_no_space(s: &str) -> bool {
+    s.contains("No space left on device") || s.contains("os error 28")
+}
+
+/// What to say when a build ran out of space: where the state directory is,
+/// and what its filesystem has now (a failed step's changes are gone by then).
+fn no_space_note(root: &std::path::Path) -> String {
+    let free = nix::sys::statvfs::statvfs(root).ok().map(|fs| {
+        let block = fs.fragment_size();
+        (
+            fs.blocks_available() * block,
+            fs.blocks() * block,
+        )
+    });
+    match free {
+        Some((avail, total)) => format!(
+            "\nnote: no space left on device: the state directory {} (where steps write their \
+             changes and layers are stored) is on a filesystem with {} free of {} now; free \
+             space there (kiln prune removes unused data) or use --root on a larger filesystem",
+            root.display(),
+            crate::images::human_size(avail),
+            crate::images::human_size(total)
+        ),
+        None => format!(
+            "\nnote: no space left on device: the state directory is {}",
+            root.display()
+        ),
+    }
+}
+
 /// `kiln build`.
 pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     if args.check_reproducible {
@@ -448,9 +480,17 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         }
         Err(WorkerError::Step(e)) => {
             let tail = progress.tail(e.node);
-            Err(Failure::Build(report_step(&file, &e, &tail)))
+            let mut msg = report_step(&file, &e, &tail);
+            if tail.iter().any(|l| is_no_space(l)) || is_no_space(&e.message) {
+                msg.push_str(&no_space_note(&state.root));
+            }
+            Err(Failure::Build(msg))
         }
         Err(WorkerError::Cancelled) => Err(Failure::Build("error: build cancelled".into())),
+        Err(e) if is_no_space(&e.to_string()) => Err(Failure::Build(format!(
+            "error: {e}{}",
+            no_space_note(&state.root)
+        ))),
         Err(e) => Err(Failure::Other(anyhow::Error::new(e))),
     };
     progress.finish();
