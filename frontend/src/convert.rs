@@ -552,7 +552,15 @@ struct Converter<'a> {
     meta_outline: HashMap<String, OutlineArgInfo>,
     /// `--build-context` names some stage, `FROM` or `--from` named.
     used_contexts: BTreeSet<String>,
+    /// Settings (env, labels, history, ONBUILD) stages copied from their base
+    /// stages so far (see [`MAX_INHERITED_SETTINGS`]).
+    inherited_settings: usize,
 }
+
+/// A bound on what stages copy from their base stages in all: about 1 GB of
+/// configurations. Real Dockerfiles stay below 10,000; a chain of 2,000 stages
+/// each FROM the previous one with an ENV each reaches 4 million.
+const MAX_INHERITED_SETTINGS: usize = 2_000_000;
 
 type R<T> = Result<T, Diagnostic>;
 
@@ -608,6 +616,7 @@ impl<'a> Converter<'a> {
             check: LintConfig::default(),
             meta_outline: HashMap::new(),
             used_contexts: BTreeSet::new(),
+            inherited_settings: 0,
         };
         cx.warnings.extend(df.ast.warnings.iter().cloned());
         Ok(cx)
@@ -1798,6 +1807,33 @@ impl<'a> Converter<'a> {
     /// The start of a stage: the base's filesystem, config and environment.
     fn init_state(&mut self, i: usize) -> R<()> {
         if let Base::Stage(b) = self.states[i].base {
+            // Every stage keeps its own configuration (the plan shows each), so
+            // a chain of stages each FROM the previous one holds settings
+            // quadratic in its length: 10,000 chained stages would take tens of
+            // GB. A bound turns that into an error.
+            let inherited = {
+                let img = &self.states[b].image;
+                img.env.len() + img.history.len() + img.labels.len() + img.on_build.len()
+            };
+            self.inherited_settings += inherited;
+            if self.inherited_settings > MAX_INHERITED_SETTINGS {
+                let (offset, end) = self.states[i]
+                    .node
+                    .as_ref()
+                    .map_or((0, 0), |n| (n.offset, n.end_line));
+                return Err(self.err_at(
+                    offset,
+                    end,
+                    format!(
+                        "too many inherited stage settings: the stages up to this one copy \
+                         {} environment variables, labels and history entries from their base \
+                         stages in all (kiln's limit is {MAX_INHERITED_SETTINGS}; a long chain \
+                         of stages each FROM the previous one copies everything before it into \
+                         every stage)",
+                        self.inherited_settings
+                    ),
+                ));
+            }
             // The state continues from the base stage (BuildKit's `init`).
             let base = self.states[b].clone();
             let st = &mut self.states[i];

@@ -220,10 +220,7 @@ fn is_no_space(s: &str) -> bool {
 fn no_space_note(root: &std::path::Path) -> String {
     let free = nix::sys::statvfs::statvfs(root).ok().map(|fs| {
         let block = fs.fragment_size();
-        (
-            fs.blocks_available() * block,
-            fs.blocks() * block,
-        )
+        (fs.blocks_available() * block, fs.blocks() * block)
     });
     match free {
         Some((avail, total)) => format!(
