@@ -210,7 +210,14 @@ def main():
 
     # Ctrl-C.
     stops, slow = [], 0
-    interrupted = {"stopped": 0, "exit non-zero": 0, "processes left": 0, "mounts left": 0}
+    interrupted = {
+        "stopped": 0,
+        "finished before the signal": 0,
+        "exit non-zero": 0,
+        "completed despite the signal": 0,
+        "processes left": 0,
+        "mounts left": 0,
+    }
     for n in range(1, A.rounds + 1):
         name = names[n % len(names)]
         before(name)
@@ -218,7 +225,7 @@ def main():
         time.sleep(rng.uniform(0, durations[name]))
         if p.poll() is not None:
             interrupted["stopped"] += 1
-            interrupted["exit non-zero"] += 1  # finished first: nothing to stop
+            interrupted["finished before the signal"] += 1
             continue
         t = time.time()
         p.send_signal(signal.SIGINT)
@@ -231,6 +238,9 @@ def main():
         stops.append(time.time() - t)
         interrupted["stopped"] += 1
         interrupted["exit non-zero"] += code != 0
+        # The signal came after the last point where kiln looks (the result
+        # was being written): the build completed.
+        interrupted["completed despite the signal"] += code == 0
         left = session_processes(p.pid)
         if left and not wait_gone(left, timeout=2):
             interrupted["processes left"] += 1

@@ -90,6 +90,19 @@ pub enum ContextError {
         /// The in-tree path as given (lossily decoded).
         path: String,
     },
+    /// A COPY source whose path goes through symlinks to something that is
+    /// not in the tree: symlinks resolve inside the context, so one pointing
+    /// at a host path (`/etc`) leads to that path *in the context*.
+    #[error(
+        "{path}: not found (its symbolic links lead to {resolved} in the build context; \
+         a context's symlinks resolve inside the context, never to host files)"
+    )]
+    NotFoundThroughSymlink {
+        /// The in-tree path as given (lossily decoded).
+        path: String,
+        /// Where its symlinks lead, in the tree.
+        resolved: String,
+    },
     /// Symlink resolution went around in circles.
     #[error("{path}: too many levels of symbolic links")]
     TooManyLinks {

@@ -398,7 +398,16 @@ impl Tree {
         resolved: resolve::Resolved,
         shown: &[u8],
     ) -> Result<(resolve::Resolved, fs::Metadata), ContextError> {
-        let not_found = || ContextError::NotFound { path: show(shown) };
+        let not_found = || {
+            if lexical(&resolved.rel) == lexical(shown) {
+                ContextError::NotFound { path: show(shown) }
+            } else {
+                ContextError::NotFoundThroughSymlink {
+                    path: show(shown),
+                    resolved: show(&resolved.rel),
+                }
+            }
+        };
         let meta = match fs::symlink_metadata(&resolved.host) {
             Ok(m) => m,
             Err(e) if resolve::is_not_found(&e) => return Err(not_found()),
@@ -920,6 +929,22 @@ fn split_wildcards(p: &[u8]) -> (Vec<u8>, Vec<u8>) {
         }
     }
     (base, rest)
+}
+
+/// The components of an in-tree path, cleaned lexically (`.` and empty
+/// components dropped, `..` applied, never above the root).
+fn lexical(p: &[u8]) -> Vec<&[u8]> {
+    let mut out: Vec<&[u8]> = Vec::new();
+    for c in p.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
