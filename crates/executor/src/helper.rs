@@ -509,6 +509,12 @@ fn child_setup(
         caps::set(None, CapSet::Effective, &keep).map_err(|e| format!("capabilities: {e}"))?;
         caps::set(None, CapSet::Permitted, &keep).map_err(|e| format!("capabilities: {e}"))?;
     }
+    // No new privileges: a setuid binary or file capabilities cannot raise
+    // what the step has (BuildKit relies on seccomp instead and leaves this
+    // off); `RUN --security=insecure` is the way out.
+    if !spec.privileged {
+        nix::sys::prctl::set_no_new_privs().map_err(|e| format!("prctl(NO_NEW_PRIVS): {e}"))?;
+    }
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     sys::reset_signals().map_err(|e| format!("resetting signals: {e}"))?;
     let program = lookup(&spec.args, env)?;
