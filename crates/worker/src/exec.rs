@@ -42,6 +42,9 @@ pub(crate) fn check_supported(w: &LlbWorker, e: &ExecOp) -> Result<usize, Error>
     if !e.devices.is_empty() {
         return Err(Error::Other("RUN --device is not supported yet".to_owned()));
     }
+    if let Some(p) = &e.platform {
+        crate::emulation::check(p).map_err(|err| Error::Other(err.to_string()))?;
+    }
     e.mounts
         .iter()
         .position(|m| m.target == "/" && m.output && matches!(m.kind, MountKind::Bind))
