@@ -292,14 +292,20 @@ impl<'a> StoreResolver<'a> {
                     pulled: false,
                 });
             }
+            let has = format!(
+                "the local image has no {} image (it has {})",
+                platform.format(),
+                per_platform.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
             if self.registry.is_none() {
-                return Err(format!(
-                    "the local image has no {} image (it has {})",
-                    platform.format(),
-                    per_platform.keys().cloned().collect::<Vec<_>>().join(", ")
-                ));
+                return Err(has);
             }
-            return self.pull_image(reference, platform);
+            return self.pull_image(reference, platform).map_err(|e| {
+                format!(
+                    "{has}, and {}",
+                    e.trim_start_matches("not in the local image store, and ")
+                )
+            });
         }
         if let Some(r) = self.lookup(reference).map_err(|e| e.to_string())? {
             let config = load_config(self.state, &r.id).map_err(|e| e.to_string())?;
