@@ -2474,7 +2474,7 @@ impl<'a> Converter<'a> {
             hostname: st.hostname.clone(),
             proxy_env: self.proxy.clone(),
             devices: Vec::<Device>::new(),
-            platform: Some(self.platform_of(i)),
+            platform: Some(Box::new(self.platform_of(i))),
         });
         let d = self.add(op, inputs.0, meta)?;
         self.states[i].root = Some(d);
