@@ -483,6 +483,7 @@ pub async fn build(
             i.len()
         ));
     }
+    let all_results: Vec<Vec<String>> = platform_layers.iter().map(|(n, _)| n.clone()).collect();
     for to in req
         .cache_to
         .iter()
@@ -494,7 +495,7 @@ pub async fn build(
             cache_exchange::ExportRequest {
                 records: &records,
                 links: &links,
-                result: &result_layers,
+                results: &all_results,
                 clamp,
                 cache_mounts: &cache_mounts,
             },
