@@ -146,15 +146,6 @@ fn check_multi_platform_outputs(req: &BuildRequest) -> Result<(), Error> {
             _ => {}
         }
     }
-    if req
-        .cache_to
-        .iter()
-        .any(|t| t.location == cache_exchange::Location::Inline)
-    {
-        return Err(Error::Other(
-            "--cache-to type=inline of a multi-platform build is not supported yet".to_owned(),
-        ));
-    }
     Ok(())
 }
 
@@ -274,13 +265,33 @@ pub async fn build(
         }
         worker = worker.with_image_layers(chain, req.source_date_epoch);
     }
-    let imported = Arc::new(cache_exchange::import(
+    let mut imported = cache_exchange::import(
         &req.cache_from,
         req.registry.as_ref(),
         state,
         &def.target_stage().platform,
         &*req.log,
-    )?);
+    )?;
+    // A registry reference may name an index: each other platform's image
+    // (and its inline cache) too. Local caches do not depend on it.
+    let by_platform: Vec<cache_exchange::CacheFrom> = req
+        .cache_from
+        .iter()
+        .filter(|f| matches!(f.location, cache_exchange::Location::Registry(_)))
+        .cloned()
+        .collect();
+    if !by_platform.is_empty() {
+        for d in &req.more_platforms {
+            imported.merge(cache_exchange::import(
+                &by_platform,
+                req.registry.as_ref(),
+                state,
+                &d.target_stage().platform,
+                &*req.log,
+            )?);
+        }
+    }
+    let imported = Arc::new(imported);
     if !req.cache_from.is_empty() {
         (req.log)(&format!(
             "imported {} cache records and {} cache mounts from --cache-from",
@@ -380,10 +391,16 @@ pub async fn build(
                 (Some(img), 0) => Some(img.clone()),
                 (Some(_), _) => {
                     let history = base_history(state, d, d.target_stage)?;
-                    let layers = platform_layers
-                        .get(i)
-                        .map(|p| p.1.clone())
-                        .unwrap_or_default();
+                    let (names, layers) = platform_layers.get(i).cloned().unwrap_or_default();
+                    // Each platform's image carries the records of its own chain.
+                    let inline_cache = inline.then(|| {
+                        cache_exchange::InlineRecords::select(
+                            state,
+                            &cache.records(),
+                            &cache.links(),
+                            &names,
+                        )
+                    });
                     Some(image::commit(
                         state,
                         &CommitRequest {
@@ -394,7 +411,7 @@ pub async fn build(
                             epoch: clamp,
                             now: req.now,
                             clamp,
-                            inline_cache: None,
+                            inline_cache: inline_cache.as_ref(),
                         },
                     )?)
                 }

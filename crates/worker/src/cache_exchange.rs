@@ -322,6 +322,23 @@ pub struct Imported {
 }
 
 impl Imported {
+    /// Adds what `other` imported (a multi-platform build imports the
+    /// images of `--cache-from` once per platform); entries already here win.
+    pub fn merge(&mut self, other: Imported) {
+        for (k, v) in other.layers {
+            self.layers.entry(k).or_insert(v);
+        }
+        for (k, v) in other.records {
+            self.records.entry(k).or_insert(v);
+        }
+        for (k, v) in other.mounts {
+            self.mounts.entry(k).or_insert(v);
+        }
+        for (k, v) in other.links {
+            self.links.entry(k).or_insert(v);
+        }
+    }
+
     /// Number of records imported.
     pub fn len(&self) -> usize {
         self.records.len()
