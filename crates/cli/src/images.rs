@@ -655,15 +655,30 @@ pub fn tag(root: Option<&Path>, args: &TagArgs) -> Result<(), Failure> {
         )));
     }
     let target = target.with_default_tag().to_string();
-    let (id, manifest) = match find(&state, &args.source)? {
-        Found::Name(_, r) => (r.id, r.manifest),
-        Found::Id(id) => (id, None),
+    let (id, manifest, platforms) = match find(&state, &args.source)? {
+        Found::Name(n, r) => (
+            r.id,
+            r.manifest,
+            state
+                .images
+                .platforms_of(&n)
+                .map_err(|e| Failure::Other(e.into()))?,
+        ),
+        Found::Id(id) => (id, None, Default::default()),
     };
     images::record(&state, &id).map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?;
-    state
-        .images
-        .set(&target, kiln_oci::ImageRef { id, manifest })
-        .map_err(|e| Failure::Other(e.into()))?;
+    let image = kiln_oci::ImageRef { id, manifest };
+    if platforms.is_empty() {
+        state.images.set(&target, image)
+    } else {
+        // A multi-platform name: the new name gets every platform's image.
+        let all: Vec<(String, kiln_oci::ImageRef)> = platforms.into_iter().collect();
+        state
+            .images
+            .set_platforms(&target, &all, image)
+            .map(|()| None)
+    }
+    .map_err(|e| Failure::Other(e.into()))?;
     Ok(())
 }
 
