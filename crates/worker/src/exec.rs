@@ -42,9 +42,6 @@ pub(crate) fn check_supported(w: &LlbWorker, e: &ExecOp) -> Result<usize, Error>
     if !e.devices.is_empty() {
         return Err(Error::Other("RUN --device is not supported yet".to_owned()));
     }
-    if let Some(p) = &e.platform {
-        crate::emulation::check(p).map_err(|err| Error::Other(err.to_string()))?;
-    }
     e.mounts
         .iter()
         .position(|m| m.target == "/" && m.output && matches!(m.kind, MountKind::Bind))
@@ -59,6 +56,11 @@ pub fn execute(
     cx: &Cx,
 ) -> Result<Value, Error> {
     let root_mount = &e.mounts[check_supported(w, e)?];
+    // Only a step that runs needs emulation: a cached one for another
+    // architecture is fine on a machine without it.
+    if let Some(p) = &e.platform {
+        crate::emulation::check(p).map_err(|err| Error::Other(err.to_string()))?;
+    }
     let base = match root_mount.input {
         Some(i) => {
             let input = inputs
