@@ -33,7 +33,8 @@ pub struct ImagesArgs {
     #[arg(short = 'f', long = "filter", value_name = "FILTER")]
     pub filters: Vec<String>,
     /// Go template ({{.Repository}}, {{.Tag}}, {{.ID}}, {{.Digest}},
-    /// {{.CreatedAt}}, {{.CreatedSince}}, {{.Size}}; `table …`, `json`).
+    /// {{.CreatedAt}}, {{.CreatedSince}}, {{.Size}}, {{.Platform}}; `table …`,
+    /// `json`). A multi-platform name has one row per platform.
     #[arg(long, value_name = "TEMPLATE")]
     pub format: Option<String>,
     /// Do not truncate IDs.
@@ -384,6 +385,7 @@ fn headers(field: &str) -> Option<&'static str> {
         "Size" => "SIZE",
         "CreatedBy" => "CREATED BY",
         "Comment" => "COMMENT",
+        "Platform" => "PLATFORM",
         _ => return None,
     })
 }
@@ -447,6 +449,7 @@ pub fn images(root: Option<&Path>, args: &ImagesArgs) -> Result<(), Failure> {
                 "CreatedAt": go_time(created),
                 "CreatedSince": format!("{} ago", human_duration(now - created)),
                 "Size": human_size(img.size),
+                "Platform": img.config.platform().format(),
                 "Containers": "N/A",
             }));
         }
