@@ -450,13 +450,19 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
                     }
                     t.done();
                 }
+                // A multi-platform build's ID is its index's digest (as
+                // buildx's), when an output wrote one.
+                let iid = match (res.platform_images.is_empty(), res.manifests.first()) {
+                    (false, Some(index)) => index.digest,
+                    _ => img.id,
+                };
                 if let Some(path) = &args.iidfile {
-                    std::fs::write(path, img.id.to_string())
+                    std::fs::write(path, iid.to_string())
                         .with_context(|| format!("writing --iidfile {}", path.display()))?;
                 }
                 if args.quiet {
                     let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{}", img.id);
+                    let _ = writeln!(out, "{iid}");
                 }
             }
             Ok(())
