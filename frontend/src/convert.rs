@@ -63,6 +63,10 @@ pub struct BuildOptions {
     pub dockerignore: Option<std::sync::Arc<dyn lint::IgnoreRules>>,
     /// `--build-context NAME=VALUE`, by name (`NAME` or `NAME::platform`).
     pub named_contexts: BTreeMap<String, NamedContext>,
+    /// The build is one of several target platforms: step names start
+    /// with their stage's platform (`[linux/arm64 build 1/3]`), as
+    /// BuildKit's `MultiPlatformRequested`.
+    pub multi_platform: bool,
 }
 
 impl Default for BuildOptions {
@@ -79,6 +83,7 @@ impl Default for BuildOptions {
             all_stages: false,
             dockerignore: None,
             named_contexts: BTreeMap::new(),
+            multi_platform: false,
         }
     }
 }
@@ -1732,6 +1737,7 @@ impl<'a> Converter<'a> {
 
     /// BuildKit's `prefixCommand`: `[stage 2/5] ` before a vertex name.
     fn prefix(&mut self, i: usize, text: &str, onbuild: bool) -> String {
+        let platform = self.multi_platform_prefix(i);
         let st = &mut self.states[i];
         if st.cmd_total == 0 {
             return text.to_owned();
@@ -1739,6 +1745,7 @@ impl<'a> Converter<'a> {
         st.cmd_index += 1;
         let width = st.cmd_total.to_string().len();
         let mut out = String::from("[");
+        out.push_str(&platform);
         if !st.display.is_empty() {
             out.push_str(&st.display);
             out.push(' ');
@@ -1749,6 +1756,15 @@ impl<'a> Converter<'a> {
         }
         out.push_str(text);
         out
+    }
+
+    /// `linux/arm64 ` in step names of a multi-platform build, else nothing.
+    fn multi_platform_prefix(&self, i: usize) -> String {
+        if self.opts.multi_platform {
+            format!("{} ", self.platform_of(i).format())
+        } else {
+            String::new()
+        }
     }
 
     fn meta(&self, i: usize, name: String, node: Option<Node>) -> VertexMeta {
@@ -2494,6 +2510,7 @@ impl<'a> Converter<'a> {
             hostname: st.hostname.clone(),
             proxy_env: self.proxy.clone(),
             devices: Vec::<Device>::new(),
+            platform: Some(Box::new(self.platform_of(i))),
         });
         let d = self.add(op, inputs.0, meta)?;
         self.states[i].root = Some(d);

@@ -379,6 +379,16 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         }
     }
     let plan = kiln_frontend::plan(&file, &opts, &resolver)?;
+    // `--platform a,b`: the Dockerfile is planned once per target platform;
+    // the graphs meet in one solve (`dag_of_platforms`).
+    let mut more_platforms = Vec::new();
+    for p in crate::options::target_platforms(args)?.iter().skip(1) {
+        let o = BuildOptions {
+            target_platform: Some(p.clone()),
+            ..opts.clone()
+        };
+        more_platforms.push(kiln_frontend::plan(&file, &o, &resolver)?.definition);
+    }
     // Lint warnings are summed up after the build, as buildx does; other
     // warnings (build args without effect) come first.
     let (lints, notes): (Vec<_>, Vec<_>) = plan
@@ -388,7 +398,10 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         .partition(|w| w.rule.is_some());
     crate::plan::print_warnings(&notes);
     let bases = resolver.resolutions();
-    let dag = Arc::new(kiln_worker::build::dag(&plan.definition).map_err(anyhow::Error::new)?);
+    let dag = Arc::new(
+        kiln_worker::build::dag_of_platforms(&plan.definition, &more_platforms)
+            .map_err(anyhow::Error::new)?,
+    );
     let names: Vec<String> = dag.nodes().iter().map(|n| n.name.clone()).collect();
     let progress = Arc::new(Progress::new(mode, names));
     let exe = std::env::current_exe().context("locating the kiln binary")?;
@@ -403,6 +416,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     };
     let req = kiln_worker::BuildRequest {
         definition: plan.definition,
+        more_platforms,
         context_dir,
         dockerfile,
         local_contexts,
@@ -455,7 +469,16 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
             }
             if let Some(img) = &res.image {
                 let t = progress.task("exporting to image");
-                t.line(&format!("writing image {} done", img.id));
+                if res.platform_images.is_empty() {
+                    t.line(&format!("writing image {} done", img.id));
+                } else {
+                    for (p, img) in &res.platform_images {
+                        t.line(&format!("writing image {} for {} done", img.id, p.format()));
+                    }
+                    for m in &res.manifests {
+                        t.line(&format!("writing image index {} done", m.digest));
+                    }
+                }
                 t.done();
                 for archive in &to_load {
                     let t = progress.task("loading into the Docker engine");
@@ -464,13 +487,19 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
                     }
                     t.done();
                 }
+                // A multi-platform build's ID is its index's digest (as
+                // buildx's), when an output wrote one.
+                let iid = match (res.platform_images.is_empty(), res.manifests.first()) {
+                    (false, Some(index)) => index.digest,
+                    _ => img.id,
+                };
                 if let Some(path) = &args.iidfile {
-                    std::fs::write(path, img.id.to_string())
+                    std::fs::write(path, iid.to_string())
                         .with_context(|| format!("writing --iidfile {}", path.display()))?;
                 }
                 if args.quiet {
                     let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{}", img.id);
+                    let _ = writeln!(out, "{iid}");
                 }
             }
             Ok(())
@@ -611,6 +640,36 @@ fn changes(args: &ImportArgs, platform: &Platform) -> Result<kiln_llb::ImageConf
     Ok(out)
 }
 
+/// `kiln import --platform P … NAME`: a name that has an image for another
+/// platform gets an index of both (replacing its image for `P`, if any), as a
+/// registry would; `FROM NAME` then picks the build's platform.
+fn name_platform(
+    state: &State,
+    name: &str,
+    platform: &Platform,
+    new: kiln_oci::ImageRef,
+) -> anyhow::Result<()> {
+    let mut per = state.images.platforms_of(name)?;
+    if per.is_empty()
+        && let Some(old) = state.images.get(name)?
+    {
+        let p = kiln_worker::image::load_config(state, &old.id)?.platform();
+        if !p.os.is_empty() {
+            per.insert(p.format(), old);
+        }
+    }
+    per.insert(platform.format(), new);
+    if per.len() == 1 {
+        state.images.set(name, new)?;
+        return Ok(());
+    }
+    let host = Platform::host().format();
+    let default = per.get(&host).copied().unwrap_or(new);
+    let all: Vec<(String, kiln_oci::ImageRef)> = per.into_iter().collect();
+    state.images.set_platforms(name, &all, default)?;
+    Ok(())
+}
+
 /// `kiln import`.
 pub fn import(root: Option<&Path>, args: &ImportArgs) -> Result<(), Failure> {
     let platform = match &args.platform {
@@ -619,11 +678,6 @@ pub fn import(root: Option<&Path>, args: &ImportArgs) -> Result<(), Failure> {
             .parse::<Platform>()
             .map_err(|e| Failure::Usage(format!("--platform: {e}")))?,
     };
-    if platform.architecture != Platform::host().architecture {
-        return Err(Failure::Usage(
-            "--platform for another architecture is not supported yet".into(),
-        ));
-    }
     let config = changes(args, &platform)?;
     let name = args.name.as_deref().map(normalize).transpose()?;
     let dir = state_dir(root);
@@ -650,16 +704,18 @@ pub fn import(root: Option<&Path>, args: &ImportArgs) -> Result<(), Failure> {
                 .message
                 .clone()
                 .unwrap_or_else(|| "Imported from -".to_owned()),
-            platform,
+            platform: platform.clone(),
             created,
         },
     )
     .with_context(|| format!("importing {}", args.file))?;
     if let Some(n) = name {
-        state
-            .images
-            .set(&n, kiln_oci::ImageRef { id, manifest: None })
-            .context("naming the image")?;
+        let new = kiln_oci::ImageRef { id, manifest: None };
+        if args.platform.is_some() {
+            name_platform(&state, &n, &platform, new).context("naming the image")?;
+        } else {
+            state.images.set(&n, new).context("naming the image")?;
+        }
     }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{id}");

@@ -33,7 +33,8 @@ pub struct ImagesArgs {
     #[arg(short = 'f', long = "filter", value_name = "FILTER")]
     pub filters: Vec<String>,
     /// Go template ({{.Repository}}, {{.Tag}}, {{.ID}}, {{.Digest}},
-    /// {{.CreatedAt}}, {{.CreatedSince}}, {{.Size}}; `table …`, `json`).
+    /// {{.CreatedAt}}, {{.CreatedSince}}, {{.Size}}, {{.Platform}}; `table …`,
+    /// `json`). A multi-platform name has one row per platform.
     #[arg(long, value_name = "TEMPLATE")]
     pub format: Option<String>,
     /// Do not truncate IDs.
@@ -384,6 +385,7 @@ fn headers(field: &str) -> Option<&'static str> {
         "Size" => "SIZE",
         "CreatedBy" => "CREATED BY",
         "Comment" => "COMMENT",
+        "Platform" => "PLATFORM",
         _ => return None,
     })
 }
@@ -447,6 +449,7 @@ pub fn images(root: Option<&Path>, args: &ImagesArgs) -> Result<(), Failure> {
                 "CreatedAt": go_time(created),
                 "CreatedSince": format!("{} ago", human_duration(now - created)),
                 "Size": human_size(img.size),
+                "Platform": img.config.platform().format(),
                 "Containers": "N/A",
             }));
         }
@@ -655,15 +658,30 @@ pub fn tag(root: Option<&Path>, args: &TagArgs) -> Result<(), Failure> {
         )));
     }
     let target = target.with_default_tag().to_string();
-    let (id, manifest) = match find(&state, &args.source)? {
-        Found::Name(_, r) => (r.id, r.manifest),
-        Found::Id(id) => (id, None),
+    let (id, manifest, platforms) = match find(&state, &args.source)? {
+        Found::Name(n, r) => (
+            r.id,
+            r.manifest,
+            state
+                .images
+                .platforms_of(&n)
+                .map_err(|e| Failure::Other(e.into()))?,
+        ),
+        Found::Id(id) => (id, None, Default::default()),
     };
     images::record(&state, &id).map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?;
-    state
-        .images
-        .set(&target, kiln_oci::ImageRef { id, manifest })
-        .map_err(|e| Failure::Other(e.into()))?;
+    let image = kiln_oci::ImageRef { id, manifest };
+    if platforms.is_empty() {
+        state.images.set(&target, image)
+    } else {
+        // A multi-platform name: the new name gets every platform's image.
+        let all: Vec<(String, kiln_oci::ImageRef)> = platforms.into_iter().collect();
+        state
+            .images
+            .set_platforms(&target, &all, image)
+            .map(|()| None)
+    }
+    .map_err(|e| Failure::Other(e.into()))?;
     Ok(())
 }
 

@@ -61,7 +61,30 @@ pub fn write(
     bases: &[(String, Digest)],
 ) -> Result<(), Failure> {
     let mut m = serde_json::Map::new();
-    if let Some(img) = &res.image {
+    if !res.platform_images.is_empty() {
+        // A multi-platform build: the index its outputs wrote (if any) and
+        // every platform's image, as BuildKit's exporter response has no
+        // single config for it.
+        if let Some(desc) = res.manifests.first() {
+            m.insert(
+                "containerimage.digest".into(),
+                json!(desc.digest.to_string()),
+            );
+            m.insert(
+                "containerimage.descriptor".into(),
+                serde_json::to_value(desc).context("encoding the descriptor")?,
+            );
+        }
+        let images: Vec<serde_json::Value> = res
+            .platform_images
+            .iter()
+            .map(|(p, img)| json!({"platform": p.format(), "config.digest": img.id.to_string()}))
+            .collect();
+        m.insert("kiln.platform-images".into(), json!(images));
+        if !names.is_empty() {
+            m.insert("image.name".into(), json!(names.join(",")));
+        }
+    } else if let Some(img) = &res.image {
         m.insert(
             "containerimage.config.digest".into(),
             json!(img.id.to_string()),

@@ -62,18 +62,8 @@ pub fn build_options(
             )));
         }
     };
-    let target_platform = match args.platforms.as_slice() {
-        [] => None,
-        [p] => Some(
-            p.parse::<Platform>()
-                .map_err(|e| Failure::Usage(format!("--platform: {e}")))?,
-        ),
-        _ => {
-            return Err(Failure::Usage(
-                "--platform with several platforms is not supported yet".into(),
-            ));
-        }
-    };
+    let platforms = target_platforms(args)?;
+    let target_platform = platforms.first().cloned();
     let mut named_contexts = BTreeMap::new();
     for (name, value) in build_contexts(args)? {
         let nc = match value {
@@ -105,7 +95,27 @@ pub fn build_options(
         network,
         all_stages: false,
         dockerignore: dockerignore(args),
+        multi_platform: platforms.len() > 1,
     })
+}
+
+/// `--platform a,b`: the target platforms, each once; empty when not given.
+pub fn target_platforms(args: &BuildArgs) -> Result<Vec<Platform>, Failure> {
+    let mut out: Vec<Platform> = Vec::new();
+    for p in &args.platforms {
+        let parsed = p
+            .trim()
+            .parse::<Platform>()
+            .map_err(|e| Failure::Usage(format!("--platform: {e}")))?;
+        if out.contains(&parsed) {
+            return Err(Failure::Usage(format!(
+                "--platform: {} is given twice",
+                parsed.format()
+            )));
+        }
+        out.push(parsed);
+    }
+    Ok(out)
 }
 
 /// The context's `.dockerignore` (or `<Dockerfile>.dockerignore`), chosen as

@@ -26,7 +26,17 @@ fn plan_from(args: &BuildArgs) -> Result<kiln_frontend::Plan, Failure> {
     reject_unsupported(args)?;
     let opts = build_options(args, &env_var)?;
     let file = read_dockerfile(args)?;
-    let plan = kiln_frontend::plan(&file, &opts, &Offline)?;
+    let mut plan = kiln_frontend::plan(&file, &opts, &Offline)?;
+    // `--platform a,b`: the graph of every platform, merged as the build
+    // merges them (the stages listed are the first platform's).
+    for p in crate::options::target_platforms(args)?.iter().skip(1) {
+        let o = kiln_frontend::BuildOptions {
+            target_platform: Some(p.clone()),
+            ..opts.clone()
+        };
+        let other = kiln_frontend::plan(&file, &o, &Offline)?;
+        plan.definition.graph.merge(&other.definition.graph);
+    }
     print_warnings(&plan.warnings);
     Ok(plan)
 }

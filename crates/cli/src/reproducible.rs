@@ -29,6 +29,11 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
             "{FLAG} writes no image: it cannot be combined with -o/--output, -t/--tag or --push"
         )));
     }
+    if crate::options::target_platforms(args)?.len() > 1 {
+        return Err(Failure::Usage(format!(
+            "{FLAG} with several --platform values is not supported yet (check one platform at a time)"
+        )));
+    }
     let scratch = tempfile::Builder::new()
         .prefix("kiln-reproducible.")
         .tempdir()

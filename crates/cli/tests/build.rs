@@ -29,6 +29,16 @@
 //! Every command sees its own `DOCKER_CONFIG` and `KILN_CONFIG`, never the
 //! host's credentials.
 //!
+//! A case may list what it needs in a `needs` file, one per line; a case
+//! whose needs are not met is reported as ignored, and why is printed:
+//!
+//! * `bases` — busybox bases for other platforms, `$BASES/amd64.tar` and
+//!   `$BASES/arm64.tar` (`$BASES` is `$KILN_TEST_BASES`, default
+//!   `/var/tmp/kiln-test-bases`; `build-tools/platform-bases.sh` makes them
+//!   from Debian's busybox-static .debs, and `.ci/run` runs it first);
+//! * `emulation PLATFORM` — RUN for PLATFORM can run here (a binfmt_misc
+//!   handler with the fix-binary flag: Debian's qemu-user-static).
+//!
 //! Builds run with `SOURCE_DATE_EPOCH=1600000000`, so times are fixed. Paths
 //! of the temporary directories and the digest of the base image (which
 //! depends on the host's busybox) are replaced by names in the transcript.
@@ -104,6 +114,43 @@ fn base() -> &'static Base {
     })
 }
 
+/// Where the platforms-* cases find their bases (see the module docs).
+fn bases_dir() -> PathBuf {
+    std::env::var_os("KILN_TEST_BASES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/kiln-test-bases"))
+}
+
+/// Why the `needs` of the case in `dir` are not met, if they are not.
+fn unmet_needs(dir: &Path) -> Option<String> {
+    let needs = fs::read_to_string(dir.join("needs")).ok()?;
+    for line in needs.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["bases"] => {
+                for arch in ["amd64", "arm64"] {
+                    let tar = bases_dir().join(format!("{arch}.tar"));
+                    if !tar.exists() {
+                        return Some(format!(
+                            "{} is missing (make it with testdata/build-tools/platform-bases.sh {})",
+                            tar.display(),
+                            bases_dir().display()
+                        ));
+                    }
+                }
+            }
+            ["emulation", platform] => {
+                let p: kiln_llb::Platform = platform.parse().unwrap();
+                if let Err(e) = kiln_worker::emulation::check(&p) {
+                    return Some(e.to_string());
+                }
+            }
+            _ => panic!("{}: unknown need {line:?}", dir.display()),
+        }
+    }
+    None
+}
+
 fn sh(cmd: &str) {
     let st = Command::new("sh").arg("-c").arg(cmd).status().unwrap();
     assert!(st.success(), "{cmd} failed");
@@ -166,7 +213,7 @@ impl Case {
             transcript: String::new(),
             last_stderr: String::new(),
             registries: Vec::new(),
-            vars: Vec::new(),
+            vars: vec![("BASES".to_owned(), bases_dir().display().to_string())],
         };
         let (code, stdout, stderr) = c.kiln(&[
             "import".into(),
@@ -611,7 +658,12 @@ fn main() {
             // Cases that start a registry need docker-registry too.
             let needs_registry = fs::read_to_string(dir.join("script"))
                 .is_ok_and(|s| s.lines().any(|l| l.trim_start().starts_with("registry")));
-            let runnable = root && !(needs_registry && registry_unavailable.is_some());
+            let unmet = if root { unmet_needs(&dir) } else { None };
+            if let Some(why) = &unmet {
+                eprintln!("build case {name} ignored: {why}");
+            }
+            let runnable =
+                root && !(needs_registry && registry_unavailable.is_some()) && unmet.is_none();
             Trial::test(name, move || run_case(&dir)).with_ignored_flag(!runnable)
         })
         .collect();

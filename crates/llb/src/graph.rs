@@ -179,6 +179,25 @@ impl Graph {
         }
         out
     }
+
+    /// Adds every vertex of `other` (in its topological order); vertices
+    /// present in both collapse into one, which keeps this graph's metadata.
+    /// How the graphs of a multi-platform build become one solve: what does
+    /// not depend on the target platform is built once.
+    pub fn merge(&mut self, other: &Graph) {
+        for v in other.vertices() {
+            if self.by_digest.contains_key(&v.digest) {
+                continue;
+            }
+            let node = self.g.add_node(v.clone());
+            for input in &v.inputs {
+                if let Some(&i) = self.by_digest.get(input) {
+                    self.g.update_edge(i, node, ());
+                }
+            }
+            self.by_digest.insert(v.digest, node);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -223,6 +242,33 @@ mod tests {
         assert_ne!(x, z);
         assert_eq!(g.ancestors(&[z]).len(), 2);
         assert_eq!(g.pruned(&[z]).len(), 2);
+    }
+
+    #[test]
+    fn merge_shares_identical_vertices() {
+        let meta = |name: &str| VertexMeta {
+            name: name.to_owned(),
+            ..VertexMeta::default()
+        };
+        let mut g = Graph::new();
+        let a = g.add(local("context"), vec![], meta("a")).unwrap();
+        let x = g.add(mkdir("/x"), vec![a], meta("x")).unwrap();
+        let mut h = Graph::new();
+        let b = h.add(local("context"), vec![], meta("b")).unwrap();
+        h.add(mkdir("/x"), vec![b], meta("x2")).unwrap();
+        let y = h.add(mkdir("/y"), vec![b], meta("y")).unwrap();
+        g.merge(&h);
+        assert_eq!(g.len(), 3);
+        assert_eq!(g.get(&x).map(|v| v.meta.name.as_str()), Some("x"));
+        assert_eq!(g.ancestors(&[x, y]).len(), 3);
+        // Insertion order stays topological: every input comes first.
+        let order: Vec<Digest> = g.vertices().map(|v| v.digest).collect();
+        for v in g.vertices() {
+            let at = order.iter().position(|d| *d == v.digest).unwrap();
+            for i in &v.inputs {
+                assert!(order.iter().position(|d| d == i).unwrap() < at);
+            }
+        }
     }
 
     #[test]

@@ -187,6 +187,12 @@ pub struct ExecOp {
     pub proxy_env: ProxyEnv,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<Device>,
+    /// The platform the process runs as (its stage's): part of the digest,
+    /// because the same command gives a different result on another
+    /// architecture, and what tells the worker whether it needs emulation.
+    /// (Boxed: most ops are not execs, and `Op` stays small.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Box<Platform>>,
 }
 
 /// `RUN --device`.

@@ -229,6 +229,9 @@ fn render_op(v: &Vertex, out: &mut String) {
             if !e.hostname.is_empty() {
                 let _ = write!(out, " hostname {}", e.hostname);
             }
+            if let Some(p) = &e.platform {
+                let _ = write!(out, " platform {p}");
+            }
             out.push('\n');
             if !e.proxy_env.is_empty() {
                 let _ = writeln!(out, "    proxy {}", json_str(&e.proxy_env));

@@ -13,6 +13,14 @@
 //! rename, so concurrent kiln processes never lose each other's updates and a
 //! crash leaves the old or the new index.
 //!
+//! A multi-platform name (a multi-platform build's `-t`, or `kiln import
+//! --platform` of one name for several platforms) also has an entry per
+//! platform under `"platforms": {"<name>": {"linux/arm64": {…}}}`, as a
+//! registry's index would; its entry under `images` is its default platform's
+//! (this machine's, else the first). [`ImageIndex::list`] and
+//! [`ImageIndex::names_of`] see every platform's image, so `kiln images`
+//! shows one row per platform and garbage collection keeps them all.
+//!
 //! Names are fully normalised references (`docker.io/library/busybox:latest`);
 //! normalising is the caller's job. The index only refuses names that could not
 //! be references at all (empty, whitespace or control characters).
@@ -65,6 +73,31 @@ pub struct ImageRef {
 struct IndexFile {
     #[serde(default)]
     images: BTreeMap<String, ImageRef>,
+    /// Per-platform images of multi-platform names (`os/arch[/variant]`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    platforms: BTreeMap<String, BTreeMap<String, ImageRef>>,
+}
+
+impl IndexFile {
+    /// Every (name, image), platform entries included, each pair once.
+    fn entries(self) -> Vec<(String, ImageRef)> {
+        let mut out: Vec<(String, ImageRef)> = Vec::new();
+        for (name, r) in self.images {
+            for p in self
+                .platforms
+                .get(&name)
+                .into_iter()
+                .flat_map(|m| m.values())
+            {
+                if *p != r && !out.iter().any(|(n, x)| *n == name && x == p) {
+                    out.push((name.clone(), *p));
+                }
+            }
+            out.push((name, r));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
 }
 
 /// The index of local image names.
@@ -93,7 +126,32 @@ impl ImageIndex {
     /// Points `name` at `image`. Returns what it pointed at before.
     pub fn set(&self, name: &str, image: ImageRef) -> Result<Option<ImageRef>, IndexError> {
         check_name(name)?;
-        self.update(|f| f.images.insert(name.to_owned(), image))
+        self.update(|f| {
+            f.platforms.remove(name);
+            f.images.insert(name.to_owned(), image)
+        })
+    }
+
+    /// Points `name` at one image per platform (`os/arch[/variant]`), with
+    /// `default` (one of them) as its single-platform entry. Replaces what
+    /// the name pointed at.
+    pub fn set_platforms(
+        &self,
+        name: &str,
+        images: &[(String, ImageRef)],
+        default: ImageRef,
+    ) -> Result<(), IndexError> {
+        check_name(name)?;
+        self.update(|f| {
+            f.images.insert(name.to_owned(), default);
+            f.platforms
+                .insert(name.to_owned(), images.iter().cloned().collect());
+        })
+    }
+
+    /// The images of `name` by platform; empty for a single-platform name.
+    pub fn platforms_of(&self, name: &str) -> Result<BTreeMap<String, ImageRef>, IndexError> {
+        Ok(self.load()?.platforms.remove(name).unwrap_or_default())
     }
 
     /// What `name` points at.
@@ -103,23 +161,28 @@ impl ImageIndex {
 
     /// Removes `name`. Returns what it pointed at.
     pub fn remove(&self, name: &str) -> Result<Option<ImageRef>, IndexError> {
-        self.update(|f| f.images.remove(name))
+        self.update(|f| {
+            f.platforms.remove(name);
+            f.images.remove(name)
+        })
     }
 
-    /// Every name, sorted.
+    /// Every name, sorted; a multi-platform name once per platform.
     pub fn list(&self) -> Result<Vec<(String, ImageRef)>, IndexError> {
-        Ok(self.load()?.images.into_iter().collect())
+        Ok(self.load()?.entries())
     }
 
     /// The names whose image ID is `id`, sorted.
     pub fn names_of(&self, id: &Digest) -> Result<Vec<String>, IndexError> {
-        Ok(self
+        let mut names: Vec<String> = self
             .load()?
-            .images
+            .entries()
             .into_iter()
             .filter(|(_, r)| r.id == *id)
             .map(|(n, _)| n)
-            .collect())
+            .collect();
+        names.dedup();
+        Ok(names)
     }
 
     fn load(&self) -> Result<IndexFile, IndexError> {
@@ -211,6 +274,42 @@ mod tests {
             "{text}"
         );
         assert_eq!(fs::read_dir(dir.path().join("images")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn multi_platform_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = ImageIndex::open(dir.path()).unwrap();
+        let amd = ImageRef {
+            id: id(1),
+            manifest: None,
+        };
+        let arm = ImageRef {
+            id: id(2),
+            manifest: None,
+        };
+        let both = [
+            ("linux/amd64".to_owned(), amd),
+            ("linux/arm64".to_owned(), arm),
+        ];
+        idx.set_platforms("x/m:1", &both, amd).unwrap();
+        assert_eq!(idx.get("x/m:1").unwrap(), Some(amd));
+        assert_eq!(
+            idx.platforms_of("x/m:1").unwrap().get("linux/arm64"),
+            Some(&arm)
+        );
+        assert_eq!(
+            idx.list().unwrap(),
+            [("x/m:1".to_owned(), arm), ("x/m:1".to_owned(), amd)]
+        );
+        assert_eq!(idx.names_of(&id(2)).unwrap(), ["x/m:1"]);
+        // A single-platform set replaces the index.
+        idx.set("x/m:1", arm).unwrap();
+        assert!(idx.platforms_of("x/m:1").unwrap().is_empty());
+        idx.set_platforms("x/m:1", &both, amd).unwrap();
+        assert_eq!(idx.remove("x/m:1").unwrap(), Some(amd));
+        assert!(idx.list().unwrap().is_empty());
+        assert!(idx.platforms_of("x/m:1").unwrap().is_empty());
     }
 
     #[test]

@@ -24,6 +24,10 @@ use crate::{Value, cache_exchange, export};
 /// Everything a build needs besides the state directory.
 pub struct BuildRequest {
     pub definition: Definition,
+    /// A multi-platform build's other target platforms (`--platform a,b`):
+    /// their definitions, planned separately; their graphs are merged into
+    /// one DAG ([`dag_of_platforms`]), so what they share is built once.
+    pub more_platforms: Vec<Definition>,
     /// The main build context (`context` in the graph).
     pub context_dir: PathBuf,
     /// The Dockerfile, for `<Dockerfile>.dockerignore`.
@@ -66,8 +70,12 @@ impl std::fmt::Debug for BuildRequest {
 /// What a build made.
 #[derive(Debug, Clone)]
 pub struct BuildResult {
-    /// The image, when an output needed one.
+    /// The image, when an output needed one (a multi-platform build's
+    /// first platform).
     pub image: Option<Committed>,
+    /// Every platform's image of a multi-platform build, in `--platform`
+    /// order; empty for a single-platform build.
+    pub platform_images: Vec<(Platform, Committed)>,
     /// The manifests the outputs wrote (OCI and docker archives/layouts).
     pub manifests: Vec<kiln_oci::Descriptor>,
     /// Why each step that ran did (`--explain`): (step name, reason), in the
@@ -96,6 +104,55 @@ pub fn dag(def: &Definition) -> Result<Dag<Vertex>, Error> {
         });
     }
     Dag::new(nodes).map_err(|e| Error::Other(e.to_string()))
+}
+
+/// The DAG of a (multi-platform) build: the graphs of every target
+/// platform's definition merged, identical vertices (a stage built for the
+/// build platform, the context it copies) collapsing into one.
+pub fn dag_of_platforms(first: &Definition, more: &[Definition]) -> Result<Dag<Vertex>, Error> {
+    if more.is_empty() {
+        return dag(first);
+    }
+    let mut merged = first.clone();
+    for d in more {
+        merged.graph.merge(&d.graph);
+    }
+    dag(&merged)
+}
+
+/// What a multi-platform result cannot be written as (checked before the
+/// build starts).
+fn check_multi_platform_outputs(req: &BuildRequest) -> Result<(), Error> {
+    if req.more_platforms.is_empty() {
+        return Ok(());
+    }
+    for out in &req.outputs {
+        match out {
+            Output::Docker { .. } => {
+                return Err(Error::Other(
+                    "docker exporter does not currently support exporting manifest lists \
+                     (a multi-platform build makes an image index: use -o type=oci, --push \
+                     or one --platform)"
+                        .to_owned(),
+                ));
+            }
+            Output::Tar { .. } => {
+                return Err(Error::Other(
+                    "-o type=tar of a multi-platform build is not supported yet \
+                     (use type=local, which writes one directory per platform)"
+                        .to_owned(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `linux/arm/v7` → `linux_arm_v7`: a platform's directory of a
+/// multi-platform `type=local` output, as buildx names it.
+pub fn platform_dir(p: &Platform) -> String {
+    p.format().replace('/', "_")
 }
 
 /// The history of the image a stage's chain of `FROM`s starts from.
@@ -137,15 +194,21 @@ pub async fn build(
     cancel: &CancelToken,
 ) -> Result<BuildResult, Error> {
     let def = &req.definition;
-    let target = match def.target {
-        Some(d) => Some(
-            dag.nodes()
-                .iter()
-                .position(|n| n.payload.digest == d)
-                .ok_or_else(|| Error::Other(format!("target {d} is not in the graph")))?,
-        ),
-        None => None,
-    };
+    check_multi_platform_outputs(&req)?;
+    let defs: Vec<&Definition> = std::iter::once(def).chain(&req.more_platforms).collect();
+    let multi = defs.len() > 1;
+    let mut targets: Vec<Option<usize>> = Vec::with_capacity(defs.len());
+    for d in &defs {
+        targets.push(match d.target {
+            Some(d) => Some(
+                dag.nodes()
+                    .iter()
+                    .position(|n| n.payload.digest == d)
+                    .ok_or_else(|| Error::Other(format!("target {d} is not in the graph")))?,
+            ),
+            None => None,
+        });
+    }
     let inline = req
         .cache_to
         .iter()
@@ -195,18 +258,40 @@ pub async fn build(
             .map(|n| (n.payload.digest, n.name.clone()))
             .collect(),
     });
-    if let Some(t) = target
-        && req.outputs.iter().any(Output::needs_image)
-    {
-        worker = worker.with_image_layers(image_chain(&dag, t), req.source_date_epoch);
+    if req.outputs.iter().any(Output::needs_image) && targets.iter().any(Option::is_some) {
+        let mut chain = std::collections::HashSet::new();
+        for t in targets.iter().flatten() {
+            chain.extend(image_chain(&dag, *t));
+        }
+        worker = worker.with_image_layers(chain, req.source_date_epoch);
     }
-    let imported = Arc::new(cache_exchange::import(
+    let mut imported = cache_exchange::import(
         &req.cache_from,
         req.registry.as_ref(),
         state,
         &def.target_stage().platform,
         &*req.log,
-    )?);
+    )?;
+    // A registry reference may name an index: each other platform's image
+    // (and its inline cache) too. Local caches do not depend on it.
+    let by_platform: Vec<cache_exchange::CacheFrom> = req
+        .cache_from
+        .iter()
+        .filter(|f| matches!(f.location, cache_exchange::Location::Registry(_)))
+        .cloned()
+        .collect();
+    if !by_platform.is_empty() {
+        for d in &req.more_platforms {
+            imported.merge(cache_exchange::import(
+                &by_platform,
+                req.registry.as_ref(),
+                state,
+                &d.target_stage().platform,
+                &*req.log,
+            )?);
+        }
+    }
+    let imported = Arc::new(imported);
     if !req.cache_from.is_empty() {
         (req.log)(&format!(
             "imported {} cache records and {} cache mounts from --cache-from",
@@ -220,29 +305,29 @@ pub async fn build(
         imported.clone(),
     ));
     let solver = Solver::new(worker.clone(), cache.clone(), req.max_parallelism.max(1));
-    let mut result_layers: Vec<String> = Vec::new();
-    let layers: Vec<LayerId> = match target {
-        None => Vec::new(),
-        Some(t) => {
-            let solved = solver
-                .solve_with_cancel(dag.clone(), &[t], events, cancel)
-                .await;
-            worker.save_stat_caches()?;
-            let solved = solved.map_err(|e| step_error(&dag, e))?;
-            let value = solved
-                .into_iter()
-                .next()
-                .map(|r| r.value)
-                .ok_or_else(|| Error::Other("the solve returned no result".to_owned()))?;
-            match value {
+    // Every platform's target, each node once (platforms may share one).
+    let mut unique: Vec<usize> = Vec::new();
+    for t in targets.iter().flatten() {
+        if !unique.contains(t) {
+            unique.push(*t);
+        }
+    }
+    let mut values: HashMap<usize, Vec<String>> = HashMap::new();
+    if !unique.is_empty() {
+        let solved = solver
+            .solve_with_cancel(dag.clone(), &unique, events, cancel)
+            .await;
+        worker.save_stat_caches()?;
+        let solved = solved.map_err(|e| step_error(&dag, e))?;
+        if solved.len() != unique.len() {
+            return Err(Error::Other(
+                "the solve returned fewer results than targets".to_owned(),
+            ));
+        }
+        for (t, r) in unique.iter().zip(solved) {
+            match r.value {
                 Value::Fs { layers } => {
-                    // Layers of an imported cache hit are fetched here, the
-                    // first time their content is needed.
-                    let ids = worker.layers_of(&Value::Fs {
-                        layers: layers.clone(),
-                    })?;
-                    result_layers = layers;
-                    ids
+                    values.insert(*t, layers);
                 }
                 Value::Context { .. } => {
                     return Err(Error::Other(
@@ -251,7 +336,22 @@ pub async fn build(
                 }
             }
         }
-    };
+    }
+    // Each platform's layers; those of an imported cache hit are fetched
+    // here, the first time their content is needed.
+    let mut platform_layers: Vec<(Vec<String>, Vec<LayerId>)> = Vec::with_capacity(defs.len());
+    for t in &targets {
+        let names = t.and_then(|t| values.get(&t).cloned()).unwrap_or_default();
+        let ids = if t.is_some() {
+            worker.layers_of(&Value::Fs {
+                layers: names.clone(),
+            })?
+        } else {
+            Vec::new()
+        };
+        platform_layers.push((names, ids));
+    }
+    let (result_layers, layers) = platform_layers.first().cloned().unwrap_or_default();
     // Ctrl-C after the solve stops the outputs too, between their phases.
     let stop = || -> Result<(), Error> {
         if cancel.is_cancelled() {
@@ -292,7 +392,61 @@ pub async fn build(
         None
     };
     let mut manifests = Vec::new();
-    for out in &req.outputs {
+    let mut platform_images = Vec::new();
+    if multi {
+        for (i, d) in defs.iter().enumerate() {
+            let platform = d.target_stage().platform.clone();
+            let committed = match (&image, i) {
+                (Some(img), 0) => Some(img.clone()),
+                (Some(_), _) => {
+                    let history = base_history(state, d, d.target_stage)?;
+                    let (names, layers) = platform_layers.get(i).cloned().unwrap_or_default();
+                    // Each platform's image carries the records of its own chain.
+                    let inline_cache = inline.then(|| {
+                        cache_exchange::InlineRecords::select(
+                            state,
+                            &cache.records(),
+                            &cache.links(),
+                            &names,
+                        )
+                    });
+                    Some(image::commit(
+                        state,
+                        &CommitRequest {
+                            config: &d.target_stage().config,
+                            platform: &platform,
+                            layers: &layers,
+                            base_history: &history,
+                            epoch: clamp,
+                            now: req.now,
+                            clamp,
+                            inline_cache: inline_cache.as_ref(),
+                        },
+                    )?)
+                }
+                (None, _) => None,
+            };
+            if let Some(c) = committed {
+                platform_images.push((platform, c));
+            }
+        }
+        let per_platform: Vec<(Platform, Vec<LayerId>)> = defs
+            .iter()
+            .zip(&platform_layers)
+            .map(|(d, (_, ids))| (d.target_stage().platform.clone(), ids.clone()))
+            .collect();
+        stop()?;
+        manifests = crate::multi::write_outputs(
+            state,
+            &platform_images,
+            &per_platform,
+            &req.outputs,
+            clamp,
+            req.registry.as_ref(),
+            &*req.log,
+        )?;
+    }
+    for out in req.outputs.iter().filter(|_| !multi) {
         stop()?;
         match (&image, out) {
             (
@@ -357,6 +511,7 @@ pub async fn build(
             i.len()
         ));
     }
+    let all_results: Vec<Vec<String>> = platform_layers.iter().map(|(n, _)| n.clone()).collect();
     for to in req
         .cache_to
         .iter()
@@ -369,7 +524,7 @@ pub async fn build(
             cache_exchange::ExportRequest {
                 records: &records,
                 links: &links,
-                result: &result_layers,
+                results: &all_results,
                 clamp,
                 cache_mounts: &cache_mounts,
             },
@@ -390,6 +545,7 @@ pub async fn build(
     }
     Ok(BuildResult {
         image,
+        platform_images,
         manifests,
         explanations: worker.explanations(),
     })

@@ -322,6 +322,23 @@ pub struct Imported {
 }
 
 impl Imported {
+    /// Adds what `other` imported (a multi-platform build imports the
+    /// images of `--cache-from` once per platform); entries already here win.
+    pub fn merge(&mut self, other: Imported) {
+        for (k, v) in other.layers {
+            self.layers.entry(k).or_insert(v);
+        }
+        for (k, v) in other.records {
+            self.records.entry(k).or_insert(v);
+        }
+        for (k, v) in other.mounts {
+            self.mounts.entry(k).or_insert(v);
+        }
+        for (k, v) in other.links {
+            self.links.entry(k).or_insert(v);
+        }
+    }
+
     /// Number of records imported.
     pub fn len(&self) -> usize {
         self.records.len()
@@ -934,8 +951,8 @@ pub struct ExportRequest<'a> {
     pub records: &'a [(Key, Vec<String>)],
     /// The links it saw ([`RecordingCache::links`]).
     pub links: &'a [(Key, Key)],
-    /// The result's layers, bottom first.
-    pub result: &'a [String],
+    /// Each result's layers, bottom first (one result per target platform).
+    pub results: &'a [Vec<String>],
     /// The build's mtime clamp (`SOURCE_DATE_EPOCH`).
     pub clamp: Option<i64>,
     /// Names of the cache mount directories the build's steps use, for
@@ -956,7 +973,7 @@ pub fn export(
     let ExportRequest {
         records,
         links,
-        result,
+        results,
         clamp,
         cache_mounts,
     } = req;
@@ -967,7 +984,10 @@ pub fn export(
     }
     // Unpacked layers are named by their diffID, as imported hits are, so
     // that a chain is recognised whichever way its layers came.
-    let result: Vec<String> = result.iter().map(|l| canonical(state, l)).collect();
+    let results: Vec<Vec<String>> = results
+        .iter()
+        .map(|r| r.iter().map(|l| canonical(state, l)).collect())
+        .collect();
     let records: Vec<(Key, Vec<String>)> = records
         .iter()
         .map(|(k, ls)| (*k, ls.iter().map(|l| canonical(state, l)).collect()))
@@ -976,7 +996,9 @@ pub fn export(
         .iter()
         .filter(|(_, layers)| match to.mode {
             Mode::Max => true,
-            Mode::Min => layers.len() <= result.len() && result[..layers.len()] == layers[..],
+            Mode::Min => results
+                .iter()
+                .any(|result| layers.len() <= result.len() && result[..layers.len()] == layers[..]),
         })
         .collect();
     let mut index_of: HashMap<&str, usize> = HashMap::new();

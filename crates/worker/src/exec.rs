@@ -56,6 +56,11 @@ pub fn execute(
     cx: &Cx,
 ) -> Result<Value, Error> {
     let root_mount = &e.mounts[check_supported(w, e)?];
+    // Only a step that runs needs emulation: a cached one for another
+    // architecture is fine on a machine without it.
+    if let Some(p) = &e.platform {
+        crate::emulation::check(p).map_err(|err| Error::Other(err.to_string()))?;
+    }
     let base = match root_mount.input {
         Some(i) => {
             let input = inputs

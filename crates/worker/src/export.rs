@@ -104,16 +104,7 @@ pub fn write(
         } => {
             let c = (*compression, *force_compression);
             let image = manifest(state, img, c, MediaTypes::Oci, clamp, names)?;
-            if *tar {
-                write_file_atomic(dest, |f| {
-                    kiln_oci::write_oci_archive(&state.content, f, std::slice::from_ref(&image))
-                        .map(drop)
-                        .map_err(Error::from)
-                })?;
-            } else {
-                fs::create_dir_all(dest).map_err(io_err("creating", dest))?;
-                kiln_oci::write_oci_layout(&state.content, dest, std::slice::from_ref(&image))?;
-            }
+            write_layout(state, dest, *tar, &image)?;
             Ok(Some(image.manifest))
         }
         Output::Docker {
@@ -136,6 +127,27 @@ pub fn write(
         Output::Registry { .. } => Err(Error::Other(
             "a registry output is written by the build, which has the client".to_owned(),
         )),
+    }
+}
+
+/// `type=oci`: `image` (a manifest or an index in the store) as an OCI
+/// layout directory, or as its tar at `dest`.
+pub(crate) fn write_layout(
+    state: &State,
+    dest: &Path,
+    tar: bool,
+    image: &ExportImage,
+) -> Result<(), Error> {
+    if tar {
+        write_file_atomic(dest, |f| {
+            kiln_oci::write_oci_archive(&state.content, f, std::slice::from_ref(image))
+                .map(drop)
+                .map_err(Error::from)
+        })
+    } else {
+        fs::create_dir_all(dest).map_err(io_err("creating", dest))?;
+        kiln_oci::write_oci_layout(&state.content, dest, std::slice::from_ref(image))?;
+        Ok(())
     }
 }
 

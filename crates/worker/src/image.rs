@@ -269,6 +269,44 @@ impl<'a> StoreResolver<'a> {
         if self.pull == PullPolicy::Always && self.registry.is_some() {
             return self.pull_image(reference, platform);
         }
+        let per_platform = self
+            .state
+            .images
+            .platforms_of(reference)
+            .map_err(|e| e.to_string())?;
+        if !per_platform.is_empty() {
+            // A multi-platform name: its entry for this platform, as a
+            // registry's index would give.
+            let found = per_platform.iter().find(|(p, _)| {
+                p.parse::<Platform>().is_ok_and(|p| {
+                    p.os == platform.os
+                        && p.architecture == platform.architecture
+                        && (p.variant == platform.variant || platform.variant.is_empty())
+                })
+            });
+            if let Some((_, r)) = found {
+                return Ok(ResolvedBase {
+                    reference: reference.to_owned(),
+                    digest: r.manifest.unwrap_or(r.id),
+                    id: r.id,
+                    pulled: false,
+                });
+            }
+            let has = format!(
+                "the local image has no {} image (it has {})",
+                platform.format(),
+                per_platform.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+            if self.registry.is_none() {
+                return Err(has);
+            }
+            return self.pull_image(reference, platform).map_err(|e| {
+                format!(
+                    "{has}, and {}",
+                    e.trim_start_matches("not in the local image store, and ")
+                )
+            });
+        }
         if let Some(r) = self.lookup(reference).map_err(|e| e.to_string())? {
             let config = load_config(self.state, &r.id).map_err(|e| e.to_string())?;
             let p = config.platform();
@@ -282,8 +320,9 @@ impl<'a> StoreResolver<'a> {
             }
             if self.registry.is_none() {
                 return Err(format!(
-                    "the local image is for {}, not {} (multi-platform images are not supported yet)",
+                    "the local image is for {}, not {} (`kiln import --platform {}` makes a base for another platform)",
                     p.format(),
+                    platform.format(),
                     platform.format()
                 ));
             }

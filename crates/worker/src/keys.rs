@@ -136,6 +136,7 @@ mod tests {
                 ..ProxyEnv::default()
             },
             devices: vec![],
+            platform: None,
         })
     }
 

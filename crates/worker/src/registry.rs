@@ -362,58 +362,119 @@ pub fn push(
     names: &[String],
     log: Log<'_>,
 ) -> Result<Digest, Error> {
+    for name in names {
+        let reference = parse_name(name)?;
+        log(&format!("pushing {reference}"));
+        let tag = reference
+            .tag()
+            .map(str::to_owned)
+            .unwrap_or_else(|| manifest.digest.to_string());
+        push_manifest(state, client, &reference, manifest, &tag, log)?;
+        log("DONE");
+    }
+    Ok(manifest.digest)
+}
+
+/// Pushes a multi-platform image: each platform's manifest (and its blobs)
+/// by digest, then the index `index` that lists them, under each of `names`.
+pub fn push_index(
+    state: &State,
+    client: &Client,
+    index: &Descriptor,
+    manifests: &[Descriptor],
+    names: &[String],
+    log: Log<'_>,
+) -> Result<Digest, Error> {
+    let bytes = state.content.read(&index.digest)?;
+    for name in names {
+        let reference = parse_name(name)?;
+        log(&format!("pushing {reference}"));
+        for m in manifests {
+            push_manifest(state, client, &reference, m, &m.digest.to_string(), log)?;
+        }
+        let tag = reference
+            .tag()
+            .map(str::to_owned)
+            .unwrap_or_else(|| index.digest.to_string());
+        let pushed = client
+            .put_manifest(&reference, &tag, &index.media_type, &bytes)
+            .map_err(|e| Error::Other(e.to_string()))?;
+        if pushed != index.digest {
+            return Err(err(
+                &reference,
+                format!(
+                    "the registry stored the index as {pushed}, expected {}",
+                    index.digest
+                ),
+            ));
+        }
+        log(&format!(
+            "{reference}: index digest: {} size: {}",
+            index.digest,
+            bytes.len()
+        ));
+        log("DONE");
+    }
+    Ok(index.digest)
+}
+
+fn parse_name(name: &str) -> Result<Reference, Error> {
+    Ok(Reference::parse_normalized(name)
+        .map_err(|e| Error::Other(format!("invalid name {name:?}: {e}")))?
+        .with_default_tag())
+}
+
+/// Pushes the blobs of the image manifest `manifest`, then the manifest
+/// under `tag` (a tag or its digest) of `reference`'s repository.
+fn push_manifest(
+    state: &State,
+    client: &Client,
+    reference: &Reference,
+    manifest: &Descriptor,
+    tag: &str,
+    log: Log<'_>,
+) -> Result<(), Error> {
     let bytes = state.content.read(&manifest.digest)?;
     let parsed: Manifest = serde_json::from_slice(&bytes)
         .map_err(|e| err(&manifest.digest, format!("invalid image manifest: {e}")))?;
     let mut blobs = vec![parsed.config.clone()];
     blobs.extend(parsed.layers.iter().cloned());
-    for name in names {
-        let reference = Reference::parse_normalized(name)
-            .map_err(|e| Error::Other(format!("invalid name {name:?}: {e}")))?
-            .with_default_tag();
-        log(&format!("pushing {reference}"));
-        parallel(&blobs, |desc| {
-            let started = std::time::Instant::now();
-            let how = push_blob(state, client, &reference, desc)?;
-            log(&format!(
-                "{} {}",
-                desc.digest,
-                match how {
-                    PushedBlob::Existed => "already exists".to_owned(),
-                    PushedBlob::Mounted => "mounted".to_owned(),
-                    PushedBlob::Uploaded =>
-                        format!("{} pushed", transfer(desc.size, started.elapsed())),
-                }
-            ));
-            Ok(())
-        })?;
-        let tag = reference
-            .tag()
-            .map(str::to_owned)
-            .unwrap_or_else(|| manifest.digest.to_string());
-        let pushed = client
-            .put_manifest(&reference, &tag, &manifest.media_type, &bytes)
-            .map_err(|e| Error::Other(e.to_string()))?;
-        if pushed != manifest.digest {
-            return Err(err(
-                &reference,
-                format!(
-                    "the registry stored the manifest as {pushed}, expected {}",
-                    manifest.digest
-                ),
-            ));
-        }
-        let mut all: Vec<Digest> = blobs.iter().map(|b| b.digest).collect();
-        all.push(manifest.digest);
-        remember(state, &all, &repository(&reference));
+    parallel(&blobs, |desc| {
+        let started = std::time::Instant::now();
+        let how = push_blob(state, client, reference, desc)?;
         log(&format!(
-            "{reference}: digest: {} size: {}",
-            manifest.digest,
-            bytes.len()
+            "{} {}",
+            desc.digest,
+            match how {
+                PushedBlob::Existed => "already exists".to_owned(),
+                PushedBlob::Mounted => "mounted".to_owned(),
+                PushedBlob::Uploaded =>
+                    format!("{} pushed", transfer(desc.size, started.elapsed())),
+            }
         ));
-        log("DONE");
+        Ok(())
+    })?;
+    let pushed = client
+        .put_manifest(reference, tag, &manifest.media_type, &bytes)
+        .map_err(|e| Error::Other(e.to_string()))?;
+    if pushed != manifest.digest {
+        return Err(err(
+            reference,
+            format!(
+                "the registry stored the manifest as {pushed}, expected {}",
+                manifest.digest
+            ),
+        ));
     }
-    Ok(manifest.digest)
+    let mut all: Vec<Digest> = blobs.iter().map(|b| b.digest).collect();
+    all.push(manifest.digest);
+    remember(state, &all, &repository(reference));
+    log(&format!(
+        "{reference}: digest: {} size: {}",
+        manifest.digest,
+        bytes.len()
+    ));
+    Ok(())
 }
 
 fn push_blob(

@@ -1,0 +1,164 @@
+//! The outputs of a multi-platform build (`--platform a,b`): one image per
+//! platform, gathered in an OCI image index.
+//!
+//! * `type=oci` writes the per-platform manifests and an index of them (the
+//!   layout's `index.json` names the index);
+//! * a registry output pushes each platform's manifest by digest, then the
+//!   index under each name;
+//! * the local store gives each name one image per platform
+//!   ([`kiln_oci::ImageIndex::set_platforms`]; `FROM NAME` then picks the
+//!   build's platform, as from a registry);
+//! * `type=local` writes one directory per platform (`linux_arm64/`), as
+//!   buildx does;
+//! * `type=docker` and `type=tar` are refused before the build starts
+//!   (`build::check_multi_platform_outputs`).
+
+use kiln_llb::Platform;
+use kiln_oci::{Descriptor, ExportImage, ImageRef, Index, MediaTypes};
+use kiln_snapshot::LayerId;
+
+use crate::error::Error;
+use crate::export::{self, Output};
+use crate::image::Committed;
+use crate::state::State;
+
+/// Writes the index of `images` (one manifest per platform, layers of
+/// `compression`) to the store; returns its descriptor.
+fn index(
+    state: &State,
+    images: &[(Platform, Committed)],
+    compression: (kiln_oci::Compression, bool),
+    types: MediaTypes,
+    clamp: Option<i64>,
+) -> Result<(Descriptor, Vec<Descriptor>), Error> {
+    let mut manifests = Vec::with_capacity(images.len());
+    for (_, img) in images {
+        let m = export::manifest(state, img, compression, types, clamp, &[])?;
+        manifests.push(m.manifest);
+    }
+    let idx = Index::new(types, manifests.clone());
+    let blob = state.content.put_json(&idx)?;
+    Ok((Descriptor::new(types.index(), blob), manifests))
+}
+
+/// The image a multi-platform name points at where one image is wanted:
+/// this machine's platform's, else the first.
+fn default_image(images: &[(Platform, Committed)]) -> Option<&Committed> {
+    let host = Platform::host();
+    images
+        .iter()
+        .find(|(p, _)| p.os == host.os && p.architecture == host.architecture)
+        .or_else(|| images.first())
+        .map(|(_, c)| c)
+}
+
+/// Writes every output of a multi-platform build; returns the descriptors of
+/// the indexes written (for `--metadata-file`).
+pub fn write_outputs(
+    state: &State,
+    images: &[(Platform, Committed)],
+    layers: &[(Platform, Vec<LayerId>)],
+    outputs: &[Output],
+    clamp: Option<i64>,
+    registry: Option<&kiln_registry::Client>,
+    log: &(dyn Fn(&str) + Send + Sync),
+) -> Result<Vec<Descriptor>, Error> {
+    let mut written = Vec::new();
+    let need_images = || -> Result<(), Error> {
+        if images.is_empty() {
+            return Err(Error::Other("output needs an image".to_owned()));
+        }
+        Ok(())
+    };
+    for out in outputs {
+        match out {
+            Output::Image { names } => {
+                need_images()?;
+                for (_, img) in images {
+                    crate::images::record(state, &img.id)?;
+                }
+                let refs: Vec<(String, ImageRef)> = images
+                    .iter()
+                    .map(|(p, img)| {
+                        (
+                            p.format(),
+                            ImageRef {
+                                id: img.id,
+                                manifest: None,
+                            },
+                        )
+                    })
+                    .collect();
+                if let Some(d) = default_image(images) {
+                    let default = ImageRef {
+                        id: d.id,
+                        manifest: None,
+                    };
+                    for n in names {
+                        state.images.set_platforms(n, &refs, default)?;
+                    }
+                }
+            }
+            Output::Oci {
+                dest,
+                tar,
+                names,
+                compression,
+                force_compression,
+            } => {
+                need_images()?;
+                let (idx, _) = index(
+                    state,
+                    images,
+                    (*compression, *force_compression),
+                    MediaTypes::Oci,
+                    clamp,
+                )?;
+                let export = ExportImage {
+                    manifest: idx.clone(),
+                    names: names.clone(),
+                };
+                export::write_layout(state, dest, *tar, &export)?;
+                written.push(idx);
+            }
+            Output::Registry {
+                names,
+                compression,
+                types,
+                force_compression,
+                store,
+                ..
+            } => {
+                need_images()?;
+                let client = registry
+                    .ok_or_else(|| Error::Other("pushing needs a registry client".to_owned()))?;
+                let (idx, manifests) = index(
+                    state,
+                    images,
+                    (*compression, *force_compression),
+                    *types,
+                    clamp,
+                )?;
+                crate::registry::push_index(state, client, &idx, &manifests, names, log)?;
+                written.insert(0, idx);
+                if *store {
+                    let again = [Output::Image {
+                        names: names.clone(),
+                    }];
+                    write_outputs(state, images, layers, &again, clamp, None, log)?;
+                }
+            }
+            Output::Local { dest } => {
+                for (p, l) in layers {
+                    export::local(state, l, &dest.join(crate::build::platform_dir(p)))?;
+                }
+            }
+            Output::Docker { .. } | Output::Tar { .. } => {
+                return Err(Error::Other(
+                    "this output cannot hold a multi-platform result".to_owned(),
+                ));
+            }
+        }
+    }
+    Ok(written)
+}
