@@ -45,7 +45,7 @@ pub fn state_dir(root: Option<&Path>) -> PathBuf {
     if let Some(r) = root {
         return r.to_path_buf();
     }
-    if is_root() {
+    if is_root() && !crate::rootless() {
         return PathBuf::from("/var/lib/kiln");
     }
     match (env_var("XDG_DATA_HOME"), env_var("HOME")) {
@@ -59,15 +59,22 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Builds and import need root until rootless builds land.
-fn require_root(what: &str) -> Result<(), Failure> {
-    if is_root() {
-        Ok(())
-    } else {
-        Err(Failure::Usage(format!(
-            "{what} needs root (rootless builds are not supported yet)"
-        )))
+/// Rootless: checks once that overlayfs mounts in the user namespace (Linux
+/// >= 5.11 with `userxattr`). `--debug` says which snapshotter is used.
+fn check_snapshotter(state: &State, debug: bool) -> Result<(), Failure> {
+    if crate::rootless() {
+        if let Err(e) = kiln_snapshot::probe_overlay(&state.root.join("tmp")) {
+            return Err(Failure::Internal(anyhow::anyhow!(
+                "rootless mode: overlayfs cannot be mounted in the user namespace ({e}); it needs Linux >= 5.11, and the copy-based snapshotter for other kernels is not supported yet"
+            )));
+        }
+        if debug {
+            eprintln!("debug: snapshotter: overlayfs in the user namespace (userxattr)");
+        }
+    } else if debug {
+        eprintln!("debug: snapshotter: overlayfs");
     }
+    Ok(())
 }
 
 /// A name as the store keeps it: `busybox` → `docker.io/library/busybox:latest`.
@@ -264,13 +271,16 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     let sde = source_date_epoch(&opts)?;
     let grants = crate::grants::grants(&args.secrets, &args.ssh, &args.allow, &env_var)?;
     let file = read_dockerfile(args)?;
-    require_root("kiln build")?;
     // Before any thread exists: every mount kiln makes from here on lives in
     // a mount namespace that dies with the process.
-    kiln_snapshot::private_mount_namespace().context("entering a private mount namespace")?;
+    kiln_snapshot::private_mount_namespace()
+        .context("entering a private mount namespace")
+        .map_err(Failure::Internal)?;
     let dir = state_dir(root);
-    let state =
-        State::open(&dir).with_context(|| format!("opening state directory {}", dir.display()))?;
+    let state = State::open(&dir)
+        .with_context(|| format!("opening state directory {}", dir.display()))
+        .map_err(Failure::Internal)?;
+    check_snapshotter(&state, globals.debug)?;
     let store_lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     // `--load`: the archive goes to scratch space first, then to the engine.
     let scratch = state.scratch().context("making scratch space")?;
