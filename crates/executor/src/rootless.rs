@@ -55,19 +55,14 @@ pub struct Host {
 }
 
 impl Host {
-    /// The real host: `/etc/subuid`, `/etc/subgid`, `/proc/sys`, and `PATH`
-    /// (plus `/usr/bin` and `/usr/sbin`, where Debian installs the tools).
+    /// The real host: `/etc/subuid`, `/etc/subgid`, `/proc/sys`, and `path`
+    /// (`PATH`; `/usr/bin:/bin` when it is not set).
     pub fn system(path: Option<OsString>) -> Host {
-        let mut p = path.unwrap_or_default();
-        if !p.is_empty() {
-            p.push(":");
-        }
-        p.push("/usr/bin:/usr/sbin:/bin:/sbin");
         Host {
             subuid: PathBuf::from("/etc/subuid"),
             subgid: PathBuf::from("/etc/subgid"),
             proc_sys: PathBuf::from("/proc/sys"),
-            path: p,
+            path: path.unwrap_or_else(|| OsString::from("/usr/bin:/bin")),
         }
     }
 }
