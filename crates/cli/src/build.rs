@@ -59,6 +59,32 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Whether kiln runs in a GitHub Actions job (`GITHUB_ACTIONS=true`): plain
+/// progress is folded into log groups, and a failure becomes an `::error::`.
+pub fn github_actions() -> bool {
+    env_var("GITHUB_ACTIONS").as_deref() == Some("true")
+}
+
+/// An image resolver that remembers whether a resolution failed.
+struct WatchedResolver<'a> {
+    inner: &'a dyn kiln_frontend::ImageResolver,
+    failed: std::cell::Cell<bool>,
+}
+
+impl kiln_frontend::ImageResolver for WatchedResolver<'_> {
+    fn resolve(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<kiln_frontend::Resolution, String> {
+        let r = self.inner.resolve(reference, platform);
+        if r.is_err() {
+            self.failed.set(true);
+        }
+        r
+    }
+}
+
 /// Rootless: checks once that overlayfs mounts in the user namespace (Linux
 /// >= 5.11 with `userxattr`). `--debug` says which snapshotter is used.
 fn check_snapshotter(state: &State, debug: bool) -> Result<(), Failure> {
@@ -359,7 +385,19 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
             ContextValue::Named(_) => {}
         }
     }
-    let plan = kiln_frontend::plan(&file, &opts, &resolver)?;
+    let watched = WatchedResolver {
+        inner: &resolver,
+        failed: std::cell::Cell::new(false),
+    };
+    // A base image that could not be resolved is a registry failure (exit
+    // 3), even though the frontend reports it at its FROM line.
+    let plan = kiln_frontend::plan(&file, &opts, &watched).map_err(|d| {
+        if watched.failed.get() {
+            Failure::Registry(anyhow::anyhow!("{}", d.render()))
+        } else {
+            Failure::from(d)
+        }
+    })?;
     // Lint warnings are summed up after the build, as buildx does; other
     // warnings (build args without effect) come first.
     let (lints, notes): (Vec<_>, Vec<_>) = plan
@@ -371,7 +409,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     let bases = resolver.resolutions();
     let dag = Arc::new(kiln_worker::build::dag(&plan.definition).map_err(anyhow::Error::new)?);
     let names: Vec<String> = dag.nodes().iter().map(|n| n.name.clone()).collect();
-    let progress = Arc::new(Progress::new(mode, names));
+    let progress = Arc::new(Progress::new(mode, names).github_groups(github_actions()));
     let exe = std::env::current_exe().context("locating the kiln binary")?;
     let executor = Arc::new(kiln_executor::NamespaceExecutor::new(
         exe,
@@ -592,8 +630,9 @@ pub fn import(root: Option<&Path>, args: &ImportArgs) -> Result<(), Failure> {
     let config = changes(args, &platform)?;
     let name = args.name.as_deref().map(normalize).transpose()?;
     let dir = state_dir(root);
-    let state =
-        State::open(&dir).with_context(|| format!("opening state directory {}", dir.display()))?;
+    let state = State::open(&dir)
+        .with_context(|| format!("opening state directory {}", dir.display()))
+        .map_err(Failure::Internal)?;
     let _lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     let reader: Box<dyn Read> = if args.file == "-" {
         Box::new(std::io::stdin().lock())

@@ -212,6 +212,48 @@ fn rootless_parent(debug: bool) -> ExitCode {
 
 fn report(f: Failure) -> ExitCode {
     let mut err = std::io::stderr().lock();
+    if build::github_actions() {
+        // The failure as a GitHub Actions annotation, then as usual.
+        let text = match &f {
+            Failure::Usage(m) => Some(m.clone()),
+            // Located: GitHub shows it on the Dockerfile's line.
+            Failure::Dockerfile(d) => {
+                let at = match &d.location {
+                    Some(l) => format!(
+                        " file={},line={},col={}",
+                        progress::escape_workflow_property(&d.file),
+                        l.line,
+                        l.column
+                    ),
+                    None => String::new(),
+                };
+                let _ = writeln!(
+                    err,
+                    "::error{at}::{}",
+                    progress::escape_workflow_command(&d.message)
+                );
+                None
+            }
+            Failure::Build(m) => Some(
+                m.lines()
+                    .rev()
+                    .find_map(|l| l.strip_prefix("error: "))
+                    .unwrap_or(m)
+                    .to_owned(),
+            ),
+            Failure::Other(e) | Failure::Registry(e) | Failure::Internal(e) => {
+                Some(chain_message(e))
+            }
+            Failure::Status(_) => None,
+        };
+        if let Some(t) = text {
+            let _ = writeln!(
+                err,
+                "::error::{}",
+                progress::escape_workflow_command(t.trim_end())
+            );
+        }
+    }
     match f {
         Failure::Usage(msg) => {
             let _ = writeln!(err, "error: {msg}");

@@ -35,8 +35,8 @@
 //!
 //! A case with a `rootless` file is run a second time, as trial
 //! `<case>-rootless`, with every `build` and `kiln` command run by the user
-//! `kilnci` (rootless, own state directory), against the same `expected`
-//! transcript: the images, layers and file owners of a rootless build are
+//! `kilnci` (rootless, own state directory; `run` commands stay root's),
+//! against the same `expected` transcript: the images, layers and file owners of a rootless build are
 //! those of a root build. (`report` maps host ids of the local output back
 //! through the user's subordinate ranges, i.e. to the ids inside the
 //! namespace.)
@@ -206,6 +206,8 @@ struct Case {
     user: Option<HostUser>,
     /// Who ran the last `build` (whose outputs `report` reads).
     built_by: Option<HostUser>,
+    /// Who runs `run` commands: root, except with an `as-user` prefix.
+    run_by: Option<HostUser>,
     tmp: tempfile::TempDir,
     state: PathBuf,
     ctx: PathBuf,
@@ -295,6 +297,7 @@ impl Case {
             dir: dir.to_path_buf(),
             user: None,
             built_by: None,
+            run_by: None,
             tmp,
             state,
             ctx,
@@ -312,7 +315,10 @@ impl Case {
         ]);
         assert_eq!(code, 0, "import failed: {stderr}");
         c.base_id = stdout.trim().to_owned();
-        if user.is_some() {
+        if let Some(u) = &user {
+            // A user builds a context it owns (the setup's 0700 directories
+            // included).
+            sh(&format!("chown -R {}:{} {}", u.uid, u.gid, c.ctx.display()));
             c.switch_user(user);
         }
         c
@@ -428,7 +434,7 @@ impl Case {
 
     fn run(&mut self, cmd: &str) {
         let mut sh = Command::new("sh");
-        if let Some(u) = &self.user {
+        if let Some(u) = &self.run_by {
             use std::os::unix::process::CommandExt as _;
             sh.uid(u.uid)
                 .gid(u.gid)
@@ -462,8 +468,12 @@ impl Case {
 
     fn report(&mut self) {
         let layout = self.out.join("oci");
-        let index: serde_json::Value =
-            serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let Ok(index) = fs::read(layout.join("index.json")) else {
+            self.transcript
+                .push_str("(no image to report: the build failed)\n");
+            return;
+        };
+        let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
         let blob = |d: &str| {
             layout
                 .join("blobs/sha256")
@@ -579,6 +589,7 @@ impl Case {
                     .unwrap_or_else(|e| panic!("{}: as-user: {e}", self.dir.display()));
                 words.drain(..2);
                 let saved = (self.user.clone(), self.state.clone());
+                self.run_by = Some(user.clone());
                 self.switch_user(Some(user));
                 Some(saved)
             } else {
@@ -597,7 +608,9 @@ impl Case {
                 Some("run") => {
                     let cmd = line.trim_start_matches("as-user").trim_start();
                     let cmd = if saved.is_some() {
-                        cmd.split_once(char::is_whitespace).map_or("", |(_, r)| r).trim_start()
+                        cmd.split_once(char::is_whitespace)
+                            .map_or("", |(_, r)| r)
+                            .trim_start()
                     } else {
                         cmd
                     };
@@ -610,6 +623,7 @@ impl Case {
             if let Some((user, state)) = saved {
                 self.user = user;
                 self.state = state;
+                self.run_by = None;
             }
         }
     }
