@@ -31,7 +31,9 @@
 //!   (`$HOME/.local/share/kiln`, the busybox base imported the first time;
 //!   `$STATE` is that directory for this command). A case that uses it is
 //!   reported as ignored, saying why, when NAME does not exist (CI creates
-//!   `kilnci` with subordinate id ranges).
+//!   `kilnci` with subordinate id ranges, and sets
+//!   `KILN_TEST_REQUIRE_ROOTLESS=1`, which makes a missing `kilnci` an
+//!   error).
 //!
 //! A case with a `rootless` file is run a second time, as trial
 //! `<case>-rootless`, with every `build` and `kiln` command run by the user
@@ -825,6 +827,14 @@ fn main() {
     }
     if root && !Path::new("/bin/busybox").exists() {
         eprintln!("the build tests need /bin/busybox: install Debian's busybox-static");
+        std::process::exit(1);
+    }
+    // CI creates the rootless user and insists that the rootless cases run.
+    if root
+        && std::env::var_os("KILN_TEST_REQUIRE_ROOTLESS").is_some_and(|v| v == "1")
+        && let Err(why) = HostUser::lookup(ROOTLESS_USER)
+    {
+        eprintln!("KILN_TEST_REQUIRE_ROOTLESS=1 but the rootless cases cannot run: {why}");
         std::process::exit(1);
     }
     let mut trials: Vec<Trial> = case_dirs(&testdata().join("build"))

@@ -530,6 +530,112 @@ mod tests {
         );
     }
 
+    /// A fake host in a temporary directory: subordinate id files, a
+    /// `/proc/sys` with the given sysctls, and a `PATH` with or without the
+    /// two tools.
+    fn fake_host(subid: &str, sysctls: &[(&str, &str)], tools: bool) -> (tempfile::TempDir, Host) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("subuid"), subid).unwrap();
+        fs::write(d.join("subgid"), subid).unwrap();
+        for (k, v) in sysctls {
+            let p = d.join("sys").join(k);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, format!("{v}\n")).unwrap();
+        }
+        fs::create_dir_all(d.join("bin")).unwrap();
+        if tools {
+            for t in ["newuidmap", "newgidmap"] {
+                fs::write(d.join("bin").join(t), "#!/bin/sh\n").unwrap();
+                fs::set_permissions(d.join("bin").join(t), fs::Permissions::from_mode(0o755))
+                    .unwrap();
+            }
+        }
+        let host = Host {
+            subuid: d.join("subuid"),
+            subgid: d.join("subgid"),
+            proc_sys: d.join("sys"),
+            path: d.join("bin").into_os_string(),
+        };
+        (dir, host)
+    }
+
+    #[test]
+    fn preflight_gives_the_plan_on_a_host_that_allows_it() {
+        let (_d, host) = fake_host(
+            "ci:100000:65536\n",
+            &[("user/max_user_namespaces", "15000")],
+            true,
+        );
+        let plan = preflight(&host, &user()).unwrap();
+        assert_eq!(plan.uid_count(), 65537);
+        assert!(plan.newuidmap.ends_with("bin/newuidmap"));
+        assert_eq!(
+            plan.describe(),
+            "user namespace: uid 0 = host uid 1000, uids 1..65536 = host 100000..165535; gid 0 = host gid 1000, gids 1..65536 = host 100000..165535"
+        );
+    }
+
+    #[test]
+    fn no_range_names_the_usermod_command() {
+        let (_d, host) = fake_host("other:100000:65536\n", &[], true);
+        let e = preflight(&host, &user()).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "rootless mode: no subordinate uid range for user ci in {}: add a range: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 ci",
+                host.subuid.display()
+            )
+        );
+    }
+
+    #[test]
+    fn missing_tools_name_the_package() {
+        let (_d, host) = fake_host("ci:100000:65536\n", &[], false);
+        let e = preflight(&host, &user()).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "rootless mode: newuidmap not found in PATH: install the uidmap package (apt-get install uidmap)"
+        );
+    }
+
+    #[test]
+    fn disabled_user_namespaces_name_the_sysctl() {
+        for (key, setting, fix) in [
+            (
+                "user/max_user_namespaces",
+                "user.max_user_namespaces",
+                "15000",
+            ),
+            (
+                "kernel/unprivileged_userns_clone",
+                "kernel.unprivileged_userns_clone",
+                "1",
+            ),
+        ] {
+            let value = "0";
+            let (_d, host) = fake_host("ci:100000:65536\n", &[(key, value)], true);
+            let e = preflight(&host, &user()).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "rootless mode: user namespaces are disabled on this host ({setting} = 0): enable them with sysctl -w {setting}={fix}"
+                )
+            );
+        }
+        let (_d, host) = fake_host(
+            "ci:100000:65536\n",
+            &[("kernel/apparmor_restrict_unprivileged_userns", "1")],
+            true,
+        );
+        let e = preflight(&host, &user()).unwrap_err().to_string();
+        assert!(
+            e.contains("kernel.apparmor_restrict_unprivileged_userns = 1"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn a_bad_number_names_file_and_line() {
         let e = parse_subid("ci:x:5\n", Path::new("/f"), &user()).unwrap_err();
