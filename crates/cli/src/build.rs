@@ -296,6 +296,11 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     let contexts = build_contexts(args)?;
     let sde = source_date_epoch(&opts)?;
     let grants = crate::grants::grants(&args.secrets, &args.ssh, &args.allow, &env_var)?;
+    // Not root: the flags are fine, so the build runs again in a user
+    // namespace (before the Dockerfile is read: `-f -` is read there).
+    if let Some(r) = crate::enter_rootless(globals.debug) {
+        return r;
+    }
     let file = read_dockerfile(args)?;
     // Before any thread exists: every mount kiln makes from here on lives in
     // a mount namespace that dies with the process.

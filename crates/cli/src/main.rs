@@ -117,8 +117,14 @@ fn main() -> ExitCode {
     };
     let _ = ROOTLESS.set(in_userns);
     let cli = Cli::parse();
-    if !in_userns && !nix::unistd::geteuid().is_root() && needs_namespace(&cli.command) {
-        return rootless_parent(cli.debug);
+    // `build` enters it itself, once its flags are checked.
+    if needs_namespace(&cli.command)
+        && let Some(r) = enter_rootless(cli.debug)
+    {
+        return match r {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(f) => report(f),
+        };
     }
     if cli.debug && in_userns {
         let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
@@ -163,14 +169,28 @@ fn main() -> ExitCode {
 }
 
 /// Commands that touch the state directory, and so run in the user
-/// namespace when kiln is not root.
+/// namespace when kiln is not root (`build` decides for itself: its flags are
+/// checked first, and `--check`/`--call` need no namespace).
 fn needs_namespace(c: &Command) -> bool {
-    !matches!(c, Command::Plan(_) | Command::Login(_) | Command::Logout(_))
+    !matches!(
+        c,
+        Command::Plan(_) | Command::Login(_) | Command::Logout(_) | Command::Build(_)
+    )
 }
 
-/// Runs this command again as root of a user namespace mapping the user's
-/// subordinate ids, and exits with its status.
-fn rootless_parent(debug: bool) -> ExitCode {
+/// Rootless: when kiln is neither root nor in its user namespace yet, runs
+/// this command again as root of a user namespace mapping the user's
+/// subordinate ids and returns how it ended (`Failure::Status` carries its
+/// exit code); `None` when no namespace is needed. Call it while the process
+/// is single-threaded.
+pub fn enter_rootless(debug: bool) -> Option<Result<(), Failure>> {
+    if rootless() || nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    Some(rootless_parent(debug))
+}
+
+fn rootless_parent(debug: bool) -> Result<(), Failure> {
     use kiln_executor::rootless::{Host, HostUser, preflight, run_in_namespace};
     let uid = nix::unistd::getuid();
     let user = HostUser {
@@ -190,23 +210,21 @@ fn rootless_parent(debug: bool) -> ExitCode {
     if let Some(p) = std::env::var_os("KILN_SUBGID_FILE") {
         host.subgid = p.into();
     }
-    let plan = match preflight(&host, &user) {
-        Ok(p) => p,
-        Err(e) => return report(Failure::Internal(e.into())),
-    };
+    let plan = preflight(&host, &user).map_err(|e| Failure::Internal(e.into()))?;
     if debug {
         eprintln!("debug: rootless: {}", plan.describe());
     }
-    match run_in_namespace(&plan) {
-        Ok(status) => {
-            use std::os::unix::process::ExitStatusExt as _;
-            match (status.code(), status.signal()) {
-                (Some(c), _) => ExitCode::from(u8::try_from(c).unwrap_or(4)),
-                (None, Some(sig)) => ExitCode::from(u8::try_from(128 + sig).unwrap_or(4)),
-                (None, None) => ExitCode::from(4),
-            }
-        }
-        Err(e) => report(Failure::Internal(e.into())),
+    let status = run_in_namespace(&plan).map_err(|e| Failure::Internal(e.into()))?;
+    use std::os::unix::process::ExitStatusExt as _;
+    let code = match (status.code(), status.signal()) {
+        (Some(c), _) => u8::try_from(c).unwrap_or(4),
+        (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(4),
+        (None, None) => 4,
+    };
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Failure::Status(code))
     }
 }
 
