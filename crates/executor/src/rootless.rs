@@ -465,8 +465,9 @@ pub fn enter_if_child() -> Result<bool, RootlessError> {
     let mut to_parent = fs::File::from(w);
     let flags = nix::sched::CloneFlags::CLONE_NEWUSER | nix::sched::CloneFlags::CLONE_NEWNS;
     if let Err(e) = nix::sched::unshare(flags) {
+        // The parent reports it (once).
         let _ = writeln!(to_parent, "error: unshare(CLONE_NEWUSER|CLONE_NEWNS): {e}");
-        return Err(RootlessError::Unshare(e.to_string()));
+        std::process::exit(4);
     }
     to_parent
         .write_all(b"ready\n")
