@@ -496,6 +496,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
             Err(Failure::Build(report_step(&file, &e, &tail)))
         }
         Err(WorkerError::Cancelled) => Err(Failure::Build("error: build cancelled".into())),
+        Err(e @ WorkerError::Registry(_)) => Err(Failure::Registry(anyhow::Error::new(e))),
         Err(e) => Err(Failure::Other(anyhow::Error::new(e))),
     };
     progress.finish();
