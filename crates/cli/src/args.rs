@@ -31,6 +31,10 @@ pub struct Cli {
     #[arg(long = "registry-config", global = true, value_name = "FILE")]
     pub registry_config: Option<PathBuf>,
 
+    /// Print how the command is set up (rootless user namespace, snapshotter).
+    #[arg(long, global = true)]
+    pub debug: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -45,7 +45,7 @@ pub fn state_dir(root: Option<&Path>) -> PathBuf {
     if let Some(r) = root {
         return r.to_path_buf();
     }
-    if is_root() {
+    if is_root() && !crate::rootless() {
         return PathBuf::from("/var/lib/kiln");
     }
     match (env_var("XDG_DATA_HOME"), env_var("HOME")) {
@@ -59,15 +59,48 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Builds and import need root until rootless builds land.
-fn require_root(what: &str) -> Result<(), Failure> {
-    if is_root() {
-        Ok(())
-    } else {
-        Err(Failure::Usage(format!(
-            "{what} needs root (rootless builds are not supported yet)"
-        )))
+/// Whether kiln runs in a GitHub Actions job (`GITHUB_ACTIONS=true`): plain
+/// progress is folded into log groups, and a failure becomes an `::error::`.
+pub fn github_actions() -> bool {
+    env_var("GITHUB_ACTIONS").as_deref() == Some("true")
+}
+
+/// An image resolver that remembers whether a resolution failed.
+struct WatchedResolver<'a> {
+    inner: &'a dyn kiln_frontend::ImageResolver,
+    failed: std::cell::Cell<bool>,
+}
+
+impl kiln_frontend::ImageResolver for WatchedResolver<'_> {
+    fn resolve(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<kiln_frontend::Resolution, String> {
+        let r = self.inner.resolve(reference, platform);
+        if r.is_err() {
+            self.failed.set(true);
+        }
+        r
     }
+}
+
+/// Rootless: checks once that overlayfs mounts in the user namespace (Linux
+/// >= 5.11 with `userxattr`). `--debug` says which snapshotter is used.
+fn check_snapshotter(state: &State, debug: bool) -> Result<(), Failure> {
+    if crate::rootless() {
+        if let Err(e) = kiln_snapshot::probe_overlay(&state.root.join("tmp")) {
+            return Err(Failure::Internal(anyhow::anyhow!(
+                "rootless mode: overlayfs cannot be mounted in the user namespace ({e}); it needs Linux >= 5.11, and the copy-based snapshotter for other kernels is not supported yet"
+            )));
+        }
+        if debug {
+            eprintln!("debug: snapshotter: overlayfs in the user namespace (userxattr)");
+        }
+    } else if debug {
+        eprintln!("debug: snapshotter: overlayfs");
+    }
+    Ok(())
 }
 
 /// A name as the store keeps it: `busybox` → `docker.io/library/busybox:latest`.
@@ -292,14 +325,22 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     let contexts = build_contexts(args)?;
     let sde = source_date_epoch(&opts)?;
     let grants = crate::grants::grants(&args.secrets, &args.ssh, &args.allow, &env_var)?;
+    // Not root: the flags are fine, so the build runs again in a user
+    // namespace (before the Dockerfile is read: `-f -` is read there).
+    if let Some(r) = crate::enter_rootless(globals.debug) {
+        return r;
+    }
     let file = read_dockerfile(args)?;
-    require_root("kiln build")?;
     // Before any thread exists: every mount kiln makes from here on lives in
     // a mount namespace that dies with the process.
-    kiln_snapshot::private_mount_namespace().context("entering a private mount namespace")?;
+    kiln_snapshot::private_mount_namespace()
+        .context("entering a private mount namespace")
+        .map_err(Failure::Internal)?;
     let dir = state_dir(root);
-    let state =
-        State::open(&dir).with_context(|| format!("opening state directory {}", dir.display()))?;
+    let state = State::open(&dir)
+        .with_context(|| format!("opening state directory {}", dir.display()))
+        .map_err(Failure::Internal)?;
+    check_snapshotter(&state, globals.debug)?;
     let store_lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     // `--load`: the archive goes to scratch space first, then to the engine.
     let scratch = state.scratch().context("making scratch space")?;
@@ -378,7 +419,22 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
             ContextValue::Named(_) => {}
         }
     }
-    let plan = kiln_frontend::plan(&file, &opts, &resolver)?;
+    let watched = WatchedResolver {
+        inner: &resolver,
+        failed: std::cell::Cell::new(false),
+    };
+    // A base image that could not be resolved is a registry failure (exit
+    // 3), even though the frontend reports it at its FROM line.
+    let plan_for = |opts: &BuildOptions| {
+        kiln_frontend::plan(&file, opts, &watched).map_err(|d| {
+            if watched.failed.get() {
+                Failure::Registry(anyhow::anyhow!("{}", d.render()))
+            } else {
+                Failure::from(d)
+            }
+        })
+    };
+    let plan = plan_for(&opts)?;
     // `--platform a,b`: the Dockerfile is planned once per target platform;
     // the graphs meet in one solve (`dag_of_platforms`).
     let mut more_platforms = Vec::new();
@@ -387,7 +443,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
             target_platform: Some(p.clone()),
             ..opts.clone()
         };
-        more_platforms.push(kiln_frontend::plan(&file, &o, &resolver)?.definition);
+        more_platforms.push(plan_for(&o)?.definition);
     }
     // Lint warnings are summed up after the build, as buildx does; other
     // warnings (build args without effect) come first.
@@ -403,7 +459,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
             .map_err(anyhow::Error::new)?,
     );
     let names: Vec<String> = dag.nodes().iter().map(|n| n.name.clone()).collect();
-    let progress = Arc::new(Progress::new(mode, names));
+    let progress = Arc::new(Progress::new(mode, names).github_groups(github_actions()));
     let exe = std::env::current_exe().context("locating the kiln binary")?;
     let executor = Arc::new(kiln_executor::NamespaceExecutor::new(
         exe,
@@ -517,6 +573,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
             "error: {e}{}",
             no_space_note(&state.root)
         ))),
+        Err(e @ WorkerError::Registry(_)) => Err(Failure::Registry(anyhow::Error::new(e))),
         Err(e) => Err(Failure::Other(anyhow::Error::new(e))),
     };
     progress.finish();
@@ -681,8 +738,9 @@ pub fn import(root: Option<&Path>, args: &ImportArgs) -> Result<(), Failure> {
     let config = changes(args, &platform)?;
     let name = args.name.as_deref().map(normalize).transpose()?;
     let dir = state_dir(root);
-    let state =
-        State::open(&dir).with_context(|| format!("opening state directory {}", dir.display()))?;
+    let state = State::open(&dir)
+        .with_context(|| format!("opening state directory {}", dir.display()))
+        .map_err(Failure::Internal)?;
     let _lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     let reader: Box<dyn Read> = if args.file == "-" {
         Box::new(std::io::stdin().lock())

@@ -104,7 +104,9 @@ pub struct RmiArgs {
 /// Opens the state directory for a store command.
 pub fn open(root: Option<&Path>) -> Result<State, Failure> {
     let dir = state_dir(root);
-    Ok(State::open(&dir).with_context(|| format!("opening state directory {}", dir.display()))?)
+    State::open(&dir)
+        .with_context(|| format!("opening state directory {}", dir.display()))
+        .map_err(Failure::Internal)
 }
 
 /// Takes the store lock, saying so when another kiln holds it.

@@ -5,9 +5,16 @@
 //! only crate that knows about the terminal, the process environment and exit
 //! codes; everything it calls takes values and returns values.
 //!
-//! Exit codes: 0 success; 1 the build failed or its input is invalid (a
-//! Dockerfile error, a missing file); 2 usage error, including a flag or
-//! feature that is not supported yet.
+//! Exit codes (the README's table): 0 success; 1 the build (or command)
+//! failed: a step failed, a source or image is missing; 2 usage or bad input:
+//! flags, a Dockerfile error, a feature that is not supported yet; 3 a
+//! registry or the network failed; 4 internal or host error: the state
+//! directory, namespaces, mounts, rootless setup.
+//!
+//! Rootless: run by a user other than root, every command that touches the
+//! state directory re-executes itself inside a user namespace where it is
+//! root (`kiln_executor::rootless`); the parent only waits and passes the
+//! exit code on.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -44,6 +51,17 @@ pub struct Globals {
     pub root: Option<std::path::PathBuf>,
     pub insecure_registries: Vec<String>,
     pub registry_config: Option<std::path::PathBuf>,
+    /// `--debug`: say how the build is set up (namespaces, snapshotter).
+    pub debug: bool,
+}
+
+/// Whether this process is the rootless child: root of a user namespace
+/// that maps the invoking user's subordinate ids.
+static ROOTLESS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Whether kiln runs rootless (in the user namespace it made for itself).
+pub fn rootless() -> bool {
+    ROOTLESS.get().copied().unwrap_or(false)
 }
 
 /// Why a command failed, which decides the exit code.
@@ -58,6 +76,11 @@ pub enum Failure {
     Build(String),
     /// Anything else that stops the command (a file that cannot be read): exit 1.
     Other(anyhow::Error),
+    /// A registry or the network failed (pull, push, login): exit 3.
+    Registry(anyhow::Error),
+    /// kiln or the host failed (state directory, namespaces, mounts,
+    /// rootless setup): exit 4.
+    Internal(anyhow::Error),
     /// Everything has been printed; exit with this code (`--check` with
     /// warnings: 1).
     Status(u8),
@@ -88,11 +111,38 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "__exec") {
         kiln_executor::helper_main();
     }
+    // The rootless child enters its namespaces before anything else.
+    let in_userns = match kiln_executor::rootless::enter_if_child() {
+        Ok(b) => b,
+        Err(e) => return report(Failure::Internal(e.into())),
+    };
+    let _ = ROOTLESS.set(in_userns);
     let cli = Cli::parse();
+    // `build` enters it itself, once its flags are checked.
+    if needs_namespace(&cli.command)
+        && let Some(r) = enter_rootless(cli.debug)
+    {
+        return match r {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(f) => report(f),
+        };
+    }
+    if cli.debug && in_userns {
+        let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+        let map: Vec<String> = map
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        eprintln!(
+            "debug: rootless: in a user namespace, uid_map {}",
+            map.join("; ")
+        );
+    }
     let globals = Globals {
         root: cli.root,
         insecure_registries: cli.insecure_registries,
         registry_config: cli.registry_config,
+        debug: cli.debug,
     };
     let root = globals.root.as_deref();
     let result = match cli.command {
@@ -120,8 +170,110 @@ fn main() -> ExitCode {
     }
 }
 
+/// Commands that touch the state directory, and so run in the user
+/// namespace when kiln is not root (`build` decides for itself: its flags are
+/// checked first, and `--check`/`--call` need no namespace).
+fn needs_namespace(c: &Command) -> bool {
+    !matches!(
+        c,
+        Command::Plan(_) | Command::Login(_) | Command::Logout(_) | Command::Build(_)
+    )
+}
+
+/// Rootless: when kiln is neither root nor in its user namespace yet, runs
+/// this command again as root of a user namespace mapping the user's
+/// subordinate ids and returns how it ended (`Failure::Status` carries its
+/// exit code); `None` when no namespace is needed. Call it while the process
+/// is single-threaded.
+pub fn enter_rootless(debug: bool) -> Option<Result<(), Failure>> {
+    if rootless() || nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    Some(rootless_parent(debug))
+}
+
+fn rootless_parent(debug: bool) -> Result<(), Failure> {
+    use kiln_executor::rootless::{Host, HostUser, preflight, run_in_namespace};
+    let uid = nix::unistd::getuid();
+    let user = HostUser {
+        uid: uid.as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        name: nix::unistd::User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map(|u| u.name),
+    };
+    let mut host = Host::system(std::env::var_os("PATH"));
+    // Where the subordinate id files are, for hosts (and tests) that keep
+    // them elsewhere.
+    if let Some(p) = std::env::var_os("KILN_SUBUID_FILE") {
+        host.subuid = p.into();
+    }
+    if let Some(p) = std::env::var_os("KILN_SUBGID_FILE") {
+        host.subgid = p.into();
+    }
+    let plan = preflight(&host, &user).map_err(|e| Failure::Internal(e.into()))?;
+    if debug {
+        eprintln!("debug: rootless: {}", plan.describe());
+    }
+    let status = run_in_namespace(&plan).map_err(|e| Failure::Internal(e.into()))?;
+    use std::os::unix::process::ExitStatusExt as _;
+    let code = match (status.code(), status.signal()) {
+        (Some(c), _) => u8::try_from(c).unwrap_or(4),
+        (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(4),
+        (None, None) => 4,
+    };
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Failure::Status(code))
+    }
+}
+
 fn report(f: Failure) -> ExitCode {
     let mut err = std::io::stderr().lock();
+    if build::github_actions() {
+        // The failure as a GitHub Actions annotation, then as usual.
+        let text = match &f {
+            Failure::Usage(m) => Some(m.clone()),
+            // Located: GitHub shows it on the Dockerfile's line.
+            Failure::Dockerfile(d) => {
+                let at = match &d.location {
+                    Some(l) => format!(
+                        " file={},line={},col={}",
+                        progress::escape_workflow_property(&d.file),
+                        l.line,
+                        l.column
+                    ),
+                    None => String::new(),
+                };
+                let _ = writeln!(
+                    err,
+                    "::error{at}::{}",
+                    progress::escape_workflow_command(&d.message)
+                );
+                None
+            }
+            Failure::Build(m) => Some(
+                m.lines()
+                    .rev()
+                    .find_map(|l| l.strip_prefix("error: "))
+                    .unwrap_or(m)
+                    .to_owned(),
+            ),
+            Failure::Other(e) | Failure::Registry(e) | Failure::Internal(e) => {
+                Some(chain_message(e))
+            }
+            Failure::Status(_) => None,
+        };
+        if let Some(t) = text {
+            let _ = writeln!(
+                err,
+                "::error::{}",
+                progress::escape_workflow_command(t.trim_end())
+            );
+        }
+    }
     match f {
         Failure::Usage(msg) => {
             let _ = writeln!(err, "error: {msg}");
@@ -129,7 +281,7 @@ fn report(f: Failure) -> ExitCode {
         }
         Failure::Dockerfile(d) => {
             let _ = writeln!(err, "error: {}", d.render());
-            ExitCode::from(1)
+            ExitCode::from(2)
         }
         Failure::Build(msg) => {
             let _ = writeln!(err, "{msg}");
@@ -138,6 +290,14 @@ fn report(f: Failure) -> ExitCode {
         Failure::Other(e) => {
             let _ = writeln!(err, "error: {}", chain_message(&e));
             ExitCode::from(1)
+        }
+        Failure::Registry(e) => {
+            let _ = writeln!(err, "error: {}", chain_message(&e));
+            ExitCode::from(3)
+        }
+        Failure::Internal(e) => {
+            let _ = writeln!(err, "error: {}", chain_message(&e));
+            ExitCode::from(4)
         }
         Failure::Status(code) => ExitCode::from(code),
     }

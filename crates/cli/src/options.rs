@@ -6,7 +6,6 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use kiln_frontend::lint::IgnoreRules;
 use kiln_frontend::{BuildOptions, NamedContext, ResolvedImage, SourceFile};
 use kiln_llb::Platform;
@@ -165,18 +164,18 @@ pub fn read_dockerfile(args: &BuildArgs) -> Result<SourceFile, Failure> {
             let mut buf = Vec::new();
             std::io::stdin()
                 .read_to_end(&mut buf)
-                .context("reading the Dockerfile from stdin")?;
+                .map_err(|e| Failure::Usage(format!("reading the Dockerfile from stdin: {e}")))?;
             ("stdin".to_owned(), buf)
         }
         Some(path) => {
-            let bytes =
-                std::fs::read(path).with_context(|| format!("reading Dockerfile {path}"))?;
+            let bytes = std::fs::read(path)
+                .map_err(|e| Failure::Usage(format!("reading Dockerfile {path}: {e}")))?;
             (path.to_owned(), bytes)
         }
         None => {
             let ctx = Path::new(&args.context);
             if !ctx.is_dir() {
-                return Err(Failure::Other(anyhow::anyhow!(
+                return Err(Failure::Usage(format!(
                     "build context {} is not a directory",
                     args.context
                 )));
@@ -187,8 +186,9 @@ pub fn read_dockerfile(args: &BuildArgs) -> Result<SourceFile, Failure> {
             } else {
                 path.display().to_string()
             };
-            let bytes = std::fs::read(&path)
-                .with_context(|| format!("reading Dockerfile {}", path.display()))?;
+            let bytes = std::fs::read(&path).map_err(|e| {
+                Failure::Usage(format!("reading Dockerfile {}: {e}", path.display()))
+            })?;
             (name, bytes)
         }
     };

@@ -3,6 +3,13 @@
 //! `#5 CACHED`, `#5 DONE 1.2s`), `quiet` prints nothing. Events come from
 //! solver worker threads, so the printer is behind a mutex; each event is one
 //! short write.
+//!
+//! On GitHub Actions (`GITHUB_ACTIONS=true`, [`Progress::github_groups`])
+//! plain output is folded: the lines of each step are wrapped in
+//! `::group::#<id> <step>` / `::endgroup::`. Steps that run in parallel
+//! interleave, so a step's group is closed when another step prints and
+//! opened again (same title) when it prints next; the log shows each run of
+//! lines under its step's name.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
@@ -40,6 +47,8 @@ struct State {
     steps: HashMap<usize, Step>,
     /// The last step a line was printed for (a blank line separates steps).
     last: Option<u32>,
+    /// Step names by display id (group titles).
+    titles: HashMap<u32, String>,
 }
 
 /// The progress printer of one build.
@@ -50,6 +59,8 @@ pub struct Progress {
     state: Mutex<State>,
     tty: Option<crate::progress_tty::Tty>,
     json: Option<crate::progress_tty::Json>,
+    /// GitHub Actions log groups around each step's lines (plain mode).
+    github: bool,
 }
 
 fn stream_index(s: Stream) -> usize {
@@ -71,14 +82,30 @@ impl Progress {
                 next_id: 1,
                 steps: HashMap::new(),
                 last: None,
+                titles: HashMap::new(),
             }),
+            github: false,
         }
     }
 
-    /// Ends the display (the live view clears itself and prints a summary).
+    /// Wraps each step's plain lines in GitHub Actions log groups.
+    pub fn github_groups(mut self, on: bool) -> Progress {
+        self.github = on;
+        self
+    }
+
+    /// Ends the display (the live view clears itself and prints a summary;
+    /// an open GitHub Actions group is closed).
     pub fn finish(&self) {
         if let Some(t) = &self.tty {
             t.finish_all();
+        }
+        if self.github
+            && self.mode == Mode::Plain
+            && let Ok(mut state) = self.state.lock()
+            && state.last.take().is_some()
+        {
+            let _ = writeln!(std::io::stderr().lock(), "::endgroup::");
         }
     }
 
@@ -87,7 +114,20 @@ impl Progress {
             return;
         }
         let mut err = std::io::stderr().lock();
-        if state.last.is_some() && state.last != Some(id) {
+        if self.github {
+            // The first line of a step is its name: the group's title.
+            let title = state
+                .titles
+                .entry(id)
+                .or_insert_with(|| line.to_owned())
+                .clone();
+            if state.last != Some(id) {
+                if state.last.is_some() {
+                    let _ = writeln!(err, "::endgroup::");
+                }
+                let _ = writeln!(err, "::group::#{id} {}", escape_workflow_command(&title));
+            }
+        } else if state.last.is_some() && state.last != Some(id) {
             let _ = writeln!(err);
         }
         state.last = Some(id);
@@ -213,6 +253,21 @@ impl Drop for Progress {
     fn drop(&mut self) {
         self.finish();
     }
+}
+
+/// A workflow command's data with GitHub's escapes (`%`, CR and LF).
+pub fn escape_workflow_command(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// A workflow command's property value (`file=…`): the data escapes plus
+/// `:` and `,`.
+pub fn escape_workflow_property(s: &str) -> String {
+    escape_workflow_command(s)
+        .replace(':', "%3A")
+        .replace(',', "%2C")
 }
 
 fn flush_partial(step: &mut Step) -> Vec<String> {

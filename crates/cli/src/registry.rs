@@ -38,7 +38,9 @@ fn parse_ref(name: &str) -> Result<Reference, Failure> {
 
 fn open_state(globals: &Globals) -> Result<State, Failure> {
     let dir = state_dir(globals.root.as_deref());
-    Ok(State::open(&dir).with_context(|| format!("opening state directory {}", dir.display()))?)
+    State::open(&dir)
+        .with_context(|| format!("opening state directory {}", dir.display()))
+        .map_err(Failure::Internal)
 }
 
 fn stderr_log(quiet: bool) -> impl Fn(&str) + Sync {
@@ -64,7 +66,7 @@ pub fn pull(globals: &Globals, args: &PullArgs) -> Result<(), Failure> {
     let client = client(globals, &[])?;
     let log = stderr_log(args.quiet);
     let pulled = kiln_worker::registry::pull(&state, &client, &reference, &platform, &log)
-        .map_err(|e| Failure::Other(anyhow::Error::new(e)))?;
+        .map_err(|e| Failure::Registry(anyhow::Error::new(e)))?;
     log(&format!("Digest: {}", pulled.resolved));
     log(&format!(
         "Status: {} for {}",
@@ -107,7 +109,7 @@ pub fn push(globals: &Globals, args: &PushArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::Other(anyhow::Error::new(e)))?;
     let log = stderr_log(args.quiet);
     let digest = kiln_worker::registry::push(&state, &client, &manifest, &[name], &log)
-        .map_err(|e| Failure::Other(anyhow::Error::new(e)))?;
+        .map_err(|e| Failure::Registry(anyhow::Error::new(e)))?;
     if args.quiet {
         let _ = writeln!(std::io::stdout().lock(), "{digest}");
     }
@@ -164,7 +166,8 @@ pub fn login(globals: &Globals, args: &LoginArgs) -> Result<(), Failure> {
     Client::new(config, trial)
         .context("setting up the registry client")?
         .ping(&host)
-        .with_context(|| format!("logging in to {host}"))?;
+        .with_context(|| format!("logging in to {host}"))
+        .map_err(Failure::Registry)?;
     let stored = auth
         .login(&host, &user, &password)
         .with_context(|| format!("storing the credentials of {host}"))?;

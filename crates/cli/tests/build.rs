@@ -24,7 +24,24 @@
 //! * `machine NAME` — from here on, `build`, `kiln` and `$STATE` use the
 //!   state directory of "machine" NAME (an empty one with the busybox base
 //!   imported, the first time): how cache export/import between machines is
-//!   tested. The case starts on machine `main`.
+//!   tested. The case starts on machine `main`;
+//! * `as-user NAME COMMAND…` — one `build`, `kiln` or `run` command run by
+//!   the unprivileged host user NAME (rootless mode), with its own home
+//!   directory and so its default state directory
+//!   (`$HOME/.local/share/kiln`, the busybox base imported the first time;
+//!   `$STATE` is that directory for this command). A case that uses it is
+//!   reported as ignored, saying why, when NAME does not exist (CI creates
+//!   `kilnci` with subordinate id ranges, and sets
+//!   `KILN_TEST_REQUIRE_ROOTLESS=1`, which makes a missing `kilnci` an
+//!   error).
+//!
+//! A case with a `rootless` file is run a second time, as trial
+//! `<case>-rootless`, with every `build` and `kiln` command run by the user
+//! `kilnci` (rootless, own state directory; `run` commands stay root's),
+//! against the same `expected` transcript: the images, layers and file owners of a rootless build are
+//! those of a root build. (`report` maps host ids of the local output back
+//! through the user's subordinate ranges, i.e. to the ids inside the
+//! namespace.)
 //!
 //! Every command sees its own `DOCKER_CONFIG` and `KILN_CONFIG`, never the
 //! host's credentials.
@@ -55,7 +72,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Read as _;
-use std::os::unix::fs::{MetadataExt, symlink};
+use std::os::unix::fs::{MetadataExt, PermissionsExt as _, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -78,6 +95,8 @@ fn base() -> &'static Base {
     static BASE: OnceLock<Base> = OnceLock::new();
     BASE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
+        // Rootless cases import the tar as a user.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let rootfs = dir.path().join("rootfs");
         for d in ["bin", "etc", "root", "tmp"] {
             fs::create_dir_all(rootfs.join(d)).unwrap();
@@ -156,8 +175,88 @@ fn sh(cmd: &str) {
     assert!(st.success(), "{cmd} failed");
 }
 
+/// An unprivileged host user that runs kiln rootless (`as-user`).
+#[derive(Clone)]
+struct HostUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+    /// The user's subordinate uid and gid ranges: (host start, count).
+    uids: Vec<(u32, u32)>,
+    gids: Vec<(u32, u32)>,
+}
+
+/// The user that rootless trials run as.
+const ROOTLESS_USER: &str = "kilnci";
+
+impl HostUser {
+    /// The user from `/etc/passwd`, with its `/etc/subuid` and `/etc/subgid`
+    /// ranges; `Err` says why it cannot be used.
+    fn lookup(name: &str) -> Result<HostUser, String> {
+        let passwd = fs::read_to_string("/etc/passwd").map_err(|e| format!("/etc/passwd: {e}"))?;
+        let fields = passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.first() == Some(&name))
+            .ok_or_else(|| {
+                format!("no user {name} on this host (.ci/run creates it with subordinate ids)")
+            })?;
+        let num = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u32>().ok())
+                .ok_or_else(|| format!("/etc/passwd: bad entry for {name}"))
+        };
+        let (uid, gid) = (num(2)?, num(3)?);
+        let ranges = |file: &str| -> Vec<(u32, u32)> {
+            fs::read_to_string(file)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.trim().split(':').collect();
+                    let [who, start, count] = f.as_slice() else {
+                        return None;
+                    };
+                    (*who == name || *who == uid.to_string())
+                        .then(|| Some((start.parse().ok()?, count.parse().ok()?)))
+                        .flatten()
+                })
+                .collect()
+        };
+        Ok(HostUser {
+            name: name.to_owned(),
+            uid,
+            gid,
+            uids: ranges("/etc/subuid"),
+            gids: ranges("/etc/subgid"),
+        })
+    }
+
+    /// A host id of a file the user's kiln wrote → the id inside its user
+    /// namespace (the user's own id is 0, the ranges follow from 1).
+    fn to_namespace(own: u32, ranges: &[(u32, u32)], host: u32) -> u32 {
+        if host == own {
+            return 0;
+        }
+        let mut next = 1u32;
+        for &(start, count) in ranges {
+            if host >= start && host - start < count {
+                return next + (host - start);
+            }
+            next += count;
+        }
+        host
+    }
+}
+
 struct Case {
     dir: PathBuf,
+    /// Who runs `build` and `kiln` now: root, or a user (rootless).
+    user: Option<HostUser>,
+    /// Who ran the last `build` (whose outputs `report` reads).
+    built_by: Option<HostUser>,
+    /// Who runs `run` commands: root, except with an `as-user` prefix.
+    run_by: Option<HostUser>,
     tmp: tempfile::TempDir,
     state: PathBuf,
     ctx: PathBuf,
@@ -179,12 +278,52 @@ fn copy_tree(from: &Path, to: &Path) {
 
 impl Case {
     fn new(dir: &Path) -> Case {
+        Case::new_as(dir, None)
+    }
+
+    /// The home directory of `user` in this case (created, owned by it).
+    fn home(&self, user: &HostUser) -> PathBuf {
+        let home = self.tmp.path().join(format!("home-{}", user.name));
+        if !home.exists() {
+            fs::create_dir_all(&home).unwrap();
+            std::os::unix::fs::chown(&home, Some(user.uid), Some(user.gid)).unwrap();
+        }
+        home
+    }
+
+    /// `user`'s default state directory (`~/.local/share/kiln`).
+    fn user_state(&self, user: &HostUser) -> PathBuf {
+        self.home(user).join(".local/share/kiln")
+    }
+
+    /// Runs the following commands as `user` (None: root), on its state
+    /// directory, importing the base there the first time.
+    fn switch_user(&mut self, user: Option<HostUser>) {
+        self.user = user;
+        self.state = match &self.user {
+            Some(u) => self.user_state(u),
+            None => self.tmp.path().join("state"),
+        };
+        if self.user.is_some() && !self.state.exists() {
+            let (code, _, stderr) = self.kiln(&[
+                "import".into(),
+                base().tar.display().to_string(),
+                "busybox:latest".into(),
+            ]);
+            assert_eq!(code, 0, "import as a user failed: {stderr}");
+        }
+    }
+
+    fn new_as(dir: &Path, user: Option<HostUser>) -> Case {
         let tmp = tempfile::tempdir().unwrap();
+        // Users of rootless commands reach the context and write outputs.
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o1777)).unwrap();
         let state = tmp.path().join("state");
         let ctx = tmp.path().join("ctx");
         let out = tmp.path().join("out");
         fs::create_dir_all(&ctx).unwrap();
         fs::create_dir_all(&out).unwrap();
+        fs::set_permissions(&out, fs::Permissions::from_mode(0o1777)).unwrap();
         if dir.join("context").is_dir() {
             copy_tree(&dir.join("context"), &ctx);
         }
@@ -205,6 +344,9 @@ impl Case {
         }
         let mut c = Case {
             dir: dir.to_path_buf(),
+            user: None,
+            built_by: None,
+            run_by: None,
             tmp,
             state,
             ctx,
@@ -222,13 +364,41 @@ impl Case {
         ]);
         assert_eq!(code, 0, "import failed: {stderr}");
         c.base_id = stdout.trim().to_owned();
+        if let Some(u) = &user {
+            // A user builds a context it owns (the setup's 0700 directories
+            // included).
+            sh(&format!("chown -R {}:{} {}", u.uid, u.gid, c.ctx.display()));
+            c.switch_user(user);
+        }
         c
     }
 
     fn kiln(&self, args: &[String]) -> (i32, String, String) {
-        let out = Command::new(KILN)
-            .arg("--root")
-            .arg(&self.state)
+        let mut cmd = Command::new(KILN);
+        match &self.user {
+            // A user's main state is its default one: no --root.
+            Some(u) if self.state == self.user_state(u) => {
+                use std::os::unix::process::CommandExt as _;
+                cmd.uid(u.uid)
+                    .gid(u.gid)
+                    .env("HOME", self.home(u))
+                    .env("USER", &u.name)
+                    .env_remove("XDG_DATA_HOME");
+            }
+            Some(u) => {
+                use std::os::unix::process::CommandExt as _;
+                cmd.uid(u.uid)
+                    .gid(u.gid)
+                    .env("HOME", self.home(u))
+                    .env("USER", &u.name)
+                    .arg("--root")
+                    .arg(&self.state);
+            }
+            None => {
+                cmd.arg("--root").arg(&self.state);
+            }
+        }
+        let out = cmd
             .args(args)
             .current_dir(&self.ctx)
             .env("SOURCE_DATE_EPOCH", EPOCH)
@@ -292,6 +462,7 @@ impl Case {
         }
         full.push(".".into());
         let (code, _stdout, stderr) = self.kiln(&full);
+        self.built_by = self.user.clone();
         let _ = writeln!(self.transcript, "exit {code}");
         // When a build fails, which other steps finished or were cancelled
         // depends on timing: only the failed step is shown.
@@ -311,7 +482,16 @@ impl Case {
     }
 
     fn run(&mut self, cmd: &str) {
-        let out = Command::new("sh")
+        let mut sh = Command::new("sh");
+        if let Some(u) = &self.run_by {
+            use std::os::unix::process::CommandExt as _;
+            sh.uid(u.uid)
+                .gid(u.gid)
+                .env("HOME", self.home(u))
+                .env("USER", &u.name)
+                .env_remove("XDG_DATA_HOME");
+        }
+        let out = sh
             .arg("-c")
             .arg(cmd)
             .current_dir(&self.ctx)
@@ -337,8 +517,12 @@ impl Case {
 
     fn report(&mut self) {
         let layout = self.out.join("oci");
-        let index: serde_json::Value =
-            serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let Ok(index) = fs::read(layout.join("index.json")) else {
+            self.transcript
+                .push_str("(no image to report: the build failed)\n");
+            return;
+        };
+        let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
         let blob = |d: &str| {
             layout
                 .join("blobs/sha256")
@@ -380,8 +564,16 @@ impl Case {
         }
         self.transcript
             .push_str("== filesystem (changes from the busybox base)\n");
+        let user = self.built_by.clone();
+        let map = move |uid: u32, gid: u32| match &user {
+            Some(u) => (
+                HostUser::to_namespace(u.uid, &u.uids, uid),
+                HostUser::to_namespace(u.gid, &u.gids, gid),
+            ),
+            None => (uid, gid),
+        };
         self.transcript
-            .push_str(&fs_diff(&base().rootfs, &self.out.join("fs")));
+            .push_str(&fs_diff(&base().rootfs, &self.out.join("fs"), &map));
     }
 
     /// `registry [auth]`: starts Debian's docker-registry on a loopback port
@@ -437,7 +629,22 @@ impl Case {
                 continue;
             }
             let _ = writeln!(self.transcript, "$ {line}");
-            let words: Vec<String> = shell_words(line).iter().map(|w| self.expand(w)).collect();
+            let mut words: Vec<String> = shell_words(line);
+            let saved = if words.first().map(String::as_str) == Some("as-user") {
+                let Some(name) = words.get(1).cloned() else {
+                    panic!("{}: usage: as-user NAME COMMAND…", self.dir.display());
+                };
+                let user = HostUser::lookup(&name)
+                    .unwrap_or_else(|e| panic!("{}: as-user: {e}", self.dir.display()));
+                words.drain(..2);
+                let saved = (self.user.clone(), self.state.clone());
+                self.run_by = Some(user.clone());
+                self.switch_user(Some(user));
+                Some(saved)
+            } else {
+                None
+            };
+            let words: Vec<String> = words.iter().map(|w| self.expand(w)).collect();
             match words.first().map(String::as_str) {
                 Some("build") => self.build(&words[1..]),
                 Some("report") => self.report(),
@@ -447,10 +654,25 @@ impl Case {
                     self.transcript.push_str(&stdout);
                     self.transcript.push_str(&stderr);
                 }
-                Some("run") => self.run(line.trim_start_matches("run").trim_start()),
+                Some("run") => {
+                    let cmd = line.trim_start_matches("as-user").trim_start();
+                    let cmd = if saved.is_some() {
+                        cmd.split_once(char::is_whitespace)
+                            .map_or("", |(_, r)| r)
+                            .trim_start()
+                    } else {
+                        cmd
+                    };
+                    self.run(cmd.trim_start_matches("run").trim_start())
+                }
                 Some("registry") => self.registry(&words[1..]),
                 Some("machine") => self.machine(&words[1..]),
                 other => panic!("{}: unknown script command {other:?}", self.dir.display()),
+            }
+            if let Some((user, state)) = saved {
+                self.user = user;
+                self.state = state;
+                self.run_by = None;
             }
         }
     }
@@ -546,7 +768,7 @@ fn base_diff_id() -> String {
 
 /// One line describing an entry (no times: the local export keeps the
 /// build's times, which vary).
-fn describe(p: &Path) -> Option<String> {
+fn describe(p: &Path, map: &dyn Fn(u32, u32) -> (u32, u32)) -> Option<String> {
     let m = fs::symlink_metadata(p).ok()?;
     let ft = m.file_type();
     let kind = if ft.is_dir() {
@@ -558,7 +780,8 @@ fn describe(p: &Path) -> Option<String> {
     } else {
         "?"
     };
-    let mut s = format!("{kind} {:04o} {}:{}", m.mode() & 0o7777, m.uid(), m.gid());
+    let (uid, gid) = map(m.uid(), m.gid());
+    let mut s = format!("{kind} {:04o} {uid}:{gid}", m.mode() & 0o7777);
     if ft.is_file() {
         let data = fs::read(p).ok()?;
         let digest = hex::encode(Sha256::digest(&data));
@@ -602,7 +825,9 @@ fn walk(root: &Path) -> BTreeMap<String, PathBuf> {
     out
 }
 
-fn fs_diff(base: &Path, fs_dir: &Path) -> String {
+/// How the filesystem `fs_dir` differs from `base`; `map` turns the owners
+/// of `fs_dir` into the ids the image has.
+fn fs_diff(base: &Path, fs_dir: &Path, map: &dyn Fn(u32, u32) -> (u32, u32)) -> String {
     let a = walk(base);
     let b = walk(fs_dir);
     let mut out = String::new();
@@ -611,8 +836,8 @@ fn fs_diff(base: &Path, fs_dir: &Path) -> String {
     keys.dedup();
     for k in keys {
         match (
-            a.get(k).and_then(|p| describe(p)),
-            b.get(k).and_then(|p| describe(p)),
+            a.get(k).and_then(|p| describe(p, &|u, g| (u, g))),
+            b.get(k).and_then(|p| describe(p, map)),
         ) {
             (None, Some(d)) => {
                 let _ = writeln!(out, "+ /{k}  {d}");
@@ -629,8 +854,8 @@ fn fs_diff(base: &Path, fs_dir: &Path) -> String {
     out
 }
 
-fn run_case(dir: &Path) -> Result<(), Failed> {
-    let mut c = Case::new(dir);
+fn run_case(dir: &Path, user: Option<HostUser>) -> Result<(), Failed> {
+    let mut c = Case::new_as(dir, user);
     c.script();
     let transcript = std::mem::take(&mut c.transcript);
     drop(c.tmp);
@@ -651,9 +876,17 @@ fn main() {
         eprintln!("the build tests need /bin/busybox: install Debian's busybox-static");
         std::process::exit(1);
     }
+    // CI creates the rootless user and insists that the rootless cases run.
+    if root
+        && std::env::var_os("KILN_TEST_REQUIRE_ROOTLESS").is_some_and(|v| v == "1")
+        && let Err(why) = HostUser::lookup(ROOTLESS_USER)
+    {
+        eprintln!("KILN_TEST_REQUIRE_ROOTLESS=1 but the rootless cases cannot run: {why}");
+        std::process::exit(1);
+    }
     let mut trials: Vec<Trial> = case_dirs(&testdata().join("build"))
         .into_iter()
-        .map(|dir| {
+        .flat_map(|dir| {
             let name = dir.file_name().unwrap().to_string_lossy().into_owned();
             // Cases that start a registry need docker-registry too.
             let needs_registry = fs::read_to_string(dir.join("script"))
@@ -664,7 +897,39 @@ fn main() {
             }
             let runnable =
                 root && !(needs_registry && registry_unavailable.is_some()) && unmet.is_none();
-            Trial::test(name, move || run_case(&dir)).with_ignored_flag(!runnable)
+            let mut trials = Vec::new();
+            // Cases that run kiln as a user need that user.
+            let users: Vec<String> = fs::read_to_string(dir.join("script"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("as-user "))
+                .filter_map(|r| r.split_whitespace().next().map(str::to_owned))
+                .collect();
+            let missing = users.iter().find_map(|u| HostUser::lookup(u).err());
+            if let Some(why) = &missing
+                && root
+            {
+                eprintln!("build case {name} ignored: {why}");
+            }
+            let d = dir.clone();
+            trials.push(
+                Trial::test(name.clone(), move || run_case(&d, None))
+                    .with_ignored_flag(!runnable || missing.is_some()),
+            );
+            if dir.join("rootless").exists() {
+                let user = HostUser::lookup(ROOTLESS_USER);
+                if let (Err(why), true) = (&user, root) {
+                    eprintln!("build case {name}-rootless ignored: {why}");
+                }
+                let ok = user.is_ok();
+                trials.push(
+                    Trial::test(format!("{name}-rootless"), move || {
+                        run_case(&dir, Some(user.map_err(Failed::from)?))
+                    })
+                    .with_ignored_flag(!runnable || !ok),
+                );
+            }
+            trials
         })
         .collect();
     let realistic = root && std::env::var_os("KILN_TEST_REALISTIC").is_some_and(|v| v == "1");

@@ -5,7 +5,7 @@
 //!   expected `output` (exit code, stdout, stderr).
 //! * Every frontend case (`testdata/frontend/{ok,err}`) is also planned through
 //!   the binary: ok cases must plan in every format, err cases must fail with
-//!   exit code 1 and print the expected diagnostic.
+//!   exit code 2 (bad input) and print the expected diagnostic.
 
 #![allow(clippy::print_stderr)]
 
@@ -163,9 +163,9 @@ fn reports_every_frontend_err_case() {
         } else {
             String::new()
         };
-        if r.code != 1 || (!wanted.is_empty() && !r.stderr.ends_with(&wanted)) {
+        if r.code != 2 || (!wanted.is_empty() && !r.stderr.ends_with(&wanted)) {
             failures.push(format!(
-                "{}: exit {} (want 1)\n--- stderr\n{}--- want suffix\n{wanted}",
+                "{}: exit {} (want 2)\n--- stderr\n{}--- want suffix\n{wanted}",
                 case.display(),
                 r.code,
                 r.stderr

@@ -38,6 +38,7 @@
 
 mod helper;
 mod plan;
+pub mod rootless;
 mod spec;
 mod sys;
 pub mod users;

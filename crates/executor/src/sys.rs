@@ -1,10 +1,13 @@
 //! The few system calls that need `unsafe`: `fork`, resetting signal
-//! dispositions, and bringing up the loopback interface. Everything else goes
+//! dispositions, bringing up the loopback interface, and, for rootless mode,
+//! adopting inherited pipe descriptors and ignoring Ctrl-C in the waiting
+//! parent. Everything else goes
 //! through `nix`'s safe wrappers.
 
 #![allow(unsafe_code)]
 
 use std::io;
+use std::os::fd::OwnedFd;
 
 use nix::unistd::{ForkResult, fork};
 
@@ -74,4 +77,24 @@ pub(crate) fn reset_signals() -> io::Result<()> {
         };
     }
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(io::Error::from)
+}
+
+/// Takes ownership of the two pipe descriptors a rootless parent passed
+/// down (`rootless::SYNC_ENV`), so they are closed when dropped.
+pub(crate) fn adopt_fds(r: i32, w: i32) -> (OwnedFd, OwnedFd) {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: the caller checked that both are open descriptors (>= 3, in
+    // /proc/self/fd) inherited for this purpose; nothing else in the
+    // process owns them (it has only just started).
+    unsafe { (OwnedFd::from_raw_fd(r), OwnedFd::from_raw_fd(w)) }
+}
+
+/// Ignores SIGINT and SIGQUIT in the rootless parent, which only waits for
+/// its child: the terminal sends them to both, and the child decides.
+pub(crate) fn ignore_interrupts() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    for sig in [Signal::SIGINT, Signal::SIGQUIT] {
+        // SAFETY: SIG_IGN installs no handler code.
+        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+    }
 }

@@ -65,7 +65,10 @@ pub mod unpack;
 
 pub use export::{ExportError, TarOptions, TarStats, write_layer_tar};
 pub use listing::{tar_listing, tar_listing_with_digests};
-pub use mount::{MountError, MountGuard, mount_overlay, private_mount_namespace};
+pub use mount::{
+    MountError, MountGuard, in_user_namespace, mount_overlay, opaque_xattr,
+    private_mount_namespace, probe_overlay,
+};
 pub use securejoin::{ResolveError, resolve_in_root};
 pub use store::{Layer, LayerDraft, LayerId, LayerMeta, LayerStore, StoreError};
 pub use unpack::{ExtractOptions, UnpackError, UnpackStats, extract_archive, unpack_layer};

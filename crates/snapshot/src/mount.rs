@@ -10,10 +10,11 @@
 //! [`crate::write_layer_tar`] turns into an OCI layer. (With `redirect_dir`
 //! a renamed directory would be a redirect xattr pointing into a lower
 //! layer; with `metacopy` a chmod would copy up metadata only; both make the
-//! upper meaningless without its lowers.) Mounting as an unprivileged user
-//! (rootless, later) needs the `userxattr` option (kernel ≥ 5.11): overlay
-//! then uses `user.overlay.*` xattrs, which the tar writer already
-//! understands.
+//! upper meaningless without its lowers.) In a user namespace (rootless
+//! mode, [`in_user_namespace`]) every overlay also gets `userxattr` (kernel
+//! ≥ 5.11): overlay then keeps its markers in `user.overlay.*` xattrs, which
+//! an unprivileged process may write, the unpacker writes too
+//! ([`opaque_xattr`]) and the tar writer understands.
 //!
 //! ## How many layers
 //!
@@ -45,6 +46,71 @@ pub const OVERLAY_FIXED_OPTIONS: [(&str, &str); 3] = [
     ("redirect_dir", "off"),
     ("metacopy", "off"),
 ];
+
+/// Whether this process runs in a user namespace other than the initial one
+/// (its `uid_map` is not the identity map of every id): rootless mode.
+/// Computed once.
+pub fn in_user_namespace() -> bool {
+    static IN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *IN.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| {
+            let fields: Vec<&str> = m.split_whitespace().collect();
+            fields != ["0", "0", "4294967295"]
+        })
+    })
+}
+
+/// The xattr that marks an opaque directory in a layer: `trusted.overlay.opaque`,
+/// or `user.overlay.opaque` in a user namespace (where overlay is mounted
+/// with `userxattr` and `trusted.*` cannot be written).
+pub fn opaque_xattr() -> &'static str {
+    if in_user_namespace() {
+        "user.overlay.opaque"
+    } else {
+        "trusted.overlay.opaque"
+    }
+}
+
+/// Mounts a tiny overlay (one lower, an upper, a work dir) under `scratch`
+/// and unmounts it: whether overlay can be used here, as this process is
+/// (rootless mode checks it once, before a build).
+pub fn probe_overlay(scratch: &Path) -> Result<(), MountError> {
+    let dir = tempfile::Builder::new()
+        .prefix("overlay-probe-")
+        .tempdir_in(scratch)
+        .map_err(|source| MountError::EmptyDir {
+            target: scratch.to_path_buf(),
+            source,
+        })?;
+    let sub = |n: &str| {
+        let p = dir.path().join(n);
+        std::fs::create_dir(&p).map(|()| p)
+    };
+    let made =
+        (|| Ok::<_, io::Error>((sub("lower")?, sub("upper")?, sub("work")?, sub("merged")?)))();
+    let (lower, upper, work, merged) = made.map_err(|source| MountError::EmptyDir {
+        target: dir.path().to_path_buf(),
+        source,
+    })?;
+    let guard = mount_overlay(&[lower], Some((&upper, &work)), &merged)?;
+    guard.unmount()
+}
+
+/// [`OVERLAY_FIXED_OPTIONS`], except in a user namespace: there
+/// `redirect_dir=nofollow`, since `userxattr` refuses `off` (which the
+/// kernel reads as `follow` when `redirect_always_follow` is set); redirects
+/// are neither created nor followed, so uppers stay plain diffs all the same.
+fn overlay_fixed_options() -> [(&'static str, &'static str); 3] {
+    if in_user_namespace() {
+        [
+            ("index", "off"),
+            ("redirect_dir", "nofollow"),
+            ("metacopy", "off"),
+        ]
+    } else {
+        OVERLAY_FIXED_OPTIONS
+    }
+}
 
 /// Errors of the mount functions. Each names the mount target or the path
 /// involved.
@@ -322,11 +388,14 @@ pub(crate) fn overlay_options(lowers: &[&Path], upper: Option<(&Path, &Path)>) -
         opts.extend_from_slice(b",workdir=");
         escape_option_path(&mut opts, work);
     }
-    for (k, v) in OVERLAY_FIXED_OPTIONS {
+    for (k, v) in overlay_fixed_options() {
         opts.push(b',');
         opts.extend_from_slice(k.as_bytes());
         opts.push(b'=');
         opts.extend_from_slice(v.as_bytes());
+    }
+    if in_user_namespace() {
+        opts.extend_from_slice(b",userxattr");
     }
     opts
 }
@@ -450,9 +519,13 @@ fn mount_overlay_fsconfig(
         rustix::mount::fsconfig_set_string(&fd, "workdir", work)
             .map_err(|e| fail("fsconfig(workdir)", Some(&fd), e))?;
     }
-    for (k, v) in OVERLAY_FIXED_OPTIONS {
+    for (k, v) in overlay_fixed_options() {
         rustix::mount::fsconfig_set_string(&fd, k, v)
             .map_err(|e| fail("fsconfig(options)", Some(&fd), e))?;
+    }
+    if in_user_namespace() {
+        rustix::mount::fsconfig_set_flag(&fd, "userxattr")
+            .map_err(|e| fail("fsconfig(userxattr)", Some(&fd), e))?;
     }
     rustix::mount::fsconfig_create(&fd).map_err(|e| fail("fsconfig(create)", Some(&fd), e))?;
     let attrs = if upper.is_none() {
@@ -504,9 +577,16 @@ mod tests {
         let a = Path::new("/s/aaa/diff");
         let b = Path::new("/s/b:b,b\\/diff");
         let opts = overlay_options(&[a, b], Some((Path::new("/u"), Path::new("/w"))));
+        let (redirect, userxattr) = if in_user_namespace() {
+            ("nofollow", ",userxattr")
+        } else {
+            ("off", "")
+        };
         assert_eq!(
             String::from_utf8(opts).unwrap(),
-            "lowerdir=/s/b\\:b\\,b\\\\/diff:/s/aaa/diff,upperdir=/u,workdir=/w,index=off,redirect_dir=off,metacopy=off"
+            format!(
+                "lowerdir=/s/b\\:b\\,b\\\\/diff:/s/aaa/diff,upperdir=/u,workdir=/w,index=off,redirect_dir={redirect},metacopy=off{userxattr}"
+            )
         );
     }
 }

@@ -16,7 +16,8 @@
 //!   this same tar already put a real `<name>` there: a file of this layer
 //!   hides the lower one by itself (the OCI spec: a whiteout applies to
 //!   lower layers only); a directory of this layer is made opaque.
-//!   `.wh..wh..opq` → `trusted.overlay.opaque=y` on its directory. Other
+//!   `.wh..wh..opq` → `trusted.overlay.opaque=y` (`user.overlay.opaque=y`
+//!   in a user namespace, see [`crate::mount`]) on its directory. Other
 //!   `.wh..wh.*` names (AUFS metadata) are skipped, as moby does.
 //! - A directory created over a whiteout of the same tar (`.wh.x` then
 //!   `x/`), or implied under one, is made opaque: the tar said "delete the
@@ -94,6 +95,9 @@ pub struct UnpackStats {
     pub bytes: u64,
     /// Whiteouts and opaque markers converted (layer mode only).
     pub whiteouts: u64,
+    /// Character and block devices left out because this process runs in a
+    /// user namespace (rootless), which may not create them.
+    pub skipped_devices: u64,
 }
 
 /// Errors of [`unpack_layer`] and [`extract_archive`]. Each names the tar
@@ -177,8 +181,6 @@ fn after(entry: &Option<String>) -> String {
         .map(|e| format!(" after entry {e:?}"))
         .unwrap_or_default()
 }
-
-const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 /// Unpacks an uncompressed OCI layer tar into `diff_dir` (normally a fresh
 /// [`crate::LayerDraft::diff_dir`]) in overlay upper-dir format. See the
@@ -430,7 +432,11 @@ impl Unpacker {
     }
 
     fn set_opaque(&mut self, entry: &str, dir: &Path) -> Result<(), UnpackError> {
-        xattr::set(dir, OPAQUE_XATTR, b"y").map_err(self.io(entry, "marking opaque", dir))?;
+        xattr::set(dir, crate::mount::opaque_xattr(), b"y").map_err(self.io(
+            entry,
+            "marking opaque",
+            dir,
+        ))?;
         self.stats.whiteouts += 1;
         Ok(())
     }
@@ -699,6 +705,12 @@ impl Unpacker {
                 SFlag::S_IFIFO
             };
             let dev = nix::sys::stat::makedev(u64::from(info.dev.0), u64::from(info.dev.1));
+            if kind != SFlag::S_IFIFO && crate::mount::in_user_namespace() {
+                // A user namespace may not create device nodes: skipped, as
+                // containerd and BuildKit do in rootless mode.
+                self.stats.skipped_devices += 1;
+                return Ok(());
+            }
             nix::sys::stat::mknod(dst, kind, perm, dev)
                 .map_err(|err| self.io(e, "mknod", dst)(err.into()))?;
         } else {

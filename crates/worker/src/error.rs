@@ -44,6 +44,10 @@ pub enum Error {
     /// The build was cancelled (Ctrl-C).
     #[error("build cancelled")]
     Cancelled,
+    /// A registry or the network failed (pull, push), already phrased for
+    /// the user: the cli exits with its registry code.
+    #[error("{0}")]
+    Registry(String),
     /// Anything else, already phrased for the user.
     #[error("{0}")]
     Other(String),

@@ -55,7 +55,7 @@ pub struct Pulled {
 }
 
 fn err(reference: &impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
-    Error::Other(format!("{reference}: {e}"))
+    Error::Registry(format!("{reference}: {e}"))
 }
 
 /// The compression a layer media type says.
@@ -85,7 +85,7 @@ pub fn pull(
     log(&format!("resolve {reference}"));
     let resolved = client
         .resolve(&reference, platform)
-        .map_err(|e| Error::Other(e.to_string()))?;
+        .map_err(|e| Error::Registry(e.to_string()))?;
     let mut stored = Vec::new();
     for m in resolved.index.iter().chain([&resolved.manifest]) {
         let blob = state.content.put_bytes(&m.bytes)?;
@@ -228,7 +228,7 @@ fn fetch(
     }
     client
         .fetch_blob(reference, desc, &state.content, &|_| {})
-        .map_err(|e| Error::Other(e.to_string()))?;
+        .map_err(|e| Error::Registry(e.to_string()))?;
     downloaded.fetch_add(usize::try_from(desc.size).unwrap_or(0), Ordering::SeqCst);
     Ok(())
 }
@@ -398,7 +398,7 @@ pub fn push_index(
             .unwrap_or_else(|| index.digest.to_string());
         let pushed = client
             .put_manifest(&reference, &tag, &index.media_type, &bytes)
-            .map_err(|e| Error::Other(e.to_string()))?;
+            .map_err(|e| Error::Registry(e.to_string()))?;
         if pushed != index.digest {
             return Err(err(
                 &reference,
@@ -456,7 +456,7 @@ fn push_manifest(
     })?;
     let pushed = client
         .put_manifest(reference, tag, &manifest.media_type, &bytes)
-        .map_err(|e| Error::Other(e.to_string()))?;
+        .map_err(|e| Error::Registry(e.to_string()))?;
     if pushed != manifest.digest {
         return Err(err(
             reference,
@@ -493,5 +493,5 @@ fn push_blob(
                 .map(|f| Box::new(std::io::BufReader::new(f)) as Box<dyn std::io::Read + Send>)
                 .map_err(std::io::Error::other)
         })
-        .map_err(|e| Error::Other(e.to_string()))
+        .map_err(|e| Error::Registry(e.to_string()))
 }
