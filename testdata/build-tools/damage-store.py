@@ -5,7 +5,8 @@ the image built last, whose layers are damaged).
 - the blob of the image's top layer gets a byte appended (corrupt);
 - the snapshot of its second layer loses its meta.json;
 - the blob of its third layer is deleted (its layer record points at nothing);
-- one cache entry is overwritten with bytes that do not decode.
+- the cache entry of the image's last step is overwritten with bytes that
+  do not decode (that step runs again).
 """
 import glob
 import json
@@ -35,7 +36,12 @@ others = [
     and "kiln.diff_id" not in json.load(open(m)).get("labels", {})
 ]
 os.remove(others[0])
-entry = sorted(glob.glob(os.path.join(state, "cache", "??", "*")))[0]
+# The entry of the image's last step: the one whose value is its layers.
+entry = next(
+    e
+    for e in sorted(glob.glob(os.path.join(state, "cache", "??", "*")))
+    if json.load(open(e)).get("layers") == snapshots
+)
 with open(entry, "w") as f:
     f.write("garbage\n")
 print("damaged: 1 corrupt blob, 1 missing blob, 1 snapshot without metadata, 1 cache entry")

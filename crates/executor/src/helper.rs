@@ -111,7 +111,15 @@ fn helper() -> Result<i32, String> {
         Status::SetupError(_) => 125,
     };
     let body = serde_json::to_vec(&status).map_err(|e| e.to_string())?;
-    fs::write(&req.status, body).map_err(|e| format!("writing {}: {e}", req.status.display()))?;
+    // Over the bytes the parent reserved (no truncation: a full disk has no
+    // room for new blocks).
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&req.status)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &body))
+        .map_err(|e| format!("writing {}: {e}", req.status.display()))?;
     Ok(code)
 }
 

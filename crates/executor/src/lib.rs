@@ -38,6 +38,9 @@
 
 mod helper;
 mod plan;
+/// Bytes reserved for the helper's status file (a status is far smaller).
+const STATUS_RESERVE: usize = 4096;
+
 pub mod rootless;
 mod spec;
 mod sys;
@@ -156,7 +159,11 @@ impl Executor for NamespaceExecutor {
         let mut status_path = spec.rootfs.mountpoint.clone().into_os_string();
         status_path.push(".status");
         let status_path = PathBuf::from(status_path);
-        let _ = std::fs::remove_file(&status_path);
+        // The helper overwrites these bytes with its status (JSON, then spaces,
+        // which JSON allows): reserved now, so that a step that fills the disk
+        // still has its status written.
+        std::fs::write(&status_path, [b' '; STATUS_RESERVE])
+            .map_err(|e| ExecError::Helper(format!("reserving {}: {e}", status_path.display())))?;
         let req = Request {
             spec: spec.clone(),
             status: status_path.clone(),
