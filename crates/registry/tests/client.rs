@@ -319,6 +319,40 @@ fn retries() -> Result<(), Failed> {
     Ok(())
 }
 
+/// Uploads interrupted at each step (the upload session's start, its data,
+/// its commit) restart cleanly: the push succeeds and what a pull gets is
+/// the image, byte for byte.
+fn interrupted_pushes() -> Result<(), Failed> {
+    let reg = Registry::start(RegistryOptions::anonymous())?;
+    let proxy = FaultProxy::start(&reg.addr(), false)?;
+    let c = client();
+    let host = proxy.addr();
+    let img = image(&Platform::new("linux", "amd64", ""), 50);
+    proxy.inject("POST", "/blobs/uploads/", Fault::Drop, 1);
+    proxy.inject("PATCH", "/blobs/uploads/", Fault::Drop, 1);
+    proxy.inject("PUT", "/blobs/uploads/", Fault::Drop, 1);
+    proxy.inject("PUT", "/blobs/uploads/", Fault::Status(500), 1);
+    push(&c, &img, &format!("{host}/interrupted"), "1", None);
+    // Every fault was met (and answered by a retry or a new upload).
+    check(proxy.pending_faults() == 0, "an injected fault never fired")?;
+    let repo = r(&format!("{host}/interrupted"));
+    let (dir, store) = empty_store();
+    for d in std::iter::once(&img.config).chain(&img.layers) {
+        c.fetch_blob(&repo, d, &store, &|_| {})
+            .map_err(|e| e.to_string())?;
+        check(
+            store.read(&d.digest)? == img.store.read(&d.digest)?,
+            "a pushed blob differs",
+        )?;
+    }
+    check(leftovers(dir.path()) == 0, "ingest files left")?;
+    Ok(())
+}
+
+fn check(cond: bool, what: &str) -> Result<(), Failed> {
+    if cond { Ok(()) } else { Err(what.into()) }
+}
+
 /// A corrupt or truncated blob never enters the store; a transient
 /// truncation is retried.
 fn verification() -> Result<(), Failed> {
@@ -425,10 +459,11 @@ fn main() {
     if let Some(why) = &skip {
         eprintln!("registry tests ignored: {why}");
     }
-    let tests: [(&str, TestFn); 6] = [
+    let tests: [(&str, TestFn); 7] = [
         ("round_trip", round_trip),
         ("platforms", platforms),
         ("retries", retries),
+        ("interrupted_pushes", interrupted_pushes),
         ("verification", verification),
         ("redirects", redirects),
         ("basic_auth_tls", basic_auth_tls),

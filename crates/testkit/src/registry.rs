@@ -317,6 +317,11 @@ impl FaultProxy {
         lock(&self.state).rules.clear();
     }
 
+    /// Injected faults not met yet (0: every fault fired).
+    pub fn pending_faults(&self) -> u32 {
+        lock(&self.state).rules.iter().map(|r| r.remaining).sum()
+    }
+
     /// How many requests so far had this method and a path containing this.
     pub fn count(&self, method: &str, path_contains: &str) -> usize {
         let prefix = format!("{method} ");
