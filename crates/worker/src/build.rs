@@ -361,35 +361,39 @@ pub async fn build(
         }
     };
     stop()?;
-    let stage = def.target_stage();
     let clamp = req.source_date_epoch;
     let needs_image = req.outputs.iter().any(Output::needs_image);
-    let inline_cache = inline.then(|| {
-        cache_exchange::InlineRecords::select(
-            state,
-            &cache.records(),
-            &cache.links(),
-            &result_layers,
-        )
-    });
-    let image = if needs_image {
-        let history = base_history(state, def, def.target_stage)?;
-        let platform: Platform = stage.platform.clone();
-        Some(image::commit(
+    // A platform's image: its target stage's config over its layers (`names`
+    // as the solve gave them, `layers` unpacked), with its chain's records
+    // when an inline cache is asked for.
+    let commit_image = |d: &Definition,
+                        names: &[String],
+                        layers: &[LayerId]|
+     -> Result<(image::Committed, Option<usize>), Error> {
+        let history = base_history(state, d, d.target_stage)?;
+        let inline_cache = inline.then(|| {
+            cache_exchange::InlineRecords::select(state, &cache.records(), &cache.links(), names)
+        });
+        let committed = image::commit(
             state,
             &CommitRequest {
-                config: &stage.config,
-                platform: &platform,
-                layers: &layers,
+                config: &d.target_stage().config,
+                platform: &d.target_stage().platform,
+                layers,
                 base_history: &history,
                 epoch: clamp,
                 now: req.now,
                 clamp,
                 inline_cache: inline_cache.as_ref(),
             },
-        )?)
+        )?;
+        Ok((committed, inline_cache.map(|i| i.len())))
+    };
+    let (image, inline_records) = if needs_image {
+        let (img, n) = commit_image(def, &result_layers, &layers)?;
+        (Some(img), n)
     } else {
-        None
+        (None, None)
     };
     let mut manifests = Vec::new();
     let mut platform_images = Vec::new();
@@ -399,30 +403,8 @@ pub async fn build(
             let committed = match (&image, i) {
                 (Some(img), 0) => Some(img.clone()),
                 (Some(_), _) => {
-                    let history = base_history(state, d, d.target_stage)?;
                     let (names, layers) = platform_layers.get(i).cloned().unwrap_or_default();
-                    // Each platform's image carries the records of its own chain.
-                    let inline_cache = inline.then(|| {
-                        cache_exchange::InlineRecords::select(
-                            state,
-                            &cache.records(),
-                            &cache.links(),
-                            &names,
-                        )
-                    });
-                    Some(image::commit(
-                        state,
-                        &CommitRequest {
-                            config: &d.target_stage().config,
-                            platform: &platform,
-                            layers: &layers,
-                            base_history: &history,
-                            epoch: clamp,
-                            now: req.now,
-                            clamp,
-                            inline_cache: inline_cache.as_ref(),
-                        },
-                    )?)
+                    Some(commit_image(d, &names, &layers)?.0)
                 }
                 (None, _) => None,
             };
@@ -505,10 +487,9 @@ pub async fn build(
             mounts.into_iter().collect::<Vec<_>>(),
         )
     };
-    if let Some(i) = &inline_cache {
+    if let Some(n) = inline_records {
         (req.log)(&format!(
-            "wrote an inline cache ({} records) into the image config",
-            i.len()
+            "wrote an inline cache ({n} records) into the image config"
         ));
     }
     let all_results: Vec<Vec<String>> = platform_layers.iter().map(|(n, _)| n.clone()).collect();
