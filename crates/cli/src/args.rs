@@ -309,6 +309,15 @@ pub struct BuildArgs {
     /// if the images are not identical. Exit status 1 when they differ.
     #[arg(long = "check-reproducible")]
     pub check_reproducible: bool,
+
+    /// Memory limit of each RUN step (bytes, or with a unit: 512m, 2g), as
+    /// `docker build --memory`; a step over it is killed and says so.
+    #[arg(short = 'm', long = "memory", value_name = "SIZE")]
+    pub memory: Option<String>,
+
+    /// Most processes (and threads) each RUN step may have at once.
+    #[arg(long = "pids-limit", value_name = "N")]
+    pub pids_limit: Option<u64>,
 }
 
 impl BuildArgs {
@@ -335,6 +344,8 @@ impl BuildArgs {
         check(self.check_reproducible, "--check-reproducible");
         check(self.call.is_some(), "--call");
         check(self.check, "--check");
+        check(self.memory.is_some(), "--memory");
+        check(self.pids_limit.is_some(), "--pids-limit");
         out
     }
 

@@ -242,6 +242,36 @@ fn report_step(file: &SourceFile, e: &kiln_worker::StepError, tail: &[String]) -
     s
 }
 
+/// `--memory` and `--pids-limit`.
+fn limits(args: &BuildArgs) -> Result<kiln_executor::Limits, Failure> {
+    let memory = match &args.memory {
+        None => None,
+        Some(s) => match crate::prune::parse_size(s) {
+            // Docker's minimum: below it nothing starts.
+            Some(n) if n >= 6 * 1024 * 1024 => Some(n),
+            Some(_) => {
+                return Err(Failure::Usage(format!(
+                    "--memory {s:?}: the minimum is 6MB, as for docker build"
+                )));
+            }
+            None => {
+                return Err(Failure::Usage(format!(
+                    "invalid --memory {s:?}: expected a size such as 512m or 2g"
+                )));
+            }
+        },
+    };
+    if args.pids_limit == Some(0) {
+        return Err(Failure::Usage(
+            "--pids-limit 0: a step needs at least one process".to_owned(),
+        ));
+    }
+    Ok(kiln_executor::Limits {
+        memory,
+        pids: args.pids_limit,
+    })
+}
+
 /// Whether a message says a write failed for want of space (ENOSPC, from
 /// kiln or from a step's own output).
 fn is_no_space(s: &str) -> bool {
@@ -484,6 +514,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         now: now(),
         executor,
         hostname: HOSTNAME.to_owned(),
+        limits: limits(args)?,
         grants,
         registry: Some(client.clone()),
         log,

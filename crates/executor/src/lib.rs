@@ -36,6 +36,7 @@
 //! ([`users`]). The only `unsafe` code is in `sys.rs`: `fork`, resetting
 //! signal dispositions, and one `ioctl`.
 
+mod cgroup;
 mod helper;
 mod plan;
 /// Bytes reserved for the helper's status file (a status is far smaller).
@@ -52,6 +53,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+pub use cgroup::Limits;
 pub use helper::helper_main;
 pub use spec::{ExtraMount, MountKind, Network, Rootfs, RunSpec, SecretData};
 
@@ -178,10 +180,20 @@ impl Executor for NamespaceExecutor {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
+        // Made before the helper starts, filled before it reads its request:
+        // every process of the step starts inside the limits.
+        let cgroup = cgroup::StepCgroup::create(&spec.limits)?;
         let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
             program: self.program.clone(),
             source,
         })?;
+        if let Some(cg) = &cgroup
+            && let Err(e) = cg.add(child.id())
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
         if let Some(mut stdin) = child.stdin.take() {
             stdin.write_all(&body).map_err(|source| ExecError::Io {
                 what: "sending the step to the helper".to_owned(),
@@ -219,6 +231,20 @@ impl Executor for NamespaceExecutor {
         }
         let status = std::fs::read(&status_path).ok();
         let _ = std::fs::remove_file(&status_path);
+        if let Some(cg) = &cgroup
+            && cg.oom_killed()
+        {
+            let limit = spec.limits.memory.unwrap_or_default();
+            output(
+                Stream::Stderr,
+                format!(
+                    "kiln: a process of this step was killed for want of memory \
+                     (--memory {limit} bytes)\n"
+                )
+                .as_bytes(),
+            );
+        }
+        drop(cgroup);
         match status.and_then(|b| serde_json::from_slice::<Status>(&b).ok()) {
             Some(Status::Exited(c)) => Ok(ExitStatus::Code(c)),
             Some(Status::Signaled(s)) => Ok(ExitStatus::Signal(s)),

@@ -91,6 +91,9 @@ pub struct RunSpec {
     /// masked or read-only `/proc` paths.
     #[serde(default)]
     pub privileged: bool,
+    /// Memory and process limits (`kiln build --memory`, `--pids-limit`).
+    #[serde(default)]
+    pub limits: crate::cgroup::Limits,
 }
 
 /// What the caller sends the helper on stdin.

@@ -89,6 +89,7 @@ fn setup(args: &[&str]) -> Run {
         network: Network::Host,
         mounts: Vec::new(),
         privileged: false,
+        limits: Default::default(),
     };
     Run {
         _dir: dir,

@@ -45,6 +45,8 @@ pub struct BuildRequest {
     pub executor: Arc<dyn Executor>,
     /// Hostname of RUN steps.
     pub hostname: String,
+    /// Memory and process limits of RUN steps (never part of a cache key).
+    pub limits: kiln_executor::Limits,
     /// Secrets, SSH agents and entitlements of RUN steps.
     pub grants: crate::mounts::ExecGrants,
     /// The registry client, for `Output::Registry`.
@@ -248,6 +250,7 @@ pub async fn build(
         ExecSettings {
             hostname: req.hostname.clone(),
             grants: Arc::new(req.grants.clone()),
+            limits: req.limits,
         },
     );
     worker = worker.with_explainer(crate::explain::Explainer {

@@ -102,6 +102,7 @@ pub fn execute(
         },
         mounts: prepared.mounts.clone(),
         privileged: e.security == Security::Insecure,
+        limits: w.exec.limits,
     };
     let mut output = |stream: Stream, data: &[u8]| {
         let s = match stream {

@@ -32,6 +32,8 @@ pub struct ExecSettings {
     pub hostname: String,
     /// Secrets, SSH agents and entitlements granted to RUN steps.
     pub grants: std::sync::Arc<crate::mounts::ExecGrants>,
+    /// Memory and process limits of RUN steps.
+    pub limits: kiln_executor::Limits,
 }
 
 /// The worker of one build.

@@ -1,0 +1,249 @@
+//! Resource limits of a RUN step (`kiln build --memory`, `--pids-limit`): a
+//! control group per step, made before the step's helper reads its request
+//! (so every process of the step starts inside it) and removed when the step
+//! is over.
+//!
+//! Both cgroup layouts are handled, because build machines have both:
+//!
+//! - **v2** (`/sys/fs/cgroup/cgroup.controllers` exists, or a unified
+//!   hierarchy mounted elsewhere that has the controllers): the step's group
+//!   is a child of kiln's own group. A v2 group with processes cannot hand
+//!   controllers to its children, so kiln first moves itself into a leaf
+//!   child `kiln-<pid>` of its group (once), then enables `memory` and
+//!   `pids` in its group's `cgroup.subtree_control`.
+//! - **v1** (one hierarchy per controller, `/sys/fs/cgroup/memory`,
+//!   `/sys/fs/cgroup/pids`): a child of kiln's group in each hierarchy that
+//!   has a limit to set.
+//!
+//! Limits never enter a cache key (as in BuildKit: a step's result does not
+//! depend on them); a step killed for want of memory fails, and the failure
+//! says so.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ExecError;
+
+/// Limits on a step's processes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Memory (bytes) the step's processes may use together.
+    pub memory: Option<u64>,
+    /// How many processes (and threads) the step may have at once.
+    pub pids: Option<u64>,
+}
+
+impl Limits {
+    /// Whether any limit is set.
+    pub fn any(&self) -> bool {
+        self.memory.is_some() || self.pids.is_some()
+    }
+}
+
+/// The control groups of one step; removed on drop.
+#[derive(Debug)]
+pub struct StepCgroup {
+    /// (directory, v2) of each group made.
+    dirs: Vec<(PathBuf, bool)>,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn err(what: impl std::fmt::Display) -> ExecError {
+    ExecError::Helper(format!("resource limits (--memory, --pids-limit): {what}"))
+}
+
+fn write(path: &Path, value: &str) -> Result<(), ExecError> {
+    fs::write(path, value).map_err(|e| err(format!("writing {value:?} to {}: {e}", path.display())))
+}
+
+/// The group of this process in the hierarchy of `controller` (`""`: v2), from
+/// `/proc/self/cgroup`.
+fn own_group(controller: &str) -> Option<String> {
+    let text = fs::read_to_string("/proc/self/cgroup").ok()?;
+    text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let matches = if controller.is_empty() {
+            ctrls.is_empty()
+        } else {
+            ctrls.split(',').any(|c| c == controller)
+        };
+        matches.then(|| path.to_owned())
+    })
+}
+
+/// Where the v2 hierarchy is mounted, if it has the controllers needed.
+fn v2_root(limits: &Limits) -> Option<PathBuf> {
+    for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        let root = PathBuf::from(root);
+        let Ok(ctrls) = fs::read_to_string(root.join("cgroup.controllers")) else {
+            continue;
+        };
+        let has = |c: &str| ctrls.split_whitespace().any(|x| x == c);
+        if (limits.memory.is_none() || has("memory")) && (limits.pids.is_none() || has("pids")) {
+            return Some(root);
+        }
+    }
+    None
+}
+
+impl StepCgroup {
+    /// Makes the step's groups with `limits` set (`None` when there are no
+    /// limits). Fails with the reason when the host does not let kiln make
+    /// them (no cgroup filesystem, no write access — rootless kiln without
+    /// a delegated group).
+    pub fn create(limits: &Limits) -> Result<Option<StepCgroup>, ExecError> {
+        if !limits.any() {
+            return Ok(None);
+        }
+        let name = format!(
+            "kiln-step-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut cg = StepCgroup { dirs: Vec::new() };
+        if let Some(root) = v2_root(limits) {
+            let own =
+                own_group("").ok_or_else(|| err("no cgroup v2 entry in /proc/self/cgroup"))?;
+            let parent = root.join(own.trim_start_matches('/'));
+            enable_controllers_v2(&parent, limits)?;
+            let dir = parent.join(&name);
+            fs::create_dir(&dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
+            cg.dirs.push((dir.clone(), true));
+            if let Some(m) = limits.memory {
+                write(&dir.join("memory.max"), &m.to_string())?;
+                // No swap beyond the limit, as `docker run --memory` with
+                // swap accounting off behaves.
+                let _ = fs::write(dir.join("memory.swap.max"), "0");
+            }
+            if let Some(p) = limits.pids {
+                write(&dir.join("pids.max"), &p.to_string())?;
+            }
+            return Ok(Some(cg));
+        }
+        for (controller, file, value) in [
+            ("memory", "memory.limit_in_bytes", limits.memory),
+            ("pids", "pids.max", limits.pids),
+        ] {
+            let Some(value) = value else { continue };
+            let root = Path::new("/sys/fs/cgroup").join(controller);
+            let own = own_group(controller).ok_or_else(|| {
+                err(format!(
+                    "this host has no cgroup v1 {controller} hierarchy and no cgroup v2 with \
+                     the {controller} controller"
+                ))
+            })?;
+            let dir = root.join(own.trim_start_matches('/')).join(&name);
+            fs::create_dir(&dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
+            cg.dirs.push((dir.clone(), false));
+            write(&dir.join(file), &value.to_string())?;
+            if controller == "memory" {
+                let _ = fs::write(dir.join("memory.memsw.limit_in_bytes"), value.to_string());
+            }
+        }
+        Ok(Some(cg))
+    }
+
+    /// Moves process `pid` (the step's helper, before it starts the step)
+    /// into the groups.
+    pub fn add(&self, pid: u32) -> Result<(), ExecError> {
+        for (dir, _) in &self.dirs {
+            write(&dir.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Whether the kernel killed a process of the step for want of memory.
+    pub fn oom_killed(&self) -> bool {
+        self.dirs.iter().any(|(dir, v2)| {
+            let (file, key) = if *v2 {
+                ("memory.events", "oom_kill ")
+            } else {
+                ("memory.oom_control", "oom_kill ")
+            };
+            fs::read_to_string(dir.join(file)).is_ok_and(|t| {
+                t.lines().any(|l| {
+                    l.strip_prefix(key)
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                        .is_some_and(|n| n > 0)
+                })
+            })
+        })
+    }
+}
+
+/// Makes `parent` able to limit its children: kiln moves itself into a leaf
+/// child first (a v2 group with processes cannot enable controllers for its
+/// children), then enables the controllers needed.
+fn enable_controllers_v2(parent: &Path, limits: &Limits) -> Result<(), ExecError> {
+    let wanted: Vec<&str> = [limits.memory.map(|_| "memory"), limits.pids.map(|_| "pids")]
+        .into_iter()
+        .flatten()
+        .collect();
+    let enabled = fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap_or_default();
+    let missing: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|c| !enabled.split_whitespace().any(|e| e == *c))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let me = std::process::id().to_string();
+    let procs = fs::read_to_string(parent.join("cgroup.procs")).unwrap_or_default();
+    if procs.split_whitespace().any(|p| p == me) {
+        let leaf = parent.join(format!("kiln-{me}"));
+        match fs::create_dir(&leaf) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(err(format!("creating {}: {e}", leaf.display()))),
+        }
+        write(&leaf.join("cgroup.procs"), &me)?;
+    }
+    let change: String = missing.iter().map(|c| format!("+{c} ")).collect();
+    fs::write(parent.join("cgroup.subtree_control"), change.trim()).map_err(|e| {
+        err(format!(
+            "enabling {} for the groups below {}: {e} (other processes share kiln's cgroup; \
+             run kiln in a group of its own, e.g. `systemd-run --scope -p Delegate=yes kiln …`)",
+            missing.join(", "),
+            parent.display()
+        ))
+    })
+}
+
+impl Drop for StepCgroup {
+    fn drop(&mut self) {
+        for (dir, _) in &self.dirs {
+            // The step's processes are gone by now (its pid namespace ended
+            // with the helper); the kernel may need a moment to let go.
+            for _ in 0..50 {
+                if fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_limits_no_group() {
+        assert!(StepCgroup::create(&Limits::default()).unwrap().is_none());
+        assert!(!Limits::default().any());
+        assert!(
+            Limits {
+                pids: Some(10),
+                ..Limits::default()
+            }
+            .any()
+        );
+    }
+}
