@@ -216,7 +216,7 @@ fn progress_mode(args: &BuildArgs) -> Result<Mode, Failure> {
 /// A failed step as BuildKit reports it: the step and the end of its
 /// output, the Dockerfile lines around it, then the reason.
 fn report_step(file: &SourceFile, e: &kiln_worker::StepError, tail: &[String]) -> String {
-    let mut s = format!("------\n > {}:\n", e.name);
+    let mut s = format!("------\n > {}:\n", crate::progress::printable(&e.name));
     for l in tail {
         s.push_str(&format!("{l}\n"));
     }

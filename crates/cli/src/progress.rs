@@ -73,6 +73,14 @@ fn stream_index(s: Stream) -> usize {
 impl Progress {
     /// A printer for a graph whose node `i` is called `names[i]`.
     pub fn new(mode: Mode, names: Vec<String>) -> Progress {
+        // Names carry build arguments (RUN's are expanded, as in BuildKit):
+        // control characters other than newline and tab are shown escaped,
+        // never sent to the terminal. JSON escapes them itself.
+        let names = if mode == Mode::Json {
+            names
+        } else {
+            names.into_iter().map(|n| printable(&n)).collect()
+        };
         Progress {
             mode,
             tty: (mode == Mode::Tty).then(|| crate::progress_tty::Tty::new(names.len())),
@@ -324,5 +332,34 @@ impl Task<'_> {
         if let Ok(mut state) = self.progress.state.lock() {
             self.progress.write(&mut state, self.id, &line);
         }
+    }
+}
+
+/// `s` with its control characters (but newline and tab) as `\xHH`.
+pub(crate) fn printable(s: &str) -> String {
+    if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.push_str(&format!("\\x{:02x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod printable_tests {
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(super::printable("RUN echo a"), "RUN echo a");
+        assert_eq!(
+            super::printable("RUN echo \u{1b}[31mred\u{1}\tx\ny"),
+            "RUN echo \\x1b[31mred\\x01\tx\ny"
+        );
+        assert_eq!(super::printable("\u{9b}"), "\\x9b");
     }
 }
