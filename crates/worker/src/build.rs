@@ -366,6 +366,14 @@ pub async fn build(
     stop()?;
     let clamp = req.source_date_epoch;
     let needs_image = req.outputs.iter().any(Output::needs_image);
+    // The records the solve saw, gathered once and only when an inline cache
+    // or an export needs them: a cached rebuild without --cache-to pays
+    // nothing for them.
+    let (records, links) = if inline || !req.cache_to.is_empty() {
+        (cache.records(), cache.links())
+    } else {
+        (Vec::new(), Vec::new())
+    };
     // A platform's image: its target stage's config over its layers (`names`
     // as the solve gave them, `layers` unpacked), with its chain's records
     // when an inline cache is asked for.
@@ -374,9 +382,8 @@ pub async fn build(
                         layers: &[LayerId]|
      -> Result<(image::Committed, Option<usize>), Error> {
         let history = base_history(state, d, d.target_stage)?;
-        let inline_cache = inline.then(|| {
-            cache_exchange::InlineRecords::select(state, &cache.records(), &cache.links(), names)
-        });
+        let inline_cache =
+            inline.then(|| cache_exchange::InlineRecords::select(state, &records, &links, names));
         let committed = image::commit(
             state,
             &CommitRequest {
@@ -477,18 +484,12 @@ pub async fn build(
             (None, _) => return Err(Error::Other("output needs an image".to_owned())),
         }
     }
-    // What an export writes is gathered only when there is one: a
-    // cached rebuild without --cache-to pays nothing for it.
-    let (records, links, cache_mounts) = if req.cache_to.is_empty() {
-        (Vec::new(), Vec::new(), Vec::new())
+    let cache_mounts = if req.cache_to.is_empty() {
+        Vec::new()
     } else {
         let mut mounts = named_cache_mounts(&dag);
         mounts.extend(worker.used_cache_mounts());
-        (
-            cache.records(),
-            cache.links(),
-            mounts.into_iter().collect::<Vec<_>>(),
-        )
+        mounts.into_iter().collect::<Vec<_>>()
     };
     if let Some(n) = inline_records {
         (req.log)(&format!(

@@ -351,7 +351,7 @@ fn cache_entries(c: &mut Checker<'_>, live_layers: &BTreeSet<String>) -> Result<
 fn owner_alive(root: &Path, path: &Path) -> Option<bool> {
     let rel = path.strip_prefix(root.join("tmp")).ok()?;
     let first = rel.components().next()?.as_os_str().to_str()?;
-    let pid: u32 = first.strip_prefix('k')?.split_once('.')?.0.parse().ok()?;
+    let pid = crate::state::scratch_owner(first)?;
     Some(Path::new(&format!("/proc/{pid}")).exists())
 }
 

@@ -127,18 +127,9 @@ pub fn execute(
                     let entry = match &input(from)?.value {
                         Value::Context { name } => (SourceTree::Context(w.context(name)?), None),
                         v @ Value::Fs { .. } => {
-                            let layers = w.layers_of(v)?;
                             let mnt = scratch.path().join(format!("src{from}"));
-                            fs::create_dir(&mnt).map_err(|e| Error::Io {
-                                what: format!("creating {}", mnt.display()),
-                                source: e,
-                            })?;
-                            let g = kiln_snapshot::mount_overlay(
-                                &w.state.layer_dirs(&layers)?,
-                                None,
-                                &mnt,
-                            )?;
-                            (SourceTree::Mounted(Tree::new(mnt, None)), Some(g))
+                            let (tree, g) = w.mount_read_only(v, &mnt)?;
+                            (SourceTree::Mounted(tree), Some(g))
                         }
                     };
                     slot.insert(entry);

@@ -148,18 +148,19 @@ impl State {
 /// builds). Their mounts died with their mount namespaces, so what is left is
 /// plain directories and small files. Best effort: an error leaves the
 /// directory for the next time.
+/// The pid of the kiln process a scratch directory name (`k<pid>.…`, see
+/// [`State::scratch`]) belongs to.
+pub(crate) fn scratch_owner(name: &str) -> Option<u32> {
+    let (pid, _) = name.strip_prefix('k')?.split_once('.')?;
+    pid.parse().ok()
+}
+
 fn remove_stale_scratch(tmp: &Path) {
     let Ok(entries) = fs::read_dir(tmp) else {
         return;
     };
     for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix('k'))
-            .and_then(|n| n.split_once('.'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
+        let Some(pid) = e.file_name().to_str().and_then(scratch_owner) else {
             continue;
         };
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {

@@ -237,6 +237,22 @@ impl LlbWorker {
 }
 
 impl LlbWorker {
+    /// A filesystem value mounted read-only at `mnt` (created here), as the
+    /// tree a copy reads from; unmounted when the guard is.
+    pub(crate) fn mount_read_only(
+        &self,
+        value: &Value,
+        mnt: &std::path::Path,
+    ) -> Result<(Tree, kiln_snapshot::MountGuard), Error> {
+        let layers = self.layers_of(value)?;
+        std::fs::create_dir(mnt).map_err(|e| Error::Io {
+            what: format!("creating {}", mnt.display()),
+            source: e,
+        })?;
+        let guard = kiln_snapshot::mount_overlay(&self.state.layer_dirs(&layers)?, None, mnt)?;
+        Ok((Tree::new(mnt.to_path_buf(), None), guard))
+    }
+
     /// Content digests of what `actions`' copies read from input `index`, a
     /// filesystem (a stage or an image): one per copy, with ownership (COPY
     /// --from keeps it). The filesystem is mounted read-only for the walk.
@@ -246,15 +262,8 @@ impl LlbWorker {
         index: u32,
         value: &Value,
     ) -> Result<Vec<Digest>, Error> {
-        let layers = self.layers_of(value)?;
         let scratch = self.state.scratch()?;
-        let mnt = scratch.path().join("src");
-        std::fs::create_dir(&mnt).map_err(|e| Error::Io {
-            what: format!("creating {}", mnt.display()),
-            source: e,
-        })?;
-        let guard = kiln_snapshot::mount_overlay(&self.state.layer_dirs(&layers)?, None, &mnt)?;
-        let tree = Tree::new(mnt, None);
+        let (tree, guard) = self.mount_read_only(value, &scratch.path().join("src"))?;
         let mut cache = StatCache::in_memory();
         let opts = kiln_context::DigestOptions {
             include_ownership: true,
