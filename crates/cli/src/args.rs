@@ -35,6 +35,19 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub debug: bool,
 
+    /// How build steps get their filesystems: overlayfs, native (copies
+    /// each step's root filesystem; for hosts that cannot mount overlayfs),
+    /// or auto (overlayfs where it can be mounted, else native).
+    #[arg(
+        long,
+        global = true,
+        env = "KILN_SNAPSHOTTER",
+        value_enum,
+        default_value_t = SnapshotterChoice::Auto,
+        value_name = "NAME"
+    )]
+    pub snapshotter: SnapshotterChoice,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -354,4 +367,15 @@ impl BuildArgs {
     pub fn unsupported(&self) -> Vec<&'static str> {
         Vec::new()
     }
+}
+
+/// `--snapshotter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SnapshotterChoice {
+    /// overlayfs where it can be mounted, else native.
+    Auto,
+    /// overlay mounts; fails where overlayfs cannot be mounted.
+    Overlayfs,
+    /// Copies of each step's root filesystem, diffed after the step.
+    Native,
 }

@@ -85,20 +85,65 @@ impl kiln_frontend::ImageResolver for WatchedResolver<'_> {
     }
 }
 
-/// Rootless: checks once that overlayfs mounts in the user namespace (Linux
-/// >= 5.11 with `userxattr`). `--debug` says which snapshotter is used.
-fn check_snapshotter(state: &State, debug: bool) -> Result<(), Failure> {
-    if crate::rootless() {
-        if let Err(e) = kiln_snapshot::probe_overlay(&state.root.join("tmp")) {
+/// Chooses the snapshotter (`--snapshotter`) before a build: overlayfs if
+/// a probe mount works (in a user namespace: Linux >= 5.11 with
+/// `userxattr`), else the native one; `--debug` says which, and why. With
+/// the native one, deletions are whiteout devices where they can be made,
+/// else whiteout files, which marks the store as native-only for good.
+fn choose_snapshotter(state: &State, globals: &crate::Globals) -> Result<(), Failure> {
+    use crate::args::SnapshotterChoice;
+    use kiln_snapshot::{Snapshotter, WhiteoutFormat};
+    let scratch = state.root.join("tmp");
+    let overlay_where = if crate::rootless() {
+        "overlayfs in the user namespace (userxattr)"
+    } else {
+        "overlayfs"
+    };
+    let files_here = state.layers.has_whiteout_files();
+    let files_why = "the layers here hold whiteout files, which overlayfs cannot read \
+                     (they were made by the native snapshotter where whiteout devices \
+                     could not be)";
+    let (chosen, why) = match globals.snapshotter {
+        SnapshotterChoice::Native => (Snapshotter::Native, "--snapshotter native".to_owned()),
+        SnapshotterChoice::Overlayfs if files_here => {
             return Err(Failure::Internal(anyhow::anyhow!(
-                "rootless mode: overlayfs cannot be mounted in the user namespace ({e}); it needs Linux >= 5.11, and the copy-based snapshotter for other kernels is not supported yet"
+                "--snapshotter overlayfs: {files_why}; use --snapshotter native (or auto) with \
+                 this state directory ({}), or another --root",
+                state.root.display()
             )));
         }
-        if debug {
-            eprintln!("debug: snapshotter: overlayfs in the user namespace (userxattr)");
+        SnapshotterChoice::Overlayfs => match kiln_snapshot::probe_overlay(&scratch) {
+            Ok(()) => (Snapshotter::Overlayfs, overlay_where.to_owned()),
+            Err(e) => {
+                let needs = if crate::rootless() {
+                    "; in a user namespace it needs Linux >= 5.11"
+                } else {
+                    ""
+                };
+                return Err(Failure::Internal(anyhow::anyhow!(
+                    "--snapshotter overlayfs: {overlay_where} cannot be mounted here ({e}){needs}; \
+                     --snapshotter native works without it (it copies each step's root filesystem)"
+                )));
+            }
+        },
+        SnapshotterChoice::Auto if files_here => (Snapshotter::Native, files_why.to_owned()),
+        SnapshotterChoice::Auto => match kiln_snapshot::probe_overlay(&scratch) {
+            Ok(()) => (Snapshotter::Overlayfs, overlay_where.to_owned()),
+            Err(e) => (
+                Snapshotter::Native,
+                format!("{overlay_where} cannot be mounted here: {e}"),
+            ),
+        },
+    };
+    kiln_snapshot::set_snapshotter(chosen);
+    if globals.debug {
+        if kiln_snapshot::whiteout_format() == WhiteoutFormat::File {
+            eprintln!("debug: whiteouts: files (whiteout devices cannot be made here)");
         }
-    } else if debug {
-        eprintln!("debug: snapshotter: overlayfs");
+        match chosen {
+            Snapshotter::Overlayfs => eprintln!("debug: snapshotter: {why}"),
+            Snapshotter::Native => eprintln!("debug: snapshotter: native ({why})"),
+        }
     }
     Ok(())
 }
@@ -366,11 +411,8 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     kiln_snapshot::private_mount_namespace()
         .context("entering a private mount namespace")
         .map_err(Failure::Internal)?;
-    let dir = state_dir(root);
-    let state = State::open(&dir)
-        .with_context(|| format!("opening state directory {}", dir.display()))
-        .map_err(Failure::Internal)?;
-    check_snapshotter(&state, globals.debug)?;
+    let state = crate::images::open(root)?;
+    choose_snapshotter(&state, globals)?;
     let store_lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     // `--load`: the archive goes to scratch space first, then to the engine.
     let scratch = state.scratch().context("making scratch space")?;
@@ -768,10 +810,7 @@ pub fn import(root: Option<&Path>, args: &ImportArgs) -> Result<(), Failure> {
     };
     let config = changes(args, &platform)?;
     let name = args.name.as_deref().map(normalize).transpose()?;
-    let dir = state_dir(root);
-    let state = State::open(&dir)
-        .with_context(|| format!("opening state directory {}", dir.display()))
-        .map_err(Failure::Internal)?;
+    let state = crate::images::open(root)?;
     let _lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     let reader: Box<dyn Read> = if args.file == "-" {
         Box::new(std::io::stdin().lock())

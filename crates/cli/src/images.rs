@@ -101,12 +101,34 @@ pub struct RmiArgs {
     pub no_prune: bool,
 }
 
-/// Opens the state directory for a store command.
+/// Opens the state directory, and chooses how layers written to it record
+/// deletions: whiteout devices where they can be made, else whiteout files
+/// (which marks the store: from then on only the native snapshotter can
+/// mount its layers; see `kiln_snapshot::whiteout`).
 pub fn open(root: Option<&Path>) -> Result<State, Failure> {
     let dir = state_dir(root);
-    State::open(&dir)
+    let state = State::open(&dir)
         .with_context(|| format!("opening state directory {}", dir.display()))
-        .map_err(Failure::Internal)
+        .map_err(Failure::Internal)?;
+    let mut files = state.layers.has_whiteout_files();
+    if !files {
+        let tmp = state.root.join("tmp");
+        let allowed = kiln_snapshot::whiteout::whiteout_devices_allowed(&tmp)
+            .with_context(|| format!("making a whiteout device in {}", tmp.display()))
+            .map_err(Failure::Internal)?;
+        if !allowed {
+            state
+                .layers
+                .mark_whiteout_files()
+                .context("marking the layer store")
+                .map_err(Failure::Internal)?;
+            files = true;
+        }
+    }
+    if files {
+        kiln_snapshot::set_whiteout_format(kiln_snapshot::WhiteoutFormat::File);
+    }
+    Ok(state)
 }
 
 /// Takes the store lock, saying so when another kiln holds it.

@@ -53,6 +53,8 @@ pub struct Globals {
     pub registry_config: Option<std::path::PathBuf>,
     /// `--debug`: say how the build is set up (namespaces, snapshotter).
     pub debug: bool,
+    /// `--snapshotter`.
+    pub snapshotter: args::SnapshotterChoice,
 }
 
 /// Whether this process is the rootless child: root of a user namespace
@@ -143,6 +145,7 @@ fn main() -> ExitCode {
         insecure_registries: cli.insecure_registries,
         registry_config: cli.registry_config,
         debug: cli.debug,
+        snapshotter: cli.snapshotter,
     };
     let root = globals.root.as_deref();
     let result = match cli.command {

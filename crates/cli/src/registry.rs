@@ -12,7 +12,6 @@ use kiln_registry::{Client, RegistryConfig};
 use kiln_worker::State;
 
 use crate::args::{LoginArgs, LogoutArgs, PullArgs, PushArgs};
-use crate::build::state_dir;
 use crate::{Failure, Globals};
 
 /// Docker Hub, as `docker login` without a server names it.
@@ -37,10 +36,7 @@ fn parse_ref(name: &str) -> Result<Reference, Failure> {
 }
 
 fn open_state(globals: &Globals) -> Result<State, Failure> {
-    let dir = state_dir(globals.root.as_deref());
-    State::open(&dir)
-        .with_context(|| format!("opening state directory {}", dir.display()))
-        .map_err(Failure::Internal)
+    crate::images::open(globals.root.as_deref())
 }
 
 fn stderr_log(quiet: bool) -> impl Fn(&str) + Sync {

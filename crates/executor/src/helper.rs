@@ -2,11 +2,12 @@
 //! filesystem of one RUN step, runs it, and reports how it ended.
 //!
 //! ```text
-//! kiln (threads) ──spawn──▶ helper: unshare(mnt,pid,uts,ipc[,net]), mount overlay,
+//! kiln (threads) ──spawn──▶ helper: unshare(mnt,pid,uts,ipc[,net]), mount the layers,
 //!                                   create mount stubs, fork
 //!                              └─▶ child = pid 1: mount proc/dev/sys/…, pivot_root,
 //!                                   hostname, caps, setgroups/setgid/setuid, execve
-//!                           helper: wait, unmount, remove stubs from the upper dir,
+//!                           helper: wait, unmount (native: diff into the upper dir),
+//!                                   remove stubs from the upper dir,
 //!                                   write status, exit
 //! ```
 //!
@@ -101,6 +102,8 @@ fn helper() -> Result<i32, String> {
         .map_err(|e| format!("reading the request: {e}"))?;
     let req: Request =
         serde_json::from_slice(&input).map_err(|e| format!("decoding the request: {e}"))?;
+    kiln_snapshot::set_snapshotter(req.snapshotter);
+    kiln_snapshot::set_whiteout_format(req.whiteouts);
     let status = match run(&req) {
         Ok(s) => s,
         Err(e) => Status::SetupError(e),
@@ -171,7 +174,7 @@ fn run(req: &Request) -> Result<Status, String> {
     )
     .map_err(|e| format!("making / private: {e}"))?;
     let root = spec.rootfs.mountpoint.clone();
-    let guard = kiln_snapshot::mount_overlay(
+    let guard = kiln_snapshot::mount_layers(
         &spec.rootfs.lowers,
         Some((&spec.rootfs.upper, &spec.rootfs.work)),
         &root,

@@ -170,6 +170,8 @@ impl Executor for NamespaceExecutor {
             spec: spec.clone(),
             status: status_path.clone(),
             resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            snapshotter: kiln_snapshot::snapshotter(),
+            whiteouts: kiln_snapshot::whiteout_format(),
         };
         let body = serde_json::to_vec(&req).map_err(|e| ExecError::Helper(e.to_string()))?;
         let mut cmd = Command::new(&self.program);

@@ -104,6 +104,12 @@ pub(crate) struct Request {
     pub status: PathBuf,
     /// The host's `/etc/resolv.conf` content to give the container.
     pub resolv_conf: String,
+    /// How the helper mounts the root filesystem: the caller's snapshotter.
+    #[serde(default)]
+    pub snapshotter: kiln_snapshot::Snapshotter,
+    /// How the helper records deletions: the caller's whiteout format.
+    #[serde(default)]
+    pub whiteouts: kiln_snapshot::WhiteoutFormat,
 }
 
 /// What the helper reports when it is done.

@@ -23,7 +23,8 @@
 //! - hardlinks (same inode, `nlink > 1`): the first in walk order is a file,
 //!   later ones are link entries (type `1`) to its name;
 //! - sockets are skipped; FIFOs and device nodes are kept;
-//! - overlay whiteout (0/0 character device) `x` → empty regular file
+//! - whiteout `x` (overlay's 0/0 character device, or a whiteout file,
+//!   see [`crate::whiteout`]) → empty regular file
 //!   `.wh.x`, mode 0, uid/gid 0, mtime 0 (containerd ≥ 2.0); opaque
 //!   directory (`trusted.overlay.opaque=y` or `user.overlay.opaque=y`) → its
 //!   entry followed by an empty `<dir>/.wh..wh..opq`, which takes the
@@ -257,8 +258,10 @@ impl<W: Write> Writer<W> {
     ) -> Result<bool, ExportError> {
         match fmt {
             libc::S_IFSOCK => return Ok(false),
-            libc::S_IFCHR if meta.rdev() == 0 => {
-                // Overlay whiteout → .wh.<name>.
+            _ if (fmt == libc::S_IFCHR || fmt == libc::S_IFREG)
+                && crate::whiteout::is_whiteout(&self.abs, meta) =>
+            {
+                // Whiteout (device or file) → .wh.<name>.
                 let mut wh = Vec::with_capacity(name.len() + WHITEOUT_PREFIX.len());
                 let base_at = name.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
                 wh.extend_from_slice(&name[..base_at]);

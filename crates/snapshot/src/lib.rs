@@ -59,19 +59,23 @@ mod atomic;
 pub mod export;
 pub mod listing;
 pub mod mount;
+pub mod native;
 pub mod securejoin;
 pub mod store;
 pub mod unpack;
+pub mod whiteout;
 
 pub use export::{ExportError, TarOptions, TarStats, write_layer_tar};
 pub use listing::{tar_listing, tar_listing_with_digests};
 pub use mount::{
-    MountError, MountGuard, in_user_namespace, mount_overlay, opaque_xattr,
+    MountError, MountGuard, in_user_namespace, mount_layers, mount_overlay, opaque_xattr,
     private_mount_namespace, probe_overlay,
 };
+pub use native::{Snapshotter, copy_file_contents, set_snapshotter, snapshotter};
 pub use securejoin::{ResolveError, resolve_in_root};
 pub use store::{Layer, LayerDraft, LayerId, LayerMeta, LayerStore, StoreError};
 pub use unpack::{ExtractOptions, UnpackError, UnpackStats, extract_archive, unpack_layer};
+pub use whiteout::{WhiteoutFormat, set_whiteout_format, whiteout_format};
 
 /// Any error of this crate.
 #[derive(Debug, thiserror::Error)]

@@ -182,6 +182,16 @@ pub enum MountError {
         /// The underlying error.
         source: io::Error,
     },
+    /// The native snapshotter failed to copy a tree or write its diff.
+    #[error("native snapshotter: {op} {}: {source}", path.display())]
+    Native {
+        /// What failed.
+        op: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
     /// Unmounting failed.
     #[error("unmount {}: {source}", target.display())]
     Unmount {
@@ -239,6 +249,9 @@ pub struct MountGuard {
     /// The empty lower dir of an overlay without layers, removed after the
     /// unmount.
     empty: Option<tempfile::TempDir>,
+    /// A tree the native snapshotter made at the target: diffed (if
+    /// writable) and removed after the unmount.
+    native: Option<crate::native::Materialized>,
 }
 
 impl MountGuard {
@@ -248,13 +261,75 @@ impl MountGuard {
     }
 
     /// Unmounts now, reporting failure (dropping unmounts too but ignores
-    /// errors).
+    /// errors). With the native snapshotter, a writable mount's changes are
+    /// written to its upper dir here, and only here.
     pub fn unmount(mut self) -> Result<(), MountError> {
-        self.mounted = false;
-        nix::mount::umount2(&self.target, MntFlags::MNT_DETACH).map_err(|e| MountError::Unmount {
-            target: self.target.clone(),
-            source: e.into(),
-        })
+        if self.mounted {
+            self.mounted = false;
+            nix::mount::umount2(&self.target, MntFlags::MNT_DETACH).map_err(|e| {
+                MountError::Unmount {
+                    target: self.target.clone(),
+                    source: e.into(),
+                }
+            })?;
+        }
+        match self.native.take() {
+            Some(n) => n.finish(&self.target),
+            None => Ok(()),
+        }
+    }
+
+    /// A guard for a tree the native snapshotter is about to make at
+    /// `target` (not mounted yet).
+    pub(crate) fn native(target: &Path, state: crate::native::Materialized) -> MountGuard {
+        MountGuard {
+            target: target.to_path_buf(),
+            mounted: false,
+            empty: None,
+            native: Some(state),
+        }
+    }
+
+    /// The native snapshotter's writable tree: its upper dir and baseline.
+    pub(crate) fn set_upper(&mut self, upper: PathBuf, baseline: crate::native::Baseline) {
+        if let Some(n) = &mut self.native {
+            n.set_upper(upper, baseline);
+        }
+    }
+
+    /// Bind-mounts the target on itself (read-only if asked): a mount point
+    /// for `pivot_root`, or a view nothing writes through.
+    pub(crate) fn bind(&mut self, read_only: bool) -> Result<(), MountError> {
+        let err = |op| {
+            let target = self.target.clone();
+            move |e: nix::errno::Errno| MountError::Mount {
+                kind: "bind",
+                target,
+                op,
+                source: e.into(),
+                detail: String::new(),
+            }
+        };
+        nix::mount::mount(
+            Some(self.target.as_path()),
+            &self.target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(err("bind"))?;
+        self.mounted = true;
+        if read_only {
+            nix::mount::mount(
+                None::<&str>,
+                &self.target,
+                None::<&str>,
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .map_err(err("remount read-only"))?;
+        }
+        Ok(())
     }
 }
 
@@ -263,8 +338,27 @@ impl Drop for MountGuard {
         if self.mounted {
             let _ = nix::mount::umount2(&self.target, MntFlags::MNT_DETACH);
         }
+        if let Some(n) = self.native.take() {
+            n.discard(&self.target);
+        }
         // `empty` (if any) is removed by its own drop, after the unmount.
         let _ = self.empty.take();
+    }
+}
+
+/// Mounts the layer stack `lowers` (bottom → top), optionally with a
+/// writable `upper` = `(upper dir, work dir)`, on `target`, with this
+/// process's [`crate::snapshotter`]: [`mount_overlay`], or the native
+/// snapshotter's copies (see [`crate::native`]). Either way the upper dir
+/// holds the changes once the guard is [unmounted](MountGuard::unmount).
+pub fn mount_layers(
+    lowers: &[PathBuf],
+    upper: Option<(&Path, &Path)>,
+    target: &Path,
+) -> Result<MountGuard, MountError> {
+    match crate::native::snapshotter() {
+        crate::native::Snapshotter::Overlayfs => mount_overlay(lowers, upper, target),
+        crate::native::Snapshotter::Native => crate::native::mount(lowers, upper, target),
     }
 }
 
@@ -288,6 +382,7 @@ pub fn mount_overlay(
         target: target.to_path_buf(),
         mounted: true,
         empty,
+        native: None,
     };
     match (lowers, upper) {
         ([], None) => {

@@ -196,6 +196,9 @@ pub struct LayerStore {
     inner: Arc<Inner>,
 }
 
+/// The file that says a store has whiteout files.
+const WHITEOUT_FILES_MARK: &str = "whiteout-files";
+
 impl LayerStore {
     /// Opens (creating if needed) the store at `dir`, and removes drafts left
     /// behind by crashed processes (see [`LayerStore::cleanup`]). `dir` is
@@ -277,6 +280,24 @@ impl LayerStore {
             }
         }
         Ok(removed)
+    }
+
+    /// Whether layers here may hold whiteout files (see
+    /// [`crate::whiteout`]): then only the native snapshotter can mount them.
+    pub fn has_whiteout_files(&self) -> bool {
+        self.inner.dir.join(WHITEOUT_FILES_MARK).exists()
+    }
+
+    /// Records, before any is written, that layers here may hold whiteout
+    /// files. Never undone (no layer is rewritten).
+    pub fn mark_whiteout_files(&self) -> Result<(), StoreError> {
+        let p = self.inner.dir.join(WHITEOUT_FILES_MARK);
+        crate::atomic::write_atomic(
+            &p,
+            b"Layers here may hold whiteout files (user.kiln.whiteout): \
+              only kiln's native snapshotter can mount them.\n",
+        )
+        .map_err(io_err("writing", &p))
     }
 
     /// Starts a new layer. Write its content into [`LayerDraft::diff_dir`]

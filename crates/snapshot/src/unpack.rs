@@ -70,7 +70,7 @@ use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
@@ -248,10 +248,6 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn is_whiteout(m: &fs::Metadata) -> bool {
-    m.file_type().is_char_device() && m.rdev() == 0
-}
-
 fn lstat(p: &Path) -> io::Result<Option<fs::Metadata>> {
     match fs::symlink_metadata(p) {
         Ok(m) => Ok(Some(m)),
@@ -403,7 +399,7 @@ impl Unpacker {
             let meta = lstat(&abs).map_err(self.io(entry, "lstat", &abs))?;
             match meta {
                 Some(m) if m.is_dir() => {}
-                Some(m) if is_whiteout(&m) => {
+                Some(m) if crate::whiteout::is_whiteout(&abs, &m) => {
                     // `.wh.x` then `x/y`: a new, opaque x.
                     fs::remove_file(&abs).map_err(self.io(entry, "removing", &abs))?;
                     self.mkdir_implied(entry, &abs)?;
@@ -469,8 +465,11 @@ impl Unpacker {
             let target = parent.join(OsStr::from_bytes(original));
             match lstat(&target).map_err(self.io(e, "lstat", &target))? {
                 None => {
-                    nix::sys::stat::mknod(&target, SFlag::S_IFCHR, Mode::empty(), 0)
-                        .map_err(|err| self.io(e, "creating whiteout", &target)(err.into()))?;
+                    crate::whiteout::make_whiteout(&target).map_err(self.io(
+                        e,
+                        "creating whiteout",
+                        &target,
+                    ))?;
                     // mtime 0, so that the layer dir is reproducible.
                     let zero = FileTime::from_unix_time(0, 0);
                     filetime::set_symlink_file_times(&target, zero, zero).map_err(self.io(
@@ -493,7 +492,7 @@ impl Unpacker {
         if let Some(m) = lstat(&dst).map_err(self.io(e, "lstat", &dst))?
             && !(m.is_dir() && is_dir)
         {
-            make_opaque = is_dir && is_whiteout(&m);
+            make_opaque = is_dir && crate::whiteout::is_whiteout(&dst, &m);
             if m.is_dir() {
                 self.known_dirs.clear();
             }

@@ -597,7 +597,8 @@ fn copy_xattrs(src: &Path, dst: &Path) {
 }
 
 /// Copies file content: `copy_file_range` (reflinks where the filesystem
-/// can), falling back to a read/write loop.
+/// can), keeping the holes of a sparse file: a 1 TB sparse file in a
+/// context must not become 1 TB on disk.
 fn copy_file(src: &Path, dst: &Path) -> Result<(), CopyError> {
     let mut from = fs::File::open(src).map_err(io_err("open", src))?;
     let mut to = fs::OpenOptions::new()
@@ -605,38 +606,5 @@ fn copy_file(src: &Path, dst: &Path) -> Result<(), CopyError> {
         .create_new(true)
         .open(dst)
         .map_err(io_err("create", dst))?;
-    let meta = from.metadata().map_err(io_err("stat", src))?;
-    // A sparse file (fewer blocks than its size) is copied segment by segment,
-    // keeping its holes: a 1 TB sparse file in a context must not become 1 TB
-    // on disk.
-    if meta.blocks().saturating_mul(512) < meta.len() {
-        return copy_sparse(&from, &to, meta.len()).map_err(io_err("copy to", dst));
-    }
-    // std::io::copy uses copy_file_range/sendfile between files on Linux.
-    io::copy(&mut from, &mut to).map_err(io_err("copy to", dst))?;
-    Ok(())
-}
-
-/// Copies the data segments of `from` (SEEK_DATA/SEEK_HOLE) to the same
-/// offsets of `to`, then sets its length: the holes stay holes.
-fn copy_sparse(from: &fs::File, to: &fs::File, len: u64) -> io::Result<()> {
-    use nix::unistd::{Whence, lseek};
-    use std::io::{Read as _, Seek as _, SeekFrom};
-    let mut pos: i64 = 0;
-    let end = i64::try_from(len).map_err(io::Error::other)?;
-    while pos < end {
-        let data = match lseek(from, pos, Whence::SeekData) {
-            Ok(d) => d,
-            Err(nix::errno::Errno::ENXIO) => break, // only a hole is left
-            Err(e) => return Err(e.into()),
-        };
-        let hole = lseek(from, data, Whence::SeekHole)?;
-        let mut r = from;
-        let mut w = to;
-        r.seek(SeekFrom::Start(data as u64))?;
-        w.seek(SeekFrom::Start(data as u64))?;
-        io::copy(&mut r.take((hole - data) as u64), &mut w)?;
-        pos = hole;
-    }
-    to.set_len(len)
+    kiln_snapshot::copy_file_contents(&mut from, &mut to).map_err(io_err("copy to", dst))
 }

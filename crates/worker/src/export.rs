@@ -212,7 +212,7 @@ pub fn local(state: &State, layers: &[LayerId], dest: &Path) -> Result<(), Error
     let mnt = scratch.path().join("fs");
     fs::create_dir(&mnt).map_err(io_err("creating", &mnt))?;
     let dirs = state.layer_dirs(layers)?;
-    let guard = kiln_snapshot::mount_overlay(&dirs, None, &mnt)?;
+    let guard = kiln_snapshot::mount_layers(&dirs, None, &mnt)?;
     let tree = Tree::new(mnt.clone(), None);
     let sources = tree.expand(
         "/",
@@ -261,7 +261,7 @@ pub fn flat_tar(
     let guard = if dirs.is_empty() {
         None
     } else {
-        Some(kiln_snapshot::mount_overlay(&dirs, None, &mnt)?)
+        Some(kiln_snapshot::mount_layers(&dirs, None, &mnt)?)
     };
     write_file_atomic(dest, |w| {
         kiln_snapshot::write_layer_tar(&mnt, w, &kiln_snapshot::TarOptions { mtime_clamp: clamp })?;

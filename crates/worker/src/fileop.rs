@@ -99,7 +99,7 @@ pub fn execute(
             what: format!("creating {}", mnt.display()),
             source: e,
         })?;
-        guard = Some(kiln_snapshot::mount_overlay(
+        guard = Some(kiln_snapshot::mount_layers(
             &w.state.layer_dirs(&base)?,
             Some((draft.diff_dir(), draft.work_dir())),
             &mnt,

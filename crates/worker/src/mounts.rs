@@ -297,9 +297,9 @@ fn mount_fs(
         let (upper, work) = (slot.join("upper"), slot.join("work"));
         mkdir(&upper)?;
         mkdir(&work)?;
-        kiln_snapshot::mount_overlay(&layers, Some((&upper, &work)), &mnt)?
+        kiln_snapshot::mount_layers(&layers, Some((&upper, &work)), &mnt)?
     } else {
-        kiln_snapshot::mount_overlay(&layers, None, &mnt)?
+        kiln_snapshot::mount_layers(&layers, None, &mnt)?
     };
     p.guards.push(guard);
     Ok(mnt)
@@ -415,7 +415,7 @@ fn bind(
                 for d in [&upper, &work, &mnt] {
                     mkdir(d)?;
                 }
-                p.guards.push(kiln_snapshot::mount_overlay(
+                p.guards.push(kiln_snapshot::mount_layers(
                     std::slice::from_ref(&src.host_path),
                     Some((&upper, &work)),
                     &mnt,

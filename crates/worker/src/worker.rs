@@ -249,7 +249,7 @@ impl LlbWorker {
             what: format!("creating {}", mnt.display()),
             source: e,
         })?;
-        let guard = kiln_snapshot::mount_overlay(&self.state.layer_dirs(&layers)?, None, mnt)?;
+        let guard = kiln_snapshot::mount_layers(&self.state.layer_dirs(&layers)?, None, mnt)?;
         Ok((Tree::new(mnt.to_path_buf(), None), guard))
     }
 

@@ -1,0 +1,701 @@
+//! The native snapshotter: layer stacks materialised by copying, for hosts
+//! where overlayfs cannot be mounted.
+//!
+//! ## Why it exists
+//!
+//! overlayfs is kiln's snapshotter wherever it can be mounted, because the
+//! kernel computes each step's diff for free (see the crate docs). Some
+//! hosts cannot mount it: a user namespace on Linux < 5.11 (rootless mode
+//! before overlay learnt `userxattr`), a state directory on a filesystem
+//! overlay refuses as an upper dir (overlayfs itself, as inside a container
+//! whose root is an overlay; some network filesystems), or a kernel built
+//! without overlay. containerd and BuildKit call their fallback for these
+//! hosts "native"; so does kiln (`--snapshotter native`).
+//!
+//! ## The shape
+//!
+//! The layer *format* does not change: the store keeps overlay upper dirs
+//! (whiteouts as 0/0 character devices, opaque markers as xattrs), so a
+//! state directory written by one snapshotter is read by the other, the tar
+//! writer is shared, and a native build gives the same layers as an overlay
+//! build. Only *mounting* changes, behind the same
+//! [`crate::mount_layers`] call and the same [`crate::MountGuard`]:
+//!
+//! - **writable** (a `RUN` root, a file op's destination, a read-write
+//!   mount): the merged view of the lower layers is *copied* into the
+//!   target directory (file data with holes kept; hard links within a layer
+//!   kept), which is then bind-mounted on itself (`pivot_root` wants a mount
+//!   point). Right after, the inode number and ctime of every entry are
+//!   recorded ([`Baseline`]). On [`crate::MountGuard::unmount`] the tree is
+//!   compared with that record, and what changed is written into the upper
+//!   dir in overlay's own format, as overlay would have written it: changed
+//!   and new entries are hard-linked there (no second copy), their parent
+//!   directories made with their current metadata, deleted entries become
+//!   whiteouts, and a directory made where the lowers had something is
+//!   opaque.
+//! - **read-only** with two or more lowers (`COPY --from`, exports): the
+//!   merged view is made of hard links to the layers' files and bind-mounted
+//!   read-only, so nothing is copied and nothing can write through it. (One
+//!   lower is a read-only bind mount, none an empty tmpfs, as with overlay.)
+//!
+//! ## Change detection
+//!
+//! Every change to an inode (data, mode, owner, xattrs, times, link count)
+//! sets its ctime to the current time, which no process can set back, and
+//! replacing a path gives it another inode (told apart by inode number and
+//! birth time, since numbers are reused at once). So an entry is unchanged
+//! exactly when its inode and ctime are those recorded. Before the tree is handed
+//! out, [`Baseline::capture`] waits until the filesystem's clock has passed
+//! the newest recorded ctime (a few milliseconds at most), so that a change
+//! made in the same clock tick as the copy still shows.
+//!
+//! Differences from overlay, all rare in builds:
+//! - a file opened for writing but not written is unchanged here (overlay
+//!   copies it up on open);
+//! - two names of one hard-linked inode of a lower layer, written through
+//!   one name, are both in the diff, still linked (overlay with `index=off`
+//!   breaks the link and copies up only the name written).
+//!
+//! ## Cost
+//!
+//! Each writable mount copies the whole root filesystem of its base (as
+//! containerd's native snapshotter does), and the diff walks it once. That
+//! is time and disk proportional to the base image for every `RUN`: fine
+//! for small bases, slow for large ones (see `benches/`).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ffi::OsString;
+use std::fs::{self, File, Metadata};
+use std::io;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use filetime::FileTime;
+use nix::sys::stat::{Mode, SFlag};
+
+use crate::mount::{MountError, MountGuard};
+
+/// How layer stacks are mounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Snapshotter {
+    /// Overlay mounts: the kernel records each step's diff.
+    #[default]
+    Overlayfs,
+    /// Copies and hard links, diffed on unmount (this module).
+    Native,
+}
+
+impl Snapshotter {
+    /// The name users give it (`--snapshotter`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Snapshotter::Overlayfs => "overlayfs",
+            Snapshotter::Native => "native",
+        }
+    }
+}
+
+impl std::fmt::Display for Snapshotter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+static CURRENT: AtomicU8 = AtomicU8::new(0);
+
+/// Chooses the snapshotter of this process: every later
+/// [`crate::mount_layers`] uses it. The binary chooses once, before a
+/// build; the RUN helper process is told the choice in its request.
+pub fn set_snapshotter(s: Snapshotter) {
+    CURRENT.store(
+        match s {
+            Snapshotter::Overlayfs => 0,
+            Snapshotter::Native => 1,
+        },
+        Ordering::SeqCst,
+    );
+}
+
+/// The snapshotter of this process (overlayfs unless
+/// [`set_snapshotter`] said otherwise).
+pub fn snapshotter() -> Snapshotter {
+    match CURRENT.load(Ordering::SeqCst) {
+        1 => Snapshotter::Native,
+        _ => Snapshotter::Overlayfs,
+    }
+}
+
+/// The native snapshotter's state of a mount, kept in its guard.
+#[derive(Debug)]
+pub(crate) struct Materialized {
+    /// Where the diff goes, with what the tree was when handed out
+    /// (writable mounts only).
+    upper: Option<(PathBuf, Baseline)>,
+}
+
+impl Materialized {
+    /// Writes the diff (writable mounts), then empties the target.
+    pub(crate) fn finish(self, target: &Path) -> Result<(), MountError> {
+        let r = match &self.upper {
+            Some((upper, baseline)) => Differ::new(target, upper, baseline).run(),
+            None => Ok(()),
+        };
+        clear(target);
+        r
+    }
+
+    pub(crate) fn set_upper(&mut self, upper: PathBuf, baseline: Baseline) {
+        self.upper = Some((upper, baseline));
+    }
+
+    /// Empties the target without a diff (the mount was dropped).
+    pub(crate) fn discard(self, target: &Path) {
+        clear(target);
+    }
+}
+
+fn err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> MountError + 'a {
+    move |source| MountError::Native {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn nix_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(nix::errno::Errno) -> MountError + 'a {
+    move |e| err(op, path)(e.into())
+}
+
+/// [`crate::mount_layers`] for the native snapshotter (see the module docs).
+pub(crate) fn mount(
+    lowers: &[PathBuf],
+    upper: Option<(&Path, &Path)>,
+    target: &Path,
+) -> Result<MountGuard, MountError> {
+    if upper.is_none() && lowers.len() < 2 {
+        // An empty tmpfs or a read-only bind mount: no overlay involved.
+        return crate::mount::mount_overlay(lowers, None, target);
+    }
+    // The guard empties the target if anything below fails.
+    // The upper dir is set once the tree is complete.
+    let mut guard = MountGuard::native(target, Materialized { upper: None });
+    let copy = upper.is_some();
+    let mut filler = Filler {
+        copy,
+        links: HashMap::new(),
+        dirs: Vec::new(),
+    };
+    filler.fill(lowers, target)?;
+    // The root's metadata: the upper dir's for a writable mount (overlay
+    // shows the upper root), else the top layer's.
+    let root_src = match (upper, lowers.last()) {
+        (Some((up, _)), _) => Some(up.to_path_buf()),
+        (None, Some(top)) => Some(top.clone()),
+        (None, None) => None,
+    };
+    if let Some(src) = root_src {
+        let meta = fs::symlink_metadata(&src).map_err(err("stat", &src))?;
+        filler.dirs.push((target.to_path_buf(), src, meta));
+    }
+    filler.finish_dirs()?;
+    if let Some((up, _)) = upper {
+        let baseline = Baseline::capture(target)?;
+        guard.set_upper(up.to_path_buf(), baseline);
+    }
+    guard.bind(!copy)?;
+    Ok(guard)
+}
+
+/// Whether directory `p` of a layer is opaque (either xattr namespace).
+fn is_opaque(p: &Path) -> bool {
+    ["trusted.overlay.opaque", "user.overlay.opaque"]
+        .iter()
+        .any(|k| matches!(xattr::get(p, k), Ok(Some(v)) if v == b"y"))
+}
+
+/// Overlay's own xattrs, which a merged view never shows.
+fn is_overlay_xattr(name: &std::ffi::OsStr) -> bool {
+    let b = std::os::unix::ffi::OsStrExt::as_bytes(name);
+    b.starts_with(b"trusted.overlay.") || b.starts_with(b"user.overlay.")
+}
+
+/// Builds the merged view of a layer stack in a directory.
+struct Filler {
+    /// Copy files (writable mounts) or hard-link them (read-only views).
+    copy: bool,
+    /// (layer, dev, ino) of a copied file with several links → its copy:
+    /// hard links within a layer stay links; files that different layers
+    /// share (kiln links unchanged files between layers) do not.
+    links: HashMap<(usize, u64, u64), PathBuf>,
+    /// Directories made, with their source: metadata is applied last,
+    /// deepest first, once their contents no longer change their times.
+    dirs: Vec<(PathBuf, PathBuf, Metadata)>,
+}
+
+impl Filler {
+    fn fill(&mut self, lowers: &[PathBuf], target: &Path) -> Result<(), MountError> {
+        // Top layer first; a layer whose root is opaque hides those below.
+        let mut contrib: Vec<(usize, &Path)> = Vec::new();
+        for (i, l) in lowers.iter().enumerate().rev() {
+            contrib.push((i, l.as_path()));
+            if is_opaque(l) {
+                break;
+            }
+        }
+        self.dir(Path::new(""), &contrib, target)
+    }
+
+    /// Fills `dst` with the merged directory `rel` of the layers `contrib`
+    /// (top first; in each, `rel` is a directory).
+    fn dir(
+        &mut self,
+        rel: &Path,
+        contrib: &[(usize, &Path)],
+        dst: &Path,
+    ) -> Result<(), MountError> {
+        let mut names = BTreeSet::<OsString>::new();
+        for (_, l) in contrib {
+            let d = l.join(rel);
+            for e in fs::read_dir(&d).map_err(err("reading", &d))? {
+                names.insert(e.map_err(err("reading", &d))?.file_name());
+            }
+        }
+        for name in names {
+            let child = rel.join(&name);
+            let mut found = None;
+            for (k, (i, l)) in contrib.iter().enumerate() {
+                let p = l.join(&child);
+                match fs::symlink_metadata(&p) {
+                    Ok(m) => {
+                        found = Some((k, *i, p, m));
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(err("stat", &p)(e)),
+                }
+            }
+            let Some((k, layer, src, meta)) = found else {
+                continue;
+            };
+            if crate::whiteout::is_whiteout(&src, &meta) {
+                continue;
+            }
+            let d = dst.join(&name);
+            if meta.is_dir() {
+                let mut sub = vec![contrib[k]];
+                if !is_opaque(&src) {
+                    for &(i, l) in &contrib[k + 1..] {
+                        let p = l.join(&child);
+                        match fs::symlink_metadata(&p) {
+                            Ok(m) if m.is_dir() => {
+                                sub.push((i, l));
+                                if is_opaque(&p) {
+                                    break;
+                                }
+                            }
+                            Ok(_) => break,
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                            Err(e) => return Err(err("stat", &p)(e)),
+                        }
+                    }
+                }
+                fs::create_dir(&d).map_err(err("creating", &d))?;
+                self.dirs.push((d.clone(), src, meta));
+                self.dir(&child, &sub, &d)?;
+            } else {
+                self.place(layer, &src, &meta, &d)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A non-directory of layer `layer` at `dst`: linked or copied.
+    fn place(
+        &mut self,
+        layer: usize,
+        src: &Path,
+        m: &Metadata,
+        dst: &Path,
+    ) -> Result<(), MountError> {
+        if !self.copy && fs::hard_link(src, dst).is_ok() {
+            return Ok(());
+        }
+        let key = (layer, m.dev(), m.ino());
+        if m.nlink() > 1
+            && let Some(first) = self.links.get(&key)
+            && fs::hard_link(first, dst).is_ok()
+        {
+            return Ok(());
+        }
+        copy_entry(src, m, dst)?;
+        if m.nlink() > 1 {
+            self.links.insert(key, dst.to_path_buf());
+        }
+        Ok(())
+    }
+
+    fn finish_dirs(&mut self) -> Result<(), MountError> {
+        for (dst, src, meta) in self.dirs.drain(..).rev() {
+            apply_meta(&src, &meta, &dst)?;
+        }
+        Ok(())
+    }
+}
+
+/// Copies one non-directory entry with its metadata.
+fn copy_entry(src: &Path, m: &Metadata, dst: &Path) -> Result<(), MountError> {
+    let ft = m.file_type();
+    if ft.is_file() {
+        let mut from = File::open(src).map_err(err("opening", src))?;
+        let mut to = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dst)
+            .map_err(err("creating", dst))?;
+        copy_file_contents(&mut from, &mut to).map_err(err("copying to", dst))?;
+    } else if ft.is_symlink() {
+        let link = fs::read_link(src).map_err(err("reading link", src))?;
+        std::os::unix::fs::symlink(link, dst).map_err(err("creating symlink", dst))?;
+    } else {
+        let kind = SFlag::from_bits_truncate(m.mode() & libc::S_IFMT);
+        let perm = Mode::from_bits_truncate(m.mode() & 0o7777);
+        nix::sys::stat::mknod(dst, kind, perm, m.rdev()).map_err(nix_err("mknod", dst))?;
+    }
+    apply_meta(src, m, dst)
+}
+
+/// Gives `dst` the owner, xattrs (overlay's own left out), mode and times of
+/// `src` (whose metadata is `m`): owner first, since chown clears setuid
+/// bits and `security.capability`.
+fn apply_meta(src: &Path, m: &Metadata, dst: &Path) -> Result<(), MountError> {
+    std::os::unix::fs::lchown(dst, Some(m.uid()), Some(m.gid())).map_err(err("chown", dst))?;
+    if let Ok(names) = xattr::list(src) {
+        for name in names {
+            if is_overlay_xattr(&name) {
+                continue;
+            }
+            if let Ok(Some(v)) = xattr::get(src, &name) {
+                match xattr::set(dst, &name, &v) {
+                    Ok(()) => {}
+                    // As the unpacker: unsupported here, or `user.*` on a
+                    // symlink or device.
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::ENOTSUP)
+                            || e.raw_os_error() == Some(libc::EPERM) => {}
+                    Err(e) => return Err(err("setting xattrs of", dst)(e)),
+                }
+            }
+        }
+    }
+    if !m.file_type().is_symlink() {
+        fs::set_permissions(dst, fs::Permissions::from_mode(m.mode() & 0o7777))
+            .map_err(err("chmod", dst))?;
+    }
+    filetime::set_symlink_file_times(
+        dst,
+        FileTime::from_last_access_time(m),
+        FileTime::from_last_modification_time(m),
+    )
+    .map_err(err("setting times of", dst))
+}
+
+/// Copies the data of `from` to `to` (both at offset 0). A sparse file
+/// (fewer blocks than its size) is copied segment by segment
+/// (`SEEK_DATA`/`SEEK_HOLE`), keeping its holes; others with
+/// `copy_file_range` (reflinks where the filesystem can).
+pub fn copy_file_contents(from: &mut File, to: &mut File) -> io::Result<()> {
+    let meta = from.metadata()?;
+    if meta.blocks().saturating_mul(512) < meta.len() {
+        return copy_sparse(from, to, meta.len());
+    }
+    // std::io::copy uses copy_file_range/sendfile between files on Linux.
+    io::copy(from, to).map(drop)
+}
+
+fn copy_sparse(from: &File, to: &File, len: u64) -> io::Result<()> {
+    use nix::unistd::{Whence, lseek};
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut pos: i64 = 0;
+    let end = i64::try_from(len).map_err(io::Error::other)?;
+    while pos < end {
+        let data = match lseek(from, pos, Whence::SeekData) {
+            Ok(d) => d,
+            Err(nix::errno::Errno::ENXIO) => break, // only a hole is left
+            Err(e) => return Err(e.into()),
+        };
+        let hole = lseek(from, data, Whence::SeekHole)?;
+        let (start, n) = (u64::try_from(data), u64::try_from(hole - data));
+        let (Ok(start), Ok(n)) = (start, n) else {
+            return Err(io::Error::other("bad SEEK_DATA/SEEK_HOLE offsets"));
+        };
+        let mut r = from;
+        let mut w = to;
+        r.seek(SeekFrom::Start(start))?;
+        w.seek(SeekFrom::Start(start))?;
+        io::copy(&mut r.take(n), &mut w)?;
+        pos = hole;
+    }
+    to.set_len(len)
+}
+
+/// What one entry of a handed-out tree was.
+#[derive(Debug, Clone, Copy)]
+struct Rec {
+    ino: u64,
+    /// The birth time, where the filesystem has one: an inode number is
+    /// reused at once (`rm -rf d && mkdir d` often gives the new `d` the
+    /// old number), a birth time is not.
+    born: Option<std::time::SystemTime>,
+    ctime: (i64, i64),
+    dir: bool,
+}
+
+fn rec(m: &Metadata) -> Rec {
+    Rec {
+        ino: m.ino(),
+        born: m.created().ok(),
+        ctime: (m.ctime(), m.ctime_nsec()),
+        dir: m.is_dir(),
+    }
+}
+
+impl Rec {
+    /// Whether `m` is the same inode as recorded.
+    fn same_inode(&self, m: &Metadata) -> bool {
+        self.ino == m.ino() && self.born == m.created().ok()
+    }
+}
+
+/// Every entry of a tree when it was handed out, by path relative to its
+/// root (`""` is the root).
+#[derive(Debug)]
+pub(crate) struct Baseline {
+    entries: HashMap<PathBuf, Rec>,
+}
+
+impl Baseline {
+    /// Records `root`, then waits until a change made now would get a
+    /// newer ctime than any recorded (see the module docs).
+    fn capture(root: &Path) -> Result<Baseline, MountError> {
+        let mut entries = HashMap::new();
+        let m = fs::symlink_metadata(root).map_err(err("stat", root))?;
+        let mut newest = (m.ctime(), m.ctime_nsec());
+        entries.insert(PathBuf::new(), rec(&m));
+        let mut stack = vec![PathBuf::new()];
+        while let Some(rel) = stack.pop() {
+            let dir = root.join(&rel);
+            for e in fs::read_dir(&dir).map_err(err("reading", &dir))? {
+                let e = e.map_err(err("reading", &dir))?;
+                let p = e.path();
+                let m = fs::symlink_metadata(&p).map_err(err("stat", &p))?;
+                newest = newest.max((m.ctime(), m.ctime_nsec()));
+                let child = rel.join(e.file_name());
+                if m.is_dir() {
+                    stack.push(child.clone());
+                }
+                entries.insert(child, rec(&m));
+            }
+        }
+        settle(root, newest)?;
+        Ok(Baseline { entries })
+    }
+}
+
+/// Waits (at most a second) until a file made beside `root` gets a ctime
+/// newer than `newest`.
+fn settle(root: &Path, newest: (i64, i64)) -> Result<(), MountError> {
+    let beside = root.parent().unwrap_or(root);
+    let probe = tempfile::Builder::new()
+        .prefix(".ctime-probe-")
+        .tempfile_in(beside)
+        .map_err(err("creating a file in", beside))?;
+    let start = Instant::now();
+    let mut mode = 0o600;
+    loop {
+        let m = probe
+            .as_file()
+            .metadata()
+            .map_err(err("stat", probe.path()))?;
+        if (m.ctime(), m.ctime_nsec()) > newest || start.elapsed() > Duration::from_secs(1) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        mode ^= 0o040;
+        probe
+            .as_file()
+            .set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(err("chmod", probe.path()))?;
+    }
+}
+
+/// Writes the changes of a handed-out tree into an upper dir.
+struct Differ<'a> {
+    target: &'a Path,
+    upper: &'a Path,
+    base: &'a Baseline,
+    /// Paths present now.
+    seen: HashSet<PathBuf>,
+    /// Directories that are the recorded ones (same inode): a recorded
+    /// child missing from them was deleted.
+    kept: HashSet<PathBuf>,
+    /// Directories made in the upper dir, in order (metadata applied last).
+    made: Vec<PathBuf>,
+    made_set: HashSet<PathBuf>,
+    /// (dev, ino) → upper path, for entries copied because linking failed.
+    links: HashMap<(u64, u64), PathBuf>,
+}
+
+impl<'a> Differ<'a> {
+    fn new(target: &'a Path, upper: &'a Path, base: &'a Baseline) -> Differ<'a> {
+        Differ {
+            target,
+            upper,
+            base,
+            seen: HashSet::new(),
+            kept: HashSet::new(),
+            made: Vec::new(),
+            made_set: HashSet::new(),
+            links: HashMap::new(),
+        }
+    }
+
+    fn run(mut self) -> Result<(), MountError> {
+        let root = PathBuf::new();
+        self.kept.insert(root.clone());
+        self.seen.insert(root.clone());
+        self.visit(&root, false)?;
+        let mut gone: Vec<&PathBuf> = self
+            .base
+            .entries
+            .keys()
+            .filter(|p| !self.seen.contains(*p))
+            .filter(|p| p.parent().is_some_and(|d| self.kept.contains(d)))
+            .collect();
+        gone.sort();
+        for p in gone {
+            if let Some(parent) = p.parent() {
+                self.ensure_dir(parent)?;
+            }
+            let w = self.upper.join(p);
+            crate::whiteout::make_whiteout(&w).map_err(err("creating whiteout", &w))?;
+        }
+        // The root shows in the upper dir's own metadata.
+        let m = fs::symlink_metadata(self.target).map_err(err("stat", self.target))?;
+        apply_meta(self.target, &m, self.upper)?;
+        for rel in self.made.iter().rev() {
+            let src = self.target.join(rel);
+            let m = fs::symlink_metadata(&src).map_err(err("stat", &src))?;
+            apply_meta(&src, &m, &self.upper.join(rel))?;
+        }
+        Ok(())
+    }
+
+    /// Walks directory `rel` of the tree; `whole`: it is new, so all of it
+    /// goes to the upper dir.
+    fn visit(&mut self, rel: &Path, whole: bool) -> Result<(), MountError> {
+        let dir = self.target.join(rel);
+        let mut children = Vec::new();
+        for e in fs::read_dir(&dir).map_err(err("reading", &dir))? {
+            children.push(e.map_err(err("reading", &dir))?.file_name());
+        }
+        children.sort();
+        for name in children {
+            let child = rel.join(&name);
+            let p = self.target.join(&child);
+            let m = fs::symlink_metadata(&p).map_err(err("stat", &p))?;
+            self.seen.insert(child.clone());
+            let was = if whole {
+                None
+            } else {
+                self.base.entries.get(&child).copied()
+            };
+            match was {
+                Some(r) if r.same_inode(&m) && r.ctime == (m.ctime(), m.ctime_nsec()) => {
+                    if m.is_dir() {
+                        self.kept.insert(child.clone());
+                        self.visit(&child, false)?;
+                    }
+                }
+                Some(r) if r.dir && m.is_dir() && r.same_inode(&m) => {
+                    // The same directory, changed itself.
+                    self.ensure_dir(&child)?;
+                    self.kept.insert(child.clone());
+                    self.visit(&child, false)?;
+                }
+                Some(_) => self.emit(&child, &m, true)?,
+                None => self.emit(&child, &m, false)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a new or replaced entry in the upper dir; `over_lower`: the
+    /// lowers had something at this path, so a directory here is opaque.
+    fn emit(&mut self, rel: &Path, m: &Metadata, over_lower: bool) -> Result<(), MountError> {
+        if m.is_dir() {
+            self.ensure_dir(rel)?;
+            if over_lower {
+                let d = self.upper.join(rel);
+                xattr::set(&d, crate::mount::opaque_xattr(), b"y")
+                    .map_err(err("marking opaque", &d))?;
+            }
+            return self.visit(rel, true);
+        }
+        if let Some(parent) = rel.parent() {
+            self.ensure_dir(parent)?;
+        }
+        let (src, dst) = (self.target.join(rel), self.upper.join(rel));
+        if fs::hard_link(&src, &dst).is_ok() {
+            return Ok(());
+        }
+        let key = (m.dev(), m.ino());
+        if let Some(first) = self.links.get(&key)
+            && fs::hard_link(first, &dst).is_ok()
+        {
+            return Ok(());
+        }
+        copy_entry(&src, m, &dst)?;
+        self.links.insert(key, dst);
+        Ok(())
+    }
+
+    /// Makes directory `rel` (and its parents) in the upper dir.
+    fn ensure_dir(&mut self, rel: &Path) -> Result<(), MountError> {
+        if rel.as_os_str().is_empty() || self.made_set.contains(rel) {
+            return Ok(());
+        }
+        if let Some(parent) = rel.parent() {
+            self.ensure_dir(parent)?;
+        }
+        let d = self.upper.join(rel);
+        match fs::create_dir(&d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(err("creating", &d)(e)),
+        }
+        self.made_set.insert(rel.to_path_buf());
+        self.made.push(rel.to_path_buf());
+        Ok(())
+    }
+}
+
+/// Removes everything in `dir` (best effort: the scratch space that holds
+/// it is removed later anyway).
+fn clear(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let _ = match e.file_type() {
+            Ok(t) if t.is_dir() => fs::remove_dir_all(&p),
+            _ => fs::remove_file(&p),
+        };
+    }
+}

@@ -1,0 +1,107 @@
+//! Whiteouts in a layer dir: overlay's 0/0 character device, or kiln's
+//! *whiteout file* where no such device can be made.
+//!
+//! A layer records "the lower `x` is gone" as overlay does, with a 0/0
+//! character device `x`. Making one needs `mknod`, which some hosts refuse:
+//! a user namespace before Linux 5.8, and a state directory on overlayfs
+//! (kiln in a container whose root is an overlay), which never lets a
+//! whiteout device be created through it. There kiln writes a *whiteout
+//! file* instead: an empty regular file of mode 0 with the xattr
+//! `user.kiln.whiteout=y` ([`WhiteoutFormat::File`]). The tar writer, the
+//! unpacker and the native snapshotter read both forms; overlay reads only
+//! devices (it would show a whiteout file as an empty file), so the file
+//! form is only ever chosen together with the native snapshotter, and a
+//! layer store that has had it is marked
+//! ([`crate::LayerStore::has_whiteout_files`]) so that overlay is never used
+//! on it again.
+
+use std::fs::{self, Metadata};
+use std::io;
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
+use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use nix::sys::stat::{Mode, SFlag};
+
+/// The xattr of a whiteout file.
+pub const WHITEOUT_FILE_XATTR: &str = "user.kiln.whiteout";
+
+/// How this process writes whiteouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhiteoutFormat {
+    /// 0/0 character devices (overlay's own).
+    #[default]
+    Device,
+    /// Whiteout files (see the module docs): native snapshotter only.
+    File,
+}
+
+static FORMAT: AtomicU8 = AtomicU8::new(0);
+
+/// Chooses how this process writes whiteouts (the binary decides once,
+/// before a build, and tells the RUN helper in its request).
+pub fn set_whiteout_format(f: WhiteoutFormat) {
+    FORMAT.store(
+        match f {
+            WhiteoutFormat::Device => 0,
+            WhiteoutFormat::File => 1,
+        },
+        Ordering::SeqCst,
+    );
+}
+
+/// How this process writes whiteouts (devices unless told otherwise).
+pub fn whiteout_format() -> WhiteoutFormat {
+    match FORMAT.load(Ordering::SeqCst) {
+        1 => WhiteoutFormat::File,
+        _ => WhiteoutFormat::Device,
+    }
+}
+
+/// Makes a whiteout at `path` (which must not exist), in this process's
+/// [`whiteout_format`].
+pub fn make_whiteout(path: &Path) -> io::Result<()> {
+    match whiteout_format() {
+        WhiteoutFormat::Device => {
+            nix::sys::stat::mknod(path, SFlag::S_IFCHR, Mode::empty(), 0).map_err(io::Error::from)
+        }
+        WhiteoutFormat::File => {
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o000)
+                .open(path)?;
+            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o000))?;
+            xattr::set(path, WHITEOUT_FILE_XATTR, b"y")
+        }
+    }
+}
+
+/// Whether the entry `path` of a layer dir, whose metadata is `m`, is a
+/// whiteout (either form).
+pub fn is_whiteout(path: &Path, m: &Metadata) -> bool {
+    let ft = m.file_type();
+    if ft.is_char_device() {
+        return m.rdev() == 0;
+    }
+    ft.is_file()
+        && m.len() == 0
+        && m.mode() & 0o7777 == 0
+        && matches!(xattr::get(path, WHITEOUT_FILE_XATTR), Ok(Some(v)) if v == b"y")
+}
+
+/// Whether this process may make whiteout devices on the filesystem of
+/// `scratch`: a device is made there and removed. `Ok(false)` when `mknod`
+/// is refused (`EPERM`, `EOPNOTSUPP`); other failures are errors.
+pub fn whiteout_devices_allowed(scratch: &Path) -> io::Result<bool> {
+    let dir = tempfile::Builder::new()
+        .prefix("whiteout-probe-")
+        .tempdir_in(scratch)?;
+    let w = dir.path().join("w");
+    match nix::sys::stat::mknod(&w, SFlag::S_IFCHR, Mode::empty(), 0) {
+        Ok(()) => Ok(true),
+        Err(nix::errno::Errno::EPERM | nix::errno::Errno::EOPNOTSUPP) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
