@@ -376,6 +376,6 @@ pub enum SnapshotterChoice {
     Auto,
     /// overlay mounts; fails where overlayfs cannot be mounted.
     Overlayfs,
-    /// Copies of each step's root filesystem, diffed after the step.
+    /// copies of each step's root filesystem, diffed after the step.
     Native,
 }

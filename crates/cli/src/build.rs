@@ -100,19 +100,19 @@ fn choose_snapshotter(state: &State, globals: &crate::Globals) -> Result<(), Fai
         "overlayfs"
     };
     let files_here = state.layers.has_whiteout_files();
-    let files_why = "the layers here hold whiteout files, which overlayfs cannot read \
-                     (they were made by the native snapshotter where whiteout devices \
-                     could not be)";
+    let files_why = "this state directory records deletions as whiteout files (whiteout \
+                     devices cannot be made here, or could not be where it was used), which \
+                     overlayfs cannot read";
     let (chosen, why) = match globals.snapshotter {
         SnapshotterChoice::Native => (Snapshotter::Native, "--snapshotter native".to_owned()),
-        SnapshotterChoice::Overlayfs if files_here => {
-            return Err(Failure::Internal(anyhow::anyhow!(
-                "--snapshotter overlayfs: {files_why}; use --snapshotter native (or auto) with \
-                 this state directory ({}), or another --root",
-                state.root.display()
-            )));
-        }
         SnapshotterChoice::Overlayfs => match kiln_snapshot::probe_overlay(&scratch) {
+            Ok(()) if files_here => {
+                return Err(Failure::Internal(anyhow::anyhow!(
+                    "--snapshotter overlayfs: {files_why}; use --snapshotter native (or auto) \
+                     with this state directory ({}), or another --root",
+                    state.root.display()
+                )));
+            }
             Ok(()) => (Snapshotter::Overlayfs, overlay_where.to_owned()),
             Err(e) => {
                 let needs = if crate::rootless() {
@@ -138,7 +138,7 @@ fn choose_snapshotter(state: &State, globals: &crate::Globals) -> Result<(), Fai
     kiln_snapshot::set_snapshotter(chosen);
     if globals.debug {
         if kiln_snapshot::whiteout_format() == WhiteoutFormat::File {
-            eprintln!("debug: whiteouts: files (whiteout devices cannot be made here)");
+            eprintln!("debug: whiteouts: files (user.kiln.whiteout), not devices");
         }
         match chosen {
             Snapshotter::Overlayfs => eprintln!("debug: snapshotter: {why}"),

@@ -54,7 +54,9 @@
 //!   `/var/tmp/kiln-test-bases`; `build-tools/platform-bases.sh` makes them
 //!   from Debian's busybox-static .debs, and `.ci/run` runs it first);
 //! * `emulation PLATFORM` — RUN for PLATFORM can run here (a binfmt_misc
-//!   handler with the fix-binary flag: Debian's qemu-user-static).
+//!   handler with the fix-binary flag: Debian's qemu-user-static);
+//! * `user NAME` — the host user NAME exists, with subordinate id ranges
+//!   (for a script that runs kiln as NAME itself, e.g. with `setpriv`).
 //!
 //! Builds run with `SOURCE_DATE_EPOCH=1600000000`, so times are fixed. Paths
 //! of the temporary directories and the digest of the base image (which
@@ -164,6 +166,11 @@ fn unmet_needs(dir: &Path) -> Option<String> {
                     return Some(e.to_string());
                 }
             }
+            ["user", name] => {
+                if let Err(why) = HostUser::lookup(name) {
+                    return Some(why);
+                }
+            }
             _ => panic!("{}: unknown need {line:?}", dir.display()),
         }
     }
@@ -270,6 +277,9 @@ struct Case {
     /// Variables the script set (`$REGISTRY`, …), expanded in its words and
     /// exported to `run` commands.
     vars: Vec<(String, String)>,
+    /// `KILN_SNAPSHOTTER` for every kiln command, `run` ones included (the
+    /// `-native` trials).
+    snapshotter: Option<&'static str>,
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -278,7 +288,7 @@ fn copy_tree(from: &Path, to: &Path) {
 
 impl Case {
     fn new(dir: &Path) -> Case {
-        Case::new_as(dir, None)
+        Case::new_as(dir, None, None)
     }
 
     /// The home directory of `user` in this case (created, owned by it).
@@ -314,7 +324,7 @@ impl Case {
         }
     }
 
-    fn new_as(dir: &Path, user: Option<HostUser>) -> Case {
+    fn new_as(dir: &Path, user: Option<HostUser>, snapshotter: Option<&'static str>) -> Case {
         let tmp = tempfile::tempdir().unwrap();
         // Users of rootless commands reach the context and write outputs.
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o1777)).unwrap();
@@ -356,6 +366,7 @@ impl Case {
             last_stderr: String::new(),
             registries: Vec::new(),
             vars: vec![("BASES".to_owned(), bases_dir().display().to_string())],
+            snapshotter,
         };
         let (code, stdout, stderr) = c.kiln(&[
             "import".into(),
@@ -407,6 +418,7 @@ impl Case {
             .env_remove("REGISTRY_AUTH_FILE")
             .env("KILN_CONFIG", self.tmp.path().join("kiln-config.toml"))
             .envs(self.vars.iter().map(|(k, v)| (k, v)))
+            .envs(self.snapshotter.map(|s| ("KILN_SNAPSHOTTER", s)))
             .output()
             .unwrap();
         (
@@ -506,6 +518,7 @@ impl Case {
             .env_remove("REGISTRY_AUTH_FILE")
             .env("KILN_CONFIG", self.tmp.path().join("kiln-config.toml"))
             .envs(self.vars.iter().map(|(k, v)| (k, v)))
+            .envs(self.snapshotter.map(|s| ("KILN_SNAPSHOTTER", s)))
             .output()
             .unwrap();
         let _ = writeln!(self.transcript, "exit {}", out.status.code().unwrap_or(-1));
@@ -854,8 +867,12 @@ fn fs_diff(base: &Path, fs_dir: &Path, map: &dyn Fn(u32, u32) -> (u32, u32)) -> 
     out
 }
 
-fn run_case(dir: &Path, user: Option<HostUser>) -> Result<(), Failed> {
-    let mut c = Case::new_as(dir, user);
+fn run_case(
+    dir: &Path,
+    user: Option<HostUser>,
+    snapshotter: Option<&'static str>,
+) -> Result<(), Failed> {
+    let mut c = Case::new_as(dir, user, snapshotter);
     c.script();
     let transcript = std::mem::take(&mut c.transcript);
     drop(c.tmp);
@@ -913,21 +930,39 @@ fn main() {
             }
             let d = dir.clone();
             trials.push(
-                Trial::test(name.clone(), move || run_case(&d, None))
+                Trial::test(name.clone(), move || run_case(&d, None, None))
                     .with_ignored_flag(!runnable || missing.is_some()),
             );
+            let native = dir.join("native").exists();
+            if native {
+                let d = dir.clone();
+                trials.push(
+                    Trial::test(format!("{name}-native"), move || {
+                        run_case(&d, None, Some("native"))
+                    })
+                    .with_ignored_flag(!runnable || missing.is_some()),
+                );
+            }
             if dir.join("rootless").exists() {
                 let user = HostUser::lookup(ROOTLESS_USER);
                 if let (Err(why), true) = (&user, root) {
                     eprintln!("build case {name}-rootless ignored: {why}");
                 }
                 let ok = user.is_ok();
-                trials.push(
-                    Trial::test(format!("{name}-rootless"), move || {
-                        run_case(&dir, Some(user.map_err(Failed::from)?))
-                    })
-                    .with_ignored_flag(!runnable || !ok),
-                );
+                let snapshotters: &[(&str, Option<&'static str>)] = if native {
+                    &[("rootless", None), ("rootless-native", Some("native"))]
+                } else {
+                    &[("rootless", None)]
+                };
+                for &(suffix, snapshotter) in snapshotters {
+                    let (d, user) = (dir.clone(), user.clone());
+                    trials.push(
+                        Trial::test(format!("{name}-{suffix}"), move || {
+                            run_case(&d, Some(user.map_err(Failed::from)?), snapshotter)
+                        })
+                        .with_ignored_flag(!runnable || !ok),
+                    );
+                }
             }
             trials
         })

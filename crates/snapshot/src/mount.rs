@@ -358,7 +358,9 @@ pub fn mount_layers(
 ) -> Result<MountGuard, MountError> {
     match crate::native::snapshotter() {
         crate::native::Snapshotter::Overlayfs => mount_overlay(lowers, upper, target),
-        crate::native::Snapshotter::Native => crate::native::mount(lowers, upper, target),
+        crate::native::Snapshotter::Native => {
+            crate::native::mount(lowers, upper, target, crate::whiteout_format())
+        }
     }
 }
 

@@ -23,8 +23,8 @@
 //!
 //! - **writable** (a `RUN` root, a file op's destination, a read-write
 //!   mount): the merged view of the lower layers is *copied* into the
-//!   target directory (file data with holes kept; hard links within a layer
-//!   kept), which is then bind-mounted on itself (`pivot_root` wants a mount
+//!   target directory (file data with holes kept), which is then
+//!   bind-mounted on itself (`pivot_root` wants a mount
 //!   point). Right after, the inode number and ctime of every entry are
 //!   recorded ([`Baseline`]). On [`crate::MountGuard::unmount`] the tree is
 //!   compared with that record, and what changed is written into the upper
@@ -49,12 +49,16 @@
 //! the newest recorded ctime (a few milliseconds at most), so that a change
 //! made in the same clock tick as the copy still shows.
 //!
-//! Differences from overlay, all rare in builds:
-//! - a file opened for writing but not written is unchanged here (overlay
-//!   copies it up on open);
-//! - two names of one hard-linked inode of a lower layer, written through
-//!   one name, are both in the diff, still linked (overlay with `index=off`
-//!   breaks the link and copies up only the name written).
+//! Each name of a lower layer gets an inode of its own in a writable tree,
+//! even where the layer has two names for one inode: overlay (with
+//! `index=off`) copies up only the name written to, or linked to, and
+//! deleting one name leaves the other alone, and so must the diff. Hard
+//! links a step makes itself are kept in its diff, as with overlay.
+//!
+//! Differences from overlay, both rare in builds: a file opened for writing
+//! but not written is unchanged here (overlay copies it up on open); a
+//! lower hard link shows `st_nlink` 1 in a writable tree (overlay shows the
+//! lower's count).
 //!
 //! ## Cost
 //!
@@ -76,6 +80,7 @@ use filetime::FileTime;
 use nix::sys::stat::{Mode, SFlag};
 
 use crate::mount::{MountError, MountGuard};
+use crate::whiteout::WhiteoutFormat;
 
 /// How layer stacks are mounted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -134,13 +139,15 @@ pub(crate) struct Materialized {
     /// Where the diff goes, with what the tree was when handed out
     /// (writable mounts only).
     upper: Option<(PathBuf, Baseline)>,
+    /// How the diff records deletions.
+    whiteouts: WhiteoutFormat,
 }
 
 impl Materialized {
     /// Writes the diff (writable mounts), then empties the target.
     pub(crate) fn finish(self, target: &Path) -> Result<(), MountError> {
         let r = match &self.upper {
-            Some((upper, baseline)) => Differ::new(target, upper, baseline).run(),
+            Some((upper, baseline)) => Differ::new(target, upper, baseline, self.whiteouts).run(),
             None => Ok(()),
         };
         clear(target);
@@ -172,11 +179,13 @@ fn nix_err<'a>(
     move |e| err(op, path)(e.into())
 }
 
-/// [`crate::mount_layers`] for the native snapshotter (see the module docs).
-pub(crate) fn mount(
+/// [`crate::mount_layers`] for the native snapshotter (see the module docs),
+/// recording deletions as `whiteouts`.
+pub fn mount(
     lowers: &[PathBuf],
     upper: Option<(&Path, &Path)>,
     target: &Path,
+    whiteouts: WhiteoutFormat,
 ) -> Result<MountGuard, MountError> {
     if upper.is_none() && lowers.len() < 2 {
         // An empty tmpfs or a read-only bind mount: no overlay involved.
@@ -184,11 +193,16 @@ pub(crate) fn mount(
     }
     // The guard empties the target if anything below fails.
     // The upper dir is set once the tree is complete.
-    let mut guard = MountGuard::native(target, Materialized { upper: None });
+    let mut guard = MountGuard::native(
+        target,
+        Materialized {
+            upper: None,
+            whiteouts,
+        },
+    );
     let copy = upper.is_some();
     let mut filler = Filler {
         copy,
-        links: HashMap::new(),
         dirs: Vec::new(),
     };
     filler.fill(lowers, target)?;
@@ -229,10 +243,6 @@ fn is_overlay_xattr(name: &std::ffi::OsStr) -> bool {
 struct Filler {
     /// Copy files (writable mounts) or hard-link them (read-only views).
     copy: bool,
-    /// (layer, dev, ino) of a copied file with several links → its copy:
-    /// hard links within a layer stay links; files that different layers
-    /// share (kiln links unchanged files between layers) do not.
-    links: HashMap<(usize, u64, u64), PathBuf>,
     /// Directories made, with their source: metadata is applied last,
     /// deepest first, once their contents no longer change their times.
     dirs: Vec<(PathBuf, PathBuf, Metadata)>,
@@ -269,18 +279,18 @@ impl Filler {
         for name in names {
             let child = rel.join(&name);
             let mut found = None;
-            for (k, (i, l)) in contrib.iter().enumerate() {
+            for (k, (_, l)) in contrib.iter().enumerate() {
                 let p = l.join(&child);
                 match fs::symlink_metadata(&p) {
                     Ok(m) => {
-                        found = Some((k, *i, p, m));
+                        found = Some((k, p, m));
                         break;
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(err("stat", &p)(e)),
                 }
             }
-            let Some((k, layer, src, meta)) = found else {
+            let Some((k, src, meta)) = found else {
                 continue;
             };
             if crate::whiteout::is_whiteout(&src, &meta) {
@@ -309,35 +319,20 @@ impl Filler {
                 self.dirs.push((d.clone(), src, meta));
                 self.dir(&child, &sub, &d)?;
             } else {
-                self.place(layer, &src, &meta, &d)?;
+                self.place(&src, &meta, &d)?;
             }
         }
         Ok(())
     }
 
-    /// A non-directory of layer `layer` at `dst`: linked or copied.
-    fn place(
-        &mut self,
-        layer: usize,
-        src: &Path,
-        m: &Metadata,
-        dst: &Path,
-    ) -> Result<(), MountError> {
+    /// A non-directory at `dst`: hard-linked (a read-only view, where a
+    /// layer's own hard links stay links) or copied (a writable tree, where
+    /// every name gets an inode of its own: see the module docs).
+    fn place(&mut self, src: &Path, m: &Metadata, dst: &Path) -> Result<(), MountError> {
         if !self.copy && fs::hard_link(src, dst).is_ok() {
             return Ok(());
         }
-        let key = (layer, m.dev(), m.ino());
-        if m.nlink() > 1
-            && let Some(first) = self.links.get(&key)
-            && fs::hard_link(first, dst).is_ok()
-        {
-            return Ok(());
-        }
-        copy_entry(src, m, dst)?;
-        if m.nlink() > 1 {
-            self.links.insert(key, dst.to_path_buf());
-        }
-        Ok(())
+        copy_entry(src, m, dst)
     }
 
     fn finish_dirs(&mut self) -> Result<(), MountError> {
@@ -539,6 +534,7 @@ struct Differ<'a> {
     target: &'a Path,
     upper: &'a Path,
     base: &'a Baseline,
+    whiteouts: WhiteoutFormat,
     /// Paths present now.
     seen: HashSet<PathBuf>,
     /// Directories that are the recorded ones (same inode): a recorded
@@ -552,11 +548,17 @@ struct Differ<'a> {
 }
 
 impl<'a> Differ<'a> {
-    fn new(target: &'a Path, upper: &'a Path, base: &'a Baseline) -> Differ<'a> {
+    fn new(
+        target: &'a Path,
+        upper: &'a Path,
+        base: &'a Baseline,
+        whiteouts: WhiteoutFormat,
+    ) -> Differ<'a> {
         Differ {
             target,
             upper,
             base,
+            whiteouts,
             seen: HashSet::new(),
             kept: HashSet::new(),
             made: Vec::new(),
@@ -583,7 +585,8 @@ impl<'a> Differ<'a> {
                 self.ensure_dir(parent)?;
             }
             let w = self.upper.join(p);
-            crate::whiteout::make_whiteout(&w).map_err(err("creating whiteout", &w))?;
+            crate::whiteout::make_whiteout(&w, self.whiteouts)
+                .map_err(err("creating whiteout", &w))?;
         }
         // The root shows in the upper dir's own metadata.
         let m = fs::symlink_metadata(self.target).map_err(err("stat", self.target))?;

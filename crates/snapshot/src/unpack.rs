@@ -465,11 +465,8 @@ impl Unpacker {
             let target = parent.join(OsStr::from_bytes(original));
             match lstat(&target).map_err(self.io(e, "lstat", &target))? {
                 None => {
-                    crate::whiteout::make_whiteout(&target).map_err(self.io(
-                        e,
-                        "creating whiteout",
-                        &target,
-                    ))?;
+                    crate::whiteout::make_whiteout(&target, crate::whiteout_format())
+                        .map_err(self.io(e, "creating whiteout", &target))?;
                     // mtime 0, so that the layer dir is reproducible.
                     let zero = FileTime::from_unix_time(0, 0);
                     filetime::set_symlink_file_times(&target, zero, zero).map_err(self.io(

@@ -59,10 +59,9 @@ pub fn whiteout_format() -> WhiteoutFormat {
     }
 }
 
-/// Makes a whiteout at `path` (which must not exist), in this process's
-/// [`whiteout_format`].
-pub fn make_whiteout(path: &Path) -> io::Result<()> {
-    match whiteout_format() {
+/// Makes a whiteout at `path` (which must not exist), in `format`.
+pub fn make_whiteout(path: &Path, format: WhiteoutFormat) -> io::Result<()> {
+    match format {
         WhiteoutFormat::Device => {
             nix::sys::stat::mknod(path, SFlag::S_IFCHR, Mode::empty(), 0).map_err(io::Error::from)
         }

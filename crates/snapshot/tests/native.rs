@@ -1,0 +1,206 @@
+//! The native snapshotter against overlay, case by case (needs root; each
+//! trial is ignored otherwise).
+//!
+//! Each case of `testdata/snapshot/native/<case>/` has a `script`, run by
+//! `sh -e` in a writable mount of one fixed stack of two layers (with a
+//! whiteout, an opaque directory, hard links, a symlink; see [`base`]), and
+//! an `expected` listing of the layer tar written from the upper dir
+//! afterwards. A case with a `read-only` file instead lists the merged view
+//! of a read-only mount (its script is not run). Every case runs three
+//! times against the same `expected`: on overlay (trial `<case>-overlayfs`),
+//! on the native snapshotter (`<case>-native`), and on the native
+//! snapshotter with whiteout files in its layers and its diff
+//! (`<case>-native-whiteout-files`). So overlay's output is the reference,
+//! and the native one must give the same layer. `UPDATE_EXPECT=1`
+//! regenerates the listings (from whichever trial runs last: check the
+//! diff).
+
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use filetime::FileTime;
+use kiln_snapshot::{
+    MountGuard, TarOptions, WhiteoutFormat, mount_overlay, opaque_xattr, private_mount_namespace,
+    tar_listing, write_layer_tar,
+};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+/// Times of the base layers; later ones are clamped to [`CLAMP`].
+const OLD: i64 = 1_600_000_000;
+const CLAMP: i64 = 1_700_000_000;
+
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Overlay,
+    Native(WhiteoutFormat),
+}
+
+fn main() {
+    let root = kiln_testkit::is_root();
+    if root {
+        // Still single-threaded here.
+        private_mount_namespace().unwrap();
+    }
+    let args = Arguments::from_args();
+    let mut trials = Vec::new();
+    for dir in kiln_testkit::case_dirs(&kiln_testkit::testdata().join("snapshot/native")) {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        for (suffix, mode) in [
+            ("overlayfs", Mode::Overlay),
+            ("native", Mode::Native(WhiteoutFormat::Device)),
+            ("native-whiteout-files", Mode::Native(WhiteoutFormat::File)),
+        ] {
+            let d = dir.clone();
+            trials.push(
+                Trial::test(format!("{name}-{suffix}"), move || run_case(&d, mode))
+                    .with_ignored_flag(!root),
+            );
+        }
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
+
+fn set_time(p: &Path, t: i64) {
+    let ft = FileTime::from_unix_time(t, 0);
+    filetime::set_symlink_file_times(p, ft, ft).unwrap();
+}
+
+fn write(root: &Path, rel: &str, content: &str, mode: u32) {
+    let p = root.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(&p, content).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Sets every time under `root` (deepest first) to [`OLD`].
+fn age(root: &Path) {
+    let mut all = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if fs::symlink_metadata(&p).unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            all.push(p);
+        }
+    }
+    for p in all.iter().rev() {
+        set_time(p, OLD);
+    }
+    set_time(root, OLD);
+}
+
+/// The two layers every case starts from (bottom first).
+///
+/// - layer 1: `a/{f1,f2,sub/g}`, `b`, `c/x`, `d -> a/f1`, `hl1` = `hl2`
+///   (hard links), `e/y`, `p/q/r`;
+/// - layer 2: deletes `a/f2` and `e`, replaces `b`, makes `c` opaque with
+///   `c/new` (so `c/x` is hidden), adds `f`.
+fn base(dir: &Path, whiteouts: WhiteoutFormat) -> Vec<PathBuf> {
+    let l1 = dir.join("l1");
+    fs::create_dir_all(&l1).unwrap();
+    write(&l1, "a/f1", "one\n", 0o644);
+    write(&l1, "a/f2", "two\n", 0o644);
+    write(&l1, "a/sub/g", "g\n", 0o600);
+    write(&l1, "b", "b\n", 0o755);
+    write(&l1, "c/x", "x\n", 0o644);
+    std::os::unix::fs::symlink("a/f1", l1.join("d")).unwrap();
+    write(&l1, "hl1", "linked\n", 0o644);
+    fs::hard_link(l1.join("hl1"), l1.join("hl2")).unwrap();
+    write(&l1, "e/y", "y\n", 0o644);
+    write(&l1, "p/q/r", "r\n", 0o644);
+    std::os::unix::fs::chown(l1.join("p/q/r"), Some(1000), Some(1000)).unwrap();
+    age(&l1);
+
+    let l2 = dir.join("l2");
+    fs::create_dir_all(l2.join("a")).unwrap();
+    kiln_snapshot::whiteout::make_whiteout(&l2.join("a/f2"), whiteouts).unwrap();
+    kiln_snapshot::whiteout::make_whiteout(&l2.join("e"), whiteouts).unwrap();
+    write(&l2, "b", "b, second\n", 0o755);
+    write(&l2, "c/new", "new\n", 0o644);
+    xattr::set(l2.join("c"), opaque_xattr(), b"y").unwrap();
+    write(&l2, "f", "f\n", 0o644);
+    age(&l2);
+    vec![l1, l2]
+}
+
+fn mount(
+    mode: Mode,
+    lowers: &[PathBuf],
+    upper: Option<(&Path, &Path)>,
+    target: &Path,
+) -> MountGuard {
+    match mode {
+        Mode::Overlay => mount_overlay(lowers, upper, target).unwrap(),
+        Mode::Native(w) => kiln_snapshot::native::mount(lowers, upper, target, w).unwrap(),
+    }
+}
+
+fn listing(dir: &Path) -> String {
+    let mut tar = Vec::new();
+    write_layer_tar(
+        dir,
+        &mut tar,
+        &TarOptions {
+            mtime_clamp: Some(CLAMP),
+        },
+    )
+    .unwrap();
+    tar_listing(tar.as_slice()).unwrap()
+}
+
+fn run_case(dir: &Path, mode: Mode) -> Result<(), Failed> {
+    let tmp = tempfile::tempdir().unwrap();
+    let whiteouts = match mode {
+        Mode::Native(w) => w,
+        Mode::Overlay => WhiteoutFormat::Device,
+    };
+    let lowers = base(tmp.path(), whiteouts);
+    let target = tmp.path().join("mnt");
+    fs::create_dir(&target).unwrap();
+    let actual = if dir.join("read-only").exists() {
+        let guard = mount(mode, &lowers, None, &target);
+        // Nothing writes through a read-only view.
+        if fs::write(target.join("a/f1"), "changed").is_ok() {
+            return Err("a read-only view was writable".into());
+        }
+        let out = listing(&target);
+        guard.unmount().unwrap();
+        out
+    } else {
+        let (upper, work) = (tmp.path().join("upper"), tmp.path().join("work"));
+        fs::create_dir(&upper).unwrap();
+        fs::create_dir(&work).unwrap();
+        let guard = mount(mode, &lowers, Some((&upper, &work)), &target);
+        let st = Command::new("sh")
+            .arg("-e")
+            .arg(dir.join("script"))
+            .current_dir(&target)
+            .status()
+            .unwrap();
+        if !st.success() {
+            return Err(format!("script failed: {st}").into());
+        }
+        guard.unmount().unwrap();
+        listing(&upper)
+    };
+    // The layers themselves are never changed (hard-linked views).
+    for l in &lowers {
+        let m = fs::metadata(l.join("b")).unwrap();
+        if std::os::unix::fs::MetadataExt::nlink(&m) != 1 {
+            return Err(format!("{}/b still has extra links", l.display()).into());
+        }
+    }
+    if fs::read_dir(&target).unwrap().next().is_some() {
+        return Err("the mount point was not emptied".into());
+    }
+    match kiln_testkit::check(&dir.join("expected"), &actual) {
+        None => Ok(()),
+        Some(diff) => Err(diff.into()),
+    }
+}
