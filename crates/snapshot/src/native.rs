@@ -502,8 +502,9 @@ impl Baseline {
     }
 }
 
-/// Waits (at most a second) until a file made beside `root` gets a ctime
-/// newer than `newest`.
+/// Waits until a file made beside `root` gets a ctime newer than `newest`:
+/// a few milliseconds, up to a second on a filesystem that keeps whole
+/// seconds (ext4 with 128-byte inodes); given up after two.
 fn settle(root: &Path, newest: (i64, i64)) -> Result<(), MountError> {
     let beside = root.parent().unwrap_or(root);
     let probe = tempfile::Builder::new()
@@ -517,7 +518,7 @@ fn settle(root: &Path, newest: (i64, i64)) -> Result<(), MountError> {
             .as_file()
             .metadata()
             .map_err(err("stat", probe.path()))?;
-        if (m.ctime(), m.ctime_nsec()) > newest || start.elapsed() > Duration::from_secs(1) {
+        if (m.ctime(), m.ctime_nsec()) > newest || start.elapsed() > Duration::from_secs(2) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(1));
