@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The native snapshotter against overlayfs, on this machine.
 
-    sudo python3 benches/snapshotter.py [--reps N] [--runs N]
+    sudo python3 benches/snapshotter.py [--reps N] [--runs N] [--dir DIR]
 
 For each base (busybox, and Debian when benches/peers.py or the test suite
 left its rootfs tar at /var/tmp/kiln-bench/debian.tar) builds a Dockerfile of
@@ -9,6 +9,8 @@ left its rootfs tar at /var/tmp/kiln-bench/debian.tar) builds a Dockerfile of
 snapshotter, --reps times after a warm-up, alternating snapshotters, with the
 release binary (target/release/kiln; `cargo build --release` first). Prints
 medians and ranges as a Markdown table; with --out, writes it there too.
+--dir puts the state directories there (default: the system's temporary
+directory), to compare filesystems.
 Benchmarks prove speed; nothing here is a test.
 """
 
@@ -41,11 +43,12 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--out")
+    ap.add_argument("--dir")
     a = ap.parse_args()
     if not KILN.exists():
         sys.exit(f"{KILN} is missing: cargo build --release -p kiln-cli")
     rows = []
-    with tempfile.TemporaryDirectory(prefix="kiln-snapshotter-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="kiln-snapshotter-bench-", dir=a.dir) as tmp:
         tmp = Path(tmp)
         for base, tar in BASES.items():
             if not tar.exists():
@@ -70,9 +73,10 @@ def main():
                         times[snap].append(dt)
             for snap, ts in times.items():
                 rows.append((base, size, snap, statistics.median(ts), min(ts), max(ts)))
+    fs = run(["df", "--output=fstype", a.dir or tempfile.gettempdir()]).stdout.split()[-1]
     out = [
         f"`{a.runs}` RUN steps, `build --no-cache`, median of {a.reps} "
-        f"(after one warm-up), {os.cpu_count()} CPUs",
+        f"(after one warm-up), {os.cpu_count()} CPUs, state on {fs}",
         "",
         "| base | base size | snapshotter | median | range |",
         "|---|---|---|---|---|",
