@@ -174,11 +174,13 @@ fn run(req: &Request) -> Result<Status, String> {
     )
     .map_err(|e| format!("making / private: {e}"))?;
     let root = spec.rootfs.mountpoint.clone();
-    let guard = kiln_snapshot::mount_layers(
-        &spec.rootfs.lowers,
-        Some((&spec.rootfs.upper, &spec.rootfs.work)),
-        &root,
-    )
+    let upper = (spec.rootfs.upper.as_path(), spec.rootfs.work.as_path());
+    let guard = match &spec.rootfs.views {
+        Some(views) => {
+            kiln_snapshot::mount_layers_reusing(&spec.rootfs.lowers, upper, &root, views)
+        }
+        None => kiln_snapshot::mount_layers(&spec.rootfs.lowers, Some(upper), &root),
+    }
     .map_err(|e| e.to_string())?;
 
     // Generated files live beside the mount point, outside the root.
@@ -280,8 +282,24 @@ fn run(req: &Request) -> Result<Status, String> {
                 }
             };
             drop(alive_w);
-            guard.unmount().map_err(|e| e.to_string())?;
-            remove_stubs(&spec.rootfs.upper, &spec.rootfs.lowers, &stubs);
+            let kept = guard.unmount_keeping().map_err(|e| e.to_string())?;
+            let removed = remove_stubs(&spec.rootfs.upper, &spec.rootfs.lowers, &stubs);
+            // A tree the native snapshotter keeps for the next step gets
+            // the same stub removals; only a step that succeeded has one.
+            if let Some(mut kept) = kept
+                && msg.is_empty()
+                && status == Status::Exited(0)
+            {
+                for rel in &removed {
+                    kept.removed(rel);
+                }
+                for stub in &stubs {
+                    for dir in stub.ancestors().skip(1) {
+                        kept.touched(dir);
+                    }
+                }
+                kept.offer();
+            }
             if !msg.is_empty() {
                 return Ok(Status::SetupError(msg));
             }
@@ -343,8 +361,9 @@ fn write_secrets(dir: &Path, spec: &RunSpec) -> Result<(), String> {
 
 /// Removes the mount stubs from the upper directory (the overlay is
 /// unmounted), and the parent directories that only exist in the upper
-/// because a stub was created in them.
-fn remove_stubs(upper: &Path, lowers: &[PathBuf], stubs: &[PathBuf]) {
+/// because a stub was created in them. Returns what it removed.
+fn remove_stubs(upper: &Path, lowers: &[PathBuf], stubs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
     for rel in stubs.iter().rev() {
         let p = upper.join(rel);
         let Ok(m) = fs::symlink_metadata(&p) else {
@@ -360,14 +379,15 @@ fn remove_stubs(upper: &Path, lowers: &[PathBuf], stubs: &[PathBuf]) {
         if !empty {
             continue;
         }
-        let removed = if m.is_dir() {
+        let gone = if m.is_dir() {
             fs::remove_dir(&p)
         } else {
             fs::remove_file(&p)
         };
-        if removed.is_err() {
+        if gone.is_err() {
             continue;
         }
+        removed.push(rel.clone());
         let mut parent = rel.parent();
         while let Some(d) = parent {
             if d.as_os_str().is_empty() {
@@ -379,9 +399,11 @@ fn remove_stubs(upper: &Path, lowers: &[PathBuf], stubs: &[PathBuf]) {
             if fs::remove_dir(upper.join(d)).is_err() {
                 break;
             }
+            removed.push(d.to_path_buf());
             parent = d.parent();
         }
     }
+    removed
 }
 
 /// Whether `rel` in the upper dir is an empty, non-opaque directory with the

@@ -17,6 +17,11 @@ pub struct Rootfs {
     /// An empty directory to mount the root on (only inside the helper's
     /// mount namespace; it stays empty for everyone else).
     pub mountpoint: PathBuf,
+    /// With the native snapshotter: where the previous step may have left
+    /// the tree of `lowers`, and where this step leaves its own
+    /// (`kiln_snapshot::mount_layers_reusing`).
+    #[serde(default)]
+    pub views: Option<PathBuf>,
 }
 
 /// The network a RUN step sees.

@@ -80,6 +80,7 @@ fn setup(args: &[&str]) -> Run {
             upper: upper.clone(),
             work: dir.path().join("work"),
             mountpoint: dir.path().join("root"),
+            views: None,
         },
         args: args.iter().map(|s| s.to_string()).collect(),
         env: vec!["PATH=/bin".to_owned()],

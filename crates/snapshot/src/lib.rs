@@ -68,8 +68,8 @@ pub mod whiteout;
 pub use export::{ExportError, TarOptions, TarStats, write_layer_tar};
 pub use listing::{tar_listing, tar_listing_with_digests};
 pub use mount::{
-    MountError, MountGuard, in_user_namespace, mount_layers, mount_overlay, opaque_xattr,
-    private_mount_namespace, probe_overlay,
+    MountError, MountGuard, in_user_namespace, mount_layers, mount_layers_reusing, mount_overlay,
+    opaque_xattr, private_mount_namespace, probe_overlay,
 };
 pub use native::{Snapshotter, copy_file_contents, set_snapshotter, snapshotter};
 pub use securejoin::{ResolveError, resolve_in_root};

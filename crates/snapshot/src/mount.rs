@@ -263,7 +263,18 @@ impl MountGuard {
     /// Unmounts now, reporting failure (dropping unmounts too but ignores
     /// errors). With the native snapshotter, a writable mount's changes are
     /// written to its upper dir here, and only here.
-    pub fn unmount(mut self) -> Result<(), MountError> {
+    pub fn unmount(self) -> Result<(), MountError> {
+        if let Some(kept) = self.unmount_keeping()? {
+            kept.offer();
+        }
+        Ok(())
+    }
+
+    /// [`MountGuard::unmount`], for a caller that changes the upper dir
+    /// afterwards: a tree the native snapshotter would keep for the next
+    /// mount of the stack is returned, for the caller to report its changes
+    /// and then [offer](crate::native::Kept::offer) it.
+    pub fn unmount_keeping(mut self) -> Result<Option<crate::native::Kept>, MountError> {
         if self.mounted {
             self.mounted = false;
             nix::mount::umount2(&self.target, MntFlags::MNT_DETACH).map_err(|e| {
@@ -275,7 +286,7 @@ impl MountGuard {
         }
         match self.native.take() {
             Some(n) => n.finish(&self.target),
-            None => Ok(()),
+            None => Ok(None),
         }
     }
 
@@ -359,8 +370,31 @@ pub fn mount_layers(
     match crate::native::snapshotter() {
         crate::native::Snapshotter::Overlayfs => mount_overlay(lowers, upper, target),
         crate::native::Snapshotter::Native => {
-            crate::native::mount(lowers, upper, target, crate::whiteout_format())
+            crate::native::mount(lowers, upper, target, crate::whiteout_format(), None)
         }
+    }
+}
+
+/// [`mount_layers`] of a writable mount whose upper dir becomes a layer of
+/// the store: with the native snapshotter, the tree is taken from `views`
+/// (a scratch directory of this build) when the previous step left it
+/// there, and left there for the next step on unmount (see
+/// [`crate::native::Kept`]). `views` must be on the target's filesystem.
+pub fn mount_layers_reusing(
+    lowers: &[PathBuf],
+    upper: (&Path, &Path),
+    target: &Path,
+    views: &Path,
+) -> Result<MountGuard, MountError> {
+    match crate::native::snapshotter() {
+        crate::native::Snapshotter::Overlayfs => mount_overlay(lowers, Some(upper), target),
+        crate::native::Snapshotter::Native => crate::native::mount(
+            lowers,
+            Some(upper),
+            target,
+            crate::whiteout_format(),
+            Some(views),
+        ),
     }
 }
 

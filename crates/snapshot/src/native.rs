@@ -60,12 +60,21 @@
 //! lower hard link shows `st_nlink` 1 in a writable tree (overlay shows the
 //! lower's count).
 //!
-//! ## Cost
+//! ## Cost, and kept trees
 //!
-//! Each writable mount copies the whole root filesystem of its base (as
-//! containerd's native snapshotter does), and the diff walks it once. That
-//! is time and disk proportional to the base image for every `RUN`: fine
-//! for small bases, slow for large ones (see `benches/`).
+//! A writable mount copies the whole root filesystem of its base, as
+//! containerd's native snapshotter does, and the diff walks it once. For a
+//! chain of steps (each step's base is the previous step's result) that
+//! copy is avoided: a mount given a *views* directory
+//! ([`crate::mount_layers_reusing`], one scratch directory per build)
+//! leaves its tree there on unmount, and the next mount of exactly the
+//! stack that tree now shows (same lowers, plus the new layer: keyed by
+//! their layer ids) takes it by one `rename`. [`Kept`] says what makes a
+//! used tree equal to a fresh copy of the new stack. So a chain copies its
+//! base once, then each step pays its own walk and the copies of the files
+//! it changed. (Without a journal, ext4 also makes every inode allocation
+//! slower for a while after many deletions, which the per-step copy and
+//! removal used to pay: `benches/results/2026-11-25-snapshotter.md`.)
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::OsString;
@@ -141,17 +150,48 @@ pub(crate) struct Materialized {
     upper: Option<(PathBuf, Baseline)>,
     /// How the diff records deletions.
     whiteouts: WhiteoutFormat,
+    /// Where the tree may wait for the next mount of its stack (see
+    /// [`Kept`]), and the lowers it was made from.
+    views: Option<(PathBuf, Vec<PathBuf>)>,
 }
 
 impl Materialized {
-    /// Writes the diff (writable mounts), then empties the target.
-    pub(crate) fn finish(self, target: &Path) -> Result<(), MountError> {
-        let r = match &self.upper {
-            Some((upper, baseline)) => Differ::new(target, upper, baseline, self.whiteouts).run(),
-            None => Ok(()),
+    /// Writes the diff (writable mounts). With a views directory, the tree
+    /// is then made independent of the upper dir and kept; otherwise, and
+    /// whenever anything fails, the target is emptied.
+    pub(crate) fn finish(self, target: &Path) -> Result<Option<Kept>, MountError> {
+        let Some((upper, baseline)) = self.upper else {
+            clear(target);
+            return Ok(None);
         };
-        clear(target);
-        r
+        let linked = match Differ::new(target, &upper, &baseline, self.whiteouts).run() {
+            Ok(linked) => linked,
+            Err(e) => {
+                clear(target);
+                return Err(e);
+            }
+        };
+        let Some((views, lowers)) = self.views else {
+            clear(target);
+            return Ok(None);
+        };
+        let mut kept = Kept {
+            target: target.to_path_buf(),
+            upper,
+            lowers,
+            baseline,
+            views,
+            ok: true,
+        };
+        for rel in &linked {
+            kept.unlink(rel);
+        }
+        // Putting the copies in place changed their directories' times.
+        let parents: BTreeSet<&Path> = linked.iter().filter_map(|r| r.parent()).collect();
+        for dir in parents {
+            kept.touched(dir);
+        }
+        Ok(Some(kept))
     }
 
     pub(crate) fn set_upper(&mut self, upper: PathBuf, baseline: Baseline) {
@@ -180,12 +220,16 @@ fn nix_err<'a>(
 }
 
 /// [`crate::mount_layers`] for the native snapshotter (see the module docs),
-/// recording deletions as `whiteouts`.
+/// recording deletions as `whiteouts`. With `views` (a directory of this
+/// process, see [`Kept`]), a writable mount takes the tree a finished mount
+/// left there for this very stack instead of copying one, and leaves its
+/// own there when unmounted.
 pub fn mount(
     lowers: &[PathBuf],
     upper: Option<(&Path, &Path)>,
     target: &Path,
     whiteouts: WhiteoutFormat,
+    views: Option<&Path>,
 ) -> Result<MountGuard, MountError> {
     if upper.is_none() && lowers.len() < 2 {
         // An empty tmpfs or a read-only bind mount: no overlay involved.
@@ -193,11 +237,13 @@ pub fn mount(
     }
     // The guard empties the target if anything below fails.
     // The upper dir is set once the tree is complete.
+    let views = views.filter(|_| upper.is_some());
     let mut guard = MountGuard::native(
         target,
         Materialized {
             upper: None,
             whiteouts,
+            views: views.map(|v| (v.to_path_buf(), lowers.to_vec())),
         },
     );
     let copy = upper.is_some();
@@ -205,7 +251,10 @@ pub fn mount(
         copy,
         dirs: Vec::new(),
     };
-    filler.fill(lowers, target)?;
+    let reused = views.is_some_and(|v| take_view(v, lowers, target));
+    if !reused {
+        filler.fill(lowers, target)?;
+    }
     // The root's metadata: the upper dir's for a writable mount (overlay
     // shows the upper root), else the top layer's.
     let root_src = match (upper, lowers.last()) {
@@ -546,6 +595,8 @@ struct Differ<'a> {
     made_set: HashSet<PathBuf>,
     /// (dev, ino) → upper path, for entries copied because linking failed.
     links: HashMap<(u64, u64), PathBuf>,
+    /// Entries hard-linked into the upper dir.
+    linked: Vec<PathBuf>,
 }
 
 impl<'a> Differ<'a> {
@@ -565,10 +616,12 @@ impl<'a> Differ<'a> {
             made: Vec::new(),
             made_set: HashSet::new(),
             links: HashMap::new(),
+            linked: Vec::new(),
         }
     }
 
-    fn run(mut self) -> Result<(), MountError> {
+    /// Writes the diff; returns the entries hard-linked into the upper dir.
+    fn run(mut self) -> Result<Vec<PathBuf>, MountError> {
         let root = PathBuf::new();
         self.kept.insert(root.clone());
         self.seen.insert(root.clone());
@@ -597,7 +650,7 @@ impl<'a> Differ<'a> {
             let m = fs::symlink_metadata(&src).map_err(err("stat", &src))?;
             apply_meta(&src, &m, &self.upper.join(rel))?;
         }
-        Ok(())
+        Ok(self.linked)
     }
 
     /// Walks directory `rel` of the tree; `whole`: it is new, so all of it
@@ -656,6 +709,7 @@ impl<'a> Differ<'a> {
         }
         let (src, dst) = (self.target.join(rel), self.upper.join(rel));
         if fs::hard_link(&src, &dst).is_ok() {
+            self.linked.push(rel.to_path_buf());
             return Ok(());
         }
         let key = (m.dev(), m.ino());
@@ -686,6 +740,189 @@ impl<'a> Differ<'a> {
         self.made_set.insert(rel.to_path_buf());
         self.made.push(rel.to_path_buf());
         Ok(())
+    }
+}
+
+/// How many kept trees a views directory holds at most: one per chain of
+/// steps in progress is what pays; more only fills the disk.
+const MAX_VIEWS: usize = 2;
+
+/// The name of the tree of the stack `dirs` in a views directory: a digest
+/// of their layer ids (`<store>/<id>/diff`, `<store>/tmp/<id>/diff` for a
+/// draft, which keeps its id when committed), or none for directories
+/// outside a layer store.
+fn stack_key(dirs: &[&Path]) -> Option<String> {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for d in dirs {
+        if d.file_name()? != "diff" {
+            return None;
+        }
+        let id = d.parent()?.file_name()?;
+        h.update(std::os::unix::ffi::OsStrExt::as_bytes(id));
+        h.update(b"/");
+    }
+    Some(hex::encode(h.finalize()))
+}
+
+/// Moves the kept tree of the stack `lowers` onto `target` (an empty
+/// directory), if `views` has one.
+fn take_view(views: &Path, lowers: &[PathBuf], target: &Path) -> bool {
+    let dirs: Vec<&Path> = lowers.iter().map(PathBuf::as_path).collect();
+    let Some(key) = stack_key(&dirs) else {
+        return false;
+    };
+    fs::rename(views.join(key), target).is_ok()
+}
+
+/// The tree of a finished writable mount, kept so that the next mount of
+/// the stack it now shows (its lowers and its new layer: the next step of a
+/// chain) takes it instead of copying the whole stack again.
+///
+/// After the diff the tree is the merged view of lowers + upper exactly,
+/// but for two things, which this type repairs before the tree is offered:
+/// the entries the diff hard-linked into the upper dir (they get inodes of
+/// their own again, [`Kept::unlink`], so the next step cannot write through
+/// to a committed layer), and whatever the caller changes in the upper dir
+/// after the diff (the RUN helper's mount stubs, a file op's staged copy),
+/// which it reports with [`Kept::removed`], [`Kept::touched`] and
+/// [`Kept::replaced`]. A repair that fails, or a caller that drops the value
+/// without [`Kept::offer`], discards the tree: it is only ever an
+/// optimisation.
+#[derive(Debug)]
+pub struct Kept {
+    target: PathBuf,
+    upper: PathBuf,
+    lowers: Vec<PathBuf>,
+    baseline: Baseline,
+    views: PathBuf,
+    /// No repair failed.
+    ok: bool,
+}
+
+impl Kept {
+    /// Gives the hard-linked entry `rel` an inode of its own, a copy of the
+    /// upper dir's.
+    fn unlink(&mut self, rel: &Path) {
+        let (src, dst) = (self.upper.join(rel), self.target.join(rel));
+        let tmp = dst.with_file_name(".kiln-unlink");
+        let done = fs::symlink_metadata(&src)
+            .map_err(err("stat", &src))
+            .and_then(|m| copy_entry(&src, &m, &tmp))
+            .and_then(|()| fs::rename(&tmp, &dst).map_err(err("renaming", &tmp)));
+        if done.is_err() {
+            let _ = fs::remove_file(&tmp);
+            self.ok = false;
+        }
+    }
+
+    /// The metadata of `rel` as the next mount would copy it: the upper
+    /// dir's entry, else the topmost lower's (if the tree had it before the
+    /// step).
+    fn source_of(&self, rel: &Path) -> Option<(PathBuf, Metadata)> {
+        let up = self.upper.join(rel);
+        if let Ok(m) = fs::symlink_metadata(&up) {
+            return Some((up, m));
+        }
+        if !self.baseline.entries.contains_key(rel) {
+            return None;
+        }
+        self.lowers.iter().rev().find_map(|l| {
+            let p = l.join(rel);
+            let m = fs::symlink_metadata(&p).ok()?;
+            (!crate::whiteout::is_whiteout(&p, &m)).then_some((p, m))
+        })
+    }
+
+    /// The caller removed `rel` from the upper dir after the diff.
+    pub fn removed(&mut self, rel: &Path) {
+        let dst = self.target.join(rel);
+        let r = match self.source_of(rel) {
+            Some((src, m)) => apply_meta(&src, &m, &dst),
+            None => match fs::symlink_metadata(&dst) {
+                Ok(m) if m.is_dir() => fs::remove_dir_all(&dst).map_err(err("removing", &dst)),
+                Ok(_) => fs::remove_file(&dst).map_err(err("removing", &dst)),
+                Err(_) => Ok(()),
+            },
+        };
+        self.ok &= r.is_ok();
+    }
+
+    /// The caller changed the metadata of directory `rel` in the upper dir
+    /// after the diff (adding or removing entries in it changes its times).
+    pub fn touched(&mut self, rel: &Path) {
+        let dst = self.target.join(rel);
+        if let Some((src, m)) = self.source_of(rel)
+            && fs::symlink_metadata(&dst).is_ok()
+        {
+            self.ok &= apply_meta(&src, &m, &dst).is_ok();
+        }
+    }
+
+    /// The caller put a new `rel` into the upper dir after the diff (a whole
+    /// tree): the kept tree gets a copy of it.
+    pub fn replaced(&mut self, rel: &Path) {
+        let (src, dst) = (self.upper.join(rel), self.target.join(rel));
+        let r = (|| {
+            match fs::symlink_metadata(&dst) {
+                Ok(m) if m.is_dir() => fs::remove_dir_all(&dst).map_err(err("removing", &dst))?,
+                Ok(_) => fs::remove_file(&dst).map_err(err("removing", &dst))?,
+                Err(_) => {}
+            }
+            let m = fs::symlink_metadata(&src).map_err(err("stat", &src))?;
+            if !m.is_dir() {
+                return copy_entry(&src, &m, &dst);
+            }
+            fs::create_dir(&dst).map_err(err("creating", &dst))?;
+            let mut filler = Filler {
+                copy: true,
+                dirs: vec![(dst.clone(), src.clone(), m)],
+            };
+            filler.dir(rel, &[(0, self.upper.as_path())], &dst)?;
+            filler.finish_dirs()
+        })();
+        self.ok &= r.is_ok();
+    }
+
+    /// Leaves the tree in the views directory for the next mount of the
+    /// stack lowers + upper (the oldest kept tree makes room), or discards
+    /// it if a repair failed.
+    pub fn offer(self) {
+        let mut dirs: Vec<&Path> = self.lowers.iter().map(PathBuf::as_path).collect();
+        dirs.push(&self.upper);
+        let key = stack_key(&dirs);
+        if self.ok
+            && let Some(key) = key
+        {
+            let mut old: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(&self.views)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+                .collect();
+            old.sort();
+            while old.len() >= MAX_VIEWS {
+                let (_, p) = old.remove(0);
+                let _ = fs::remove_dir_all(p);
+            }
+            let at = self.views.join(key);
+            if fs::rename(&self.target, &at).is_ok() {
+                // The mount point stays, empty, as after an unmount; the
+                // kept tree's own time orders it for eviction.
+                let _ = fs::create_dir(&self.target);
+                let now = FileTime::now();
+                let _ = filetime::set_file_mtime(&at, now);
+                // The directory's metadata is the upper's again at the next
+                // mount; nothing else reads it meanwhile.
+            }
+        }
+        // Drop empties the target if the tree is still there.
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        clear(&self.target);
     }
 }
 

@@ -8,9 +8,12 @@
 //! afterwards. A case with a `read-only` file instead lists the merged view
 //! of a read-only mount (its script is not run). Every case runs three
 //! times against the same `expected`: on overlay (trial `<case>-overlayfs`),
-//! on the native snapshotter (`<case>-native`), and on the native
-//! snapshotter with whiteout files in its layers and its diff
-//! (`<case>-native-whiteout-files`). So overlay's output is the reference,
+//! on the native snapshotter (`<case>-native`), on the native snapshotter
+//! with whiteout files in its layers and its diff
+//! (`<case>-native-whiteout-files`), and on the native snapshotter keeping
+//! its tree (`<case>-native-kept`), where the next mount of the new stack
+//! must take that tree and find it equal, entry for entry with full times
+//! and digests, to a fresh copy of the stack. So overlay's output is the reference,
 //! and the native one must give the same layer. `UPDATE_EXPECT=1`
 //! regenerates the listings (from whichever trial runs last: check the
 //! diff).
@@ -37,6 +40,9 @@ const CLAMP: i64 = 1_700_000_000;
 enum Mode {
     Overlay,
     Native(WhiteoutFormat),
+    /// Native, keeping the tree for the next mount, which must then be the
+    /// tree a fresh mount of the new stack makes.
+    NativeKept,
 }
 
 fn main() {
@@ -53,6 +59,7 @@ fn main() {
             ("overlayfs", Mode::Overlay),
             ("native", Mode::Native(WhiteoutFormat::Device)),
             ("native-whiteout-files", Mode::Native(WhiteoutFormat::File)),
+            ("native-kept", Mode::NativeKept),
         ] {
             let d = dir.clone();
             trials.push(
@@ -95,6 +102,13 @@ fn age(root: &Path) {
     set_time(root, OLD);
 }
 
+/// A layer dir as a store names it (`<id>/diff`), which kept trees rely on.
+fn layer_dir(dir: &Path, id: &str) -> PathBuf {
+    let d = dir.join(id).join("diff");
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
 /// The two layers every case starts from (bottom first).
 ///
 /// - layer 1: `a/{f1,f2,sub/g}`, `b`, `c/x`, `d -> a/f1`, `hl1` = `hl2`
@@ -102,8 +116,7 @@ fn age(root: &Path) {
 /// - layer 2: deletes `a/f2` and `e`, replaces `b`, makes `c` opaque with
 ///   `c/new` (so `c/x` is hidden), adds `f`.
 fn base(dir: &Path, whiteouts: WhiteoutFormat) -> Vec<PathBuf> {
-    let l1 = dir.join("l1");
-    fs::create_dir_all(&l1).unwrap();
+    let l1 = layer_dir(dir, "l1");
     write(&l1, "a/f1", "one\n", 0o644);
     write(&l1, "a/f2", "two\n", 0o644);
     write(&l1, "a/sub/g", "g\n", 0o600);
@@ -117,7 +130,7 @@ fn base(dir: &Path, whiteouts: WhiteoutFormat) -> Vec<PathBuf> {
     std::os::unix::fs::chown(l1.join("p/q/r"), Some(1000), Some(1000)).unwrap();
     age(&l1);
 
-    let l2 = dir.join("l2");
+    let l2 = layer_dir(dir, "l2");
     fs::create_dir_all(l2.join("a")).unwrap();
     kiln_snapshot::whiteout::make_whiteout(&l2.join("a/f2"), whiteouts).unwrap();
     kiln_snapshot::whiteout::make_whiteout(&l2.join("e"), whiteouts).unwrap();
@@ -134,11 +147,59 @@ fn mount(
     lowers: &[PathBuf],
     upper: Option<(&Path, &Path)>,
     target: &Path,
+    views: &Path,
 ) -> MountGuard {
     match mode {
         Mode::Overlay => mount_overlay(lowers, upper, target).unwrap(),
-        Mode::Native(w) => kiln_snapshot::native::mount(lowers, upper, target, w).unwrap(),
+        Mode::Native(w) => kiln_snapshot::native::mount(lowers, upper, target, w, None).unwrap(),
+        Mode::NativeKept => {
+            kiln_snapshot::native::mount(lowers, upper, target, WhiteoutFormat::Device, Some(views))
+                .unwrap()
+        }
     }
+}
+
+/// Every entry of a tree, with full times and content digests.
+fn full_listing(dir: &Path) -> String {
+    let mut tar = Vec::new();
+    write_layer_tar(dir, &mut tar, &TarOptions { mtime_clamp: None }).unwrap();
+    kiln_snapshot::tar_listing_with_digests(tar.as_slice()).unwrap()
+}
+
+/// The next mount of lowers + `upper` took the kept tree, which is what a
+/// fresh copy of that stack gives.
+fn check_kept(tmp: &Path, lowers: &[PathBuf], upper: &Path, views: &Path) -> Result<(), Failed> {
+    let mut stack = lowers.to_vec();
+    stack.push(upper.to_path_buf());
+    let mut trees = Vec::new();
+    for (name, views) in [("kept", Some(views)), ("fresh", None)] {
+        let up = layer_dir(tmp, &format!("next-{name}"));
+        let work = tmp.join(format!("next-{name}-work"));
+        let target = tmp.join(format!("next-{name}-mnt"));
+        fs::create_dir_all(&work).unwrap();
+        fs::create_dir_all(&target).unwrap();
+        let g = kiln_snapshot::native::mount(
+            &stack,
+            Some((&up, &work)),
+            &target,
+            WhiteoutFormat::Device,
+            views,
+        )
+        .unwrap();
+        if name == "kept" && fs::read_dir(views.unwrap()).unwrap().next().is_some() {
+            return Err("the next mount did not take the kept tree".into());
+        }
+        trees.push(full_listing(&target));
+        drop(g);
+    }
+    if trees[0] != trees[1] {
+        return Err(format!(
+            "the kept tree differs from a fresh one:\n--- kept\n{}\n--- fresh\n{}",
+            trees[0], trees[1]
+        )
+        .into());
+    }
+    Ok(())
 }
 
 fn listing(dir: &Path) -> String {
@@ -158,13 +219,15 @@ fn run_case(dir: &Path, mode: Mode) -> Result<(), Failed> {
     let tmp = tempfile::tempdir().unwrap();
     let whiteouts = match mode {
         Mode::Native(w) => w,
-        Mode::Overlay => WhiteoutFormat::Device,
+        Mode::Overlay | Mode::NativeKept => WhiteoutFormat::Device,
     };
     let lowers = base(tmp.path(), whiteouts);
     let target = tmp.path().join("mnt");
     fs::create_dir(&target).unwrap();
+    let views = tmp.path().join("views");
+    fs::create_dir(&views).unwrap();
     let actual = if dir.join("read-only").exists() {
-        let guard = mount(mode, &lowers, None, &target);
+        let guard = mount(mode, &lowers, None, &target, &views);
         // Nothing writes through a read-only view.
         if fs::write(target.join("a/f1"), "changed").is_ok() {
             return Err("a read-only view was writable".into());
@@ -173,10 +236,9 @@ fn run_case(dir: &Path, mode: Mode) -> Result<(), Failed> {
         guard.unmount().unwrap();
         out
     } else {
-        let (upper, work) = (tmp.path().join("upper"), tmp.path().join("work"));
-        fs::create_dir(&upper).unwrap();
+        let (upper, work) = (layer_dir(tmp.path(), "upper"), tmp.path().join("work"));
         fs::create_dir(&work).unwrap();
-        let guard = mount(mode, &lowers, Some((&upper, &work)), &target);
+        let guard = mount(mode, &lowers, Some((&upper, &work)), &target, &views);
         let st = Command::new("sh")
             .arg("-e")
             .arg(dir.join("script"))
@@ -187,6 +249,9 @@ fn run_case(dir: &Path, mode: Mode) -> Result<(), Failed> {
             return Err(format!("script failed: {st}").into());
         }
         guard.unmount().unwrap();
+        if matches!(mode, Mode::NativeKept) {
+            check_kept(tmp.path(), &lowers, &upper, &views)?;
+        }
         listing(&upper)
     };
     // The layers themselves are never changed (hard-linked views).

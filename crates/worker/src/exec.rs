@@ -86,6 +86,7 @@ pub fn execute(
             upper: draft.diff_dir().to_path_buf(),
             work: draft.work_dir().to_path_buf(),
             mountpoint,
+            views: w.views_dir().map(std::path::Path::to_path_buf),
         },
         args: e.args.clone(),
         env,

@@ -99,11 +99,14 @@ pub fn execute(
             what: format!("creating {}", mnt.display()),
             source: e,
         })?;
-        guard = Some(kiln_snapshot::mount_layers(
-            &w.state.layer_dirs(&base)?,
-            Some((draft.diff_dir(), draft.work_dir())),
-            &mnt,
-        )?);
+        let (lowers, upper) = (
+            w.state.layer_dirs(&base)?,
+            (draft.diff_dir(), draft.work_dir()),
+        );
+        guard = Some(match w.views_dir() {
+            Some(views) => kiln_snapshot::mount_layers_reusing(&lowers, upper, &mnt, views)?,
+            None => kiln_snapshot::mount_layers(&lowers, Some(upper), &mnt)?,
+        });
         mnt
     };
     // A file op that is one copy may stage a directory source off the
@@ -148,10 +151,14 @@ pub fn execute(
             g.unmount()?;
         }
     }
-    if let Some(g) = guard.take() {
-        g.unmount()?;
-    }
+    // The native snapshotter may keep the tree for the next step, once it
+    // knows what the staging below puts into the upper dir.
+    let kept = match guard.take() {
+        Some(g) => g.unmount_keeping()?,
+        None => None,
+    };
     let mut meta = crate::image::built_layer_meta();
+    let mut staged = None;
     if let Some(st) = staging {
         if st.stats.linked > 0 {
             cx.log(
@@ -164,7 +171,16 @@ pub fn execute(
                 .as_bytes(),
             );
         }
-        st.finish(&draft, &mut meta)?;
+        staged = st.finish(&draft, &mut meta)?;
+    }
+    if let Some(mut kept) = kept {
+        if let Some(rel) = &staged {
+            kept.replaced(rel);
+            for dir in rel.ancestors().skip(1) {
+                kept.touched(dir);
+            }
+        }
+        kept.offer();
     }
     let layer = draft.commit(meta)?;
     let mut layers: Vec<String> = base.iter().map(|l| l.as_str().to_owned()).collect();
@@ -295,14 +311,15 @@ impl Staging {
             .and_then(|l| crate::reuse::Donor::open(&l.path, l.diff)))
     }
 
-    /// Renames the staged tree into place and records the manifest.
+    /// Renames the staged tree into place and records the manifest; returns
+    /// where the tree went, relative to the diff.
     fn finish(
         self,
         draft: &kiln_snapshot::LayerDraft,
         meta: &mut kiln_snapshot::LayerMeta,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<PathBuf>, Error> {
         let Some((stage, place)) = self.staged else {
-            return Ok(());
+            return Ok(None);
         };
         // Overlay marks a directory made over a deleted one opaque: keep
         // whatever overlay wrote on the placeholder.
@@ -326,7 +343,13 @@ impl Staging {
             meta.labels
                 .insert(crate::reuse::LABEL_COPY_SITE.to_owned(), site);
         }
-        Ok(())
+        match place.strip_prefix(&self.upper) {
+            Ok(rel) => Ok(Some(rel.to_path_buf())),
+            Err(_) => Err(Error::Other(format!(
+                "staged copy placed at {}, outside the layer's diff",
+                place.display()
+            ))),
+        }
     }
 }
 

@@ -61,6 +61,10 @@ pub struct LlbWorker {
     pub(crate) explainer: Option<crate::explain::Explainer>,
     seen: Mutex<HashMap<Digest, Seen>>,
     explanations: Mutex<Vec<(String, String)>>,
+    /// With the native snapshotter, a scratch directory where a step leaves
+    /// its tree for the next step of its chain (`kiln_snapshot::native::Kept`);
+    /// made on first use, removed with the worker.
+    views: std::sync::OnceLock<Option<tempfile::TempDir>>,
 }
 
 /// What keying a vertex saw, and the context files it reads (listed when
@@ -101,7 +105,21 @@ impl LlbWorker {
             explainer: None,
             seen: Mutex::default(),
             explanations: Mutex::default(),
+            views: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Where steps leave their trees for the next step (native snapshotter
+    /// only; none if it cannot be made: then every step copies its stack).
+    pub(crate) fn views_dir(&self) -> Option<&std::path::Path> {
+        self.views
+            .get_or_init(|| {
+                (kiln_snapshot::snapshotter() == kiln_snapshot::Snapshotter::Native)
+                    .then(|| self.state.scratch().ok())
+                    .flatten()
+            })
+            .as_ref()
+            .map(tempfile::TempDir::path)
     }
 
     /// Keeps a record of every step that runs and says why it ran, compared
