@@ -294,9 +294,7 @@ fn run(req: &Request) -> Result<Status, String> {
                     kept.removed(rel);
                 }
                 for stub in &stubs {
-                    for dir in stub.ancestors().skip(1) {
-                        kept.touched(dir);
-                    }
+                    kept.touched_ancestors(stub);
                 }
                 kept.offer();
             }
@@ -421,10 +419,8 @@ fn unchanged_copy_up(upper: &Path, lowers: &[PathBuf], rel: &Path) -> bool {
     {
         return false;
     }
-    for key in ["trusted.overlay.opaque", "user.overlay.opaque"] {
-        if matches!(xattr_get(&up, key), Some(v) if v == b"y") {
-            return false;
-        }
+    if kiln_snapshot::whiteout::is_opaque(&up) {
+        return false;
     }
     let Some(lower) = lowers
         .iter()
@@ -438,10 +434,6 @@ fn unchanged_copy_up(upper: &Path, lowers: &[PathBuf], rel: &Path) -> bool {
         Ok(l) => l.is_dir() && l.mode() == m.mode() && l.uid() == m.uid() && l.gid() == m.gid(),
         Err(_) => false,
     }
-}
-
-fn xattr_get(p: &Path, key: &str) -> Option<Vec<u8>> {
-    xattr::get(p, key).ok().flatten()
 }
 
 /// The container side: mounts, pivot_root, identity, exec. Returns only on

@@ -258,9 +258,7 @@ impl<W: Write> Writer<W> {
     ) -> Result<bool, ExportError> {
         match fmt {
             libc::S_IFSOCK => return Ok(false),
-            _ if (fmt == libc::S_IFCHR || fmt == libc::S_IFREG)
-                && crate::whiteout::is_whiteout(&self.abs, meta) =>
-            {
+            _ if crate::whiteout::is_whiteout(&self.abs, meta) => {
                 // Whiteout (device or file) → .wh.<name>.
                 let mut wh = Vec::with_capacity(name.len() + WHITEOUT_PREFIX.len());
                 let base_at = name.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
@@ -374,9 +372,7 @@ impl<W: Write> Writer<W> {
         };
         for xname in names {
             let key = xname.as_bytes();
-            let overlay_private =
-                key.starts_with(b"trusted.overlay.") || key.starts_with(b"user.overlay.");
-            if overlay_private {
+            if crate::whiteout::is_overlay_xattr(key) {
                 if is_dir && (key == b"trusted.overlay.opaque" || key == b"user.overlay.opaque") {
                     let v = xattr::get(&self.abs, &xname)
                         .map_err(self.read_err("reading xattrs of"))?;

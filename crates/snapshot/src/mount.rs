@@ -308,9 +308,10 @@ impl MountGuard {
         }
     }
 
-    /// Bind-mounts the target on itself (read-only if asked): a mount point
-    /// for `pivot_root`, or a view nothing writes through.
-    pub(crate) fn bind(&mut self, read_only: bool) -> Result<(), MountError> {
+    /// Bind-mounts `source` on the target (read-only if asked): a single
+    /// layer, or the target itself (the native snapshotter's trees: a mount
+    /// point for `pivot_root`, or a view nothing writes through).
+    pub(crate) fn bind(&mut self, source: &Path, read_only: bool) -> Result<(), MountError> {
         let err = |op| {
             let target = self.target.clone();
             move |e: nix::errno::Errno| MountError::Mount {
@@ -322,7 +323,7 @@ impl MountGuard {
             }
         };
         nix::mount::mount(
-            Some(self.target.as_path()),
+            Some(source),
             &self.target,
             None::<&str>,
             MsFlags::MS_BIND,
@@ -330,6 +331,7 @@ impl MountGuard {
         )
         .map_err(err("bind"))?;
         self.mounted = true;
+        // A bind mount ignores MS_RDONLY on creation: remount it.
         if read_only {
             nix::mount::mount(
                 None::<&str>,
@@ -442,33 +444,14 @@ pub fn mount_overlay(
             Ok(guard(None))
         }
         ([single], None) => {
-            let err = |op| {
-                move |e: nix::errno::Errno| MountError::Mount {
-                    kind: "bind",
-                    target: target.to_path_buf(),
-                    op,
-                    source: e.into(),
-                    detail: String::new(),
-                }
+            // Marked mounted by the bind, so a failed remount unmounts.
+            let mut g = MountGuard {
+                target: target.to_path_buf(),
+                mounted: false,
+                empty: None,
+                native: None,
             };
-            nix::mount::mount(
-                Some(single.as_path()),
-                target,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(err("bind"))?;
-            let g = guard(None);
-            // A bind mount ignores MS_RDONLY on creation: remount it.
-            nix::mount::mount(
-                None::<&str>,
-                target,
-                None::<&str>,
-                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
-                None::<&str>,
-            )
-            .map_err(err("remount read-only"))?;
+            g.bind(single, true)?;
             Ok(g)
         }
         (_, _) => {

@@ -89,7 +89,7 @@ use filetime::FileTime;
 use nix::sys::stat::{Mode, SFlag};
 
 use crate::mount::{MountError, MountGuard};
-use crate::whiteout::WhiteoutFormat;
+use crate::whiteout::{WhiteoutFormat, is_opaque, is_overlay_xattr};
 
 /// How layer stacks are mounted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -100,22 +100,6 @@ pub enum Snapshotter {
     Overlayfs,
     /// Copies and hard links, diffed on unmount (this module).
     Native,
-}
-
-impl Snapshotter {
-    /// The name users give it (`--snapshotter`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Snapshotter::Overlayfs => "overlayfs",
-            Snapshotter::Native => "native",
-        }
-    }
-}
-
-impl std::fmt::Display for Snapshotter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
 }
 
 static CURRENT: AtomicU8 = AtomicU8::new(0);
@@ -271,21 +255,8 @@ pub fn mount(
         let baseline = Baseline::capture(target)?;
         guard.set_upper(up.to_path_buf(), baseline);
     }
-    guard.bind(!copy)?;
+    guard.bind(target, !copy)?;
     Ok(guard)
-}
-
-/// Whether directory `p` of a layer is opaque (either xattr namespace).
-fn is_opaque(p: &Path) -> bool {
-    ["trusted.overlay.opaque", "user.overlay.opaque"]
-        .iter()
-        .any(|k| matches!(xattr::get(p, k), Ok(Some(v)) if v == b"y"))
-}
-
-/// Overlay's own xattrs, which a merged view never shows.
-fn is_overlay_xattr(name: &std::ffi::OsStr) -> bool {
-    let b = std::os::unix::ffi::OsStrExt::as_bytes(name);
-    b.starts_with(b"trusted.overlay.") || b.starts_with(b"user.overlay.")
 }
 
 /// Builds the merged view of a layer stack in a directory.
@@ -421,7 +392,7 @@ fn apply_meta(src: &Path, m: &Metadata, dst: &Path) -> Result<(), MountError> {
     std::os::unix::fs::lchown(dst, Some(m.uid()), Some(m.gid())).map_err(err("chown", dst))?;
     if let Ok(names) = xattr::list(src) {
         for name in names {
-            if is_overlay_xattr(&name) {
+            if is_overlay_xattr(std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str())) {
                 continue;
             }
             if let Ok(Some(v)) = xattr::get(src, &name) {
@@ -839,11 +810,7 @@ impl Kept {
         let dst = self.target.join(rel);
         let r = match self.source_of(rel) {
             Some((src, m)) => apply_meta(&src, &m, &dst),
-            None => match fs::symlink_metadata(&dst) {
-                Ok(m) if m.is_dir() => fs::remove_dir_all(&dst).map_err(err("removing", &dst)),
-                Ok(_) => fs::remove_file(&dst).map_err(err("removing", &dst)),
-                Err(_) => Ok(()),
-            },
+            None => remove_entry(&dst),
         };
         self.ok &= r.is_ok();
     }
@@ -859,16 +826,20 @@ impl Kept {
         }
     }
 
+    /// [`Kept::touched`] for every directory above `rel` (the caller added
+    /// or removed `rel` there).
+    pub fn touched_ancestors(&mut self, rel: &Path) {
+        for dir in rel.ancestors().skip(1) {
+            self.touched(dir);
+        }
+    }
+
     /// The caller put a new `rel` into the upper dir after the diff (a whole
     /// tree): the kept tree gets a copy of it.
     pub fn replaced(&mut self, rel: &Path) {
         let (src, dst) = (self.upper.join(rel), self.target.join(rel));
         let r = (|| {
-            match fs::symlink_metadata(&dst) {
-                Ok(m) if m.is_dir() => fs::remove_dir_all(&dst).map_err(err("removing", &dst))?,
-                Ok(_) => fs::remove_file(&dst).map_err(err("removing", &dst))?,
-                Err(_) => {}
-            }
+            remove_entry(&dst)?;
             let m = fs::symlink_metadata(&src).map_err(err("stat", &src))?;
             if !m.is_dir() {
                 return copy_entry(&src, &m, &dst);
@@ -933,10 +904,17 @@ fn clear(dir: &Path) {
         return;
     };
     for e in entries.flatten() {
-        let p = e.path();
-        let _ = match e.file_type() {
-            Ok(t) if t.is_dir() => fs::remove_dir_all(&p),
-            _ => fs::remove_file(&p),
-        };
+        let _ = remove_entry(&e.path());
     }
+}
+
+/// Removes whatever is at `p`, a whole tree if a directory; nothing there
+/// is fine.
+fn remove_entry(p: &Path) -> Result<(), MountError> {
+    let r = match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+        Err(_) => return Ok(()),
+    };
+    r.map_err(err("removing", p))
 }

@@ -720,10 +720,7 @@ impl Unpacker {
         let (uid, gid) = chown.unwrap_or((info.uid, info.gid));
         std::os::unix::fs::lchown(dst, Some(uid), Some(gid)).map_err(self.io(e, "chown", dst))?;
         for (k, v) in &info.xattrs {
-            if k.starts_with(b"trusted.overlay.")
-                || k.starts_with(b"user.overlay.")
-                || k == b"security.selinux"
-            {
+            if crate::whiteout::is_overlay_xattr(k) || k == b"security.selinux" {
                 continue;
             }
             if let Err(err) = xattr::set(dst, OsStr::from_bytes(k), v) {

@@ -1,5 +1,7 @@
 //! Whiteouts in a layer dir: overlay's 0/0 character device, or kiln's
-//! *whiteout file* where no such device can be made.
+//! *whiteout file* where no such device can be made; and the other overlay
+//! markers every reader of a layer dir tells apart ([`is_opaque`],
+//! [`is_overlay_xattr`]).
 //!
 //! A layer records "the lower `x` is gone" as overlay does, with a 0/0
 //! character device `x`. Making one needs `mknod`, which some hosts refuse:
@@ -90,6 +92,21 @@ pub fn is_whiteout(path: &Path, m: &Metadata) -> bool {
         && matches!(xattr::get(path, WHITEOUT_FILE_XATTR), Ok(Some(v)) if v == b"y")
 }
 
+/// Whether directory `dir` of a layer is opaque: its overlay opaque xattr
+/// (`trusted.overlay.opaque` as root, `user.overlay.opaque` in a user
+/// namespace) is `y`.
+pub fn is_opaque(dir: &Path) -> bool {
+    ["trusted.overlay.opaque", "user.overlay.opaque"]
+        .iter()
+        .any(|k| matches!(xattr::get(dir, k), Ok(Some(v)) if v == b"y"))
+}
+
+/// Whether xattr `name` is one of overlay's own (`trusted.overlay.*`,
+/// `user.overlay.*`): layer bookkeeping, never part of a file's content.
+pub fn is_overlay_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+}
+
 /// Whether this process may make whiteout devices on the filesystem of
 /// `scratch`: a device is made there and removed. `Ok(false)` when `mknod`
 /// is refused (`EPERM`, `EOPNOTSUPP`); other failures are errors.
@@ -97,10 +114,9 @@ pub fn whiteout_devices_allowed(scratch: &Path) -> io::Result<bool> {
     let dir = tempfile::Builder::new()
         .prefix("whiteout-probe-")
         .tempdir_in(scratch)?;
-    let w = dir.path().join("w");
-    match nix::sys::stat::mknod(&w, SFlag::S_IFCHR, Mode::empty(), 0) {
+    match make_whiteout(&dir.path().join("w"), WhiteoutFormat::Device) {
         Ok(()) => Ok(true),
-        Err(nix::errno::Errno::EPERM | nix::errno::Errno::EOPNOTSUPP) => Ok(false),
-        Err(e) => Err(e.into()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP)) => Ok(false),
+        Err(e) => Err(e),
     }
 }

@@ -176,9 +176,7 @@ pub fn execute(
     if let Some(mut kept) = kept {
         if let Some(rel) = &staged {
             kept.replaced(rel);
-            for dir in rel.ancestors().skip(1) {
-                kept.touched(dir);
-            }
+            kept.touched_ancestors(rel);
         }
         kept.offer();
     }
