@@ -117,7 +117,7 @@ pub fn load(root: Option<&Path>, args: &LoadArgs) -> Result<(), Failure> {
             Box::new(std::io::stdin().lock())
         }
     };
-    let state = open(root)?;
+    let state = crate::images::open_for_layers(root)?;
     let _lock = lock(&state, LockKind::Shared)?;
     let loaded = kiln_worker::archive::load(&state, input, &normalize)
         .map_err(|e| Failure::Other(anyhow::Error::new(e)))?;

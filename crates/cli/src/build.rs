@@ -411,7 +411,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     kiln_snapshot::private_mount_namespace()
         .context("entering a private mount namespace")
         .map_err(Failure::Internal)?;
-    let state = crate::images::open(root)?;
+    let state = crate::images::open_for_layers(root)?;
     choose_snapshotter(&state, globals)?;
     let store_lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     // `--load`: the archive goes to scratch space first, then to the engine.
@@ -810,7 +810,7 @@ pub fn import(root: Option<&Path>, args: &ImportArgs) -> Result<(), Failure> {
     };
     let config = changes(args, &platform)?;
     let name = args.name.as_deref().map(normalize).transpose()?;
-    let state = crate::images::open(root)?;
+    let state = crate::images::open_for_layers(root)?;
     let _lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     let reader: Box<dyn Read> = if args.file == "-" {
         Box::new(std::io::stdin().lock())

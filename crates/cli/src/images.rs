@@ -101,15 +101,21 @@ pub struct RmiArgs {
     pub no_prune: bool,
 }
 
-/// Opens the state directory, and chooses how layers written to it record
-/// deletions: whiteout devices where they can be made, else whiteout files
-/// (which marks the store: from then on only the native snapshotter can
-/// mount its layers; see `kiln_snapshot::whiteout`).
+/// Opens the state directory for a store command.
 pub fn open(root: Option<&Path>) -> Result<State, Failure> {
     let dir = state_dir(root);
-    let state = State::open(&dir)
+    State::open(&dir)
         .with_context(|| format!("opening state directory {}", dir.display()))
-        .map_err(Failure::Internal)?;
+        .map_err(Failure::Internal)
+}
+
+/// [`open`], for a command that writes layers (build, import, pull, load):
+/// also chooses how they record deletions, whiteout devices where they can
+/// be made, else whiteout files (which marks the store: from then on only
+/// the native snapshotter can mount its layers; see
+/// `kiln_snapshot::whiteout`).
+pub fn open_for_layers(root: Option<&Path>) -> Result<State, Failure> {
+    let state = open(root)?;
     let mut files = state.layers.has_whiteout_files();
     if !files {
         let tmp = state.root.join("tmp");

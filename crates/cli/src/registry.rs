@@ -9,7 +9,6 @@ use kiln_oci::{Compression, MediaTypes};
 use kiln_reference::Reference;
 use kiln_registry::auth::Auth;
 use kiln_registry::{Client, RegistryConfig};
-use kiln_worker::State;
 
 use crate::args::{LoginArgs, LogoutArgs, PullArgs, PushArgs};
 use crate::{Failure, Globals};
@@ -35,10 +34,6 @@ fn parse_ref(name: &str) -> Result<Reference, Failure> {
         .map_err(|e| Failure::Usage(format!("invalid reference {name:?}: {e}")))
 }
 
-fn open_state(globals: &Globals) -> Result<State, Failure> {
-    crate::images::open(globals.root.as_deref())
-}
-
 fn stderr_log(quiet: bool) -> impl Fn(&str) + Sync {
     move |line: &str| {
         if !quiet {
@@ -57,7 +52,7 @@ pub fn pull(globals: &Globals, args: &PullArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::Usage(format!("invalid --platform {p:?}: {e}")))?,
         None => Platform::host(),
     };
-    let state = open_state(globals)?;
+    let state = crate::images::open_for_layers(globals.root.as_deref())?;
     let _lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     let client = client(globals, &[])?;
     let log = stderr_log(args.quiet);
@@ -87,7 +82,7 @@ pub fn push(globals: &Globals, args: &PushArgs) -> Result<(), Failure> {
         )));
     }
     let name = reference.to_string();
-    let state = open_state(globals)?;
+    let state = crate::images::open(globals.root.as_deref())?;
     let _lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     let image = state
         .images
