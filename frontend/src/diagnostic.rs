@@ -128,6 +128,30 @@ impl Diagnostic {
     }
 }
 
+/// Reading a file is here rather than in `source.rs` because its error is a
+/// [`Diagnostic`], which is built on [`SourceFile`] (no import circle).
+impl SourceFile {
+    /// `text` as read from `name`. Invalid UTF-8 is rejected with the position of
+    /// the first bad byte: kiln does not guess encodings.
+    pub fn from_bytes(name: impl Into<String>, bytes: Vec<u8>) -> Result<SourceFile, Diagnostic> {
+        let name = name.into();
+        match String::from_utf8(bytes) {
+            Ok(text) => Ok(SourceFile::new(name, text)),
+            Err(e) => {
+                let valid = e.utf8_error().valid_up_to();
+                let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                // Offsets before the first invalid byte are the same in the lossy copy.
+                let file = SourceFile::new(name, lossy);
+                Err(Diagnostic::at(
+                    &file,
+                    valid,
+                    "the Dockerfile is not valid UTF-8 (only UTF-8 text is supported)",
+                ))
+            }
+        }
+    }
+}
+
 /// Characters of a source line shown under a diagnostic.
 const SHOWN_WIDTH: usize = 120;
 
@@ -172,5 +196,13 @@ mod tests {
             d.render(),
             "Dockerfile:2:7: unknown flag: --nope\n 2 | \tCOPY --nope x y\n   | \t     ^"
         );
+    }
+
+    #[test]
+    fn invalid_utf8_is_located() {
+        let err = SourceFile::from_bytes("Dockerfile", b"FROM a\nRUN \xff\n".to_vec())
+            .expect_err("not UTF-8");
+        let loc = err.location.expect("located");
+        assert_eq!((loc.line, loc.column), (2, 5));
     }
 }

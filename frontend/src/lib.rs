@@ -37,6 +37,7 @@ pub mod mount;
 pub mod outline;
 pub mod paths;
 pub mod quote;
+pub mod resolver;
 pub mod shell;
 pub mod signal;
 pub mod source;
@@ -44,12 +45,10 @@ mod suggest;
 pub mod syntax;
 
 pub use contexts::NamedContext;
-pub use convert::{
-    BuildOptions, CheckConfig, CheckReport, ImageResolver, Offline, Plan, Resolution,
-    ResolvedImage, StaticResolver,
-};
+pub use convert::{BuildOptions, CheckConfig, CheckReport, Plan};
 pub use diagnostic::{Diagnostic, Location, Severity};
 pub use instructions::Dockerfile;
+pub use resolver::{ImageResolver, Offline, Resolution, ResolvedImage, StaticResolver};
 pub use source::SourceFile;
 
 /// Parses `file` into typed stages (no substitution, no graph).
