@@ -32,6 +32,7 @@ pub mod duration;
 pub mod expose;
 pub mod gitref;
 pub mod instructions;
+pub mod kv;
 pub mod lint;
 pub mod mount;
 pub mod outline;

@@ -522,15 +522,8 @@ pub(super) fn command_sources(conv: &mut Converter, cmd: &Command) -> R<Vec<Opti
         Instruction::Run(r) => {
             let mut out = Vec::new();
             for m in &r.mounts {
-                let fields = mount::csv_fields(&m.value).map_err(|e| {
-                    conv.cx
-                        .err_at(m.offset, end, format!("failed to parse csv mounts: {e}"))
-                })?;
-                let from = fields.iter().rev().find_map(|f| {
-                    f.split_once('=')
-                        .filter(|(k, _)| k.eq_ignore_ascii_case("from"))
-                        .map(|(_, v)| v.to_owned())
-                });
+                let from =
+                    mount::mount_from(&m.value).map_err(|e| conv.cx.err_at(m.offset, end, e))?;
                 match from {
                     Some(v) if !v.is_empty() => {
                         let w = Word {
