@@ -70,7 +70,10 @@ mod tests {
         let plain = [entry(6, "linux", "arm64", "")];
         assert_eq!(chosen(&plain, "linux/arm64/v8"), Some(6));
         // An arm64 machine falls back to 32-bit arm; arm/v7 to v6.
-        let arm32 = [entry(7, "linux", "arm", "v7"), entry(8, "linux", "arm", "v6")];
+        let arm32 = [
+            entry(7, "linux", "arm", "v7"),
+            entry(8, "linux", "arm", "v6"),
+        ];
         assert_eq!(chosen(&arm32, "linux/arm64"), Some(7));
         assert_eq!(chosen(&arm32[1..], "linux/arm/v7"), Some(8));
         // amd64 runs 386 images, as containerd's Only(linux/amd64).

@@ -102,7 +102,7 @@ fn init_state(s: &mut Step) -> R<()> {
         st.env.set(k, v);
     }
     if !st.image.working_dir.is_empty() {
-        let wd = paths::normalize(&st.image.working_dir, &st.image.working_dir, false);
+        let wd = paths::normalize_workdir(&st.image.working_dir, &st.image.working_dir);
         st.image.working_dir = wd.clone();
         st.cwd = wd;
     }

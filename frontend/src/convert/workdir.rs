@@ -26,7 +26,7 @@ pub(super) fn workdir(s: &mut Step, cmd: &Cmd, w: &Word) -> R<()> {
         s.lint(w);
     }
     s.st.workdir_set = true;
-    let wd = paths::normalize(&s.st.image.working_dir, &path, false);
+    let wd = paths::normalize_workdir(&s.st.image.working_dir, &path);
     s.st.image.working_dir = wd.clone();
     s.st.cwd = wd.clone();
     let mut layer = false;
