@@ -340,19 +340,9 @@ pub(super) fn create_states(conv: &mut Converter, df: &Dockerfile) -> R<()> {
         {
             st.base = b;
         }
-        if let Some(name) = &stage.name
-            && let Some(prev) = conv.find_stage(name)
-        {
-            let prev_line = conv.stages[prev].node.as_ref().map_or(0, |n| n.start_line);
-            return Err(conv.cx.err_node(
-                node,
-                format!(
-                    "duplicate stage name {}: already defined at {}:{prev_line}",
-                    go_quote(name),
-                    conv.cx.file.name()
-                ),
-            ));
-        }
+        // A duplicate name is a warning (`DuplicateStageName`, lint.rs);
+        // as in BuildKit's `addState`, the name means the latest stage of
+        // that name from here on.
         st.name = stage.name.clone();
         if let Some(n) = &stage.name {
             conv.cx.stage_index.insert(n.clone(), conv.stages.len());
