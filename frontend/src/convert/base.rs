@@ -251,7 +251,11 @@ fn init_onbuild(conv: &mut Converter, i: usize) -> R<bool> {
                 _ => None,
             })
             .collect(),
-        Base::Image(_) => std::mem::take(&mut conv.stages[i].image.on_build),
+        // An image, also one a named context gives (`oci-layout://`, as
+        // BuildKit's testOnBuildNamedContext).
+        Base::Image(_) | Base::Named(_, NamedContext::Resolved { .. }) => {
+            std::mem::take(&mut conv.stages[i].image.on_build)
+        }
         Base::Scratch | Base::Named(..) => Vec::new(),
     };
     if triggers.is_empty() {
