@@ -46,6 +46,14 @@ pub fn build_options(
             }
         }
     }
+    // As buildx: SOURCE_DATE_EPOCH from the environment is the build arg
+    // unless one is given (the frontend then resolves it against the
+    // Dockerfile's own `ARG SOURCE_DATE_EPOCH=…` default).
+    if !build_args.contains_key("SOURCE_DATE_EPOCH")
+        && let Some(v) = env("SOURCE_DATE_EPOCH")
+    {
+        build_args.insert("SOURCE_DATE_EPOCH".to_owned(), v);
+    }
     let mut labels = BTreeMap::new();
     for l in &args.labels {
         let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
@@ -316,6 +324,27 @@ pub fn build_contexts(args: &BuildArgs) -> Result<Vec<(String, ContextValue)>, F
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn build_args(argv: &[&str]) -> BuildArgs {
+        use clap::Parser as _;
+        let cli = crate::args::Cli::try_parse_from(argv).expect("arguments");
+        match cli.command {
+            crate::args::Command::Build(b) => b,
+            _ => panic!("not a build"),
+        }
+    }
+
+    #[test]
+    fn source_date_epoch_from_the_environment() {
+        let env = |k: &str| (k == "SOURCE_DATE_EPOCH").then(|| "42".to_owned());
+        let opts = build_options(&build_args(&["kiln", "build", "."]), &env).unwrap();
+        assert_eq!(opts.build_args["SOURCE_DATE_EPOCH"], "42");
+        let given = build_args(&["kiln", "build", "--build-arg", "SOURCE_DATE_EPOCH=7", "."]);
+        let opts = build_options(&given, &env).unwrap();
+        assert_eq!(opts.build_args["SOURCE_DATE_EPOCH"], "7");
+        let opts = build_options(&build_args(&["kiln", "build", "."]), &|_| None).unwrap();
+        assert!(!opts.build_args.contains_key("SOURCE_DATE_EPOCH"));
+    }
 
     #[test]
     fn oci_layout_specs() {

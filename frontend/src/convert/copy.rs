@@ -454,7 +454,7 @@ fn escapes_context(path: &str) -> bool {
     false
 }
 
-fn is_http(src: &str) -> bool {
+pub(super) fn is_http(src: &str) -> bool {
     (src.starts_with("http://") || src.starts_with("https://"))
         && gitref::parse(src).ok().flatten().is_none()
 }
@@ -475,7 +475,7 @@ fn url_filename(url: &str) -> String {
     }
 }
 
-fn check_digest(d: &str) -> Result<(), String> {
+pub(super) fn check_digest(d: &str) -> Result<(), String> {
     let (alg, hex) = d
         .split_once(':')
         .ok_or_else(|| format!("invalid checksum digest format: {}", go_quote(d)))?;

@@ -32,16 +32,15 @@ pub(super) fn label(s: &mut Step, kvs: &[KeyValue], end: usize) -> R<()> {
 
 pub(super) fn arg(s: &mut Step, node: &Node, defs: &[ArgDef]) -> R<()> {
     let end = node.end_line;
-    let opts = s.cx.opts;
     let mut commit = Vec::new();
     for def in defs {
         let key = def.key.value.clone();
         s.cx.declared_args.insert(key.clone());
-        let inherited = !opts.build_args.contains_key(&key)
-            && def.default.is_none()
-            && s.cx.global_args.get(&key).is_some();
-        let value = if let Some(v) = opts.build_args.get(&key) {
-            Some(v.clone())
+        let build_arg = s.cx.build_arg(&key).map(str::to_owned);
+        let inherited =
+            build_arg.is_none() && def.default.is_none() && s.cx.global_args.get(&key).is_some();
+        let value = if let Some(v) = build_arg {
+            Some(v)
         } else if let Some(d) = &def.default {
             Some(s.expand(d, end)?)
         } else {

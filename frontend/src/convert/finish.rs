@@ -111,6 +111,7 @@ pub(super) fn finish(conv: &mut Converter, target: usize, reachable: &[bool]) ->
             .collect()
     };
     let warnings = std::mem::take(&mut cx.warnings);
+    let source_date_epoch = cx.epoch;
     Ok(Plan {
         outline: outline(conv, target),
         definition: Definition {
@@ -119,6 +120,7 @@ pub(super) fn finish(conv: &mut Converter, target: usize, reachable: &[bool]) ->
             target_stage,
             stages,
             context_paths,
+            source_date_epoch,
         },
         warnings,
     })

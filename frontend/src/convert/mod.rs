@@ -29,6 +29,7 @@ mod config;
 mod copy;
 mod dispatch;
 mod env;
+mod epoch;
 mod finish;
 mod lint_config;
 mod options;
@@ -145,6 +146,7 @@ fn run(conv: &mut Converter, df: Dockerfile) -> R<Plan> {
     cx.global_args = stages::default_args(cx, &target_name);
     stages::check_default_base_names(cx, &df);
     stages::eval_meta_args(cx, &df.meta_args)?;
+    epoch::resolve(conv, &df)?;
     stages::create_states(conv, &df)?;
     let target = stages::resolve_target(conv, &df)?;
     stages::build_dependencies(conv)?;

@@ -59,6 +59,11 @@ pub(super) struct Shared<'a> {
     /// Settings (env, labels, history, ONBUILD) stages copied from their base
     /// stages so far (see [`MAX_INHERITED_SETTINGS`]).
     pub inherited_settings: usize,
+    /// The build's SOURCE_DATE_EPOCH (`epoch.rs`).
+    pub epoch: Option<i64>,
+    /// What `epoch.rs` made of a `--build-arg SOURCE_DATE_EPOCH`: its
+    /// value as a number, or `None` for an empty one (removed).
+    pub epoch_arg: Option<Option<String>>,
 }
 
 /// A bound on what stages copy from their base stages in all: about 1 GB of
@@ -117,6 +122,8 @@ impl<'a> Converter<'a> {
             meta_outline: HashMap::new(),
             used_contexts: BTreeSet::new(),
             inherited_settings: 0,
+            epoch: None,
+            epoch_arg: None,
         };
         Ok(Converter {
             stages: Vec::new(),
@@ -155,6 +162,15 @@ impl Shared<'_> {
 
     pub fn find_stage(&self, name: &str) -> Option<usize> {
         self.stage_index.get(&name.to_lowercase()).copied()
+    }
+
+    /// `--build-arg KEY`, as the stages see it (SOURCE_DATE_EPOCH as
+    /// `epoch.rs` resolved it).
+    pub fn build_arg(&self, key: &str) -> Option<&str> {
+        match &self.epoch_arg {
+            Some(v) if key == super::epoch::KEY => v.as_deref(),
+            _ => self.opts.build_args.get(key).map(String::as_str),
+        }
     }
 
     pub fn add(&mut self, op: Op, inputs: Vec<Digest>, meta: VertexMeta) -> R<Digest> {

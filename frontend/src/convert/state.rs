@@ -37,6 +37,10 @@ impl EnvList {
         self.vars.get(k).map(|(_, v)| v.as_str())
     }
 
+    pub fn remove(&mut self, k: &str) {
+        self.vars.remove(k);
+    }
+
     /// `KEY=value` in order of last assignment.
     pub fn to_strings(&self) -> Vec<String> {
         let mut entries: Vec<(&u64, &String, &String)> =
