@@ -173,9 +173,13 @@ impl Platform {
     /// How well an image for `have` suits a machine of this platform, as
     /// containerd's `platforms.Only(self)` orders it: its position among
     /// [`Platform::compatible`] (0 is an exact match), `None` when it cannot
-    /// run here. Both sides are normalised; OS versions are not compared.
+    /// run here. Both sides are normalised; OS versions are compared for
+    /// Windows only, as containerd's `windowsVersionMatcher` does.
     pub fn rank(&self, have: &Platform) -> Option<usize> {
         let have = have.normalized();
+        if have.os == "windows" && !windows_compatible(&self.os_version, &have.os_version) {
+            return None;
+        }
         self.compatible().iter().position(|c| {
             c.os == have.os && c.architecture == have.architecture && c.variant == have.variant
         })
@@ -235,6 +239,43 @@ impl FromStr for Platform {
         p.os_version = os_version.to_owned();
         Ok(p)
     }
+}
+
+/// containerd's `windowsVersionMatcher`: whether a Windows machine of
+/// version `host` runs an image of version `image` (`major.minor.build[.rev]`).
+/// Either unknown matches; otherwise major and minor must be equal, and the
+/// build too before LTSC 2022 (20348), while a newer host runs images from
+/// the LTSC release it follows up to its own build.
+fn windows_compatible(host: &str, image: &str) -> bool {
+    let parse = |v: &str| -> Option<(u8, u8, u16)> {
+        if v.matches('.').count() < 2 {
+            return None;
+        }
+        let mut parts = v.splitn(4, '.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        let build = parts.next()?.parse().ok()?;
+        Some((major, minor, build))
+    };
+    let host = parse(host).filter(|h| *h != (0, 0, 0));
+    let (Some(host), false) = (host, image.is_empty()) else {
+        return true;
+    };
+    let image = parse(image).unwrap_or((0, 0, 0));
+    if host.0 != image.0 || host.1 != image.1 {
+        return false;
+    }
+    const LTSC: [u16; 2] = [20348, 26100];
+    if host.2 < LTSC[0] {
+        return host.2 == image.2;
+    }
+    let supported = LTSC
+        .iter()
+        .rev()
+        .find(|l| host.2 > **l)
+        .copied()
+        .unwrap_or(LTSC[0]);
+    supported <= image.2 && image.2 <= host.2
 }
 
 fn is_known_os(os: &str) -> bool {
@@ -636,5 +677,32 @@ mod tests {
         assert_eq!(plat("linux/arm/v7").rank(&raw("arm", "v6")), Some(1));
         assert_eq!(plat("linux/arm/v6").rank(&raw("arm", "v7")), None);
         assert_eq!(plat("linux/amd64").rank(&plat("windows/amd64")), None);
+    }
+
+    /// containerd's Windows OS version matching (BuildKit's
+    /// testPlatformWithOSVersion picks an index entry by it).
+    #[test]
+    fn windows_os_versions() {
+        let plat = |s: &str| s.parse::<Platform>().unwrap();
+        let want = plat("windows(1.2.3)/bar");
+        assert_eq!(want.rank(&plat("windows(1.2.3)/bar")), Some(0));
+        assert_eq!(want.rank(&plat("windows(1.1.0)/bar")), None);
+        assert_eq!(want.rank(&plat("windows/bar")), Some(0));
+        assert_eq!(
+            plat("windows/amd64").rank(&plat("windows(10.0.17763)/amd64")),
+            Some(0)
+        );
+        let ltsc2019 = plat("windows(10.0.17763.1)/amd64");
+        assert_eq!(ltsc2019.rank(&plat("windows(10.0.17763.5)/amd64")), Some(0));
+        assert_eq!(ltsc2019.rank(&plat("windows(10.0.20348.1)/amd64")), None);
+        // A 2025 host runs LTSC 2025 images and newer up to its own build.
+        let host = plat("windows(10.0.26200)/amd64");
+        assert_eq!(host.rank(&plat("windows(10.0.26100)/amd64")), Some(0));
+        assert_eq!(host.rank(&plat("windows(10.0.20348)/amd64")), None);
+        // Linux never compares OS versions.
+        assert_eq!(
+            plat("linux/amd64").rank(&plat("linux(5.1.0)/amd64")),
+            Some(0)
+        );
     }
 }

@@ -9,7 +9,7 @@ use crate::lint::Rule;
 use crate::syntax::Node;
 
 use super::shared::{Converter, MAX_INHERITED_SETTINGS, R};
-use super::state::{Base, Cmd, DEFAULT_PATH};
+use super::state::{Base, Cmd, default_path};
 use super::step::{self, Step};
 use super::{config, copy, env, run, workdir};
 use crate::paths;
@@ -89,11 +89,13 @@ fn init_state(s: &mut Step) -> R<()> {
     }
     let platform = s.cx.platform_of(s.st);
     let st = &mut *s.st;
+    if st.image.env_get("PATH").is_none()
+        && let Some(path) = default_path(&platform)
+    {
+        st.image.env.push(path);
+    }
     if st.platform.is_none() {
         st.platform = Some(platform);
-    }
-    if st.image.env_get("PATH").is_none() {
-        st.image.env.push(format!("PATH={DEFAULT_PATH}"));
     }
     // The image's variables are (re)applied on top of what the state has,
     // which moves them after any ARG a base stage declared.

@@ -60,9 +60,26 @@ pub(super) fn finish(conv: &mut Converter, target: usize, reachable: &[bool]) ->
     // The target image: --label, platform.
     let st = &mut conv.stages[target];
     st.image.labels.extend(cx.opts.labels.clone());
-    if !cx.implicit_target || st.image.platform.is_none() {
-        st.image.platform = Some(cx.target_platform.clone());
-    }
+    let tp = &cx.target_platform;
+    st.image.platform = match st.image.platform.take() {
+        // An explicit --platform sets the OS and architecture; the base's
+        // variant and OS version stay when it names neither and the OS and
+        // architecture are the same (BuildKit's end of toDispatchState).
+        Some(mut p) if !cx.implicit_target => {
+            let same = p.os == tp.os && p.architecture == tp.architecture;
+            p.os = tp.os.clone();
+            p.architecture = tp.architecture.clone();
+            if !tp.variant.is_empty() || !same {
+                p.variant = tp.variant.clone();
+            }
+            if !tp.os_version.is_empty() || !same {
+                p.os_version = tp.os_version.clone();
+            }
+            Some(p.normalized())
+        }
+        Some(p) => Some(p),
+        None => Some(tp.clone()),
+    };
 
     let stages: Vec<LlbStage> = conv
         .stages

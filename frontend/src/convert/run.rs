@@ -22,6 +22,15 @@ use super::step::{Inputs, Step};
 pub(super) fn run(s: &mut Step, cmd: &Cmd, run: &Run) -> R<()> {
     let node = &cmd.command.node;
     let end = node.end_line;
+    let platform = s.cx.platform_of(s.st);
+    if platform.os != "linux" {
+        return Err(s.err_node(
+            node,
+            format!(
+                "RUN for platform {platform} is not supported yet: kiln runs build steps on Linux only (a stage for another OS may only copy files; FROM --platform=$BUILDPLATFORM runs a stage on the build machine)"
+            ),
+        ));
+    }
     let mut inputs = Inputs::default();
     let mut extra_mounts = Vec::new();
     let mut custom = cmd.command.code().to_owned();

@@ -83,13 +83,17 @@ impl<'a> Converter<'a> {
             .target_platform
             .clone()
             .unwrap_or_else(|| opts.build_platform.clone());
-        for p in [&target_platform, &opts.build_platform] {
-            if p.os != "linux" {
-                return Err(Diagnostic::unlocated(
-                    file.name(),
-                    format!("platform {p} is not supported: kiln builds Linux images only"),
-                ));
-            }
+        // Any target platform can be planned (a COPY-only build for
+        // windows/amd64 is fine, as in BuildKit); only RUN needs a Linux
+        // stage (`run.rs`). kiln itself runs on Linux.
+        if opts.build_platform.os != "linux" {
+            return Err(Diagnostic::unlocated(
+                file.name(),
+                format!(
+                    "build platform {} is not supported: kiln runs on Linux only",
+                    opts.build_platform
+                ),
+            ));
         }
         let mut proxy = ProxyEnv::default();
         for (k, v) in &opts.build_args {

@@ -303,13 +303,6 @@ pub(super) fn create_states(conv: &mut Converter, df: &Dockerfile) -> R<()> {
                     format!("failed to parse platform {}: {e}", pw.value),
                 )
             })?;
-            if platform.os != "linux" {
-                return Err(conv.cx.err_at(
-                    pw.offset,
-                    node.end_line,
-                    format!("platform {platform} is not supported: kiln builds Linux images only"),
-                ));
-            }
             st.platform = Some(platform);
         }
         let ctx_platform = st

@@ -14,8 +14,7 @@ use crate::instructions::Command;
 use crate::shell::EnvLookup;
 use crate::syntax::{Node, Word};
 
-pub(super) const DEFAULT_PATH: &str =
-    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
 
 /// Ordered variables with BuildKit's `EnvList` semantics: setting a key moves
@@ -237,9 +236,27 @@ pub(super) fn empty_image(platform: &Platform) -> ImageConfig {
     ImageConfig {
         platform: Some(platform.clone()),
         working_dir: "/".to_owned(),
-        env: vec![format!("PATH={DEFAULT_PATH}")],
+        env: default_path(platform).into_iter().collect(),
         ..ImageConfig::default()
     }
+}
+
+/// The `PATH` a stage gets when its image sets none: none on Windows (left
+/// to the OS, BuildKit #5445).
+pub(super) fn default_path(platform: &Platform) -> Option<String> {
+    (platform.os != "windows").then(|| format!("PATH={DEFAULT_PATH}"))
+}
+
+/// The shell of the shell form when the image sets none (BuildKit's
+/// `defaultShell`): `cmd /S /C` for a Windows image.
+pub(super) fn default_shell(image: &ImageConfig) -> Vec<String> {
+    let windows = image.platform.as_ref().is_some_and(|p| p.os == "windows");
+    let shell: &[&str] = if windows {
+        &["cmd", "/S", "/C"]
+    } else {
+        &["/bin/sh", "-c"]
+    };
+    shell.iter().map(|s| (*s).to_owned()).collect()
 }
 
 /// The config of an image that could not be looked up: nothing known.

@@ -15,7 +15,7 @@ use crate::instructions::{CmdLine, KeyValue};
 use crate::syntax::{Node, Word};
 
 use super::shared::{R, Shared};
-use super::state::{Overlay, Stage};
+use super::state::{Overlay, Stage, default_shell};
 
 /// The stages other than the one being dispatched.
 pub(super) struct Others<'s> {
@@ -158,7 +158,7 @@ impl Step<'_, '_> {
         }
         let shell = &self.st.image.shell;
         let mut out = if shell.is_empty() {
-            vec!["/bin/sh".to_owned(), "-c".to_owned()]
+            default_shell(&self.st.image)
         } else {
             shell.clone()
         };
