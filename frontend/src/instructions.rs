@@ -796,7 +796,7 @@ impl Flags {
                 let mut msg = format!("unknown flag: --{name}");
                 let names: Vec<&str> = allowed.iter().map(|(n, _)| *n).collect();
                 if let Some(s) = did_you_mean(name, names) {
-                    msg.push_str(&format!(" (did you mean --{s}?)"));
+                    msg.push_str(&format!(" (did you mean {s}?)"));
                 } else if allowed.is_empty() {
                     msg.push_str(&format!(
                         " ({} takes no flags)",

@@ -107,7 +107,7 @@ fn run(conv: &mut Converter, df: Dockerfile) -> R<Plan> {
         return Err(cx.err_at(
             at,
             0,
-            "the Dockerfile has no FROM instruction: there is no stage to build",
+            "dockerfile contains no stages to build: the Dockerfile has no FROM instruction",
         ));
     }
     stages::check_syntax_directive(cx, &df)?;

@@ -97,6 +97,24 @@ pub(super) fn lint_from_platform(cx: &mut Shared, stage: &instructions::Stage, p
     }
 }
 
+/// BuildKit's `wrapSuggestAny` for an error about a FROM value: ` (did you
+/// mean X?)` for the first variable it did not find that is close to a
+/// global ARG, else nothing.
+fn suggest_unmatched(cx: &Shared, unmatched: &BTreeSet<String>) -> String {
+    let mut keys: Vec<(&u64, &str)> = cx
+        .global_args
+        .vars
+        .iter()
+        .map(|(k, (seq, _))| (seq, k.as_str()))
+        .collect();
+    keys.sort_unstable();
+    unmatched
+        .iter()
+        .find_map(|name| lint::suggest(name, keys.iter().map(|(_, k)| *k)))
+        .map(|s| format!(" (did you mean {s}?)"))
+        .unwrap_or_default()
+}
+
 /// `InvalidDefaultArgInFrom`: base names that are not valid references
 /// when every global ARG has its default value (BuildKit's
 /// `validateBaseImagesWithDefaultArgs`; substitution errors are left to
@@ -288,19 +306,20 @@ pub(super) fn create_states(conv: &mut Converter, df: &Dockerfile) -> R<()> {
                 })?;
             lint_from_platform(&mut conv.cx, stage, &processed);
             st.outline.used.extend(processed.matched.iter().cloned());
+            let hint = suggest_unmatched(&conv.cx, &processed.unmatched);
             let p = processed.result;
             if p.is_empty() {
                 return Err(conv.cx.err_at(
                     pw.offset,
                     node.end_line,
-                    format!("empty platform value from expression {}", pw.value),
+                    format!("empty platform value from expression {}{hint}", pw.value),
                 ));
             }
             let platform: Platform = p.parse().map_err(|e| {
                 conv.cx.err_at(
                     pw.offset,
                     node.end_line,
-                    format!("failed to parse platform {}: {e}", pw.value),
+                    format!("failed to parse platform {}: {e}{hint}", pw.value),
                 )
             })?;
             st.platform = Some(platform);
