@@ -39,6 +39,10 @@ pub struct Diagnostic {
     pub rule: Option<&'static str>,
     /// A link that explains the rule.
     pub url: Option<&'static str>,
+    /// Warnings that belong with this error and are printed after it: the
+    /// lint warnings behind a `# check=error=true` failure, which BuildKit
+    /// lists for a failing build too.
+    pub notes: Vec<Diagnostic>,
 }
 
 impl Diagnostic {
@@ -57,6 +61,7 @@ impl Diagnostic {
             message: message.into(),
             rule: None,
             url: None,
+            notes: Vec::new(),
         }
     }
 
@@ -69,6 +74,7 @@ impl Diagnostic {
             message: message.into(),
             rule: None,
             url: None,
+            notes: Vec::new(),
         }
     }
 
@@ -123,6 +129,16 @@ impl Diagnostic {
                 shown.push('…');
             }
             out.push_str(&format!("\n {num} | {shown}\n {pad} | {lead}^"));
+        }
+        for note in &self.notes {
+            let kind = match note.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+            };
+            out.push_str(&format!("\n{kind}: {}", note.render()));
+            if let Some(url) = note.url {
+                out.push_str(&format!("\n   = {url}"));
+            }
         }
         out
     }

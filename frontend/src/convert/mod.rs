@@ -89,7 +89,9 @@ pub fn check(
             warnings: plan.warnings,
             error: None,
         },
-        Err(e) => {
+        Err(mut e) => {
+            // The report lists the warnings itself.
+            e.notes.clear();
             let mut warnings = std::mem::take(&mut conv.cx.warnings);
             warnings.extend(conv.cx.lints.take());
             CheckReport {
@@ -169,6 +171,13 @@ fn run(conv: &mut Converter, df: Dockerfile) -> R<Plan> {
             let mut e = first.clone();
             e.severity = Severity::Error;
             e.rule = None;
+            e.url = None;
+            e.notes = cx
+                .warnings
+                .iter()
+                .filter(|w| w.rule.is_some())
+                .cloned()
+                .collect();
             e.message = format!(
                 "lint violation found for rules: {} (# check=error=true): {}",
                 rules.join(", "),
