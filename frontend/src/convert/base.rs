@@ -51,7 +51,7 @@ fn resolve_named(
     nc: &NamedContext,
     platform: &Platform,
 ) -> R<()> {
-    let ignore_cache = cx.opts.no_cache || st.ignore_cache;
+    let ignore_cache = cx.opts.no_cache;
     let meta = |name: String| VertexMeta {
         name: format!("[context {key}] {name}"),
         ignore_cache,

@@ -89,7 +89,10 @@ pub(super) fn run(s: &mut Step, cmd: &Cmd, run: &Run) -> R<()> {
 
     let text = s.display_text(&custom, &secret_env_mask, true);
     let title = s.prefix(&text, cmd.onbuild);
-    let meta = s.meta(title, Some(node));
+    let meta = VertexMeta {
+        ignore_cache: s.st.ignore_cache,
+        ..s.meta(title, Some(node))
+    };
 
     let mut all_mounts = vec![LlbMount {
         target: "/".to_owned(),

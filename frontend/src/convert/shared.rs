@@ -294,7 +294,10 @@ impl Shared<'_> {
             name,
             stage: st.stage_index.map(|_| st.display_name()),
             location: node.map(|n| self.location(n)),
-            ignore_cache: st.ignore_cache,
+            // `--no-cache` reaches every vertex; `--no-cache-filter` only
+            // the RUN steps of its stages (`run.rs`), as in BuildKit, so
+            // a FROM another stage shares is not forced for it too.
+            ignore_cache: self.opts.no_cache,
         }
     }
 

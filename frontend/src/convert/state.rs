@@ -133,6 +133,8 @@ pub(super) struct Stage {
     pub resolved: bool,
     pub onbuild_init: bool,
     pub dispatched: bool,
+    /// Its RUN steps ignore the cache (`--no-cache`, or the stage is named
+    /// by `--no-cache-filter`).
     pub ignore_cache: bool,
     // Dispatch state.
     pub root: Option<Digest>,
