@@ -23,7 +23,7 @@ use super::copy;
 use super::shared::{Converter, R, Shared};
 use super::state::EnvList;
 
-pub(super) const KEY: &str = "SOURCE_DATE_EPOCH";
+use super::options::SOURCE_DATE_EPOCH as KEY;
 
 /// Resolves the build's epoch into `conv.cx.epoch` and rewrites the
 /// build arg and global ARG to its value (BuildKit's `setBuildArgValue`).

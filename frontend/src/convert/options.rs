@@ -81,6 +81,9 @@ pub struct CheckReport {
     pub error: Option<Diagnostic>,
 }
 
+/// The build arg of the build's epoch (`epoch.rs`).
+pub(super) const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+
 /// Build args Docker knows without an ARG instruction.
 pub(super) const PROXY_ARGS: [&str; 10] = [
     "HTTP_PROXY",

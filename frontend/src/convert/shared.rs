@@ -19,7 +19,7 @@ use crate::source::SourceFile;
 use crate::syntax::{Node, Word};
 
 use super::lint_config::Lints;
-use super::options::BuildOptions;
+use super::options::{BuildOptions, SOURCE_DATE_EPOCH};
 use super::state::{Base, EnvList, OutlineArgInfo, Stage, StageOutline};
 
 pub(super) type R<T> = Result<T, Diagnostic>;
@@ -172,7 +172,7 @@ impl Shared<'_> {
     /// `epoch.rs` resolved it).
     pub fn build_arg(&self, key: &str) -> Option<&str> {
         match &self.epoch_arg {
-            Some(v) if key == super::epoch::KEY => v.as_deref(),
+            Some(v) if key == SOURCE_DATE_EPOCH => v.as_deref(),
             _ => self.opts.build_args.get(key).map(String::as_str),
         }
     }
