@@ -56,6 +56,23 @@ fn err(what: impl std::fmt::Display) -> ExecError {
     ExecError::Helper(format!("resource limits (--memory, --pids-limit): {what}"))
 }
 
+fn confine_err(what: impl std::fmt::Display) -> ExecError {
+    ExecError::Helper(format!("confining the step (cgroups): {what}"))
+}
+
+fn set_limits_v2(dir: &Path, limits: &Limits) -> Result<(), ExecError> {
+    if let Some(m) = limits.memory {
+        write(&dir.join("memory.max"), &m.to_string())?;
+        // No swap beyond the limit, as `docker run --memory` with
+        // swap accounting off behaves.
+        let _ = fs::write(dir.join("memory.swap.max"), "0");
+    }
+    if let Some(p) = limits.pids {
+        write(&dir.join("pids.max"), &p.to_string())?;
+    }
+    Ok(())
+}
+
 fn write(path: &Path, value: &str) -> Result<(), ExecError> {
     fs::write(path, value).map_err(|e| err(format!("writing {value:?} to {}: {e}", path.display())))
 }
@@ -91,12 +108,178 @@ fn v2_root(limits: &Limits) -> Option<PathBuf> {
     None
 }
 
+/// runc's default device rules (`specconv.AllowedDevices`, which BuildKit's
+/// steps get): any node may be made (`m`), but only these may be opened:
+/// null, zero, full, random, urandom, tty, the ptmx multiplexer and the
+/// pseudo-terminals. A node for a host disk can be made and not read.
+pub(crate) const DEVICE_RULES: [&str; 10] = [
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:8 rwm",
+    "c 1:7 rwm",
+    "c 5:0 rwm",
+    "c 1:5 rwm",
+    "c 1:9 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
+
+/// The cgroup v1 hierarchies of this process: (mount directory under
+/// `/sys/fs/cgroup`, controllers as `/proc/self/cgroup` lists them, own group).
+fn v1_hierarchies() -> Vec<(PathBuf, String, String)> {
+    let text = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mut out = Vec::new();
+    for l in text.lines() {
+        let mut parts = l.splitn(3, ':');
+        let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if ctrls.is_empty() {
+            continue;
+        }
+        let base = Path::new("/sys/fs/cgroup");
+        let name = ctrls.strip_prefix("name=").unwrap_or(ctrls);
+        let candidates = std::iter::once(name.to_owned()).chain(
+            ctrls
+                .split(',')
+                .map(|c| c.strip_prefix("name=").unwrap_or(c).to_owned()),
+        );
+        if let Some(dir) = candidates
+            .map(|c| base.join(c))
+            .find(|d| d.join("cgroup.procs").exists())
+        {
+            out.push((dir, ctrls.to_owned(), path.to_owned()));
+        }
+    }
+    out
+}
+
+/// Where the v2 hierarchy is mounted, if this process is in one (with
+/// `cgroup.controllers`, whatever they are).
+fn v2_any() -> Option<PathBuf> {
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|r| r.join("cgroup.controllers").exists())
+}
+
 impl StepCgroup {
-    /// Makes the step's groups with `limits` set (`None` when there are no
-    /// limits). Fails with the reason when the host does not let kiln make
-    /// them (no cgroup filesystem, no write access — rootless kiln without
-    /// a delegated group).
-    pub fn create(limits: &Limits) -> Result<Option<StepCgroup>, ExecError> {
+    /// Makes the step's groups: one in every hierarchy kiln is in (v1
+    /// controllers and the v2 tree), with `limits` set and, unless the step
+    /// is privileged, the device allow-list (v1 `devices.deny`/`allow`; on
+    /// v2 the same rules as an eBPF device program). `None` when there is
+    /// nothing to make: in a user namespace (rootless), where no hierarchy
+    /// is delegated, unless limits ask for one. Fails with the reason when
+    /// the host does not let kiln make a group it needs.
+    pub fn create(limits: &Limits, privileged: bool) -> Result<Option<StepCgroup>, ExecError> {
+        if kiln_snapshot::in_user_namespace() {
+            return Self::create_limits_only(limits);
+        }
+        let name = format!(
+            "kiln-step-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut cg = StepCgroup { dirs: Vec::new() };
+        let limits_v2 = limits.any() && v2_root(limits).is_some();
+        if let Some(root) = v2_any() {
+            let own =
+                own_group("").ok_or_else(|| err("no cgroup v2 entry in /proc/self/cgroup"))?;
+            let parent = root.join(own.trim_start_matches('/'));
+            if limits_v2 {
+                enable_controllers_v2(&parent, limits)?;
+            }
+            let dir = parent.join(&name);
+            fs::create_dir(&dir)
+                .map_err(|e| confine_err(format!("creating {}: {e}", dir.display())))?;
+            cg.dirs.push((dir.clone(), true));
+            if limits_v2 {
+                set_limits_v2(&dir, limits)?;
+            }
+            if !privileged && let Err(e) = crate::devices::attach_v2(&dir) {
+                // Where a v1 `devices` hierarchy confines the step too (a
+                // hybrid host), the v2 program is a second guard only.
+                let v1_devices = v1_hierarchies()
+                    .iter()
+                    .any(|(_, c, _)| c.split(',').any(|x| x == "devices"));
+                if !v1_devices {
+                    return Err(confine_err(e));
+                }
+            }
+        }
+        for (root, ctrls, own) in v1_hierarchies() {
+            let has = |c: &str| ctrls.split(',').any(|x| x == c);
+            let parent = root.join(own.trim_start_matches('/'));
+            let dir = parent.join(&name);
+            let needed = (has("devices") && !privileged)
+                || (!limits_v2
+                    && ((has("memory") && limits.memory.is_some())
+                        || (has("pids") && limits.pids.is_some())));
+            match fs::create_dir(&dir) {
+                Ok(()) => cg.dirs.push((dir.clone(), false)),
+                Err(e) if needed => {
+                    return Err(confine_err(format!("creating {}: {e}", dir.display())));
+                }
+                // A hierarchy the step needs nothing from: its group is
+                // only bookkeeping.
+                Err(_) => continue,
+            }
+            if has("cpuset") {
+                // A new cpuset group is empty until given its parent's sets.
+                for f in ["cpuset.cpus", "cpuset.mems"] {
+                    if let Ok(v) = fs::read_to_string(parent.join(f)) {
+                        let _ = fs::write(dir.join(f), v.trim());
+                    }
+                }
+            }
+            if has("devices") && !privileged {
+                write(&dir.join("devices.deny"), "a")?;
+                for rule in DEVICE_RULES {
+                    write(&dir.join("devices.allow"), rule)?;
+                }
+            }
+            if !limits_v2 {
+                if has("memory")
+                    && let Some(m) = limits.memory
+                {
+                    write(&dir.join("memory.limit_in_bytes"), &m.to_string())?;
+                    let _ = fs::write(dir.join("memory.memsw.limit_in_bytes"), m.to_string());
+                }
+                if has("pids")
+                    && let Some(p) = limits.pids
+                {
+                    write(&dir.join("pids.max"), &p.to_string())?;
+                }
+            }
+        }
+        if limits.memory.is_some() && !limits_v2 && !cg.has_v1("memory") {
+            return Err(err(
+                "this host has no cgroup v1 memory hierarchy and no cgroup v2 with the memory controller",
+            ));
+        }
+        if limits.pids.is_some() && !limits_v2 && !cg.has_v1("pids") {
+            return Err(err(
+                "this host has no cgroup v1 pids hierarchy and no cgroup v2 with the pids controller",
+            ));
+        }
+        Ok(Some(cg))
+    }
+
+    fn has_v1(&self, controller: &str) -> bool {
+        self.dirs.iter().any(|(d, v2)| {
+            !*v2 && d
+                .join(match controller {
+                    "memory" => "memory.limit_in_bytes",
+                    _ => "pids.max",
+                })
+                .exists()
+        })
+    }
+
+    /// Rootless: groups only for limits (which then need a delegated
+    /// hierarchy, and fail saying so without one).
+    fn create_limits_only(limits: &Limits) -> Result<Option<StepCgroup>, ExecError> {
         if !limits.any() {
             return Ok(None);
         }
@@ -114,15 +297,7 @@ impl StepCgroup {
             let dir = parent.join(&name);
             fs::create_dir(&dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
             cg.dirs.push((dir.clone(), true));
-            if let Some(m) = limits.memory {
-                write(&dir.join("memory.max"), &m.to_string())?;
-                // No swap beyond the limit, as `docker run --memory` with
-                // swap accounting off behaves.
-                let _ = fs::write(dir.join("memory.swap.max"), "0");
-            }
-            if let Some(p) = limits.pids {
-                write(&dir.join("pids.max"), &p.to_string())?;
-            }
+            set_limits_v2(&dir, limits)?;
             return Ok(Some(cg));
         }
         for (controller, file, value) in [
@@ -236,7 +411,6 @@ mod tests {
 
     #[test]
     fn no_limits_no_group() {
-        assert!(StepCgroup::create(&Limits::default()).unwrap().is_none());
         assert!(!Limits::default().any());
         assert!(
             Limits {

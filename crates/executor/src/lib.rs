@@ -37,8 +37,10 @@
 //! signal dispositions, and one `ioctl`.
 
 mod cgroup;
+mod devices;
 mod helper;
 mod plan;
+mod seccomp;
 /// Bytes reserved for the helper's status file (a status is far smaller).
 const STATUS_RESERVE: usize = 4096;
 
@@ -127,6 +129,21 @@ impl NamespaceExecutor {
     }
 }
 
+/// The seccomp filter of `spec` as the helper receives it: Docker's
+/// default profile, compiled once per process; none for a privileged
+/// (`--security=insecure`) step, as in BuildKit.
+fn step_seccomp(spec: &RunSpec) -> Result<Option<String>, ExecError> {
+    if spec.privileged {
+        return Ok(None);
+    }
+    static HEX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(h) = HEX.get() {
+        return Ok(Some(h.clone()));
+    }
+    let bpf = seccomp::default_filter().map_err(ExecError::Setup)?;
+    Ok(Some(HEX.get_or_init(|| hex::encode(bpf)).clone()))
+}
+
 enum Chunk {
     Data(Stream, Vec<u8>),
     Eof,
@@ -172,6 +189,7 @@ impl Executor for NamespaceExecutor {
             resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
             snapshotter: kiln_snapshot::snapshotter(),
             whiteouts: kiln_snapshot::whiteout_format(),
+            seccomp: step_seccomp(spec)?,
         };
         let body = serde_json::to_vec(&req).map_err(|e| ExecError::Helper(e.to_string()))?;
         let mut cmd = Command::new(&self.program);
@@ -184,7 +202,7 @@ impl Executor for NamespaceExecutor {
         }
         // Made before the helper starts, filled before it reads its request:
         // every process of the step starts inside the limits.
-        let cgroup = cgroup::StepCgroup::create(&spec.limits)?;
+        let cgroup = cgroup::StepCgroup::create(&spec.limits, spec.privileged)?;
         let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
             program: self.program.clone(),
             source,

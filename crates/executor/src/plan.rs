@@ -40,7 +40,13 @@ pub(crate) enum Step {
     },
     Symlink {
         path: String,
-        to: &'static str,
+        to: String,
+    },
+    /// Makes the mount at `target` read-only, with `flags` (a tmpfs once
+    /// the mount points in it exist).
+    Remount {
+        target: String,
+        flags: MsFlags,
     },
 }
 
@@ -89,6 +95,18 @@ impl fmt::Display for Step {
                 )
             }
             Step::Symlink { path, to } => write!(f, "symlink {path} -> {to}"),
+            Step::Remount { target, flags } => {
+                let names: Vec<&str> = [
+                    (MsFlags::MS_NOSUID, "nosuid"),
+                    (MsFlags::MS_NODEV, "nodev"),
+                    (MsFlags::MS_NOEXEC, "noexec"),
+                ]
+                .into_iter()
+                .filter(|(f, _)| flags.contains(*f))
+                .map(|(_, n)| n)
+                .collect();
+                write!(f, "remount {target} read-only ({})", names.join(","))
+            }
         }
     }
 }
@@ -169,23 +187,23 @@ pub(crate) fn container_steps(
         },
         Step::Symlink {
             path: "/dev/fd".to_owned(),
-            to: "/proc/self/fd",
+            to: "/proc/self/fd".to_owned(),
         },
         Step::Symlink {
             path: "/dev/stdin".to_owned(),
-            to: "/proc/self/fd/0",
+            to: "/proc/self/fd/0".to_owned(),
         },
         Step::Symlink {
             path: "/dev/stdout".to_owned(),
-            to: "/proc/self/fd/1",
+            to: "/proc/self/fd/1".to_owned(),
         },
         Step::Symlink {
             path: "/dev/stderr".to_owned(),
-            to: "/proc/self/fd/2",
+            to: "/proc/self/fd/2".to_owned(),
         },
         Step::Symlink {
             path: "/dev/ptmx".to_owned(),
-            to: "pts/ptmx",
+            to: "pts/ptmx".to_owned(),
         },
         Step::Mount {
             source: PathBuf::from("sysfs"),
@@ -258,6 +276,94 @@ pub(crate) fn container_steps(
     steps
 }
 
+/// The cgroup filesystems a step sees at `/sys/fs/cgroup` (after the sysfs
+/// mount), from the controllers in the helper's `/proc/self/cgroup`
+/// (`cgroups`): as runc mounts them for a container with a cgroup namespace
+/// of its own, so each shows the step's group as its root. With cgroup v1, a
+/// tmpfs holding one mount per hierarchy (and `unified`, the v2 tree, when
+/// the host mounts one there: `unified`); with v2 only, the v2 tree itself.
+/// Read-only unless the step is privileged (`--security=insecure`), as in
+/// BuildKit.
+pub(crate) fn cgroup_steps(cgroups: &str, unified: bool, privileged: bool) -> Vec<Step> {
+    let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let flags = if privileged {
+        base
+    } else {
+        base | MsFlags::MS_RDONLY
+    };
+    let mut v1: Vec<&str> = Vec::new();
+    let mut v2 = false;
+    for l in cgroups.lines() {
+        let mut parts = l.splitn(3, ':');
+        match (parts.next(), parts.next()) {
+            (Some(_), Some("")) => v2 = true,
+            (Some(_), Some(ctrls)) => v1.push(ctrls),
+            _ => {}
+        }
+    }
+    let cgroup2 = |target: &str| Step::Mount {
+        source: PathBuf::from("cgroup2"),
+        target: target.to_owned(),
+        fstype: Some("cgroup2"),
+        flags,
+        data: None,
+        kind: TargetKind::Dir,
+        readonly_bind: false,
+    };
+    if v1.is_empty() {
+        return if v2 {
+            vec![cgroup2("/sys/fs/cgroup")]
+        } else {
+            Vec::new()
+        };
+    }
+    let mut steps = vec![Step::Mount {
+        source: PathBuf::from("tmpfs"),
+        target: "/sys/fs/cgroup".to_owned(),
+        fstype: Some("tmpfs"),
+        flags: base,
+        data: Some("mode=755".to_owned()),
+        kind: TargetKind::Dir,
+        readonly_bind: false,
+    }];
+    for ctrls in v1 {
+        let dir = ctrls.strip_prefix("name=").unwrap_or(ctrls);
+        let named_only = ctrls.starts_with("name=") && !ctrls.contains(',');
+        steps.push(Step::Mount {
+            source: PathBuf::from("cgroup"),
+            target: format!("/sys/fs/cgroup/{dir}"),
+            fstype: Some("cgroup"),
+            flags,
+            data: Some(if named_only {
+                format!("none,{ctrls}")
+            } else {
+                ctrls.to_owned()
+            }),
+            kind: TargetKind::Dir,
+            readonly_bind: false,
+        });
+        // `cpu,cpuacct` is also reachable as `cpu` and `cpuacct`.
+        if ctrls.contains(',') {
+            for c in ctrls.split(',').filter(|c| !c.starts_with("name=")) {
+                steps.push(Step::Symlink {
+                    path: format!("/sys/fs/cgroup/{c}"),
+                    to: dir.to_owned(),
+                });
+            }
+        }
+    }
+    if v2 && unified {
+        steps.push(cgroup2("/sys/fs/cgroup/unified"));
+    }
+    if !privileged {
+        steps.push(Step::Remount {
+            target: "/sys/fs/cgroup".to_owned(),
+            flags: base,
+        });
+    }
+    steps
+}
+
 /// `/etc/hosts` as BuildKit writes it.
 pub(crate) fn hosts_file(hostname: &str) -> String {
     format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
@@ -304,6 +410,32 @@ mod tests {
             );
             let text: String = steps.iter().map(|s| format!("{s}\n")).collect();
             failures.extend(check(&case.join("steps"), &text));
+        }
+        assert_all(failures, cases.len());
+    }
+
+    /// `testdata/executor/cgroups/<case>/proc-self-cgroup` (and an optional
+    /// `unified` file: the host mounts the v2 tree there) → the cgroup
+    /// mounts of a step, then those of a privileged one.
+    #[test]
+    fn cgroup_cases() {
+        let cases = case_dirs(&testdata().join("executor/cgroups"));
+        let mut failures = Vec::new();
+        for case in &cases {
+            let text = std::fs::read_to_string(case.join("proc-self-cgroup")).unwrap();
+            let unified = case.join("unified").exists();
+            let mut out = String::new();
+            for privileged in [false, true] {
+                out.push_str(if privileged {
+                    "# privileged\n"
+                } else {
+                    "# default\n"
+                });
+                for s in cgroup_steps(&text, unified, privileged) {
+                    out.push_str(&format!("{s}\n"));
+                }
+            }
+            failures.extend(check(&case.join("steps"), &out));
         }
         assert_all(failures, cases.len());
     }

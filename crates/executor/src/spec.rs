@@ -115,6 +115,10 @@ pub(crate) struct Request {
     /// How the helper records deletions: the caller's whiteout format.
     #[serde(default)]
     pub whiteouts: kiln_snapshot::WhiteoutFormat,
+    /// The step's seccomp filter (BPF instructions, hex), compiled once per
+    /// kiln process (`seccomp.rs`); `None` for `--security=insecure`.
+    #[serde(default)]
+    pub seccomp: Option<String>,
 }
 
 /// What the helper reports when it is done.
