@@ -5,7 +5,9 @@
 //! here from [`crate::cgroup::DEVICE_RULES`], loaded and attached with
 //! `bpf(2)` (`sys::attach_device_program`).
 
+use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::sync::OnceLock;
 
 /// One rule: type (`b`, `c`, `a`), major and minor (`None`: any), and the
 /// access it allows (`BPF_DEVCG_ACC_*` bits).
@@ -130,11 +132,20 @@ pub(crate) fn program(rules: &[&str]) -> Result<Vec<u8>, String> {
 }
 
 /// Attaches the device program of [`crate::cgroup::DEVICE_RULES`] to the v2
-/// group `dir`.
+/// group `dir`. The program is generated and loaded (verified) once per
+/// process; each step's group gets an attachment.
 pub(crate) fn attach_v2(dir: &Path) -> Result<(), String> {
-    let prog = program(&crate::cgroup::DEVICE_RULES)?;
+    static PROG: OnceLock<Result<OwnedFd, String>> = OnceLock::new();
+    let prog = PROG
+        .get_or_init(|| {
+            let insns = program(&crate::cgroup::DEVICE_RULES)?;
+            crate::sys::load_device_program(&insns)
+                .map_err(|e| format!("loading the device program (eBPF, cgroup v2): {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)?;
     let group = std::fs::File::open(dir).map_err(|e| format!("opening {}: {e}", dir.display()))?;
-    crate::sys::attach_device_program(&prog, &group).map_err(|e| {
+    crate::sys::attach_device_program(prog, &group).map_err(|e| {
         format!(
             "attaching the device program (eBPF, cgroup v2) to {}: {e}",
             dir.display()

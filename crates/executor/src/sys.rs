@@ -178,15 +178,12 @@ pub(crate) fn cloexec_from(first: u32) -> io::Result<()> {
 }
 
 /// Loads `prog` (eBPF instructions, native byte order) as a
-/// `BPF_PROG_TYPE_CGROUP_DEVICE` program and attaches it to the cgroup v2
-/// directory `group`. The attachment lives as long as the group; the
-/// program's descriptor is closed on return.
-pub(crate) fn attach_device_program(prog: &[u8], group: &std::fs::File) -> io::Result<()> {
-    use std::os::fd::{AsRawFd as _, FromRawFd as _};
+/// `BPF_PROG_TYPE_CGROUP_DEVICE` program; its descriptor (close-on-exec, as
+/// every bpf descriptor) attaches it to groups.
+pub(crate) fn load_device_program(prog: &[u8]) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd as _;
     const BPF_PROG_LOAD: libc::c_long = 5;
-    const BPF_PROG_ATTACH: libc::c_long = 8;
     const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
-    const BPF_CGROUP_DEVICE: u32 = 6;
     if prog.is_empty() || !prog.len().is_multiple_of(8) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -198,8 +195,8 @@ pub(crate) fn attach_device_program(prog: &[u8], group: &std::fs::File) -> io::R
         .map(|c| u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
         .collect();
     let license = c"Apache-2.0";
-    // union bpf_attr, BPF_PROG_LOAD part: prog_type, insn_cnt, insns,
-    // license; the rest zero.
+    // union bpf_attr, BPF_PROG_LOAD part (little-endian layout of two u32
+    // in one u64): prog_type, insn_cnt, insns, license; the rest zero.
     let mut attr = [0u64; 16];
     attr[0] = u64::from(BPF_PROG_TYPE_CGROUP_DEVICE) | ((insns.len() as u64) << 32);
     attr[1] = insns.as_ptr() as u64;
@@ -219,12 +216,21 @@ pub(crate) fn attach_device_program(prog: &[u8], group: &std::fs::File) -> io::R
         return Err(io::Error::last_os_error());
     }
     // SAFETY: `fd` is the new program descriptor, owned by nothing else.
-    let prog_fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Attaches the device program `prog` to the cgroup v2 directory `group`
+/// (the attachment lives as long as the group).
+pub(crate) fn attach_device_program(prog: &OwnedFd, group: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    const BPF_PROG_ATTACH: libc::c_long = 8;
+    const BPF_CGROUP_DEVICE: u32 = 6;
     // BPF_PROG_ATTACH: target_fd, attach_bpf_fd, attach_type, attach_flags.
     let mut attr = [0u64; 16];
-    attr[0] = group.as_raw_fd() as u32 as u64 | ((prog_fd.as_raw_fd() as u32 as u64) << 32);
+    attr[0] = group.as_raw_fd() as u32 as u64 | ((prog.as_raw_fd() as u32 as u64) << 32);
     attr[1] = u64::from(BPF_CGROUP_DEVICE);
-    // SAFETY: as above; both descriptors are open for the duration.
+    // SAFETY: `attr` is a valid bpf_attr for BPF_PROG_ATTACH; both
+    // descriptors are open for the duration of the call.
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,
