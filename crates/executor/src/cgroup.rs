@@ -56,6 +56,37 @@ fn err(what: impl std::fmt::Display) -> ExecError {
     ExecError::Helper(format!("resource limits (--memory, --pids-limit): {what}"))
 }
 
+/// Removes the step groups below `parent` that a kiln process left when it
+/// was killed (its Drop never ran): `kiln-step-PID-N` whose process is
+/// gone (a group that still holds a process cannot be removed). Once per
+/// process and parent.
+fn sweep_stale(parent: &Path) {
+    static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let Ok(mut swept) = SWEPT.lock() else {
+        return;
+    };
+    if swept.iter().any(|p| p == parent) {
+        return;
+    }
+    swept.push(parent.to_path_buf());
+    drop(swept);
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("kiln-step-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = fs::remove_dir(e.path());
+        }
+    }
+}
+
 fn confine_err(what: impl std::fmt::Display) -> ExecError {
     ExecError::Helper(format!("confining the step (cgroups): {what}"))
 }
@@ -190,6 +221,7 @@ impl StepCgroup {
             if limits_v2 {
                 enable_controllers_v2(&parent, limits)?;
             }
+            sweep_stale(&parent);
             let dir = parent.join(&name);
             fs::create_dir(&dir)
                 .map_err(|e| confine_err(format!("creating {}: {e}", dir.display())))?;
@@ -211,6 +243,7 @@ impl StepCgroup {
         for (root, ctrls, own) in v1_hierarchies() {
             let has = |c: &str| ctrls.split(',').any(|x| x == c);
             let parent = root.join(own.trim_start_matches('/'));
+            sweep_stale(&parent);
             let dir = parent.join(&name);
             let needed = (has("devices") && !privileged)
                 || (!limits_v2
