@@ -82,9 +82,64 @@ fn sweep_stale(parent: &Path) {
             continue;
         };
         if !Path::new("/proc").join(pid.to_string()).exists() {
+            // A confined parent holds the step groups made in it.
+            for child in fs::read_dir(e.path()).into_iter().flatten().flatten() {
+                if child.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = fs::remove_dir(child.path());
+                }
+            }
             let _ = fs::remove_dir(e.path());
         }
     }
+}
+
+/// This process's group below `parent` that holds the device allow-list
+/// (v1: `devices.deny`/`devices.allow`; v2: the device program), made once;
+/// each confined step gets a group inside it, which inherits the list.
+/// Named like a step group, so that a killed kiln's is swept the same way.
+static MADE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// How many executors of this process are alive: the last one to go
+/// removes the confined parents (`release_confined`).
+pub(crate) static LIVE_EXECUTORS: AtomicU64 = AtomicU64::new(0);
+
+/// Removes this process's confined parents once no executor is left (their
+/// steps are over by then; a parent a step still uses is not empty and stays).
+pub(crate) fn release_confined() {
+    let Ok(mut made) = MADE.lock() else {
+        return;
+    };
+    if LIVE_EXECUTORS.load(Ordering::SeqCst) != 0 {
+        return;
+    }
+    for d in made.drain(..) {
+        let _ = fs::remove_dir(d);
+    }
+}
+
+fn confined_parent(parent: &Path, v2: bool) -> Result<PathBuf, ExecError> {
+    let dir = parent.join(format!("kiln-step-{}-confined", std::process::id()));
+    let mut made = MADE
+        .lock()
+        .map_err(|_| confine_err("a step's confinement panicked"))?;
+    if made.contains(&dir) {
+        return Ok(dir);
+    }
+    match fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(confine_err(format!("creating {}: {e}", dir.display()))),
+    }
+    if v2 {
+        crate::devices::attach_v2(&dir).map_err(confine_err)?;
+    } else {
+        write(&dir.join("devices.deny"), "a")?;
+        for rule in DEVICE_RULES {
+            write(&dir.join("devices.allow"), rule)?;
+        }
+    }
+    made.push(dir.clone());
+    Ok(dir)
 }
 
 fn confine_err(what: impl std::fmt::Display) -> ExecError {
@@ -222,20 +277,35 @@ impl StepCgroup {
                 enable_controllers_v2(&parent, limits)?;
             }
             sweep_stale(&parent);
-            let dir = parent.join(&name);
+            // The device program is attached once, to a group of this
+            // process's that every confined step's group is made in
+            // (programs of a parent apply to its descendants). Steps with
+            // v2 limits need the controllers of kiln's own group: theirs
+            // get the program directly.
+            let v1_devices = v1_hierarchies()
+                .iter()
+                .any(|(_, c, _)| c.split(',').any(|x| x == "devices"));
+            let base = if privileged || limits_v2 {
+                parent.clone()
+            } else {
+                match confined_parent(&parent, true) {
+                    Ok(p) => p,
+                    // On a hybrid host the v1 `devices` hierarchy confines
+                    // the step too: the v2 program is a second guard only.
+                    Err(_) if v1_devices => parent.clone(),
+                    Err(e) => return Err(e),
+                }
+            };
+            let dir = base.join(&name);
             fs::create_dir(&dir)
                 .map_err(|e| confine_err(format!("creating {}: {e}", dir.display())))?;
             cg.dirs.push((dir.clone(), true));
             if limits_v2 {
                 set_limits_v2(&dir, limits)?;
-            }
-            if !privileged && let Err(e) = crate::devices::attach_v2(&dir) {
-                // Where a v1 `devices` hierarchy confines the step too (a
-                // hybrid host), the v2 program is a second guard only.
-                let v1_devices = v1_hierarchies()
-                    .iter()
-                    .any(|(_, c, _)| c.split(',').any(|x| x == "devices"));
-                if !v1_devices {
+                if !privileged
+                    && let Err(e) = crate::devices::attach_v2(&dir)
+                    && !v1_devices
+                {
                     return Err(confine_err(e));
                 }
             }
@@ -244,34 +314,26 @@ impl StepCgroup {
             let has = |c: &str| ctrls.split(',').any(|x| x == c);
             let parent = root.join(own.trim_start_matches('/'));
             sweep_stale(&parent);
-            let dir = parent.join(&name);
-            let needed = (has("devices") && !privileged)
+            let confined = has("devices") && !privileged;
+            let dir = if confined {
+                confined_parent(&parent, false)?.join(&name)
+            } else {
+                parent.join(&name)
+            };
+            let needed = confined
                 || (!limits_v2
                     && ((has("memory") && limits.memory.is_some())
                         || (has("pids") && limits.pids.is_some())));
-            match fs::create_dir(&dir) {
-                Ok(()) => cg.dirs.push((dir.clone(), false)),
-                Err(e) if needed => {
-                    return Err(confine_err(format!("creating {}: {e}", dir.display())));
-                }
-                // A hierarchy the step needs nothing from: its group is
-                // only bookkeeping.
-                Err(_) => continue,
+            // Hierarchies the step needs nothing from get no group: moving a
+            // process into a v1 group waits for an RCU grace period, a
+            // cost per step and hierarchy. (The step's cgroup namespace
+            // shows kiln's group as the root of those.)
+            if !needed {
+                continue;
             }
-            if has("cpuset") {
-                // A new cpuset group is empty until given its parent's sets.
-                for f in ["cpuset.cpus", "cpuset.mems"] {
-                    if let Ok(v) = fs::read_to_string(parent.join(f)) {
-                        let _ = fs::write(dir.join(f), v.trim());
-                    }
-                }
-            }
-            if has("devices") && !privileged {
-                write(&dir.join("devices.deny"), "a")?;
-                for rule in DEVICE_RULES {
-                    write(&dir.join("devices.allow"), rule)?;
-                }
-            }
+            fs::create_dir(&dir)
+                .map_err(|e| confine_err(format!("creating {}: {e}", dir.display())))?;
+            cg.dirs.push((dir.clone(), false));
             if !limits_v2 {
                 if has("memory")
                     && let Some(m) = limits.memory
@@ -354,6 +416,33 @@ impl StepCgroup {
             }
         }
         Ok(Some(cg))
+    }
+
+    /// The step's groups as the helper bind-mounts them, read-only, at
+    /// `/sys/fs/cgroup`: (name under `/sys/fs/cgroup`, `""` for a v2-only
+    /// host, host directory).
+    pub(crate) fn mounts(&self) -> Vec<(String, PathBuf)> {
+        let v2_only = v1_hierarchies().is_empty();
+        self.dirs
+            .iter()
+            .filter_map(|(dir, v2)| {
+                let name = if *v2 && v2_only {
+                    String::new()
+                } else if *v2 {
+                    "unified".to_owned()
+                } else {
+                    // /sys/fs/cgroup/<hierarchy>/<kiln's group>/<step>
+                    dir.strip_prefix("/sys/fs/cgroup")
+                        .ok()?
+                        .components()
+                        .next()?
+                        .as_os_str()
+                        .to_str()?
+                        .to_owned()
+                };
+                Some((name, dir.clone()))
+            })
+            .collect()
     }
 
     /// Moves process `pid` (the step's helper, before it starts the step)

@@ -203,7 +203,7 @@ fn run(req: &Request) -> Result<Status, String> {
     write_secrets(&secrets, spec)?;
 
     let mut steps = container_steps(spec, &hosts, &resolv, &secrets);
-    steps.extend(cgroup_mounts(spec));
+    steps.extend(cgroup_mounts(req));
     // Mount points outside /dev (which is a fresh tmpfs) that the image lacks
     // are created now, through the overlay, and removed again afterwards,
     // together with the missing parent directories created for them (as
@@ -320,16 +320,12 @@ fn run(req: &Request) -> Result<Status, String> {
     }
 }
 
-/// The cgroup filesystems of the step (`plan::cgroup_steps`), from this
-/// process's hierarchies. None in a user namespace (rootless), where
-/// `/sys` is the host's, read-only, with `/sys/fs/cgroup` hidden (`apply`).
-fn cgroup_mounts(spec: &RunSpec) -> Vec<Step> {
-    if kiln_snapshot::in_user_namespace() {
-        return Vec::new();
-    }
-    let text = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let unified = Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists();
-    crate::plan::cgroup_steps(&text, unified, spec.privileged)
+/// The cgroup filesystems of the step (`plan::cgroup_steps`): its own
+/// groups, which the caller made. None in a user namespace (rootless),
+/// where `/sys` is the host's, read-only, with `/sys/fs/cgroup` hidden
+/// (`apply`), or a fresh sysfs with an empty `/sys/fs/cgroup`.
+fn cgroup_mounts(req: &Request) -> Vec<Step> {
+    crate::plan::cgroup_steps(&req.cgroups, req.spec.privileged)
 }
 
 /// The seccomp filter the caller compiled for this step (none for

@@ -276,92 +276,52 @@ pub(crate) fn container_steps(
     steps
 }
 
-/// The cgroup filesystems a step sees at `/sys/fs/cgroup` (after the sysfs
-/// mount), from the controllers in the helper's `/proc/self/cgroup`
-/// (`cgroups`): as runc mounts them for a container with a cgroup namespace
-/// of its own, so each shows the step's group as its root. With cgroup v1, a
-/// tmpfs holding one mount per hierarchy (and `unified`, the v2 tree, when
-/// the host mounts one there: `unified`); with v2 only, the v2 tree itself.
-/// Read-only unless the step is privileged (`--security=insecure`), as in
-/// BuildKit.
-pub(crate) fn cgroup_steps(cgroups: &str, unified: bool, privileged: bool) -> Vec<Step> {
+/// The cgroup filesystems a step sees at `/sys/fs/cgroup`: its own groups
+/// (`groups`: name, host directory, as the caller made them), bind-mounted
+/// read-only, so each shows the step's group as its root, as the step's
+/// cgroup namespace does. A v2-only host (one group named `""`): the group
+/// itself at `/sys/fs/cgroup`, as runc mounts cgroup2; otherwise a tmpfs
+/// holding one directory per hierarchy (`devices`, `unified`, `memory` and
+/// `pids` with limits), made read-only once they are mounted. Binds, not
+/// cgroup mounts: mounting a v1 hierarchy takes milliseconds. Writable for a
+/// privileged (`--security=insecure`) step, as in BuildKit. Nothing without
+/// groups (rootless).
+pub(crate) fn cgroup_steps(groups: &[(String, PathBuf)], privileged: bool) -> Vec<Step> {
     let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let flags = if privileged {
-        base
-    } else {
-        base | MsFlags::MS_RDONLY
-    };
-    let mut v1: Vec<&str> = Vec::new();
-    let mut v2 = false;
-    for l in cgroups.lines() {
-        let mut parts = l.splitn(3, ':');
-        match (parts.next(), parts.next()) {
-            (Some(_), Some("")) => v2 = true,
-            (Some(_), Some(ctrls)) => v1.push(ctrls),
-            _ => {}
-        }
-    }
-    let cgroup2 = |target: &str| Step::Mount {
-        source: PathBuf::from("cgroup2"),
-        target: target.to_owned(),
-        fstype: Some("cgroup2"),
-        flags,
+    let bind = |source: &Path, target: String| Step::Mount {
+        source: source.to_path_buf(),
+        target,
+        fstype: None,
+        flags: MsFlags::MS_BIND | base,
         data: None,
         kind: TargetKind::Dir,
-        readonly_bind: false,
+        readonly_bind: !privileged,
     };
-    if v1.is_empty() {
-        return if v2 {
-            vec![cgroup2("/sys/fs/cgroup")]
-        } else {
-            Vec::new()
-        };
-    }
-    let mut steps = vec![Step::Mount {
-        source: PathBuf::from("tmpfs"),
-        target: "/sys/fs/cgroup".to_owned(),
-        fstype: Some("tmpfs"),
-        flags: base,
-        data: Some("mode=755".to_owned()),
-        kind: TargetKind::Dir,
-        readonly_bind: false,
-    }];
-    for ctrls in v1 {
-        let dir = ctrls.strip_prefix("name=").unwrap_or(ctrls);
-        let named_only = ctrls.starts_with("name=") && !ctrls.contains(',');
-        steps.push(Step::Mount {
-            source: PathBuf::from("cgroup"),
-            target: format!("/sys/fs/cgroup/{dir}"),
-            fstype: Some("cgroup"),
-            flags,
-            data: Some(if named_only {
-                format!("none,{ctrls}")
-            } else {
-                ctrls.to_owned()
-            }),
-            kind: TargetKind::Dir,
-            readonly_bind: false,
-        });
-        // `cpu,cpuacct` is also reachable as `cpu` and `cpuacct`.
-        if ctrls.contains(',') {
-            for c in ctrls.split(',').filter(|c| !c.starts_with("name=")) {
-                steps.push(Step::Symlink {
-                    path: format!("/sys/fs/cgroup/{c}"),
-                    to: dir.to_owned(),
+    match groups {
+        [] => Vec::new(),
+        [(name, dir)] if name.is_empty() => vec![bind(dir, "/sys/fs/cgroup".to_owned())],
+        _ => {
+            let mut steps = vec![Step::Mount {
+                source: PathBuf::from("tmpfs"),
+                target: "/sys/fs/cgroup".to_owned(),
+                fstype: Some("tmpfs"),
+                flags: base,
+                data: Some("mode=755".to_owned()),
+                kind: TargetKind::Dir,
+                readonly_bind: false,
+            }];
+            for (name, dir) in groups {
+                steps.push(bind(dir, format!("/sys/fs/cgroup/{name}")));
+            }
+            if !privileged {
+                steps.push(Step::Remount {
+                    target: "/sys/fs/cgroup".to_owned(),
+                    flags: base,
                 });
             }
+            steps
         }
     }
-    if v2 && unified {
-        steps.push(cgroup2("/sys/fs/cgroup/unified"));
-    }
-    if !privileged {
-        steps.push(Step::Remount {
-            target: "/sys/fs/cgroup".to_owned(),
-            flags: base,
-        });
-    }
-    steps
 }
 
 /// `/etc/hosts` as BuildKit writes it.
@@ -414,16 +374,29 @@ mod tests {
         assert_all(failures, cases.len());
     }
 
-    /// `testdata/executor/cgroups/<case>/proc-self-cgroup` (and an optional
-    /// `unified` file: the host mounts the v2 tree there) → the cgroup
-    /// mounts of a step, then those of a privileged one.
+    /// `testdata/executor/cgroups/<case>/groups` (one `name host-dir` a
+    /// line, `-` for the empty name) → the cgroup mounts of a step, then
+    /// those of a privileged one.
     #[test]
     fn cgroup_cases() {
         let cases = case_dirs(&testdata().join("executor/cgroups"));
         let mut failures = Vec::new();
         for case in &cases {
-            let text = std::fs::read_to_string(case.join("proc-self-cgroup")).unwrap();
-            let unified = case.join("unified").exists();
+            let text = std::fs::read_to_string(case.join("groups")).unwrap();
+            let groups: Vec<(String, PathBuf)> = text
+                .lines()
+                .filter_map(|l| l.split_once(' '))
+                .map(|(n, d)| {
+                    (
+                        if n == "-" {
+                            String::new()
+                        } else {
+                            n.to_owned()
+                        },
+                        PathBuf::from(d),
+                    )
+                })
+                .collect();
             let mut out = String::new();
             for privileged in [false, true] {
                 out.push_str(if privileged {
@@ -431,7 +404,7 @@ mod tests {
                 } else {
                     "# default\n"
                 });
-                for s in cgroup_steps(&text, unified, privileged) {
+                for s in cgroup_steps(&groups, privileged) {
                     out.push_str(&format!("{s}\n"));
                 }
             }

@@ -119,6 +119,10 @@ pub(crate) struct Request {
     /// kiln process (`seccomp.rs`); `None` for `--security=insecure`.
     #[serde(default)]
     pub seccomp: Option<String>,
+    /// The step's control groups, bind-mounted read-only at
+    /// `/sys/fs/cgroup` (`plan::cgroup_steps`): (name, host directory).
+    #[serde(default)]
+    pub cgroups: Vec<(String, PathBuf)>,
 }
 
 /// What the helper reports when it is done.
