@@ -1138,6 +1138,24 @@ fn name_platform(
     Ok(())
 }
 
+/// Writes the manifest of the imported image `id` (its one gzip layer
+/// blob, as the import stored it) into the content store.
+fn import_manifest(state: &State, id: &kiln_llb::Digest) -> anyhow::Result<kiln_llb::Digest> {
+    let config = kiln_worker::image::load_config(state, id)?;
+    let mut layers = Vec::with_capacity(config.rootfs.diff_ids.len());
+    for d in &config.rootfs.diff_ids {
+        let blobs = state.layer_blobs.list(d)?;
+        let (_, desc) = blobs
+            .into_iter()
+            .find(|(c, _)| *c == kiln_oci::Compression::gzip())
+            .ok_or_else(|| anyhow::anyhow!("layer {d}: the import stored no gzip blob"))?;
+        layers.push(desc);
+    }
+    let written =
+        kiln_oci::write_image(&state.content, &config, &layers, kiln_oci::MediaTypes::Oci)?;
+    Ok(written.manifest.digest)
+}
+
 /// `kiln import`.
 pub fn import(root: Option<&Path>, args: &ImportArgs) -> Result<(), Failure> {
     let platform = match &args.platform {
@@ -1175,8 +1193,15 @@ pub fn import(root: Option<&Path>, args: &ImportArgs) -> Result<(), Failure> {
         },
     )
     .with_context(|| format!("importing {}", args.file))?;
+    // The image's manifest, as `docker import` into containerd's image store
+    // makes one: what `kiln images --digests` shows and what a push of the
+    // name sends (the layer as imported, gzip, OCI media types).
+    let manifest = import_manifest(&state, &id).context("writing the image manifest")?;
     if let Some(n) = name {
-        let new = kiln_oci::ImageRef { id, manifest: None };
+        let new = kiln_oci::ImageRef {
+            id,
+            manifest: Some(manifest),
+        };
         if args.platform.is_some() {
             name_platform(&state, &n, &platform, new).context("naming the image")?;
         } else {

@@ -449,6 +449,35 @@ fn seconds_key(state: &ProgressState, w: &mut dyn std::fmt::Write) {
 }
 
 impl Tty {
+    /// Live byte bars only, for `kiln pull` and `kiln push` on a terminal:
+    /// no header, no summary ([`Tty::close`] erases what is left).
+    pub fn transfers_only() -> Tty {
+        let t = Tty::new();
+        t.header.finish_and_clear();
+        t.multi.remove(&t.header);
+        t
+    }
+
+    /// A line as it is (`kiln pull`'s own lines), above the live area.
+    pub fn plain_line(&self, text: &str) {
+        self.line(text);
+    }
+
+    /// Erases the live area and gives the terminal back, printing nothing.
+    pub fn close(&self) {
+        if self.ended.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        restore_terminal(&self.saved_termios);
+        if let Ok(mut s) = self.state.lock() {
+            for (_, b) in s.transfers.drain() {
+                b.finish_and_clear();
+                self.multi.remove(&b);
+            }
+        }
+        let _ = self.multi.clear();
+    }
+
     /// A live view on stderr.
     pub fn new() -> Tty {
         let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
