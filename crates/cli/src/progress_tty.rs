@@ -460,7 +460,7 @@ impl Tty {
 
     /// A line as it is (`kiln pull`'s own lines), above the live area.
     pub fn plain_line(&self, text: &str) {
-        self.line(text);
+        self.above(text);
     }
 
     /// Erases the live area and gives the terminal back, printing nothing.
@@ -519,8 +519,17 @@ impl Tty {
     }
 
     fn line(&self, text: &str) {
-        // Printed above the live area; indicatif redraws it below.
-        let _ = self.multi.println(fit(text));
+        self.above(&fit(text));
+    }
+
+    /// `text` above the live area, which indicatif erases first and draws
+    /// again below (also when no bar is left: `println` would keep the line
+    /// in the live area, and what is printed next would join it). Out of
+    /// the live area a long line may wrap.
+    fn above(&self, text: &str) {
+        self.multi.suspend(|| {
+            let _ = writeln!(std::io::stderr().lock(), "{text}");
+        });
     }
 
     fn start(&self, s: &mut TtyState, id: u32, name: &str) {
