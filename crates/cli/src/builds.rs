@@ -154,7 +154,7 @@ pub fn write_report(r: &Record, dest: &Path) -> Result<(), Failure> {
 }
 
 fn rm(root: &Path, a: &RmArgs) -> Result<(), Failure> {
-    if a.all == !a.references.is_empty() {
+    if a.all != a.references.is_empty() {
         return Err(Failure::Usage(
             "kiln builds rm needs BUILD… or --all (not both)".to_owned(),
         ));

@@ -658,7 +658,7 @@ mod tests {
         StepSummary {
             id,
             name: format!("[s {id}/9] RUN x"),
-            stage: Some(if id % 2 == 0 { "a" } else { "b" }.to_owned()),
+            stage: Some(if id.is_multiple_of(2) { "a" } else { "b" }.to_owned()),
             location: None,
             deps,
             start_ms: (outcome != Outcome::Cached).then_some(start),
