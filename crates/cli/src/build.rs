@@ -128,11 +128,13 @@ fn choose_snapshotter(state: &State, globals: &crate::Globals) -> Result<(), Fai
     kiln_snapshot::set_snapshotter(chosen);
     if globals.debug {
         if kiln_snapshot::whiteout_format() == WhiteoutFormat::File {
-            eprintln!("debug: whiteouts: files (user.kiln.whiteout), not devices");
+            crate::progress::say("debug: whiteouts: files (user.kiln.whiteout), not devices");
         }
         match chosen {
-            Snapshotter::Overlayfs => eprintln!("debug: snapshotter: {why}"),
-            Snapshotter::Native => eprintln!("debug: snapshotter: native ({why})"),
+            Snapshotter::Overlayfs => crate::progress::say(&format!("debug: snapshotter: {why}")),
+            Snapshotter::Native => {
+                crate::progress::say(&format!("debug: snapshotter: native ({why})"))
+            }
         }
     }
     Ok(())
@@ -601,7 +603,7 @@ fn note(mode: Mode, text: &str) {
             crate::progress::emit_json(serde_json::json!({"status": "message", "message": text}))
         }
         Mode::RawJson => {}
-        _ => eprintln!("{text}"),
+        _ => crate::progress::say(text),
     }
 }
 
@@ -884,7 +886,15 @@ fn run(
                 if tokio::signal::ctrl_c().await.is_ok() {
                     // The live view is erased first: no line of it stays.
                     p.finish("CANCELED");
-                    eprintln!("interrupted twice: exiting now");
+                    if crate::progress::json_errors() {
+                        crate::progress::emit_json(serde_json::json!({
+                            "status": "failed",
+                            "exit_code": 130,
+                            "error": "interrupted twice: exiting now",
+                        }));
+                    } else {
+                        eprintln!("interrupted twice: exiting now");
+                    }
                     std::process::exit(130);
                 }
             }

@@ -169,10 +169,10 @@ fn main() -> ExitCode {
             .lines()
             .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
             .collect();
-        eprintln!(
+        progress::say(&format!(
             "debug: rootless: in a user namespace, uid_map {}",
             map.join("; ")
-        );
+        ));
     }
     let globals = Globals {
         root,
@@ -315,7 +315,7 @@ fn rootless_parent(debug: bool) -> Result<(), Failure> {
     }
     let plan = preflight(&host, &user).map_err(|e| Failure::Internal(e.into()))?;
     if debug {
-        eprintln!("debug: rootless: {}", plan.describe());
+        progress::say(&format!("debug: rootless: {}", plan.describe()));
     }
     let status = run_in_namespace(&plan).map_err(|e| Failure::Internal(e.into()))?;
     use std::os::unix::process::ExitStatusExt as _;

@@ -86,6 +86,16 @@ pub fn json_errors() -> bool {
     JSON.load(Ordering::SeqCst) == 1
 }
 
+/// A line kiln says on stderr apart from the progress (`--debug` notes): a
+/// JSON `message` event when stderr carries `--progress=json`.
+pub fn say(text: &str) {
+    if json_errors() {
+        emit_json(serde_json::json!({"status": "message", "message": text}));
+    } else {
+        let _ = writeln!(std::io::stderr().lock(), "{text}");
+    }
+}
+
 /// RFC 3339 with nanoseconds, UTC.
 pub fn timestamp() -> String {
     timestamp_of(SystemTime::now())
