@@ -168,6 +168,9 @@ struct Step {
     /// Time its nodes spent executing (a step of several nodes waits
     /// between them).
     busy: Duration,
+    /// When each of its nodes that ran started, and the spans they ran.
+    node_started: HashMap<usize, Instant>,
+    runs: Vec<(Instant, Instant)>,
 }
 
 /// A step as the build record keeps it.
@@ -200,6 +203,11 @@ pub struct StepSummary {
     /// Output lines it printed.
     #[serde(default)]
     pub log_lines: usize,
+    /// For a step of several nodes (`COPY --link`), when each node that
+    /// ran did (milliseconds from the start of the build): the step waits
+    /// between them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs_ms: Vec<(u64, u64)>,
     /// `exporting to image`-like steps that are not graph nodes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub task: bool,
@@ -382,6 +390,8 @@ impl Progress {
                         tail: VecDeque::new(),
                         log_lines: 0,
                         busy: Duration::ZERO,
+                        node_started: HashMap::new(),
+                        runs: Vec::new(),
                     });
                     if let Some(k) = key {
                         key_to_step.insert(k, steps.len() - 1);
@@ -401,9 +411,6 @@ impl Progress {
                     steps[s].deps.push(d);
                 }
             }
-        }
-        if let Some(t) = &self.tty {
-            t.set_total(steps.len());
         }
         if let Some(r) = &self.raw {
             r.set_graph(&nodes);
@@ -498,6 +505,7 @@ impl Progress {
         let mut shown: Option<crate::progress_tty::StepEvent<'_>> = None;
         match &e.kind {
             EventKind::Started => {
+                step.node_started.insert(e.node, now);
                 if step.started.is_none() {
                     step.started = Some(now);
                     shown = Some(crate::progress_tty::StepEvent::Started);
@@ -548,6 +556,9 @@ impl Progress {
             }
             EventKind::Completed { elapsed } if principal && !ended => {
                 step.busy += *elapsed;
+                if let Some(t) = step.node_started.get(&e.node) {
+                    step.runs.push((*t, now));
+                }
                 let took = step.busy;
                 step.ended = Some(now);
                 step.outcome = Some(Outcome::Done);
@@ -555,7 +566,12 @@ impl Progress {
                 lines.push(format!("DONE {:.1}s", took.as_secs_f64()));
                 shown = Some(crate::progress_tty::StepEvent::Done(took));
             }
-            EventKind::Completed { elapsed } => step.busy += *elapsed,
+            EventKind::Completed { elapsed } => {
+                step.busy += *elapsed;
+                if let Some(t) = step.node_started.get(&e.node) {
+                    step.runs.push((*t, now));
+                }
+            }
             EventKind::Failed { message } if !ended => {
                 step.ended = Some(now);
                 step.outcome = Some(Outcome::Error);
@@ -777,6 +793,11 @@ impl Progress {
                     reason: None,
                     layer_size: None,
                     log_lines: s.log_lines,
+                    runs_ms: if s.members.len() > 1 {
+                        s.runs.iter().map(|(a, b)| (ms(*a), ms(*b))).collect()
+                    } else {
+                        Vec::new()
+                    },
                     task: false,
                     nodes: s.members.clone(),
                 })
@@ -800,6 +821,7 @@ impl Progress {
                 reason: None,
                 layer_size: None,
                 log_lines: 0,
+                runs_ms: Vec::new(),
                 task: true,
                 nodes: Vec::new(),
             });

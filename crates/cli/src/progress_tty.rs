@@ -360,6 +360,9 @@ struct Running {
 
 #[derive(Debug, Default)]
 struct TtyState {
+    /// Steps that had an event (those the build needs: a step whose result
+    /// a later cache hit makes unnecessary is never counted).
+    seen: std::collections::HashSet<u32>,
     running: HashMap<u32, Running>,
     transfers: HashMap<String, ProgressBar>,
     total: usize,
@@ -505,14 +508,6 @@ impl Tty {
         t
     }
 
-    /// The number of steps the build has.
-    pub fn set_total(&self, steps: usize) {
-        if let Ok(mut s) = self.state.lock() {
-            s.total += steps;
-            self.update_header(&s);
-        }
-    }
-
     fn update_header(&self, s: &TtyState) {
         self.header
             .set_message(format!("({}/{})", s.finished, s.total));
@@ -585,6 +580,10 @@ impl Tty {
             return;
         };
         let s = &mut *s;
+        if s.seen.insert(id) {
+            s.total += 1;
+            self.update_header(s);
+        }
         match ev {
             StepEvent::Started => self.start(s, id, name),
             StepEvent::Cached => {

@@ -22,11 +22,12 @@ const BARS_W: f64 = 640.0;
 const ROW_H: f64 = 20.0;
 
 /// The critical path: from the step that ended last, back through the
-/// input that ended last, each time. Ids in build order.
+/// input that ended last, each time, among the steps that ran (a cache hit
+/// takes no time: it is on no path). Ids in build order.
 pub fn critical_path(r: &Record) -> Vec<u32> {
     let steps: HashMap<u32, &StepSummary> = r
         .graph_steps()
-        .filter(|s| s.end_ms.is_some())
+        .filter(|s| s.end_ms.is_some() && s.start_ms.is_some() && s.outcome != Outcome::Cached)
         .map(|s| (s.id, s))
         .collect();
     let Some(mut cur) = steps.values().max_by_key(|s| (s.end_ms, s.id)).copied() else {
@@ -49,16 +50,33 @@ pub fn critical_path(r: &Record) -> Vec<u32> {
     path
 }
 
-/// Most steps running at once (from their start and end times).
-pub fn max_parallel(r: &Record) -> usize {
-    let mut edges: Vec<(u64, i32)> = Vec::new();
+/// When each step was running: its span, or for a step of several nodes
+/// the spans its nodes ran.
+fn running(r: &Record) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
     for s in r.graph_steps() {
-        if let (Some(a), Some(b)) = (s.start_ms, s.end_ms) {
-            edges.push((a, 1));
-            edges.push((b.max(a), -1));
+        if !s.runs_ms.is_empty() {
+            out.extend(s.runs_ms.iter().copied());
+        } else if let (Some(a), Some(b)) = (s.start_ms, s.end_ms) {
+            out.push((a, b.max(a)));
         }
     }
+    out
+}
+
+/// Time edges (+1 a step starts, -1 it ends), in order.
+fn edges(r: &Record) -> Vec<(u64, i32)> {
+    let mut edges: Vec<(u64, i32)> = running(r)
+        .into_iter()
+        .flat_map(|(a, b)| [(a, 1), (b, -1)])
+        .collect();
     edges.sort_by_key(|&(t, d)| (t, d));
+    edges
+}
+
+/// Most steps running at once (from their start and end times).
+pub fn max_parallel(r: &Record) -> usize {
+    let edges = edges(r);
     let (mut cur, mut max) = (0i32, 0i32);
     for (_, d) in edges {
         cur += d;
@@ -332,33 +350,48 @@ fn timeline(r: &Record, critical: &[u32]) -> String {
                 (None, Some(d)) => format!("#{} {} — {}", s.id, s.name, ms_text(d)),
                 _ => format!("#{} {} — {}", s.id, s.name, kind),
             };
+            // A step of several nodes: a thin line over its span, a bar
+            // for each node that ran.
+            let bars: Vec<(f64, f64)> = if s.runs_ms.is_empty() {
+                vec![(bx, bw)]
+            } else {
+                s.runs_ms
+                    .iter()
+                    .map(|&(a, b)| (x(a), (x(b) - x(a)).max(3.0)))
+                    .collect()
+            };
+            let mut rects = String::new();
+            if !s.runs_ms.is_empty() {
+                let _ = write!(
+                    rects,
+                    "<rect class=\"span {kind}\" x=\"{bx:.1}\" y=\"{:.1}\" width=\"{bw:.1}\" height=\"2\"/>",
+                    y + ROW_H / 2.0 - 1.0
+                );
+            }
+            for (rx, rw) in bars {
+                let _ = write!(
+                    rects,
+                    "<rect class=\"bar {kind}{crit}\" x=\"{rx:.1}\" y=\"{by:.1}\" width=\"{rw:.1}\" height=\"{bh:.1}\" rx=\"2\"/>",
+                    crit = if crit { " critical" } else { "" },
+                    by = y + 4.0,
+                    bh = ROW_H - 8.0,
+                );
+            }
             let _ = writeln!(
                 svg,
                 "<g class=\"step\" data-step=\"{id}\" data-name=\"{name}\"><title>{title}</title>\
-                 <text class=\"label\" x=\"20\" y=\"{ty:.1}\">#{id} {label}</text>\
-                 <rect class=\"bar {kind}{crit}\" x=\"{bx:.1}\" y=\"{by:.1}\" width=\"{bw:.1}\" height=\"{bh:.1}\" rx=\"2\"/></g>",
+                 <text class=\"label\" x=\"20\" y=\"{ty:.1}\">#{id} {label}</text>{rects}</g>",
                 id = s.id,
                 name = esc(&s.name),
                 title = esc(&title),
                 ty = y + 14.0,
                 label = esc(&label),
-                kind = kind,
-                crit = if crit { " critical" } else { "" },
-                by = y + 4.0,
-                bh = ROW_H - 8.0,
             );
             y += ROW_H;
         }
     }
     // How many steps ran at once, over time.
-    let mut edges: Vec<(u64, i32)> = Vec::new();
-    for s in r.graph_steps() {
-        if let (Some(a), Some(b)) = (s.start_ms, s.end_ms) {
-            edges.push((a, 1));
-            edges.push((b.max(a), -1));
-        }
-    }
-    edges.sort_by_key(|&(t, d)| (t, d));
+    let edges = edges(r);
     let max = max_parallel(r).max(1) as f64;
     let base = y + 10.0 + par_h;
     let _ = writeln!(
@@ -668,6 +701,7 @@ mod tests {
             reason: None,
             layer_size: None,
             log_lines: 0,
+            runs_ms: vec![],
             task: false,
             nodes: vec![],
         }
@@ -688,14 +722,15 @@ mod tests {
 
     #[test]
     fn critical_path_follows_the_last_input() {
-        // 1 (cached) feeds 2 and 3, which run in parallel; 4 needs both.
+        // 1 (cached: on no path) feeds 2 and 3, which run in parallel; 4
+        // needs both.
         let r = record(vec![
             step(1, vec![], 0, 1, Outcome::Cached),
             step(2, vec![1], 2, 50, Outcome::Done),
             step(3, vec![1], 2, 80, Outcome::Done),
             step(4, vec![2, 3], 81, 90, Outcome::Done),
         ]);
-        assert_eq!(critical_path(&r), vec![1, 3, 4]);
+        assert_eq!(critical_path(&r), vec![3, 4]);
         assert_eq!(max_parallel(&r), 2);
         assert_eq!(lanes_of(&r).get("a"), Some(&vec![2, 4]));
         let page = html(&r);
