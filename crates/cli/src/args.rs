@@ -364,9 +364,9 @@ pub enum ProgressChoice {
     Json,
     /// BuildKit's solve-status objects, one per line, as buildx prints them.
     Rawjson,
-    /// No progress; the image ID at the end (as -q).
+    /// No progress output (-q also prints the image ID at the end).
     Quiet,
-    /// No output at all.
+    /// No progress output (buildx's name for it).
     None,
 }
 

@@ -227,8 +227,7 @@ fn outputs(args: &BuildArgs) -> Result<Vec<Output>, Failure> {
 }
 
 /// `--progress` (default `$BUILDKIT_PROGRESS`, else auto) and `-q`: the
-/// progress mode, and whether the image ID is printed at the end (`-q`,
-/// `--progress=quiet`, as buildx).
+/// progress mode, and whether the image ID is printed at the end (`-q`).
 fn progress_mode(args: &BuildArgs) -> Result<(Mode, bool), Failure> {
     use crate::args::ProgressChoice as P;
     let choice = match args.progress {
@@ -242,19 +241,9 @@ fn progress_mode(args: &BuildArgs) -> Result<(Mode, bool), Failure> {
             None => P::Auto,
         },
     };
-    if args.quiet
-        && args
-            .progress
-            .is_some_and(|p| !matches!(p, P::Auto | P::Quiet))
-    {
-        let name = <P as clap::ValueEnum>::to_possible_value(&choice)
-            .map(|v| v.get_name().to_owned())
-            .unwrap_or_default();
-        return Err(Failure::Usage(format!(
-            "--progress={name} and --quiet cannot be used together"
-        )));
-    }
-    let print_id = args.quiet || choice == P::Quiet;
+    // `-q` wins over any mode (kiln always let it; buildx refuses `-q` with
+    // a mode other than auto or quiet, and its quiet prints the ID too).
+    let print_id = args.quiet;
     let mode = if args.quiet {
         Mode::Quiet
     } else {

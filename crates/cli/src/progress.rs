@@ -245,6 +245,8 @@ struct Moving {
     start: Instant,
     end: Option<Instant>,
     last_report: Option<Instant>,
+    /// When a plain line last said it.
+    last_line: Option<Instant>,
     finished: bool,
 }
 
@@ -635,9 +637,10 @@ impl Progress {
         }
     }
 
-    /// Byte progress of a blob transfer: a live bar in the tty view, byte
-    /// counts at most once a second (and at its start and end) in plain and
-    /// JSON output.
+    /// Byte progress of a blob transfer: a live bar in the tty view; in JSON
+    /// its start, end and at most one count a second; in plain output, for a
+    /// blob that takes longer than a second, a count a second and one when
+    /// it is done.
     pub fn transfer(&self, t: &Transfer) {
         if let Some(tty) = &self.tty {
             tty.transfer(t);
@@ -660,6 +663,7 @@ impl Progress {
                         start: now,
                         end: None,
                         last_report: None,
+                        last_line: None,
                         finished: false,
                     },
                 ));
@@ -672,30 +676,48 @@ impl Progress {
             tr.end = None;
             tr.finished = false;
             tr.last_report = None;
+            tr.last_line = None;
         }
         tr.current = t.current;
         tr.total = t.total.max(tr.total);
-        let report = match t.state {
-            TransferState::Started | TransferState::Finished => true,
-            TransferState::Moving => tr
-                .last_report
-                .is_none_or(|last| now.duration_since(last) >= TRANSFER_EVERY),
-        };
         if t.state == TransferState::Finished {
             tr.end = Some(now);
             tr.finished = true;
         }
-        if !report {
-            return;
+        let every =
+            |last: Option<Instant>| last.is_none_or(|l| now.duration_since(l) >= TRANSFER_EVERY);
+        // JSON: the start, the end, and at most one a second between.
+        let report = match t.state {
+            TransferState::Started | TransferState::Finished => true,
+            TransferState::Moving => every(tr.last_report),
+        };
+        // Plain lines are for people: a blob that moves in under a second
+        // shows none; a slower one a line a second, and one when it is done.
+        let line = match t.state {
+            TransferState::Started => false,
+            TransferState::Moving => {
+                now.duration_since(tr.start) >= TRANSFER_EVERY && every(tr.last_line)
+            }
+            TransferState::Finished => tr.last_line.is_some(),
+        };
+        if report {
+            tr.last_report = Some(now);
         }
-        tr.last_report = Some(now);
+        if line {
+            tr.last_line = Some(now);
+        }
         let took = now.duration_since(tr.start).as_secs_f64();
         let (current, total, action) = (tr.current, tr.total, tr.action);
-        if let Some(j) = &self.json {
-            j.transfer(t, total);
+        if report {
+            if let Some(j) = &self.json {
+                j.transfer(t, total);
+            }
+            if let Some(r) = &self.raw {
+                r.transfer(t, total);
+            }
         }
-        if let Some(r) = &self.raw {
-            r.transfer(t, total);
+        if !line {
+            return;
         }
         let short = short_digest(&t.digest.to_string());
         let verb = match action {
@@ -712,12 +734,12 @@ impl Progress {
         } else {
             crate::images::human_size(current)
         };
-        let line = if t.state == TransferState::Finished {
+        let text = if t.state == TransferState::Finished {
             format!("{verb} {short} {size} {took:.1}s done")
         } else {
             format!("{verb} {short} {size} {took:.1}s")
         };
-        self.write(state, 0, &line);
+        self.write(state, 0, &text);
     }
 
     /// A warning of the build (frontend notes and lint rules): JSON lines
