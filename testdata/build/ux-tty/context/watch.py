@@ -50,6 +50,10 @@ if waiter.poll() is None:
     print("timed out (hang guard)")
 last = screen()
 subprocess.run(tmux + ["kill-server"])
+try:
+    __import__("os").remove(sock)
+except OSError:
+    pass
 for name, _, ok in seen:
     print("%s: %s" % (name, ok))
 if interrupt:
