@@ -399,7 +399,13 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     let mut opts = build_options(args, &env_var)?;
     let contexts = build_contexts(args)?;
     let sde = source_date_epoch(&opts)?;
-    let grants = crate::grants::grants(&args.secrets, &args.ssh, &args.allow, &env_var)?;
+    let grants = crate::grants::grants(
+        &args.secrets,
+        &args.ssh,
+        &args.allow,
+        args.network.as_deref(),
+        &env_var,
+    )?;
     // Not root: the flags are fine, so the build runs again in a user
     // namespace (before the Dockerfile is read: `-f -` is read there).
     if let Some(r) = crate::enter_rootless(globals.debug) {

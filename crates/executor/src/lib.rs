@@ -9,7 +9,8 @@
 //! threaded process. So the caller ([`NamespaceExecutor`]) re-executes the
 //! kiln binary as a single-threaded helper (`kiln __exec`, entry point
 //! [`helper_main`]) and hands it the [`RunSpec`] on stdin. The helper creates
-//! the namespaces (mount, pid, uts, ipc, and net for `--network=none`), mounts
+//! the namespaces (mount, pid, uts, ipc, and net for `--network=none`; the
+//! default network is a namespace from a pool, see [`network`]), mounts
 //! the overlay, forks the process that becomes pid 1 of the new pid
 //! namespace, and reports how it ended in a small status file.
 //!
@@ -38,6 +39,7 @@
 
 mod cgroup;
 mod helper;
+mod network;
 mod plan;
 /// Bytes reserved for the helper's status file (a status is far smaller).
 const STATUS_RESERVE: usize = 4096;
@@ -86,6 +88,9 @@ pub enum ExecError {
     Io { what: String, source: io::Error },
     #[error("cancelled")]
     Cancelled,
+    /// The step's network could not be set up (`network.rs`).
+    #[error("{0}")]
+    Network(String),
 }
 
 /// Runs RUN steps. A trait so the worker can be tested with a fake.
@@ -107,6 +112,8 @@ pub struct NamespaceExecutor {
     program: PathBuf,
     args: Vec<std::ffi::OsString>,
     env: Vec<(String, String)>,
+    /// Network namespaces of `Network::Isolated` steps, reused.
+    networks: std::sync::Arc<network::Pool>,
 }
 
 impl NamespaceExecutor {
@@ -116,6 +123,7 @@ impl NamespaceExecutor {
             program,
             args,
             env: Vec::new(),
+            networks: Default::default(),
         }
     }
 
@@ -166,10 +174,12 @@ impl Executor for NamespaceExecutor {
         // still has its status written.
         std::fs::write(&status_path, [b' '; STATUS_RESERVE])
             .map_err(|e| ExecError::Helper(format!("reserving {}: {e}", status_path.display())))?;
+        let mut netns = self.networks.lease(spec.network)?;
         let req = Request {
             spec: spec.clone(),
             status: status_path.clone(),
-            resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            resolv_conf: network::resolv_conf(spec.network),
+            netns: netns.as_ref().and_then(network::Lease::path),
             snapshotter: kiln_snapshot::snapshotter(),
             whiteouts: kiln_snapshot::whiteout_format(),
         };
@@ -247,7 +257,17 @@ impl Executor for NamespaceExecutor {
             );
         }
         drop(cgroup);
-        match status.and_then(|b| serde_json::from_slice::<Status>(&b).ok()) {
+        let status = status.and_then(|b| serde_json::from_slice::<Status>(&b).ok());
+        // Ended normally: its pid 1 was reaped, so no process of the step
+        // is left in the namespace.
+        if let Some(ns) = &mut netns
+            && matches!(status, Some(Status::Exited(_) | Status::Signaled(_)))
+            && !spec.privileged
+        {
+            ns.give_back();
+        }
+        drop(netns);
+        match status {
             Some(Status::Exited(c)) => Ok(ExitStatus::Code(c)),
             Some(Status::Signaled(s)) => Ok(ExitStatus::Signal(s)),
             Some(Status::SetupError(m)) => Err(ExecError::Setup(m)),
