@@ -187,7 +187,7 @@ static int syn(const char *addr, int port) {
     int answer = 0;
     for (int attempt = 0; attempt < 3 && !answer; attempt++) {
         if (sendto(s, frame, sizeof frame, 0, (struct sockaddr *)&ll, sizeof ll) < 0) {
-            printf("syn: send failed (%s)\n", strerror(errno));
+            printf("syn: the frame was dropped before it left (%s)\n", strerror(errno));
             return 0;
         }
         double end = now() + 1;
