@@ -197,8 +197,7 @@ fn run(req: &Request) -> Result<Status, String> {
     let hosts = sibling(".hosts");
     let resolv = sibling(".resolv");
     fs::write(&hosts, hosts_file(&spec.hostname)).map_err(|e| format!("writing hosts: {e}"))?;
-    fs::write(&resolv, &req.resolv_conf)
-        .map_err(|e| format!("writing resolv.conf: {e}"))?;
+    fs::write(&resolv, &req.resolv_conf).map_err(|e| format!("writing resolv.conf: {e}"))?;
 
     let secrets = sibling(".secrets");
     write_secrets(&secrets, spec)?;

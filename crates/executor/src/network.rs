@@ -214,7 +214,11 @@ impl Netns {
                      --network=host with --allow network.host"
                 ))
             })?;
-        let path = PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), ns.as_raw_fd()));
+        let path = PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            ns.as_raw_fd()
+        ));
         let mut cmd = Command::new(SLIRP4NETNS);
         cmd.arg("--configure")
             .arg(format!("--mtu={MTU}"))
@@ -290,11 +294,7 @@ impl Netns {
                 }
             })
         });
-        let netns = Netns {
-            ns,
-            slirp,
-            exit,
-        };
+        let netns = Netns { ns, slirp, exit };
         match rx.recv_timeout(READY_TIMEOUT) {
             Ok(()) => {
                 guard(&netns.ns, subnet).map_err(fail)?;
@@ -588,16 +588,14 @@ mod tests {
 
     #[test]
     fn subnet_avoids_the_hosts_routes() {
-        let header = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n";
+        let header =
+            "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n";
         // default via 192.0.2.1, 192.0.2.0/24 on eth0 (little-endian words)
         let plain = format!(
             "{header}eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
              eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
         );
-        assert_eq!(
-            choose_subnet(&plain, &[]),
-            Some(Ipv4Addr::new(10, 0, 2, 0))
-        );
+        assert_eq!(choose_subnet(&plain, &[]), Some(Ipv4Addr::new(10, 0, 2, 0)));
         // 10.0.0.0/8 on the host: the 10.x candidates overlap it.
         let tens = format!("{plain}eth1\t0000000A\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n");
         assert_eq!(

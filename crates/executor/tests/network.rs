@@ -18,7 +18,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use kiln_executor::{ExitStatus, Executor, NamespaceExecutor, Network, Rootfs, RunSpec, Stream};
+use kiln_executor::{Executor, ExitStatus, NamespaceExecutor, Network, Rootfs, RunSpec, Stream};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 const BUSYBOX: &str = "/bin/busybox";
@@ -124,7 +124,11 @@ fn processes_with(needle: &str) -> usize {
         .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
         .filter(|e| {
             fs::read(e.path().join("cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(needle)
+                })
                 .unwrap_or(false)
         })
         .count()
@@ -135,9 +139,11 @@ fn processes_with(needle: &str) -> usize {
 const PROBE: &str = "readlink /proc/self/ns/net; ls /sys/class/net | tr '\\n' ' '; echo";
 
 fn t_interfaces_and_dns() -> Result<(), Failed> {
-    let r = sh("ls /sys/class/net | tr '\\n' ' '; echo; ip -4 route | grep -c '^default'; \
+    let r = sh(
+        "ls /sys/class/net | tr '\\n' ' '; echo; ip -4 route | grep -c '^default'; \
          grep -Ec '^nameserver[[:space:]]+(127\\.|::1)' /etc/resolv.conf; \
-         cat /sys/class/net/eth0/mtu");
+         cat /sys/class/net/eth0/mtu",
+    );
     let out = output(&executor(), &r.spec)?;
     check(
         out == "eth0 lo \n1\n0\n65520\n",
@@ -360,7 +366,10 @@ fn main() {
         ("pool_reuse", t_pool_reuse),
         ("concurrent_steps_apart", t_concurrent_steps_apart),
         ("caller_killed", t_caller_killed),
-        ("dropped_executor_leaves_nothing", t_dropped_executor_leaves_nothing),
+        (
+            "dropped_executor_leaves_nothing",
+            t_dropped_executor_leaves_nothing,
+        ),
         ("timing", t_timing),
     ];
     let trials = tests
