@@ -30,6 +30,7 @@ HERE = pathlib.Path.cwd()
 STATUS = HERE / ".canaries.json"
 SEEN = HERE / ".canaries.seen.json"
 PID = HERE / ".canaries.pid"
+LOG = HERE / ".canaries.log"
 AUTH = b"Authorization: Basic a2lsbjpjYW5hcnk="  # kiln:canary
 
 
@@ -128,23 +129,29 @@ def daemon(state):
 
 
 def start(state):
-    for f in (HERE / "ports.env", STATUS, SEEN):
+    for f in (HERE / "ports.env", STATUS, SEEN, LOG):
         f.unlink(missing_ok=True)
     pid = os.fork()
     if pid == 0:
         os.setsid()
         devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
+        log = os.open(LOG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(devnull, 0)
+        for fd in (1, 2):
+            os.dup2(log, fd)
         try:
             daemon(state)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
         finally:
             os._exit(0)
     PID.write_text(str(pid))
-    deadline = time.time() + 30
+    deadline = time.time() + 120
     while not (HERE / "ports.env").exists():
-        if time.time() > deadline:
-            sys.exit("the canaries did not start")
+        if time.time() > deadline or os.waitpid(pid, os.WNOHANG) != (0, 0):
+            sys.exit("the canaries did not start: " + (LOG.read_text() if LOG.exists() else ""))
         time.sleep(0.05)
     print("canaries: started")
 

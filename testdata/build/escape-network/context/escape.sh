@@ -19,11 +19,11 @@ echo "the host's loopback service, a hand-made frame for 0.0.0.0:"
 echo "a service on the host's own address (outbound):"
 /ctx/probe get $OUT_ADDR $OUT_PORT
 # port 81: listen, let the host look at its own port 81, stop
-/ctx/probe bind 81 30 > /tmp/bind &
-i=0; until [ -s /tmp/bind ] || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done
+/ctx/probe bind 81 120 > /tmp/bind &
+i=0; until [ -s /tmp/bind ] || [ $i -ge 600 ]; do sleep 0.1; i=$((i+1)); done
 cat /tmp/bind
 rm -f /sync/probed; touch /sync/listening
-i=0; until [ -e /sync/probed ] || [ $i -ge 200 ]; do sleep 0.1; i=$((i+1)); done
+i=0; until [ -e /sync/probed ] || [ $i -ge 600 ]; do sleep 0.1; i=$((i+1)); done
 [ -e /sync/probed ] && echo "the host looked at its port 81" || echo "the host never looked at its port 81"
 rm -f /sync/listening /sync/probed
 kill $! 2>/dev/null; true

@@ -61,9 +61,10 @@ static int get(const char *addr, int port) {
     int s = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
     inet_pton(AF_INET, addr, &a.sin_addr);
-    struct timeval tv = {3, 0};
+    /* connect: 5 s (a dropped SYN times out); an answer: 30 s */
+    struct timeval tv = {5, 0}, rtv = {30, 0};
     setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &rtv, sizeof rtv);
     if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) {
         printf("get: %s\n", errno == ECONNREFUSED ? "connection refused"
                             : errno == EINPROGRESS || errno == EAGAIN || errno == ETIMEDOUT ? "timed out"
