@@ -10,7 +10,7 @@
 //! kiln binary as a single-threaded helper (`kiln __exec`, entry point
 //! [`helper_main`]) and hands it the [`RunSpec`] on stdin. The helper creates
 //! the namespaces (mount, pid, uts, ipc, and net for `--network=none`; the
-//! default network is a namespace from a pool, see [`network`]), mounts
+//! default network is a namespace from a pool, see `network.rs`), mounts
 //! the overlay, forks the process that becomes pid 1 of the new pid
 //! namespace, and reports how it ended in a small status file.
 //!
