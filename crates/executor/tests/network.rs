@@ -310,7 +310,7 @@ fn t_timing() -> Result<(), Failed> {
     // from the pool, and the time of a first step (a new namespace).
     let exec = executor();
     let mut diffs = Vec::new();
-    let mut run = |network: Network| -> Result<Duration, Failed> {
+    let run = |network: Network| -> Result<Duration, Failed> {
         let mut r = sh("true");
         r.spec.network = network;
         let t = Instant::now();
