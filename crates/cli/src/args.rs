@@ -241,7 +241,8 @@ pub struct BuildArgs {
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
 
-    /// Networking mode for RUN steps: default, none or host.
+    /// Networking mode for RUN steps: default (a network namespace of each
+    /// step's own), none or host (needs --allow network.host).
     #[arg(long, value_name = "MODE")]
     pub network: Option<String>,
 
@@ -293,7 +294,7 @@ pub struct BuildArgs {
     pub ssh: Vec<String>,
 
     /// Extra privileges for RUN steps: security.insecure (RUN
-    /// --security=insecure), network.host (always granted).
+    /// --security=insecure), network.host (--network=host, RUN --network=host).
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,
 

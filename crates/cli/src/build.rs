@@ -452,7 +452,13 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     }
     let contexts = build_contexts(args)?;
     let sde = source_date_epoch(&opts)?;
-    let grants = crate::grants::grants(&args.secrets, &args.ssh, &args.allow, &env_var)?;
+    let grants = crate::grants::grants(
+        &args.secrets,
+        &args.ssh,
+        &args.allow,
+        args.network.as_deref(),
+        &env_var,
+    )?;
     // Not root: the flags are fine, so the build runs again in a user
     // namespace (before the Dockerfile is read: `-f -` is read there).
     if let Some(r) = crate::enter_rootless(globals.debug) {
