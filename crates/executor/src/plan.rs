@@ -393,5 +393,4 @@ mod tests {
         }
         assert_all(failures, cases.len());
     }
-
 }
