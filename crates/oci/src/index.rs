@@ -149,6 +149,28 @@ impl ImageIndex {
         })
     }
 
+    /// Forgets the manifest `manifest` wherever `name` records it (its entry
+    /// and its platforms'), keeping the images: for a manifest that lost a
+    /// blob (`kiln check --repair`). Returns whether something changed.
+    pub fn forget_manifest(&self, name: &str, manifest: &Digest) -> Result<bool, IndexError> {
+        self.update(|f| {
+            let mut changed = false;
+            let entries = f.images.get_mut(name).into_iter().chain(
+                f.platforms
+                    .get_mut(name)
+                    .into_iter()
+                    .flat_map(|m| m.values_mut()),
+            );
+            for r in entries {
+                if r.manifest == Some(*manifest) {
+                    r.manifest = None;
+                    changed = true;
+                }
+            }
+            changed
+        })
+    }
+
     /// The images of `name` by platform; empty for a single-platform name.
     pub fn platforms_of(&self, name: &str) -> Result<BTreeMap<String, ImageRef>, IndexError> {
         Ok(self.load()?.platforms.remove(name).unwrap_or_default())

@@ -1,0 +1,362 @@
+//! The layers of stored images: which blob a layer exports with, whether it
+//! can be exported at all, and how big it is.
+//!
+//! A layer (diffID) may have several blobs in the store (`layerblobs/`): the
+//! one it came with (import, pull, load), the same layer compressed by
+//! another registry or client, and those kiln made for exports. Whatever a
+//! name reaches must stay exportable (`save`, `-o`, `push`), so for every
+//! layer of every image in the store one of these holds (the store's
+//! invariant, which garbage collection keeps and `kiln check` verifies):
+//!
+//! * the store holds a blob of it (or, for a pulled or loaded name, the blob
+//!   its manifest lists), or
+//! * a *built* snapshot of it exists: kiln's tar of the snapshot is the
+//!   layer (the diffID recorded in its `kiln.tar.diff_id*` label), so a blob
+//!   can be made again.
+//!
+//! An unpacked snapshot does not count: a tar kiln writes of it is generally
+//! not the tar it was unpacked from (other headers, times, order). [`blob`]
+//! still tries that as a last resort, and keeps the result only when it
+//! reproduces the diffID.
+//!
+//! Which blob an export takes is a function of the image alone, so that an
+//! image exports and pushes to the same digest whatever else arrives in the
+//! store ([`blob`]).
+//!
+//! Sizes: kiln's one definition of a layer's size is Docker's, the bytes of
+//! the regular files it holds, each file once ([`kiln_oci::tarsize`]). It is
+//! recorded per diffID when a layer arrives (import, pull, load, unpack,
+//! build) and read back from there ([`layer_size`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::Path;
+
+use kiln_llb::Digest;
+use kiln_oci::{Compression, Descriptor, LoadedLayer, Manifest};
+use kiln_snapshot::{LayerId, TarOptions};
+
+use crate::error::Error;
+use crate::image::LABEL_DIFF_ID;
+use crate::state::State;
+
+/// Label prefix of built layers: the diffID of their generated tar.
+pub(crate) const LABEL_TAR: &str = "kiln.tar.diff_id";
+
+/// What a snapshot is to a diffID it may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Snapshot {
+    /// A built layer whose tar, generated with this mtime clamp, is the
+    /// layer: a blob can be made from it.
+    Built(LayerId, Option<i64>),
+    /// A layer unpacked from a blob of the layer.
+    Unpacked(LayerId),
+}
+
+/// What snapshot `layer` is to `diff_id`, if it holds it.
+pub fn snapshot_of(state: &State, layer: &LayerId, diff_id: &Digest) -> Option<Snapshot> {
+    let l = state.layers.get(layer).ok()?;
+    let want = diff_id.to_string();
+    if l.meta.labels.get(LABEL_DIFF_ID) == Some(&want) {
+        return Some(Snapshot::Unpacked(layer.clone()));
+    }
+    for (k, v) in &l.meta.labels {
+        if *v != want {
+            continue;
+        }
+        if k == LABEL_TAR {
+            return Some(Snapshot::Built(layer.clone(), None));
+        }
+        if let Some(e) = k.strip_prefix(LABEL_TAR).and_then(|r| r.strip_prefix('@'))
+            && let Ok(e) = e.parse()
+        {
+            return Some(Snapshot::Built(layer.clone(), Some(e)));
+        }
+    }
+    None
+}
+
+/// The snapshots that hold `diff_id`, best first: layer `i` of image
+/// `image`'s recorded snapshots, then the unpacked one, then built ones
+/// found by label (unclamped).
+pub fn snapshots(
+    state: &State,
+    image: Option<(&Digest, usize)>,
+    diff_id: &Digest,
+) -> Vec<Snapshot> {
+    let mut out = Vec::new();
+    if let Some((id, i)) = image
+        && let Some(layers) = state.image_layers(id)
+        && let Some(l) = layers.get(i)
+        && let Some(s) = snapshot_of(state, l, diff_id)
+    {
+        out.push(s);
+    }
+    let key = diff_id.to_string();
+    for label in [LABEL_DIFF_ID, LABEL_TAR] {
+        if let Ok(Some(l)) = state.layers.find_by_label(label, &key)
+            && let Some(s) = snapshot_of(state, &l, diff_id)
+            && !out.contains(&s)
+        {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// The recorded blobs of `diff_id` that the store holds, in recorded order.
+pub fn stored_blobs(
+    state: &State,
+    diff_id: &Digest,
+) -> Result<Vec<(Compression, Descriptor)>, Error> {
+    let mut out = Vec::new();
+    for (c, d) in state.layer_blobs.list(diff_id)? {
+        if state.content.has(&d.digest)? {
+            out.push((c, d));
+        }
+    }
+    Ok(out)
+}
+
+/// The blob of layer `diff_id` for an export with `compression`, chosen by
+/// what the image is, never by what else the store holds:
+///
+/// 1. `preferred` (the blob a pulled or loaded name's manifest lists for
+///    this layer), when the store holds it;
+/// 2. the first recorded blob of exactly `compression` the store holds;
+/// 3. one made now from a built snapshot of the layer (kiln's tar of it is
+///    the layer), recorded for later exports;
+/// 4. the first recorded blob the store holds, of any compression (a layer
+///    kiln did not build keeps the blob it came with);
+/// 5. one made from an unpacked snapshot, if kiln's tar of it reproduces
+///    the diffID.
+pub fn blob(
+    state: &State,
+    diff_id: &Digest,
+    compression: Compression,
+    preferred: Option<&Descriptor>,
+    snapshots: &[Snapshot],
+) -> Result<Descriptor, Error> {
+    if let Some(p) = preferred
+        && state.content.has(&p.digest)?
+    {
+        return Ok(p.clone());
+    }
+    let stored = stored_blobs(state, diff_id)?;
+    if let Some((_, d)) = stored.iter().find(|(c, _)| *c == compression) {
+        return Ok(d.clone());
+    }
+    if let Some((layer, clamp)) = snapshots.iter().find_map(|s| match s {
+        Snapshot::Built(l, c) => Some((l, *c)),
+        Snapshot::Unpacked(_) => None,
+    }) {
+        return compress_snapshot(state, layer, clamp, diff_id, compression);
+    }
+    if let Some((_, d)) = stored.first() {
+        return Ok(d.clone());
+    }
+    let mut last = None;
+    for s in snapshots {
+        if let Snapshot::Unpacked(l) = s {
+            match compress_snapshot(state, l, None, diff_id, compression) {
+                Ok(d) => return Ok(d),
+                Err(e) => last = Some(e),
+            }
+        }
+    }
+    Err(Error::Other(match last {
+        Some(e) => format!(
+            "layer {diff_id}: no blob of it is in the store, and its unpacked snapshot does not make it again ({e}); `kiln check` names the image to remove or pull again"
+        ),
+        None => format!(
+            "layer {diff_id}: no blob of it is in the store and no snapshot to make one from; `kiln check` names the image to remove or pull again"
+        ),
+    }))
+}
+
+/// Compresses kiln's tar of `layer` (with `clamp`) as a blob of `diff_id`
+/// (checked) and records it.
+pub(crate) fn compress_snapshot(
+    state: &State,
+    layer: &LayerId,
+    clamp: Option<i64>,
+    diff_id: &Digest,
+    compression: Compression,
+) -> Result<Descriptor, Error> {
+    let diff = state.layers.get(layer)?.diff;
+    // The tar is generated on a thread and streamed through a pipe into the
+    // compressor; if generating it fails, that error (not the truncated
+    // stream's) is the one to report.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let r = state
+        .layer_blobs
+        .get_or_compress(&state.content, diff_id, compression, move || {
+            let (reader, mut writer) = io::pipe()?;
+            std::thread::spawn(move || {
+                let r = kiln_snapshot::write_layer_tar(
+                    &diff,
+                    &mut writer,
+                    &TarOptions { mtime_clamp: clamp },
+                );
+                let _ = tx.send(r.err());
+            });
+            Ok(reader)
+        });
+    match r {
+        Ok(desc) => Ok(desc),
+        Err(e) => match rx.recv_timeout(std::time::Duration::from_secs(5)) {
+            Ok(Some(tar_error)) => Err(tar_error.into()),
+            _ => Err(e.into()),
+        },
+    }
+}
+
+/// The layer blobs of image `id` (config `config`) for an export with
+/// `compression`, bottom first. `manifest` is the manifest a name of it
+/// records (pulled or loaded): its blobs are preferred.
+pub fn image_blobs(
+    state: &State,
+    id: &Digest,
+    config: &kiln_oci::ImageConfigFile,
+    manifest: Option<&Digest>,
+    compression: Compression,
+) -> Result<Vec<Descriptor>, Error> {
+    let listed = manifest_layers(state, id, manifest);
+    let mut out = Vec::with_capacity(config.rootfs.diff_ids.len());
+    for (i, d) in config.rootfs.diff_ids.iter().enumerate() {
+        let snaps = snapshots(state, Some((id, i)), d);
+        out.push(
+            blob(state, d, compression, listed.get(i), &snaps)
+                .map_err(|e| Error::Other(format!("image {id}: {e}")))?,
+        );
+    }
+    Ok(out)
+}
+
+/// The layers the manifest `manifest` lists, when it is stored and is a
+/// manifest of image `id` (else none).
+pub fn manifest_layers(state: &State, id: &Digest, manifest: Option<&Digest>) -> Vec<Descriptor> {
+    manifest
+        .and_then(|m| state.content.read(m).ok())
+        .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+        .filter(|m| m.config.digest == *id)
+        .map(|m| m.layers)
+        .unwrap_or_default()
+}
+
+/// Whether layer `i` (`diff_id`) of image `id` can be exported without
+/// guessing: a stored blob, or a built snapshot (see the module docs).
+pub fn exportable(state: &State, id: &Digest, i: usize, diff_id: &Digest) -> Result<bool, Error> {
+    if !stored_blobs(state, diff_id)?.is_empty() {
+        return Ok(true);
+    }
+    Ok(snapshots(state, Some((id, i)), diff_id)
+        .iter()
+        .any(|s| matches!(s, Snapshot::Built(..))))
+}
+
+/// Records the blobs of layers loaded from an archive or a layout (already
+/// in the content store and checked against their diffIDs), and their sizes.
+pub fn record_loaded(state: &State, layers: &[LoadedLayer]) -> Result<(), Error> {
+    for l in layers {
+        state
+            .layer_blobs
+            .add(&state.content, &l.diff_id, l.compression, &l.descriptor)?;
+        state.layer_blobs.set_size(&l.diff_id, l.unpacked_size)?;
+    }
+    Ok(())
+}
+
+/// The unpacked size of layer `diff_id` (see the module docs): the recorded
+/// one, else counted from a snapshot of it or from a stored blob (for
+/// stores written before sizes were recorded); 0 when none is there.
+pub fn layer_size(state: &State, diff_id: &Digest, snapshot: Option<&LayerId>) -> u64 {
+    if let Ok(Some(s)) = state.layer_blobs.size(diff_id) {
+        return s;
+    }
+    let unpacked = state
+        .layers
+        .find_by_label(LABEL_DIFF_ID, &diff_id.to_string())
+        .ok()
+        .flatten();
+    for l in snapshot.into_iter().chain(unpacked.as_ref()) {
+        if let Ok(layer) = state.layers.get(l) {
+            return dir_size(&layer.diff);
+        }
+    }
+    if let Ok(blobs) = stored_blobs(state, diff_id)
+        && let Some((_, d)) = blobs.first()
+        && let Ok(size) = kiln_oci::verify_blob(&state.content, &d.digest, diff_id)
+    {
+        return size;
+    }
+    0
+}
+
+/// The size of each layer of image `id`, bottom first.
+pub fn layer_sizes(state: &State, id: &Digest, config: &kiln_oci::ImageConfigFile) -> Vec<u64> {
+    let built = state.image_layers(id).unwrap_or_default();
+    config
+        .rootfs
+        .diff_ids
+        .iter()
+        .enumerate()
+        .map(|(i, d)| layer_size(state, d, built.get(i)))
+        .collect()
+}
+
+/// The unpacked size of the layer directory `dir` (overlay upper-dir
+/// format): the bytes of its regular files, each inode once, as the tar
+/// kiln writes of it holds them (whiteouts and directories are nothing).
+pub fn dir_size(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut total = 0;
+    let mut seen: BTreeSet<(u64, u64)> = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() && (m.nlink() == 1 || seen.insert((m.dev(), m.ino()))) {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
+
+/// Every recorded blob → the diffIDs whose records name it (for removing
+/// blobs: records are forgotten first).
+pub fn blob_records(state: &State) -> Result<BTreeMap<Digest, Vec<Digest>>, Error> {
+    let mut out: BTreeMap<Digest, Vec<Digest>> = BTreeMap::new();
+    for d in state.layer_blobs.diff_ids()? {
+        let Ok(list) = state.layer_blobs.list(&d) else {
+            continue;
+        };
+        for (_, desc) in list {
+            out.entry(desc.digest).or_default().push(d);
+        }
+    }
+    Ok(out)
+}
+
+/// Removes blob `digest` from the content store, forgetting the records
+/// that name it first (`records`: see [`blob_records`]), so that no record
+/// names a blob the store does not hold, whenever the process dies.
+pub fn remove_blob(
+    state: &State,
+    digest: &Digest,
+    records: &BTreeMap<Digest, Vec<Digest>>,
+) -> Result<(), Error> {
+    for diff_id in records.get(digest).into_iter().flatten() {
+        state.layer_blobs.remove_blob(diff_id, digest)?;
+    }
+    state.content.remove(digest)?;
+    Ok(())
+}
