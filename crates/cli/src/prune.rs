@@ -115,9 +115,11 @@ pub fn auto_gc(state: &kiln_worker::State, limit: Option<u64>) -> Option<String>
     long_about = "Show what the store holds, as `docker system df`: images, build cache and \
 cache mounts. Sizes are unpacked sizes (the bytes of the files in the layers, each layer's as \
 `kiln images` shows it), and each layer is counted in one row: Images counts every layer of an \
-image in the store once (shared layers once), Build Cache the snapshots no image has a layer of \
-(0 B once the cache is empty). RECLAIMABLE is what `kiln prune` frees of the images (layers only \
-dangling images have) and what `kiln prune --all` frees of the cache.\n\nWith -v, every image \
+image in the store once (shared layers once), Build Cache the snapshots cache entries hold that \
+no image has a layer of (0 B once the cache is empty), Unused the snapshots nothing holds any \
+more (the layers of removed images, until `kiln prune`). RECLAIMABLE is what `kiln prune` frees \
+of the images (layers only dangling images have) and what `kiln prune --all` frees of the \
+cache.\n\nWith -v, every image \
 too: its SIZE (as `kiln images`), the part of it other images share, and the rest."
 )]
 pub struct DuArgs {
@@ -320,6 +322,11 @@ pub fn du(root: Option<&Path>, args: &DuArgs) -> Result<(), Failure> {
             usage.cache_entries,
             human_size(usage.cache_size),
             human_size(usage.cache_size)
+        ),
+        format!(
+            "Unused\t\t\t{}\t{}",
+            human_size(usage.unused_size),
+            human_size(usage.unused_size)
         ),
         format!(
             "Cache Mounts\t{}\t0\t{}\t{}",

@@ -384,6 +384,51 @@ mod tests {
     }
 
     #[test]
+    fn forget_manifest_keeps_the_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = ImageIndex::open(dir.path().join("images")).unwrap();
+        let m = id(9);
+        let with = ImageRef {
+            id: id(1),
+            manifest: Some(m),
+        };
+        idx.set("r/a:1", with).unwrap();
+        idx.set(
+            "r/b:1",
+            ImageRef {
+                id: id(2),
+                manifest: Some(id(8)),
+            },
+        )
+        .unwrap();
+        idx.set_platforms(
+            "r/multi:1",
+            &[
+                ("linux/amd64".to_owned(), with),
+                ("linux/arm64".to_owned(), with),
+            ],
+            with,
+        )
+        .unwrap();
+        assert!(idx.forget_manifest("r/a:1", &m).unwrap());
+        assert!(!idx.forget_manifest("r/a:1", &m).unwrap());
+        assert!(!idx.forget_manifest("r/b:1", &m).unwrap());
+        assert!(idx.forget_manifest("r/multi:1", &m).unwrap());
+        let bare = ImageRef {
+            id: id(1),
+            manifest: None,
+        };
+        assert_eq!(idx.get("r/a:1").unwrap(), Some(bare));
+        assert_eq!(idx.get("r/b:1").unwrap().unwrap().manifest, Some(id(8)));
+        assert!(
+            idx.platforms_of("r/multi:1")
+                .unwrap()
+                .values()
+                .all(|r| *r == bare)
+        );
+    }
+
+    #[test]
     fn stale_temp_files_are_cleaned_on_write() {
         let dir = tempfile::tempdir().unwrap();
         let idx = ImageIndex::open(dir.path()).unwrap();

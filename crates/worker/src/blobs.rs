@@ -76,29 +76,44 @@ pub fn snapshot_of(state: &State, layer: &LayerId, diff_id: &Digest) -> Option<S
     None
 }
 
-/// The snapshots that hold `diff_id`, best first: layer `i` of image
-/// `image`'s recorded snapshots, then the unpacked one, then built ones
-/// found by label (unclamped).
-pub fn snapshots(
-    state: &State,
-    image: Option<(&Digest, usize)>,
-    diff_id: &Digest,
-) -> Vec<Snapshot> {
-    let mut out = Vec::new();
+/// The snapshots that hold a layer of an image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holders {
+    /// The image's own: the snapshot it was built from or unpacked into
+    /// (its `image-layers` record), or the one an export was given.
+    pub own: Option<Snapshot>,
+    /// Others that hold the layer: the unpacked one, a built one with the
+    /// layer's (unclamped) diffID.
+    pub others: Vec<Snapshot>,
+}
+
+impl Holders {
+    /// Whether a blob of the layer can be made (a built snapshot holds it).
+    pub fn can_make_blob(&self) -> bool {
+        self.own
+            .iter()
+            .chain(&self.others)
+            .any(|s| matches!(s, Snapshot::Built(..)))
+    }
+}
+
+/// The snapshots that hold `diff_id`, layer `i` of image `image`.
+pub fn snapshots(state: &State, image: Option<(&Digest, usize)>, diff_id: &Digest) -> Holders {
+    let mut out = Holders::default();
     if let Some((id, i)) = image
         && let Some(layers) = state.image_layers(id)
         && let Some(l) = layers.get(i)
-        && let Some(s) = snapshot_of(state, l, diff_id)
     {
-        out.push(s);
+        out.own = snapshot_of(state, l, diff_id);
     }
     let key = diff_id.to_string();
     for label in [LABEL_DIFF_ID, LABEL_TAR] {
         if let Ok(Some(l)) = state.layers.find_by_label(label, &key)
             && let Some(s) = snapshot_of(state, &l, diff_id)
-            && !out.contains(&s)
+            && out.own.as_ref() != Some(&s)
+            && !out.others.contains(&s)
         {
-            out.push(s);
+            out.others.push(s);
         }
     }
     out
@@ -118,45 +133,50 @@ pub fn stored_blobs(
     Ok(out)
 }
 
-/// The blob of layer `diff_id` for an export with `compression`, chosen by
-/// what the image is, never by what else the store holds:
+/// The blob of layer `diff_id` for an export with `compression`. It is
+/// chosen by what the image is, never by what else arrived in the store
+/// since, so an image exports and pushes to the same digest for as long as
+/// it is in the store:
 ///
 /// 1. `preferred` (the blob a pulled or loaded name's manifest lists for
 ///    this layer), when the store holds it;
-/// 2. the first recorded blob of exactly `compression` the store holds;
-/// 3. one made now from a built snapshot of the layer (kiln's tar of it is
-///    the layer), recorded for later exports;
-/// 4. the first recorded blob the store holds, of any compression (a layer
-///    kiln did not build keeps the blob it came with);
-/// 5. one made from an unpacked snapshot, if kiln's tar of it reproduces
-///    the diffID.
+/// 2. a layer the image built (`holders.own` is a built snapshot): the
+///    first recorded blob of exactly `compression`, else one made now from
+///    the snapshot and recorded (kiln's tar and compressors are
+///    deterministic, so it is the same blob on every machine);
+/// 3. a layer it did not build keeps the blob it came with: the first
+///    recorded blob the store holds (records are never reordered, and a
+///    layer's blobs stay while an image has it);
+/// 4. for a store that lost that (damage): one made from another built
+///    snapshot of the layer, or from an unpacked one if kiln's tar of it
+///    reproduces the diffID.
 pub fn blob(
     state: &State,
     diff_id: &Digest,
     compression: Compression,
     preferred: Option<&Descriptor>,
-    snapshots: &[Snapshot],
+    holders: &Holders,
 ) -> Result<Descriptor, Error> {
     if let Some(p) = preferred
         && state.content.has(&p.digest)?
     {
         return Ok(p.clone());
     }
-    let stored = stored_blobs(state, diff_id)?;
-    if let Some((_, d)) = stored.iter().find(|(c, _)| *c == compression) {
+    if let Some(Snapshot::Built(layer, clamp)) = &holders.own {
+        return compress_snapshot(state, layer, *clamp, diff_id, compression);
+    }
+    if let Some((_, d)) = stored_blobs(state, diff_id)?.first() {
         return Ok(d.clone());
     }
-    if let Some((layer, clamp)) = snapshots.iter().find_map(|s| match s {
+    let all: Vec<&Snapshot> = holders.own.iter().chain(&holders.others).collect();
+    if let Some((layer, clamp)) = all.iter().find_map(|s| match s {
         Snapshot::Built(l, c) => Some((l, *c)),
         Snapshot::Unpacked(_) => None,
     }) {
         return compress_snapshot(state, layer, clamp, diff_id, compression);
     }
-    if let Some((_, d)) = stored.first() {
-        return Ok(d.clone());
-    }
     let mut last = None;
-    for s in snapshots {
+    for s in all {
         if let Snapshot::Unpacked(l) = s {
             match compress_snapshot(state, l, None, diff_id, compression) {
                 Ok(d) => return Ok(d),
@@ -224,9 +244,9 @@ pub fn image_blobs(
     let listed = manifest_layers(state, id, manifest);
     let mut out = Vec::with_capacity(config.rootfs.diff_ids.len());
     for (i, d) in config.rootfs.diff_ids.iter().enumerate() {
-        let snaps = snapshots(state, Some((id, i)), d);
+        let holders = snapshots(state, Some((id, i)), d);
         out.push(
-            blob(state, d, compression, listed.get(i), &snaps)
+            blob(state, d, compression, listed.get(i), &holders)
                 .map_err(|e| Error::Other(format!("image {id}: {e}")))?,
         );
     }
@@ -250,9 +270,7 @@ pub fn exportable(state: &State, id: &Digest, i: usize, diff_id: &Digest) -> Res
     if !stored_blobs(state, diff_id)?.is_empty() {
         return Ok(true);
     }
-    Ok(snapshots(state, Some((id, i)), diff_id)
-        .iter()
-        .any(|s| matches!(s, Snapshot::Built(..))))
+    Ok(snapshots(state, Some((id, i)), diff_id).can_make_blob())
 }
 
 /// Records the blobs of layers loaded from an archive or a layout (already
@@ -359,4 +377,25 @@ pub fn remove_blob(
     }
     state.content.remove(digest)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn dir_size_counts_regular_files_once() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        std::fs::create_dir_all(p.join("a/b")).unwrap();
+        std::fs::write(p.join("a/one"), [1u8; 1000]).unwrap();
+        std::fs::hard_link(p.join("a/one"), p.join("a/b/link")).unwrap();
+        std::fs::write(p.join("a/b/two"), [2u8; 24]).unwrap();
+        std::fs::write(p.join("empty"), b"").unwrap();
+        std::os::unix::fs::symlink("a/one", p.join("sym")).unwrap();
+        assert_eq!(dir_size(p), 1024);
+        assert_eq!(dir_size(&p.join("missing")), 0);
+    }
 }

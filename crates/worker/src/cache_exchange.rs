@@ -1023,7 +1023,10 @@ pub fn export(
                 ),
                 LayerRef::Remote(d) => {
                     ensure_blob(state, imported, &d)?;
-                    (d, crate::blobs::blob(state, &d, to.compression, None, &[])?)
+                    (
+                        d,
+                        crate::blobs::blob(state, &d, to.compression, None, &Default::default())?,
+                    )
                 }
             };
             let blob = *blob_index.entry(desc.digest).or_insert_with(|| {

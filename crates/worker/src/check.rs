@@ -288,27 +288,20 @@ fn images(c: &mut Checker<'_>, bad: &BTreeSet<Digest>) -> Result<(), Error> {
             }
         };
         for (i, d) in config.rootfs.diff_ids.iter().enumerate() {
-            let built = crate::blobs::snapshots(state, Some((&id, i)), d);
-            if has_blob(state, d, bad)
-                || built
-                    .iter()
-                    .any(|s| matches!(s, crate::blobs::Snapshot::Built(..)))
-            {
+            let holders = crate::blobs::snapshots(state, Some((&id, i)), d);
+            if has_blob(state, d, bad) || holders.can_make_blob() {
                 continue;
             }
             let what = format!(
                 "{label}: layer {d} has no blob in the store and no built snapshot to make one from, so it cannot be saved or pushed"
             );
-            let unpacked: Vec<crate::blobs::Snapshot> = built
-                .into_iter()
-                .filter(|s| matches!(s, crate::blobs::Snapshot::Unpacked(_)))
-                .collect();
             let dangling = names.is_empty();
             let rmi = rmi.clone();
             c.problem(what, || {
                 // kiln's tar of the unpacked layer may be the layer (a layer
                 // kiln wrote itself): then the blob is made again.
-                let made = crate::blobs::blob(state, d, kiln_oci::Compression::gzip(), None, &unpacked);
+                let made =
+                    crate::blobs::blob(state, d, kiln_oci::Compression::gzip(), None, &holders);
                 match made {
                     Ok(_) => Ok("made again from its unpacked snapshot".to_owned()),
                     Err(_) if dangling => {

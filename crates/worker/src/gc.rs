@@ -378,8 +378,8 @@ pub struct ImageUsage {
 }
 
 /// What `kiln du` reports. Sizes are unpacked sizes (see [`crate::blobs`]),
-/// and each layer is counted in one row: the images' layers once each, then
-/// the snapshots only the build cache has.
+/// and each layer is counted in one row: the images' layers once each, the
+/// snapshots only the build cache has, and those nothing has.
 #[derive(Debug, Clone, Default)]
 pub struct Usage {
     pub images: Vec<ImageUsage>,
@@ -390,22 +390,34 @@ pub struct Usage {
     /// images).
     pub images_reclaimable: u64,
     pub cache_entries: usize,
-    /// The snapshots no image has a layer of (`kiln prune --all` frees it).
+    /// The snapshots cache entries hold that no image has a layer of
+    /// (`kiln prune --all` frees it).
     pub cache_size: u64,
+    /// The snapshots nothing holds any more (a removed image's layers):
+    /// `kiln prune` frees it.
+    pub unused_size: u64,
 }
 
 /// `kiln du`'s numbers.
 pub fn usage(state: &State) -> Result<Usage, Error> {
     let list = crate::images::list(state)?;
+    let keys = state
+        .cache
+        .keys()
+        .map_err(|e| Error::Other(e.to_string()))?;
     let mut out = Usage {
         named_images: list.iter().filter(|i| !i.names.is_empty()).count(),
-        cache_entries: state
-            .cache
-            .keys()
-            .map_err(|e| Error::Other(e.to_string()))?
-            .len(),
+        cache_entries: keys.len(),
         ..Usage::default()
     };
+    let mut cached: BTreeSet<String> = BTreeSet::new();
+    for key in keys {
+        if let Ok(bytes) = fs::read(state.cache.path_of(&key))
+            && let Ok(Value::Fs { layers }) = serde_json::from_slice::<Value>(&bytes)
+        {
+            cached.extend(layers);
+        }
+    }
     // diffID → its size and the images that have it (named or not).
     let mut layers: std::collections::BTreeMap<Digest, (u64, BTreeSet<Digest>, bool)> =
         std::collections::BTreeMap::new();
@@ -450,8 +462,13 @@ pub fn usage(state: &State) -> Result<Usage, Error> {
         };
         let an_image_layer = mapped.contains(l.as_str())
             || labelled_diff_ids(&layer.meta).any(|d| layers.contains_key(&d));
-        if !an_image_layer {
+        if an_image_layer {
+            continue;
+        }
+        if cached.contains(l.as_str()) {
             out.cache_size += dir_size(&layer.diff);
+        } else {
+            out.unused_size += dir_size(&layer.diff);
         }
     }
     Ok(out)

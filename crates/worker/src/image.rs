@@ -525,7 +525,11 @@ pub fn layer_blob(
     } else {
         crate::blobs::Snapshot::Built(layer.clone(), clamp)
     };
-    crate::blobs::blob(state, &d, compression, None, &[snapshot])
+    let holders = crate::blobs::Holders {
+        own: Some(snapshot),
+        others: Vec::new(),
+    };
+    crate::blobs::blob(state, &d, compression, None, &holders)
 }
 
 /// What the result of a build is committed with.
