@@ -126,7 +126,8 @@ enum Op {
     RmiForce(Name),
     Prune,
     PruneAll,
-    PruneKeep,
+    /// `prune --keep-storage Nkb`.
+    PruneKeep(u32),
     SaveLoad(Name),
     Push(Name),
     Repair,
@@ -146,7 +147,7 @@ impl fmt::Display for Op {
             Op::RmiForce(n) => write!(f, "rmi-f {n}"),
             Op::Prune => f.write_str("prune"),
             Op::PruneAll => f.write_str("prune-all"),
-            Op::PruneKeep => f.write_str("prune-keep"),
+            Op::PruneKeep(kb) => write!(f, "prune-keep {kb}"),
             Op::SaveLoad(n) => write!(f, "save-load {n}"),
             Op::Push(n) => write!(f, "push {n}"),
             Op::Repair => f.write_str("repair"),
@@ -188,7 +189,9 @@ fn parse_op(line: &str) -> Result<Op, String> {
         ["rmi-f", n] => Op::RmiForce(parse_name(n)?),
         ["prune"] => Op::Prune,
         ["prune-all"] => Op::PruneAll,
-        ["prune-keep"] => Op::PruneKeep,
+        ["prune-keep", kb] => {
+            Op::PruneKeep(kb.parse().map_err(|_| format!("{line:?}: prune-keep KB"))?)
+        }
         ["save-load", n] => Op::SaveLoad(parse_local(n)?),
         ["push", n] => Op::Push(parse_name(n)?),
         ["repair"] => Op::Repair,
@@ -279,8 +282,8 @@ enum Learn {
 enum Outcome {
     Absent,
     Id(String),
-    /// A new image the model has not seen yet (a build or an import of
-    /// something not built before).
+    /// An image the model cannot predict yet (a build or an import it has
+    /// not seen finish): learnt from the store, and checked from then on.
     New,
 }
 
@@ -403,6 +406,9 @@ struct Run {
     builds: BTreeMap<(String, u8), String>,
     findings: Findings,
     archives: usize,
+    /// How long each kind of operation took (total ms, runs): kills land
+    /// anywhere in that time.
+    durations: BTreeMap<String, (f64, u32)>,
 }
 
 fn tar_name(t: Tar) -> &'static str {
@@ -430,6 +436,7 @@ impl Run {
             builds: BTreeMap::new(),
             findings: Findings::default(),
             archives: 0,
+            durations: BTreeMap::new(),
         };
         run.push_sources()?;
         Ok(run)
@@ -584,7 +591,7 @@ impl Run {
             }
             Op::Prune => vec![vec![s("prune")]],
             Op::PruneAll => vec![vec![s("prune"), s("--all")]],
-            Op::PruneKeep => vec![vec![s("prune"), s("--keep-storage"), s("2MB")]],
+            Op::PruneKeep(kb) => vec![vec![s("prune"), s("--keep-storage"), format!("{kb}kb")]],
             Op::SaveLoad(n) => {
                 if !has(n) {
                     return None;
@@ -704,11 +711,15 @@ impl Run {
                 self.learn(&learns)
             }
             _ => {
+                let started = Instant::now();
                 let mut outs = Vec::new();
                 for c in &cmds {
                     let args: Vec<&str> = c.iter().map(String::as_str).collect();
                     outs.push(self.ok(&args)?);
                 }
+                let e = self.durations.entry(kind_of(op)).or_default();
+                e.0 += started.elapsed().as_secs_f64() * 1000.0;
+                e.1 += 1;
                 self.apply(op, &outs)
             }
         }
@@ -786,7 +797,7 @@ impl Run {
                 let id = self.model.names[n].id.clone();
                 self.model.names.retain(|_, e| e.id != id);
             }
-            Op::Prune | Op::PruneAll | Op::PruneKeep => self.model.dangling.clear(),
+            Op::Prune | Op::PruneAll | Op::PruneKeep(_) => self.model.dangling.clear(),
             Op::SaveLoad(n) => {
                 let id = self.model.names[n].id.clone();
                 // A docker archive has no manifest: the name pushes one
@@ -954,7 +965,7 @@ impl Run {
                     let fits = os.iter().any(|o| match (o, now) {
                         (Outcome::Absent, None) => true,
                         (Outcome::Id(a), Some(b)) => a == b,
-                        (Outcome::New, Some(b)) => !self.known_id(b),
+                        (Outcome::New, Some(_)) => true,
                         _ => false,
                     });
                     if !fits {
@@ -996,12 +1007,6 @@ impl Run {
         }
         self.model.dangling = dangling;
         Ok(())
-    }
-
-    fn known_id(&self, id: &str) -> bool {
-        self.imports.values().any(|x| x == id)
-            || self.builds.values().any(|x| x == id)
-            || self.sources.iter().any(|(x, _)| x == id)
     }
 
     /// Names → image IDs, and the dangling image IDs, as the store lists them.
@@ -1313,7 +1318,7 @@ impl Gen {
                 },
                 14 => Op::Prune,
                 15 => Op::PruneAll,
-                16 => Op::PruneKeep,
+                16 => Op::PruneKeep([0, 20, 60, 200][self.below(4)]),
                 17 => match self.existing(model).filter(|n| matches!(n, Name::Local(_))) {
                     Some(n) => Op::SaveLoad(n),
                     None => continue,
@@ -1331,8 +1336,13 @@ impl Gen {
     fn op(&mut self, run: &Run) -> Op {
         match self.below(10) {
             0 | 1 => {
+                // Killed anywhere in the time such an operation takes.
                 let op = self.simple(&run.model);
-                let ms = self.below(400) as u32;
+                let typical = run
+                    .durations
+                    .get(&kind_of(&op))
+                    .map_or(300.0, |(total, n)| total / f64::from(*n));
+                let ms = self.below((typical * 1.2) as usize + 2) as u32;
                 Op::Kill(ms, Box::new(op))
             }
             2 => {
@@ -1359,6 +1369,15 @@ impl Gen {
             _ => self.simple(&run.model),
         }
     }
+}
+
+/// An operation's kind (its first word).
+fn kind_of(op: &Op) -> String {
+    op.to_string()
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Whether the removal `op` may take the image a name of `reads` holds
@@ -1442,43 +1461,64 @@ fn kind(failure: &str) -> String {
 }
 
 /// Removes operations from a failing sequence while it still fails the
-/// same way (chunks, then single operations); at most `budget` re-runs.
+/// same way: first the shortest tail that does (a failure usually needs
+/// only the last few steps), then chunks, then single operations; at most
+/// `budget` re-runs.
 fn shrink(ops: Vec<Op>, failure: &str, budget: usize) -> (Vec<Op>, String) {
     let want = kind(failure);
     let mut best = ops;
     let mut best_failure = failure.to_owned();
     let mut runs = 0;
+    let fails = |candidate: &[Op], runs: &mut usize| {
+        *runs += 1;
+        match execute(Some(candidate), None, false).1 {
+            Err(f) if kind(&f) == want => Some(f),
+            _ => None,
+        }
+    };
+    let mut k = 1;
+    while k < best.len() && runs < budget {
+        let tail = best[best.len() - k..].to_vec();
+        if let Some(f) = fails(&tail, &mut runs) {
+            eprintln!("store-model: shrunk to the last {k} operations");
+            best = tail;
+            best_failure = f;
+            break;
+        }
+        k *= 2;
+    }
     let mut chunk = best.len().div_ceil(2);
-    while chunk >= 1 && runs < budget {
+    while runs < budget {
         let mut i = 0;
         let mut progressed = false;
         while i < best.len() && runs < budget {
             let mut candidate = best.clone();
             let end = (i + chunk).min(candidate.len());
             candidate.drain(i..end);
-            runs += 1;
-            let (_, r) = execute(Some(&candidate), None, false);
-            match r {
-                Err(f) if kind(&f) == want => {
+            match fails(&candidate, &mut runs) {
+                Some(f) => {
                     eprintln!("store-model: shrunk to {} operations", candidate.len());
                     best = candidate;
                     best_failure = f;
                     progressed = true;
                 }
-                _ => i += chunk,
+                None => i += chunk,
             }
         }
         if !progressed {
             if chunk == 1 {
                 break;
             }
-            chunk = chunk.div_ceil(2).max(1).min(chunk - 1).max(1);
+            chunk = chunk.div_ceil(2);
         }
     }
     (best, best_failure)
 }
 
 fn report_failure(what: &str, ops: Vec<Op>, failure: String) -> Failed {
+    if ops.is_empty() {
+        return format!("{what}: {failure}").into();
+    }
     eprintln!(
         "store-model {what}: {failure}\nshrinking {} operations…",
         ops.len()
