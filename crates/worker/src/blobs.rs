@@ -286,8 +286,8 @@ pub fn record_loaded(state: &State, layers: &[LoadedLayer]) -> Result<(), Error>
 }
 
 /// The unpacked size of layer `diff_id` (see the module docs): the recorded
-/// one, else counted from a snapshot of it or from a stored blob (for
-/// stores written before sizes were recorded); 0 when none is there.
+/// one, else (a store written before sizes were recorded) counted from a
+/// snapshot of it or from a stored blob, and recorded; 0 when none is there.
 pub fn layer_size(state: &State, diff_id: &Digest, snapshot: Option<&LayerId>) -> u64 {
     if let Ok(Some(s)) = state.layer_blobs.size(diff_id) {
         return s;
@@ -297,18 +297,24 @@ pub fn layer_size(state: &State, diff_id: &Digest, snapshot: Option<&LayerId>) -
         .find_by_label(LABEL_DIFF_ID, &diff_id.to_string())
         .ok()
         .flatten();
-    for l in snapshot.into_iter().chain(unpacked.as_ref()) {
-        if let Ok(layer) = state.layers.get(l) {
-            return dir_size(&layer.diff);
+    let counted = snapshot
+        .into_iter()
+        .chain(unpacked.as_ref())
+        .find_map(|l| state.layers.get(l).ok())
+        .map(|layer| dir_size(&layer.diff))
+        .or_else(|| {
+            let blobs = stored_blobs(state, diff_id).ok()?;
+            let (_, d) = blobs.first()?;
+            kiln_oci::verify_blob(&state.content, &d.digest, diff_id).ok()
+        });
+    match counted {
+        Some(size) => {
+            // Best effort: the next look is one file read.
+            let _ = state.layer_blobs.set_size(diff_id, size);
+            size
         }
+        None => 0,
     }
-    if let Ok(blobs) = stored_blobs(state, diff_id)
-        && let Some((_, d)) = blobs.first()
-        && let Ok(size) = kiln_oci::verify_blob(&state.content, &d.digest, diff_id)
-    {
-        return size;
-    }
-    0
 }
 
 /// The size of each layer of image `id`, bottom first.
