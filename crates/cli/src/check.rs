@@ -49,9 +49,12 @@ pub fn check(root: Option<&Path>, args: &CheckArgs) -> Result<(), Failure> {
         report.blobs, report.layers, report.images, report.layer_records, report.cache_entries
     ));
     for p in &report.problems {
-        match &p.repaired {
-            Some(done) => out.push_str(&format!("repaired: {}: {done}\n", p.what)),
-            None => out.push_str(&format!("problem: {}\n", p.what)),
+        match (&p.repaired, &p.unrepaired) {
+            (Some(done), _) => out.push_str(&format!("repaired: {}: {done}\n", p.what)),
+            (None, Some(why)) => {
+                out.push_str(&format!("problem: {} (not repaired: {why})\n", p.what));
+            }
+            (None, None) => out.push_str(&format!("problem: {}\n", p.what)),
         }
     }
     // A repair is only believed when a fresh check (still under the lock)
@@ -59,6 +62,7 @@ pub fn check(root: Option<&Path>, args: &CheckArgs) -> Result<(), Failure> {
     let after = if args.repair && !report.problems.is_empty() {
         let again = kiln_worker::check::check(&state, false).map_err(fail)?;
         for p in &again.problems {
+            // Those the repair said it could not fix are listed already.
             if !report
                 .problems
                 .iter()

@@ -40,6 +40,9 @@ pub struct Problem {
     pub what: String,
     /// What the repair did, when it did something.
     pub repaired: Option<String>,
+    /// Why a repair could not fix it, and what would (the `kiln rmi` or
+    /// `kiln pull` to run), when it tried.
+    pub unrepaired: Option<String>,
 }
 
 /// What a check looked at and found.
@@ -77,8 +80,9 @@ impl Checker<'_> {
                 Ok(done) => Some(done),
                 Err(e) => {
                     self.report.problems.push(Problem {
-                        what: format!("{what} (repair failed: {e})"),
+                        what,
                         repaired: None,
+                        unrepaired: Some(e.to_string()),
                     });
                     return;
                 }
@@ -86,7 +90,11 @@ impl Checker<'_> {
         } else {
             None
         };
-        self.report.problems.push(Problem { what, repaired });
+        self.report.problems.push(Problem {
+            what,
+            repaired,
+            unrepaired: None,
+        });
     }
 
     /// A problem no repair touches.
@@ -94,6 +102,7 @@ impl Checker<'_> {
         self.report.problems.push(Problem {
             what,
             repaired: None,
+            unrepaired: None,
         });
     }
 }
@@ -200,14 +209,27 @@ fn has_blob(state: &State, diff_id: &Digest, bad: &BTreeSet<Digest>) -> bool {
         .is_ok_and(|l| l.iter().any(|(_, d)| !bad.contains(&d.digest)))
 }
 
-/// How the names of an image are shown in a problem, with the command that
-/// removes them.
+/// A name as a user writes it (`busybox:latest`, `host:5000/repo:tag`).
+fn familiar(name: &str) -> String {
+    kiln_oci::export::familiar_tag(name)
+        .map_or_else(|| name.to_owned(), |(r, t)| format!("{r}:{t}"))
+}
+
+/// How an image is named in a problem, and the commands that would remove
+/// it or get it again.
 fn image_label(id: &Digest, names: &[String]) -> (String, String) {
-    match names {
-        [] => (format!("dangling image {id}"), format!("kiln rmi {id}")),
-        _ => (
+    let names: Vec<String> = names.iter().map(|n| familiar(n)).collect();
+    match names.as_slice() {
+        [] => (
+            format!("dangling image {id}"),
+            format!("remove it: kiln rmi {id}"),
+        ),
+        [first, ..] => (
             format!("image {}", names.join(", ")),
-            format!("kiln rmi {}", names.join(" ")),
+            format!(
+                "remove it: kiln rmi {}; or, if it came from a registry, pull it again: kiln pull {first}",
+                names.join(" ")
+            ),
         ),
     }
 }
@@ -257,10 +279,11 @@ fn images(c: &mut Checker<'_>, bad: &BTreeSet<Digest>) -> Result<(), Error> {
         };
         if let Some(why) = why {
             let name = name.clone();
-            c.problem(format!("image {name}: {why}"), || {
+            let shown = familiar(&name);
+            c.problem(format!("image {shown}: {why}"), || {
                 state.images.forget_manifest(&name, &m)?;
                 Ok(format!(
-                    "the name forgets the manifest; a push makes a new one (kiln pull {name} gets the registry's again)"
+                    "the name forgets the manifest; a push makes a new one (kiln pull {shown} gets the registry's again)"
                 ))
             });
         }
@@ -274,16 +297,14 @@ fn images(c: &mut Checker<'_>, bad: &BTreeSet<Digest>) -> Result<(), Error> {
                     Ok("record removed".to_owned())
                 });
             } else {
-                c.report_only(format!(
-                    "{label}: its config {id} is missing (remove it: {rmi}; an image from a registry comes back with kiln pull)"
-                ));
+                c.report_only(format!("{label}: its config {id} is missing; {rmi}"));
             }
             continue;
         }
         let config = match crate::image::load_config(state, &id) {
             Ok(config) => config,
             Err(e) => {
-                c.report_only(format!("{label}: {e} (remove it: {rmi})"));
+                c.report_only(format!("{label}: {e}; {rmi}"));
                 continue;
             }
         };
@@ -309,7 +330,7 @@ fn images(c: &mut Checker<'_>, bad: &BTreeSet<Digest>) -> Result<(), Error> {
                         Ok("the dangling image is removed".to_owned())
                     }
                     Err(_) => Err(Error::Other(format!(
-                        "kiln's tar of its snapshot is not the layer; remove the image ({rmi}), or pull it again if it came from a registry"
+                        "no snapshot of it makes the layer again; {rmi}"
                     ))),
                 }
             });
