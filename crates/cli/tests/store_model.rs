@@ -38,8 +38,11 @@
 //! `KILN_STORE_MODEL_STEPS=N` sets the steps per seed, `KILN_STORE_MODEL_SEEDS=a,b,…`
 //! the seeds (a long run: `KILN_STORE_MODEL_STEPS=5000
 //! KILN_STORE_MODEL_SEEDS=11,12,13,14 cargo test --release -p kiln-cli --test
-//! store_model -- --test-threads 1`); `KILN_STORE_MODEL_TRACE=1` prints each
-//! operation and invocation with its time. Needs root (the store's
+//! store_model -- --test-threads 1`); `KILN_STORE_MODEL_KILN=PATH` runs
+//! another kiln binary (a release build, a copy that survives rebuilds);
+//! `KILN_STORE_MODEL_SHRINK=N` bounds the re-runs of shrinking (60);
+//! `KILN_STORE_MODEL_TRACE=1` prints each operation and invocation with its
+//! time. `TMPDIR` on a tmpfs makes a long run several times faster. Needs root (the store's
 //! snapshots), `docker-registry` and `python3`; reported as ignored
 //! otherwise, saying why.
 
@@ -253,7 +256,9 @@ impl Model {
             },
         );
         if let Some(old) = old {
-            if old.id == id && old.manifest == manifest {
+            // The same image with the same manifest pushes the same; two
+            // manifests the model does not know may differ.
+            if old.id == id && old.manifest == manifest && manifest != Manifest::Unknown {
                 self.names.get_mut(&name).unwrap().pushed = old.pushed;
             }
             if old.id != id && !self.ids_in_use().contains(&old.id) {
@@ -1529,11 +1534,13 @@ fn report_failure(what: &str, ops: Vec<Op>, failure: String) -> Failed {
         .unwrap_or(60);
     let (ops, failure) = shrink(ops, &failure, budget);
     let text: String = ops.iter().map(|o| format!("{o}\n")).collect();
-    format!(
+    let report = format!(
         "{what}: {failure}\n\nshortest sequence found ({} operations); save it as testdata/store-model/<name> to keep it as a regression case:\n{text}",
         ops.len()
-    )
-    .into()
+    );
+    // Now, not only when every trial is done (a long run goes on).
+    eprintln!("store-model {report}");
+    report.into()
 }
 
 fn seed_trial(seed: u64, steps: usize) -> Result<(), Failed> {
