@@ -9,7 +9,8 @@
 //! threaded process. So the caller ([`NamespaceExecutor`]) re-executes the
 //! kiln binary as a single-threaded helper (`kiln __exec`, entry point
 //! [`helper_main`]) and hands it the [`RunSpec`] on stdin. The helper creates
-//! the namespaces (mount, pid, uts, ipc, and net for `--network=none`), mounts
+//! the namespaces (mount, pid, uts, ipc, and net for `--network=none`; the
+//! default network is a namespace from a pool, see `network.rs`), mounts
 //! the overlay, forks the process that becomes pid 1 of the new pid
 //! namespace, and reports how it ended in a small status file.
 //!
@@ -37,8 +38,11 @@
 //! signal dispositions, and one `ioctl`.
 
 mod cgroup;
+mod devices;
 mod helper;
+mod network;
 mod plan;
+mod seccomp;
 /// Bytes reserved for the helper's status file (a status is far smaller).
 const STATUS_RESERVE: usize = 4096;
 
@@ -86,6 +90,9 @@ pub enum ExecError {
     Io { what: String, source: io::Error },
     #[error("cancelled")]
     Cancelled,
+    /// The step's network could not be set up (`network.rs`).
+    #[error("{0}")]
+    Network(String),
 }
 
 /// Runs RUN steps. A trait so the worker can be tested with a fake.
@@ -102,20 +109,30 @@ pub trait Executor: Send + Sync {
 }
 
 /// The real executor: re-executes `program args…` as the helper.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct NamespaceExecutor {
     program: PathBuf,
     args: Vec<std::ffi::OsString>,
     env: Vec<(String, String)>,
+    /// Network namespaces of `Network::Isolated` steps, reused.
+    networks: std::sync::Arc<network::Pool>,
 }
 
 impl NamespaceExecutor {
     /// `program args…` must end up calling [`helper_main`].
     pub fn new(program: PathBuf, args: Vec<std::ffi::OsString>) -> NamespaceExecutor {
+        // The seccomp filter takes tens of milliseconds to compile: done on
+        // a thread of its own now, so that the first RUN step finds it
+        // ready (or waits for the rest of it) instead of paying it all.
+        std::thread::spawn(|| {
+            let _ = seccomp::default_filter();
+        });
+        cgroup::LIVE_EXECUTORS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         NamespaceExecutor {
             program,
             args,
             env: Vec::new(),
+            networks: Default::default(),
         }
     }
 
@@ -124,6 +141,43 @@ impl NamespaceExecutor {
     pub fn with_env(mut self, key: &str, value: &str) -> NamespaceExecutor {
         self.env.push((key.to_owned(), value.to_owned()));
         self
+    }
+}
+
+/// The seccomp filter of `spec` as the helper receives it: Docker's
+/// default profile, compiled once per process; none for a privileged
+/// (`--security=insecure`) step, as in BuildKit.
+fn step_seccomp(spec: &RunSpec) -> Result<Option<String>, ExecError> {
+    if spec.privileged {
+        return Ok(None);
+    }
+    static HEX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(h) = HEX.get() {
+        return Ok(Some(h.clone()));
+    }
+    let bpf = seccomp::default_filter().map_err(ExecError::Setup)?;
+    Ok(Some(HEX.get_or_init(|| hex::encode(bpf)).clone()))
+}
+
+impl Clone for NamespaceExecutor {
+    fn clone(&self) -> NamespaceExecutor {
+        cgroup::LIVE_EXECUTORS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        NamespaceExecutor {
+            program: self.program.clone(),
+            args: self.args.clone(),
+            env: self.env.clone(),
+            networks: self.networks.clone(),
+        }
+    }
+}
+
+impl Drop for NamespaceExecutor {
+    /// The last executor of the process removes the groups that held its
+    /// steps' device allow-list.
+    fn drop(&mut self) {
+        if cgroup::LIVE_EXECUTORS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            cgroup::release_confined();
+        }
     }
 }
 
@@ -166,12 +220,19 @@ impl Executor for NamespaceExecutor {
         // still has its status written.
         std::fs::write(&status_path, [b' '; STATUS_RESERVE])
             .map_err(|e| ExecError::Helper(format!("reserving {}: {e}", status_path.display())))?;
+        // Made before the helper starts, filled before it reads its request:
+        // every process of the step starts inside the groups.
+        let cgroup = cgroup::StepCgroup::create(&spec.limits, spec.privileged)?;
+        let mut netns = self.networks.lease(spec.network)?;
         let req = Request {
             spec: spec.clone(),
             status: status_path.clone(),
-            resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            resolv_conf: network::resolv_conf(spec.network),
+            netns: netns.as_ref().and_then(network::Lease::path),
             snapshotter: kiln_snapshot::snapshotter(),
             whiteouts: kiln_snapshot::whiteout_format(),
+            seccomp: step_seccomp(spec)?,
+            cgroups: cgroup.as_ref().map(|c| c.mounts()).unwrap_or_default(),
         };
         let body = serde_json::to_vec(&req).map_err(|e| ExecError::Helper(e.to_string()))?;
         let mut cmd = Command::new(&self.program);
@@ -182,9 +243,6 @@ impl Executor for NamespaceExecutor {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        // Made before the helper starts, filled before it reads its request:
-        // every process of the step starts inside the limits.
-        let cgroup = cgroup::StepCgroup::create(&spec.limits)?;
         let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
             program: self.program.clone(),
             source,
@@ -247,7 +305,17 @@ impl Executor for NamespaceExecutor {
             );
         }
         drop(cgroup);
-        match status.and_then(|b| serde_json::from_slice::<Status>(&b).ok()) {
+        let status = status.and_then(|b| serde_json::from_slice::<Status>(&b).ok());
+        // Ended normally: its pid 1 was reaped, so no process of the step
+        // is left in the namespace.
+        if let Some(ns) = &mut netns
+            && matches!(status, Some(Status::Exited(_) | Status::Signaled(_)))
+            && !spec.privileged
+        {
+            ns.give_back();
+        }
+        drop(netns);
+        match status {
             Some(Status::Exited(c)) => Ok(ExitStatus::Code(c)),
             Some(Status::Signaled(s)) => Ok(ExitStatus::Signal(s)),
             Some(Status::SetupError(m)) => Err(ExecError::Setup(m)),
