@@ -12,7 +12,8 @@ response carries no validators of its own: the headers in a sidecar file
 it, and a request whose `If-None-Match` equals the sidecar's ETag is
 answered 304. Appends `METHOD PATH STATUS` to LOG for each request.
 Git repositories under DIR are served as git's dumb HTTP protocol expects
-(run `git update-server-info` in them first).
+(run `git update-server-info` in them first). A directory's URL serves its
+file `__index__`.
 """
 import http.server
 import os
@@ -34,6 +35,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def serve(self, body_wanted):
         rel = self.path.split("?", 1)[0].lstrip("/")
         path = os.path.normpath(os.path.join(ROOT, rel))
+        if os.path.isdir(path):
+            path = os.path.join(path, "__index__")
         if not path.startswith(os.path.abspath(ROOT)) or not os.path.isfile(path) \
                 or path.endswith(".headers"):
             self.record(404)

@@ -58,7 +58,8 @@
 //! * `user NAME` — the host user NAME exists, with subordinate id ranges
 //!   (for a script that runs kiln as NAME itself, e.g. with `setpriv`).
 //!
-//! Builds run with `SOURCE_DATE_EPOCH=1600000000`, so times are fixed. Paths
+//! Builds run with `SOURCE_DATE_EPOCH=1600000000`, so times are fixed
+//! (except in `testdata/buildkit-suite`, see below). Paths
 //! of the temporary directories and the digest of the base image (which
 //! depends on the host's busybox) are replaced by names in the transcript.
 //! `UPDATE_EXPECT=1` rewrites the expectations.
@@ -115,7 +116,7 @@ fn suite_base() -> &'static Base {
     BASE.get_or_init(|| {
         make_base(
             "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\nbin:x:2:2:bin:/bin:/bin/false\nsys:x:3:3:sys:/dev:/bin/false\nsync:x:4:100:sync:/bin:/bin/sync\nmail:x:8:8:mail:/var/spool/mail:/bin/false\nwww-data:x:33:33:www-data:/var/www:/bin/false\noperator:x:37:37:Operator:/var:/bin/false\nnobody:x:65534:65534:nobody:/home:/bin/false\n",
-            "root:x:0:\ndaemon:x:1:\nbin:x:2:\nsys:x:3:\nadm:x:4:\ntty:x:5:\ndisk:x:6:\nlp:x:7:\nmail:x:8:\nkmem:x:9:\nwheel:x:10:root\ncdrom:x:11:\ndialout:x:18:\nfloppy:x:19:\nvideo:x:28:\naudio:x:29:\ntape:x:32:\nwww-data:x:33:\noperator:x:37:\nutmp:x:43:\nplugdev:x:46:\nstaff:x:50:\nlock:x:54:\nnetdev:x:82:\nusers:x:100:\nnogroup:x:65534:\n",
+            "root:x:0:\ndaemon:x:1:\nbin:x:2:\nsys:x:3:\nadm:x:4:\ntty:x:5:\ndisk:x:6:\nlp:x:7:\nmail:x:8:\nkmem:x:9:\nwheel:x:10:root\ncdrom:x:11:\ndialout:x:18:\nfloppy:x:19:\nvideo:x:28:\naudio:x:29:\ntape:x:32:\nwww-data:x:33:\noperator:x:37:\nutmp:x:43:\nplugdev:x:46:\nstaff:x:50:\nlock:x:54:\nnetdev:x:82:\nusers:x:100:\nnobody:x:65534:\n",
             &["home", "usr/sbin", "var/spool/mail", "var/www"],
         )
     })
@@ -390,6 +391,7 @@ impl Case {
                 .arg("-e")
                 .arg(dir.join("setup"))
                 .current_dir(&ctx)
+                .env("TOOLS", testdata().join("build-tools"))
                 .status()
                 .unwrap();
             assert!(st.success(), "setup of {} failed", dir.display());
@@ -432,6 +434,13 @@ impl Case {
         c
     }
 
+    /// `SOURCE_DATE_EPOCH` for kiln and `run` commands: fixed, except in
+    /// suite cases, which run as BuildKit's tests do (without it unless the
+    /// script passes it).
+    fn epoch(&self) -> Option<&'static str> {
+        (!self.suite).then_some(EPOCH)
+    }
+
     /// The base this case's `busybox:latest` is made from.
     fn base(&self) -> &'static Base {
         if self.suite { suite_base() } else { base() }
@@ -465,7 +474,8 @@ impl Case {
         let out = cmd
             .args(args)
             .current_dir(&self.ctx)
-            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .envs(self.epoch().map(|e| ("SOURCE_DATE_EPOCH", e)))
             .env_remove("KILN_ROOT")
             .env("DOCKER_CONFIG", self.tmp.path().join("docker-config"))
             .env_remove("REGISTRY_AUTH_FILE")
@@ -582,7 +592,8 @@ impl Case {
             .env("CTX", &self.ctx)
             .env("TOOLS", testdata().join("build-tools"))
             .env("BASE_TAR", &self.base().tar)
-            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .envs(self.epoch().map(|e| ("SOURCE_DATE_EPOCH", e)))
             .env("DOCKER_CONFIG", self.tmp.path().join("docker-config"))
             .env_remove("REGISTRY_AUTH_FILE")
             .env("KILN_CONFIG", self.tmp.path().join("kiln-config.toml"))
