@@ -306,6 +306,8 @@ struct Case {
     /// The output of every `build` of a suite case (kept for a failing
     /// xfail case, beside its transcript).
     logs: String,
+    /// The standard input of the next kiln command (`build --stdin FILE`).
+    stdin: std::cell::Cell<Option<PathBuf>>,
     /// Variables the script set (`$REGISTRY`, …), expanded in its words and
     /// exported to `run` commands.
     vars: Vec<(String, String)>,
@@ -412,6 +414,7 @@ impl Case {
             servers: Vec::new(),
             suite: dir.starts_with(testdata().join("buildkit-suite")),
             logs: String::new(),
+            stdin: std::cell::Cell::new(None),
             vars: vec![
                 ("BASES".to_owned(), bases_dir().display().to_string()),
                 ("LOG".to_owned(), log.display().to_string()),
@@ -471,6 +474,9 @@ impl Case {
                 cmd.arg("--root").arg(&self.state);
             }
         }
+        if let Some(f) = self.stdin.take() {
+            cmd.stdin(fs::File::open(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display())));
+        }
         let out = cmd
             .args(args)
             .current_dir(&self.ctx)
@@ -527,7 +533,19 @@ impl Case {
 
     fn build(&mut self, args: &[String]) {
         let mut full: Vec<String> = vec!["build".into(), "--progress=plain".into()];
-        full.extend(args.iter().cloned());
+        // The harness's own `--context CTX` (instead of `.`: a URL, `-`) and
+        // `--stdin FILE` (kiln's standard input).
+        let mut context = ".".to_owned();
+        let mut rest = args.iter();
+        while let Some(a) = rest.next() {
+            match a.as_str() {
+                "--context" => context = rest.next().expect("--context CTX").clone(),
+                "--stdin" => self
+                    .stdin
+                    .set(Some(self.ctx.join(rest.next().expect("--stdin FILE")))),
+                _ => full.push(a.clone()),
+            }
+        }
         if !args.iter().any(|a| a == "-o" || a.starts_with("--output")) {
             let _ = fs::remove_dir_all(self.out.join("oci"));
             let _ = fs::remove_dir_all(self.out.join("fs"));
@@ -538,7 +556,7 @@ impl Case {
                 format!("type=local,dest={}/fs", self.out.display()),
             ]);
         }
-        full.push(".".into());
+        full.push(context);
         let (code, _stdout, stderr) = self.kiln(&full);
         self.built_by = self.user.clone();
         fs::write(self.tmp.path().join("build.log"), &stderr).unwrap();
@@ -573,6 +591,34 @@ impl Case {
     }
 
     fn run(&mut self, cmd: &str) {
+        let out = self.shell(cmd);
+        let _ = writeln!(self.transcript, "exit {}", out.status.code().unwrap_or(-1));
+        self.transcript
+            .push_str(&self.normalize(&String::from_utf8_lossy(&out.stdout)));
+        self.transcript
+            .push_str(&self.normalize(&String::from_utf8_lossy(&out.stderr)));
+    }
+
+    /// `let NAME SHELL-COMMAND`: sets `$NAME` to the command's output
+    /// (trimmed; a commit id, a URL); the command must succeed.
+    fn let_var(&mut self, line: &str) {
+        let (name, cmd) = line
+            .split_once(char::is_whitespace)
+            .unwrap_or_else(|| panic!("{}: usage: let NAME COMMAND", self.dir.display()));
+        let out = self.shell(cmd);
+        assert!(
+            out.status.success(),
+            "{}: let {name}: {}",
+            self.dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let value = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        self.vars.push((name.to_owned(), value));
+    }
+
+    /// A shell command in the context directory, with the script's
+    /// variables.
+    fn shell(&self, cmd: &str) -> std::process::Output {
         let mut sh = Command::new("sh");
         if let Some(u) = &self.run_by {
             use std::os::unix::process::CommandExt as _;
@@ -582,8 +628,7 @@ impl Case {
                 .env("USER", &u.name)
                 .env_remove("XDG_DATA_HOME");
         }
-        let out = sh
-            .arg("-c")
+        sh.arg("-c")
             .arg(cmd)
             .current_dir(&self.ctx)
             .env("KILN", KILN)
@@ -600,12 +645,7 @@ impl Case {
             .envs(self.vars.iter().map(|(k, v)| (k, v)))
             .envs(self.snapshotter.map(|s| ("KILN_SNAPSHOTTER", s)))
             .output()
-            .unwrap();
-        let _ = writeln!(self.transcript, "exit {}", out.status.code().unwrap_or(-1));
-        self.transcript
-            .push_str(&self.normalize(&String::from_utf8_lossy(&out.stdout)));
-        self.transcript
-            .push_str(&self.normalize(&String::from_utf8_lossy(&out.stderr)));
+            .unwrap()
     }
 
     fn report(&mut self) {
@@ -795,6 +835,7 @@ impl Case {
                 }
                 Some("registry") => self.registry(&words[1..]),
                 Some("serve") => self.serve(&words[1..]),
+                Some("let") => self.let_var(line.trim_start_matches("let").trim_start()),
                 Some("machine") => self.machine(&words[1..]),
                 other => panic!("{}: unknown script command {other:?}", self.dir.display()),
             }
@@ -976,6 +1017,17 @@ fn run_case(
     let logs = std::mem::take(&mut c.logs);
     drop(c.tmp);
     let expected = dir.join("expected");
+    // The transcript and the builds' output of a suite case stay in the
+    // target directory, for diagnosis.
+    let rel = dir.strip_prefix(testdata()).unwrap_or(dir);
+    let actual = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(rel)
+        .join("actual");
+    if !logs.is_empty() {
+        let _ = fs::create_dir_all(actual.parent().unwrap());
+        let _ = fs::write(&actual, &transcript);
+        let _ = fs::write(actual.with_file_name("builds.log"), &logs);
+    }
     let Some(reason) = xfail(dir) else {
         return match check(&expected, &transcript) {
             None => Ok(Completion::Completed),
@@ -991,13 +1043,6 @@ fn run_case(
         )
         .into());
     }
-    let rel = dir.strip_prefix(testdata()).unwrap_or(dir);
-    let actual = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(rel)
-        .join("actual");
-    let _ = fs::create_dir_all(actual.parent().unwrap());
-    let _ = fs::write(&actual, &transcript);
-    let _ = fs::write(actual.with_file_name("builds.log"), &logs);
     Ok(Completion::ignored_with(format!("xfail: {reason}")))
 }
 
