@@ -359,11 +359,7 @@ impl Case {
             None => self.tmp.path().join("state"),
         };
         if self.user.is_some() && !self.state.exists() {
-            let (code, _, stderr) = self.kiln(&[
-                "import".into(),
-                self.base().tar.display().to_string(),
-                "busybox:latest".into(),
-            ]);
+            let (code, _, stderr) = self.kiln(&self.import_base());
             assert_eq!(code, 0, "import as a user failed: {stderr}");
         }
     }
@@ -421,11 +417,7 @@ impl Case {
             ],
             snapshotter,
         };
-        let (code, stdout, stderr) = c.kiln(&[
-            "import".into(),
-            c.base().tar.display().to_string(),
-            "busybox:latest".into(),
-        ]);
+        let (code, stdout, stderr) = c.kiln(&c.import_base());
         assert_eq!(code, 0, "import failed: {stderr}");
         c.base_id = stdout.trim().to_owned();
         if let Some(u) = &user {
@@ -442,6 +434,20 @@ impl Case {
     /// script passes it).
     fn epoch(&self) -> Option<&'static str> {
         (!self.suite).then_some(EPOCH)
+    }
+
+    /// `kiln import` of the base as `busybox:latest` (in suite cases with
+    /// `CMD ["sh"]`, as Docker Hub's image has).
+    fn import_base(&self) -> Vec<String> {
+        let mut args = vec!["import".to_owned()];
+        if self.suite {
+            args.extend(["-c".to_owned(), r#"CMD ["sh"]"#.to_owned()]);
+        }
+        args.extend([
+            self.base().tar.display().to_string(),
+            "busybox:latest".to_owned(),
+        ]);
+        args
     }
 
     /// The base this case's `busybox:latest` is made from.
@@ -778,11 +784,7 @@ impl Case {
             self.tmp.path().join("machines").join(name)
         };
         if !self.state.exists() {
-            let (code, _, stderr) = self.kiln(&[
-                "import".into(),
-                self.base().tar.display().to_string(),
-                "busybox:latest".into(),
-            ]);
+            let (code, _, stderr) = self.kiln(&self.import_base());
             assert_eq!(code, 0, "import failed: {stderr}");
         }
         let _ = writeln!(self.transcript, "(state directory of machine {name})");
