@@ -11,6 +11,8 @@ usage: registry-read.py HOST:PORT/REPO:TAG COMMAND [ARGS]
                               the image (the PLATFORM one, os/arch[/variant],
                               of an index)
   config [PLATFORM] [KEY.KEY] the image configuration (or part of it), JSON
+  platforms                   each image of the index: its platform (with
+                              the OS version) and its config's os.version
 """
 import gzip
 import hashlib
@@ -82,5 +84,13 @@ elif cmd == "config":
     for key in args[0].split(".") if args else []:
         value = value[key] if isinstance(value, dict) else value[int(key)]
     print(json.dumps(value, indent=2, sort_keys=True))
+elif cmd == "platforms":
+    for m in top.get("manifests", [top]):
+        p = m.get("platform", {})
+        name = p.get("os", "") + (f"({p['os.version']})" if p.get("os.version") else "")
+        name = "/".join(x for x in (name, p.get("architecture"), p.get("variant")) if x)
+        img = manifest(m["digest"])[0] if "digest" in m else top
+        cfg = json.loads(get(f"blobs/{img['config']['digest']}"))
+        print(f"{name or '-'}: config os.version {cfg.get('os.version')!r}")
 else:
     sys.exit(f"unknown command {cmd}")
