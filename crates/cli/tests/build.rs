@@ -55,6 +55,7 @@
 //!   from Debian's busybox-static .debs, and `.ci/run` runs it first);
 //! * `emulation PLATFORM` — RUN for PLATFORM can run here (a binfmt_misc
 //!   handler with the fix-binary flag: Debian's qemu-user-static);
+//! * `cgroup2` — the unified cgroup hierarchy is mounted at `/sys/fs/cgroup`;
 //! * `user NAME` — the host user NAME exists, with subordinate id ranges
 //!   (for a script that runs kiln as NAME itself, e.g. with `setpriv`).
 //!
@@ -188,6 +189,13 @@ fn unmet_needs(dir: &Path) -> Option<String> {
                 let p: kiln_llb::Platform = platform.parse().unwrap();
                 if let Err(e) = kiln_worker::emulation::check(&p) {
                     return Some(e.to_string());
+                }
+            }
+            ["cgroup2"] => {
+                if !Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+                    return Some(
+                        "needs the unified cgroup hierarchy (cgroup v2) at /sys/fs/cgroup".into(),
+                    );
                 }
             }
             ["user", name] => {
