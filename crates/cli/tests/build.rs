@@ -1,7 +1,10 @@
-//! Builds for real, through the `kiln` binary: `testdata/build/<case>/`.
+//! Builds for real, through the `kiln` binary: `testdata/build/<case>/`, and
+//! BuildKit's Dockerfile tests translated, `testdata/buildkit-suite/<file>/<test>/`
+//! (trials `buildkit-suite/<file>/<test>`; see that directory's README).
 //!
-//! Each case is a directory with a `Dockerfile`, an optional `context/`, an
-//! optional `setup` shell script (run in the context: modes, symlinks,
+//! Each case is a directory with a `Dockerfile` (every `Dockerfile*` file is
+//! copied into the context), an optional `context/`, an optional `setup`
+//! shell script (run in the context, with `$TOOLS`: modes, symlinks,
 //! archives), an optional `script`, and the `expected` transcript. Every case
 //! gets an empty state directory with a busybox base image imported from the
 //! host's `/bin/busybox` (Debian's busybox-static) as `busybox:latest`.
@@ -11,7 +14,11 @@
 //! * `build ARGS…` — `kiln build` with `--progress=plain`, the context and,
 //!   unless ARGS has `-o`, outputs to `$OUT/oci` (OCI layout) and `$OUT/fs`;
 //!   records the exit code, each step's outcome (done/cached/error) and, on
-//!   failure, the error report;
+//!   failure, the error report (in suite cases only `build ok` or `build
+//!   failed`: the Go tests tell success from failure, and the script checks
+//!   the rest). Its standard error is in `$LOG` until the next build. Two
+//!   words are the harness's: `--context CTX` builds CTX (a URL, `-`)
+//!   instead of `.`, `--stdin FILE` gives kiln FILE as standard input;
 //! * `report` — the image of the last build from `$OUT/oci`: its
 //!   configuration, a listing of each layer it added to the base, and how its
 //!   filesystem (`$OUT/fs`) differs from the base;
@@ -21,6 +28,12 @@
 //!   `$BASE_TAR` (the busybox rootfs tar) set (edit files, call skopeo, …);
 //! * `registry [auth]` — starts Debian's `docker-registry` on a loopback port
 //!   and sets `$REGISTRY` (`auth`: basic auth over TLS, see `Case::registry`);
+//! * `serve DIR [VAR]` — serves the files of DIR over HTTP on a loopback
+//!   port (`build-tools/serve.py`: extra response headers from `NAME.headers`
+//!   files, git's dumb HTTP protocol) and sets `$VAR` (default `$HTTP`) to
+//!   its address and `$VAR_LOG` to its request log;
+//! * `let NAME SHELL-COMMAND` — sets `$NAME` to the command's output (a
+//!   commit id, a port) for the following lines;
 //! * `machine NAME` — from here on, `build`, `kiln` and `$STATE` use the
 //!   state directory of "machine" NAME (an empty one with the busybox base
 //!   imported, the first time): how cache export/import between machines is
@@ -45,6 +58,16 @@
 //!
 //! Every command sees its own `DOCKER_CONFIG` and `KILN_CONFIG`, never the
 //! host's credentials.
+//!
+//! A case with an `xfail` file (one line: the behaviour and why) is expected
+//! to fail: when its transcript differs from `expected` it is reported as
+//! ignored with that reason (kiln's transcript and build output are kept in
+//! `$CARGO_TARGET_TMPDIR/<case path>/actual` and `builds.log`), when it
+//! matches the trial fails, saying to delete the `xfail` file.
+//! `UPDATE_EXPECT=1` never rewrites the `expected` of an xfail case: it is
+//! what BuildKit does, written from the Go test. Suite cases run without
+//! `SOURCE_DATE_EPOCH` (as BuildKit's tests do) and get a busybox base with
+//! Docker Hub's users and groups (`suite_base`).
 //!
 //! A case may list what it needs in a `needs` file, one per line; a case
 //! whose needs are not met is reported as ignored, and why is printed:
