@@ -20,10 +20,12 @@ once (with BUILD ARGS). A case with a `script` is compared build by build:
 each `build ARGS` line is run by both (kiln's and BuildKit's own output
 flags, `-o`/`--output`/`-t`/`--iidfile`/`--metadata-file`, are dropped:
 each builder writes its image and filesystem where this tool reads them);
-`run` lines that only touch the context (no $KILN, $STATE, $OUT, $REGISTRY
-or $BASE_TAR) are run in the shared context between builds; `kiln`,
-`registry`, `machine`, `as-user`, `serve`, `let` and `report` lines are
-skipped (said so). Prints the differences and exits 1 if there are any.
+`run` lines are run in the shared context between builds (with `$OUT` a
+scratch directory, `$CTX` and `$TOOLS`: they make repositories, start
+servers, edit files) unless they use kiln ($KILN, $STATE, $BASE_TAR) or a
+registry ($REGISTRY); `kiln`, `registry`, `machine`, `as-user`, `serve`,
+`let` and `report` lines are skipped (said so). Prints the differences and
+exits 1 if there are any.
 
 Not part of the test suite (it needs a Docker engine); see
 testdata/README.md for what was compared.
@@ -214,7 +216,7 @@ def compare(kres, bres):
     return diffs, len(kl)
 
 
-CONTEXT_ONLY = ("$KILN", "$STATE", "$OUT", "$REGISTRY", "$BASE_TAR", "$HTTP")
+KILN_ONLY = ("$KILN", "$STATE", "$REGISTRY", "$BASE_TAR", "$HTTP")
 
 
 def main():
@@ -236,7 +238,9 @@ def main():
             if name.startswith("Dockerfile"):
                 shutil.copy(os.path.join(case, name), ctx)
         tools = os.path.join(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ, TOOLS=tools, CTX=ctx, SOURCE_DATE_EPOCH=EPOCH)
+        scratch = os.path.join(tmp, "out")
+        os.makedirs(scratch)
+        env = dict(os.environ, TOOLS=tools, CTX=ctx, OUT=scratch, SOURCE_DATE_EPOCH=EPOCH)
         if os.path.exists(os.path.join(case, "setup")):
             sh(f"sh -e {os.path.join(case, 'setup')}", cwd=ctx, env=env)
         base = make_base(tmp)
@@ -264,7 +268,7 @@ def main():
                 for d in diffs:
                     print("  " + d.replace("\n", "\n  "))
                 total += len(diffs)
-            elif word == "run" and not any(v in line for v in CONTEXT_ONLY):
+            elif word == "run" and not any(v in line for v in KILN_ONLY):
                 r = subprocess.run(line[3:].strip(), shell=True, cwd=ctx, env=env, capture_output=True, text=True)
                 print(f"run: {line[3:].strip()[:70]} (exit {r.returncode})")
             else:
