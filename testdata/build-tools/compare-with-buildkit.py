@@ -11,7 +11,7 @@ $KILN_COMPARE_DOCKER, else `docker`). With buildx (docker 23+: BuildKit 0.13
 in docker 26 and buildx 0.13.1) builds run as `CMD buildx build
 --network=host` (the engine may have no bridge network) and the base image
 is given as the named context `busybox`; without buildx (docker 20.10,
-BuildKit 0.8) as `DOCKER_BUILDKIT=1 CMD build`, the base tagged
+BuildKit 0.8) as `DOCKER_BUILDKIT=1 CMD build --network=host`, the base tagged
 `busybox:latest` in that engine.
 
 Both builders get the same busybox base image, made as the test harness
@@ -35,6 +35,7 @@ import json
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -76,8 +77,13 @@ def listing(root):
             p = os.path.join(dirpath, name)
             rel = os.path.relpath(p, root)
             st = os.lstat(p)
-            kind = "d" if os.path.isdir(p) and not os.path.islink(p) else "l" if os.path.islink(p) else "-"
+            m = st.st_mode
+            kind = ("d" if stat.S_ISDIR(m) else "l" if stat.S_ISLNK(m) else "-" if stat.S_ISREG(m)
+                    else "p" if stat.S_ISFIFO(m) else "s" if stat.S_ISSOCK(m) else "c" if stat.S_ISCHR(m)
+                    else "b" if stat.S_ISBLK(m) else "?")
             desc = f"{kind} {st.st_mode & 0o7777:04o} {st.st_uid}:{st.st_gid}"
+            if kind in "cb":
+                desc += f" {os.major(st.st_rdev)},{os.minor(st.st_rdev)}"
             if kind == "-":
                 with open(p, "rb") as f:
                     desc += f" {st.st_size} {hashlib.sha256(f.read()).hexdigest()[:12]}"
@@ -85,6 +91,36 @@ def listing(root):
                 desc += " -> " + os.readlink(p)
             out[rel] = desc
     return out
+
+
+def apply_layer(fileobj, root):
+    """Applies a layer tar (plain or gzip) to the directory root, with its
+    whiteouts (`.wh.NAME` removes NAME, `.wh..wh..opq` empties the
+    directory), as root: owners and modes as in the layer."""
+    with tarfile.open(fileobj=fileobj, mode="r:*") as t:
+        members = t.getmembers()
+        for m in members:
+            name = os.path.normpath(m.name.lstrip("./") or ".")
+            d, base = os.path.split(name)
+            if base == ".wh..wh..opq":
+                target = os.path.join(root, d)
+                for e in os.listdir(target) if os.path.isdir(target) else []:
+                    p = os.path.join(target, e)
+                    shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.remove(p)
+            elif base.startswith(".wh."):
+                p = os.path.join(root, d, base[4:])
+                if os.path.isdir(p) and not os.path.islink(p):
+                    shutil.rmtree(p)
+                elif os.path.lexists(p):
+                    os.remove(p)
+        for m in members:
+            base = os.path.basename(m.name.rstrip("/"))
+            if base.startswith(".wh."):
+                continue
+            p = os.path.join(root, os.path.normpath(m.name.lstrip("./") or "."))
+            if os.path.lexists(p) and not (m.isdir() and os.path.isdir(p) and not os.path.islink(p)):
+                shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.remove(p)
+            t.extract(m, root, numeric_owner=True, set_attrs=True, filter="fully_trusted")
 
 
 def config_summary(cfg):
@@ -137,22 +173,24 @@ class Engine:
         if self.buildx:
             pre = f"{self.docker} buildx build --network=host --build-context busybox=docker-image://{self.base}"
         else:
-            pre = f"{self.docker} build"
+            pre = f"{self.docker} build --network=host"
         r = subprocess.run(f"{pre} --progress=plain -t {tag} {a} .", shell=True, cwd=ctx, env=env,
                            capture_output=True, text=True)
         if r.returncode != 0:
             return r.returncode, r.stderr, None, None
         self.tags.append(tag)
+        # The image's filesystem from its layers (a local export through
+        # the client loses file owners; `docker export` adds the
+        # container's own files).
         fs = os.path.join(self.tmp, f"buildkit-fs-{n}")
-        r2 = subprocess.run(f"{pre} --progress=plain -o type=local,dest={fs} {a} .", shell=True, cwd=ctx,
-                            env=env, capture_output=True, text=True)
-        if r2.returncode != 0:
-            return r2.returncode, r2.stderr, None, None
+        os.makedirs(fs)
         saved = os.path.join(self.tmp, f"saved-{n}.tar")
         sh(f"{self.docker} save {tag} -o {saved}")
         with tarfile.open(saved) as t:
             manifest = json.loads(t.extractfile("manifest.json").read())[0]
             cfg = json.loads(t.extractfile(manifest["Config"]).read())
+            for layer in manifest["Layers"]:
+                apply_layer(t.extractfile(layer), fs)
         return 0, r.stderr, cfg, fs
 
     def close(self):
