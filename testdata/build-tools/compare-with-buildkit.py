@@ -100,7 +100,7 @@ def apply_layer(fileobj, root):
     with tarfile.open(fileobj=fileobj, mode="r:*") as t:
         members = t.getmembers()
         for m in members:
-            name = os.path.normpath(m.name.lstrip("./") or ".")
+            name = os.path.normpath(m.name[2:] if m.name.startswith("./") else m.name)
             d, base = os.path.split(name)
             if base == ".wh..wh..opq":
                 target = os.path.join(root, d)
@@ -117,7 +117,7 @@ def apply_layer(fileobj, root):
             base = os.path.basename(m.name.rstrip("/"))
             if base.startswith(".wh."):
                 continue
-            p = os.path.join(root, os.path.normpath(m.name.lstrip("./") or "."))
+            p = os.path.join(root, os.path.normpath(m.name[2:] if m.name.startswith("./") else m.name))
             if os.path.lexists(p) and not (m.isdir() and os.path.isdir(p) and not os.path.islink(p)):
                 shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.remove(p)
             t.extract(m, root, numeric_owner=True, set_attrs=True, filter="fully_trusted")
