@@ -12,7 +12,13 @@ pub fn parse(value: &str) -> Result<Chmod, String> {
             "invalid chmod parameter: '{value}'. it should be octal string and between 0 and 07777"
         )
     };
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+    // A value that starts with a digit is a number (dchapes-mode's Parse):
+    // anything but octal digits in it (`64a`, `8`) is BuildKit's
+    // "should be octal" error, not a symbolic-mode error.
+    if value.starts_with(|c: char| c.is_ascii_digit()) {
+        if !value.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            return Err(non_octal());
+        }
         let n = u32::from_str_radix(value, 8).map_err(|_| non_octal())?;
         if n > 0o7777 {
             return Err(non_octal());
@@ -68,6 +74,9 @@ mod tests {
         assert_eq!(parse("7777"), Ok(Chmod::Octal(0o7777)));
         assert!(parse("10000").is_err());
         assert!(parse("8").is_err());
+        let octal = "it should be octal string and between 0 and 07777";
+        assert!(parse("64a").unwrap_err().ends_with(octal));
+        assert!(parse("0x1").unwrap_err().ends_with(octal));
         assert_eq!(
             parse("u=rwX,go=rX"),
             Ok(Chmod::Symbolic("u=rwX,go=rX".into()))

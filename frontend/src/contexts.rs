@@ -10,8 +10,8 @@
 use kiln_llb::Platform;
 use kiln_reference::Reference;
 
-use crate::ResolvedImage;
 use crate::gitref;
+use crate::resolver::ResolvedImage;
 
 /// What a named context stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]

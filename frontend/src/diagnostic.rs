@@ -39,6 +39,10 @@ pub struct Diagnostic {
     pub rule: Option<&'static str>,
     /// A link that explains the rule.
     pub url: Option<&'static str>,
+    /// Warnings that belong with this error and are printed after it: the
+    /// lint warnings behind a `# check=error=true` failure, which BuildKit
+    /// lists for a failing build too.
+    pub notes: Vec<Diagnostic>,
 }
 
 impl Diagnostic {
@@ -57,6 +61,7 @@ impl Diagnostic {
             message: message.into(),
             rule: None,
             url: None,
+            notes: Vec::new(),
         }
     }
 
@@ -69,6 +74,7 @@ impl Diagnostic {
             message: message.into(),
             rule: None,
             url: None,
+            notes: Vec::new(),
         }
     }
 
@@ -124,7 +130,41 @@ impl Diagnostic {
             }
             out.push_str(&format!("\n {num} | {shown}\n {pad} | {lead}^"));
         }
+        for note in &self.notes {
+            let kind = match note.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+            };
+            out.push_str(&format!("\n{kind}: {}", note.render()));
+            if let Some(url) = note.url {
+                out.push_str(&format!("\n   = {url}"));
+            }
+        }
         out
+    }
+}
+
+/// Reading a file is here rather than in `source.rs` because its error is a
+/// [`Diagnostic`], which is built on [`SourceFile`] (no import circle).
+impl SourceFile {
+    /// `text` as read from `name`. Invalid UTF-8 is rejected with the position of
+    /// the first bad byte: kiln does not guess encodings.
+    pub fn from_bytes(name: impl Into<String>, bytes: Vec<u8>) -> Result<SourceFile, Diagnostic> {
+        let name = name.into();
+        match String::from_utf8(bytes) {
+            Ok(text) => Ok(SourceFile::new(name, text)),
+            Err(e) => {
+                let valid = e.utf8_error().valid_up_to();
+                let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                // Offsets before the first invalid byte are the same in the lossy copy.
+                let file = SourceFile::new(name, lossy);
+                Err(Diagnostic::at(
+                    &file,
+                    valid,
+                    "the Dockerfile is not valid UTF-8 (only UTF-8 text is supported)",
+                ))
+            }
+        }
     }
 }
 
@@ -172,5 +212,13 @@ mod tests {
             d.render(),
             "Dockerfile:2:7: unknown flag: --nope\n 2 | \tCOPY --nope x y\n   | \t     ^"
         );
+    }
+
+    #[test]
+    fn invalid_utf8_is_located() {
+        let err = SourceFile::from_bytes("Dockerfile", b"FROM a\nRUN \xff\n".to_vec())
+            .expect_err("not UTF-8");
+        let loc = err.location.expect("located");
+        assert_eq!((loc.line, loc.column), (2, 5));
     }
 }

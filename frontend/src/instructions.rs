@@ -177,8 +177,12 @@ pub fn from_ast(file: &SourceFile, ast: Ast) -> Result<Dockerfile, Diagnostic> {
     let mut meta_args = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
     for node in &ast.nodes {
-        let located =
-            |(offset, msg): Fail| Diagnostic::at(file, offset, msg).with_end_line(node.end_line);
+        // BuildKit's `parseError`: what typing an instruction finds is a
+        // "dockerfile parse error on line N".
+        let located = |(offset, msg): Fail| {
+            let msg = format!("dockerfile parse error on line {}: {msg}", node.start_line);
+            Diagnostic::at(file, offset, msg).with_end_line(node.end_line)
+        };
         if node.command() == "from" {
             stages.push(parse_from(node).map_err(located)?);
             continue;
@@ -796,7 +800,7 @@ impl Flags {
                 let mut msg = format!("unknown flag: --{name}");
                 let names: Vec<&str> = allowed.iter().map(|(n, _)| *n).collect();
                 if let Some(s) = did_you_mean(name, names) {
-                    msg.push_str(&format!(" (did you mean --{s}?)"));
+                    msg.push_str(&format!(" (did you mean {s}?)"));
                 } else if allowed.is_empty() {
                     msg.push_str(&format!(
                         " ({} takes no flags)",

@@ -32,11 +32,13 @@ pub mod duration;
 pub mod expose;
 pub mod gitref;
 pub mod instructions;
+pub mod kv;
 pub mod lint;
 pub mod mount;
 pub mod outline;
 pub mod paths;
 pub mod quote;
+pub mod resolver;
 pub mod shell;
 pub mod signal;
 pub mod source;
@@ -44,13 +46,23 @@ mod suggest;
 pub mod syntax;
 
 pub use contexts::NamedContext;
-pub use convert::{
-    BuildOptions, CheckConfig, CheckReport, ImageResolver, Offline, Plan, Resolution,
-    ResolvedImage, StaticResolver,
-};
+pub use convert::{BuildOptions, CheckConfig, CheckReport, Plan};
 pub use diagnostic::{Diagnostic, Location, Severity};
 pub use instructions::Dockerfile;
+pub use resolver::{ImageResolver, Offline, Resolution, ResolvedImage, StaticResolver};
 pub use source::SourceFile;
+
+/// BuildKit's first check of a Dockerfile: it has some bytes (one with only
+/// comments or blank lines is the parser's "file with no instructions").
+fn check_not_empty(file: &SourceFile) -> Result<(), Diagnostic> {
+    if file.text().is_empty() {
+        return Err(Diagnostic::unlocated(
+            file.name(),
+            "the Dockerfile cannot be empty",
+        ));
+    }
+    Ok(())
+}
 
 /// Parses `file` into typed stages (no substitution, no graph).
 pub fn parse(file: &SourceFile) -> Result<Dockerfile, Diagnostic> {
@@ -64,6 +76,7 @@ pub fn plan(
     opts: &BuildOptions,
     resolver: &dyn ImageResolver,
 ) -> Result<Plan, Diagnostic> {
+    check_not_empty(file)?;
     let df = parse(file)?;
     convert::convert(file, df, opts, resolver)
 }
@@ -71,6 +84,12 @@ pub fn plan(
 /// Lints `file` (`kiln build --check`): the warnings of every stage, and the
 /// error that planning stopped at, if any.
 pub fn check(file: &SourceFile, opts: &BuildOptions, resolver: &dyn ImageResolver) -> CheckReport {
+    if let Err(e) = check_not_empty(file) {
+        return CheckReport {
+            warnings: Vec::new(),
+            error: Some(e),
+        };
+    }
     let ast = match syntax::parse(file) {
         Ok(ast) => ast,
         Err(e) => {

@@ -2,6 +2,7 @@
 //!
 //! A port of BuildKit's `instructions/commands_runmount.go`.
 
+use crate::kv;
 use crate::quote::go_quote;
 use crate::suggest::did_you_mean;
 
@@ -54,63 +55,26 @@ pub struct Mount {
     pub gid: Option<u32>,
 }
 
-/// Splits one CSV record (Go's `encoding/csv` rules: `"` quotes a field, `""` is
-/// a quote inside one, a bare `"` elsewhere is an error).
-pub fn csv_fields(s: &str) -> Result<Vec<String>, String> {
-    let mut fields = Vec::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        let mut field = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            loop {
-                match chars.next() {
-                    None => return Err("extraneous or missing \" in quoted-field".into()),
-                    Some('"') => {
-                        if chars.peek() == Some(&'"') {
-                            chars.next();
-                            field.push('"');
-                        } else {
-                            break;
-                        }
-                    }
-                    Some(c) => field.push(c),
-                }
-            }
-            match chars.next() {
-                None => {
-                    fields.push(field);
-                    return Ok(fields);
-                }
-                Some(',') => fields.push(field),
-                Some(_) => return Err("extraneous or missing \" in quoted-field".into()),
-            }
-        } else {
-            loop {
-                match chars.next() {
-                    None => {
-                        fields.push(field);
-                        return Ok(fields);
-                    }
-                    Some(',') => {
-                        fields.push(field);
-                        break;
-                    }
-                    Some('"') => return Err("bare \" in non-quoted-field".into()),
-                    Some(c) => field.push(c),
-                }
-            }
-        }
-    }
+/// The `key[=value]` fields of a `--mount` value.
+pub fn mount_fields(value: &str) -> Result<Vec<(String, Option<String>)>, String> {
+    kv::pairs(value).map_err(|e| format!("failed to parse csv mounts: {e}"))
+}
+
+/// The value of the last `from=` field of a `--mount` value, if any.
+pub fn mount_from(value: &str) -> Result<Option<String>, String> {
+    Ok(mount_fields(value)?
+        .into_iter()
+        .rev()
+        .find(|(k, v)| v.is_some() && k.eq_ignore_ascii_case("from"))
+        .and_then(|(_, v)| v))
 }
 
 /// The checks BuildKit makes before expansion: valid CSV, and no variable in
 /// `from=` (stages must be known before any variable is).
 pub fn check_unexpanded(value: &str) -> Result<(), String> {
-    let fields = csv_fields(value).map_err(|e| format!("failed to parse csv mounts: {e}"))?;
-    for field in fields {
-        if let Some((k, v)) = field.split_once('=')
-            && k.eq_ignore_ascii_case("from")
+    for (k, v) in mount_fields(value)? {
+        if k.eq_ignore_ascii_case("from")
+            && let Some(v) = v
             && let Some(i) = v.find('$')
             && i != v.len() - 1
         {
@@ -195,7 +159,7 @@ pub fn parse_mount(
     value: &str,
     expand: &mut dyn FnMut(&str) -> Result<String, String>,
 ) -> Result<Mount, String> {
-    let fields = csv_fields(value).map_err(|e| format!("failed to parse csv mounts: {e}"))?;
+    let fields = mount_fields(value)?;
     let mut m = Mount {
         kind: MountType::Bind,
         from: String::new(),
@@ -213,10 +177,11 @@ pub fn parse_mount(
     };
     let mut ro_auto = true;
     let invalid = |key: &str, value: &str| format!("invalid value for {key}: {value}");
-    for field in fields {
-        let (key, raw) = match field.split_once('=') {
-            Some((k, v)) => (k.to_lowercase(), Some(v.to_owned())),
-            None => (field.to_lowercase(), None),
+    for (name, raw) in fields {
+        let key = name.to_lowercase();
+        let field = match &raw {
+            Some(v) => format!("{name}={v}"),
+            None => name,
         };
         let Some(raw) = raw else {
             match key.as_str() {
@@ -382,17 +347,6 @@ mod tests {
 
     fn parse(s: &str) -> Result<Mount, String> {
         parse_mount(s, &mut |v| Ok(v.to_owned()))
-    }
-
-    #[test]
-    fn csv() {
-        assert_eq!(csv_fields("a,b=c").unwrap(), ["a", "b=c"]);
-        assert_eq!(csv_fields("\"a,b\",c").unwrap(), ["a,b", "c"]);
-        assert_eq!(csv_fields("\"a\"\"b\"").unwrap(), ["a\"b"]);
-        assert_eq!(csv_fields("").unwrap(), [""]);
-        assert!(csv_fields("a\"b").is_err());
-        assert!(csv_fields("\"ab").is_err());
-        assert!(csv_fields("\"a\"b").is_err());
     }
 
     #[test]

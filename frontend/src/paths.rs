@@ -80,6 +80,34 @@ pub fn normalize(parent: &str, new: &str, keep_slash: bool) -> String {
     out
 }
 
+/// BuildKit's `system.NormalizeWorkdir` for Linux: a relative `wd` is joined
+/// to `current` (and so cleaned); an absolute one is kept as written
+/// (`WORKDIR /path/` is `/path/`, `//a/./b` stays). COPY paths go through
+/// [`normalize`], which also cleans absolute paths (the same files are
+/// copied; see `testdata/README.md`).
+///
+/// One exception: an absolute path with a `..` component is cleaned
+/// (`/x/../y` is `/y`). BuildKit keeps it, and runc creates every directory
+/// it names on the way (`/x` too) before changing into it; kiln's executor
+/// changes into the working directory as written without creating `/x`, so
+/// the step would fail. Until the executor creates the working directory as
+/// runc does, the cleaned path is the one that works.
+pub fn normalize_workdir(current: &str, wd: &str) -> String {
+    if wd.starts_with('/') && wd.split('/').any(|c| c == "..") {
+        return clean(wd);
+    }
+    let current = match current {
+        "" => "/".to_owned(),
+        c if c.starts_with('/') => c.to_owned(),
+        c => join(&["/", c]),
+    };
+    match wd {
+        "" => current,
+        w if w.starts_with('/') => w.to_owned(),
+        w => join(&[&current, w]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +129,11 @@ mod tests {
         assert_eq!(normalize("/app", "./", true), "/app/");
         assert_eq!(normalize("/", "x/.", true), "/x/.");
         assert_eq!(normalize("", "", false), "/");
+        assert_eq!(normalize_workdir("/app", "/path/"), "/path/");
+        assert_eq!(normalize_workdir("/app", "/a/./b/"), "/a/./b/");
+        assert_eq!(normalize_workdir("/app", "/a/../b/"), "/b");
+        assert_eq!(normalize_workdir("/path/", "sub/"), "/path/sub");
+        assert_eq!(normalize_workdir("/path/", ""), "/path/");
+        assert_eq!(normalize_workdir("", "rel"), "/rel");
     }
 }

@@ -35,6 +35,12 @@ pub fn go_quote(s: &str) -> String {
     out
 }
 
+/// Go's `%v` of a `[]string`: `[a b]`.
+pub fn go_list<S: AsRef<str>>(items: &[S]) -> String {
+    let v: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+    format!("[{}]", v.join(" "))
+}
+
 /// Go's `strconv.IsPrint`, without the tables for unassigned code points:
 /// letters, marks, numbers, punctuation, symbols and the ASCII space.
 fn is_go_printable(c: char) -> bool {

@@ -17,29 +17,6 @@ pub struct Position {
 }
 
 impl SourceFile {
-    /// `text` as read from `name`. Invalid UTF-8 is rejected with the position of
-    /// the first bad byte: kiln does not guess encodings.
-    pub fn from_bytes(
-        name: impl Into<String>,
-        bytes: Vec<u8>,
-    ) -> Result<SourceFile, crate::Diagnostic> {
-        let name = name.into();
-        match String::from_utf8(bytes) {
-            Ok(text) => Ok(SourceFile::new(name, text)),
-            Err(e) => {
-                let valid = e.utf8_error().valid_up_to();
-                let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
-                // Offsets before the first invalid byte are the same in the lossy copy.
-                let file = SourceFile::new(name, lossy);
-                Err(crate::Diagnostic::at(
-                    &file,
-                    valid,
-                    "the Dockerfile is not valid UTF-8 (only UTF-8 text is supported)",
-                ))
-            }
-        }
-    }
-
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> SourceFile {
         let text = text.into();
         let mut line_starts = vec![0];
@@ -123,13 +100,5 @@ mod tests {
         assert_eq!(f.line_text(4), "X");
         assert_eq!(f.line_count(), 4);
         assert_eq!(f.position(10_000), Position { line: 4, column: 2 });
-    }
-
-    #[test]
-    fn invalid_utf8_is_located() {
-        let err = SourceFile::from_bytes("Dockerfile", b"FROM a\nRUN \xff\n".to_vec())
-            .expect_err("not UTF-8");
-        let loc = err.location.expect("located");
-        assert_eq!((loc.line, loc.column), (2, 5));
     }
 }

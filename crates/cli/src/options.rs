@@ -16,8 +16,8 @@ use crate::args::BuildArgs;
 
 /// Refuses flags whose feature has not landed: never ignore a flag.
 pub fn reject_unsupported(args: &BuildArgs) -> Result<(), Failure> {
-    if let Some(first) = args.unsupported().first() {
-        return Err(Failure::Usage(format!("{first} is not supported yet")));
+    if let Some((flag, why)) = args.unsupported().first() {
+        return Err(Failure::Usage(format!("{flag} is not supported yet{why}")));
     }
     if args.context == "-" {
         return Err(Failure::Usage(
@@ -35,6 +35,12 @@ pub fn build_options(
 ) -> Result<BuildOptions, Failure> {
     let mut build_args = BTreeMap::new();
     for a in &args.build_args {
+        // buildx's `listToMap`: a name is required.
+        if a.is_empty() || a.starts_with('=') {
+            return Err(Failure::Usage(format!(
+                "invalid --build-arg {a:?}: empty key (expected KEY=VALUE, or KEY to take its value from the environment)"
+            )));
+        }
         match a.split_once('=') {
             Some((k, v)) => {
                 build_args.insert(k.to_owned(), v.to_owned());
@@ -46,9 +52,22 @@ pub fn build_options(
             }
         }
     }
+    // As buildx: SOURCE_DATE_EPOCH from the environment is the build arg
+    // unless one is given (the frontend then resolves it against the
+    // Dockerfile's own `ARG SOURCE_DATE_EPOCH=…` default).
+    if !build_args.contains_key("SOURCE_DATE_EPOCH")
+        && let Some(v) = env("SOURCE_DATE_EPOCH")
+    {
+        build_args.insert("SOURCE_DATE_EPOCH".to_owned(), v);
+    }
     let mut labels = BTreeMap::new();
     for l in &args.labels {
         let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        if k.is_empty() {
+            return Err(Failure::Usage(format!(
+                "invalid --label {l:?}: empty key (expected KEY=VALUE)"
+            )));
+        }
         labels.insert(k.to_owned(), v.to_owned());
     }
     let network = match args.network.as_deref() {
@@ -316,6 +335,27 @@ pub fn build_contexts(args: &BuildArgs) -> Result<Vec<(String, ContextValue)>, F
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn build_args(argv: &[&str]) -> BuildArgs {
+        use clap::Parser as _;
+        let cli = crate::args::Cli::try_parse_from(argv).expect("arguments");
+        match cli.command {
+            crate::args::Command::Build(b) => b,
+            _ => panic!("not a build"),
+        }
+    }
+
+    #[test]
+    fn source_date_epoch_from_the_environment() {
+        let env = |k: &str| (k == "SOURCE_DATE_EPOCH").then(|| "42".to_owned());
+        let opts = build_options(&build_args(&["kiln", "build", "."]), &env).unwrap();
+        assert_eq!(opts.build_args["SOURCE_DATE_EPOCH"], "42");
+        let given = build_args(&["kiln", "build", "--build-arg", "SOURCE_DATE_EPOCH=7", "."]);
+        let opts = build_options(&given, &env).unwrap();
+        assert_eq!(opts.build_args["SOURCE_DATE_EPOCH"], "7");
+        let opts = build_options(&build_args(&["kiln", "build", "."]), &|_| None).unwrap();
+        assert!(!opts.build_args.contains_key("SOURCE_DATE_EPOCH"));
+    }
 
     #[test]
     fn oci_layout_specs() {

@@ -56,6 +56,109 @@ fn err(what: impl std::fmt::Display) -> ExecError {
     ExecError::Helper(format!("resource limits (--memory, --pids-limit): {what}"))
 }
 
+/// Removes the step groups below `parent` that a kiln process left when it
+/// was killed (its Drop never ran): `kiln-step-PID-N` whose process is
+/// gone (a group that still holds a process cannot be removed). Once per
+/// process and parent.
+fn sweep_stale(parent: &Path) {
+    static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let Ok(mut swept) = SWEPT.lock() else {
+        return;
+    };
+    if swept.iter().any(|p| p == parent) {
+        return;
+    }
+    swept.push(parent.to_path_buf());
+    drop(swept);
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("kiln-step-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            // A confined parent holds the step groups made in it.
+            for child in fs::read_dir(e.path()).into_iter().flatten().flatten() {
+                if child.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = fs::remove_dir(child.path());
+                }
+            }
+            let _ = fs::remove_dir(e.path());
+        }
+    }
+}
+
+/// This process's group below `parent` that holds the device allow-list
+/// (v1: `devices.deny`/`devices.allow`; v2: the device program), made once;
+/// each confined step gets a group inside it, which inherits the list.
+/// Named like a step group, so that a killed kiln's is swept the same way.
+static MADE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// How many executors of this process are alive: the last one to go
+/// removes the confined parents (`release_confined`).
+pub(crate) static LIVE_EXECUTORS: AtomicU64 = AtomicU64::new(0);
+
+/// Removes this process's confined parents once no executor is left (their
+/// steps are over by then; a parent a step still uses is not empty and stays).
+pub(crate) fn release_confined() {
+    let Ok(mut made) = MADE.lock() else {
+        return;
+    };
+    if LIVE_EXECUTORS.load(Ordering::SeqCst) != 0 {
+        return;
+    }
+    for d in made.drain(..) {
+        let _ = fs::remove_dir(d);
+    }
+}
+
+fn confined_parent(parent: &Path, v2: bool) -> Result<PathBuf, ExecError> {
+    let dir = parent.join(format!("kiln-step-{}-confined", std::process::id()));
+    let mut made = MADE
+        .lock()
+        .map_err(|_| confine_err("a step's confinement panicked"))?;
+    if made.contains(&dir) {
+        return Ok(dir);
+    }
+    match fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(confine_err(format!("creating {}: {e}", dir.display()))),
+    }
+    if v2 {
+        crate::devices::attach_v2(&dir).map_err(confine_err)?;
+    } else {
+        write(&dir.join("devices.deny"), "a")?;
+        for rule in DEVICE_RULES {
+            write(&dir.join("devices.allow"), rule)?;
+        }
+    }
+    made.push(dir.clone());
+    Ok(dir)
+}
+
+fn confine_err(what: impl std::fmt::Display) -> ExecError {
+    ExecError::Helper(format!("confining the step (cgroups): {what}"))
+}
+
+fn set_limits_v2(dir: &Path, limits: &Limits) -> Result<(), ExecError> {
+    if let Some(m) = limits.memory {
+        write(&dir.join("memory.max"), &m.to_string())?;
+        // No swap beyond the limit, as `docker run --memory` with
+        // swap accounting off behaves.
+        let _ = fs::write(dir.join("memory.swap.max"), "0");
+    }
+    if let Some(p) = limits.pids {
+        write(&dir.join("pids.max"), &p.to_string())?;
+    }
+    Ok(())
+}
+
 fn write(path: &Path, value: &str) -> Result<(), ExecError> {
     fs::write(path, value).map_err(|e| err(format!("writing {value:?} to {}: {e}", path.display())))
 }
@@ -91,12 +194,187 @@ fn v2_root(limits: &Limits) -> Option<PathBuf> {
     None
 }
 
+/// runc's default device rules (`specconv.AllowedDevices`, which BuildKit's
+/// steps get): any node may be made (`m`), but only these may be opened:
+/// null, zero, full, random, urandom, tty, the ptmx multiplexer and the
+/// pseudo-terminals. A node for a host disk can be made and not read.
+pub(crate) const DEVICE_RULES: [&str; 10] = [
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:8 rwm",
+    "c 1:7 rwm",
+    "c 5:0 rwm",
+    "c 1:5 rwm",
+    "c 1:9 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
+
+/// The cgroup v1 hierarchies of this process: (mount directory under
+/// `/sys/fs/cgroup`, controllers as `/proc/self/cgroup` lists them, own group).
+fn v1_hierarchies() -> Vec<(PathBuf, String, String)> {
+    let text = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mut out = Vec::new();
+    for l in text.lines() {
+        let mut parts = l.splitn(3, ':');
+        let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if ctrls.is_empty() {
+            continue;
+        }
+        let base = Path::new("/sys/fs/cgroup");
+        let name = ctrls.strip_prefix("name=").unwrap_or(ctrls);
+        let candidates = std::iter::once(name.to_owned()).chain(
+            ctrls
+                .split(',')
+                .map(|c| c.strip_prefix("name=").unwrap_or(c).to_owned()),
+        );
+        if let Some(dir) = candidates
+            .map(|c| base.join(c))
+            .find(|d| d.join("cgroup.procs").exists())
+        {
+            out.push((dir, ctrls.to_owned(), path.to_owned()));
+        }
+    }
+    out
+}
+
+/// Where the v2 hierarchy is mounted, if this process is in one (with
+/// `cgroup.controllers`, whatever they are).
+fn v2_any() -> Option<PathBuf> {
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|r| r.join("cgroup.controllers").exists())
+}
+
 impl StepCgroup {
-    /// Makes the step's groups with `limits` set (`None` when there are no
-    /// limits). Fails with the reason when the host does not let kiln make
-    /// them (no cgroup filesystem, no write access — rootless kiln without
-    /// a delegated group).
-    pub fn create(limits: &Limits) -> Result<Option<StepCgroup>, ExecError> {
+    /// Makes the step's groups: one in every hierarchy kiln is in (v1
+    /// controllers and the v2 tree), with `limits` set and, unless the step
+    /// is privileged, the device allow-list (v1 `devices.deny`/`allow`; on
+    /// v2 the same rules as an eBPF device program). `None` when there is
+    /// nothing to make: in a user namespace (rootless), where no hierarchy
+    /// is delegated, unless limits ask for one. Fails with the reason when
+    /// the host does not let kiln make a group it needs.
+    pub fn create(limits: &Limits, privileged: bool) -> Result<Option<StepCgroup>, ExecError> {
+        if kiln_snapshot::in_user_namespace() {
+            return Self::create_limits_only(limits);
+        }
+        let name = format!(
+            "kiln-step-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut cg = StepCgroup { dirs: Vec::new() };
+        let limits_v2 = limits.any() && v2_root(limits).is_some();
+        if let Some(root) = v2_any() {
+            let own =
+                own_group("").ok_or_else(|| err("no cgroup v2 entry in /proc/self/cgroup"))?;
+            let parent = root.join(own.trim_start_matches('/'));
+            if limits_v2 {
+                enable_controllers_v2(&parent, limits)?;
+            }
+            sweep_stale(&parent);
+            // The device program is attached once, to a group of this
+            // process's that every confined step's group is made in
+            // (programs of a parent apply to its descendants). Steps with
+            // v2 limits need the controllers of kiln's own group: theirs
+            // get the program directly.
+            let v1_devices = v1_hierarchies()
+                .iter()
+                .any(|(_, c, _)| c.split(',').any(|x| x == "devices"));
+            let base = if privileged || limits_v2 {
+                parent.clone()
+            } else {
+                match confined_parent(&parent, true) {
+                    Ok(p) => p,
+                    // On a hybrid host the v1 `devices` hierarchy confines
+                    // the step too: the v2 program is a second guard only.
+                    Err(_) if v1_devices => parent.clone(),
+                    Err(e) => return Err(e),
+                }
+            };
+            let dir = base.join(&name);
+            fs::create_dir(&dir)
+                .map_err(|e| confine_err(format!("creating {}: {e}", dir.display())))?;
+            cg.dirs.push((dir.clone(), true));
+            if limits_v2 {
+                set_limits_v2(&dir, limits)?;
+                if !privileged
+                    && let Err(e) = crate::devices::attach_v2(&dir)
+                    && !v1_devices
+                {
+                    return Err(confine_err(e));
+                }
+            }
+        }
+        for (root, ctrls, own) in v1_hierarchies() {
+            let has = |c: &str| ctrls.split(',').any(|x| x == c);
+            let parent = root.join(own.trim_start_matches('/'));
+            sweep_stale(&parent);
+            let confined = has("devices") && !privileged;
+            let dir = if confined {
+                confined_parent(&parent, false)?.join(&name)
+            } else {
+                parent.join(&name)
+            };
+            let needed = confined
+                || (!limits_v2
+                    && ((has("memory") && limits.memory.is_some())
+                        || (has("pids") && limits.pids.is_some())));
+            // Hierarchies the step needs nothing from get no group: moving a
+            // process into a v1 group waits for an RCU grace period, a
+            // cost per step and hierarchy. (The step's cgroup namespace
+            // shows kiln's group as the root of those.)
+            if !needed {
+                continue;
+            }
+            fs::create_dir(&dir)
+                .map_err(|e| confine_err(format!("creating {}: {e}", dir.display())))?;
+            cg.dirs.push((dir.clone(), false));
+            if !limits_v2 {
+                if has("memory")
+                    && let Some(m) = limits.memory
+                {
+                    write(&dir.join("memory.limit_in_bytes"), &m.to_string())?;
+                    let _ = fs::write(dir.join("memory.memsw.limit_in_bytes"), m.to_string());
+                }
+                if has("pids")
+                    && let Some(p) = limits.pids
+                {
+                    write(&dir.join("pids.max"), &p.to_string())?;
+                }
+            }
+        }
+        if limits.memory.is_some() && !limits_v2 && !cg.has_v1("memory") {
+            return Err(err(
+                "this host has no cgroup v1 memory hierarchy and no cgroup v2 with the memory controller",
+            ));
+        }
+        if limits.pids.is_some() && !limits_v2 && !cg.has_v1("pids") {
+            return Err(err(
+                "this host has no cgroup v1 pids hierarchy and no cgroup v2 with the pids controller",
+            ));
+        }
+        Ok(Some(cg))
+    }
+
+    fn has_v1(&self, controller: &str) -> bool {
+        self.dirs.iter().any(|(d, v2)| {
+            !*v2 && d
+                .join(match controller {
+                    "memory" => "memory.limit_in_bytes",
+                    _ => "pids.max",
+                })
+                .exists()
+        })
+    }
+
+    /// Rootless: groups only for limits (which then need a delegated
+    /// hierarchy, and fail saying so without one).
+    fn create_limits_only(limits: &Limits) -> Result<Option<StepCgroup>, ExecError> {
         if !limits.any() {
             return Ok(None);
         }
@@ -114,15 +392,7 @@ impl StepCgroup {
             let dir = parent.join(&name);
             fs::create_dir(&dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
             cg.dirs.push((dir.clone(), true));
-            if let Some(m) = limits.memory {
-                write(&dir.join("memory.max"), &m.to_string())?;
-                // No swap beyond the limit, as `docker run --memory` with
-                // swap accounting off behaves.
-                let _ = fs::write(dir.join("memory.swap.max"), "0");
-            }
-            if let Some(p) = limits.pids {
-                write(&dir.join("pids.max"), &p.to_string())?;
-            }
+            set_limits_v2(&dir, limits)?;
             return Ok(Some(cg));
         }
         for (controller, file, value) in [
@@ -146,6 +416,33 @@ impl StepCgroup {
             }
         }
         Ok(Some(cg))
+    }
+
+    /// The step's groups as the helper bind-mounts them, read-only, at
+    /// `/sys/fs/cgroup`: (name under `/sys/fs/cgroup`, `""` for a v2-only
+    /// host, host directory).
+    pub(crate) fn mounts(&self) -> Vec<(String, PathBuf)> {
+        let v2_only = v1_hierarchies().is_empty();
+        self.dirs
+            .iter()
+            .filter_map(|(dir, v2)| {
+                let name = if *v2 && v2_only {
+                    String::new()
+                } else if *v2 {
+                    "unified".to_owned()
+                } else {
+                    // /sys/fs/cgroup/<hierarchy>/<kiln's group>/<step>
+                    dir.strip_prefix("/sys/fs/cgroup")
+                        .ok()?
+                        .components()
+                        .next()?
+                        .as_os_str()
+                        .to_str()?
+                        .to_owned()
+                };
+                Some((name, dir.clone()))
+            })
+            .collect()
     }
 
     /// Moves process `pid` (the step's helper, before it starts the step)
@@ -236,7 +533,6 @@ mod tests {
 
     #[test]
     fn no_limits_no_group() {
-        assert!(StepCgroup::create(&Limits::default()).unwrap().is_none());
         assert!(!Limits::default().any());
         assert!(
             Limits {

@@ -20,7 +20,7 @@ use std::fs;
 use std::io::{self, Read, Write as _};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt as _;
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use caps::{CapSet, Capability, CapsHashSet};
@@ -62,7 +62,7 @@ const READONLY_PATHS: [&str; 5] = [
 ];
 
 /// Capabilities of a RUN step: Docker's default set.
-const DEFAULT_CAPS: [Capability; 14] = [
+pub(crate) const DEFAULT_CAPS: [Capability; 14] = [
     Capability::CAP_CHOWN,
     Capability::CAP_DAC_OVERRIDE,
     Capability::CAP_FSETID,
@@ -157,10 +157,13 @@ fn read_small(p: &Path) -> Option<String> {
 
 fn run(req: &Request) -> Result<Status, String> {
     let spec = &req.spec;
+    // The cgroup namespace's root is the step's own group (the caller put
+    // this process there before sending the request).
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC;
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWCGROUP;
     if spec.network == Network::None {
         flags |= CloneFlags::CLONE_NEWNET;
     }
@@ -199,7 +202,8 @@ fn run(req: &Request) -> Result<Status, String> {
     let secrets = sibling(".secrets");
     write_secrets(&secrets, spec)?;
 
-    let steps = container_steps(spec, &hosts, &resolv, &secrets);
+    let mut steps = container_steps(spec, &hosts, &resolv, &secrets);
+    steps.extend(cgroup_mounts(req));
     // Mount points outside /dev (which is a fresh tmpfs) that the image lacks
     // are created now, through the overlay, and removed again afterwards,
     // together with the missing parent directories created for them (as
@@ -208,6 +212,7 @@ fn run(req: &Request) -> Result<Status, String> {
     for s in &steps {
         if let Step::Mount { target, kind, .. } = s
             && !target.starts_with("/dev/")
+            && !target.starts_with("/sys/")
         {
             let p = inside(&root, target)?;
             if fs::symlink_metadata(&p).is_err() {
@@ -253,6 +258,7 @@ fn run(req: &Request) -> Result<Status, String> {
         env.push(format!("HOME={}", user.home));
     }
 
+    let seccomp = seccomp_filter(req)?;
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     // Never written: the child sees its read end close if the helper dies.
@@ -262,7 +268,15 @@ fn run(req: &Request) -> Result<Status, String> {
         ForkResult::Child => {
             drop(err_r);
             drop(alive_w);
-            let e = child(spec, &root, &steps, &user, &env, &alive_r);
+            let e = child(
+                spec,
+                &root,
+                &steps,
+                &user,
+                &env,
+                &alive_r,
+                seccomp.as_deref(),
+            );
             let mut w = fs::File::from(err_w);
             let _ = w.write_all(e.as_bytes());
             std::process::exit(127);
@@ -303,6 +317,25 @@ fn run(req: &Request) -> Result<Status, String> {
             }
             Ok(status)
         }
+    }
+}
+
+/// The cgroup filesystems of the step (`plan::cgroup_steps`): its own
+/// groups, which the caller made. None in a user namespace (rootless),
+/// where `/sys` is the host's, read-only, with `/sys/fs/cgroup` hidden
+/// (`apply`), or a fresh sysfs with an empty `/sys/fs/cgroup`.
+fn cgroup_mounts(req: &Request) -> Vec<Step> {
+    crate::plan::cgroup_steps(&req.cgroups, req.spec.privileged)
+}
+
+/// The seccomp filter the caller compiled for this step (none for
+/// `--security=insecure`).
+fn seccomp_filter(req: &Request) -> Result<Option<Vec<u8>>, String> {
+    match &req.seccomp {
+        None => Ok(None),
+        Some(h) => hex::decode(h)
+            .map(Some)
+            .map_err(|e| format!("decoding the seccomp filter: {e}")),
     }
 }
 
@@ -360,29 +393,29 @@ fn write_secrets(dir: &Path, spec: &RunSpec) -> Result<(), String> {
 /// Removes the mount stubs from the upper directory (the overlay is
 /// unmounted), and the parent directories that only exist in the upper
 /// because a stub was created in them. Returns what it removed.
+///
+/// The upper dir is a tree the step controlled: it may have replaced a
+/// stub's parent with a symlink to a host directory. Every look-up here
+/// goes through `kiln_snapshot::beneath` and so never follows a symlink;
+/// a stub whose path now crosses one is left alone (BuildKit's
+/// CVE-2024-23652 was this removal following the symlink).
 fn remove_stubs(upper: &Path, lowers: &[PathBuf], stubs: &[PathBuf]) -> Vec<PathBuf> {
+    use kiln_snapshot::beneath::Entry;
     let mut removed = Vec::new();
     for rel in stubs.iter().rev() {
-        let p = upper.join(rel);
-        let Ok(m) = fs::symlink_metadata(&p) else {
+        let Ok(e) = Entry::open(upper, rel) else {
             continue;
         };
-        let empty = if m.is_dir() {
-            fs::read_dir(&p)
-                .map(|mut d| d.next().is_none())
-                .unwrap_or(false)
-        } else {
-            m.is_file() && m.len() == 0
-        };
-        if !empty {
+        let Ok(st) = e.stat() else {
             continue;
-        }
-        let gone = if m.is_dir() {
-            fs::remove_dir(&p)
-        } else {
-            fs::remove_file(&p)
         };
-        if gone.is_err() {
+        let ft = rustix_file_type(st.st_mode);
+        let empty = match ft {
+            FileKind::Dir => e.is_empty_dir().unwrap_or(false),
+            FileKind::File => st.st_size == 0,
+            FileKind::Other => false,
+        };
+        if !empty || e.remove(ft == FileKind::Dir).is_err() {
             continue;
         }
         removed.push(rel.clone());
@@ -394,7 +427,7 @@ fn remove_stubs(upper: &Path, lowers: &[PathBuf], stubs: &[PathBuf]) -> Vec<Path
             if !unchanged_copy_up(upper, lowers, d) {
                 break;
             }
-            if fs::remove_dir(upper.join(d)).is_err() {
+            if Entry::open(upper, d).and_then(|e| e.remove(true)).is_err() {
                 break;
             }
             removed.push(d.to_path_buf());
@@ -404,36 +437,50 @@ fn remove_stubs(upper: &Path, lowers: &[PathBuf], stubs: &[PathBuf]) -> Vec<Path
     removed
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileKind {
+    Dir,
+    File,
+    Other,
+}
+
+fn rustix_file_type(mode: u32) -> FileKind {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileKind::Dir,
+        libc::S_IFREG => FileKind::File,
+        _ => FileKind::Other,
+    }
+}
+
 /// Whether `rel` in the upper dir is an empty, non-opaque directory with the
 /// same owner and mode as in the topmost lower that has it: a copy-up that
-/// changes nothing in the merged view.
+/// changes nothing in the merged view. (Lowers are committed layers, which
+/// no step writes; the upper is looked at without following symlinks.)
 fn unchanged_copy_up(upper: &Path, lowers: &[PathBuf], rel: &Path) -> bool {
-    let up = upper.join(rel);
-    let Ok(m) = fs::symlink_metadata(&up) else {
+    let Ok(e) = kiln_snapshot::beneath::Entry::open(upper, rel) else {
         return false;
     };
-    if !m.is_dir()
-        || fs::read_dir(&up)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true)
-    {
-        return false;
-    }
-    if kiln_snapshot::whiteout::is_opaque(&up) {
-        return false;
-    }
-    let Some(lower) = lowers
-        .iter()
-        .rev()
-        .map(|l| l.join(rel))
-        .find(|p| fs::symlink_metadata(p).is_ok())
-    else {
+    let Ok(m) = e.stat() else {
         return false;
     };
-    match fs::symlink_metadata(lower) {
-        Ok(l) => l.is_dir() && l.mode() == m.mode() && l.uid() == m.uid() && l.gid() == m.gid(),
-        Err(_) => false,
+    if rustix_file_type(m.st_mode) != FileKind::Dir || !e.is_empty_dir().unwrap_or(false) {
+        return false;
     }
+    if kiln_snapshot::whiteout::is_opaque(&e.path()) {
+        return false;
+    }
+    // Layers written by earlier steps may hold symlinks too.
+    let Some(l) = lowers.iter().rev().find_map(|l| {
+        kiln_snapshot::beneath::Entry::open(l, rel)
+            .and_then(|e| e.stat())
+            .ok()
+    }) else {
+        return false;
+    };
+    rustix_file_type(l.st_mode) == FileKind::Dir
+        && l.st_mode == m.st_mode
+        && l.st_uid == m.st_uid
+        && l.st_gid == m.st_gid
 }
 
 /// The container side: mounts, pivot_root, identity, exec. Returns only on
@@ -445,8 +492,9 @@ fn child(
     user: &ExecUser,
     env: &[String],
     alive: &OwnedFd,
+    seccomp: Option<&[u8]>,
 ) -> String {
-    match child_setup(spec, root, steps, user, env, alive) {
+    match child_setup(spec, root, steps, user, env, alive, seccomp) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -471,6 +519,7 @@ fn child_setup(
     user: &ExecUser,
     env: &[String],
     alive: &OwnedFd,
+    req_seccomp: Option<&[u8]>,
 ) -> Result<std::convert::Infallible, String> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("prctl: {e}"))?;
     // A mount namespace of the child's own: `pivot_root` below moves the root
@@ -515,6 +564,7 @@ fn child_setup(
             caps::drop(None, CapSet::Bounding, c).map_err(|e| format!("dropping {c}: {e}"))?;
         }
     }
+    confine(req_seccomp)?;
     let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
     nix::unistd::setgid(Gid::from_raw(user.gid))
@@ -533,12 +583,6 @@ fn child_setup(
             .map_err(|e| format!("capabilities: {e}"))?;
         caps::set(None, CapSet::Effective, &keep).map_err(|e| format!("capabilities: {e}"))?;
         caps::set(None, CapSet::Permitted, &keep).map_err(|e| format!("capabilities: {e}"))?;
-    }
-    // No new privileges: a setuid binary or file capabilities cannot raise
-    // what the step has (BuildKit relies on seccomp instead and leaves this
-    // off); `RUN --security=insecure` is the way out.
-    if !spec.privileged {
-        nix::sys::prctl::set_no_new_privs().map_err(|e| format!("prctl(NO_NEW_PRIVS): {e}"))?;
     }
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     sys::reset_signals().map_err(|e| format!("resetting signals: {e}"))?;
@@ -597,6 +641,10 @@ fn apply(root: &Path, s: &Step) -> Result<(), String> {
             let p = root.join(path.trim_start_matches('/'));
             std::os::unix::fs::symlink(to, &p).map_err(|e| format!("symlink {path}: {e}"))
         }
+        Step::Remount { target, flags } => {
+            let p = inside(root, target)?;
+            remount_ro(&p, *flags).map_err(|e| format!("remounting {target} read-only: {e}"))
+        }
         Step::Mount {
             source,
             target,
@@ -624,11 +672,28 @@ fn apply(root: &Path, s: &Step) -> Result<(), String> {
                         None::<&str>,
                     )
                     .map_err(|e| format!("mounting /sys: {e}"))?;
-                    return remount_ro(
+                    remount_ro(
                         &p,
                         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
                     )
-                    .map_err(|e| format!("remounting /sys read-only: {e}"));
+                    .map_err(|e| format!("remounting /sys read-only: {e}"))?;
+                    // The host's cgroup mounts came along (still writable):
+                    // hidden under an empty read-only tmpfs.
+                    let cg = p.join("fs/cgroup");
+                    if cg.is_dir() {
+                        nix::mount::mount(
+                            Some("tmpfs"),
+                            &cg,
+                            Some("tmpfs"),
+                            MsFlags::MS_RDONLY
+                                | MsFlags::MS_NOSUID
+                                | MsFlags::MS_NODEV
+                                | MsFlags::MS_NOEXEC,
+                            Some("mode=755"),
+                        )
+                        .map_err(|e| format!("hiding the host's /sys/fs/cgroup: {e}"))?;
+                    }
+                    return Ok(());
                 }
                 return Err(format!("mounting {} on {target}: {e}", source.display()));
             }
@@ -639,6 +704,19 @@ fn apply(root: &Path, s: &Step) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// What keeps the step's program from reaching the host through the kernel:
+/// only descriptors 0–2 survive `execve`, and Docker's default seccomp
+/// profile (`seccomp.rs`, absent for `--security=insecure`) is installed
+/// now, while the process still holds CAP_SYS_ADMIN, so that no-new-privileges
+/// is not needed and setuid programs work as under BuildKit.
+fn confine(seccomp: Option<&[u8]>) -> Result<(), String> {
+    sys::cloexec_from(3).map_err(|e| format!("closing inherited descriptors: {e}"))?;
+    if let Some(bpf) = seccomp {
+        sys::install_seccomp(bpf).map_err(|e| format!("installing the seccomp filter: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Makes `path` (inside the new root) read-only, if it exists.

@@ -37,8 +37,10 @@
 //! signal dispositions, and one `ioctl`.
 
 mod cgroup;
+mod devices;
 mod helper;
 mod plan;
+mod seccomp;
 /// Bytes reserved for the helper's status file (a status is far smaller).
 const STATUS_RESERVE: usize = 4096;
 
@@ -102,7 +104,7 @@ pub trait Executor: Send + Sync {
 }
 
 /// The real executor: re-executes `program args…` as the helper.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct NamespaceExecutor {
     program: PathBuf,
     args: Vec<std::ffi::OsString>,
@@ -112,6 +114,13 @@ pub struct NamespaceExecutor {
 impl NamespaceExecutor {
     /// `program args…` must end up calling [`helper_main`].
     pub fn new(program: PathBuf, args: Vec<std::ffi::OsString>) -> NamespaceExecutor {
+        // The seccomp filter takes tens of milliseconds to compile: done on
+        // a thread of its own now, so that the first RUN step finds it
+        // ready (or waits for the rest of it) instead of paying it all.
+        std::thread::spawn(|| {
+            let _ = seccomp::default_filter();
+        });
+        cgroup::LIVE_EXECUTORS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         NamespaceExecutor {
             program,
             args,
@@ -124,6 +133,42 @@ impl NamespaceExecutor {
     pub fn with_env(mut self, key: &str, value: &str) -> NamespaceExecutor {
         self.env.push((key.to_owned(), value.to_owned()));
         self
+    }
+}
+
+/// The seccomp filter of `spec` as the helper receives it: Docker's
+/// default profile, compiled once per process; none for a privileged
+/// (`--security=insecure`) step, as in BuildKit.
+fn step_seccomp(spec: &RunSpec) -> Result<Option<String>, ExecError> {
+    if spec.privileged {
+        return Ok(None);
+    }
+    static HEX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(h) = HEX.get() {
+        return Ok(Some(h.clone()));
+    }
+    let bpf = seccomp::default_filter().map_err(ExecError::Setup)?;
+    Ok(Some(HEX.get_or_init(|| hex::encode(bpf)).clone()))
+}
+
+impl Clone for NamespaceExecutor {
+    fn clone(&self) -> NamespaceExecutor {
+        cgroup::LIVE_EXECUTORS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        NamespaceExecutor {
+            program: self.program.clone(),
+            args: self.args.clone(),
+            env: self.env.clone(),
+        }
+    }
+}
+
+impl Drop for NamespaceExecutor {
+    /// The last executor of the process removes the groups that held its
+    /// steps' device allow-list.
+    fn drop(&mut self) {
+        if cgroup::LIVE_EXECUTORS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            cgroup::release_confined();
+        }
     }
 }
 
@@ -166,12 +211,17 @@ impl Executor for NamespaceExecutor {
         // still has its status written.
         std::fs::write(&status_path, [b' '; STATUS_RESERVE])
             .map_err(|e| ExecError::Helper(format!("reserving {}: {e}", status_path.display())))?;
+        // Made before the helper starts, filled before it reads its request:
+        // every process of the step starts inside the groups.
+        let cgroup = cgroup::StepCgroup::create(&spec.limits, spec.privileged)?;
         let req = Request {
             spec: spec.clone(),
             status: status_path.clone(),
             resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
             snapshotter: kiln_snapshot::snapshotter(),
             whiteouts: kiln_snapshot::whiteout_format(),
+            seccomp: step_seccomp(spec)?,
+            cgroups: cgroup.as_ref().map(|c| c.mounts()).unwrap_or_default(),
         };
         let body = serde_json::to_vec(&req).map_err(|e| ExecError::Helper(e.to_string()))?;
         let mut cmd = Command::new(&self.program);
@@ -182,9 +232,6 @@ impl Executor for NamespaceExecutor {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        // Made before the helper starts, filled before it reads its request:
-        // every process of the step starts inside the limits.
-        let cgroup = cgroup::StepCgroup::create(&spec.limits)?;
         let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
             program: self.program.clone(),
             source,

@@ -40,7 +40,13 @@ pub(crate) enum Step {
     },
     Symlink {
         path: String,
-        to: &'static str,
+        to: String,
+    },
+    /// Makes the mount at `target` read-only, with `flags` (a tmpfs once
+    /// the mount points in it exist).
+    Remount {
+        target: String,
+        flags: MsFlags,
     },
 }
 
@@ -89,6 +95,18 @@ impl fmt::Display for Step {
                 )
             }
             Step::Symlink { path, to } => write!(f, "symlink {path} -> {to}"),
+            Step::Remount { target, flags } => {
+                let names: Vec<&str> = [
+                    (MsFlags::MS_NOSUID, "nosuid"),
+                    (MsFlags::MS_NODEV, "nodev"),
+                    (MsFlags::MS_NOEXEC, "noexec"),
+                ]
+                .into_iter()
+                .filter(|(f, _)| flags.contains(*f))
+                .map(|(_, n)| n)
+                .collect();
+                write!(f, "remount {target} read-only ({})", names.join(","))
+            }
         }
     }
 }
@@ -169,23 +187,23 @@ pub(crate) fn container_steps(
         },
         Step::Symlink {
             path: "/dev/fd".to_owned(),
-            to: "/proc/self/fd",
+            to: "/proc/self/fd".to_owned(),
         },
         Step::Symlink {
             path: "/dev/stdin".to_owned(),
-            to: "/proc/self/fd/0",
+            to: "/proc/self/fd/0".to_owned(),
         },
         Step::Symlink {
             path: "/dev/stdout".to_owned(),
-            to: "/proc/self/fd/1",
+            to: "/proc/self/fd/1".to_owned(),
         },
         Step::Symlink {
             path: "/dev/stderr".to_owned(),
-            to: "/proc/self/fd/2",
+            to: "/proc/self/fd/2".to_owned(),
         },
         Step::Symlink {
             path: "/dev/ptmx".to_owned(),
-            to: "pts/ptmx",
+            to: "pts/ptmx".to_owned(),
         },
         Step::Mount {
             source: PathBuf::from("sysfs"),
@@ -258,6 +276,54 @@ pub(crate) fn container_steps(
     steps
 }
 
+/// The cgroup filesystems a step sees at `/sys/fs/cgroup`: its own groups
+/// (`groups`: name, host directory, as the caller made them), bind-mounted
+/// read-only, so each shows the step's group as its root, as the step's
+/// cgroup namespace does. A v2-only host (one group named `""`): the group
+/// itself at `/sys/fs/cgroup`, as runc mounts cgroup2; otherwise a tmpfs
+/// holding one directory per hierarchy (`devices`, `unified`, `memory` and
+/// `pids` with limits), made read-only once they are mounted. Binds, not
+/// cgroup mounts: mounting a v1 hierarchy takes milliseconds. Writable for a
+/// privileged (`--security=insecure`) step, as in BuildKit. Nothing without
+/// groups (rootless).
+pub(crate) fn cgroup_steps(groups: &[(String, PathBuf)], privileged: bool) -> Vec<Step> {
+    let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let bind = |source: &Path, target: String| Step::Mount {
+        source: source.to_path_buf(),
+        target,
+        fstype: None,
+        flags: MsFlags::MS_BIND | base,
+        data: None,
+        kind: TargetKind::Dir,
+        readonly_bind: !privileged,
+    };
+    match groups {
+        [] => Vec::new(),
+        [(name, dir)] if name.is_empty() => vec![bind(dir, "/sys/fs/cgroup".to_owned())],
+        _ => {
+            let mut steps = vec![Step::Mount {
+                source: PathBuf::from("tmpfs"),
+                target: "/sys/fs/cgroup".to_owned(),
+                fstype: Some("tmpfs"),
+                flags: base,
+                data: Some("mode=755".to_owned()),
+                kind: TargetKind::Dir,
+                readonly_bind: false,
+            }];
+            for (name, dir) in groups {
+                steps.push(bind(dir, format!("/sys/fs/cgroup/{name}")));
+            }
+            if !privileged {
+                steps.push(Step::Remount {
+                    target: "/sys/fs/cgroup".to_owned(),
+                    flags: base,
+                });
+            }
+            steps
+        }
+    }
+}
+
 /// `/etc/hosts` as BuildKit writes it.
 pub(crate) fn hosts_file(hostname: &str) -> String {
     format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
@@ -304,6 +370,45 @@ mod tests {
             );
             let text: String = steps.iter().map(|s| format!("{s}\n")).collect();
             failures.extend(check(&case.join("steps"), &text));
+        }
+        assert_all(failures, cases.len());
+    }
+
+    /// `testdata/executor/cgroups/<case>/groups` (one `name host-dir` a
+    /// line, `-` for the empty name) → the cgroup mounts of a step, then
+    /// those of a privileged one.
+    #[test]
+    fn cgroup_cases() {
+        let cases = case_dirs(&testdata().join("executor/cgroups"));
+        let mut failures = Vec::new();
+        for case in &cases {
+            let text = std::fs::read_to_string(case.join("groups")).unwrap();
+            let groups: Vec<(String, PathBuf)> = text
+                .lines()
+                .filter_map(|l| l.split_once(' '))
+                .map(|(n, d)| {
+                    (
+                        if n == "-" {
+                            String::new()
+                        } else {
+                            n.to_owned()
+                        },
+                        PathBuf::from(d),
+                    )
+                })
+                .collect();
+            let mut out = String::new();
+            for privileged in [false, true] {
+                out.push_str(if privileged {
+                    "# privileged\n"
+                } else {
+                    "# default\n"
+                });
+                for s in cgroup_steps(&groups, privileged) {
+                    out.push_str(&format!("{s}\n"));
+                }
+            }
+            failures.extend(check(&case.join("steps"), &out));
         }
         assert_all(failures, cases.len());
     }

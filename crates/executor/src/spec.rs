@@ -115,6 +115,14 @@ pub(crate) struct Request {
     /// How the helper records deletions: the caller's whiteout format.
     #[serde(default)]
     pub whiteouts: kiln_snapshot::WhiteoutFormat,
+    /// The step's seccomp filter (BPF instructions, hex), compiled once per
+    /// kiln process (`seccomp.rs`); `None` for `--security=insecure`.
+    #[serde(default)]
+    pub seccomp: Option<String>,
+    /// The step's control groups, bind-mounted read-only at
+    /// `/sys/fs/cgroup` (`plan::cgroup_steps`): (name, host directory).
+    #[serde(default)]
+    pub cgroups: Vec<(String, PathBuf)>,
 }
 
 /// What the helper reports when it is done.

@@ -98,3 +98,149 @@ pub(crate) fn ignore_interrupts() {
         let _ = unsafe { signal(sig, SigHandler::SigIgn) };
     }
 }
+
+/// Installs a seccomp filter (classic BPF, `struct sock_filter` array in
+/// native byte order) on the calling thread. Needs CAP_SYS_ADMIN (or
+/// no-new-privileges, which kiln does not set).
+pub(crate) fn install_seccomp(bpf: &[u8]) -> io::Result<()> {
+    if bpf.is_empty() || !bpf.len().is_multiple_of(8) || bpf.len() / 8 > usize::from(u16::MAX) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "malformed seccomp filter",
+        ));
+    }
+    let insns: Vec<libc::sock_filter> = bpf
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let prog = libc::sock_fprog {
+        len: insns.len() as u16,
+        filter: insns.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `insns`, which outlives the call; the kernel
+    // copies the program and does not keep the pointer.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0usize,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Marks every descriptor from `first` up close-on-exec
+/// (`close_range(first, ~0, CLOSE_RANGE_CLOEXEC)`), so that only 0–2 reach
+/// the step's program: descriptors kiln inherited from whatever started it
+/// (a CI runner, make's jobserver, a shell's `exec 7<dir`) would otherwise
+/// give the step a way out of its root (CVE-2024-21626's class). Falls back
+/// to setting `FD_CLOEXEC` on each open descriptor where the kernel lacks
+/// `close_range` (before 5.11).
+pub(crate) fn cloexec_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC closes nothing; it only
+    // sets a flag on descriptors, which no Rust object's validity depends on.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::ENOSYS) && err.raw_os_error() != Some(libc::EINVAL) {
+        return Err(err);
+    }
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .filter(|fd| *fd >= first as i32)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD only changes the descriptor's close-on-exec flag;
+        // a descriptor closed meanwhile (the directory listing's own) just
+        // fails with EBADF, which is ignored.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
+/// Loads `prog` (eBPF instructions, native byte order) as a
+/// `BPF_PROG_TYPE_CGROUP_DEVICE` program; its descriptor (close-on-exec, as
+/// every bpf descriptor) attaches it to groups.
+pub(crate) fn load_device_program(prog: &[u8]) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+    if prog.is_empty() || !prog.len().is_multiple_of(8) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "malformed program",
+        ));
+    }
+    let insns: Vec<u64> = prog
+        .chunks_exact(8)
+        .map(|c| u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect();
+    let license = c"Apache-2.0";
+    // union bpf_attr, BPF_PROG_LOAD part (little-endian layout of two u32
+    // in one u64): prog_type, insn_cnt, insns, license; the rest zero.
+    let mut attr = [0u64; 16];
+    attr[0] = u64::from(BPF_PROG_TYPE_CGROUP_DEVICE) | ((insns.len() as u64) << 32);
+    attr[1] = insns.as_ptr() as u64;
+    attr[2] = license.as_ptr() as u64;
+    // SAFETY: `attr` is a valid bpf_attr for BPF_PROG_LOAD of the size given;
+    // the pointers in it (`insns`, `license`) outlive the call, and the
+    // kernel copies what they point at.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is the new program descriptor, owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Attaches the device program `prog` to the cgroup v2 directory `group`
+/// (the attachment lives as long as the group).
+pub(crate) fn attach_device_program(prog: &OwnedFd, group: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    const BPF_PROG_ATTACH: libc::c_long = 8;
+    const BPF_CGROUP_DEVICE: u32 = 6;
+    // BPF_PROG_ATTACH: target_fd, attach_bpf_fd, attach_type, attach_flags.
+    let mut attr = [0u64; 16];
+    attr[0] = group.as_raw_fd() as u32 as u64 | ((prog.as_raw_fd() as u32 as u64) << 32);
+    attr[1] = u64::from(BPF_CGROUP_DEVICE);
+    // SAFETY: `attr` is a valid bpf_attr for BPF_PROG_ATTACH; both
+    // descriptors are open for the duration of the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_ATTACH,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -55,6 +55,11 @@ pub struct Definition {
     /// Context paths (relative to the context root, `/`-separated) that the
     /// build reads; `["."]` means the whole context.
     pub context_paths: Vec<String>,
+    /// `SOURCE_DATE_EPOCH` as the frontend resolved it (a `--build-arg`, or
+    /// the Dockerfile's own `ARG SOURCE_DATE_EPOCH=…` default): seconds since
+    /// 1970 for creation times, as BuildKit's frontend returns its epoch to
+    /// the exporters.
+    pub source_date_epoch: Option<i64>,
 }
 
 impl Definition {

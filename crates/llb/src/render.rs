@@ -52,13 +52,17 @@ impl Definition {
                 })
             })
             .collect();
-        json!({
+        let mut plan = json!({
             "target": self.target,
             "target_stage": self.target_stage().name,
             "vertices": vertices,
             "stages": self.stages,
             "context_paths": self.context_paths,
-        })
+        });
+        if let Some(e) = self.source_date_epoch {
+            plan["source_date_epoch"] = json!(e);
+        }
+        plan
     }
 
     /// Graphviz `dot`.
@@ -124,6 +128,9 @@ impl Definition {
             for line in config.lines() {
                 let _ = writeln!(out, "  {line}");
             }
+        }
+        if let Some(e) = self.source_date_epoch {
+            let _ = writeln!(out, "source-date-epoch {e}");
         }
         out
     }

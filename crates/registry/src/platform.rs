@@ -1,66 +1,11 @@
-//! Picking an index entry for a platform, as containerd's default matcher
-//! does: same OS and architecture (names normalised: `x86_64` is `amd64`,
-//! `aarch64` is `arm64`), and a variant the wanted one can run — an arm/v7
-//! machine runs v7, v6 and v5 images, in that order of preference; arm64
-//! without a variant is v8.
+//! Picking an index entry for a platform, as containerd's `platforms.Only`
+//! does (BuildKit pulls with it): the entries a machine of the wanted
+//! platform can run, best first. Normalisation and the order of compatible
+//! platforms are `kiln_llb::Platform`'s (`normalized`, `compatible`, `rank`),
+//! the one implementation of containerd's rules in kiln.
 
 use kiln_llb::Platform;
 use kiln_oci::Descriptor;
-
-fn normalize(p: &Platform) -> (String, String, String) {
-    let os = p.os.to_ascii_lowercase();
-    let arch = p.architecture.to_ascii_lowercase();
-    let mut variant = p.variant.to_ascii_lowercase();
-    let arch = match arch.as_str() {
-        "x86_64" | "x86-64" => "amd64".to_owned(),
-        "aarch64" => "arm64".to_owned(),
-        "armhf" => {
-            variant = "v7".to_owned();
-            "arm".to_owned()
-        }
-        "armel" => {
-            variant = "v6".to_owned();
-            "arm".to_owned()
-        }
-        "i386" | "i686" => "386".to_owned(),
-        _ => arch,
-    };
-    match (arch.as_str(), variant.as_str()) {
-        ("arm64", "" | "8") => variant = "v8".to_owned(),
-        ("arm", "") => variant = "v7".to_owned(),
-        ("amd64", "v1") => variant = String::new(),
-        (_, v) if v.len() == 1 && v.chars().all(|c| c.is_ascii_digit()) => {
-            variant = format!("v{v}");
-        }
-        _ => {}
-    }
-    (os, arch, variant)
-}
-
-/// How well an image for `have` suits a machine that is `want`: `None` when
-/// it cannot run there, lower is better.
-pub fn rank(want: &Platform, have: &Platform) -> Option<u32> {
-    let (wo, wa, wv) = normalize(want);
-    let (ho, ha, hv) = normalize(have);
-    if wo != ho || wa != ha {
-        return None;
-    }
-    if wv == hv {
-        return Some(0);
-    }
-    if wa == "arm" {
-        let level = |v: &str| v.strip_prefix('v').and_then(|n| n.parse::<u32>().ok());
-        return match (level(&wv), level(&hv)) {
-            (Some(w), Some(h)) if h < w => Some(w - h),
-            _ => None,
-        };
-    }
-    if wv.is_empty() {
-        // No variant asked for: any, the unqualified one first.
-        return Some(1);
-    }
-    None
-}
 
 /// The best entry of an index for `want` (attestation manifests, whose
 /// platform is `unknown/unknown`, never match).
@@ -69,7 +14,7 @@ pub fn select<'a>(entries: &'a [Descriptor], want: &Platform) -> Option<&'a Desc
         .iter()
         .filter_map(|d| {
             let p = d.platform.as_ref()?;
-            rank(want, p).map(|r| (r, d))
+            want.rank(p).map(|r| (r, d))
         })
         .min_by_key(|(r, _)| *r)
         .map(|(_, d)| d)
@@ -78,27 +23,61 @@ pub fn select<'a>(entries: &'a [Descriptor], want: &Platform) -> Option<&'a Desc
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_oci::BlobInfo;
 
-    fn p(s: &str) -> Platform {
-        let parts: Vec<&str> = s.split('/').collect();
-        Platform::new(
-            parts.first().copied().unwrap_or_default(),
-            parts.get(1).copied().unwrap_or_default(),
-            parts.get(2).copied().unwrap_or_default(),
-        )
+    /// An index entry for a platform as a registry writes it (not normalised).
+    fn entry(n: u8, os: &str, arch: &str, variant: &str) -> Descriptor {
+        let mut d = Descriptor::new(
+            "application/vnd.oci.image.manifest.v1+json",
+            BlobInfo {
+                digest: kiln_llb::Digest::from_bytes([n; 32]),
+                size: 1,
+            },
+        );
+        d.platform = Some(Platform {
+            os: os.into(),
+            architecture: arch.into(),
+            variant: variant.into(),
+            os_version: String::new(),
+        });
+        d
+    }
+
+    fn chosen(entries: &[Descriptor], want: &str) -> Option<u8> {
+        let want: Platform = want.parse().unwrap();
+        select(entries, &want).map(|d| d.digest.as_bytes()[0])
     }
 
     #[test]
-    fn ranks() {
-        assert_eq!(rank(&p("linux/amd64"), &p("linux/amd64")), Some(0));
-        assert_eq!(rank(&p("linux/amd64"), &p("linux/x86_64")), Some(0));
-        assert_eq!(rank(&p("linux/arm64"), &p("linux/arm64/v8")), Some(0));
-        assert_eq!(rank(&p("linux/arm64/v8"), &p("linux/aarch64")), Some(0));
-        assert_eq!(rank(&p("linux/arm/v7"), &p("linux/arm/v7")), Some(0));
-        assert_eq!(rank(&p("linux/arm/v7"), &p("linux/arm/v6")), Some(1));
-        assert_eq!(rank(&p("linux/arm/v6"), &p("linux/arm/v7")), None);
-        assert_eq!(rank(&p("linux/amd64"), &p("linux/arm64")), None);
-        assert_eq!(rank(&p("linux/amd64"), &p("windows/amd64")), None);
-        assert_eq!(rank(&p("linux/amd64"), &p("unknown/unknown")), None);
+    fn picks_like_containerd() {
+        let index = [
+            entry(1, "linux", "amd64", ""),
+            entry(2, "linux", "arm64", "v8"),
+            entry(3, "linux", "arm", "v7"),
+            entry(4, "linux", "arm", "v6"),
+            entry(5, "unknown", "unknown", ""),
+        ];
+        assert_eq!(chosen(&index, "linux/amd64"), Some(1));
+        // arm64 and arm64/v8 are the same platform (containerd drops v8).
+        assert_eq!(chosen(&index, "linux/arm64"), Some(2));
+        assert_eq!(chosen(&index, "linux/arm64/v8"), Some(2));
+        assert_eq!(chosen(&index, "linux/aarch64"), Some(2));
+        assert_eq!(chosen(&index, "linux/arm/v7"), Some(3));
+        assert_eq!(chosen(&index, "linux/arm/v6"), Some(4));
+        assert_eq!(chosen(&index, "linux/arm/v5"), None);
+        assert_eq!(chosen(&index, "windows/amd64"), None);
+        // An index that writes arm64 without a variant serves arm64/v8.
+        let plain = [entry(6, "linux", "arm64", "")];
+        assert_eq!(chosen(&plain, "linux/arm64/v8"), Some(6));
+        // An arm64 machine falls back to 32-bit arm; arm/v7 to v6.
+        let arm32 = [
+            entry(7, "linux", "arm", "v7"),
+            entry(8, "linux", "arm", "v6"),
+        ];
+        assert_eq!(chosen(&arm32, "linux/arm64"), Some(7));
+        assert_eq!(chosen(&arm32[1..], "linux/arm/v7"), Some(8));
+        // amd64 runs 386 images, as containerd's Only(linux/amd64).
+        let x86 = [entry(9, "linux", "386", "")];
+        assert_eq!(chosen(&x86, "linux/amd64"), Some(9));
     }
 }

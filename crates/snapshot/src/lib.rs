@@ -56,6 +56,7 @@
 //!   `index=off,redirect_dir=off,metacopy=off`.
 
 mod atomic;
+pub mod beneath;
 pub mod export;
 pub mod listing;
 pub mod mount;

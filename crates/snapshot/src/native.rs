@@ -86,6 +86,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use filetime::FileTime;
+
+use crate::beneath::Entry;
 use nix::sys::stat::{Mode, SFlag};
 
 use crate::mount::{MountError, MountGuard};
@@ -775,7 +777,16 @@ impl Kept {
     /// Gives the hard-linked entry `rel` an inode of its own, a copy of the
     /// upper dir's.
     fn unlink(&mut self, rel: &Path) {
-        let (src, dst) = (self.upper.join(rel), self.target.join(rel));
+        // Both trees were written by a step: no symlink is followed on the
+        // way to `rel` (`beneath`).
+        let (Ok(src), Ok(dst)) = (
+            Entry::open(&self.upper, rel),
+            Entry::open(&self.target, rel),
+        ) else {
+            self.ok = false;
+            return;
+        };
+        let (src, dst) = (src.path(), dst.path());
         let tmp = dst.with_file_name(".kiln-unlink");
         let done = fs::symlink_metadata(&src)
             .map_err(err("stat", &src))
@@ -789,28 +800,34 @@ impl Kept {
 
     /// The metadata of `rel` as the next mount would copy it: the upper
     /// dir's entry, else the topmost lower's (if the tree had it before the
-    /// step).
-    fn source_of(&self, rel: &Path) -> Option<(PathBuf, Metadata)> {
-        let up = self.upper.join(rel);
-        if let Ok(m) = fs::symlink_metadata(&up) {
+    /// step). The entry keeps its parent open: its `path()` is valid while
+    /// it lives.
+    fn source_of(&self, rel: &Path) -> Option<(Entry, Metadata)> {
+        if let Ok(up) = Entry::open(&self.upper, rel)
+            && let Ok(m) = fs::symlink_metadata(up.path())
+        {
             return Some((up, m));
         }
         if !self.baseline.entries.contains_key(rel) {
             return None;
         }
         self.lowers.iter().rev().find_map(|l| {
-            let p = l.join(rel);
+            let e = Entry::open(l, rel).ok()?;
+            let p = e.path();
             let m = fs::symlink_metadata(&p).ok()?;
-            (!crate::whiteout::is_whiteout(&p, &m)).then_some((p, m))
+            (!crate::whiteout::is_whiteout(&p, &m)).then_some((e, m))
         })
     }
 
     /// The caller removed `rel` from the upper dir after the diff.
     pub fn removed(&mut self, rel: &Path) {
-        let dst = self.target.join(rel);
+        let Ok(dst) = Entry::open(&self.target, rel) else {
+            self.ok = false;
+            return;
+        };
         let r = match self.source_of(rel) {
-            Some((src, m)) => apply_meta(&src, &m, &dst),
-            None => remove_entry(&dst),
+            Some((src, m)) => apply_meta(&src.path(), &m, &dst.path()),
+            None => remove_entry(&dst.path()),
         };
         self.ok &= r.is_ok();
     }
@@ -818,12 +835,28 @@ impl Kept {
     /// The caller changed the metadata of directory `rel` in the upper dir
     /// after the diff (adding or removing entries in it changes its times).
     pub fn touched(&mut self, rel: &Path) {
-        let dst = self.target.join(rel);
-        if let Some((src, m)) = self.source_of(rel)
-            && fs::symlink_metadata(&dst).is_ok()
-        {
-            self.ok &= apply_meta(&src, &m, &dst).is_ok();
+        if rel.as_os_str().is_empty() {
+            if let Some((src, m)) = self.source_of_root() {
+                self.ok &= apply_meta(&src, &m, &self.target).is_ok();
+            }
+            return;
         }
+        let Ok(dst) = Entry::open(&self.target, rel) else {
+            self.ok = false;
+            return;
+        };
+        if let Some((src, m)) = self.source_of(rel)
+            && fs::symlink_metadata(dst.path()).is_ok()
+        {
+            self.ok &= apply_meta(&src.path(), &m, &dst.path()).is_ok();
+        }
+    }
+
+    /// The root's metadata source: the upper dir itself (whose metadata the
+    /// diff set from the tree's root).
+    fn source_of_root(&self) -> Option<(PathBuf, Metadata)> {
+        let m = fs::symlink_metadata(&self.upper).ok()?;
+        Some((self.upper.clone(), m))
     }
 
     /// [`Kept::touched`] for every directory above `rel` (the caller added
@@ -837,8 +870,10 @@ impl Kept {
     /// The caller put a new `rel` into the upper dir after the diff (a whole
     /// tree): the kept tree gets a copy of it.
     pub fn replaced(&mut self, rel: &Path) {
-        let (src, dst) = (self.upper.join(rel), self.target.join(rel));
         let r = (|| {
+            let src_e = Entry::open(&self.upper, rel).map_err(err("opening", rel))?;
+            let dst_e = Entry::open(&self.target, rel).map_err(err("opening", rel))?;
+            let (src, dst) = (src_e.path(), dst_e.path());
             remove_entry(&dst)?;
             let m = fs::symlink_metadata(&src).map_err(err("stat", &src))?;
             if !m.is_dir() {

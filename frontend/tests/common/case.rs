@@ -54,7 +54,23 @@ pub fn options(case: &Path) -> BuildOptions {
                 }
             }
             // `NAME=VALUE` as the cli reads it; a value that is no
-            // remote is a local directory (the test needs none).
+            // remote is a local directory (the test needs none), and
+            // `oci-layout://REF` is the image REF of `images.json`, as the
+            // cli passes an OCI layout once it has imported it.
+            "--build-context" if value.contains("=oci-layout://") => {
+                let (k, v) = kv();
+                let layout = v.trim_start_matches("oci-layout://");
+                let image = resolver(case).images.remove(layout).unwrap_or_else(|| {
+                    panic!("{}: {layout} is not in images.json", case.display())
+                });
+                opts.named_contexts.insert(
+                    k,
+                    kiln_frontend::NamedContext::Resolved {
+                        reference: v.clone(),
+                        image: Box::new(image),
+                    },
+                );
+            }
             "--build-context" => {
                 let (k, v) = kv();
                 let nc = kiln_frontend::contexts::parse_remote(&v, false)
