@@ -594,9 +594,9 @@ impl Run {
                 let id = self.model.names.get(n)?.id.clone();
                 vec![vec![s("rmi"), s("-f"), id]]
             }
-            Op::Prune => vec![vec![s("prune")]],
-            Op::PruneAll => vec![vec![s("prune"), s("--all")]],
-            Op::PruneKeep(kb) => vec![vec![s("prune"), s("--keep-storage"), format!("{kb}kb")]],
+            Op::Prune => vec![vec![s("prune"), s("-f")]],
+            Op::PruneAll => vec![vec![s("prune"), s("-f"), s("--all")]],
+            Op::PruneKeep(kb) => vec![vec![s("prune"), s("-f"), s("--keep-storage"), format!("{kb}kb")]],
             Op::SaveLoad(n) => {
                 if !has(n) {
                     return None;
