@@ -302,6 +302,21 @@ fn record(
             }
             kiln_llb::Op::Exec(e) => {
                 network |= e.network != kiln_llb::op::Network::None;
+                // Secret and SSH ids (never values) for mode=max.
+                for m in &e.mounts {
+                    let (list, id, required) = match &m.kind {
+                        kiln_llb::op::MountKind::Secret { id, required, .. } => {
+                            (&mut rec.secrets, id, *required)
+                        }
+                        kiln_llb::op::MountKind::Ssh { id, required, .. } => {
+                            (&mut rec.ssh, id, *required)
+                        }
+                        _ => continue,
+                    };
+                    if !list.iter().any(|(i, _)| i == id) {
+                        list.push((id.clone(), !required));
+                    }
+                }
             }
             _ => {}
         }

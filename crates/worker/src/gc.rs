@@ -199,6 +199,8 @@ fn plan_dropping(
     }
     for id in &live_images {
         live_blobs.insert(*id);
+        // The attestations the store keeps for it (`attest::store_index`).
+        live_blobs.extend(crate::attest::stored_blobs(state, id));
         if let Ok(c) = load_config(state, id) {
             live_diff_ids.extend(c.rootfs.diff_ids.iter().copied());
         }
@@ -289,6 +291,7 @@ fn plan_dropping(
 pub fn sweep(state: &State, plan: &Plan) -> Result<(), Error> {
     for id in &plan.images {
         remove_record(state, id)?;
+        crate::attest::forget(state, id);
     }
     for key in &plan.cache_entries {
         state
