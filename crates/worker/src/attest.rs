@@ -240,6 +240,7 @@ fn record(
     req: &AttestRequest,
     def: &Definition,
     started: (i64, u32),
+    epoch: Option<i64>,
 ) -> Result<BuildRecord, Error> {
     let mut rec = req.record.clone();
     let mut images = Vec::new();
@@ -363,8 +364,24 @@ fn record(
         }
     }
     rec.steps = steps;
-    rec.started_on = rfc3339(started);
-    rec.finished_on = rfc3339(now());
+    // With SOURCE_DATE_EPOCH the provenance is a function of the inputs,
+    // as the image is: its times are the epoch and its invocation id a
+    // digest of what it records, so the same build pushes the same index
+    // (BuildKit writes the wall clock and a random id; kiln keeps its
+    // same-inputs-same-digest rule for everything it pushes).
+    if let Some(e) = epoch {
+        rec.started_on = rfc3339((e, 0));
+        rec.finished_on = rfc3339((e, 0));
+        let mut h = format!("{:?}{:?}{:?}", rec.args, rec.materials, rec.locals).into_bytes();
+        h.extend_from_slice(&rec.dockerfile);
+        for s in &rec.steps {
+            h.extend_from_slice(s.digest.as_bytes());
+        }
+        rec.invocation_id = Digest::of(&h).hex()[..25].to_owned();
+    } else {
+        rec.started_on = rfc3339(started);
+        rec.finished_on = rfc3339(now());
+    }
     if rec.invocation_id.is_empty() {
         rec.invocation_id = Digest::of(format!("{:?}{:?}", started, std::process::id()).as_bytes())
             .hex()[..25]
@@ -461,7 +478,7 @@ pub fn prepare(
     for (def, (platform, img)) in defs.iter().zip(images) {
         let mut preds = Vec::new();
         if let Some(opts) = &req.provenance {
-            let rec = record(state, worker, req, def, started)?;
+            let rec = record(state, worker, req, def, started, epoch)?;
             let is_secret = req.is_secret_name.unwrap_or(|_| false);
             let (ptype, value) = provenance::predicate(
                 &rec,
