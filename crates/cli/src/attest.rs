@@ -29,7 +29,10 @@ fn not_yet(what: impl std::fmt::Display) -> Failure {
 
 /// One `--attest` value: its type and its other attributes (`None`: the
 /// attestation is disabled).
-fn parse_attest(flag: &str, value: &str) -> Result<(String, Option<BTreeMap<String, String>>), Failure> {
+fn parse_attest(
+    flag: &str,
+    value: &str,
+) -> Result<(String, Option<BTreeMap<String, String>>), Failure> {
     let pairs = kiln_frontend::kv::pairs(value).map_err(|e| usage(flag, value, e))?;
     let mut kind = None;
     let mut attrs = BTreeMap::new();
@@ -84,7 +87,11 @@ pub fn request(
     for (flag, value) in &given {
         let (kind, attrs) = parse_attest(flag, value)?;
         if seen.contains(&kind) {
-            return Err(usage(flag, value, format!("duplicate attestation field {kind}")));
+            return Err(usage(
+                flag,
+                value,
+                format!("duplicate attestation field {kind}"),
+            ));
         }
         seen.push(kind.clone());
         match (kind.as_str(), attrs) {
@@ -136,10 +143,10 @@ pub fn request(
     }
     req.annotations = kiln_attest::Annotations::parse(&args.annotation)
         .map_err(|e| Failure::Usage(format!("invalid --annotation: {e}")))?;
-    if !req.annotations.is_empty()
-        && outputs.iter().any(|o| matches!(o, Output::Docker { .. }))
-    {
-        return Err(not_yet("--annotation with a docker output (-o type=docker, --load)"));
+    if !req.annotations.is_empty() && outputs.iter().any(|o| matches!(o, Output::Docker { .. })) {
+        return Err(not_yet(
+            "--annotation with a docker output (-o type=docker, --load)",
+        ));
     }
     let notes = kiln_worker::attest::check_outputs(&req, outputs).map_err(Failure::Usage)?;
     Ok((req, notes))

@@ -56,11 +56,8 @@ fn with_attestations(
     let Some(att) = att.filter(|a| a.applies_to(out)) else {
         return Ok(plain);
     };
-    let manifests: Vec<(Platform, Descriptor)> = images
-        .iter()
-        .map(|(p, _)| p.clone())
-        .zip(plain.1)
-        .collect();
+    let manifests: Vec<(Platform, Descriptor)> =
+        images.iter().map(|(p, _)| p.clone()).zip(plain.1).collect();
     match att.index(state, out, names, &manifests, types)? {
         Some(r) => Ok(r),
         None => Ok((plain.0, manifests.into_iter().map(|(_, d)| d).collect())),
