@@ -77,6 +77,7 @@ fn default_image(images: &[(Platform, Committed)]) -> Option<&Committed> {
 
 /// Writes every output of a multi-platform build; returns the descriptors of
 /// the indexes written (for `--metadata-file`).
+#[allow(clippy::too_many_arguments)]
 pub fn write_outputs(
     state: &State,
     images: &[(Platform, Committed)],
