@@ -186,6 +186,8 @@ pub fn complete(
     for name in opts.named_contexts.keys() {
         rec.args.insert(format!("context:{name}"), String::new());
     }
+    // buildx sends the build context and the Dockerfile as two locals.
+    rec.locals = vec!["context".to_owned(), "dockerfile".to_owned()];
     rec.dockerfile_name = dockerfile_name.to_owned();
     rec.dockerfile = dockerfile.to_vec();
     rec.builder_platform = kiln_llb::Platform::host().format();
