@@ -349,6 +349,28 @@ pub struct BuildArgs {
     #[arg(long = "pids-limit", value_name = "N")]
     pub pids_limit: Option<u64>,
 
+    /// SLSA provenance attestation, as buildx: `true`, `false`, or
+    /// `mode=min|max[,version=v0.2|v1][,builder-id=URI]` (default: `mode=min`,
+    /// carried by registry pushes only; `BUILDX_NO_DEFAULT_ATTESTATIONS=1`
+    /// turns the default off).
+    #[arg(long, value_name = "SPEC")]
+    pub provenance: Option<String>,
+
+    /// SBOM attestation (SPDX 2.3, kiln's own scan of the image): `true` or
+    /// `false`.
+    #[arg(long, value_name = "SPEC")]
+    pub sbom: Option<String>,
+
+    /// An attestation, as buildx: `type=provenance|sbom[,disabled=true][,...]`.
+    #[arg(long, value_name = "SPEC")]
+    pub attest: Vec<String>,
+
+    /// An annotation of the image, as buildx: `[TYPE[PLATFORMS]:]KEY=VALUE`
+    /// with TYPE `manifest`, `index`, `manifest-descriptor` or
+    /// `index-descriptor`.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub annotation: Vec<String>,
+
     /// `docker build`/`docker buildx build` flags kiln does not have.
     #[command(flatten)]
     pub docker: DockerOnly,
@@ -380,10 +402,6 @@ pub enum ProgressChoice {
 pub struct DockerOnly {
     #[arg(long = "add-host", hide = true, value_name = "HOST:IP")]
     pub add_host: Vec<String>,
-    #[arg(long, hide = true, value_name = "KEY=VALUE")]
-    pub annotation: Vec<String>,
-    #[arg(long, hide = true, value_name = "SPEC")]
-    pub attest: Vec<String>,
     #[arg(long, hide = true, value_name = "NAME")]
     pub builder: Option<String>,
     #[arg(long = "cgroup-parent", hide = true, value_name = "CGROUP")]
@@ -391,11 +409,7 @@ pub struct DockerOnly {
     #[arg(long, hide = true, value_name = "SPEC")]
     pub policy: Vec<String>,
     #[arg(long, hide = true, value_name = "SPEC")]
-    pub provenance: Option<String>,
-    #[arg(long, hide = true, value_name = "SPEC")]
     pub resource: Vec<String>,
-    #[arg(long, hide = true, value_name = "SPEC")]
-    pub sbom: Option<String>,
     #[arg(long = "shm-size", hide = true, value_name = "SIZE")]
     pub shm_size: Option<String>,
     #[arg(long, hide = true, value_name = "ULIMIT")]
@@ -448,8 +462,7 @@ impl DockerOnly {
     /// ask for what kiln does anyway are not refused: `--rm`, `--force-rm`
     /// (kiln leaves no intermediate containers), `--compress` (kiln reads
     /// the context in place, nothing is sent), `--disable-content-trust`
-    /// (kiln does no content-trust verification), `--provenance=false` and
-    /// `--sbom=false` (kiln makes no attestations).
+    /// (kiln does no content-trust verification).
     pub fn unsupported(&self) -> Vec<(&'static str, &'static str)> {
         let mut out = Vec::new();
         let mut flag = |given: bool, name: &'static str, why: &'static str| {
@@ -458,12 +471,6 @@ impl DockerOnly {
             }
         };
         flag(!self.add_host.is_empty(), "--add-host", "");
-        flag(!self.annotation.is_empty(), "--annotation", "");
-        flag(
-            !self.attest.is_empty(),
-            "--attest",
-            " (kiln makes no attestations)",
-        );
         flag(
             self.builder.is_some(),
             "--builder",
@@ -473,19 +480,9 @@ impl DockerOnly {
         flag(!self.policy.is_empty(), "--policy", "");
         let off = |v: &Option<String>| v.as_deref().and_then(go_bool) == Some(false);
         flag(
-            self.provenance.is_some() && !off(&self.provenance),
-            "--provenance",
-            " (kiln makes no attestations; --provenance=false is accepted)",
-        );
-        flag(
             !self.resource.is_empty(),
             "--resource",
             " (--memory and --pids-limit are)",
-        );
-        flag(
-            self.sbom.is_some() && !off(&self.sbom),
-            "--sbom",
-            " (kiln makes no attestations; --sbom=false is accepted)",
         );
         flag(self.shm_size.is_some(), "--shm-size", "");
         flag(!self.ulimit.is_empty(), "--ulimit", "");

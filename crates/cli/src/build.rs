@@ -366,6 +366,9 @@ struct Plan {
     contexts: Vec<(String, ContextValue)>,
     sde: Option<i64>,
     grants: kiln_worker::mounts::ExecGrants,
+    /// `--provenance`, `--sbom`, `--attest`, `--annotation`, and the notes
+    /// about outputs that leave them out.
+    attest: (kiln_worker::attest::AttestRequest, Vec<String>),
 }
 
 /// What a build found out that its record keeps, filled in as it goes.
@@ -450,6 +453,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
             kiln_worker::cache_exchange::CacheTo::parse("type=inline").map_err(Failure::Usage)?,
         );
     }
+    let attest = crate::attest::request(args, &outputs, &env_var)?;
     let contexts = build_contexts(args)?;
     let sde = source_date_epoch(&opts)?;
     let grants = crate::grants::grants(
@@ -484,6 +488,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         contexts,
         sde,
         grants,
+        attest,
     };
     let head = record_head(args, &plan);
     let mut found = Found::default();
@@ -678,6 +683,7 @@ fn run(
         contexts,
         sde,
         grants,
+        attest: (mut attest, attest_notes),
     } = plan;
     choose_snapshotter(state, globals)?;
     let store_lock = crate::images::lock(state, kiln_worker::lock::LockKind::Shared)?;
@@ -839,6 +845,28 @@ fn run(
         Some("-") | None => None,
         Some(p) => Some(PathBuf::from(p)),
     };
+    for n in &attest_notes {
+        log(n);
+    }
+    let platforms: Vec<kiln_llb::Platform> = std::iter::once(&planned.definition)
+        .chain(&more_platforms)
+        .map(|d| d.target_stage().platform.clone())
+        .collect();
+    let dockerfile_name = match args.file.as_deref() {
+        Some("-") | None => "Dockerfile".to_owned(),
+        Some(p) => Path::new(p)
+            .file_name()
+            .map_or_else(|| p.to_owned(), |n| n.to_string_lossy().into_owned()),
+    };
+    crate::attest::complete(
+        &mut attest,
+        &opts,
+        &dockerfile_name,
+        file.text().as_bytes(),
+        &grants,
+        &image_names,
+        &platforms,
+    );
     let req = kiln_worker::BuildRequest {
         definition: planned.definition,
         more_platforms,
@@ -860,6 +888,7 @@ fn run(
         transfers: Some(sink),
         cache_from,
         cache_to,
+        attest,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -20,6 +20,7 @@
 
 mod archive;
 mod args;
+mod attest;
 mod build;
 mod builds;
 mod call;

@@ -119,14 +119,28 @@ fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
     serde_json::from_slice(&b).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// The image manifest of an OCI layout with one image.
+/// The image manifest of an OCI layout with one image (when the layout
+/// names an index that carries attestations, the image manifest in it: the
+/// images are compared, not their attestations).
 fn manifest(layout: &Path) -> anyhow::Result<(String, Manifest)> {
     let index = read_json(&layout.join("index.json"))?;
-    let d = index["manifests"][0]["digest"]
+    let mut d = index["manifests"][0]["digest"]
         .as_str()
         .context("the layout's index names no manifest")?
         .to_owned();
-    let b = fs::read(blob(layout, &d))?;
+    let mut b = fs::read(blob(layout, &d))?;
+    let top: serde_json::Value = serde_json::from_slice(&b)?;
+    if top["mediaType"] == "application/vnd.oci.image.index.v1+json" {
+        d = top["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["annotations"]["vnd.docker.reference.type"].is_null())
+            .and_then(|m| m["digest"].as_str())
+            .context("the layout's index names no image manifest")?
+            .to_owned();
+        b = fs::read(blob(layout, &d))?;
+    }
     Ok((d, serde_json::from_slice(&b)?))
 }
 

@@ -61,6 +61,9 @@ pub struct BuildRequest {
     pub cache_from: Vec<crate::cache_exchange::CacheFrom>,
     /// `--cache-to`: where the build's cache records go.
     pub cache_to: Vec<crate::cache_exchange::CacheTo>,
+    /// `--provenance`, `--sbom`, `--attest`, `--annotation` (the cli checks
+    /// them against the outputs first: `attest::check_outputs`).
+    pub attest: crate::attest::AttestRequest,
 }
 
 impl std::fmt::Debug for BuildRequest {
@@ -431,6 +434,15 @@ pub async fn build(
             .map(|(d, (_, ids))| (d.target_stage().platform.clone(), ids.clone()))
             .collect();
         stop()?;
+        let att = crate::attest::prepare(
+            state,
+            &worker,
+            &req.attest,
+            &defs,
+            &platform_images,
+            req.now,
+            clamp,
+        )?;
         manifests = crate::multi::write_outputs(
             state,
             &platform_images,
@@ -438,9 +450,22 @@ pub async fn build(
             &req.outputs,
             clamp,
             req.registry.as_ref(),
+            att.as_ref(),
             &*req.log,
         )?;
     }
+    let att = match (&image, multi) {
+        (Some(img), false) => crate::attest::prepare(
+            state,
+            &worker,
+            &req.attest,
+            &defs,
+            &[(img.config.platform(), img.clone())],
+            req.now,
+            clamp,
+        )?,
+        _ => None,
+    };
     for out in req.outputs.iter().filter(|_| !multi) {
         stop()?;
         match (&image, out) {
@@ -467,19 +492,33 @@ pub async fn build(
                     clamp,
                     names,
                 )?;
-                crate::registry::push(state, client, &m.manifest, names, &*req.log)?;
-                // A pushed manifest is the one `--metadata-file` reports.
-                manifests.insert(0, m.manifest);
+                // The manifest, or the index that carries it and its
+                // attestations.
+                let pushed = crate::attest::push(
+                    state,
+                    client,
+                    img,
+                    out,
+                    &m.manifest,
+                    att.as_ref(),
+                    &*req.log,
+                )?;
+                // What was pushed is what `--metadata-file` reports.
+                manifests.insert(0, pushed);
                 if *store {
-                    export::write(
+                    crate::attest::write(
                         state,
                         img,
                         &Output::Image {
                             names: names.clone(),
                         },
                         clamp,
+                        att.as_ref(),
                     )?;
                 }
+            }
+            (Some(img), out) if att.as_ref().is_some_and(|a| a.applies_to(out)) => {
+                manifests.extend(crate::attest::write(state, img, out, clamp, att.as_ref())?)
             }
             (Some(img), out) => manifests.extend(export::write_with_progress(
                 state,

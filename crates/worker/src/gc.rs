@@ -235,6 +235,8 @@ fn plan_dropping(
     }
     for id in &live_images {
         live_blobs.insert(*id);
+        // The attestations the store keeps for it (`attest::store_index`).
+        live_blobs.extend(crate::attest::stored_blobs(state, id));
         if let Ok(c) = load_config(state, id) {
             live_diff_ids.extend(c.rootfs.diff_ids.iter().copied());
         }
@@ -317,6 +319,7 @@ fn plan_dropping(
 pub fn sweep(state: &State, plan: &Plan) -> Result<(), Error> {
     for id in &plan.images {
         remove_record(state, id)?;
+        crate::attest::forget(state, id);
     }
     // image-layers records of images that are gone, or whose snapshots go.
     let keep = {

@@ -258,6 +258,9 @@ pub fn cache_key(w: &LlbWorker, v: &Vertex) -> Result<Key, Error> {
     let src = source(v)?;
     let r = resolve(&src)?;
     let k = key(&src, &r);
+    if let Ok(mut m) = w.resolved.lock() {
+        m.git.insert(v.digest, r.commit.clone());
+    }
     if let Ok(mut m) = w.git_commits.lock() {
         m.insert(v.digest, r);
     }

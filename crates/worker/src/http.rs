@@ -256,6 +256,9 @@ fn remember(
 pub fn cache_key(w: &LlbWorker, v: &Vertex) -> Result<Key, Error> {
     let (url, filename, checksum) = parts(v)?;
     if !checksum.is_empty() {
+        if let (Ok(d), Ok(mut r)) = (checksum.parse::<Digest>(), w.resolved.lock()) {
+            r.http.insert(v.digest, d);
+        }
         return Ok(keys::http_key(url, filename, checksum));
     }
     let known = load_validators(w, url);
@@ -275,10 +278,16 @@ pub fn cache_key(w: &LlbWorker, v: &Vertex) -> Result<Key, Error> {
                 ))
             })?;
             let id = content_id(&k.digest, k.last_modified.as_deref());
+            if let Ok(mut r) = w.resolved.lock() {
+                r.http.insert(v.digest, digest);
+            }
             (Prepared::Revalidated(digest), id)
         }
         Fetch::Fetched(f) => {
-            let (draft, _, id) = settle(w, url, *f)?;
+            let (draft, digest, id) = settle(w, url, *f)?;
+            if let Ok(mut r) = w.resolved.lock() {
+                r.http.insert(v.digest, digest);
+            }
             (Prepared::Fetched(draft), id)
         }
     };

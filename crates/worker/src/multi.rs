@@ -41,6 +41,29 @@ fn index(
     Ok((Descriptor::new(types.index(), blob), manifests))
 }
 
+/// The index `plain` (and the manifests it lists), or, when `att` has
+/// something for `out`, the index that also carries the attestations
+/// (the same image manifests, BuildKit's layout).
+fn with_attestations(
+    state: &State,
+    out: &Output,
+    names: &[String],
+    att: Option<&crate::attest::Attestations>,
+    images: &[(Platform, Committed)],
+    plain: (Descriptor, Vec<Descriptor>),
+    types: MediaTypes,
+) -> Result<(Descriptor, Vec<Descriptor>), Error> {
+    let Some(att) = att.filter(|a| a.applies_to(out)) else {
+        return Ok(plain);
+    };
+    let manifests: Vec<(Platform, Descriptor)> =
+        images.iter().map(|(p, _)| p.clone()).zip(plain.1).collect();
+    match att.index(state, out, names, &manifests, types)? {
+        Some(r) => Ok(r),
+        None => Ok((plain.0, manifests.into_iter().map(|(_, d)| d).collect())),
+    }
+}
+
 /// The image a multi-platform name points at where one image is wanted:
 /// this machine's platform's, else the first.
 fn default_image(images: &[(Platform, Committed)]) -> Option<&Committed> {
@@ -54,6 +77,7 @@ fn default_image(images: &[(Platform, Committed)]) -> Option<&Committed> {
 
 /// Writes every output of a multi-platform build; returns the descriptors of
 /// the indexes written (for `--metadata-file`).
+#[allow(clippy::too_many_arguments)]
 pub fn write_outputs(
     state: &State,
     images: &[(Platform, Committed)],
@@ -61,6 +85,7 @@ pub fn write_outputs(
     outputs: &[Output],
     clamp: Option<i64>,
     registry: Option<&kiln_registry::Client>,
+    att: Option<&crate::attest::Attestations>,
     log: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<Vec<Descriptor>, Error> {
     let mut written = Vec::new();
@@ -74,6 +99,12 @@ pub fn write_outputs(
         match out {
             Output::Image { names } => {
                 need_images()?;
+                if att.is_some_and(|a| a.applies_to(out)) {
+                    log(
+                        "attestations are left out of the local image store for a multi-platform \
+                         build (not supported yet: use --push or -o type=oci)",
+                    );
+                }
                 for (_, img) in images {
                     crate::images::record(state, &img.id)?;
                 }
@@ -107,12 +138,20 @@ pub fn write_outputs(
                 force_compression,
             } => {
                 need_images()?;
-                let (idx, _) = index(
+                let (idx, _) = with_attestations(
                     state,
+                    out,
+                    names,
+                    att,
                     images,
-                    (*compression, *force_compression),
+                    index(
+                        state,
+                        images,
+                        (*compression, *force_compression),
+                        MediaTypes::Oci,
+                        clamp,
+                    )?,
                     MediaTypes::Oci,
-                    clamp,
                 )?;
                 let export = ExportImage {
                     manifest: idx.clone(),
@@ -132,12 +171,20 @@ pub fn write_outputs(
                 need_images()?;
                 let client = registry
                     .ok_or_else(|| Error::Other("pushing needs a registry client".to_owned()))?;
-                let (idx, manifests) = index(
+                let (idx, manifests) = with_attestations(
                     state,
+                    out,
+                    names,
+                    att,
                     images,
-                    (*compression, *force_compression),
+                    index(
+                        state,
+                        images,
+                        (*compression, *force_compression),
+                        *types,
+                        clamp,
+                    )?,
                     *types,
-                    clamp,
                 )?;
                 crate::registry::push_index(state, client, &idx, &manifests, names, log)?;
                 written.insert(0, idx);
@@ -145,7 +192,7 @@ pub fn write_outputs(
                     let again = [Output::Image {
                         names: names.clone(),
                     }];
-                    write_outputs(state, images, layers, &again, clamp, None, log)?;
+                    write_outputs(state, images, layers, &again, clamp, None, None, log)?;
                 }
             }
             Output::Local { dest } => {

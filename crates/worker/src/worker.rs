@@ -47,6 +47,9 @@ pub struct LlbWorker {
     pub(crate) downloads: Mutex<HashMap<Digest, http::Download>>,
     /// Git refs resolved while computing a key, for `execute`.
     pub(crate) git_commits: Mutex<HashMap<Digest, git::Resolved>>,
+    /// Git commits and download digests the keys were made of, kept for
+    /// the provenance (`attest`).
+    pub(crate) resolved: Mutex<crate::attest::Resolved>,
     /// Vertices whose new layer goes into the image being built, and the
     /// image's mtime clamp: their diffIDs are computed as soon as they are
     /// built (see `image::prefetch_diff_id`).
@@ -99,6 +102,7 @@ impl LlbWorker {
             exec,
             downloads: Mutex::new(HashMap::new()),
             git_commits: Mutex::new(HashMap::new()),
+            resolved: Mutex::default(),
             image_layers: None,
             imported: Arc::default(),
             used_cache_mounts: Mutex::default(),
@@ -205,6 +209,29 @@ impl LlbWorker {
                 "build context {name:?} used where a filesystem is expected"
             ))),
         }
+    }
+
+    /// The git commits and download digests this build's sources resolved
+    /// to (the provenance's materials).
+    pub(crate) fn resolved_sources(&self) -> crate::attest::Resolved {
+        self.resolved
+            .lock()
+            .map(|r| crate::attest::Resolved {
+                git: r.git.clone(),
+                http: r.http.clone(),
+            })
+            .unwrap_or_default()
+    }
+
+    /// The content digest of the whole build context `name` (the
+    /// provenance's `kiln-local://NAME` material).
+    pub(crate) fn context_digest(&self, name: &str) -> Result<Digest, Error> {
+        let ctx = self.context(name)?;
+        let mut cache = ctx
+            .stat_cache
+            .lock()
+            .map_err(|_| Error::Other("stat cache lock poisoned".to_owned()))?;
+        crate::attest::context_digest(&ctx.tree, &mut cache)
     }
 
     /// Content digests of what `op`'s copy actions read from input `index`

@@ -1,0 +1,206 @@
+//! `--provenance`, `--sbom`, `--attest` and `--annotation` of `kiln build`,
+//! read as buildx 0.13 reads them, into the worker's
+//! [`kiln_worker::attest::AttestRequest`].
+//!
+//! * `--provenance=V` is `--attest type=provenance,V` (a Go boolean `V` is
+//!   `disabled=!V`); `--sbom=V` likewise for `type=sbom`. A type given twice
+//!   is refused, as buildx does.
+//! * Without a provenance attestation, buildx asks for `mode=min,
+//!   inline-only=true` (only registry pushes carry it), unless
+//!   `BUILDX_NO_DEFAULT_ATTESTATIONS` is true; kiln does the same.
+//! * Provenance without `mode=` is `mode=max` (BuildKit's default).
+//! * The SBOM is kiln's own scan: a `generator=` image is not supported yet.
+
+use std::collections::BTreeMap;
+
+use kiln_worker::attest::{AttestRequest, SbomRequest};
+use kiln_worker::export::Output;
+
+use crate::Failure;
+use crate::args::BuildArgs;
+
+fn usage(flag: &str, value: &str, why: impl std::fmt::Display) -> Failure {
+    Failure::Usage(format!("invalid {flag} {value:?}: {why}"))
+}
+
+fn not_yet(what: impl std::fmt::Display) -> Failure {
+    Failure::Usage(format!("{what} is not supported yet"))
+}
+
+/// One `--attest` value: its type and its other attributes (`None`: the
+/// attestation is disabled).
+fn parse_attest(
+    flag: &str,
+    value: &str,
+) -> Result<(String, Option<BTreeMap<String, String>>), Failure> {
+    let pairs = kiln_frontend::kv::pairs(value).map_err(|e| usage(flag, value, e))?;
+    let mut kind = None;
+    let mut attrs = BTreeMap::new();
+    let mut disabled = false;
+    for (k, v) in pairs {
+        let v = v.unwrap_or_default();
+        match k.as_str() {
+            "type" => kind = Some(v),
+            "disabled" => {
+                disabled = crate::args::go_bool(&v)
+                    .ok_or_else(|| usage(flag, value, format!("disabled={v:?} is not a boolean")))?
+            }
+            _ => {
+                attrs.insert(k, v);
+            }
+        }
+    }
+    let kind = kind.ok_or_else(|| usage(flag, value, "attestation type not specified"))?;
+    Ok((kind, (!disabled).then_some(attrs)))
+}
+
+/// buildx's `CanonicalizeAttest`: `true`/`false` or attributes.
+fn canonical(kind: &str, value: &str) -> String {
+    match crate::args::go_bool(value) {
+        Some(b) => format!("type={kind},disabled={}", !b),
+        None => format!("type={kind},{value}"),
+    }
+}
+
+/// The attestations and annotations the flags ask for, checked against
+/// the outputs; with the notes to print (attestations some outputs leave
+/// out). The build record (Dockerfile, arguments, secrets) is added by
+/// [`complete`] once the Dockerfile is read.
+pub fn request(
+    args: &BuildArgs,
+    outputs: &[Output],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(AttestRequest, Vec<String>), Failure> {
+    let mut given: Vec<(String, String)> = args
+        .attest
+        .iter()
+        .map(|v| ("--attest".to_owned(), v.clone()))
+        .collect();
+    if let Some(v) = &args.provenance {
+        given.push(("--provenance".to_owned(), canonical("provenance", v)));
+    }
+    if let Some(v) = &args.sbom {
+        given.push(("--sbom".to_owned(), canonical("sbom", v)));
+    }
+    let mut req = AttestRequest::default();
+    let mut seen: Vec<String> = Vec::new();
+    for (flag, value) in &given {
+        let (kind, attrs) = parse_attest(flag, value)?;
+        if seen.contains(&kind) {
+            return Err(usage(
+                flag,
+                value,
+                format!("duplicate attestation field {kind}"),
+            ));
+        }
+        seen.push(kind.clone());
+        match (kind.as_str(), attrs) {
+            ("provenance", Some(attrs)) => {
+                req.provenance = Some(
+                    kiln_attest::Options::from_attrs(&attrs).map_err(|e| usage(flag, value, e))?,
+                );
+            }
+            ("sbom", Some(attrs)) => {
+                let mut sbom = SbomRequest::default();
+                for (k, v) in &attrs {
+                    match k.as_str() {
+                        "generator" => {
+                            return Err(not_yet(format!(
+                                "{flag} generator={v} (an SBOM generator image; kiln scans the image itself: leave generator= out)"
+                            )));
+                        }
+                        "scan-stage" | "scan-context" => {
+                            if crate::args::go_bool(v) != Some(false) {
+                                return Err(not_yet(format!("{flag} {k}={v}")));
+                            }
+                        }
+                        _ => return Err(usage(flag, value, format!("unknown SBOM option {k:?}"))),
+                    }
+                }
+                sbom.generator = None;
+                req.sbom = Some(sbom);
+            }
+            ("provenance" | "sbom", None) => {}
+            (other, _) => {
+                return Err(usage(
+                    flag,
+                    value,
+                    format!("unknown attestation type {other:?}: expected provenance or sbom"),
+                ));
+            }
+        }
+    }
+    // buildx's default: min provenance, registry pushes only.
+    let no_default = env("BUILDX_NO_DEFAULT_ATTESTATIONS")
+        .and_then(|v| crate::args::go_bool(&v))
+        .unwrap_or(false);
+    if !seen.iter().any(|k| k == "provenance") && !no_default {
+        req.provenance = Some(kiln_attest::Options {
+            mode: kiln_attest::Mode::Min,
+            ..Default::default()
+        });
+        req.default_provenance = true;
+    }
+    req.annotations = kiln_attest::Annotations::parse(&args.annotation)
+        .map_err(|e| Failure::Usage(format!("invalid --annotation: {e}")))?;
+    if !req.annotations.is_empty() && outputs.iter().any(|o| matches!(o, Output::Docker { .. })) {
+        return Err(not_yet(
+            "--annotation with a docker output (-o type=docker, --load)",
+        ));
+    }
+    let notes = kiln_worker::attest::check_outputs(&req, outputs).map_err(Failure::Usage)?;
+    Ok((req, notes))
+}
+
+/// Adds what the cli knows of the build to `req`'s provenance record: the
+/// frontend options with BuildKit's names, the Dockerfile, the builder's
+/// platform, the values of `--secret` (never to appear) and the image's
+/// name (the SBOM's root package).
+pub fn complete(
+    req: &mut AttestRequest,
+    opts: &kiln_frontend::BuildOptions,
+    dockerfile_name: &str,
+    dockerfile: &[u8],
+    grants: &kiln_worker::mounts::ExecGrants,
+    image_names: &[String],
+    platforms: &[kiln_llb::Platform],
+) {
+    let rec = &mut req.record;
+    rec.frontend = "dockerfile.v0".to_owned();
+    for (k, v) in &opts.build_args {
+        rec.args.insert(format!("build-arg:{k}"), v.clone());
+    }
+    for (k, v) in &opts.labels {
+        rec.args.insert(format!("label:{k}"), v.clone());
+    }
+    if let Some(t) = &opts.target {
+        rec.args.insert("target".to_owned(), t.clone());
+    }
+    if !platforms.is_empty() && opts.target_platform.is_some() {
+        let list: Vec<String> = platforms.iter().map(kiln_llb::Platform::format).collect();
+        rec.args.insert("platform".to_owned(), list.join(","));
+    }
+    if opts.no_cache {
+        rec.args.insert("no-cache".to_owned(), String::new());
+    }
+    for name in opts.named_contexts.keys() {
+        rec.args.insert(format!("context:{name}"), String::new());
+    }
+    // buildx sends the build context and the Dockerfile as two locals.
+    rec.locals = vec!["context".to_owned(), "dockerfile".to_owned()];
+    rec.dockerfile_name = dockerfile_name.to_owned();
+    rec.dockerfile = dockerfile.to_vec();
+    rec.builder_platform = kiln_llb::Platform::host().format();
+    let mut values = Vec::new();
+    for s in grants.secrets.values() {
+        let v = String::from_utf8_lossy(&s.0).into_owned();
+        let t = v.trim().to_owned();
+        if t != v && !t.is_empty() {
+            values.push(t);
+        }
+        values.push(v);
+    }
+    req.secret_values = values;
+    req.is_secret_name = Some(kiln_frontend::lint::is_secret_key);
+    req.image_name = image_names.first().cloned();
+}

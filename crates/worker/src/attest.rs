@@ -1,0 +1,840 @@
+//! Attestations of a build (`--provenance`, `--sbom`, `--attest`) and
+//! `--annotation`: the worker's side of `kiln-attest` and `kiln-sbom`.
+//!
+//! After the solve, [`prepare`] makes each platform image's predicates
+//! once: the SLSA provenance (from the definition, the sources the solve
+//! resolved — image digests, git commits, download digests — and the
+//! content digests of the local contexts) and the SPDX SBOM (a scan of the
+//! image's layers, mounted read-only). Each output then wraps them in
+//! statements about the manifest *it* wrote ([`Attestations::index`]): an
+//! OCI index of the image manifests and their attestation manifests, in
+//! BuildKit's layout. The image manifests are those the outputs write
+//! anyway, so an image has the same manifest digest with and without
+//! attestations; only the index is new.
+//!
+//! Which outputs carry them, as buildx 0.13 with BuildKit 0.13: the
+//! default provenance (`mode=min`, buildx's `inline-only`) goes only to
+//! registry pushes; asked-for attestations go to pushes, `type=oci` and the
+//! local image store; `type=docker` cannot hold an index (buildx's error),
+//! and `type=local`/`type=tar` leave them out (see [`check_outputs`]).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use kiln_attest::layout::{self, BlobSink, ImageEntry, OciPlatform};
+use kiln_attest::provenance::{self, BuildRecord, Secrets};
+use kiln_attest::{Annotations, Statement};
+use kiln_llb::{Definition, Digest, Platform};
+use kiln_oci::{Descriptor, MediaTypes};
+
+use crate::error::Error;
+use crate::export::Output;
+use crate::image::Committed;
+use crate::state::State;
+use crate::worker::LlbWorker;
+
+/// `--sbom` options.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SbomRequest {
+    /// `generator=`: kiln's own scanner is the only one.
+    pub generator: Option<String>,
+}
+
+/// What the cli asks for.
+#[derive(Clone, Default)]
+pub struct AttestRequest {
+    /// Provenance options; `None`: no provenance.
+    pub provenance: Option<kiln_attest::Options>,
+    /// The provenance is buildx's default (`mode=min,inline-only=true`),
+    /// not asked for: only registry pushes carry it.
+    pub default_provenance: bool,
+    pub sbom: Option<SbomRequest>,
+    pub annotations: Annotations,
+    /// What the cli knows of the build: frontend options, the Dockerfile,
+    /// secret and SSH ids, local source names, VCS, builder platform. The
+    /// worker adds materials, graph, times.
+    pub record: BuildRecord,
+    /// Values of `--secret`, never to appear in an attestation.
+    pub secret_values: Vec<String>,
+    /// Whether a build-argument name looks secret.
+    pub is_secret_name: Option<fn(&str) -> bool>,
+    /// Names the SBOM's root package (the image's first name).
+    pub image_name: Option<String>,
+}
+
+impl std::fmt::Debug for AttestRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttestRequest")
+            .field("provenance", &self.provenance)
+            .field("default_provenance", &self.default_provenance)
+            .field("sbom", &self.sbom)
+            .field("annotations", &self.annotations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AttestRequest {
+    /// Whether any attestation is asked for (the default provenance
+    /// included).
+    pub fn any(&self) -> bool {
+        self.provenance.is_some() || self.sbom.is_some()
+    }
+
+    /// Whether an attestation was asked for explicitly.
+    pub fn explicit(&self) -> bool {
+        self.sbom.is_some() || (self.provenance.is_some() && !self.default_provenance)
+    }
+}
+
+/// How an output is named in messages.
+fn output_name(o: &Output) -> &'static str {
+    match o {
+        Output::Image { .. } => "image",
+        Output::Oci { .. } => "oci",
+        Output::Docker { .. } => "docker",
+        Output::Local { .. } => "local",
+        Output::Registry { .. } => "registry",
+        Output::Tar { .. } => "tar",
+    }
+}
+
+/// Checks the outputs against what is asked for before the build starts;
+/// returns notes to print (attestations some outputs leave out).
+pub fn check_outputs(req: &AttestRequest, outputs: &[Output]) -> Result<Vec<String>, String> {
+    let mut notes = Vec::new();
+    let index_annotations = req.annotations.need_index();
+    if req.explicit() || index_annotations {
+        if outputs.iter().any(|o| matches!(o, Output::Docker { .. })) {
+            return Err(
+                "docker exporter does not currently support exporting manifest lists \
+                 (attestations and index annotations go into an image index: use --push, \
+                 -o type=oci or -o type=image)"
+                    .to_owned(),
+            );
+        }
+        let carriers = outputs.iter().filter(|o| carries(o, false)).count();
+        let flat: Vec<&Output> = outputs
+            .iter()
+            .filter(|o| matches!(o, Output::Local { .. } | Output::Tar { .. }))
+            .collect();
+        if req.explicit() && carriers == 0 && !flat.is_empty() {
+            return Err(format!(
+                "attestations (--provenance, --sbom, --attest) in -o type={} (BuildKit's provenance.json and sbom.spdx.json files) are not supported yet: use --push, -o type=oci or -o type=image",
+                output_name(flat[0])
+            ));
+        }
+        if req.explicit() {
+            for o in flat {
+                notes.push(format!(
+                    "attestations are left out of -o type={} (they go with the image outputs)",
+                    output_name(o)
+                ));
+            }
+        }
+    }
+    Ok(notes)
+}
+
+/// Whether `o` carries attestations (`implicit`: the default provenance).
+fn carries(o: &Output, implicit: bool) -> bool {
+    match o {
+        Output::Registry { .. } => true,
+        Output::Oci { .. } | Output::Image { .. } => !implicit,
+        Output::Docker { .. } | Output::Local { .. } | Output::Tar { .. } => false,
+    }
+}
+
+/// A predicate of one platform's image.
+#[derive(Clone, Debug)]
+struct Predicate {
+    predicate_type: String,
+    value: serde_json::Value,
+    /// The default provenance: registry pushes only.
+    implicit: bool,
+}
+
+/// The predicates of every platform's image, made once per build.
+#[derive(Clone, Debug)]
+pub struct Attestations {
+    per_platform: Vec<(Platform, Vec<Predicate>)>,
+    statement_type: &'static str,
+    annotations: Annotations,
+}
+
+/// The sources a solve resolved, recorded while keying: a git source's
+/// commit, an http source's content digest (by vertex digest).
+#[derive(Debug, Default)]
+pub struct Resolved {
+    pub git: BTreeMap<Digest, String>,
+    pub http: BTreeMap<Digest, Digest>,
+}
+
+/// The content digest kiln computes of a whole build context (what COPY
+/// sees: `.dockerignore` applied; paths, types, modes, contents, link
+/// targets; never times or owners), its `kiln-local://NAME` material.
+pub fn context_digest(
+    tree: &kiln_context::Tree,
+    cache: &mut kiln_context::StatCache,
+) -> Result<Digest, Error> {
+    let sources = tree.expand(
+        "/",
+        &kiln_context::ExpandOptions {
+            allow_wildcard: false,
+            allow_empty_wildcard: false,
+            follow_symlinks: false,
+        },
+    )?;
+    let opts = kiln_context::DigestOptions {
+        include_ownership: false,
+    };
+    Ok(tree
+        .digest(&sources, &kiln_context::Filter::default(), cache, &opts)?
+        .0)
+}
+
+/// The digest a material gives a base image: the manifest digest when the
+/// store knows the image by one (pulled images), else the image ID.
+fn image_digest(state: &State, reference: &str, id: &str) -> String {
+    let Ok(id) = id.parse::<Digest>() else {
+        return id.to_owned();
+    };
+    let mut refs: Vec<kiln_oci::ImageRef> = Vec::new();
+    if let Ok(Some(r)) = state.images.get(reference) {
+        refs.push(r);
+    }
+    if let Ok(per) = state.images.platforms_of(reference) {
+        refs.extend(per.into_values());
+    }
+    refs.iter()
+        .find(|r| r.id == id)
+        .and_then(|r| r.manifest)
+        .unwrap_or(id)
+        .to_string()
+}
+
+fn digest_set(d: &str) -> BTreeMap<String, String> {
+    match d.split_once(':') {
+        Some((alg, hex)) => BTreeMap::from([(alg.to_owned(), hex.to_owned())]),
+        None => BTreeMap::new(),
+    }
+}
+
+fn rfc3339(t: (i64, u32)) -> String {
+    kiln_oci::rfc3339(t.0, t.1).unwrap_or_default()
+}
+
+fn now() -> (i64, u32) {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (
+        i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        d.subsec_nanos(),
+    )
+}
+
+/// The provenance record of one platform's definition.
+fn record(
+    state: &State,
+    worker: &LlbWorker,
+    req: &AttestRequest,
+    def: &Definition,
+    started: (i64, u32),
+    epoch: Option<i64>,
+) -> Result<BuildRecord, Error> {
+    let mut rec = req.record.clone();
+    let mut images = Vec::new();
+    let mut git = Vec::new();
+    let mut http = Vec::new();
+    let mut locals: Vec<String> = Vec::new();
+    let mut network = false;
+    let resolved = worker.resolved_sources();
+    let mut index: BTreeMap<Digest, usize> = BTreeMap::new();
+    let mut steps = Vec::new();
+    for v in def.graph.vertices() {
+        match &v.op {
+            kiln_llb::Op::Source(kiln_llb::op::SourceOp::Image {
+                reference,
+                digest,
+                platform,
+            }) => {
+                let (kind, r) = match reference.strip_prefix("oci-layout://") {
+                    Some(r) => ("oci", r),
+                    None => ("docker", reference.as_str()),
+                };
+                let uri = kiln_attest::purl::image_purl(kind, r, Some(platform))
+                    .unwrap_or_else(|| reference.clone());
+                let d = digest
+                    .as_deref()
+                    .map(|d| image_digest(state, reference, d))
+                    .unwrap_or_default();
+                images.push(kiln_attest::slsa::Material {
+                    uri,
+                    digest: digest_set(&d),
+                });
+            }
+            kiln_llb::Op::Source(kiln_llb::op::SourceOp::Git { remote, .. }) => {
+                let commit = resolved.git.get(&v.digest).cloned().unwrap_or_default();
+                let alg = if commit.len() == 64 { "sha256" } else { "sha1" };
+                git.push(kiln_attest::slsa::Material {
+                    uri: remote.clone(),
+                    digest: if commit.is_empty() {
+                        BTreeMap::new()
+                    } else {
+                        BTreeMap::from([(alg.to_owned(), commit)])
+                    },
+                });
+            }
+            kiln_llb::Op::Source(kiln_llb::op::SourceOp::Http { url, checksum, .. }) => {
+                let d = resolved
+                    .http
+                    .get(&v.digest)
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| checksum.clone());
+                http.push(kiln_attest::slsa::Material {
+                    uri: url.clone(),
+                    digest: digest_set(&d),
+                });
+            }
+            kiln_llb::Op::Source(kiln_llb::op::SourceOp::Local { name })
+                if !locals.contains(name) =>
+            {
+                locals.push(name.clone());
+            }
+            kiln_llb::Op::Exec(e) => {
+                network |= e.network != kiln_llb::op::Network::None;
+                // Secret and SSH ids (never values) for mode=max.
+                for m in &e.mounts {
+                    let (list, id, required) = match &m.kind {
+                        kiln_llb::op::MountKind::Secret { id, required, .. } => {
+                            (&mut rec.secrets, id, *required)
+                        }
+                        kiln_llb::op::MountKind::Ssh { id, required, .. } => {
+                            (&mut rec.ssh, id, *required)
+                        }
+                        _ => continue,
+                    };
+                    if !list.iter().any(|(i, _)| i == id) {
+                        list.push((id.clone(), !required));
+                    }
+                }
+            }
+            _ => {}
+        }
+        index.insert(v.digest, steps.len());
+        steps.push(provenance::Step {
+            digest: v.digest.to_string(),
+            op: serde_json::to_value(&v.op).unwrap_or_default(),
+            inputs: v
+                .inputs
+                .iter()
+                .filter_map(|d| index.get(d).copied())
+                .collect(),
+            lines: v.meta.location.as_ref().map(|l| (l.start_line, l.end_line)),
+        });
+    }
+    let mut local_materials = Vec::new();
+    for name in &locals {
+        local_materials.push(provenance::local_material(
+            name,
+            &worker.context_digest(name)?,
+        ));
+    }
+    let mut all_named = true;
+    for m in images.iter().chain(&git).chain(&http) {
+        all_named &= !m.digest.is_empty();
+    }
+    rec.materials = images;
+    rec.materials.extend(git);
+    rec.materials.extend(http);
+    rec.materials.extend(local_materials);
+    rec.materials.push(kiln_attest::slsa::Material {
+        uri: format!(
+            "{}dockerfile/{}",
+            provenance::LOCAL_SCHEME,
+            rec.dockerfile_name
+        ),
+        digest: BTreeMap::from([("sha256".to_owned(), Digest::of(&rec.dockerfile).hex())]),
+    });
+    rec.materials_complete = all_named;
+    rec.network = network;
+    for l in &locals {
+        if !rec.locals.contains(l) {
+            rec.locals.push(l.clone());
+        }
+    }
+    rec.steps = steps;
+    // With SOURCE_DATE_EPOCH the provenance is a function of the inputs,
+    // as the image is: its times are the epoch and its invocation id a
+    // digest of what it records, so the same build pushes the same index
+    // (BuildKit writes the wall clock and a random id; kiln keeps its
+    // same-inputs-same-digest rule for everything it pushes).
+    if let Some(e) = epoch {
+        rec.started_on = rfc3339((e, 0));
+        rec.finished_on = rfc3339((e, 0));
+        let mut h = format!("{:?}{:?}{:?}", rec.args, rec.materials, rec.locals).into_bytes();
+        h.extend_from_slice(&rec.dockerfile);
+        for s in &rec.steps {
+            h.extend_from_slice(s.digest.as_bytes());
+        }
+        rec.invocation_id = Digest::of(&h).hex()[..25].to_owned();
+    } else {
+        rec.started_on = rfc3339(started);
+        rec.finished_on = rfc3339(now());
+    }
+    if rec.invocation_id.is_empty() {
+        rec.invocation_id = Digest::of(format!("{:?}{:?}", started, std::process::id()).as_bytes())
+            .hex()[..25]
+            .to_owned();
+    }
+    Ok(rec)
+}
+
+/// The SPDX document of one image: its layers mounted read-only and
+/// scanned.
+fn sbom(
+    state: &State,
+    img: &Committed,
+    name: &str,
+    created: (i64, u32),
+) -> Result<serde_json::Value, Error> {
+    let scratch = state.scratch()?;
+    let mnt = scratch.path().join("fs");
+    std::fs::create_dir(&mnt).map_err(|source| Error::Io {
+        what: format!("creating {}", mnt.display()),
+        source,
+    })?;
+    let dirs = state.layer_dirs(&img.layers)?;
+    let guard = if dirs.is_empty() {
+        None
+    } else {
+        Some(kiln_snapshot::mount_layers(&dirs, None, &mnt)?)
+    };
+    let layers = kiln_sbom::DirLayers {
+        layers: img
+            .config
+            .rootfs
+            .diff_ids
+            .iter()
+            .map(ToString::to_string)
+            .zip(dirs.iter().cloned())
+            .collect(),
+        is_whiteout: Box::new(|p: &Path, m: &std::fs::Metadata| {
+            kiln_snapshot::whiteout::is_whiteout(p, m)
+        }),
+    };
+    let tree = kiln_sbom::DirTree::new(&mnt);
+    let scanned = kiln_sbom::scan(&tree, &layers, &kiln_sbom::scanners())
+        .map_err(|e| Error::Other(format!("scanning the image for its SBOM: {e}")));
+    let doc = scanned.and_then(|pkgs| {
+        kiln_sbom::spdx::document(
+            &pkgs,
+            &kiln_sbom::spdx::DocumentInfo {
+                name: name.to_owned(),
+                image_id: img.id.to_string(),
+                created: kiln_oci::rfc3339(created.0, 0).unwrap_or_default(),
+                creators: vec![
+                    "Organization: kiln".to_owned(),
+                    format!("Tool: kiln-{}", env!("CARGO_PKG_VERSION")),
+                ],
+            },
+            &tree,
+            &layers,
+        )
+        .map_err(|e| Error::Other(format!("writing the SBOM: {e}")))
+    });
+    if let Some(g) = guard {
+        g.unmount()?;
+    }
+    doc
+}
+
+/// Makes the predicates of every platform's image. `images` are the
+/// committed images in `defs` order.
+pub fn prepare(
+    state: &State,
+    worker: &LlbWorker,
+    req: &AttestRequest,
+    defs: &[&Definition],
+    images: &[(Platform, Committed)],
+    started: (i64, u32),
+    epoch: Option<i64>,
+) -> Result<Option<Attestations>, Error> {
+    if !req.any() && req.annotations.is_empty() {
+        return Ok(None);
+    }
+    let have: Vec<Platform> = images.iter().map(|(p, _)| p.clone()).collect();
+    if let Some(p) = req.annotations.unknown_platforms(&have).first() {
+        return Err(Error::Other(format!(
+            "invalid annotation: no platform {p} found in the build"
+        )));
+    }
+    let version = req
+        .provenance
+        .as_ref()
+        .map(|o| o.version)
+        .unwrap_or_default();
+    let mut per_platform = Vec::new();
+    for (def, (platform, img)) in defs.iter().zip(images) {
+        let mut preds = Vec::new();
+        if let Some(opts) = &req.provenance {
+            let rec = record(state, worker, req, def, started, epoch)?;
+            let is_secret = req.is_secret_name.unwrap_or(|_| false);
+            let (ptype, value) = provenance::predicate(
+                &rec,
+                opts,
+                &Secrets {
+                    is_secret_name: &is_secret,
+                    values: req.secret_values.clone(),
+                },
+            );
+            preds.push(Predicate {
+                predicate_type: ptype.to_owned(),
+                value,
+                implicit: req.default_provenance,
+            });
+        }
+        if req.sbom.is_some() {
+            let name = req.image_name.clone().unwrap_or_else(|| img.id.to_string());
+            let mut doc = sbom(state, img, &name, epoch.map_or_else(now, |e| (e, 0)))?;
+            // A secret value may not reach an attestation this way either.
+            provenance::scrub_value(&mut doc, &scrub_list(req));
+            preds.push(Predicate {
+                predicate_type: kiln_sbom::spdx::PREDICATE.to_owned(),
+                value: doc,
+                implicit: false,
+            });
+        }
+        per_platform.push((platform.clone(), preds));
+    }
+    Ok(Some(Attestations {
+        per_platform,
+        statement_type: version.statement_type(),
+        annotations: req.annotations.clone(),
+    }))
+}
+
+fn scrub_list(req: &AttestRequest) -> Vec<String> {
+    req.secret_values
+        .iter()
+        .filter(|v| v.len() >= provenance::MIN_SCRUBBED_LEN)
+        .cloned()
+        .collect()
+}
+
+/// The content store as a [`BlobSink`].
+struct Sink<'a>(&'a State);
+
+impl BlobSink for Sink<'_> {
+    type Error = Error;
+    fn put_json(&mut self, value: &serde_json::Value) -> Result<(Digest, u64), Error> {
+        let b = self.0.content.put_json(value)?;
+        Ok((b.digest, b.size))
+    }
+}
+
+fn to_layout(d: &Descriptor) -> Result<layout::Descriptor, Error> {
+    serde_json::to_value(d)
+        .and_then(serde_json::from_value)
+        .map_err(|e| Error::Other(format!("descriptor {}: {e}", d.digest)))
+}
+
+fn from_layout(d: &layout::Descriptor) -> Result<Descriptor, Error> {
+    serde_json::to_value(d)
+        .and_then(serde_json::from_value)
+        .map_err(|e| Error::Other(format!("descriptor {}: {e}", d.digest)))
+}
+
+impl Attestations {
+    /// Whether `out` carries anything of these: attestations, or
+    /// annotations that need an index.
+    pub fn applies_to(&self, out: &Output) -> bool {
+        let preds = self
+            .per_platform
+            .iter()
+            .flat_map(|(_, p)| p)
+            .any(|p| carries(out, p.implicit));
+        preds || (carries(out, false) && !self.annotations.is_empty())
+    }
+
+    /// With manifest annotations, each manifest rewritten with them (a new
+    /// digest, as BuildKit's); otherwise as given.
+    fn annotate(
+        &self,
+        state: &State,
+        manifests: &[(Platform, Descriptor)],
+    ) -> Result<Vec<(Platform, Descriptor)>, Error> {
+        let mut out = Vec::with_capacity(manifests.len());
+        for (p, d) in manifests {
+            let mut d = d.clone();
+            let extra = self.annotations.manifest_for(p);
+            if !extra.is_empty() {
+                let mut m: kiln_oci::Manifest =
+                    serde_json::from_slice(&state.content.read(&d.digest)?)
+                        .map_err(|e| Error::Other(format!("manifest {}: {e}", d.digest)))?;
+                m.annotations.extend(extra);
+                let b = state.content.put_json(&m)?;
+                d.digest = b.digest;
+                d.size = b.size;
+            }
+            d.annotations
+                .extend(self.annotations.manifest_descriptor_for(p));
+            out.push((p.clone(), d));
+        }
+        Ok(out)
+    }
+
+    /// The index an output writes for `manifests` (one per platform, in
+    /// build order), with the statements it carries about them (subjects:
+    /// `names` as purls); `None` when it writes no index (a single
+    /// platform with nothing to attach). Returns the index and every
+    /// manifest it lists (to push).
+    pub fn index(
+        &self,
+        state: &State,
+        out: &Output,
+        names: &[String],
+        manifests: &[(Platform, Descriptor)],
+        types: MediaTypes,
+    ) -> Result<Option<(Descriptor, Vec<Descriptor>)>, Error> {
+        let manifests = self.annotate(state, manifests)?;
+        let mut entries = Vec::with_capacity(manifests.len());
+        let mut any = false;
+        for (p, d) in &manifests {
+            let preds = self
+                .per_platform
+                .iter()
+                .find(|(q, _)| q == p)
+                .map(|(_, v)| v.as_slice())
+                .unwrap_or_default();
+            let statements: Vec<Statement> = preds
+                .iter()
+                .filter(|pr| carries(out, pr.implicit))
+                .map(|pr| {
+                    Statement::new(
+                        self.statement_type,
+                        &pr.predicate_type,
+                        kiln_attest::statement::image_subjects(names, p, &d.digest),
+                        pr.value.clone(),
+                    )
+                })
+                .collect();
+            any |= !statements.is_empty();
+            let mut ld = to_layout(d)?;
+            ld.platform = Some(OciPlatform::of(p));
+            entries.push(ImageEntry {
+                manifest: ld,
+                statements,
+            });
+        }
+        if !any && manifests.len() == 1 && !self.annotations.need_index() {
+            return Ok(None);
+        }
+        // BuildKit turns OCI media types on for attestations and index
+        // annotations.
+        let index_type = if any || !self.annotations.is_empty() {
+            MediaTypes::Oci.index()
+        } else {
+            types.index()
+        };
+        let (idx, listed) = layout::index(
+            &mut Sink(state),
+            &entries,
+            &self.annotations.index,
+            index_type,
+        )?;
+        let mut idx = from_layout(&idx)?;
+        idx.annotations
+            .extend(self.annotations.index_descriptor.clone());
+        let listed = listed
+            .iter()
+            .map(from_layout)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some((idx, listed)))
+    }
+}
+
+/// Writes `out` of the single-platform image `img` (`type=oci` and the
+/// image store, with the index that carries attestations when `att` has
+/// some for it); other outputs as [`crate::export::write`] does.
+pub fn write(
+    state: &State,
+    img: &Committed,
+    out: &Output,
+    clamp: Option<i64>,
+    att: Option<&Attestations>,
+) -> Result<Option<Descriptor>, Error> {
+    let Some(att) = att.filter(|a| a.applies_to(out)) else {
+        return crate::export::write(state, img, out, clamp);
+    };
+    let platform = img.config.platform();
+    match out {
+        Output::Oci {
+            dest,
+            tar,
+            names,
+            compression,
+            force_compression,
+        } => {
+            let m = crate::export::manifest(
+                state,
+                img,
+                (*compression, *force_compression),
+                MediaTypes::Oci,
+                clamp,
+                names,
+            )?;
+            let Some((idx, _)) = att.index(
+                state,
+                out,
+                names,
+                &[(platform, m.manifest.clone())],
+                MediaTypes::Oci,
+            )?
+            else {
+                return crate::export::write(state, img, out, clamp);
+            };
+            crate::export::write_layout(
+                state,
+                dest,
+                *tar,
+                &kiln_oci::ExportImage {
+                    manifest: idx.clone(),
+                    names: names.clone(),
+                },
+            )?;
+            Ok(Some(idx))
+        }
+        Output::Image { names } => {
+            let m = crate::export::manifest(
+                state,
+                img,
+                (kiln_oci::Compression::gzip(), false),
+                MediaTypes::Oci,
+                clamp,
+                names,
+            )?;
+            let idx = att.index(
+                state,
+                out,
+                names,
+                &[(platform, m.manifest.clone())],
+                MediaTypes::Oci,
+            )?;
+            crate::images::record(state, &img.id)?;
+            for n in names {
+                state.images.set(
+                    n,
+                    kiln_oci::ImageRef {
+                        id: img.id,
+                        manifest: Some(m.manifest.digest),
+                    },
+                )?;
+            }
+            if let Some((idx, _)) = &idx {
+                store_index(state, &img.id, &idx.digest)?;
+            }
+            Ok(None)
+        }
+        other => crate::export::write(state, img, other, clamp),
+    }
+}
+
+/// Pushes the single-platform image `img`'s manifest `manifest` under
+/// `names`, with the index that carries attestations when `att` has some
+/// for a registry; returns what the names point at.
+pub fn push(
+    state: &State,
+    client: &kiln_registry::Client,
+    img: &Committed,
+    out: &Output,
+    manifest: &Descriptor,
+    att: Option<&Attestations>,
+    log: &(dyn Fn(&str) + Send + Sync),
+) -> Result<Descriptor, Error> {
+    let Output::Registry { names, types, .. } = out else {
+        return Err(Error::Other("not a registry output".to_owned()));
+    };
+    if let Some(att) = att.filter(|a| a.applies_to(out))
+        && let Some((idx, all)) = att.index(
+            state,
+            out,
+            names,
+            &[(img.config.platform(), manifest.clone())],
+            *types,
+        )?
+    {
+        crate::registry::push_index(state, client, &idx, &all, names, log)?;
+        return Ok(idx);
+    }
+    crate::registry::push(state, client, manifest, names, log)?;
+    Ok(manifest.clone())
+}
+
+/// Where the local store records an image's attestation index
+/// (`<root>/attestations/<image id hex>`).
+fn index_record(state: &State, id: &Digest) -> std::path::PathBuf {
+    state.root.join("attestations").join(id.hex())
+}
+
+/// Records `index` as image `id`'s attestations in the local store.
+pub fn store_index(state: &State, id: &Digest, index: &Digest) -> Result<(), Error> {
+    let path = index_record(state, id);
+    let dir = state.root.join("attestations");
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+        what: format!("creating {}", dir.display()),
+        source,
+    })?;
+    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|source| Error::Io {
+        what: format!("creating a file in {}", dir.display()),
+        source,
+    })?;
+    std::fs::write(tmp.path(), index.to_string()).map_err(|source| Error::Io {
+        what: format!("writing {}", tmp.path().display()),
+        source,
+    })?;
+    tmp.persist(&path).map_err(|e| Error::Io {
+        what: format!("renaming into {}", path.display()),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+/// The attestation index the local store records for image `id`.
+pub fn stored_index(state: &State, id: &Digest) -> Option<Digest> {
+    std::fs::read_to_string(index_record(state, id))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// Every blob the attestation index of image `id` reaches (the index, its
+/// attestation manifests, their configs and statements), for garbage
+/// collection and `kiln check`.
+pub fn stored_blobs(state: &State, id: &Digest) -> Vec<Digest> {
+    let Some(idx) = stored_index(state, id) else {
+        return Vec::new();
+    };
+    let mut out = vec![idx];
+    let Ok(bytes) = state.content.read(&idx) else {
+        return out;
+    };
+    let Ok(index) = serde_json::from_slice::<kiln_oci::Index>(&bytes) else {
+        return out;
+    };
+    for m in &index.manifests {
+        out.push(m.digest);
+        if let Ok(b) = state.content.read(&m.digest)
+            && let Ok(man) = serde_json::from_slice::<kiln_oci::Manifest>(&b)
+        {
+            out.push(man.config.digest);
+            out.extend(man.layers.iter().map(|l| l.digest));
+        }
+    }
+    out
+}
+
+/// Removes the attestation record of image `id` (its blobs go with the
+/// next collection).
+pub fn forget(state: &State, id: &Digest) {
+    let _ = std::fs::remove_file(index_record(state, id));
+}
