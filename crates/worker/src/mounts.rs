@@ -128,6 +128,54 @@ pub(crate) fn context_digest(w: &LlbWorker, name: &str, m: &Mount) -> Result<Dig
     Ok(digest)
 }
 
+/// Whether input `index` of `e` is read only through bind mounts that are
+/// not the step's output: then what those mounts show, not the input's key,
+/// is what the step depends on (BuildKit's content-based keys of exec
+/// mounts: `getMountDeps` leaves them out only for the writable root).
+pub(crate) fn content_mounted(e: &ExecOp, index: u32) -> bool {
+    let mut used = e
+        .mounts
+        .iter()
+        .filter(|m| m.input == Some(index))
+        .peekable();
+    used.peek().is_some() && used.all(|m| matches!(m.kind, MountKind::Bind) && !m.output)
+}
+
+/// Content digests of what the bind mounts of `e` show of input `index`, a
+/// filesystem (a stage or an image): one per mount, with ownership (the mount
+/// shows it). The filesystem is mounted read-only for the walk.
+pub(crate) fn fs_digests(
+    w: &LlbWorker,
+    e: &ExecOp,
+    index: u32,
+    value: &Value,
+) -> Result<Vec<Digest>, Error> {
+    let scratch = w.state.scratch()?;
+    let (tree, guard) = w.mount_read_only(value, &scratch.path().join("src"))?;
+    let mut cache = kiln_context::StatCache::in_memory();
+    let opts = kiln_context::DigestOptions {
+        include_ownership: true,
+    };
+    let digests = e
+        .mounts
+        .iter()
+        .filter(|m| m.input == Some(index))
+        .map(|m| {
+            let sources = tree.expand(&m.source, &follow()).map_err(|e| {
+                Error::Other(format!(
+                    "RUN --mount target={}: failed to compute cache key: {e}",
+                    m.target
+                ))
+            })?;
+            Ok(tree
+                .digest(&sources, &Filter::default(), &mut cache, &opts)?
+                .0)
+        })
+        .collect::<Result<Vec<_>, Error>>();
+    guard.unmount()?;
+    digests
+}
+
 fn follow() -> ExpandOptions {
     ExpandOptions {
         allow_wildcard: false,

@@ -383,7 +383,18 @@ impl kiln_solver::Worker for LlbWorker {
     /// not the op's base): its content key names the files it copies, so a
     /// rebuilt stage whose copied files did not change spares the copy and
     /// every step after it (BuildKit's content-based cache keys).
+    ///
+    /// A RUN step that bind-mounts a stage or an image (`RUN
+    /// --mount=from=STAGE`, read-only or not: a writable bind mount's changes
+    /// are thrown away) is content-keyed the same way: its content key names
+    /// what each such mount shows, so a rebuilt stage whose mounted directory
+    /// did not change spares the step.
     fn keys_by_content(&self, v: &Vertex, inputs: &[KeyInput<Value>]) -> bool {
+        if let Op::Exec(e) = &v.op {
+            return inputs.iter().enumerate().any(|(i, input)| {
+                input.key.is_some() && crate::mounts::content_mounted(e, i as u32)
+            });
+        }
         let Op::File(f) = &v.op else { return false };
         f.actions.iter().any(|a| match a {
             FileAction::Copy(c) => c.from.is_some_and(|j| {
@@ -399,6 +410,27 @@ impl kiln_solver::Worker for LlbWorker {
         inputs: &[Resolved<Value>],
         _cx: &Cx,
     ) -> Result<Option<Key>, Error> {
+        if let Op::Exec(e) = &v.op {
+            let mut parts = Vec::with_capacity(inputs.len());
+            for (i, input) in inputs.iter().enumerate() {
+                let i = i as u32;
+                parts.push(match (&input.key, &input.value) {
+                    (None, Value::Context { name }) => InputPart::Content(
+                        e.mounts
+                            .iter()
+                            .filter(|m| m.input == Some(i))
+                            .map(|m| crate::mounts::context_digest(self, name, m))
+                            .collect::<Result<_, _>>()?,
+                    ),
+                    (None, _) => return Ok(None),
+                    (Some(_), value) if crate::mounts::content_mounted(e, i) => {
+                        InputPart::Content(crate::mounts::fs_digests(self, e, i, value)?)
+                    }
+                    (Some(k), _) => InputPart::Key(*k),
+                });
+            }
+            return Ok(Some(keys::op_key(&v.op, &parts)));
+        }
         let Op::File(f) = &v.op else { return Ok(None) };
         let mut parts = Vec::with_capacity(inputs.len());
         for (i, input) in inputs.iter().enumerate() {
