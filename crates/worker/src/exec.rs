@@ -33,9 +33,9 @@ fn environment(e: &ExecOp) -> Vec<String> {
 /// what the build did not allow.
 pub(crate) fn check_supported(w: &LlbWorker, e: &ExecOp) -> Result<usize, Error> {
     if e.security == Security::Insecure && !w.exec.grants.allow_insecure {
-        // BuildKit's wording, and the way out.
+        // BuildKit's wording (its client's), and the way out.
         return Err(Error::Other(
-            "security.insecure is not allowed: RUN --security=insecure needs `kiln build --allow security.insecure`"
+            "entitlement security.insecure is not allowed: RUN --security=insecure needs `kiln build --allow security.insecure`"
                 .to_owned(),
         ));
     }

@@ -251,7 +251,7 @@ pub(crate) fn prepare(
                 let Some(secret) = w.exec.grants.secrets.get(id) else {
                     if *required {
                         return Err(Error::Other(format!(
-                            "secret {id} not found: no --secret id={id} was given to the build"
+                            "secret {id}: not found (no --secret id={id} was given to the build)"
                         )));
                     }
                     continue;
