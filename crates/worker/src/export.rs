@@ -361,6 +361,7 @@ pub fn local(state: &State, layers: &[LayerId], dest: &Path) -> Result<(), Error
             parents_owner: None,
             mode: None,
             xattrs: true,
+            sockets_as_files: false,
         },
     );
     for s in &sources {
