@@ -56,6 +56,9 @@ pub struct LlbWorker {
     pub(crate) imported: Arc<crate::cache_exchange::Imported>,
     /// Directory names of the cache mounts this build's steps mounted.
     pub(crate) used_cache_mounts: Mutex<std::collections::BTreeSet<String>>,
+    /// Where the cache mounts of `--no-cache` steps live, made anew for this
+    /// build and removed with it (see `mounts::prepare`).
+    pub(crate) fresh_cache_mounts: Mutex<Option<tempfile::TempDir>>,
     /// Records why steps run (`--explain`), with what keys and context
     /// files were seen while keying.
     pub(crate) explainer: Option<crate::explain::Explainer>,
@@ -102,6 +105,7 @@ impl LlbWorker {
             image_layers: None,
             imported: Arc::default(),
             used_cache_mounts: Mutex::default(),
+            fresh_cache_mounts: Mutex::default(),
             explainer: None,
             seen: Mutex::default(),
             explanations: Mutex::default(),
@@ -528,7 +532,9 @@ impl LlbWorker {
             Op::Source(SourceOp::Http { .. }) => http::execute(self, v),
             Op::Source(SourceOp::Git { .. }) => git::execute(self, v),
             Op::File(f) => Ok(self.built(v, fileop::execute(self, f, inputs, cx)?)),
-            Op::Exec(e) => Ok(self.built(v, exec::execute(self, e, inputs, cx)?)),
+            Op::Exec(e) => {
+                Ok(self.built(v, exec::execute(self, e, inputs, v.meta.ignore_cache, cx)?))
+            }
             Op::Merge(m) => {
                 let mut layers = Vec::new();
                 for i in &m.inputs {
