@@ -324,6 +324,30 @@ fn limits(args: &BuildArgs) -> Result<kiln_executor::Limits, Failure> {
     })
 }
 
+/// `--shm-size` and `--ulimit`.
+fn resources(args: &BuildArgs) -> Result<kiln_executor::Resources, Failure> {
+    let shm_size = match &args.shm_size {
+        None => None,
+        Some(s) => match crate::prune::parse_size(s) {
+            Some(n) if n > 0 => Some(n),
+            _ => {
+                return Err(Failure::Usage(format!(
+                    "invalid --shm-size {s:?}: expected a size such as 128m or 1g"
+                )));
+            }
+        },
+    };
+    let ulimits = args
+        .ulimit
+        .iter()
+        .map(|u| {
+            u.parse::<kiln_executor::Ulimit>()
+                .map_err(|e| Failure::Usage(format!("--ulimit {u:?}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(kiln_executor::Resources { shm_size, ulimits })
+}
+
 /// Whether a message says a write failed for want of space (ENOSPC, from
 /// kiln or from a step's own output).
 fn is_no_space(s: &str) -> bool {
@@ -399,6 +423,9 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     let keep_records = crate::records::max_records().map_err(Failure::Usage)?;
     let outputs = outputs(args)?;
     crate::metadata::check_stdout(&outputs, print_id)?;
+    // Checked before planning, so a bad value is said at once.
+    limits(args)?;
+    resources(args)?;
     let mut cache_to = args
         .cache_to
         .iter()
@@ -854,6 +881,7 @@ fn run(
         executor,
         hostname: HOSTNAME.to_owned(),
         limits: limits(args)?,
+        resources: resources(args)?,
         grants,
         registry: Some(client.clone()),
         log,

@@ -47,6 +47,8 @@ pub struct BuildRequest {
     pub hostname: String,
     /// Memory and process limits of RUN steps (never part of a cache key).
     pub limits: kiln_executor::Limits,
+    /// `--shm-size` and `--ulimit` of RUN steps (never part of a cache key).
+    pub resources: kiln_executor::Resources,
     /// Secrets, SSH agents and entitlements of RUN steps.
     pub grants: crate::mounts::ExecGrants,
     /// The registry client, for `Output::Registry`.
@@ -254,6 +256,7 @@ pub async fn build(
             hostname: req.hostname.clone(),
             grants: Arc::new(req.grants.clone()),
             limits: req.limits,
+            resources: req.resources.clone(),
         },
     );
     worker = worker.with_explainer(crate::explain::Explainer {

@@ -115,6 +115,7 @@ pub fn execute(
         mounts: prepared.mounts.clone(),
         privileged: e.security == Security::Insecure,
         limits: w.exec.limits,
+        resources: w.exec.resources.clone(),
     };
     let mut output = |stream: Stream, data: &[u8]| {
         let s = match stream {

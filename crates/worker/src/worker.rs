@@ -34,6 +34,8 @@ pub struct ExecSettings {
     pub grants: std::sync::Arc<crate::mounts::ExecGrants>,
     /// Memory and process limits of RUN steps.
     pub limits: kiln_executor::Limits,
+    /// `/dev/shm` size and resource limits of RUN steps.
+    pub resources: kiln_executor::Resources,
 }
 
 /// The worker of one build.
