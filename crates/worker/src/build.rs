@@ -40,6 +40,9 @@ pub struct BuildRequest {
     pub max_parallelism: usize,
     /// `SOURCE_DATE_EPOCH`: creation times and the mtime clamp of layers.
     pub source_date_epoch: Option<i64>,
+    /// `rewrite-timestamp=true`: the manifests mark the layers the build
+    /// made as clamped to `source_date_epoch` (see `export::manifest`).
+    pub rewrite_timestamp: bool,
     /// The time the build started (used when there is no epoch).
     pub now: (i64, u32),
     pub executor: Arc<dyn Executor>,
@@ -440,6 +443,7 @@ pub async fn build(
             &per_platform,
             &req.outputs,
             clamp,
+            req.rewrite_timestamp,
             req.registry.as_ref(),
             &*req.log,
         )?;
@@ -468,6 +472,7 @@ pub async fn build(
                     (*compression, *force_compression),
                     *types,
                     clamp,
+                    req.rewrite_timestamp,
                     names,
                 )?;
                 crate::registry::push(state, client, &m.manifest, names, &*req.log)?;
@@ -489,6 +494,7 @@ pub async fn build(
                 img,
                 out,
                 clamp,
+                req.rewrite_timestamp,
                 req.transfers.as_ref(),
             )?),
             (None, Output::Local { dest }) => export::local(state, &layers, dest)?,

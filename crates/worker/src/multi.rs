@@ -30,10 +30,11 @@ fn index(
     compression: (kiln_oci::Compression, bool),
     types: MediaTypes,
     clamp: Option<i64>,
+    rewritten: bool,
 ) -> Result<(Descriptor, Vec<Descriptor>), Error> {
     let mut manifests = Vec::with_capacity(images.len());
     for (_, img) in images {
-        let m = export::manifest(state, img, compression, types, clamp, &[])?;
+        let m = export::manifest(state, img, compression, types, clamp, rewritten, &[])?;
         manifests.push(m.manifest);
     }
     let idx = Index::new(types, manifests.clone());
@@ -53,13 +54,16 @@ fn default_image(images: &[(Platform, Committed)]) -> Option<&Committed> {
 }
 
 /// Writes every output of a multi-platform build; returns the descriptors of
-/// the indexes written (for `--metadata-file`).
+/// the indexes written (for `--metadata-file`). `rewritten`: see
+/// `export::manifest`.
+#[allow(clippy::too_many_arguments)]
 pub fn write_outputs(
     state: &State,
     images: &[(Platform, Committed)],
     layers: &[(Platform, Vec<LayerId>)],
     outputs: &[Output],
     clamp: Option<i64>,
+    rewritten: bool,
     registry: Option<&kiln_registry::Client>,
     log: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<Vec<Descriptor>, Error> {
@@ -113,6 +117,7 @@ pub fn write_outputs(
                     (*compression, *force_compression),
                     MediaTypes::Oci,
                     clamp,
+                    rewritten,
                 )?;
                 let export = ExportImage {
                     manifest: idx.clone(),
@@ -138,6 +143,7 @@ pub fn write_outputs(
                     (*compression, *force_compression),
                     *types,
                     clamp,
+                    rewritten,
                 )?;
                 crate::registry::push_index(state, client, &idx, &manifests, names, log)?;
                 written.insert(0, idx);
@@ -145,7 +151,7 @@ pub fn write_outputs(
                     let again = [Output::Image {
                         names: names.clone(),
                     }];
-                    write_outputs(state, images, layers, &again, clamp, None, log)?;
+                    write_outputs(state, images, layers, &again, clamp, rewritten, None, log)?;
                 }
             }
             Output::Local { dest } => {
