@@ -114,6 +114,8 @@ pub fn build_options(
         all_stages: false,
         dockerignore: dockerignore(args),
         multi_platform: platforms.len() > 1,
+        // kiln's main context is always a directory (read_dockerfile).
+        local_context: true,
     })
 }
 
