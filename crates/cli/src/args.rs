@@ -371,6 +371,16 @@ pub struct BuildArgs {
     #[arg(long, value_name = "KEY=VALUE")]
     pub annotation: Vec<String>,
 
+    /// Size of each RUN step's /dev/shm (bytes, or with a unit: 128m, 1g;
+    /// default 64m), as `docker buildx build --shm-size`.
+    #[arg(long = "shm-size", value_name = "SIZE")]
+    pub shm_size: Option<String>,
+
+    /// A resource limit of each RUN step, NAME=SOFT[:HARD] (nofile, nproc,
+    /// core, stack, …; -1 is unlimited), as `docker buildx build --ulimit`.
+    #[arg(long, value_name = "ULIMIT")]
+    pub ulimit: Vec<String>,
+
     /// `docker build`/`docker buildx build` flags kiln does not have.
     #[command(flatten)]
     pub docker: DockerOnly,
@@ -410,10 +420,6 @@ pub struct DockerOnly {
     pub policy: Vec<String>,
     #[arg(long, hide = true, value_name = "SPEC")]
     pub resource: Vec<String>,
-    #[arg(long = "shm-size", hide = true, value_name = "SIZE")]
-    pub shm_size: Option<String>,
-    #[arg(long, hide = true, value_name = "ULIMIT")]
-    pub ulimit: Vec<String>,
     #[arg(long, hide = true)]
     pub detach: bool,
     // `docker build` (the legacy builder's flags).
@@ -476,7 +482,11 @@ impl DockerOnly {
             "--builder",
             " (kiln has no builder instances: it builds in its own process)",
         );
-        flag(self.cgroup_parent.is_some(), "--cgroup-parent", "");
+        flag(
+            self.cgroup_parent.is_some(),
+            "--cgroup-parent",
+            " (each RUN step gets a control group of its own under kiln's, which --memory and --pids-limit limit)",
+        );
         flag(!self.policy.is_empty(), "--policy", "");
         let off = |v: &Option<String>| v.as_deref().and_then(go_bool) == Some(false);
         flag(
@@ -484,8 +494,6 @@ impl DockerOnly {
             "--resource",
             " (--memory and --pids-limit are)",
         );
-        flag(self.shm_size.is_some(), "--shm-size", "");
-        flag(!self.ulimit.is_empty(), "--ulimit", "");
         flag(self.detach, "--detach", "");
         flag(self.squash, "--squash", "");
         flag(self.stream, "--stream", "");
@@ -559,6 +567,8 @@ impl BuildArgs {
         check(self.check, "--check");
         check(self.memory.is_some(), "--memory");
         check(self.pids_limit.is_some(), "--pids-limit");
+        check(self.shm_size.is_some(), "--shm-size");
+        check(!self.ulimit.is_empty(), "--ulimit");
         check(self.report.is_some(), "--report");
         out
     }

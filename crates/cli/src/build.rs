@@ -162,20 +162,46 @@ fn now() -> (i64, u32) {
     )
 }
 
-/// `SOURCE_DATE_EPOCH` from `--build-arg` or the environment.
-fn source_date_epoch(opts: &BuildOptions) -> Result<Option<i64>, Failure> {
-    let v = match opts.build_args.get("SOURCE_DATE_EPOCH") {
-        Some(v) => Some(v.clone()),
-        None => env_var("SOURCE_DATE_EPOCH"),
-    };
-    match v.as_deref() {
-        None | Some("") => Ok(None),
-        Some(s) => s.parse::<i64>().map(Some).map_err(|_| {
-            Failure::Usage(format!(
-                "invalid SOURCE_DATE_EPOCH {s:?}: expected seconds since 1970"
-            ))
-        }),
+/// The exporters' `source-date-epoch=` and `rewrite-timestamp=`: one
+/// setting for every output, since kiln makes a build's layers once.
+fn export_epoch(args: &BuildArgs) -> Result<output::EpochAttrs, Failure> {
+    let mut all = Vec::new();
+    for spec in &args.outputs {
+        let a = output::epoch_attrs(spec)?;
+        if !all.contains(&a) {
+            all.push(a);
+        }
     }
+    match all.as_slice() {
+        [] => Ok(output::EpochAttrs::default()),
+        [one] => Ok(*one),
+        _ => Err(Failure::Usage(
+            "outputs with different source-date-epoch or rewrite-timestamp attributes are not supported yet"
+                .to_owned(),
+        )),
+    }
+}
+
+/// The build's `SOURCE_DATE_EPOCH` (creation times, the layers' mtime
+/// clamp) and whether the manifests mark the layers as rewritten to it:
+/// the plan's epoch (`--build-arg`, the environment, or the Dockerfile's
+/// `ARG SOURCE_DATE_EPOCH=…` default) unless the exporter's
+/// `source-date-epoch=N` replaces it; `source-date-epoch=` (empty) leaves
+/// the exporter without one, so nothing is marked, as in BuildKit.
+fn build_epoch(attrs: output::EpochAttrs, planned: Option<i64>, mode: Mode) -> (Option<i64>, bool) {
+    let (sde, exporter) = match attrs.source_date_epoch {
+        Some(Some(n)) => (Some(n), Some(n)),
+        Some(None) => (planned, None),
+        None => (planned, planned),
+    };
+    if attrs.rewrite_timestamp && exporter.is_none() {
+        // BuildKit's warning.
+        note(
+            mode,
+            "WARNING: rewrite-timestamp is specified, but no source-date-epoch was found",
+        );
+    }
+    (sde, attrs.rewrite_timestamp && exporter.is_some())
 }
 
 /// The outputs the flags ask for; no `-o` means the local image store.
@@ -324,6 +350,30 @@ fn limits(args: &BuildArgs) -> Result<kiln_executor::Limits, Failure> {
     })
 }
 
+/// `--shm-size` and `--ulimit`.
+fn resources(args: &BuildArgs) -> Result<kiln_executor::Resources, Failure> {
+    let shm_size = match &args.shm_size {
+        None => None,
+        Some(s) => match crate::prune::parse_size(s) {
+            Some(n) if n > 0 => Some(n),
+            _ => {
+                return Err(Failure::Usage(format!(
+                    "invalid --shm-size {s:?}: expected a size such as 128m or 1g"
+                )));
+            }
+        },
+    };
+    let ulimits = args
+        .ulimit
+        .iter()
+        .map(|u| {
+            u.parse::<kiln_executor::Ulimit>()
+                .map_err(|e| Failure::Usage(format!("--ulimit {u:?}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(kiln_executor::Resources { shm_size, ulimits })
+}
+
 /// Whether a message says a write failed for want of space (ENOSPC, from
 /// kiln or from a step's own output).
 fn is_no_space(s: &str) -> bool {
@@ -364,7 +414,7 @@ struct Plan {
     image_names: Vec<String>,
     opts: BuildOptions,
     contexts: Vec<(String, ContextValue)>,
-    sde: Option<i64>,
+    epoch: output::EpochAttrs,
     grants: kiln_worker::mounts::ExecGrants,
     /// `--provenance`, `--sbom`, `--attest`, `--annotation`, and the notes
     /// about outputs that leave them out.
@@ -402,6 +452,9 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     let keep_records = crate::records::max_records().map_err(Failure::Usage)?;
     let outputs = outputs(args)?;
     crate::metadata::check_stdout(&outputs, print_id)?;
+    // Checked before planning, so a bad value is said at once.
+    limits(args)?;
+    resources(args)?;
     let mut cache_to = args
         .cache_to
         .iter()
@@ -455,7 +508,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     }
     let attest = crate::attest::request(args, &outputs, &env_var)?;
     let contexts = build_contexts(args)?;
-    let sde = source_date_epoch(&opts)?;
+    let epoch = export_epoch(args)?;
     let grants = crate::grants::grants(
         &args.secrets,
         &args.ssh,
@@ -486,7 +539,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         image_names,
         opts,
         contexts,
-        sde,
+        epoch,
         grants,
         attest,
     };
@@ -681,7 +734,7 @@ fn run(
         image_names,
         mut opts,
         contexts,
-        sde,
+        epoch,
         grants,
         attest: (mut attest, attest_notes),
     } = plan;
@@ -867,6 +920,7 @@ fn run(
         &image_names,
         &platforms,
     );
+    let (sde, rewrite_timestamp) = build_epoch(epoch, planned.definition.source_date_epoch, mode);
     let req = kiln_worker::BuildRequest {
         definition: planned.definition,
         more_platforms,
@@ -878,10 +932,12 @@ fn run(
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         }),
         source_date_epoch: sde,
+        rewrite_timestamp,
         now: now(),
         executor,
         hostname: HOSTNAME.to_owned(),
         limits: limits(args)?,
+        resources: resources(args)?,
         grants,
         registry: Some(client.clone()),
         log,

@@ -114,6 +114,8 @@ pub fn build_options(
         all_stages: false,
         dockerignore: dockerignore(args),
         multi_platform: platforms.len() > 1,
+        // kiln's main context is always a directory (read_dockerfile).
+        local_context: true,
     })
 }
 
@@ -175,7 +177,8 @@ impl IgnoreRules for DockerIgnore {
     }
 }
 
-/// Reads the Dockerfile: `-f PATH`, `-f -` (stdin), or `CONTEXT/Dockerfile`.
+/// Reads the Dockerfile: `-f PATH`, `-f -` (stdin), or `CONTEXT/Dockerfile`
+/// (`CONTEXT/dockerfile` when there is no `Dockerfile`, as in BuildKit).
 /// Its name in messages is the path as the user would type it.
 pub fn read_dockerfile(args: &BuildArgs) -> Result<SourceFile, Failure> {
     let (name, bytes) = match args.file.as_deref() {
@@ -199,13 +202,23 @@ pub fn read_dockerfile(args: &BuildArgs) -> Result<SourceFile, Failure> {
                     args.context
                 )));
             }
-            let path = ctx.join("Dockerfile");
+            // `Dockerfile`, else `dockerfile` (BuildKit's `dockerui`
+            // fallback, `DefaultDockerfileName` lowercased).
+            let mut file = "Dockerfile";
+            let mut path = ctx.join(file);
+            let mut read = std::fs::read(&path);
+            if matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+                let lower = ctx.join("dockerfile");
+                if let Ok(bytes) = std::fs::read(&lower) {
+                    (file, path, read) = ("dockerfile", lower, Ok(bytes));
+                }
+            }
             let name = if args.context == "." {
-                "Dockerfile".to_owned()
+                file.to_owned()
             } else {
                 path.display().to_string()
             };
-            let bytes = std::fs::read(&path).map_err(|e| {
+            let bytes = read.map_err(|e| {
                 Failure::Usage(format!("reading Dockerfile {}: {e}", path.display()))
             })?;
             (name, bytes)

@@ -67,6 +67,46 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, Failure> {
     }
 }
 
+/// The exporter's `SOURCE_DATE_EPOCH` attributes of one `-o` value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EpochAttrs {
+    /// `source-date-epoch=N` (`Some(Some(N))`) or `source-date-epoch=`
+    /// (`Some(None)`: the exporter has no epoch); `None`: not given, the
+    /// build's `SOURCE_DATE_EPOCH` is the exporter's.
+    pub source_date_epoch: Option<Option<i64>>,
+    /// `rewrite-timestamp=true`.
+    pub rewrite_timestamp: bool,
+}
+
+/// `source-date-epoch=` value: seconds since 1970, or empty.
+fn parse_epoch(v: &str) -> Result<Option<i64>, Failure> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.parse::<i64>().map(Some).map_err(|_| {
+        Failure::Usage(format!(
+            "invalid --output source-date-epoch={v:?}: expected seconds since 1970"
+        ))
+    })
+}
+
+/// The `source-date-epoch` and `rewrite-timestamp` attributes of `spec`
+/// (which [`parse`] has accepted).
+pub fn epoch_attrs(spec: &str) -> Result<EpochAttrs, Failure> {
+    let mut out = EpochAttrs::default();
+    if spec == "-" || !spec.contains('=') {
+        return Ok(out);
+    }
+    for (k, v) in fields(spec)? {
+        match k.as_str() {
+            "source-date-epoch" => out.source_date_epoch = Some(parse_epoch(&v)?),
+            "rewrite-timestamp" => out.rewrite_timestamp = parse_bool(&k, &v)?,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 /// Parses one `-o` value. `tags` (`-t`, normalised) name every image output
 /// too; `normalize` normalises `name=` values.
 pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Output, Failure> {
@@ -92,6 +132,7 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
     let mut insecure = false;
     let mut oci_types = None;
     let mut force_compression = false;
+    let mut epoch_attr = false;
     for (k, v) in &fields {
         match k.as_str() {
             "type" => ty = Some(v.clone()),
@@ -130,13 +171,18 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
                 }
             }
             "force-compression" => force_compression = parse_bool(k, v)?,
+            // Read by `epoch_attrs`; checked here.
+            "rewrite-timestamp" => epoch_attr = epoch_attr || parse_bool(k, v)?,
+            "source-date-epoch" => {
+                parse_epoch(v)?;
+                epoch_attr = true;
+            }
             "oci-artifact"
             | "buildinfo"
             | "buildinfo-attrs"
             | "annotation"
             | "dangling-name-prefix"
             | "name-canonical"
-            | "rewrite-timestamp"
             | "platform-split"
             | "attest"
             | "context" => return Err(not_yet(format!("--output attribute {k}"))),
@@ -153,6 +199,11 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
     let compression = Compression::parse(&compression, level)
         .map_err(|e| Failure::Usage(format!("--output compression: {e}")))?;
     let ty = ty.unwrap_or_else(|| "local".to_owned());
+    if epoch_attr && matches!(ty.as_str(), "local" | "tar") {
+        return Err(not_yet(format!(
+            "--output type={ty} with source-date-epoch or rewrite-timestamp"
+        )));
+    }
     let need_dest = |dest: Option<PathBuf>| {
         dest.ok_or_else(|| Failure::Usage(format!("--output type={ty} needs dest=PATH")))
     };
@@ -330,5 +381,34 @@ mod tests {
             "invalid --output \"type=oci,dest=\\\"x\": unterminated quote"
         );
         assert!(err("type=oci,dest=x,compression=zstd,compression-level=99").contains("level"));
+    }
+
+    #[test]
+    fn epoch_attributes() {
+        let a = |spec: &str| {
+            ok(spec);
+            epoch_attrs(spec).unwrap()
+        };
+        assert_eq!(a("type=oci,dest=x"), EpochAttrs::default());
+        assert_eq!(
+            a("type=oci,dest=x,rewrite-timestamp=true,source-date-epoch=12"),
+            EpochAttrs {
+                source_date_epoch: Some(Some(12)),
+                rewrite_timestamp: true
+            }
+        );
+        assert_eq!(
+            a("type=docker,dest=x,source-date-epoch="),
+            EpochAttrs {
+                source_date_epoch: Some(None),
+                rewrite_timestamp: false
+            }
+        );
+        assert!(err("type=oci,dest=x,source-date-epoch=soon").contains("seconds since 1970"));
+        assert!(err("type=oci,dest=x,rewrite-timestamp=maybe").contains("true or false"));
+        assert_eq!(
+            err("type=local,dest=x,rewrite-timestamp=true"),
+            "--output type=local with source-date-epoch or rewrite-timestamp is not supported yet"
+        );
     }
 }

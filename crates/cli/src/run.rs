@@ -392,6 +392,7 @@ fn prepare_and_run(globals: &crate::Globals, args: &RunArgs) -> Result<u8, Failu
         mounts: extra,
         privileged: false,
         limits: Default::default(),
+        resources: Default::default(),
     };
     let exe = std::env::current_exe().context("locating the kiln binary")?;
     let executor = kiln_executor::NamespaceExecutor::new(exe, vec!["__exec".into()]);

@@ -82,7 +82,7 @@ fn cli_cases() {
 
 /// The `options` file of a frontend case as `kiln` flags, or `None` when the
 /// case needs something only the library API offers (a fixed build platform,
-/// base images).
+/// base images, a main context that is not a local directory).
 fn frontend_flags(case: &Path) -> Option<Vec<String>> {
     if case.join("images.json").exists() {
         return None;
@@ -95,7 +95,7 @@ fn frontend_flags(case: &Path) -> Option<Vec<String>> {
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
         {
             let (flag, value) = line.split_once(' ').unwrap_or((line, ""));
-            if flag == "--build-platform" {
+            if flag == "--build-platform" || flag == "--remote-context" {
                 return None;
             }
             out.push(flag.to_owned());

@@ -596,7 +596,12 @@ impl Run {
             }
             Op::Prune => vec![vec![s("prune"), s("-f")]],
             Op::PruneAll => vec![vec![s("prune"), s("-f"), s("--all")]],
-            Op::PruneKeep(kb) => vec![vec![s("prune"), s("-f"), s("--keep-storage"), format!("{kb}kb")]],
+            Op::PruneKeep(kb) => vec![vec![
+                s("prune"),
+                s("-f"),
+                s("--keep-storage"),
+                format!("{kb}kb"),
+            ]],
             Op::SaveLoad(n) => {
                 if !has(n) {
                     return None;

@@ -624,6 +624,15 @@ fn child_setup(
             caps::drop(None, CapSet::Bounding, c).map_err(|e| format!("dropping {c}: {e}"))?;
         }
     }
+    for u in &spec.resources.ulimits {
+        // Before the credentials change: raising a hard limit needs
+        // CAP_SYS_RESOURCE, which the step's user may not have.
+        let r = u
+            .resource()
+            .ok_or_else(|| format!("unknown ulimit {:?}", u.name))?;
+        nix::sys::resource::setrlimit(r, u.soft, u.hard)
+            .map_err(|e| format!("setting ulimit {}={}:{}: {e}", u.name, u.soft, u.hard))?;
+    }
     confine(req_seccomp)?;
     let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;

@@ -59,7 +59,10 @@ use std::time::Duration;
 
 pub use cgroup::Limits;
 pub use helper::helper_main;
-pub use spec::{AttachMode, ExtraMount, MountKind, Network, Rootfs, RunSpec, SecretData};
+pub use spec::{
+    AttachMode, ExtraMount, MountKind, Network, Resources, Rootfs, RunSpec, SecretData, Ulimit,
+    UlimitError,
+};
 
 use spec::{Request, Status};
 

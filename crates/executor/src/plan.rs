@@ -172,7 +172,10 @@ pub(crate) fn container_steps(
             target: "/dev/shm".to_owned(),
             fstype: Some("tmpfs"),
             flags: nosuid_nodev_noexec,
-            data: Some("mode=1777,size=65536k".to_owned()),
+            data: Some(format!(
+                "mode=1777,size={}k",
+                spec.resources.shm_size.unwrap_or(64 << 20).div_ceil(1024)
+            )),
             kind: TargetKind::Dir,
             readonly_bind: false,
         },

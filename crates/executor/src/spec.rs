@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use nix::sys::resource::Resource;
 use serde::{Deserialize, Serialize};
 
 /// The root filesystem: an overlay of `lowers` with a writable `upper`.
@@ -102,6 +103,113 @@ pub struct RunSpec {
     /// Memory and process limits (`kiln build --memory`, `--pids-limit`).
     #[serde(default)]
     pub limits: crate::cgroup::Limits,
+    /// `--shm-size` and `--ulimit`.
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+/// What a step gets besides its control groups' limits: the size of its
+/// `/dev/shm` (`docker build --shm-size`) and its resource limits
+/// (`--ulimit`), as BuildKit's `shm-size` and `ulimit` options.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// Bytes; `None` is 64 MiB, Docker's default.
+    #[serde(default)]
+    pub shm_size: Option<u64>,
+    /// Set by the step's pid 1 before it execs, in order.
+    #[serde(default)]
+    pub ulimits: Vec<Ulimit>,
+}
+
+/// One `--ulimit NAME=SOFT[:HARD]` (`-1` is unlimited), as
+/// `github.com/docker/go-units.ParseUlimit` reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// go-units' name: `nofile`, `nproc`, `core`, …
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+impl Ulimit {
+    /// The resource `name` stands for.
+    pub(crate) fn resource(&self) -> Option<Resource> {
+        ULIMIT_NAMES
+            .iter()
+            .find(|(n, _)| *n == self.name)
+            .map(|(_, r)| *r)
+    }
+}
+
+/// A `--ulimit` value that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UlimitError {
+    #[error("invalid ulimit argument: {0}")]
+    Argument(String),
+    #[error("invalid ulimit type: {0}")]
+    Type(String),
+    #[error("too many limit value arguments - {0}, can only have up to two, `soft[:hard]`")]
+    TooMany(String),
+    #[error("invalid ulimit value {0:?}")]
+    Value(String),
+    #[error("ulimit soft limit must be less than or equal to hard limit: {0} > {1}")]
+    SoftAboveHard(i64, i64),
+}
+
+/// go-units' names.
+const ULIMIT_NAMES: [(&str, Resource); 15] = [
+    ("core", Resource::RLIMIT_CORE),
+    ("cpu", Resource::RLIMIT_CPU),
+    ("data", Resource::RLIMIT_DATA),
+    ("fsize", Resource::RLIMIT_FSIZE),
+    ("locks", Resource::RLIMIT_LOCKS),
+    ("memlock", Resource::RLIMIT_MEMLOCK),
+    ("msgqueue", Resource::RLIMIT_MSGQUEUE),
+    ("nice", Resource::RLIMIT_NICE),
+    ("nofile", Resource::RLIMIT_NOFILE),
+    ("nproc", Resource::RLIMIT_NPROC),
+    ("rss", Resource::RLIMIT_RSS),
+    ("rtprio", Resource::RLIMIT_RTPRIO),
+    ("rttime", Resource::RLIMIT_RTTIME),
+    ("sigpending", Resource::RLIMIT_SIGPENDING),
+    ("stack", Resource::RLIMIT_STACK),
+];
+
+impl std::str::FromStr for Ulimit {
+    type Err = UlimitError;
+
+    fn from_str(val: &str) -> Result<Ulimit, UlimitError> {
+        let (name, limits) = val
+            .split_once('=')
+            .ok_or_else(|| UlimitError::Argument(val.to_owned()))?;
+        if !ULIMIT_NAMES.iter().any(|(n, _)| *n == name) {
+            return Err(UlimitError::Type(name.to_owned()));
+        }
+        let parts: Vec<&str> = limits.split(':').collect();
+        if parts.len() > 2 {
+            return Err(UlimitError::TooMany(limits.to_owned()));
+        }
+        let num = |s: &str| {
+            s.parse::<i64>()
+                .map_err(|_| UlimitError::Value(s.to_owned()))
+        };
+        let soft = num(parts[0])?;
+        let hard = match parts.get(1) {
+            Some(h) => num(h)?,
+            None => soft,
+        };
+        if soft > hard && hard != -1 {
+            return Err(UlimitError::SoftAboveHard(soft, hard));
+        }
+        // -1 (or any negative value, as Go's conversion to rlimit gives) is
+        // RLIM_INFINITY.
+        let lim = |v: i64| u64::try_from(v).unwrap_or(libc::RLIM_INFINITY);
+        Ok(Ulimit {
+            name: name.to_owned(),
+            soft: lim(soft),
+            hard: lim(hard),
+        })
+    }
 }
 
 /// What the caller sends the helper on stdin.
@@ -163,4 +271,36 @@ pub(crate) enum Status {
     Signaled(i32),
     /// The container could not be set up or the command not started.
     SetupError(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ulimits_as_go_units_reads_them() {
+        let u = |s: &str| s.parse::<Ulimit>();
+        assert_eq!(
+            u("nofile=1062:1062"),
+            Ok(Ulimit {
+                name: "nofile".into(),
+                soft: 1062,
+                hard: 1062
+            })
+        );
+        assert_eq!(
+            u("nproc=100"),
+            Ok(Ulimit {
+                name: "nproc".into(),
+                soft: 100,
+                hard: 100
+            })
+        );
+        assert_eq!(u("core=-1").map(|u| u.hard), Ok(libc::RLIM_INFINITY));
+        assert_eq!(u("nofile"), Err(UlimitError::Argument("nofile".into())));
+        assert_eq!(u("files=1"), Err(UlimitError::Type("files".into())));
+        assert_eq!(u("nofile=1:2:3"), Err(UlimitError::TooMany("1:2:3".into())));
+        assert_eq!(u("nofile=x"), Err(UlimitError::Value("x".into())));
+        assert_eq!(u("nofile=20:10"), Err(UlimitError::SoftAboveHard(20, 10)));
+    }
 }

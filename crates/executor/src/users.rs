@@ -3,7 +3,11 @@
 //! of `moby/sys/user.GetExecUser` as BuildKit uses them (checked against
 //! BuildKit: `USER 1234` is uid 1234, gid 0, HOME `/`; `USER app` gets app's
 //! primary group, its supplementary groups from `/etc/group` membership and
-//! its home; an explicit group means no supplementary groups).
+//! its home; an explicit group means no supplementary groups). The primary
+//! gid is always one of the supplementary groups too, as BuildKit's
+//! `ensureAdditionalGids` makes it since v0.11 (CVE-2023-25173: without it a
+//! process could use its supplementary groups to bypass primary-group
+//! restrictions).
 //!
 //! Pure functions on file contents, so they are tested without a container.
 
@@ -12,7 +16,7 @@
 pub struct ExecUser {
     pub uid: u32,
     pub gid: u32,
-    /// Supplementary groups.
+    /// Supplementary groups, the primary gid first.
     pub groups: Vec<u32>,
     /// Home directory, for `HOME` when the environment has none.
     pub home: String,
@@ -160,12 +164,15 @@ pub fn resolve(
         None => {
             if let Some(n) = name {
                 for e in group_entries(group) {
-                    if e.members.contains(&n) && e.gid != out.gid && !out.groups.contains(&e.gid) {
+                    if e.members.contains(&n) && !out.groups.contains(&e.gid) {
                         out.groups.push(e.gid);
                     }
                 }
             }
         }
+    }
+    if !out.groups.contains(&out.gid) {
+        out.groups.insert(0, out.gid);
     }
     if out.home.is_empty() {
         out.home = "/".to_owned();
@@ -192,7 +199,7 @@ mod tests {
             Ok(ExecUser {
                 uid: 0,
                 gid: 0,
-                groups: vec![3000],
+                groups: vec![0, 3000],
                 home: "/root".into()
             })
         );
@@ -201,7 +208,7 @@ mod tests {
             Ok(ExecUser {
                 uid: 65534,
                 gid: 65534,
-                groups: vec![],
+                groups: vec![65534],
                 home: "/nonexistent".into()
             })
         );
@@ -210,7 +217,7 @@ mod tests {
             Ok(ExecUser {
                 uid: 1000,
                 gid: 1000,
-                groups: vec![2000, 3000],
+                groups: vec![1000, 2000, 3000],
                 home: "/srv".into()
             })
         );
@@ -219,7 +226,7 @@ mod tests {
             Ok(ExecUser {
                 uid: 1234,
                 gid: 0,
-                groups: vec![],
+                groups: vec![0],
                 home: "/".into()
             })
         );
@@ -228,7 +235,7 @@ mod tests {
             Ok(ExecUser {
                 uid: 1234,
                 gid: 55,
-                groups: vec![],
+                groups: vec![55],
                 home: "/".into()
             })
         );
@@ -237,7 +244,7 @@ mod tests {
             Ok(ExecUser {
                 uid: 1000,
                 gid: 2000,
-                groups: vec![],
+                groups: vec![2000],
                 home: "/srv".into()
             })
         );
@@ -246,7 +253,7 @@ mod tests {
             Ok(ExecUser {
                 uid: 1000,
                 gid: 1000,
-                groups: vec![2000, 3000],
+                groups: vec![1000, 2000, 3000],
                 home: "/srv".into()
             })
         );
@@ -257,9 +264,28 @@ mod tests {
             Ok(ExecUser {
                 uid: 0,
                 gid: 0,
-                groups: vec![],
+                groups: vec![0],
                 home: "/root".into()
             })
         );
+    }
+
+    #[test]
+    fn primary_gid_is_a_supplementary_group_once() {
+        // BuildKit's testUserAdditionalGids, on busybox's files.
+        let passwd = "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\n";
+        let group = "root:x:0:\ndaemon:x:1:\nwheel:x:10:root\n";
+        let ids = |spec: &str| {
+            let u = resolve(spec, Some(passwd), Some(group)).unwrap();
+            (u.uid, u.gid, u.groups)
+        };
+        assert_eq!(ids(""), (0, 0, vec![0, 10]));
+        assert_eq!(ids("1234"), (1234, 0, vec![0]));
+        assert_eq!(ids("1234:1234"), (1234, 1234, vec![1234]));
+        assert_eq!(ids("daemon"), (1, 1, vec![1]));
+        // A user listed in its own primary group has it once.
+        let group = "root:x:0:root\nwheel:x:10:root\n";
+        let u = resolve("root", Some(passwd), Some(group)).unwrap();
+        assert_eq!(u.groups, vec![0, 10]);
     }
 }

@@ -91,6 +91,7 @@ fn setup(args: &[&str]) -> Run {
         mounts: Vec::new(),
         privileged: false,
         limits: Default::default(),
+        resources: Default::default(),
     };
     Run {
         _dir: dir,

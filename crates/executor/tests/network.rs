@@ -81,6 +81,7 @@ fn sh(script: &str) -> Run {
         mounts: Vec::new(),
         privileged: false,
         limits: Default::default(),
+        resources: Default::default(),
     };
     Run { dir, spec }
 }

@@ -662,10 +662,11 @@ pub fn write(
     img: &Committed,
     out: &Output,
     clamp: Option<i64>,
+    rewritten: bool,
     att: Option<&Attestations>,
 ) -> Result<Option<Descriptor>, Error> {
     let Some(att) = att.filter(|a| a.applies_to(out)) else {
-        return crate::export::write(state, img, out, clamp);
+        return crate::export::write_with_progress(state, img, out, clamp, rewritten, None);
     };
     let platform = img.config.platform();
     match out {
@@ -682,6 +683,7 @@ pub fn write(
                 (*compression, *force_compression),
                 MediaTypes::Oci,
                 clamp,
+                rewritten,
                 names,
             )?;
             let Some((idx, _)) = att.index(
@@ -692,7 +694,7 @@ pub fn write(
                 MediaTypes::Oci,
             )?
             else {
-                return crate::export::write(state, img, out, clamp);
+                return crate::export::write_with_progress(state, img, out, clamp, rewritten, None);
             };
             crate::export::write_layout(
                 state,
@@ -712,6 +714,7 @@ pub fn write(
                 (kiln_oci::Compression::gzip(), false),
                 MediaTypes::Oci,
                 clamp,
+                rewritten,
                 names,
             )?;
             let idx = att.index(

@@ -40,6 +40,9 @@ pub struct BuildRequest {
     pub max_parallelism: usize,
     /// `SOURCE_DATE_EPOCH`: creation times and the mtime clamp of layers.
     pub source_date_epoch: Option<i64>,
+    /// `rewrite-timestamp=true`: the manifests mark the layers the build
+    /// made as clamped to `source_date_epoch` (see `export::manifest`).
+    pub rewrite_timestamp: bool,
     /// The time the build started (used when there is no epoch).
     pub now: (i64, u32),
     pub executor: Arc<dyn Executor>,
@@ -47,6 +50,8 @@ pub struct BuildRequest {
     pub hostname: String,
     /// Memory and process limits of RUN steps (never part of a cache key).
     pub limits: kiln_executor::Limits,
+    /// `--shm-size` and `--ulimit` of RUN steps (never part of a cache key).
+    pub resources: kiln_executor::Resources,
     /// Secrets, SSH agents and entitlements of RUN steps.
     pub grants: crate::mounts::ExecGrants,
     /// The registry client, for `Output::Registry`.
@@ -257,6 +262,7 @@ pub async fn build(
             hostname: req.hostname.clone(),
             grants: Arc::new(req.grants.clone()),
             limits: req.limits,
+            resources: req.resources.clone(),
         },
     );
     worker = worker.with_explainer(crate::explain::Explainer {
@@ -449,6 +455,7 @@ pub async fn build(
             &per_platform,
             &req.outputs,
             clamp,
+            req.rewrite_timestamp,
             req.registry.as_ref(),
             att.as_ref(),
             &*req.log,
@@ -490,6 +497,7 @@ pub async fn build(
                     (*compression, *force_compression),
                     *types,
                     clamp,
+                    req.rewrite_timestamp,
                     names,
                 )?;
                 // The manifest, or the index that carries it and its
@@ -513,18 +521,26 @@ pub async fn build(
                             names: names.clone(),
                         },
                         clamp,
+                        req.rewrite_timestamp,
                         att.as_ref(),
                     )?;
                 }
             }
-            (Some(img), out) if att.as_ref().is_some_and(|a| a.applies_to(out)) => {
-                manifests.extend(crate::attest::write(state, img, out, clamp, att.as_ref())?)
-            }
+            (Some(img), out) if att.as_ref().is_some_and(|a| a.applies_to(out)) => manifests
+                .extend(crate::attest::write(
+                    state,
+                    img,
+                    out,
+                    clamp,
+                    req.rewrite_timestamp,
+                    att.as_ref(),
+                )?),
             (Some(img), out) => manifests.extend(export::write_with_progress(
                 state,
                 img,
                 out,
                 clamp,
+                req.rewrite_timestamp,
                 req.transfers.as_ref(),
             )?),
             (None, Output::Local { dest }) => export::local(state, &layers, dest)?,

@@ -19,9 +19,9 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{self, Metadata};
+use std::fs::{self, Metadata, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use std::os::unix::ffi::OsStringExt;
@@ -70,6 +70,10 @@ pub struct CopyOptions {
     pub mode: Option<ModeChange>,
     /// Copy extended attributes (stage and image sources; not the context).
     pub xattrs: bool,
+    /// Copy a socket as an empty regular file with its permissions (the
+    /// build context: BuildKit's file-sync receiver writes every entry that
+    /// is not a directory, symlink, device or fifo as a regular file).
+    pub sockets_as_files: bool,
 }
 
 /// One entry of a selected source, parents before children.
@@ -328,7 +332,7 @@ impl<'a> Copier<'a> {
                 }
             }
         } else {
-            create_special(&meta, &e.path, dst)?;
+            create_special(&meta, &e.path, dst, self.opts.sockets_as_files)?;
         }
         self.copy_info(&meta, &e.path, dst, false)?;
         Ok(None)
@@ -446,7 +450,7 @@ impl<'a> Copier<'a> {
         let dst = stage.join(&e.path);
         let meta = fs::symlink_metadata(&e.host_path).map_err(io_err("stat", &e.host_path))?;
         if !meta.file_type().is_file() {
-            create_special(&meta, &e.host_path, &dst)?;
+            create_special(&meta, &e.host_path, &dst, self.opts.sockets_as_files)?;
             self.copy_info(&meta, &e.host_path, &dst, false)?;
             return Ok(Staged::Other);
         }
@@ -548,10 +552,23 @@ enum Staged {
     Other,
 }
 
-/// Creates a symlink, device, fifo or socket like `src`.
-fn create_special(meta: &Metadata, src: &Path, dst: &Path) -> Result<(), CopyError> {
+/// Creates a symlink, device, fifo or socket like `src` (a socket as an
+/// empty regular file with `sockets_as_files`).
+fn create_special(
+    meta: &Metadata,
+    src: &Path,
+    dst: &Path,
+    sockets_as_files: bool,
+) -> Result<(), CopyError> {
     let ft = meta.file_type();
-    if ft.is_symlink() {
+    if ft.is_socket() && sockets_as_files {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(meta.mode() & 0o777)
+            .open(dst)
+            .map_err(io_err("create", dst))?;
+    } else if ft.is_symlink() {
         let link = fs::read_link(src).map_err(io_err("readlink", src))?;
         std::os::unix::fs::symlink(&link, dst).map_err(io_err("symlink", dst))?;
     } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() || ft.is_socket() {

@@ -33,9 +33,9 @@ fn environment(e: &ExecOp) -> Vec<String> {
 /// what the build did not allow.
 pub(crate) fn check_supported(w: &LlbWorker, e: &ExecOp) -> Result<usize, Error> {
     if e.security == Security::Insecure && !w.exec.grants.allow_insecure {
-        // BuildKit's wording, and the way out.
+        // BuildKit's wording (its client's), and the way out.
         return Err(Error::Other(
-            "security.insecure is not allowed: RUN --security=insecure needs `kiln build --allow security.insecure`"
+            "entitlement security.insecure is not allowed: RUN --security=insecure needs `kiln build --allow security.insecure`"
                 .to_owned(),
         ));
     }
@@ -56,10 +56,13 @@ pub(crate) fn check_supported(w: &LlbWorker, e: &ExecOp) -> Result<usize, Error>
 }
 
 /// Runs `e`; the new layer is the upper directory of its root.
+/// `ignore_cache`: the step is under `--no-cache` (see
+/// [`crate::mounts::prepare`] for what that does to its cache mounts).
 pub fn execute(
     w: &LlbWorker,
     e: &ExecOp,
     inputs: &[Resolved<Value>],
+    ignore_cache: bool,
     cx: &Cx,
 ) -> Result<Value, Error> {
     let root_mount = &e.mounts[check_supported(w, e)?];
@@ -84,7 +87,7 @@ pub fn execute(
         what: format!("creating {}", mountpoint.display()),
         source,
     })?;
-    let prepared = crate::mounts::prepare(w, e, inputs, scratch.path(), cx)?;
+    let prepared = crate::mounts::prepare(w, e, inputs, scratch.path(), ignore_cache, cx)?;
     let mut env = environment(e);
     env.extend(prepared.env.iter().cloned());
     let spec = RunSpec {
@@ -112,6 +115,7 @@ pub fn execute(
         mounts: prepared.mounts.clone(),
         privileged: e.security == Security::Insecure,
         limits: w.exec.limits,
+        resources: w.exec.resources.clone(),
     };
     let mut output = |stream: Stream, data: &[u8]| {
         let s = match stream {

@@ -82,19 +82,20 @@ pub fn write(
     out: &Output,
     clamp: Option<i64>,
 ) -> Result<Option<kiln_oci::Descriptor>, Error> {
-    write_with_progress(state, img, out, clamp, None)
+    write_with_progress(state, img, out, clamp, false, None)
 }
 
 /// [`write`], reporting the bytes of the archives it writes (OCI and docker
 /// archives, `type=tar`) to `progress` as [`Direction::Write`] transfers
 /// named by the image's manifest digest (for `type=tar`, by the digest of
 /// the destination's name). Their total is unknown (0): an archive is its
-/// blobs plus tar headers.
+/// blobs plus tar headers. `rewritten`: see [`manifest`].
 pub fn write_with_progress(
     state: &State,
     img: &Committed,
     out: &Output,
     clamp: Option<i64>,
+    rewritten: bool,
     progress: Option<&ProgressSink>,
 ) -> Result<Option<kiln_oci::Descriptor>, Error> {
     let sink = |digest: kiln_llb::Digest| progress.map(|p| (p.clone(), digest));
@@ -120,7 +121,7 @@ pub fn write_with_progress(
             force_compression,
         } => {
             let c = (*compression, *force_compression);
-            let image = manifest(state, img, c, MediaTypes::Oci, clamp, names)?;
+            let image = manifest(state, img, c, MediaTypes::Oci, clamp, rewritten, names)?;
             if *tar {
                 write_file_atomic(dest, sink(image.manifest.digest), |f| {
                     kiln_oci::write_oci_archive(&state.content, f, std::slice::from_ref(&image))
@@ -139,7 +140,7 @@ pub fn write_with_progress(
             force_compression,
         } => {
             let c = (*compression, *force_compression);
-            let image = manifest(state, img, c, MediaTypes::Docker, clamp, names)?;
+            let image = manifest(state, img, c, MediaTypes::Docker, clamp, rewritten, names)?;
             write_file_atomic(dest, sink(image.manifest.digest), |f| {
                 kiln_oci::write_docker_archive(&state.content, f, std::slice::from_ref(&image))
                     .map(drop)
@@ -179,22 +180,38 @@ pub(crate) fn write_layout(
     }
 }
 
+/// BuildKit's annotation of a layer descriptor whose file times were
+/// clamped to `SOURCE_DATE_EPOCH` (`rewrite-timestamp=true`): the epoch.
+pub const REWRITTEN_TIMESTAMP: &str = "buildkit/rewritten-timestamp";
+
 /// The manifest of `img` with layer blobs of `compression`, in the store.
+/// `rewritten` (`rewrite-timestamp=true`): the layers the build made carry
+/// [`REWRITTEN_TIMESTAMP`] when `clamp` is set, as BuildKit's exporter
+/// marks the layers it rewrote (not those of the base image).
 pub(crate) fn manifest(
     state: &State,
     img: &Committed,
     (compression, force): (Compression, bool),
     types: MediaTypes,
     clamp: Option<i64>,
+    rewritten: bool,
     names: &[String],
 ) -> Result<ExportImage, Error> {
     let mut layers = Vec::with_capacity(img.layers.len());
     for l in &img.layers {
-        layers.push(if force {
+        let mut desc = if force {
             forced_blob(state, l, clamp, compression)?
         } else {
             layer_blob(state, l, clamp, compression)?
-        });
+        };
+        if rewritten
+            && let Some(epoch) = clamp
+            && crate::image::is_built(state, l)?
+        {
+            desc.annotations
+                .insert(REWRITTEN_TIMESTAMP.to_owned(), epoch.to_string());
+        }
+        layers.push(desc);
     }
     let written = kiln_oci::write_image(&state.content, &img.config, &layers, types)?;
     Ok(ExportImage {
@@ -361,6 +378,7 @@ pub fn local(state: &State, layers: &[LayerId], dest: &Path) -> Result<(), Error
             parents_owner: None,
             mode: None,
             xattrs: true,
+            sockets_as_files: false,
         },
     );
     for s in &sources {

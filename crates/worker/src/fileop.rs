@@ -437,6 +437,7 @@ fn copy(
         parents_owner: chown,
         mode,
         xattrs: !src.is_context(),
+        sockets_as_files: src.is_context(),
     };
     let mut copier = Copier::new(root, opts);
     if c.create_dest_path {

@@ -481,6 +481,17 @@ pub fn diff_id(state: &State, layer: &LayerId, clamp: Option<i64>) -> Result<Dig
         .map_err(Error::Other)
 }
 
+/// Whether `layer` was made by a build step (its tar is generated, with the
+/// mtime clamp), not pulled, loaded or imported (its diffID is recorded).
+pub(crate) fn is_built(state: &State, layer: &LayerId) -> Result<bool, Error> {
+    Ok(!state
+        .layers
+        .get(layer)?
+        .meta
+        .labels
+        .contains_key(LABEL_DIFF_ID))
+}
+
 /// The diffID recorded in the layer's labels, if any.
 fn known_diff_id(l: &kiln_snapshot::Layer, clamp: Option<i64>) -> Result<Option<Digest>, Error> {
     if let Some(d) = l.meta.labels.get(LABEL_DIFF_ID) {

@@ -13,7 +13,9 @@
 //!   then renamed) and kept between builds; never part of a layer or a
 //!   cache key. `<key>/lock` is `flock`ed: shared by `sharing=shared`
 //!   users, exclusively by `locked` ones (who wait) and `private` ones (who
-//!   get a fresh throwaway directory when the cache is in use).
+//!   get a fresh throwaway directory when the cache is in use). Under
+//!   `--no-cache` a cache scoped by `from=` or its ownership is a fresh
+//!   directory of the build's (see [`prepare`]).
 //! * `tmpfs`, `secret`, `ssh`: a tmpfs; a file on a tmpfs of the helper's
 //!   (secrets never touch a disk) or an environment variable; a socket in
 //!   scratch space, with the mount's owner and mode, forwarding each
@@ -128,6 +130,54 @@ pub(crate) fn context_digest(w: &LlbWorker, name: &str, m: &Mount) -> Result<Dig
     Ok(digest)
 }
 
+/// Whether input `index` of `e` is read only through bind mounts that are
+/// not the step's output: then what those mounts show, not the input's key,
+/// is what the step depends on (BuildKit's content-based keys of exec
+/// mounts: `getMountDeps` leaves them out only for the writable root).
+pub(crate) fn content_mounted(e: &ExecOp, index: u32) -> bool {
+    let mut used = e
+        .mounts
+        .iter()
+        .filter(|m| m.input == Some(index))
+        .peekable();
+    used.peek().is_some() && used.all(|m| matches!(m.kind, MountKind::Bind) && !m.output)
+}
+
+/// Content digests of what the bind mounts of `e` show of input `index`, a
+/// filesystem (a stage or an image): one per mount, with ownership (the mount
+/// shows it). The filesystem is mounted read-only for the walk.
+pub(crate) fn fs_digests(
+    w: &LlbWorker,
+    e: &ExecOp,
+    index: u32,
+    value: &Value,
+) -> Result<Vec<Digest>, Error> {
+    let scratch = w.state.scratch()?;
+    let (tree, guard) = w.mount_read_only(value, &scratch.path().join("src"))?;
+    let mut cache = kiln_context::StatCache::in_memory();
+    let opts = kiln_context::DigestOptions {
+        include_ownership: true,
+    };
+    let digests = e
+        .mounts
+        .iter()
+        .filter(|m| m.input == Some(index))
+        .map(|m| {
+            let sources = tree.expand(&m.source, &follow()).map_err(|e| {
+                Error::Other(format!(
+                    "RUN --mount target={}: failed to compute cache key: {e}",
+                    m.target
+                ))
+            })?;
+            Ok(tree
+                .digest(&sources, &Filter::default(), &mut cache, &opts)?
+                .0)
+        })
+        .collect::<Result<Vec<_>, Error>>();
+    guard.unmount()?;
+    digests
+}
+
 fn follow() -> ExpandOptions {
     ExpandOptions {
         allow_wildcard: false,
@@ -137,11 +187,22 @@ fn follow() -> ExpandOptions {
 }
 
 /// Everything but the root mount of `e`, ready for the executor.
+///
+/// `ignore_cache` (the step is under `--no-cache`): a cache mount whose
+/// directory is scoped by what it starts from (`from=`, or an explicit
+/// `uid`/`gid`/`mode`) gets a fresh directory, shared by the steps of this
+/// build as the kept one would be and removed when the build ends, and the
+/// kept one is left alone. That is what BuildKit does
+/// (moby/buildkit#5305, `testCacheMountModeNoCache`): it scopes such a
+/// cache by the ref it starts from, and under `--no-cache` that ref (the
+/// stage, or the directory its frontend makes for the ownership) is made
+/// anew. A cache mount with only an `id` is shared as without `--no-cache`.
 pub(crate) fn prepare(
     w: &LlbWorker,
     e: &ExecOp,
     inputs: &[Resolved<Value>],
     scratch: &Path,
+    ignore_cache: bool,
     cx: &Cx,
 ) -> Result<Prepared, Error> {
     let mut p = Prepared::default();
@@ -169,16 +230,10 @@ pub(crate) fn prepare(
                 gid,
                 mode,
             } => {
+                let ownership = (*uid, *gid, *mode);
+                let fresh = ignore_cache && (m.input.is_some() || ownership != (None, None, None));
                 let source = cache(
-                    w,
-                    m,
-                    id,
-                    *sharing,
-                    (*uid, *gid, *mode),
-                    inputs,
-                    &slot,
-                    &mut p,
-                    cx,
+                    w, m, id, *sharing, ownership, fresh, inputs, &slot, &mut p, cx,
                 )?;
                 p.mounts.push(ExtraMount {
                     target: m.target.clone(),
@@ -203,7 +258,7 @@ pub(crate) fn prepare(
                 let Some(secret) = w.exec.grants.secrets.get(id) else {
                     if *required {
                         return Err(Error::Other(format!(
-                            "secret {id} not found: no --secret id={id} was given to the build"
+                            "secret {id}: not found (no --secret id={id} was given to the build)"
                         )));
                     }
                     continue;
@@ -463,6 +518,7 @@ fn cache(
     id: &str,
     sharing: CacheSharing,
     ownership: CacheOwnership,
+    fresh: bool,
     inputs: &[Resolved<Value>],
     slot: &Path,
     p: &mut Prepared,
@@ -495,14 +551,26 @@ fn cache(
     let owner = (ownership.0.unwrap_or(0), ownership.1.unwrap_or(0));
     let mode = ownership.2.unwrap_or(0o755);
     let key = cache_dir_key(id, from.as_deref(), &m.source, ownership);
-    let dir = w.state.root.join(CACHE_MOUNTS_DIR).join(&key);
-    if let Ok(mut used) = w.used_cache_mounts.lock() {
-        used.insert(key.clone());
-    }
+    let dir = if fresh {
+        let mut root = w
+            .fresh_cache_mounts
+            .lock()
+            .map_err(|_| Error::Other("cache mount lock poisoned".to_owned()))?;
+        if root.is_none() {
+            *root = Some(w.state.scratch()?);
+        }
+        root.as_ref()
+            .map_or_else(PathBuf::new, |t| t.path().join(&key))
+    } else {
+        if let Ok(mut used) = w.used_cache_mounts.lock() {
+            used.insert(key.clone());
+        }
+        w.state.root.join(CACHE_MOUNTS_DIR).join(&key)
+    };
     if p.held.contains(&dir) {
         return Ok(dir.join("data"));
     }
-    if !dir.is_dir() && !restore_cache(w, id, &key, &dir)? {
+    if !dir.is_dir() && (fresh || !restore_cache(w, id, &key, &dir)?) {
         create_cache(w, m, &dir, owner, mode, inputs, p)?;
     }
     let lock_path = dir.join("lock");

@@ -30,10 +30,11 @@ fn index(
     compression: (kiln_oci::Compression, bool),
     types: MediaTypes,
     clamp: Option<i64>,
+    rewritten: bool,
 ) -> Result<(Descriptor, Vec<Descriptor>), Error> {
     let mut manifests = Vec::with_capacity(images.len());
     for (_, img) in images {
-        let m = export::manifest(state, img, compression, types, clamp, &[])?;
+        let m = export::manifest(state, img, compression, types, clamp, rewritten, &[])?;
         manifests.push(m.manifest);
     }
     let idx = Index::new(types, manifests.clone());
@@ -76,7 +77,8 @@ fn default_image(images: &[(Platform, Committed)]) -> Option<&Committed> {
 }
 
 /// Writes every output of a multi-platform build; returns the descriptors of
-/// the indexes written (for `--metadata-file`).
+/// the indexes written (for `--metadata-file`). `rewritten`: see
+/// `export::manifest`.
 #[allow(clippy::too_many_arguments)]
 pub fn write_outputs(
     state: &State,
@@ -84,6 +86,7 @@ pub fn write_outputs(
     layers: &[(Platform, Vec<LayerId>)],
     outputs: &[Output],
     clamp: Option<i64>,
+    rewritten: bool,
     registry: Option<&kiln_registry::Client>,
     att: Option<&crate::attest::Attestations>,
     log: &(dyn Fn(&str) + Send + Sync),
@@ -150,6 +153,7 @@ pub fn write_outputs(
                         (*compression, *force_compression),
                         MediaTypes::Oci,
                         clamp,
+                        rewritten,
                     )?,
                     MediaTypes::Oci,
                 )?;
@@ -183,6 +187,7 @@ pub fn write_outputs(
                         (*compression, *force_compression),
                         *types,
                         clamp,
+                        rewritten,
                     )?,
                     *types,
                 )?;
@@ -192,7 +197,9 @@ pub fn write_outputs(
                     let again = [Output::Image {
                         names: names.clone(),
                     }];
-                    write_outputs(state, images, layers, &again, clamp, None, None, log)?;
+                    write_outputs(
+                        state, images, layers, &again, clamp, rewritten, None, None, log,
+                    )?;
                 }
             }
             Output::Local { dest } => {

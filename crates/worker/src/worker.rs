@@ -34,6 +34,8 @@ pub struct ExecSettings {
     pub grants: std::sync::Arc<crate::mounts::ExecGrants>,
     /// Memory and process limits of RUN steps.
     pub limits: kiln_executor::Limits,
+    /// `/dev/shm` size and resource limits of RUN steps.
+    pub resources: kiln_executor::Resources,
 }
 
 /// The worker of one build.
@@ -59,6 +61,9 @@ pub struct LlbWorker {
     pub(crate) imported: Arc<crate::cache_exchange::Imported>,
     /// Directory names of the cache mounts this build's steps mounted.
     pub(crate) used_cache_mounts: Mutex<std::collections::BTreeSet<String>>,
+    /// Where the cache mounts of `--no-cache` steps live, made anew for this
+    /// build and removed with it (see `mounts::prepare`).
+    pub(crate) fresh_cache_mounts: Mutex<Option<tempfile::TempDir>>,
     /// Records why steps run (`--explain`), with what keys and context
     /// files were seen while keying.
     pub(crate) explainer: Option<crate::explain::Explainer>,
@@ -106,6 +111,7 @@ impl LlbWorker {
             image_layers: None,
             imported: Arc::default(),
             used_cache_mounts: Mutex::default(),
+            fresh_cache_mounts: Mutex::default(),
             explainer: None,
             seen: Mutex::default(),
             explanations: Mutex::default(),
@@ -410,7 +416,18 @@ impl kiln_solver::Worker for LlbWorker {
     /// not the op's base): its content key names the files it copies, so a
     /// rebuilt stage whose copied files did not change spares the copy and
     /// every step after it (BuildKit's content-based cache keys).
+    ///
+    /// A RUN step that bind-mounts a stage or an image (`RUN
+    /// --mount=from=STAGE`, read-only or not: a writable bind mount's changes
+    /// are thrown away) is content-keyed the same way: its content key names
+    /// what each such mount shows, so a rebuilt stage whose mounted directory
+    /// did not change spares the step.
     fn keys_by_content(&self, v: &Vertex, inputs: &[KeyInput<Value>]) -> bool {
+        if let Op::Exec(e) = &v.op {
+            return inputs.iter().enumerate().any(|(i, input)| {
+                input.key.is_some() && crate::mounts::content_mounted(e, i as u32)
+            });
+        }
         let Op::File(f) = &v.op else { return false };
         f.actions.iter().any(|a| match a {
             FileAction::Copy(c) => c.from.is_some_and(|j| {
@@ -426,6 +443,27 @@ impl kiln_solver::Worker for LlbWorker {
         inputs: &[Resolved<Value>],
         _cx: &Cx,
     ) -> Result<Option<Key>, Error> {
+        if let Op::Exec(e) = &v.op {
+            let mut parts = Vec::with_capacity(inputs.len());
+            for (i, input) in inputs.iter().enumerate() {
+                let i = i as u32;
+                parts.push(match (&input.key, &input.value) {
+                    (None, Value::Context { name }) => InputPart::Content(
+                        e.mounts
+                            .iter()
+                            .filter(|m| m.input == Some(i))
+                            .map(|m| crate::mounts::context_digest(self, name, m))
+                            .collect::<Result<_, _>>()?,
+                    ),
+                    (None, _) => return Ok(None),
+                    (Some(_), value) if crate::mounts::content_mounted(e, i) => {
+                        InputPart::Content(crate::mounts::fs_digests(self, e, i, value)?)
+                    }
+                    (Some(k), _) => InputPart::Key(*k),
+                });
+            }
+            return Ok(Some(keys::op_key(&v.op, &parts)));
+        }
         let Op::File(f) = &v.op else { return Ok(None) };
         let mut parts = Vec::with_capacity(inputs.len());
         for (i, input) in inputs.iter().enumerate() {
@@ -523,7 +561,9 @@ impl LlbWorker {
             Op::Source(SourceOp::Http { .. }) => http::execute(self, v),
             Op::Source(SourceOp::Git { .. }) => git::execute(self, v),
             Op::File(f) => Ok(self.built(v, fileop::execute(self, f, inputs, cx)?)),
-            Op::Exec(e) => Ok(self.built(v, exec::execute(self, e, inputs, cx)?)),
+            Op::Exec(e) => {
+                Ok(self.built(v, exec::execute(self, e, inputs, v.meta.ignore_cache, cx)?))
+            }
             Op::Merge(m) => {
                 let mut layers = Vec::new();
                 for i in &m.inputs {

@@ -4,7 +4,8 @@
 //! is the epoch; an empty `--build-arg` resets a Dockerfile default.
 //!
 //! BuildKit also takes the time from a source: `context` (the build
-//! context's git commit or HTTP `Last-Modified`), a named context, or a
+//! context's git commit or HTTP `Last-Modified`; nothing for a local
+//! directory, which kiln's contexts are: `BuildOptions::local_context`), a named context, or a
 //! stage made of one remote `ADD` (`FROM scratch` plus ARGs). kiln checks
 //! such a stage as BuildKit does and then says that reading the time of a
 //! source is not supported yet (it needs the worker); any other value is
@@ -37,7 +38,8 @@ pub(super) fn resolve(conv: &mut Converter, df: &Dockerfile) -> R<()> {
             None => return Ok(()),
         },
     };
-    let epoch = if value.is_empty() {
+    // `context` names the main context's time; a local directory has none.
+    let epoch = if value.is_empty() || (value == "context" && cx.opts.local_context) {
         None
     } else {
         Some(parse(cx, df, &value, default_at)?)

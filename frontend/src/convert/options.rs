@@ -43,6 +43,11 @@ pub struct BuildOptions {
     /// with their stage's platform (`[linux/arm64 build 1/3]`), as
     /// BuildKit's `MultiPlatformRequested`.
     pub multi_platform: bool,
+    /// The main build context is a local directory, which has no time of
+    /// its own: `SOURCE_DATE_EPOCH=context` then leaves the epoch unset, as
+    /// in BuildKit. Otherwise (a git or HTTP context) that value is refused
+    /// as not supported yet.
+    pub local_context: bool,
 }
 
 impl Default for BuildOptions {
@@ -60,6 +65,7 @@ impl Default for BuildOptions {
             dockerignore: None,
             named_contexts: BTreeMap::new(),
             multi_platform: false,
+            local_context: false,
         }
     }
 }

@@ -17,6 +17,7 @@ use kiln_llb::{ImageConfig, Platform};
 pub fn options(case: &Path) -> BuildOptions {
     let mut opts = BuildOptions {
         build_platform: Platform::new("linux", "amd64", ""),
+        local_context: true,
         ..BuildOptions::default()
     };
     let Ok(text) = fs::read_to_string(case.join("options")) else {
@@ -33,6 +34,9 @@ pub fn options(case: &Path) -> BuildOptions {
             (k.to_owned(), v.to_owned())
         };
         match flag {
+            // Test-only: the main context is not a local directory (the
+            // cli's always is).
+            "--remote-context" => opts.local_context = false,
             "--build-arg" => {
                 let (k, v) = kv();
                 opts.build_args.insert(k, v);
