@@ -647,14 +647,24 @@ def main():
                 runs.append(b)
             except NotApplicable:
                 print(f"{w:12} {b.name:9} n/a", flush=True)
+            except BuildFailed as e:
+                # Reported as n/a, with the failure count; the run goes on.
+                print(f"{w:12} {b.name:9} failed: {str(e)[-300:]}", flush=True)
         for rep in range(args.reps):
             order = runs if rep % 2 == 0 else list(reversed(runs))
-            for b in order:
-                s = measure(b, kind, ctx, dockerfile)
+            for b in list(order):
+                try:
+                    s = measure(b, kind, ctx, dockerfile)
+                except BuildFailed as e:
+                    print(f"{w:12} {b.name:9} failed: {str(e)[-300:]}", flush=True)
+                    runs.remove(b)
+                    continue
                 results.setdefault(w, {}).setdefault(b.name, []).append(s)
                 print(f"{w:12} {b.name:9} {s:8.3f}s", flush=True)
         load.append(os.getloadavg()[0])
         results.setdefault(w, {})["load"] = load
+        # The report so far, in case a later workload cannot finish.
+        write_report(results, names, builders, [x for x in workloads if x in results], args)
     write_report(results, names, builders, workloads, args)
 
 
@@ -669,7 +679,9 @@ def write_report(results, names, builders, workloads, args):
     if args.append and old.exists():
         prev = json.loads(old.read_text())
         if "results" in prev:
-            commands = prev.get("commands", []) + commands
+            prior = prev.get("commands", [])
+            # write_report runs after every workload: the command once.
+            commands = prior + [c for c in commands if not prior or prior[-1] != c]
             prev = prev["results"]
         for w, r in prev.items():
             results.setdefault(w, r)

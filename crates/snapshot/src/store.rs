@@ -247,7 +247,9 @@ fn since_boot() -> u64 {
 }
 
 /// The content of [`SYNCED_FILE`]: the boot and time of the latest sync.
-fn parse_synced(s: &str) -> Option<(String, u64)> {
+type Synced = (String, u64);
+
+fn parse_synced(s: &str) -> Option<Synced> {
     let (boot, at) = s.trim().split_once(' ')?;
     Some((boot.to_owned(), at.parse().ok()?))
 }
@@ -295,7 +297,7 @@ impl LayerStore {
     }
 
     /// Locks [`SYNCED_FILE`] and reads it.
-    fn synced(&self) -> Result<(Flock<File>, Option<(String, u64)>), StoreError> {
+    fn synced(&self) -> Result<(Flock<File>, Option<Synced>), StoreError> {
         let lock_path = self.inner.dir.join(SYNCED_LOCK);
         let f = OpenOptions::new()
             .write(true)
@@ -1016,8 +1018,14 @@ mod tests {
         assert_eq!(b.list().unwrap(), vec![synced.clone()]);
         assert!(!b.exists(&lost));
         assert_eq!(b.get(&synced).unwrap().meta.unsynced, None);
-        assert_eq!(fs::read(b.get(&synced).unwrap().diff.join("f")).unwrap(), b"synced");
-        assert_eq!(fs::read_to_string(at.join(SYNCED_FILE)).unwrap(), "boot-b 0\n");
+        assert_eq!(
+            fs::read(b.get(&synced).unwrap().diff.join("f")).unwrap(),
+            b"synced"
+        );
+        assert_eq!(
+            fs::read_to_string(at.join(SYNCED_FILE)).unwrap(),
+            "boot-b 0\n"
+        );
         // A layer of this boot survives a later opening in the same boot
         // without a sync; the next reboot removes it.
         let c = commit_one(&b, b"c");
