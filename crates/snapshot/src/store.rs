@@ -49,7 +49,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::atomic::{sync_dir, write_atomic};
+use crate::atomic::{sync_dir, write_atomic, write_replacing};
 
 /// Length of a layer id.
 pub const LAYER_ID_LEN: usize = 12;
@@ -344,6 +344,15 @@ impl LayerStore {
             let mut meta = match self.read_meta(&id) {
                 Ok(m) => m,
                 Err(StoreError::NotFound(_)) => continue,
+                // An unsynced meta.json may be torn by the crash.
+                Err(StoreError::CorruptMeta { .. }) => {
+                    let from = self.layer_dir(&id);
+                    let to = self.tmp_dir().join(format!("rm-{id}"));
+                    fs::rename(&from, &to).map_err(io_err("renaming", &from))?;
+                    remove_tree(&to).map_err(io_err("removing", &to))?;
+                    removed += 1;
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             let Some(u) = &meta.unsynced else { continue };
@@ -627,6 +636,7 @@ impl LayerStore {
     /// Sets one label of a committed layer (e.g. a diff id learned at
     /// export), rewriting its meta.json atomically, and indexes it.
     pub fn set_label(&self, id: &LayerId, key: &str, value: &str) -> Result<(), StoreError> {
+        let durable;
         {
             let _guard = self
                 .inner
@@ -636,8 +646,9 @@ impl LayerStore {
             let mut meta = self.read_meta(id)?;
             meta.labels.insert(key.to_string(), value.to_string());
             self.write_meta(&self.layer_dir(id), &meta)?;
+            durable = meta.unsynced.is_none();
         }
-        self.index(id, key, value)
+        self.index(id, key, value, durable)
     }
 
     /// The layer most recently indexed with label `key` = `value`, if it
@@ -668,7 +679,8 @@ impl LayerStore {
             source: io::Error::other(e),
         })?;
         bytes.push(b'\n');
-        write_atomic(&path, &bytes).map_err(io_err("writing", &path))
+        // An unsynced layer's meta is as durable as its files: no fsync.
+        write_replacing(&path, &bytes, meta.unsynced.is_none()).map_err(io_err("writing", &path))
     }
 
     fn index_path(&self, key: &str, value: &str) -> PathBuf {
@@ -690,12 +702,14 @@ impl LayerStore {
             .join(hex::encode(Sha256::digest(value.as_bytes())))
     }
 
-    fn index(&self, id: &LayerId, key: &str, value: &str) -> Result<(), StoreError> {
+    /// Indexes `id` under label `key` = `value`; `durable`: fsynced (an
+    /// entry naming a layer that is gone, or a torn one, reads as none).
+    fn index(&self, id: &LayerId, key: &str, value: &str, durable: bool) -> Result<(), StoreError> {
         let entry = self.index_path(key, value);
         if let Some(parent) = entry.parent() {
             fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
         }
-        write_atomic(&entry, id.as_str().as_bytes()).map_err(io_err("writing", &entry))
+        write_replacing(&entry, id.as_str().as_bytes(), durable).map_err(io_err("writing", &entry))
     }
 }
 
@@ -769,7 +783,7 @@ impl LayerDraft {
         }
         self.release_lock();
         for (k, v) in &meta.labels {
-            self.store.index(&self.id, k, v)?;
+            self.store.index(&self.id, k, v, meta.unsynced.is_none())?;
         }
         Ok(Layer {
             id: self.id.clone(),
@@ -1009,14 +1023,18 @@ mod tests {
         a.sync_layers(std::slice::from_ref(&synced)).unwrap();
         assert_eq!(fs::read_to_string(at.join(SYNCED_FILE)).unwrap(), recorded);
         let lost = commit_one(&a, b"not synced");
+        // A crash of the machine may leave an unsynced meta.json empty.
+        let torn = commit_one(&a, b"torn");
+        fs::write(a.layer_dir(&torn).join("meta.json"), b"").unwrap();
         // Reopened in the same boot (a process that died): both stay.
         let again = LayerStore::open_with_boot_id(&at, "boot-a").unwrap();
-        assert_eq!(again.list().unwrap().len(), 2);
+        assert_eq!(again.list().unwrap().len(), 3);
         // The machine rebooted: the layer no sync covered may have lost its
         // files and is removed; the other is kept and marked durable.
         let b = LayerStore::open_with_boot_id(&at, "boot-b").unwrap();
         assert_eq!(b.list().unwrap(), vec![synced.clone()]);
         assert!(!b.exists(&lost));
+        assert!(!b.layer_dir(&torn).exists());
         assert_eq!(b.get(&synced).unwrap().meta.unsynced, None);
         assert_eq!(
             fs::read(b.get(&synced).unwrap().diff.join("f")).unwrap(),
