@@ -594,10 +594,11 @@ def machine():
     versions = {
         "kiln": sh([str(KILN), "--version"]).stdout.strip(),
         "docker (buildkit08)": sh([DOCKER, "version", "--format", "{{.Server.Version}}"],
-                                  check=False).stdout.strip(),
+                                  check=False).stdout.strip() if Path(DOCKER).exists() else "n/a",
         "docker (buildkit)": sh([*BuildKit.docker(), "version", "--format",
                                  "{{.Server.Version}}"], check=False).stdout.strip(),
-        "buildah": sh(["buildah", "--version"], check=False).stdout.strip(),
+        "buildah": (sh(["buildah", "--version"], check=False).stdout.strip()
+                    if shutil.which("buildah") else "n/a"),
     }
     return (f"{os.cpu_count()} CPUs ({cpu}), {mem} MiB RAM, Linux {platform.release()}; "
             + "; ".join(f"{k}: {v}" for k, v in versions.items()))
