@@ -2,7 +2,8 @@
 """kiln side by side with BuildKit and Buildah, on this machine, in one run.
 
     sudo python3 benches/peers.py [--reps N] [--workloads noop,runs40,...]
-                                  [--builders kiln,buildkit,buildah]
+                                  [--builders kiln,kiln-host,buildkit,buildah]
+                                  [--settle sync|none]
 
 Installs what is missing from Debian (docker.io, buildah, busybox-static,
 time, docker-registry) and matplotlib from PyPI, starts dockerd if it is not running, makes
@@ -12,9 +13,27 @@ every builder: one warm-up, then --reps measured runs, alternating builders
 within each repetition. Writes benches/results/<date>.md (medians, min-max,
 kiln/peer ratios, the machine) and a PNG of the ratios beside it.
 
-BuildKit is the builder embedded in Debian's docker.io engine
-(`DOCKER_BUILDKIT=1 /usr/bin/docker build`); Buildah runs with
-`--isolation=chroot --layers`. Benchmarks prove speed; nothing here is a test.
+Builders:
+- `kiln`: kiln's defaults (each RUN step in a network namespace of its own);
+- `kiln-host`: `--network=host --allow network.host`, like for like with the
+  peers below, which use the host network;
+- `buildkit`: BuildKit v0.13 (docker 26.1 with buildx 0.13, from Debian
+  trixie, run as a second engine by `benches/buildkit-0.13.sh`), with
+  `--network=host`: that engine has no bridge, so BuildKit's default network
+  cannot run here;
+- `buildkit-none`: the same with `--network=none` (a network namespace per
+  step with loopback only: BuildKit's isolation cost without its bridge);
+- `buildkit08`: the BuildKit embedded in Debian's docker.io 20.10 engine
+  (`DOCKER_BUILDKIT=1 /usr/bin/docker build`), the column of the reports
+  before 2026-12;
+- `buildah`: Buildah 1.28 with `--isolation=chroot --layers`.
+
+Two methodologies (`--settle`): `sync` (the default) runs `sync` and pauses
+one second before every timed build, so that each builder pays for flushing
+its own writes only; `none` alternates the builders with nothing in between,
+so a builder that flushes the filesystem (kiln's layer commit) also pays for
+the writeback of the previous builder's data. Benchmarks prove speed; nothing
+here is a test.
 """
 
 import argparse
@@ -38,6 +57,9 @@ EXTRA_BASES = []
 DOCKER = "/usr/bin/docker"
 REGISTRY_BIN = "/usr/bin/docker-registry"
 REGISTRY_PORT = 5055
+BUILDKIT13_SH = REPO / "benches/buildkit-0.13.sh"
+#: Before every timed build: "sync" (sync + 1 s pause) or "none".
+SETTLE = "sync"
 
 
 def sh(cmd, check=True, env=None, quiet=True, cwd=None):
@@ -69,7 +91,7 @@ def setup(builders):
         need.append("busybox-static")
     if not Path("/usr/bin/time").exists():
         need.append("time")
-    if "buildkit" in builders and not Path(DOCKER).exists():
+    if "buildkit08" in builders and not Path(DOCKER).exists():
         need.append("docker.io")
     if "buildah" in builders and not shutil.which("buildah"):
         need.append("buildah")
@@ -85,7 +107,7 @@ def setup(builders):
         import matplotlib  # noqa: F401
     except ImportError:
         sh([sys.executable, "-m", "pip", "install", "-q", "matplotlib"], check=False)
-    if "buildkit" in builders and sh([DOCKER, "info"], check=False).returncode != 0:
+    if "buildkit08" in builders and sh([DOCKER, "info"], check=False).returncode != 0:
         subprocess.Popen(["dockerd"], stdout=open("/tmp/kiln-bench-dockerd.log", "w"),
                          stderr=subprocess.STDOUT)
         for _ in range(60):
@@ -165,9 +187,13 @@ def w_bigctx(work):
                     (f"{d}/{f} {seed:x}\n".encode() * (size // 20 + 1))[:size])
         for i in range(10):
             (ctx / "src" / "d000" / f"big{i}.bin").write_bytes(os.urandom(20 << 20))
-        (ctx / "Dockerfile").write_text(f"FROM {BASE}\nCOPY . /app\nRUN find /app | wc -l\n")
-        (ctx / ".dockerignore").write_text("Dockerfile\n.generated\n")
         marker.write_text("")
+    # Two forms of the edit loop: a copy into a fresh directory, and the
+    # common `WORKDIR /app` + `COPY . .` (a copy into a directory that exists).
+    (ctx / "Dockerfile").write_text(f"FROM {BASE}\nCOPY . /app\nRUN find /app | wc -l\n")
+    (ctx / "Dockerfile.workdir").write_text(
+        f"FROM {BASE}\nWORKDIR /app\nCOPY . .\nRUN find . | wc -l\n")
+    (ctx / ".dockerignore").write_text("Dockerfile*\n.generated\n")
     return ctx
 
 
@@ -282,12 +308,14 @@ class Registry:
 
 
 WORKLOADS = {
-    # name: (generator, kind)
+    # name: (generator, kind[, Dockerfile name in the context])
     "noop": (w_noop, "noop"),
     "runs40": (w_runs40, "cold"),
     "bigctx-cold": (w_bigctx, "cold"),
     "bigctx-noop": (w_bigctx, "noop"),
     "bigctx-edit": (w_bigctx, "edit"),
+    "bigctx-edit-workdir": (w_bigctx, "edit", "Dockerfile.workdir"),
+    "bigctx-nocache-workdir": (w_bigctx, "nocache", "Dockerfile.workdir"),
     "push1g": (w_image1g, "push"),
     "export1g-gzip": (w_image1g, "export-gzip"),
     "export1g-zstd": (w_image1g, "export-zstd"),
@@ -299,13 +327,19 @@ PUSH_REF = f"127.0.0.1:{REGISTRY_PORT}/bench/app:1"
 
 # --- builders --------------------------------------------------------------
 
+def dockerfile_args(ctx, dockerfile):
+    return ["-f", str(ctx / dockerfile)] if dockerfile else []
+
+
 class Kiln:
     name = "kiln"
+    #: Flags of every build (the `kiln-host` variant adds the host network).
+    flags = []
 
     def __init__(self, work, tar):
         self.work = work
         self.tar = tar
-        self.root = work / "kiln-state"
+        self.root = work / f"{self.name}-state"
         self.rss = []
 
     def reset(self):
@@ -328,9 +362,10 @@ class Kiln:
         if not self.root.exists():
             self.reset()
 
-    def build(self, ctx):
+    def build(self, ctx, dockerfile=None, no_cache=False):
         out = sh(["/usr/bin/time", "-f", "MAXRSS %M", str(KILN), "--root", str(self.root),
-                  "build", "-q", "-t", "bench:1", str(ctx)])
+                  "build", "-q", *self.flags, *(["--no-cache"] if no_cache else []),
+                  *dockerfile_args(ctx, dockerfile), "-t", "bench:1", str(ctx)])
         for line in out.stdout.splitlines():
             if line.startswith("MAXRSS "):
                 self.rss.append((str(ctx.name), int(line.split()[1])))
@@ -342,12 +377,74 @@ class Kiln:
 
     def export(self, ctx, dest, compression):
         # The build is cached: this is the export, its compression included.
-        sh([str(KILN), "--root", str(self.root), "build", "-q",
+        sh([str(KILN), "--root", str(self.root), "build", "-q", *self.flags,
             "-o", f"type=oci,dest={dest},compression={compression}", str(ctx)])
 
 
+class KilnHost(Kiln):
+    """kiln with the host network for RUN, as the peers run here."""
+    name = "kiln-host"
+    flags = ["--network=host", "--allow", "network.host"]
+
+
 class BuildKit:
+    """BuildKit v0.13 (docker 26.1 + buildx 0.13, a second engine on its own
+    socket: `benches/buildkit-0.13.sh`)."""
     name = "buildkit"
+    network_flags = ["--network=host"]
+    _docker = None
+
+    def __init__(self, work, tar):
+        self.tar = tar
+
+    @classmethod
+    def docker(cls):
+        if cls._docker is None:
+            import shlex
+            out = sh(["bash", str(BUILDKIT13_SH)])
+            cls._docker = shlex.split(out.stdout.strip().splitlines()[-1])
+        return cls._docker
+
+    def reset(self):
+        sh([*self.docker(), "builder", "prune", "-af"], check=False)
+        sh([*self.docker(), "rmi", "-f", "bench:1"], check=False)
+        self.ensure()
+
+    def ensure(self):
+        for name, tar in [(BASE, self.tar)] + EXTRA_BASES:
+            if sh([*self.docker(), "image", "inspect", name], check=False).returncode != 0:
+                sh([*self.docker(), "import", str(tar), name])
+
+    def build(self, ctx, dockerfile=None, no_cache=False):
+        sh([*self.docker(), "build", "-q", *self.network_flags,
+            *(["--no-cache"] if no_cache else []), *dockerfile_args(ctx, dockerfile),
+            "-t", "bench:1", str(ctx)])
+
+    def push(self, ref):
+        sh([*self.docker(), "tag", "bench:1", ref])
+        sh([*self.docker(), "push", "-q", ref])
+        sh([*self.docker(), "rmi", ref], check=False)
+
+    def export(self, ctx, dest, compression):
+        # The docker driver writes no OCI archives (that needs a
+        # docker-container builder, whose image is not reachable offline).
+        raise NotApplicable()
+
+
+class BuildKitNone(BuildKit):
+    """BuildKit v0.13 with `--network=none`: a namespace per step, no bridge."""
+    name = "buildkit-none"
+    network_flags = ["--network=none"]
+
+    def build(self, ctx, dockerfile=None, no_cache=False):
+        if ctx.name == "realistic":
+            raise NotApplicable()  # it downloads packages
+        super().build(ctx, dockerfile, no_cache)
+
+
+class BuildKit08:
+    """The BuildKit embedded in Debian's docker.io 20.10 engine."""
+    name = "buildkit08"
 
     def __init__(self, work, tar):
         self.tar = tar
@@ -362,8 +459,9 @@ class BuildKit:
             if sh([DOCKER, "image", "inspect", name], check=False).returncode != 0:
                 sh(f"{DOCKER} import {tar} {name}")
 
-    def build(self, ctx):
-        sh([DOCKER, "build", "-q", *network(ctx), "-t", "bench:1", str(ctx)],
+    def build(self, ctx, dockerfile=None, no_cache=False):
+        sh([DOCKER, "build", "-q", *network(ctx), *(["--no-cache"] if no_cache else []),
+            *dockerfile_args(ctx, dockerfile), "-t", "bench:1", str(ctx)],
            env={**os.environ, "DOCKER_BUILDKIT": "1"})
 
     def push(self, ref):
@@ -396,9 +494,10 @@ class Buildah:
                 sh(["buildah", "commit", "-q", c, name])
                 sh(["buildah", "rm", c])
 
-    def build(self, ctx):
+    def build(self, ctx, dockerfile=None, no_cache=False):
         sh(["buildah", "bud", "-q", "--isolation=chroot", "--layers", "--pull-never",
-            *network(ctx), "-t", "bench:1", str(ctx)])
+            *network(ctx), *(["--no-cache"] if no_cache else []),
+            *dockerfile_args(ctx, dockerfile), "-t", "bench:1", str(ctx)])
 
     def push(self, ref):
         sh(["buildah", "push", "-q", "--tls-verify=false", "bench:1", f"docker://{ref}"])
@@ -408,24 +507,25 @@ class Buildah:
             "bench:1", f"oci-archive:{dest}"])
 
 
-BUILDERS = {"kiln": Kiln, "buildkit": BuildKit, "buildah": Buildah}
+BUILDERS = {"kiln": Kiln, "kiln-host": KilnHost, "buildkit": BuildKit,
+            "buildkit-none": BuildKitNone, "buildkit08": BuildKit08, "buildah": Buildah}
 
 
-def measure(builder, kind, ctx):
+def measure(builder, kind, ctx, dockerfile=None):
     """One measured run of a workload; returns seconds. A failed build (the
     peers fail now and then on this machine) is retried up to twice from
     the same starting state, and counted."""
     for attempt in range(3):
         try:
-            return measure_once(builder, kind, ctx)
+            return measure_once(builder, kind, ctx, dockerfile)
         except BuildFailed as e:
             FLAKES[builder.name] = FLAKES.get(builder.name, 0) + 1
             print(f"{builder.name}: attempt {attempt + 1} failed, retrying: {str(e)[-300:]}",
                   file=sys.stderr, flush=True)
-    return measure_once(builder, kind, ctx)
+    return measure_once(builder, kind, ctx, dockerfile)
 
 
-def measure_once(builder, kind, ctx):
+def measure_once(builder, kind, ctx, dockerfile=None):
     edit = ctx / "hello.c" if ctx.name == "realistic" else ctx / "src" / "d001" / "f001.txt"
     if kind == "push":
         # A fresh builder state and an empty registry: the image's layers
@@ -455,24 +555,26 @@ def measure_once(builder, kind, ctx):
         builder.reset()
     else:
         builder.ensure()
-        builder.build(ctx)  # make sure the cache is warm
+        builder.build(ctx, dockerfile)  # make sure the cache is warm
         if kind == "edit":
             with open(edit, "a") as f:
                 f.write(f"/* edit {time.time_ns()} */\n" if edit.suffix == ".c"
                         else f"edit {time.time_ns()}\n")
     settle()
     t = time.perf_counter()
-    builder.build(ctx)
+    builder.build(ctx, dockerfile, no_cache=kind == "nocache")
     return time.perf_counter() - t
 
 
 def settle():
-    """Lets the previous builder's background work (dockerd, the writeback
-    of what it wrote) finish before a timed run, the same for every
-    builder: a Buildah no-op rebuild leaves ~400 MB of dirty pages that
-    otherwise slow whichever builder runs next."""
-    os.sync()
-    time.sleep(1)
+    """With `--settle sync`, lets the previous builder's background work
+    (dockerd, the writeback of what it wrote) finish before a timed run, the
+    same for every builder: a Buildah no-op rebuild leaves ~400 MB of dirty
+    pages that otherwise slow whichever builder runs next. With `--settle
+    none`, nothing: the plain alternating methodology."""
+    if SETTLE == "sync":
+        os.sync()
+        time.sleep(1)
 
 
 def builder_work(ctx):
@@ -491,8 +593,12 @@ def machine():
             break
     versions = {
         "kiln": sh([str(KILN), "--version"]).stdout.strip(),
-        "docker": sh([DOCKER, "version", "--format", "{{.Server.Version}}"], check=False).stdout.strip(),
-        "buildah": sh(["buildah", "--version"], check=False).stdout.strip(),
+        "docker (buildkit08)": sh([DOCKER, "version", "--format", "{{.Server.Version}}"],
+                                  check=False).stdout.strip() if Path(DOCKER).exists() else "n/a",
+        "docker (buildkit)": sh([*BuildKit.docker(), "version", "--format",
+                                 "{{.Server.Version}}"], check=False).stdout.strip(),
+        "buildah": (sh(["buildah", "--version"], check=False).stdout.strip()
+                    if shutil.which("buildah") else "n/a"),
     }
     return (f"{os.cpu_count()} CPUs ({cpu}), {mem} MiB RAM, Linux {platform.release()}; "
             + "; ".join(f"{k}: {v}" for k, v in versions.items()))
@@ -502,14 +608,19 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
-    ap.add_argument("--builders", default="kiln,buildkit,buildah")
+    ap.add_argument("--builders", default="kiln,kiln-host,buildkit,buildah")
+    ap.add_argument("--settle", choices=["sync", "none"], default="sync",
+                    help="before every timed build: sync and pause 1 s (default), or nothing")
     ap.add_argument("--work", default="/var/tmp/kiln-bench")
     ap.add_argument("--out", default=str(REPO / "benches/results"))
     ap.add_argument("--append", action="store_true",
                     help="keep the other workloads of today's report and replace these")
     ap.add_argument("--date", default=datetime.date.today().isoformat(),
-                    help="the report (benches/results/DATE.*) to write or append to; default: today")
+                    help="the report (benches/results/DATE.*) to write or append to; default: today"
+                    " (DATE-plain.* with --settle none)")
     args = ap.parse_args()
+    global SETTLE
+    SETTLE = args.settle
     if os.geteuid() != 0:
         sys.exit("run as root: the builders need namespaces and overlayfs")
     names = args.builders.split(",")
@@ -526,48 +637,72 @@ def main():
         b.reset()
     results = {}
     for w in workloads:
-        gen, kind = WORKLOADS[w]
+        gen, kind, *dockerfile = WORKLOADS[w]
+        dockerfile = dockerfile[0] if dockerfile else None
         ctx = gen(work)
         runs = []
+        load = [os.getloadavg()[0]]
         for b in builders:  # warm-up
             try:
-                measure(b, kind, ctx)
+                measure(b, kind, ctx, dockerfile)
                 runs.append(b)
             except NotApplicable:
                 print(f"{w:12} {b.name:9} n/a", flush=True)
+            except BuildFailed as e:
+                # Reported as n/a, with the failure count; the run goes on.
+                print(f"{w:12} {b.name:9} failed: {str(e)[-300:]}", flush=True)
         for rep in range(args.reps):
             order = runs if rep % 2 == 0 else list(reversed(runs))
-            for b in order:
-                s = measure(b, kind, ctx)
+            for b in list(order):
+                try:
+                    s = measure(b, kind, ctx, dockerfile)
+                except BuildFailed as e:
+                    print(f"{w:12} {b.name:9} failed: {str(e)[-300:]}", flush=True)
+                    runs.remove(b)
+                    continue
                 results.setdefault(w, {}).setdefault(b.name, []).append(s)
                 print(f"{w:12} {b.name:9} {s:8.3f}s", flush=True)
+        load.append(os.getloadavg()[0])
+        results.setdefault(w, {})["load"] = load
+        # The report so far, in case a later workload cannot finish.
+        write_report(results, names, builders, [x for x in workloads if x in results], args)
     write_report(results, names, builders, workloads, args)
 
 
 def write_report(results, names, builders, workloads, args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stamp = args.date
+    stamp = args.date + ("" if args.settle == "sync" else "-plain")
     commands = [f"sudo python3 benches/peers.py --reps {args.reps} --workloads {args.workloads} "
-                f"--builders {args.builders}" + (" --append" if args.append else "")]
+                f"--builders {args.builders} --settle {args.settle}"
+                + (" --append" if args.append else "")]
     old = out / f"{stamp}.json"
     if args.append and old.exists():
         prev = json.loads(old.read_text())
         if "results" in prev:
-            commands = prev.get("commands", []) + commands
+            prior = prev.get("commands", [])
+            # write_report runs after every workload: the command once.
+            commands = prior + [c for c in commands if not prior or prior[-1] != c]
             prev = prev["results"]
         for w, r in prev.items():
             results.setdefault(w, r)
         workloads = [w for w in WORKLOADS if w in results]
-    peers = [n for n in names if n != "kiln"]
+    kilns = [n for n in names if n.startswith("kiln")]
+    peers = [n for n in names if not n.startswith("kiln")]
+    pairs = [(k, p) for k in kilns for p in peers]
     lines = [f"# kiln vs peers, {stamp}", "",
              f"Machine: {machine()}", "",
              "Commands (a later `--append` run replaces the workloads it names):",
              *[f"- `{c}`" for c in commands],
-             "", "(one warm-up, then N runs per builder, alternating; runs of this harness"
-             " version start after a `sync` and a one-second pause; seconds, median and min–max)", ""]
-    header = "| workload | " + " | ".join(names + [f"kiln/{p}" for p in peers]) + " |"
-    lines += [header, "|" + "---|" * (1 + len(names) + len(peers))]
+             "", "(one warm-up, then N runs per builder, alternating; "
+             + ("every timed run starts after a `sync` and a one-second pause"
+                if args.settle == "sync" else
+                "no `sync` or pause between runs: plain alternating")
+             + "; seconds, median and min–max; `load`: the 1-minute load average at"
+             " the start and end of the workload)", ""]
+    header = ("| workload | " + " | ".join(names + [f"{k}/{p}" for k, p in pairs])
+              + " | load |")
+    lines += [header, "|" + "---|" * (2 + len(names) + len(pairs))]
     ratios = {}
     for w in workloads:
         row = [w]
@@ -579,16 +714,18 @@ def write_report(results, names, builders, workloads, args):
                 continue
             med[n] = statistics.median(v)
             row.append(f"{med[n]:.3f} ({min(v):.3f}–{max(v):.3f})")
-        for p in peers:
-            r = med["kiln"] / med[p] if med.get(p) and "kiln" in med else float("nan")
-            ratios.setdefault(p, {})[w] = r
+        for k, p in pairs:
+            r = med[k] / med[p] if med.get(p) and k in med else float("nan")
+            ratios.setdefault((k, p), {})[w] = r
             row.append("n/a" if r != r else f"{r:.3f}")
+        load = results[w].get("load")
+        row.append("–".join(f"{x:.1f}" for x in load) if load else "")
         lines.append("| " + " | ".join(row) + " |")
-    kiln = next((b for b in builders if b.name == "kiln"), None)
-    if kiln and kiln.rss:
-        lines += ["", "Peak RSS of kiln (MiB, /usr/bin/time -v) per workload context: " + ", ".join(
-            f"{ctx} {max(r for c, r in kiln.rss if c == ctx) / 1024:.0f}"
-            for ctx in sorted({c for c, _ in kiln.rss}))]
+    rss = [(c, r) for b in builders if b.name.startswith("kiln") for c, r in b.rss]
+    if rss:
+        lines += ["", "Peak RSS of kiln (MiB, /usr/bin/time) per workload context: " + ", ".join(
+            f"{ctx} {max(r for c, r in rss if c == ctx) / 1024:.0f}"
+            for ctx in sorted({c for c, _ in rss}))]
     if FLAKES:
         lines += ["", "Failed attempts retried (not timed): " + ", ".join(
             f"{k} {v}" for k, v in sorted(FLAKES.items()))]
@@ -602,15 +739,16 @@ def write_report(results, names, builders, workloads, args):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(8, 4))
-        width = 0.8 / max(1, len(peers))
-        for i, p in enumerate(peers):
+        width = 0.8 / max(1, len(pairs))
+        for i, (k, p) in enumerate(pairs):
             xs = [j + i * width for j in range(len(workloads))]
-            ax.bar(xs, [ratios[p][w] for w in workloads], width, label=f"kiln / {p}")
-        ax.set_xticks([j + width * (len(peers) - 1) / 2 for j in range(len(workloads))])
+            ax.bar(xs, [ratios[(k, p)].get(w, float("nan")) for w in workloads], width,
+                   label=f"{k} / {p}")
+        ax.set_xticks([j + width * (len(pairs) - 1) / 2 for j in range(len(workloads))])
         ax.set_xticklabels(workloads, rotation=20)
         ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_ylabel("time ratio (lower is better for kiln)")
-        if peers:
+        if pairs:
             ax.legend()
         fig.tight_layout()
         fig.savefig(out / f"{stamp}.png", dpi=100)

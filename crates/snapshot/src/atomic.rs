@@ -11,6 +11,14 @@ use std::path::Path;
 /// Writes `bytes` to `path` atomically (see the module docs). The temporary
 /// file is `.<name>.tmp-<random>` beside `path`; it is removed on failure.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_replacing(path, bytes, true)
+}
+
+/// Like [`write_atomic`], with the fsyncs only when `durable`: a reader
+/// still sees the old content or the new one, but after a crash of the
+/// machine the file may be empty or absent (the layer store's unsynced
+/// layers, whose loss the store recognises after a reboot).
+pub(crate) fn write_replacing(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
@@ -29,10 +37,12 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
             .mode(0o644)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         drop(f);
         fs::rename(&tmp, path)?;
-        sync_dir(dir)
+        if durable { sync_dir(dir) } else { Ok(()) }
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

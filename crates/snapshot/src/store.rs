@@ -9,6 +9,7 @@
 //! <dir>/tmp/<id>.lock               flock(2)ed by the process owning the draft
 //! <dir>/tmp/rm-<id>/                a layer being removed (renamed away first)
 //! <dir>/index/<key>/<sha256(value)> a label index entry: contains the layer id
+//! <dir>/synced                      `<boot id> <ns since boot>` of the latest sync
 //! ```
 //!
 //! A layer becomes visible by one `rename(2)` of a complete directory, so a
@@ -18,6 +19,19 @@
 //! cleanup run by another kiln process sharing the state directory never
 //! deletes a live draft: only those whose owner died (the kernel drops the
 //! lock with the process).
+//!
+//! Durability: a commit does not flush the layer's files (an fsync per file,
+//! or a `syncfs(2)` per layer, would put the writeback of every step on the
+//! build's critical path, and a `syncfs` also flushes whatever else is dirty
+//! on the filesystem). A process that dies leaves the page cache intact; only
+//! a crash of the machine can lose what was not written back. So a layer is
+//! committed with the boot id and time (`LayerMeta::unsynced`), and
+//! [`LayerStore::sync`] (one `syncfs`) records in `<dir>/synced` when it
+//! started; it runs before a durable record names layers (an image's,
+//! [`LayerStore::sync_layers`]). The first opening of the store after a
+//! reboot keeps the layers a sync covered and removes the others, which the
+//! build cache then rebuilds, as BuildKit rebuilds what a crash lost (it
+//! fsyncs its content-store blobs, not its snapshots).
 //!
 //! Ids are 12 random characters of `[a-z0-9]` (62 bits): short, because an
 //! overlay mount of N layers spells out N paths `<dir>/<id>/diff` in a mount
@@ -35,7 +49,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::atomic::{sync_dir, write_atomic};
+use crate::atomic::{sync_dir, write_atomic, write_replacing};
 
 /// Length of a layer id.
 pub const LAYER_ID_LEN: usize = 12;
@@ -166,7 +180,30 @@ pub struct LayerMeta {
     /// the uncompressed tar size or the disk usage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// Set by [`LayerDraft::commit`]: the layer's files were not flushed to
+    /// disk when it was committed (see "Durability" in the module docs).
+    /// Cleared by the first opening of the store after a reboot if a
+    /// [`LayerStore::sync`] covered the layer; otherwise that opening
+    /// removes the layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsynced: Option<Unsynced>,
 }
+
+/// When an unsynced layer was committed: the boot (the kernel's
+/// `boot_id`) and the time since boot (`CLOCK_BOOTTIME`, nanoseconds) once
+/// its content was complete.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unsynced {
+    /// `/proc/sys/kernel/random/boot_id` at commit.
+    pub boot: String,
+    /// Nanoseconds since that boot.
+    pub at: u64,
+}
+
+/// The file recording the latest [`LayerStore::sync`]: `<boot> <at>`.
+const SYNCED_FILE: &str = "synced";
+/// `flock`ed while [`SYNCED_FILE`] is read and written.
+const SYNCED_LOCK: &str = "synced.lock";
 
 /// A committed layer.
 #[derive(Clone, Debug)]
@@ -187,6 +224,34 @@ struct Inner {
     dir: PathBuf,
     /// Serialises read-modify-write of meta.json within this process.
     meta_lock: Mutex<()>,
+    /// The kernel's boot id; `None` where it cannot be read (then every
+    /// commit flushes the filesystem, as no reboot could be recognised).
+    boot: Option<String>,
+}
+
+/// The current boot's id (`/proc/sys/kernel/random/boot_id`).
+fn boot_id() -> Option<String> {
+    let s = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let s = s.trim();
+    (!s.is_empty() && !s.contains(char::is_whitespace)).then(|| s.to_owned())
+}
+
+/// Nanoseconds since boot (`CLOCK_BOOTTIME`: it counts suspended time too,
+/// so it never goes back within one boot).
+fn since_boot() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    u64::try_from(t.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0))
+}
+
+/// The content of [`SYNCED_FILE`]: the boot and time of the latest sync.
+type Synced = (String, u64);
+
+fn parse_synced(s: &str) -> Option<Synced> {
+    let (boot, at) = s.trim().split_once(' ')?;
+    Some((boot.to_owned(), at.parse().ok()?))
 }
 
 /// The layer store rooted at a directory (`<state>/snapshots`). Cheap to
@@ -204,7 +269,17 @@ impl LayerStore {
     /// behind by crashed processes (see [`LayerStore::cleanup`]). `dir` is
     /// made absolute, since layer paths end up in mount options.
     pub fn open(dir: impl AsRef<Path>) -> Result<LayerStore, StoreError> {
-        let dir = dir.as_ref();
+        Self::open_as(dir.as_ref(), boot_id())
+    }
+
+    /// Opens the store as if the machine had booted with id `boot`: how the
+    /// tests simulate a reboot.
+    #[doc(hidden)]
+    pub fn open_with_boot_id(dir: impl AsRef<Path>, boot: &str) -> Result<LayerStore, StoreError> {
+        Self::open_as(dir.as_ref(), Some(boot.to_owned()))
+    }
+
+    fn open_as(dir: &Path, boot: Option<String>) -> Result<LayerStore, StoreError> {
         let dir = std::path::absolute(dir).map_err(io_err("resolving", dir))?;
         for sub in [dir.clone(), dir.join("tmp"), dir.join("index")] {
             fs::create_dir_all(&sub).map_err(io_err("creating", &sub))?;
@@ -213,10 +288,140 @@ impl LayerStore {
             inner: Arc::new(Inner {
                 dir,
                 meta_lock: Mutex::new(()),
+                boot,
             }),
         };
         store.cleanup()?;
+        store.recover()?;
         Ok(store)
+    }
+
+    /// Locks [`SYNCED_FILE`] and reads it.
+    fn synced(&self) -> Result<(Flock<File>, Option<Synced>), StoreError> {
+        let lock_path = self.inner.dir.join(SYNCED_LOCK);
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io_err("opening", &lock_path))?;
+        let lock = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| StoreError::Io {
+            op: "locking",
+            path: lock_path.clone(),
+            source: e.into(),
+        })?;
+        let path = self.inner.dir.join(SYNCED_FILE);
+        let synced = match fs::read_to_string(&path) {
+            Ok(s) => parse_synced(&s),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err("reading", &path)(e)),
+        };
+        Ok((lock, synced))
+    }
+
+    fn write_synced(&self, boot: &str, at: u64) -> Result<(), StoreError> {
+        let path = self.inner.dir.join(SYNCED_FILE);
+        write_atomic(&path, format!("{boot} {at}\n").as_bytes()).map_err(io_err("writing", &path))
+    }
+
+    /// The first opening after a reboot: layers committed unsynced in an
+    /// earlier boot are kept if a [`LayerStore::sync`] of that boot came
+    /// after them (their mark is cleared), and removed otherwise, since
+    /// their files may have been lost with the page cache. The solver
+    /// checks that a cache entry's layers exist, so what is removed is
+    /// rebuilt. Returns how many layers were removed.
+    fn recover(&self) -> Result<usize, StoreError> {
+        let Some(boot) = self.inner.boot.as_deref() else {
+            return Ok(0);
+        };
+        let (_lock, synced) = self.synced()?;
+        if synced.as_ref().is_some_and(|(b, _)| b == boot) {
+            return Ok(0);
+        }
+        let mut removed = 0;
+        for id in self.list()? {
+            let mut meta = match self.read_meta(&id) {
+                Ok(m) => m,
+                Err(StoreError::NotFound(_)) => continue,
+                // An unsynced meta.json may be torn by the crash.
+                Err(StoreError::CorruptMeta { .. }) => {
+                    let from = self.layer_dir(&id);
+                    let to = self.tmp_dir().join(format!("rm-{id}"));
+                    fs::rename(&from, &to).map_err(io_err("renaming", &from))?;
+                    remove_tree(&to).map_err(io_err("removing", &to))?;
+                    removed += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(u) = &meta.unsynced else { continue };
+            if u.boot == boot {
+                continue;
+            }
+            let covered = synced
+                .as_ref()
+                .is_some_and(|(b, at)| *b == u.boot && *at >= u.at);
+            if covered {
+                meta.unsynced = None;
+                self.write_meta(&self.layer_dir(&id), &meta)?;
+            } else {
+                match self.remove(&id) {
+                    Ok(()) => removed += 1,
+                    Err(StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.write_synced(boot, 0)?;
+        Ok(removed)
+    }
+
+    /// Makes every layer committed so far durable: one `syncfs(2)` of the
+    /// store's filesystem, then [`SYNCED_FILE`] records the time it started
+    /// (see [`LayerStore::recover`]). Called before a durable record names
+    /// layers (an image's), not per layer: a cache layer lost in a crash of
+    /// the machine is rebuilt.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let at = since_boot();
+        let dirf = File::open(&self.inner.dir).map_err(io_err("opening", &self.inner.dir))?;
+        rustix::fs::syncfs(&dirf).map_err(|e| io_err("syncing", &self.inner.dir)(e.into()))?;
+        let Some(boot) = self.inner.boot.as_deref() else {
+            return Ok(());
+        };
+        let (_lock, synced) = self.synced()?;
+        // Another process may have recorded a later sync meanwhile.
+        if synced.is_some_and(|(b, t)| b == boot && t >= at) {
+            return Ok(());
+        }
+        self.write_synced(boot, at)
+    }
+
+    /// [`LayerStore::sync`], unless every one of `layers` is durable already
+    /// (committed synced, or covered by the latest sync of this boot).
+    pub fn sync_layers(&self, layers: &[LayerId]) -> Result<(), StoreError> {
+        if self.inner.boot.is_none() {
+            return Ok(()); // every commit synced
+        }
+        let synced = fs::read_to_string(self.inner.dir.join(SYNCED_FILE))
+            .ok()
+            .and_then(|s| parse_synced(&s));
+        for id in layers {
+            let meta = match self.read_meta(id) {
+                Ok(m) => m,
+                Err(StoreError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let durable = meta.unsynced.as_ref().is_none_or(|u| {
+                synced
+                    .as_ref()
+                    .is_some_and(|(b, at)| *b == u.boot && *at >= u.at)
+            });
+            if !durable {
+                return self.sync();
+            }
+        }
+        Ok(())
     }
 
     /// The store's directory.
@@ -431,6 +636,7 @@ impl LayerStore {
     /// Sets one label of a committed layer (e.g. a diff id learned at
     /// export), rewriting its meta.json atomically, and indexes it.
     pub fn set_label(&self, id: &LayerId, key: &str, value: &str) -> Result<(), StoreError> {
+        let durable;
         {
             let _guard = self
                 .inner
@@ -440,8 +646,9 @@ impl LayerStore {
             let mut meta = self.read_meta(id)?;
             meta.labels.insert(key.to_string(), value.to_string());
             self.write_meta(&self.layer_dir(id), &meta)?;
+            durable = meta.unsynced.is_none();
         }
-        self.index(id, key, value)
+        self.index(id, key, value, durable)
     }
 
     /// The layer most recently indexed with label `key` = `value`, if it
@@ -472,7 +679,8 @@ impl LayerStore {
             source: io::Error::other(e),
         })?;
         bytes.push(b'\n');
-        write_atomic(&path, &bytes).map_err(io_err("writing", &path))
+        // An unsynced layer's meta is as durable as its files: no fsync.
+        write_replacing(&path, &bytes, meta.unsynced.is_none()).map_err(io_err("writing", &path))
     }
 
     fn index_path(&self, key: &str, value: &str) -> PathBuf {
@@ -494,12 +702,14 @@ impl LayerStore {
             .join(hex::encode(Sha256::digest(value.as_bytes())))
     }
 
-    fn index(&self, id: &LayerId, key: &str, value: &str) -> Result<(), StoreError> {
+    /// Indexes `id` under label `key` = `value`; `durable`: fsynced (an
+    /// entry naming a layer that is gone, or a torn one, reads as none).
+    fn index(&self, id: &LayerId, key: &str, value: &str, durable: bool) -> Result<(), StoreError> {
         let entry = self.index_path(key, value);
         if let Some(parent) = entry.parent() {
             fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
         }
-        write_atomic(&entry, id.as_str().as_bytes()).map_err(io_err("writing", &entry))
+        write_replacing(&entry, id.as_str().as_bytes(), durable).map_err(io_err("writing", &entry))
     }
 }
 
@@ -547,21 +757,33 @@ impl LayerDraft {
     /// Any overlay mount using the draft must be unmounted first. The work
     /// dir is deleted (overlay leaves a root-owned `work/work` of mode 000
     /// in it).
-    pub fn commit(mut self, meta: LayerMeta) -> Result<Layer, StoreError> {
+    pub fn commit(mut self, mut meta: LayerMeta) -> Result<Layer, StoreError> {
         remove_tree(&self.work).map_err(io_err("removing", &self.work))?;
-        // Make the content durable before the rename publishes it: syncfs
-        // flushes the whole filesystem once, far cheaper than an fsync per
-        // file of a large layer.
-        let dirf = File::open(&self.root).map_err(io_err("opening", &self.root))?;
-        rustix::fs::syncfs(&dirf).map_err(|e| io_err("syncing", &self.root)(e.into()))?;
+        // Durability (module docs): the content is not flushed here; the
+        // layer records the boot and time it was complete at, so that the
+        // first opening after a reboot can tell whether a sync covered it.
+        // Without a boot id, every commit flushes the filesystem first.
+        meta.unsynced = match &self.store.inner.boot {
+            Some(boot) => Some(Unsynced {
+                boot: boot.clone(),
+                at: since_boot(),
+            }),
+            None => {
+                let dirf = File::open(&self.root).map_err(io_err("opening", &self.root))?;
+                rustix::fs::syncfs(&dirf).map_err(|e| io_err("syncing", &self.root)(e.into()))?;
+                None
+            }
+        };
         self.store.write_meta(&self.root, &meta)?;
         let dest = self.store.layer_dir(&self.id);
         fs::rename(&self.root, &dest).map_err(io_err("committing", &dest))?;
         self.done = true;
-        sync_dir(self.store.dir()).map_err(io_err("syncing", self.store.dir()))?;
+        if meta.unsynced.is_none() {
+            sync_dir(self.store.dir()).map_err(io_err("syncing", self.store.dir()))?;
+        }
         self.release_lock();
         for (k, v) in &meta.labels {
-            self.store.index(&self.id, k, v)?;
+            self.store.index(&self.id, k, v, meta.unsynced.is_none())?;
         }
         Ok(Layer {
             id: self.id.clone(),
@@ -673,7 +895,16 @@ mod tests {
         assert_eq!(fs::read(layer.diff.join("hello")).unwrap(), b"hi");
         assert!(!layer.path.join("work").exists());
         let got = store.get(&id).unwrap();
-        assert_eq!(got.meta, meta);
+        // Committed without a flush, marked with this boot.
+        let mark = got.meta.unsynced.clone().unwrap();
+        assert_eq!(Some(&mark.boot), store.inner.boot.as_ref());
+        assert_eq!(
+            got.meta,
+            LayerMeta {
+                unsynced: Some(mark),
+                ..meta
+            }
+        );
         assert_eq!(store.list().unwrap(), vec![id.clone()]);
         assert_eq!(
             store.find_by_label("kiln.diff_id", "sha256:abc").unwrap(),
@@ -768,5 +999,58 @@ mod tests {
         store.set_label(&b.id, "k", "v").unwrap();
         fs::rename(b.path.clone(), store.tmp_dir().join("elsewhere")).unwrap();
         assert_eq!(store.find_by_label("k", "v").unwrap(), None);
+    }
+
+    fn commit_one(store: &LayerStore, content: &[u8]) -> LayerId {
+        let draft = store.create().unwrap();
+        fs::write(draft.diff_dir().join("f"), content).unwrap();
+        let id = draft.id().clone();
+        draft.commit(LayerMeta::default()).unwrap();
+        id
+    }
+
+    #[test]
+    fn after_a_reboot_only_synced_layers_remain() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = dir.path().join("snapshots");
+        let a = LayerStore::open_with_boot_id(&at, "boot-a").unwrap();
+        let synced = commit_one(&a, b"synced");
+        // An image naming `synced` makes it durable; nothing to do the
+        // second time.
+        a.sync_layers(std::slice::from_ref(&synced)).unwrap();
+        let recorded = fs::read_to_string(at.join(SYNCED_FILE)).unwrap();
+        assert!(recorded.starts_with("boot-a "), "{recorded}");
+        a.sync_layers(std::slice::from_ref(&synced)).unwrap();
+        assert_eq!(fs::read_to_string(at.join(SYNCED_FILE)).unwrap(), recorded);
+        let lost = commit_one(&a, b"not synced");
+        // A crash of the machine may leave an unsynced meta.json empty.
+        let torn = commit_one(&a, b"torn");
+        fs::write(a.layer_dir(&torn).join("meta.json"), b"").unwrap();
+        // Reopened in the same boot (a process that died): both stay.
+        let again = LayerStore::open_with_boot_id(&at, "boot-a").unwrap();
+        assert_eq!(again.list().unwrap().len(), 3);
+        // The machine rebooted: the layer no sync covered may have lost its
+        // files and is removed; the other is kept and marked durable.
+        let b = LayerStore::open_with_boot_id(&at, "boot-b").unwrap();
+        assert_eq!(b.list().unwrap(), vec![synced.clone()]);
+        assert!(!b.exists(&lost));
+        assert!(!b.layer_dir(&torn).exists());
+        assert_eq!(b.get(&synced).unwrap().meta.unsynced, None);
+        assert_eq!(
+            fs::read(b.get(&synced).unwrap().diff.join("f")).unwrap(),
+            b"synced"
+        );
+        assert_eq!(
+            fs::read_to_string(at.join(SYNCED_FILE)).unwrap(),
+            "boot-b 0\n"
+        );
+        // A layer of this boot survives a later opening in the same boot
+        // without a sync; the next reboot removes it.
+        let c = commit_one(&b, b"c");
+        let b2 = LayerStore::open_with_boot_id(&at, "boot-b").unwrap();
+        assert!(b2.exists(&c));
+        let d = LayerStore::open_with_boot_id(&at, "boot-d").unwrap();
+        assert!(!d.exists(&c));
+        assert!(d.exists(&synced));
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read as _, Write as _};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use kiln_context::{ExpandOptions, Filter, Source, Tree};
@@ -159,7 +159,9 @@ pub fn execute(
     };
     let mut meta = crate::image::built_layer_meta();
     let mut staged = None;
+    let mut merged = false;
     if let Some(st) = staging {
+        merged = st.merged;
         if st.stats.linked > 0 {
             cx.log(
                 kiln_solver::Stream::Stdout,
@@ -173,7 +175,9 @@ pub fn execute(
         }
         staged = st.finish(&draft, &mut meta)?;
     }
-    if let Some(mut kept) = kept {
+    // A tree merged into existing entries is not a whole subtree the kept
+    // tree could take over: the next mount copies afresh (`Kept` dropped).
+    if let Some(mut kept) = kept.filter(|_| !(merged && staged.is_some())) {
         if let Some(rel) = &staged {
             kept.replaced(rel);
             kept.touched_ancestors(rel);
@@ -260,6 +264,9 @@ struct Staging {
     upper: PathBuf,
     manifest: crate::reuse::Manifest,
     stats: crate::copy::StagedStats,
+    /// The copy went into a directory that had entries: the staged tree
+    /// is merged with them, not all of that directory.
+    merged: bool,
 }
 
 impl Staging {
@@ -287,6 +294,7 @@ impl Staging {
             upper: draft.diff_dir().to_path_buf(),
             manifest: Default::default(),
             stats: Default::default(),
+            merged: false,
         }
     }
 
@@ -329,10 +337,23 @@ impl Staging {
                 }
             }
         }
+        // The rename changes the times of the directory holding the place,
+        // which the copy through the mount would not have: kept as they were.
+        let holder = place
+            .parent()
+            .and_then(|p| fs::symlink_metadata(p).ok().map(|m| (p.to_path_buf(), m)));
         fs::rename(&stage, &place).map_err(io_err(
             "moving the staged copy to",
             &place.display().to_string(),
         ))?;
+        if let Some((p, m)) = holder {
+            filetime::set_symlink_file_times(
+                &p,
+                filetime::FileTime::from_last_access_time(&m),
+                filetime::FileTime::from_last_modification_time(&m),
+            )
+            .map_err(io_err("setting the times of", &p.display().to_string()))?;
+        }
         if let Some(site) = self.site
             && !self.manifest.is_empty()
         {
@@ -479,7 +500,15 @@ fn copy(
         let contents_only = c.contents_only || s.path.file_name().is_none();
         let (target, fresh) = copier.prepare_target(&s.metadata, name, &c.dest, contents_only)?;
         let walked = tree.walk(s, &filter)?;
-        if fresh
+        // A directory that exists already (`WORKDIR /app` + `COPY . .`) is
+        // staged too when the copy only adds to it, merges directories or
+        // replaces non-directories (see `merge_into`).
+        let into = if fresh || !(matched.len() == 1 && s.metadata.is_dir()) {
+            None
+        } else {
+            merge_into(&target, &walked)?
+        };
+        if (fresh || into.is_some())
             && matched.len() == 1
             && s.metadata.is_dir()
             && let Some(st) = staging.as_deref_mut()
@@ -487,6 +516,14 @@ fn copy(
             let made = target.is_dir();
             if !made {
                 fs::create_dir(&target).map_err(io_err("mkdir", &c.dest))?;
+            }
+            if let Some(merge) = into {
+                // Copies the directory up (overlay) or marks it changed (the
+                // native snapshotter): the placeholder the stage replaces.
+                let m = fs::symlink_metadata(&target).map_err(io_err("stat", &c.dest))?;
+                fs::set_permissions(&target, fs::Permissions::from_mode(m.mode() & 0o7777))
+                    .map_err(io_err("chmod", &c.dest))?;
+                st.merged |= merge == Merge::NonEmpty;
             }
             copy_staged(
                 st,
@@ -509,6 +546,66 @@ fn copy(
         copier.copy_source(&entries, &target)?;
     }
     Ok(())
+}
+
+/// How a staged copy goes into an existing directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Merge {
+    /// The directory is empty: the staged tree is all of it.
+    Empty,
+    /// It has entries: the staged tree goes into the layer as an upper
+    /// directory over them, which is what the copy makes only because every
+    /// entry of the source that exists there is a directory over a directory
+    /// (merged, as overlay merges a non-opaque upper directory) or a
+    /// non-directory over a non-directory (hidden, as an upper entry hides
+    /// a lower one).
+    NonEmpty,
+}
+
+/// Whether the copy of `entries` into the existing directory `target` (in
+/// the mounted root) can be staged; `None` when it cannot (the target is not
+/// a directory, or a source entry meets an existing entry of the other kind:
+/// the copy then goes through the mount, which refuses or replaces as
+/// BuildKit does). Only paths under an existing directory are looked up, so
+/// a copy into an empty `WORKDIR` costs one `readdir`.
+fn merge_into(target: &Path, entries: &[kiln_context::Entry]) -> Result<Option<Merge>, Error> {
+    let io = |e| Error::Io {
+        what: format!("reading {}", target.display()),
+        source: e,
+    };
+    match fs::symlink_metadata(target) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Ok(None),
+        Err(e) => return Err(io(e)),
+    }
+    if fs::read_dir(target).map_err(io)?.next().is_none() {
+        return Ok(Some(Merge::Empty));
+    }
+    // Source directories that exist in the target as directories: only
+    // their children can meet something.
+    let mut existing: std::collections::HashSet<&Path> = std::collections::HashSet::new();
+    existing.insert(Path::new(""));
+    for e in entries {
+        let Some(parent) = e.path.parent() else {
+            continue; // the source itself: `target`
+        };
+        if !existing.contains(parent) {
+            continue;
+        }
+        let there = match fs::symlink_metadata(target.join(&e.path)) {
+            Ok(m) => m,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(_) => return Ok(None),
+        };
+        let is_dir = e.file_type == kiln_context::FileType::Dir;
+        if is_dir != there.is_dir() {
+            return Ok(None);
+        }
+        if is_dir {
+            existing.insert(&e.path);
+        }
+    }
+    Ok(Some(Merge::NonEmpty))
 }
 
 fn mkdir(root: &Path, m: &Mkdir) -> Result<(), Error> {

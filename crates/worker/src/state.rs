@@ -123,6 +123,10 @@ impl State {
         if fs::read(&path).is_ok_and(|old| old == body) {
             return Ok(());
         }
+        // An image outlives a crash of the machine: its layers are flushed
+        // (one syncfs for all the build's layers) before the record names
+        // them (kiln_snapshot's "Durability").
+        self.layers.sync_layers(layers)?;
         write_atomic(&path, &body)
     }
 
