@@ -21,6 +21,14 @@
 //!   `$BASE_TAR` (the busybox rootfs tar) set (edit files, call skopeo, …);
 //! * `registry [auth]` — starts Debian's `docker-registry` on a loopback port
 //!   and sets `$REGISTRY` (`auth`: basic auth over TLS, see `Case::registry`);
+//! * `proxy` — starts testkit's `FaultProxy` (an HTTP proxy that counts
+//!   requests) in front of the last registry started and sets `$PROXY` to
+//!   its `host:port`;
+//! * `proxy-log FILE` — writes the requests the proxy forwarded since the
+//!   last `proxy-log` to FILE, one `METHOD path` a line;
+//! * `proxy-fault refuse-mount N` — the next N cross-repository mount
+//!   requests reach the registry without their `mount` query, so it opens
+//!   an upload session, as a registry that refuses mounts does;
 //! * `machine NAME` — from here on, `build`, `kiln` and `$STATE` use the
 //!   state directory of "machine" NAME (an empty one with the busybox base
 //!   imported, the first time): how cache export/import between machines is
@@ -286,6 +294,9 @@ struct Case {
     /// Registries the script started (`registry`), kept running until the
     /// case ends.
     registries: Vec<kiln_testkit::registry::Registry>,
+    /// Proxies the script started (`proxy`), and how many of their requests
+    /// `proxy-log` has written.
+    proxies: Vec<(kiln_testkit::registry::FaultProxy, usize)>,
     /// Variables the script set (`$REGISTRY`, …), expanded in its words and
     /// exported to `run` commands.
     vars: Vec<(String, String)>,
@@ -377,6 +388,7 @@ impl Case {
             transcript: String::new(),
             last_stderr: String::new(),
             registries: Vec::new(),
+            proxies: Vec::new(),
             vars: vec![("BASES".to_owned(), bases_dir().display().to_string())],
             snapshotter,
         };
@@ -458,6 +470,9 @@ impl Case {
         let mut s = s.to_owned();
         for r in &self.registries {
             s = s.replace(&r.addr(), "$REGISTRY");
+        }
+        for (p, _) in &self.proxies {
+            s = s.replace(&p.addr(), "$PROXY");
         }
         let mut s = s
             .replace(&self.state.display().to_string(), "$STATE")
@@ -624,6 +639,53 @@ impl Case {
         self.registries.push(r);
     }
 
+    /// `proxy`: a counting proxy in front of the last registry.
+    fn proxy(&mut self) {
+        let r = self
+            .registries
+            .last()
+            .unwrap_or_else(|| panic!("{}: proxy before registry", self.dir.display()));
+        let p = kiln_testkit::registry::FaultProxy::start(&r.addr(), false)
+            .unwrap_or_else(|e| panic!("starting the proxy: {e}"));
+        self.vars.push(("PROXY".to_owned(), p.addr()));
+        self.proxies.push((p, 0));
+    }
+
+    /// `proxy-log FILE`: the requests since the last one, into FILE.
+    fn proxy_log(&mut self, args: &[String]) {
+        let [file] = args else {
+            panic!("{}: usage: proxy-log FILE", self.dir.display());
+        };
+        let (p, seen) = self
+            .proxies
+            .last_mut()
+            .unwrap_or_else(|| panic!("proxy-log before proxy"));
+        let all = p.requests();
+        let text: String = all[*seen..].iter().map(|r| format!("{r}\n")).collect();
+        *seen = all.len();
+        fs::write(file, text).unwrap();
+    }
+
+    /// `proxy-fault refuse-mount N`.
+    fn proxy_fault(&mut self, args: &[String]) {
+        let [kind, n] = args else {
+            panic!("{}: usage: proxy-fault refuse-mount N", self.dir.display());
+        };
+        assert_eq!(
+            kind,
+            "refuse-mount",
+            "{}: unknown proxy fault",
+            self.dir.display()
+        );
+        let (p, _) = self.proxies.last().expect("proxy-fault before proxy");
+        p.inject(
+            "POST",
+            "mount=",
+            kiln_testkit::registry::Fault::RefuseMount,
+            n.parse().unwrap(),
+        );
+    }
+
     /// `machine NAME`: switches to that machine's state directory.
     fn machine(&mut self, args: &[String]) {
         let [name] = args else {
@@ -692,6 +754,9 @@ impl Case {
                 }
                 Some("registry") => self.registry(&words[1..]),
                 Some("machine") => self.machine(&words[1..]),
+                Some("proxy") => self.proxy(),
+                Some("proxy-log") => self.proxy_log(&words[1..]),
+                Some("proxy-fault") => self.proxy_fault(&words[1..]),
                 other => panic!("{}: unknown script command {other:?}", self.dir.display()),
             }
             if let Some((user, state)) = saved {
