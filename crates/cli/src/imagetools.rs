@@ -801,7 +801,7 @@ fn create(globals: &Globals, args: &CreateArgs) -> Result<(), Failure> {
                 ));
             }
             log(&format!(
-                "  {} manifests; blobs: {} mounted, {} already there, {} streamed",
+                "  manifests: {}; blobs: {} mounted, {} already there, {} streamed",
                 copied.manifests,
                 copied.mounted,
                 copied.present,
