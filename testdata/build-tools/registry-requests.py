@@ -38,6 +38,7 @@ for line in open(sys.argv[1]):
         downloads += 1
     # Upload session ids are random.
     path = re.sub(r"/blobs/uploads/[0-9a-f-]{36}", "/blobs/uploads/<session>", path)
+    path = re.sub(r"_state=[^&]*", "_state=<state>", path)
     path = re.sub(r"sha256(:|%3A)[0-9a-f]{64}", lambda d: names.get("sha256:" + d.group(0)[-64:], "<other digest>"), path)
     print(method, path)
 print("layer blobs downloaded:", downloads)

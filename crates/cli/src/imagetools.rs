@@ -962,7 +962,8 @@ fn format_template(
         Ok(i)
     };
     let mut out = String::new();
-    let mut rest = format.replace("\\t", "\t").replace("\\n", "\n");
+    // Written as given: buildx does not read `\n` or `\t` as escapes.
+    let mut rest = format.to_owned();
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
         let after = rest[start + 2..].to_owned();
@@ -997,7 +998,7 @@ fn format_template(
         rest = after[end + 2..].to_owned();
     }
     out.push_str(&rest);
-    out.push('\n');
+    // buildx writes the template's output as it is, without a newline.
     Ok(out)
 }
 
@@ -1399,6 +1400,73 @@ mod tests {
             Digest::of(b"x")
         );
         assert_eq!(s, expected);
+    }
+
+    fn resolved(desc: Value, bytes: &[u8]) -> Resolved {
+        let Value::Object(desc) = desc else {
+            unreachable!()
+        };
+        Resolved {
+            repo: Reference::parse_normalized("registry.test/a/b").unwrap(),
+            desc,
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    #[test]
+    fn combine_keeps_attestations_and_flattens_indexes() {
+        let d = |s: &[u8]| Digest::of(s).to_string();
+        let image = |p: &str, x: &[u8]| {
+            serde_json::json!({"mediaType": media::OCI_MANIFEST, "digest": d(x), "size": 10,
+                "platform": {"os": "linux", "architecture": p}})
+        };
+        let attestation = serde_json::json!({"mediaType": media::OCI_MANIFEST, "digest": d(b"att"),
+            "size": 20, "platform": {"os": "unknown", "architecture": "unknown"},
+            "annotations": {"vnd.docker.reference.digest": d(b"amd"),
+                            "vnd.docker.reference.type": "attestation-manifest"}});
+        let index = serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX,
+            "manifests": [image("amd64", b"amd"), attestation]});
+        let index_bytes = serde_json::to_vec(&index).unwrap();
+        let srcs = [
+            resolved(
+                serde_json::json!({"mediaType": media::OCI_INDEX, "digest": d(&index_bytes),
+                    "size": index_bytes.len()}),
+                &index_bytes,
+            ),
+            resolved(image("arm64", b"arm"), b"arm"),
+        ];
+        let warned = std::cell::RefCell::new(Vec::new());
+        let (bytes, desc) =
+            combine(&srcs, &[], &|w| warned.borrow_mut().push(w.to_owned())).unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        let digests: Vec<&str> = v["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["digest"].as_str().unwrap())
+            .collect();
+        assert_eq!(digests, [d(b"amd"), d(b"att"), d(b"arm")]);
+        assert_eq!(
+            v["manifests"][1]["annotations"]["vnd.docker.reference.type"],
+            "attestation-manifest"
+        );
+        assert_eq!(desc_str(&desc, "mediaType"), media::OCI_INDEX);
+        assert_eq!(desc_str(&desc, "digest"), Digest::of(&bytes).to_string());
+        assert!(warned.borrow().is_empty(), "{:?}", warned.borrow());
+        // The same image twice is one entry; two images for one platform are
+        // both kept, with a warning.
+        let twice = [
+            resolved(image("arm64", b"arm"), b"arm"),
+            resolved(image("arm64", b"arm"), b"arm"),
+            resolved(image("arm64", b"arm2"), b"arm2"),
+        ];
+        let (bytes, _) = combine(&twice, &[], &|w| warned.borrow_mut().push(w.to_owned())).unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["manifests"].as_array().unwrap().len(), 2);
+        assert_eq!(warned.borrow().len(), 1);
+        // A single index and no annotations: its bytes unchanged.
+        let (same, _) = combine(&srcs[..1], &[], &|_| {}).unwrap();
+        assert_eq!(same, index_bytes);
     }
 
     #[test]
