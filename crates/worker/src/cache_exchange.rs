@@ -26,6 +26,14 @@
 //! result's (the result's own steps and its base); `mode=max` every record
 //! of the build, intermediate stages included.
 //!
+//! # Export merges on write
+//!
+//! An export writes the union of its records and those already at the
+//! destination, bounded by `max-records` (least recently exported evicted
+//! first, by the `age` each record carries); see [`merge_previous`] and
+//! [`export_to_registry`] for what can race (ARCHITECTURE.md has the
+//! consistency model).
+//!
 //! # Import is lazy
 //!
 //! [`RecordingCache`] answers the solver's lookups from the local cache
