@@ -1205,7 +1205,7 @@ fn cache_manifest(
 fn merged_with(
     config: &CacheConfig,
     blobs: &[Descriptor],
-    prev: Option<&(Manifest, CacheConfig)>,
+    prev: Option<&Cache>,
     to: &CacheTo,
     what: &str,
     log: &(dyn Fn(&str) + Sync),
@@ -1223,13 +1223,16 @@ fn merged_with(
     Ok((config, blobs))
 }
 
+/// A cache: its manifest and config.
+type Cache = (Manifest, CacheConfig);
+
 /// The kiln cache a registry reference holds now: its manifest digest, and
 /// the manifest and config when it is a kiln cache.
 fn read_registry(
     client: &Client,
     reference: &Reference,
     log: &(dyn Fn(&str) + Sync),
-) -> Result<Option<(Digest, Option<(Manifest, CacheConfig)>)>, Error> {
+) -> Result<Option<(Digest, Option<Cache>)>, Error> {
     let fetched = match client.get_manifest(reference) {
         Ok(f) => f,
         Err(kiln_registry::RegistryError::NotFound { .. }) => return Ok(None),
@@ -1328,11 +1331,14 @@ fn export_to_registry(
     )))
 }
 
+/// A record's layers, bottom first: diffID and blob.
+type FlatLayers = Vec<(Digest, Descriptor)>;
+
 /// A cache config with its blobs resolved: every record's layers as
 /// (diffID, blob), every mount's blob; what merging works on.
 #[derive(Debug, Default)]
 struct Flat {
-    records: BTreeMap<Key, (u32, Vec<(Digest, Descriptor)>)>,
+    records: BTreeMap<Key, (u32, FlatLayers)>,
     mounts: BTreeMap<String, (u32, String, Descriptor)>,
     links: BTreeMap<Key, Key>,
 }
@@ -1459,7 +1465,7 @@ fn merge_previous(
 ) -> Result<(CacheConfig, Vec<Descriptor>, Merged), Error> {
     let mut flat = Flat::of(own.0, own.1, "being exported")?;
     let old = Flat::of(prev.0, prev.1, what)?;
-    let mut candidates: Vec<(u32, Key, Vec<(Digest, Descriptor)>)> = old
+    let mut candidates: Vec<(u32, Key, FlatLayers)> = old
         .records
         .into_iter()
         .filter(|(k, _)| !flat.records.contains_key(k))
