@@ -2,6 +2,7 @@
 """Prints part of the image configuration in the OCI layout $OUT/oci.
 
 usage: oci-config.py [DOTTED.PATH]   e.g. config.Labels, history
+(a missing key prints null)
 """
 import json
 import os
@@ -20,5 +21,5 @@ with open(os.path.join(layout, "index.json")) as f:
 manifest = blob(index["manifests"][0]["digest"])
 value = blob(manifest["config"]["digest"])
 for key in sys.argv[1].split(".") if len(sys.argv) > 1 else []:
-    value = value[key] if isinstance(value, dict) else value[int(key)]
+    value = value.get(key) if isinstance(value, dict) else value[int(key)]
 print(json.dumps(value, indent=2, sort_keys=True))

@@ -60,11 +60,11 @@ pub fn save(root: Option<&Path>, args: &SaveArgs) -> Result<(), Failure> {
     };
     let mut images = Vec::new();
     for r in &args.images {
-        let (id, names) = match find(&state, r)? {
-            Found::Name(n, r) => (r.id, vec![n]),
-            Found::Id(id) => (id, Vec::new()),
+        let (id, manifest, names) = match find(&state, r)? {
+            Found::Name(n, r) => (r.id, r.manifest, vec![n]),
+            Found::Id(id) => (id, None, Vec::new()),
         };
-        let img = kiln_worker::archive::export_image(&state, &id, names, types)
+        let img = kiln_worker::archive::export_named(&state, &id, manifest.as_ref(), names, types)
             .map_err(|e| Failure::Other(anyhow::Error::new(e).context(format!("saving {r}"))))?;
         images.push(img);
     }

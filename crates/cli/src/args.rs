@@ -90,6 +90,8 @@ pub enum Command {
     /// Verify the store (every blob, snapshot, image, record and cache entry)
     /// and find what a killed kiln left; --repair fixes what it can.
     Check(crate::check::CheckArgs),
+    /// Run a command in an image of the store (like `docker run --rm`).
+    Run(crate::run::RunArgs),
     /// Records of past builds: list, show, logs, remove, and a picture of a
     /// build as an HTML page (like `docker buildx history`).
     Builds(crate::builds::BuildsArgs),

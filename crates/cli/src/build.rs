@@ -80,7 +80,7 @@ impl kiln_frontend::ImageResolver for WatchedResolver<'_> {
 /// `userxattr`), else the native one; `--debug` says which, and why. With
 /// the native one, deletions are whiteout devices where they can be made,
 /// else whiteout files, which marks the store as native-only for good.
-fn choose_snapshotter(state: &State, globals: &crate::Globals) -> Result<(), Failure> {
+pub(crate) fn choose_snapshotter(state: &State, globals: &crate::Globals) -> Result<(), Failure> {
     use crate::args::SnapshotterChoice;
     use kiln_snapshot::{Snapshotter, WhiteoutFormat};
     let scratch = state.root.join("tmp");

@@ -181,7 +181,7 @@ pub fn find_id(state: &State, text: &str) -> Result<Digest, Failure> {
 }
 
 /// `docker.io/library/busybox:latest` → `("busybox", "latest")`.
-fn familiar(name: &str) -> (String, String) {
+pub fn familiar(name: &str) -> (String, String) {
     match kiln_oci::export::familiar_tag(name) {
         Some(rt) => rt,
         None => match name.split_once('@') {

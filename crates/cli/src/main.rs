@@ -41,6 +41,7 @@ mod records;
 mod registry;
 mod report;
 mod reproducible;
+mod run;
 mod version;
 
 use std::io::Write as _;
@@ -203,6 +204,7 @@ fn main() -> ExitCode {
         Command::Du(args) => prune::du(root, &args),
         Command::Check(args) => check::check(root, &args),
         Command::Builds(args) => builds::run(root, &args),
+        Command::Run(args) => run::run(&globals, &args),
         Command::Completion(args) => completion::completion(&args),
         Command::Man(args) => completion::man(&args),
         Command::Version => {
@@ -452,7 +454,7 @@ fn report(f: Failure) -> ExitCode {
 /// The error and its causes, `: `-separated, leaving out a cause whose text
 /// the message already has (library errors often print their source in
 /// their own message, which `{:#}` would repeat).
-fn chain_message(e: &anyhow::Error) -> String {
+pub(crate) fn chain_message(e: &anyhow::Error) -> String {
     let mut msg = e.to_string();
     for cause in e.chain().skip(1) {
         let c = cause.to_string();

@@ -113,7 +113,22 @@ pub fn auto_gc(state: &kiln_worker::State, limit: Option<u64>) -> Option<String>
 
 /// `kiln du`.
 #[derive(Debug, Args)]
-pub struct DuArgs {}
+#[command(
+    long_about = "Show what the store holds, as `docker system df`: images, build cache and \
+cache mounts. Sizes are unpacked sizes (the bytes of the files in the layers, each layer's as \
+`kiln images` shows it), and each layer is counted in one row: Images counts every layer of an \
+image in the store once (shared layers once), Build Cache the snapshots cache entries hold that \
+no image has a layer of (0 B once the cache is empty), Unused the snapshots nothing holds any \
+more (the layers of removed images, until `kiln prune`). RECLAIMABLE is what `kiln prune` frees \
+of the images (layers only dangling images have) and what `kiln prune --all` frees of the \
+cache.\n\nWith -v, every image \
+too: its SIZE (as `kiln images`), the part of it other images share, and the rest."
+)]
+pub struct DuArgs {
+    /// Also list every image with its shared and unique sizes.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+}
 
 /// A Go duration of h/m/s units (`24h`, `1h30m`, `90s`), in seconds.
 fn go_duration(s: &str) -> Option<i64> {
@@ -236,7 +251,7 @@ pub fn prune(root: Option<&Path>, args: &PruneArgs) -> Result<(), Failure> {
             if !path.exists() {
                 continue;
             }
-            other_size += kiln_worker::images::dir_size(&path);
+            other_size += kiln_worker::blobs::dir_size(&path);
             // Renamed first: a crash halfway leaves recognisable garbage,
             // never a half-deleted git repository in use.
             let doomed = state.root.join(format!(".deleted-{dir}"));
@@ -309,40 +324,59 @@ fn confirm(args: &PruneArgs) -> Result<(), Failure> {
 }
 
 /// `kiln du`.
-pub fn du(root: Option<&Path>, _args: &DuArgs) -> Result<(), Failure> {
+pub fn du(root: Option<&Path>, args: &DuArgs) -> Result<(), Failure> {
     let state = open(root)?;
     let _lock = lock(&state, LockKind::Shared)?;
-    let images = gc::plan(&state, PruneOptions::default()).map_err(fail)?;
-    let all = gc::plan(
-        &state,
-        PruneOptions {
-            all: true,
-            ..PruneOptions::default()
-        },
-    )
-    .map_err(fail)?;
+    let usage = gc::usage(&state).map_err(fail)?;
     let mounts = kiln_worker::mounts::cache_mounts(&state.root);
     let mounts_size: u64 = mounts.iter().map(|m| m.size).sum();
     let pct = |part: u64, whole: u64| format!("{}%", (part * 100).checked_div(whole).unwrap_or(0));
-    let image_reclaim = images.reclaimed();
-    let cache_reclaim = all.reclaimed().saturating_sub(image_reclaim);
-    let total = images.blob_bytes + images.layer_bytes;
-    let cache_size = images.layer_bytes;
+    let mut text = String::new();
+    if args.verbose {
+        let mut rows = vec!["REPOSITORY\tTAG\tIMAGE ID\tSIZE\tSHARED SIZE\tUNIQUE SIZE".to_owned()];
+        for img in &usage.images {
+            let short = &img.id.hex()[..12];
+            let sizes = format!(
+                "{}\t{}\t{}",
+                human_size(img.size),
+                human_size(img.shared),
+                human_size(img.size - img.shared.min(img.size))
+            );
+            if img.names.is_empty() {
+                rows.push(format!("<none>\t<none>\t{short}\t{sizes}"));
+            }
+            for n in &img.names {
+                let (repo, tag) = crate::images::familiar(n);
+                rows.push(format!("{repo}\t{tag}\t{short}\t{sizes}"));
+            }
+        }
+        text.push_str("Images space usage:\n\n");
+        text.push_str(&crate::gotemplate::tabwrite(&format!(
+            "{}\n",
+            rows.join("\n")
+        )));
+        text.push('\n');
+    }
     let rows = [
         "TYPE\tTOTAL\tACTIVE\tSIZE\tRECLAIMABLE".to_owned(),
         format!(
             "Images\t{}\t{}\t{}\t{} ({})",
-            images.total_images,
-            images.named_images,
-            human_size(images.blob_bytes),
-            human_size(image_reclaim),
-            pct(image_reclaim, total)
+            usage.images.len(),
+            usage.named_images,
+            human_size(usage.images_size),
+            human_size(usage.images_reclaimable),
+            pct(usage.images_reclaimable, usage.images_size)
         ),
         format!(
             "Build Cache\t{}\t0\t{}\t{}",
-            images.total_cache_entries,
-            human_size(cache_size),
-            human_size(cache_reclaim)
+            usage.cache_entries,
+            human_size(usage.cache_size),
+            human_size(usage.cache_size)
+        ),
+        format!(
+            "Unused\t\t\t{}\t{}",
+            human_size(usage.unused_size),
+            human_size(usage.unused_size)
         ),
         format!(
             "Cache Mounts\t{}\t0\t{}\t{}",
@@ -351,7 +385,10 @@ pub fn du(root: Option<&Path>, _args: &DuArgs) -> Result<(), Failure> {
             human_size(mounts_size)
         ),
     ];
-    let text = crate::gotemplate::tabwrite(&format!("{}\n", rows.join("\n")));
+    text.push_str(&crate::gotemplate::tabwrite(&format!(
+        "{}\n",
+        rows.join("\n")
+    )));
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
     Ok(())
 }

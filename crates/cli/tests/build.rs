@@ -1,7 +1,10 @@
-//! Builds for real, through the `kiln` binary: `testdata/build/<case>/`.
+//! Builds for real, through the `kiln` binary: `testdata/build/<case>/`, and
+//! BuildKit's Dockerfile tests translated, `testdata/buildkit-suite/<file>/<test>/`
+//! (trials `buildkit-suite/<file>/<test>`; see that directory's README).
 //!
-//! Each case is a directory with a `Dockerfile`, an optional `context/`, an
-//! optional `setup` shell script (run in the context: modes, symlinks,
+//! Each case is a directory with a `Dockerfile` (every `Dockerfile*` file is
+//! copied into the context), an optional `context/`, an optional `setup`
+//! shell script (run in the context, with `$TOOLS`: modes, symlinks,
 //! archives), an optional `script`, and the `expected` transcript. Every case
 //! gets an empty state directory with a busybox base image imported from the
 //! host's `/bin/busybox` (Debian's busybox-static) as `busybox:latest`.
@@ -11,7 +14,11 @@
 //! * `build ARGS…` — `kiln build` with `--progress=plain`, the context and,
 //!   unless ARGS has `-o`, outputs to `$OUT/oci` (OCI layout) and `$OUT/fs`;
 //!   records the exit code, each step's outcome (done/cached/error) and, on
-//!   failure, the error report;
+//!   failure, the error report (in suite cases only `build ok` or `build
+//!   failed`: the Go tests tell success from failure, and the script checks
+//!   the rest). Its standard error is in `$LOG` until the next build. Two
+//!   words are the harness's: `--context CTX` builds CTX (a URL, `-`)
+//!   instead of `.`, `--stdin FILE` gives kiln FILE as standard input;
 //! * `report` — the image of the last build from `$OUT/oci`: its
 //!   configuration, a listing of each layer it added to the base, and how its
 //!   filesystem (`$OUT/fs`) differs from the base;
@@ -29,6 +36,12 @@
 //! * `proxy-fault refuse-mount N` — the next N cross-repository mount
 //!   requests reach the registry without their `mount` query, so it opens
 //!   an upload session, as a registry that refuses mounts does;
+//! * `serve DIR [VAR]` — serves the files of DIR over HTTP on a loopback
+//!   port (`build-tools/serve.py`: extra response headers from `NAME.headers`
+//!   files, git's dumb HTTP protocol) and sets `$VAR` (default `$HTTP`) to
+//!   its address and `$VAR_LOG` to its request log;
+//! * `let NAME SHELL-COMMAND` — sets `$NAME` to the command's output (a
+//!   commit id, a port) for the following lines;
 //! * `machine NAME` — from here on, `build`, `kiln` and `$STATE` use the
 //!   state directory of "machine" NAME (an empty one with the busybox base
 //!   imported, the first time): how cache export/import between machines is
@@ -54,6 +67,16 @@
 //! Every command sees its own `DOCKER_CONFIG` and `KILN_CONFIG`, never the
 //! host's credentials.
 //!
+//! A case with an `xfail` file (one line: the behaviour and why) is expected
+//! to fail: when its transcript differs from `expected` it is reported as
+//! ignored with that reason (kiln's transcript and build output are kept in
+//! `$CARGO_TARGET_TMPDIR/<case path>/actual` and `builds.log`), when it
+//! matches the trial fails, saying to delete the `xfail` file.
+//! `UPDATE_EXPECT=1` never rewrites the `expected` of an xfail case: it is
+//! what BuildKit does, written from the Go test. Suite cases run without
+//! `SOURCE_DATE_EPOCH` (as BuildKit's tests do) and get a busybox base with
+//! Docker Hub's users and groups (`suite_base`).
+//!
 //! A case may list what it needs in a `needs` file, one per line; a case
 //! whose needs are not met is reported as ignored, and why is printed:
 //!
@@ -63,12 +86,14 @@
 //!   from Debian's busybox-static .debs, and `.ci/run` runs it first);
 //! * `emulation PLATFORM` — RUN for PLATFORM can run here (a binfmt_misc
 //!   handler with the fix-binary flag: Debian's qemu-user-static);
+//! * `cgroup2` — the unified cgroup hierarchy is mounted at `/sys/fs/cgroup`;
 //! * `user NAME` — the host user NAME exists, with subordinate id ranges
 //!   (for a script that runs kiln as NAME itself, e.g. with `setpriv`);
 //! * `program NAME WHY…` — the program NAME is in `PATH` (a headless
 //!   browser, tmux; WHY says what for).
 //!
-//! Builds run with `SOURCE_DATE_EPOCH=1600000000`, so times are fixed. Paths
+//! Builds run with `SOURCE_DATE_EPOCH=1600000000`, so times are fixed
+//! (except in `testdata/buildkit-suite`, see below). Paths
 //! of the temporary directories and the digest of the base image (which
 //! depends on the host's busybox) are replaced by names in the transcript.
 //! `UPDATE_EXPECT=1` rewrites the expectations.
@@ -83,14 +108,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Read as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt as _, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
 use kiln_testkit::{case_dirs, check, is_root, testdata};
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use sha2::{Digest as _, Sha256};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
@@ -101,48 +125,72 @@ struct Base {
     _dir: tempfile::TempDir,
     rootfs: PathBuf,
     tar: PathBuf,
+    /// The digest of the tar (the base layer's diff ID).
+    diff_id: String,
 }
 
+/// The base of `testdata/build` cases: busybox, and users `app` (1000) and
+/// `nobody`.
 fn base() -> &'static Base {
     static BASE: OnceLock<Base> = OnceLock::new();
     BASE.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        // Rootless cases import the tar as a user.
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let rootfs = dir.path().join("rootfs");
-        for d in ["bin", "etc", "root", "tmp"] {
-            fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        let out = Command::new("/bin/busybox").arg("--list").output().unwrap();
-        for applet in String::from_utf8_lossy(&out.stdout).lines() {
-            if applet != "busybox" {
-                symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-            }
-        }
-        fs::write(
-            rootfs.join("etc/passwd"),
+        make_base(
             "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-        )
-        .unwrap();
-        fs::write(
-            rootfs.join("etc/group"),
             "root:x:0:\napp:x:1000:\nextra:x:2000:app\nnogroup:x:65534:\n",
+            &[],
         )
-        .unwrap();
-        sh(&format!("chmod 1777 {0}/tmp && chmod 700 {0}/root", rootfs.display()));
-        let tar = dir.path().join("busybox.tar");
-        sh(&format!(
-            "tar --sort=name --mtime=@{EPOCH} --owner=0 --group=0 --numeric-owner -C {} -cf {} .",
-            rootfs.display(),
-            tar.display()
-        ));
-        Base {
-            _dir: dir,
-            rootfs,
-            tar,
-        }
     })
+}
+
+/// The base of `testdata/buildkit-suite` cases: busybox with the users,
+/// groups and directories of Docker Hub's `busybox` image, which BuildKit's
+/// tests use (`daemon`, `wheel` holding root, `/home`, `/var/www`, …).
+fn suite_base() -> &'static Base {
+    static BASE: OnceLock<Base> = OnceLock::new();
+    BASE.get_or_init(|| {
+        make_base(
+            "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\nbin:x:2:2:bin:/bin:/bin/false\nsys:x:3:3:sys:/dev:/bin/false\nsync:x:4:100:sync:/bin:/bin/sync\nmail:x:8:8:mail:/var/spool/mail:/bin/false\nwww-data:x:33:33:www-data:/var/www:/bin/false\noperator:x:37:37:Operator:/var:/bin/false\nnobody:x:65534:65534:nobody:/home:/bin/false\n",
+            "root:x:0:\ndaemon:x:1:\nbin:x:2:\nsys:x:3:\nadm:x:4:\ntty:x:5:\ndisk:x:6:\nlp:x:7:\nmail:x:8:\nkmem:x:9:\nwheel:x:10:root\ncdrom:x:11:\ndialout:x:18:\nfloppy:x:19:\nvideo:x:28:\naudio:x:29:\ntape:x:32:\nwww-data:x:33:\noperator:x:37:\nutmp:x:43:\nplugdev:x:46:\nstaff:x:50:\nlock:x:54:\nnetdev:x:82:\nusers:x:100:\nnobody:x:65534:\n",
+            &["home", "usr/sbin", "var/spool/mail", "var/www"],
+        )
+    })
+}
+
+fn make_base(passwd: &str, group: &str, dirs: &[&str]) -> Base {
+    let dir = tempfile::tempdir().unwrap();
+    // Rootless cases import the tar as a user.
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let rootfs = dir.path().join("rootfs");
+    for d in ["bin", "etc", "root", "tmp"].iter().chain(dirs) {
+        fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    let out = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&out.stdout).lines() {
+        if applet != "busybox" {
+            symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+    }
+    fs::write(rootfs.join("etc/passwd"), passwd).unwrap();
+    fs::write(rootfs.join("etc/group"), group).unwrap();
+    sh(&format!(
+        "chmod 1777 {0}/tmp && chmod 700 {0}/root",
+        rootfs.display()
+    ));
+    let tar = dir.path().join("busybox.tar");
+    sh(&format!(
+        "tar --sort=name --mtime=@{EPOCH} --owner=0 --group=0 --numeric-owner -C {} -cf {} .",
+        rootfs.display(),
+        tar.display()
+    ));
+    let mut h = Sha256::new();
+    h.update(fs::read(&tar).unwrap());
+    Base {
+        _dir: dir,
+        rootfs,
+        tar,
+        diff_id: format!("sha256:{}", hex::encode(h.finalize())),
+    }
 }
 
 /// Where the platforms-* cases find their bases (see the module docs).
@@ -174,6 +222,13 @@ fn unmet_needs(dir: &Path) -> Option<String> {
                 let p: kiln_llb::Platform = platform.parse().unwrap();
                 if let Err(e) = kiln_worker::emulation::check(&p) {
                     return Some(e.to_string());
+                }
+            }
+            ["cgroup2"] => {
+                if !Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+                    return Some(
+                        "needs the unified cgroup hierarchy (cgroup v2) at /sys/fs/cgroup".into(),
+                    );
                 }
             }
             ["user", name] => {
@@ -297,12 +352,32 @@ struct Case {
     /// Proxies the script started (`proxy`), and how many of their requests
     /// `proxy-log` has written.
     proxies: Vec<(kiln_testkit::registry::FaultProxy, usize)>,
+    /// HTTP servers the script started (`serve`), killed when the case ends.
+    servers: Vec<Server>,
+    /// A BuildKit-suite case (`testdata/buildkit-suite`): `build` records
+    /// only whether it succeeded (the script checks `$LOG` and the outputs).
+    suite: bool,
+    /// The output of every `build` of a suite case (kept for a failing
+    /// xfail case, beside its transcript).
+    logs: String,
+    /// The standard input of the next kiln command (`build --stdin FILE`).
+    stdin: std::cell::Cell<Option<PathBuf>>,
     /// Variables the script set (`$REGISTRY`, …), expanded in its words and
     /// exported to `run` commands.
     vars: Vec<(String, String)>,
     /// `KILN_SNAPSHOTTER` for every kiln command, `run` ones included (the
     /// `-native` trials).
     snapshotter: Option<&'static str>,
+}
+
+/// A server a script started (`serve`) and its address; killed on drop.
+struct Server(std::process::Child, String, String);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -338,11 +413,7 @@ impl Case {
             None => self.tmp.path().join("state"),
         };
         if self.user.is_some() && !self.state.exists() {
-            let (code, _, stderr) = self.kiln(&[
-                "import".into(),
-                base().tar.display().to_string(),
-                "busybox:latest".into(),
-            ]);
+            let (code, _, stderr) = self.kiln(&self.import_base());
             assert_eq!(code, 0, "import as a user failed: {stderr}");
         }
     }
@@ -354,6 +425,7 @@ impl Case {
         let state = tmp.path().join("state");
         let ctx = tmp.path().join("ctx");
         let out = tmp.path().join("out");
+        let log = tmp.path().join("build.log");
         fs::create_dir_all(&ctx).unwrap();
         fs::create_dir_all(&out).unwrap();
         fs::set_permissions(&out, fs::Permissions::from_mode(0o1777)).unwrap();
@@ -371,6 +443,7 @@ impl Case {
                 .arg("-e")
                 .arg(dir.join("setup"))
                 .current_dir(&ctx)
+                .env("TOOLS", testdata().join("build-tools"))
                 .status()
                 .unwrap();
             assert!(st.success(), "setup of {} failed", dir.display());
@@ -389,14 +462,17 @@ impl Case {
             last_stderr: String::new(),
             registries: Vec::new(),
             proxies: Vec::new(),
-            vars: vec![("BASES".to_owned(), bases_dir().display().to_string())],
+            servers: Vec::new(),
+            suite: dir.starts_with(testdata().join("buildkit-suite")),
+            logs: String::new(),
+            stdin: std::cell::Cell::new(None),
+            vars: vec![
+                ("BASES".to_owned(), bases_dir().display().to_string()),
+                ("LOG".to_owned(), log.display().to_string()),
+            ],
             snapshotter,
         };
-        let (code, stdout, stderr) = c.kiln(&[
-            "import".into(),
-            base().tar.display().to_string(),
-            "busybox:latest".into(),
-        ]);
+        let (code, stdout, stderr) = c.kiln(&c.import_base());
         assert_eq!(code, 0, "import failed: {stderr}");
         c.base_id = stdout.trim().to_owned();
         if let Some(u) = &user {
@@ -406,6 +482,32 @@ impl Case {
             c.switch_user(user);
         }
         c
+    }
+
+    /// `SOURCE_DATE_EPOCH` for kiln and `run` commands: fixed, except in
+    /// suite cases, which run as BuildKit's tests do (without it unless the
+    /// script passes it).
+    fn epoch(&self) -> Option<&'static str> {
+        (!self.suite).then_some(EPOCH)
+    }
+
+    /// `kiln import` of the base as `busybox:latest` (in suite cases with
+    /// `CMD ["sh"]`, as Docker Hub's image has).
+    fn import_base(&self) -> Vec<String> {
+        let mut args = vec!["import".to_owned()];
+        if self.suite {
+            args.extend(["-c".to_owned(), r#"CMD ["sh"]"#.to_owned()]);
+        }
+        args.extend([
+            self.base().tar.display().to_string(),
+            "busybox:latest".to_owned(),
+        ]);
+        args
+    }
+
+    /// The base this case's `busybox:latest` is made from.
+    fn base(&self) -> &'static Base {
+        if self.suite { suite_base() } else { base() }
     }
 
     fn kiln(&self, args: &[String]) -> (i32, String, String) {
@@ -433,10 +535,14 @@ impl Case {
                 cmd.arg("--root").arg(&self.state);
             }
         }
+        if let Some(f) = self.stdin.take() {
+            cmd.stdin(fs::File::open(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display())));
+        }
         let out = cmd
             .args(args)
             .current_dir(&self.ctx)
-            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .envs(self.epoch().map(|e| ("SOURCE_DATE_EPOCH", e)))
             .env_remove("KILN_ROOT")
             .env("DOCKER_CONFIG", self.tmp.path().join("docker-config"))
             .env_remove("REGISTRY_AUTH_FILE")
@@ -474,6 +580,9 @@ impl Case {
         for (p, _) in &self.proxies {
             s = s.replace(&p.addr(), "$PROXY");
         }
+        for srv in &self.servers {
+            s = s.replace(&srv.1, &format!("${}", srv.2));
+        }
         let mut s = s
             .replace(&self.state.display().to_string(), "$STATE")
             .replace(&self.ctx.display().to_string(), "$CTX")
@@ -488,7 +597,19 @@ impl Case {
 
     fn build(&mut self, args: &[String]) {
         let mut full: Vec<String> = vec!["build".into(), "--progress=plain".into()];
-        full.extend(args.iter().cloned());
+        // The harness's own `--context CTX` (instead of `.`: a URL, `-`) and
+        // `--stdin FILE` (kiln's standard input).
+        let mut context = ".".to_owned();
+        let mut rest = args.iter();
+        while let Some(a) = rest.next() {
+            match a.as_str() {
+                "--context" => context = rest.next().expect("--context CTX").clone(),
+                "--stdin" => self
+                    .stdin
+                    .set(Some(self.ctx.join(rest.next().expect("--stdin FILE")))),
+                _ => full.push(a.clone()),
+            }
+        }
         if !args.iter().any(|a| a == "-o" || a.starts_with("--output")) {
             let _ = fs::remove_dir_all(self.out.join("oci"));
             let _ = fs::remove_dir_all(self.out.join("fs"));
@@ -499,9 +620,22 @@ impl Case {
                 format!("type=local,dest={}/fs", self.out.display()),
             ]);
         }
-        full.push(".".into());
+        full.push(context);
         let (code, _stdout, stderr) = self.kiln(&full);
         self.built_by = self.user.clone();
+        fs::write(self.tmp.path().join("build.log"), &stderr).unwrap();
+        if self.suite {
+            // The Go tests tell success from failure, not exit codes.
+            let outcome = if code == 0 { "ok" } else { "failed" };
+            let _ = writeln!(self.transcript, "build {outcome}");
+            let _ = writeln!(
+                self.logs,
+                "$ build {}\nexit {code}\n{stderr}",
+                args.join(" ")
+            );
+            self.last_stderr = stderr;
+            return;
+        }
         let _ = writeln!(self.transcript, "exit {code}");
         // When a build fails, which other steps finished or were cancelled
         // depends on timing: only the failed step is shown.
@@ -521,6 +655,34 @@ impl Case {
     }
 
     fn run(&mut self, cmd: &str) {
+        let out = self.shell(cmd);
+        let _ = writeln!(self.transcript, "exit {}", out.status.code().unwrap_or(-1));
+        self.transcript
+            .push_str(&self.normalize(&String::from_utf8_lossy(&out.stdout)));
+        self.transcript
+            .push_str(&self.normalize(&String::from_utf8_lossy(&out.stderr)));
+    }
+
+    /// `let NAME SHELL-COMMAND`: sets `$NAME` to the command's output
+    /// (trimmed; a commit id, a URL); the command must succeed.
+    fn let_var(&mut self, line: &str) {
+        let (name, cmd) = line
+            .split_once(char::is_whitespace)
+            .unwrap_or_else(|| panic!("{}: usage: let NAME COMMAND", self.dir.display()));
+        let out = self.shell(cmd);
+        assert!(
+            out.status.success(),
+            "{}: let {name}: {}",
+            self.dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let value = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        self.vars.push((name.to_owned(), value));
+    }
+
+    /// A shell command in the context directory, with the script's
+    /// variables.
+    fn shell(&self, cmd: &str) -> std::process::Output {
         let mut sh = Command::new("sh");
         if let Some(u) = &self.run_by {
             use std::os::unix::process::CommandExt as _;
@@ -530,8 +692,7 @@ impl Case {
                 .env("USER", &u.name)
                 .env_remove("XDG_DATA_HOME");
         }
-        let out = sh
-            .arg("-c")
+        sh.arg("-c")
             .arg(cmd)
             .current_dir(&self.ctx)
             .env("KILN", KILN)
@@ -539,20 +700,16 @@ impl Case {
             .env("OUT", &self.out)
             .env("CTX", &self.ctx)
             .env("TOOLS", testdata().join("build-tools"))
-            .env("BASE_TAR", &base().tar)
-            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .env("BASE_TAR", &self.base().tar)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .envs(self.epoch().map(|e| ("SOURCE_DATE_EPOCH", e)))
             .env("DOCKER_CONFIG", self.tmp.path().join("docker-config"))
             .env_remove("REGISTRY_AUTH_FILE")
             .env("KILN_CONFIG", self.tmp.path().join("kiln-config.toml"))
             .envs(self.vars.iter().map(|(k, v)| (k, v)))
             .envs(self.snapshotter.map(|s| ("KILN_SNAPSHOTTER", s)))
             .output()
-            .unwrap();
-        let _ = writeln!(self.transcript, "exit {}", out.status.code().unwrap_or(-1));
-        self.transcript
-            .push_str(&self.normalize(&String::from_utf8_lossy(&out.stdout)));
-        self.transcript
-            .push_str(&self.normalize(&String::from_utf8_lossy(&out.stderr)));
+            .unwrap()
     }
 
     fn report(&mut self) {
@@ -574,7 +731,7 @@ impl Case {
         let config_digest = manifest["config"]["digest"].as_str().unwrap().to_owned();
         let mut config: serde_json::Value =
             serde_json::from_slice(&fs::read(blob(&config_digest)).unwrap()).unwrap();
-        let base_diff = base_diff_id();
+        let base_diff = self.base().diff_id.clone();
         if let Some(ids) = config["rootfs"]["diff_ids"].as_array_mut() {
             for id in ids.iter_mut() {
                 if id.as_str() == Some(base_diff.as_str()) {
@@ -613,7 +770,7 @@ impl Case {
             None => (uid, gid),
         };
         self.transcript
-            .push_str(&fs_diff(&base().rootfs, &self.out.join("fs"), &map));
+            .push_str(&fs_diff(&self.base().rootfs, &self.out.join("fs"), &map));
     }
 
     /// `registry [auth]`: starts Debian's docker-registry on a loopback port
@@ -686,6 +843,41 @@ impl Case {
         );
     }
 
+    /// `serve DIR [VAR]`: serves the files of DIR (relative to the context)
+    /// over HTTP on a loopback port (`build-tools/serve.py`: a file's
+    /// `NAME.headers` sidecar holds extra response headers) and sets `$VAR`
+    /// (default `HTTP`) to its `host:port`; requests are logged to
+    /// `$VAR_LOG`.
+    fn serve(&mut self, args: &[String]) {
+        let (dir, var) = match args {
+            [dir] => (dir, "HTTP"),
+            [dir, var] => (dir, var.as_str()),
+            _ => panic!("{}: usage: serve DIR [VAR]", self.dir.display()),
+        };
+        let log = self.tmp.path().join(format!("{var}.log"));
+        let mut child = Command::new("python3")
+            .arg(testdata().join("build-tools/serve.py"))
+            .arg(self.ctx.join(dir))
+            .arg(&log)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        let addr = line.trim().to_owned();
+        assert!(
+            !addr.is_empty(),
+            "{}: serve.py did not start",
+            self.dir.display()
+        );
+        self.servers
+            .push(Server(child, addr.clone(), var.to_owned()));
+        self.vars
+            .push((format!("{var}_LOG"), log.display().to_string()));
+        self.vars.push((var.to_owned(), addr));
+    }
+
     /// `machine NAME`: switches to that machine's state directory.
     fn machine(&mut self, args: &[String]) {
         let [name] = args else {
@@ -697,11 +889,7 @@ impl Case {
             self.tmp.path().join("machines").join(name)
         };
         if !self.state.exists() {
-            let (code, _, stderr) = self.kiln(&[
-                "import".into(),
-                base().tar.display().to_string(),
-                "busybox:latest".into(),
-            ]);
+            let (code, _, stderr) = self.kiln(&self.import_base());
             assert_eq!(code, 0, "import failed: {stderr}");
         }
         let _ = writeln!(self.transcript, "(state directory of machine {name})");
@@ -753,6 +941,8 @@ impl Case {
                     self.run(cmd.trim_start_matches("run").trim_start())
                 }
                 Some("registry") => self.registry(&words[1..]),
+                Some("serve") => self.serve(&words[1..]),
+                Some("let") => self.let_var(line.trim_start_matches("let").trim_start()),
                 Some("machine") => self.machine(&words[1..]),
                 Some("proxy") => self.proxy(),
                 Some("proxy-log") => self.proxy_log(&words[1..]),
@@ -844,24 +1034,6 @@ fn steps(stderr: &str, only_errors: bool) -> String {
         .collect();
     lines.sort();
     lines.concat()
-}
-
-fn base_diff_id() -> String {
-    static ID: OnceLock<String> = OnceLock::new();
-    ID.get_or_init(|| {
-        let mut h = Sha256::new();
-        let mut f = fs::File::open(&base().tar).unwrap();
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = f.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        format!("sha256:{}", hex::encode(h.finalize()))
-    })
-    .clone()
 }
 
 /// One line describing an entry (no times: the local export keeps the
@@ -956,15 +1128,75 @@ fn run_case(
     dir: &Path,
     user: Option<HostUser>,
     snapshotter: Option<&'static str>,
-) -> Result<(), Failed> {
+) -> Result<Completion, Failed> {
     let mut c = Case::new_as(dir, user, snapshotter);
     c.script();
     let transcript = std::mem::take(&mut c.transcript);
+    let logs = std::mem::take(&mut c.logs);
     drop(c.tmp);
-    match check(&dir.join("expected"), &transcript) {
-        None => Ok(()),
-        Some(diff) => Err(diff.into()),
+    let expected = dir.join("expected");
+    // The transcript and the builds' output of a suite case stay in the
+    // target directory, for diagnosis.
+    let rel = dir.strip_prefix(testdata()).unwrap_or(dir);
+    let actual = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(rel)
+        .join("actual");
+    if !logs.is_empty() {
+        let _ = fs::create_dir_all(actual.parent().unwrap());
+        let _ = fs::write(&actual, &transcript);
+        let _ = fs::write(actual.with_file_name("builds.log"), &logs);
     }
+    let Some(reason) = xfail(dir) else {
+        return match check(&expected, &transcript) {
+            None => Ok(Completion::Completed),
+            Some(diff) => Err(diff.into()),
+        };
+    };
+    // An xfail case's `expected` is what BuildKit does, never rewritten from
+    // kiln's output; kiln's transcript is kept for the diagnosis.
+    if fs::read_to_string(&expected).ok().as_deref() == Some(transcript.as_str()) {
+        return Err(format!(
+            "{}: expected to fail ({reason}) but passed: delete its xfail file",
+            dir.display()
+        )
+        .into());
+    }
+    Ok(Completion::ignored_with(format!("xfail: {reason}")))
+}
+
+/// The reason in the case's `xfail` file: the case is expected to fail.
+fn xfail(dir: &Path) -> Option<String> {
+    let reason = fs::read_to_string(dir.join("xfail")).ok()?;
+    let reason = reason.trim().to_owned();
+    assert!(
+        !reason.is_empty() && !reason.contains('\n'),
+        "{}/xfail: one line, the reason",
+        dir.display()
+    );
+    Some(reason)
+}
+
+/// The build cases: `build/<case>`, and the translated BuildKit tests
+/// `buildkit-suite/<file>/<test>` (named so).
+fn all_case_dirs() -> Vec<(PathBuf, String)> {
+    let mut out: Vec<(PathBuf, String)> = case_dirs(&testdata().join("build"))
+        .into_iter()
+        .map(|d| {
+            let name = d.file_name().unwrap().to_string_lossy().into_owned();
+            (d, name)
+        })
+        .collect();
+    for group in case_dirs(&testdata().join("buildkit-suite")) {
+        for d in case_dirs(&group) {
+            let name = format!(
+                "buildkit-suite/{}/{}",
+                group.file_name().unwrap().to_string_lossy(),
+                d.file_name().unwrap().to_string_lossy()
+            );
+            out.push((d, name));
+        }
+    }
+    out
 }
 
 fn main() {
@@ -986,10 +1218,9 @@ fn main() {
         eprintln!("KILN_TEST_REQUIRE_ROOTLESS=1 but the rootless cases cannot run: {why}");
         std::process::exit(1);
     }
-    let mut trials: Vec<Trial> = case_dirs(&testdata().join("build"))
+    let mut trials: Vec<Trial> = all_case_dirs()
         .into_iter()
-        .flat_map(|dir| {
-            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        .flat_map(|(dir, name)| {
             // Cases that start a registry need docker-registry too.
             let needs_registry = fs::read_to_string(dir.join("script"))
                 .is_ok_and(|s| s.lines().any(|l| l.trim_start().starts_with("registry")));
@@ -1015,14 +1246,14 @@ fn main() {
             }
             let d = dir.clone();
             trials.push(
-                Trial::test(name.clone(), move || run_case(&d, None, None))
+                Trial::ignorable_test(name.clone(), move || run_case(&d, None, None))
                     .with_ignored_flag(!runnable || missing.is_some()),
             );
             let native = dir.join("native").exists();
             if native {
                 let d = dir.clone();
                 trials.push(
-                    Trial::test(format!("{name}-native"), move || {
+                    Trial::ignorable_test(format!("{name}-native"), move || {
                         run_case(&d, None, Some("native"))
                     })
                     .with_ignored_flag(!runnable || missing.is_some()),
@@ -1042,7 +1273,7 @@ fn main() {
                 for &(suffix, snapshotter) in snapshotters {
                     let (d, user) = (dir.clone(), user.clone());
                     trials.push(
-                        Trial::test(format!("{name}-{suffix}"), move || {
+                        Trial::ignorable_test(format!("{name}-{suffix}"), move || {
                             run_case(&d, Some(user.map_err(Failed::from)?), snapshotter)
                         })
                         .with_ignored_flag(!runnable || !ok),
@@ -1052,9 +1283,93 @@ fn main() {
             trials
         })
         .collect();
+    trials.push(Trial::test("buildkit-suite-index", suite_index));
     let realistic = root && std::env::var_os("KILN_TEST_REALISTIC").is_some_and(|v| v == "1");
     trials.push(Trial::test("realistic", realistic_case).with_ignored_flag(!realistic));
     libtest_mimic::run(&args, trials).exit();
+}
+
+/// `testdata/buildkit-suite/index.tsv` accounts for every test function of
+/// BuildKit's Dockerfile tests (`go-functions.txt`, the `func test…` names of
+/// its `frontend/dockerfile/*_test.go`) once: `translated` (the case
+/// directory `<file stem>/<function>` exists, and every case directory has
+/// such a row), `elsewhere` (the testdata paths it names exist),
+/// `not-translatable` or `helper` (with the reason).
+fn suite_index() -> Result<(), Failed> {
+    let suite = testdata().join("buildkit-suite");
+    let read = |name: &str| fs::read_to_string(suite.join(name)).unwrap();
+    let functions: Vec<(String, String)> = read("go-functions.txt")
+        .lines()
+        .map(|l| {
+            let (f, t) = l.split_once('\t').unwrap();
+            (f.to_owned(), t.to_owned())
+        })
+        .collect();
+    let stem = |file: &str| {
+        file.trim_end_matches("_test.go")
+            .trim_start_matches("dockerfile_")
+            .to_owned()
+    };
+    let mut problems = Vec::new();
+    let mut rows: BTreeMap<(String, String), (String, String)> = BTreeMap::new();
+    for (n, line) in read("index.tsv").lines().enumerate().skip(1) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let [file, func, status, note] = cols.as_slice() else {
+            problems.push(format!("index.tsv:{}: not 4 columns", n + 1));
+            continue;
+        };
+        let key = ((*file).to_owned(), (*func).to_owned());
+        if rows
+            .insert(key, ((*status).to_owned(), (*note).to_owned()))
+            .is_some()
+        {
+            problems.push(format!("index.tsv:{}: {func} listed twice", n + 1));
+        }
+    }
+    for key in &functions {
+        let Some((status, note)) = rows.remove(key) else {
+            problems.push(format!("{} {} is not in index.tsv", key.0, key.1));
+            continue;
+        };
+        let dir = suite.join(stem(&key.0)).join(&key.1);
+        let ok = match status.as_str() {
+            "translated" => dir.join("expected").exists(),
+            "elsewhere" => {
+                !note.is_empty()
+                    && note
+                        .split_whitespace()
+                        .filter(|w| w.starts_with("testdata/"))
+                        .all(|w| testdata().join("..").join(w).exists())
+            }
+            "not-translatable" | "helper" => !note.is_empty(),
+            _ => false,
+        };
+        if !ok || (dir.exists() && status != "translated") {
+            problems.push(format!("{} {}: bad row ({status}: {note})", key.0, key.1));
+        }
+    }
+    for key in rows.keys() {
+        problems.push(format!(
+            "index.tsv names {} {}, not a BuildKit test",
+            key.0, key.1
+        ));
+    }
+    for group in case_dirs(&suite) {
+        for d in case_dirs(&group) {
+            let func = d.file_name().unwrap().to_string_lossy().into_owned();
+            let listed = functions
+                .iter()
+                .any(|(f, t)| *t == func && suite.join(stem(f)) == group);
+            if !listed {
+                problems.push(format!("{}: no such BuildKit test", d.display()));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n").into())
+    }
 }
 
 /// A debootstrapped Debian base, `apt-get install gcc` in a RUN step, a

@@ -31,7 +31,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Uid};
 
 use crate::plan::{Step, TargetKind, container_steps, hosts_file};
-use crate::spec::{Network, Request, RunSpec, Status};
+use crate::spec::{AttachMode, Network, Request, RunSpec, Status};
 use crate::sys;
 use crate::users::{self, ExecUser};
 
@@ -273,6 +273,7 @@ fn run(req: &Request) -> Result<Status, String> {
             drop(alive_w);
             let e = child(
                 spec,
+                req.attach,
                 &root,
                 &steps,
                 &user,
@@ -488,8 +489,10 @@ fn unchanged_copy_up(upper: &Path, lowers: &[PathBuf], rel: &Path) -> bool {
 
 /// The container side: mounts, pivot_root, identity, exec. Returns only on
 /// failure, with the message for the caller.
+#[allow(clippy::too_many_arguments)]
 fn child(
     spec: &RunSpec,
+    attach: Option<AttachMode>,
     root: &Path,
     steps: &[Step],
     user: &ExecUser,
@@ -497,10 +500,42 @@ fn child(
     alive: &OwnedFd,
     seccomp: Option<&[u8]>,
 ) -> String {
-    match child_setup(spec, root, steps, user, env, alive, seccomp) {
+    match child_setup(spec, attach, root, steps, user, env, alive, seccomp) {
         Ok(never) => match never {},
         Err(e) => e,
     }
+}
+
+/// `kiln run -t`: a pseudo-terminal of the container's own devpts (mounted
+/// at `root`/dev/pts by now), as runc makes a container's console: its
+/// secondary side is returned (for stdin, stdout, stderr), its primary side
+/// goes to kiln over `socket` (`SCM_RIGHTS`), which copies between it and
+/// the user's terminal. A pty of the host's devpts would have no name in the
+/// container (`tty` says "not a tty").
+fn console(root: &Path, socket: &OwnedFd) -> std::io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    use std::io::IoSlice;
+    let primary = rustix::fs::open(
+        root.join("dev/pts/ptmx"),
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rustix::pty::unlockpt(&primary)?;
+    let secondary = rustix::pty::ioctl_tiocgptpeer(
+        &primary,
+        rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY,
+    )?;
+    let fds = [std::os::fd::AsFd::as_fd(&primary)];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+    control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds));
+    rustix::net::sendmsg(
+        socket,
+        &[IoSlice::new(b"t")],
+        &mut control,
+        rustix::net::SendFlags::empty(),
+    )?;
+    Ok(secondary)
 }
 
 /// Whether the write end of the `alive` pipe (held by the helper) is closed.
@@ -515,8 +550,10 @@ fn parent_gone(alive: &OwnedFd) -> bool {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn child_setup(
     spec: &RunSpec,
+    attach: Option<AttachMode>,
     root: &Path,
     steps: &[Step],
     user: &ExecUser,
@@ -534,11 +571,28 @@ fn child_setup(
     if spec.network == Network::None {
         sys::loopback_up().map_err(|e| format!("bringing up lo: {e}"))?;
     }
-    let null: OwnedFd = fs::File::open("/dev/null")
-        .map_err(|e| format!("opening /dev/null: {e}"))?
-        .into();
-    nix::unistd::dup2_stdin(&null).map_err(|e| format!("stdin: {e}"))?;
-    drop(null);
+    // stdio: `/dev/null` and the helper's pipes for a RUN step; for
+    // `kiln run`, descriptor 3 of the helper (the caller's stdin, or a
+    // terminal for all three), which `confine` closes with the rest.
+    match attach {
+        Some(AttachMode::Stdin) => {
+            let three = sys::fd3().map_err(|e| format!("stdin: {e}"))?;
+            nix::unistd::dup2_stdin(&three).map_err(|e| format!("stdin: {e}"))?;
+        }
+        Some(AttachMode::Tty) => {
+            let socket = sys::fd3().map_err(|e| format!("terminal: {e}"))?;
+            let terminal = console(root, &socket).map_err(|e| format!("terminal: {e}"))?;
+            nix::unistd::dup2_stdin(&terminal).map_err(|e| format!("terminal: {e}"))?;
+            nix::unistd::dup2_stdout(&terminal).map_err(|e| format!("terminal: {e}"))?;
+            nix::unistd::dup2_stderr(&terminal).map_err(|e| format!("terminal: {e}"))?;
+        }
+        None | Some(AttachMode::Output) => {
+            let null: OwnedFd = fs::File::open("/dev/null")
+                .map_err(|e| format!("opening /dev/null: {e}"))?
+                .into();
+            nix::unistd::dup2_stdin(&null).map_err(|e| format!("stdin: {e}"))?;
+        }
+    }
     nix::unistd::chdir(root).map_err(|e| format!("chdir to the root: {e}"))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     nix::mount::umount2(".", MntFlags::MNT_DETACH)
@@ -554,6 +608,9 @@ fn child_setup(
         }
     }
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    if attach == Some(AttachMode::Tty) {
+        sys::take_controlling_terminal().map_err(|e| format!("controlling terminal: {e}"))?;
+    }
     nix::unistd::chdir(spec.cwd.as_str()).map_err(|e| format!("chdir to {}: {e}", spec.cwd))?;
     let keep: CapsHashSet = if spec.privileged {
         // Everything kiln itself holds (all capabilities when kiln runs

@@ -59,7 +59,7 @@ use std::time::Duration;
 
 pub use cgroup::Limits;
 pub use helper::helper_main;
-pub use spec::{ExtraMount, MountKind, Network, Rootfs, RunSpec, SecretData};
+pub use spec::{AttachMode, ExtraMount, MountKind, Network, Rootfs, RunSpec, SecretData};
 
 use spec::{Request, Status};
 
@@ -205,10 +205,82 @@ fn pump(mut r: impl Read + Send + 'static, stream: Stream, tx: mpsc::Sender<Chun
     });
 }
 
+/// The caller's side of a process attached to its stdio (`kiln run`).
+#[derive(Debug)]
+pub struct Attach {
+    pub mode: AttachMode,
+    /// The helper's descriptor 3: the process's stdin ([`AttachMode::Stdin`])
+    /// or the socket its terminal comes back on ([`AttachMode::Tty`],
+    /// [`receive_terminal`]); `None` for [`AttachMode::Output`].
+    pub input: Option<std::os::fd::OwnedFd>,
+}
+
+/// The caller's end of an [`AttachMode::Tty`] socket: the primary side of
+/// the container's terminal, once the helper has made it; `None` when the
+/// helper ended without sending one (its error is in the run's result).
+pub fn receive_terminal(socket: &std::os::fd::OwnedFd) -> io::Result<Option<std::os::fd::OwnedFd>> {
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    let got = rustix::net::recvmsg(
+        socket,
+        &mut [io::IoSliceMut::new(&mut byte)],
+        &mut control,
+        rustix::net::RecvFlags::CMSG_CLOEXEC,
+    )?;
+    if got.bytes == 0 {
+        return Ok(None);
+    }
+    for m in control.drain() {
+        if let rustix::net::RecvAncillaryMessage::ScmRights(mut fds) = m
+            && let Some(fd) = fds.next()
+        {
+            return Ok(Some(fd));
+        }
+    }
+    Ok(None)
+}
+
+/// A socket pair for [`AttachMode::Tty`]: (the caller's end, the helper's).
+pub fn terminal_socket() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    Ok(rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+impl NamespaceExecutor {
+    /// Runs `spec` as [`Executor::run`] does, but attached to the caller's
+    /// stdio as `attach` says: its output goes straight to this process's
+    /// stdout and stderr (or the terminal), not through a callback.
+    pub fn run_attached(
+        &self,
+        spec: &RunSpec,
+        attach: &Attach,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<ExitStatus, ExecError> {
+        self.spawn(spec, Some(attach), &mut |_, _| {}, cancelled)
+    }
+}
+
 impl Executor for NamespaceExecutor {
     fn run(
         &self,
         spec: &RunSpec,
+        output: &mut dyn FnMut(Stream, &[u8]),
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<ExitStatus, ExecError> {
+        self.spawn(spec, None, output, cancelled)
+    }
+}
+
+impl NamespaceExecutor {
+    fn spawn(
+        &self,
+        spec: &RunSpec,
+        attach: Option<&Attach>,
         output: &mut dyn FnMut(Stream, &[u8]),
         cancelled: &dyn Fn() -> bool,
     ) -> Result<ExitStatus, ExecError> {
@@ -233,13 +305,23 @@ impl Executor for NamespaceExecutor {
             whiteouts: kiln_snapshot::whiteout_format(),
             seccomp: step_seccomp(spec)?,
             cgroups: cgroup.as_ref().map(|c| c.mounts()).unwrap_or_default(),
+            attach: attach.map(|a| a.mode),
         };
         let body = serde_json::to_vec(&req).map_err(|e| ExecError::Helper(e.to_string()))?;
         let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(&self.args).stdin(Stdio::piped());
+        match attach {
+            None => {
+                cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            }
+            Some(Attach {
+                input: Some(fd), ..
+            }) => {
+                use std::os::fd::AsRawFd as _;
+                sys::as_fd3_of(&mut cmd, fd.as_raw_fd());
+            }
+            Some(_) => {}
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -268,8 +350,20 @@ impl Executor for NamespaceExecutor {
             pump(err, Stream::Stderr, tx.clone());
         }
         drop(tx);
-        let mut open = 2;
+        let mut open = if attach.is_some() { 0 } else { 2 };
         let mut killed = false;
+        // Attached: nothing to pump, the helper's end is all there is.
+        while attach.is_some() && !killed {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) => {}
+            }
+            if cancelled() {
+                let _ = child.kill();
+                killed = true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         while open > 0 {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(Chunk::Data(s, d)) => output(s, &d),

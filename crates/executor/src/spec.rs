@@ -129,6 +129,28 @@ pub(crate) struct Request {
     /// `/sys/fs/cgroup` (`plan::cgroup_steps`): (name, host directory).
     #[serde(default)]
     pub cgroups: Vec<(String, PathBuf)>,
+    /// `kiln run`: the process's stdio is a terminal or descriptors of the
+    /// caller's, handed to the helper as its descriptor 3 (`Attach`);
+    /// `None` for RUN steps (stdin `/dev/null`, output through pipes).
+    #[serde(default)]
+    pub attach: Option<AttachMode>,
+}
+
+/// How a process attached to the caller's stdio gets it (`kiln run`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachMode {
+    /// Descriptor 3 becomes stdin; stdout and stderr are the helper's own
+    /// (the caller's). `docker run -i`.
+    Stdin,
+    /// Output only: stdin is `/dev/null`, stdout and stderr the caller's.
+    /// `docker run` without `-i`.
+    Output,
+    /// Descriptor 3 is a Unix socket: the helper makes a terminal in the
+    /// container's devpts, sends its primary side over the socket, and
+    /// makes the secondary side stdin, stdout, stderr and the session's
+    /// controlling terminal. `docker run -t`.
+    Tty,
 }
 
 /// What the helper reports when it is done.

@@ -1,7 +1,9 @@
 //! The few system calls that need `unsafe`: `fork`, resetting signal
 //! dispositions, bringing up the loopback interface, and, for rootless mode,
 //! adopting inherited pipe descriptors and ignoring Ctrl-C in the waiting
-//! parent. Everything else goes
+//! parent, and, for `kiln run`, handing a descriptor to the helper as its
+//! descriptor 3 and taking a terminal as the controlling one. Everything
+//! else goes
 //! through `nix`'s safe wrappers.
 
 #![allow(unsafe_code)]
@@ -17,6 +19,55 @@ pub(crate) fn fork_helper() -> io::Result<ForkResult> {
     // freshly exec'd kiln binary that has started no threads), so the child
     // may run arbitrary code, allocation included.
     unsafe { fork() }.map_err(io::Error::from)
+}
+
+/// Makes `fd` (of this process) descriptor 3 of the process `cmd` starts,
+/// without close-on-exec there (`kiln run`'s stdin or terminal).
+pub(crate) fn as_fd3_of(cmd: &mut std::process::Command, fd: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: the closure runs between fork and exec: dup2 and fcntl are
+    // async-signal-safe and touch only the child's descriptor table; `fd`
+    // stays open in the parent until the child has been spawned.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Descriptor 3, which the caller made the helper's (`as_fd3_of`), owned:
+/// dropped (closed) once it has been duplicated where it goes.
+pub(crate) fn fd3() -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    // Only called in the helper's child when the request says the caller
+    // attached descriptor 3; F_GETFD proves it is open before it is owned.
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    if unsafe { libc::fcntl(3, libc::F_GETFD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: descriptor 3 is open (above) and nothing else in this
+    // process owns it: the helper never opens it for itself (its own
+    // descriptors are close-on-exec and were made after it started).
+    Ok(unsafe { OwnedFd::from_raw_fd(3) })
+}
+
+/// Makes the terminal on descriptor 0 the controlling terminal of this
+/// process's session (which it leads, after `setsid`).
+pub(crate) fn take_controlling_terminal() -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument and changes only the
+    // session's terminal.
+    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Sets the `IFF_UP` flag of `lo` in the current network namespace.

@@ -27,6 +27,7 @@ use crate::export::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME};
 use crate::hashing::HashingReader;
 use crate::manifest::{Descriptor, Index, Manifest};
 use crate::media;
+use crate::tarsize::UnpackedSize;
 
 /// Errors of loading an archive. Each names the entry involved.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,8 @@ pub struct LoadedLayer {
     pub descriptor: Descriptor,
     /// The compression to record the blob under.
     pub compression: Compression,
+    /// The layer's unpacked size (see [`crate::tarsize`]).
+    pub unpacked_size: u64,
 }
 
 /// An image read from an archive, its blobs in the content store.
@@ -235,9 +238,10 @@ fn put_layer(
     let f = spool.open(name)?;
     let (format, tar) = compression::decompress(io::BufReader::new(f))
         .map_err(io_err(format!("reading {name}")))?;
-    let mut h = HashingReader::new(tar);
+    let mut h = UnpackedSize::new(HashingReader::new(tar));
     io::copy(&mut h, &mut io::sink()).map_err(io_err(format!("decompressing {name}")))?;
-    let (actual, _, _) = h.finish();
+    let unpacked_size = h.size();
+    let (actual, _, _) = h.into_inner().finish();
     if actual != *diff_id {
         return Err(LoadError::Invalid(format!(
             "layer {name} unpacks to {actual}, but the configuration says {diff_id}"
@@ -257,6 +261,7 @@ fn put_layer(
         diff_id: *diff_id,
         descriptor: Descriptor::new(media_type, blob),
         compression,
+        unpacked_size,
     })
 }
 

@@ -149,6 +149,28 @@ impl ImageIndex {
         })
     }
 
+    /// Forgets the manifest `manifest` wherever `name` records it (its entry
+    /// and its platforms'), keeping the images: for a manifest that lost a
+    /// blob (`kiln check --repair`). Returns whether something changed.
+    pub fn forget_manifest(&self, name: &str, manifest: &Digest) -> Result<bool, IndexError> {
+        self.update(|f| {
+            let mut changed = false;
+            let entries = f.images.get_mut(name).into_iter().chain(
+                f.platforms
+                    .get_mut(name)
+                    .into_iter()
+                    .flat_map(|m| m.values_mut()),
+            );
+            for r in entries {
+                if r.manifest == Some(*manifest) {
+                    r.manifest = None;
+                    changed = true;
+                }
+            }
+            changed
+        })
+    }
+
     /// The images of `name` by platform; empty for a single-platform name.
     pub fn platforms_of(&self, name: &str) -> Result<BTreeMap<String, ImageRef>, IndexError> {
         Ok(self.load()?.platforms.remove(name).unwrap_or_default())
@@ -359,6 +381,51 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn forget_manifest_keeps_the_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = ImageIndex::open(dir.path().join("images")).unwrap();
+        let m = id(9);
+        let with = ImageRef {
+            id: id(1),
+            manifest: Some(m),
+        };
+        idx.set("r/a:1", with).unwrap();
+        idx.set(
+            "r/b:1",
+            ImageRef {
+                id: id(2),
+                manifest: Some(id(8)),
+            },
+        )
+        .unwrap();
+        idx.set_platforms(
+            "r/multi:1",
+            &[
+                ("linux/amd64".to_owned(), with),
+                ("linux/arm64".to_owned(), with),
+            ],
+            with,
+        )
+        .unwrap();
+        assert!(idx.forget_manifest("r/a:1", &m).unwrap());
+        assert!(!idx.forget_manifest("r/a:1", &m).unwrap());
+        assert!(!idx.forget_manifest("r/b:1", &m).unwrap());
+        assert!(idx.forget_manifest("r/multi:1", &m).unwrap());
+        let bare = ImageRef {
+            id: id(1),
+            manifest: None,
+        };
+        assert_eq!(idx.get("r/a:1").unwrap(), Some(bare));
+        assert_eq!(idx.get("r/b:1").unwrap().unwrap().manifest, Some(id(8)));
+        assert!(
+            idx.platforms_of("r/multi:1")
+                .unwrap()
+                .values()
+                .all(|r| *r == bare)
+        );
     }
 
     #[test]

@@ -2,22 +2,33 @@
 //! which blobs exist for which diffID (`<state>/layerblobs`).
 //!
 //! A layer has one identity, its diffID (the digest of the uncompressed tar,
-//! what the image config lists), and any number of blobs: one per
-//! compression. Blobs are made lazily, when an export or a push needs a
-//! compression, and then reused. The map is keyed by the exact [`Compression`]
-//! including its level, because the level determines the bytes: reusing a
-//! level-9 blob for a level-6 request would make the exported digest depend on
-//! what happened to be cached (BuildKit reuses any blob of the algorithm unless
-//! `force-compression` is set; kiln prefers reproducible digests).
+//! what the image config lists), one size (its unpacked size, see
+//! [`crate::tarsize`]) and any number of blobs: the one it was imported,
+//! pulled or loaded with, others of the same layer compressed elsewhere (a
+//! registry's gzip is not kiln's), and those kiln makes for an export, one per
+//! compression, lazily, then reused. Blobs made by kiln are keyed by the exact
+//! [`Compression`] including its level, because the level determines the
+//! bytes: reusing a level-9 blob for a level-6 request would make the exported
+//! digest depend on what happened to be cached (BuildKit reuses any blob of
+//! the algorithm unless `force-compression` is set; kiln prefers reproducible
+//! digests).
 //!
 //! Files: `layerblobs/<diffID hex>.json`, canonical JSON
-//! `{"blobs":[{"compression":{…},"descriptor":{…}}]}` sorted by compression.
-//! Changes are read-modify-writes under an exclusive `flock` on the directory
-//! with atomic replacement, as in [`crate::index`].
+//! `{"blobs":[{"compression":{…},"descriptor":{…}}],"size":N}`. The blobs are
+//! in the order they were recorded and a record is never replaced, so the
+//! first blob of a compression stays the layer's own: what an image that uses
+//! the layer exports does not change when the same layer arrives in another
+//! blob. Changes are read-modify-writes under an exclusive `flock` on the
+//! directory with atomic replacement, as in [`crate::index`].
+//!
+//! **Invariant:** a record never names a blob the content store does not
+//! hold. [`LayerBlobs::add`] refuses a blob that is not stored, and whoever
+//! removes blobs (garbage collection, `kiln check --repair`) forgets their
+//! records first ([`LayerBlobs::remove_blob`]).
 //!
 //! [`compress_layer`] and [`ingest_layer`] stream in one pass: decompress (if
-//! needed) → hash the tar (diffID) → compress → hash and store the blob. A layer
-//! is never held in memory.
+//! needed) → hash the tar (diffID) and count its files (size) → compress →
+//! hash and store the blob. A layer is never held in memory.
 
 use std::fs;
 use std::io::{self, Read};
@@ -33,6 +44,7 @@ use crate::hashing::HashingReader;
 use crate::json::{JsonError, to_canonical_json};
 use crate::manifest::Descriptor;
 use crate::media::MediaTypes;
+use crate::tarsize::UnpackedSize;
 
 /// Errors of layer handling. Each names the layer or file involved.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +67,16 @@ pub enum LayerError {
     /// (the tar generator is not deterministic, or the layer changed).
     #[error("layer {expected}: regenerated tar has diffID {actual}")]
     DiffIdMismatch { expected: Digest, actual: Digest },
+    /// A blob does not unpack to the layer it is given for.
+    #[error("layer blob {blob} unpacks to {actual}, not to the layer {expected}")]
+    BlobMismatch {
+        blob: Digest,
+        expected: Digest,
+        actual: Digest,
+    },
+    /// [`LayerBlobs::add`] of a blob the content store does not hold.
+    #[error("layer {diff_id}: blob {blob} is not in the content store; it cannot be recorded")]
+    NotStored { diff_id: Digest, blob: Digest },
     #[error(transparent)]
     Content(#[from] ContentError),
     #[error(transparent)]
@@ -72,6 +94,8 @@ pub struct LayerBlob {
     /// What the input was (for [`ingest_layer`]; `Tar` or `Unknown` when it was
     /// not compressed).
     pub source_format: Format,
+    /// The layer's unpacked size (see [`crate::tarsize`]).
+    pub unpacked_size: u64,
 }
 
 /// Compresses an uncompressed layer tar into the store.
@@ -108,7 +132,7 @@ fn write_layer(
         let what = format!("{what} ({source_format} → {compression})");
         move |source| LayerError::Stream { what, source }
     };
-    let mut tar = HashingReader::new(tar);
+    let mut tar = UnpackedSize::new(HashingReader::new(tar));
     let writer = store.writer()?;
     let mut enc = compression
         .encoder(writer)
@@ -116,12 +140,41 @@ fn write_layer(
     io::copy(&mut tar, &mut enc).map_err(stream("copying"))?;
     let writer = enc.finish().map_err(stream("finishing compressor"))?;
     let blob = writer.commit(None)?;
-    let (diff_id, _, _) = tar.finish();
+    let unpacked_size = tar.size();
+    let (diff_id, _, _) = tar.into_inner().finish();
     Ok(LayerBlob {
         diff_id,
         descriptor: Descriptor::new(compression.layer_media_type(MediaTypes::Oci), blob),
         source_format,
+        unpacked_size,
     })
+}
+
+/// Checks that the stored blob `digest` (any compression [`compression::decompress`]
+/// reads) unpacks to the layer `diff_id`; returns the layer's unpacked size.
+pub fn verify_blob(
+    store: &ContentStore,
+    digest: &Digest,
+    diff_id: &Digest,
+) -> Result<u64, LayerError> {
+    let f = store.open_blob(digest)?;
+    let what = |op: &str| {
+        let what = format!("{op} layer blob {digest}");
+        move |source| LayerError::Stream { what, source }
+    };
+    let (_, tar) = compression::decompress(io::BufReader::new(f)).map_err(what("reading"))?;
+    let mut r = UnpackedSize::new(HashingReader::new(tar));
+    io::copy(&mut r, &mut io::sink()).map_err(what("decompressing"))?;
+    let size = r.size();
+    let (actual, _, _) = r.into_inner().finish();
+    if actual != *diff_id {
+        return Err(LayerError::BlobMismatch {
+            blob: *digest,
+            expected: *diff_id,
+            actual,
+        });
+    }
+    Ok(size)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,9 +187,12 @@ struct Record {
 struct RecordFile {
     #[serde(default)]
     blobs: Vec<Record>,
+    /// The layer's unpacked size, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
 }
 
-/// The map from diffIDs to their compressed blobs.
+/// The map from diffIDs to their compressed blobs and unpacked sizes.
 #[derive(Clone, Debug)]
 pub struct LayerBlobs {
     dir: PathBuf,
@@ -154,7 +210,8 @@ impl LayerBlobs {
         Ok(LayerBlobs { dir })
     }
 
-    fn path(&self, diff_id: &Digest) -> PathBuf {
+    /// The record file of `diff_id` (for messages).
+    pub fn path(&self, diff_id: &Digest) -> PathBuf {
         self.dir.join(format!("{}.json", diff_id.hex()))
     }
 
@@ -173,7 +230,7 @@ impl LayerBlobs {
         }
     }
 
-    /// The recorded blob of `diff_id` with exactly this compression.
+    /// The first recorded blob of `diff_id` with exactly this compression.
     pub fn get(
         &self,
         diff_id: &Digest,
@@ -187,7 +244,7 @@ impl LayerBlobs {
             .map(|r| r.descriptor))
     }
 
-    /// Every recorded blob of `diff_id`.
+    /// Every recorded blob of `diff_id`, in the order they were recorded.
     pub fn list(&self, diff_id: &Digest) -> Result<Vec<(Compression, Descriptor)>, LayerError> {
         Ok(self
             .load(diff_id)?
@@ -195,6 +252,11 @@ impl LayerBlobs {
             .into_iter()
             .map(|r| (r.compression, r.descriptor))
             .collect())
+    }
+
+    /// The recorded unpacked size of `diff_id`, if known.
+    pub fn size(&self, diff_id: &Digest) -> Result<Option<u64>, LayerError> {
+        Ok(self.load(diff_id)?.size)
     }
 
     /// Every diffID with a record, sorted (for `kiln check`).
@@ -219,34 +281,77 @@ impl LayerBlobs {
         Ok(out)
     }
 
-    /// Records that `descriptor` is `diff_id` compressed with `compression`
-    /// (replacing an earlier record of the same compression).
+    /// Records that the stored blob `descriptor` is `diff_id` compressed with
+    /// `compression`, after the blobs already recorded (a blob recorded
+    /// before is left where it is). Refuses a blob `store` does not hold.
     pub fn add(
         &self,
+        store: &ContentStore,
         diff_id: &Digest,
         compression: Compression,
         descriptor: &Descriptor,
     ) -> Result<(), LayerError> {
+        if self
+            .list(diff_id)?
+            .iter()
+            .any(|(_, d)| d.digest == descriptor.digest)
+        {
+            return Ok(());
+        }
         self.modify(diff_id, |f| {
-            f.blobs.retain(|r| r.compression != compression);
-            f.blobs.push(Record {
-                compression,
-                descriptor: descriptor.clone(),
-            });
+            if !store.has(&descriptor.digest)? {
+                return Err(LayerError::NotStored {
+                    diff_id: *diff_id,
+                    blob: descriptor.digest,
+                });
+            }
+            if !f
+                .blobs
+                .iter()
+                .any(|r| r.descriptor.digest == descriptor.digest)
+            {
+                f.blobs.push(Record {
+                    compression,
+                    descriptor: descriptor.clone(),
+                });
+            }
+            Ok(())
         })
     }
 
-    /// Forgets the blob of `diff_id` with this compression (garbage collection).
-    pub fn remove(&self, diff_id: &Digest, compression: Compression) -> Result<(), LayerError> {
+    /// Records the unpacked size of `diff_id` (when it was not known).
+    pub fn set_size(&self, diff_id: &Digest, size: u64) -> Result<(), LayerError> {
+        if self.size(diff_id)?.is_some() {
+            return Ok(());
+        }
         self.modify(diff_id, |f| {
-            f.blobs.retain(|r| r.compression != compression)
+            f.size.get_or_insert(size);
+            Ok(())
+        })
+    }
+
+    /// Forgets the blob `blob` of `diff_id` (before it is removed from the
+    /// content store: garbage collection, repairs).
+    pub fn remove_blob(&self, diff_id: &Digest, blob: &Digest) -> Result<(), LayerError> {
+        self.modify(diff_id, |f| {
+            f.blobs.retain(|r| r.descriptor.digest != *blob);
+            Ok(())
+        })
+    }
+
+    /// Forgets everything about `diff_id` (garbage collection of a layer no
+    /// image uses, once its blobs are forgotten and removed).
+    pub fn forget(&self, diff_id: &Digest) -> Result<(), LayerError> {
+        self.modify(diff_id, |f| {
+            *f = RecordFile::default();
+            Ok(())
         })
     }
 
     fn modify(
         &self,
         diff_id: &Digest,
-        change: impl FnOnce(&mut RecordFile),
+        change: impl FnOnce(&mut RecordFile) -> Result<(), LayerError>,
     ) -> Result<(), LayerError> {
         let io = |op, path: &Path| {
             let path = path.to_path_buf();
@@ -255,10 +360,9 @@ impl LayerBlobs {
         let _lock = DirLock::exclusive(&self.dir).map_err(io("lock", &self.dir))?;
         remove_stale_temps(&self.dir).map_err(io("clean", &self.dir))?;
         let mut file = self.load(diff_id)?;
-        change(&mut file);
-        file.blobs.sort_by_key(|r| r.compression);
+        change(&mut file)?;
         let path = self.path(diff_id);
-        if file.blobs.is_empty() {
+        if file.blobs.is_empty() && file.size.is_none() {
             return match fs::remove_file(&path) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -269,9 +373,9 @@ impl LayerBlobs {
         write_atomic(&path, &bytes).map_err(io("write", &path))
     }
 
-    /// The blob of `diff_id` with `compression`: the recorded one if it is still
-    /// in the store, otherwise made now from the tar that `open_tar` returns
-    /// (checked to hash to `diff_id`), stored and recorded.
+    /// The blob of `diff_id` with `compression`: the first recorded one of
+    /// that compression the store holds, otherwise made now from the tar that
+    /// `open_tar` returns (checked to hash to `diff_id`), stored and recorded.
     pub fn get_or_compress<R: Read>(
         &self,
         store: &ContentStore,
@@ -279,10 +383,10 @@ impl LayerBlobs {
         compression: Compression,
         open_tar: impl FnOnce() -> io::Result<R>,
     ) -> Result<Descriptor, LayerError> {
-        if let Some(d) = self.get(diff_id, compression)?
-            && store.has(&d.digest)?
-        {
-            return Ok(d);
+        for (c, d) in self.list(diff_id)? {
+            if c == compression && store.has(&d.digest)? {
+                return Ok(d);
+            }
         }
         let tar = open_tar().map_err(|source| LayerError::Stream {
             what: format!("opening the tar of layer {diff_id}"),
@@ -295,7 +399,8 @@ impl LayerBlobs {
                 actual: blob.diff_id,
             });
         }
-        self.add(diff_id, compression, &blob.descriptor)?;
+        self.add(store, diff_id, compression, &blob.descriptor)?;
+        self.set_size(diff_id, blob.unpacked_size)?;
         Ok(blob.descriptor)
     }
 }
@@ -390,8 +495,10 @@ mod tests {
         let tar = tar_bytes(b"x");
         let gz = compress_layer(&s, &tar[..], Compression::gzip()).unwrap();
         let diff = gz.diff_id;
+        assert_eq!(gz.unpacked_size, 1);
         assert_eq!(l.get(&diff, Compression::gzip()).unwrap(), None);
-        l.add(&diff, Compression::gzip(), &gz.descriptor).unwrap();
+        l.add(&s, &diff, Compression::gzip(), &gz.descriptor)
+            .unwrap();
         assert_eq!(
             l.get(&diff, Compression::gzip()).unwrap(),
             Some(gz.descriptor.clone())
@@ -399,27 +506,74 @@ mod tests {
         // Exact level match only.
         assert_eq!(l.get(&diff, Compression::Gzip { level: 9 }).unwrap(), None);
         let zs = compress_layer(&s, &tar[..], Compression::zstd()).unwrap();
-        l.add(&diff, Compression::zstd(), &zs.descriptor).unwrap();
+        l.add(&s, &diff, Compression::zstd(), &zs.descriptor)
+            .unwrap();
+        // The same layer in another gzip blob (compressed elsewhere) is
+        // recorded after the first, which stays the layer's own.
+        let other_gz = {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(1));
+            e.write_all(&tar).unwrap();
+            s.put_bytes(&e.finish().unwrap()).unwrap()
+        };
+        let other = Descriptor::new(media::OCI_LAYER_GZIP, other_gz);
+        l.add(&s, &diff, Compression::gzip(), &other).unwrap();
+        l.add(&s, &diff, Compression::gzip(), &gz.descriptor)
+            .unwrap();
         let all = l.list(&diff).unwrap();
-        assert_eq!(all.len(), 2);
-        assert_eq!(all[0].0, Compression::gzip());
-        l.remove(&diff, Compression::gzip()).unwrap();
-        l.remove(&diff, Compression::zstd()).unwrap();
+        assert_eq!(
+            all.iter().map(|(_, d)| d.digest).collect::<Vec<_>>(),
+            vec![gz.descriptor.digest, zs.descriptor.digest, other.digest]
+        );
+        assert_eq!(
+            l.get(&diff, Compression::gzip()).unwrap(),
+            Some(gz.descriptor.clone())
+        );
+        // A blob the store does not hold is never recorded.
+        let missing = Descriptor::new(
+            media::OCI_LAYER_GZIP,
+            crate::BlobInfo {
+                digest: Digest::of(b"not stored"),
+                size: 1,
+            },
+        );
+        let e = l.add(&s, &diff, Compression::gzip(), &missing).unwrap_err();
+        assert!(matches!(e, LayerError::NotStored { .. }), "{e}");
+        assert_eq!(l.list(&diff).unwrap().len(), 3);
+        // Sizes are kept with the record, and only the first one counts.
+        assert_eq!(l.size(&diff).unwrap(), None);
+        l.set_size(&diff, 1).unwrap();
+        l.set_size(&diff, 99).unwrap();
+        assert_eq!(l.size(&diff).unwrap(), Some(1));
+        for b in [gz.descriptor.digest, zs.descriptor.digest, other.digest] {
+            l.remove_blob(&diff, &b).unwrap();
+        }
         assert!(l.list(&diff).unwrap().is_empty());
+        assert_eq!(l.size(&diff).unwrap(), Some(1));
+        assert_eq!(l.diff_ids().unwrap(), vec![diff]);
+        l.forget(&diff).unwrap();
         assert_eq!(
             fs::read_dir(d.path().join("layerblobs")).unwrap().count(),
             0
         );
         // Corrupt record: an error naming the file.
-        fs::write(
-            d.path()
-                .join("layerblobs")
-                .join(format!("{}.json", diff.hex())),
-            b"[",
-        )
-        .unwrap();
+        fs::write(l.path(&diff), b"[").unwrap();
         let e = l.get(&diff, Compression::gzip()).unwrap_err();
         assert!(e.to_string().contains(&diff.hex()), "{e}");
+    }
+
+    #[test]
+    fn verify_blob_checks_the_layer_and_counts_it() {
+        let (_d, s, _) = setup();
+        let tar = tar_bytes(b"twelve bytes");
+        let gz = compress_layer(&s, &tar[..], Compression::gzip()).unwrap();
+        assert_eq!(
+            verify_blob(&s, &gz.descriptor.digest, &gz.diff_id).unwrap(),
+            12
+        );
+        let e = verify_blob(&s, &gz.descriptor.digest, &Digest::of(b"other")).unwrap_err();
+        assert!(matches!(e, LayerError::BlobMismatch { .. }), "{e}");
+        let e = verify_blob(&s, &Digest::of(b"absent"), &gz.diff_id).unwrap_err();
+        assert!(e.to_string().contains("not found"), "{e}");
     }
 
     #[test]
@@ -454,5 +608,6 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, LayerError::DiffIdMismatch { .. }), "{e}");
         assert_eq!(l.get(&diff, Compression::zstd()).unwrap(), None);
+        assert_eq!(l.size(&diff).unwrap(), Some(4));
     }
 }

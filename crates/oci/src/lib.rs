@@ -10,7 +10,7 @@
 //! ```text
 //! blobs/        ContentStore: blobs by digest (configs, manifests, layer blobs)
 //! images/       ImageIndex:   image name → image ID (+ manifest)
-//! layerblobs/   LayerBlobs:   layer diffID → its compressed blobs
+//! layerblobs/   LayerBlobs:   layer diffID → its compressed blobs and unpacked size
 //! ```
 //!
 //! A build produces layers as directories (another crate turns them into tars).
@@ -71,6 +71,7 @@ pub mod layer;
 pub mod manifest;
 pub mod media;
 pub mod pgzip;
+pub mod tarsize;
 pub mod timestamp;
 
 pub use archive_load::{LoadError, LoadedImage, LoadedLayer, load_archive, load_layout_image};
@@ -84,9 +85,10 @@ pub use hashing::{HashingReader, HashingWriter};
 pub use image::{ImageError, WrittenImage, write_image};
 pub use index::{ImageIndex, ImageRef, IndexError};
 pub use json::{JsonError, canonicalize, to_canonical_json};
-pub use layer::{LayerBlob, LayerBlobs, LayerError, compress_layer, ingest_layer};
+pub use layer::{LayerBlob, LayerBlobs, LayerError, compress_layer, ingest_layer, verify_blob};
 pub use manifest::{Descriptor, Index, Manifest};
 pub use media::MediaTypes;
+pub use tarsize::UnpackedSize;
 pub use timestamp::{TimeError, rfc3339};
 
 /// Any error of this crate.

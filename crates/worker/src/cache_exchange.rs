@@ -881,11 +881,7 @@ pub fn layer_available(state: &State, imported: &Imported, layer: &str) -> bool 
 }
 
 fn has_blob(state: &State, diff_id: &Digest) -> bool {
-    state.layer_blobs.list(diff_id).is_ok_and(|blobs| {
-        blobs
-            .iter()
-            .any(|(_, d)| state.content.has(&d.digest).unwrap_or(false))
-    })
+    crate::blobs::stored_blobs(state, diff_id).is_ok_and(|b| !b.is_empty())
 }
 
 /// Copies blob `desc` from `source` into the content store (a no-op when it
@@ -949,7 +945,12 @@ fn ensure_blob(state: &State, imported: &Imported, diff_id: &Digest) -> Result<(
             desc.media_type
         ))
     })?;
-    state.layer_blobs.add(diff_id, compression, desc)?;
+    // Checked before it is recorded as the layer: a cache is input.
+    let size = kiln_oci::verify_blob(&state.content, &desc.digest, diff_id)?;
+    state
+        .layer_blobs
+        .add(&state.content, diff_id, compression, desc)?;
+    state.layer_blobs.set_size(diff_id, size)?;
     Ok(())
 }
 
@@ -1071,14 +1072,10 @@ pub fn export(
                 ),
                 LayerRef::Remote(d) => {
                     ensure_blob(state, imported, &d)?;
-                    let list = state.layer_blobs.list(&d)?;
-                    let desc = list
-                        .iter()
-                        .find(|(c, _)| *c == to.compression)
-                        .or_else(|| list.first())
-                        .map(|(_, desc)| desc.clone())
-                        .ok_or_else(|| Error::Other(format!("layer {d}: no blob")))?;
-                    (d, desc)
+                    (
+                        d,
+                        crate::blobs::blob(state, &d, to.compression, None, &Default::default())?,
+                    )
                 }
             };
             let blob = *blob_index.entry(desc.digest).or_insert_with(|| {

@@ -7,10 +7,17 @@
 //! user's machine: it re-hashes every blob, reads every snapshot's metadata,
 //! follows every image name, image record, layer-blob record and cache entry
 //! to what it refers to, and looks for mounts and processes a kiln that died
-//! left behind. With `repair`, what is broken is removed (a corrupt blob, a
-//! snapshot without its metadata, a record or cache entry pointing at nothing)
-//! so that the next build recomputes it; named images are never removed
-//! (their problems are reported with the command that removes them).
+//! left behind. It also checks the store's promise that whatever a name
+//! reaches can be exported, saved and pushed: every layer of every image has
+//! a blob in the store or a built snapshot a blob can be made from (see
+//! [`crate::blobs`]), and a name's manifest has all its blobs. With
+//! `repair`, what is broken is removed (a corrupt blob and the records that
+//! name it, a snapshot without its metadata, a record or cache entry
+//! pointing at nothing) so that the next build recomputes it; a layer whose
+//! blob is gone is made again from its snapshot when kiln's tar of it is the
+//! layer; a name whose manifest lost a blob forgets the manifest (a push then
+//! makes one). Named images are never removed: what cannot be repaired is
+//! reported with the `kiln rmi` (or `kiln pull`) that would.
 //!
 //! A check holds the store lock shared (builds may run meanwhile: what their
 //! scratch directories hold is theirs); a repair holds it exclusively.
@@ -24,7 +31,6 @@ use kiln_snapshot::LayerId;
 
 use crate::Value;
 use crate::error::Error;
-use crate::image::LABEL_DIFF_ID;
 use crate::state::State;
 
 /// One thing found wrong.
@@ -34,6 +40,9 @@ pub struct Problem {
     pub what: String,
     /// What the repair did, when it did something.
     pub repaired: Option<String>,
+    /// Why a repair could not fix it, and what would (the `kiln rmi` or
+    /// `kiln pull` to run), when it tried.
+    pub unrepaired: Option<String>,
 }
 
 /// What a check looked at and found.
@@ -71,8 +80,9 @@ impl Checker<'_> {
                 Ok(done) => Some(done),
                 Err(e) => {
                     self.report.problems.push(Problem {
-                        what: format!("{what} (repair failed: {e})"),
+                        what,
                         repaired: None,
+                        unrepaired: Some(e.to_string()),
                     });
                     return;
                 }
@@ -80,7 +90,11 @@ impl Checker<'_> {
         } else {
             None
         };
-        self.report.problems.push(Problem { what, repaired });
+        self.report.problems.push(Problem {
+            what,
+            repaired,
+            unrepaired: None,
+        });
     }
 
     /// A problem no repair touches.
@@ -88,6 +102,7 @@ impl Checker<'_> {
         self.report.problems.push(Problem {
             what,
             repaired: None,
+            unrepaired: None,
         });
     }
 }
@@ -109,22 +124,25 @@ pub fn check(state: &State, repair: bool) -> Result<Report, Error> {
     Ok(c.report)
 }
 
-/// Re-hashes every blob. Returns the corrupt ones (removed when repairing).
+/// Re-hashes every blob. Returns the corrupt ones (removed when repairing,
+/// with the records that name them).
 fn blobs(c: &mut Checker<'_>) -> Result<BTreeSet<Digest>, Error> {
     let digests = c.state.content.digests()?;
     c.report.blobs = digests.len();
     let mut bad = BTreeSet::new();
+    let records = crate::blobs::blob_records(c.state)?;
     for d in digests {
         match c.state.content.verify(&d) {
             Ok(_) => {}
             Err(kiln_oci::ContentError::Corrupt { actual, path, .. }) => {
                 bad.insert(d);
-                let store = c.state.content.clone();
+                let state = c.state;
+                let records = &records;
                 c.problem(
                     format!("blob {d} is corrupt: {} hashes to {actual}", path.display()),
                     || {
-                        store.remove(&d)?;
-                        Ok("removed".to_owned())
+                        crate::blobs::remove_blob(state, &d, records)?;
+                        Ok("removed, with the layer records that named it".to_owned())
                     },
                 );
             }
@@ -185,17 +203,35 @@ fn layers(c: &mut Checker<'_>) -> Result<BTreeSet<String>, Error> {
     Ok(live)
 }
 
-/// Whether the layer `diff_id` can be had: a recorded blob that is in the
-/// store, or an unpacked snapshot of it.
-fn layer_available(state: &State, diff_id: &Digest, bad: &BTreeSet<Digest>) -> bool {
-    let blob = state.layer_blobs.list(diff_id).is_ok_and(|l| {
-        l.iter()
-            .any(|(_, d)| !bad.contains(&d.digest) && state.content.has(&d.digest).unwrap_or(false))
-    });
-    blob || state
-        .layers
-        .find_by_label(LABEL_DIFF_ID, &diff_id.to_string())
-        .is_ok_and(|l| l.is_some())
+/// Whether the store holds a sound blob of layer `diff_id`.
+fn has_blob(state: &State, diff_id: &Digest, bad: &BTreeSet<Digest>) -> bool {
+    crate::blobs::stored_blobs(state, diff_id)
+        .is_ok_and(|l| l.iter().any(|(_, d)| !bad.contains(&d.digest)))
+}
+
+/// A name as a user writes it (`busybox:latest`, `host:5000/repo:tag`).
+fn familiar(name: &str) -> String {
+    kiln_oci::export::familiar_tag(name)
+        .map_or_else(|| name.to_owned(), |(r, t)| format!("{r}:{t}"))
+}
+
+/// How an image is named in a problem, and the commands that would remove
+/// it or get it again.
+fn image_label(id: &Digest, names: &[String]) -> (String, String) {
+    let names: Vec<String> = names.iter().map(|n| familiar(n)).collect();
+    match names.as_slice() {
+        [] => (
+            format!("dangling image {id}"),
+            format!("remove it: kiln rmi {id}"),
+        ),
+        [first, ..] => (
+            format!("image {}", names.join(", ")),
+            format!(
+                "remove it: kiln rmi {}; or, if it came from a registry, pull it again: kiln pull {first}",
+                names.join(" ")
+            ),
+        ),
+    }
 }
 
 /// Image names, image records and the layers of their images.
@@ -204,44 +240,99 @@ fn images(c: &mut Checker<'_>, bad: &BTreeSet<Digest>) -> Result<(), Error> {
     let have = |d: &Digest| !bad.contains(d) && state.content.has(d).unwrap_or(false);
     let names = state.images.list()?;
     c.report.images = names.len();
-    for (name, r) in names {
+    // Every image in the store, with its names.
+    let mut ids: std::collections::BTreeMap<Digest, Vec<String>> = Default::default();
+    for id in crate::images::records(state)? {
+        ids.entry(id).or_default();
+    }
+    for (name, r) in &names {
+        let e = ids.entry(r.id).or_default();
+        if !e.contains(name) {
+            e.push(name.clone());
+        }
         if !have(&r.id) {
-            c.report_only(format!(
-                "image {name}: its config {} is missing (remove it: kiln rmi {name})",
-                r.id
-            ));
-            continue;
+            continue; // reported below, with the image
         }
-        if let Some(m) = r.manifest
-            && !have(&m)
-        {
-            c.report_only(format!(
-                "image {name}: its manifest {m} is missing (remove it: kiln rmi {name})"
-            ));
-        }
-        // Its snapshots, when they are recorded and all exist, make every
-        // layer available; otherwise each needs a blob or an unpacked snapshot.
-        let mapped = state.image_layers(&r.id).is_some();
-        match crate::image::load_config(state, &r.id) {
-            Ok(_) if mapped => {}
-            Ok(config) => {
-                for d in &config.rootfs.diff_ids {
-                    if !layer_available(state, d, bad) {
-                        c.report_only(format!(
-                            "image {name}: layer {d} has neither a blob nor a snapshot \
-                             (remove it: kiln rmi {name})"
-                        ));
-                    }
-                }
+        let Some(m) = r.manifest else { continue };
+        // The manifest a name records is what a push sends: it and every
+        // blob it lists must be here.
+        let why = if !have(&m) {
+            Some(format!("its manifest {m} is missing"))
+        } else {
+            match state
+                .content
+                .read(&m)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<kiln_oci::Manifest>(&b).ok())
+            {
+                None => Some(format!("its manifest {m} does not parse")),
+                Some(man) if man.config.digest != r.id => Some(format!(
+                    "its manifest {m} is of another image ({})",
+                    man.config.digest
+                )),
+                Some(man) => man
+                    .layers
+                    .iter()
+                    .find(|l| !have(&l.digest))
+                    .map(|l| format!("blob {} of its manifest {m} is missing", l.digest)),
             }
-            Err(e) => c.report_only(format!("image {name}: {e} (remove it: kiln rmi {name})")),
+        };
+        if let Some(why) = why {
+            let name = name.clone();
+            let shown = familiar(&name);
+            c.problem(format!("image {shown}: {why}"), || {
+                state.images.forget_manifest(&name, &m)?;
+                Ok(format!(
+                    "the name forgets the manifest; a push makes a new one (kiln pull {shown} gets the registry's again)"
+                ))
+            });
         }
     }
-    for id in crate::images::records(state)? {
-        if !have(&id) && state.images.names_of(&id)?.is_empty() {
-            c.problem(format!("image record {id}: its config is missing"), || {
-                crate::images::remove_record(state, &id)?;
-                Ok("record removed".to_owned())
+    for (id, names) in ids {
+        let (label, rmi) = image_label(&id, &names);
+        if !have(&id) {
+            if names.is_empty() {
+                c.problem(format!("image record {id}: its config is missing"), || {
+                    crate::images::remove_record(state, &id)?;
+                    Ok("record removed".to_owned())
+                });
+            } else {
+                c.report_only(format!("{label}: its config {id} is missing; {rmi}"));
+            }
+            continue;
+        }
+        let config = match crate::image::load_config(state, &id) {
+            Ok(config) => config,
+            Err(e) => {
+                c.report_only(format!("{label}: {e}; {rmi}"));
+                continue;
+            }
+        };
+        for (i, d) in config.rootfs.diff_ids.iter().enumerate() {
+            let holders = crate::blobs::snapshots(state, Some((&id, i)), d);
+            if has_blob(state, d, bad) || holders.can_make_blob() {
+                continue;
+            }
+            let what = format!(
+                "{label}: layer {d} has no blob in the store and no built snapshot to make one from, so it cannot be saved or pushed"
+            );
+            let dangling = names.is_empty();
+            let rmi = rmi.clone();
+            c.problem(what, || {
+                // kiln's tar of the unpacked layer may be the layer (a layer
+                // kiln wrote itself): then the blob is made again.
+                let made =
+                    crate::blobs::blob(state, d, kiln_oci::Compression::gzip(), None, &holders);
+                match made {
+                    Ok(_) => Ok("made again from its unpacked snapshot".to_owned()),
+                    Err(_) if dangling => {
+                        crate::images::remove_record(state, &id)?;
+                        Ok("the dangling image is removed".to_owned())
+                    }
+                    Err(_) => Err(Error::Other(format!(
+                        "no snapshot of it makes the layer again; {rmi}"
+                    ))),
+                }
             });
         }
     }
@@ -282,29 +373,28 @@ fn layer_records(c: &mut Checker<'_>, bad: &BTreeSet<Digest>) -> Result<(), Erro
         let list = match state.layer_blobs.list(&d) {
             Ok(l) => l,
             Err(e) => {
-                let path = state
-                    .root
-                    .join("layerblobs")
-                    .join(format!("{}.json", d.hex()));
+                let path = state.layer_blobs.path(&d);
                 c.problem(format!("layer record {d}: {e}"), || remove_file(&path));
                 continue;
             }
         };
         for (compression, desc) in list {
-            if bad.contains(&desc.digest) || !state.content.has(&desc.digest).unwrap_or(false) {
-                let blobs = state.layer_blobs.clone();
-                c.problem(
-                    format!(
-                        "layer record {d}: its {} blob {} is missing",
-                        compression.name(),
-                        desc.digest
-                    ),
-                    || {
-                        blobs.remove(&d, compression)?;
-                        Ok("record removed (the blob is made again when needed)".to_owned())
-                    },
-                );
+            // A corrupt blob is reported (and removed with its records) once.
+            if bad.contains(&desc.digest) || state.content.has(&desc.digest).unwrap_or(false) {
+                continue;
             }
+            let blobs = state.layer_blobs.clone();
+            c.problem(
+                format!(
+                    "layer record {d}: its {} blob {} is missing",
+                    compression.name(),
+                    desc.digest
+                ),
+                || {
+                    blobs.remove_blob(&d, &desc.digest)?;
+                    Ok("record removed".to_owned())
+                },
+            );
         }
     }
     Ok(())

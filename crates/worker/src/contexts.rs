@@ -58,14 +58,7 @@ pub fn import_oci_layout(
             kiln_oci::Error::from(e)
         ))
     })?;
-    for l in &img.layers {
-        let known = state.layer_blobs.list(&l.diff_id)?;
-        if !known.iter().any(|(c, _)| *c == l.compression) {
-            state
-                .layer_blobs
-                .add(&l.diff_id, l.compression, &l.descriptor)?;
-        }
-    }
+    crate::blobs::record_loaded(state, &img.layers)?;
     crate::images::record(state, &img.id)?;
     let config = load_config(state, &img.id)?;
     Ok(ResolvedImage {

@@ -443,7 +443,7 @@ fn forced_blob(
         return layer_blob(state, layer, clamp, compression);
     }
     let d = crate::image::diff_id(state, layer, clamp)?;
-    let blobs = state.layer_blobs.list(&d)?;
+    let blobs = crate::blobs::stored_blobs(state, &d)?;
     let (_, src) = blobs
         .iter()
         .find(|(c, _)| *c != compression)

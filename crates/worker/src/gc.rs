@@ -1,21 +1,28 @@
-//! Garbage collection of the state directory (`kiln prune`, `kiln du`):
-//! choose roots, mark what they reach, sweep the rest.
+//! Garbage collection of the state directory (`kiln prune`), and what
+//! `kiln du` reports: choose roots, mark what they reach, sweep the rest.
 //!
 //! Roots are the images that stay (named images always; dangling ones unless
 //! pruned) and the build cache entries that stay (all of them, unless
 //! `--all`). From an image: its configuration blob, the manifests its names
-//! record (and what they reference), every recorded blob of each of its
-//! diffIDs, the snapshot layers it was built from or unpacked into. From a
-//! cache entry: its snapshot layers, and the blobs recorded for their
-//! diffIDs. Everything else in `blobs/`, `layerblobs/`, `snapshots/` and
-//! `image-layers/` is swept, and cache entries whose layers are gone.
+//! record (and every blob they list), every recorded blob of each of its
+//! layers (diffIDs), the snapshots it was built from or unpacked into, and
+//! any built snapshot whose tar is one of its layers (a blob can be made
+//! again from it). From a cache entry: its snapshots, and the blobs recorded
+//! for their diffIDs. Everything else in `blobs/`, `layerblobs/`,
+//! `snapshots/` and `image-layers/` is swept, and cache entries whose layers
+//! are gone. So whatever an image that stays needs for an export, a save or
+//! a push stays too (see [`crate::blobs`]).
+//!
+//! The sweep removes what refers before what is referred to (image records,
+//! then their snapshot maps, cache entries, snapshots; a blob's records
+//! before the blob), so a prune killed at any point leaves no record that
+//! names something gone.
 //!
 //! The caller holds the store lock exclusively ([`crate::lock`]), so no build
 //! is using what is swept. The size-based policy (`--keep-storage`, and the
 //! automatic collection after builds) chooses fewer roots: cache entries,
-//! least recently used first, until what remains fits. [`Plan`] is
-//! computed first (which also serves `du` as a dry run), then [`sweep`]
-//! applies it.
+//! least recently used first, until what remains on disk fits. [`Plan`] is
+//! computed first, then [`sweep`] applies it. [`usage`] is `kiln du`.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -24,9 +31,10 @@ use kiln_llb::Digest;
 use kiln_snapshot::LayerId;
 
 use crate::Value;
+use crate::blobs::dir_size;
 use crate::error::Error;
 use crate::image::{LABEL_DIFF_ID, load_config};
-use crate::images::{dir_size, records, remove_record};
+use crate::images::{records, remove_record};
 use crate::state::State;
 
 /// What to prune.
@@ -48,23 +56,29 @@ pub struct Plan {
     pub images: Vec<Digest>,
     /// Cache entries to remove.
     pub cache_entries: Vec<kiln_solver::Key>,
+    /// Blobs to remove, with their sizes.
     pub blobs: Vec<(Digest, u64)>,
+    /// Snapshots to remove, with the bytes their files take.
     pub layers: Vec<(LayerId, u64)>,
+    /// Layers (diffIDs) no image or cache entry uses any more: their
+    /// records go.
+    pub layer_records: Vec<Digest>,
     /// Counts and sizes of what exists.
     pub total_images: usize,
     pub named_images: usize,
     pub total_cache_entries: usize,
+    /// Bytes on disk of the blobs and of the snapshots.
     pub blob_bytes: u64,
     pub layer_bytes: u64,
 }
 
 impl Plan {
-    /// Bytes the store holds after the sweep.
+    /// Bytes the store holds on disk after the sweep.
     pub fn remaining(&self) -> u64 {
         (self.blob_bytes + self.layer_bytes).saturating_sub(self.reclaimed())
     }
 
-    /// Bytes the sweep frees.
+    /// Bytes the sweep frees on disk.
     pub fn reclaimed(&self) -> u64 {
         self.blobs.iter().map(|(_, s)| s).sum::<u64>()
             + self.layers.iter().map(|(_, s)| s).sum::<u64>()
@@ -149,6 +163,31 @@ pub fn fit(state: &State, opts: PruneOptions, base: Plan, limit: u64) -> Result<
     Ok(p)
 }
 
+/// The snapshots an image-layers record names (empty when it has none).
+fn image_layer_ids(state: &State, id: &Digest) -> Vec<String> {
+    let path = state.root.join("image-layers").join(id.hex());
+    fs::read(&path)
+        .ok()
+        .and_then(|body| serde_json::from_slice::<serde_json::Value>(&body).ok())
+        .and_then(|v| {
+            v["layers"].as_array().map(|ls| {
+                ls.iter()
+                    .filter_map(|l| l.as_str().map(str::to_owned))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// The diffIDs a snapshot's labels say it holds: unpacked from, or whose
+/// tar it is (built).
+fn labelled_diff_ids(meta: &kiln_snapshot::LayerMeta) -> impl Iterator<Item = Digest> + '_ {
+    meta.labels
+        .iter()
+        .filter(|(k, _)| *k == LABEL_DIFF_ID || k.starts_with(crate::blobs::LABEL_TAR))
+        .filter_map(|(_, v)| v.parse::<Digest>().ok())
+}
+
 /// [`plan`], also dropping the cache entries in `drop`.
 fn plan_dropping(
     state: &State,
@@ -162,12 +201,8 @@ fn plan_dropping(
         (Some(_), None) => false,
     };
     // Images.
-    let named: BTreeSet<Digest> = state
-        .images
-        .list()?
-        .into_iter()
-        .map(|(_, r)| r.id)
-        .collect();
+    let names = state.images.list()?;
+    let named: BTreeSet<Digest> = names.iter().map(|(_, r)| r.id).collect();
     let recorded = records(state)?;
     let mut live_images: BTreeSet<Digest> = named.clone();
     for id in &recorded {
@@ -185,8 +220,9 @@ fn plan_dropping(
 
     let mut live_blobs: BTreeSet<Digest> = BTreeSet::new();
     let mut live_layers: BTreeSet<String> = BTreeSet::new();
+    // The layers live images are made of.
     let mut live_diff_ids: BTreeSet<Digest> = BTreeSet::new();
-    for (_, r) in state.images.list()? {
+    for (_, r) in &names {
         if let Some(m) = r.manifest {
             live_blobs.insert(m);
             if let Ok(bytes) = state.content.read(&m)
@@ -202,13 +238,7 @@ fn plan_dropping(
         if let Ok(c) = load_config(state, id) {
             live_diff_ids.extend(c.rootfs.diff_ids.iter().copied());
         }
-        let path = state.root.join("image-layers").join(id.hex());
-        if let Ok(body) = fs::read(&path)
-            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
-            && let Some(ls) = v["layers"].as_array()
-        {
-            live_layers.extend(ls.iter().filter_map(|l| l.as_str().map(str::to_owned)));
-        }
+        live_layers.extend(image_layer_ids(state, id));
     }
     // Cache entries.
     let keys = state
@@ -242,38 +272,34 @@ fn plan_dropping(
             live_layers.extend(layers);
         }
     }
-    // Layers: the live ones, and unpacked layers of live diffIDs.
-    let all_layers = state.layers.list()?;
-    for l in &all_layers {
+    // Snapshots: the live ones, and those that hold a layer of a live image
+    // (unpacked from it, or built: a blob of it can be made again).
+    let mut blob_diff_ids = live_diff_ids.clone();
+    for l in &state.layers.list()? {
         let Ok(layer) = state.layers.get(l) else {
             continue;
         };
         let size = dir_size(&layer.diff);
         plan.layer_bytes += size;
-        let unpacked_live = layer
-            .meta
-            .labels
-            .get(LABEL_DIFF_ID)
-            .and_then(|d| d.parse::<Digest>().ok())
-            .is_some_and(|d| live_diff_ids.contains(&d));
-        if live_layers.contains(l.as_str()) || unpacked_live {
-            // Built layers keep the blobs made of their tars.
-            for (k, v) in &layer.meta.labels {
-                if k.starts_with("kiln.tar.diff_id")
-                    && let Ok(d) = v.parse::<Digest>()
-                {
-                    live_diff_ids.insert(d);
-                }
-            }
+        let holds_live = labelled_diff_ids(&layer.meta).any(|d| live_diff_ids.contains(&d));
+        if live_layers.contains(l.as_str()) || holds_live {
+            // Cached layers keep the blobs made of their tars.
+            blob_diff_ids.extend(labelled_diff_ids(&layer.meta));
         } else {
             plan.layers.push((l.clone(), size));
         }
     }
-    for d in &live_diff_ids {
+    for d in &blob_diff_ids {
         for (_, desc) in state.layer_blobs.list(d)? {
             live_blobs.insert(desc.digest);
         }
     }
+    plan.layer_records = state
+        .layer_blobs
+        .diff_ids()?
+        .into_iter()
+        .filter(|d| !blob_diff_ids.contains(d))
+        .collect();
     // Blobs.
     for d in state.content.digests()? {
         let size = state.content.size(&d).unwrap_or(0);
@@ -285,10 +311,36 @@ fn plan_dropping(
     Ok(plan)
 }
 
-/// Applies a plan (with the store lock held exclusively).
+/// Applies a plan (with the store lock held exclusively). What refers goes
+/// before what it refers to, so a sweep that dies halfway leaves nothing
+/// that names what is gone.
 pub fn sweep(state: &State, plan: &Plan) -> Result<(), Error> {
     for id in &plan.images {
         remove_record(state, id)?;
+    }
+    // image-layers records of images that are gone, or whose snapshots go.
+    let keep = {
+        let mut k: BTreeSet<Digest> = records(state)?;
+        k.extend(state.images.list()?.into_iter().map(|(_, r)| r.id));
+        k
+    };
+    let doomed: BTreeSet<&str> = plan.layers.iter().map(|(l, _)| l.as_str()).collect();
+    if let Ok(rd) = fs::read_dir(state.root.join("image-layers")) {
+        for e in rd.flatten() {
+            let id = e
+                .file_name()
+                .to_str()
+                .and_then(|h| format!("sha256:{h}").parse::<Digest>().ok());
+            if let Some(id) = id
+                && (!keep.contains(&id)
+                    || state.image_layers(&id).is_none()
+                    || image_layer_ids(state, &id)
+                        .iter()
+                        .any(|l| doomed.contains(l.as_str())))
+            {
+                let _ = fs::remove_file(e.path());
+            }
+        }
     }
     for key in &plan.cache_entries {
         state
@@ -302,47 +354,122 @@ pub fn sweep(state: &State, plan: &Plan) -> Result<(), Error> {
     for (l, _) in &plan.layers {
         state.layers.remove(l)?;
     }
-    let gone: BTreeSet<Digest> = plan.blobs.iter().map(|(d, _)| *d).collect();
+    // A blob's records go before the blob.
+    let records = crate::blobs::blob_records(state)?;
     for (d, _) in &plan.blobs {
-        state.content.remove(d)?;
+        crate::blobs::remove_blob(state, d, &records)?;
     }
-    // Records of blobs that are gone.
-    let dir = state.root.join("layerblobs");
-    if let Ok(rd) = fs::read_dir(&dir) {
-        for e in rd.flatten() {
-            let name = e.file_name();
-            let Some(diff_id) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".json"))
-                .and_then(|h| format!("sha256:{h}").parse::<Digest>().ok())
-            else {
-                continue;
-            };
-            for (c, desc) in state.layer_blobs.list(&diff_id)? {
-                if gone.contains(&desc.digest) {
-                    state.layer_blobs.remove(&diff_id, c)?;
-                }
-            }
-        }
-    }
-    // image-layers records of images that are gone, or whose layers are.
-    let keep = {
-        let mut k: BTreeSet<Digest> = records(state)?;
-        k.extend(state.images.list()?.into_iter().map(|(_, r)| r.id));
-        k
-    };
-    if let Ok(rd) = fs::read_dir(state.root.join("image-layers")) {
-        for e in rd.flatten() {
-            let id = e
-                .file_name()
-                .to_str()
-                .and_then(|h| format!("sha256:{h}").parse::<Digest>().ok());
-            if let Some(id) = id
-                && (!keep.contains(&id) || state.image_layers(&id).is_none())
-            {
-                let _ = fs::remove_file(e.path());
-            }
-        }
+    for d in &plan.layer_records {
+        state.layer_blobs.forget(d)?;
     }
     Ok(())
+}
+
+/// One image as `kiln du -v` shows it.
+#[derive(Debug, Clone)]
+pub struct ImageUsage {
+    pub id: Digest,
+    /// Its names; empty when dangling.
+    pub names: Vec<String>,
+    /// Its size, as `kiln images` shows it.
+    pub size: u64,
+    /// The part of it that other images share (layers they have too).
+    pub shared: u64,
+}
+
+/// What `kiln du` reports. Sizes are unpacked sizes (see [`crate::blobs`]),
+/// and each layer is counted in one row: the images' layers once each, the
+/// snapshots only the build cache has, and those nothing has.
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    pub images: Vec<ImageUsage>,
+    pub named_images: usize,
+    /// Every layer of an image in the store, once.
+    pub images_size: u64,
+    /// The layers only dangling images have (what `kiln prune` frees of the
+    /// images).
+    pub images_reclaimable: u64,
+    pub cache_entries: usize,
+    /// The snapshots cache entries hold that no image has a layer of
+    /// (`kiln prune --all` frees it).
+    pub cache_size: u64,
+    /// The snapshots nothing holds any more (a removed image's layers):
+    /// `kiln prune` frees it.
+    pub unused_size: u64,
+}
+
+/// `kiln du`'s numbers.
+pub fn usage(state: &State) -> Result<Usage, Error> {
+    let list = crate::images::list(state)?;
+    let keys = state
+        .cache
+        .keys()
+        .map_err(|e| Error::Other(e.to_string()))?;
+    let mut out = Usage {
+        named_images: list.iter().filter(|i| !i.names.is_empty()).count(),
+        cache_entries: keys.len(),
+        ..Usage::default()
+    };
+    let mut cached: BTreeSet<String> = BTreeSet::new();
+    for key in keys {
+        if let Ok(bytes) = fs::read(state.cache.path_of(&key))
+            && let Ok(Value::Fs { layers }) = serde_json::from_slice::<Value>(&bytes)
+        {
+            cached.extend(layers);
+        }
+    }
+    // diffID → its size and the images that have it (named or not).
+    let mut layers: std::collections::BTreeMap<Digest, (u64, BTreeSet<Digest>, bool)> =
+        std::collections::BTreeMap::new();
+    let mut mapped: BTreeSet<String> = BTreeSet::new();
+    let mut per_image = Vec::with_capacity(list.len());
+    for img in &list {
+        let sizes = crate::blobs::layer_sizes(state, &img.id, &img.config);
+        for (d, s) in img.config.rootfs.diff_ids.iter().zip(&sizes) {
+            let e = layers.entry(*d).or_insert((*s, BTreeSet::new(), false));
+            e.1.insert(img.id);
+            e.2 |= !img.names.is_empty();
+        }
+        mapped.extend(image_layer_ids(state, &img.id));
+        per_image.push((img, sizes));
+    }
+    for (img, sizes) in per_image {
+        let shared = img
+            .config
+            .rootfs
+            .diff_ids
+            .iter()
+            .zip(&sizes)
+            .filter(|(d, _)| layers.get(*d).is_some_and(|(_, users, _)| users.len() > 1))
+            .map(|(_, s)| s)
+            .sum();
+        out.images.push(ImageUsage {
+            id: img.id,
+            names: img.names.clone(),
+            size: sizes.iter().sum(),
+            shared,
+        });
+    }
+    for (size, _, named) in layers.values() {
+        out.images_size += size;
+        if !named {
+            out.images_reclaimable += size;
+        }
+    }
+    for l in &state.layers.list()? {
+        let Ok(layer) = state.layers.get(l) else {
+            continue;
+        };
+        let an_image_layer = mapped.contains(l.as_str())
+            || labelled_diff_ids(&layer.meta).any(|d| layers.contains_key(&d));
+        if an_image_layer {
+            continue;
+        }
+        if cached.contains(l.as_str()) {
+            out.cache_size += dir_size(&layer.diff);
+        } else {
+            out.unused_size += dir_size(&layer.diff);
+        }
+    }
+    Ok(out)
 }

@@ -55,8 +55,8 @@ pub fn built_layer_meta() -> LayerMeta {
 /// `@<epoch>` for a clamped tar).
 fn tar_label(clamp: Option<i64>) -> String {
     match clamp {
-        None => "kiln.tar.diff_id".to_owned(),
-        Some(e) => format!("kiln.tar.diff_id@{e}"),
+        None => crate::blobs::LABEL_TAR.to_owned(),
+        Some(e) => format!("{}@{e}", crate::blobs::LABEL_TAR),
     }
 }
 
@@ -400,7 +400,7 @@ pub(crate) fn unpacked_layer(state: &State, diff_id: &Digest) -> Result<LayerId,
     if let Some(id) = state.layers.find_by_label(LABEL_DIFF_ID, &key)? {
         return Ok(id);
     }
-    let blobs = state.layer_blobs.list(diff_id)?;
+    let blobs = crate::blobs::stored_blobs(state, diff_id)?;
     let (_, desc) = blobs.first().ok_or_else(|| {
         Error::Other(format!(
             "layer {diff_id}: no blob in the content store to unpack it from"
@@ -411,7 +411,7 @@ pub(crate) fn unpacked_layer(state: &State, diff_id: &Digest) -> Result<LayerId,
         what: format!("decompressing layer blob {}", desc.digest),
         source: e,
     })?;
-    let mut hashing = kiln_oci::HashingReader::new(tar);
+    let mut hashing = kiln_oci::UnpackedSize::new(kiln_oci::HashingReader::new(tar));
     let draft = state.layers.create()?;
     kiln_snapshot::unpack_layer(&mut hashing, draft.diff_dir())?;
     // Drain what the tar reader left (padding after the end-of-archive).
@@ -419,7 +419,8 @@ pub(crate) fn unpacked_layer(state: &State, diff_id: &Digest) -> Result<LayerId,
         what: format!("reading layer blob {}", desc.digest),
         source: e,
     })?;
-    let (actual, size, _) = hashing.finish();
+    let size = hashing.size();
+    let (actual, _, _) = hashing.into_inner().finish();
     if actual != *diff_id {
         return Err(Error::Other(format!(
             "layer blob {} does not match its diffID: expected {diff_id}, got {actual}",
@@ -428,8 +429,9 @@ pub(crate) fn unpacked_layer(state: &State, diff_id: &Digest) -> Result<LayerId,
     }
     let mut meta = LayerMeta::default();
     meta.labels.insert(LABEL_DIFF_ID.to_owned(), key);
-    meta.size = Some(size);
-    Ok(draft.commit(meta)?.id)
+    let id = draft.commit(meta)?.id;
+    state.layer_blobs.set_size(diff_id, size)?;
+    Ok(id)
 }
 
 /// diffIDs being computed in this process, one cell per layer and clamp,
@@ -507,37 +509,9 @@ fn compute_diff_id(state: &State, layer: &LayerId, clamp: Option<i64>) -> Result
     Ok(d)
 }
 
-/// The mtime clamp with which built layer `layer` has the diffID `want`
-/// (`None` for unclamped and for unpacked layers); an error when no known
-/// tar of the layer has that diffID.
-pub fn clamp_of(state: &State, layer: &LayerId, want: &Digest) -> Result<Option<i64>, Error> {
-    let l = state.layers.get(layer)?;
-    if l.meta.labels.contains_key(LABEL_DIFF_ID) {
-        return Ok(None);
-    }
-    let want = want.to_string();
-    for (k, v) in &l.meta.labels {
-        if *v != want {
-            continue;
-        }
-        if k == "kiln.tar.diff_id" {
-            return Ok(None);
-        }
-        if let Some(e) = k.strip_prefix("kiln.tar.diff_id@")
-            && let Ok(e) = e.parse()
-        {
-            return Ok(Some(e));
-        }
-    }
-    Err(Error::Other(format!(
-        "layer {}: no tar of it has diffID {want}",
-        layer.as_str()
-    )))
-}
-
-/// The blob of `layer` for an export with `compression`: unpacked layers keep
-/// the blob they came from; built layers are compressed once per
-/// (diffID, compression) and reused.
+/// The blob of `layer` for an export with `compression`: unpacked layers
+/// keep the blob they came from; built layers are compressed once per
+/// (diffID, compression) and reused (see [`crate::blobs::blob`]).
 pub fn layer_blob(
     state: &State,
     layer: &LayerId,
@@ -546,42 +520,16 @@ pub fn layer_blob(
 ) -> Result<Descriptor, Error> {
     let l = state.layers.get(layer)?;
     let d = diff_id(state, layer, clamp)?;
-    if l.meta.labels.contains_key(LABEL_DIFF_ID) {
-        let blobs = state.layer_blobs.list(&d)?;
-        if let Some((_, desc)) = blobs
-            .iter()
-            .find(|(c, _)| *c == compression)
-            .or_else(|| blobs.first())
-        {
-            return Ok(desc.clone());
-        }
-    }
-    let diff = l.diff.clone();
-    // The tar is generated on a thread and streamed through a pipe into the
-    // compressor; if generating it fails, that error (not the truncated
-    // stream's) is the one to report.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let r = state
-        .layer_blobs
-        .get_or_compress(&state.content, &d, compression, move || {
-            let (reader, mut writer) = io::pipe()?;
-            std::thread::spawn(move || {
-                let r = kiln_snapshot::write_layer_tar(
-                    &diff,
-                    &mut writer,
-                    &TarOptions { mtime_clamp: clamp },
-                );
-                let _ = tx.send(r.err());
-            });
-            Ok(reader)
-        });
-    match r {
-        Ok(desc) => Ok(desc),
-        Err(e) => match rx.recv_timeout(std::time::Duration::from_secs(5)) {
-            Ok(Some(tar_error)) => Err(tar_error.into()),
-            _ => Err(e.into()),
-        },
-    }
+    let snapshot = if l.meta.labels.contains_key(LABEL_DIFF_ID) {
+        crate::blobs::Snapshot::Unpacked(layer.clone())
+    } else {
+        crate::blobs::Snapshot::Built(layer.clone(), clamp)
+    };
+    let holders = crate::blobs::Holders {
+        own: Some(snapshot),
+        others: Vec::new(),
+    };
+    crate::blobs::blob(state, &d, compression, None, &holders)
 }
 
 /// What the result of a build is committed with.
@@ -628,8 +576,15 @@ pub fn commit(state: &State, req: &CommitRequest<'_>) -> Result<Committed, Error
     config.config = runtime_config(req.config);
     let mut layer_times = Vec::with_capacity(req.layers.len());
     for l in req.layers {
-        config.rootfs.diff_ids.push(diff_id(state, l, req.clamp)?);
-        layer_times.push(state.layers.get(l)?.meta.labels.get(LABEL_CREATED).cloned());
+        let d = diff_id(state, l, req.clamp)?;
+        let layer = state.layers.get(l)?;
+        // The layer's size, recorded once per diffID (see crate::blobs).
+        if state.layer_blobs.size(&d)?.is_none() {
+            let size = crate::blobs::dir_size(&layer.diff);
+            state.layer_blobs.set_size(&d, size)?;
+        }
+        config.rootfs.diff_ids.push(d);
+        layer_times.push(layer.meta.labels.get(LABEL_CREATED).cloned());
     }
     if let Some(inline) = req.inline_cache {
         config.inline_cache = Some(inline.config(&config.rootfs.diff_ids)?);
@@ -740,9 +695,15 @@ impl std::fmt::Debug for ImportRequest<'_> {
 /// for it; returns the image ID.
 pub fn import(state: &State, req: ImportRequest<'_>) -> Result<Digest, Error> {
     let blob = kiln_oci::ingest_layer(&state.content, req.tar, Compression::gzip())?;
+    state.layer_blobs.add(
+        &state.content,
+        &blob.diff_id,
+        Compression::gzip(),
+        &blob.descriptor,
+    )?;
     state
         .layer_blobs
-        .add(&blob.diff_id, Compression::gzip(), &blob.descriptor)?;
+        .set_size(&blob.diff_id, blob.unpacked_size)?;
     let created =
         kiln_oci::rfc3339(req.created.0, req.created.1).map_err(|e| Error::Other(e.to_string()))?;
     let mut config = ImageConfigFile::new(&req.platform);

@@ -18,7 +18,7 @@ use kiln_llb::Digest;
 use kiln_oci::{ImageConfigFile, ImageRef};
 
 use crate::error::Error;
-use crate::image::{LABEL_DIFF_ID, load_config};
+use crate::image::load_config;
 use crate::state::{State, write_atomic};
 
 /// The directory of image records.
@@ -90,7 +90,7 @@ pub struct ImageSummary {
     /// Manifest digests known for it (loaded or pulled images).
     pub manifests: Vec<Digest>,
     pub config: ImageConfigFile,
-    /// Size of its layers, uncompressed where known (see [`image_size`]).
+    /// The unpacked size of its layers (see [`image_size`]).
     pub size: u64,
 }
 
@@ -133,61 +133,16 @@ pub fn list(state: &State) -> Result<Vec<ImageSummary>, Error> {
     Ok(out)
 }
 
-/// Size of an image as `docker images` shows it: the sum of its layers'
-/// sizes ([`layer_sizes`]).
+/// Size of an image as `docker images` shows it: the unpacked size of its
+/// layers (see [`crate::blobs`]), the same before and after they are
+/// unpacked.
 pub fn image_size(state: &State, id: &Digest, config: &ImageConfigFile) -> u64 {
     layer_sizes(state, id, config).iter().sum()
 }
 
-/// The size of each layer of an image, uncompressed where known: an unpacked
-/// layer knows its tar size; a built layer counts the bytes of its files; a
-/// layer never unpacked counts its blob.
+/// The unpacked size of each layer of an image, bottom first.
 pub fn layer_sizes(state: &State, id: &Digest, config: &ImageConfigFile) -> Vec<u64> {
-    let built = state.image_layers(id).unwrap_or_default();
-    let mut out = Vec::with_capacity(config.rootfs.diff_ids.len());
-    for (i, diff_id) in config.rootfs.diff_ids.iter().enumerate() {
-        let key = diff_id.to_string();
-        if let Ok(Some(l)) = state.layers.find_by_label(LABEL_DIFF_ID, &key)
-            && let Ok(layer) = state.layers.get(&l)
-            && let Some(s) = layer.meta.size
-        {
-            out.push(s);
-            continue;
-        }
-        if let Some(l) = built.get(i)
-            && let Ok(layer) = state.layers.get(l)
-        {
-            out.push(layer.meta.size.unwrap_or_else(|| dir_size(&layer.diff)));
-            continue;
-        }
-        let blob = state
-            .layer_blobs
-            .list(diff_id)
-            .ok()
-            .and_then(|b| b.first().map(|(_, d)| d.size));
-        out.push(blob.unwrap_or(0));
-    }
-    out
-}
-
-/// Bytes of the regular files under `dir` (hard links counted once per name).
-pub fn dir_size(dir: &std::path::Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let Ok(m) = e.path().symlink_metadata() else {
-                continue;
-            };
-            if m.is_dir() {
-                stack.push(e.path());
-            } else if m.is_file() {
-                total += m.len();
-            }
-        }
-    }
-    total
+    crate::blobs::layer_sizes(state, id, config)
 }
 
 /// What a user's reference names: an image name (already normalised by the

@@ -33,6 +33,7 @@
 //! through [`BuildRequest`].
 
 pub mod archive;
+pub mod blobs;
 pub mod build;
 pub mod cache_exchange;
 pub mod check;

@@ -27,7 +27,7 @@ use kiln_registry::{Client, PushedBlob};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::image::{self, LABEL_DIFF_ID};
+use crate::image;
 use crate::images::human_size;
 use crate::state::{State, write_atomic};
 
@@ -123,8 +123,12 @@ pub fn pull(
             ),
         ));
     }
-    let mut wanted = Vec::new();
-    let mut records = Vec::new();
+    // Every layer blob the manifest lists is fetched when the store lacks
+    // it, even when the layer is there in another blob or unpacked: a name
+    // pushes and saves its own manifest, and every blob it needs must be
+    // kept (issue 21). Each blob is checked to unpack to its diffID, which
+    // also gives the layer's size.
+    let mut layers = Vec::new();
     for (desc, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
         let compression = layer_compression(&desc.media_type).ok_or_else(|| {
             err(
@@ -135,29 +139,37 @@ pub fn pull(
                 ),
             )
         })?;
-        let unpacked = state
-            .layers
-            .find_by_label(LABEL_DIFF_ID, &diff_id.to_string())?
-            .is_some();
-        if !unpacked && !state.content.has(&desc.digest)? {
-            wanted.push(desc.clone());
-        }
-        records.push((diff_id, compression, desc));
+        layers.push((desc.clone(), *diff_id, compression));
     }
-    parallel(&wanted, |desc| {
+    parallel(&layers, |(desc, diff_id, _)| {
         let started = std::time::Instant::now();
+        let fetched = !state.content.has(&desc.digest)?;
         fetch(state, client, &reference, desc, &downloaded)?;
-        log(&format!(
-            "{} {} done",
-            desc.digest,
-            transfer(desc.size, started.elapsed())
-        ));
+        let recorded = state
+            .layer_blobs
+            .list(diff_id)?
+            .iter()
+            .any(|(_, d)| d.digest == desc.digest);
+        if fetched || !recorded || state.layer_blobs.size(diff_id)?.is_none() {
+            let size = kiln_oci::verify_blob(&state.content, &desc.digest, diff_id)
+                .map_err(|e| err(&reference, e))?;
+            state.layer_blobs.set_size(diff_id, size)?;
+        }
+        if fetched {
+            log(&format!(
+                "{} {} done",
+                desc.digest,
+                transfer(desc.size, started.elapsed())
+            ));
+        }
         Ok(())
     })?;
     // Recorded once the blobs are in the store: a pull killed halfway leaves
     // no record that points at nothing.
-    for (diff_id, compression, desc) in records {
-        state.layer_blobs.add(diff_id, compression, desc)?;
+    for (desc, diff_id, compression) in &layers {
+        state
+            .layer_blobs
+            .add(&state.content, diff_id, *compression, desc)?;
     }
     let repo = repository(&reference);
     let mut blobs: Vec<Digest> = manifest.layers.iter().map(|l| l.digest).collect();
@@ -298,8 +310,9 @@ fn mount_source(state: &State, d: &Digest, repo: &Reference) -> Option<String> {
 }
 
 /// The manifest to push for the stored image `r`: the one it was pulled or
-/// loaded with when all its blobs are here, else one made from its layers
-/// with `compression` and media types `types`.
+/// loaded with when all its blobs are here, else one made from its layer
+/// blobs (see [`crate::blobs::blob`]; built layers with `compression`) with
+/// media types `types`.
 pub fn manifest_for(
     state: &State,
     r: &ImageRef,
@@ -311,7 +324,7 @@ pub fn manifest_for(
         && let Ok(parsed) = serde_json::from_slice::<Manifest>(&bytes)
         && parsed.config.digest == r.id
     {
-        let mut complete = true;
+        let mut complete = state.content.has(&parsed.config.digest)?;
         for l in &parsed.layers {
             complete &= state.content.has(&l.digest)?;
         }
@@ -332,17 +345,7 @@ pub fn manifest_for(
         }
     }
     let config = image::load_config(state, &r.id)?;
-    let layers = state.image_layers(&r.id).ok_or_else(|| {
-        Error::Other(format!(
-            "image {}: neither its layers nor a complete manifest are in the store",
-            r.id
-        ))
-    })?;
-    let mut descs = Vec::with_capacity(layers.len());
-    for (l, want) in layers.iter().zip(&config.rootfs.diff_ids) {
-        let clamp = image::clamp_of(state, l, want)?;
-        descs.push(image::layer_blob(state, l, clamp, compression)?);
-    }
+    let descs = crate::blobs::image_blobs(state, &r.id, &config, None, compression)?;
     let written = kiln_oci::write_image(&state.content, &config, &descs, types)?;
     if written.config.digest != r.id {
         return Err(Error::Other(format!(
