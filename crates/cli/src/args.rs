@@ -62,6 +62,9 @@ pub enum Command {
     Pull(PullArgs),
     /// Upload an image to a registry (like `docker push`).
     Push(PushArgs),
+    /// Make an index from images in a registry, or show one (like `docker
+    /// buildx imagetools create|inspect`).
+    Imagetools(crate::imagetools::ImagetoolsArgs),
     /// Log in to a registry (writes Docker's config.json or its credential helper).
     Login(LoginArgs),
     /// Log out from a registry.

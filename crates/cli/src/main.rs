@@ -29,6 +29,7 @@ mod completion;
 mod gotemplate;
 mod grants;
 mod images;
+mod imagetools;
 mod load;
 mod metadata;
 mod options;
@@ -190,6 +191,7 @@ fn main() -> ExitCode {
         Command::Import(args) => build::import(root, &args),
         Command::Pull(args) => registry::pull(&globals, &args),
         Command::Push(args) => registry::push(&globals, &args),
+        Command::Imagetools(args) => imagetools::run(&globals, &args),
         Command::Login(args) => registry::login(&globals, &args),
         Command::Logout(args) => registry::logout(&globals, &args),
         Command::Images(args) => images::images(root, &args),
@@ -226,6 +228,7 @@ fn needs_namespace(c: &Command) -> bool {
         Command::Plan(_)
             | Command::Login(_)
             | Command::Logout(_)
+            | Command::Imagetools(_)
             | Command::Build(_)
             | Command::Completion(_)
             | Command::Man(_)

@@ -28,6 +28,14 @@
 //!   `$BASE_TAR` (the busybox rootfs tar) set (edit files, call skopeo, …);
 //! * `registry [auth]` — starts Debian's `docker-registry` on a loopback port
 //!   and sets `$REGISTRY` (`auth`: basic auth over TLS, see `Case::registry`);
+//! * `proxy` — starts testkit's `FaultProxy` (an HTTP proxy that counts
+//!   requests) in front of the last registry started and sets `$PROXY` to
+//!   its `host:port`;
+//! * `proxy-log FILE` — writes the requests the proxy forwarded since the
+//!   last `proxy-log` to FILE, one `METHOD path` a line;
+//! * `proxy-fault refuse-mount N` — the next N cross-repository mount
+//!   requests reach the registry without their `mount` query, so it opens
+//!   an upload session, as a registry that refuses mounts does;
 //! * `serve DIR [VAR]` — serves the files of DIR over HTTP on a loopback
 //!   port (`build-tools/serve.py`: extra response headers from `NAME.headers`
 //!   files, git's dumb HTTP protocol) and sets `$VAR` (default `$HTTP`) to
@@ -341,6 +349,9 @@ struct Case {
     /// Registries the script started (`registry`), kept running until the
     /// case ends.
     registries: Vec<kiln_testkit::registry::Registry>,
+    /// Proxies the script started (`proxy`), and how many of their requests
+    /// `proxy-log` has written.
+    proxies: Vec<(kiln_testkit::registry::FaultProxy, usize)>,
     /// HTTP servers the script started (`serve`), killed when the case ends.
     servers: Vec<Server>,
     /// A BuildKit-suite case (`testdata/buildkit-suite`): `build` records
@@ -450,6 +461,7 @@ impl Case {
             transcript: String::new(),
             last_stderr: String::new(),
             registries: Vec::new(),
+            proxies: Vec::new(),
             servers: Vec::new(),
             suite: dir.starts_with(testdata().join("buildkit-suite")),
             logs: String::new(),
@@ -564,6 +576,9 @@ impl Case {
         let mut s = s.to_owned();
         for r in &self.registries {
             s = s.replace(&r.addr(), "$REGISTRY");
+        }
+        for (p, _) in &self.proxies {
+            s = s.replace(&p.addr(), "$PROXY");
         }
         for srv in &self.servers {
             s = s.replace(&srv.1, &format!("${}", srv.2));
@@ -781,6 +796,53 @@ impl Case {
         self.registries.push(r);
     }
 
+    /// `proxy`: a counting proxy in front of the last registry.
+    fn proxy(&mut self) {
+        let r = self
+            .registries
+            .last()
+            .unwrap_or_else(|| panic!("{}: proxy before registry", self.dir.display()));
+        let p = kiln_testkit::registry::FaultProxy::start(&r.addr(), false)
+            .unwrap_or_else(|e| panic!("starting the proxy: {e}"));
+        self.vars.push(("PROXY".to_owned(), p.addr()));
+        self.proxies.push((p, 0));
+    }
+
+    /// `proxy-log FILE`: the requests since the last one, into FILE.
+    fn proxy_log(&mut self, args: &[String]) {
+        let [file] = args else {
+            panic!("{}: usage: proxy-log FILE", self.dir.display());
+        };
+        let (p, seen) = self
+            .proxies
+            .last_mut()
+            .unwrap_or_else(|| panic!("proxy-log before proxy"));
+        let all = p.requests();
+        let text: String = all[*seen..].iter().map(|r| format!("{r}\n")).collect();
+        *seen = all.len();
+        fs::write(file, text).unwrap();
+    }
+
+    /// `proxy-fault refuse-mount N`.
+    fn proxy_fault(&mut self, args: &[String]) {
+        let [kind, n] = args else {
+            panic!("{}: usage: proxy-fault refuse-mount N", self.dir.display());
+        };
+        assert_eq!(
+            kind,
+            "refuse-mount",
+            "{}: unknown proxy fault",
+            self.dir.display()
+        );
+        let (p, _) = self.proxies.last().expect("proxy-fault before proxy");
+        p.inject(
+            "POST",
+            "mount=",
+            kiln_testkit::registry::Fault::RefuseMount,
+            n.parse().unwrap(),
+        );
+    }
+
     /// `serve DIR [VAR]`: serves the files of DIR (relative to the context)
     /// over HTTP on a loopback port (`build-tools/serve.py`: a file's
     /// `NAME.headers` sidecar holds extra response headers) and sets `$VAR`
@@ -882,6 +944,9 @@ impl Case {
                 Some("serve") => self.serve(&words[1..]),
                 Some("let") => self.let_var(line.trim_start_matches("let").trim_start()),
                 Some("machine") => self.machine(&words[1..]),
+                Some("proxy") => self.proxy(),
+                Some("proxy-log") => self.proxy_log(&words[1..]),
+                Some("proxy-fault") => self.proxy_fault(&words[1..]),
                 other => panic!("{}: unknown script command {other:?}", self.dir.display()),
             }
             if let Some((user, state)) = saved {

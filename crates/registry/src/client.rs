@@ -853,6 +853,119 @@ impl Client {
         })
     }
 
+    /// The manifest or index `reference` (a tag or a digest) of repository
+    /// `repo` (whose own tag or digest is ignored), verified against its
+    /// digest when fetched by digest.
+    pub fn get_manifest_in(
+        &self,
+        repo: &Reference,
+        reference: &str,
+    ) -> Result<FetchedManifest, RegistryError> {
+        self.fetch_manifest(repo, reference)
+    }
+
+    /// A small blob (an image config) of `repo`, read into memory and
+    /// verified against its digest and size; never written to a store.
+    pub fn get_blob_bytes(
+        &self,
+        repo: &Reference,
+        desc: &Descriptor,
+        limit: u64,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let host = registry_host(repo.domain());
+        if desc.size > limit {
+            return Err(RegistryError::Protocol {
+                host,
+                detail: format!(
+                    "blob {} of {} is {} bytes, more than the {limit} read into memory",
+                    desc.digest,
+                    repo.path(),
+                    desc.size
+                ),
+            });
+        }
+        let t = Target {
+            host: &host,
+            repo: repo.path(),
+        };
+        let scope = format!("repository:{}:pull", repo.path());
+        let path = format!("/v2/{}/blobs/{}", repo.path(), desc.digest);
+        let mut resp = self.send(&t, &scope, "GET", &path, &[], Body::Empty, true)?;
+        if resp.status().as_u16() != 200 {
+            return Err(self.status_error(
+                &t,
+                "GET",
+                &path,
+                &format!("blob {}", desc.digest),
+                resp,
+            ));
+        }
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(limit.saturating_add(1))
+            .read_to_vec()
+            .map_err(|e| self.transport_error(&host, &e))?;
+        let actual = sha256(&bytes);
+        if actual != desc.digest || bytes.len() as u64 != desc.size {
+            return Err(RegistryError::DigestMismatch {
+                host: host.clone(),
+                repository: repo.path().to_owned(),
+                what: format!("blob {}", desc.digest),
+                expected: format!("{} ({} bytes)", desc.digest, desc.size),
+                actual: format!("{actual} ({} bytes)", bytes.len()),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Blob `desc` of `repo` as a stream (not verified here: the reader's
+    /// consumer checks it, as a registry does on upload).
+    pub fn open_blob(
+        &self,
+        repo: &Reference,
+        desc: &Descriptor,
+    ) -> Result<Box<dyn Read + Send>, RegistryError> {
+        let host = registry_host(repo.domain());
+        let t = Target {
+            host: &host,
+            repo: repo.path(),
+        };
+        let scope = format!("repository:{}:pull", repo.path());
+        let path = format!("/v2/{}/blobs/{}", repo.path(), desc.digest);
+        let resp = self.send(&t, &scope, "GET", &path, &[], Body::Empty, true)?;
+        if resp.status().as_u16() != 200 {
+            return Err(self.status_error(
+                &t,
+                "GET",
+                &path,
+                &format!("blob {}", desc.digest),
+                resp,
+            ));
+        }
+        Ok(Box::new(resp.into_body().into_reader()))
+    }
+
+    /// Copies blob `desc` from repository `from` to repository `to` without
+    /// the local store: nothing when `to` has it; a cross-repository mount
+    /// when both are on one registry and it agrees; otherwise (another
+    /// registry, or a registry that answers the mount with an upload
+    /// session) the bytes stream from `from` straight into the upload,
+    /// which the registry checks against the digest.
+    pub fn copy_blob(
+        &self,
+        from: &Reference,
+        to: &Reference,
+        desc: &Descriptor,
+    ) -> Result<PushedBlob, RegistryError> {
+        let same_registry = registry_host(from.domain()) == registry_host(to.domain());
+        let mount_from = same_registry.then(|| from.path().to_owned());
+        let open = || -> io::Result<Box<dyn Read + Send>> {
+            self.open_blob(from, desc).map_err(io::Error::other)
+        };
+        self.push_blob(to, desc, mount_from.as_deref(), &open)
+    }
+
     /// The size of blob `digest` in `repo`'s repository, if it is there.
     pub fn head_blob(
         &self,

@@ -230,6 +230,10 @@ pub enum Fault {
     /// (another host name), which serves it and records whether an
     /// `Authorization` header came along.
     Redirect,
+    /// Forward a cross-repository mount (`POST …/blobs/uploads/?mount=…`)
+    /// without its query, so the registry opens an upload session instead
+    /// (`202`), as a registry that refuses the mount does.
+    RefuseMount,
 }
 
 #[derive(Debug)]
@@ -579,6 +583,11 @@ fn serve(
             return respond(&mut w, 307, &[("Location", location)], b"");
         }
         _ => {}
+    }
+    if fault == Some(Fault::RefuseMount)
+        && let Some((p, _)) = path.split_once('?')
+    {
+        path = p.to_owned();
     }
     // Forward on a fresh connection.
     let mut up = TcpStream::connect(upstream)?;

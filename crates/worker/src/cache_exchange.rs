@@ -26,6 +26,14 @@
 //! result's (the result's own steps and its base); `mode=max` every record
 //! of the build, intermediate stages included.
 //!
+//! # Export merges on write
+//!
+//! An export writes the union of its records and those already at the
+//! destination, bounded by `max-records` (least recently exported evicted
+//! first, by the `age` each record carries); see [`merge_previous`] and
+//! [`export_to_registry`] for what can race (ARCHITECTURE.md has the
+//! consistency model).
+//!
 //! # Import is lazy
 //!
 //! [`RecordingCache`] answers the solver's lookups from the local cache
@@ -92,7 +100,22 @@ pub struct CacheTo {
     pub ignore_error: bool,
     /// `mounts=true`: the build's `RUN --mount=type=cache` directories go too.
     pub mounts: bool,
+    /// `max-records=N` (kiln's): at most this many records stay at the
+    /// destination after merging with what is there; the least recently
+    /// exported go first ([`DEFAULT_MAX_RECORDS`]).
+    pub max_records: usize,
 }
+
+/// Records a cache destination keeps at most, unless `max-records=` says.
+pub const DEFAULT_MAX_RECORDS: usize = 10_000;
+
+/// Cache mounts a destination keeps at most (the least recently exported
+/// go first).
+const MAX_MOUNTS: usize = 256;
+
+/// How often an export to a registry reads, merges and writes again when it
+/// finds that another exporter replaced its write before it could check it.
+const MERGE_ATTEMPTS: usize = 5;
 
 /// `--cache-from`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,7 +166,8 @@ fn location(
              --cache-from type=registry,ref=<image>"
         )),
         "gha" | "s3" | "azblob" => Err(format!(
-            "{flag} type={kind} is not supported (kiln exports to type=local and type=registry)"
+            "{flag} type={kind} is not supported yet (kiln's caches go to type=local and \
+             type=registry)"
         )),
         "" => Err(missing("type")),
         other => Err(format!(
@@ -198,6 +222,17 @@ impl CacheTo {
             Some(v) => boolean(FLAG, "mounts", &v)?,
             None => false,
         };
+        let max_records = match a.remove("max-records") {
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    return Err(format!(
+                        "{FLAG} max-records={v:?}: expected a number of records above 0"
+                    ));
+                }
+            },
+            None => DEFAULT_MAX_RECORDS,
+        };
         // What kiln's format always is.
         for (k, always) in [("image-manifest", "true"), ("oci-mediatypes", "true")] {
             if let Some(v) = a.remove(k)
@@ -237,6 +272,7 @@ impl CacheTo {
             compression,
             ignore_error,
             mounts,
+            max_records,
         })
     }
 }
@@ -283,6 +319,14 @@ struct CacheMountRecord {
     id: String,
     /// Index into the manifest's layers.
     blob: usize,
+    /// Exports to this destination since this mount was last exported (0,
+    /// left out, for the export that wrote it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    age: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -296,6 +340,10 @@ struct CacheLayer {
 struct CacheRecord {
     key: Key,
     layers: Vec<usize>,
+    /// Exports to this destination since this record was last exported (0,
+    /// left out, for the export that wrote it): the eviction order.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    age: u32,
 }
 
 /// Where the blobs of an imported cache are.
@@ -601,6 +649,7 @@ impl InlineRecords {
                 .map(|(key, n)| CacheRecord {
                     key: *key,
                     layers: (0..*n).collect(),
+                    age: 0,
                 })
                 .collect(),
             mounts: Vec::new(),
@@ -1041,6 +1090,7 @@ pub fn export(
         config.records.push(CacheRecord {
             key: *key,
             layers: idx,
+            age: 0,
         });
     }
     // The links to records written (so a min-mode cache has those of the
@@ -1071,10 +1121,67 @@ pub fn export(
                 key: key.clone(),
                 id,
                 blob,
+                age: 0,
             });
         }
     }
-    let config_blob = state.content.put_json(&config)?;
+    let what = to.location.describe();
+    let (config, manifest_desc) = match &to.location {
+        Location::Inline => unreachable!("refused above"),
+        Location::Local(dir) => {
+            fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+            // Exporters on one machine (or one shared file system) take
+            // turns: read, merge and write under the directory's lock.
+            let lock_path = dir.join(LOCAL_LOCK);
+            let lock = fs::File::create(&lock_path).map_err(io_err("creating", &lock_path))?;
+            lock.lock().map_err(io_err("locking", &lock_path))?;
+            let prev = match read_local(dir) {
+                Ok(p) => p,
+                Err(e) => {
+                    log(&format!(
+                        "warning: --cache-to {what}: replacing what is there, not a kiln cache: {e}"
+                    ));
+                    None
+                }
+            };
+            let (config, blobs) = merged_with(&config, &blobs, prev.as_ref(), to, &what, log)?;
+            let (manifest, desc) = cache_manifest(state, &config, blobs)?;
+            write_local(state, dir, &manifest, &desc)?;
+            drop(lock);
+            (config, desc)
+        }
+        Location::Registry(name) => {
+            let client = client.ok_or_else(|| {
+                Error::Other("exporting to a registry needs a registry client".to_owned())
+            })?;
+            export_to_registry(state, client, name, &config, &blobs, to, log)?
+        }
+    };
+    Ok(Exported {
+        records: config.records.len(),
+        layers: config.layers.len(),
+        mounts: config.mounts.len(),
+        manifest: manifest_desc.digest,
+    })
+}
+
+/// The lock file exporters to one local cache directory take turns with.
+const LOCAL_LOCK: &str = ".kiln-cache.lock";
+
+/// Largest cache config read back from a registry to merge with.
+const CONFIG_LIMIT: u64 = 256 << 20;
+
+/// How long an export to a registry waits, after its write, before it checks
+/// a second time that the reference still holds its records.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The config and manifest of a cache, put into the content store.
+fn cache_manifest(
+    state: &State,
+    config: &CacheConfig,
+    blobs: Vec<Descriptor>,
+) -> Result<(Manifest, Descriptor), Error> {
+    let config_blob = state.content.put_json(config)?;
     let mut manifest = Manifest::new(
         MediaTypes::Oci,
         Descriptor::new(CONFIG_MEDIA_TYPE, config_blob),
@@ -1085,29 +1192,309 @@ pub fn export(
         "kiln build cache".to_owned(),
     );
     let manifest_blob = state.content.put_json(&manifest)?;
-    let manifest_desc = Descriptor::new(media::OCI_MANIFEST, manifest_blob);
-    match &to.location {
-        Location::Inline => {}
-        Location::Local(dir) => write_local(state, dir, &manifest, &manifest_desc)?,
-        Location::Registry(name) => {
-            let client = client.ok_or_else(|| {
-                Error::Other("exporting to a registry needs a registry client".to_owned())
-            })?;
-            crate::registry::push(
-                state,
-                client,
-                &manifest_desc,
-                std::slice::from_ref(name),
-                log,
-            )?;
+    Ok((
+        manifest,
+        Descriptor::new(media::OCI_MANIFEST, manifest_blob),
+    ))
+}
+
+/// This export merged with the cache `prev` at the destination (if any).
+fn merged_with(
+    config: &CacheConfig,
+    blobs: &[Descriptor],
+    prev: Option<&Cache>,
+    to: &CacheTo,
+    what: &str,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<(CacheConfig, Vec<Descriptor>), Error> {
+    let Some((m, c)) = prev else {
+        return Ok((config.clone(), blobs.to_vec()));
+    };
+    let (config, blobs, merged) =
+        merge_previous((config, blobs), (c, &m.layers), to.max_records, what)?;
+    log(&format!(
+        "merged with the cache at {what}: {} records of earlier exports kept, {} evicted \
+         (max-records={})",
+        merged.kept, merged.evicted, to.max_records
+    ));
+    Ok((config, blobs))
+}
+
+/// A cache: its manifest and config.
+type Cache = (Manifest, CacheConfig);
+
+/// The kiln cache a registry reference holds now: its manifest digest, and
+/// the manifest and config when it is a kiln cache.
+fn read_registry(
+    client: &Client,
+    reference: &Reference,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<Option<(Digest, Option<Cache>)>, Error> {
+    let fetched = match client.get_manifest(reference) {
+        Ok(f) => f,
+        Err(kiln_registry::RegistryError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(Error::Registry(e.to_string())),
+    };
+    let what = reference.to_string();
+    let manifest = match serde_json::from_slice::<Manifest>(&fetched.bytes) {
+        Ok(m) if m.config.media_type == CONFIG_MEDIA_TYPE => m,
+        _ => {
+            log(&format!(
+                "warning: --cache-to {what}: replacing {} ({}), which is not a kiln cache",
+                fetched.digest, fetched.media_type
+            ));
+            return Ok(Some((fetched.digest, None)));
+        }
+    };
+    let bytes = client
+        .get_blob_bytes(reference, &manifest.config, CONFIG_LIMIT)
+        .map_err(|e| Error::Registry(e.to_string()))?;
+    let config = parse_config(&bytes, &what)?;
+    Ok(Some((fetched.digest, Some((manifest, config)))))
+}
+
+/// Exports to a registry reference, merging on write: this export's blobs
+/// (and its own manifest, by digest) first; then, quickly, read what the
+/// reference holds, merge, write the merged manifest under the tag; then
+/// check, right away and again after [`SETTLE`], that the reference still
+/// holds every record of this export, reading, merging and writing again
+/// when another exporter replaced it with a cache that lacks them.
+fn export_to_registry(
+    state: &State,
+    client: &Client,
+    name: &str,
+    config: &CacheConfig,
+    blobs: &[Descriptor],
+    to: &CacheTo,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<(CacheConfig, Descriptor), Error> {
+    let reference = Reference::parse_normalized(name)
+        .map_err(|e| Error::Other(format!("--cache-to ref {name:?}: {e}")))?
+        .with_default_tag();
+    let what = reference.to_string();
+    let (_, own_desc) = cache_manifest(state, config, blobs.to_vec())?;
+    let by_digest = format!(
+        "{}/{}@{}",
+        reference.domain(),
+        reference.path(),
+        own_desc.digest
+    );
+    crate::registry::push(state, client, &own_desc, &[by_digest], log)?;
+    let own_keys: Vec<Key> = config.records.iter().map(|r| r.key).collect();
+    let holds_own = |c: &CacheConfig| {
+        let have: std::collections::HashSet<Key> = c.records.iter().map(|r| r.key).collect();
+        own_keys.iter().all(|k| have.contains(k))
+    };
+    for _ in 0..MERGE_ATTEMPTS {
+        let prev = read_registry(client, &reference, log)?;
+        let prev_cache = prev.as_ref().and_then(|(_, c)| c.as_ref());
+        let (merged, merged_blobs) = merged_with(config, blobs, prev_cache, to, &what, log)?;
+        let (_, desc) = cache_manifest(state, &merged, merged_blobs)?;
+        crate::registry::push(state, client, &desc, &[name.to_owned()], log)?;
+        let mut replaced = false;
+        for wait in [None, Some(SETTLE)] {
+            if let Some(w) = wait {
+                std::thread::sleep(w);
+            }
+            match read_registry(client, &reference, log)? {
+                Some((d, _)) if d == desc.digest => {}
+                Some((d, Some((_, c)))) if holds_own(&c) => {
+                    log(&format!(
+                        "--cache-to {what}: another exporter wrote {d} after this one, with \
+                         this export's records"
+                    ));
+                }
+                other => {
+                    log(&format!(
+                        "--cache-to {what}: another exporter replaced this export's cache \
+                         ({}) without its records: merging again",
+                        other.map_or_else(|| "deleted".to_owned(), |(d, _)| d.to_string())
+                    ));
+                    replaced = true;
+                    break;
+                }
+            }
+        }
+        if !replaced {
+            return Ok((merged, desc));
         }
     }
-    Ok(Exported {
-        records: config.records.len(),
-        layers: config.layers.len(),
-        mounts: config.mounts.len(),
-        manifest: manifest_desc.digest,
-    })
+    Err(Error::Registry(format!(
+        "--cache-to {what}: other exporters replaced this export's cache {MERGE_ATTEMPTS} times \
+         without its records; giving up (its records are in the registry by digest, \
+         {}@{})",
+        reference.name(),
+        own_desc.digest
+    )))
+}
+
+/// A record's layers, bottom first: diffID and blob.
+type FlatLayers = Vec<(Digest, Descriptor)>;
+
+/// A cache config with its blobs resolved: every record's layers as
+/// (diffID, blob), every mount's blob; what merging works on.
+#[derive(Debug, Default)]
+struct Flat {
+    records: BTreeMap<Key, (u32, FlatLayers)>,
+    mounts: BTreeMap<String, (u32, String, Descriptor)>,
+    links: BTreeMap<Key, Key>,
+}
+
+impl Flat {
+    fn of(c: &CacheConfig, blobs: &[Descriptor], what: &str) -> Result<Flat, Error> {
+        let blob = |i: usize| {
+            blobs.get(i).cloned().ok_or_else(|| {
+                Error::Other(format!("cache {what}: names blob #{i} of {}", blobs.len()))
+            })
+        };
+        let layers = c
+            .layers
+            .iter()
+            .map(|l| Ok((l.diff_id, blob(l.blob)?)))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let mut out = Flat::default();
+        for r in &c.records {
+            let ls = r
+                .layers
+                .iter()
+                .map(|i| {
+                    layers.get(*i).cloned().ok_or_else(|| {
+                        Error::Other(format!(
+                            "cache {what}: record {} names layer #{i} of {}",
+                            r.key,
+                            layers.len()
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            out.records.insert(r.key, (r.age, ls));
+        }
+        for m in &c.mounts {
+            out.mounts
+                .insert(m.key.clone(), (m.age, m.id.clone(), blob(m.blob)?));
+        }
+        for l in &c.links {
+            out.links.insert(l.key, l.target);
+        }
+        Ok(out)
+    }
+
+    /// The config and blobs: records by key, layers and blobs numbered by
+    /// first use (records, then mounts).
+    fn build(&self) -> (CacheConfig, Vec<Descriptor>) {
+        let mut config = CacheConfig {
+            version: 1,
+            ..CacheConfig::default()
+        };
+        let mut blobs: Vec<Descriptor> = Vec::new();
+        let mut blob_at: HashMap<Digest, usize> = HashMap::new();
+        let mut blob_index = |d: &Descriptor, blobs: &mut Vec<Descriptor>| {
+            *blob_at.entry(d.digest).or_insert_with(|| {
+                blobs.push(d.clone());
+                blobs.len() - 1
+            })
+        };
+        let mut layer_at: HashMap<(Digest, Digest), usize> = HashMap::new();
+        for (key, (age, layers)) in &self.records {
+            let mut idx = Vec::with_capacity(layers.len());
+            for (diff_id, desc) in layers {
+                let i = match layer_at.get(&(*diff_id, desc.digest)) {
+                    Some(i) => *i,
+                    None => {
+                        let blob = blob_index(desc, &mut blobs);
+                        config.layers.push(CacheLayer {
+                            diff_id: *diff_id,
+                            blob,
+                        });
+                        layer_at.insert((*diff_id, desc.digest), config.layers.len() - 1);
+                        config.layers.len() - 1
+                    }
+                };
+                idx.push(i);
+            }
+            config.records.push(CacheRecord {
+                key: *key,
+                layers: idx,
+                age: *age,
+            });
+        }
+        for (key, (age, id, desc)) in &self.mounts {
+            let blob = blob_index(desc, &mut blobs);
+            config.mounts.push(CacheMountRecord {
+                key: key.clone(),
+                id: id.clone(),
+                blob,
+                age: *age,
+            });
+        }
+        config.links = self
+            .links
+            .iter()
+            .filter(|(_, target)| self.records.contains_key(target))
+            .map(|(key, target)| CacheLink {
+                key: *key,
+                target: *target,
+            })
+            .collect();
+        (config, blobs)
+    }
+}
+
+/// What merging an export with the cache at its destination did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// Records of earlier exports kept.
+    pub kept: usize,
+    /// Records of earlier exports dropped by the bound.
+    pub evicted: usize,
+}
+
+/// Merge on write: `own` (this export's config and blobs) plus what `prev`
+/// (the destination's cache) has that `own` lacks, each of those one export
+/// older. `own` is kept whole; of the rest, the youngest records (by age,
+/// then key) up to `max_records` in all, and the youngest mounts up to
+/// [`MAX_MOUNTS`]. Links go with the records they lead to.
+fn merge_previous(
+    own: (&CacheConfig, &[Descriptor]),
+    prev: (&CacheConfig, &[Descriptor]),
+    max_records: usize,
+    what: &str,
+) -> Result<(CacheConfig, Vec<Descriptor>, Merged), Error> {
+    let mut flat = Flat::of(own.0, own.1, "being exported")?;
+    let old = Flat::of(prev.0, prev.1, what)?;
+    let mut candidates: Vec<(u32, Key, FlatLayers)> = old
+        .records
+        .into_iter()
+        .filter(|(k, _)| !flat.records.contains_key(k))
+        .map(|(k, (age, layers))| (age.saturating_add(1), k, layers))
+        .collect();
+    candidates.sort_by_key(|(age, key, _)| (*age, *key));
+    let room = max_records.saturating_sub(flat.records.len());
+    let mut merged = Merged::default();
+    for (i, (age, key, layers)) in candidates.into_iter().enumerate() {
+        if i < room {
+            flat.records.insert(key, (age, layers));
+            merged.kept += 1;
+        } else {
+            merged.evicted += 1;
+        }
+    }
+    let mut mounts: Vec<(u32, String, String, Descriptor)> = old
+        .mounts
+        .into_iter()
+        .filter(|(k, _)| !flat.mounts.contains_key(k))
+        .map(|(k, (age, id, d))| (age.saturating_add(1), k, id, d))
+        .collect();
+    mounts.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let room = MAX_MOUNTS.saturating_sub(flat.mounts.len());
+    for (age, key, id, d) in mounts.into_iter().take(room) {
+        flat.mounts.insert(key, (age, id, d));
+    }
+    for (k, t) in old.links {
+        flat.links.entry(k).or_insert(t);
+    }
+    let (config, blobs) = flat.build();
+    Ok((config, blobs, merged))
 }
 
 /// The content of cache mount directory `data` as a compressed tar blob.
@@ -1193,6 +1580,87 @@ mod tests {
         assert_eq!(f.location, Location::Registry("host:5000/a/b:cache".into()));
         let f = CacheFrom::parse("type=local,src=d").unwrap();
         assert_eq!(f.location, Location::Local("d".into()));
+    }
+
+    /// A cache of one-layer records `keys` (layer i is blob i, made of the
+    /// key's first byte), and of `mounts`.
+    fn cache(keys: &[u8], mounts: &[&str]) -> (CacheConfig, Vec<Descriptor>) {
+        let mut flat = Flat::default();
+        for k in keys {
+            let d = Digest::of(&[*k]);
+            let blob = Descriptor::new(
+                media::OCI_LAYER_GZIP,
+                kiln_oci::BlobInfo { digest: d, size: 1 },
+            );
+            flat.records.insert(key(*k), (0, vec![(d, blob)]));
+        }
+        for m in mounts {
+            let d = Digest::of(m.as_bytes());
+            let blob = Descriptor::new(
+                media::OCI_LAYER_GZIP,
+                kiln_oci::BlobInfo { digest: d, size: 1 },
+            );
+            flat.mounts
+                .insert((*m).to_owned(), (0, (*m).to_owned(), blob));
+        }
+        flat.build()
+    }
+
+    fn key(k: u8) -> Key {
+        Key::derive("test", &[&[k]])
+    }
+
+    fn keys(c: &CacheConfig) -> Vec<(Key, u32)> {
+        c.records.iter().map(|r| (r.key, r.age)).collect()
+    }
+
+    #[test]
+    fn merge_on_write_keeps_the_union_and_evicts_the_oldest() {
+        // Two exporters' caches merge into the union; the records of the
+        // one written before are one export older.
+        let (a, a_blobs) = cache(&[1, 2], &["m1"]);
+        let (b, b_blobs) = cache(&[2, 3], &["m2"]);
+        let (ab, ab_blobs, merged) =
+            merge_previous((&b, &b_blobs), (&a, &a_blobs), 100, "test").unwrap();
+        assert_eq!(
+            merged,
+            Merged {
+                kept: 1,
+                evicted: 0
+            }
+        );
+        let mut want = vec![(key(1), 1), (key(2), 0), (key(3), 0)];
+        want.sort();
+        assert_eq!(keys(&ab), want);
+        assert_eq!(ab.mounts.len(), 2);
+        assert_eq!(ab_blobs.len(), 5, "three layers and two mounts");
+        // Every record still names its own layer blob.
+        let flat = Flat::of(&ab, &ab_blobs, "test").unwrap();
+        for k in [1u8, 2, 3] {
+            assert_eq!(flat.records[&key(k)].1[0].0, Digest::of(&[k]));
+        }
+        // A third export over the union, bound 4: its own 2 records, then the
+        // youngest earlier ones (age 1: key 3, and key 2 is its own), and
+        // key 1 (age 2) is evicted.
+        let (c, c_blobs) = cache(&[2, 4, 5], &[]);
+        let (abc, abc_blobs, merged) =
+            merge_previous((&c, &c_blobs), (&ab, &ab_blobs), 4, "test").unwrap();
+        assert_eq!(
+            merged,
+            Merged {
+                kept: 1,
+                evicted: 1
+            }
+        );
+        let mut want = vec![(key(2), 0), (key(3), 1), (key(4), 0), (key(5), 0)];
+        want.sort();
+        assert_eq!(keys(&abc), want);
+        // An export larger than the bound keeps all of its own records.
+        let (d, d_blobs) = cache(&[6, 7, 8], &[]);
+        let (only, _, merged) =
+            merge_previous((&d, &d_blobs), (&abc, &abc_blobs), 2, "test").unwrap();
+        assert_eq!(only.records.len(), 3);
+        assert_eq!(merged.kept, 0);
     }
 
     #[test]
