@@ -48,6 +48,28 @@ pub struct Cli {
     )]
     pub snapshotter: SnapshotterChoice,
 
+    /// How RUN steps are kept apart from this machine: namespaces (fresh
+    /// Linux namespaces on a root filesystem of their own), container (for
+    /// a single-use container where namespaces and mounts are not allowed:
+    /// steps run in the container's own root filesystem, which the build
+    /// replaces), or auto (namespaces where a mount namespace can be made,
+    /// else container).
+    #[arg(
+        long,
+        global = true,
+        env = "KILN_ISOLATION",
+        value_enum,
+        default_value_t = IsolationChoice::Auto,
+        value_name = "MODE"
+    )]
+    pub isolation: IsolationChoice,
+
+    /// With --isolation=container: this machine is throwaway even though it
+    /// does not look like a container (the mode replaces its root
+    /// filesystem).
+    #[arg(long, global = true, env = "KILN_THROWAWAY")]
+    pub throwaway: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -378,4 +400,15 @@ pub enum SnapshotterChoice {
     Overlayfs,
     /// copies of each step's root filesystem, diffed after the step.
     Native,
+}
+
+/// `--isolation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IsolationChoice {
+    /// namespaces where a mount namespace can be made, else container.
+    Auto,
+    /// fresh namespaces per RUN step (needs CAP_SYS_ADMIN or a user namespace).
+    Namespaces,
+    /// RUN steps in this container's own root filesystem (single-use containers only).
+    Container,
 }

@@ -90,9 +90,32 @@ impl kiln_frontend::ImageResolver for WatchedResolver<'_> {
 /// `userxattr`), else the native one; `--debug` says which, and why. With
 /// the native one, deletions are whiteout devices where they can be made,
 /// else whiteout files, which marks the store as native-only for good.
-fn choose_snapshotter(state: &State, globals: &crate::Globals) -> Result<(), Failure> {
+fn choose_snapshotter(
+    state: &State,
+    globals: &crate::Globals,
+    imposed: Option<kiln_snapshot::Snapshotter>,
+) -> Result<(), Failure> {
     use crate::args::SnapshotterChoice;
     use kiln_snapshot::{Snapshotter, WhiteoutFormat};
+    if let Some(s) = imposed {
+        if globals.snapshotter == SnapshotterChoice::Overlayfs {
+            return Err(Failure::Usage(
+                "--snapshotter overlayfs cannot be used with --isolation=container: \
+                 overlayfs needs mounts, which the container does not allow"
+                    .to_owned(),
+            ));
+        }
+        kiln_snapshot::set_snapshotter(s);
+        if globals.debug {
+            eprintln!(
+                "debug: snapshotter: native, plain directories (no mounts: --isolation=container)"
+            );
+            if kiln_snapshot::whiteout_format() == WhiteoutFormat::File {
+                eprintln!("debug: whiteouts: files (user.kiln.whiteout), not devices");
+            }
+        }
+        return Ok(());
+    }
     let scratch = state.root.join("tmp");
     let overlay_where = if crate::rootless() {
         "overlayfs in the user namespace (userxattr)"
@@ -142,7 +165,9 @@ fn choose_snapshotter(state: &State, globals: &crate::Globals) -> Result<(), Fai
         }
         match chosen {
             Snapshotter::Overlayfs => eprintln!("debug: snapshotter: {why}"),
-            Snapshotter::Native => eprintln!("debug: snapshotter: native ({why})"),
+            Snapshotter::Native | Snapshotter::NativeUnmounted => {
+                eprintln!("debug: snapshotter: native ({why})");
+            }
         }
     }
     Ok(())
@@ -406,13 +431,44 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         return r;
     }
     let file = read_dockerfile(args)?;
-    // Before any thread exists: every mount kiln makes from here on lives in
-    // a mount namespace that dies with the process.
-    kiln_snapshot::private_mount_namespace()
-        .context("entering a private mount namespace")
-        .map_err(Failure::Internal)?;
+    // Before any thread exists: in the namespaces mode every mount kiln
+    // makes from here on lives in a mount namespace that dies with the
+    // process; the container mode is checked before the state is touched.
+    let decision = crate::isolation::decide(globals)?;
+    let container = match &decision {
+        crate::isolation::Decision::Namespaces(_) => None,
+        crate::isolation::Decision::Container(why) => {
+            let ssh: Vec<PathBuf> = grants.ssh.values().cloned().collect();
+            let state_path = state_dir(root);
+            Some(crate::isolation::container(
+                globals,
+                why,
+                &crate::isolation::BuildInputs {
+                    args,
+                    contexts: &contexts,
+                    outputs: &outputs,
+                    cache_to: &cache_to,
+                    cache_from: &cache_from,
+                    ssh,
+                    state: &state_path,
+                },
+            )?)
+        }
+    };
     let state = crate::images::open_for_layers(root)?;
-    choose_snapshotter(&state, globals)?;
+    let isolation: Box<dyn kiln_executor::isolation::Isolation> = match (decision, container) {
+        (crate::isolation::Decision::Namespaces(n), _) => Box::new(n),
+        (_, Some(c)) => Box::new(c.with_whiteouts(kiln_snapshot::whiteout_format())),
+        (crate::isolation::Decision::Container(_), None) => {
+            return Err(Failure::Internal(anyhow::anyhow!(
+                "the container isolation mode was not set up"
+            )));
+        }
+    };
+    crate::isolation::check_flags(&*isolation, args)?;
+    let step_limits = limits(args)?;
+    isolation.check_limits(&step_limits).map_err(Failure::Usage)?;
+    choose_snapshotter(&state, globals, isolation.snapshotter())?;
     let store_lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     // `--load`: the archive goes to scratch space first, then to the engine.
     let scratch = state.scratch().context("making scratch space")?;
@@ -532,11 +588,10 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     );
     let names: Vec<String> = dag.nodes().iter().map(|n| n.name.clone()).collect();
     let progress = Arc::new(Progress::new(mode, names).github_groups(github_actions()));
-    let exe = std::env::current_exe().context("locating the kiln binary")?;
-    let executor = Arc::new(kiln_executor::NamespaceExecutor::new(
-        exe,
-        vec!["__exec".into()],
-    ));
+    let executor = isolation
+        .executor()
+        .context("setting up the RUN steps' executor")
+        .map_err(Failure::Internal)?;
     let context_dir = PathBuf::from(&args.context);
     let dockerfile = match args.file.as_deref() {
         Some("-") | None => None,
@@ -556,7 +611,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         now: now(),
         executor,
         hostname: HOSTNAME.to_owned(),
-        limits: limits(args)?,
+        limits: step_limits,
         grants,
         registry: Some(client.clone()),
         log,

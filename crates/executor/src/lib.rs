@@ -37,8 +37,11 @@
 //! signal dispositions, and one `ioctl`.
 
 mod cgroup;
+pub mod container;
 mod devices;
 mod helper;
+pub mod isolation;
+pub mod namespaces;
 mod plan;
 mod seccomp;
 /// Bytes reserved for the helper's status file (a status is far smaller).
