@@ -77,7 +77,7 @@ def before(name):
     if name == "pull":
         subprocess.run(KILN + ["rmi", "-f", f"{A.registry}/crash/app:base"], **QUIET)
         # Blobs and unpacked layers of the image go too, so the pull works.
-        subprocess.run(KILN + ["prune"], **QUIET)
+        subprocess.run(KILN + ["prune", "-f"], **QUIET)
 
 
 def session_processes(sid):

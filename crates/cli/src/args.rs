@@ -9,16 +9,19 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "kiln",
-    version,
+    version = crate::version::SHORT,
     about = "Build OCI images from Dockerfiles",
     long_about = "kiln builds OCI images from Dockerfiles: a BuildKit-compatible frontend, \
                   a content-addressed build graph and a cache that follows the build.",
     propagate_version = true
 )]
 pub struct Cli {
-    /// State directory (image store, cache). Default: /var/lib/kiln as root,
-    /// $XDG_DATA_HOME/kiln otherwise.
-    #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
+    /// State directory (image store, cache; default: $KILN_ROOT, else
+    /// /var/lib/kiln as root, $XDG_DATA_HOME/kiln otherwise).
+    // Not clap's `env`: an argument taken from the environment would show
+    // in the usage line of every error (`Usage: kiln build --root <DIR>
+    // <CONTEXT>`); `main` reads KILN_ROOT.
+    #[arg(long, global = true, value_name = "DIR")]
     pub root: Option<PathBuf>,
 
     /// Allow plain HTTP (and unverified TLS fallback) for this registry
@@ -37,16 +40,11 @@ pub struct Cli {
 
     /// How build steps get their filesystems: overlayfs, native (copies
     /// each step's root filesystem; for hosts that cannot mount overlayfs),
-    /// or auto (overlayfs where it can be mounted, else native).
-    #[arg(
-        long,
-        global = true,
-        env = "KILN_SNAPSHOTTER",
-        value_enum,
-        default_value_t = SnapshotterChoice::Auto,
-        value_name = "NAME"
-    )]
-    pub snapshotter: SnapshotterChoice,
+    /// or auto (overlayfs where it can be mounted, else native). Default:
+    /// $KILN_SNAPSHOTTER, else auto.
+    // Read from the environment by `main`, as --root.
+    #[arg(long, global = true, value_enum, value_name = "NAME")]
+    pub snapshotter: Option<SnapshotterChoice>,
 
     /// How RUN steps are kept apart from this machine: namespaces (fresh
     /// Linux namespaces on a root filesystem of their own), container (for
@@ -111,6 +109,15 @@ pub enum Command {
     /// Verify the store (every blob, snapshot, image, record and cache entry)
     /// and find what a killed kiln left; --repair fixes what it can.
     Check(crate::check::CheckArgs),
+    /// Records of past builds: list, show, logs, remove, and a picture of a
+    /// build as an HTML page (like `docker buildx history`).
+    Builds(crate::builds::BuildsArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(crate::completion::CompletionArgs),
+    /// Write the manual pages (kiln.1, kiln-build.1, …) into a directory.
+    Man(crate::completion::ManArgs),
+    /// Print the version, commit and build date.
+    Version,
 }
 
 /// `kiln pull`.
@@ -256,7 +263,8 @@ pub struct BuildArgs {
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
 
-    /// Networking mode for RUN steps: default, none or host.
+    /// Networking mode for RUN steps: default (a network namespace of each
+    /// step's own), none or host (needs --allow network.host).
     #[arg(long, value_name = "MODE")]
     pub network: Option<String>,
 
@@ -276,9 +284,16 @@ pub struct BuildArgs {
     #[arg(long)]
     pub load: bool,
 
-    /// Progress output: auto, plain, tty, quiet, rawjson.
-    #[arg(long, value_name = "TYPE")]
-    pub progress: Option<String>,
+    /// Progress output (default: $BUILDKIT_PROGRESS, else auto).
+    // Read from the environment by `build`, as --root.
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub progress: Option<ProgressChoice>,
+
+    /// After the build (also a failed one), write a picture of it, a
+    /// self-contained HTML page, to FILE (`kiln builds report` makes it from
+    /// any build's record).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 
     /// External cache sources (type=registry,ref=… naming a cache or an image
     /// with an inline cache, type=local,src=…).
@@ -301,7 +316,7 @@ pub struct BuildArgs {
     pub ssh: Vec<String>,
 
     /// Extra privileges for RUN steps: security.insecure (RUN
-    /// --security=insecure), network.host (always granted).
+    /// --security=insecure), network.host (--network=host, RUN --network=host).
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,
 
@@ -353,6 +368,192 @@ pub struct BuildArgs {
     /// Most processes (and threads) each RUN step may have at once.
     #[arg(long = "pids-limit", value_name = "N")]
     pub pids_limit: Option<u64>,
+
+    /// `docker build`/`docker buildx build` flags kiln does not have.
+    #[command(flatten)]
+    pub docker: DockerOnly,
+}
+
+/// `--progress`: buildx's values and kiln's `json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressChoice {
+    /// tty on a terminal, else plain.
+    Auto,
+    /// BuildKit-style lines (`#5 [build 2/4] RUN make`, `#5 DONE 1.2s`).
+    Plain,
+    /// The live view.
+    Tty,
+    /// One JSON object per line, for every event (schema in the README).
+    Json,
+    /// BuildKit's solve-status objects, one per line, as buildx prints them.
+    Rawjson,
+    /// No progress output (-q also prints the image ID at the end).
+    Quiet,
+    /// No progress output (buildx's name for it).
+    None,
+}
+
+/// The flags of `docker build` and `docker buildx build` that kiln does not
+/// have: taken so that each can be refused by name ([`DockerOnly::unsupported`])
+/// rather than with a generic "unexpected argument". Hidden from `--help`.
+#[derive(Debug, Default, Args)]
+pub struct DockerOnly {
+    #[arg(long = "add-host", hide = true, value_name = "HOST:IP")]
+    pub add_host: Vec<String>,
+    #[arg(long, hide = true, value_name = "KEY=VALUE")]
+    pub annotation: Vec<String>,
+    #[arg(long, hide = true, value_name = "SPEC")]
+    pub attest: Vec<String>,
+    #[arg(long, hide = true, value_name = "NAME")]
+    pub builder: Option<String>,
+    #[arg(long = "cgroup-parent", hide = true, value_name = "CGROUP")]
+    pub cgroup_parent: Option<String>,
+    #[arg(long, hide = true, value_name = "SPEC")]
+    pub policy: Vec<String>,
+    #[arg(long, hide = true, value_name = "SPEC")]
+    pub provenance: Option<String>,
+    #[arg(long, hide = true, value_name = "SPEC")]
+    pub resource: Vec<String>,
+    #[arg(long, hide = true, value_name = "SPEC")]
+    pub sbom: Option<String>,
+    #[arg(long = "shm-size", hide = true, value_name = "SIZE")]
+    pub shm_size: Option<String>,
+    #[arg(long, hide = true, value_name = "ULIMIT")]
+    pub ulimit: Vec<String>,
+    #[arg(long, hide = true)]
+    pub detach: bool,
+    // `docker build` (the legacy builder's flags).
+    #[arg(long, hide = true)]
+    pub squash: bool,
+    #[arg(long, hide = true)]
+    pub stream: bool,
+    #[arg(short = 'c', long = "cpu-shares", hide = true, value_name = "N")]
+    pub cpu_shares: Option<String>,
+    #[arg(long = "cpu-period", hide = true, value_name = "N")]
+    pub cpu_period: Option<String>,
+    #[arg(long = "cpu-quota", hide = true, value_name = "N")]
+    pub cpu_quota: Option<String>,
+    #[arg(long = "cpuset-cpus", hide = true, value_name = "CPUS")]
+    pub cpuset_cpus: Option<String>,
+    #[arg(long = "cpuset-mems", hide = true, value_name = "MEMS")]
+    pub cpuset_mems: Option<String>,
+    #[arg(long, hide = true, value_name = "TECHNOLOGY")]
+    pub isolation: Option<String>,
+    #[arg(long = "memory-swap", hide = true, value_name = "SIZE")]
+    pub memory_swap: Option<String>,
+    #[arg(long = "security-opt", hide = true, value_name = "OPTION")]
+    pub security_opt: Vec<String>,
+    // Go booleans: `--rm` or `--rm=false`.
+    #[arg(long, hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub rm: Option<String>,
+    #[arg(long = "force-rm", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub force_rm: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub compress: Option<String>,
+    #[arg(long = "disable-content-trust", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub disable_content_trust: Option<String>,
+}
+
+/// Go's `strconv.ParseBool`.
+pub fn go_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+impl DockerOnly {
+    /// The flags given, by name, each with why or what instead. Flags that
+    /// ask for what kiln does anyway are not refused: `--rm`, `--force-rm`
+    /// (kiln leaves no intermediate containers), `--compress` (kiln reads
+    /// the context in place, nothing is sent), `--disable-content-trust`
+    /// (kiln does no content-trust verification), `--provenance=false` and
+    /// `--sbom=false` (kiln makes no attestations).
+    pub fn unsupported(&self) -> Vec<(&'static str, &'static str)> {
+        let mut out = Vec::new();
+        let mut flag = |given: bool, name: &'static str, why: &'static str| {
+            if given {
+                out.push((name, why));
+            }
+        };
+        flag(!self.add_host.is_empty(), "--add-host", "");
+        flag(!self.annotation.is_empty(), "--annotation", "");
+        flag(
+            !self.attest.is_empty(),
+            "--attest",
+            " (kiln makes no attestations)",
+        );
+        flag(
+            self.builder.is_some(),
+            "--builder",
+            " (kiln has no builder instances: it builds in its own process)",
+        );
+        flag(self.cgroup_parent.is_some(), "--cgroup-parent", "");
+        flag(!self.policy.is_empty(), "--policy", "");
+        let off = |v: &Option<String>| v.as_deref().and_then(go_bool) == Some(false);
+        flag(
+            self.provenance.is_some() && !off(&self.provenance),
+            "--provenance",
+            " (kiln makes no attestations; --provenance=false is accepted)",
+        );
+        flag(
+            !self.resource.is_empty(),
+            "--resource",
+            " (--memory and --pids-limit are)",
+        );
+        flag(
+            self.sbom.is_some() && !off(&self.sbom),
+            "--sbom",
+            " (kiln makes no attestations; --sbom=false is accepted)",
+        );
+        flag(self.shm_size.is_some(), "--shm-size", "");
+        flag(!self.ulimit.is_empty(), "--ulimit", "");
+        flag(self.detach, "--detach", "");
+        flag(self.squash, "--squash", "");
+        flag(self.stream, "--stream", "");
+        flag(self.cpu_shares.is_some(), "--cpu-shares", "");
+        flag(self.cpu_period.is_some(), "--cpu-period", "");
+        flag(self.cpu_quota.is_some(), "--cpu-quota", "");
+        flag(self.cpuset_cpus.is_some(), "--cpuset-cpus", "");
+        flag(self.cpuset_mems.is_some(), "--cpuset-mems", "");
+        flag(self.isolation.is_some(), "--isolation", "");
+        flag(self.memory_swap.is_some(), "--memory-swap", "");
+        flag(!self.security_opt.is_empty(), "--security-opt", "");
+        let on = |v: &Option<String>| v.is_some() && !off(v);
+        flag(
+            off(&self.rm),
+            "--rm=false",
+            " (kiln leaves no intermediate containers)",
+        );
+        flag(
+            off(&self.force_rm),
+            "--force-rm=false",
+            " (kiln leaves no intermediate containers)",
+        );
+        flag(
+            off(&self.compress),
+            "--compress=false",
+            " (kiln sends the context nowhere)",
+        );
+        flag(
+            off(&self.disable_content_trust),
+            "--disable-content-trust=false",
+            " (kiln does no content-trust verification)",
+        );
+        // A value that is not a Go boolean.
+        for (v, name) in [
+            (&self.rm, "--rm"),
+            (&self.force_rm, "--force-rm"),
+            (&self.compress, "--compress"),
+            (&self.disable_content_trust, "--disable-content-trust"),
+        ] {
+            if on(v) && v.as_deref().and_then(go_bool).is_none() {
+                out.push((name, " (expected true or false)"));
+            }
+        }
+        out
+    }
 }
 
 impl BuildArgs {
@@ -381,13 +582,14 @@ impl BuildArgs {
         check(self.check, "--check");
         check(self.memory.is_some(), "--memory");
         check(self.pids_limit.is_some(), "--pids-limit");
+        check(self.report.is_some(), "--report");
         out
     }
 
-    /// The flags that were given but whose feature has not landed yet, by name.
-    /// (None at the moment: the last one, several `--platform`s, landed.)
-    pub fn unsupported(&self) -> Vec<&'static str> {
-        Vec::new()
+    /// The flags that were given but whose feature has not landed yet, by
+    /// name, each with a hint (possibly empty).
+    pub fn unsupported(&self) -> Vec<(&'static str, &'static str)> {
+        self.docker.unsupported()
     }
 }
 

@@ -31,16 +31,6 @@ fn env_var(key: &str) -> Option<String> {
 
 /// `--root`, `KILN_ROOT`, or the default: `/var/lib/kiln` as root,
 /// `$XDG_DATA_HOME/kiln` (or `~/.local/share/kiln`) otherwise.
-/// Where transfer lines (pulls, pushes) of a build go: plain `#0` lines, or
-/// nowhere when quiet.
-fn transfer_log(mode: Mode) -> Arc<dyn Fn(&str) + Send + Sync> {
-    Arc::new(move |line: &str| {
-        if mode != Mode::Quiet {
-            let _ = writeln!(std::io::stderr().lock(), "#0 {line}");
-        }
-    })
-}
-
 pub fn state_dir(root: Option<&Path>) -> PathBuf {
     if let Some(r) = root {
         return r.to_path_buf();
@@ -107,11 +97,11 @@ fn choose_snapshotter(
         }
         kiln_snapshot::set_snapshotter(s);
         if globals.debug {
-            eprintln!(
-                "debug: snapshotter: native, plain directories (no mounts: --isolation=container)"
+            crate::progress::say(
+                "debug: snapshotter: native, plain directories (no mounts: --isolation=container)",
             );
             if kiln_snapshot::whiteout_format() == WhiteoutFormat::File {
-                eprintln!("debug: whiteouts: files (user.kiln.whiteout), not devices");
+                crate::progress::say("debug: whiteouts: files (user.kiln.whiteout), not devices");
             }
         }
         return Ok(());
@@ -161,12 +151,12 @@ fn choose_snapshotter(
     kiln_snapshot::set_snapshotter(chosen);
     if globals.debug {
         if kiln_snapshot::whiteout_format() == WhiteoutFormat::File {
-            eprintln!("debug: whiteouts: files (user.kiln.whiteout), not devices");
+            crate::progress::say("debug: whiteouts: files (user.kiln.whiteout), not devices");
         }
         match chosen {
-            Snapshotter::Overlayfs => eprintln!("debug: snapshotter: {why}"),
+            Snapshotter::Overlayfs => crate::progress::say(&format!("debug: snapshotter: {why}")),
             Snapshotter::Native | Snapshotter::NativeUnmounted => {
-                eprintln!("debug: snapshotter: native ({why})");
+                crate::progress::say(&format!("debug: snapshotter: native ({why})"))
             }
         }
     }
@@ -259,28 +249,43 @@ fn outputs(args: &BuildArgs) -> Result<Vec<Output>, Failure> {
     Ok(outs)
 }
 
-fn progress_mode(args: &BuildArgs) -> Result<Mode, Failure> {
-    if args.quiet {
-        return Ok(Mode::Quiet);
-    }
-    match args.progress.as_deref() {
-        None | Some("auto") => Ok(if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            Mode::Tty
-        } else {
-            Mode::Plain
-        }),
-        Some("plain") => Ok(Mode::Plain),
-        Some("tty") => Ok(Mode::Tty),
-        Some("json") => Ok(Mode::Json),
-        Some("quiet") => Ok(Mode::Quiet),
-        Some("rawjson") => Err(Failure::Usage(
-            "--progress=rawjson is not supported yet (--progress=json gives one JSON event per line)"
-                .into(),
-        )),
-        Some(other) => Err(Failure::Usage(format!(
-            "invalid --progress {other:?}: expected auto, plain, tty, json or quiet"
-        ))),
-    }
+/// `--progress` (default `$BUILDKIT_PROGRESS`, else auto) and `-q`: the
+/// progress mode, and whether the image ID is printed at the end (`-q`).
+fn progress_mode(args: &BuildArgs) -> Result<(Mode, bool), Failure> {
+    use crate::args::ProgressChoice as P;
+    let choice = match args.progress {
+        Some(p) => p,
+        None => match env_var("BUILDKIT_PROGRESS").filter(|v| !v.is_empty()) {
+            Some(v) => <P as clap::ValueEnum>::from_str(&v, true).map_err(|_| {
+                Failure::Usage(format!(
+                    "invalid BUILDKIT_PROGRESS {v:?}: expected auto, plain, tty, json, rawjson, quiet or none"
+                ))
+            })?,
+            None => P::Auto,
+        },
+    };
+    // `-q` wins over any mode (kiln always let it; buildx refuses `-q` with
+    // a mode other than auto or quiet, and its quiet prints the ID too).
+    let print_id = args.quiet;
+    let mode = if args.quiet {
+        Mode::Quiet
+    } else {
+        match choice {
+            P::Auto => {
+                if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                    Mode::Tty
+                } else {
+                    Mode::Plain
+                }
+            }
+            P::Plain => Mode::Plain,
+            P::Tty => Mode::Tty,
+            P::Json => Mode::Json,
+            P::Rawjson => Mode::RawJson,
+            P::Quiet | P::None => Mode::Quiet,
+        }
+    };
+    Ok((mode, print_id))
 }
 
 /// A failed step as BuildKit reports it: the step and the end of its
@@ -371,12 +376,41 @@ fn no_space_note(root: &std::path::Path) -> String {
     }
 }
 
+/// What `kiln build` decided from its flags before the state directory is
+/// opened.
+struct Plan {
+    mode: Mode,
+    print_id: bool,
+    outputs: Vec<Output>,
+    cache_to: Vec<kiln_worker::cache_exchange::CacheTo>,
+    cache_from: Vec<kiln_worker::cache_exchange::CacheFrom>,
+    image_names: Vec<String>,
+    opts: BuildOptions,
+    contexts: Vec<(String, ContextValue)>,
+    sde: Option<i64>,
+    grants: kiln_worker::mounts::ExecGrants,
+    /// How RUN steps are kept apart from this machine (`--isolation`).
+    isolation: Box<dyn kiln_executor::isolation::Isolation>,
+}
+
+/// What a build found out that its record keeps, filled in as it goes.
+#[derive(Default)]
+struct Found {
+    explanations: Vec<(String, String)>,
+    image: Option<crate::records::ImageSummary>,
+    /// The graph node that made each layer of the image (bottom first).
+    layer_nodes: Option<Vec<Option<usize>>>,
+    bases: Vec<(String, String)>,
+    warnings: Vec<String>,
+    lints: Vec<kiln_frontend::Diagnostic>,
+    iid: Option<String>,
+}
+
 /// `kiln build`.
 pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     if args.check_reproducible {
         return crate::reproducible::run(args);
     }
-    let root = globals.root.as_deref();
     reject_unsupported(args)?;
     let call = crate::call::Call::from_args(args)?;
     if call.method != crate::call::Method::Build {
@@ -385,10 +419,12 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
             code => Err(Failure::Status(code)),
         };
     }
-    let mode = progress_mode(args)?;
+    let (mode, print_id) = progress_mode(args)?;
+    crate::progress::set_json(mode);
+    let keep_records = crate::records::max_records().map_err(Failure::Usage)?;
     let outputs = outputs(args)?;
-    crate::metadata::check_stdout(&outputs, args.quiet)?;
-    let cache_to = args
+    crate::metadata::check_stdout(&outputs, print_id)?;
+    let mut cache_to = args
         .cache_to
         .iter()
         .map(|s| kiln_worker::cache_exchange::CacheTo::parse(s))
@@ -421,10 +457,33 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     if loads {
         crate::load::ping()?;
     }
-    let mut opts = build_options(args, &env_var)?;
+    let opts = build_options(args, &env_var)?;
+    // `--build-arg BUILDKIT_INLINE_CACHE=1`, as buildx reads it: the same as
+    // `--cache-to type=inline` (a value Go's ParseBool reads as false, or
+    // none, asks for nothing). A build that makes no image has nowhere to
+    // put it, which buildx ignores too.
+    let inline_asked = opts
+        .build_args
+        .get("BUILDKIT_INLINE_CACHE")
+        .and_then(|v| crate::args::go_bool(v))
+        == Some(true);
+    let has_inline = cache_to
+        .iter()
+        .any(|t| t.location == kiln_worker::cache_exchange::Location::Inline);
+    if inline_asked && !has_inline && outputs.iter().any(Output::needs_image) {
+        cache_to.push(
+            kiln_worker::cache_exchange::CacheTo::parse("type=inline").map_err(Failure::Usage)?,
+        );
+    }
     let contexts = build_contexts(args)?;
     let sde = source_date_epoch(&opts)?;
-    let grants = crate::grants::grants(&args.secrets, &args.ssh, &args.allow, &env_var)?;
+    let grants = crate::grants::grants(
+        &args.secrets,
+        &args.ssh,
+        &args.allow,
+        args.network.as_deref(),
+        &env_var,
+    )?;
     // Not root: the flags are fine, so the build runs again in a user
     // namespace (before the Dockerfile is read: `-f -` is read there).
     if let Some(r) = crate::enter_rootless(globals.debug) {
@@ -439,7 +498,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         crate::isolation::Decision::Namespaces(_) => None,
         crate::isolation::Decision::Container(why) => {
             let ssh: Vec<PathBuf> = grants.ssh.values().cloned().collect();
-            let state_path = state_dir(root);
+            let state_path = state_dir(globals.root.as_deref());
             Some(crate::isolation::container(
                 globals,
                 why,
@@ -455,7 +514,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
             )?)
         }
     };
-    let state = crate::images::open_for_layers(root)?;
+    let state = crate::images::open_for_layers(globals.root.as_deref())?;
     let isolation: Box<dyn kiln_executor::isolation::Isolation> = match (decision, container) {
         (crate::isolation::Decision::Namespaces(n), _) => Box::new(n),
         (_, Some(c)) => Box::new(c.with_whiteouts(kiln_snapshot::whiteout_format())),
@@ -465,11 +524,223 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
             )));
         }
     };
+    let started = SystemTime::now();
+    let progress = Arc::new(Progress::new(mode).github_groups(github_actions()));
+    let plan = Plan {
+        mode,
+        print_id,
+        outputs,
+        cache_to,
+        cache_from,
+        image_names,
+        opts,
+        contexts,
+        sde,
+        grants,
+        isolation,
+    };
+    let head = record_head(args, &plan);
+    let mut found = Found::default();
+    let result = run(globals, args, &state, &file, &progress, plan, &mut found);
+    let cancelled = matches!(&result, Err(Failure::Build(m)) if m == CANCELLED);
+    progress.finish(match &result {
+        Ok(()) => "",
+        Err(_) if cancelled => "CANCELED",
+        Err(_) => "ERROR",
+    });
+    // The record, whatever happened (the picture of a failed build is the
+    // one most worth having).
+    let took = progress.started().elapsed();
+    let mut gathered = progress.gathered();
+    if let (Some(img), Some(nodes)) = (&mut found.image, &found.layer_nodes) {
+        for (layer, node) in img.layers.iter_mut().zip(nodes) {
+            layer.step = node.and_then(|n| {
+                gathered
+                    .steps
+                    .iter()
+                    .find(|s| s.nodes.contains(&n))
+                    .map(|s| s.id)
+            });
+        }
+    }
+    if gathered.log.is_empty() {
+        gathered.log.push_str("(no output)\n");
+    }
+    let outcome = match &result {
+        Ok(()) => crate::records::Outcome {
+            status: "completed",
+            ..Default::default()
+        },
+        Err(f) => {
+            let (code, first, text) = crate::describe(f);
+            crate::records::Outcome {
+                status: if cancelled { "canceled" } else { "error" },
+                exit_code: code,
+                error: Some(first),
+                error_report: (text.lines().count() > 1).then_some(text),
+            }
+        }
+    };
+    let mut head = head;
+    head.bases = std::mem::take(&mut found.bases);
+    head.warnings = std::mem::take(&mut found.warnings);
+    let record = crate::records::assemble(
+        crate::records::new_id(),
+        head,
+        gathered,
+        &found.explanations,
+        found.image.take(),
+        outcome,
+        started,
+        took,
+    );
+    let log = progress.gathered().log;
+    if let Err(e) = crate::records::save(&state.root, &record, &log, keep_records) {
+        note(mode, &format!("warning: {e}"));
+    }
+    let mut result = result;
+    if let Some(path) = &args.report {
+        match crate::builds::write_report(&record, path) {
+            Ok(()) => {}
+            Err(e) if result.is_ok() => result = Err(e),
+            Err(e) => note(mode, &format!("warning: {}", crate::describe(&e).1)),
+        }
+    }
+    if args.explain {
+        print_explanations(mode, &found.explanations);
+    }
+    if result.is_ok() {
+        gc_after_build(&state, mode);
+    }
+    match mode {
+        Mode::Json => {
+            for w in found.lints.iter().filter(|w| w.rule.is_some()) {
+                progress.warning(w);
+            }
+        }
+        Mode::RawJson => {
+            for w in found.lints.iter().filter(|w| w.rule.is_some()) {
+                progress.warning(w);
+            }
+        }
+        _ => crate::call::print_build_warnings(&found.lints, mode == Mode::Quiet),
+    }
+    if mode == Mode::Json && result.is_ok() {
+        let mut v = serde_json::json!({
+            "status": "finished",
+            "duration": took.as_secs_f64(),
+            "build": record.id,
+            "steps": record.counts().1,
+            "cached": record.counts().2,
+        });
+        if let Some(id) = &found.iid {
+            v["image"] = serde_json::json!(id);
+        }
+        crate::progress::emit_json(v);
+    }
+    result
+}
+
+/// What a cancelled build says.
+const CANCELLED: &str = "error: build cancelled";
+
+/// A line the build says after its progress (warnings about records,
+/// garbage collection): a `message` event in JSON, else text on stderr.
+fn note(mode: Mode, text: &str) {
+    match mode {
+        Mode::Json => {
+            crate::progress::emit_json(serde_json::json!({"status": "message", "message": text}))
+        }
+        Mode::RawJson => {}
+        _ => crate::progress::say(text),
+    }
+}
+
+/// The parts of the record the flags give.
+fn record_head(args: &BuildArgs, plan: &Plan) -> crate::records::Head {
+    let dockerfile = match args.file.as_deref() {
+        Some(f) => f.to_owned(),
+        None if args.context == "." => "Dockerfile".to_owned(),
+        None => Path::new(&args.context)
+            .join("Dockerfile")
+            .display()
+            .to_string(),
+    };
+    let outputs = args
+        .outputs
+        .iter()
+        .cloned()
+        .chain(args.push.then(|| "type=registry (--push)".to_owned()))
+        .chain(args.load.then(|| "type=docker (--load)".to_owned()))
+        .chain(plan.outputs.iter().filter_map(|o| match o {
+            Output::Image { names } if args.outputs.is_empty() => Some(if names.is_empty() {
+                "type=image (the local store)".to_owned()
+            } else {
+                format!("type=image,name={}", names.join(","))
+            }),
+            _ => None,
+        }))
+        .collect();
+    crate::records::Head {
+        name: crate::records::build_name(
+            &args.context,
+            args.file.as_deref(),
+            args.target.as_deref(),
+        ),
+        command: std::env::args().skip(1).collect(),
+        context: args.context.clone(),
+        dockerfile,
+        target: args.target.clone(),
+        platforms: plan
+            .opts
+            .target_platform
+            .iter()
+            .map(Platform::format)
+            .chain(
+                crate::options::target_platforms(args)
+                    .unwrap_or_default()
+                    .iter()
+                    .skip(1)
+                    .map(Platform::format),
+            )
+            .collect(),
+        build_args: plan.opts.build_args.clone().into_iter().collect(),
+        outputs,
+        warnings: Vec::new(),
+        bases: Vec::new(),
+    }
+}
+
+/// The build proper, once the state directory is open.
+fn run(
+    globals: &Globals,
+    args: &BuildArgs,
+    state: &State,
+    file: &SourceFile,
+    progress: &Arc<Progress>,
+    plan: Plan,
+    found: &mut Found,
+) -> Result<(), Failure> {
+    let Plan {
+        mode,
+        print_id,
+        outputs,
+        cache_to,
+        cache_from,
+        image_names,
+        mut opts,
+        contexts,
+        sde,
+        grants,
+        isolation,
+    } = plan;
     crate::isolation::check_flags(&*isolation, args)?;
     let step_limits = limits(args)?;
-    isolation.check_limits(&step_limits).map_err(Failure::Usage)?;
-    choose_snapshotter(&state, globals, isolation.snapshotter())?;
-    let store_lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
+    isolation
+        .check_limits(&step_limits)
+        .map_err(Failure::Usage)?;
+    choose_snapshotter(state, globals, isolation.snapshotter())?;
+    let store_lock = crate::images::lock(state, kiln_worker::lock::LockKind::Shared)?;
     // `--load`: the archive goes to scratch space first, then to the engine.
     let scratch = state.scratch().context("making scratch space")?;
     let mut to_load = Vec::new();
@@ -497,10 +768,15 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
             }));
         }
     }
-    let client = crate::registry::client(globals, &insecure)?;
-    let log = transfer_log(mode);
+    // Registry and output lines, and the bytes of blobs as they move, go to
+    // the progress display.
+    let p = progress.clone();
+    let sink: kiln_registry::ProgressSink = Arc::new(move |t| p.transfer(t));
+    let client = crate::registry::client(globals, &insecure)?.with_progress(sink.clone());
+    let p = progress.clone();
+    let log: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(move |line: &str| p.message(line));
     let resolver = kiln_worker::StoreResolver::new(
-        &state,
+        state,
         Some(&client),
         if args.pull {
             kiln_worker::PullPolicy::Always
@@ -534,7 +810,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
                     .and_then(|(_, p)| p.parse().ok())
                     .unwrap_or_else(|| target_platform.clone());
                 let image =
-                    kiln_worker::contexts::import_oci_layout(&state, &l.dir, &select, &platform)
+                    kiln_worker::contexts::import_oci_layout(state, &l.dir, &select, &platform)
                         .map_err(anyhow::Error::new)?;
                 opts.named_contexts.insert(
                     name.clone(),
@@ -554,7 +830,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     // A base image that could not be resolved is a registry failure (exit
     // 3), even though the frontend reports it at its FROM line.
     let plan_for = |opts: &BuildOptions| {
-        kiln_frontend::plan(&file, opts, &watched).map_err(|d| {
+        kiln_frontend::plan(file, opts, &watched).map_err(|d| {
             if watched.failed.get() {
                 Failure::Registry(anyhow::anyhow!("{}", d.render()))
             } else {
@@ -562,7 +838,13 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
             }
         })
     };
-    let plan = plan_for(&opts)?;
+    let planned = plan_for(&opts);
+    found.bases = resolver
+        .resolutions()
+        .into_iter()
+        .map(|(r, d)| (r, d.to_string()))
+        .collect();
+    let planned = planned?;
     // `--platform a,b`: the Dockerfile is planned once per target platform;
     // the graphs meet in one solve (`dag_of_platforms`).
     let mut more_platforms = Vec::new();
@@ -575,19 +857,38 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     }
     // Lint warnings are summed up after the build, as buildx does; other
     // warnings (build args without effect) come first.
-    let (lints, notes): (Vec<_>, Vec<_>) = plan
+    let (lints, notes): (Vec<_>, Vec<_>) = planned
         .warnings
         .iter()
         .cloned()
         .partition(|w| w.rule.is_some());
-    crate::plan::print_warnings(&notes);
+    found.warnings = planned.warnings.iter().map(|w| w.render()).collect();
+    found.lints = lints;
+    match mode {
+        Mode::Json | Mode::RawJson => notes.iter().for_each(|w| progress.warning(w)),
+        _ => crate::plan::print_warnings(&notes),
+    }
     let bases = resolver.resolutions();
     let dag = Arc::new(
-        kiln_worker::build::dag_of_platforms(&plan.definition, &more_platforms)
+        kiln_worker::build::dag_of_platforms(&planned.definition, &more_platforms)
             .map_err(anyhow::Error::new)?,
     );
-    let names: Vec<String> = dag.nodes().iter().map(|n| n.name.clone()).collect();
-    let progress = Arc::new(Progress::new(mode, names).github_groups(github_actions()));
+    let target = planned
+        .definition
+        .target
+        .and_then(|d| dag.nodes().iter().position(|n| n.payload.digest == d));
+    progress.set_graph(
+        dag.nodes()
+            .iter()
+            .map(|n| crate::progress::NodeInfo {
+                name: n.name.clone(),
+                digest: n.payload.digest.to_string(),
+                inputs: n.inputs.clone(),
+                location: n.payload.meta.location.as_ref().map(ToString::to_string),
+                stage: n.payload.meta.stage.clone(),
+            })
+            .collect(),
+    );
     let executor = isolation
         .executor()
         .context("setting up the RUN steps' executor")
@@ -598,7 +899,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         Some(p) => Some(PathBuf::from(p)),
     };
     let req = kiln_worker::BuildRequest {
-        definition: plan.definition,
+        definition: planned.definition,
         more_platforms,
         context_dir,
         dockerfile,
@@ -615,6 +916,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         grants,
         registry: Some(client.clone()),
         log,
+        transfers: Some(sink),
         cache_from,
         cache_to,
     };
@@ -625,6 +927,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     let cancel = CancelToken::new();
     let p = progress.clone();
     let events: Arc<dyn Fn(kiln_solver::Event) + Send + Sync> = Arc::new(move |e| p.event(e));
+    let p = progress.clone();
     let result = runtime.block_on(async {
         let c = cancel.clone();
         // The first Ctrl-C stops the build (running steps are stopped, what
@@ -635,23 +938,64 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
             if tokio::signal::ctrl_c().await.is_ok() {
                 c.cancel();
                 if tokio::signal::ctrl_c().await.is_ok() {
-                    eprintln!("interrupted twice: exiting now");
+                    // The live view is erased first: no line of it stays.
+                    p.finish("CANCELED");
+                    if crate::progress::json_errors() {
+                        crate::progress::emit_json(serde_json::json!({
+                            "status": "failed",
+                            "exit_code": 130,
+                            "error": "interrupted twice: exiting now",
+                        }));
+                    } else {
+                        eprintln!("interrupted twice: exiting now");
+                    }
                     std::process::exit(130);
                 }
             }
         });
-        let r = kiln_worker::build(&state, dag, req, events, &cancel).await;
+        let r = kiln_worker::build(state, dag.clone(), req, events, &cancel).await;
         ctrl_c.abort();
         r
     });
-    let mut explanations = Vec::new();
-    let outcome = match result {
+    match result {
         Ok(res) => {
-            explanations.clone_from(&res.explanations);
+            found.explanations.clone_from(&res.explanations);
             if let Some(path) = &args.metadata_file {
-                crate::metadata::write(path, &state, &res, &image_names, &bases)?;
+                crate::metadata::write(path, state, &res, &image_names, &bases)?;
             }
             if let Some(img) = &res.image {
+                let sizes = kiln_worker::images::layer_sizes(state, &img.id, &img.config);
+                let made_by: Vec<String> = img
+                    .config
+                    .history
+                    .iter()
+                    .filter(|h| !h.empty_layer)
+                    .map(|h| h.created_by.clone())
+                    .collect();
+                let layers: Vec<crate::records::LayerSummary> = img
+                    .config
+                    .rootfs
+                    .diff_ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| crate::records::LayerSummary {
+                        diff_id: d.to_string(),
+                        size: sizes.get(i).copied().unwrap_or(0),
+                        created_by: made_by.get(i).cloned().unwrap_or_default(),
+                        step: None,
+                    })
+                    .collect();
+                found.layer_nodes = target.and_then(|t| {
+                    crate::records::layer_steps(&dag, t, layers.len(), &|n| u32::try_from(n).ok())
+                        .map(|v| v.into_iter().map(|n| n.map(|n| n as usize)).collect())
+                });
+                found.image = Some(crate::records::ImageSummary {
+                    id: img.id.to_string(),
+                    names: image_names.clone(),
+                    platform: img.config.platform().format(),
+                    size: layers.iter().map(|l| l.size).sum(),
+                    layers,
+                });
                 let t = progress.task("exporting to image");
                 if res.platform_images.is_empty() {
                     t.line(&format!("writing image {} done", img.id));
@@ -677,43 +1021,35 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
                     (false, Some(index)) => index.digest,
                     _ => img.id,
                 };
+                found.iid = Some(iid.to_string());
                 if let Some(path) = &args.iidfile {
                     std::fs::write(path, iid.to_string())
                         .with_context(|| format!("writing --iidfile {}", path.display()))?;
                 }
-                if args.quiet {
+                if print_id {
                     let mut out = std::io::stdout().lock();
                     let _ = writeln!(out, "{iid}");
                 }
             }
+            drop(store_lock);
             Ok(())
         }
         Err(WorkerError::Step(e)) => {
             let tail = progress.tail(e.node);
-            let mut msg = report_step(&file, &e, &tail);
+            let mut msg = report_step(file, &e, &tail);
             if tail.iter().any(|l| is_no_space(l)) || is_no_space(&e.message) {
                 msg.push_str(&no_space_note(&state.root));
             }
             Err(Failure::Build(msg))
         }
-        Err(WorkerError::Cancelled) => Err(Failure::Build("error: build cancelled".into())),
+        Err(WorkerError::Cancelled) => Err(Failure::Build(CANCELLED.into())),
         Err(e) if is_no_space(&e.to_string()) => Err(Failure::Build(format!(
             "error: {e}{}",
             no_space_note(&state.root)
         ))),
         Err(e @ WorkerError::Registry(_)) => Err(Failure::Registry(anyhow::Error::new(e))),
         Err(e) => Err(Failure::Other(anyhow::Error::new(e))),
-    };
-    progress.finish();
-    if args.explain {
-        print_explanations(&explanations);
     }
-    drop(store_lock);
-    if outcome.is_ok() {
-        gc_after_build(&state, mode);
-    }
-    crate::call::print_build_warnings(&lints, matches!(mode, Mode::Quiet | Mode::Json));
-    outcome
 }
 
 /// The automatic garbage collection (see [`crate::prune::auto_gc`]);
@@ -724,8 +1060,11 @@ fn gc_after_build(state: &State, mode: Mode) {
         Some(s) => match crate::prune::parse_size(s) {
             Some(n) => Some(n),
             None => {
-                eprintln!(
-                    "warning: KILN_GC_KEEP_STORAGE={s:?} is not a size (10GB, 512MB) or off: no automatic garbage collection"
+                note(
+                    mode,
+                    &format!(
+                        "warning: KILN_GC_KEEP_STORAGE={s:?} is not a size (10GB, 512MB) or off: no automatic garbage collection"
+                    ),
                 );
                 return;
             }
@@ -733,22 +1072,30 @@ fn gc_after_build(state: &State, mode: Mode) {
         None => None,
     };
     if let Some(msg) = crate::prune::auto_gc(state, limit)
-        && !matches!(mode, Mode::Quiet | Mode::Json)
+        && mode != Mode::Quiet
     {
-        eprintln!("{msg}");
+        note(mode, &msg);
     }
 }
 
-/// `--explain`: why each step that ran did.
-fn print_explanations(explanations: &[(String, String)]) {
+/// `--explain`: why each step that ran did (JSON: one `explain` event each).
+fn print_explanations(mode: Mode, explanations: &[(String, String)]) {
+    let mut sorted: Vec<&(String, String)> = explanations.iter().collect();
+    sorted.sort();
+    if mode == Mode::Json {
+        for (step, why) in sorted {
+            crate::progress::emit_json(
+                serde_json::json!({"status": "explain", "name": step, "reason": why}),
+            );
+        }
+        return;
+    }
     let mut err = std::io::stderr().lock();
     if explanations.is_empty() {
         let _ = writeln!(err, "\nEvery step was cached.");
         return;
     }
     let _ = writeln!(err, "\nWhy steps ran:");
-    let mut sorted: Vec<&(String, String)> = explanations.iter().collect();
-    sorted.sort();
     for (step, why) in sorted {
         let _ = writeln!(err, " - {step}: {why}");
     }
@@ -855,6 +1202,24 @@ fn name_platform(
     Ok(())
 }
 
+/// Writes the manifest of the imported image `id` (its one gzip layer
+/// blob, as the import stored it) into the content store.
+fn import_manifest(state: &State, id: &kiln_llb::Digest) -> anyhow::Result<kiln_llb::Digest> {
+    let config = kiln_worker::image::load_config(state, id)?;
+    let mut layers = Vec::with_capacity(config.rootfs.diff_ids.len());
+    for d in &config.rootfs.diff_ids {
+        let blobs = state.layer_blobs.list(d)?;
+        let (_, desc) = blobs
+            .into_iter()
+            .find(|(c, _)| *c == kiln_oci::Compression::gzip())
+            .ok_or_else(|| anyhow::anyhow!("layer {d}: the import stored no gzip blob"))?;
+        layers.push(desc);
+    }
+    let written =
+        kiln_oci::write_image(&state.content, &config, &layers, kiln_oci::MediaTypes::Oci)?;
+    Ok(written.manifest.digest)
+}
+
 /// `kiln import`.
 pub fn import(root: Option<&Path>, args: &ImportArgs) -> Result<(), Failure> {
     let platform = match &args.platform {
@@ -892,8 +1257,15 @@ pub fn import(root: Option<&Path>, args: &ImportArgs) -> Result<(), Failure> {
         },
     )
     .with_context(|| format!("importing {}", args.file))?;
+    // The image's manifest, as `docker import` into containerd's image store
+    // makes one: what `kiln images --digests` shows and what a push of the
+    // name sends (the layer as imported, gzip, OCI media types).
+    let manifest = import_manifest(&state, &id).context("writing the image manifest")?;
     if let Some(n) = name {
-        let new = kiln_oci::ImageRef { id, manifest: None };
+        let new = kiln_oci::ImageRef {
+            id,
+            manifest: Some(manifest),
+        };
         if args.platform.is_some() {
             name_platform(&state, &n, &platform, new).context("naming the image")?;
         } else {

@@ -160,19 +160,22 @@ fn ssh(
     Ok(out)
 }
 
-/// Everything `--secret`, `--ssh` and `--allow` grant.
+/// Everything `--secret`, `--ssh` and `--allow` grant. `network` is the
+/// `--network` flag: `host` needs `--allow network.host` too (refused here,
+/// before the build; `RUN --network=host` is refused by the step).
 pub fn grants(
     secret_values: &[String],
     ssh_values: &[String],
     allow: &[String],
+    network: Option<&str>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ExecGrants, Failure> {
     let mut allow_insecure = false;
+    let mut allow_network_host = false;
     for a in allow.iter().flat_map(|a| a.split(',')) {
         match a {
             "security.insecure" => allow_insecure = true,
-            // RUN --network=host is always allowed, as with `docker build`.
-            "network.host" => {}
+            "network.host" => allow_network_host = true,
             other => {
                 return Err(Failure::Usage(format!(
                     "invalid --allow {other:?}: expected security.insecure or network.host"
@@ -180,10 +183,17 @@ pub fn grants(
             }
         }
     }
+    if network == Some("host") && !allow_network_host {
+        // BuildKit's wording (`entitlements.Set.Check`), and the way out.
+        return Err(Failure::Usage(
+            "network.host is not allowed: --network=host needs --allow network.host".to_owned(),
+        ));
+    }
     Ok(ExecGrants {
         secrets: secrets(secret_values, env)?,
         ssh: ssh(ssh_values, env)?,
         allow_insecure,
+        allow_network_host,
     })
 }
 
@@ -228,10 +238,17 @@ mod tests {
     fn allow_values() {
         let none = |_: &str| None;
         assert!(
-            grants(&[], &[], &["security.insecure".to_owned()], &none)
-                .is_ok_and(|g| g.allow_insecure)
+            grants(&[], &[], &["security.insecure".to_owned()], None, &none)
+                .is_ok_and(|g| g.allow_insecure && !g.allow_network_host)
         );
-        assert!(grants(&[], &[], &["device".to_owned()], &none).is_err());
-        assert!(grants(&[], &["default".to_owned()], &[], &none).is_err());
+        assert!(grants(&[], &[], &["device".to_owned()], None, &none).is_err());
+        assert!(grants(&[], &["default".to_owned()], &[], None, &none).is_err());
+        // --network=host is an entitlement too.
+        assert!(grants(&[], &[], &[], Some("host"), &none).is_err());
+        assert!(
+            grants(&[], &[], &["network.host".to_owned()], Some("host"), &none)
+                .is_ok_and(|g| g.allow_network_host && !g.allow_insecure)
+        );
+        assert!(grants(&[], &[], &[], Some("none"), &none).is_ok());
     }
 }

@@ -57,7 +57,9 @@ pub fn decide(globals: &Globals) -> Result<Decision, Failure> {
     if globals.debug
         && let Decision::Namespaces(_) = &decision
     {
-        eprintln!("debug: isolation: namespaces (a private mount namespace could be made)");
+        crate::progress::say(
+            "debug: isolation: namespaces (a private mount namespace could be made)",
+        );
     }
     Ok(decision)
 }
@@ -119,7 +121,11 @@ fn build_paths(
     out.extend(args.iidfile.iter().cloned());
     out.extend(args.metadata_file.iter().cloned());
     out.extend(globals.registry_config.iter().cloned());
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     out.extend(env("REGISTRY_AUTH_FILE"));
     out.extend(env("DOCKER_CONFIG"));
     out.extend(env("KILN_CONFIG"));
@@ -215,9 +221,16 @@ pub fn container(
             Some(e) => format!("a container: {e}"),
             None => "--throwaway".to_owned(),
         };
-        eprintln!("debug: isolation: container ({why}; {evidence})");
-        let kept: Vec<String> = c.kept().iter().map(|p| format!("/{}", p.display())).collect();
-        eprintln!("debug: isolation: kept apart from the build: {}", kept.join(" "));
+        crate::progress::say(&format!("debug: isolation: container ({why}; {evidence})"));
+        let kept: Vec<String> = c
+            .kept()
+            .iter()
+            .map(|p| format!("/{}", p.display()))
+            .collect();
+        crate::progress::say(&format!(
+            "debug: isolation: kept apart from the build: {}",
+            kept.join(" ")
+        ));
     }
     Ok(c)
 }

@@ -21,8 +21,10 @@
 mod archive;
 mod args;
 mod build;
+mod builds;
 mod call;
 mod check;
+mod completion;
 mod gotemplate;
 mod grants;
 mod images;
@@ -35,8 +37,11 @@ mod plan;
 mod progress;
 mod progress_tty;
 mod prune;
+mod records;
 mod registry;
+mod report;
 mod reproducible;
+mod version;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -133,7 +138,36 @@ fn main() -> ExitCode {
         Err(e) => return report(Failure::Internal(e.into())),
     };
     let _ = ROOTLESS.set(in_userns);
-    let cli = Cli::parse();
+    // `--progress=json` (or BUILDKIT_PROGRESS=json) asks for JSON on every
+    // line of stderr, errors of the command line included.
+    if wants_json(std::env::args().skip(1)) {
+        progress::set_json(progress::Mode::Json);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return clap_error(&e),
+    };
+    let snapshotter = match cli.snapshotter {
+        Some(s) => s,
+        None => match std::env::var("KILN_SNAPSHOTTER") {
+            Ok(v) if !v.is_empty() => {
+                match <args::SnapshotterChoice as clap::ValueEnum>::from_str(&v, true) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        return report(Failure::Usage(format!(
+                            "invalid KILN_SNAPSHOTTER {v:?}: expected auto, overlayfs or native"
+                        )));
+                    }
+                }
+            }
+            _ => args::SnapshotterChoice::Auto,
+        },
+    };
+    let root = cli.root.clone().or_else(|| {
+        std::env::var_os("KILN_ROOT")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+    });
     // `build` enters it itself, once its flags are checked.
     if needs_namespace(&cli.command)
         && let Some(r) = enter_rootless(cli.debug)
@@ -149,17 +183,17 @@ fn main() -> ExitCode {
             .lines()
             .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
             .collect();
-        eprintln!(
+        progress::say(&format!(
             "debug: rootless: in a user namespace, uid_map {}",
             map.join("; ")
-        );
+        ));
     }
     let globals = Globals {
-        root: cli.root,
+        root,
         insecure_registries: cli.insecure_registries,
         registry_config: cli.registry_config,
         debug: cli.debug,
-        snapshotter: cli.snapshotter,
+        snapshotter,
         isolation: cli.isolation,
         throwaway: cli.throwaway,
     };
@@ -182,6 +216,13 @@ fn main() -> ExitCode {
         Command::Prune(args) => prune::prune(root, &args),
         Command::Du(args) => prune::du(root, &args),
         Command::Check(args) => check::check(root, &args),
+        Command::Builds(args) => builds::run(root, &args),
+        Command::Completion(args) => completion::completion(&args),
+        Command::Man(args) => completion::man(&args),
+        Command::Version => {
+            version::print();
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -195,8 +236,65 @@ fn main() -> ExitCode {
 fn needs_namespace(c: &Command) -> bool {
     !matches!(
         c,
-        Command::Plan(_) | Command::Login(_) | Command::Logout(_) | Command::Build(_)
+        Command::Plan(_)
+            | Command::Login(_)
+            | Command::Logout(_)
+            | Command::Build(_)
+            | Command::Completion(_)
+            | Command::Man(_)
+            | Command::Version
     )
+}
+
+/// Whether the raw arguments of a `build` ask for `--progress=json` (or
+/// leave it to `BUILDKIT_PROGRESS=json`), before clap has seen them.
+fn wants_json(args: impl Iterator<Item = String>) -> bool {
+    let args: Vec<String> = args.collect();
+    if !args.iter().any(|a| a == "build") {
+        return false;
+    }
+    let mut explicit = None;
+    let mut it = args.iter().take_while(|a| *a != "--");
+    while let Some(a) = it.next() {
+        if let Some(v) = a.strip_prefix("--progress=") {
+            explicit = Some(v.to_owned());
+        } else if a == "--progress" {
+            explicit = it.next().cloned();
+        }
+    }
+    match explicit {
+        Some(v) => v == "json",
+        None => std::env::var("BUILDKIT_PROGRESS").is_ok_and(|v| v == "json"),
+    }
+}
+
+/// A command line clap refused (or `--help`/`--version`): printed by clap,
+/// or, when JSON was asked for, as a `failed` JSON line.
+fn clap_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let informational = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+    if progress::json_errors() && !informational {
+        let text = e.render().to_string();
+        let first = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ")
+            .to_owned();
+        progress::emit_json(serde_json::json!({
+            "status": "failed",
+            "exit_code": 2,
+            "error": first,
+            "report": text.trim_end(),
+        }));
+        return ExitCode::from(2);
+    }
+    let _ = e.print();
+    if informational {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
 }
 
 /// Rootless: when kiln is neither root nor in its user namespace yet, runs
@@ -233,7 +331,7 @@ fn rootless_parent(debug: bool) -> Result<(), Failure> {
     }
     let plan = preflight(&host, &user).map_err(|e| Failure::Internal(e.into()))?;
     if debug {
-        eprintln!("debug: rootless: {}", plan.describe());
+        progress::say(&format!("debug: rootless: {}", plan.describe()));
     }
     let status = run_in_namespace(&plan).map_err(|e| Failure::Internal(e.into()))?;
     use std::os::unix::process::ExitStatusExt as _;
@@ -249,7 +347,49 @@ fn rootless_parent(debug: bool) -> Result<(), Failure> {
     }
 }
 
+/// The exit code of a failure and what it says (its first line for JSON,
+/// and the whole text).
+pub fn describe(f: &Failure) -> (u8, String, String) {
+    match f {
+        Failure::Usage(m) => (2, m.clone(), format!("error: {m}")),
+        Failure::Dockerfile(d) => (2, d.message.clone(), format!("error: {}", d.render())),
+        Failure::Build(m) => (
+            1,
+            m.lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("error: "))
+                .unwrap_or(m)
+                .to_owned(),
+            m.clone(),
+        ),
+        Failure::Other(e) => (1, chain_message(e), format!("error: {}", chain_message(e))),
+        Failure::Registry(e) => (3, chain_message(e), format!("error: {}", chain_message(e))),
+        Failure::Internal(e) => (4, chain_message(e), format!("error: {}", chain_message(e))),
+        Failure::Status(code) => (*code, String::new(), String::new()),
+    }
+}
+
 fn report(f: Failure) -> ExitCode {
+    if progress::json_errors() {
+        let (code, first, text) = describe(&f);
+        if !matches!(f, Failure::Status(_)) {
+            let mut v = serde_json::json!({
+                "status": "failed",
+                "exit_code": code,
+                "error": first,
+                "report": text,
+            });
+            if let Failure::Dockerfile(d) = &f {
+                v["file"] = serde_json::json!(d.file);
+                if let Some(l) = &d.location {
+                    v["line"] = serde_json::json!(l.line);
+                    v["column"] = serde_json::json!(l.column);
+                }
+            }
+            progress::emit_json(v);
+        }
+        return ExitCode::from(code);
+    }
     let mut err = std::io::stderr().lock();
     if build::github_actions() {
         // The failure as a GitHub Actions annotation, then as usual.

@@ -16,8 +16,8 @@ use crate::args::BuildArgs;
 
 /// Refuses flags whose feature has not landed: never ignore a flag.
 pub fn reject_unsupported(args: &BuildArgs) -> Result<(), Failure> {
-    if let Some(first) = args.unsupported().first() {
-        return Err(Failure::Usage(format!("{first} is not supported yet")));
+    if let Some((flag, why)) = args.unsupported().first() {
+        return Err(Failure::Usage(format!("{flag} is not supported yet{why}")));
     }
     if args.context == "-" {
         return Err(Failure::Usage(
@@ -35,6 +35,12 @@ pub fn build_options(
 ) -> Result<BuildOptions, Failure> {
     let mut build_args = BTreeMap::new();
     for a in &args.build_args {
+        // buildx's `listToMap`: a name is required.
+        if a.is_empty() || a.starts_with('=') {
+            return Err(Failure::Usage(format!(
+                "invalid --build-arg {a:?}: empty key (expected KEY=VALUE, or KEY to take its value from the environment)"
+            )));
+        }
         match a.split_once('=') {
             Some((k, v)) => {
                 build_args.insert(k.to_owned(), v.to_owned());
@@ -57,6 +63,11 @@ pub fn build_options(
     let mut labels = BTreeMap::new();
     for l in &args.labels {
         let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        if k.is_empty() {
+            return Err(Failure::Usage(format!(
+                "invalid --label {l:?}: empty key (expected KEY=VALUE)"
+            )));
+        }
         labels.insert(k.to_owned(), v.to_owned());
     }
     let network = match args.network.as_deref() {

@@ -21,7 +21,9 @@ cache entries whose layers are gone.\n\nWith --all, also the whole build cache, 
 --explain records, so later builds start cold. Named images are never removed by prune \
 (there are no containers to tell used from unused images): remove them with `kiln rmi`.\n\n\
 Prune takes the store lock exclusively: it waits for running builds, and builds started \
-meanwhile wait for it. It does not ask for confirmation."
+meanwhile wait for it.\n\nIt asks first, as `docker image prune` does ([y/N] on stdout, the \
+answer read from stdin); -f/--force does not ask. Without an answer (stdin at its end, as in a \
+script without a terminal) nothing is removed and prune exits 1."
 )]
 pub struct PruneArgs {
     /// Also remove the whole build cache and the cache mounts.
@@ -36,7 +38,7 @@ pub struct PruneArgs {
     /// binary units, as Docker's).
     #[arg(long = "keep-storage", value_name = "SIZE")]
     pub keep_storage: Option<String>,
-    /// Do not prompt (accepted for compatibility; prune never prompts).
+    /// Do not prompt for confirmation.
     #[arg(short = 'f', long)]
     pub force: bool,
 }
@@ -179,6 +181,9 @@ pub fn prune(root: Option<&Path>, args: &PruneArgs) -> Result<(), Failure> {
         until: until(&args.filters)?,
         keep_storage,
     };
+    if !args.force {
+        confirm(args)?;
+    }
     let state = open(root)?;
     let _lock = lock(&state, LockKind::Exclusive)?;
     let plan = gc::plan(&state, opts).map_err(fail)?;
@@ -256,6 +261,51 @@ pub fn prune(root: Option<&Path>, args: &PruneArgs) -> Result<(), Failure> {
     ));
     let _ = std::io::stdout().lock().write_all(out.as_bytes());
     Ok(())
+}
+
+/// Asks before pruning, as `docker image prune` does: the warning and
+/// `[y/N]` on stdout, one line read from stdin, `y` (any case) goes on.
+/// Anything else stops with exit status 1 and nothing removed; no answer at
+/// all from a stdin that is not a terminal says how to prune without asking.
+fn confirm(args: &PruneArgs) -> Result<(), Failure> {
+    use std::io::{BufRead as _, IsTerminal as _};
+    let mut text = String::from(
+        "WARNING! This will remove:\n  - all dangling images\n  - unused data: blobs, layers and build cache entries that no image or cache entry uses\n",
+    );
+    if args.all {
+        text.push_str("  - the whole build cache, the cache mounts, git fetches, ADD <url> validators and --explain records\n");
+    }
+    if let Some(k) = &args.keep_storage {
+        text.push_str(&format!(
+            "  - build cache entries, least recently used first, until the store holds at most {k}\n"
+        ));
+    }
+    text.push_str("\nAre you sure you want to continue? [y/N] ");
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
+    let stdin = std::io::stdin();
+    let terminal = stdin.is_terminal();
+    let mut answer = String::new();
+    let read = stdin.lock().read_line(&mut answer).unwrap_or(0);
+    if read == 0 {
+        // Stdin at its end: no one answered.
+        let _ = writeln!(std::io::stdout().lock());
+        if !terminal {
+            return Err(Failure::Other(anyhow::anyhow!(
+                "prune needs a confirmation and standard input is not a terminal (it gave no answer): \
+                 nothing was removed; use kiln prune -f (--force) to prune without asking"
+            )));
+        }
+        return Err(Failure::Status(1));
+    }
+    if answer.trim().eq_ignore_ascii_case("y") {
+        Ok(())
+    } else {
+        Err(Failure::Status(1))
+    }
 }
 
 /// `kiln du`.

@@ -42,6 +42,19 @@ fn stderr_log(quiet: bool) -> impl Fn(&str) + Sync {
     }
 }
 
+/// On a terminal (and not quiet): a live byte bar per blob while it moves,
+/// the client reporting to it. Without a terminal the lines stay as they
+/// are (docker pull prints no byte counts there either).
+fn live(quiet: bool, client: Client) -> (Option<std::sync::Arc<crate::progress_tty::Tty>>, Client) {
+    if quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return (None, client);
+    }
+    let tty = std::sync::Arc::new(crate::progress_tty::Tty::transfers_only());
+    let t = tty.clone();
+    let client = client.with_progress(std::sync::Arc::new(move |x| t.transfer(x)));
+    (Some(tty), client)
+}
+
 /// `kiln pull`: the manifest, config and layer blobs into the store, the
 /// name recorded. Layers are unpacked the first time a build uses them.
 pub fn pull(globals: &Globals, args: &PullArgs) -> Result<(), Failure> {
@@ -54,10 +67,18 @@ pub fn pull(globals: &Globals, args: &PullArgs) -> Result<(), Failure> {
     };
     let state = crate::images::open_for_layers(globals.root.as_deref())?;
     let _lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
-    let client = client(globals, &[])?;
-    let log = stderr_log(args.quiet);
-    let pulled = kiln_worker::registry::pull(&state, &client, &reference, &platform, &log)
-        .map_err(|e| Failure::Registry(anyhow::Error::new(e)))?;
+    let (tty, client) = live(args.quiet, client(globals, &[])?);
+    let plain = stderr_log(args.quiet);
+    let log = |line: &str| match &tty {
+        Some(t) => t.plain_line(line),
+        None => plain(line),
+    };
+    let pulled = kiln_worker::registry::pull(&state, &client, &reference, &platform, &log);
+    if let Some(t) = &tty {
+        t.close();
+    }
+    let pulled = pulled.map_err(|e| Failure::Registry(anyhow::Error::new(e)))?;
+    let log = plain;
     log(&format!("Digest: {}", pulled.resolved));
     log(&format!(
         "Status: {} for {}",
@@ -94,13 +115,20 @@ pub fn push(globals: &Globals, args: &PushArgs) -> Result<(), Failure> {
                 reference.familiar()
             ))
         })?;
-    let client = client(globals, &[])?;
     let manifest =
         kiln_worker::registry::manifest_for(&state, &image, Compression::gzip(), MediaTypes::Oci)
             .map_err(|e| Failure::Other(anyhow::Error::new(e)))?;
-    let log = stderr_log(args.quiet);
-    let digest = kiln_worker::registry::push(&state, &client, &manifest, &[name], &log)
-        .map_err(|e| Failure::Registry(anyhow::Error::new(e)))?;
+    let (tty, client) = live(args.quiet, client(globals, &[])?);
+    let plain = stderr_log(args.quiet);
+    let log = |line: &str| match &tty {
+        Some(t) => t.plain_line(line),
+        None => plain(line),
+    };
+    let digest = kiln_worker::registry::push(&state, &client, &manifest, &[name], &log);
+    if let Some(t) = &tty {
+        t.close();
+    }
+    let digest = digest.map_err(|e| Failure::Registry(anyhow::Error::new(e)))?;
     if args.quiet {
         let _ = writeln!(std::io::stdout().lock(), "{digest}");
     }

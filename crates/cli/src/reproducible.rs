@@ -72,14 +72,14 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
             cmd.arg(e);
         }
         cmd.args(&user_args[at..]);
-        eprintln!(
+        crate::progress::say(&format!(
             "{FLAG}: build {n} of 2{}",
             if extra.is_some() {
                 " (without the cache)"
             } else {
                 ""
             }
-        );
+        ));
         let status = cmd.status().context("running the build")?;
         if !status.success() {
             return Err(Failure::Build(format!(
@@ -89,9 +89,10 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
         layouts.push(dest);
     }
     let report = compare(&layouts[0], &layouts[1]).map_err(Failure::Other)?;
-    let mut err = std::io::stderr().lock();
-    use std::io::Write as _;
-    let _ = write!(err, "{}", report.text);
+    // Its lines, as JSON messages under --progress=json.
+    for line in report.text.lines() {
+        crate::progress::say(line);
+    }
     if report.same {
         Ok(())
     } else {

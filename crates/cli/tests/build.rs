@@ -56,7 +56,9 @@
 //! * `emulation PLATFORM` — RUN for PLATFORM can run here (a binfmt_misc
 //!   handler with the fix-binary flag: Debian's qemu-user-static);
 //! * `user NAME` — the host user NAME exists, with subordinate id ranges
-//!   (for a script that runs kiln as NAME itself, e.g. with `setpriv`).
+//!   (for a script that runs kiln as NAME itself, e.g. with `setpriv`);
+//! * `program NAME WHY…` — the program NAME is in `PATH` (a headless
+//!   browser, tmux; WHY says what for).
 //!
 //! Builds run with `SOURCE_DATE_EPOCH=1600000000`, so times are fixed. Paths
 //! of the temporary directories and the digest of the base image (which
@@ -169,6 +171,16 @@ fn unmet_needs(dir: &Path) -> Option<String> {
             ["user", name] => {
                 if let Err(why) = HostUser::lookup(name) {
                     return Some(why);
+                }
+            }
+            ["program", name, why @ ..] => {
+                let found = std::env::var_os("PATH")
+                    .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()));
+                if !found {
+                    return Some(format!(
+                        "{name} is not installed ({}; .ci/run installs it)",
+                        why.join(" ")
+                    ));
                 }
             }
             _ => panic!("{}: unknown need {line:?}", dir.display()),
@@ -737,6 +749,14 @@ fn steps(stderr: &str, only_errors: bool) -> String {
         let Some((id, text)) = rest.split_once(' ') else {
             continue;
         };
+        // Byte counts of blobs as they move (registries, archives).
+        if id == "0"
+            && (text.starts_with("downloading ")
+                || text.starts_with("uploading ")
+                || text.starts_with("writing "))
+        {
+            continue;
+        }
         if !names.contains_key(id) {
             names.insert(id.to_owned(), text.to_owned());
             continue;

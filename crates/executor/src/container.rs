@@ -35,8 +35,8 @@
 //! network namespace and `--memory`/`--pids-limit` writable control
 //! groups: refused by name.
 
-pub mod host;
 mod helper;
+pub mod host;
 mod mounts;
 
 use std::ffi::OsString;
@@ -51,7 +51,7 @@ use kiln_snapshot::{Exclusions, InPlace, WhiteoutFormat};
 
 use crate::isolation::Isolation;
 use crate::spec::{Network, RunSpec, Status};
-use crate::{Chunk, ExecError, ExitStatus, Executor, Limits, STATUS_RESERVE, Stream, pump};
+use crate::{Chunk, ExecError, Executor, ExitStatus, Limits, STATUS_RESERVE, Stream, pump};
 
 pub use helper::helper_main;
 use host::{Evidence, HostFacts};
@@ -330,8 +330,7 @@ impl Executor for ContainerExecutor {
         }
         if spec.limits.any() {
             return Err(ExecError::Setup(
-                "--memory and --pids-limit are not supported with --isolation=container"
-                    .to_owned(),
+                "--memory and --pids-limit are not supported with --isolation=container".to_owned(),
             ));
         }
         // One root: one step at a time.
@@ -342,8 +341,8 @@ impl Executor for ContainerExecutor {
         let mut co = tree
             .checkout(&spec.rootfs.lowers, &spec.rootfs.upper)
             .map_err(|e| ExecError::Setup(e.to_string()))?;
-        let placement = mounts::Placement::place(&mut co, &spec.mounts, cancelled)
-            .map_err(ExecError::Setup)?;
+        let placement =
+            mounts::Placement::place(&mut co, &spec.mounts, cancelled).map_err(ExecError::Setup)?;
         let started = self.start(&mut co, spec);
         let status = match started {
             Ok(req) => self.supervise(&req, output, cancelled),
@@ -421,9 +420,8 @@ impl ContainerExecutor {
         output: &mut dyn FnMut(Stream, &[u8]),
         cancelled: &dyn Fn() -> bool,
     ) -> Result<ExitStatus, ExecError> {
-        fs::write(&req.status, [b' '; STATUS_RESERVE]).map_err(|e| {
-            ExecError::Helper(format!("reserving {}: {e}", req.status.display()))
-        })?;
+        fs::write(&req.status, [b' '; STATUS_RESERVE])
+            .map_err(|e| ExecError::Helper(format!("reserving {}: {e}", req.status.display())))?;
         let body = serde_json::to_vec(req).map_err(|e| ExecError::Helper(e.to_string()))?;
         let mut child = Command::new(&self.program)
             .args(&self.args)

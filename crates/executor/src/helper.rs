@@ -30,7 +30,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Uid};
 
-use crate::plan::{Step, TargetKind, container_steps, hosts_file, resolv_conf};
+use crate::plan::{Step, TargetKind, container_steps, hosts_file};
 use crate::spec::{Network, Request, RunSpec, Status};
 use crate::sys;
 use crate::users::{self, ExecUser};
@@ -167,6 +167,10 @@ fn run(req: &Request) -> Result<Status, String> {
     if spec.network == Network::None {
         flags |= CloneFlags::CLONE_NEWNET;
     }
+    // The default network: a namespace of the executor's pool.
+    if let Some(netns) = &req.netns {
+        crate::network::join(netns)?;
+    }
     nix::sched::unshare(flags).map_err(|e| format!("unshare: {e}"))?;
     nix::mount::mount(
         None::<&str>,
@@ -196,8 +200,7 @@ fn run(req: &Request) -> Result<Status, String> {
     let hosts = sibling(".hosts");
     let resolv = sibling(".resolv");
     fs::write(&hosts, hosts_file(&spec.hostname)).map_err(|e| format!("writing hosts: {e}"))?;
-    fs::write(&resolv, resolv_conf(&req.resolv_conf, spec.network))
-        .map_err(|e| format!("writing resolv.conf: {e}"))?;
+    fs::write(&resolv, &req.resolv_conf).map_err(|e| format!("writing resolv.conf: {e}"))?;
 
     let secrets = sibling(".secrets");
     write_secrets(&secrets, spec)?;

@@ -9,7 +9,8 @@
 //! threaded process. So the caller ([`NamespaceExecutor`]) re-executes the
 //! kiln binary as a single-threaded helper (`kiln __exec`, entry point
 //! [`helper_main`]) and hands it the [`RunSpec`] on stdin. The helper creates
-//! the namespaces (mount, pid, uts, ipc, and net for `--network=none`), mounts
+//! the namespaces (mount, pid, uts, ipc, and net for `--network=none`; the
+//! default network is a namespace from a pool, see `network.rs`), mounts
 //! the overlay, forks the process that becomes pid 1 of the new pid
 //! namespace, and reports how it ended in a small status file.
 //!
@@ -42,6 +43,7 @@ mod devices;
 mod helper;
 pub mod isolation;
 pub mod namespaces;
+mod network;
 mod plan;
 mod seccomp;
 /// Bytes reserved for the helper's status file (a status is far smaller).
@@ -91,6 +93,9 @@ pub enum ExecError {
     Io { what: String, source: io::Error },
     #[error("cancelled")]
     Cancelled,
+    /// The step's network could not be set up (`network.rs`).
+    #[error("{0}")]
+    Network(String),
 }
 
 /// Runs RUN steps. A trait so the worker can be tested with a fake.
@@ -112,6 +117,8 @@ pub struct NamespaceExecutor {
     program: PathBuf,
     args: Vec<std::ffi::OsString>,
     env: Vec<(String, String)>,
+    /// Network namespaces of `Network::Isolated` steps, reused.
+    networks: std::sync::Arc<network::Pool>,
 }
 
 impl NamespaceExecutor {
@@ -128,6 +135,7 @@ impl NamespaceExecutor {
             program,
             args,
             env: Vec::new(),
+            networks: Default::default(),
         }
     }
 
@@ -161,6 +169,7 @@ impl Clone for NamespaceExecutor {
             program: self.program.clone(),
             args: self.args.clone(),
             env: self.env.clone(),
+            networks: self.networks.clone(),
         }
     }
 }
@@ -217,10 +226,12 @@ impl Executor for NamespaceExecutor {
         // Made before the helper starts, filled before it reads its request:
         // every process of the step starts inside the groups.
         let cgroup = cgroup::StepCgroup::create(&spec.limits, spec.privileged)?;
+        let mut netns = self.networks.lease(spec.network)?;
         let req = Request {
             spec: spec.clone(),
             status: status_path.clone(),
-            resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            resolv_conf: network::resolv_conf(spec.network),
+            netns: netns.as_ref().and_then(network::Lease::path),
             snapshotter: kiln_snapshot::snapshotter(),
             whiteouts: kiln_snapshot::whiteout_format(),
             seccomp: step_seccomp(spec)?,
@@ -297,7 +308,17 @@ impl Executor for NamespaceExecutor {
             );
         }
         drop(cgroup);
-        match status.and_then(|b| serde_json::from_slice::<Status>(&b).ok()) {
+        let status = status.and_then(|b| serde_json::from_slice::<Status>(&b).ok());
+        // Ended normally: its pid 1 was reaped, so no process of the step
+        // is left in the namespace.
+        if let Some(ns) = &mut netns
+            && matches!(status, Some(Status::Exited(_) | Status::Signaled(_)))
+            && !spec.privileged
+        {
+            ns.give_back();
+        }
+        drop(netns);
+        match status {
             Some(Status::Exited(c)) => Ok(ExitStatus::Code(c)),
             Some(Status::Signaled(s)) => Ok(ExitStatus::Signal(s)),
             Some(Status::SetupError(m)) => Err(ExecError::Setup(m)),

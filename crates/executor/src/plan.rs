@@ -329,25 +329,6 @@ pub(crate) fn hosts_file(hostname: &str) -> String {
     format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
 }
 
-/// The container's `resolv.conf` from the host's: kept as is with the host
-/// network (loopback resolvers are reachable there), loopback nameservers
-/// dropped without a network, as Docker does.
-pub(crate) fn resolv_conf(host: &str, network: crate::spec::Network) -> String {
-    match network {
-        crate::spec::Network::Host => host.to_owned(),
-        crate::spec::Network::None => host
-            .lines()
-            .filter(|l| {
-                let mut w = l.split_whitespace();
-                !(w.next() == Some("nameserver")
-                    && w.next()
-                        .is_some_and(|a| a.starts_with("127.") || a == "::1"))
-            })
-            .map(|l| format!("{l}\n"))
-            .collect(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,15 +392,5 @@ mod tests {
             failures.extend(check(&case.join("steps"), &out));
         }
         assert_all(failures, cases.len());
-    }
-
-    #[test]
-    fn resolv_conf_without_network_drops_loopback() {
-        let host = "nameserver 127.0.0.53\nnameserver 10.0.0.1\nsearch lan\n";
-        assert_eq!(resolv_conf(host, crate::spec::Network::Host), host);
-        assert_eq!(
-            resolv_conf(host, crate::spec::Network::None),
-            "nameserver 10.0.0.1\nsearch lan\n"
-        );
     }
 }

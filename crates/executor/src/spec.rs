@@ -24,12 +24,15 @@ pub struct Rootfs {
     pub views: Option<PathBuf>,
 }
 
-/// The network a RUN step sees.
+/// The network a RUN step sees (see `network.rs`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Network {
-    /// The host's network namespace (BuildKit's default for `docker build`).
+    /// A network namespace of the step's own, with outbound access through
+    /// slirp4netns (BuildKit's default: a namespace per RUN step).
     #[default]
+    Isolated,
+    /// The host's network namespace (`--network=host`, an entitlement).
     Host,
     /// A new, empty network namespace with only the loopback interface, up.
     None,
@@ -107,8 +110,11 @@ pub(crate) struct Request {
     pub spec: RunSpec,
     /// Where the helper writes its [`Status`].
     pub status: PathBuf,
-    /// The host's `/etc/resolv.conf` content to give the container.
+    /// The container's `/etc/resolv.conf` (`network::resolv_conf`).
     pub resolv_conf: String,
+    /// The network namespace to join (`Network::Isolated`), as a path.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
     /// How the helper mounts the root filesystem: the caller's snapshotter.
     #[serde(default)]
     pub snapshotter: kiln_snapshot::Snapshotter,

@@ -33,6 +33,7 @@ use crate::RegistryError;
 use crate::auth::{Auth, Credential};
 use crate::config::RegistryConfig;
 use crate::platform::select;
+use crate::progress::{CountingReader, Direction, ProgressSink, Transfer, TransferState};
 
 /// The manifest media types kiln asks for.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -153,6 +154,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Where byte progress of blob transfers goes ([`Client::with_progress`]).
+    progress: Option<ProgressSink>,
 }
 
 impl std::fmt::Debug for Client {
@@ -308,7 +311,34 @@ impl Client {
                 challenges: Mutex::new(HashMap::new()),
                 tokens: Mutex::new(HashMap::new()),
             }),
+            progress: None,
         })
+    }
+
+    /// This client (sharing connections and tokens), reporting the bytes of
+    /// every blob it downloads or uploads to `sink`.
+    pub fn with_progress(&self, sink: ProgressSink) -> Client {
+        Client {
+            inner: self.inner.clone(),
+            progress: Some(sink),
+        }
+    }
+
+    /// The sink given to [`Client::with_progress`], if any.
+    pub fn progress(&self) -> Option<&ProgressSink> {
+        self.progress.as_ref()
+    }
+
+    fn report(&self, desc: &Descriptor, direction: Direction, current: u64, state: TransferState) {
+        if let Some(sink) = &self.progress {
+            sink(&Transfer {
+                digest: desc.digest,
+                direction,
+                total: desc.size,
+                current,
+                state,
+            });
+        }
     }
 
     fn agent(&self, host: &str) -> Result<Agent, RegistryError> {
@@ -899,14 +929,21 @@ impl Client {
             }
             let mut reader = resp.into_body().into_reader();
             let mut w = store.writer().map_err(store_err)?;
-            let copied = copy_progress(&mut reader, &mut w, progress);
+            self.report(desc, Direction::Download, 0, TransferState::Started);
+            let copied = copy_progress(&mut reader, &mut w, &|n| {
+                self.report(desc, Direction::Download, n, TransferState::Moving);
+                progress(n);
+            });
             let failure = match copied {
                 Err(e) => format!("download interrupted: {e}"),
                 Ok(n) if n != desc.size => {
                     format!("size mismatch: expected {} bytes, got {n}", desc.size)
                 }
-                Ok(_) => match w.commit(Some(&desc.digest)) {
-                    Ok(_) => return Ok(()),
+                Ok(n) => match w.commit(Some(&desc.digest)) {
+                    Ok(_) => {
+                        self.report(desc, Direction::Download, n, TransferState::Finished);
+                        return Ok(());
+                    }
                     Err(kiln_oci::ContentError::Mismatch { actual, .. }) => {
                         if attempt >= opts.attempts.max(1) {
                             return Err(RegistryError::DigestMismatch {
@@ -1002,10 +1039,25 @@ impl Client {
         let _ = error_detail(&mut resp);
         let mut location = self.location(t, &resp)?;
         let base = format!("{}/", self.base_url(t.host));
-        let open_blob = || {
-            open().map_err(|e| RegistryError::Io {
+        let open_blob = || -> Result<Box<dyn Read + Send>, RegistryError> {
+            let r = open().map_err(|e| RegistryError::Io {
                 what: format!("reading blob {}", desc.digest),
                 source: e,
+            })?;
+            self.report(desc, Direction::Upload, 0, TransferState::Started);
+            Ok(match &self.progress {
+                Some(sink) => Box::new(CountingReader {
+                    inner: r,
+                    sink: sink.clone(),
+                    template: Transfer {
+                        digest: desc.digest,
+                        direction: Direction::Upload,
+                        total: desc.size,
+                        current: 0,
+                        state: TransferState::Moving,
+                    },
+                }),
+                None => r,
             })
         };
         let size = desc.size;
@@ -1082,6 +1134,7 @@ impl Client {
                 return Err(self.status_error(t, "PUT", &url, "upload", resp));
             }
         }
+        self.report(desc, Direction::Upload, size, TransferState::Finished);
         Ok(PushedBlob::Uploaded)
     }
 

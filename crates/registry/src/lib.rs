@@ -20,7 +20,8 @@
 //!   helpers, and `login`/`logout` writing them back;
 //! * [`client`]: the protocol — manifests, blobs, uploads, the token dance,
 //!   retries, redirects;
-//! * [`platform`]: choosing an index entry for a platform.
+//! * [`platform`]: choosing an index entry for a platform;
+//! * [`progress`]: byte progress of blob transfers, for a display.
 //!
 //! The crate knows nothing of builds: it moves manifests and blobs between a
 //! registry and a [`kiln_oci::ContentStore`].
@@ -30,9 +31,11 @@ pub mod client;
 pub mod config;
 mod error;
 pub mod platform;
+pub mod progress;
 
 pub use auth::Auth;
 pub use client::{Client, ClientOptions, FetchedManifest, PushedBlob, Resolved, RetryPolicy};
 pub use config::RegistryConfig;
 pub use error::RegistryError;
 pub use kiln_reference::Reference;
+pub use progress::{Direction, ProgressSink, Transfer, TransferState};

@@ -451,6 +451,85 @@ fn basic_auth_tls() -> Result<(), Failed> {
     Ok(())
 }
 
+/// A client made `with_progress` reports every blob it uploads (the chunked
+/// one too) and downloads: started at 0, bytes growing to the size,
+/// finished with the size; a blob the registry has reports nothing; a
+/// download retried after a cut body starts again.
+fn progress() -> Result<(), Failed> {
+    use kiln_registry::{Direction, Transfer, TransferState};
+    use std::sync::{Arc, Mutex};
+    let reg = Registry::start(RegistryOptions::anonymous())?;
+    let proxy = FaultProxy::start(&reg.addr(), false)?;
+    let seen: Arc<Mutex<Vec<Transfer>>> = Arc::default();
+    let s = seen.clone();
+    let c = client().with_progress(Arc::new(move |t: &Transfer| {
+        s.lock().unwrap().push(t.clone());
+    }));
+    assert!(c.progress().is_some() && client().progress().is_none());
+    let host = proxy.addr();
+    let img = image(&Platform::new("linux", "amd64", ""), 30);
+    let blobs: Vec<&Descriptor> = std::iter::once(&img.config).chain(&img.layers).collect();
+    push(&c, &img, &format!("{host}/p/one"), "1", None);
+    let check_all = |direction: Direction, events: &[Transfer], restarts: usize| {
+        for d in &blobs {
+            let mine: Vec<&Transfer> = events
+                .iter()
+                .filter(|t| t.digest == d.digest && t.direction == direction)
+                .collect();
+            let states: Vec<TransferState> = mine.iter().map(|t| t.state).collect();
+            assert_eq!(
+                states
+                    .iter()
+                    .filter(|s| **s == TransferState::Started)
+                    .count(),
+                1 + restarts * usize::from(d.size > 1000),
+                "{direction:?} {}: {states:?}",
+                d.digest
+            );
+            assert_eq!(states.last(), Some(&TransferState::Finished), "{states:?}");
+            assert!(
+                mine.iter()
+                    .all(|t| t.total == d.size && t.current <= d.size)
+            );
+            assert_eq!(mine.last().map(|t| t.current), Some(d.size));
+            // Bytes only grow between two starts.
+            for w in mine.windows(2) {
+                if w[1].state != TransferState::Started {
+                    assert!(w[1].current >= w[0].current, "{w:?}");
+                }
+            }
+            if d.size > 100_000 {
+                assert!(
+                    states
+                        .iter()
+                        .filter(|s| **s == TransferState::Moving)
+                        .count()
+                        > 1,
+                    "a big blob reports bytes as they move: {states:?}"
+                );
+            }
+        }
+    };
+    check_all(Direction::Upload, &seen.lock().unwrap(), 0);
+    // Pushed again: the registry has every blob, nothing moves.
+    seen.lock().unwrap().clear();
+    push(&c, &img, &format!("{host}/p/one"), "1", None);
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    // Downloads; the big layer's first body is cut, and it starts again.
+    let (_dir, store) = empty_store();
+    proxy.inject("GET", &img.layers[0].digest.to_string(), Fault::Truncate, 1);
+    for d in &blobs {
+        c.fetch_blob(&r(&format!("{host}/p/one")), d, &store, &|_| {})
+            .map_err(|e| e.to_string())?;
+    }
+    check_all(Direction::Download, &seen.lock().unwrap(), 1);
+    Ok(())
+}
+
 type TestFn = fn() -> Result<(), Failed>;
 
 fn main() {
@@ -459,7 +538,7 @@ fn main() {
     if let Some(why) = &skip {
         eprintln!("registry tests ignored: {why}");
     }
-    let tests: [(&str, TestFn); 7] = [
+    let tests: [(&str, TestFn); 8] = [
         ("round_trip", round_trip),
         ("platforms", platforms),
         ("retries", retries),
@@ -467,6 +546,7 @@ fn main() {
         ("verification", verification),
         ("redirects", redirects),
         ("basic_auth_tls", basic_auth_tls),
+        ("progress", progress),
     ];
     let trials = tests
         .into_iter()

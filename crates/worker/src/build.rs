@@ -53,6 +53,9 @@ pub struct BuildRequest {
     pub registry: Option<kiln_registry::Client>,
     /// Where push progress lines go.
     pub log: Arc<dyn Fn(&str) + Send + Sync>,
+    /// Where the bytes of archives the outputs write are reported (pushes
+    /// report theirs through the registry client's own sink).
+    pub transfers: Option<kiln_registry::ProgressSink>,
     /// `--cache-from`: caches whose records answer lookups the local cache
     /// cannot.
     pub cache_from: Vec<crate::cache_exchange::CacheFrom>,
@@ -478,9 +481,17 @@ pub async fn build(
                     )?;
                 }
             }
-            (Some(img), out) => manifests.extend(export::write(state, img, out, clamp)?),
+            (Some(img), out) => manifests.extend(export::write_with_progress(
+                state,
+                img,
+                out,
+                clamp,
+                req.transfers.as_ref(),
+            )?),
             (None, Output::Local { dest }) => export::local(state, &layers, dest)?,
-            (None, Output::Tar { dest }) => export::flat_tar(state, &layers, dest, clamp)?,
+            (None, Output::Tar { dest }) => {
+                export::flat_tar_with_progress(state, &layers, dest, clamp, req.transfers.as_ref())?
+            }
             (None, _) => return Err(Error::Other("output needs an image".to_owned())),
         }
     }

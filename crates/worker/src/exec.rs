@@ -39,6 +39,13 @@ pub(crate) fn check_supported(w: &LlbWorker, e: &ExecOp) -> Result<usize, Error>
                 .to_owned(),
         ));
     }
+    if e.network == Network::Host && !w.exec.grants.allow_network_host {
+        // BuildKit's wording (`entitlements.Set.Check`), and the way out.
+        return Err(Error::Other(
+            "network.host is not allowed: RUN --network=host needs `kiln build --allow network.host`"
+                .to_owned(),
+        ));
+    }
     if !e.devices.is_empty() {
         return Err(Error::Other("RUN --device is not supported yet".to_owned()));
     }
@@ -99,7 +106,8 @@ pub fn execute(
         },
         network: match e.network {
             Network::None => ExecNetwork::None,
-            Network::Default | Network::Host => ExecNetwork::Host,
+            Network::Host => ExecNetwork::Host,
+            Network::Default => ExecNetwork::Isolated,
         },
         mounts: prepared.mounts.clone(),
         privileged: e.security == Security::Insecure,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_context::Tree;
 use kiln_oci::{Compression, ExportImage, MediaTypes};
+use kiln_registry::{Direction, ProgressSink, Transfer, TransferState};
 use kiln_snapshot::LayerId;
 
 use crate::copy::{Copier, CopyOptions, SourceEntry};
@@ -81,6 +82,22 @@ pub fn write(
     out: &Output,
     clamp: Option<i64>,
 ) -> Result<Option<kiln_oci::Descriptor>, Error> {
+    write_with_progress(state, img, out, clamp, None)
+}
+
+/// [`write`], reporting the bytes of the archives it writes (OCI and docker
+/// archives, `type=tar`) to `progress` as [`Direction::Write`] transfers
+/// named by the image's manifest digest (for `type=tar`, by the digest of
+/// the destination's name). Their total is unknown (0): an archive is its
+/// blobs plus tar headers.
+pub fn write_with_progress(
+    state: &State,
+    img: &Committed,
+    out: &Output,
+    clamp: Option<i64>,
+    progress: Option<&ProgressSink>,
+) -> Result<Option<kiln_oci::Descriptor>, Error> {
+    let sink = |digest: kiln_llb::Digest| progress.map(|p| (p.clone(), digest));
     match out {
         Output::Image { names } => {
             crate::images::record(state, &img.id)?;
@@ -104,7 +121,15 @@ pub fn write(
         } => {
             let c = (*compression, *force_compression);
             let image = manifest(state, img, c, MediaTypes::Oci, clamp, names)?;
-            write_layout(state, dest, *tar, &image)?;
+            if *tar {
+                write_file_atomic(dest, sink(image.manifest.digest), |f| {
+                    kiln_oci::write_oci_archive(&state.content, f, std::slice::from_ref(&image))
+                        .map(drop)
+                        .map_err(Error::from)
+                })?;
+            } else {
+                write_layout(state, dest, false, &image)?;
+            }
             Ok(Some(image.manifest))
         }
         Output::Docker {
@@ -115,7 +140,7 @@ pub fn write(
         } => {
             let c = (*compression, *force_compression);
             let image = manifest(state, img, c, MediaTypes::Docker, clamp, names)?;
-            write_file_atomic(dest, |f| {
+            write_file_atomic(dest, sink(image.manifest.digest), |f| {
                 kiln_oci::write_docker_archive(&state.content, f, std::slice::from_ref(&image))
                     .map(drop)
                     .map_err(Error::from)
@@ -123,7 +148,10 @@ pub fn write(
             Ok(Some(image.manifest))
         }
         Output::Local { dest } => local(state, &img.layers, dest).map(|()| None),
-        Output::Tar { dest } => flat_tar(state, &img.layers, dest, clamp).map(|()| None),
+        Output::Tar { dest } => {
+            let named = sink(name_digest(dest));
+            flat_tar_with(state, &img.layers, dest, clamp, named).map(|()| None)
+        }
         Output::Registry { .. } => Err(Error::Other(
             "a registry output is written by the build, which has the client".to_owned(),
         )),
@@ -139,7 +167,7 @@ pub(crate) fn write_layout(
     image: &ExportImage,
 ) -> Result<(), Error> {
     if tar {
-        write_file_atomic(dest, |f| {
+        write_file_atomic(dest, None, |f| {
             kiln_oci::write_oci_archive(&state.content, f, std::slice::from_ref(image))
                 .map(drop)
                 .map_err(Error::from)
@@ -175,18 +203,101 @@ pub(crate) fn manifest(
     })
 }
 
+/// The digest of a destination's name: what names the progress of an
+/// output that has no manifest (`type=tar`).
+fn name_digest(dest: &Path) -> kiln_llb::Digest {
+    use sha2::Digest as _;
+    kiln_llb::Digest::from_bytes(sha2::Sha256::digest(dest.as_os_str().as_encoded_bytes()).into())
+}
+
+/// A writer that reports the bytes written through it.
+struct Counting<W> {
+    inner: W,
+    sink: ProgressSink,
+    report: Transfer,
+}
+
+impl<W: io::Write> io::Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.report.current += n as u64;
+        self.report.state = TransferState::Moving;
+        (self.sink)(&self.report);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// `w`, counted into `progress` (a sink and the digest that names the
+/// transfer) when there is one: `Started` now, `Moving` as bytes go;
+/// [`finish`] says `Finished`.
+fn counted<'w>(
+    w: &'w mut dyn io::Write,
+    progress: &Option<(ProgressSink, kiln_llb::Digest)>,
+) -> Box<dyn io::Write + 'w> {
+    match progress {
+        None => Box::new(w),
+        Some((sink, digest)) => {
+            let report = Transfer {
+                digest: *digest,
+                direction: Direction::Write,
+                total: 0,
+                current: 0,
+                state: TransferState::Started,
+            };
+            sink(&report);
+            Box::new(Counting {
+                inner: w,
+                sink: sink.clone(),
+                report,
+            })
+        }
+    }
+}
+
+/// Reports the end of a counted write of `bytes` bytes.
+fn finish(progress: &Option<(ProgressSink, kiln_llb::Digest)>, bytes: u64) {
+    if let Some((sink, digest)) = progress {
+        sink(&Transfer {
+            digest: *digest,
+            direction: Direction::Write,
+            total: bytes,
+            current: bytes,
+            state: TransferState::Finished,
+        });
+    }
+}
+
 /// Writes a file through a temporary file beside it, renamed into place only
-/// when complete; [`STDOUT`] streams to standard output instead.
+/// when complete; [`STDOUT`] streams to standard output instead. With
+/// `progress`, the bytes written are reported.
 fn write_file_atomic(
     dest: &Path,
+    progress: Option<(ProgressSink, kiln_llb::Digest)>,
     body: impl FnOnce(&mut dyn io::Write) -> Result<(), Error>,
 ) -> Result<(), Error> {
+    let counting = |w: &mut dyn io::Write| -> Result<u64, Error> {
+        let mut bytes = 0u64;
+        {
+            let mut c = counted(w, &progress);
+            let mut tally = Tally {
+                inner: &mut *c,
+                bytes: &mut bytes,
+            };
+            body(&mut tally)?;
+        }
+        Ok(bytes)
+    };
     if dest == Path::new(STDOUT) {
         let mut w = BufWriter::with_capacity(1 << 20, io::stdout().lock());
-        body(&mut w)?;
-        return w
-            .flush()
-            .map_err(io_err("writing", Path::new("standard output")));
+        let bytes = counting(&mut w)?;
+        w.flush()
+            .map_err(io_err("writing", Path::new("standard output")))?;
+        finish(&progress, bytes);
+        return Ok(());
     }
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -194,15 +305,36 @@ fn write_file_atomic(
     };
     fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
     let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io_err("creating a file in", &dir))?;
-    {
+    let bytes = {
         let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
-        body(&mut w)?;
+        let bytes = counting(&mut w)?;
         w.flush().map_err(io_err("writing", dest))?;
-    }
+        bytes
+    };
     tmp.as_file().sync_all().map_err(io_err("syncing", dest))?;
     tmp.persist(dest)
         .map_err(|e| io_err("renaming into", dest)(e.error))?;
+    finish(&progress, bytes);
     Ok(())
+}
+
+/// Counts the bytes written through it (the total a finished transfer
+/// reports).
+struct Tally<'a> {
+    inner: &'a mut dyn io::Write,
+    bytes: &'a mut u64,
+}
+
+impl io::Write for Tally<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        *self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// `type=local`: the filesystem of `layers`, copied into `dest`.
@@ -254,6 +386,29 @@ pub fn flat_tar(
     dest: &Path,
     clamp: Option<i64>,
 ) -> Result<(), Error> {
+    flat_tar_with(state, layers, dest, clamp, None)
+}
+
+/// [`flat_tar`], reporting the bytes written to `progress` (named by the
+/// digest of the destination's name).
+pub fn flat_tar_with_progress(
+    state: &State,
+    layers: &[LayerId],
+    dest: &Path,
+    clamp: Option<i64>,
+    progress: Option<&ProgressSink>,
+) -> Result<(), Error> {
+    let named = progress.map(|p| (p.clone(), name_digest(dest)));
+    flat_tar_with(state, layers, dest, clamp, named)
+}
+
+fn flat_tar_with(
+    state: &State,
+    layers: &[LayerId],
+    dest: &Path,
+    clamp: Option<i64>,
+    progress: Option<(ProgressSink, kiln_llb::Digest)>,
+) -> Result<(), Error> {
     let scratch = state.scratch()?;
     let mnt = scratch.path().join("fs");
     fs::create_dir(&mnt).map_err(io_err("creating", &mnt))?;
@@ -263,7 +418,7 @@ pub fn flat_tar(
     } else {
         Some(kiln_snapshot::mount_layers(&dirs, None, &mnt)?)
     };
-    write_file_atomic(dest, |w| {
+    write_file_atomic(dest, progress, |w| {
         kiln_snapshot::write_layer_tar(&mnt, w, &kiln_snapshot::TarOptions { mtime_clamp: clamp })?;
         Ok(())
     })?;

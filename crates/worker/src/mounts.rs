@@ -66,6 +66,8 @@ pub struct ExecGrants {
     pub ssh: HashMap<String, PathBuf>,
     /// `--allow security.insecure`.
     pub allow_insecure: bool,
+    /// `--allow network.host` (`RUN --network=host`, `--network=host`).
+    pub allow_network_host: bool,
 }
 
 fn io_err(what: &str, path: &Path) -> impl FnOnce(io::Error) -> Error {

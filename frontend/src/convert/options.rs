@@ -103,7 +103,8 @@ pub(super) fn builtin_arg_note(key: &str) -> Option<&'static str> {
     match key {
         "BUILDKIT_SANDBOX_HOSTNAME" => Some(""),
         "BUILDKIT_SYNTAX" | "BUILDKIT_MULTI_PLATFORM" | "BUILDKIT_CACHE_MOUNT_NS" => Some(""),
-        "BUILDKIT_INLINE_CACHE" => Some("inline cache export is not supported by kiln yet"),
+        // Read by the cli: a true value is `--cache-to type=inline`, as in buildx.
+        "BUILDKIT_INLINE_CACHE" => Some(""),
         "BUILDKIT_CONTEXT_KEEP_GIT_DIR" => Some("git build contexts are not supported by kiln yet"),
         "BUILDKIT_DOCKERFILE_CHECK" => Some(""),
         "BUILDKIT_SBOM_SCAN_CONTEXT" | "BUILDKIT_SBOM_SCAN_STAGE" => {

@@ -84,7 +84,8 @@ fn helper() -> Result<i32, String> {
     ] {
         mask.add(s);
     }
-    mask.thread_block().map_err(|e| format!("blocking signals: {e}"))?;
+    mask.thread_block()
+        .map_err(|e| format!("blocking signals: {e}"))?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(|e| format!("prctl: {e}"))?;
     if nix::unistd::getppid().as_raw() == 1 {
         return Err("parent already gone".to_owned());
@@ -246,7 +247,8 @@ fn child(req: &Request, alive: &OwnedFd) -> Result<std::convert::Infallible, Str
         nix::unistd::chroot(".").map_err(|e| format!("chroot: {e}"))?;
     }
     nix::unistd::chdir(req.cwd.as_str()).map_err(|e| format!("chdir to {}: {e}", req.cwd))?;
-    let permitted = caps::read(None, CapSet::Permitted).map_err(|e| format!("capabilities: {e}"))?;
+    let permitted =
+        caps::read(None, CapSet::Permitted).map_err(|e| format!("capabilities: {e}"))?;
     let keep: CapsHashSet = if req.privileged {
         permitted
     } else {
@@ -256,9 +258,7 @@ fn child(req: &Request, alive: &OwnedFd) -> Result<std::convert::Infallible, Str
             .collect()
     };
     for c in caps::runtime::thread_all_supported() {
-        if !keep.contains(&c)
-            && caps::has_cap(None, CapSet::Bounding, c).unwrap_or(false)
-        {
+        if !keep.contains(&c) && caps::has_cap(None, CapSet::Bounding, c).unwrap_or(false) {
             caps::drop(None, CapSet::Bounding, c).map_err(|e| format!("dropping {c}: {e}"))?;
         }
     }
@@ -280,8 +280,8 @@ fn child(req: &Request, alive: &OwnedFd) -> Result<std::convert::Infallible, Str
     }
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     sys::reset_signals().map_err(|e| format!("resetting signals: {e}"))?;
-    let program =
-        CString::new(req.program.as_bytes()).map_err(|_| "command contains a NUL byte".to_owned())?;
+    let program = CString::new(req.program.as_bytes())
+        .map_err(|_| "command contains a NUL byte".to_owned())?;
     let argv: Vec<CString> = req
         .args
         .iter()

@@ -35,7 +35,10 @@ pub const MARKERS: [&str; 2] = ["/.dockerenv", "/run/.containerenv"];
 /// Environment variables that say "this is a container".
 const ENV: [(&str, &str); 2] = [
     ("KUBERNETES_SERVICE_HOST", "a Kubernetes pod"),
-    ("container", "the container manager's variable (systemd's convention)"),
+    (
+        "container",
+        "the container manager's variable (systemd's convention)",
+    ),
 ];
 
 impl HostFacts {
@@ -105,10 +108,7 @@ pub fn container_evidence(f: &HostFacts) -> Option<Evidence> {
         clues.push(format!("{m} exists"));
     }
     for (k, v) in &f.env {
-        let what = ENV
-            .iter()
-            .find(|(n, _)| n == k)
-            .map_or("", |(_, w)| *w);
+        let what = ENV.iter().find(|(n, _)| n == k).map_or("", |(_, w)| *w);
         clues.push(format!("{k}={v} ({what})"));
     }
     if let Some(line) = f
@@ -132,8 +132,16 @@ pub fn container_evidence(f: &HostFacts) -> Option<Evidence> {
 /// Capabilities the mode needs, with why (their bits in `CapEff`).
 pub const NEEDED_CAPS: [(u32, &str, &str); 7] = [
     (0, "CAP_CHOWN", "to give files their owners"),
-    (1, "CAP_DAC_OVERRIDE", "to read and write files of any owner"),
-    (3, "CAP_FOWNER", "to set modes and times of files of any owner"),
+    (
+        1,
+        "CAP_DAC_OVERRIDE",
+        "to read and write files of any owner",
+    ),
+    (
+        3,
+        "CAP_FOWNER",
+        "to set modes and times of files of any owner",
+    ),
     (4, "CAP_FSETID", "to keep setuid and setgid bits"),
     (5, "CAP_KILL", "to stop a step's processes"),
     (6, "CAP_SETGID", "to run a step as its USER's groups"),
@@ -191,9 +199,9 @@ pub fn parse_mountinfo(mountinfo: &str) -> Vec<MountInfo> {
             let fstype = r.next()?.to_owned();
             let options = r.collect::<Vec<_>>().join(" ");
             Some(MountInfo {
-                point: PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
-                    &unescape(point),
-                )),
+                point: PathBuf::from(
+                    <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&unescape(point)),
+                ),
                 fstype,
                 options,
             })
@@ -275,8 +283,7 @@ mod tests {
         assert!(container_evidence(&v1).unwrap().0[0].contains("kubepods"));
         // An overlay root that is not an engine's (a live CD) is no clue.
         let live = HostFacts {
-            mountinfo: "1 0 0:1 / / rw - overlay overlay rw,lowerdir=/run/live/rootfs\n"
-                .to_owned(),
+            mountinfo: "1 0 0:1 / / rw - overlay overlay rw,lowerdir=/run/live/rootfs\n".to_owned(),
             ..HostFacts::default()
         };
         assert_eq!(container_evidence(&live), None);

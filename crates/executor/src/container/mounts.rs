@@ -90,7 +90,9 @@ pub(crate) struct Placement {
 fn resolve(root: &Path, target: &str) -> Result<PathBuf, String> {
     let p = kiln_snapshot::resolve_in_root(root, Path::new(target), true)
         .map_err(|e| format!("RUN --mount target {target}: {e}"))?;
-    Ok(p.strip_prefix(root).map(Path::to_path_buf).unwrap_or_default())
+    Ok(p.strip_prefix(root)
+        .map(Path::to_path_buf)
+        .unwrap_or_default())
 }
 
 fn io(what: String) -> impl FnOnce(io::Error) -> String {
@@ -159,7 +161,9 @@ impl Placement {
         let target = m.target.as_str();
         let rel = resolve(&root, target)?;
         if rel.as_os_str().is_empty() {
-            return Err(format!("RUN --mount target {target}: the root filesystem itself"));
+            return Err(format!(
+                "RUN --mount target {target}: the root filesystem itself"
+            ));
         }
         let x = co.exclusions();
         if x.covers(&rel) || x.is_ancestor(&rel) {
@@ -176,8 +180,10 @@ impl Placement {
             missing.push(anchor.clone());
             anchor = anchor.parent().map(Path::to_path_buf).unwrap_or_default();
         }
-        let am = stat_in(&root, &anchor)
-            .map_err(io(format!("RUN --mount target {target}: {}", anchor.display())))?;
+        let am = stat_in(&root, &anchor).map_err(io(format!(
+            "RUN --mount target {target}: {}",
+            anchor.display()
+        )))?;
         if !am.is_dir() {
             return Err(format!(
                 "RUN --mount target {target}: {} is not a directory",
@@ -321,8 +327,7 @@ fn fill(at: &Path, m: &ExtraMount, cancelled: &dyn Fn() -> bool) -> Result<Conte
         } => {
             let parent = source.parent().unwrap_or(source);
             let lock = lock_dir(parent, cancelled)?;
-            let sm = fs::symlink_metadata(source)
-                .map_err(io(format!("{}", source.display())))?;
+            let sm = fs::symlink_metadata(source).map_err(io(format!("{}", source.display())))?;
             let meta = sm
                 .is_dir()
                 .then(|| (sm.uid(), sm.gid(), sm.mode() & 0o7777));

@@ -7,7 +7,8 @@ for line in sys.stdin:
     st = e["status"]
     if st == "log":
         st = "log(%s)" % e.get("stream", "")
-    v = seen.setdefault(e["name"].split(" sha256:")[0][:40], [])
+    # Events of no step (transfers, messages, the final result) by status.
+    v = seen.setdefault(e.get("name", "(" + e["status"] + ")").split(" sha256:")[0][:40], [])
     if not v or v[-1] != st:
         v.append(st)
 for name in sorted(seen):
