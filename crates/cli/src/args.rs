@@ -437,8 +437,6 @@ pub struct DockerOnly {
     pub cpuset_cpus: Option<String>,
     #[arg(long = "cpuset-mems", hide = true, value_name = "MEMS")]
     pub cpuset_mems: Option<String>,
-    #[arg(long, hide = true, value_name = "TECHNOLOGY")]
-    pub isolation: Option<String>,
     #[arg(long = "memory-swap", hide = true, value_name = "SIZE")]
     pub memory_swap: Option<String>,
     #[arg(long = "security-opt", hide = true, value_name = "OPTION")]
@@ -517,7 +515,6 @@ impl DockerOnly {
         flag(self.cpu_quota.is_some(), "--cpu-quota", "");
         flag(self.cpuset_cpus.is_some(), "--cpuset-cpus", "");
         flag(self.cpuset_mems.is_some(), "--cpuset-mems", "");
-        flag(self.isolation.is_some(), "--isolation", "");
         flag(self.memory_swap.is_some(), "--memory-swap", "");
         flag(!self.security_opt.is_empty(), "--security-opt", "");
         let on = |v: &Option<String>| v.is_some() && !off(v);
@@ -607,7 +604,9 @@ pub enum SnapshotterChoice {
 /// `--isolation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum IsolationChoice {
-    /// namespaces where a mount namespace can be made, else container.
+    /// namespaces where a mount namespace can be made, else container
+    /// (`default`, docker build's Linux value, means the same).
+    #[value(alias = "default")]
     Auto,
     /// fresh namespaces per RUN step (needs CAP_SYS_ADMIN or a user namespace).
     Namespaces,

@@ -27,7 +27,10 @@ fn unavailable() -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
         return Some("needs root (the host build and the container engine)".to_owned());
     }
-    let Some(docker) = std::env::var("KILN_TEST_DOCKER").ok().filter(|s| !s.is_empty()) else {
+    let Some(docker) = std::env::var("KILN_TEST_DOCKER")
+        .ok()
+        .filter(|s| !s.is_empty())
+    else {
         return Some(
             "KILN_TEST_DOCKER is not set (a docker command whose engine runs containers)"
                 .to_owned(),
@@ -77,8 +80,9 @@ fn unavailable() -> Option<String> {
 }
 
 fn pod() -> Result<(), libtest_mimic::Failed> {
-    let registry =
-        kiln_testkit::registry::Registry::start(kiln_testkit::registry::RegistryOptions::anonymous())?;
+    let registry = kiln_testkit::registry::Registry::start(
+        kiln_testkit::registry::RegistryOptions::anonymous(),
+    )?;
     let work = tempfile::tempdir()?;
     let src = repo().join("testdata/pod");
     let out = Command::new("bash")
@@ -88,7 +92,10 @@ fn pod() -> Result<(), libtest_mimic::Failed> {
         .env("WORK", work.path())
         .env("SRC", &src)
         .env("DEMO", repo().join("examples/demo"))
-        .env("DOCKER", std::env::var("KILN_TEST_DOCKER").unwrap_or_default())
+        .env(
+            "DOCKER",
+            std::env::var("KILN_TEST_DOCKER").unwrap_or_default(),
+        )
         .env(
             "KILN_STATIC",
             std::env::var_os("KILN_TEST_STATIC_KILN").unwrap_or_default(),

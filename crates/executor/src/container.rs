@@ -72,13 +72,11 @@ const IMAGE_DIRS: [&str; 17] = [
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
     #[error(
-        "--isolation=container replaces the root filesystem with the build's, and this \
-         machine does not look like a throwaway container (no /.dockerenv, \
-         /run/.containerenv, KUBERNETES_SERVICE_HOST, container variable, container \
-         cgroup or container engine's root overlay): refusing to damage it. If it is a \
-         single-use container or machine all the same, say so with --throwaway"
+        "--isolation=container replaces the root filesystem with the build's, and {0}: \
+         refusing to damage it. If it is a single-use container or machine all the same, \
+         say so with --throwaway"
     )]
-    NotAContainer,
+    NotAContainer(String),
     #[error(
         "--isolation=container needs root in the container (uid 0), this is uid {0}: run \
          the container as root (Docker's default; in Kubernetes, runAsUser: 0)"
@@ -141,9 +139,21 @@ impl Container {
         facts: &HostFacts,
         throwaway: bool,
     ) -> Result<Container, ContainerError> {
+        let assessment = host::assess(facts);
         let evidence = host::container_evidence(facts);
         if evidence.is_none() && !throwaway {
-            return Err(ContainerError::NotAContainer);
+            let why = match assessment.machine {
+                Some(m) if !assessment.clues.is_empty() => {
+                    format!("{m} (even though {})", assessment.clues.join("; "))
+                }
+                Some(m) => m,
+                None => "this machine does not look like a throwaway container (no \
+                         /.dockerenv, /run/.containerenv, KUBERNETES_SERVICE_HOST, container \
+                         variable, container cgroup, engine's root overlay or engine-mounted \
+                         /etc/hosts)"
+                    .to_owned(),
+            };
+            return Err(ContainerError::NotAContainer(why));
         }
         if facts.euid != 0 {
             return Err(ContainerError::NotRoot(facts.euid));

@@ -95,14 +95,50 @@ const CGROUP_CLUES: [&str; 7] = [
 /// Directories of container engines where a container's root overlay keeps
 /// its layers.
 const OVERLAY_CLUES: [&str; 4] = [
-    "/var/lib/docker/",
+    "/var/lib/docker",
     "/var/lib/containers/",
     "containerd",
     "/var/lib/kubelet/",
 ];
 
-/// The clues that this is a container, if any.
+/// Files container engines bind-mount into every container (Docker, Podman,
+/// containerd's CRI plugin for Kubernetes, GitLab's and GitHub's runners).
+const ENGINE_FILES: [&str; 3] = ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"];
+
+/// What the machine looks like: the clues that it is a container, and why
+/// it is not one even so.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Assessment {
+    /// Clues of a container engine.
+    pub clues: Vec<String>,
+    /// Why this is a machine's own root filesystem (refused whatever the
+    /// clues say), if it is.
+    pub machine: Option<String>,
+}
+
+/// The clues that this is a throwaway container, if it is one.
+///
+/// The rules: a container engine's marker file (`/.dockerenv`,
+/// `/run/.containerenv`), an engine's environment variable
+/// (`KUBERNETES_SERVICE_HOST`, `container`), a control group of an engine
+/// (cgroup v1, or v2 without a cgroup namespace), a root overlay whose
+/// layers are in an engine's directory, and `/etc/hosts`, `/etc/hostname`
+/// or `/etc/resolv.conf` bind-mounted from elsewhere: one clue is enough,
+/// *unless* the root filesystem is a block device's own filesystem mounted
+/// whole (a machine's disk: a VM or a server, which may carry a stray
+/// `/.dockerenv` from the image it was made from), which is never taken for
+/// a container. Process 1 not being systemd or init is no rule: a VM's
+/// agent or a minimal init is pid 1 of machines too.
 pub fn container_evidence(f: &HostFacts) -> Option<Evidence> {
+    let a = assess(f);
+    if a.machine.is_some() || a.clues.is_empty() {
+        return None;
+    }
+    Some(Evidence(a.clues))
+}
+
+/// The clues and the counter-evidence (see [`container_evidence`]).
+pub fn assess(f: &HostFacts) -> Assessment {
     let mut clues = Vec::new();
     for m in &f.markers {
         clues.push(format!("{m} exists"));
@@ -118,16 +154,46 @@ pub fn container_evidence(f: &HostFacts) -> Option<Evidence> {
     {
         clues.push(format!("/proc/self/cgroup: {line}"));
     }
-    if let Some(m) = parse_mountinfo(&f.mountinfo)
-        .into_iter()
-        .find(|m| m.point == std::path::Path::new("/"))
+    let mounts = parse_mountinfo(&f.mountinfo);
+    let root = mounts
+        .iter()
+        .rev()
+        .find(|m| m.point == std::path::Path::new("/"));
+    if let Some(m) = root
         && m.fstype == "overlay"
         && OVERLAY_CLUES.iter().any(|c| m.options.contains(c))
     {
         clues.push("the root filesystem is a container engine's overlay".to_owned());
     }
-    (!clues.is_empty()).then_some(Evidence(clues))
+    let bound: Vec<&str> = ENGINE_FILES
+        .iter()
+        .copied()
+        .filter(|file| {
+            mounts
+                .iter()
+                .any(|m| m.point == std::path::Path::new(file) && m.root != "/")
+        })
+        .collect();
+    if !bound.is_empty() {
+        clues.push(format!("{} bind-mounted by an engine", bound.join(", ")));
+    }
+    let machine = root.and_then(|m| {
+        let source = m.options.split(' ').next().unwrap_or("");
+        (m.root == "/" && source.starts_with("/dev/") && DISK_TYPES.contains(&m.fstype.as_str()))
+            .then(|| {
+                format!(
+                    "the root filesystem is {source} ({}), a disk's own filesystem mounted whole: \
+                     a machine, not a container",
+                    m.fstype
+                )
+            })
+    });
+    Assessment { clues, machine }
 }
+
+/// Disk filesystems a machine boots from (a container's root is an
+/// overlay, or a subvolume or directory of one of these).
+const DISK_TYPES: [&str; 5] = ["ext4", "ext3", "ext2", "xfs", "btrfs"];
 
 /// Capabilities the mode needs, with why (their bits in `CapEff`).
 pub const NEEDED_CAPS: [(u32, &str, &str); 7] = [
@@ -180,6 +246,8 @@ pub fn is_static(maps: &str) -> bool {
 /// One line of `/proc/self/mountinfo`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountInfo {
+    /// The directory of the filesystem mounted there (`/`: all of it).
+    pub root: String,
     /// Where it is mounted.
     pub point: PathBuf,
     /// The filesystem type.
@@ -194,11 +262,14 @@ pub fn parse_mountinfo(mountinfo: &str) -> Vec<MountInfo> {
         .lines()
         .filter_map(|l| {
             let (left, right) = l.split_once(" - ")?;
-            let point = left.split(' ').nth(4)?;
+            let mut l = left.split(' ');
+            let root = l.nth(3)?;
+            let point = l.next()?;
             let mut r = right.split(' ');
             let fstype = r.next()?.to_owned();
             let options = r.collect::<Vec<_>>().join(" ");
             Some(MountInfo {
+                root: String::from_utf8_lossy(&unescape(root)).into_owned(),
                 point: PathBuf::from(
                     <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&unescape(point)),
                 ),
@@ -255,6 +326,22 @@ mod tests {
         assert_eq!(container_evidence(&f), None);
     }
 
+    /// A VM made from a container image (this project's CI machines): a
+    /// stray /.dockerenv, pid 1 an agent, the root a disk's filesystem.
+    #[test]
+    fn a_vm_with_a_stray_dockerenv_is_a_machine() {
+        let f = HostFacts {
+            markers: vec!["/.dockerenv".to_owned()],
+            cgroup: "4:memory:/process_api/8444a512\n0::/\n".to_owned(),
+            mountinfo: "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard\n".to_owned(),
+            ..HostFacts::default()
+        };
+        assert_eq!(container_evidence(&f), None);
+        let a = assess(&f);
+        assert_eq!(a.clues, ["/.dockerenv exists"]);
+        assert!(a.machine.unwrap().contains("/dev/vda (ext4)"));
+    }
+
     #[test]
     fn containers_are_recognised_by_any_clue() {
         let docker = HostFacts {
@@ -267,8 +354,20 @@ mod tests {
             e.0,
             [
                 "/.dockerenv exists",
-                "the root filesystem is a container engine's overlay"
+                "the root filesystem is a container engine's overlay",
+                "/etc/hosts bind-mounted by an engine"
             ]
+        );
+        // A Kubernetes pod on containerd, the files alone.
+        let cri = HostFacts {
+            mountinfo: "1 0 0:1 / / rw - overlay overlay rw,lowerdir=/x\n\
+                        2 1 254:1 /var/lib/kubelet/pods/p/etc-hosts /etc/hosts rw - ext4 /dev/sda1 rw\n"
+                .to_owned(),
+            ..HostFacts::default()
+        };
+        assert_eq!(
+            container_evidence(&cri).unwrap().0,
+            ["/etc/hosts bind-mounted by an engine"]
         );
         let pod = HostFacts {
             env: vec![("KUBERNETES_SERVICE_HOST".to_owned(), "10.0.0.1".to_owned())],
