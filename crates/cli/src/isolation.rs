@@ -49,9 +49,7 @@ pub fn decide(globals: &Globals) -> Result<Decision, Failure> {
         IsolationChoice::Container => Decision::Container("--isolation=container".to_owned()),
         IsolationChoice::Auto => match enter()? {
             Ok(n) => Decision::Namespaces(n),
-            Err(e) => Decision::Container(format!(
-                "no namespaces or mounts here: entering a private mount namespace: {e}"
-            )),
+            Err(e) => Decision::Container(format!("no namespaces or mounts here: {e}")),
         },
     };
     if globals.debug

@@ -3,7 +3,10 @@
 //! holding a static kiln, runs builds in containers of it (no
 //! `--privileged`, no added capabilities, the engine's default seccomp
 //! profile) and prints what it checked; the output must equal
-//! `testdata/pod/expected`.
+//! `testdata/pod/expected`. The `pod-realistic` trial (`script realistic`,
+//! against `expected-realistic`: a debootstrapped Debian, `apt-get install
+//! gcc`) also needs the Debian mirror and `debootstrap`, so it runs only
+//! with `KILN_TEST_REALISTIC=1`.
 //!
 //! Needs root, a docker command whose engine runs containers
 //! (`KILN_TEST_DOCKER`, e.g. `docker`, or the command
@@ -80,6 +83,14 @@ fn unavailable() -> Option<String> {
 }
 
 fn pod() -> Result<(), libtest_mimic::Failed> {
+    part("main", "expected")
+}
+
+fn pod_realistic() -> Result<(), libtest_mimic::Failed> {
+    part("realistic", "expected-realistic")
+}
+
+fn part(name: &str, expected: &str) -> Result<(), libtest_mimic::Failed> {
     let registry = kiln_testkit::registry::Registry::start(
         kiln_testkit::registry::RegistryOptions::anonymous(),
     )?;
@@ -87,6 +98,7 @@ fn pod() -> Result<(), libtest_mimic::Failed> {
     let src = repo().join("testdata/pod");
     let out = Command::new("bash")
         .arg(src.join("script"))
+        .arg(name)
         .env("KILN", env!("CARGO_BIN_EXE_kiln"))
         .env("REGISTRY", registry.addr())
         .env("WORK", work.path())
@@ -113,7 +125,7 @@ fn pod() -> Result<(), libtest_mimic::Failed> {
         .into());
     }
     let shown = stdout.replace(&registry.addr(), "<registry>");
-    match kiln_testkit::check(&src.join("expected"), &shown) {
+    match kiln_testkit::check(&src.join(expected), &shown) {
         None => Ok(()),
         Some(diff) => Err(format!("{diff}\nstderr:\n{stderr}").into()),
     }
@@ -125,6 +137,13 @@ fn main() {
     if let Some(why) = &why {
         eprintln!("pod test ignored: {why}");
     }
-    let trials = vec![Trial::test("pod", pod).with_ignored_flag(why.is_some())];
+    let realistic = std::env::var_os("KILN_TEST_REALISTIC").is_some_and(|v| v == "1");
+    if why.is_none() && !realistic {
+        eprintln!("pod-realistic ignored: it needs the Debian mirror (KILN_TEST_REALISTIC=1)");
+    }
+    let trials = vec![
+        Trial::test("pod", pod).with_ignored_flag(why.is_some()),
+        Trial::test("pod-realistic", pod_realistic).with_ignored_flag(why.is_some() || !realistic),
+    ];
     libtest_mimic::run(&args, trials).exit();
 }
