@@ -16,6 +16,8 @@
 //! `umoci` and `/bin/busybox`. Without them the trial is reported as
 //! ignored and the reason is printed.
 
+#![allow(clippy::print_stderr)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

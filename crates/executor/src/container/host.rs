@@ -391,7 +391,7 @@ mod tests {
     #[test]
     fn capabilities_name_what_is_missing() {
         // Docker's default set.
-        assert!(missing_caps(0x0000_0000_a80425fb).is_empty());
+        assert!(missing_caps(0x0000_0000_a804_25fb).is_empty());
         // --cap-drop=ALL.
         let names: Vec<&str> = missing_caps(0).iter().map(|(n, _)| *n).collect();
         assert_eq!(
@@ -408,7 +408,7 @@ mod tests {
         );
         assert_eq!(
             effective_caps("Name:\tkiln\nCapEff:\t00000000a80425fb\n"),
-            0xa80425fb
+            0xa804_25fb
         );
     }
 

@@ -77,13 +77,17 @@ struct Placed {
     made: Vec<PathBuf>,
 }
 
+/// An anchor's access and modification times before kiln changed it, and
+/// its ctime (seconds, nanoseconds) once every mount was placed.
+type AnchorTimes = (FileTime, FileTime, Option<(i64, i64)>);
+
 /// The mounts of one step, in the tree.
 #[derive(Debug, Default)]
 pub(crate) struct Placement {
     placed: Vec<Placed>,
     /// Each anchor's times before kiln changed it, and its ctime once every
     /// mount was placed.
-    anchors: BTreeMap<PathBuf, (FileTime, FileTime, Option<(i64, i64)>)>,
+    anchors: BTreeMap<PathBuf, AnchorTimes>,
     hidden_count: usize,
 }
 
