@@ -435,6 +435,7 @@ impl ContainerExecutor {
         let body = serde_json::to_vec(req).map_err(|e| ExecError::Helper(e.to_string()))?;
         let mut child = Command::new(&self.program)
             .args(&self.args)
+            .env(crate::PARENT_ENV, std::process::id().to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
