@@ -65,7 +65,9 @@ pub fn decide(globals: &Globals) -> Result<Decision, Failure> {
 /// The paths a build reads or writes outside its state directory, which
 /// the container mode must keep: the context and Dockerfile, local build
 /// contexts, outputs, local caches, secret files, ssh sockets, the files
-/// that hold registry credentials and settings, the working directory.
+/// kiln writes after the build (`--iidfile`, `--metadata-file`,
+/// `--report`), the files that hold registry credentials and settings,
+/// the working directory.
 #[allow(clippy::too_many_arguments)]
 fn build_paths(
     args: &BuildArgs,
@@ -118,6 +120,7 @@ fn build_paths(
     out.extend(ssh.iter().cloned());
     out.extend(args.iidfile.iter().cloned());
     out.extend(args.metadata_file.iter().cloned());
+    out.extend(args.report.iter().cloned());
     out.extend(globals.registry_config.iter().cloned());
     let env = |k: &str| {
         std::env::var_os(k)
