@@ -46,6 +46,28 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, value_name = "NAME")]
     pub snapshotter: Option<SnapshotterChoice>,
 
+    /// How RUN steps are kept apart from this machine: namespaces (fresh
+    /// Linux namespaces on a root filesystem of their own), container (for
+    /// a single-use container where namespaces and mounts are not allowed:
+    /// steps run in the container's own root filesystem, which the build
+    /// replaces), or auto (namespaces where a mount namespace can be made,
+    /// else container).
+    #[arg(
+        long,
+        global = true,
+        env = "KILN_ISOLATION",
+        value_enum,
+        default_value_t = IsolationChoice::Auto,
+        value_name = "MODE"
+    )]
+    pub isolation: IsolationChoice,
+
+    /// With --isolation=container: this machine is throwaway even though it
+    /// does not look like a container (the mode replaces its root
+    /// filesystem).
+    #[arg(long, global = true, env = "KILN_THROWAWAY")]
+    pub throwaway: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -440,8 +462,6 @@ pub struct DockerOnly {
     pub cpuset_cpus: Option<String>,
     #[arg(long = "cpuset-mems", hide = true, value_name = "MEMS")]
     pub cpuset_mems: Option<String>,
-    #[arg(long, hide = true, value_name = "TECHNOLOGY")]
-    pub isolation: Option<String>,
     #[arg(long = "memory-swap", hide = true, value_name = "SIZE")]
     pub memory_swap: Option<String>,
     #[arg(long = "security-opt", hide = true, value_name = "OPTION")]
@@ -505,7 +525,6 @@ impl DockerOnly {
         flag(self.cpu_quota.is_some(), "--cpu-quota", "");
         flag(self.cpuset_cpus.is_some(), "--cpuset-cpus", "");
         flag(self.cpuset_mems.is_some(), "--cpuset-mems", "");
-        flag(self.isolation.is_some(), "--isolation", "");
         flag(self.memory_swap.is_some(), "--memory-swap", "");
         flag(!self.security_opt.is_empty(), "--security-opt", "");
         let on = |v: &Option<String>| v.is_some() && !off(v);
@@ -592,4 +611,17 @@ pub enum SnapshotterChoice {
     Overlayfs,
     /// copies of each step's root filesystem, diffed after the step.
     Native,
+}
+
+/// `--isolation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IsolationChoice {
+    /// namespaces where a mount namespace can be made, else container
+    /// (`default`, docker build's Linux value, means the same).
+    #[value(alias = "default")]
+    Auto,
+    /// fresh namespaces per RUN step (needs CAP_SYS_ADMIN or a user namespace).
+    Namespaces,
+    /// RUN steps in this container's own root filesystem (single-use containers only).
+    Container,
 }

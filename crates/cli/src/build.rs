@@ -80,9 +80,32 @@ impl kiln_frontend::ImageResolver for WatchedResolver<'_> {
 /// `userxattr`), else the native one; `--debug` says which, and why. With
 /// the native one, deletions are whiteout devices where they can be made,
 /// else whiteout files, which marks the store as native-only for good.
-pub(crate) fn choose_snapshotter(state: &State, globals: &crate::Globals) -> Result<(), Failure> {
+pub(crate) fn choose_snapshotter(
+    state: &State,
+    globals: &crate::Globals,
+    imposed: Option<kiln_snapshot::Snapshotter>,
+) -> Result<(), Failure> {
     use crate::args::SnapshotterChoice;
     use kiln_snapshot::{Snapshotter, WhiteoutFormat};
+    if let Some(s) = imposed {
+        if globals.snapshotter == SnapshotterChoice::Overlayfs {
+            return Err(Failure::Usage(
+                "--snapshotter overlayfs cannot be used with --isolation=container: \
+                 overlayfs needs mounts, which the container does not allow"
+                    .to_owned(),
+            ));
+        }
+        kiln_snapshot::set_snapshotter(s);
+        if globals.debug {
+            crate::progress::say(
+                "debug: snapshotter: native, plain directories (no mounts: --isolation=container)",
+            );
+            if kiln_snapshot::whiteout_format() == WhiteoutFormat::File {
+                crate::progress::say("debug: whiteouts: files (user.kiln.whiteout), not devices");
+            }
+        }
+        return Ok(());
+    }
     let scratch = state.root.join("tmp");
     let overlay_where = if crate::rootless() {
         "overlayfs in the user namespace (userxattr)"
@@ -132,7 +155,7 @@ pub(crate) fn choose_snapshotter(state: &State, globals: &crate::Globals) -> Res
         }
         match chosen {
             Snapshotter::Overlayfs => crate::progress::say(&format!("debug: snapshotter: {why}")),
-            Snapshotter::Native => {
+            Snapshotter::Native | Snapshotter::NativeUnmounted => {
                 crate::progress::say(&format!("debug: snapshotter: native ({why})"))
             }
         }
@@ -419,6 +442,8 @@ struct Plan {
     /// `--provenance`, `--sbom`, `--attest`, `--annotation`, and the notes
     /// about outputs that leave them out.
     attest: (kiln_worker::attest::AttestRequest, Vec<String>),
+    /// How RUN steps are kept apart from this machine (`--isolation`).
+    isolation: Box<dyn kiln_executor::isolation::Isolation>,
 }
 
 /// What a build found out that its record keeps, filled in as it goes.
@@ -522,12 +547,40 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         return r;
     }
     let file = read_dockerfile(args)?;
-    // Before any thread exists: every mount kiln makes from here on lives in
-    // a mount namespace that dies with the process.
-    kiln_snapshot::private_mount_namespace()
-        .context("entering a private mount namespace")
-        .map_err(Failure::Internal)?;
+    // Before any thread exists: in the namespaces mode every mount kiln
+    // makes from here on lives in a mount namespace that dies with the
+    // process; the container mode is checked before the state is touched.
+    let decision = crate::isolation::decide(globals)?;
+    let container = match &decision {
+        crate::isolation::Decision::Namespaces(_) => None,
+        crate::isolation::Decision::Container(why) => {
+            let ssh: Vec<PathBuf> = grants.ssh.values().cloned().collect();
+            let state_path = state_dir(globals.root.as_deref());
+            Some(crate::isolation::container(
+                globals,
+                why,
+                &crate::isolation::BuildInputs {
+                    args,
+                    contexts: &contexts,
+                    outputs: &outputs,
+                    cache_to: &cache_to,
+                    cache_from: &cache_from,
+                    ssh,
+                    state: &state_path,
+                },
+            )?)
+        }
+    };
     let state = crate::images::open_for_layers(globals.root.as_deref())?;
+    let isolation: Box<dyn kiln_executor::isolation::Isolation> = match (decision, container) {
+        (crate::isolation::Decision::Namespaces(n), _) => Box::new(n),
+        (_, Some(c)) => Box::new(c.with_whiteouts(kiln_snapshot::whiteout_format())),
+        (crate::isolation::Decision::Container(_), None) => {
+            return Err(Failure::Internal(anyhow::anyhow!(
+                "the container isolation mode was not set up"
+            )));
+        }
+    };
     let started = SystemTime::now();
     let progress = Arc::new(Progress::new(mode).github_groups(github_actions()));
     let plan = Plan {
@@ -542,6 +595,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         epoch,
         grants,
         attest,
+        isolation,
     };
     let head = record_head(args, &plan);
     let mut found = Found::default();
@@ -737,8 +791,14 @@ fn run(
         epoch,
         grants,
         attest: (mut attest, attest_notes),
+        isolation,
     } = plan;
-    choose_snapshotter(state, globals)?;
+    crate::isolation::check_flags(&*isolation, args)?;
+    let step_limits = limits(args)?;
+    isolation
+        .check_limits(&step_limits)
+        .map_err(Failure::Usage)?;
+    choose_snapshotter(state, globals, isolation.snapshotter())?;
     let store_lock = crate::images::lock(state, kiln_worker::lock::LockKind::Shared)?;
     // `--load`: the archive goes to scratch space first, then to the engine.
     let scratch = state.scratch().context("making scratch space")?;
@@ -888,11 +948,10 @@ fn run(
             })
             .collect(),
     );
-    let exe = std::env::current_exe().context("locating the kiln binary")?;
-    let executor = Arc::new(kiln_executor::NamespaceExecutor::new(
-        exe,
-        vec!["__exec".into()],
-    ));
+    let executor = isolation
+        .executor()
+        .context("setting up the RUN steps' executor")
+        .map_err(Failure::Internal)?;
     let context_dir = PathBuf::from(&args.context);
     let dockerfile = match args.file.as_deref() {
         Some("-") | None => None,
@@ -936,7 +995,7 @@ fn run(
         now: now(),
         executor,
         hostname: HOSTNAME.to_owned(),
-        limits: limits(args)?,
+        limits: step_limits,
         resources: resources(args)?,
         grants,
         registry: Some(client.clone()),

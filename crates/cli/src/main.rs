@@ -30,6 +30,7 @@ mod gotemplate;
 mod grants;
 mod images;
 mod imagetools;
+mod isolation;
 mod load;
 mod metadata;
 mod options;
@@ -63,6 +64,11 @@ pub struct Globals {
     pub debug: bool,
     /// `--snapshotter`.
     pub snapshotter: args::SnapshotterChoice,
+    /// `--isolation`.
+    pub isolation: args::IsolationChoice,
+    /// `--throwaway`: the container isolation mode may replace this
+    /// machine's root filesystem.
+    pub throwaway: bool,
 }
 
 /// Whether this process is the rootless child: root of a user namespace
@@ -120,6 +126,14 @@ fn main() -> ExitCode {
     // threads, no argument parsing).
     if std::env::args_os().nth(1).is_some_and(|a| a == "__exec") {
         kiln_executor::helper_main();
+    }
+    // The container isolation mode's helper: starts one RUN step and
+    // outlives none of its processes.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "__exec-container")
+    {
+        kiln_executor::container::helper_main();
     }
     // The rootless child enters its namespaces before anything else.
     let in_userns = match kiln_executor::rootless::enter_if_child() {
@@ -183,6 +197,8 @@ fn main() -> ExitCode {
         registry_config: cli.registry_config,
         debug: cli.debug,
         snapshotter,
+        isolation: cli.isolation,
+        throwaway: cli.throwaway,
     };
     let root = globals.root.as_deref();
     let result = match cli.command {

@@ -340,8 +340,15 @@ fn prepare_and_run(globals: &crate::Globals, args: &RunArgs) -> Result<u8, Failu
         );
     }
     let extra = mounts(&args.volumes, &args.tmpfs).map_err(Failure::Usage)?;
+    if globals.isolation == crate::args::IsolationChoice::Container {
+        return Err(Failure::Usage(
+            "kiln run is not supported with --isolation=container yet: it runs the container \
+             in namespaces of its own"
+                .to_owned(),
+        ));
+    }
     let state = open_for_layers(globals.root.as_deref())?;
-    crate::build::choose_snapshotter(&state, globals)?;
+    crate::build::choose_snapshotter(&state, globals, None)?;
     let _lock = lock(&state, LockKind::Shared)?;
     let id = find_id(&state, &args.image).map_err(|_| {
         Failure::Other(anyhow::anyhow!(

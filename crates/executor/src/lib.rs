@@ -38,11 +38,32 @@
 //! signal dispositions, and one `ioctl`.
 
 mod cgroup;
+pub mod container;
 mod devices;
 mod helper;
+pub mod isolation;
+pub mod namespaces;
 mod network;
 mod plan;
 mod seccomp;
+/// The environment variable by which a helper learns its parent's pid.
+const PARENT_ENV: &str = "_KILN_HELPER_PARENT";
+
+/// Whether the process that started this helper is gone (call it after
+/// `PR_SET_PDEATHSIG`): the parent is not the one that set [`PARENT_ENV`]
+/// (without it: the parent is pid 1). Comparing with 1 alone is wrong where
+/// kiln itself is pid 1, as a container's entrypoint.
+pub(crate) fn parent_gone() -> bool {
+    let ppid = nix::unistd::getppid().as_raw();
+    match std::env::var(PARENT_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    {
+        Some(expected) => ppid != expected,
+        None => ppid == 1,
+    }
+}
+
 /// Bytes reserved for the helper's status file (a status is far smaller).
 const STATUS_RESERVE: usize = 4096;
 
@@ -312,7 +333,9 @@ impl NamespaceExecutor {
         };
         let body = serde_json::to_vec(&req).map_err(|e| ExecError::Helper(e.to_string()))?;
         let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args).stdin(Stdio::piped());
+        cmd.args(&self.args)
+            .env(PARENT_ENV, std::process::id().to_string())
+            .stdin(Stdio::piped());
         match attach {
             None => {
                 cmd.stdout(Stdio::piped()).stderr(Stdio::piped());

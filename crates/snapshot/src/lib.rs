@@ -40,6 +40,10 @@
 //!   (`ADD archive.tar`).
 //! - [`listing`] — [`tar_listing`], a line per tar header, for tests and
 //!   debugging.
+//! - [`native`] — the native snapshotter: layer stacks copied into a
+//!   directory and diffed, where overlay cannot be mounted.
+//! - [`inplace`] — the native snapshotter's trees in a directory that is no
+//!   mount and keeps paths of its own (a container's root filesystem).
 //!
 //! ## Invariants
 //!
@@ -58,6 +62,7 @@
 mod atomic;
 pub mod beneath;
 pub mod export;
+pub mod inplace;
 pub mod listing;
 pub mod mount;
 pub mod native;
@@ -67,10 +72,11 @@ pub mod unpack;
 pub mod whiteout;
 
 pub use export::{ExportError, TarOptions, TarStats, write_layer_tar};
+pub use inplace::{Checkout, Exclusions, InPlace};
 pub use listing::{tar_listing, tar_listing_with_digests};
 pub use mount::{
-    MountError, MountGuard, in_user_namespace, mount_layers, mount_layers_reusing, mount_overlay,
-    opaque_xattr, private_mount_namespace, probe_overlay,
+    MountError, MountGuard, has_cap_sys_admin, in_user_namespace, mount_layers,
+    mount_layers_reusing, mount_overlay, opaque_xattr, private_mount_namespace, probe_overlay,
 };
 pub use native::{Snapshotter, copy_file_contents, set_snapshotter, snapshotter};
 pub use securejoin::{ResolveError, resolve_in_root};

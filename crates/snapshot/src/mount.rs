@@ -60,11 +60,30 @@ pub fn in_user_namespace() -> bool {
     })
 }
 
+/// Whether this process holds `CAP_SYS_ADMIN` (bit 21 of `CapEff` in
+/// `/proc/self/status`), which `trusted.*` extended attributes need.
+/// Computed once.
+pub fn has_cap_sys_admin() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("CapEff:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
+            .is_some_and(|caps| caps & (1 << 21) != 0)
+    })
+}
+
 /// The xattr that marks an opaque directory in a layer: `trusted.overlay.opaque`,
 /// or `user.overlay.opaque` in a user namespace (where overlay is mounted
-/// with `userxattr` and `trusted.*` cannot be written).
+/// with `userxattr` and `trusted.*` cannot be written) and in a process
+/// without `CAP_SYS_ADMIN` (kiln in an unprivileged container, which cannot
+/// mount overlay anyway and may not write `trusted.*`).
 pub fn opaque_xattr() -> &'static str {
-    if in_user_namespace() {
+    if in_user_namespace() || !has_cap_sys_admin() {
         "user.overlay.opaque"
     } else {
         "trusted.overlay.opaque"
@@ -374,6 +393,9 @@ pub fn mount_layers(
         crate::native::Snapshotter::Native => {
             crate::native::mount(lowers, upper, target, crate::whiteout_format(), None)
         }
+        crate::native::Snapshotter::NativeUnmounted => {
+            crate::native::unmounted(lowers, upper, target, crate::whiteout_format(), None)
+        }
     }
 }
 
@@ -391,6 +413,13 @@ pub fn mount_layers_reusing(
     match crate::native::snapshotter() {
         crate::native::Snapshotter::Overlayfs => mount_overlay(lowers, Some(upper), target),
         crate::native::Snapshotter::Native => crate::native::mount(
+            lowers,
+            Some(upper),
+            target,
+            crate::whiteout_format(),
+            Some(views),
+        ),
+        crate::native::Snapshotter::NativeUnmounted => crate::native::unmounted(
             lowers,
             Some(upper),
             target,

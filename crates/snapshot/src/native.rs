@@ -90,6 +90,7 @@ use filetime::FileTime;
 use crate::beneath::Entry;
 use nix::sys::stat::{Mode, SFlag};
 
+use crate::inplace::{Exclusions, NO_EXCLUSIONS};
 use crate::mount::{MountError, MountGuard};
 use crate::whiteout::{WhiteoutFormat, is_opaque, is_overlay_xattr};
 
@@ -102,6 +103,13 @@ pub enum Snapshotter {
     Overlayfs,
     /// Copies and hard links, diffed on unmount (this module).
     Native,
+    /// The same trees as [`Snapshotter::Native`], left plain directories:
+    /// no bind mount makes a writable tree a mount point or a read-only
+    /// view read-only. For a process that may not mount at all (kiln in an
+    /// unprivileged container, `--isolation=container`), where only kiln
+    /// reads the views and RUN steps get copies (see [`crate::inplace`]).
+    #[serde(rename = "native-unmounted")]
+    NativeUnmounted,
 }
 
 static CURRENT: AtomicU8 = AtomicU8::new(0);
@@ -114,6 +122,7 @@ pub fn set_snapshotter(s: Snapshotter) {
         match s {
             Snapshotter::Overlayfs => 0,
             Snapshotter::Native => 1,
+            Snapshotter::NativeUnmounted => 2,
         },
         Ordering::SeqCst,
     );
@@ -124,6 +133,7 @@ pub fn set_snapshotter(s: Snapshotter) {
 pub fn snapshotter() -> Snapshotter {
     match CURRENT.load(Ordering::SeqCst) {
         1 => Snapshotter::Native,
+        2 => Snapshotter::NativeUnmounted,
         _ => Snapshotter::Overlayfs,
     }
 }
@@ -166,17 +176,10 @@ impl Materialized {
             upper,
             lowers,
             baseline,
-            views,
+            views: Some(views),
             ok: true,
         };
-        for rel in &linked {
-            kept.unlink(rel);
-        }
-        // Putting the copies in place changed their directories' times.
-        let parents: BTreeSet<&Path> = linked.iter().filter_map(|r| r.parent()).collect();
-        for dir in parents {
-            kept.touched(dir);
-        }
+        kept.unlink_all(&linked);
         Ok(Some(kept))
     }
 
@@ -190,7 +193,10 @@ impl Materialized {
     }
 }
 
-fn err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> MountError + 'a {
+pub(crate) fn err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> MountError + 'a {
     move |source| MountError::Native {
         op,
         path: path.to_path_buf(),
@@ -217,7 +223,33 @@ pub fn mount(
     whiteouts: WhiteoutFormat,
     views: Option<&Path>,
 ) -> Result<MountGuard, MountError> {
-    if upper.is_none() && lowers.len() < 2 {
+    materialize(lowers, upper, target, whiteouts, views, true)
+}
+
+/// [`mount`] without any mount ([`Snapshotter::NativeUnmounted`]): the same
+/// trees, left plain directories. A read-only view of any number of layers
+/// is hard links (nothing protects the layers from writes through it: only
+/// kiln may read it); a writable tree is a copy, diffed by
+/// [`MountGuard::unmount`] as with [`mount`].
+pub fn unmounted(
+    lowers: &[PathBuf],
+    upper: Option<(&Path, &Path)>,
+    target: &Path,
+    whiteouts: WhiteoutFormat,
+    views: Option<&Path>,
+) -> Result<MountGuard, MountError> {
+    materialize(lowers, upper, target, whiteouts, views, false)
+}
+
+fn materialize(
+    lowers: &[PathBuf],
+    upper: Option<(&Path, &Path)>,
+    target: &Path,
+    whiteouts: WhiteoutFormat,
+    views: Option<&Path>,
+    bind: bool,
+) -> Result<MountGuard, MountError> {
+    if bind && upper.is_none() && lowers.len() < 2 {
         // An empty tmpfs or a read-only bind mount: no overlay involved.
         return crate::mount::mount_overlay(lowers, None, target);
     }
@@ -236,6 +268,7 @@ pub fn mount(
     let mut filler = Filler {
         copy,
         dirs: Vec::new(),
+        exclude: &NO_EXCLUSIONS,
     };
     let reused = views.is_some_and(|v| take_view(v, lowers, target));
     if !reused {
@@ -254,24 +287,30 @@ pub fn mount(
     }
     filler.finish_dirs()?;
     if let Some((up, _)) = upper {
-        let baseline = Baseline::capture(target)?;
+        let baseline = Baseline::capture(target, &NO_EXCLUSIONS)?;
+        settle(target, baseline.newest)?;
         guard.set_upper(up.to_path_buf(), baseline);
     }
-    guard.bind(target, !copy)?;
+    if bind {
+        guard.bind(target, !copy)?;
+    }
     Ok(guard)
 }
 
 /// Builds the merged view of a layer stack in a directory.
-struct Filler {
+pub(crate) struct Filler<'x> {
     /// Copy files (writable mounts) or hard-link them (read-only views).
-    copy: bool,
+    pub(crate) copy: bool,
     /// Directories made, with their source: metadata is applied last,
     /// deepest first, once their contents no longer change their times.
-    dirs: Vec<(PathBuf, PathBuf, Metadata)>,
+    pub(crate) dirs: Vec<(PathBuf, PathBuf, Metadata)>,
+    /// Paths of the target that are not the stack's (see
+    /// [`crate::inplace`]): left as they are, never filled.
+    pub(crate) exclude: &'x Exclusions,
 }
 
-impl Filler {
-    fn fill(&mut self, lowers: &[PathBuf], target: &Path) -> Result<(), MountError> {
+impl Filler<'_> {
+    pub(crate) fn fill(&mut self, lowers: &[PathBuf], target: &Path) -> Result<(), MountError> {
         // Top layer first; a layer whose root is opaque hides those below.
         let mut contrib: Vec<(usize, &Path)> = Vec::new();
         for (i, l) in lowers.iter().enumerate().rev() {
@@ -300,6 +339,11 @@ impl Filler {
         }
         for name in names {
             let child = rel.join(&name);
+            if self.exclude.is_excluded(&child) {
+                // The target keeps its own: a mount point, kiln's files.
+                continue;
+            }
+            let kept = self.exclude.is_ancestor(&child);
             let mut found = None;
             for (k, (_, l)) in contrib.iter().enumerate() {
                 let p = l.join(&child);
@@ -337,10 +381,17 @@ impl Filler {
                         }
                     }
                 }
-                fs::create_dir(&d).map_err(err("creating", &d))?;
+                // A directory the target keeps (it holds excluded paths)
+                // gets the stack's metadata and the rest of its entries.
+                let keep = kept && fs::symlink_metadata(&d).is_ok_and(|m| m.is_dir());
+                if !keep {
+                    fs::create_dir(&d).map_err(err("creating", &d))?;
+                }
                 self.dirs.push((d.clone(), src, meta));
                 self.dir(&child, &sub, &d)?;
-            } else {
+            } else if !(kept && fs::symlink_metadata(&d).is_ok()) {
+                // (Where the target keeps a directory, the stack's
+                // non-directory is not shown: the target's wins.)
                 self.place(&src, &meta, &d)?;
             }
         }
@@ -357,7 +408,7 @@ impl Filler {
         copy_entry(src, m, dst)
     }
 
-    fn finish_dirs(&mut self) -> Result<(), MountError> {
+    pub(crate) fn finish_dirs(&mut self) -> Result<(), MountError> {
         for (dst, src, meta) in self.dirs.drain(..).rev() {
             apply_meta(&src, &meta, &dst)?;
         }
@@ -366,7 +417,7 @@ impl Filler {
 }
 
 /// Copies one non-directory entry with its metadata.
-fn copy_entry(src: &Path, m: &Metadata, dst: &Path) -> Result<(), MountError> {
+pub(crate) fn copy_entry(src: &Path, m: &Metadata, dst: &Path) -> Result<(), MountError> {
     let ft = m.file_type();
     if ft.is_file() {
         let mut from = File::open(src).map_err(err("opening", src))?;
@@ -390,7 +441,7 @@ fn copy_entry(src: &Path, m: &Metadata, dst: &Path) -> Result<(), MountError> {
 /// Gives `dst` the owner, xattrs (overlay's own left out), mode and times of
 /// `src` (whose metadata is `m`): owner first, since chown clears setuid
 /// bits and `security.capability`.
-fn apply_meta(src: &Path, m: &Metadata, dst: &Path) -> Result<(), MountError> {
+pub(crate) fn apply_meta(src: &Path, m: &Metadata, dst: &Path) -> Result<(), MountError> {
     std::os::unix::fs::lchown(dst, Some(m.uid()), Some(m.gid())).map_err(err("chown", dst))?;
     if let Ok(names) = xattr::list(src) {
         for name in names {
@@ -494,12 +545,15 @@ impl Rec {
 #[derive(Debug)]
 pub(crate) struct Baseline {
     entries: HashMap<PathBuf, Rec>,
+    /// The newest ctime recorded.
+    pub(crate) newest: (i64, i64),
 }
 
 impl Baseline {
-    /// Records `root`, then waits until a change made now would get a
-    /// newer ctime than any recorded (see the module docs).
-    fn capture(root: &Path) -> Result<Baseline, MountError> {
+    /// Records `root`, leaving out the `exclude`d paths (and what is below
+    /// them). The caller then waits for the clock ([`settle`]) before the
+    /// tree changes, so that a change shows (see the module docs).
+    pub(crate) fn capture(root: &Path, exclude: &Exclusions) -> Result<Baseline, MountError> {
         let mut entries = HashMap::new();
         let m = fs::symlink_metadata(root).map_err(err("stat", root))?;
         let mut newest = (m.ctime(), m.ctime_nsec());
@@ -509,26 +563,49 @@ impl Baseline {
             let dir = root.join(&rel);
             for e in fs::read_dir(&dir).map_err(err("reading", &dir))? {
                 let e = e.map_err(err("reading", &dir))?;
+                let child = rel.join(e.file_name());
+                if exclude.is_excluded(&child) {
+                    continue;
+                }
                 let p = e.path();
                 let m = fs::symlink_metadata(&p).map_err(err("stat", &p))?;
                 newest = newest.max((m.ctime(), m.ctime_nsec()));
-                let child = rel.join(e.file_name());
                 if m.is_dir() {
                     stack.push(child.clone());
                 }
                 entries.insert(child, rec(&m));
             }
         }
-        settle(root, newest)?;
-        Ok(Baseline { entries })
+        Ok(Baseline { entries, newest })
+    }
+
+    /// Records `rel` of `root` again as it is now: kiln changed it and put
+    /// it back (a mount point of a tree that is not a mount), so that
+    /// change is not the step's. Gone: forgotten.
+    pub(crate) fn refresh(&mut self, root: &Path, rel: &Path) {
+        let p = root.join(rel);
+        match fs::symlink_metadata(&p) {
+            Ok(m) => {
+                self.newest = self.newest.max((m.ctime(), m.ctime_nsec()));
+                self.entries.insert(rel.to_path_buf(), rec(&m));
+            }
+            Err(_) => {
+                self.entries.remove(rel);
+            }
+        }
     }
 }
 
 /// Waits until a file made beside `root` gets a ctime newer than `newest`:
 /// a few milliseconds, up to a second on a filesystem that keeps whole
 /// seconds (ext4 with 128-byte inodes); given up after two.
-fn settle(root: &Path, newest: (i64, i64)) -> Result<(), MountError> {
-    let beside = root.parent().unwrap_or(root);
+pub(crate) fn settle(root: &Path, newest: (i64, i64)) -> Result<(), MountError> {
+    settle_in(root.parent().unwrap_or(root), newest)
+}
+
+/// [`settle`], with the probe file made in `beside` (a directory on the
+/// tree's filesystem).
+pub(crate) fn settle_in(beside: &Path, newest: (i64, i64)) -> Result<(), MountError> {
     let probe = tempfile::Builder::new()
         .prefix(".ctime-probe-")
         .tempfile_in(beside)
@@ -553,11 +630,18 @@ fn settle(root: &Path, newest: (i64, i64)) -> Result<(), MountError> {
 }
 
 /// Writes the changes of a handed-out tree into an upper dir.
-struct Differ<'a> {
+pub(crate) struct Differ<'a> {
     target: &'a Path,
     upper: &'a Path,
     base: &'a Baseline,
     whiteouts: WhiteoutFormat,
+    /// Paths that are not the tree's (see [`crate::inplace`]): never
+    /// walked, never whited out.
+    exclude: &'a Exclusions,
+    /// Copy (never hard-link) a file whose inode has other names: the tree
+    /// is not a mount, so another name may be outside it (a cache mount's
+    /// file the step linked to), and the upper dir must not share it.
+    copy_shared: bool,
     /// Paths present now.
     seen: HashSet<PathBuf>,
     /// Directories that are the recorded ones (same inode): a recorded
@@ -573,7 +657,7 @@ struct Differ<'a> {
 }
 
 impl<'a> Differ<'a> {
-    fn new(
+    pub(crate) fn new(
         target: &'a Path,
         upper: &'a Path,
         base: &'a Baseline,
@@ -584,6 +668,8 @@ impl<'a> Differ<'a> {
             upper,
             base,
             whiteouts,
+            exclude: &NO_EXCLUSIONS,
+            copy_shared: false,
             seen: HashSet::new(),
             kept: HashSet::new(),
             made: Vec::new(),
@@ -593,8 +679,16 @@ impl<'a> Differ<'a> {
         }
     }
 
+    /// A diff of a tree that is not a mount: `exclude`d paths left out,
+    /// files with other names copied.
+    pub(crate) fn in_place(mut self, exclude: &'a Exclusions) -> Differ<'a> {
+        self.exclude = exclude;
+        self.copy_shared = true;
+        self
+    }
+
     /// Writes the diff; returns the entries hard-linked into the upper dir.
-    fn run(mut self) -> Result<Vec<PathBuf>, MountError> {
+    pub(crate) fn run(mut self) -> Result<Vec<PathBuf>, MountError> {
         let root = PathBuf::new();
         self.kept.insert(root.clone());
         self.seen.insert(root.clone());
@@ -637,6 +731,9 @@ impl<'a> Differ<'a> {
         children.sort();
         for name in children {
             let child = rel.join(&name);
+            if self.exclude.is_excluded(&child) {
+                continue;
+            }
             let p = self.target.join(&child);
             let m = fs::symlink_metadata(&p).map_err(err("stat", &p))?;
             self.seen.insert(child.clone());
@@ -681,9 +778,16 @@ impl<'a> Differ<'a> {
             self.ensure_dir(parent)?;
         }
         let (src, dst) = (self.target.join(rel), self.upper.join(rel));
-        if fs::hard_link(&src, &dst).is_ok() {
+        let shared = self.copy_shared && m.nlink() > 1;
+        if !shared && fs::hard_link(&src, &dst).is_ok() {
             self.linked.push(rel.to_path_buf());
             return Ok(());
+        }
+        if shared {
+            // The tree's name gets an inode of its own again afterwards,
+            // as a linked one does (overlay shows the layer's hard links
+            // as one inode, but writing one name copies up only that name).
+            self.linked.push(rel.to_path_buf());
         }
         let key = (m.dev(), m.ino());
         if let Some(first) = self.links.get(&key)
@@ -724,7 +828,7 @@ const MAX_VIEWS: usize = 2;
 /// of their layer ids (`<store>/<id>/diff`, `<store>/tmp/<id>/diff` for a
 /// draft, which keeps its id when committed), or none for directories
 /// outside a layer store.
-fn stack_key(dirs: &[&Path]) -> Option<String> {
+pub(crate) fn stack_key(dirs: &[&Path]) -> Option<String> {
     use sha2::Digest as _;
     let mut h = sha2::Sha256::new();
     for d in dirs {
@@ -768,12 +872,48 @@ pub struct Kept {
     upper: PathBuf,
     lowers: Vec<PathBuf>,
     baseline: Baseline,
-    views: PathBuf,
+    /// Where the tree is offered; none for a tree that stays where it is
+    /// (in place, [`crate::inplace`]), which dropping then leaves alone.
+    views: Option<PathBuf>,
     /// No repair failed.
     ok: bool,
 }
 
 impl Kept {
+    /// The repairs of a tree that stays where it is, after its diff into
+    /// `upper` (which linked `linked` there): whether they all succeeded.
+    pub(crate) fn repair_in_place(
+        target: &Path,
+        upper: &Path,
+        lowers: &[PathBuf],
+        baseline: Baseline,
+        linked: &[PathBuf],
+    ) -> bool {
+        let mut kept = Kept {
+            target: target.to_path_buf(),
+            upper: upper.to_path_buf(),
+            lowers: lowers.to_vec(),
+            baseline,
+            views: None,
+            ok: true,
+        };
+        kept.unlink_all(linked);
+        kept.ok
+    }
+
+    /// Gives every entry the diff linked into the upper dir an inode of its
+    /// own again, and its directory its times back.
+    fn unlink_all(&mut self, linked: &[PathBuf]) {
+        for rel in linked {
+            self.unlink(rel);
+        }
+        // Putting the copies in place changed their directories' times.
+        let parents: BTreeSet<&Path> = linked.iter().filter_map(|r| r.parent()).collect();
+        for dir in parents {
+            self.touched(dir);
+        }
+    }
+
     /// Gives the hard-linked entry `rel` an inode of its own, a copy of the
     /// upper dir's.
     fn unlink(&mut self, rel: &Path) {
@@ -883,6 +1023,7 @@ impl Kept {
             let mut filler = Filler {
                 copy: true,
                 dirs: vec![(dst.clone(), src.clone(), m)],
+                exclude: &NO_EXCLUSIONS,
             };
             filler.dir(rel, &[(0, self.upper.as_path())], &dst)?;
             filler.finish_dirs()
@@ -899,8 +1040,9 @@ impl Kept {
         let key = stack_key(&dirs);
         if self.ok
             && let Some(key) = key
+            && let Some(views) = &self.views
         {
-            let mut old: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(&self.views)
+            let mut old: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(views)
                 .into_iter()
                 .flatten()
                 .flatten()
@@ -911,7 +1053,7 @@ impl Kept {
                 let (_, p) = old.remove(0);
                 let _ = fs::remove_dir_all(p);
             }
-            let at = self.views.join(key);
+            let at = views.join(key);
             if fs::rename(&self.target, &at).is_ok() {
                 // The mount point stays, empty, as after an unmount; the
                 // kept tree's own time orders it for eviction.
@@ -928,7 +1070,9 @@ impl Kept {
 
 impl Drop for Kept {
     fn drop(&mut self) {
-        clear(&self.target);
+        if self.views.is_some() {
+            clear(&self.target);
+        }
     }
 }
 

@@ -13,7 +13,13 @@
 //! (`<case>-native-whiteout-files`), and on the native snapshotter keeping
 //! its tree (`<case>-native-kept`), where the next mount of the new stack
 //! must take that tree and find it equal, entry for entry with full times
-//! and digests, to a fresh copy of the stack. So overlay's output is the reference,
+//! and digests, to a fresh copy of the stack. Writable cases also run in
+//! place (`kiln_snapshot::inplace`, `<case>-in-place`): in a directory that
+//! holds paths of its own (excluded: they must stay as they were) and stray
+//! files (cleared), and again with the tree first showing the bottom layer
+//! and brought forward by applying the top one (`<case>-in-place-forward`);
+//! after the step the tree must equal a fresh copy of the new stack but for
+//! its own paths. So overlay's output is the reference,
 //! and the native one must give the same layer. `UPDATE_EXPECT=1`
 //! regenerates the listings (from whichever trial runs last: check the
 //! diff).
@@ -43,6 +49,13 @@ enum Mode {
     /// Native, keeping the tree for the next mount, which must then be the
     /// tree a fresh mount of the new stack makes.
     NativeKept,
+    /// In place (`kiln_snapshot::inplace`): a directory that holds excluded
+    /// paths of its own and stray files, cleared and filled with the stack.
+    InPlace,
+    /// In place, the tree first showing the bottom layer (and an empty
+    /// step's layer), then brought forward to the stack by applying the
+    /// top layer.
+    InPlaceForward,
 }
 
 fn main() {
@@ -60,7 +73,15 @@ fn main() {
             ("native", Mode::Native(WhiteoutFormat::Device)),
             ("native-whiteout-files", Mode::Native(WhiteoutFormat::File)),
             ("native-kept", Mode::NativeKept),
+            ("in-place", Mode::InPlace),
+            ("in-place-forward", Mode::InPlaceForward),
         ] {
+            // A tree in place is always a writable one.
+            if matches!(mode, Mode::InPlace | Mode::InPlaceForward)
+                && dir.join("read-only").exists()
+            {
+                continue;
+            }
             let d = dir.clone();
             trials.push(
                 Trial::test(format!("{name}-{suffix}"), move || run_case(&d, mode))
@@ -156,6 +177,7 @@ fn mount(
             kiln_snapshot::native::mount(lowers, upper, target, WhiteoutFormat::Device, Some(views))
                 .unwrap()
         }
+        Mode::InPlace | Mode::InPlaceForward => unreachable!("run_in_place"),
     }
 }
 
@@ -215,12 +237,142 @@ fn listing(dir: &Path) -> String {
     tar_listing(tar.as_slice()).unwrap()
 }
 
+/// Paths of the in-place root that are not the stack's: (path, content).
+const CONTAINER_FILES: [(&str, &str); 3] = [
+    ("kiln/state/s", "kiln's state\n"),
+    ("p/mnt", "a mount point in a directory of the image\n"),
+    (
+        "etc/hosts",
+        "a mount point in a directory of the container\n",
+    ),
+];
+
+fn container_root(tmp: &Path) -> (PathBuf, kiln_snapshot::Exclusions) {
+    let root = tmp.join("root");
+    let mut x = kiln_snapshot::Exclusions::new();
+    for (p, content) in CONTAINER_FILES {
+        write(&root, p, content, 0o644);
+    }
+    for p in ["kiln", "p/mnt", "etc/hosts"] {
+        x.add(Path::new(p)).unwrap();
+    }
+    // What was there before is not the stack's and goes.
+    write(&root, "stray", "stray\n", 0o644);
+    write(&root, "a/stray", "stray\n", 0o644);
+    write(&root, "p/q/stray", "stray\n", 0o644);
+    (root, x)
+}
+
+/// A listing of `root` without the container's own paths.
+fn stack_listing(root: &Path) -> String {
+    full_listing(root)
+        .lines()
+        .filter(|l| {
+            !["kiln", "etc", ".kiln-work", "p/mnt"]
+                .iter()
+                .any(|x| l.contains(&format!(" {x}/")) || l.contains(&format!(" {x} ")))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+fn run_in_place(
+    dir: &Path,
+    tmp: &Path,
+    lowers: &[PathBuf],
+    forward: bool,
+) -> Result<String, Failed> {
+    use kiln_snapshot::InPlace;
+    let (root, x) = container_root(tmp);
+    let mut tree = InPlace::new(&root, x, WhiteoutFormat::Device, Path::new(".kiln-work")).unwrap();
+    let mut stack = lowers.to_vec();
+    if forward {
+        let u0 = layer_dir(tmp, "u0");
+        tree.checkout(&lowers[..1], &u0).unwrap().commit().unwrap();
+        stack = vec![lowers[0].clone(), u0, lowers[1].clone()];
+    }
+    let upper = layer_dir(tmp, "upper");
+    let co = tree.checkout(&stack, &upper).unwrap();
+    for p in ["stray", "a/stray", "p/q/stray"] {
+        if root.join(p).exists() {
+            return Err(format!("{p} was not cleared").into());
+        }
+    }
+    let st = Command::new("sh")
+        .arg("-e")
+        .arg(dir.join("script"))
+        .current_dir(&root)
+        .status()
+        .unwrap();
+    if !st.success() {
+        return Err(format!("script failed: {st}").into());
+    }
+    co.commit().unwrap();
+    for (p, content) in CONTAINER_FILES {
+        if fs::read_to_string(root.join(p)).ok().as_deref() != Some(content) {
+            return Err(format!("the container's {p} was changed").into());
+        }
+    }
+    // The tree now shows the stack with the new layer, as a fresh copy of
+    // it would, but for the container's own paths.
+    stack.push(upper.clone());
+    let fresh = tmp.join("fresh");
+    let fresh_up = layer_dir(tmp, "fresh-up");
+    let work = tmp.join("fresh-work");
+    fs::create_dir_all(&fresh).unwrap();
+    fs::create_dir_all(&work).unwrap();
+    // The fresh tree's root takes the upper dir's metadata: give it the
+    // tree's root metadata, as the next checkout would.
+    let m = fs::symlink_metadata(&root).unwrap();
+    fs::set_permissions(&fresh_up, m.permissions()).unwrap();
+    set_time(&fresh_up, std::os::unix::fs::MetadataExt::mtime(&m));
+    let g = kiln_snapshot::native::mount(
+        &stack,
+        Some((&fresh_up, &work)),
+        &fresh,
+        WhiteoutFormat::Device,
+        None,
+    )
+    .unwrap();
+    let (a, b) = (stack_listing(&root), full_listing(&fresh));
+    drop(g);
+    if a != b {
+        return Err(format!(
+            "the tree in place differs from a fresh one:\n--- in place\n{a}\n--- fresh\n{b}"
+        )
+        .into());
+    }
+    tree.clear().unwrap();
+    for (p, content) in CONTAINER_FILES {
+        if fs::read_to_string(root.join(p)).ok().as_deref() != Some(content) {
+            return Err(format!("clearing changed the container's {p}").into());
+        }
+    }
+    if root.join("a").exists() || !root.join("p").is_dir() || root.join("p/q").exists() {
+        return Err("clearing left the stack's files, or removed the container's".into());
+    }
+    Ok(listing(&upper))
+}
+
 fn run_case(dir: &Path, mode: Mode) -> Result<(), Failed> {
     let tmp = tempfile::tempdir().unwrap();
     let whiteouts = match mode {
         Mode::Native(w) => w,
-        Mode::Overlay | Mode::NativeKept => WhiteoutFormat::Device,
+        _ => WhiteoutFormat::Device,
     };
+    if matches!(mode, Mode::InPlace | Mode::InPlaceForward) {
+        let lowers = base(tmp.path(), whiteouts);
+        let actual = run_in_place(
+            dir,
+            tmp.path(),
+            &lowers,
+            matches!(mode, Mode::InPlaceForward),
+        )?;
+        return match kiln_testkit::check(&dir.join("expected"), &actual) {
+            None => Ok(()),
+            Some(diff) => Err(diff.into()),
+        };
+    }
     let lowers = base(tmp.path(), whiteouts);
     let target = tmp.path().join("mnt");
     fs::create_dir(&target).unwrap();

@@ -1,0 +1,52 @@
+//! The `namespaces` isolation mode: RUN steps in fresh Linux namespaces on
+//! roots of their own ([`crate::NamespaceExecutor`], `helper.rs`).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::isolation::Isolation;
+use crate::{ExecError, Executor, Limits, NamespaceExecutor};
+
+/// The mode (see the module docs). Made by [`Namespaces::enter`], which
+/// moves the process into a private mount namespace first.
+#[derive(Debug)]
+pub struct Namespaces {
+    program: PathBuf,
+    args: Vec<OsString>,
+}
+
+impl Namespaces {
+    /// Enters a private mount namespace (every mount kiln makes from now on
+    /// dies with the process), which also proves that this process may make
+    /// namespaces and mounts. Call it while the process is single-threaded.
+    /// `program args…` must end up calling [`crate::helper_main`].
+    pub fn enter(
+        program: PathBuf,
+        args: Vec<OsString>,
+    ) -> Result<Namespaces, kiln_snapshot::MountError> {
+        kiln_snapshot::private_mount_namespace()?;
+        Ok(Namespaces { program, args })
+    }
+}
+
+impl Isolation for Namespaces {
+    fn name(&self) -> &'static str {
+        "namespaces"
+    }
+
+    fn snapshotter(&self) -> Option<kiln_snapshot::Snapshotter> {
+        None
+    }
+
+    fn check_limits(&self, _limits: &Limits) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn executor(&self) -> Result<Arc<dyn Executor>, ExecError> {
+        Ok(Arc::new(NamespaceExecutor::new(
+            self.program.clone(),
+            self.args.clone(),
+        )))
+    }
+}
