@@ -17,6 +17,9 @@ Builders:
 - `kiln`: kiln's defaults (each RUN step in a network namespace of its own);
 - `kiln-host`: `--network=host --allow network.host`, like for like with the
   peers below, which use the host network;
+- `kiln-before`: the kiln binary named by `KILN_BEFORE` (a release build
+  of an earlier commit), counted as a peer: its ratios are what the commits
+  since cost or saved;
 - `buildkit`: BuildKit v0.13 (docker 26.1 with buildx 0.13, from Debian
   trixie, run as a second engine by `benches/buildkit-0.13.sh`), with
   `--network=host`: that engine has no bridge, so BuildKit's default network
@@ -337,6 +340,7 @@ class Kiln:
     flags = []
 
     def __init__(self, work, tar):
+        self.bin = KILN
         self.work = work
         self.tar = tar
         self.root = work / f"{self.name}-state"
@@ -345,9 +349,9 @@ class Kiln:
     def reset(self):
         if self.root.exists():
             sh(["rm", "-rf", str(self.root)])
-        sh([str(KILN), "--root", str(self.root), "import", str(self.tar), BASE])
+        sh([str(self.bin), "--root", str(self.root), "import", str(self.tar), BASE])
         for name, tar in EXTRA_BASES:
-            sh([str(KILN), "--root", str(self.root), "import", str(tar), name])
+            sh([str(self.bin), "--root", str(self.root), "import", str(tar), name])
             # `docker import` and `buildah add` unpack a base when it is
             # imported; kiln unpacks on first use. Unpacked here, so that
             # "cold" means the same for every builder: bases present and
@@ -355,7 +359,7 @@ class Kiln:
             warm = self.work / "warm-base"
             warm.mkdir(exist_ok=True)
             (warm / "Dockerfile").write_text(f"FROM {name}\nRUN true\n")
-            sh([str(KILN), "--root", str(self.root), "build", "-q", "-t", "warm-base:1",
+            sh([str(self.bin), "--root", str(self.root), "build", "-q", "-t", "warm-base:1",
                 str(warm)])
 
     def ensure(self):
@@ -363,7 +367,7 @@ class Kiln:
             self.reset()
 
     def build(self, ctx, dockerfile=None, no_cache=False):
-        out = sh(["/usr/bin/time", "-f", "MAXRSS %M", str(KILN), "--root", str(self.root),
+        out = sh(["/usr/bin/time", "-f", "MAXRSS %M", str(self.bin), "--root", str(self.root),
                   "build", "-q", *self.flags, *(["--no-cache"] if no_cache else []),
                   *dockerfile_args(ctx, dockerfile), "-t", "bench:1", str(ctx)])
         for line in out.stdout.splitlines():
@@ -371,13 +375,13 @@ class Kiln:
                 self.rss.append((str(ctx.name), int(line.split()[1])))
 
     def push(self, ref):
-        k = [str(KILN), "--root", str(self.root)]
+        k = [str(self.bin), "--root", str(self.root)]
         sh(k + ["tag", "bench:1", ref])
         sh(k + ["push", "-q", ref])
 
     def export(self, ctx, dest, compression):
         # The build is cached: this is the export, its compression included.
-        sh([str(KILN), "--root", str(self.root), "build", "-q", *self.flags,
+        sh([str(self.bin), "--root", str(self.root), "build", "-q", *self.flags,
             "-o", f"type=oci,dest={dest},compression={compression}", str(ctx)])
 
 
@@ -385,6 +389,21 @@ class KilnHost(Kiln):
     """kiln with the host network for RUN, as the peers run here."""
     name = "kiln-host"
     flags = ["--network=host", "--allow", "network.host"]
+
+
+class KilnBefore(Kiln):
+    """An earlier kiln, to measure what a change costs (issue 20: RUN
+    confinement): the binary named by `KILN_BEFORE` (a release build of the
+    earlier commit), with kiln's defaults of that commit."""
+    name = "kiln-before"
+
+    def __init__(self, work, tar):
+        super().__init__(work, tar)
+        before = os.environ.get("KILN_BEFORE")
+        if not before:
+            raise SystemExit("the kiln-before builder needs KILN_BEFORE=PATH "
+                             "(a release build of the earlier commit)")
+        self.bin = Path(before)
 
 
 class BuildKit:
@@ -507,7 +526,7 @@ class Buildah:
             "bench:1", f"oci-archive:{dest}"])
 
 
-BUILDERS = {"kiln": Kiln, "kiln-host": KilnHost, "buildkit": BuildKit,
+BUILDERS = {"kiln": Kiln, "kiln-host": KilnHost, "kiln-before": KilnBefore, "buildkit": BuildKit,
             "buildkit-none": BuildKitNone, "buildkit08": BuildKit08, "buildah": Buildah}
 
 
@@ -593,6 +612,8 @@ def machine():
             break
     versions = {
         "kiln": sh([str(KILN), "--version"]).stdout.strip(),
+        **({"kiln-before": sh([os.environ["KILN_BEFORE"], "--version"]).stdout.strip()}
+           if os.environ.get("KILN_BEFORE") else {}),
         "docker (buildkit08)": sh([DOCKER, "version", "--format", "{{.Server.Version}}"],
                                   check=False).stdout.strip() if Path(DOCKER).exists() else "n/a",
         "docker (buildkit)": sh([*BuildKit.docker(), "version", "--format",
@@ -687,8 +708,9 @@ def write_report(results, names, builders, workloads, args):
         for w, r in prev.items():
             results.setdefault(w, r)
         workloads = [w for w in WORKLOADS if w in results]
-    kilns = [n for n in names if n.startswith("kiln")]
-    peers = [n for n in names if not n.startswith("kiln")]
+    # An earlier kiln is a peer: the ratios are then what a change cost.
+    kilns = [n for n in names if n.startswith("kiln") and n != "kiln-before"]
+    peers = [n for n in names if n not in kilns]
     pairs = [(k, p) for k in kilns for p in peers]
     lines = [f"# kiln vs peers, {stamp}", "",
              f"Machine: {machine()}", "",

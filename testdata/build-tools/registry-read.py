@@ -13,6 +13,8 @@ usage: registry-read.py HOST:PORT/REPO:TAG COMMAND [ARGS]
   config [PLATFORM] [KEY.KEY] the image configuration (or part of it), JSON
   platforms                   each image of the index: its platform (with
                               the OS version) and its config's os.version
+An index that holds one image and its attestation manifests (what a push
+with buildx's default provenance makes) is read as that image.
 """
 import gzip
 import hashlib
@@ -58,6 +60,23 @@ def platform_manifest(top, plat):
     sys.exit(f"no {plat} manifest")
 
 
+def is_attestation(m):
+    """An attestation manifest of an index (buildx's default provenance
+    puts one beside each image)."""
+    return m.get("annotations", {}).get("vnd.docker.reference.type") == "attestation-manifest"
+
+
+def only_image(top):
+    """The image of a one-platform push: the manifest itself, or the one
+    image manifest of an index that holds it and its attestations."""
+    if "manifests" not in top:
+        return top
+    images = [m for m in top["manifests"] if not is_attestation(m)]
+    if len(images) != 1:
+        sys.exit(f"an index of {len(images)} images: name a platform")
+    return manifest(images[0]["digest"])[0]
+
+
 top, digest = manifest(tag)
 if cmd == "digest":
     print(digest)
@@ -71,7 +90,7 @@ elif cmd == "media-types":
 elif cmd == "file":
     plat = args.pop(0) if len(args) == 3 else None
     layer, path = int(args[0]), args[1]
-    m = platform_manifest(top, plat) if plat else top
+    m = platform_manifest(top, plat) if plat else only_image(top)
     blob = get(f"blobs/{m['layers'][layer]['digest']}")
     if blob[:2] == b"\x1f\x8b":
         blob = gzip.decompress(blob)
@@ -79,13 +98,15 @@ elif cmd == "file":
         sys.stdout.write(t.extractfile(path).read().decode())
 elif cmd == "config":
     plat = args.pop(0) if args and "/" in args[0] else None
-    m = platform_manifest(top, plat) if plat else top
+    m = platform_manifest(top, plat) if plat else only_image(top)
     value = json.loads(get(f"blobs/{m['config']['digest']}"))
     for key in args[0].split(".") if args else []:
         value = value[key] if isinstance(value, dict) else value[int(key)]
     print(json.dumps(value, indent=2, sort_keys=True))
 elif cmd == "platforms":
     for m in top.get("manifests", [top]):
+        if is_attestation(m):
+            continue
         p = m.get("platform", {})
         name = p.get("os", "") + (f"({p['os.version']})" if p.get("os.version") else "")
         name = "/".join(x for x in (name, p.get("architecture"), p.get("variant")) if x)

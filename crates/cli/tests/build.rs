@@ -491,6 +491,13 @@ impl Case {
         (!self.suite).then_some(EPOCH)
     }
 
+    /// Suite cases push as BuildKit's tests do, talking to BuildKit without
+    /// buildx: no default provenance (`BUILDX_NO_DEFAULT_ATTESTATIONS=1`).
+    fn no_default_attestations(&self) -> Option<(&'static str, &'static str)> {
+        self.suite
+            .then_some(("BUILDX_NO_DEFAULT_ATTESTATIONS", "1"))
+    }
+
     /// `kiln import` of the base as `busybox:latest` (in suite cases with
     /// `CMD ["sh"]`, as Docker Hub's image has).
     fn import_base(&self) -> Vec<String> {
@@ -543,6 +550,8 @@ impl Case {
             .current_dir(&self.ctx)
             .env_remove("SOURCE_DATE_EPOCH")
             .envs(self.epoch().map(|e| ("SOURCE_DATE_EPOCH", e)))
+            .env_remove("BUILDX_NO_DEFAULT_ATTESTATIONS")
+            .envs(self.no_default_attestations())
             .env_remove("KILN_ROOT")
             .env("DOCKER_CONFIG", self.tmp.path().join("docker-config"))
             .env_remove("REGISTRY_AUTH_FILE")
@@ -703,6 +712,8 @@ impl Case {
             .env("BASE_TAR", &self.base().tar)
             .env_remove("SOURCE_DATE_EPOCH")
             .envs(self.epoch().map(|e| ("SOURCE_DATE_EPOCH", e)))
+            .env_remove("BUILDX_NO_DEFAULT_ATTESTATIONS")
+            .envs(self.no_default_attestations())
             .env("DOCKER_CONFIG", self.tmp.path().join("docker-config"))
             .env_remove("REGISTRY_AUTH_FILE")
             .env("KILN_CONFIG", self.tmp.path().join("kiln-config.toml"))

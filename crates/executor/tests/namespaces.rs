@@ -183,18 +183,26 @@ fn t_hostname_and_hosts() -> Result<(), Failed> {
 
 fn t_users() -> Result<(), Failed> {
     for (user, want) in [
-        ("", "uid=0(root) gid=0(root) home=/root"),
+        // The primary gid is always a supplementary group too (BuildKit
+        // since v0.11, CVE-2023-25173).
+        ("", "uid=0(root) gid=0(root) groups=0(root) home=/root"),
         (
             "app",
-            "uid=1000(app) gid=1000(app) groups=2000(extra) home=/srv",
+            "uid=1000(app) gid=1000(app) groups=1000(app),2000(extra) home=/srv",
         ),
-        ("1000:1000", "uid=1000(app) gid=1000(app) home=/srv"),
+        (
+            "1000:1000",
+            "uid=1000(app) gid=1000(app) groups=1000(app) home=/srv",
+        ),
         (
             "nobody",
-            "uid=65534(nobody) gid=65534(nogroup) home=/nonexistent",
+            "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup) home=/nonexistent",
         ),
-        ("1234", "uid=1234 gid=0(root) home=/"),
-        ("app:extra", "uid=1000(app) gid=2000(extra) home=/srv"),
+        ("1234", "uid=1234 gid=0(root) groups=0(root) home=/"),
+        (
+            "app:extra",
+            "uid=1000(app) gid=2000(extra) groups=2000(extra) home=/srv",
+        ),
     ] {
         let mut r = sh("echo \"$(id) home=$HOME\"");
         r.spec.user = user.to_owned();
