@@ -61,7 +61,9 @@ def daemon(state):
     status = {"probe_requests": 0, "sender_requests": 0, "port81": []}
 
     def save():
-        tmp = STATUS.with_suffix(".tmp")
+        # Callers hold `lock`; the temporary file is the thread's own all
+        # the same, so that no two writers ever share one.
+        tmp = STATUS.with_suffix(f".tmp{threading.get_ident()}")
         tmp.write_text(json.dumps(status))
         os.replace(tmp, STATUS)
 
@@ -115,9 +117,13 @@ def daemon(state):
                     probed.touch()
             time.sleep(0.02)
 
+    # The sender's requests save the status from the server's threads: the
+    # first save holds the lock too (unlocked, two writers raced on one
+    # temporary file and the daemon died at start under load).
+    with lock:
+        save()
     threading.Thread(target=sender, daemon=True).start()
     threading.Thread(target=watcher, daemon=True).start()
-    save()
     tmp = HERE / "ports.env.tmp"
     tmp.write_text(
         f"LOOP_PORT={loop_port}\nOUT_ADDR={addr}\nOUT_PORT={outbound.server_address[1]}\n"
