@@ -31,7 +31,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
-use crate::ContextError;
+use crate::error::ContextError;
 use crate::statcache::{StatCache, StatKey};
 use crate::tree::{Entry, FileType, Filter, Source, Tree};
 

@@ -62,9 +62,9 @@
 //! * Errors name the path or pattern involved; permission errors are
 //!   errors (except inside ignored directories, as with fsutil).
 
-use std::path::PathBuf;
-
+mod error;
 mod gostd;
+mod text;
 
 pub mod digest;
 pub mod ignorefile;
@@ -74,91 +74,8 @@ pub mod statcache;
 mod tree;
 
 pub use digest::{DigestOptions, DigestStats};
+pub use error::ContextError;
 pub use ignorefile::{IgnoreFileError, find_ignore_file, read_all};
 pub use patternmatcher::{MatchInfo, Matcher, PatternError};
 pub use statcache::StatCache;
 pub use tree::{Entry, ExpandOptions, FileType, Filter, Source, Tree};
-
-/// Everything that can go wrong in this crate.
-#[derive(Debug, thiserror::Error)]
-pub enum ContextError {
-    /// A COPY source that does not exist in the tree (missing, ignored, a
-    /// symlink to something missing or ignored, or a wildcard that matched
-    /// nothing when that is not allowed). `path` is the in-tree path.
-    #[error("{path}: not found")]
-    NotFound {
-        /// The in-tree path as given (lossily decoded).
-        path: String,
-    },
-    /// A COPY source whose path goes through symlinks to something that is
-    /// not in the tree: symlinks resolve inside the context, so one pointing
-    /// at a host path (`/etc`) leads to that path *in the context*.
-    #[error(
-        "{path}: not found (its symbolic links lead to {resolved} in the build context; \
-         a context's symlinks resolve inside the context, never to host files)"
-    )]
-    NotFoundThroughSymlink {
-        /// The in-tree path as given (lossily decoded).
-        path: String,
-        /// Where its symlinks lead, in the tree.
-        resolved: String,
-    },
-    /// Symlink resolution went around in circles.
-    #[error("{path}: too many levels of symbolic links")]
-    TooManyLinks {
-        /// The in-tree path where resolution gave up.
-        path: String,
-    },
-    /// A filesystem operation failed.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The host path.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// A pattern failed while matching `path` (a `.dockerignore` or filter
-    /// pattern whose regex does not compile).
-    #[error("matching {path}: {source}")]
-    Pattern {
-        /// The path being matched.
-        path: String,
-        /// What is wrong with the pattern.
-        source: PatternError,
-    },
-    /// The ignore file has a malformed pattern.
-    #[error("{}: {source}", file.display())]
-    IgnorePattern {
-        /// The ignore file.
-        file: PathBuf,
-        /// What is wrong.
-        source: PatternError,
-    },
-    /// The ignore file cannot be read.
-    #[error(transparent)]
-    IgnoreFile(#[from] IgnoreFileError),
-}
-
-/// Bytes for humans: valid UTF-8 as is, each invalid byte as `\xNN`.
-pub(crate) fn show(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        match std::str::from_utf8(rest) {
-            Ok(s) => {
-                out.push_str(s);
-                break;
-            }
-            Err(e) => {
-                let good = e.valid_up_to();
-                out.push_str(std::str::from_utf8(&rest[..good]).unwrap_or_default());
-                let bad = e.error_len().unwrap_or(rest.len() - good);
-                for b in &rest[good..good + bad] {
-                    out.push_str(&format!("\\x{b:02x}"));
-                }
-                rest = &rest[good + bad..];
-            }
-        }
-    }
-    out
-}

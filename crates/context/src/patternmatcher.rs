@@ -22,7 +22,7 @@
 //! `Send + Sync` and can be shared by parallel walkers.
 
 use crate::gostd::{glob, path, regexp, utf8};
-use crate::show;
+use crate::text::show;
 
 /// Why a pattern list is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

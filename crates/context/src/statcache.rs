@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::ContextError;
+use crate::error::ContextError;
 
 const MAGIC: &[u8; 8] = b"KILNSTAT";
 const VERSION: u32 = 1;

@@ -25,11 +25,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use crate::error::ContextError;
 use crate::gostd::{glob, path};
 use crate::ignorefile;
 use crate::patternmatcher::{self, Matcher, PatternError};
 use crate::resolve::{self, Node, ResolveError};
-use crate::{ContextError, show};
+use crate::text::show;
 
 /// A directory seen through optional `.dockerignore` rules.
 #[derive(Debug, Clone)]

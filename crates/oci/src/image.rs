@@ -1,6 +1,5 @@
 //! Assembling an image in the content store: config + layer blobs → manifest.
 
-use crate::Error;
 use crate::config::ImageConfigFile;
 use crate::content::ContentStore;
 use crate::manifest::{Descriptor, Manifest};
@@ -27,6 +26,12 @@ pub enum ImageError {
         digest: kiln_llb::Digest,
         media_type: String,
     },
+    /// Writing the config or the manifest to the content store failed.
+    #[error(transparent)]
+    Content(#[from] crate::content::ContentError),
+    /// Serialising the config failed.
+    #[error(transparent)]
+    Json(#[from] crate::json::JsonError),
 }
 
 /// Writes `config` (canonical JSON) and a manifest referencing it and `layers`
@@ -40,13 +45,12 @@ pub fn write_image(
     config: &ImageConfigFile,
     layers: &[Descriptor],
     types: MediaTypes,
-) -> Result<WrittenImage, Error> {
+) -> Result<WrittenImage, ImageError> {
     if config.rootfs.diff_ids.len() != layers.len() {
         return Err(ImageError::LayerCount {
             diff_ids: config.rootfs.diff_ids.len(),
             layers: layers.len(),
-        }
-        .into());
+        });
     }
     let layers = layers
         .iter()

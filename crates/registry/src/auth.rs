@@ -22,8 +22,8 @@ use std::process::{Command, Stdio};
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
-use crate::RegistryError;
 use crate::config::normalize_host;
+use crate::error::RegistryError;
 
 /// Docker Hub's key in `auths` and for credential helpers.
 pub const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";

@@ -29,9 +29,9 @@ use ureq::http::{self, Response};
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 use ureq::{Agent, SendBody};
 
-use crate::RegistryError;
 use crate::auth::{Auth, Credential};
 use crate::config::RegistryConfig;
+use crate::error::RegistryError;
 use crate::platform::select;
 use crate::progress::{CountingReader, Direction, ProgressSink, Transfer, TransferState};
 

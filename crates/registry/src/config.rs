@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::RegistryError;
+use crate::error::RegistryError;
 
 /// Where `load(None)` looks when `$KILN_CONFIG` is unset.
 pub const DEFAULT_CONFIG: &str = "/etc/kiln/config.toml";

@@ -4,7 +4,8 @@
 
 use kiln_attest::purl::Purl;
 
-use crate::{Attribution, Entry, Kind, METADATA_LIMIT, Package, ScanError, Scanner, Tree};
+use crate::scanner::{Attribution, METADATA_LIMIT, Package, ScanError, Scanner};
+use crate::tree::{Entry, Kind, Tree};
 
 const DB: &str = "/lib/apk/db/installed";
 
@@ -74,7 +75,7 @@ impl Scanner for Apk {
         let Some(bytes) = tree.read(&e.path, METADATA_LIMIT)? else {
             return Ok(Vec::new());
         };
-        let (distro, version_id) = crate::os_release(tree).unwrap_or_default();
+        let (distro, version_id) = crate::metadata::os_release(tree).unwrap_or_default();
         let namespace = if distro.is_empty() {
             "alpine".to_owned()
         } else {

@@ -5,7 +5,8 @@
 
 use kiln_attest::purl::Purl;
 
-use crate::{Attribution, Entry, Kind, METADATA_LIMIT, Package, ScanError, Scanner, Tree};
+use crate::scanner::{Attribution, METADATA_LIMIT, Package, ScanError, Scanner};
+use crate::tree::{Entry, Kind, Tree};
 
 const STATUS: &str = "/var/lib/dpkg/status";
 const STATUS_D: &str = "/var/lib/dpkg/status.d/";
@@ -31,7 +32,7 @@ struct Listed {
 
 fn entries(bytes: &[u8]) -> Vec<Listed> {
     let text = String::from_utf8_lossy(bytes);
-    crate::stanzas(&text)
+    crate::metadata::stanzas(&text)
         .into_iter()
         .filter_map(|s| {
             let name = s.get("Package")?.clone();
@@ -94,7 +95,7 @@ impl Scanner for Dpkg {
         let Some(bytes) = tree.read(&e.path, METADATA_LIMIT)? else {
             return Ok(Vec::new());
         };
-        let (distro, version_id) = crate::os_release(tree).unwrap_or_default();
+        let (distro, version_id) = crate::metadata::os_release(tree).unwrap_or_default();
         let namespace = if distro.is_empty() {
             "debian".to_owned()
         } else {

@@ -8,7 +8,8 @@
 
 use kiln_attest::purl::Purl;
 
-use crate::{Entry, Package, ScanError, Scanner, Tree};
+use crate::scanner::{Package, ScanError, Scanner};
+use crate::tree::{Entry, Tree};
 
 const MAGIC: &[u8] = b"\xff Go buildinf:";
 

@@ -30,71 +30,19 @@ pub mod apk;
 pub mod dpkg;
 mod elf;
 pub mod golang;
+mod metadata;
 pub mod npm;
 pub mod python;
 pub mod rust;
+mod scanner;
 pub mod spdx;
 pub mod tree;
 
 use std::collections::BTreeMap;
 
+pub use metadata::os_release;
+pub use scanner::{Attribution, METADATA_LIMIT, Package, ScanError, Scanner};
 pub use tree::{DirLayers, DirTree, Entry, Kind, Layers, NoLayers, Tree};
-
-/// Files larger than this are not read as package metadata.
-pub const METADATA_LIMIT: u64 = 64 << 20;
-
-/// A package a scanner found.
-#[derive(Clone, Debug, Default)]
-pub struct Package {
-    /// The ecosystem (`deb`, `apk`, `pypi`, `npm`, `golang`, `cargo`), as
-    /// the purl type.
-    pub ecosystem: String,
-    pub name: String,
-    pub version: String,
-    pub purl: String,
-    /// The file that shows the package (`/var/lib/dpkg/status`).
-    pub evidence: String,
-    /// What found it (`DPKG DB`, `python package`, …) for `sourceInfo`.
-    pub source: String,
-    /// A declared license, as the metadata writes it.
-    pub license: Option<String>,
-    /// `Organization: …` / `Person: …`.
-    pub supplier: Option<String>,
-    /// The layer it came from (diffID), once attributed.
-    pub layer: Option<String>,
-    /// How [`attribute`] finds its layer.
-    pub attribution: Attribution,
-}
-
-/// How a package is attributed to a layer.
-#[derive(Clone, Copy, Debug, Default)]
-pub enum Attribution {
-    /// The topmost layer with the evidence file.
-    #[default]
-    File,
-    /// The layer since which every copy of the database (the evidence file)
-    /// lists this name at this version; `parse` is the scanner's parser.
-    Database(fn(&[u8]) -> Vec<(String, String)>),
-}
-
-/// Why a scan failed (reading the tree; bad metadata is skipped, not an
-/// error).
-#[derive(Debug, thiserror::Error)]
-pub enum ScanError {
-    #[error("reading the image: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// A scanner: which files it reads, and the packages in one of them.
-pub trait Scanner: Sync {
-    /// Its name (`dpkg`, …).
-    fn name(&self) -> &'static str;
-    /// Whether `entry` is a file this scanner reads.
-    fn wants(&self, entry: &Entry) -> bool;
-    /// The packages `entry` shows (the tree is there for related files:
-    /// `/etc/os-release`, a binary's bytes).
-    fn scan(&self, entry: &Entry, tree: &dyn Tree) -> Result<Vec<Package>, ScanError>;
-}
 
 /// Every scanner kiln has, in report order.
 pub fn scanners() -> Vec<Box<dyn Scanner>> {
@@ -186,63 +134,4 @@ pub fn attribute(packages: &mut [Package], layers: &dyn Layers) -> Result<(), Sc
         p.layer = layer.map(|l| layers.id(l));
     }
     Ok(())
-}
-
-/// `/etc/os-release` (or `/usr/lib/os-release`) as (`ID`, `VERSION_ID`).
-pub fn os_release(tree: &dyn Tree) -> Option<(String, String)> {
-    let bytes = tree
-        .read("/etc/os-release", 1 << 20)
-        .ok()
-        .flatten()
-        .or_else(|| tree.read("/usr/lib/os-release", 1 << 20).ok().flatten())?;
-    let text = String::from_utf8_lossy(&bytes);
-    let mut id = String::new();
-    let mut version = String::new();
-    for line in text.lines() {
-        let Some((k, v)) = line.split_once('=') else {
-            continue;
-        };
-        let v = v.trim().trim_matches('"').trim_matches('\'').to_owned();
-        match k.trim() {
-            "ID" => id = v,
-            "VERSION_ID" => version = v,
-            _ => {}
-        }
-    }
-    (!id.is_empty()).then_some((id, version))
-}
-
-/// RFC 822-style stanzas (dpkg's status, apk's db use their own forms):
-/// `Key: value` lines with indented continuations, separated by blank lines.
-pub(crate) fn stanzas(text: &str) -> Vec<BTreeMap<String, String>> {
-    let mut out = Vec::new();
-    let mut cur: BTreeMap<String, String> = BTreeMap::new();
-    let mut last: Option<String> = None;
-    for line in text.lines() {
-        if line.trim().is_empty() {
-            if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
-            }
-            last = None;
-            continue;
-        }
-        if line.starts_with([' ', '\t']) {
-            if let Some(k) = &last
-                && let Some(v) = cur.get_mut(k)
-            {
-                v.push('\n');
-                v.push_str(line.trim());
-            }
-            continue;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            let k = k.trim().to_owned();
-            cur.insert(k.clone(), v.trim().to_owned());
-            last = Some(k);
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
 }

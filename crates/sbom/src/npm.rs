@@ -4,7 +4,8 @@
 
 use kiln_attest::purl::Purl;
 
-use crate::{Entry, Kind, Package, ScanError, Scanner, Tree};
+use crate::scanner::{Package, ScanError, Scanner};
+use crate::tree::{Entry, Kind, Tree};
 
 #[derive(Debug)]
 pub struct Npm;

@@ -7,7 +7,8 @@ use std::io::Read as _;
 
 use kiln_attest::purl::Purl;
 
-use crate::{Entry, Package, ScanError, Scanner, Tree};
+use crate::scanner::{Package, ScanError, Scanner};
+use crate::tree::{Entry, Tree};
 
 /// The most a decompressed `.dep-v0` may be (cargo-auditable's own
 /// readers use 8 MiB).

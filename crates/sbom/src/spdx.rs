@@ -22,7 +22,8 @@ use std::io::Read as _;
 use serde_spdx::spdx::v_2_3 as m;
 use sha2::Digest as _;
 
-use crate::{Layers, Package, Tree};
+use crate::scanner::Package;
+use crate::tree::{Layers, Tree};
 
 /// The `predicateType` of an SPDX in-toto statement.
 pub const PREDICATE: &str = "https://spdx.dev/Document";

@@ -28,7 +28,7 @@ pub(crate) fn write_replacing(path: &Path, bytes: &[u8], durable: bool) -> io::R
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
     tmp_name.push(".tmp-");
-    tmp_name.push(crate::store::random_token(8)?);
+    tmp_name.push(crate::token::random_token(8)?);
     let tmp = dir.join(tmp_name);
     let result = (|| {
         let mut f = OpenOptions::new()

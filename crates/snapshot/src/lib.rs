@@ -68,6 +68,7 @@ pub mod mount;
 pub mod native;
 pub mod securejoin;
 pub mod store;
+mod token;
 pub mod unpack;
 pub mod whiteout;
 

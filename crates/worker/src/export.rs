@@ -213,7 +213,8 @@ pub(crate) fn manifest(
         }
         layers.push(desc);
     }
-    let written = kiln_oci::write_image(&state.content, &img.config, &layers, types)?;
+    let written = kiln_oci::write_image(&state.content, &img.config, &layers, types)
+        .map_err(kiln_oci::Error::from)?;
     Ok(ExportImage {
         manifest: written.manifest,
         names: names.to_vec(),

@@ -346,7 +346,8 @@ pub fn manifest_for(
     }
     let config = image::load_config(state, &r.id)?;
     let descs = crate::blobs::image_blobs(state, &r.id, &config, None, compression)?;
-    let written = kiln_oci::write_image(&state.content, &config, &descs, types)?;
+    let written = kiln_oci::write_image(&state.content, &config, &descs, types)
+        .map_err(kiln_oci::Error::from)?;
     if written.config.digest != r.id {
         return Err(Error::Other(format!(
             "image {}: its configuration does not re-encode to the same bytes",
