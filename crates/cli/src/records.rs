@@ -230,9 +230,9 @@ pub fn trim(root: &Path, keep: usize) {
         };
         *sizes.entry(id.to_owned()).or_default() += meta.len();
         if ext == "json"
-            && let Ok(r) = read_record(&e.path())
+            && let Ok(r) = read_head(&e.path())
         {
-            records.push((r.started_at.clone(), r.id.clone(), 0));
+            records.push((r.started_at, r.id, 0));
         }
     }
     for r in &mut records {
@@ -247,6 +247,20 @@ pub fn trim(root: &Path, keep: usize) {
             remove(root, id);
         }
     }
+}
+
+/// What [`trim`] needs of a record: a parse that skips the steps (a
+/// record of a long build is tens of kilobytes; `trim` reads them all after
+/// every build).
+#[derive(Deserialize)]
+struct RecordHead {
+    id: String,
+    started_at: String,
+}
+
+fn read_head(path: &Path) -> Result<RecordHead, String> {
+    let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn read_record(path: &Path) -> Result<Record, String> {

@@ -269,6 +269,10 @@ impl StepCgroup {
         );
         let mut cg = StepCgroup { dirs: Vec::new() };
         let limits_v2 = limits.any() && v2_root(limits).is_some();
+        // Whether the v2 group got the device program: then a v1 `devices`
+        // group would be a second guard that costs a migration (an RCU
+        // grace period) per step, and is not made.
+        let mut v2_confined = false;
         if let Some(root) = v2_any() {
             let own =
                 own_group("").ok_or_else(|| err("no cgroup v2 entry in /proc/self/cgroup"))?;
@@ -289,9 +293,12 @@ impl StepCgroup {
                 parent.clone()
             } else {
                 match confined_parent(&parent, true) {
-                    Ok(p) => p,
-                    // On a hybrid host the v1 `devices` hierarchy confines
-                    // the step too: the v2 program is a second guard only.
+                    Ok(p) => {
+                        v2_confined = true;
+                        p
+                    }
+                    // On a hybrid host where the program cannot be
+                    // attached, the v1 `devices` hierarchy confines the step.
                     Err(_) if v1_devices => parent.clone(),
                     Err(e) => return Err(e),
                 }
@@ -302,11 +309,12 @@ impl StepCgroup {
             cg.dirs.push((dir.clone(), true));
             if limits_v2 {
                 set_limits_v2(&dir, limits)?;
-                if !privileged
-                    && let Err(e) = crate::devices::attach_v2(&dir)
-                    && !v1_devices
-                {
-                    return Err(confine_err(e));
+                if !privileged {
+                    match crate::devices::attach_v2(&dir) {
+                        Ok(()) => v2_confined = true,
+                        Err(e) if !v1_devices => return Err(confine_err(e)),
+                        Err(_) => {}
+                    }
                 }
             }
         }
@@ -314,7 +322,7 @@ impl StepCgroup {
             let has = |c: &str| ctrls.split(',').any(|x| x == c);
             let parent = root.join(own.trim_start_matches('/'));
             sweep_stale(&parent);
-            let confined = has("devices") && !privileged;
+            let confined = has("devices") && !privileged && !v2_confined;
             let dir = if confined {
                 confined_parent(&parent, false)?.join(&name)
             } else {
@@ -445,10 +453,23 @@ impl StepCgroup {
             .collect()
     }
 
+    /// The step's v2 group, if it has one: the helper forks the step's
+    /// pid 1 into it (`sys::fork_into_cgroup`).
+    pub(crate) fn v2_dir(&self) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|(_, v2)| *v2)
+            .map(|(d, _)| d.as_path())
+    }
+
     /// Moves process `pid` (the step's helper, before it starts the step)
-    /// into the groups.
-    pub fn add(&self, pid: u32) -> Result<(), ExecError> {
-        for (dir, _) in &self.dirs {
+    /// into the step's v1 groups (each move waits for an RCU grace period;
+    /// the v2 group gets the step's pid 1 at birth instead, `v2_dir`).
+    pub(crate) fn add_v1(&self, pid: u32) -> Result<(), ExecError> {
+        for (dir, v2) in &self.dirs {
+            if *v2 {
+                continue;
+            }
             write(&dir.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())

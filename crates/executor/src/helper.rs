@@ -162,8 +162,7 @@ fn run(req: &Request) -> Result<Status, String> {
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWCGROUP;
+        | CloneFlags::CLONE_NEWIPC;
     if spec.network == Network::None {
         flags |= CloneFlags::CLONE_NEWNET;
     }
@@ -267,7 +266,7 @@ fn run(req: &Request) -> Result<Status, String> {
     // Never written: the child sees its read end close if the helper dies.
     let (alive_r, alive_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    match sys::fork_helper().map_err(|e| format!("fork: {e}"))? {
+    match fork_child(req.v2_group.as_deref())? {
         ForkResult::Child => {
             drop(err_r);
             drop(alive_w);
@@ -322,6 +321,25 @@ fn run(req: &Request) -> Result<Status, String> {
             Ok(status)
         }
     }
+}
+
+/// Forks the step's pid 1: into the step's v2 group `v2` when it has one
+/// (born there, `sys::fork_into_cgroup`; on kernels without
+/// `CLONE_INTO_CGROUP` the helper moves itself there first).
+fn fork_child(v2: Option<&Path>) -> Result<nix::unistd::ForkResult, String> {
+    if let Some(dir) = v2 {
+        let group = fs::File::open(dir).map_err(|e| format!("opening {}: {e}", dir.display()))?;
+        match sys::fork_into_cgroup(std::os::fd::AsFd::as_fd(&group)) {
+            Ok(Some(f)) => return Ok(f),
+            Ok(None) => {
+                let procs = dir.join("cgroup.procs");
+                fs::write(&procs, std::process::id().to_string())
+                    .map_err(|e| format!("writing {}: {e}", procs.display()))?;
+            }
+            Err(e) => return Err(format!("fork: {e}")),
+        }
+    }
+    sys::fork_helper().map_err(|e| format!("fork: {e}"))
 }
 
 /// The cgroup filesystems of the step (`plan::cgroup_steps`): its own
@@ -564,7 +582,11 @@ fn child_setup(
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("prctl: {e}"))?;
     // A mount namespace of the child's own: `pivot_root` below moves the root
     // of every process in the namespace, and the helper must keep its own.
-    nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare: {e}"))?;
+    // The cgroup namespace is made here, once the child is in the step's
+    // groups (its v2 group since its birth, `fork_child`), so that they
+    // are its root.
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| format!("unshare: {e}"))?;
     for s in steps {
         apply(root, s)?;
     }

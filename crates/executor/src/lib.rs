@@ -73,7 +73,7 @@ mod sys;
 pub mod users;
 
 use std::io::{self, Read, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -145,12 +145,9 @@ pub struct NamespaceExecutor {
 impl NamespaceExecutor {
     /// `program args…` must end up calling [`helper_main`].
     pub fn new(program: PathBuf, args: Vec<std::ffi::OsString>) -> NamespaceExecutor {
-        // The seccomp filter takes tens of milliseconds to compile: done on
-        // a thread of its own now, so that the first RUN step finds it
-        // ready (or waits for the rest of it) instead of paying it all.
-        std::thread::spawn(|| {
-            let _ = seccomp::default_filter();
-        });
+        // The seccomp filter (tens of milliseconds of CPU to compile) is
+        // compiled when the first RUN step needs it (`step_seccomp`), not
+        // here: a build whose steps are all cached never pays for it.
         cgroup::LIVE_EXECUTORS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         NamespaceExecutor {
             program,
@@ -329,6 +326,10 @@ impl NamespaceExecutor {
             whiteouts: kiln_snapshot::whiteout_format(),
             seccomp: step_seccomp(spec)?,
             cgroups: cgroup.as_ref().map(|c| c.mounts()).unwrap_or_default(),
+            v2_group: cgroup
+                .as_ref()
+                .and_then(|c| c.v2_dir())
+                .map(Path::to_path_buf),
             attach: attach.map(|a| a.mode),
         };
         let body = serde_json::to_vec(&req).map_err(|e| ExecError::Helper(e.to_string()))?;
@@ -356,7 +357,7 @@ impl NamespaceExecutor {
             source,
         })?;
         if let Some(cg) = &cgroup
-            && let Err(e) = cg.add(child.id())
+            && let Err(e) = cg.add_v1(child.id())
         {
             let _ = child.kill();
             let _ = child.wait();

@@ -237,6 +237,11 @@ pub(crate) struct Request {
     /// `/sys/fs/cgroup` (`plan::cgroup_steps`): (name, host directory).
     #[serde(default)]
     pub cgroups: Vec<(String, PathBuf)>,
+    /// The step's cgroup v2 group: the helper forks the step's pid 1 into
+    /// it (`sys::fork_into_cgroup`); the caller put the helper in the v1
+    /// groups only.
+    #[serde(default)]
+    pub v2_group: Option<PathBuf>,
     /// `kiln run`: the process's stdio is a terminal or descriptors of the
     /// caller's, handed to the helper as its descriptor 3 (`Attach`);
     /// `None` for RUN steps (stdin `/dev/null`, output through pipes).

@@ -295,3 +295,67 @@ pub(crate) fn attach_device_program(prog: &OwnedFd, group: &std::fs::File) -> io
     }
     Ok(())
 }
+
+/// `struct clone_args` of `clone3(2)` (the kernel's VER2 layout, 88 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// `CLONE_INTO_CGROUP` (Linux 5.7).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Forks the (single-threaded) helper's child directly into the cgroup v2
+/// group `group` (`clone3` with `CLONE_INTO_CGROUP`, Linux 5.7): no
+/// migration of a running process, which takes the kernel's cgroup
+/// threadgroup lock for writing and waits for an RCU grace period —
+/// milliseconds on every RUN step. `None` when the kernel (or a seccomp
+/// filter around kiln) has no `clone3` or no `CLONE_INTO_CGROUP`.
+pub(crate) fn fork_into_cgroup(
+    group: std::os::fd::BorrowedFd<'_>,
+) -> io::Result<Option<ForkResult>> {
+    use std::os::fd::AsRawFd as _;
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: group.as_raw_fd() as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 without CLONE_VM is a fork. The helper is
+    // single-threaded when it forks (a freshly exec'd kiln binary that has
+    // started no threads), so the child may run arbitrary code, allocation
+    // included, as after `fork_helper`. glibc's own fork bookkeeping is
+    // skipped: the child calls no pthread function that depends on it
+    // before it execs.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match pid {
+        0 => Ok(Some(ForkResult::Child)),
+        p if p > 0 => Ok(Some(ForkResult::Parent {
+            child: nix::unistd::Pid::from_raw(p as i32),
+        })),
+        _ => {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EPERM) => Ok(None),
+                _ => Err(e),
+            }
+        }
+    }
+}

@@ -97,6 +97,21 @@ pub(crate) fn remove_stale_temps(dir: &Path) -> io::Result<usize> {
     Ok(removed)
 }
 
+/// [`remove_stale_temps`] the first time this process changes `dir`, not
+/// on every change: temporary files are only left behind by a process that
+/// died, and listing a directory of thousands of records (`layerblobs/`)
+/// on every RUN step's commit cost more than the step. Same lock rule.
+pub(crate) fn remove_stale_temps_once(dir: &Path) -> io::Result<usize> {
+    static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let mut swept = SWEPT.lock().unwrap_or_else(|p| p.into_inner());
+    if swept.iter().any(|d| d == dir) {
+        return Ok(0);
+    }
+    let removed = remove_stale_temps(dir)?;
+    swept.push(dir.to_path_buf());
+    Ok(removed)
+}
+
 /// An exclusive `flock` on a directory, released on drop (or when the process
 /// dies). Blocks until the lock is free.
 #[derive(Debug)]

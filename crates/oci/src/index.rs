@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use kiln_llb::Digest;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{DirLock, remove_stale_temps, write_atomic};
+use crate::atomic::{DirLock, remove_stale_temps_once, write_atomic};
 use crate::json::{JsonError, to_canonical_json};
 
 const FILE: &str = "images.json";
@@ -227,7 +227,7 @@ impl ImageIndex {
             move |source| IndexError::Io { op, path, source }
         };
         let _lock = DirLock::exclusive(&self.dir).map_err(io("lock", &self.dir))?;
-        remove_stale_temps(&self.dir).map_err(io("clean", &self.dir))?;
+        remove_stale_temps_once(&self.dir).map_err(io("clean", &self.dir))?;
         let mut file = self.load()?;
         let before = to_canonical_json(&file)?;
         let out = change(&mut file);

@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use kiln_llb::Digest;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{DirLock, remove_stale_temps, write_atomic};
+use crate::atomic::{DirLock, remove_stale_temps_once, write_atomic};
 use crate::compression::{self, Compression, Format};
 use crate::content::{ContentError, ContentStore};
 use crate::hashing::HashingReader;
@@ -358,7 +358,7 @@ impl LayerBlobs {
             move |source| LayerError::Io { op, path, source }
         };
         let _lock = DirLock::exclusive(&self.dir).map_err(io("lock", &self.dir))?;
-        remove_stale_temps(&self.dir).map_err(io("clean", &self.dir))?;
+        remove_stale_temps_once(&self.dir).map_err(io("clean", &self.dir))?;
         let mut file = self.load(diff_id)?;
         change(&mut file)?;
         let path = self.path(diff_id);
