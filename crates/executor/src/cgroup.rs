@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ExecError;
+use crate::error::ExecError;
 
 /// Limits on a step's processes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,7 +134,7 @@ fn confined_parent(parent: &Path, v2: bool) -> Result<PathBuf, ExecError> {
         crate::devices::attach_v2(&dir).map_err(confine_err)?;
     } else {
         write(&dir.join("devices.deny"), "a")?;
-        for rule in DEVICE_RULES {
+        for rule in crate::devices::DEVICE_RULES {
             write(&dir.join("devices.allow"), rule)?;
         }
     }
@@ -193,23 +193,6 @@ fn v2_root(limits: &Limits) -> Option<PathBuf> {
     }
     None
 }
-
-/// runc's default device rules (`specconv.AllowedDevices`, which BuildKit's
-/// steps get): any node may be made (`m`), but only these may be opened:
-/// null, zero, full, random, urandom, tty, the ptmx multiplexer and the
-/// pseudo-terminals. A node for a host disk can be made and not read.
-pub(crate) const DEVICE_RULES: [&str; 10] = [
-    "c *:* m",
-    "b *:* m",
-    "c 1:3 rwm",
-    "c 1:8 rwm",
-    "c 1:7 rwm",
-    "c 5:0 rwm",
-    "c 1:5 rwm",
-    "c 1:9 rwm",
-    "c 5:2 rwm",
-    "c 136:* rwm",
-];
 
 /// The cgroup v1 hierarchies of this process: (mount directory under
 /// `/sys/fs/cgroup`, controllers as `/proc/self/cgroup` lists them, own group).

@@ -49,9 +49,13 @@ use std::time::{Duration, Instant};
 
 use kiln_snapshot::{Exclusions, InPlace, WhiteoutFormat};
 
+use crate::api::{Executor, ExitStatus, Stream};
+use crate::cgroup::Limits;
+use crate::error::ExecError;
 use crate::isolation::Isolation;
+use crate::output::{Chunk, pump};
+use crate::spec::STATUS_RESERVE;
 use crate::spec::{Network, RunSpec, Status};
-use crate::{Chunk, ExecError, Executor, ExitStatus, Limits, STATUS_RESERVE, Stream, pump};
 
 pub use helper::helper_main;
 use host::{Evidence, HostFacts};
@@ -435,7 +439,7 @@ impl ContainerExecutor {
         let body = serde_json::to_vec(req).map_err(|e| ExecError::Helper(e.to_string()))?;
         let mut child = Command::new(&self.program)
             .args(&self.args)
-            .env(crate::PARENT_ENV, std::process::id().to_string())
+            .env(crate::parent::PARENT_ENV, std::process::id().to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

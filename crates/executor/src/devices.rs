@@ -2,12 +2,29 @@
 //! controller; the kernel asks an eBPF program of type
 //! `BPF_PROG_TYPE_CGROUP_DEVICE` attached to the group instead (what runc's
 //! `devicefilter` generates for the same rules). The program is generated
-//! here from [`crate::cgroup::DEVICE_RULES`], loaded and attached with
+//! here from [`DEVICE_RULES`], loaded and attached with
 //! `bpf(2)` (`sys::attach_device_program`).
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::OnceLock;
+
+/// runc's default device rules (`specconv.AllowedDevices`, which BuildKit's
+/// steps get): any node may be made (`m`), but only these may be opened:
+/// null, zero, full, random, urandom, tty, the ptmx multiplexer and the
+/// pseudo-terminals. A node for a host disk can be made and not read.
+pub(crate) const DEVICE_RULES: [&str; 10] = [
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:8 rwm",
+    "c 1:7 rwm",
+    "c 5:0 rwm",
+    "c 1:5 rwm",
+    "c 1:9 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
 
 /// One rule: type (`b`, `c`, `a`), major and minor (`None`: any), and the
 /// access it allows (`BPF_DEVCG_ACC_*` bits).
@@ -131,14 +148,14 @@ pub(crate) fn program(rules: &[&str]) -> Result<Vec<u8>, String> {
     Ok(p.concat())
 }
 
-/// Attaches the device program of [`crate::cgroup::DEVICE_RULES`] to the v2
+/// Attaches the device program of [`DEVICE_RULES`] to the v2
 /// group `dir`. The program is generated and loaded (verified) once per
 /// process; each step's group gets an attachment.
 pub(crate) fn attach_v2(dir: &Path) -> Result<(), String> {
     static PROG: OnceLock<Result<OwnedFd, String>> = OnceLock::new();
     let prog = PROG
         .get_or_init(|| {
-            let insns = program(&crate::cgroup::DEVICE_RULES)?;
+            let insns = program(&DEVICE_RULES)?;
             crate::sys::load_device_program(&insns)
                 .map_err(|e| format!("loading the device program (eBPF, cgroup v2): {e}"))
         })
@@ -209,7 +226,7 @@ mod tests {
 
     #[test]
     fn runc_rules_as_a_program() {
-        let p = program(&crate::cgroup::DEVICE_RULES).unwrap();
+        let p = program(&DEVICE_RULES).unwrap();
         // Any node may be made, only the allowed ones opened.
         assert_eq!(eval(&p, DEV_BLOCK, 7, 0, ACC_MKNOD), 1);
         assert_eq!(eval(&p, DEV_BLOCK, 7, 0, ACC_READ), 0);

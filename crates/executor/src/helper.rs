@@ -93,7 +93,7 @@ pub fn helper_main() -> ! {
 
 fn helper() -> Result<i32, String> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("prctl: {e}"))?;
-    if crate::parent_gone() {
+    if crate::parent::parent_gone() {
         return Err("parent already gone".to_owned());
     }
     let mut input = Vec::new();

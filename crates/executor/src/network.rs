@@ -57,7 +57,7 @@ use std::time::Duration;
 
 use nix::sched::CloneFlags;
 
-use crate::ExecError;
+use crate::error::ExecError;
 use crate::spec::Network;
 
 /// The user-mode network stack serving isolated namespaces.

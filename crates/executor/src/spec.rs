@@ -278,6 +278,9 @@ pub(crate) enum Status {
     SetupError(String),
 }
 
+/// Bytes reserved for the helper's status file (a status is far smaller).
+pub(crate) const STATUS_RESERVE: usize = 4096;
+
 #[cfg(test)]
 mod tests {
     use super::*;

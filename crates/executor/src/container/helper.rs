@@ -87,7 +87,7 @@ fn helper() -> Result<i32, String> {
     mask.thread_block()
         .map_err(|e| format!("blocking signals: {e}"))?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(|e| format!("prctl: {e}"))?;
-    if crate::parent_gone() {
+    if crate::parent::parent_gone() {
         return Err("parent already gone".to_owned());
     }
     let mut input = Vec::new();
