@@ -107,6 +107,8 @@ pub(crate) fn choose_snapshotter(
         return Ok(());
     }
     let scratch = state.root.join("tmp");
+    // Where a successful probe is remembered (`probe_overlay_remembered`).
+    let probed = state.root.join("overlay-probe");
     let overlay_where = if crate::rootless() {
         "overlayfs in the user namespace (userxattr)"
     } else {
@@ -118,29 +120,32 @@ pub(crate) fn choose_snapshotter(
                      overlayfs cannot read";
     let (chosen, why) = match globals.snapshotter {
         SnapshotterChoice::Native => (Snapshotter::Native, "--snapshotter native".to_owned()),
-        SnapshotterChoice::Overlayfs => match kiln_snapshot::probe_overlay(&scratch) {
-            Ok(()) if files_here => {
-                return Err(Failure::Internal(anyhow::anyhow!(
-                    "--snapshotter overlayfs: {files_why}; use --snapshotter native (or auto) \
+        SnapshotterChoice::Overlayfs => {
+            match kiln_snapshot::probe_overlay_remembered(&scratch, &probed) {
+                Ok(()) if files_here => {
+                    return Err(Failure::Internal(anyhow::anyhow!(
+                        "--snapshotter overlayfs: {files_why}; use --snapshotter native (or auto) \
                      with this state directory ({}), or another --root",
-                    state.root.display()
-                )));
-            }
-            Ok(()) => (Snapshotter::Overlayfs, overlay_where.to_owned()),
-            Err(e) => {
-                let needs = if crate::rootless() {
-                    "; in a user namespace it needs Linux >= 5.11"
-                } else {
-                    ""
-                };
-                return Err(Failure::Internal(anyhow::anyhow!(
-                    "--snapshotter overlayfs: {overlay_where} cannot be mounted here ({e}){needs}; \
+                        state.root.display()
+                    )));
+                }
+                Ok(()) => (Snapshotter::Overlayfs, overlay_where.to_owned()),
+                Err(e) => {
+                    let needs = if crate::rootless() {
+                        "; in a user namespace it needs Linux >= 5.11"
+                    } else {
+                        ""
+                    };
+                    return Err(Failure::Internal(anyhow::anyhow!(
+                        "--snapshotter overlayfs: {overlay_where} cannot be mounted here ({e}){needs}; \
                      --snapshotter native works without it (it copies each step's root filesystem)"
-                )));
+                    )));
+                }
             }
-        },
+        }
         SnapshotterChoice::Auto if files_here => (Snapshotter::Native, files_why.to_owned()),
-        SnapshotterChoice::Auto => match kiln_snapshot::probe_overlay(&scratch) {
+        SnapshotterChoice::Auto => match kiln_snapshot::probe_overlay_remembered(&scratch, &probed)
+        {
             Ok(()) => (Snapshotter::Overlayfs, overlay_where.to_owned()),
             Err(e) => (
                 Snapshotter::Native,

@@ -78,6 +78,7 @@ pub use listing::{tar_listing, tar_listing_with_digests};
 pub use mount::{
     MountError, MountGuard, has_cap_sys_admin, in_user_namespace, mount_layers,
     mount_layers_reusing, mount_overlay, opaque_xattr, private_mount_namespace, probe_overlay,
+    probe_overlay_remembered,
 };
 pub use native::{Snapshotter, copy_file_contents, set_snapshotter, snapshotter};
 pub use securejoin::{ResolveError, resolve_in_root};

@@ -144,6 +144,16 @@ fn carries(o: &Output, implicit: bool) -> bool {
     }
 }
 
+/// Whether any of `outputs` would carry what `req` asks for: the default
+/// provenance goes to registry pushes only, so a build into the image store
+/// alone does not make it (it walks the whole context for its digest).
+pub fn needed(req: &AttestRequest, outputs: &[Output]) -> bool {
+    if req.explicit() || !req.annotations.is_empty() {
+        return true;
+    }
+    req.any() && outputs.iter().any(|o| carries(o, true))
+}
+
 /// A predicate of one platform's image.
 #[derive(Clone, Debug)]
 struct Predicate {

@@ -440,15 +440,19 @@ pub async fn build(
             .map(|(d, (_, ids))| (d.target_stage().platform.clone(), ids.clone()))
             .collect();
         stop()?;
-        let att = crate::attest::prepare(
-            state,
-            &worker,
-            &req.attest,
-            &defs,
-            &platform_images,
-            req.now,
-            clamp,
-        )?;
+        let att = if crate::attest::needed(&req.attest, &req.outputs) {
+            crate::attest::prepare(
+                state,
+                &worker,
+                &req.attest,
+                &defs,
+                &platform_images,
+                req.now,
+                clamp,
+            )?
+        } else {
+            None
+        };
         manifests = crate::multi::write_outputs(
             state,
             &platform_images,
@@ -462,15 +466,17 @@ pub async fn build(
         )?;
     }
     let att = match (&image, multi) {
-        (Some(img), false) => crate::attest::prepare(
-            state,
-            &worker,
-            &req.attest,
-            &defs,
-            &[(img.config.platform(), img.clone())],
-            req.now,
-            clamp,
-        )?,
+        (Some(img), false) if crate::attest::needed(&req.attest, &req.outputs) => {
+            crate::attest::prepare(
+                state,
+                &worker,
+                &req.attest,
+                &defs,
+                &[(img.config.platform(), img.clone())],
+                req.now,
+                clamp,
+            )?
+        }
         _ => None,
     };
     for out in req.outputs.iter().filter(|_| !multi) {

@@ -27,10 +27,15 @@ import threading
 import time
 
 HERE = pathlib.Path.cwd()
-STATUS = HERE / ".canaries.json"
-SEEN = HERE / ".canaries.seen.json"
-PID = HERE / ".canaries.pid"
-LOG = HERE / ".canaries.log"
+# The daemon's own files, which it rewrites while builds walk the context:
+# in a directory the context's .dockerignore leaves out (a temporary file
+# that a build listed and the daemon renamed away failed that build).
+OWN = HERE / ".canaries"
+OWN.mkdir(exist_ok=True)
+STATUS = OWN / "status.json"
+SEEN = OWN / "seen.json"
+PID = OWN / "pid"
+LOG = OWN / "log"
 AUTH = b"Authorization: Basic a2lsbjpjYW5hcnk="  # kiln:canary
 
 
