@@ -346,50 +346,85 @@ fn build_flags(recipe: &Recipe, given: &BTreeMap<String, String>) -> (Vec<String
     (flags, missing)
 }
 
-/// Whether `kiln [--root ROOT] save` finds `id` in the verifying store:
-/// then the scratch state gets it by `save`, `load` and `tag`.
+/// The image ID of `base` in the verifying store, if it holds it: an image
+/// of that name whose ID or manifest digest is the material's digest (an
+/// image imported or built locally is named by one or the other).
+fn local_base_id(exe: &Path, globals: &Globals, base: &BaseImage) -> Option<String> {
+    let mut inspect = Command::new(exe);
+    if let Some(r) = &globals.root {
+        inspect.arg("--root").arg(r);
+    }
+    let out = inspect
+        .args(["inspect", &base.reference])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let suffix = format!("@{}", base.digest);
+    v.as_array()?.iter().find_map(|i| {
+        let id = i["Id"].as_str()?;
+        let named = id == base.digest
+            || i["RepoDigests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|d| d.as_str().is_some_and(|d| d.ends_with(&suffix)));
+        named.then(|| id.to_owned())
+    })
+}
+
+/// Copies the image `id` of the verifying store into the scratch state
+/// under `base`'s name (`save`, `load`, `tag`).
 fn copy_local_base(
     exe: &Path,
     globals: &Globals,
     scratch_root: &Path,
     dir: &Path,
     base: &BaseImage,
-) -> anyhow::Result<bool> {
-    let archive = dir.join(format!("base-{}.tar", &base.digest["sha256:".len()..][..12]));
+    id: &str,
+) -> anyhow::Result<()> {
+    let archive = dir.join(format!("base-{}.tar", &id["sha256:".len()..][..12]));
     let mut save = Command::new(exe);
     if let Some(r) = &globals.root {
         save.arg("--root").arg(r);
     }
-    let out = save
-        .args(["save", "--format", "oci", "-o"])
+    save.args(["save", "--format", "oci", "-o"])
         .arg(&archive)
-        .arg(&base.digest)
-        .output()
-        .context("running kiln save")?;
-    if !out.status.success() {
-        return Ok(false);
-    }
-    for cmd in [
-        vec!["load".to_owned(), "-q".to_owned(), "-i".to_owned(), archive.display().to_string()],
-        vec!["tag".to_owned(), base.digest.clone(), base.reference.clone()],
-    ] {
-        let out = Command::new(exe)
-            .arg("--root")
-            .arg(scratch_root)
-            .args(&cmd)
+        .arg(id);
+    let steps = [
+        ("save", save),
+        ("load", {
+            let mut c = Command::new(exe);
+            c.arg("--root")
+                .arg(scratch_root)
+                .args(["load", "-q", "-i"])
+                .arg(&archive);
+            c
+        }),
+        ("tag", {
+            let mut c = Command::new(exe);
+            c.arg("--root")
+                .arg(scratch_root)
+                .args(["tag", id, &base.reference]);
+            c
+        }),
+    ];
+    for (what, mut cmd) in steps {
+        let out = cmd
             .output()
-            .with_context(|| format!("running kiln {}", cmd[0]))?;
+            .with_context(|| format!("running kiln {what}"))?;
         if !out.status.success() {
             anyhow::bail!(
-                "copying the base image {} ({}) into the scratch state: kiln {} failed: {}",
+                "copying the base image {} ({}) into the scratch state: kiln {what} failed: {}",
                 base.reference,
                 base.digest,
-                cmd[0],
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
     }
-    Ok(true)
+    Ok(())
 }
 
 /// The materials of the rebuilt layout's provenance.
@@ -426,7 +461,13 @@ fn rebuilt_materials(layout: &Path) -> anyhow::Result<Vec<Material>> {
 }
 
 /// The materials that differ: (what, the image's, the rebuild's).
-fn material_differences(image: &[Material], rebuilt: &[Material]) -> Vec<String> {
+/// `same_image` maps a base's digest in the provenance to the other digest
+/// (the image ID) the rebuild may name the same image by.
+fn material_differences(
+    image: &[Material],
+    rebuilt: &[Material],
+    same_image: &BTreeMap<String, String>,
+) -> Vec<String> {
     let show = |m: &BTreeMap<String, String>| {
         m.iter()
             .map(|(k, v)| format!("{k}:{v}"))
@@ -438,13 +479,18 @@ fn material_differences(image: &[Material], rebuilt: &[Material]) -> Vec<String>
         // Base images are pinned by digest in the rebuild, so their URIs
         // differ (a digest instead of a tag): compare their digests.
         let other = match base_image(m) {
-            Some(_) => rebuilt
-                .iter()
-                .find(|r| base_image(r).is_some() && r.digest == m.digest),
+            Some(b) => {
+                let alias = same_image.get(&b.digest);
+                rebuilt.iter().find(|r| {
+                    base_image(r).is_some_and(|rb| {
+                        rb.digest == b.digest || Some(&rb.digest) == alias
+                    })
+                })
+            }
             None => rebuilt.iter().find(|r| r.uri == m.uri),
         };
         match other {
-            Some(r) if r.digest == m.digest => {}
+            Some(r) if r.digest == m.digest || base_image(r).is_some() => {}
             Some(r) => out.push(format!(
                 "{}: {} in the provenance, {} in the rebuild",
                 m.uri,
@@ -594,8 +640,11 @@ pub fn run(globals: &Globals, args: &VerifyArgs) -> Result<(), Failure> {
         .context("making a scratch directory")?;
     let state = scratch.path().join("state");
     let exe = std::env::current_exe().context("locating the kiln binary")?;
+    let mut same_image = BTreeMap::new();
     for b in &bases {
-        if copy_local_base(&exe, globals, &state, scratch.path(), b)? {
+        if let Some(id) = local_base_id(&exe, globals, b) {
+            copy_local_base(&exe, globals, &state, scratch.path(), b, &id)?;
+            same_image.insert(b.digest.clone(), id);
             say(&format!(
                 "kiln verify: base {} {} from the local store",
                 b.reference, b.digest
@@ -640,9 +689,23 @@ pub fn run(globals: &Globals, args: &VerifyArgs) -> Result<(), Failure> {
     cmd.arg(&args.context)
         .env_remove("SOURCE_DATE_EPOCH")
         .env_remove("BUILDX_NO_DEFAULT_ATTESTATIONS");
+    let shown: Vec<String> = flags
+        .chunks(2)
+        .map(|f| match f {
+            [flag, v] if flag == "--build-arg" => {
+                let name = v.split_once('=').map_or(v.as_str(), |(n, _)| n);
+                if given.contains_key(name) {
+                    format!("{flag} {name}=(given)")
+                } else {
+                    format!("{flag} {v}")
+                }
+            }
+            _ => f.join(" "),
+        })
+        .collect();
     say(&format!(
-        "kiln verify: rebuilding in a scratch state directory, without a cache ({} build flags from the provenance)",
-        flags.len() / 2
+        "kiln verify: rebuilding in a scratch state directory, without a cache: kiln build {}",
+        shown.join(" ")
     ));
     let out = cmd.output().context("running the rebuild")?;
     if !out.status.success() {
@@ -655,7 +718,7 @@ pub fn run(globals: &Globals, args: &VerifyArgs) -> Result<(), Failure> {
 
     // The materials the rebuild used.
     let rebuilt = rebuilt_materials(&layout)?;
-    let differences = material_differences(&recipe.materials, &rebuilt);
+    let differences = material_differences(&recipe.materials, &rebuilt, &same_image);
     let (rebuilt_digest, rebuilt_manifest) = crate::reproducible::manifest(&layout)?;
     let same_image = rebuilt_digest == subject.digest.to_string();
     if differences.is_empty() && same_image {
@@ -783,7 +846,7 @@ mod tests {
             material("pkg:docker/busybox@sha256:aa", "aa"),
             material("kiln-local://context", "c2"),
         ];
-        let d = material_differences(&a, &b);
+        let d = material_differences(&a, &b, &BTreeMap::new());
         assert_eq!(
             d,
             ["kiln-local://context: sha256:c1 in the provenance, sha256:c2 in the rebuild"]
