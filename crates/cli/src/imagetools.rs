@@ -1123,7 +1123,9 @@ fn attestation_stubs(
                     .get_blob_bytes(reference, &desc, 64 << 20)
                     .map_err(registry_failure)?;
                 let statement: Value = serde_json::from_slice(&b).map_err(|e| {
-                    Failure::Other(anyhow::anyhow!("{reference}: invalid in-toto statement: {e}"))
+                    Failure::Other(anyhow::anyhow!(
+                        "{reference}: invalid in-toto statement: {e}"
+                    ))
                 })?;
                 let predicate = GoJson::from_value(&statement["predicate"]);
                 if is_slsa {

@@ -244,7 +244,12 @@ pub(crate) fn compare(a: &Path, b: &Path, labels: &Labels) -> anyhow::Result<Rep
 }
 
 /// Paths where two JSON values differ (`history[3].created: "a" vs "b"`).
-pub(crate) fn json_diff(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+pub(crate) fn json_diff(
+    path: &str,
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    out: &mut Vec<String>,
+) {
     use serde_json::Value;
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {

@@ -334,7 +334,9 @@ fn build_flags(recipe: &Recipe, given: &BTreeMap<String, String>) -> (Vec<String
     for (k, v) in given {
         args.insert(k.clone(), v.clone());
     }
-    if !args.contains_key("SOURCE_DATE_EPOCH") && !missing.iter().any(|m| m.contains("SOURCE_DATE_EPOCH")) {
+    if !args.contains_key("SOURCE_DATE_EPOCH")
+        && !missing.iter().any(|m| m.contains("SOURCE_DATE_EPOCH"))
+    {
         missing.push(
             "SOURCE_DATE_EPOCH: the image was built without it, so its creation and file times are its build's clock and no rebuild can give the same digest (build with SOURCE_DATE_EPOCH set, or --build-arg SOURCE_DATE_EPOCH=…)".to_owned(),
         );
@@ -354,10 +356,7 @@ fn local_base_id(exe: &Path, globals: &Globals, base: &BaseImage) -> Option<Stri
     if let Some(r) = &globals.root {
         inspect.arg("--root").arg(r);
     }
-    let out = inspect
-        .args(["inspect", &base.reference])
-        .output()
-        .ok()?;
+    let out = inspect.args(["inspect", &base.reference]).output().ok()?;
     if !out.status.success() {
         return None;
     }
@@ -482,9 +481,8 @@ fn material_differences(
             Some(b) => {
                 let alias = same_image.get(&b.digest);
                 rebuilt.iter().find(|r| {
-                    base_image(r).is_some_and(|rb| {
-                        rb.digest == b.digest || Some(&rb.digest) == alias
-                    })
+                    base_image(r)
+                        .is_some_and(|rb| rb.digest == b.digest || Some(&rb.digest) == alias)
                 })
             }
             None => rebuilt.iter().find(|r| r.uri == m.uri),
@@ -559,9 +557,9 @@ fn fetch_image(
 pub fn run(globals: &Globals, args: &VerifyArgs) -> Result<(), Failure> {
     let mut given = BTreeMap::new();
     for a in &args.build_args {
-        let (k, v) = a
-            .split_once('=')
-            .ok_or_else(|| Failure::Usage(format!("invalid --build-arg {a:?}: expected NAME=VALUE")))?;
+        let (k, v) = a.split_once('=').ok_or_else(|| {
+            Failure::Usage(format!("invalid --build-arg {a:?}: expected NAME=VALUE"))
+        })?;
         given.insert(k.to_owned(), v.to_owned());
     }
     if !args.context.is_dir() {
@@ -594,7 +592,10 @@ pub fn run(globals: &Globals, args: &VerifyArgs) -> Result<(), Failure> {
     missing.extend(more);
     let context_digest = recipe.local_digest("context");
     if context_digest.is_none() {
-        missing.push("the context's content digest (a kiln-local://context material; BuildKit records none)".to_owned());
+        missing.push(
+            "the context's content digest (a kiln-local://context material; BuildKit records none)"
+                .to_owned(),
+        );
     }
     let dockerfile = recipe.dockerfile();
     if dockerfile.is_none() {
@@ -652,7 +653,10 @@ pub fn run(globals: &Globals, args: &VerifyArgs) -> Result<(), Failure> {
             continue;
         }
         let key = kiln_frontend::contexts::context_key(&b.reference).ok_or_else(|| {
-            cannot(format!("the base image {:?} has no valid name", b.reference))
+            cannot(format!(
+                "the base image {:?} has no valid name",
+                b.reference
+            ))
         })?;
         let pinned = Reference::parse_normalized(&b.reference)
             .and_then(|r| {
@@ -662,7 +666,10 @@ pub fn run(globals: &Globals, args: &VerifyArgs) -> Result<(), Failure> {
             .map_err(|e| cannot(format!("the base image {:?}: {e}", b.reference)))?;
         flags.push("--build-context".to_owned());
         flags.push(format!("{key}=docker-image://{pinned}"));
-        say(&format!("kiln verify: base {} pinned to {}", b.reference, b.digest));
+        say(&format!(
+            "kiln verify: base {} pinned to {}",
+            b.reference, b.digest
+        ));
     }
     let layout = match &args.keep {
         Some(d) => d.clone(),
@@ -830,7 +837,12 @@ mod tests {
         assert!(missing.is_empty(), "{missing:?}");
         assert_eq!(
             flags,
-            ["--build-arg", "SOURCE_DATE_EPOCH=1", "--build-arg", "VERSION=2"]
+            [
+                "--build-arg",
+                "SOURCE_DATE_EPOCH=1",
+                "--build-arg",
+                "VERSION=2"
+            ]
         );
         let (_, missing) = build_flags(&Recipe::default(), &BTreeMap::new());
         assert!(missing[0].starts_with("SOURCE_DATE_EPOCH: the image was built without it"));
