@@ -96,27 +96,127 @@ fn say(line: &str) {
     println!("{line}");
 }
 
+/// Where the image and its attestations are read from.
+enum Origin {
+    Registry { client: Client, reference: Reference },
+    /// The local store, which keeps the attestation index of an image built
+    /// with asked-for attestations (`<root>/attestations/<image id>`).
+    Local(kiln_worker::State),
+}
+
+impl Origin {
+    /// A manifest (or index) by digest.
+    fn manifest(&self, digest: &str) -> Result<Vec<u8>, Failure> {
+        match self {
+            Origin::Registry { client, reference } => Ok(client
+                .get_manifest_in(reference, digest)
+                .map_err(registry_failure)?
+                .bytes),
+            Origin::Local(state) => local_blob(state, digest),
+        }
+    }
+
+    /// A small blob (config, statement).
+    fn blob(&self, desc: &Descriptor) -> Result<Vec<u8>, Failure> {
+        match self {
+            Origin::Registry { client, reference } => client
+                .get_blob_bytes(reference, desc, BLOB_LIMIT)
+                .map_err(registry_failure),
+            Origin::Local(state) => local_blob(state, &desc.digest.to_string()),
+        }
+    }
+
+    /// A layer, written to `dest`.
+    fn layer(&self, desc: &Descriptor, dest: &Path) -> Result<(), Failure> {
+        let mut f = fs::File::create(dest).context("writing a layer")?;
+        match self {
+            Origin::Registry { client, reference } => {
+                let mut r = client
+                    .open_blob(reference, desc)
+                    .map_err(registry_failure)?;
+                std::io::copy(&mut r, &mut f).context("downloading a layer")?;
+            }
+            Origin::Local(state) => {
+                let b = local_blob(state, &desc.digest.to_string())?;
+                std::io::Write::write_all(&mut f, &b).context("writing a layer")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn local_blob(state: &kiln_worker::State, digest: &str) -> Result<Vec<u8>, Failure> {
+    let d: Digest = digest
+        .parse()
+        .map_err(|_| Failure::Other(anyhow::anyhow!("invalid digest {digest:?}")))?;
+    state.content.read(&d).map_err(|e| {
+        Failure::Other(anyhow::anyhow!(
+            "reading {digest} from the local store: {e}"
+        ))
+    })
+}
+
 /// The image's manifest digest, its configuration, and its provenance.
 struct Subject {
-    reference: Reference,
+    origin: Origin,
     digest: Digest,
     manifest: Value,
     predicate_type: String,
     predicate: Value,
 }
 
-/// Reads the image's provenance from the registry.
-fn read_subject(client: &Client, args: &VerifyArgs) -> Result<Subject, Failure> {
-    let reference = Reference::parse_normalized(&args.image)
-        .map_err(|e| Failure::Usage(format!("invalid reference {:?}: {e}", args.image)))?
-        .with_default_tag();
-    let top = client.get_manifest(&reference).map_err(registry_failure)?;
-    let v: Value = serde_json::from_slice(&top.bytes)
-        .map_err(|e| Failure::Other(anyhow::anyhow!("{reference}: invalid manifest: {e}")))?;
+/// The image in the local store, when the store has it with an attestation
+/// index: the index's bytes and the store.
+fn local_index(
+    globals: &Globals,
+    args: &VerifyArgs,
+) -> Option<(Vec<u8>, Digest, kiln_worker::State)> {
+    let dir = crate::build::state_dir(globals.root.as_deref());
+    if !dir.join("images").exists() {
+        return None;
+    }
+    let state = kiln_worker::State::open(&dir).ok()?;
+    let name = Reference::parse_normalized(&args.image)
+        .ok()?
+        .with_default_tag()
+        .to_string();
+    let r = state
+        .images
+        .get(&name)
+        .ok()
+        .flatten()
+        .or_else(|| state.images.get(&args.image).ok().flatten())?;
+    let idx = kiln_worker::attest::stored_index(&state, &r.id)?;
+    let bytes = state.content.read(&idx).ok()?;
+    Some((bytes, idx, state))
+}
+
+/// Reads the image's provenance from the local store (an image built there
+/// with attestations) or else from the registry.
+fn read_subject(globals: &Globals, args: &VerifyArgs) -> Result<Subject, Failure> {
+    let (top_bytes, top_digest, origin) = match local_index(globals, args) {
+        Some((bytes, digest, state)) => {
+            say(&format!(
+                "kiln verify: {} and its attestations are in the local store",
+                args.image
+            ));
+            (bytes, digest, Origin::Local(state))
+        }
+        None => {
+            let reference = Reference::parse_normalized(&args.image)
+                .map_err(|e| Failure::Usage(format!("invalid reference {:?}: {e}", args.image)))?
+                .with_default_tag();
+            let client = crate::registry::client(globals, &[])?;
+            let top = client.get_manifest(&reference).map_err(registry_failure)?;
+            (top.bytes, top.digest, Origin::Registry { client, reference })
+        }
+    };
+    let v: Value = serde_json::from_slice(&top_bytes)
+        .map_err(|e| Failure::Other(anyhow::anyhow!("{}: invalid manifest: {e}", args.image)))?;
     let Some(entries) = v["manifests"].as_array() else {
         return Err(cannot(format!(
             "{} is a single image manifest ({}): it carries no attestations, so no provenance (build it with --provenance=mode=max and push it)",
-            args.image, top.digest
+            args.image, top_digest
         )));
     };
     let is_attestation = |m: &Value| !m["annotations"]["vnd.docker.reference.type"].is_null();
@@ -153,7 +253,7 @@ fn read_subject(client: &Client, args: &VerifyArgs) -> Result<Subject, Failure> 
     let digest_str = image["digest"].as_str().unwrap_or_default().to_owned();
     let digest: Digest = digest_str
         .parse()
-        .map_err(|_| Failure::Other(anyhow::anyhow!("{reference}: invalid digest in index")))?;
+        .map_err(|_| Failure::Other(anyhow::anyhow!("{}: invalid digest in index", args.image)))?;
     let att = entries
         .iter()
         .find(|m| {
@@ -168,11 +268,9 @@ fn read_subject(client: &Client, args: &VerifyArgs) -> Result<Subject, Failure> 
             ))
         })?;
     let fetch_json = |d: &str| -> Result<Value, Failure> {
-        let m = client
-            .get_manifest_in(&reference, d)
-            .map_err(registry_failure)?;
-        serde_json::from_slice(&m.bytes)
-            .map_err(|e| Failure::Other(anyhow::anyhow!("{reference}@{d}: invalid manifest: {e}")))
+        let m = origin.manifest(d)?;
+        serde_json::from_slice(&m)
+            .map_err(|e| Failure::Other(anyhow::anyhow!("{}@{d}: invalid manifest: {e}", args.image)))
     };
     let manifest = fetch_json(&digest_str)?;
     let att_manifest = fetch_json(att["digest"].as_str().unwrap_or_default())?;
@@ -200,9 +298,7 @@ fn read_subject(client: &Client, args: &VerifyArgs) -> Result<Subject, Failure> 
         })?;
     let desc: Descriptor = serde_json::from_value(layer.clone())
         .map_err(|e| Failure::Other(anyhow::anyhow!("invalid attestation layer: {e}")))?;
-    let bytes = client
-        .get_blob_bytes(&reference, &desc, BLOB_LIMIT)
-        .map_err(registry_failure)?;
+    let bytes = origin.blob(&desc)?;
     let statement: Value = serde_json::from_slice(&bytes)
         .map_err(|e| Failure::Other(anyhow::anyhow!("invalid provenance statement: {e}")))?;
     let about_image = statement["subject"]
@@ -217,7 +313,7 @@ fn read_subject(client: &Client, args: &VerifyArgs) -> Result<Subject, Failure> 
         )));
     }
     Ok(Subject {
-        reference,
+        origin,
         digest,
         manifest,
         predicate_type: statement["predicateType"]
@@ -509,7 +605,6 @@ fn material_differences(
 /// layers whose digests the rebuild does not have (what the comparison
 /// reads).
 fn fetch_image(
-    client: &Client,
     subject: &Subject,
     rebuilt: &kiln_oci::Manifest,
     dest: &Path,
@@ -536,19 +631,13 @@ fn fetch_image(
     .context("writing the image's index.json")?;
     let m: kiln_oci::Manifest = serde_json::from_value(subject.manifest.clone())
         .map_err(|e| Failure::Other(anyhow::anyhow!("invalid image manifest: {e}")))?;
-    let config = client
-        .get_blob_bytes(&subject.reference, &m.config, BLOB_LIMIT)
-        .map_err(registry_failure)?;
+    let config = subject.origin.blob(&m.config)?;
     fs::write(blobs.join(m.config.digest.hex()), config).context("writing the image's config")?;
     for (i, l) in m.layers.iter().enumerate() {
         if rebuilt.layers.get(i).is_some_and(|r| r.digest == l.digest) {
             continue;
         }
-        let mut r = client
-            .open_blob(&subject.reference, l)
-            .map_err(registry_failure)?;
-        let mut f = fs::File::create(blobs.join(l.digest.hex())).context("writing a layer")?;
-        std::io::copy(&mut r, &mut f).context("downloading a layer")?;
+        subject.origin.layer(l, &blobs.join(l.digest.hex()))?;
     }
     Ok(())
 }
@@ -568,8 +657,7 @@ pub fn run(globals: &Globals, args: &VerifyArgs) -> Result<(), Failure> {
             args.context.display()
         )));
     }
-    let client = crate::registry::client(globals, &[])?;
-    let subject = read_subject(&client, args)?;
+    let subject = read_subject(globals, args)?;
     let recipe = Recipe::read(&subject.predicate_type, &subject.predicate)
         .map_err(|e| cannot(format!("{}: {e}", args.image)))?;
     say(&format!(
@@ -764,7 +852,7 @@ pub fn run(globals: &Globals, args: &VerifyArgs) -> Result<(), Failure> {
     }
     if !same_image {
         let original = scratch.path().join("image");
-        fetch_image(&client, &subject, &rebuilt_manifest, &original)?;
+        fetch_image(&subject, &rebuilt_manifest, &original)?;
         let report = compare(
             &original,
             &layout,
