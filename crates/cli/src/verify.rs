@@ -2,9 +2,11 @@
 //! provenance names and says whether the rebuild is the same image, bit for
 //! bit.
 //!
-//! 1. The image's provenance is read from the registry: the attestation
-//!    manifest of the index that names the image's manifest, its SLSA
-//!    statement (v0.2 or v1) about that digest.
+//! 1. The image's provenance is read from the local store, when the store
+//!    has the image with the attestation index it keeps for an image built
+//!    with attestations, else from the registry: the attestation manifest
+//!    of the index that names the image's manifest, its SLSA statement
+//!    (v0.2 or v1) about that digest.
 //! 2. What a rebuild needs is checked first, and what is missing is named:
 //!    the frontend options (`mode=min` leaves build arguments out: give them
 //!    with `--build-arg`), `SOURCE_DATE_EPOCH` (without it an image's times
@@ -52,7 +54,8 @@ use crate::{Failure, Globals};
 /// `kiln verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The image, in a registry (its index carries the provenance).
+    /// The image: in the local store (built there with attestations) or in
+    /// a registry (its index carries the provenance).
     #[arg(value_name = "IMAGE")]
     pub image: String,
     /// The build context the image was built from.
@@ -98,7 +101,10 @@ fn say(line: &str) {
 
 /// Where the image and its attestations are read from.
 enum Origin {
-    Registry { client: Client, reference: Reference },
+    Registry {
+        client: Client,
+        reference: Reference,
+    },
     /// The local store, which keeps the attestation index of an image built
     /// with asked-for attestations (`<root>/attestations/<image id>`).
     Local(kiln_worker::State),
@@ -208,7 +214,11 @@ fn read_subject(globals: &Globals, args: &VerifyArgs) -> Result<Subject, Failure
                 .with_default_tag();
             let client = crate::registry::client(globals, &[])?;
             let top = client.get_manifest(&reference).map_err(registry_failure)?;
-            (top.bytes, top.digest, Origin::Registry { client, reference })
+            (
+                top.bytes,
+                top.digest,
+                Origin::Registry { client, reference },
+            )
         }
     };
     let v: Value = serde_json::from_slice(&top_bytes)
@@ -269,8 +279,9 @@ fn read_subject(globals: &Globals, args: &VerifyArgs) -> Result<Subject, Failure
         })?;
     let fetch_json = |d: &str| -> Result<Value, Failure> {
         let m = origin.manifest(d)?;
-        serde_json::from_slice(&m)
-            .map_err(|e| Failure::Other(anyhow::anyhow!("{}@{d}: invalid manifest: {e}", args.image)))
+        serde_json::from_slice(&m).map_err(|e| {
+            Failure::Other(anyhow::anyhow!("{}@{d}: invalid manifest: {e}", args.image))
+        })
     };
     let manifest = fetch_json(&digest_str)?;
     let att_manifest = fetch_json(att["digest"].as_str().unwrap_or_default())?;
