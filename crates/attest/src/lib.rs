@@ -14,7 +14,7 @@
 //!   and buildx's `--annotation` syntax;
 //! * [`purl`]: package URLs with packageurl-go's escaping;
 //! * [`verification`]: kiln's own predicate, `https://kiln.dev/verification/v1`,
-//!   for what `kiln verify` checked about a rebuild (not written yet).
+//!   for what `kiln verify` checked about a rebuild (`--statement`).
 //!
 //! # Invariant
 //!

@@ -78,6 +78,11 @@ pub struct VerifyArgs {
     /// Keep the rebuilt OCI layout in this directory.
     #[arg(long, value_name = "DIR")]
     pub keep: Option<PathBuf>,
+    /// When verified, write an in-toto statement about the image with kiln's
+    /// `https://kiln.dev/verification/v1` predicate (what was checked) to
+    /// this file.
+    #[arg(long, value_name = "FILE")]
+    pub statement: Option<PathBuf>,
 }
 
 const PROVENANCE_TYPES: [&str; 2] = [
@@ -169,6 +174,8 @@ struct Subject {
     manifest: Value,
     predicate_type: String,
     predicate: Value,
+    /// The digest of the provenance statement's blob.
+    statement_digest: Digest,
 }
 
 /// The image in the local store, when the store has it with an attestation
@@ -325,6 +332,7 @@ fn read_subject(globals: &Globals, args: &VerifyArgs) -> Result<Subject, Failure
     }
     Ok(Subject {
         origin,
+        statement_digest: desc.digest,
         digest,
         manifest,
         predicate_type: statement["predicateType"]
@@ -847,6 +855,13 @@ pub fn run(globals: &Globals, args: &VerifyArgs) -> Result<(), Failure> {
                 )
             }
         ));
+        if let Some(path) = &args.statement {
+            write_statement(path, args, &subject, &recipe)?;
+            say(&format!(
+                "kiln verify: wrote the verification statement to {}",
+                path.display()
+            ));
+        }
         return Ok(());
     }
     for d in &differences {
@@ -889,6 +904,52 @@ pub fn run(globals: &Globals, args: &VerifyArgs) -> Result<(), Failure> {
         "error: kiln verify: {} is not verified",
         args.image
     )))
+}
+
+/// The `https://kiln.dev/verification/v1` statement of a verified image.
+fn write_statement(
+    path: &Path,
+    args: &VerifyArgs,
+    subject: &Subject,
+    recipe: &Recipe,
+) -> Result<(), Failure> {
+    use kiln_attest::verification::{
+        Checked, PREDICATE, ProvenanceRef, Rebuilt, Verification, Verifier,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let digest_set = |d: &Digest| BTreeMap::from([("sha256".to_owned(), d.hex())]);
+    let predicate = Verification {
+        verifier: Verifier {
+            id: "https://kiln.dev/kiln".to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        },
+        time_verified: kiln_oci::rfc3339(i64::try_from(now.as_secs()).unwrap_or(0), 0)
+            .unwrap_or_default(),
+        provenance: ProvenanceRef {
+            predicate_type: recipe.predicate_type.clone(),
+            digest: digest_set(&subject.statement_digest),
+        },
+        result: "identical".to_owned(),
+        rebuilt: Rebuilt {
+            digest: digest_set(&subject.digest),
+        },
+        checked: Checked {
+            materials: recipe.materials.clone(),
+            parameters: recipe.args.clone(),
+        },
+    };
+    let statement = kiln_attest::Statement::new(
+        kiln_attest::statement::STATEMENT_V1,
+        PREDICATE,
+        vec![kiln_attest::Subject::new(&args.image, &subject.digest)],
+        serde_json::to_value(&predicate).context("encoding the verification")?,
+    );
+    let mut bytes = serde_json::to_vec_pretty(&statement).context("encoding the statement")?;
+    bytes.push(b'\n');
+    fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 #[cfg(test)]
