@@ -168,7 +168,6 @@ fn stored_attestation_index(
         urls: Vec::new(),
         annotations: Default::default(),
         platform: None,
-        ..manifest.clone()
     };
     Some((desc, index.manifests))
 }
