@@ -363,3 +363,66 @@ fn first_difference(a: &Path, b: &Path) -> anyhow::Result<String> {
         std::cmp::Ordering::Equal => "the same entries, but the tar bytes differ (header fields the listing does not show, or compression)".to_owned(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listed_paths() {
+        assert_eq!(
+            listed_path("file  etc/passwd mode=0644 uid=0 gid=0 size=12 mtime=1"),
+            "etc/passwd"
+        );
+        assert_eq!(
+            listed_path("link  usr/bin/sh -> busybox mode=0777 uid=0 gid=0 mtime=1"),
+            "usr/bin/sh"
+        );
+        assert_eq!(
+            listed_path("dir   my dir/ mode=0755 uid=0 gid=0 mtime=1"),
+            "my dir/"
+        );
+    }
+
+    /// Two gzip-less layer tars that differ in one file's content and in
+    /// which files they hold.
+    #[test]
+    fn every_differing_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = |name: &str, files: &[(&str, &[u8])]| {
+            let p = dir.path().join(name);
+            let mut b = tar::Builder::new(fs::File::create(&p).unwrap());
+            for (path, data) in files {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(data.len() as u64);
+                h.set_mode(0o644);
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_mtime(1);
+                h.set_cksum();
+                b.append_data(&mut h, path, *data).unwrap();
+            }
+            b.finish().unwrap();
+            p
+        };
+        let a = layer("a", &[("app/x", b"one"), ("app/gone", b"")]);
+        let b = layer("b", &[("app/x", b"two!"), ("app/new", b"")]);
+        let labels = Labels {
+            prefix: "t",
+            same: "same",
+            differ: "differ",
+            first: "the image",
+            second: "the rebuild",
+            all_paths: true,
+        };
+        let d = path_differences(&a, &b, &labels).unwrap();
+        assert_eq!(d.len(), 3, "{d:?}");
+        assert_eq!(d[0], "app/gone: only in the image");
+        assert_eq!(d[1], "app/new: only in the rebuild");
+        assert!(
+            d[2].starts_with("app/x: differs: size=3 vs 4, sha256="),
+            "{}",
+            d[2]
+        );
+    }
+}
