@@ -86,22 +86,11 @@ impl AttestRequest {
     }
 }
 
-/// How an output is named in messages.
-fn output_name(o: &Output) -> &'static str {
-    match o {
-        Output::Image { .. } => "image",
-        Output::Oci { .. } => "oci",
-        Output::Docker { .. } => "docker",
-        Output::Local { .. } => "local",
-        Output::Registry { .. } => "registry",
-        Output::Tar { .. } => "tar",
-    }
-}
-
 /// Checks the outputs against what is asked for before the build starts;
-/// returns notes to print (attestations some outputs leave out).
+/// returns notes to print (none today: every output but `type=docker`
+/// carries the attestations asked for).
 pub fn check_outputs(req: &AttestRequest, outputs: &[Output]) -> Result<Vec<String>, String> {
-    let mut notes = Vec::new();
+    let notes = Vec::new();
     let index_annotations = req.annotations.need_index();
     if req.explicit() || index_annotations {
         if outputs.iter().any(|o| matches!(o, Output::Docker { .. })) {
@@ -111,25 +100,6 @@ pub fn check_outputs(req: &AttestRequest, outputs: &[Output]) -> Result<Vec<Stri
                  -o type=oci or -o type=image)"
                     .to_owned(),
             );
-        }
-        let carriers = outputs.iter().filter(|o| carries(o, false)).count();
-        let flat: Vec<&Output> = outputs
-            .iter()
-            .filter(|o| matches!(o, Output::Tar { .. }))
-            .collect();
-        if req.explicit() && carriers == 0 && !flat.is_empty() {
-            return Err(format!(
-                "attestations (--provenance, --sbom, --attest) in -o type={} (BuildKit's provenance.json and sbom.spdx.json files) are not supported yet: use --push, -o type=oci, -o type=image or -o type=local",
-                output_name(flat[0])
-            ));
-        }
-        if req.explicit() {
-            for o in flat {
-                notes.push(format!(
-                    "attestations are left out of -o type={} (they go with the image outputs)",
-                    output_name(o)
-                ));
-            }
         }
     }
     Ok(notes)
@@ -143,8 +113,8 @@ fn carries(o: &Output, implicit: bool) -> bool {
         // BuildKit's local exporter writes the statements beside the files
         // (`provenance.json`, `sbom.spdx.json`), never the inline-only
         // default provenance.
-        Output::Local { .. } => !implicit,
-        Output::Docker { .. } | Output::Tar { .. } => false,
+        Output::Local { .. } | Output::Tar { .. } => !implicit,
+        Output::Docker { .. } => false,
     }
 }
 
@@ -813,6 +783,19 @@ pub fn write(
         Output::Local { dest } => {
             crate::export::write(state, img, out, clamp)?;
             att.write_local(state, &img.layers, &platform, dest, clamp)?;
+            Ok(None)
+        }
+        Output::Tar { dest } => {
+            // BuildKit's tar exporter: the same files as a local output's,
+            // in the tar among the image's (here: a top layer holding them).
+            let scratch = state.scratch()?;
+            let extra = scratch.path().join("statements");
+            std::fs::create_dir(&extra).map_err(|source| Error::Io {
+                what: format!("creating {}", extra.display()),
+                source,
+            })?;
+            att.write_local(state, &img.layers, &platform, &extra, clamp)?;
+            crate::export::flat_tar_with_extra(state, &img.layers, &extra, dest, clamp)?;
             Ok(None)
         }
         other => crate::export::write(state, img, other, clamp),
