@@ -90,19 +90,18 @@ impl AttestRequest {
 /// returns notes to print (none today: every output but `type=docker`
 /// carries the attestations asked for).
 pub fn check_outputs(req: &AttestRequest, outputs: &[Output]) -> Result<Vec<String>, String> {
-    let notes = Vec::new();
     let index_annotations = req.annotations.need_index();
-    if req.explicit() || index_annotations {
-        if outputs.iter().any(|o| matches!(o, Output::Docker { .. })) {
-            return Err(
-                "docker exporter does not currently support exporting manifest lists \
-                 (attestations and index annotations go into an image index: use --push, \
-                 -o type=oci or -o type=image)"
-                    .to_owned(),
-            );
-        }
+    if (req.explicit() || index_annotations)
+        && outputs.iter().any(|o| matches!(o, Output::Docker { .. }))
+    {
+        return Err(
+            "docker exporter does not currently support exporting manifest lists \
+             (attestations and index annotations go into an image index: use --push, \
+             -o type=oci or -o type=image)"
+                .to_owned(),
+        );
     }
-    Ok(notes)
+    Ok(Vec::new())
 }
 
 /// Whether `o` carries attestations (`implicit`: the default provenance).
