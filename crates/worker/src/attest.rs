@@ -15,8 +15,10 @@
 //! Which outputs carry them, as buildx 0.13 with BuildKit 0.13: the
 //! default provenance (`mode=min`, buildx's `inline-only`) goes only to
 //! registry pushes; asked-for attestations go to pushes, `type=oci` and the
-//! local image store; `type=docker` cannot hold an index (buildx's error),
-//! and `type=local`/`type=tar` leave them out (see [`check_outputs`]).
+//! local image store; `type=docker` cannot hold an index (buildx's error,
+//! see [`check_outputs`]); `type=local` and `type=tar` get them as files
+//! beside the image's, as BuildKit's local and tar exporters write them
+//! ([`Attestations::write_local`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
