@@ -14,7 +14,7 @@
 //!   and buildx's `--annotation` syntax;
 //! * [`purl`]: package URLs with packageurl-go's escaping;
 //! * [`verification`]: kiln's own predicate, `https://kiln.dev/verification/v1`,
-//!   which `kiln verify` writes about a rebuild.
+//!   for what `kiln verify` checked about a rebuild (`--statement`).
 //!
 //! # Invariant
 //!

@@ -114,6 +114,9 @@ pub enum Command {
     Check(crate::check::CheckArgs),
     /// Run a command in an image of the store (like `docker run --rm`).
     Run(crate::run::RunArgs),
+    /// Rebuild an image from its provenance, without a cache, and check
+    /// that the result is the same image, bit for bit.
+    Verify(crate::verify::VerifyArgs),
     /// Records of past builds: list, show, logs, remove, and a picture of a
     /// build as an HTML page (like `docker buildx history`).
     Builds(crate::builds::BuildsArgs),

@@ -978,6 +978,23 @@ fn format_template(
             "json .Name" => out.push_str(&GoJson::Str(name.to_owned()).indent()),
             "json .Manifest" => out.push_str(&manifest.indent()),
             "json .Image" => out.push_str(&image_fn()?.indent()),
+            "json .Provenance" | "json .SBOM" => {
+                let a = attestation_stubs(client, reference, top, v)?;
+                let stubs = if action == "json .Provenance" {
+                    a.provenance
+                } else {
+                    a.sbom
+                };
+                let value = if a.platforms > 1 {
+                    GoJson::Obj(stubs.into_iter().collect())
+                } else {
+                    stubs
+                        .into_values()
+                        .next()
+                        .unwrap_or(GoJson::Obj(Vec::new()))
+                };
+                out.push_str(&value.indent());
+            }
             "json ." => {
                 let mut fields = vec![("name".to_owned(), GoJson::Str(name.to_owned()))];
                 fields.push(("manifest".to_owned(), manifest.clone()));
@@ -991,7 +1008,8 @@ fn format_template(
                 return Err(Failure::Usage(format!(
                     "--format {{{{{other}}}}} is not supported yet (kiln knows {{{{.Name}}}}, \
                      {{{{.Manifest}}}}, {{{{json .Name}}}}, {{{{json .Manifest}}}}, \
-                     {{{{json .Image}}}} and {{{{json .}}}})"
+                     {{{{json .Image}}}}, {{{{json .Provenance}}}}, {{{{json .SBOM}}}} \
+                     and {{{{json .}}}})"
                 )));
             }
         }
@@ -999,6 +1017,144 @@ fn format_template(
     }
     out.push_str(&rest);
     // buildx writes the template's output as it is, without a newline.
+    Ok(out)
+}
+
+/// What buildx's loader finds for `.Provenance` and `.SBOM`: per platform
+/// image, `{"SLSA": predicate}` and `{"SPDX": first, "AdditionalSPDXs":
+/// [rest]}` from the in-toto layers of the attestation manifests that name
+/// the image (`vnd.docker.reference.digest`); images without them are
+/// left out. `platforms` counts the images (buildx prints a map by
+/// platform when there are several, else the one stub or `{}`).
+struct AttestationStubs {
+    platforms: usize,
+    provenance: BTreeMap<String, GoJson>,
+    sbom: BTreeMap<String, GoJson>,
+}
+
+const IN_TOTO: &str = "application/vnd.in-toto+json";
+const PREDICATE_SPDX: &str = "https://spdx.dev/Document";
+
+fn attestation_stubs(
+    client: &Client,
+    reference: &Reference,
+    top: &kiln_registry::FetchedManifest,
+    v: &Value,
+) -> Result<AttestationStubs, Failure> {
+    let mut out = AttestationStubs {
+        platforms: 1,
+        provenance: BTreeMap::new(),
+        sbom: BTreeMap::new(),
+    };
+    if !is_index_type(&top.media_type) {
+        return Ok(out);
+    }
+    let entries: Vec<&Map<String, Value>> = v["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object)
+        .filter(|m| is_manifest_type(desc_str(m, "mediaType")))
+        .collect();
+    let refers = |m: &Map<String, Value>| -> Option<String> {
+        let ann = m.get("annotations").and_then(Value::as_object)?;
+        ["com.docker.reference.digest", "vnd.docker.reference.digest"]
+            .iter()
+            .find_map(|k| ann.get(*k).and_then(Value::as_str))
+            .map(str::to_owned)
+    };
+    let mut images: BTreeMap<String, String> = BTreeMap::new();
+    let mut refs: BTreeMap<String, Vec<&Map<String, Value>>> = BTreeMap::new();
+    for m in &entries {
+        match refers(m) {
+            Some(d) => refs.entry(d).or_default().push(m),
+            None => {
+                let p = match platform_string(m) {
+                    Some(s) => s.parse::<Platform>().map(|p| p.format()).unwrap_or(s),
+                    None => {
+                        let child = client
+                            .get_manifest_in(reference, desc_str(m, "digest"))
+                            .map_err(registry_failure)?;
+                        let c: Value = serde_json::from_slice(&child.bytes).unwrap_or_default();
+                        let config: Descriptor = serde_json::from_value(c["config"].clone())
+                            .map_err(|e| {
+                                Failure::Other(anyhow::anyhow!(
+                                    "{reference}: invalid manifest config: {e}"
+                                ))
+                            })?;
+                        let c = client
+                            .get_blob_bytes(reference, &config, CONFIG_LIMIT)
+                            .map_err(registry_failure)?;
+                        let c: Value = serde_json::from_slice(&c).unwrap_or_default();
+                        let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+                        Platform::new(&s("os"), &s("architecture"), &s("variant")).format()
+                    }
+                };
+                images.insert(p, desc_str(m, "digest").to_owned());
+            }
+        }
+    }
+    out.platforms = images.len();
+    for (platform, digest) in &images {
+        let mut slsa = None;
+        let mut spdx: Vec<GoJson> = Vec::new();
+        for att in refs.get(digest).into_iter().flatten() {
+            let child = client
+                .get_manifest_in(reference, desc_str(att, "digest"))
+                .map_err(registry_failure)?;
+            let m: Value = serde_json::from_slice(&child.bytes).map_err(|e| {
+                Failure::Other(anyhow::anyhow!("{reference}: invalid manifest: {e}"))
+            })?;
+            for layer in m["layers"].as_array().into_iter().flatten() {
+                let kind = layer["annotations"]["in-toto.io/predicate-type"]
+                    .as_str()
+                    .unwrap_or_default();
+                let is_slsa = kind.starts_with("https://slsa.dev/provenance/");
+                if layer["mediaType"] != IN_TOTO || !(is_slsa || kind == PREDICATE_SPDX) {
+                    continue;
+                }
+                if is_slsa && slsa.is_some() {
+                    continue;
+                }
+                let desc: Descriptor = serde_json::from_value(layer.clone()).map_err(|e| {
+                    Failure::Other(anyhow::anyhow!("{reference}: invalid layer: {e}"))
+                })?;
+                let b = client
+                    .get_blob_bytes(reference, &desc, 64 << 20)
+                    .map_err(registry_failure)?;
+                let statement: Value = serde_json::from_slice(&b).map_err(|e| {
+                    Failure::Other(anyhow::anyhow!(
+                        "{reference}: invalid in-toto statement: {e}"
+                    ))
+                })?;
+                let predicate = GoJson::from_value(&statement["predicate"]);
+                if is_slsa {
+                    slsa = Some(predicate);
+                } else {
+                    spdx.push(predicate);
+                }
+            }
+        }
+        if let Some(p) = slsa {
+            out.provenance
+                .insert(platform.clone(), GoJson::Obj(vec![("SLSA".to_owned(), p)]));
+        }
+        if !spdx.is_empty() {
+            let first = spdx.remove(0);
+            let rest = if spdx.is_empty() {
+                GoJson::Omit
+            } else {
+                GoJson::Arr(spdx)
+            };
+            out.sbom.insert(
+                platform.clone(),
+                GoJson::Obj(vec![
+                    ("SPDX".to_owned(), first),
+                    ("AdditionalSPDXs".to_owned(), rest),
+                ]),
+            );
+        }
+    }
     Ok(out)
 }
 

@@ -44,6 +44,7 @@ mod registry;
 mod report;
 mod reproducible;
 mod run;
+mod verify;
 mod version;
 
 use std::io::Write as _;
@@ -222,6 +223,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::check(root, &args),
         Command::Builds(args) => builds::run(root, &args),
         Command::Run(args) => run::run(&globals, &args),
+        Command::Verify(args) => verify::run(&globals, &args),
         Command::Completion(args) => completion::completion(&args),
         Command::Man(args) => completion::man(&args),
         Command::Version => {
@@ -245,6 +247,7 @@ fn needs_namespace(c: &Command) -> bool {
             | Command::Login(_)
             | Command::Logout(_)
             | Command::Imagetools(_)
+            | Command::Verify(_)
             | Command::Build(_)
             | Command::Completion(_)
             | Command::Man(_)

@@ -124,7 +124,15 @@ pub fn push(globals: &Globals, args: &PushArgs) -> Result<(), Failure> {
         Some(t) => t.plain_line(line),
         None => plain(line),
     };
-    let digest = kiln_worker::registry::push(&state, &client, &manifest, &[name], &log);
+    // An image built with attestations: the store keeps the index that
+    // carries them, pushed as the build would have pushed it.
+    let index = stored_attestation_index(&state, &image.id, &manifest);
+    let digest = match &index {
+        Some((idx, all)) => {
+            kiln_worker::registry::push_index(&state, &client, idx, all, &[name], &log)
+        }
+        None => kiln_worker::registry::push(&state, &client, &manifest, &[name], &log),
+    };
     if let Some(t) = &tty {
         t.close();
     }
@@ -133,6 +141,35 @@ pub fn push(globals: &Globals, args: &PushArgs) -> Result<(), Failure> {
         let _ = writeln!(std::io::stdout().lock(), "{digest}");
     }
     Ok(())
+}
+
+/// The attestation index the store keeps for image `id` and the manifests
+/// it lists, when its image manifest is `manifest` (the one a push of the
+/// image sends).
+fn stored_attestation_index(
+    state: &kiln_worker::State,
+    id: &kiln_llb::Digest,
+    manifest: &kiln_oci::Descriptor,
+) -> Option<(kiln_oci::Descriptor, Vec<kiln_oci::Descriptor>)> {
+    let digest = kiln_worker::attest::stored_index(state, id)?;
+    let bytes = state.content.read(&digest).ok()?;
+    let index: kiln_oci::Index = serde_json::from_slice(&bytes).ok()?;
+    if !index.manifests.iter().any(|m| m.digest == manifest.digest) {
+        return None;
+    }
+    let desc = kiln_oci::Descriptor {
+        media_type: if index.media_type.is_empty() {
+            kiln_oci::media::OCI_INDEX.to_owned()
+        } else {
+            index.media_type.clone()
+        },
+        digest,
+        size: bytes.len() as u64,
+        urls: Vec::new(),
+        annotations: Default::default(),
+        platform: None,
+    };
+    Some((desc, index.manifests))
 }
 
 fn server(s: Option<&str>) -> String {

@@ -15,8 +15,10 @@
 //! Which outputs carry them, as buildx 0.13 with BuildKit 0.13: the
 //! default provenance (`mode=min`, buildx's `inline-only`) goes only to
 //! registry pushes; asked-for attestations go to pushes, `type=oci` and the
-//! local image store; `type=docker` cannot hold an index (buildx's error),
-//! and `type=local`/`type=tar` leave them out (see [`check_outputs`]).
+//! local image store; `type=docker` cannot hold an index (buildx's error,
+//! see [`check_outputs`]); `type=local` and `type=tar` get them as files
+//! beside the image's, as BuildKit's local and tar exporters write them
+//! ([`Attestations::write_local`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -86,53 +88,22 @@ impl AttestRequest {
     }
 }
 
-/// How an output is named in messages.
-fn output_name(o: &Output) -> &'static str {
-    match o {
-        Output::Image { .. } => "image",
-        Output::Oci { .. } => "oci",
-        Output::Docker { .. } => "docker",
-        Output::Local { .. } => "local",
-        Output::Registry { .. } => "registry",
-        Output::Tar { .. } => "tar",
-    }
-}
-
 /// Checks the outputs against what is asked for before the build starts;
-/// returns notes to print (attestations some outputs leave out).
+/// returns notes to print (none today: every output but `type=docker`
+/// carries the attestations asked for).
 pub fn check_outputs(req: &AttestRequest, outputs: &[Output]) -> Result<Vec<String>, String> {
-    let mut notes = Vec::new();
     let index_annotations = req.annotations.need_index();
-    if req.explicit() || index_annotations {
-        if outputs.iter().any(|o| matches!(o, Output::Docker { .. })) {
-            return Err(
-                "docker exporter does not currently support exporting manifest lists \
-                 (attestations and index annotations go into an image index: use --push, \
-                 -o type=oci or -o type=image)"
-                    .to_owned(),
-            );
-        }
-        let carriers = outputs.iter().filter(|o| carries(o, false)).count();
-        let flat: Vec<&Output> = outputs
-            .iter()
-            .filter(|o| matches!(o, Output::Local { .. } | Output::Tar { .. }))
-            .collect();
-        if req.explicit() && carriers == 0 && !flat.is_empty() {
-            return Err(format!(
-                "attestations (--provenance, --sbom, --attest) in -o type={} (BuildKit's provenance.json and sbom.spdx.json files) are not supported yet: use --push, -o type=oci or -o type=image",
-                output_name(flat[0])
-            ));
-        }
-        if req.explicit() {
-            for o in flat {
-                notes.push(format!(
-                    "attestations are left out of -o type={} (they go with the image outputs)",
-                    output_name(o)
-                ));
-            }
-        }
+    if (req.explicit() || index_annotations)
+        && outputs.iter().any(|o| matches!(o, Output::Docker { .. }))
+    {
+        return Err(
+            "docker exporter does not currently support exporting manifest lists \
+             (attestations and index annotations go into an image index: use --push, \
+             -o type=oci or -o type=image)"
+                .to_owned(),
+        );
     }
-    Ok(notes)
+    Ok(Vec::new())
 }
 
 /// Whether `o` carries attestations (`implicit`: the default provenance).
@@ -140,7 +111,11 @@ fn carries(o: &Output, implicit: bool) -> bool {
     match o {
         Output::Registry { .. } => true,
         Output::Oci { .. } | Output::Image { .. } => !implicit,
-        Output::Docker { .. } | Output::Local { .. } | Output::Tar { .. } => false,
+        // BuildKit's local exporter writes the statements beside the files
+        // (`provenance.json`, `sbom.spdx.json`), never the inline-only
+        // default provenance.
+        Output::Local { .. } | Output::Tar { .. } => !implicit,
+        Output::Docker { .. } => false,
     }
 }
 
@@ -556,6 +531,73 @@ fn from_layout(d: &layout::Descriptor) -> Result<Descriptor, Error> {
 }
 
 impl Attestations {
+    /// Writes the statements of `platform`'s image into a local output
+    /// `dest`, as BuildKit's local exporter does: one file per attestation
+    /// (`provenance.json`, `sbom.spdx.json`), its subjects every regular
+    /// file of the output with its digest, indented JSON, mode 0600, the
+    /// epoch's time when there is one. The inline-only default provenance
+    /// is not written.
+    pub fn write_local(
+        &self,
+        state: &State,
+        layers: &[kiln_snapshot::LayerId],
+        platform: &Platform,
+        dest: &Path,
+        clamp: Option<i64>,
+    ) -> Result<(), Error> {
+        let Some((_, preds)) = self.per_platform.iter().find(|(p, _)| p == platform) else {
+            return Ok(());
+        };
+        let preds: Vec<&Predicate> = preds.iter().filter(|p| !p.implicit).collect();
+        if preds.is_empty() {
+            return Ok(());
+        }
+        // The image's files (what BuildKit walks: the result's mount), not
+        // the directory, which may hold files of earlier exports.
+        let scratch = state.scratch()?;
+        let mnt = scratch.path().join("fs");
+        std::fs::create_dir(&mnt).map_err(|source| Error::Io {
+            what: format!("creating {}", mnt.display()),
+            source,
+        })?;
+        let dirs = state.layer_dirs(layers)?;
+        let guard = if dirs.is_empty() {
+            None
+        } else {
+            Some(kiln_snapshot::mount_layers(&dirs, None, &mnt)?)
+        };
+        let subjects = file_subjects(&mnt)?;
+        drop(guard);
+        for p in preds {
+            let name = if p.predicate_type.starts_with("https://slsa.dev/provenance/") {
+                "provenance.json"
+            } else {
+                "sbom.spdx.json"
+            };
+            let st = Statement::new(
+                self.statement_type,
+                &p.predicate_type,
+                subjects.clone(),
+                p.value.clone(),
+            );
+            let bytes = serde_json::to_vec_pretty(&st)
+                .map_err(|e| Error::Other(format!("encoding {name}: {e}")))?;
+            let path = dest.join(name);
+            let io = |source| Error::Io {
+                what: format!("writing {}", path.display()),
+                source,
+            };
+            std::fs::write(&path, &bytes).map_err(io)?;
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+            if let Some(t) = clamp {
+                filetime::set_file_mtime(&path, filetime::FileTime::from_unix_time(t, 0))
+                    .map_err(io)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether `out` carries anything of these: attestations, or
     /// annotations that need an index.
     pub fn applies_to(&self, out: &Output) -> bool {
@@ -749,8 +791,71 @@ pub fn write(
             }
             Ok(None)
         }
+        Output::Local { dest } => {
+            crate::export::write(state, img, out, clamp)?;
+            att.write_local(state, &img.layers, &platform, dest, clamp)?;
+            Ok(None)
+        }
+        Output::Tar { dest } => {
+            // BuildKit's tar exporter: the same files as a local output's,
+            // in the tar among the image's (here: a top layer holding them).
+            let scratch = state.scratch()?;
+            let extra = scratch.path().join("statements");
+            std::fs::create_dir(&extra).map_err(|source| Error::Io {
+                what: format!("creating {}", extra.display()),
+                source,
+            })?;
+            att.write_local(state, &img.layers, &platform, &extra, clamp)?;
+            crate::export::flat_tar_with_extra(state, &img.layers, &extra, dest, clamp)?;
+            Ok(None)
+        }
         other => crate::export::write(state, img, other, clamp),
     }
+}
+
+/// The regular files under `dir`, as BuildKit's local exporter names its
+/// subjects (relative paths, in the order of a depth-first walk with each
+/// directory's entries sorted), with their SHA-256.
+fn file_subjects(dir: &Path) -> Result<Vec<kiln_attest::Subject>, Error> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<kiln_attest::Subject>) -> Result<(), Error> {
+        let io = |what: &str, p: &Path, source| Error::Io {
+            what: format!("{what} {}", p.display()),
+            source,
+        };
+        let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(dir)
+            .map_err(|e| io("reading", dir, e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| io("reading", dir, e))?;
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for e in entries {
+            let p = e.path();
+            let t = e.file_type().map_err(|err| io("reading", &p, err))?;
+            if t.is_dir() {
+                walk(root, &p, out)?;
+            } else if t.is_file() {
+                let mut f = std::fs::File::open(&p).map_err(|err| io("opening", &p, err))?;
+                let mut h = <sha2::Sha256 as sha2::Digest>::new();
+                std::io::copy(&mut f, &mut h).map_err(|err| io("reading", &p, err))?;
+                let hex: String = sha2::Digest::finalize(h)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                let name = p
+                    .strip_prefix(root)
+                    .unwrap_or(&p)
+                    .to_string_lossy()
+                    .into_owned();
+                out.push(kiln_attest::Subject {
+                    name,
+                    digest: BTreeMap::from([("sha256".to_owned(), hex)]),
+                });
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out)?;
+    Ok(out)
 }
 
 /// Pushes the single-platform image `img`'s manifest `manifest` under

@@ -377,7 +377,14 @@ pub async fn build(
     };
     stop()?;
     let clamp = req.source_date_epoch;
-    let needs_image = req.outputs.iter().any(Output::needs_image);
+    // A local or tar output with attestations needs the image too (its SBOM scans
+    // the image's layers; the statements are about its files).
+    let needs_image = req.outputs.iter().any(Output::needs_image)
+        || (req.attest.explicit()
+            && req
+                .outputs
+                .iter()
+                .any(|o| matches!(o, Output::Local { .. } | Output::Tar { .. })));
     // The records the solve saw, gathered once and only when an inline cache
     // or an export needs them: a cached rebuild without --cache-to pays
     // nothing for them.

@@ -421,6 +421,18 @@ pub fn flat_tar_with_progress(
     flat_tar_with(state, layers, dest, clamp, named)
 }
 
+/// [`flat_tar`] of the image with the files of `extra` on top (the
+/// attestation statements BuildKit's tar exporter adds).
+pub fn flat_tar_with_extra(
+    state: &State,
+    layers: &[LayerId],
+    extra: &Path,
+    dest: &Path,
+    clamp: Option<i64>,
+) -> Result<(), Error> {
+    flat_tar_inner(state, layers, Some(extra), dest, clamp, None)
+}
+
 fn flat_tar_with(
     state: &State,
     layers: &[LayerId],
@@ -428,10 +440,22 @@ fn flat_tar_with(
     clamp: Option<i64>,
     progress: Option<(ProgressSink, kiln_llb::Digest)>,
 ) -> Result<(), Error> {
+    flat_tar_inner(state, layers, None, dest, clamp, progress)
+}
+
+fn flat_tar_inner(
+    state: &State,
+    layers: &[LayerId],
+    extra: Option<&Path>,
+    dest: &Path,
+    clamp: Option<i64>,
+    progress: Option<(ProgressSink, kiln_llb::Digest)>,
+) -> Result<(), Error> {
     let scratch = state.scratch()?;
     let mnt = scratch.path().join("fs");
     fs::create_dir(&mnt).map_err(io_err("creating", &mnt))?;
-    let dirs = state.layer_dirs(layers)?;
+    let mut dirs = state.layer_dirs(layers)?;
+    dirs.extend(extra.map(Path::to_path_buf));
     let guard = if dirs.is_empty() {
         None
     } else {

@@ -204,7 +204,11 @@ pub fn write_outputs(
             }
             Output::Local { dest } => {
                 for (p, l) in layers {
-                    export::local(state, l, &dest.join(crate::build::platform_dir(p)))?;
+                    let dir = dest.join(crate::build::platform_dir(p));
+                    export::local(state, l, &dir)?;
+                    if let Some(a) = att.filter(|a| a.applies_to(out)) {
+                        a.write_local(state, l, p, &dir, clamp)?;
+                    }
                 }
             }
             Output::Docker { .. } | Output::Tar { .. } => {
