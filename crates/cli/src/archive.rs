@@ -4,46 +4,13 @@ use std::io::{IsTerminal as _, Read, Write as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use clap::{Args, ValueEnum};
 use kiln_oci::MediaTypes;
 use kiln_worker::images::Found;
 use kiln_worker::lock::LockKind;
 
-use crate::Failure;
-use crate::images::{find, lock, normalize, open};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SaveFormat {
-    /// A `docker load` archive (manifest.json), which is also an OCI layout.
-    Docker,
-    /// An OCI image layout archive (index.json only, OCI media types).
-    Oci,
-}
-
-/// `kiln save`.
-#[derive(Debug, Args)]
-pub struct SaveArgs {
-    /// Images (names or IDs).
-    #[arg(value_name = "IMAGE", required = true)]
-    pub images: Vec<String>,
-    /// Write to a file instead of stdout.
-    #[arg(short = 'o', long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    /// Archive format.
-    #[arg(long, value_enum, default_value_t = SaveFormat::Docker)]
-    pub format: SaveFormat,
-}
-
-/// `kiln load`.
-#[derive(Debug, Args)]
-pub struct LoadArgs {
-    /// Read from a file instead of stdin (docker or OCI archive, plain tar).
-    #[arg(short = 'i', long, value_name = "FILE")]
-    pub input: Option<PathBuf>,
-    /// Print nothing.
-    #[arg(short = 'q', long)]
-    pub quiet: bool,
-}
+use crate::args::{LoadArgs, SaveArgs, SaveFormat};
+use crate::failure::Failure;
+use crate::store::{find, lock, normalize, open};
 
 /// `kiln save`.
 pub fn save(root: Option<&Path>, args: &SaveArgs) -> Result<(), Failure> {
@@ -117,7 +84,7 @@ pub fn load(root: Option<&Path>, args: &LoadArgs) -> Result<(), Failure> {
             Box::new(std::io::stdin().lock())
         }
     };
-    let state = crate::images::open_for_layers(root)?;
+    let state = crate::store::open_for_layers(root)?;
     let _lock = lock(&state, LockKind::Shared)?;
     let loaded = kiln_worker::archive::load(&state, input, &normalize)
         .map_err(|e| Failure::Other(anyhow::Error::new(e)))?;

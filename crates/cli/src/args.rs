@@ -86,44 +86,44 @@ pub enum Command {
     Push(PushArgs),
     /// Make an index from images in a registry, or show one (like `docker
     /// buildx imagetools create|inspect`).
-    Imagetools(crate::imagetools::ImagetoolsArgs),
+    Imagetools(ImagetoolsArgs),
     /// Log in to a registry (writes Docker's config.json or its credential helper).
     Login(LoginArgs),
     /// Log out from a registry.
     Logout(LogoutArgs),
     /// List images (like `docker images`).
-    Images(crate::images::ImagesArgs),
+    Images(ImagesArgs),
     /// Show images' configuration and manifest as JSON (like `docker image inspect`).
-    Inspect(crate::images::InspectArgs),
+    Inspect(InspectArgs),
     /// Show the history of an image (like `docker history`).
-    History(crate::images::HistoryArgs),
+    History(HistoryArgs),
     /// Give an image another name (like `docker tag`).
-    Tag(crate::images::TagArgs),
+    Tag(TagArgs),
     /// Remove images (like `docker rmi`).
-    Rmi(crate::images::RmiArgs),
+    Rmi(RmiArgs),
     /// Write images to a `docker load` or OCI archive (like `docker save`).
-    Save(crate::archive::SaveArgs),
+    Save(SaveArgs),
     /// Read images from a docker or OCI archive (like `docker load`).
-    Load(crate::archive::LoadArgs),
+    Load(LoadArgs),
     /// Remove dangling images and unused data (like `docker image prune` + `docker builder prune`).
-    Prune(crate::prune::PruneArgs),
+    Prune(PruneArgs),
     /// Show disk usage of the store (like `docker system df`).
-    Du(crate::prune::DuArgs),
+    Du(DuArgs),
     /// Verify the store (every blob, snapshot, image, record and cache entry)
     /// and find what a killed kiln left; --repair fixes what it can.
-    Check(crate::check::CheckArgs),
+    Check(CheckArgs),
     /// Run a command in an image of the store (like `docker run --rm`).
-    Run(crate::run::RunArgs),
+    Run(RunArgs),
     /// Rebuild an image from its provenance, without a cache, and check
     /// that the result is the same image, bit for bit.
-    Verify(crate::verify::VerifyArgs),
+    Verify(VerifyArgs),
     /// Records of past builds: list, show, logs, remove, and a picture of a
     /// build as an HTML page (like `docker buildx history`).
-    Builds(crate::builds::BuildsArgs),
+    Builds(BuildsArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
-    Completion(crate::completion::CompletionArgs),
+    Completion(CompletionArgs),
     /// Write the manual pages (kiln.1, kiln-build.1, …) into a directory.
-    Man(crate::completion::ManArgs),
+    Man(ManArgs),
     /// Print the version, commit and build date.
     Version,
 }
@@ -627,4 +627,515 @@ pub enum IsolationChoice {
     Namespaces,
     /// RUN steps in this container's own root filesystem (single-use containers only).
     Container,
+}
+
+// `kiln archive`
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SaveFormat {
+    /// A `docker load` archive (manifest.json), which is also an OCI layout.
+    Docker,
+    /// An OCI image layout archive (index.json only, OCI media types).
+    Oci,
+}
+
+/// `kiln save`.
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Images (names or IDs).
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<String>,
+    /// Write to a file instead of stdout.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Archive format.
+    #[arg(long, value_enum, default_value_t = SaveFormat::Docker)]
+    pub format: SaveFormat,
+}
+
+/// `kiln load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Read from a file instead of stdin (docker or OCI archive, plain tar).
+    #[arg(short = 'i', long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Print nothing.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+// `kiln builds`
+
+/// A build reference.
+const REF_HELP: &str = "A build: its ID (or a unique prefix), or ^N for the Nth build before \
+the newest (default: the newest)";
+
+/// `kiln builds`.
+#[derive(Debug, Args)]
+pub struct BuildsArgs {
+    #[command(subcommand)]
+    pub command: BuildsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BuildsCommand {
+    /// List the build records, newest first (like `docker buildx history ls`).
+    Ls(LsArgs),
+    /// Show a build: its settings, time, steps (with how long each took,
+    /// whether it was cached and why it ran), outputs and image layers
+    /// (like `docker buildx history inspect`).
+    Show(ShowArgs),
+    /// Print a build's output as --progress=plain printed it (like `docker
+    /// buildx history logs`).
+    Logs(LogsArgs),
+    /// Remove build records.
+    Rm(RmArgs),
+    /// Write a picture of a build, a self-contained HTML page: a timeline of
+    /// its steps per stage, the critical path, cache hits and why the other
+    /// steps ran, layer sizes.
+    Report(ReportArgs),
+}
+
+/// `kiln builds ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Output format: table (default), json (one object per line), or a Go
+    /// template (`{{.ID}} {{.Name}}`; fields ID, Name, Status, CreatedAt,
+    /// Duration, Steps, Cached).
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Do not cut names.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Only the records that match: status=completed|error|canceled,
+    /// status!=…, name=…; repeatable (all must match).
+    #[arg(long = "filter", value_name = "FILTER")]
+    pub filters: Vec<String>,
+}
+
+/// `kiln builds show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[arg(value_name = "BUILD", help = REF_HELP)]
+    pub reference: Option<String>,
+    /// pretty (default) or json (the whole record, with its critical path).
+    #[arg(long, value_name = "FORMAT", default_value = "pretty")]
+    pub format: String,
+}
+
+/// `kiln builds logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[arg(value_name = "BUILD", help = REF_HELP)]
+    pub reference: Option<String>,
+}
+
+/// `kiln builds rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// The builds (IDs, prefixes or ^N).
+    #[arg(value_name = "BUILD")]
+    pub references: Vec<String>,
+    /// Remove every record.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `kiln builds report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[arg(value_name = "BUILD", help = REF_HELP)]
+    pub reference: Option<String>,
+    /// Where the page goes (`-`: stdout).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+// `kiln check`
+
+/// `kiln check`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Verify the state directory: re-hash every blob, read every snapshot's \
+metadata, follow every image name and record, layer-blob record and build cache entry to what it \
+refers to (every layer of every image needs a blob in the store, or a built snapshot to make one \
+from, and a name's manifest all its blobs: what a name reaches can always be saved and pushed), \
+and look for mounts and processes left under the state directory by a kiln that was \
+killed.\n\nPrints each problem; exits 0 when there is none (or all were repaired), 1 otherwise. \
+With --repair, removes what is broken (a corrupt blob, a snapshot without metadata, records and \
+cache entries that point at nothing; later builds recompute them), makes a lost layer blob again \
+when kiln's tar of its snapshot is the layer, unmounts leftover mounts and kills leftover \
+processes, then checks again: \"the store is consistent\" is printed only when that fresh check finds \
+nothing. Named images are never removed: what cannot be repaired names the `kiln rmi` (or `kiln \
+pull`) that would.\n\nA check takes the store lock shared (builds may run meanwhile); --repair takes it \
+exclusively, waiting for running builds."
+)]
+pub struct CheckArgs {
+    /// Repair what can be repaired.
+    #[arg(long)]
+    pub repair: bool,
+}
+
+// `kiln completion`
+
+/// `kiln completion`.
+#[derive(Debug, Args)]
+#[command(long_about = "Print a completion script for SHELL on stdout.\n\n\
+bash: `source <(kiln completion bash)`, or save it as \
+/usr/share/bash-completion/completions/kiln; zsh: save it as `_kiln` in a directory of $fpath; \
+fish: save it as ~/.config/fish/completions/kiln.fish.")]
+pub struct CompletionArgs {
+    /// The shell.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+/// `kiln man`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Write the manual pages (roff) into DIR: kiln.1 and one page per \
+command (kiln-build.1, kiln-builds-ls.1, …). Read one with `man -l DIR/kiln-build.1`, or \
+install them under /usr/local/share/man/man1."
+)]
+pub struct ManArgs {
+    /// The directory (created if missing).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+// `kiln images`
+
+/// `kiln images`.
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Only images whose name matches (REPOSITORY[:TAG], wildcards allowed).
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub reference: Option<String>,
+    /// Show digests.
+    #[arg(long)]
+    pub digests: bool,
+    /// Filter (dangling=true|false, reference=PATTERN, before=IMAGE,
+    /// since=IMAGE, label=KEY[=VALUE]).
+    #[arg(short = 'f', long = "filter", value_name = "FILTER")]
+    pub filters: Vec<String>,
+    /// Go template ({{.Repository}}, {{.Tag}}, {{.ID}}, {{.Digest}},
+    /// {{.CreatedAt}}, {{.CreatedSince}}, {{.Size}}, {{.Platform}}; `table …`,
+    /// `json`). A multi-platform name has one row per platform.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub format: Option<String>,
+    /// Do not truncate IDs.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Only show image IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Show intermediate images too (kiln keeps none: same as without).
+    #[arg(short = 'a', long)]
+    pub all: bool,
+}
+
+/// `kiln inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Images (name or ID).
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<String>,
+    /// Go template, applied to each image's object.
+    #[arg(short = 'f', long, value_name = "TEMPLATE")]
+    pub format: Option<String>,
+}
+
+/// `kiln history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// Do not truncate the output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Only show image IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Sizes and dates in human-readable form.
+    #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub human: bool,
+    /// Go template ({{.ID}}, {{.CreatedSince}}, {{.CreatedAt}}, {{.CreatedBy}},
+    /// {{.Size}}, {{.Comment}}; `table …`, `json`).
+    #[arg(long, value_name = "TEMPLATE")]
+    pub format: Option<String>,
+}
+
+/// `kiln tag`.
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    #[arg(value_name = "SOURCE_IMAGE")]
+    pub source: String,
+    #[arg(value_name = "TARGET_IMAGE[:TAG]")]
+    pub target: String,
+}
+
+/// `kiln rmi`.
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<String>,
+    /// Remove an image by ID even when several names point at it.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Do not delete untagged parents (kiln keeps none: accepted, no effect).
+    #[arg(long)]
+    pub no_prune: bool,
+}
+
+// `kiln imagetools`
+
+/// `kiln imagetools`.
+#[derive(Debug, Args)]
+pub struct ImagetoolsArgs {
+    #[command(subcommand)]
+    pub command: ImagetoolsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImagetoolsCommand {
+    /// Create an index from images in a registry and push it (like `docker
+    /// buildx imagetools create`).
+    Create(ImagetoolsCreateArgs),
+    /// Show an image or index in a registry (like `docker buildx imagetools
+    /// inspect`).
+    Inspect(ImagetoolsInspectArgs),
+}
+
+/// `kiln imagetools create`.
+#[derive(Debug, Args)]
+pub struct ImagetoolsCreateArgs {
+    /// Read a source descriptor (JSON) from a file.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+
+    /// Name of the new index (repeatable: pushed under each).
+    #[arg(short = 't', long = "tag", value_name = "REF")]
+    pub tags: Vec<String>,
+
+    /// Print the index instead of pushing it.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Add the sources to the index the first -t names.
+    #[arg(long)]
+    pub append: bool,
+
+    /// An annotation: `index:KEY=VALUE` or
+    /// `manifest-descriptor[PLATFORM]:KEY=VALUE`.
+    #[arg(long, value_name = "ANNOTATION")]
+    pub annotation: Vec<String>,
+
+    /// Progress output: auto, plain, tty or quiet.
+    #[arg(long, default_value = "auto", value_name = "TYPE")]
+    pub progress: String,
+
+    /// Images and indexes: NAME[:TAG|@DIGEST], a bare DIGEST (in the one
+    /// repository named), or a descriptor as JSON.
+    #[arg(value_name = "SOURCE")]
+    pub sources: Vec<String>,
+}
+
+/// `kiln imagetools inspect`.
+#[derive(Debug, Args)]
+pub struct ImagetoolsInspectArgs {
+    /// A Go template: `{{.Name}}`, `{{.Manifest}}`, `{{json .Manifest}}`,
+    /// `{{json .Image}}`, `{{json .}}`.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub format: Option<String>,
+
+    /// The manifest or index as the registry serves it.
+    #[arg(long)]
+    pub raw: bool,
+
+    /// NAME[:TAG|@DIGEST]
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+// `kiln prune`
+
+/// `kiln prune`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Remove dangling images (untagged: `<none>:<none>`), then everything in the \
+store that no remaining image or build cache entry uses (blobs, unpacked and built layers), and \
+cache entries whose layers are gone.\n\nWith --all, also the whole build cache, the cache mounts \
+(RUN --mount=type=cache; like `docker builder prune --all`), git fetches, ADD <url> validators and \
+--explain records, so later builds start cold. Named images are never removed by prune \
+(there are no containers to tell used from unused images): remove them with `kiln rmi`.\n\n\
+Prune takes the store lock exclusively: it waits for running builds, and builds started \
+meanwhile wait for it.\n\nIt asks first, as `docker image prune` does ([y/N] on stdout, the \
+answer read from stdin); -f/--force does not ask. Without an answer (stdin at its end, as in a \
+script without a terminal) nothing is removed and prune exits 1."
+)]
+pub struct PruneArgs {
+    /// Also remove the whole build cache and the cache mounts.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only what was created before a time: until=DURATION (24h, 90m, 1h30m)
+    /// or until=TIMESTAMP (RFC 3339 or seconds since 1970).
+    #[arg(long = "filter", value_name = "until=…")]
+    pub filters: Vec<String>,
+    /// Also remove build cache entries, least recently used first, until
+    /// the store holds at most SIZE (bytes, or with a unit: 512MB, 10GB, 1.5g;
+    /// binary units, as Docker's).
+    #[arg(long = "keep-storage", value_name = "SIZE")]
+    pub keep_storage: Option<String>,
+    /// Do not prompt for confirmation.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}
+
+/// `kiln du`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Show what the store holds, as `docker system df`: images, build cache and \
+cache mounts. Sizes are unpacked sizes (the bytes of the files in the layers, each layer's as \
+`kiln images` shows it), and each layer is counted in one row: Images counts every layer of an \
+image in the store once (shared layers once), Build Cache the snapshots cache entries hold that \
+no image has a layer of (0 B once the cache is empty), Unused the snapshots nothing holds any \
+more (the layers of removed images, until `kiln prune`). RECLAIMABLE is what `kiln prune` frees \
+of the images (layers only dangling images have) and what `kiln prune --all` frees of the \
+cache.\n\nWith -v, every image \
+too: its SIZE (as `kiln images`), the part of it other images share, and the rest."
+)]
+pub struct DuArgs {
+    /// Also list every image with its shared and unique sizes.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+}
+
+// `kiln run`
+
+/// `kiln run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Keep stdin open and give it to the command.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+
+    /// Give the command a terminal (a pseudo-TTY).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+
+    /// Remove the container when it exits: always so in kiln, which keeps
+    /// no containers (accepted for `docker run --rm` command lines).
+    #[arg(long)]
+    pub rm: bool,
+
+    /// Set an environment variable (`KEY=VALUE`, or `KEY` to pass this
+    /// process's value).
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<String>,
+
+    /// Read environment variables from a file (`KEY=VALUE` lines; `#`
+    /// comments; a bare `KEY` passes this process's value).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+
+    /// Working directory inside the container (default: the image's).
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// User (`name|uid[:group|gid]`; default: the image's).
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Overwrite the image's ENTRYPOINT (its CMD is then not used either).
+    #[arg(long, value_name = "COMMAND")]
+    pub entrypoint: Option<String>,
+
+    /// Network: `default` (a namespace of its own with outbound access;
+    /// also `bridge`), `none` (loopback only) or `host`.
+    #[arg(long, value_name = "MODE", default_value = "default")]
+    pub network: String,
+
+    /// Container host name (default: a random 12-digit hex ID, as Docker's).
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+
+    /// Bind-mount a host path: `/host/path:/container/path[:ro|rw]`.
+    #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro]")]
+    pub volumes: Vec<String>,
+
+    /// Mount a fresh tmpfs at a path of the container.
+    #[arg(long, value_name = "PATH")]
+    pub tmpfs: Vec<String>,
+
+    /// `docker run` flags kiln does not have, refused by name.
+    #[command(flatten)]
+    pub docker_only: RunDockerOnly,
+
+    /// The image: a name, an ID or an ID prefix, in the local store.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+
+    /// The command and its arguments (default: the image's CMD).
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<String>,
+}
+
+/// The `docker run` flags kiln does not have: taken so that each is refused
+/// by name. Hidden from `--help`.
+#[derive(Debug, Default, Args)]
+pub struct RunDockerOnly {
+    #[arg(short = 'd', long, hide = true)]
+    pub detach: bool,
+    #[arg(short = 'p', long, hide = true, value_name = "PORTS")]
+    pub publish: Vec<String>,
+    #[arg(long, hide = true, value_name = "NAME")]
+    pub name: Option<String>,
+    #[arg(long, hide = true)]
+    pub privileged: bool,
+    #[arg(long = "cap-add", hide = true, value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    #[arg(long, hide = true, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    #[arg(long, hide = true, value_name = "POLICY")]
+    pub pull: Option<String>,
+}
+
+// `kiln verify`
+
+/// `kiln verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The image: in the local store (built there with attestations) or in
+    /// a registry (its index carries the provenance).
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// The build context the image was built from.
+    #[arg(value_name = "CONTEXT", default_value = ".")]
+    pub context: PathBuf,
+    /// The Dockerfile (default: the provenance's entry point in CONTEXT).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// A build argument the provenance leaves out (`mode=min`, or a
+    /// secret-looking name), as `NAME=VALUE`.
+    #[arg(long = "build-arg", value_name = "NAME=VALUE")]
+    pub build_args: Vec<String>,
+    /// A secret the build's RUN steps mount, as in `kiln build`.
+    #[arg(long = "secret", value_name = "id=ID,src=PATH")]
+    pub secrets: Vec<String>,
+    /// Which image of a multi-platform index (default: the only one, or
+    /// this machine's platform).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// Keep the rebuilt OCI layout in this directory.
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<PathBuf>,
+    /// When verified, write an in-toto statement about the image with kiln's
+    /// `https://kiln.dev/verification/v1` predicate (what was checked) to
+    /// this file.
+    #[arg(long, value_name = "FILE")]
+    pub statement: Option<PathBuf>,
 }

@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use kiln_worker::attest::{AttestRequest, SbomRequest};
 use kiln_worker::export::Output;
 
-use crate::Failure;
 use crate::args::BuildArgs;
+use crate::failure::Failure;
 
 fn usage(flag: &str, value: &str, why: impl std::fmt::Display) -> Failure {
     Failure::Usage(format!("invalid {flag} {value:?}: {why}"))

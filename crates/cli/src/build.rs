@@ -14,40 +14,18 @@ use kiln_solver::CancelToken;
 use kiln_worker::{Error as WorkerError, ImportRequest, Output, State};
 
 use crate::args::{BuildArgs, ImportArgs};
+use crate::failure::Failure;
+use crate::globals::Globals;
 use crate::options::{
     ContextValue, build_contexts, build_options, read_dockerfile, reject_unsupported,
 };
 use crate::output;
 use crate::progress::{Mode, Progress};
-use crate::{Failure, Globals};
+use crate::store::{env_var, state_dir};
 
 /// Hostname of RUN steps: BuildKit's, so build scripts that look at it behave
 /// the same.
 const HOSTNAME: &str = "buildkitsandbox";
-
-fn env_var(key: &str) -> Option<String> {
-    std::env::var(key).ok()
-}
-
-/// `--root`, `KILN_ROOT`, or the default: `/var/lib/kiln` as root,
-/// `$XDG_DATA_HOME/kiln` (or `~/.local/share/kiln`) otherwise.
-pub fn state_dir(root: Option<&Path>) -> PathBuf {
-    if let Some(r) = root {
-        return r.to_path_buf();
-    }
-    if is_root() && !crate::rootless() {
-        return PathBuf::from("/var/lib/kiln");
-    }
-    match (env_var("XDG_DATA_HOME"), env_var("HOME")) {
-        (Some(x), _) if !x.is_empty() => PathBuf::from(x).join("kiln"),
-        (_, Some(h)) => PathBuf::from(h).join(".local/share/kiln"),
-        _ => PathBuf::from(".kiln"),
-    }
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 /// Whether kiln runs in a GitHub Actions job (`GITHUB_ACTIONS=true`): plain
 /// progress is folded into log groups, and a failure becomes an `::error::`.
@@ -82,7 +60,7 @@ impl kiln_frontend::ImageResolver for WatchedResolver<'_> {
 /// else whiteout files, which marks the store as native-only for good.
 pub(crate) fn choose_snapshotter(
     state: &State,
-    globals: &crate::Globals,
+    globals: &crate::globals::Globals,
     imposed: Option<kiln_snapshot::Snapshotter>,
 ) -> Result<(), Failure> {
     use crate::args::SnapshotterChoice;
@@ -109,7 +87,7 @@ pub(crate) fn choose_snapshotter(
     let scratch = state.root.join("tmp");
     // Where a successful probe is remembered (`probe_overlay_remembered`).
     let probed = state.root.join("overlay-probe");
-    let overlay_where = if crate::rootless() {
+    let overlay_where = if crate::globals::rootless() {
         "overlayfs in the user namespace (userxattr)"
     } else {
         "overlayfs"
@@ -131,7 +109,7 @@ pub(crate) fn choose_snapshotter(
                 }
                 Ok(()) => (Snapshotter::Overlayfs, overlay_where.to_owned()),
                 Err(e) => {
-                    let needs = if crate::rootless() {
+                    let needs = if crate::globals::rootless() {
                         "; in a user namespace it needs Linux >= 5.11"
                     } else {
                         ""
@@ -352,7 +330,7 @@ fn report_step(file: &SourceFile, e: &kiln_worker::StepError, tail: &[String]) -
 fn limits(args: &BuildArgs) -> Result<kiln_executor::Limits, Failure> {
     let memory = match &args.memory {
         None => None,
-        Some(s) => match crate::prune::parse_size(s) {
+        Some(s) => match crate::units::parse_size(s) {
             // Docker's minimum: below it nothing starts.
             Some(n) if n >= 6 * 1024 * 1024 => Some(n),
             Some(_) => {
@@ -382,7 +360,7 @@ fn limits(args: &BuildArgs) -> Result<kiln_executor::Limits, Failure> {
 fn resources(args: &BuildArgs) -> Result<kiln_executor::Resources, Failure> {
     let shm_size = match &args.shm_size {
         None => None,
-        Some(s) => match crate::prune::parse_size(s) {
+        Some(s) => match crate::units::parse_size(s) {
             Some(n) if n > 0 => Some(n),
             _ => {
                 return Err(Failure::Usage(format!(
@@ -421,8 +399,8 @@ fn no_space_note(root: &std::path::Path) -> String {
              changes and layers are stored) is on a filesystem with {} free of {} now; free \
              space there (kiln prune removes unused data) or use --root on a larger filesystem",
             root.display(),
-            crate::images::human_size(avail),
-            crate::images::human_size(total)
+            crate::units::human_size(avail),
+            crate::units::human_size(total)
         ),
         None => format!(
             "\nnote: no space left on device: the state directory is {}",
@@ -548,7 +526,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     )?;
     // Not root: the flags are fine, so the build runs again in a user
     // namespace (before the Dockerfile is read: `-f -` is read there).
-    if let Some(r) = crate::enter_rootless(globals.debug) {
+    if let Some(r) = crate::globals::enter_rootless(globals.debug) {
         return r;
     }
     let file = read_dockerfile(args)?;
@@ -576,7 +554,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
             )?)
         }
     };
-    let state = crate::images::open_for_layers(globals.root.as_deref())?;
+    let state = crate::store::open_for_layers(globals.root.as_deref())?;
     let isolation: Box<dyn kiln_executor::isolation::Isolation> = match (decision, container) {
         (crate::isolation::Decision::Namespaces(n), _) => Box::new(n),
         (_, Some(c)) => Box::new(c.with_whiteouts(kiln_snapshot::whiteout_format())),
@@ -635,7 +613,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
             ..Default::default()
         },
         Err(f) => {
-            let (code, first, text) = crate::describe(f);
+            let (code, first, text) = crate::failure::describe(f);
             crate::records::Outcome {
                 status: if cancelled { "canceled" } else { "error" },
                 exit_code: code,
@@ -666,7 +644,10 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         match crate::builds::write_report(&record, path) {
             Ok(()) => {}
             Err(e) if result.is_ok() => result = Err(e),
-            Err(e) => note(mode, &format!("warning: {}", crate::describe(&e).1)),
+            Err(e) => note(
+                mode,
+                &format!("warning: {}", crate::failure::describe(&e).1),
+            ),
         }
     }
     if args.explain {
@@ -804,7 +785,7 @@ fn run(
         .check_limits(&step_limits)
         .map_err(Failure::Usage)?;
     choose_snapshotter(state, globals, isolation.snapshotter())?;
-    let store_lock = crate::images::lock(state, kiln_worker::lock::LockKind::Shared)?;
+    let store_lock = crate::store::lock(state, kiln_worker::lock::LockKind::Shared)?;
     // `--load`: the archive goes to scratch space first, then to the engine.
     let scratch = state.scratch().context("making scratch space")?;
     let mut to_load = Vec::new();
@@ -1147,7 +1128,7 @@ fn run(
 fn gc_after_build(state: &State, mode: Mode) {
     let limit = match env_var("KILN_GC_KEEP_STORAGE").as_deref() {
         Some("off") => return,
-        Some(s) => match crate::prune::parse_size(s) {
+        Some(s) => match crate::units::parse_size(s) {
             Some(n) => Some(n),
             None => {
                 note(
@@ -1320,8 +1301,8 @@ pub fn import(root: Option<&Path>, args: &ImportArgs) -> Result<(), Failure> {
     };
     let config = changes(args, &platform)?;
     let name = args.name.as_deref().map(normalize).transpose()?;
-    let state = crate::images::open_for_layers(root)?;
-    let _lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
+    let state = crate::store::open_for_layers(root)?;
+    let _lock = crate::store::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     let reader: Box<dyn Read> = if args.file == "-" {
         Box::new(std::io::stdin().lock())
     } else {

@@ -4,99 +4,13 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use clap::{Args, Subcommand};
-
-use crate::Failure;
+use crate::args::{BuildsArgs, BuildsCommand, LsArgs, RmArgs};
+use crate::failure::Failure;
 use crate::gotemplate::Template;
 use crate::records::{self, Record};
 
-/// `kiln builds`.
-#[derive(Debug, Args)]
-pub struct BuildsArgs {
-    #[command(subcommand)]
-    pub command: BuildsCommand,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum BuildsCommand {
-    /// List the build records, newest first (like `docker buildx history ls`).
-    Ls(LsArgs),
-    /// Show a build: its settings, time, steps (with how long each took,
-    /// whether it was cached and why it ran), outputs and image layers
-    /// (like `docker buildx history inspect`).
-    Show(ShowArgs),
-    /// Print a build's output as --progress=plain printed it (like `docker
-    /// buildx history logs`).
-    Logs(LogsArgs),
-    /// Remove build records.
-    Rm(RmArgs),
-    /// Write a picture of a build, a self-contained HTML page: a timeline of
-    /// its steps per stage, the critical path, cache hits and why the other
-    /// steps ran, layer sizes.
-    Report(ReportArgs),
-}
-
-/// `kiln builds ls`.
-#[derive(Debug, Args)]
-pub struct LsArgs {
-    /// Output format: table (default), json (one object per line), or a Go
-    /// template (`{{.ID}} {{.Name}}`; fields ID, Name, Status, CreatedAt,
-    /// Duration, Steps, Cached).
-    #[arg(long, value_name = "FORMAT")]
-    pub format: Option<String>,
-    /// Do not cut names.
-    #[arg(long)]
-    pub no_trunc: bool,
-    /// Only the records that match: status=completed|error|canceled,
-    /// status!=…, name=…; repeatable (all must match).
-    #[arg(long = "filter", value_name = "FILTER")]
-    pub filters: Vec<String>,
-}
-
-/// A build reference.
-const REF_HELP: &str = "A build: its ID (or a unique prefix), or ^N for the Nth build before \
-the newest (default: the newest)";
-
-/// `kiln builds show`.
-#[derive(Debug, Args)]
-pub struct ShowArgs {
-    #[arg(value_name = "BUILD", help = REF_HELP)]
-    pub reference: Option<String>,
-    /// pretty (default) or json (the whole record, with its critical path).
-    #[arg(long, value_name = "FORMAT", default_value = "pretty")]
-    pub format: String,
-}
-
-/// `kiln builds logs`.
-#[derive(Debug, Args)]
-pub struct LogsArgs {
-    #[arg(value_name = "BUILD", help = REF_HELP)]
-    pub reference: Option<String>,
-}
-
-/// `kiln builds rm`.
-#[derive(Debug, Args)]
-pub struct RmArgs {
-    /// The builds (IDs, prefixes or ^N).
-    #[arg(value_name = "BUILD")]
-    pub references: Vec<String>,
-    /// Remove every record.
-    #[arg(long)]
-    pub all: bool,
-}
-
-/// `kiln builds report`.
-#[derive(Debug, Args)]
-pub struct ReportArgs {
-    #[arg(value_name = "BUILD", help = REF_HELP)]
-    pub reference: Option<String>,
-    /// Where the page goes (`-`: stdout).
-    #[arg(short = 'o', long = "output", value_name = "FILE")]
-    pub output: PathBuf,
-}
-
 fn state_root(root: Option<&Path>) -> PathBuf {
-    crate::build::state_dir(root)
+    crate::store::state_dir(root)
 }
 
 fn find(root: &Path, reference: Option<&str>) -> Result<Record, Failure> {
@@ -205,7 +119,7 @@ fn ls(root: &Path, a: &LsArgs) -> Result<(), Failure> {
         .map(|f| parse_filter(f))
         .collect::<Result<Vec<_>, _>>()?;
     let all = records::list(root);
-    let now = crate::images::now_secs();
+    let now = crate::units::now_secs();
     let shown: Vec<&Record> = all
         .iter()
         .filter(|r| {
@@ -220,7 +134,7 @@ fn ls(root: &Path, a: &LsArgs) -> Result<(), Failure> {
         .collect();
     let mut rows = Vec::new();
     for r in &shown {
-        let created = crate::images::parse_time(&r.started_at).unwrap_or(now);
+        let created = crate::units::parse_time(&r.started_at).unwrap_or(now);
         let (complete, total, cached) = r.counts();
         let name = if a.no_trunc || a.format.is_some() || r.name.chars().count() <= 36 {
             r.name.clone()
@@ -239,7 +153,7 @@ fn ls(root: &Path, a: &LsArgs) -> Result<(), Failure> {
             "CreatedAt": format!("{} ago", crate::images::human_duration(now - created)),
             "StartedAt": r.started_at,
             "CompletedAt": r.completed_at,
-            "Duration": crate::progress_tty::human_duration(std::time::Duration::from_millis(r.duration_ms)),
+            "Duration": crate::units::human_duration(std::time::Duration::from_millis(r.duration_ms)),
             "Steps": format!("{complete}/{total}"),
             "Cached": cached,
         }));

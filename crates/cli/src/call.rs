@@ -20,8 +20,9 @@ use kiln_llb::Platform;
 use serde_json::{Value, json};
 
 use crate::args::BuildArgs;
+use crate::failure::Failure;
+use crate::globals::Globals;
 use crate::options::{build_options, read_dockerfile};
-use crate::{Failure, Globals};
 
 /// A `--call` method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,7 +209,7 @@ fn with_resolver<T>(
     globals: &Globals,
     f: impl FnOnce(&dyn ImageResolver) -> Result<T, Diagnostic>,
 ) -> Result<T, Failure> {
-    let dir = crate::build::state_dir(globals.root.as_deref());
+    let dir = crate::store::state_dir(globals.root.as_deref());
     if !dir.join("images").exists() {
         return Ok(f(&Offline)?);
     }
@@ -216,7 +217,7 @@ fn with_resolver<T>(
         return Ok(f(&Offline)?);
     };
     // Reading the store: held shared, like a build, so prune waits.
-    let _lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
+    let _lock = crate::store::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     let log = |_: &str| {};
     let store =
         kiln_worker::StoreResolver::new(&state, None, kiln_worker::PullPolicy::Missing, &log);

@@ -3,34 +3,11 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use clap::Args;
 use kiln_worker::lock::LockKind;
 
-use crate::Failure;
-use crate::images::{lock, open};
-
-/// `kiln check`.
-#[derive(Debug, Args)]
-#[command(
-    long_about = "Verify the state directory: re-hash every blob, read every snapshot's \
-metadata, follow every image name and record, layer-blob record and build cache entry to what it \
-refers to (every layer of every image needs a blob in the store, or a built snapshot to make one \
-from, and a name's manifest all its blobs: what a name reaches can always be saved and pushed), \
-and look for mounts and processes left under the state directory by a kiln that was \
-killed.\n\nPrints each problem; exits 0 when there is none (or all were repaired), 1 otherwise. \
-With --repair, removes what is broken (a corrupt blob, a snapshot without metadata, records and \
-cache entries that point at nothing; later builds recompute them), makes a lost layer blob again \
-when kiln's tar of its snapshot is the layer, unmounts leftover mounts and kills leftover \
-processes, then checks again: \"the store is consistent\" is printed only when that fresh check finds \
-nothing. Named images are never removed: what cannot be repaired names the `kiln rmi` (or `kiln \
-pull`) that would.\n\nA check takes the store lock shared (builds may run meanwhile); --repair takes it \
-exclusively, waiting for running builds."
-)]
-pub struct CheckArgs {
-    /// Repair what can be repaired.
-    #[arg(long)]
-    pub repair: bool,
-}
+use crate::args::CheckArgs;
+use crate::failure::Failure;
+use crate::store::{lock, open};
 
 /// `kiln check`.
 pub fn check(root: Option<&Path>, args: &CheckArgs) -> Result<(), Failure> {

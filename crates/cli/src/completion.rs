@@ -5,35 +5,11 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use clap::{Args, CommandFactory as _};
+use clap::CommandFactory as _;
 
-use crate::Failure;
 use crate::args::Cli;
-
-/// `kiln completion`.
-#[derive(Debug, Args)]
-#[command(long_about = "Print a completion script for SHELL on stdout.\n\n\
-bash: `source <(kiln completion bash)`, or save it as \
-/usr/share/bash-completion/completions/kiln; zsh: save it as `_kiln` in a directory of $fpath; \
-fish: save it as ~/.config/fish/completions/kiln.fish.")]
-pub struct CompletionArgs {
-    /// The shell.
-    #[arg(value_enum, value_name = "SHELL")]
-    pub shell: clap_complete::Shell,
-}
-
-/// `kiln man`.
-#[derive(Debug, Args)]
-#[command(
-    long_about = "Write the manual pages (roff) into DIR: kiln.1 and one page per \
-command (kiln-build.1, kiln-builds-ls.1, …). Read one with `man -l DIR/kiln-build.1`, or \
-install them under /usr/local/share/man/man1."
-)]
-pub struct ManArgs {
-    /// The directory (created if missing).
-    #[arg(value_name = "DIR")]
-    pub dir: PathBuf,
-}
+use crate::args::{CompletionArgs, ManArgs};
+use crate::failure::Failure;
 
 /// `kiln completion SHELL`.
 pub fn completion(args: &CompletionArgs) -> Result<(), Failure> {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use kiln_worker::{ExecGrants, Secret};
 
-use crate::Failure;
+use crate::failure::Failure;
 
 /// BuildKit's limit on the size of one secret.
 const MAX_SECRET_SIZE: u64 = 500 * 1024;

@@ -4,181 +4,20 @@
 
 use std::io::Write as _;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use clap::Args;
 use kiln_llb::Digest;
 use kiln_reference::Reference;
 use kiln_worker::State;
 use kiln_worker::images::{self, Found, ImageSummary};
-use kiln_worker::lock::{LockKind, StoreLock};
+use kiln_worker::lock::LockKind;
 use serde_json::{Value, json};
 
-use crate::Failure;
-use crate::build::state_dir;
+use crate::args::{HistoryArgs, ImagesArgs, InspectArgs, RmiArgs, TagArgs};
+use crate::failure::Failure;
 use crate::gotemplate::Template;
-
-/// `kiln images`.
-#[derive(Debug, Args)]
-pub struct ImagesArgs {
-    /// Only images whose name matches (REPOSITORY[:TAG], wildcards allowed).
-    #[arg(value_name = "REPOSITORY[:TAG]")]
-    pub reference: Option<String>,
-    /// Show digests.
-    #[arg(long)]
-    pub digests: bool,
-    /// Filter (dangling=true|false, reference=PATTERN, before=IMAGE,
-    /// since=IMAGE, label=KEY[=VALUE]).
-    #[arg(short = 'f', long = "filter", value_name = "FILTER")]
-    pub filters: Vec<String>,
-    /// Go template ({{.Repository}}, {{.Tag}}, {{.ID}}, {{.Digest}},
-    /// {{.CreatedAt}}, {{.CreatedSince}}, {{.Size}}, {{.Platform}}; `table …`,
-    /// `json`). A multi-platform name has one row per platform.
-    #[arg(long, value_name = "TEMPLATE")]
-    pub format: Option<String>,
-    /// Do not truncate IDs.
-    #[arg(long)]
-    pub no_trunc: bool,
-    /// Only show image IDs.
-    #[arg(short = 'q', long)]
-    pub quiet: bool,
-    /// Show intermediate images too (kiln keeps none: same as without).
-    #[arg(short = 'a', long)]
-    pub all: bool,
-}
-
-/// `kiln inspect`.
-#[derive(Debug, Args)]
-pub struct InspectArgs {
-    /// Images (name or ID).
-    #[arg(value_name = "IMAGE", required = true)]
-    pub images: Vec<String>,
-    /// Go template, applied to each image's object.
-    #[arg(short = 'f', long, value_name = "TEMPLATE")]
-    pub format: Option<String>,
-}
-
-/// `kiln history`.
-#[derive(Debug, Args)]
-pub struct HistoryArgs {
-    #[arg(value_name = "IMAGE")]
-    pub image: String,
-    /// Do not truncate the output.
-    #[arg(long)]
-    pub no_trunc: bool,
-    /// Only show image IDs.
-    #[arg(short = 'q', long)]
-    pub quiet: bool,
-    /// Sizes and dates in human-readable form.
-    #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub human: bool,
-    /// Go template ({{.ID}}, {{.CreatedSince}}, {{.CreatedAt}}, {{.CreatedBy}},
-    /// {{.Size}}, {{.Comment}}; `table …`, `json`).
-    #[arg(long, value_name = "TEMPLATE")]
-    pub format: Option<String>,
-}
-
-/// `kiln tag`.
-#[derive(Debug, Args)]
-pub struct TagArgs {
-    #[arg(value_name = "SOURCE_IMAGE")]
-    pub source: String,
-    #[arg(value_name = "TARGET_IMAGE[:TAG]")]
-    pub target: String,
-}
-
-/// `kiln rmi`.
-#[derive(Debug, Args)]
-pub struct RmiArgs {
-    #[arg(value_name = "IMAGE", required = true)]
-    pub images: Vec<String>,
-    /// Remove an image by ID even when several names point at it.
-    #[arg(short = 'f', long)]
-    pub force: bool,
-    /// Do not delete untagged parents (kiln keeps none: accepted, no effect).
-    #[arg(long)]
-    pub no_prune: bool,
-}
-
-/// Opens the state directory for a store command.
-pub fn open(root: Option<&Path>) -> Result<State, Failure> {
-    let dir = state_dir(root);
-    State::open(&dir)
-        .with_context(|| format!("opening state directory {}", dir.display()))
-        .map_err(Failure::Internal)
-}
-
-/// [`open`], for a command that writes layers (build, import, pull, load):
-/// also chooses how they record deletions, whiteout devices where they can
-/// be made, else whiteout files (which marks the store: from then on only
-/// the native snapshotter can mount its layers; see
-/// `kiln_snapshot::whiteout`).
-pub fn open_for_layers(root: Option<&Path>) -> Result<State, Failure> {
-    let state = open(root)?;
-    let mut files = state.layers.has_whiteout_files();
-    if !files {
-        let tmp = state.root.join("tmp");
-        let allowed = kiln_snapshot::whiteout::whiteout_devices_allowed(&tmp)
-            .with_context(|| format!("making a whiteout device in {}", tmp.display()))
-            .map_err(Failure::Internal)?;
-        if !allowed {
-            state
-                .layers
-                .mark_whiteout_files()
-                .context("marking the layer store")
-                .map_err(Failure::Internal)?;
-            files = true;
-        }
-    }
-    if files {
-        kiln_snapshot::set_whiteout_format(kiln_snapshot::WhiteoutFormat::File);
-    }
-    Ok(state)
-}
-
-/// Takes the store lock, saying so when another kiln holds it.
-pub fn lock(state: &State, kind: LockKind) -> Result<StoreLock, Failure> {
-    let root = state.root.clone();
-    kiln_worker::lock::lock(&state.root, kind, || {
-        eprintln!(
-            "waiting for the lock on {} (another kiln is {})…",
-            root.join("lock").display(),
-            match kind {
-                LockKind::Shared => "pruning the store",
-                LockKind::Exclusive => "using the store",
-            }
-        );
-    })
-    .map_err(|e| Failure::Other(e.into()))
-}
-
-/// A name as the store keeps it (`busybox` → `docker.io/library/busybox:latest`).
-pub fn normalize(name: &str) -> Option<String> {
-    let r = Reference::parse_normalized(name).ok()?;
-    Some(if r.digest().is_some() {
-        r.to_string()
-    } else {
-        r.with_default_tag().to_string()
-    })
-}
-
-/// Finds a user's reference (name, ID or ID prefix) or fails as Docker does.
-pub fn find(state: &State, text: &str) -> Result<Found, Failure> {
-    match images::find(state, text, normalize(text).as_deref()) {
-        Ok(Some(f)) => Ok(f),
-        Ok(None) => Err(Failure::Other(anyhow::anyhow!("No such image: {text}"))),
-        Err(e) => Err(Failure::Other(anyhow::anyhow!("{e}"))),
-    }
-}
-
-/// The image ID a reference names.
-pub fn find_id(state: &State, text: &str) -> Result<Digest, Failure> {
-    Ok(match find(state, text)? {
-        Found::Name(_, r) => r.id,
-        Found::Id(id) => id,
-    })
-}
+use crate::store::{find, find_id, lock, open};
+use crate::units::{go_time, now_secs, parse_time};
 
 /// `docker.io/library/busybox:latest` → `("busybox", "latest")`.
 pub fn familiar(name: &str) -> (String, String) {
@@ -192,71 +31,6 @@ pub fn familiar(name: &str) -> (String, String) {
             None => (name.to_owned(), "<none>".to_owned()),
         },
     }
-}
-
-/// Seconds since 1970 of an RFC 3339 time (`2020-09-13T12:26:40.5Z`,
-/// offsets allowed).
-pub fn parse_time(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = &s[19..];
-    if let Some(r) = rest.strip_prefix('.') {
-        rest = r.trim_start_matches(|c: char| c.is_ascii_digit());
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let oh = rest.get(1..3)?.parse::<i64>().ok()?;
-            let om = rest.get(4..6)?.parse::<i64>().ok()?;
-            sign * (oh * 3600 + om * 60)
-        }
-    };
-    // Days from civil (Howard Hinnant).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86400 + h * 3600 + mi * 60 + sec - offset)
-}
-
-/// Go's `time.Time.String()` in UTC: `2020-09-13 12:26:40 +0000 UTC`.
-pub fn go_time(secs: i64) -> String {
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} +0000 UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-pub fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// go-units `HumanDuration`.

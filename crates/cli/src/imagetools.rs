@@ -28,88 +28,20 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::path::PathBuf;
 
 use anyhow::Context as _;
-use clap::{Args, Subcommand};
 use kiln_llb::{Digest, Platform};
 use kiln_oci::{Descriptor, media};
 use kiln_reference::Reference;
 use kiln_registry::{Client, PushedBlob, RegistryError};
 use serde_json::{Map, Value};
 
-use crate::{Failure, Globals};
+use crate::args::{ImagetoolsArgs, ImagetoolsCommand, ImagetoolsCreateArgs, ImagetoolsInspectArgs};
+use crate::failure::Failure;
+use crate::globals::Globals;
 
 /// Largest image config read to learn an image's platform.
 const CONFIG_LIMIT: u64 = 16 << 20;
-
-/// `kiln imagetools`.
-#[derive(Debug, Args)]
-pub struct ImagetoolsArgs {
-    #[command(subcommand)]
-    pub command: ImagetoolsCommand,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ImagetoolsCommand {
-    /// Create an index from images in a registry and push it (like `docker
-    /// buildx imagetools create`).
-    Create(CreateArgs),
-    /// Show an image or index in a registry (like `docker buildx imagetools
-    /// inspect`).
-    Inspect(InspectArgs),
-}
-
-/// `kiln imagetools create`.
-#[derive(Debug, Args)]
-pub struct CreateArgs {
-    /// Read a source descriptor (JSON) from a file.
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
-    pub files: Vec<PathBuf>,
-
-    /// Name of the new index (repeatable: pushed under each).
-    #[arg(short = 't', long = "tag", value_name = "REF")]
-    pub tags: Vec<String>,
-
-    /// Print the index instead of pushing it.
-    #[arg(long)]
-    pub dry_run: bool,
-
-    /// Add the sources to the index the first -t names.
-    #[arg(long)]
-    pub append: bool,
-
-    /// An annotation: `index:KEY=VALUE` or
-    /// `manifest-descriptor[PLATFORM]:KEY=VALUE`.
-    #[arg(long, value_name = "ANNOTATION")]
-    pub annotation: Vec<String>,
-
-    /// Progress output: auto, plain, tty or quiet.
-    #[arg(long, default_value = "auto", value_name = "TYPE")]
-    pub progress: String,
-
-    /// Images and indexes: NAME[:TAG|@DIGEST], a bare DIGEST (in the one
-    /// repository named), or a descriptor as JSON.
-    #[arg(value_name = "SOURCE")]
-    pub sources: Vec<String>,
-}
-
-/// `kiln imagetools inspect`.
-#[derive(Debug, Args)]
-pub struct InspectArgs {
-    /// A Go template: `{{.Name}}`, `{{.Manifest}}`, `{{json .Manifest}}`,
-    /// `{{json .Image}}`, `{{json .}}`.
-    #[arg(long, value_name = "TEMPLATE")]
-    pub format: Option<String>,
-
-    /// The manifest or index as the registry serves it.
-    #[arg(long)]
-    pub raw: bool,
-
-    /// NAME[:TAG|@DIGEST]
-    #[arg(value_name = "NAME")]
-    pub name: String,
-}
 
 pub fn run(globals: &Globals, args: &ImagetoolsArgs) -> Result<(), Failure> {
     match &args.command {
@@ -651,7 +583,7 @@ fn copy_chain(
     Ok(())
 }
 
-fn create(globals: &Globals, args: &CreateArgs) -> Result<(), Failure> {
+fn create(globals: &Globals, args: &ImagetoolsCreateArgs) -> Result<(), Failure> {
     if args.sources.is_empty() && args.files.is_empty() {
         return Err(Failure::Usage("no sources specified".to_owned()));
     }
@@ -817,7 +749,7 @@ fn create(globals: &Globals, args: &CreateArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn inspect(globals: &Globals, args: &InspectArgs) -> Result<(), Failure> {
+fn inspect(globals: &Globals, args: &ImagetoolsInspectArgs) -> Result<(), Failure> {
     if args.format.is_some() && args.raw {
         return Err(Failure::Usage(
             "format and raw cannot be used together".to_owned(),

@@ -18,8 +18,9 @@ use kiln_worker::Output;
 use kiln_worker::cache_exchange::{CacheFrom, CacheTo, Location};
 
 use crate::args::{BuildArgs, IsolationChoice};
+use crate::failure::Failure;
+use crate::globals::Globals;
 use crate::options::ContextValue;
-use crate::{Failure, Globals};
 
 /// The mode decided before the state directory is opened.
 pub enum Decision {

@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::Failure;
+use crate::failure::Failure;
 
 /// The engine's socket, as `unix://PATH` for messages and the path.
 pub fn socket() -> Result<(String, PathBuf), Failure> {

@@ -26,6 +26,8 @@ mod builds;
 mod call;
 mod check;
 mod completion;
+mod failure;
+mod globals;
 mod gotemplate;
 mod grants;
 mod images;
@@ -37,6 +39,7 @@ mod options;
 mod output;
 mod plan;
 mod progress;
+mod progress_event;
 mod progress_tty;
 mod prune;
 mod records;
@@ -44,6 +47,8 @@ mod registry;
 mod report;
 mod reproducible;
 mod run;
+mod store;
+mod units;
 mod verify;
 mod version;
 
@@ -51,69 +56,10 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
-use kiln_frontend::Diagnostic;
 
 use crate::args::{Cli, Command};
-
-/// The flags every command takes.
-#[derive(Debug)]
-pub struct Globals {
-    pub root: Option<std::path::PathBuf>,
-    pub insecure_registries: Vec<String>,
-    pub registry_config: Option<std::path::PathBuf>,
-    /// `--debug`: say how the build is set up (namespaces, snapshotter).
-    pub debug: bool,
-    /// `--snapshotter`.
-    pub snapshotter: args::SnapshotterChoice,
-    /// `--isolation`.
-    pub isolation: args::IsolationChoice,
-    /// `--throwaway`: the container isolation mode may replace this
-    /// machine's root filesystem.
-    pub throwaway: bool,
-}
-
-/// Whether this process is the rootless child: root of a user namespace
-/// that maps the invoking user's subordinate ids.
-static ROOTLESS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-
-/// Whether kiln runs rootless (in the user namespace it made for itself).
-pub fn rootless() -> bool {
-    ROOTLESS.get().copied().unwrap_or(false)
-}
-
-/// Why a command failed, which decides the exit code.
-#[derive(Debug)]
-pub enum Failure {
-    /// Bad usage or a feature that has not landed: exit 2.
-    Usage(String),
-    /// A located problem in the Dockerfile: exit 1.
-    Dockerfile(Box<Diagnostic>),
-    /// The build failed (a step, a missing source): exit 1. The message is
-    /// complete (step, location, output).
-    Build(String),
-    /// Anything else that stops the command (a file that cannot be read): exit 1.
-    Other(anyhow::Error),
-    /// A registry or the network failed (pull, push, login): exit 3.
-    Registry(anyhow::Error),
-    /// kiln or the host failed (state directory, namespaces, mounts,
-    /// rootless setup): exit 4.
-    Internal(anyhow::Error),
-    /// Everything has been printed; exit with this code (`--check` with
-    /// warnings: 1).
-    Status(u8),
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(e: anyhow::Error) -> Failure {
-        Failure::Other(e)
-    }
-}
-
-impl From<Diagnostic> for Failure {
-    fn from(d: Diagnostic) -> Failure {
-        Failure::Dockerfile(Box::new(d))
-    }
-}
+use crate::failure::{Failure, chain_message, describe};
+use crate::globals::{Globals, ROOTLESS, enter_rootless};
 
 /// mimalloc: a no-op rebuild of a large context allocates per file walked,
 /// and glibc's malloc/free were a sixth of its profile (ARCHITECTURE.md,
@@ -306,78 +252,6 @@ fn clap_error(e: &clap::Error) -> ExitCode {
     }
 }
 
-/// Rootless: when kiln is neither root nor in its user namespace yet, runs
-/// this command again as root of a user namespace mapping the user's
-/// subordinate ids and returns how it ended (`Failure::Status` carries its
-/// exit code); `None` when no namespace is needed. Call it while the process
-/// is single-threaded.
-pub fn enter_rootless(debug: bool) -> Option<Result<(), Failure>> {
-    if rootless() || nix::unistd::geteuid().is_root() {
-        return None;
-    }
-    Some(rootless_parent(debug))
-}
-
-fn rootless_parent(debug: bool) -> Result<(), Failure> {
-    use kiln_executor::rootless::{Host, HostUser, preflight, run_in_namespace};
-    let uid = nix::unistd::getuid();
-    let user = HostUser {
-        uid: uid.as_raw(),
-        gid: nix::unistd::getgid().as_raw(),
-        name: nix::unistd::User::from_uid(uid)
-            .ok()
-            .flatten()
-            .map(|u| u.name),
-    };
-    let mut host = Host::system(std::env::var_os("PATH"));
-    // Where the subordinate id files are, for hosts (and tests) that keep
-    // them elsewhere.
-    if let Some(p) = std::env::var_os("KILN_SUBUID_FILE") {
-        host.subuid = p.into();
-    }
-    if let Some(p) = std::env::var_os("KILN_SUBGID_FILE") {
-        host.subgid = p.into();
-    }
-    let plan = preflight(&host, &user).map_err(|e| Failure::Internal(e.into()))?;
-    if debug {
-        progress::say(&format!("debug: rootless: {}", plan.describe()));
-    }
-    let status = run_in_namespace(&plan).map_err(|e| Failure::Internal(e.into()))?;
-    use std::os::unix::process::ExitStatusExt as _;
-    let code = match (status.code(), status.signal()) {
-        (Some(c), _) => u8::try_from(c).unwrap_or(4),
-        (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(4),
-        (None, None) => 4,
-    };
-    if code == 0 {
-        Ok(())
-    } else {
-        Err(Failure::Status(code))
-    }
-}
-
-/// The exit code of a failure and what it says (its first line for JSON,
-/// and the whole text).
-pub fn describe(f: &Failure) -> (u8, String, String) {
-    match f {
-        Failure::Usage(m) => (2, m.clone(), format!("error: {m}")),
-        Failure::Dockerfile(d) => (2, d.message.clone(), format!("error: {}", d.render())),
-        Failure::Build(m) => (
-            1,
-            m.lines()
-                .rev()
-                .find_map(|l| l.strip_prefix("error: "))
-                .unwrap_or(m)
-                .to_owned(),
-            m.clone(),
-        ),
-        Failure::Other(e) => (1, chain_message(e), format!("error: {}", chain_message(e))),
-        Failure::Registry(e) => (3, chain_message(e), format!("error: {}", chain_message(e))),
-        Failure::Internal(e) => (4, chain_message(e), format!("error: {}", chain_message(e))),
-        Failure::Status(code) => (*code, String::new(), String::new()),
-    }
-}
-
 fn report(f: Failure) -> ExitCode {
     if progress::json_errors() {
         let (code, first, text) = describe(&f);
@@ -469,19 +343,4 @@ fn report(f: Failure) -> ExitCode {
         }
         Failure::Status(code) => ExitCode::from(code),
     }
-}
-
-/// The error and its causes, `: `-separated, leaving out a cause whose text
-/// the message already has (library errors often print their source in
-/// their own message, which `{:#}` would repeat).
-pub(crate) fn chain_message(e: &anyhow::Error) -> String {
-    let mut msg = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !msg.contains(&c) {
-            msg.push_str(": ");
-            msg.push_str(&c);
-        }
-    }
-    msg
 }

@@ -10,7 +10,7 @@ use kiln_oci::MediaTypes;
 use kiln_worker::{BuildResult, Output, State};
 use serde_json::{Value, json};
 
-use crate::Failure;
+use crate::failure::Failure;
 
 fn to_stdout(o: &Output) -> bool {
     let dest = match o {

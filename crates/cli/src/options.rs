@@ -11,8 +11,8 @@ use kiln_frontend::{BuildOptions, NamedContext, ResolvedImage, SourceFile};
 use kiln_llb::Platform;
 use kiln_llb::op::Network;
 
-use crate::Failure;
 use crate::args::BuildArgs;
+use crate::failure::Failure;
 
 /// Refuses flags whose feature has not landed: never ignore a flag.
 pub fn reject_unsupported(args: &BuildArgs) -> Result<(), Failure> {

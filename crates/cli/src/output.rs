@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use kiln_oci::{Compression, MediaTypes};
 use kiln_worker::Output;
 
-use crate::Failure;
+use crate::failure::Failure;
 
 /// Normalises a name given to an image (`-t`, `name=`).
 pub type Normalize<'a> = &'a dyn Fn(&str) -> Result<String, Failure>;

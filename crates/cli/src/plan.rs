@@ -5,8 +5,8 @@ use std::io::Write as _;
 use anyhow::Context as _;
 use kiln_frontend::{Offline, Severity};
 
-use crate::Failure;
 use crate::args::{BuildArgs, PlanArgs, PlanFormat};
+use crate::failure::Failure;
 use crate::options::{build_options, read_dockerfile, reject_unsupported};
 
 fn env_var(key: &str) -> Option<String> {

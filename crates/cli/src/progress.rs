@@ -35,7 +35,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use kiln_registry::{Direction, Transfer, TransferState};
 use kiln_solver::{Event, EventKind, Stream};
@@ -96,43 +96,7 @@ pub fn say(text: &str) {
     }
 }
 
-/// RFC 3339 with nanoseconds, UTC.
-pub fn timestamp() -> String {
-    timestamp_of(SystemTime::now())
-}
-
-pub fn timestamp_of(t: SystemTime) -> String {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    kiln_oci::rfc3339(
-        i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        d.subsec_nanos(),
-    )
-    .unwrap_or_default()
-}
-
-/// Writes one JSON object as a line on stderr, with its `time`.
-pub fn emit_json(mut v: serde_json::Value) {
-    if let Some(o) = v.as_object_mut() {
-        o.insert("time".to_owned(), serde_json::json!(timestamp()));
-    }
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "{v}");
-}
-
-/// What the display knows of a graph node.
-#[derive(Debug, Clone, Default)]
-pub struct NodeInfo {
-    /// `[build 2/4] RUN make`.
-    pub name: String,
-    /// The vertex digest (`sha256:…`).
-    pub digest: String,
-    /// Indexes of the nodes it reads.
-    pub inputs: Vec<usize>,
-    /// `Dockerfile:3`, for Dockerfile steps.
-    pub location: Option<String>,
-    /// The stage it was made for.
-    pub stage: Option<String>,
-}
+pub use crate::progress_event::{NodeInfo, emit_json, short_digest, timestamp_of};
 
 /// How a step ended.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -728,11 +692,11 @@ impl Progress {
         let size = if total > 0 {
             format!(
                 "{} / {}",
-                crate::images::human_size(current),
-                crate::images::human_size(total)
+                crate::units::human_size(current),
+                crate::units::human_size(total)
             )
         } else {
-            crate::images::human_size(current)
+            crate::units::human_size(current)
         };
         let text = if t.state == TransferState::Finished {
             format!("{verb} {short} {size} {took:.1}s done")
@@ -872,15 +836,6 @@ impl Progress {
 impl Drop for Progress {
     fn drop(&mut self) {
         self.finish("");
-    }
-}
-
-/// `sha256:0123456789ab` of a digest (12 hex digits, as Docker shows
-/// layers).
-pub fn short_digest(d: &str) -> String {
-    match d.split_once(':') {
-        Some((alg, hex)) => format!("{alg}:{}", &hex[..hex.len().min(12)]),
-        None => d.chars().take(19).collect(),
     }
 }
 

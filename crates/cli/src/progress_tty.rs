@@ -16,7 +16,6 @@
 //!   `rawjson` prints them, one per line ([`RawJson`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -27,7 +26,7 @@ use kiln_registry::{Transfer, TransferState};
 use kiln_solver::{Event, EventKind, Stream};
 use serde_json::json;
 
-use crate::progress::{NodeInfo, emit_json, short_digest, timestamp};
+use crate::progress_event::{NodeInfo, emit_json, short_digest, timestamp};
 
 /// Output lines shown under a running step.
 const LIVE_LINES: usize = 6;
@@ -698,7 +697,7 @@ impl Tty {
                         &format!(
                             "{verb} {} {}",
                             short_digest(&t.digest.to_string()),
-                            crate::images::human_size(t.current)
+                            crate::units::human_size(t.current)
                         ),
                         &tail,
                     ));
@@ -759,15 +758,4 @@ impl Tty {
             s.cached
         );
     }
-}
-
-/// A duration as the tables show it (buildx's `formatDuration`): `1.4s`,
-/// `2m 5s`.
-pub fn human_duration(d: Duration) -> String {
-    if d < Duration::from_secs(60) {
-        return format!("{:.1}s", d.as_secs_f64());
-    }
-    let mut s = String::new();
-    let _ = write!(s, "{}m {:>2}s", d.as_secs() / 60, d.as_secs() % 60);
-    s
 }

@@ -4,65 +4,14 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use clap::Args;
 use kiln_worker::gc::{self, PruneOptions};
 use kiln_worker::lock::LockKind;
 
-use crate::Failure;
-use crate::images::{human_size, lock, now_secs, open, parse_time};
-
-/// `kiln prune`.
-#[derive(Debug, Args)]
-#[command(
-    long_about = "Remove dangling images (untagged: `<none>:<none>`), then everything in the \
-store that no remaining image or build cache entry uses (blobs, unpacked and built layers), and \
-cache entries whose layers are gone.\n\nWith --all, also the whole build cache, the cache mounts \
-(RUN --mount=type=cache; like `docker builder prune --all`), git fetches, ADD <url> validators and \
---explain records, so later builds start cold. Named images are never removed by prune \
-(there are no containers to tell used from unused images): remove them with `kiln rmi`.\n\n\
-Prune takes the store lock exclusively: it waits for running builds, and builds started \
-meanwhile wait for it.\n\nIt asks first, as `docker image prune` does ([y/N] on stdout, the \
-answer read from stdin); -f/--force does not ask. Without an answer (stdin at its end, as in a \
-script without a terminal) nothing is removed and prune exits 1."
-)]
-pub struct PruneArgs {
-    /// Also remove the whole build cache and the cache mounts.
-    #[arg(short = 'a', long)]
-    pub all: bool,
-    /// Only what was created before a time: until=DURATION (24h, 90m, 1h30m)
-    /// or until=TIMESTAMP (RFC 3339 or seconds since 1970).
-    #[arg(long = "filter", value_name = "until=…")]
-    pub filters: Vec<String>,
-    /// Also remove build cache entries, least recently used first, until
-    /// the store holds at most SIZE (bytes, or with a unit: 512MB, 10GB, 1.5g;
-    /// binary units, as Docker's).
-    #[arg(long = "keep-storage", value_name = "SIZE")]
-    pub keep_storage: Option<String>,
-    /// Do not prompt for confirmation.
-    #[arg(short = 'f', long)]
-    pub force: bool,
-}
-
-/// A size as Docker's `RAMInBytes` reads it: a number with an optional
-/// binary unit (`b`, `k`/`kb`, `m`/`mb`, `g`/`gb`, `t`/`tb`, any case).
-pub fn parse_size(s: &str) -> Option<u64> {
-    let t = s.trim().to_ascii_lowercase();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult: f64 = match unit.trim() {
-        "" | "b" => 1.0,
-        "k" | "kb" | "kib" => 1024.0,
-        "m" | "mb" | "mib" => 1024.0 * 1024.0,
-        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        _ => return None,
-    };
-    let v = n * mult;
-    (v.is_finite() && v >= 0.0).then_some(v as u64)
-}
+use crate::args::{DuArgs, PruneArgs};
+use crate::failure::Failure;
+use crate::store::{lock, open};
+use crate::units::parse_size;
+use crate::units::{human_size, now_secs, parse_time};
 
 /// The automatic garbage collection after a build: at most once an hour
 /// (the mtime of `<root>/gc-stamp`), only when no other kiln uses the store,
@@ -109,25 +58,6 @@ pub fn auto_gc(state: &kiln_worker::State, limit: Option<u64>) -> Option<String>
         plan.cache_entries.len(),
         human_size(plan.reclaimed())
     ))
-}
-
-/// `kiln du`.
-#[derive(Debug, Args)]
-#[command(
-    long_about = "Show what the store holds, as `docker system df`: images, build cache and \
-cache mounts. Sizes are unpacked sizes (the bytes of the files in the layers, each layer's as \
-`kiln images` shows it), and each layer is counted in one row: Images counts every layer of an \
-image in the store once (shared layers once), Build Cache the snapshots cache entries hold that \
-no image has a layer of (0 B once the cache is empty), Unused the snapshots nothing holds any \
-more (the layers of removed images, until `kiln prune`). RECLAIMABLE is what `kiln prune` frees \
-of the images (layers only dangling images have) and what `kiln prune --all` frees of the \
-cache.\n\nWith -v, every image \
-too: its SIZE (as `kiln images`), the part of it other images share, and the rest."
-)]
-pub struct DuArgs {
-    /// Also list every image with its shared and unique sizes.
-    #[arg(short = 'v', long)]
-    pub verbose: bool,
 }
 
 /// A Go duration of h/m/s units (`24h`, `1h30m`, `90s`), in seconds.

@@ -11,7 +11,8 @@ use kiln_registry::auth::Auth;
 use kiln_registry::{Client, RegistryConfig};
 
 use crate::args::{LoginArgs, LogoutArgs, PullArgs, PushArgs};
-use crate::{Failure, Globals};
+use crate::failure::Failure;
+use crate::globals::Globals;
 
 /// Docker Hub, as `docker login` without a server names it.
 const DEFAULT_SERVER: &str = "docker.io";
@@ -65,8 +66,8 @@ pub fn pull(globals: &Globals, args: &PullArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::Usage(format!("invalid --platform {p:?}: {e}")))?,
         None => Platform::host(),
     };
-    let state = crate::images::open_for_layers(globals.root.as_deref())?;
-    let _lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
+    let state = crate::store::open_for_layers(globals.root.as_deref())?;
+    let _lock = crate::store::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     let (tty, client) = live(args.quiet, client(globals, &[])?);
     let plain = stderr_log(args.quiet);
     let log = |line: &str| match &tty {
@@ -103,8 +104,8 @@ pub fn push(globals: &Globals, args: &PushArgs) -> Result<(), Failure> {
         )));
     }
     let name = reference.to_string();
-    let state = crate::images::open(globals.root.as_deref())?;
-    let _lock = crate::images::lock(&state, kiln_worker::lock::LockKind::Shared)?;
+    let state = crate::store::open(globals.root.as_deref())?;
+    let _lock = crate::store::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     let image = state
         .images
         .get(&name)

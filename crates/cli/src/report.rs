@@ -10,9 +10,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use crate::images::human_size;
 use crate::progress::{Outcome, StepSummary};
 use crate::records::Record;
+use crate::units::human_size;
 
 const TEMPLATE: &str = include_str!("report.html");
 
@@ -504,7 +504,7 @@ pub fn show(r: &Record, named: bool) -> String {
         ("Started", shown_time(&r.started_at)),
         (
             "Duration",
-            crate::progress_tty::human_duration(std::time::Duration::from_millis(r.duration_ms)),
+            crate::units::human_duration(std::time::Duration::from_millis(r.duration_ms)),
         ),
     ];
     match r.status.as_str() {

@@ -17,8 +17,8 @@ use std::process::Command;
 use anyhow::Context as _;
 use kiln_oci::Manifest;
 
-use crate::Failure;
 use crate::args::BuildArgs;
+use crate::failure::Failure;
 
 /// The flag, as the user types it.
 const FLAG: &str = "--check-reproducible";

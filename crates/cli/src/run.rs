@@ -12,107 +12,15 @@
 
 use std::io::{Read as _, Write as _};
 use std::os::fd::{AsFd as _, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context as _;
-use clap::Args;
 use kiln_executor::{Attach, AttachMode, ExitStatus, ExtraMount, MountKind, Network, Rootfs};
 use kiln_worker::lock::LockKind;
 
-use crate::Failure;
-use crate::images::{find_id, lock, open_for_layers};
-
-/// `kiln run`.
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// Keep stdin open and give it to the command.
-    #[arg(short = 'i', long)]
-    pub interactive: bool,
-
-    /// Give the command a terminal (a pseudo-TTY).
-    #[arg(short = 't', long)]
-    pub tty: bool,
-
-    /// Remove the container when it exits: always so in kiln, which keeps
-    /// no containers (accepted for `docker run --rm` command lines).
-    #[arg(long)]
-    pub rm: bool,
-
-    /// Set an environment variable (`KEY=VALUE`, or `KEY` to pass this
-    /// process's value).
-    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
-    pub env: Vec<String>,
-
-    /// Read environment variables from a file (`KEY=VALUE` lines; `#`
-    /// comments; a bare `KEY` passes this process's value).
-    #[arg(long = "env-file", value_name = "FILE")]
-    pub env_file: Vec<PathBuf>,
-
-    /// Working directory inside the container (default: the image's).
-    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
-    pub workdir: Option<String>,
-
-    /// User (`name|uid[:group|gid]`; default: the image's).
-    #[arg(short = 'u', long, value_name = "USER")]
-    pub user: Option<String>,
-
-    /// Overwrite the image's ENTRYPOINT (its CMD is then not used either).
-    #[arg(long, value_name = "COMMAND")]
-    pub entrypoint: Option<String>,
-
-    /// Network: `default` (a namespace of its own with outbound access;
-    /// also `bridge`), `none` (loopback only) or `host`.
-    #[arg(long, value_name = "MODE", default_value = "default")]
-    pub network: String,
-
-    /// Container host name (default: a random 12-digit hex ID, as Docker's).
-    #[arg(long, value_name = "NAME")]
-    pub hostname: Option<String>,
-
-    /// Bind-mount a host path: `/host/path:/container/path[:ro|rw]`.
-    #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro]")]
-    pub volumes: Vec<String>,
-
-    /// Mount a fresh tmpfs at a path of the container.
-    #[arg(long, value_name = "PATH")]
-    pub tmpfs: Vec<String>,
-
-    /// `docker run` flags kiln does not have, refused by name.
-    #[command(flatten)]
-    pub docker_only: RunDockerOnly,
-
-    /// The image: a name, an ID or an ID prefix, in the local store.
-    #[arg(value_name = "IMAGE")]
-    pub image: String,
-
-    /// The command and its arguments (default: the image's CMD).
-    #[arg(
-        value_name = "COMMAND",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
-    pub command: Vec<String>,
-}
-
-/// The `docker run` flags kiln does not have: taken so that each is refused
-/// by name. Hidden from `--help`.
-#[derive(Debug, Default, Args)]
-pub struct RunDockerOnly {
-    #[arg(short = 'd', long, hide = true)]
-    pub detach: bool,
-    #[arg(short = 'p', long, hide = true, value_name = "PORTS")]
-    pub publish: Vec<String>,
-    #[arg(long, hide = true, value_name = "NAME")]
-    pub name: Option<String>,
-    #[arg(long, hide = true)]
-    pub privileged: bool,
-    #[arg(long = "cap-add", hide = true, value_name = "CAP")]
-    pub cap_add: Vec<String>,
-    #[arg(long, hide = true, value_name = "PLATFORM")]
-    pub platform: Option<String>,
-    #[arg(long, hide = true, value_name = "POLICY")]
-    pub pull: Option<String>,
-}
+use crate::args::{RunArgs, RunDockerOnly};
+use crate::failure::Failure;
+use crate::store::{find_id, lock, open_for_layers};
 
 impl RunDockerOnly {
     fn unsupported(&self) -> Option<String> {
@@ -140,7 +48,7 @@ impl RunDockerOnly {
 /// Exit status of `kiln run`'s own failures, as `docker run`'s.
 const OWN_FAILURE: u8 = 125;
 
-pub fn run(globals: &crate::Globals, args: &RunArgs) -> Result<(), Failure> {
+pub fn run(globals: &crate::globals::Globals, args: &RunArgs) -> Result<(), Failure> {
     if let Some(m) = args.docker_only.unsupported() {
         return Err(Failure::Usage(m));
     }
@@ -153,7 +61,7 @@ pub fn run(globals: &crate::Globals, args: &RunArgs) -> Result<(), Failure> {
             }
         }
         Err(Failure::Other(e) | Failure::Internal(e) | Failure::Registry(e)) => {
-            eprintln!("kiln: {}", crate::chain_message(&e));
+            eprintln!("kiln: {}", crate::failure::chain_message(&e));
             Err(Failure::Status(OWN_FAILURE))
         }
         Err(f) => Err(f),
@@ -326,7 +234,7 @@ fn network(mode: &str) -> Result<Network, String> {
     }
 }
 
-fn prepare_and_run(globals: &crate::Globals, args: &RunArgs) -> Result<u8, Failure> {
+fn prepare_and_run(globals: &crate::globals::Globals, args: &RunArgs) -> Result<u8, Failure> {
     if args.tty && !nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
         return Err(Failure::Usage(
             "kiln run -t: the input device is not a TTY (leave out -t)".to_owned(),

@@ -35,11 +35,10 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::Context as _;
-use clap::Args;
 use kiln_attest::Recipe;
 use kiln_attest::slsa::Material;
 use kiln_llb::{Digest, Platform};
@@ -48,42 +47,10 @@ use kiln_reference::Reference;
 use kiln_registry::{Client, RegistryError};
 use serde_json::Value;
 
+use crate::args::VerifyArgs;
+use crate::failure::Failure;
+use crate::globals::Globals;
 use crate::reproducible::{Labels, compare};
-use crate::{Failure, Globals};
-
-/// `kiln verify`.
-#[derive(Debug, Args)]
-pub struct VerifyArgs {
-    /// The image: in the local store (built there with attestations) or in
-    /// a registry (its index carries the provenance).
-    #[arg(value_name = "IMAGE")]
-    pub image: String,
-    /// The build context the image was built from.
-    #[arg(value_name = "CONTEXT", default_value = ".")]
-    pub context: PathBuf,
-    /// The Dockerfile (default: the provenance's entry point in CONTEXT).
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
-    pub file: Option<PathBuf>,
-    /// A build argument the provenance leaves out (`mode=min`, or a
-    /// secret-looking name), as `NAME=VALUE`.
-    #[arg(long = "build-arg", value_name = "NAME=VALUE")]
-    pub build_args: Vec<String>,
-    /// A secret the build's RUN steps mount, as in `kiln build`.
-    #[arg(long = "secret", value_name = "id=ID,src=PATH")]
-    pub secrets: Vec<String>,
-    /// Which image of a multi-platform index (default: the only one, or
-    /// this machine's platform).
-    #[arg(long, value_name = "PLATFORM")]
-    pub platform: Option<String>,
-    /// Keep the rebuilt OCI layout in this directory.
-    #[arg(long, value_name = "DIR")]
-    pub keep: Option<PathBuf>,
-    /// When verified, write an in-toto statement about the image with kiln's
-    /// `https://kiln.dev/verification/v1` predicate (what was checked) to
-    /// this file.
-    #[arg(long, value_name = "FILE")]
-    pub statement: Option<PathBuf>,
-}
 
 const PROVENANCE_TYPES: [&str; 2] = [
     kiln_attest::slsa::PREDICATE_V02,
@@ -184,7 +151,7 @@ fn local_index(
     globals: &Globals,
     args: &VerifyArgs,
 ) -> Option<(Vec<u8>, Digest, kiln_worker::State)> {
-    let dir = crate::build::state_dir(globals.root.as_deref());
+    let dir = crate::store::state_dir(globals.root.as_deref());
     if !dir.join("images").exists() {
         return None;
     }
