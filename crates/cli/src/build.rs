@@ -889,7 +889,21 @@ fn run(
         .into_iter()
         .map(|(r, d)| (r, d.to_string()))
         .collect();
-    let planned = planned?;
+    let planned = match planned {
+        Ok(p) => p,
+        Err(e) => {
+            // As BuildKit, a Dockerfile that fails to plan still reports
+            // the warnings of the instructions before the failure.
+            if matches!(e, Failure::Dockerfile(_)) {
+                found.lints = kiln_frontend::check(file, &opts, &Offline)
+                    .warnings
+                    .into_iter()
+                    .filter(|w| w.rule.is_some())
+                    .collect();
+            }
+            return Err(e);
+        }
+    };
     // `--platform a,b`: the Dockerfile is planned once per target platform;
     // the graphs meet in one solve (`dag_of_platforms`).
     let mut more_platforms = Vec::new();
