@@ -178,11 +178,9 @@ fn run(conv: &mut Converter, df: Dockerfile) -> R<Plan> {
                 .filter(|w| w.rule.is_some())
                 .cloned()
                 .collect();
-            e.message = format!(
-                "lint violation found for rules: {} (# check=error=true): {}",
-                rules.join(", "),
-                first.message
-            );
+            // BuildKit's words (linter.go); the warnings, listed with the
+            // error, say what each rule found.
+            e.message = format!("lint violation found for rules: {}", rules.join(", "));
             return Err(e);
         }
     }
