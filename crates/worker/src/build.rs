@@ -139,25 +139,13 @@ fn check_multi_platform_outputs(req: &BuildRequest) -> Result<(), Error> {
     if req.more_platforms.is_empty() {
         return Ok(());
     }
-    for out in &req.outputs {
-        match out {
-            Output::Docker { .. } => {
-                return Err(Error::Other(
-                    "docker exporter does not currently support exporting manifest lists \
-                     (a multi-platform build makes an image index: use -o type=oci, --push \
-                     or one --platform)"
-                        .to_owned(),
-                ));
-            }
-            Output::Tar { .. } => {
-                return Err(Error::Other(
-                    "-o type=tar of a multi-platform build is not supported yet \
-                     (use type=local, which writes one directory per platform)"
-                        .to_owned(),
-                ));
-            }
-            _ => {}
-        }
+    if req.outputs.iter().any(|o| matches!(o, Output::Docker { .. })) {
+        return Err(Error::Other(
+            "docker exporter does not currently support exporting manifest lists \
+             (a multi-platform build makes an image index: use -o type=oci, --push \
+             or one --platform)"
+                .to_owned(),
+        ));
     }
     Ok(())
 }

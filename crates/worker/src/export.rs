@@ -471,6 +471,42 @@ fn flat_tar_inner(
     Ok(())
 }
 
+/// `type=tar` of a multi-platform build, as BuildKit writes it: the files
+/// of each platform's image under its directory (`linux_amd64/…`), with
+/// the directory `extra` of that platform (its statements) on top.
+pub fn multi_flat_tar(
+    state: &State,
+    trees: &[(String, Vec<LayerId>, Option<std::path::PathBuf>)],
+    dest: &Path,
+    clamp: Option<i64>,
+) -> Result<(), Error> {
+    let scratch = state.scratch()?;
+    let root = scratch.path().join("fs");
+    fs::create_dir(&root).map_err(io_err("creating", &root))?;
+    let mut guards = Vec::new();
+    for (name, layers, extra) in trees {
+        let mnt = root.join(name);
+        fs::create_dir(&mnt).map_err(io_err("creating", &mnt))?;
+        let mut dirs = state.layer_dirs(layers)?;
+        dirs.extend(extra.clone());
+        if !dirs.is_empty() {
+            guards.push(kiln_snapshot::mount_layers(&dirs, None, &mnt)?);
+        }
+    }
+    write_file_atomic(dest, None, |w| {
+        kiln_snapshot::write_layer_tar(
+            &root,
+            w,
+            &kiln_snapshot::TarOptions { mtime_clamp: clamp },
+        )?;
+        Ok(())
+    })?;
+    for g in guards {
+        g.unmount()?;
+    }
+    Ok(())
+}
+
 /// The blob of `layer` with exactly `compression`: built layers are
 /// compressed so anyway; an unpacked layer without a blob of that
 /// compression gets one, made from the blob it has (decompressed, checked

@@ -211,7 +211,24 @@ pub fn write_outputs(
                     }
                 }
             }
-            Output::Docker { .. } | Output::Tar { .. } => {
+            Output::Tar { dest } => {
+                // As BuildKit's tar exporter: one directory per platform
+                // (`linux_amd64/…`), each with its statements beside it.
+                let scratch = state.scratch()?;
+                let mut trees = Vec::with_capacity(layers.len());
+                for (p, l) in layers {
+                    let name = crate::build::platform_dir(p);
+                    let mut extra = None;
+                    if let Some(a) = att.filter(|a| a.applies_to(out)) {
+                        let dir = scratch.path().join(format!("attest-{name}"));
+                        a.write_local(state, l, p, &dir, clamp)?;
+                        extra = Some(dir);
+                    }
+                    trees.push((name, l.clone(), extra));
+                }
+                export::multi_flat_tar(state, &trees, dest, clamp)?;
+            }
+            Output::Docker { .. } => {
                 return Err(Error::Other(
                     "this output cannot hold a multi-platform result".to_owned(),
                 ));
