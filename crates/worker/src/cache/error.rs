@@ -25,4 +25,28 @@ pub enum CacheError {
         attempts: usize,
         own: kiln_llb::Digest,
     },
+    /// An S3 request was answered with an error status.
+    #[error("s3 {what}: {method} {key}: HTTP {status}{}", code_suffix(.code))]
+    S3Status {
+        what: String,
+        method: &'static str,
+        key: String,
+        status: u16,
+        code: Option<String>,
+    },
+    /// An S3 request failed before an answer (connection, TLS, …).
+    #[error("s3 {what}: {method} {key}: {source}")]
+    S3Request {
+        what: String,
+        method: &'static str,
+        key: String,
+        source: Box<ureq::Error>,
+    },
+    /// No S3 region or bucket could be found, or an invalid endpoint.
+    #[error("s3 {what}: {reason}")]
+    S3Config { what: String, reason: String },
+}
+
+fn code_suffix(code: &Option<String>) -> String {
+    code.as_ref().map(|c| format!(" ({c})")).unwrap_or_default()
 }

@@ -65,6 +65,7 @@ mod inline;
 mod lazy;
 mod local;
 mod registry;
+mod s3;
 mod spec;
 pub mod transport;
 

@@ -8,7 +8,7 @@ use kiln_oci::Compression;
 
 use super::attrs::{Attrs, Flag};
 use super::transport::Transport;
-use super::{local, registry};
+use super::{local, registry, s3};
 
 /// Records a cache destination keeps at most, unless `max-records=` says.
 pub const DEFAULT_MAX_RECORDS: usize = 10_000;
@@ -18,7 +18,11 @@ type Parse = fn(&mut Attrs) -> Result<Arc<dyn Transport>, String>;
 
 /// The transports, by `type=`. Adding one is a file beside this one and a
 /// line here.
-const TRANSPORTS: &[(&str, Parse)] = &[("local", local::parse), ("registry", registry::parse)];
+const TRANSPORTS: &[(&str, Parse)] = &[
+    ("local", local::parse),
+    ("registry", registry::parse),
+    ("s3", s3::parse),
+];
 
 /// Which records an export writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -111,7 +115,7 @@ fn location(a: &mut Attrs) -> Result<Location, String> {
             "{flag} type=inline: an inline cache is read from its image: \
              --cache-from type=registry,ref=<image>"
         )),
-        "gha" | "s3" | "azblob" => Err(format!(
+        "gha" | "azblob" => Err(format!(
             "{flag} type={kind} is not supported yet (kiln's caches go to {})",
             listed(&known)
         )),

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# A real S3-compatible server on loopback for the build cases: Ceph's RADOS
+# Gateway (Debian's radosgw, Ceph 16 "pacific", run in production), on a
+# throw-away single-node cluster (one monitor, one OSD whose objectstore is
+# memstore: everything in memory, nothing on a disk).
+#
+#   s3-server.sh start DIR   prints HOST:PORT once the gateway answers; a
+#                            user (access key KILNTESTACCESSKEY, secret
+#                            kilntestsecretkey) and the bucket ci-cache exist;
+#                            the gateway's request log is DIR/client.rgw.log
+#   s3-server.sh stop DIR    stops the daemons started in DIR
+set -euo pipefail
+cmd=${1:?usage: s3-server.sh start|stop DIR}
+D=${2:?usage: s3-server.sh start|stop DIR}
+KEY=KILNTESTACCESSKEY
+SECRET=kilntestsecretkey
+
+if [ "$cmd" = stop ]; then
+    for p in "$D"/run/*.pid; do
+        [ -e "$p" ] && kill "$(cat "$p")" 2>/dev/null || true
+    done
+    sleep 0.5
+    for p in "$D"/run/*.pid; do
+        [ -e "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true
+    done
+    exit 0
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+MON_PORT=$(free_port)
+PORT=$(free_port)
+mkdir -p "$D/mon" "$D/osd" "$D/run"
+FSID=$(python3 -c 'import uuid; print(uuid.uuid4())')
+cat > "$D/ceph.conf" <<CONF
+[global]
+fsid = $FSID
+mon host = v1:127.0.0.1:$MON_PORT
+mon initial members = a
+auth cluster required = none
+auth service required = none
+auth client required = none
+ms bind msgr2 = false
+osd objectstore = memstore
+memstore device bytes = 1073741824
+osd pool default size = 1
+osd pool default min size = 1
+osd crush chooseleaf type = 0
+mon allow pool size one = true
+mon warn on pool no redundancy = false
+mon data avail crit = 0
+mon data avail warn = 0
+run dir = $D/run
+log file = $D/\$name.log
+admin socket = $D/run/\$name.asok
+pid file = $D/run/\$name.pid
+keyring = $D/keyring
+osd data = $D/osd
+mon data = $D/mon
+[client.rgw]
+rgw frontends = beast endpoint=127.0.0.1:$PORT
+CONF
+export CEPH_CONF="$D/ceph.conf"
+{
+    ceph-authtool --create-keyring "$D/keyring" --gen-key -n mon. --cap mon 'allow *'
+    ceph-authtool "$D/keyring" --gen-key -n client.admin --cap mon 'allow *' --cap osd 'allow *' --cap mgr 'allow *'
+    ceph-authtool "$D/keyring" --gen-key -n client.rgw --cap mon 'allow rw' --cap osd 'allow rwx' --cap mgr 'allow rw'
+    monmaptool --create --addv a "[v1:127.0.0.1:$MON_PORT]" --fsid "$FSID" "$D/monmap"
+    # (each step bounded: a daemon that cannot reach the monitor retries
+    # for minutes; every command is given the configuration, radosgw does
+    # not read $CEPH_CONF)
+    ceph-mon -c "$D/ceph.conf" --mkfs -i a --monmap "$D/monmap" --keyring "$D/keyring"
+    timeout 20 ceph-mon -c "$D/ceph.conf" -i a
+    OSD=$(timeout 20 ceph -c "$D/ceph.conf" osd create)
+    timeout 20 ceph-osd -c "$D/ceph.conf" -i "$OSD" --mkfs
+    timeout 20 ceph-osd -c "$D/ceph.conf" -i "$OSD"
+    timeout 20 ceph -c "$D/ceph.conf" osd crush add "osd.$OSD" 1 root=default host=localhost
+    timeout 30 radosgw -c "$D/ceph.conf" -n client.rgw
+} > "$D/setup.log" 2>&1 || { echo "s3-server.sh: setting up the cluster failed, see $D/setup.log" >&2; exit 1; }
+for _ in $(seq 1 120); do
+    python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT/', timeout=2)" 2>/dev/null && break
+    sleep 0.5
+done
+timeout 20 radosgw-admin -c "$D/ceph.conf" user create --uid=kiln --display-name=kiln --access-key=$KEY --secret=$SECRET >> "$D/setup.log" 2>&1
+req="python3 $(dirname "$(readlink -f "$0")")/s3-request.py"
+for _ in $(seq 1 60); do
+    $req PUT "http://127.0.0.1:$PORT/ci-cache" >/dev/null && break
+    sleep 0.5
+done
+$req GET "http://127.0.0.1:$PORT/ci-cache" >/dev/null || { echo "s3-server.sh: the gateway did not come up, see $D" >&2; exit 1; }
+echo "127.0.0.1:$PORT"
