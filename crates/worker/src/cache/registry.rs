@@ -190,7 +190,13 @@ impl Remote for RegistryRemote {
     }
 
     fn write_index(&self, cx: &Cx<'_>, desc: &Descriptor) -> Result<(), Error> {
-        crate::registry::push(cx.state, &self.client, desc, &[self.name.clone()], cx.log)?;
+        crate::registry::push(
+            cx.state,
+            &self.client,
+            desc,
+            std::slice::from_ref(&self.name),
+            cx.log,
+        )?;
         Ok(())
     }
 
