@@ -210,6 +210,9 @@ impl Transport for S3 {
             .map_err(|e| config_err(format!("bucket: {e}")))?;
         let agent: Agent = Agent::config_builder()
             .http_status_as_error(false)
+            // A redirect (another region's endpoint) is an error with S3's
+            // code: a presigned URL is good for one host only.
+            .max_redirects(0)
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_recv_response(Some(Duration::from_secs(120)))
@@ -313,6 +316,15 @@ impl S3Remote {
     fn request_err(&self, method: &'static str, key: &str) -> impl FnOnce(ureq::Error) -> Error {
         let (what, key) = (self.what.clone(), key.to_owned());
         move |e| {
+            // The URL is presigned: its query holds the access key id, the
+            // signature and any session token. Never in a message.
+            let e = match e {
+                ureq::Error::BadUri(_) => ureq::Error::BadUri("(presigned URL)".to_owned()),
+                ureq::Error::RequireHttpsOnly(_) => {
+                    ureq::Error::RequireHttpsOnly("(presigned URL)".to_owned())
+                }
+                e => e,
+            };
             Error::Cache(CacheError::S3Request {
                 what,
                 method,
