@@ -19,7 +19,7 @@ if [ "$cmd" = stop ]; then
     for p in "$D"/run/*.pid; do
         [ -e "$p" ] && kill "$(cat "$p")" 2>/dev/null || true
     done
-    sleep 0.5
+    sleep 1
     for p in "$D"/run/*.pid; do
         [ -e "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true
     done
@@ -78,13 +78,13 @@ export CEPH_CONF="$D/ceph.conf"
 } > "$D/setup.log" 2>&1 || { echo "s3-server.sh: setting up the cluster failed, see $D/setup.log" >&2; exit 1; }
 for _ in $(seq 1 120); do
     python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT/', timeout=2)" 2>/dev/null && break
-    sleep 0.5
+    sleep 1
 done
 timeout 20 radosgw-admin -c "$D/ceph.conf" user create --uid=kiln --display-name=kiln --access-key=$KEY --secret=$SECRET >> "$D/setup.log" 2>&1
 req="python3 $(dirname "$(readlink -f "$0")")/s3-request.py"
 for _ in $(seq 1 60); do
     $req PUT "http://127.0.0.1:$PORT/ci-cache" >/dev/null && break
-    sleep 0.5
+    sleep 1
 done
 $req GET "http://127.0.0.1:$PORT/ci-cache" >/dev/null || { echo "s3-server.sh: the gateway did not come up, see $D" >&2; exit 1; }
 echo "127.0.0.1:$PORT"
