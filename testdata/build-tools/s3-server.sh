@@ -10,6 +10,7 @@
 #                            the gateway's request log is DIR/client.rgw.log
 #   s3-server.sh stop DIR    stops the daemons started in DIR
 set -euo pipefail
+trap 'echo "s3-server.sh: line $LINENO failed (see $D/setup.log):" >&2; tail -n 5 "$D/setup.log" >&2 || true' ERR
 cmd=${1:?usage: s3-server.sh start|stop DIR}
 D=${2:?usage: s3-server.sh start|stop DIR}
 KEY=KILNTESTACCESSKEY
