@@ -324,3 +324,118 @@ fn mount_blob(state: &State, data: &Path, compression: Compression) -> Result<De
     }
     Ok(blob?.descriptor)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use kiln_oci::media;
+
+    use super::*;
+    use crate::cache::format::Flat;
+    use crate::cache::spec::CacheTo;
+    use crate::cache::transport::read_cache;
+
+    /// A transport in memory: blobs by digest and an index naming one
+    /// manifest. `rival`: a cache another exporter writes right after this
+    /// export's first write, as a racing exporter without its records would.
+    #[derive(Debug, Default)]
+    struct Memory {
+        blobs: Mutex<HashMap<Digest, Vec<u8>>>,
+        index: Mutex<Option<Digest>>,
+        rival: Mutex<Option<Digest>>,
+        index_writes: Mutex<usize>,
+    }
+
+    impl Remote for Memory {
+        fn describe(&self) -> String {
+            "memory".to_owned()
+        }
+
+        fn current(&self, cx: &Cx<'_>) -> Result<Option<Current>, Error> {
+            let Some(digest) = *self.index.lock().unwrap() else {
+                return Ok(None);
+            };
+            let size = self.blobs.lock().unwrap()[&digest].len() as u64;
+            let desc = Descriptor::new(media::OCI_MANIFEST, kiln_oci::BlobInfo { digest, size });
+            let cache = read_cache(cx, self, &desc)?;
+            Ok(Some(Current {
+                digest,
+                cache: Some(cache),
+            }))
+        }
+
+        fn has(&self, desc: &Descriptor) -> Result<bool, Error> {
+            Ok(self.blobs.lock().unwrap().contains_key(&desc.digest))
+        }
+
+        fn fetch(&self, state: &State, desc: &Descriptor) -> Result<(), Error> {
+            let bytes = self.blobs.lock().unwrap()[&desc.digest].clone();
+            state.content.put_bytes(&bytes)?;
+            Ok(())
+        }
+
+        fn put(&self, state: &State, desc: &Descriptor) -> Result<(), Error> {
+            let bytes = state.content.read(&desc.digest)?;
+            self.blobs.lock().unwrap().insert(desc.digest, bytes);
+            Ok(())
+        }
+
+        fn write_index(&self, _: &Cx<'_>, desc: &Descriptor) -> Result<(), Error> {
+            *self.index_writes.lock().unwrap() += 1;
+            let rival = self.rival.lock().unwrap().take();
+            *self.index.lock().unwrap() = Some(rival.unwrap_or(desc.digest));
+            Ok(())
+        }
+    }
+
+    /// A cache of one-layer records `keys`, its layer blobs in the store.
+    fn cache(state: &State, keys: &[u8]) -> (CacheConfig, Vec<Descriptor>) {
+        let mut flat = Flat::default();
+        for k in keys {
+            let info = state.content.put_bytes(&[*k]).unwrap();
+            let blob = Descriptor::new(media::OCI_LAYER_GZIP, info.clone());
+            flat.records.insert(key(*k), (0, vec![(info.digest, blob)]));
+        }
+        flat.build()
+    }
+
+    fn key(k: u8) -> Key {
+        Key::derive("test", &[&[k]])
+    }
+
+    #[test]
+    fn a_racing_exporter_that_drops_this_exports_records_is_merged_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        let log = |_: &str| {};
+        let cx = Cx {
+            state: &state,
+            registry: None,
+            log: &log,
+        };
+        let remote = Memory::default();
+        // The other exporter's cache is in the store already; it replaces
+        // this export's first write.
+        let (theirs, their_blobs) = cache(&state, &[1, 2]);
+        let (m, d) = format::cache_manifest(&state, &theirs, their_blobs).unwrap();
+        remote.put_cache(&cx, &m, &d).unwrap();
+        *remote.rival.lock().unwrap() = Some(d.digest);
+
+        let (ours, our_blobs) = cache(&state, &[3]);
+        let to = CacheTo::parse("type=local,dest=unused,mode=max").unwrap();
+        let (merged, desc) = write(&cx, &remote, &ours, &our_blobs, &to).unwrap();
+
+        let keys: HashSet<Key> = merged.records.iter().map(|r| r.key).collect();
+        assert_eq!(keys, [key(1), key(2), key(3)].into_iter().collect());
+        assert_eq!(*remote.index.lock().unwrap(), Some(desc.digest));
+        assert_eq!(
+            *remote.index_writes.lock().unwrap(),
+            2,
+            "written, replaced, merged again"
+        );
+        // What an importer reads: the union, every blob there.
+        let (_, config) = remote.current(&cx).unwrap().unwrap().cache.unwrap();
+        assert_eq!(config.records.len(), 3);
+    }
+}
