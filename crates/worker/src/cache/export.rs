@@ -394,7 +394,7 @@ mod tests {
         let mut flat = Flat::default();
         for k in keys {
             let info = state.content.put_bytes(&[*k]).unwrap();
-            let blob = Descriptor::new(media::OCI_LAYER_GZIP, info.clone());
+            let blob = Descriptor::new(media::OCI_LAYER_GZIP, info);
             flat.records.insert(key(*k), (0, vec![(info.digest, blob)]));
         }
         flat.build()
