@@ -10,7 +10,7 @@
 #                            the gateway's request log is DIR/client.rgw.log
 #   s3-server.sh stop DIR    stops the daemons started in DIR
 set -euo pipefail
-trap 'echo "s3-server.sh: line $LINENO failed (see $D/setup.log):" >&2; tail -n 5 "$D/setup.log" >&2 || true' ERR
+trap 'echo "s3-server.sh: line $LINENO failed (see $D/setup.log):" >&2; tail -n 5 "$D/setup.log" >&2 || true; flock -u 9 2>/dev/null || true' ERR
 cmd=${1:?usage: s3-server.sh start|stop DIR}
 D=${2:?usage: s3-server.sh start|stop DIR}
 KEY=KILNTESTACCESSKEY
@@ -27,6 +27,11 @@ if [ "$cmd" = stop ]; then
     exit 0
 fi
 
+# Two clusters set up at once on one machine were seen to cross (an OSD
+# told "wrong fsid" by the other cluster's monitor): cases that start a
+# server at the same time take turns until their gateway answers.
+exec 9>"${TMPDIR:-/tmp}/kiln-test-s3-server.lock"
+flock 9
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 MON_PORT=$(free_port)
 PORT=$(free_port)
@@ -88,4 +93,6 @@ for _ in $(seq 1 60); do
     sleep 1
 done
 $req GET "http://127.0.0.1:$PORT/ci-cache" >/dev/null || { echo "s3-server.sh: the gateway did not come up, see $D" >&2; exit 1; }
+flock -u 9
+exec 9>&-
 echo "127.0.0.1:$PORT"
