@@ -415,8 +415,8 @@ struct Plan {
     mode: Mode,
     print_id: bool,
     outputs: Vec<Output>,
-    cache_to: Vec<kiln_worker::cache_exchange::CacheTo>,
-    cache_from: Vec<kiln_worker::cache_exchange::CacheFrom>,
+    cache_to: Vec<kiln_worker::cache::CacheTo>,
+    cache_from: Vec<kiln_worker::cache::CacheFrom>,
     image_names: Vec<String>,
     opts: BuildOptions,
     contexts: Vec<(String, ContextValue)>,
@@ -466,13 +466,13 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     let mut cache_to = args
         .cache_to
         .iter()
-        .map(|s| kiln_worker::cache_exchange::CacheTo::parse(s))
+        .map(|s| kiln_worker::cache::CacheTo::parse(s))
         .collect::<Result<Vec<_>, _>>()
         .map_err(Failure::Usage)?;
     let cache_from = args
         .cache_from
         .iter()
-        .map(|s| kiln_worker::cache_exchange::CacheFrom::parse(s))
+        .map(|s| kiln_worker::cache::CacheFrom::parse(s))
         .collect::<Result<Vec<_>, _>>()
         .map_err(Failure::Usage)?;
     let image_names: Vec<String> = outputs
@@ -506,13 +506,9 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         .get("BUILDKIT_INLINE_CACHE")
         .and_then(|v| crate::args::go_bool(v))
         == Some(true);
-    let has_inline = cache_to
-        .iter()
-        .any(|t| t.location == kiln_worker::cache_exchange::Location::Inline);
+    let has_inline = cache_to.iter().any(|t| t.location.is_inline());
     if inline_asked && !has_inline && outputs.iter().any(Output::needs_image) {
-        cache_to.push(
-            kiln_worker::cache_exchange::CacheTo::parse("type=inline").map_err(Failure::Usage)?,
-        );
+        cache_to.push(kiln_worker::cache::CacheTo::parse("type=inline").map_err(Failure::Usage)?);
     }
     let attest = crate::attest::request(args, &outputs, &env_var)?;
     let contexts = build_contexts(args)?;

@@ -15,7 +15,7 @@ use kiln_executor::container::{Container, Settings, host::HostFacts};
 use kiln_executor::isolation::Isolation;
 use kiln_executor::namespaces::Namespaces;
 use kiln_worker::Output;
-use kiln_worker::cache_exchange::{CacheFrom, CacheTo, Location};
+use kiln_worker::cache::{CacheFrom, CacheTo};
 
 use crate::args::{BuildArgs, IsolationChoice};
 use crate::failure::Failure;
@@ -104,8 +104,8 @@ fn build_paths(
         .map(|c| &c.location)
         .chain(cache_from.iter().map(|c| &c.location))
     {
-        if let Location::Local(d) = l {
-            out.push(d.clone());
+        if let Some(d) = l.transport().and_then(|t| t.local_dir()) {
+            out.push(d.to_path_buf());
         }
     }
     for s in &args.secrets {

@@ -28,6 +28,10 @@
 //!   `$BASE_TAR` (the busybox rootfs tar) set (edit files, call skopeo, …);
 //! * `registry [auth]` — starts Debian's `docker-registry` on a loopback port
 //!   and sets `$REGISTRY` (`auth`: basic auth over TLS, see `Case::registry`);
+//! * `s3` — starts an S3-compatible server on loopback (Ceph's radosgw,
+//!   `build-tools/s3-server.sh`) with a bucket `ci-cache`, and sets `$S3`
+//!   to its `host:port`, `$S3_LOG` to its request log and kiln's AWS
+//!   credentials and region variables;
 //! * `proxy` — starts testkit's `FaultProxy` (an HTTP proxy that counts
 //!   requests) in front of the last registry started and sets `$PROXY` to
 //!   its `host:port`;
@@ -354,6 +358,8 @@ struct Case {
     proxies: Vec<(kiln_testkit::registry::FaultProxy, usize)>,
     /// HTTP servers the script started (`serve`), killed when the case ends.
     servers: Vec<Server>,
+    /// S3 servers the script started (`s3`).
+    s3_servers: Vec<S3Server>,
     /// A BuildKit-suite case (`testdata/buildkit-suite`): `build` records
     /// only whether it succeeded (the script checks `$LOG` and the outputs).
     suite: bool,
@@ -372,6 +378,35 @@ struct Case {
 
 /// A server a script started (`serve`) and its address; killed on drop.
 struct Server(std::process::Child, String, String);
+
+/// An S3-compatible server the script started (`s3`): the process ids of
+/// `build-tools/s3-server.sh`'s daemons, read from their pid files when it
+/// started (the case's directory may be gone when this is dropped), killed
+/// when the case ends (their store is in memory: nothing to flush).
+struct S3Server(Vec<String>);
+
+impl S3Server {
+    fn of(dir: &Path) -> S3Server {
+        let pids = fs::read_dir(dir.join("run"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".pid"))
+            .filter_map(|e| fs::read_to_string(e.path()).ok())
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .collect();
+        S3Server(pids)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let _ = Command::new("kill").arg("-9").args(&self.0).status();
+        }
+    }
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -463,6 +498,7 @@ impl Case {
             registries: Vec::new(),
             proxies: Vec::new(),
             servers: Vec::new(),
+            s3_servers: Vec::new(),
             suite: dir.starts_with(testdata().join("buildkit-suite")),
             logs: String::new(),
             stdin: std::cell::Cell::new(None),
@@ -807,6 +843,42 @@ impl Case {
         self.registries.push(r);
     }
 
+    /// `s3`: starts an S3-compatible server on loopback (Ceph's radosgw on a
+    /// one-node in-memory cluster, `build-tools/s3-server.sh`) with the
+    /// bucket `ci-cache`; sets `$S3` to its `host:port`, `$S3_LOG` to its
+    /// request log, and the AWS variables kiln reads its credentials and
+    /// region from.
+    fn s3(&mut self) {
+        let dir = self
+            .tmp
+            .path()
+            .join(format!("s3-{}", self.s3_servers.len()));
+        let out = Command::new("bash")
+            .arg(testdata().join("build-tools/s3-server.sh"))
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .expect("bash");
+        // Stopped when the case ends, also when starting failed half-way.
+        self.s3_servers.push(S3Server::of(&dir));
+        assert!(
+            out.status.success(),
+            "{}: starting the S3 server: {}",
+            self.dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let addr = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        for (k, v) in [
+            ("S3", addr),
+            ("S3_LOG", dir.join("client.rgw.log").display().to_string()),
+            ("AWS_ACCESS_KEY_ID", "KILNTESTACCESSKEY".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "kilntestsecretkey".to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+        ] {
+            self.vars.push((k.to_owned(), v));
+        }
+    }
+
     /// `proxy`: a counting proxy in front of the last registry.
     fn proxy(&mut self) {
         let r = self
@@ -952,6 +1024,7 @@ impl Case {
                     self.run(cmd.trim_start_matches("run").trim_start())
                 }
                 Some("registry") => self.registry(&words[1..]),
+                Some("s3") => self.s3(),
                 Some("serve") => self.serve(&words[1..]),
                 Some("let") => self.let_var(line.trim_start_matches("let").trim_start()),
                 Some("machine") => self.machine(&words[1..]),

@@ -81,7 +81,7 @@ pub struct ImageConfigFile {
     pub history: Vec<History>,
     /// kiln's inline build cache (`--cache-to type=inline`): the cache
     /// records of the image's own layers, in kiln's cache format with blob
-    /// indexes into the image's layers (`kiln-worker`'s `cache_exchange`).
+    /// indexes into the image's layers (`kiln-worker`'s `cache` module).
     /// Written only when asked for, and never inherited by an image built on
     /// this one. BuildKit's counterpart is `moby.buildkit.cache.v0`.
     #[serde(

@@ -19,7 +19,7 @@ use crate::error::{Error, StepError};
 use crate::image::{self, CommitRequest, Committed, StoreResolver};
 use crate::state::State;
 use crate::worker::{ContextSource, ExecSettings, LlbWorker};
-use crate::{Value, cache_exchange, export};
+use crate::{Value, cache, export};
 
 /// Everything a build needs besides the state directory.
 pub struct BuildRequest {
@@ -63,9 +63,9 @@ pub struct BuildRequest {
     pub transfers: Option<kiln_registry::ProgressSink>,
     /// `--cache-from`: caches whose records answer lookups the local cache
     /// cannot.
-    pub cache_from: Vec<crate::cache_exchange::CacheFrom>,
+    pub cache_from: Vec<crate::cache::CacheFrom>,
     /// `--cache-to`: where the build's cache records go.
-    pub cache_to: Vec<crate::cache_exchange::CacheTo>,
+    pub cache_to: Vec<crate::cache::CacheTo>,
     /// `--provenance`, `--sbom`, `--attest`, `--annotation` (the cli checks
     /// them against the outputs first: `attest::check_outputs`).
     pub attest: crate::attest::AttestRequest,
@@ -210,10 +210,7 @@ pub async fn build(
             None => None,
         });
     }
-    let inline = req
-        .cache_to
-        .iter()
-        .any(|t| t.location == cache_exchange::Location::Inline);
+    let inline = req.cache_to.iter().any(|t| t.location.is_inline());
     if inline && !req.outputs.iter().any(Output::needs_image) {
         return Err(Error::Other(
             "--cache-to type=inline: the cache goes into the image config, and this build \
@@ -268,28 +265,28 @@ pub async fn build(
         }
         worker = worker.with_image_layers(chain, req.source_date_epoch);
     }
-    let mut imported = cache_exchange::import(
+    let mut imported = cache::import(
         &req.cache_from,
         req.registry.as_ref(),
         state,
         &def.target_stage().platform,
+        true,
         &*req.log,
     )?;
     // A registry reference may name an index: each other platform's image
-    // (and its inline cache) too. Local caches do not depend on it.
-    let by_platform: Vec<cache_exchange::CacheFrom> = req
+    // (and its inline cache) too. Other caches do not depend on it.
+    let by_platform = req
         .cache_from
         .iter()
-        .filter(|f| matches!(f.location, cache_exchange::Location::Registry(_)))
-        .cloned()
-        .collect();
-    if !by_platform.is_empty() {
+        .any(|f| f.location.transport().is_some_and(|t| t.per_platform()));
+    if by_platform {
         for d in &req.more_platforms {
-            imported.merge(cache_exchange::import(
-                &by_platform,
+            imported.merge(cache::import(
+                &req.cache_from,
                 req.registry.as_ref(),
                 state,
                 &d.target_stage().platform,
+                false,
                 &*req.log,
             )?);
         }
@@ -303,7 +300,7 @@ pub async fn build(
         ));
     }
     let worker = Arc::new(worker.with_imported(imported.clone()));
-    let cache = Arc::new(cache_exchange::RecordingCache::new(
+    let cache = Arc::new(cache::RecordingCache::new(
         state.cache.clone(),
         imported.clone(),
     ));
@@ -390,7 +387,7 @@ pub async fn build(
      -> Result<(image::Committed, Option<usize>), Error> {
         let history = base_history(state, d, d.target_stage)?;
         let inline_cache =
-            inline.then(|| cache_exchange::InlineRecords::select(state, &records, &links, names));
+            inline.then(|| cache::InlineRecords::select(state, &records, &links, names));
         let committed = image::commit(
             state,
             &CommitRequest {
@@ -564,16 +561,12 @@ pub async fn build(
         ));
     }
     let all_results: Vec<Vec<String>> = platform_layers.iter().map(|(n, _)| n.clone()).collect();
-    for to in req
-        .cache_to
-        .iter()
-        .filter(|t| t.location != cache_exchange::Location::Inline)
-    {
+    for to in req.cache_to.iter().filter(|t| !t.location.is_inline()) {
         stop()?;
-        let r = cache_exchange::export(
+        let r = cache::export(
             state,
             &imported,
-            cache_exchange::ExportRequest {
+            cache::ExportRequest {
                 records: &records,
                 links: &links,
                 results: &all_results,

@@ -38,6 +38,9 @@ pub enum Error {
     User(#[from] crate::users::UserError),
     #[error(transparent)]
     Exec(#[from] kiln_executor::ExecError),
+    /// Moving a cache (`--cache-to`, `--cache-from`).
+    #[error(transparent)]
+    Cache(#[from] crate::cache::error::CacheError),
     /// A build step failed; carries where it came from.
     #[error(transparent)]
     Step(#[from] Box<StepError>),

@@ -563,7 +563,7 @@ pub struct CommitRequest<'a> {
     /// mtime clamp of built layers (`SOURCE_DATE_EPOCH`).
     pub clamp: Option<i64>,
     /// `--cache-to type=inline`: the records to write into the config.
-    pub inline_cache: Option<&'a crate::cache_exchange::InlineRecords>,
+    pub inline_cache: Option<&'a crate::cache::InlineRecords>,
 }
 
 /// A committed image.

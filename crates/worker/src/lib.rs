@@ -36,7 +36,7 @@ pub mod archive;
 pub mod attest;
 pub mod blobs;
 pub mod build;
-pub mod cache_exchange;
+pub mod cache;
 pub mod check;
 pub mod contexts;
 pub mod copy;

@@ -702,8 +702,7 @@ fn restore_cache(w: &LlbWorker, id: &str, key: &str, dir: &Path) -> Result<bool,
         .prefix(".new-")
         .tempdir_in(parent)
         .map_err(io_err("creating a cache directory in", parent))?;
-    if !crate::cache_exchange::restore_mount(&w.state, &w.imported, key, &tmp.path().join("data"))?
-    {
+    if !crate::cache::restore_mount(&w.state, &w.imported, key, &tmp.path().join("data"))? {
         return Ok(false);
     }
     let mut f = File::create(tmp.path().join("id")).map_err(io_err("creating", tmp.path()))?;

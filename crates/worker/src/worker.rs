@@ -58,7 +58,7 @@ pub struct LlbWorker {
     pub(crate) image_layers: Option<(std::collections::HashSet<Digest>, Option<i64>)>,
     /// Records of `--cache-from` caches, whose layers are fetched when a
     /// step needs them.
-    pub(crate) imported: Arc<crate::cache_exchange::Imported>,
+    pub(crate) imported: Arc<crate::cache::Imported>,
     /// Directory names of the cache mounts this build's steps mounted.
     pub(crate) used_cache_mounts: Mutex<std::collections::BTreeSet<String>>,
     /// Where the cache mounts of `--no-cache` steps live, made anew for this
@@ -157,7 +157,7 @@ impl LlbWorker {
 
     /// Answers cache lookups that hit an imported cache: their layers are
     /// fetched from it when needed.
-    pub fn with_imported(mut self, imported: Arc<crate::cache_exchange::Imported>) -> LlbWorker {
+    pub fn with_imported(mut self, imported: Arc<crate::cache::Imported>) -> LlbWorker {
         self.imported = imported;
         self
     }
@@ -209,7 +209,7 @@ impl LlbWorker {
         match v {
             Value::Fs { layers } => layers
                 .iter()
-                .map(|l| crate::cache_exchange::materialize(&self.state, &self.imported, l))
+                .map(|l| crate::cache::materialize(&self.state, &self.imported, l))
                 .collect(),
             Value::Context { name } => Err(Error::Other(format!(
                 "build context {name:?} used where a filesystem is expected"
@@ -403,7 +403,7 @@ impl kiln_solver::Worker for LlbWorker {
         match value {
             Value::Fs { layers } => layers
                 .iter()
-                .all(|l| crate::cache_exchange::layer_available(&self.state, &self.imported, l)),
+                .all(|l| crate::cache::layer_available(&self.state, &self.imported, l)),
             Value::Context { .. } => false,
         }
     }
