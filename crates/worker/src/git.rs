@@ -32,12 +32,12 @@ use std::process::Command;
 
 use kiln_llb::op::{Op, SourceOp};
 use kiln_llb::{Digest, Vertex};
-use kiln_snapshot::LayerDraft;
 use kiln_solver::Key;
 
 use crate::Value;
 use crate::error::Error;
 use crate::keys;
+use crate::state::State;
 use crate::worker::LlbWorker;
 
 /// A ref resolved to a commit.
@@ -279,16 +279,63 @@ pub fn execute(w: &LlbWorker, v: &Vertex) -> Result<Value, Error> {
         Some(r) => r,
         None => resolve(&src)?,
     };
-    let bare = bare_repo(w, src.remote)?;
+    let bare = bare_repo(&w.state, src.remote)?;
     {
         let _lock = lock(&bare)?;
         fetch(&bare, &src, &r)?;
     }
     let draft = w.state.layers.create()?;
-    checkout(w, &bare, &src, &r, &draft)?;
+    checkout(&w.state, &bare, &src, &r, draft.diff_dir())?;
     let layer = draft.commit(crate::image::built_layer_meta())?;
     Ok(Value::Fs {
         layers: vec![layer.id.as_str().to_owned()],
+    })
+}
+
+/// A git repository checked out as the main build context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextCheckout {
+    /// The commit checked out.
+    pub commit: String,
+    /// Its committer time (Unix seconds): `SOURCE_DATE_EPOCH` of the context.
+    pub time: Option<i64>,
+}
+
+/// A git repository as the main build context (`kiln build
+/// https://host/repo.git#ref:subdir`): the ref resolved and fetched
+/// through the repository cache git sources use, the commit (its `subdir`)
+/// checked out into the empty directory `dest`, without `.git`.
+pub fn check_out_context(
+    state: &State,
+    remote: &str,
+    git_ref: &str,
+    subdir: &str,
+    skip_submodules: bool,
+    dest: &Path,
+) -> Result<ContextCheckout, Error> {
+    let src = Source {
+        remote,
+        git_ref,
+        subdir,
+        keep_git_dir: false,
+        checksum: "",
+        skip_submodules,
+    };
+    let r = resolve(&src)?;
+    let bare = bare_repo(state, remote)?;
+    {
+        let _lock = lock(&bare)?;
+        fetch(&bare, &src, &r)?;
+    }
+    checkout(state, &bare, &src, &r, dest)?;
+    let mut cmd = git_dir(&bare);
+    cmd.args(["show", "-s", "--format=%ct", &r.commit]);
+    let time = run(cmd, &format!("read the time of commit {}", r.commit))
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o).trim().parse().ok());
+    Ok(ContextCheckout {
+        commit: r.commit,
+        time,
     })
 }
 
@@ -297,8 +344,8 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 /// The bare repository that caches `remote`, created on first use.
-fn bare_repo(w: &LlbWorker, remote: &str) -> Result<PathBuf, Error> {
-    let dir = w.state.root.join("git");
+fn bare_repo(state: &State, remote: &str) -> Result<PathBuf, Error> {
+    let dir = state.root.join("git");
     fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
     // Absolute: checkouts run git in other directories.
     let dir = fs::canonicalize(&dir).map_err(io(format!("resolving {}", dir.display())))?;
@@ -409,15 +456,14 @@ fn display_ref(src: &Source<'_>, r: &Resolved) -> String {
     }
 }
 
-/// Checks the commit out into `draft`'s diff directory.
+/// Checks the commit out into the empty directory `dest`.
 fn checkout(
-    w: &LlbWorker,
+    state: &State,
     bare: &Path,
     src: &Source<'_>,
     r: &Resolved,
-    draft: &LayerDraft,
+    dest: &Path,
 ) -> Result<(), Error> {
-    let dest = draft.diff_dir();
     let what = format!("check out {} of {}", display_ref(src, r), src.remote);
     let subdir = kiln_frontend::paths::normalize("/", src.subdir, false);
     let subdir = subdir.trim_start_matches('/');
@@ -481,7 +527,7 @@ fn checkout(
     }
     // A checkout of the whole tree in scratch space, then the wanted
     // directory moved into the layer.
-    let scratch = w.state.scratch()?;
+    let scratch = state.scratch()?;
     let tree = scratch.path().join("tree");
     fs::create_dir(&tree).map_err(io(format!("creating {}", tree.display())))?;
     let mut cmd = git_dir(bare);
