@@ -546,7 +546,13 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     if let Some(r) = crate::enter_rootless(globals.debug) {
         return r;
     }
-    let file = read_dockerfile(args)?;
+    // A remote context (a URL, `-`) is fetched once the state is open.
+    let main_context = crate::options::main_context(&args.context)?;
+    let file = if main_context.is_local() {
+        Some(read_dockerfile(args)?)
+    } else {
+        None
+    };
     // Before any thread exists: in the namespaces mode every mount kiln
     // makes from here on lives in a mount namespace that dies with the
     // process; the container mode is checked before the state is touched.
@@ -572,6 +578,19 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         }
     };
     let state = crate::images::open_for_layers(globals.root.as_deref())?;
+    let remote = match file {
+        Some(_) => None,
+        None => Some(crate::remote::materialize(&state, args, &main_context)?),
+    };
+    let (local_args, file) = match (&remote, file) {
+        (Some(r), _) => (&r.args, r.file.clone()),
+        (None, Some(f)) => (args, f),
+        (None, None) => {
+            return Err(Failure::Internal(anyhow::anyhow!(
+                "the Dockerfile was not read"
+            )));
+        }
+    };
     let isolation: Box<dyn kiln_executor::isolation::Isolation> = match (decision, container) {
         (crate::isolation::Decision::Namespaces(n), _) => Box::new(n),
         (_, Some(c)) => Box::new(c.with_whiteouts(kiln_snapshot::whiteout_format())),
@@ -598,8 +617,31 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         isolation,
     };
     let head = record_head(args, &plan);
+    let mut plan = plan;
+    if remote.is_some() {
+        // The remote context's `.dockerignore`, for `CopyIgnoredFile`.
+        plan.opts.dockerignore = crate::options::dockerignore(local_args);
+    }
+    if let Some(r) = &remote {
+        // `SOURCE_DATE_EPOCH=context`: a git commit's time, an HTTP
+        // context's; stdin has none, as a local directory.
+        plan.opts.local_context = main_context == crate::options::MainContext::Stdin;
+        plan.opts.context_epoch = r.fetched.time;
+    }
     let mut found = Found::default();
-    let result = run(globals, args, &state, &file, &progress, plan, &mut found);
+    let result = run(
+        globals,
+        local_args,
+        &state,
+        &file,
+        &progress,
+        plan,
+        &mut found,
+    );
+    if let Some(r) = &remote {
+        // Its stat cache is named by its path, which no build sees again.
+        let _ = std::fs::remove_file(state.context_cache(&r.dir()));
+    }
     let cancelled = matches!(&result, Err(Failure::Build(m)) if m == CANCELLED);
     progress.finish(match &result {
         Ok(()) => "",

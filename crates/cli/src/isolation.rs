@@ -78,9 +78,14 @@ fn build_paths(
     ssh: &[PathBuf],
     globals: &Globals,
 ) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = vec![PathBuf::from(&args.context)];
-    if let Some(f) = args.file.as_deref().filter(|f| *f != "-") {
-        out.push(PathBuf::from(f));
+    let mut out: Vec<PathBuf> = Vec::new();
+    // A remote context is fetched into the state directory, and `-f` then
+    // names a file in it.
+    if crate::options::main_context(&args.context).is_ok_and(|m| m.is_local()) {
+        out.push(PathBuf::from(&args.context));
+        if let Some(f) = args.file.as_deref().filter(|f| *f != "-") {
+            out.push(PathBuf::from(f));
+        }
     }
     for (_, c) in contexts {
         match c {

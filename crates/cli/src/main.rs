@@ -41,6 +41,7 @@ mod progress_tty;
 mod prune;
 mod records;
 mod registry;
+mod remote;
 mod report;
 mod reproducible;
 mod run;

@@ -19,12 +19,68 @@ pub fn reject_unsupported(args: &BuildArgs) -> Result<(), Failure> {
     if let Some((flag, why)) = args.unsupported().first() {
         return Err(Failure::Usage(format!("{flag} is not supported yet{why}")));
     }
-    if args.context == "-" {
+    if args.context == "-" && args.file.as_deref() == Some("-") {
         return Err(Failure::Usage(
-            "reading the build context from stdin (CONTEXT `-`) is not supported yet".into(),
+            "the build context and the Dockerfile cannot both be read from stdin (CONTEXT `-` and -f -)"
+                .into(),
         ));
     }
+    main_context(&args.context)?;
     Ok(())
+}
+
+/// The main build context, as `kiln build CONTEXT` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MainContext {
+    /// A directory.
+    Local,
+    /// `-`: a tar archive (the context) or a Dockerfile on stdin.
+    Stdin,
+    /// A git repository (`https://host/repo.git#ref:subdir`, `git@host:repo`,
+    /// `git://…`), as buildx recognises one.
+    Git {
+        remote: String,
+        git_ref: String,
+        subdir: String,
+        skip_submodules: bool,
+    },
+    /// An `http://` or `https://` URL: a tar archive (the context) or a
+    /// Dockerfile.
+    Http { url: String },
+}
+
+impl MainContext {
+    pub fn is_local(&self) -> bool {
+        *self == MainContext::Local
+    }
+}
+
+/// What CONTEXT names (no I/O).
+pub fn main_context(spec: &str) -> Result<MainContext, Failure> {
+    if spec == "-" {
+        return Ok(MainContext::Stdin);
+    }
+    let bad = |why: &str| Failure::Usage(format!("invalid build context {spec:?}: {why}"));
+    if let Some(g) = kiln_frontend::gitref::parse(spec).map_err(|e| bad(&e))? {
+        if !g.checksum.is_empty() {
+            return Err(bad("a checksum in a git build context is not supported yet"));
+        }
+        if g.keep_git_dir == Some(true) {
+            return Err(bad("keep-git-dir in the main build context is not supported yet"));
+        }
+        return Ok(MainContext::Git {
+            remote: g.remote,
+            git_ref: g.git_ref,
+            subdir: g.subdir,
+            skip_submodules: g.submodules == Some(false),
+        });
+    }
+    if spec.starts_with("http://") || spec.starts_with("https://") {
+        return Ok(MainContext::Http {
+            url: spec.to_owned(),
+        });
+    }
+    Ok(MainContext::Local)
 }
 
 /// The frontend options the flags describe. `env` looks up `--build-arg KEY`
@@ -114,8 +170,10 @@ pub fn build_options(
         all_stages: false,
         dockerignore: dockerignore(args),
         multi_platform: platforms.len() > 1,
-        // kiln's main context is always a directory (read_dockerfile).
+        // A remote context is made a directory first; `kiln build` then
+        // says what it is and gives its time (`crate::remote`).
         local_context: true,
+        context_epoch: None,
     })
 }
 
@@ -142,7 +200,7 @@ pub fn target_platforms(args: &BuildArgs) -> Result<Vec<Platform>, Failure> {
 /// the build chooses it, for the `CopyIgnoredFile` check. A file that cannot
 /// be read or parsed gives no rules here: the build reports it when it opens
 /// the context.
-fn dockerignore(args: &BuildArgs) -> Option<Arc<dyn IgnoreRules>> {
+pub fn dockerignore(args: &BuildArgs) -> Option<Arc<dyn IgnoreRules>> {
     let dockerfile = match args.file.as_deref() {
         Some("-") | None => None,
         Some(p) => Some(Path::new(p)),
@@ -181,6 +239,12 @@ impl IgnoreRules for DockerIgnore {
 /// (`CONTEXT/dockerfile` when there is no `Dockerfile`, as in BuildKit).
 /// Its name in messages is the path as the user would type it.
 pub fn read_dockerfile(args: &BuildArgs) -> Result<SourceFile, Failure> {
+    if !main_context(&args.context)?.is_local() {
+        return Err(Failure::Usage(format!(
+            "this command does not support a remote build context ({}) yet: only kiln build does",
+            args.context
+        )));
+    }
     let (name, bytes) = match args.file.as_deref() {
         Some("-") => {
             let mut buf = Vec::new();

@@ -144,13 +144,22 @@ pub fn download_to(url: &str, path: &std::path::Path) -> Result<Option<i64>, Err
         Got::Body(b) => Ok(b
             .last_modified
             .as_deref()
-            .and_then(|s| httpdate::parse_http_date(s).ok())
+            .and_then(parse_http_time)
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .and_then(|d| i64::try_from(d.as_secs()).ok())),
         Got::NotModified => Err(Error::Other(format!(
             "failed to download {url}: 304 Not Modified to an unconditional request"
         ))),
     }
+}
+
+/// An HTTP date as Go's `http.ParseTime` reads it: IMF-fixdate, RFC 850 or
+/// asctime, and (as Go's `MST` layout) a zone of `UTC` where HTTP says `GMT`.
+fn parse_http_time(s: &str) -> Option<std::time::SystemTime> {
+    httpdate::parse_http_date(s).ok().or_else(|| {
+        let gmt = format!("{} GMT", s.trim().strip_suffix(" UTC")?);
+        httpdate::parse_http_date(&gmt).ok()
+    })
 }
 
 /// GETs `url` (conditionally when `known` is given); a 200 goes into the
@@ -192,7 +201,7 @@ fn get<T>(
     let last_modified = header("last-modified");
     let modified = last_modified
         .as_deref()
-        .and_then(|s| httpdate::parse_http_date(s).ok());
+        .and_then(parse_http_time);
     let (dest, path) = dest()?;
     let mut file = fs::File::create(&path).map_err(|source| Error::Io {
         what: format!("creating {}", path.display()),
@@ -367,4 +376,25 @@ pub fn execute(w: &LlbWorker, v: &Vertex) -> Result<Value, Error> {
     Ok(Value::Fs {
         layers: vec![layer.id.as_str().to_owned()],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn http_times_as_go_reads_them() {
+        let t = |s: &str| {
+            parse_http_time(s).map(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs()
+            })
+        };
+        assert_eq!(t("Tuesday, 14-Nov-23 22:16:41 UTC"), Some(1_700_000_201));
+        assert_eq!(t("Tue, 14 Nov 2023 22:16:41 GMT"), Some(1_700_000_201));
+        assert_eq!(t("yesterday"), None);
+    }
 }

@@ -62,13 +62,40 @@ pub fn git(
 pub fn http(state: &State, url: &str, dest: &Path) -> Result<Fetched, Error> {
     let scratch = state.scratch()?;
     let body = scratch.path().join("body");
-    let time = crate::http::download_to(url, &body)?;
+    let last_modified = crate::http::download_to(url, &body)?;
     let dockerfile = unpack_or_read(&body, dest, url)?;
+    // Without `Last-Modified`, an archive's time is its newest file's.
+    let time = match last_modified {
+        Some(t) => Some(t),
+        None if dockerfile.is_none() => newest(dest)?,
+        None => None,
+    };
     Ok(Fetched {
         dockerfile,
         time,
         commit: None,
     })
+}
+
+/// The newest modification time of the non-directories under `dir`.
+fn newest(dir: &Path) -> Result<Option<i64>, Error> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut newest = None;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let entries = fs::read_dir(&d).map_err(io_err(format!("reading {}", d.display())))?;
+        for e in entries {
+            let e = e.map_err(io_err(format!("reading {}", d.display())))?;
+            let m = fs::symlink_metadata(e.path())
+                .map_err(io_err(format!("stat {}", e.path().display())))?;
+            if m.is_dir() {
+                todo.push(e.path());
+            } else {
+                newest = newest.max(Some(m.mtime()));
+            }
+        }
+    }
+    Ok(newest)
 }
 
 /// Reads `input` (standard input): an archive is extracted into the empty
