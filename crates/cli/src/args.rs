@@ -232,8 +232,9 @@ pub enum PlanFormat {
 /// The `docker build` flags.
 #[derive(Debug, Clone, Args)]
 pub struct BuildArgs {
-    /// Build context: a directory, a git URL (`https://host/repo.git#ref:dir`),
-    /// an HTTP URL (a tar archive, or a Dockerfile), or `-` (stdin: the same).
+    /// Build context: a directory; `kiln build` also takes a git URL
+    /// (`https://host/repo.git#ref:dir`), an HTTP URL or `-` (stdin), each
+    /// a tar archive or a Dockerfile (then the context is empty).
     #[arg(value_name = "CONTEXT")]
     pub context: String,
 
