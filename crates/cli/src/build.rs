@@ -630,13 +630,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     }
     let mut found = Found::default();
     let result = run(
-        globals,
-        local_args,
-        &state,
-        &file,
-        &progress,
-        plan,
-        &mut found,
+        globals, local_args, &state, &file, &progress, plan, &mut found,
     );
     if let Some(r) = &remote {
         // Its stat cache is named by its path, which no build sees again.

@@ -63,10 +63,14 @@ pub fn main_context(spec: &str) -> Result<MainContext, Failure> {
     let bad = |why: &str| Failure::Usage(format!("invalid build context {spec:?}: {why}"));
     if let Some(g) = kiln_frontend::gitref::parse(spec).map_err(|e| bad(&e))? {
         if !g.checksum.is_empty() {
-            return Err(bad("a checksum in a git build context is not supported yet"));
+            return Err(bad(
+                "a checksum in a git build context is not supported yet",
+            ));
         }
         if g.keep_git_dir == Some(true) {
-            return Err(bad("keep-git-dir in the main build context is not supported yet"));
+            return Err(bad(
+                "keep-git-dir in the main build context is not supported yet",
+            ));
         }
         return Ok(MainContext::Git {
             remote: g.remote,

@@ -87,10 +87,7 @@ pub fn materialize(state: &State, args: &BuildArgs, main: &MainContext) -> Resul
                     .to_owned()
             };
             let mut rel_name = rel(given.unwrap_or("Dockerfile"));
-            if given.is_none()
-                && !dir.join(&rel_name).exists()
-                && dir.join("dockerfile").exists()
-            {
+            if given.is_none() && !dir.join(&rel_name).exists() && dir.join("dockerfile").exists() {
                 rel_name = "dockerfile".to_owned();
             }
             let path = dir.join(&rel_name);

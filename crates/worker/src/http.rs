@@ -199,9 +199,7 @@ fn get<T>(
     };
     let etag = header("etag");
     let last_modified = header("last-modified");
-    let modified = last_modified
-        .as_deref()
-        .and_then(parse_http_time);
+    let modified = last_modified.as_deref().and_then(parse_http_time);
     let (dest, path) = dest()?;
     let mut file = fs::File::create(&path).map_err(|source| Error::Io {
         what: format!("creating {}", path.display()),
@@ -387,11 +385,7 @@ mod tests {
     #[test]
     fn http_times_as_go_reads_them() {
         let t = |s: &str| {
-            parse_http_time(s).map(|t| {
-                t.duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_secs()
-            })
+            parse_http_time(s).map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs())
         };
         assert_eq!(t("Tuesday, 14-Nov-23 22:16:41 UTC"), Some(1_700_000_201));
         assert_eq!(t("Tue, 14 Nov 2023 22:16:41 GMT"), Some(1_700_000_201));

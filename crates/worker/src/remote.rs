@@ -122,8 +122,9 @@ fn unpack_or_read(body: &Path, dest: &Path, shown: &str) -> Result<Option<Vec<u8
         return Ok(Some(bytes));
     }
     let f = fs::File::open(body).map_err(io_err(format!("opening {}", body.display())))?;
-    let (_, r) = kiln_oci::decompress(io::BufReader::new(f))
-        .map_err(io_err(format!("decompressing the build context from {shown}")))?;
+    let (_, r) = kiln_oci::decompress(io::BufReader::new(f)).map_err(io_err(format!(
+        "decompressing the build context from {shown}"
+    )))?;
     kiln_snapshot::extract_archive(r, dest, &kiln_snapshot::ExtractOptions { chown: None })
         .map_err(|e| Error::Other(format!("extracting the build context from {shown}: {e}")))?;
     Ok(None)
@@ -160,7 +161,10 @@ mod tests {
         .unwrap();
         assert_eq!(unpack_or_read(&body, &dest, "t").unwrap(), None);
         assert_eq!(fs::read(dest.join("foo")).unwrap(), b"x");
-        assert_eq!(fs::read(dest.join("Dockerfile")).unwrap(), b"FROM scratch\n");
+        assert_eq!(
+            fs::read(dest.join("Dockerfile")).unwrap(),
+            b"FROM scratch\n"
+        );
 
         let dest = dir.path().join("ctx2");
         fs::create_dir(&dest).unwrap();
