@@ -42,6 +42,10 @@ pub enum MainContext {
         remote: String,
         git_ref: String,
         subdir: String,
+        /// `?commit=`: a prefix of the commit the ref must resolve to.
+        checksum: String,
+        /// `?keep-git-dir=true`: the checkout keeps `.git`.
+        keep_git_dir: bool,
         skip_submodules: bool,
     },
     /// An `http://` or `https://` URL: a tar archive (the context) or a
@@ -62,20 +66,12 @@ pub fn main_context(spec: &str) -> Result<MainContext, Failure> {
     }
     let bad = |why: &str| Failure::Usage(format!("invalid build context {spec:?}: {why}"));
     if let Some(g) = kiln_frontend::gitref::parse(spec).map_err(|e| bad(&e))? {
-        if !g.checksum.is_empty() {
-            return Err(bad(
-                "a checksum in a git build context is not supported yet",
-            ));
-        }
-        if g.keep_git_dir == Some(true) {
-            return Err(bad(
-                "keep-git-dir in the main build context is not supported yet",
-            ));
-        }
         return Ok(MainContext::Git {
             remote: g.remote,
             git_ref: g.git_ref,
             subdir: g.subdir,
+            checksum: g.checksum,
+            keep_git_dir: g.keep_git_dir == Some(true),
             skip_submodules: g.submodules == Some(false),
         });
     }

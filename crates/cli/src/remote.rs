@@ -61,9 +61,20 @@ pub fn materialize(state: &State, args: &BuildArgs, main: &MainContext) -> Resul
             remote,
             git_ref,
             subdir,
+            checksum,
+            keep_git_dir,
             skip_submodules,
-        } => kiln_worker::remote::git(state, remote, git_ref, subdir, *skip_submodules, &dir)
-            .map_err(failed)?,
+        } => kiln_worker::remote::git(
+            state,
+            remote,
+            git_ref,
+            subdir,
+            checksum,
+            *keep_git_dir,
+            *skip_submodules,
+            &dir,
+        )
+        .map_err(failed)?,
         MainContext::Http { url } => kiln_worker::remote::http(state, url, &dir).map_err(failed)?,
     };
     let given = args.file.as_deref();

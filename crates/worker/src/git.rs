@@ -304,12 +304,16 @@ pub struct ContextCheckout {
 /// A git repository as the main build context (`kiln build
 /// https://host/repo.git#ref:subdir`): the ref resolved and fetched
 /// through the repository cache git sources use, the commit (its `subdir`)
-/// checked out into the empty directory `dest`, without `.git`.
+/// checked out into the empty directory `dest` (with `.git` as `ADD
+/// --keep-git-dir` makes it, when asked and there is no `subdir`). A
+/// `checksum` (`?commit=`) must be a prefix of the commit, as for `ADD`.
 pub fn check_out_context(
     state: &State,
     remote: &str,
     git_ref: &str,
     subdir: &str,
+    checksum: &str,
+    keep_git_dir: bool,
     skip_submodules: bool,
     dest: &Path,
 ) -> Result<ContextCheckout, Error> {
@@ -317,8 +321,8 @@ pub fn check_out_context(
         remote,
         git_ref,
         subdir,
-        keep_git_dir: false,
-        checksum: "",
+        keep_git_dir,
+        checksum,
         skip_submodules,
     };
     let r = resolve(&src)?;
@@ -491,6 +495,7 @@ fn checkout(
             "fetch",
             "--quiet",
             "-u",
+            "--no-tags",
             "--depth=1",
             "--",
             "origin",
@@ -512,16 +517,7 @@ fn checkout(
                 .map_err(io(format!("removing {}", fetch_head.display())))?;
         }
         if wants_submodules(src, dest) {
-            let mut cmd = in_dest();
-            cmd.args([
-                "submodule",
-                "update",
-                "--quiet",
-                "--init",
-                "--recursive",
-                "--depth=1",
-            ]);
-            run(cmd, &format!("update the submodules of {}", src.remote))?;
+            update_submodules(src, || in_dest())?;
         }
         return Ok(());
     }
@@ -540,21 +536,15 @@ fn checkout(
         // As BuildKit: with the cache repository as git dir, so their
         // clones are cached under its `modules/` (hence the lock).
         let _lock = lock(bare)?;
-        let mut cmd = git_dir(bare);
-        cmd.env("GIT_INDEX_FILE", scratch.path().join("index"))
-            .arg("--work-tree")
-            .arg(&tree)
-            .current_dir(&tree)
-            .args(["-c", "core.bare=false"])
-            .args([
-                "submodule",
-                "update",
-                "--quiet",
-                "--init",
-                "--recursive",
-                "--depth=1",
-            ]);
-        run(cmd, &format!("update the submodules of {}", src.remote))?;
+        update_submodules(src, || {
+            let mut cmd = git_dir(bare);
+            cmd.env("GIT_INDEX_FILE", scratch.path().join("index"))
+                .arg("--work-tree")
+                .arg(&tree)
+                .current_dir(&tree)
+                .args(["-c", "core.bare=false"]);
+            cmd
+        })?;
         // Their `.git` files point into the cache: not part of the tree.
         remove_git_entries(&tree)?;
     }
@@ -586,6 +576,24 @@ fn checkout(
         fs::rename(e.path(), &to).map_err(io(format!("moving {}", e.path().display())))?;
     }
     Ok(())
+}
+
+/// `git submodule update --init --recursive`, one commit deep; a server
+/// that cannot give a shallow clone (git's dumb HTTP protocol) gives the
+/// whole history instead.
+fn update_submodules(src: &Source<'_>, git: impl Fn() -> Command) -> Result<(), Error> {
+    let what = format!("update the submodules of {}", src.remote);
+    let args = ["submodule", "update", "--quiet", "--init", "--recursive"];
+    let mut cmd = git();
+    cmd.args(args).arg("--depth=1");
+    match run(cmd, &what) {
+        Err(Error::Other(m)) if m.contains("does not support shallow") => {
+            let mut cmd = git();
+            cmd.args(args);
+            run(cmd, &what).map(drop)
+        }
+        r => r.map(drop),
+    }
 }
 
 /// Whether the checkout in `tree` has submodules to check out.

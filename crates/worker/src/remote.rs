@@ -8,7 +8,7 @@
 //!
 //! * **git**: the ref resolved and the commit fetched through the
 //!   repository cache of git sources ([`crate::git`]), checked out without
-//!   `.git`; the commit's time is the context's `SOURCE_DATE_EPOCH`.
+//!   `.git` unless `?keep-git-dir=true`; the commit's time is the context's `SOURCE_DATE_EPOCH`.
 //! * **HTTP** and **standard input**: the body is sniffed as BuildKit's
 //!   dockerui and the docker cli do: a tar archive (gzip, bzip2, xz or zstd
 //!   compressed, or not) is extracted as the context; anything else is the
@@ -40,16 +40,27 @@ fn io_err(what: String) -> impl FnOnce(io::Error) -> Error {
 }
 
 /// Checks out `remote` at `git_ref` (its `subdir`) into the empty
-/// directory `dest`.
+/// directory `dest`; a `checksum` must be a prefix of the commit.
 pub fn git(
     state: &State,
     remote: &str,
     git_ref: &str,
     subdir: &str,
+    checksum: &str,
+    keep_git_dir: bool,
     skip_submodules: bool,
     dest: &Path,
 ) -> Result<Fetched, Error> {
-    let c = crate::git::check_out_context(state, remote, git_ref, subdir, skip_submodules, dest)?;
+    let c = crate::git::check_out_context(
+        state,
+        remote,
+        git_ref,
+        subdir,
+        checksum,
+        keep_git_dir,
+        skip_submodules,
+        dest,
+    )?;
     Ok(Fetched {
         dockerfile: None,
         time: c.time,
