@@ -210,7 +210,7 @@ fn resolve(src: &Source<'_>) -> Result<Resolved, Error> {
     };
     let Some((object, ref_name, peeled)) = picked else {
         return Err(Error::Other(format!(
-            "repository {} does not contain ref {wanted}",
+            "{}: repository does not contain ref {wanted}",
             src.remote
         )));
     };
