@@ -435,6 +435,46 @@ mod tests {
     }
 
     #[test]
+    fn main_contexts_as_buildx_tells_them() {
+        assert_eq!(main_context(".").unwrap(), MainContext::Local);
+        assert_eq!(main_context("dir/sub").unwrap(), MainContext::Local);
+        assert_eq!(main_context("-").unwrap(), MainContext::Stdin);
+        assert_eq!(
+            main_context("https://host/ctx.tar.gz").unwrap(),
+            MainContext::Http {
+                url: "https://host/ctx.tar.gz".into()
+            }
+        );
+        assert_eq!(
+            main_context("https://host/repo.git#v1:app").unwrap(),
+            MainContext::Git {
+                remote: "https://host/repo.git".into(),
+                git_ref: "v1".into(),
+                subdir: "app".into(),
+                checksum: String::new(),
+                keep_git_dir: false,
+                skip_submodules: false,
+            }
+        );
+        match main_context("git@host:org/repo?submodules=false#main").unwrap() {
+            MainContext::Git {
+                remote,
+                git_ref,
+                skip_submodules,
+                ..
+            } => assert_eq!(
+                (remote.as_str(), git_ref.as_str(), skip_submodules),
+                ("git@host:org/repo", "main", true)
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            main_context("https://host/repo.git?ref=a#b"),
+            Err(Failure::Usage(m)) if m.contains("ref conflicts")
+        ));
+    }
+
+    #[test]
     fn oci_layout_specs() {
         let p = |s: &str| OciLayout::parse(s);
         assert_eq!(

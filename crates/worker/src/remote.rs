@@ -153,6 +153,9 @@ mod tests {
             let mut h = tar::Header::new_gnu();
             h.set_size(data.len() as u64);
             h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(1_700_000_000);
             h.set_cksum();
             b.append_data(&mut h, name, *data).unwrap();
         }
@@ -176,6 +179,7 @@ mod tests {
             fs::read(dest.join("Dockerfile")).unwrap(),
             b"FROM scratch\n"
         );
+        assert_eq!(newest(&dest).unwrap(), Some(1_700_000_000));
 
         let dest = dir.path().join("ctx2");
         fs::create_dir(&dest).unwrap();
