@@ -64,17 +64,17 @@ pub fn materialize(state: &State, args: &BuildArgs, main: &MainContext) -> Resul
             checksum,
             keep_git_dir,
             skip_submodules,
-        } => kiln_worker::remote::git(
-            state,
-            remote,
-            git_ref,
-            subdir,
-            checksum,
-            *keep_git_dir,
-            *skip_submodules,
-            &dir,
-        )
-        .map_err(failed)?,
+        } => {
+            let spec = kiln_worker::git::ContextSpec {
+                remote,
+                git_ref,
+                subdir,
+                checksum,
+                keep_git_dir: *keep_git_dir,
+                skip_submodules: *skip_submodules,
+            };
+            kiln_worker::remote::git(state, &spec, &dir).map_err(failed)?
+        }
         MainContext::Http { url } => kiln_worker::remote::http(state, url, &dir).map_err(failed)?,
     };
     let given = args.file.as_deref();

@@ -292,6 +292,18 @@ pub fn execute(w: &LlbWorker, v: &Vertex) -> Result<Value, Error> {
     })
 }
 
+/// A git repository as the main build context: the parts of its URL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContextSpec<'a> {
+    pub remote: &'a str,
+    pub git_ref: &'a str,
+    pub subdir: &'a str,
+    /// `?commit=`: a prefix of the commit the ref must resolve to.
+    pub checksum: &'a str,
+    pub keep_git_dir: bool,
+    pub skip_submodules: bool,
+}
+
 /// A git repository checked out as the main build context.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContextCheckout {
@@ -309,24 +321,19 @@ pub struct ContextCheckout {
 /// `checksum` (`?commit=`) must be a prefix of the commit, as for `ADD`.
 pub fn check_out_context(
     state: &State,
-    remote: &str,
-    git_ref: &str,
-    subdir: &str,
-    checksum: &str,
-    keep_git_dir: bool,
-    skip_submodules: bool,
+    spec: &ContextSpec<'_>,
     dest: &Path,
 ) -> Result<ContextCheckout, Error> {
     let src = Source {
-        remote,
-        git_ref,
-        subdir,
-        keep_git_dir,
-        checksum,
-        skip_submodules,
+        remote: spec.remote,
+        git_ref: spec.git_ref,
+        subdir: spec.subdir,
+        keep_git_dir: spec.keep_git_dir,
+        checksum: spec.checksum,
+        skip_submodules: spec.skip_submodules,
     };
     let r = resolve(&src)?;
-    let bare = bare_repo(state, remote)?;
+    let bare = bare_repo(state, spec.remote)?;
     {
         let _lock = lock(&bare)?;
         fetch(&bare, &src, &r)?;
@@ -517,7 +524,7 @@ fn checkout(
                 .map_err(io(format!("removing {}", fetch_head.display())))?;
         }
         if wants_submodules(src, dest) {
-            update_submodules(src, || in_dest())?;
+            update_submodules(src, in_dest)?;
         }
         return Ok(());
     }

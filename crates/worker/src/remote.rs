@@ -39,28 +39,14 @@ fn io_err(what: String) -> impl FnOnce(io::Error) -> Error {
     move |source| Error::Io { what, source }
 }
 
-/// Checks out `remote` at `git_ref` (its `subdir`) into the empty
-/// directory `dest`; a `checksum` must be a prefix of the commit.
+/// Checks out the repository `spec` names (its ref, its subdirectory)
+/// into the empty directory `dest`.
 pub fn git(
     state: &State,
-    remote: &str,
-    git_ref: &str,
-    subdir: &str,
-    checksum: &str,
-    keep_git_dir: bool,
-    skip_submodules: bool,
+    spec: &crate::git::ContextSpec<'_>,
     dest: &Path,
 ) -> Result<Fetched, Error> {
-    let c = crate::git::check_out_context(
-        state,
-        remote,
-        git_ref,
-        subdir,
-        checksum,
-        keep_git_dir,
-        skip_submodules,
-        dest,
-    )?;
+    let c = crate::git::check_out_context(state, spec, dest)?;
     Ok(Fetched {
         dockerfile: None,
         time: c.time,
