@@ -65,6 +65,22 @@ pub fn main_context(spec: &str) -> Result<MainContext, Failure> {
         return Ok(MainContext::Stdin);
     }
     let bad = |why: &str| Failure::Usage(format!("invalid build context {spec:?}: {why}"));
+    // The docker cli's and buildx's `urlutil.IsGitURL`: `github.com/…` is a
+    // repository, reached over https.
+    let spec = match spec.strip_prefix("github.com/") {
+        Some(rest) => {
+            let (path, fragment) = rest
+                .split_once('#')
+                .map_or((rest, None), |(p, f)| (p, Some(f)));
+            let path = path.strip_suffix(".git").unwrap_or(path);
+            match fragment {
+                Some(f) => format!("https://github.com/{path}.git#{f}"),
+                None => format!("https://github.com/{path}.git"),
+            }
+        }
+        None => spec.to_owned(),
+    };
+    let spec = spec.as_str();
     if let Some(g) = kiln_frontend::gitref::parse(spec).map_err(|e| bad(&e))? {
         return Ok(MainContext::Git {
             remote: g.remote,
@@ -465,6 +481,18 @@ mod tests {
             } => assert_eq!(
                 (remote.as_str(), git_ref.as_str(), skip_submodules),
                 ("git@host:org/repo", "main", true)
+            ),
+            other => panic!("{other:?}"),
+        }
+        match main_context("github.com/org/repo#v1:docs").unwrap() {
+            MainContext::Git {
+                remote,
+                git_ref,
+                subdir,
+                ..
+            } => assert_eq!(
+                (remote.as_str(), git_ref.as_str(), subdir.as_str()),
+                ("https://github.com/org/repo.git", "v1", "docs")
             ),
             other => panic!("{other:?}"),
         }
