@@ -2,7 +2,8 @@
 //! directory in the state's scratch space (`kiln_worker::remote`), and the
 //! flags rewritten to build from it as from a local context: `-f` names a
 //! file inside it (default `Dockerfile`, else `dockerfile`), its
-//! `.dockerignore` applies. When the URL or stdin gives a Dockerfile rather
+//! `.dockerignore` applies; as buildx, `-f -` reads the Dockerfile from stdin
+//! and an absolute `-f` names a local file. When the URL or stdin gives a Dockerfile rather
 //! than an archive, the context is empty and that is the Dockerfile,
 //! whatever `-f` says (as BuildKit and the docker cli).
 
@@ -79,6 +80,35 @@ pub fn materialize(state: &State, args: &BuildArgs, main: &MainContext) -> Resul
     };
     let given = args.file.as_deref();
     let (name, path, bytes) = match &fetched.dockerfile {
+        // As buildx: with a remote context, `-f -` is the Dockerfile on
+        // stdin and an absolute `-f` a local file; a relative one is in the
+        // context.
+        _ if given == Some("-") || given.is_some_and(|f| Path::new(f).is_absolute()) => {
+            let bytes = match given {
+                Some("-") => {
+                    let mut buf = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut buf).map_err(
+                        |e| Failure::Usage(format!("reading the Dockerfile from stdin: {e}")),
+                    )?;
+                    buf
+                }
+                _ => std::fs::read(given.unwrap_or_default()).map_err(|e| {
+                    Failure::Usage(format!(
+                        "reading Dockerfile {}: {e}",
+                        given.unwrap_or_default()
+                    ))
+                })?,
+            };
+            let path = scratch.path().join("Dockerfile");
+            std::fs::write(&path, &bytes).map_err(|e| {
+                Failure::Internal(anyhow::anyhow!("writing {}: {e}", path.display()))
+            })?;
+            let name = match given {
+                Some("-") => "stdin".to_owned(),
+                _ => given.unwrap_or_default().to_owned(),
+            };
+            (name, path, bytes)
+        }
         Some(bytes) => {
             let path = scratch.path().join("Dockerfile");
             std::fs::write(&path, bytes).map_err(|e| {
