@@ -444,6 +444,9 @@ struct Plan {
     attest: (kiln_worker::attest::AttestRequest, Vec<String>),
     /// How RUN steps are kept apart from this machine (`--isolation`).
     isolation: Box<dyn kiln_executor::isolation::Isolation>,
+    /// The main context is a local directory, whose `.dockerignore`
+    /// applies (a remote one is read whole, as BuildKit reads it).
+    local_context: bool,
 }
 
 /// What a build found out that its record keeps, filled in as it goes.
@@ -615,14 +618,13 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         grants,
         attest,
         isolation,
+        local_context: remote.is_none(),
     };
     let head = record_head(args, &plan);
     let mut plan = plan;
-    if remote.is_some() {
-        // The remote context's `.dockerignore`, for `CopyIgnoredFile`.
-        plan.opts.dockerignore = crate::options::dockerignore(local_args);
-    }
     if let Some(r) = &remote {
+        // No `.dockerignore` applies to it (`CopyIgnoredFile` has no rules).
+        plan.opts.dockerignore = None;
         // `SOURCE_DATE_EPOCH=context`: a git commit's time, an HTTP
         // context's; stdin has none, as a local directory.
         plan.opts.local_context = main_context == crate::options::MainContext::Stdin;
@@ -828,6 +830,7 @@ fn run(
         grants,
         attest: (mut attest, attest_notes),
         isolation,
+        local_context,
     } = plan;
     crate::isolation::check_flags(&*isolation, args)?;
     let step_limits = limits(args)?;
@@ -1021,6 +1024,7 @@ fn run(
         more_platforms,
         context_dir,
         dockerfile,
+        context_dockerignore: local_context,
         local_contexts,
         outputs,
         max_parallelism: args.max_parallelism.unwrap_or_else(|| {

@@ -216,7 +216,7 @@ pub fn target_platforms(args: &BuildArgs) -> Result<Vec<Platform>, Failure> {
 /// the build chooses it, for the `CopyIgnoredFile` check. A file that cannot
 /// be read or parsed gives no rules here: the build reports it when it opens
 /// the context.
-pub fn dockerignore(args: &BuildArgs) -> Option<Arc<dyn IgnoreRules>> {
+fn dockerignore(args: &BuildArgs) -> Option<Arc<dyn IgnoreRules>> {
     let dockerfile = match args.file.as_deref() {
         Some("-") | None => None,
         Some(p) => Some(Path::new(p)),

@@ -2,7 +2,7 @@
 //! directory in the state's scratch space (`kiln_worker::remote`), and the
 //! flags rewritten to build from it as from a local context: `-f` names a
 //! file inside it (default `Dockerfile`, else `dockerfile`), its
-//! `.dockerignore` applies; as buildx, `-f -` reads the Dockerfile from stdin
+//! `.dockerignore` does not apply (BuildKit reads a remote context whole); as buildx, `-f -` reads the Dockerfile from stdin
 //! and an absolute `-f` names a local file. When the URL or stdin gives a Dockerfile rather
 //! than an archive, the context is empty and that is the Dockerfile,
 //! whatever `-f` says (as BuildKit and the docker cli).

@@ -32,6 +32,10 @@ pub struct BuildRequest {
     pub context_dir: PathBuf,
     /// The Dockerfile, for `<Dockerfile>.dockerignore`.
     pub dockerfile: Option<PathBuf>,
+    /// Whether the main context's `.dockerignore` applies: not for a
+    /// remote context made into a directory (a git or HTTP URL, a tar on
+    /// stdin), which BuildKit reads whole.
+    pub context_dockerignore: bool,
     /// Local directories of `--build-context`, by local source name; each
     /// is seen through its own `.dockerignore`.
     pub local_contexts: Vec<(String, PathBuf)>,
@@ -233,7 +237,11 @@ pub async fn build(
                 .to_owned(),
         ));
     }
-    let tree = Tree::open_context(&req.context_dir, req.dockerfile.as_deref())?;
+    let tree = if req.context_dockerignore {
+        Tree::open_context(&req.context_dir, req.dockerfile.as_deref())?
+    } else {
+        Tree::new(req.context_dir.clone(), None)
+    };
     let stat_cache = StatCache::load(&state.context_cache(&req.context_dir));
     let mut contexts = HashMap::new();
     contexts.insert(

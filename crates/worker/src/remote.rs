@@ -2,9 +2,10 @@
 //! `kiln build https://host/repo.git#ref:subdir`, `kiln build
 //! https://host/ctx.tar.gz`, `kiln build - < ctx.tar` (BuildKit's and
 //! buildx's remote contexts). The cli gives an empty directory (in the
-//! state's scratch space) and builds from it as from a local context, so
-//! `.dockerignore` applies, `-f` names a file inside it, and COPY is keyed
-//! by the content it reads, never by where the context came from.
+//! state's scratch space) and builds from it as from a local context: `-f`
+//! names a file inside it, and COPY is keyed by the content it reads, never
+//! by where the context came from. As in BuildKit, its `.dockerignore` does
+//! not apply: a remote context is read whole.
 //!
 //! * **git**: the ref resolved and the commit fetched through the
 //!   repository cache of git sources ([`crate::git`]), checked out without
@@ -74,7 +75,8 @@ pub fn http(state: &State, url: &str, dest: &Path) -> Result<Fetched, Error> {
     })
 }
 
-/// The newest modification time of the non-directories under `dir`.
+/// The newest modification time of the regular files under `dir` (BuildKit's
+/// `archiveMaxTimeFromHTTPArchive`).
 fn newest(dir: &Path) -> Result<Option<i64>, Error> {
     use std::os::unix::fs::MetadataExt as _;
     let mut newest = None;
@@ -87,7 +89,7 @@ fn newest(dir: &Path) -> Result<Option<i64>, Error> {
                 .map_err(io_err(format!("stat {}", e.path().display())))?;
             if m.is_dir() {
                 todo.push(e.path());
-            } else {
+            } else if m.is_file() {
                 newest = newest.max(Some(m.mtime()));
             }
         }
