@@ -9,6 +9,7 @@
 //!   rebuilds and an unchanged one is cached. `--checksum` must be a prefix
 //!   of the commit (or of the annotated tag object).
 //! * **Fetch**: one bare repository per remote URL under `<root>/git/`
+//!   (of the remote's object format, SHA-1 or SHA-256)
 //!   (named by the URL's digest), `flock`ed while it is fetched into; a
 //!   commit already there is not fetched again.
 //! * **Checkout**: into a fresh layer, with an index file of its own so
@@ -279,7 +280,7 @@ pub fn execute(w: &LlbWorker, v: &Vertex) -> Result<Value, Error> {
         Some(r) => r,
         None => resolve(&src)?,
     };
-    let bare = bare_repo(&w.state, src.remote)?;
+    let bare = bare_repo(&w.state, src.remote, &r.commit)?;
     {
         let _lock = lock(&bare)?;
         fetch(&bare, &src, &r)?;
@@ -333,7 +334,7 @@ pub fn check_out_context(
         skip_submodules: spec.skip_submodules,
     };
     let r = resolve(&src)?;
-    let bare = bare_repo(state, spec.remote)?;
+    let bare = bare_repo(state, spec.remote, &r.commit)?;
     {
         let _lock = lock(&bare)?;
         fetch(&bare, &src, &r)?;
@@ -355,12 +356,17 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 /// The bare repository that caches `remote`, created on first use.
-fn bare_repo(state: &State, remote: &str) -> Result<PathBuf, Error> {
+fn bare_repo(state: &State, remote: &str, commit: &str) -> Result<PathBuf, Error> {
     let dir = state.root.join("git");
     fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
     // Absolute: checkouts run git in other directories.
     let dir = fs::canonicalize(&dir).map_err(io(format!("resolving {}", dir.display())))?;
-    let repo = dir.join(format!("{}.git", Digest::of(remote.as_bytes()).hex()));
+    // A SHA-256 repository gets a cache of its own format.
+    let suffix = if commit.len() == 64 { "-sha256" } else { "" };
+    let repo = dir.join(format!(
+        "{}{suffix}.git",
+        Digest::of(remote.as_bytes()).hex()
+    ));
     if repo.join("HEAD").exists() {
         return Ok(repo);
     }
@@ -376,6 +382,7 @@ fn bare_repo(state: &State, remote: &str) -> Result<PathBuf, Error> {
         "--bare",
         "--quiet",
     ])
+    .arg(object_format(commit))
     .arg(tmp.path());
     run(cmd, &format!("create a repository for {remote}"))?;
     let mut cmd = git();
@@ -396,6 +403,17 @@ fn bare_repo(state: &State, remote: &str) -> Result<PathBuf, Error> {
         Err(e) => return Err(io(format!("creating {}", repo.display()))(e)),
     }
     Ok(repo)
+}
+
+/// The `git init` option for the repository a commit id comes from: a
+/// SHA-256 repository has 64-digit ids, and git fetches only into a
+/// repository of the same object format.
+fn object_format(commit: &str) -> &'static str {
+    if commit.len() == 64 {
+        "--object-format=sha256"
+    } else {
+        "--object-format=sha1"
+    }
 }
 
 /// An exclusive `flock` on the repository's lock file, released on drop.
@@ -481,6 +499,7 @@ fn checkout(
     if src.keep_git_dir && subdir.is_empty() {
         let mut cmd = git();
         cmd.args(["-c", "init.defaultBranch=master", "init", "--quiet"])
+            .arg(object_format(&r.commit))
             .arg(dest);
         run(cmd, &what)?;
         let in_dest = || {
