@@ -173,6 +173,13 @@ fn is_ssh(remote: &str) -> bool {
 
 /// Resolves the source's ref to a commit (network: `git ls-remote`).
 fn resolve(src: &Source<'_>) -> Result<Resolved, Error> {
+    // BuildKit's git source, in its words.
+    if !src.checksum.is_empty() && !src.checksum.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::Other(format!(
+            "invalid checksum {} for Git URL, expected hex commit hash",
+            src.checksum
+        )));
+    }
     if is_ssh(src.remote) {
         return Err(Error::Other(format!(
             "git over SSH ({}) is not supported yet (it needs --ssh agent forwarding); use an https:// or git:// URL",
