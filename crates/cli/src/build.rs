@@ -447,6 +447,8 @@ struct Plan {
     /// The main context is a local directory, whose `.dockerignore`
     /// applies (a remote one is read whole, as BuildKit reads it).
     local_context: bool,
+    /// A remote context's URL and `-f`, naming its `--explain` records.
+    context_scope: Option<String>,
 }
 
 /// What a build found out that its record keeps, filled in as it goes.
@@ -619,6 +621,13 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         attest,
         isolation,
         local_context: remote.is_none(),
+        context_scope: remote.as_ref().map(|_| {
+            format!(
+                "{}\0{}",
+                args.context,
+                args.file.as_deref().unwrap_or_default()
+            )
+        }),
     };
     let head = record_head(args, &plan);
     let mut plan = plan;
@@ -831,6 +840,7 @@ fn run(
         attest: (mut attest, attest_notes),
         isolation,
         local_context,
+        context_scope,
     } = plan;
     crate::isolation::check_flags(&*isolation, args)?;
     let step_limits = limits(args)?;
@@ -1025,6 +1035,7 @@ fn run(
         context_dir,
         dockerfile,
         context_dockerignore: local_context,
+        context_scope,
         local_contexts,
         outputs,
         max_parallelism: args.max_parallelism.unwrap_or_else(|| {

@@ -36,6 +36,9 @@ pub struct BuildRequest {
     /// remote context made into a directory (a git or HTTP URL, a tar on
     /// stdin), which BuildKit reads whole.
     pub context_dockerignore: bool,
+    /// What names a remote main context in `--explain` records (its URL
+    /// and `-f`): the directory it was fetched into changes every build.
+    pub context_scope: Option<String>,
     /// Local directories of `--build-context`, by local source name; each
     /// is seen through its own `.dockerignore`.
     pub local_contexts: Vec<(String, PathBuf)>,
@@ -641,6 +644,9 @@ fn named_cache_mounts(dag: &Dag<Vertex>) -> std::collections::BTreeSet<String> {
 /// records: the context directory and the Dockerfile (host paths, which
 /// name record files and never enter a cache key).
 fn explain_scope(req: &BuildRequest) -> String {
+    if let Some(scope) = &req.context_scope {
+        return scope.clone();
+    }
     let dir = std::fs::canonicalize(&req.context_dir).unwrap_or_else(|_| req.context_dir.clone());
     let file = req
         .dockerfile
