@@ -10,8 +10,9 @@ use crate::patternmatcher::PatternError;
 pub enum ContextError {
     /// A COPY source that does not exist in the tree (missing, ignored, a
     /// symlink to something missing or ignored, or a wildcard that matched
-    /// nothing when that is not allowed). `path` is the in-tree path.
-    #[error("{path}: not found")]
+    /// nothing when that is not allowed). `path` is the in-tree path,
+    /// quoted as BuildKit quotes it (`"/x": not found`).
+    #[error("\"{path}\": not found")]
     NotFound {
         /// The in-tree path as given (lossily decoded).
         path: String,
@@ -20,7 +21,7 @@ pub enum ContextError {
     /// not in the tree: symlinks resolve inside the context, so one pointing
     /// at a host path (`/etc`) leads to that path *in the context*.
     #[error(
-        "{path}: not found (its symbolic links lead to {resolved} in the build context; \
+        "\"{path}\": not found (its symbolic links lead to {resolved} in the build context; \
          a context's symlinks resolve inside the context, never to host files)"
     )]
     NotFoundThroughSymlink {
