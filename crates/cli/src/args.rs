@@ -233,9 +233,11 @@ pub enum PlanFormat {
 }
 
 /// The `docker build` flags.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct BuildArgs {
-    /// Build context: a directory.
+    /// Build context: a directory; `kiln build` also takes a git URL
+    /// (`https://host/repo.git#ref:dir`), an HTTP URL or `-` (stdin), each
+    /// a tar archive or a Dockerfile (then the context is empty).
     #[arg(value_name = "CONTEXT")]
     pub context: String,
 
@@ -436,7 +438,7 @@ pub enum ProgressChoice {
 /// The flags of `docker build` and `docker buildx build` that kiln does not
 /// have: taken so that each can be refused by name ([`DockerOnly::unsupported`])
 /// rather than with a generic "unexpected argument". Hidden from `--help`.
-#[derive(Debug, Default, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct DockerOnly {
     #[arg(long = "add-host", hide = true, value_name = "HOST:IP")]
     pub add_host: Vec<String>,

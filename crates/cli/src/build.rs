@@ -427,6 +427,11 @@ struct Plan {
     attest: (kiln_worker::attest::AttestRequest, Vec<String>),
     /// How RUN steps are kept apart from this machine (`--isolation`).
     isolation: Box<dyn kiln_executor::isolation::Isolation>,
+    /// The main context is a local directory, whose `.dockerignore`
+    /// applies (a remote one is read whole, as BuildKit reads it).
+    local_context: bool,
+    /// A remote context's URL and `-f`, naming its `--explain` records.
+    context_scope: Option<String>,
 }
 
 /// What a build found out that its record keeps, filled in as it goes.
@@ -525,7 +530,13 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     if let Some(r) = crate::globals::enter_rootless(globals.debug) {
         return r;
     }
-    let file = read_dockerfile(args)?;
+    // A remote context (a URL, `-`) is fetched once the state is open.
+    let main_context = crate::options::main_context(&args.context)?;
+    let file = if main_context.is_local() {
+        Some(read_dockerfile(args)?)
+    } else {
+        None
+    };
     // Before any thread exists: in the namespaces mode every mount kiln
     // makes from here on lives in a mount namespace that dies with the
     // process; the container mode is checked before the state is touched.
@@ -551,6 +562,19 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         }
     };
     let state = crate::store::open_for_layers(globals.root.as_deref())?;
+    let remote = match file {
+        Some(_) => None,
+        None => Some(crate::remote::materialize(&state, args, &main_context)?),
+    };
+    let (local_args, file) = match (&remote, file) {
+        (Some(r), _) => (&r.args, r.file.clone()),
+        (None, Some(f)) => (args, f),
+        (None, None) => {
+            return Err(Failure::Internal(anyhow::anyhow!(
+                "the Dockerfile was not read"
+            )));
+        }
+    };
     let isolation: Box<dyn kiln_executor::isolation::Isolation> = match (decision, container) {
         (crate::isolation::Decision::Namespaces(n), _) => Box::new(n),
         (_, Some(c)) => Box::new(c.with_whiteouts(kiln_snapshot::whiteout_format())),
@@ -575,10 +599,33 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         grants,
         attest,
         isolation,
+        local_context: remote.is_none(),
+        context_scope: remote.as_ref().map(|_| {
+            format!(
+                "{}\0{}",
+                args.context,
+                args.file.as_deref().unwrap_or_default()
+            )
+        }),
     };
     let head = record_head(args, &plan);
+    let mut plan = plan;
+    if let Some(r) = &remote {
+        // No `.dockerignore` applies to it (`CopyIgnoredFile` has no rules).
+        plan.opts.dockerignore = None;
+        // `SOURCE_DATE_EPOCH=context`: a git commit's time, an HTTP
+        // context's; stdin has none, as a local directory.
+        plan.opts.local_context = main_context == crate::options::MainContext::Stdin;
+        plan.opts.context_epoch = r.fetched.time;
+    }
     let mut found = Found::default();
-    let result = run(globals, args, &state, &file, &progress, plan, &mut found);
+    let result = run(
+        globals, local_args, &state, &file, &progress, plan, &mut found,
+    );
+    if let Some(r) = &remote {
+        // Its stat cache is named by its path, which no build sees again.
+        let _ = std::fs::remove_file(state.context_cache(&r.dir()));
+    }
     let cancelled = matches!(&result, Err(Failure::Build(m)) if m == CANCELLED);
     progress.finish(match &result {
         Ok(()) => "",
@@ -774,6 +821,8 @@ fn run(
         grants,
         attest: (mut attest, attest_notes),
         isolation,
+        local_context,
+        context_scope,
     } = plan;
     crate::isolation::check_flags(&*isolation, args)?;
     let step_limits = limits(args)?;
@@ -981,6 +1030,8 @@ fn run(
         more_platforms,
         context_dir,
         dockerfile,
+        context_dockerignore: local_context,
+        context_scope,
         local_contexts,
         outputs,
         max_parallelism: args.max_parallelism.unwrap_or_else(|| {

@@ -79,8 +79,18 @@ fn build_paths(
     ssh: &[PathBuf],
     globals: &Globals,
 ) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = vec![PathBuf::from(&args.context)];
-    if let Some(f) = args.file.as_deref().filter(|f| *f != "-") {
+    let mut out: Vec<PathBuf> = Vec::new();
+    // A remote context is fetched into the state directory, and a relative
+    // `-f` then names a file in it.
+    let local = crate::options::main_context(&args.context).is_ok_and(|m| m.is_local());
+    if local {
+        out.push(PathBuf::from(&args.context));
+    }
+    if let Some(f) = args
+        .file
+        .as_deref()
+        .filter(|f| *f != "-" && (local || Path::new(f).is_absolute()))
+    {
         out.push(PathBuf::from(f));
     }
     for (_, c) in contexts {

@@ -44,6 +44,7 @@ mod progress_tty;
 mod prune;
 mod records;
 mod registry;
+mod remote;
 mod report;
 mod reproducible;
 mod run;

@@ -19,12 +19,84 @@ pub fn reject_unsupported(args: &BuildArgs) -> Result<(), Failure> {
     if let Some((flag, why)) = args.unsupported().first() {
         return Err(Failure::Usage(format!("{flag} is not supported yet{why}")));
     }
-    if args.context == "-" {
+    if args.context == "-" && args.file.as_deref() == Some("-") {
         return Err(Failure::Usage(
-            "reading the build context from stdin (CONTEXT `-`) is not supported yet".into(),
+            "the build context and the Dockerfile cannot both be read from stdin (CONTEXT `-` and -f -)"
+                .into(),
         ));
     }
+    main_context(&args.context)?;
     Ok(())
+}
+
+/// The main build context, as `kiln build CONTEXT` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MainContext {
+    /// A directory.
+    Local,
+    /// `-`: a tar archive (the context) or a Dockerfile on stdin.
+    Stdin,
+    /// A git repository (`https://host/repo.git#ref:subdir`, `git@host:repo`,
+    /// `git://…`), as buildx recognises one.
+    Git {
+        remote: String,
+        git_ref: String,
+        subdir: String,
+        /// `?commit=`: a prefix of the commit the ref must resolve to.
+        checksum: String,
+        /// `?keep-git-dir=true`: the checkout keeps `.git`.
+        keep_git_dir: bool,
+        skip_submodules: bool,
+    },
+    /// An `http://` or `https://` URL: a tar archive (the context) or a
+    /// Dockerfile.
+    Http { url: String },
+}
+
+impl MainContext {
+    pub fn is_local(&self) -> bool {
+        *self == MainContext::Local
+    }
+}
+
+/// What CONTEXT names (no I/O).
+pub fn main_context(spec: &str) -> Result<MainContext, Failure> {
+    if spec == "-" {
+        return Ok(MainContext::Stdin);
+    }
+    let bad = |why: &str| Failure::Usage(format!("invalid build context {spec:?}: {why}"));
+    // The docker cli's and buildx's `urlutil.IsGitURL`: `github.com/…` is a
+    // repository, reached over https.
+    let spec = match spec.strip_prefix("github.com/") {
+        Some(rest) => {
+            let (path, fragment) = rest
+                .split_once('#')
+                .map_or((rest, None), |(p, f)| (p, Some(f)));
+            let path = path.strip_suffix(".git").unwrap_or(path);
+            match fragment {
+                Some(f) => format!("https://github.com/{path}.git#{f}"),
+                None => format!("https://github.com/{path}.git"),
+            }
+        }
+        None => spec.to_owned(),
+    };
+    let spec = spec.as_str();
+    if let Some(g) = kiln_frontend::gitref::parse(spec).map_err(|e| bad(&e))? {
+        return Ok(MainContext::Git {
+            remote: g.remote,
+            git_ref: g.git_ref,
+            subdir: g.subdir,
+            checksum: g.checksum,
+            keep_git_dir: g.keep_git_dir == Some(true),
+            skip_submodules: g.submodules == Some(false),
+        });
+    }
+    if spec.starts_with("http://") || spec.starts_with("https://") {
+        return Ok(MainContext::Http {
+            url: spec.to_owned(),
+        });
+    }
+    Ok(MainContext::Local)
 }
 
 /// The frontend options the flags describe. `env` looks up `--build-arg KEY`
@@ -114,8 +186,10 @@ pub fn build_options(
         all_stages: false,
         dockerignore: dockerignore(args),
         multi_platform: platforms.len() > 1,
-        // kiln's main context is always a directory (read_dockerfile).
+        // A remote context is made a directory first; `kiln build` then
+        // says what it is and gives its time (`crate::remote`).
         local_context: true,
+        context_epoch: None,
     })
 }
 
@@ -181,6 +255,12 @@ impl IgnoreRules for DockerIgnore {
 /// (`CONTEXT/dockerfile` when there is no `Dockerfile`, as in BuildKit).
 /// Its name in messages is the path as the user would type it.
 pub fn read_dockerfile(args: &BuildArgs) -> Result<SourceFile, Failure> {
+    if !main_context(&args.context)?.is_local() {
+        return Err(Failure::Usage(format!(
+            "this command does not support a remote build context ({}) yet: only kiln build does",
+            args.context
+        )));
+    }
     let (name, bytes) = match args.file.as_deref() {
         Some("-") => {
             let mut buf = Vec::new();
@@ -368,6 +448,58 @@ mod tests {
         assert_eq!(opts.build_args["SOURCE_DATE_EPOCH"], "7");
         let opts = build_options(&build_args(&["kiln", "build", "."]), &|_| None).unwrap();
         assert!(!opts.build_args.contains_key("SOURCE_DATE_EPOCH"));
+    }
+
+    #[test]
+    fn main_contexts_as_buildx_tells_them() {
+        assert_eq!(main_context(".").unwrap(), MainContext::Local);
+        assert_eq!(main_context("dir/sub").unwrap(), MainContext::Local);
+        assert_eq!(main_context("-").unwrap(), MainContext::Stdin);
+        assert_eq!(
+            main_context("https://host/ctx.tar.gz").unwrap(),
+            MainContext::Http {
+                url: "https://host/ctx.tar.gz".into()
+            }
+        );
+        assert_eq!(
+            main_context("https://host/repo.git#v1:app").unwrap(),
+            MainContext::Git {
+                remote: "https://host/repo.git".into(),
+                git_ref: "v1".into(),
+                subdir: "app".into(),
+                checksum: String::new(),
+                keep_git_dir: false,
+                skip_submodules: false,
+            }
+        );
+        match main_context("git@host:org/repo?submodules=false#main").unwrap() {
+            MainContext::Git {
+                remote,
+                git_ref,
+                skip_submodules,
+                ..
+            } => assert_eq!(
+                (remote.as_str(), git_ref.as_str(), skip_submodules),
+                ("git@host:org/repo", "main", true)
+            ),
+            other => panic!("{other:?}"),
+        }
+        match main_context("github.com/org/repo#v1:docs").unwrap() {
+            MainContext::Git {
+                remote,
+                git_ref,
+                subdir,
+                ..
+            } => assert_eq!(
+                (remote.as_str(), git_ref.as_str(), subdir.as_str()),
+                ("https://github.com/org/repo.git", "v1", "docs")
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            main_context("https://host/repo.git?ref=a#b"),
+            Err(Failure::Usage(m)) if m.contains("ref conflicts")
+        ));
     }
 
     #[test]

@@ -10,7 +10,8 @@ use crate::patternmatcher::PatternError;
 pub enum ContextError {
     /// A COPY source that does not exist in the tree (missing, ignored, a
     /// symlink to something missing or ignored, or a wildcard that matched
-    /// nothing when that is not allowed). `path` is the in-tree path.
+    /// nothing when that is not allowed). `path` is the in-tree path,
+    /// quoted as BuildKit quotes it (`"/x": not found`).
     #[error("\"{path}\": not found")]
     NotFound {
         /// The in-tree path as given (lossily decoded).

@@ -32,6 +32,13 @@ pub struct BuildRequest {
     pub context_dir: PathBuf,
     /// The Dockerfile, for `<Dockerfile>.dockerignore`.
     pub dockerfile: Option<PathBuf>,
+    /// Whether the main context's `.dockerignore` applies: not for a
+    /// remote context made into a directory (a git or HTTP URL, a tar on
+    /// stdin), which BuildKit reads whole.
+    pub context_dockerignore: bool,
+    /// What names a remote main context in `--explain` records (its URL
+    /// and `-f`): the directory it was fetched into changes every build.
+    pub context_scope: Option<String>,
     /// Local directories of `--build-context`, by local source name; each
     /// is seen through its own `.dockerignore`.
     pub local_contexts: Vec<(String, PathBuf)>,
@@ -139,7 +146,11 @@ fn check_multi_platform_outputs(req: &BuildRequest) -> Result<(), Error> {
     if req.more_platforms.is_empty() {
         return Ok(());
     }
-    if req.outputs.iter().any(|o| matches!(o, Output::Docker { .. })) {
+    if req
+        .outputs
+        .iter()
+        .any(|o| matches!(o, Output::Docker { .. }))
+    {
         return Err(Error::Other(
             "docker exporter does not currently support exporting manifest lists \
              (a multi-platform build makes an image index: use -o type=oci, --push \
@@ -218,7 +229,11 @@ pub async fn build(
                 .to_owned(),
         ));
     }
-    let tree = Tree::open_context(&req.context_dir, req.dockerfile.as_deref())?;
+    let tree = if req.context_dockerignore {
+        Tree::open_context(&req.context_dir, req.dockerfile.as_deref())?
+    } else {
+        Tree::new(req.context_dir.clone(), None)
+    };
     let stat_cache = StatCache::load(&state.context_cache(&req.context_dir));
     let mut contexts = HashMap::new();
     contexts.insert(
@@ -627,6 +642,9 @@ fn named_cache_mounts(dag: &Dag<Vertex>) -> std::collections::BTreeSet<String> {
 /// records: the context directory and the Dockerfile (host paths, which
 /// name record files and never enter a cache key).
 fn explain_scope(req: &BuildRequest) -> String {
+    if let Some(scope) = &req.context_scope {
+        return scope.clone();
+    }
     let dir = std::fs::canonicalize(&req.context_dir).unwrap_or_else(|_| req.context_dir.clone());
     let file = req
         .dockerfile

@@ -227,7 +227,7 @@ fn resolve(root: &Path, path: &str, follow_last: bool) -> Result<PathBuf, Error>
 /// Whether `path` is a (possibly compressed) tar archive, as BuildKit decides
 /// for `ADD`: a regular file whose decompressed stream starts with a valid
 /// tar header.
-fn is_archive(path: &Path) -> bool {
+pub(crate) fn is_archive(path: &Path) -> bool {
     let Ok(meta) = fs::symlink_metadata(path) else {
         return false;
     };

@@ -9,6 +9,7 @@
 //!   rebuilds and an unchanged one is cached. `--checksum` must be a prefix
 //!   of the commit (or of the annotated tag object).
 //! * **Fetch**: one bare repository per remote URL under `<root>/git/`
+//!   (of the remote's object format, SHA-1 or SHA-256)
 //!   (named by the URL's digest), `flock`ed while it is fetched into; a
 //!   commit already there is not fetched again.
 //! * **Checkout**: into a fresh layer, with an index file of its own so
@@ -32,12 +33,12 @@ use std::process::Command;
 
 use kiln_llb::op::{Op, SourceOp};
 use kiln_llb::{Digest, Vertex};
-use kiln_snapshot::LayerDraft;
 use kiln_solver::Key;
 
 use crate::Value;
 use crate::error::Error;
 use crate::keys;
+use crate::state::State;
 use crate::worker::LlbWorker;
 
 /// A ref resolved to a commit.
@@ -172,6 +173,13 @@ fn is_ssh(remote: &str) -> bool {
 
 /// Resolves the source's ref to a commit (network: `git ls-remote`).
 fn resolve(src: &Source<'_>) -> Result<Resolved, Error> {
+    // BuildKit's git source, in its words.
+    if !src.checksum.is_empty() && !src.checksum.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::Other(format!(
+            "invalid checksum {} for Git URL, expected hex commit hash",
+            src.checksum
+        )));
+    }
     if is_ssh(src.remote) {
         return Err(Error::Other(format!(
             "git over SSH ({}) is not supported yet (it needs --ssh agent forwarding); use an https:// or git:// URL",
@@ -210,7 +218,7 @@ fn resolve(src: &Source<'_>) -> Result<Resolved, Error> {
     };
     let Some((object, ref_name, peeled)) = picked else {
         return Err(Error::Other(format!(
-            "repository {} does not contain ref {wanted}",
+            "{}: repository does not contain ref {wanted}",
             src.remote
         )));
     };
@@ -279,16 +287,74 @@ pub fn execute(w: &LlbWorker, v: &Vertex) -> Result<Value, Error> {
         Some(r) => r,
         None => resolve(&src)?,
     };
-    let bare = bare_repo(w, src.remote)?;
+    let bare = bare_repo(&w.state, src.remote, &r.commit)?;
     {
         let _lock = lock(&bare)?;
         fetch(&bare, &src, &r)?;
     }
     let draft = w.state.layers.create()?;
-    checkout(w, &bare, &src, &r, &draft)?;
+    checkout(&w.state, &bare, &src, &r, draft.diff_dir())?;
     let layer = draft.commit(crate::image::built_layer_meta())?;
     Ok(Value::Fs {
         layers: vec![layer.id.as_str().to_owned()],
+    })
+}
+
+/// A git repository as the main build context: the parts of its URL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContextSpec<'a> {
+    pub remote: &'a str,
+    pub git_ref: &'a str,
+    pub subdir: &'a str,
+    /// `?commit=`: a prefix of the commit the ref must resolve to.
+    pub checksum: &'a str,
+    pub keep_git_dir: bool,
+    pub skip_submodules: bool,
+}
+
+/// A git repository checked out as the main build context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextCheckout {
+    /// The commit checked out.
+    pub commit: String,
+    /// Its committer time (Unix seconds): `SOURCE_DATE_EPOCH` of the context.
+    pub time: Option<i64>,
+}
+
+/// A git repository as the main build context (`kiln build
+/// https://host/repo.git#ref:subdir`): the ref resolved and fetched
+/// through the repository cache git sources use, the commit (its `subdir`)
+/// checked out into the empty directory `dest` (with `.git` as `ADD
+/// --keep-git-dir` makes it, when asked and there is no `subdir`). A
+/// `checksum` (`?commit=`) must be a prefix of the commit, as for `ADD`.
+pub fn check_out_context(
+    state: &State,
+    spec: &ContextSpec<'_>,
+    dest: &Path,
+) -> Result<ContextCheckout, Error> {
+    let src = Source {
+        remote: spec.remote,
+        git_ref: spec.git_ref,
+        subdir: spec.subdir,
+        keep_git_dir: spec.keep_git_dir,
+        checksum: spec.checksum,
+        skip_submodules: spec.skip_submodules,
+    };
+    let r = resolve(&src)?;
+    let bare = bare_repo(state, spec.remote, &r.commit)?;
+    {
+        let _lock = lock(&bare)?;
+        fetch(&bare, &src, &r)?;
+    }
+    checkout(state, &bare, &src, &r, dest)?;
+    let mut cmd = git_dir(&bare);
+    cmd.args(["show", "-s", "--format=%ct", &r.commit]);
+    let time = run(cmd, &format!("read the time of commit {}", r.commit))
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o).trim().parse().ok());
+    Ok(ContextCheckout {
+        commit: r.commit,
+        time,
     })
 }
 
@@ -297,12 +363,17 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 /// The bare repository that caches `remote`, created on first use.
-fn bare_repo(w: &LlbWorker, remote: &str) -> Result<PathBuf, Error> {
-    let dir = w.state.root.join("git");
+fn bare_repo(state: &State, remote: &str, commit: &str) -> Result<PathBuf, Error> {
+    let dir = state.root.join("git");
     fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
     // Absolute: checkouts run git in other directories.
     let dir = fs::canonicalize(&dir).map_err(io(format!("resolving {}", dir.display())))?;
-    let repo = dir.join(format!("{}.git", Digest::of(remote.as_bytes()).hex()));
+    // A SHA-256 repository gets a cache of its own format.
+    let suffix = if commit.len() == 64 { "-sha256" } else { "" };
+    let repo = dir.join(format!(
+        "{}{suffix}.git",
+        Digest::of(remote.as_bytes()).hex()
+    ));
     if repo.join("HEAD").exists() {
         return Ok(repo);
     }
@@ -318,6 +389,7 @@ fn bare_repo(w: &LlbWorker, remote: &str) -> Result<PathBuf, Error> {
         "--bare",
         "--quiet",
     ])
+    .arg(object_format(commit))
     .arg(tmp.path());
     run(cmd, &format!("create a repository for {remote}"))?;
     let mut cmd = git();
@@ -338,6 +410,17 @@ fn bare_repo(w: &LlbWorker, remote: &str) -> Result<PathBuf, Error> {
         Err(e) => return Err(io(format!("creating {}", repo.display()))(e)),
     }
     Ok(repo)
+}
+
+/// The `git init` option for the repository a commit id comes from: a
+/// SHA-256 repository has 64-digit ids, and git fetches only into a
+/// repository of the same object format.
+fn object_format(commit: &str) -> &'static str {
+    if commit.len() == 64 {
+        "--object-format=sha256"
+    } else {
+        "--object-format=sha1"
+    }
 }
 
 /// An exclusive `flock` on the repository's lock file, released on drop.
@@ -409,21 +492,21 @@ fn display_ref(src: &Source<'_>, r: &Resolved) -> String {
     }
 }
 
-/// Checks the commit out into `draft`'s diff directory.
+/// Checks the commit out into the empty directory `dest`.
 fn checkout(
-    w: &LlbWorker,
+    state: &State,
     bare: &Path,
     src: &Source<'_>,
     r: &Resolved,
-    draft: &LayerDraft,
+    dest: &Path,
 ) -> Result<(), Error> {
-    let dest = draft.diff_dir();
     let what = format!("check out {} of {}", display_ref(src, r), src.remote);
     let subdir = kiln_frontend::paths::normalize("/", src.subdir, false);
     let subdir = subdir.trim_start_matches('/');
     if src.keep_git_dir && subdir.is_empty() {
         let mut cmd = git();
         cmd.args(["-c", "init.defaultBranch=master", "init", "--quiet"])
+            .arg(object_format(&r.commit))
             .arg(dest);
         run(cmd, &what)?;
         let in_dest = || {
@@ -445,6 +528,7 @@ fn checkout(
             "fetch",
             "--quiet",
             "-u",
+            "--no-tags",
             "--depth=1",
             "--",
             "origin",
@@ -466,22 +550,13 @@ fn checkout(
                 .map_err(io(format!("removing {}", fetch_head.display())))?;
         }
         if wants_submodules(src, dest) {
-            let mut cmd = in_dest();
-            cmd.args([
-                "submodule",
-                "update",
-                "--quiet",
-                "--init",
-                "--recursive",
-                "--depth=1",
-            ]);
-            run(cmd, &format!("update the submodules of {}", src.remote))?;
+            update_submodules(src, in_dest)?;
         }
         return Ok(());
     }
     // A checkout of the whole tree in scratch space, then the wanted
     // directory moved into the layer.
-    let scratch = w.state.scratch()?;
+    let scratch = state.scratch()?;
     let tree = scratch.path().join("tree");
     fs::create_dir(&tree).map_err(io(format!("creating {}", tree.display())))?;
     let mut cmd = git_dir(bare);
@@ -494,21 +569,15 @@ fn checkout(
         // As BuildKit: with the cache repository as git dir, so their
         // clones are cached under its `modules/` (hence the lock).
         let _lock = lock(bare)?;
-        let mut cmd = git_dir(bare);
-        cmd.env("GIT_INDEX_FILE", scratch.path().join("index"))
-            .arg("--work-tree")
-            .arg(&tree)
-            .current_dir(&tree)
-            .args(["-c", "core.bare=false"])
-            .args([
-                "submodule",
-                "update",
-                "--quiet",
-                "--init",
-                "--recursive",
-                "--depth=1",
-            ]);
-        run(cmd, &format!("update the submodules of {}", src.remote))?;
+        update_submodules(src, || {
+            let mut cmd = git_dir(bare);
+            cmd.env("GIT_INDEX_FILE", scratch.path().join("index"))
+                .arg("--work-tree")
+                .arg(&tree)
+                .current_dir(&tree)
+                .args(["-c", "core.bare=false"]);
+            cmd
+        })?;
         // Their `.git` files point into the cache: not part of the tree.
         remove_git_entries(&tree)?;
     }
@@ -540,6 +609,24 @@ fn checkout(
         fs::rename(e.path(), &to).map_err(io(format!("moving {}", e.path().display())))?;
     }
     Ok(())
+}
+
+/// `git submodule update --init --recursive`, one commit deep; a server
+/// that cannot give a shallow clone (git's dumb HTTP protocol) gives the
+/// whole history instead.
+fn update_submodules(src: &Source<'_>, git: impl Fn() -> Command) -> Result<(), Error> {
+    let what = format!("update the submodules of {}", src.remote);
+    let args = ["submodule", "update", "--quiet", "--init", "--recursive"];
+    let mut cmd = git();
+    cmd.args(args).arg("--depth=1");
+    match run(cmd, &what) {
+        Err(Error::Other(m)) if m.contains("does not support shallow") => {
+            let mut cmd = git();
+            cmd.args(args);
+            run(cmd, &what).map(drop)
+        }
+        r => r.map(drop),
+    }
 }
 
 /// Whether the checkout in `tree` has submodules to check out.

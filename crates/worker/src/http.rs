@@ -86,18 +86,24 @@ fn content_id(digest: &str, last_modified: Option<&str>) -> String {
 }
 
 /// The outcome of a (possibly conditional) GET.
-enum Fetch {
+enum Got<T> {
     NotModified,
-    Fetched(Box<Fetched>),
+    Body(Box<Body<T>>),
 }
 
-/// A 200 response, downloaded.
-struct Fetched {
-    draft: LayerDraft,
+/// A 200 response, downloaded into `dest`.
+struct Body<T> {
+    dest: T,
     digest: Digest,
     etag: Option<String>,
     last_modified: Option<String>,
 }
+
+/// A 200 response, downloaded into a layer draft.
+type Fetched = Body<LayerDraft>;
+
+/// The outcome of a (possibly conditional) GET into a layer draft.
+type Fetch = Got<LayerDraft>;
 
 fn parts(v: &Vertex) -> Result<(&str, &str, &str), Error> {
     match &v.op {
@@ -118,6 +124,51 @@ fn fetch(
     filename: &str,
     known: Option<&Validators>,
 ) -> Result<Fetch, Error> {
+    get(url, known, || {
+        let draft = w.state.layers.create()?;
+        let name = if filename.is_empty() {
+            "index.html"
+        } else {
+            filename
+        };
+        let path = draft.diff_dir().join(name);
+        Ok((draft, path))
+    })
+}
+
+/// Downloads `url` into the file `path` (mode 0600, mtime from
+/// `Last-Modified`): the main build context at a URL. Returns the
+/// `Last-Modified` time (Unix seconds), if the server sent one.
+pub fn download_to(url: &str, path: &std::path::Path) -> Result<Option<i64>, Error> {
+    match get(url, None, || Ok(((), path.to_path_buf())))? {
+        Got::Body(b) => Ok(b
+            .last_modified
+            .as_deref()
+            .and_then(parse_http_time)
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| i64::try_from(d.as_secs()).ok())),
+        Got::NotModified => Err(Error::Other(format!(
+            "failed to download {url}: 304 Not Modified to an unconditional request"
+        ))),
+    }
+}
+
+/// An HTTP date as Go's `http.ParseTime` reads it: IMF-fixdate, RFC 850 or
+/// asctime, and (as Go's `MST` layout) a zone of `UTC` where HTTP says `GMT`.
+fn parse_http_time(s: &str) -> Option<std::time::SystemTime> {
+    httpdate::parse_http_date(s).ok().or_else(|| {
+        let gmt = format!("{} GMT", s.trim().strip_suffix(" UTC")?);
+        httpdate::parse_http_date(&gmt).ok()
+    })
+}
+
+/// GETs `url` (conditionally when `known` is given); a 200 goes into the
+/// file `dest` names (called once the response is a 200).
+fn get<T>(
+    url: &str,
+    known: Option<&Validators>,
+    dest: impl FnOnce() -> Result<(T, PathBuf), Error>,
+) -> Result<Got<T>, Error> {
     let fail = |m: String| Error::Other(format!("failed to download {url}: {m}"));
     let mut req = ureq::get(url);
     if let Some(k) = known {
@@ -131,7 +182,7 @@ fn fetch(
     let mut resp = req.call().map_err(|e| fail(e.to_string()))?;
     if resp.status() == 304 {
         if known.is_some() {
-            return Ok(Fetch::NotModified);
+            return Ok(Got::NotModified);
         }
         return Err(fail(
             "304 Not Modified to an unconditional request".to_owned(),
@@ -148,16 +199,8 @@ fn fetch(
     };
     let etag = header("etag");
     let last_modified = header("last-modified");
-    let modified = last_modified
-        .as_deref()
-        .and_then(|s| httpdate::parse_http_date(s).ok());
-    let draft = w.state.layers.create()?;
-    let name = if filename.is_empty() {
-        "index.html"
-    } else {
-        filename
-    };
-    let path = draft.diff_dir().join(name);
+    let modified = last_modified.as_deref().and_then(parse_http_time);
+    let (dest, path) = dest()?;
     let mut file = fs::File::create(&path).map_err(|source| Error::Io {
         what: format!("creating {}", path.display()),
         source,
@@ -192,8 +235,8 @@ fn fetch(
         })?;
     }
     let digest: [u8; 32] = hasher.finalize().into();
-    Ok(Fetch::Fetched(Box::new(Fetched {
-        draft,
+    Ok(Got::Body(Box::new(Body {
+        dest,
         digest: Digest::from_bytes(digest),
         etag,
         last_modified,
@@ -204,7 +247,7 @@ fn fetch(
 /// key's content part.
 fn settle(w: &LlbWorker, url: &str, f: Fetched) -> Result<(LayerDraft, Digest, String), Error> {
     let Fetched {
-        draft,
+        dest: draft,
         digest,
         etag,
         last_modified,
@@ -222,8 +265,8 @@ fn download(
     filename: &str,
 ) -> Result<(LayerDraft, Digest, String), Error> {
     match fetch(w, url, filename, None)? {
-        Fetch::Fetched(f) => settle(w, url, *f),
-        Fetch::NotModified => Err(Error::Other(format!(
+        Got::Body(f) => settle(w, url, *f),
+        Got::NotModified => Err(Error::Other(format!(
             "failed to download {url}: 304 Not Modified to an unconditional request"
         ))),
     }
@@ -263,7 +306,7 @@ pub fn cache_key(w: &LlbWorker, v: &Vertex) -> Result<Key, Error> {
     }
     let known = load_validators(w, url);
     let (prepared, id) = match fetch(w, url, filename, known.as_ref())? {
-        Fetch::NotModified => {
+        Got::NotModified => {
             // `fetch` answers NotModified only to a conditional request.
             let Some(k) = known else {
                 return Err(Error::Other(format!(
@@ -283,7 +326,7 @@ pub fn cache_key(w: &LlbWorker, v: &Vertex) -> Result<Key, Error> {
             }
             (Prepared::Revalidated(digest), id)
         }
-        Fetch::Fetched(f) => {
+        Got::Body(f) => {
             let (draft, digest, id) = settle(w, url, *f)?;
             if let Ok(mut r) = w.resolved.lock() {
                 r.http.insert(v.digest, digest);
@@ -331,4 +374,21 @@ pub fn execute(w: &LlbWorker, v: &Vertex) -> Result<Value, Error> {
     Ok(Value::Fs {
         layers: vec![layer.id.as_str().to_owned()],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn http_times_as_go_reads_them() {
+        let t = |s: &str| {
+            parse_http_time(s).map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs())
+        };
+        assert_eq!(t("Tuesday, 14-Nov-23 22:16:41 UTC"), Some(1_700_000_201));
+        assert_eq!(t("Tue, 14 Nov 2023 22:16:41 GMT"), Some(1_700_000_201));
+        assert_eq!(t("yesterday"), None);
+    }
 }

@@ -57,6 +57,7 @@ pub mod mode;
 pub mod mounts;
 pub mod multi;
 pub mod registry;
+pub mod remote;
 pub mod reuse;
 pub mod state;
 pub mod users;

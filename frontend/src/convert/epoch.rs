@@ -4,8 +4,9 @@
 //! is the epoch; an empty `--build-arg` resets a Dockerfile default.
 //!
 //! BuildKit also takes the time from a source: `context` (the build
-//! context's git commit or HTTP `Last-Modified`; nothing for a local
-//! directory, which kiln's contexts are: `BuildOptions::local_context`), a named context, or a
+//! context's git commit or HTTP `Last-Modified`, which the caller fetched
+//! and gives as `BuildOptions::context_epoch`; nothing for a local
+//! directory: `BuildOptions::local_context`), a named context, or a
 //! stage made of one remote `ADD` (`FROM scratch` plus ARGs). kiln checks
 //! such a stage as BuildKit does and then says that reading the time of a
 //! source is not supported yet (it needs the worker); any other value is
@@ -39,8 +40,10 @@ pub(super) fn resolve(conv: &mut Converter, df: &Dockerfile) -> R<()> {
         },
     };
     // `context` names the main context's time; a local directory has none.
-    let epoch = if value.is_empty() || (value == "context" && cx.opts.local_context) {
+    let epoch = if value.is_empty() {
         None
+    } else if value == "context" && (cx.opts.local_context || cx.opts.context_epoch.is_some()) {
+        cx.opts.context_epoch
     } else {
         Some(parse(cx, df, &value, default_at)?)
     };

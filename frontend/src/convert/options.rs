@@ -46,8 +46,12 @@ pub struct BuildOptions {
     /// The main build context is a local directory, which has no time of
     /// its own: `SOURCE_DATE_EPOCH=context` then leaves the epoch unset, as
     /// in BuildKit. Otherwise (a git or HTTP context) that value is refused
-    /// as not supported yet.
+    /// as not supported yet, unless `context_epoch` gives the time.
     pub local_context: bool,
+    /// The time of a remote main context (a git commit's, an HTTP
+    /// `Last-Modified`, else the newest file of an HTTP archive), which the
+    /// caller fetched: `SOURCE_DATE_EPOCH=context` takes it.
+    pub context_epoch: Option<i64>,
 }
 
 impl Default for BuildOptions {
@@ -66,6 +70,7 @@ impl Default for BuildOptions {
             named_contexts: BTreeMap::new(),
             multi_platform: false,
             local_context: false,
+            context_epoch: None,
         }
     }
 }
