@@ -576,7 +576,9 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         }
     };
     let isolation: Box<dyn kiln_executor::isolation::Isolation> = match (decision, container) {
-        (crate::isolation::Decision::Namespaces(n), _) => Box::new(n),
+        (crate::isolation::Decision::Namespaces(n), _) => {
+            Box::new(n.with_filter_cache(state.root.join("seccomp")))
+        }
         (_, Some(c)) => Box::new(c.with_whiteouts(kiln_snapshot::whiteout_format())),
         (crate::isolation::Decision::Container(_), None) => {
             return Err(Failure::Internal(anyhow::anyhow!(

@@ -28,8 +28,8 @@ impl NamespaceExecutor {
     /// `program args…` must end up calling [`crate::helper_main`].
     pub fn new(program: PathBuf, args: Vec<std::ffi::OsString>) -> NamespaceExecutor {
         // The seccomp filter (tens of milliseconds of CPU to compile) is
-        // compiled when the first RUN step needs it (`step_seccomp`), not
-        // here: a build whose steps are all cached never pays for it.
+        // compiled when the first RUN step needs it (`step_seccomp`), or
+        // read from the cache `with_filter_cache` names.
         cgroup::LIVE_EXECUTORS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         NamespaceExecutor {
             program,
@@ -37,6 +37,17 @@ impl NamespaceExecutor {
             env: Vec::new(),
             networks: Default::default(),
         }
+    }
+
+    /// Keeps the compiled seccomp filter in `dir` (of the state directory)
+    /// for later kiln processes of the same binary and kernel
+    /// (`seccomp::default_filter`), and starts reading or compiling it now,
+    /// on a thread of its own, so that the first RUN step finds it ready.
+    pub fn with_filter_cache(self, dir: PathBuf) -> NamespaceExecutor {
+        std::thread::spawn(move || {
+            let _ = seccomp::default_filter(Some(&dir));
+        });
+        self
     }
 
     /// An environment variable for the helper process (tests use one to turn
@@ -58,7 +69,7 @@ fn step_seccomp(spec: &RunSpec) -> Result<Option<String>, ExecError> {
     if let Some(h) = HEX.get() {
         return Ok(Some(h.clone()));
     }
-    let bpf = seccomp::default_filter().map_err(ExecError::Setup)?;
+    let bpf = seccomp::default_filter(None).map_err(ExecError::Setup)?;
     Ok(Some(HEX.get_or_init(|| hex::encode(bpf)).clone()))
 }
 

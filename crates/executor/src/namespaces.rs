@@ -14,6 +14,8 @@ use crate::{ExecError, Executor, Limits, NamespaceExecutor};
 pub struct Namespaces {
     program: PathBuf,
     args: Vec<OsString>,
+    /// Where the compiled seccomp filter is kept between processes.
+    filter_cache: Option<PathBuf>,
 }
 
 impl Namespaces {
@@ -26,7 +28,20 @@ impl Namespaces {
         args: Vec<OsString>,
     ) -> Result<Namespaces, kiln_snapshot::MountError> {
         kiln_snapshot::private_mount_namespace()?;
-        Ok(Namespaces { program, args })
+        Ok(Namespaces {
+            program,
+            args,
+            filter_cache: None,
+        })
+    }
+}
+
+impl Namespaces {
+    /// Keeps the compiled seccomp filter in `dir` between kiln processes
+    /// (`NamespaceExecutor::with_filter_cache`).
+    pub fn with_filter_cache(mut self, dir: PathBuf) -> Namespaces {
+        self.filter_cache = Some(dir);
+        self
     }
 }
 
@@ -44,9 +59,10 @@ impl Isolation for Namespaces {
     }
 
     fn executor(&self) -> Result<Arc<dyn Executor>, ExecError> {
-        Ok(Arc::new(NamespaceExecutor::new(
-            self.program.clone(),
-            self.args.clone(),
-        )))
+        let e = NamespaceExecutor::new(self.program.clone(), self.args.clone());
+        Ok(Arc::new(match &self.filter_cache {
+            Some(dir) => e.with_filter_cache(dir.clone()),
+            None => e,
+        }))
     }
 }

@@ -19,6 +19,7 @@
 //! BuildKit.
 
 use std::io::{Read as _, Seek as _};
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use caps::Capability;
@@ -343,15 +344,77 @@ fn enosys_above(prog: &[u8], audit_arch: Option<u32>, max: u32) -> Vec<u8> {
     p
 }
 
-/// The filter for a step with Docker's default capabilities, compiled once
-/// per process.
-pub(crate) fn default_filter() -> Result<&'static [u8], String> {
+/// The filter for a step with Docker's default capabilities, once per
+/// process: read from `cache` (a directory of the state directory) when an
+/// earlier kiln process of this very binary compiled it on this kernel,
+/// else compiled (and left there). The first call decides.
+pub(crate) fn default_filter(cache: Option<&Path>) -> Result<&'static [u8], String> {
     static FILTER: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
     FILTER
-        .get_or_init(|| compile(&Target::host(&crate::helper::DEFAULT_CAPS)))
+        .get_or_init(|| {
+            let target = Target::host(&crate::helper::DEFAULT_CAPS);
+            match cache.and_then(|d| cache_file(d, &target)) {
+                Some(file) => cached(&file, &target),
+                None => compile(&target),
+            }
+        })
         .as_ref()
         .map(Vec::as_slice)
         .map_err(Clone::clone)
+}
+
+/// Where the compiled filter of this binary for `target` is kept: named by
+/// the executable's identity (device, inode, size, modification time: a
+/// rebuilt or upgraded kiln is another file) and the target's architecture,
+/// kernel and capabilities, so that a file found there is this binary's
+/// own output for this machine. `None` when the executable cannot be
+/// stat'ed.
+fn cache_file(dir: &Path, target: &Target) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt as _;
+    let exe = std::fs::metadata("/proc/self/exe").ok()?;
+    let caps = target.caps.join(",");
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in caps.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    Some(dir.join(format!(
+        "filter-{:x}-{:x}-{:x}-{}.{}-{}-{}.{}-{h:016x}.bpf",
+        exe.dev(),
+        exe.ino(),
+        exe.size(),
+        exe.mtime(),
+        exe.mtime_nsec(),
+        target.arch,
+        target.kernel.0,
+        target.kernel.1
+    )))
+}
+
+/// The filter at `file`, or compiled and written there (atomically; other
+/// binaries' files in the directory are removed). A file that cannot be
+/// read or written only means compiling.
+fn cached(file: &Path, target: &Target) -> Result<Vec<u8>, String> {
+    if let Ok(b) = std::fs::read(file)
+        && !b.is_empty()
+        && b.len() % 8 == 0
+    {
+        return Ok(b);
+    }
+    let bpf = compile(target)?;
+    let write = || -> std::io::Result<()> {
+        let dir = file.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        for e in std::fs::read_dir(dir)?.flatten() {
+            if e.file_name().to_string_lossy().starts_with("filter-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, &bpf)?;
+        std::fs::rename(&tmp, file)
+    };
+    let _ = write();
+    Ok(bpf)
 }
 
 /// Syscall names of the profile per action for `target`, for tests and
@@ -376,6 +439,25 @@ fn allowed_names(target: &Target) -> std::collections::BTreeMap<String, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cache of the compiled filter: written by the first process,
+    /// read back by the next; a damaged file is compiled again, and
+    /// another binary's file is replaced.
+    #[test]
+    fn the_compiled_filter_is_kept_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Target::host(&crate::helper::DEFAULT_CAPS);
+        let file = cache_file(dir.path(), &t).unwrap();
+        let other = dir.path().join("filter-of-another-kiln.bpf");
+        std::fs::write(&other, b"12345678").unwrap();
+        let first = cached(&file, &t).unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), first);
+        assert!(!other.exists(), "another binary's filter is removed");
+        assert_eq!(cached(&file, &t).unwrap(), first);
+        std::fs::write(&file, b"broken").unwrap();
+        assert_eq!(cached(&file, &t).unwrap(), first);
+        assert_eq!(std::fs::read(&file).unwrap(), first);
+    }
 
     fn target(caps: &[&str]) -> Target {
         Target {
