@@ -61,8 +61,10 @@
 
 mod atomic;
 pub mod beneath;
+pub mod exclusions;
 pub mod export;
 pub mod inplace;
+mod layers;
 pub mod listing;
 pub mod mount;
 pub mod native;
@@ -72,13 +74,14 @@ mod token;
 pub mod unpack;
 pub mod whiteout;
 
+pub use exclusions::Exclusions;
 pub use export::{ExportError, TarOptions, TarStats, write_layer_tar};
-pub use inplace::{Checkout, Exclusions, InPlace};
+pub use inplace::{Checkout, InPlace};
+pub use layers::{mount_layers, mount_layers_reusing};
 pub use listing::{tar_listing, tar_listing_with_digests};
 pub use mount::{
-    MountError, MountGuard, has_cap_sys_admin, in_user_namespace, mount_layers,
-    mount_layers_reusing, mount_overlay, opaque_xattr, private_mount_namespace, probe_overlay,
-    probe_overlay_remembered,
+    Kept, MountError, MountGuard, has_cap_sys_admin, in_user_namespace, mount_overlay,
+    opaque_xattr, private_mount_namespace, probe_overlay, probe_overlay_remembered,
 };
 pub use native::{Snapshotter, copy_file_contents, set_snapshotter, snapshotter};
 pub use securejoin::{ResolveError, resolve_in_root};

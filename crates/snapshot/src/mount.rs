@@ -297,6 +297,62 @@ pub fn private_mount_namespace() -> Result<(), MountError> {
     })
 }
 
+/// A tree a snapshotter makes at a guard's target instead of mounting
+/// (the native snapshotter's, `native.rs`): what unmounting does with it.
+pub(crate) trait Tree: std::fmt::Debug + Send {
+    /// Writes its changes (writable trees) and returns it when it may wait
+    /// for the next mount of its stack; otherwise empties the target.
+    fn finish(self: Box<Self>, target: &Path) -> Result<Option<Kept>, MountError>;
+    /// Empties the target without writing anything (the guard was dropped).
+    fn discard(self: Box<Self>, target: &Path);
+    /// For [`MountGuard::tree_mut`].
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+}
+
+/// A finished tree that may serve the next mount of its stack, told what
+/// the caller changes in the upper dir after the diff.
+pub(crate) trait KeptTree: std::fmt::Debug + Send {
+    fn removed(&mut self, rel: &Path);
+    fn touched(&mut self, rel: &Path);
+    fn touched_ancestors(&mut self, rel: &Path);
+    fn replaced(&mut self, rel: &Path);
+    fn offer(self: Box<Self>);
+}
+
+/// A tree kept after an unmount ([`MountGuard::unmount_keeping`]): report
+/// what changed in the upper dir since the diff, then [offer](Kept::offer)
+/// it for the next mount of its stack; dropping it discards it (it is only
+/// ever an optimisation). See the native snapshotter's `NativeKept`.
+#[derive(Debug)]
+pub struct Kept(pub(crate) Box<dyn KeptTree>);
+
+impl Kept {
+    /// `rel` (relative to the tree's root) was removed from the upper dir.
+    pub fn removed(&mut self, rel: &Path) {
+        self.0.removed(rel);
+    }
+
+    /// `rel` was written in the upper dir.
+    pub fn touched(&mut self, rel: &Path) {
+        self.0.touched(rel);
+    }
+
+    /// Every directory above `rel` was touched.
+    pub fn touched_ancestors(&mut self, rel: &Path) {
+        self.0.touched_ancestors(rel);
+    }
+
+    /// `rel` was replaced in the upper dir.
+    pub fn replaced(&mut self, rel: &Path) {
+        self.0.replaced(rel);
+    }
+
+    /// Hands the tree to the next mount of its stack.
+    pub fn offer(self) {
+        self.0.offer();
+    }
+}
+
 /// A mount that is detached (`umount2(MNT_DETACH)`) when dropped.
 #[derive(Debug)]
 #[must_use = "dropping the guard unmounts at once"]
@@ -306,9 +362,9 @@ pub struct MountGuard {
     /// The empty lower dir of an overlay without layers, removed after the
     /// unmount.
     empty: Option<tempfile::TempDir>,
-    /// A tree the native snapshotter made at the target: diffed (if
-    /// writable) and removed after the unmount.
-    native: Option<crate::native::Materialized>,
+    /// A tree a snapshotter made at the target (the native snapshotter's):
+    /// diffed (if writable) and removed after the unmount.
+    native: Option<Box<dyn Tree>>,
 }
 
 impl MountGuard {
@@ -330,8 +386,8 @@ impl MountGuard {
     /// [`MountGuard::unmount`], for a caller that changes the upper dir
     /// afterwards: a tree the native snapshotter would keep for the next
     /// mount of the stack is returned, for the caller to report its changes
-    /// and then [offer](crate::native::Kept::offer) it.
-    pub fn unmount_keeping(mut self) -> Result<Option<crate::native::Kept>, MountError> {
+    /// and then [offer](Kept::offer) it.
+    pub fn unmount_keeping(mut self) -> Result<Option<Kept>, MountError> {
         if self.mounted {
             self.mounted = false;
             nix::mount::umount2(&self.target, MntFlags::MNT_DETACH).map_err(|e| {
@@ -347,22 +403,22 @@ impl MountGuard {
         }
     }
 
-    /// A guard for a tree the native snapshotter is about to make at
-    /// `target` (not mounted yet).
-    pub(crate) fn native(target: &Path, state: crate::native::Materialized) -> MountGuard {
+    /// A guard for a tree a snapshotter is about to make at `target` (not
+    /// mounted yet).
+    pub(crate) fn with_tree(target: &Path, tree: Box<dyn Tree>) -> MountGuard {
         MountGuard {
             target: target.to_path_buf(),
             mounted: false,
             empty: None,
-            native: Some(state),
+            native: Some(tree),
         }
     }
 
-    /// The native snapshotter's writable tree: its upper dir and baseline.
-    pub(crate) fn set_upper(&mut self, upper: PathBuf, baseline: crate::native::Baseline) {
-        if let Some(n) = &mut self.native {
-            n.set_upper(upper, baseline);
-        }
+    /// The guard's tree, as the snapshotter that made it knows it.
+    pub(crate) fn tree_mut<T: 'static>(&mut self) -> Option<&mut T> {
+        self.native
+            .as_mut()
+            .and_then(|t| t.as_any_mut().downcast_mut::<T>())
     }
 
     /// Bind-mounts `source` on the target (read-only if asked): a single
@@ -413,57 +469,6 @@ impl Drop for MountGuard {
         }
         // `empty` (if any) is removed by its own drop, after the unmount.
         let _ = self.empty.take();
-    }
-}
-
-/// Mounts the layer stack `lowers` (bottom → top), optionally with a
-/// writable `upper` = `(upper dir, work dir)`, on `target`, with this
-/// process's [`crate::snapshotter`]: [`mount_overlay`], or the native
-/// snapshotter's copies (see [`crate::native`]). Either way the upper dir
-/// holds the changes once the guard is [unmounted](MountGuard::unmount).
-pub fn mount_layers(
-    lowers: &[PathBuf],
-    upper: Option<(&Path, &Path)>,
-    target: &Path,
-) -> Result<MountGuard, MountError> {
-    match crate::native::snapshotter() {
-        crate::native::Snapshotter::Overlayfs => mount_overlay(lowers, upper, target),
-        crate::native::Snapshotter::Native => {
-            crate::native::mount(lowers, upper, target, crate::whiteout_format(), None)
-        }
-        crate::native::Snapshotter::NativeUnmounted => {
-            crate::native::unmounted(lowers, upper, target, crate::whiteout_format(), None)
-        }
-    }
-}
-
-/// [`mount_layers`] of a writable mount whose upper dir becomes a layer of
-/// the store: with the native snapshotter, the tree is taken from `views`
-/// (a scratch directory of this build) when the previous step left it
-/// there, and left there for the next step on unmount (see
-/// [`crate::native::Kept`]). `views` must be on the target's filesystem.
-pub fn mount_layers_reusing(
-    lowers: &[PathBuf],
-    upper: (&Path, &Path),
-    target: &Path,
-    views: &Path,
-) -> Result<MountGuard, MountError> {
-    match crate::native::snapshotter() {
-        crate::native::Snapshotter::Overlayfs => mount_overlay(lowers, Some(upper), target),
-        crate::native::Snapshotter::Native => crate::native::mount(
-            lowers,
-            Some(upper),
-            target,
-            crate::whiteout_format(),
-            Some(views),
-        ),
-        crate::native::Snapshotter::NativeUnmounted => crate::native::unmounted(
-            lowers,
-            Some(upper),
-            target,
-            crate::whiteout_format(),
-            Some(views),
-        ),
     }
 }
 

@@ -69,7 +69,7 @@
 //! ([`crate::mount_layers_reusing`], one scratch directory per build)
 //! leaves its tree there on unmount, and the next mount of exactly the
 //! stack that tree now shows (same lowers, plus the new layer: keyed by
-//! their layer ids) takes it by one `rename`. [`Kept`] says what makes a
+//! their layer ids) takes it by one `rename`. [`NativeKept`] says what makes a
 //! used tree equal to a fresh copy of the new stack. So a chain copies its
 //! base once, then each step pays its own walk and the copies of the files
 //! it changed. (Without a journal, ext4 also makes every inode allocation
@@ -90,8 +90,8 @@ use filetime::FileTime;
 use crate::beneath::Entry;
 use nix::sys::stat::{Mode, SFlag};
 
-use crate::inplace::{Exclusions, NO_EXCLUSIONS};
-use crate::mount::{MountError, MountGuard};
+use crate::exclusions::{Exclusions, NO_EXCLUSIONS};
+use crate::mount::{Kept, KeptTree, MountError, MountGuard, Tree};
 use crate::whiteout::{WhiteoutFormat, is_opaque, is_overlay_xattr};
 
 /// How layer stacks are mounted.
@@ -147,7 +147,7 @@ pub(crate) struct Materialized {
     /// How the diff records deletions.
     whiteouts: WhiteoutFormat,
     /// Where the tree may wait for the next mount of its stack (see
-    /// [`Kept`]), and the lowers it was made from.
+    /// [`NativeKept`]), and the lowers it was made from.
     views: Option<(PathBuf, Vec<PathBuf>)>,
 }
 
@@ -155,7 +155,7 @@ impl Materialized {
     /// Writes the diff (writable mounts). With a views directory, the tree
     /// is then made independent of the upper dir and kept; otherwise, and
     /// whenever anything fails, the target is emptied.
-    pub(crate) fn finish(self, target: &Path) -> Result<Option<Kept>, MountError> {
+    fn finish_native(self, target: &Path) -> Result<Option<NativeKept>, MountError> {
         let Some((upper, baseline)) = self.upper else {
             clear(target);
             return Ok(None);
@@ -171,7 +171,7 @@ impl Materialized {
             clear(target);
             return Ok(None);
         };
-        let mut kept = Kept {
+        let mut kept = NativeKept {
             target: target.to_path_buf(),
             upper,
             lowers,
@@ -186,10 +186,38 @@ impl Materialized {
     pub(crate) fn set_upper(&mut self, upper: PathBuf, baseline: Baseline) {
         self.upper = Some((upper, baseline));
     }
+}
+
+impl Tree for Materialized {
+    fn finish(self: Box<Self>, target: &Path) -> Result<Option<Kept>, MountError> {
+        Ok((*self).finish_native(target)?.map(|k| Kept(Box::new(k))))
+    }
 
     /// Empties the target without a diff (the mount was dropped).
-    pub(crate) fn discard(self, target: &Path) {
+    fn discard(self: Box<Self>, target: &Path) {
         clear(target);
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+impl KeptTree for NativeKept {
+    fn removed(&mut self, rel: &Path) {
+        NativeKept::removed(self, rel);
+    }
+    fn touched(&mut self, rel: &Path) {
+        NativeKept::touched(self, rel);
+    }
+    fn touched_ancestors(&mut self, rel: &Path) {
+        NativeKept::touched_ancestors(self, rel);
+    }
+    fn replaced(&mut self, rel: &Path) {
+        NativeKept::replaced(self, rel);
+    }
+    fn offer(self: Box<Self>) {
+        NativeKept::offer(*self);
     }
 }
 
@@ -213,7 +241,7 @@ fn nix_err<'a>(
 
 /// [`crate::mount_layers`] for the native snapshotter (see the module docs),
 /// recording deletions as `whiteouts`. With `views` (a directory of this
-/// process, see [`Kept`]), a writable mount takes the tree a finished mount
+/// process, see [`NativeKept`]), a writable mount takes the tree a finished mount
 /// left there for this very stack instead of copying one, and leaves its
 /// own there when unmounted.
 pub fn mount(
@@ -256,13 +284,13 @@ fn materialize(
     // The guard empties the target if anything below fails.
     // The upper dir is set once the tree is complete.
     let views = views.filter(|_| upper.is_some());
-    let mut guard = MountGuard::native(
+    let mut guard = MountGuard::with_tree(
         target,
-        Materialized {
+        Box::new(Materialized {
             upper: None,
             whiteouts,
             views: views.map(|v| (v.to_path_buf(), lowers.to_vec())),
-        },
+        }),
     );
     let copy = upper.is_some();
     let mut filler = Filler {
@@ -289,7 +317,9 @@ fn materialize(
     if let Some((up, _)) = upper {
         let baseline = Baseline::capture(target, &NO_EXCLUSIONS)?;
         settle(target, baseline.newest)?;
-        guard.set_upper(up.to_path_buf(), baseline);
+        if let Some(m) = guard.tree_mut::<Materialized>() {
+            m.set_upper(up.to_path_buf(), baseline);
+        }
     }
     if bind {
         guard.bind(target, !copy)?;
@@ -859,15 +889,15 @@ fn take_view(views: &Path, lowers: &[PathBuf], target: &Path) -> bool {
 /// After the diff the tree is the merged view of lowers + upper exactly,
 /// but for two things, which this type repairs before the tree is offered:
 /// the entries the diff hard-linked into the upper dir (they get inodes of
-/// their own again, [`Kept::unlink`], so the next step cannot write through
+/// their own again, [`NativeKept::unlink`], so the next step cannot write through
 /// to a committed layer), and whatever the caller changes in the upper dir
 /// after the diff (the RUN helper's mount stubs, a file op's staged copy),
-/// which it reports with [`Kept::removed`], [`Kept::touched`] and
-/// [`Kept::replaced`]. A repair that fails, or a caller that drops the value
-/// without [`Kept::offer`], discards the tree: it is only ever an
+/// which it reports with [`NativeKept::removed`], [`NativeKept::touched`] and
+/// [`NativeKept::replaced`]. A repair that fails, or a caller that drops the value
+/// without [`NativeKept::offer`], discards the tree: it is only ever an
 /// optimisation.
 #[derive(Debug)]
-pub struct Kept {
+pub(crate) struct NativeKept {
     target: PathBuf,
     upper: PathBuf,
     lowers: Vec<PathBuf>,
@@ -879,7 +909,7 @@ pub struct Kept {
     ok: bool,
 }
 
-impl Kept {
+impl NativeKept {
     /// The repairs of a tree that stays where it is, after its diff into
     /// `upper` (which linked `linked` there): whether they all succeeded.
     pub(crate) fn repair_in_place(
@@ -889,7 +919,7 @@ impl Kept {
         baseline: Baseline,
         linked: &[PathBuf],
     ) -> bool {
-        let mut kept = Kept {
+        let mut kept = NativeKept {
             target: target.to_path_buf(),
             upper: upper.to_path_buf(),
             lowers: lowers.to_vec(),
@@ -999,7 +1029,7 @@ impl Kept {
         Some((self.upper.clone(), m))
     }
 
-    /// [`Kept::touched`] for every directory above `rel` (the caller added
+    /// [`NativeKept::touched`] for every directory above `rel` (the caller added
     /// or removed `rel` there).
     pub fn touched_ancestors(&mut self, rel: &Path) {
         for dir in rel.ancestors().skip(1) {
@@ -1068,7 +1098,7 @@ impl Kept {
     }
 }
 
-impl Drop for Kept {
+impl Drop for NativeKept {
     fn drop(&mut self) {
         if self.views.is_some() {
             clear(&self.target);

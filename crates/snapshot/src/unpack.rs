@@ -465,7 +465,7 @@ impl Unpacker {
             let target = parent.join(OsStr::from_bytes(original));
             match lstat(&target).map_err(self.io(e, "lstat", &target))? {
                 None => {
-                    crate::whiteout::make_whiteout(&target, crate::whiteout_format())
+                    crate::whiteout::make_whiteout(&target, crate::whiteout::whiteout_format())
                         .map_err(self.io(e, "creating whiteout", &target))?;
                     // mtime 0, so that the layer dir is reproducible.
                     let zero = FileTime::from_unix_time(0, 0);
