@@ -18,8 +18,9 @@ pub use crate::export::Output;
 use crate::error::{Error, StepError};
 use crate::image::{self, CommitRequest, Committed, StoreResolver};
 use crate::state::State;
+use crate::value::Value;
 use crate::worker::{ContextSource, ExecSettings, LlbWorker};
-use crate::{Value, cache, export};
+use crate::{cache, export};
 
 /// Everything a build needs besides the state directory.
 pub struct BuildRequest {

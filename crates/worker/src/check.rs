@@ -29,9 +29,9 @@ use std::path::{Path, PathBuf};
 use kiln_llb::Digest;
 use kiln_snapshot::LayerId;
 
-use crate::Value;
 use crate::error::Error;
 use crate::state::State;
+use crate::value::Value;
 
 /// One thing found wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,8 +5,8 @@ use kiln_executor::{ExitStatus, Network as ExecNetwork, Rootfs, RunSpec, Stream}
 use kiln_llb::op::{ExecOp, MountKind, Network, Security};
 use kiln_solver::{Cx, Resolved};
 
-use crate::Value;
 use crate::error::Error;
+use crate::value::Value;
 use crate::worker::LlbWorker;
 
 /// The process environment: the op's, plus the proxy variables (which never

@@ -20,9 +20,9 @@ use kiln_llb::{Digest, Vertex};
 use kiln_solver::Key;
 use serde::{Deserialize, Serialize};
 
-use crate::Value;
 use crate::error::Error;
 use crate::state::State;
+use crate::value::Value;
 
 /// Paths named at most in an explanation.
 const MAX_PATHS: usize = 10;

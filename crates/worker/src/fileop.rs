@@ -18,11 +18,11 @@ use kiln_llb::op::{Chmod, Chown, Copy, FileAction, FileOp, Mkdir, Mkfile, Rm};
 use kiln_snapshot::MountGuard;
 use kiln_solver::{Cx, Resolved};
 
-use crate::Value;
 use crate::copy::{Copier, CopyError, CopyOptions, ModeChange, SourceEntry, mkdir_all};
 use crate::error::Error;
 use crate::mode::ModeSet;
 use crate::users;
+use crate::value::Value;
 use crate::worker::LlbWorker;
 
 /// The sources a copy action selects from `tree`.

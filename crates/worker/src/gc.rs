@@ -30,12 +30,12 @@ use std::fs;
 use kiln_llb::Digest;
 use kiln_snapshot::LayerId;
 
-use crate::Value;
 use crate::blobs::dir_size;
 use crate::error::Error;
 use crate::image::{LABEL_DIFF_ID, load_config};
 use crate::images::{records, remove_record};
 use crate::state::State;
+use crate::value::Value;
 
 /// What to prune.
 #[derive(Debug, Clone, Copy, Default)]

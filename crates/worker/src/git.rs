@@ -35,10 +35,10 @@ use kiln_llb::op::{Op, SourceOp};
 use kiln_llb::{Digest, Vertex};
 use kiln_solver::Key;
 
-use crate::Value;
 use crate::error::Error;
 use crate::keys;
 use crate::state::State;
+use crate::value::Value;
 use crate::worker::LlbWorker;
 
 /// A ref resolved to a commit.

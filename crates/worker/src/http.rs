@@ -27,9 +27,9 @@ use kiln_solver::Key;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::Value;
 use crate::error::Error;
 use crate::keys;
+use crate::value::Value;
 use crate::worker::LlbWorker;
 
 /// What computing a key left for `execute`.

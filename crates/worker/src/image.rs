@@ -23,9 +23,9 @@ use kiln_llb::{Digest, Platform};
 use kiln_oci::{Compression, Descriptor, History, ImageConfigFile, ImageRef, RuntimeConfig};
 use kiln_snapshot::{LayerId, LayerMeta, TarOptions};
 
-use crate::Value;
 use crate::error::Error;
 use crate::state::State;
+use crate::value::Value;
 use crate::worker::LlbWorker;
 
 /// Label of unpacked layers: the diffID of the blob they came from.

@@ -61,23 +61,13 @@ pub mod remote;
 pub mod reuse;
 pub mod state;
 pub mod users;
+mod value;
 mod worker;
-
-use serde::{Deserialize, Serialize};
 
 pub use build::{BuildRequest, BuildResult, Output, build};
 pub use error::{Error, StepError};
 pub use image::{ImportRequest, PullPolicy, ResolvedBase, StoreResolver, import};
 pub use mounts::{ExecGrants, Secret};
 pub use state::State;
+pub use value::Value;
 pub use worker::LlbWorker;
-
-/// What a vertex evaluates to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Value {
-    /// A filesystem: layer ids of the snapshot store, bottom first.
-    Fs { layers: Vec<String> },
-    /// A named build context, read in place (never cached).
-    Context { name: String },
-}

@@ -41,9 +41,9 @@ use kiln_solver::{Cx, Resolved};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::Value;
 use crate::copy::{Copier, CopyOptions, SourceEntry};
 use crate::error::Error;
+use crate::value::Value;
 use crate::worker::LlbWorker;
 
 /// The directory of cache mounts under the state directory.

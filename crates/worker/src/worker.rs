@@ -14,7 +14,8 @@ use kiln_solver::{Cx, Key, KeyInput, Resolved};
 use crate::error::Error;
 use crate::keys::{self, InputPart};
 use crate::state::State;
-use crate::{Value, exec, fileop, git, http, image};
+use crate::value::Value;
+use crate::{exec, fileop, git, http, image};
 
 /// A build context the graph may read (`context`, or a `--build-context`).
 #[derive(Debug)]

@@ -13,10 +13,10 @@ use kiln_snapshot::LayerId;
 use kiln_solver::{CacheError, CacheStore, DirCache, Key};
 
 use super::imported::Imported;
-use crate::Value;
 use crate::error::Error;
 use crate::image;
 use crate::state::State;
+use crate::value::Value;
 
 fn io_err(what: &str, path: &Path) -> impl FnOnce(io::Error) -> Error {
     let what = format!("{what} {}", path.display());
