@@ -1315,24 +1315,27 @@ fn name_platform(
     platform: &Platform,
     new: kiln_oci::ImageRef,
 ) -> anyhow::Result<()> {
-    let mut per = state.images.platforms_of(name)?;
-    if per.is_empty()
-        && let Some(old) = state.images.get(name)?
-    {
-        let p = kiln_worker::image::load_config(state, &old.id)?.platform();
-        if !p.os.is_empty() {
-            per.insert(p.format(), old);
+    kiln_worker::images::naming(state, &[new.id], |ix| {
+        let mut per = ix.platforms_of(name)?;
+        if per.is_empty()
+            && let Some(old) = ix.get(name)?
+        {
+            let p = kiln_worker::image::load_config(state, &old.id)?.platform();
+            if !p.os.is_empty() {
+                per.insert(p.format(), old);
+            }
         }
-    }
-    per.insert(platform.format(), new);
-    if per.len() == 1 {
-        state.images.set(name, new)?;
-        return Ok(());
-    }
-    let host = Platform::host().format();
-    let default = per.get(&host).copied().unwrap_or(new);
-    let all: Vec<(String, kiln_oci::ImageRef)> = per.into_iter().collect();
-    state.images.set_platforms(name, &all, default)?;
+        per.insert(platform.format(), new);
+        if per.len() == 1 {
+            ix.set(name, new)?;
+            return Ok(());
+        }
+        let host = Platform::host().format();
+        let default = per.get(&host).copied().unwrap_or(new);
+        let all: Vec<(String, kiln_oci::ImageRef)> = per.into_iter().collect();
+        ix.set_platforms(name, &all, default)?;
+        Ok(())
+    })?;
     Ok(())
 }
 
@@ -1403,7 +1406,8 @@ pub fn import(root: Option<&Path>, args: &ImportArgs) -> Result<(), Failure> {
         if args.platform.is_some() {
             name_platform(&state, &n, &platform, new).context("naming the image")?;
         } else {
-            state.images.set(&n, new).context("naming the image")?;
+            kiln_worker::images::naming(&state, &[id], |ix| Ok(ix.set(&n, new)?))
+                .context("naming the image")?;
         }
     }
     let mut out = std::io::stdout().lock();

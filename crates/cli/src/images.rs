@@ -473,19 +473,21 @@ pub fn tag(root: Option<&Path>, args: &TagArgs) -> Result<(), Failure> {
         ),
         Found::Id(id) => (id, None, Default::default()),
     };
-    images::record(&state, &id).map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?;
     let image = kiln_oci::ImageRef { id, manifest };
-    if platforms.is_empty() {
-        state.images.set(&target, image)
-    } else {
-        // A multi-platform name: the new name gets every platform's image.
-        let all: Vec<(String, kiln_oci::ImageRef)> = platforms.into_iter().collect();
-        state
-            .images
-            .set_platforms(&target, &all, image)
-            .map(|()| None)
-    }
-    .map_err(|e| Failure::Other(e.into()))?;
+    let ids: Vec<Digest> = std::iter::once(id)
+        .chain(platforms.values().map(|r| r.id))
+        .collect();
+    images::naming(&state, &ids, |ix| {
+        if platforms.is_empty() {
+            ix.set(&target, image)?;
+        } else {
+            // A multi-platform name: the new name gets every platform's image.
+            let all: Vec<(String, kiln_oci::ImageRef)> = platforms.into_iter().collect();
+            ix.set_platforms(&target, &all, image)?;
+        }
+        Ok(())
+    })
+    .map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?;
     Ok(())
 }
 

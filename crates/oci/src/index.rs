@@ -221,12 +221,35 @@ impl ImageIndex {
         }
     }
 
+    /// Runs `f` with the index locked against every other change (by any
+    /// process): for a caller that keeps something beside the index in step
+    /// with it — kiln's image records, which a name must never outlive.
+    /// Changes go through the [`Locked`] view (taking the lock again from
+    /// the same process would wait forever).
+    pub fn locked<T>(&self, f: impl FnOnce(&Locked<'_>) -> T) -> Result<T, IndexError> {
+        let _lock = DirLock::exclusive(&self.dir).map_err(|source| IndexError::Io {
+            op: "lock",
+            path: self.dir.clone(),
+            source,
+        })?;
+        Ok(f(&Locked { index: self }))
+    }
+
     fn update<T>(&self, change: impl FnOnce(&mut IndexFile) -> T) -> Result<T, IndexError> {
+        let _lock = DirLock::exclusive(&self.dir).map_err(|source| IndexError::Io {
+            op: "lock",
+            path: self.dir.clone(),
+            source,
+        })?;
+        self.update_locked(change)
+    }
+
+    /// [`ImageIndex::update`] for a caller that holds the lock.
+    fn update_locked<T>(&self, change: impl FnOnce(&mut IndexFile) -> T) -> Result<T, IndexError> {
         let io = |op, path: &Path| {
             let path = path.to_path_buf();
             move |source| IndexError::Io { op, path, source }
         };
-        let _lock = DirLock::exclusive(&self.dir).map_err(io("lock", &self.dir))?;
         remove_stale_temps_once(&self.dir).map_err(io("clean", &self.dir))?;
         let mut file = self.load()?;
         let before = to_canonical_json(&file)?;
@@ -239,6 +262,61 @@ impl ImageIndex {
             write_atomic(&path, &bytes).map_err(io("write", &path))?;
         }
         Ok(out)
+    }
+}
+
+/// The index while [`ImageIndex::locked`] holds its lock.
+#[derive(Debug)]
+pub struct Locked<'a> {
+    index: &'a ImageIndex,
+}
+
+impl Locked<'_> {
+    /// [`ImageIndex::set`].
+    pub fn set(&self, name: &str, image: ImageRef) -> Result<Option<ImageRef>, IndexError> {
+        check_name(name)?;
+        self.index.update_locked(|f| {
+            f.platforms.remove(name);
+            f.images.insert(name.to_owned(), image)
+        })
+    }
+
+    /// [`ImageIndex::set_platforms`].
+    pub fn set_platforms(
+        &self,
+        name: &str,
+        images: &[(String, ImageRef)],
+        default: ImageRef,
+    ) -> Result<(), IndexError> {
+        check_name(name)?;
+        self.index.update_locked(|f| {
+            f.images.insert(name.to_owned(), default);
+            f.platforms
+                .insert(name.to_owned(), images.iter().cloned().collect());
+        })
+    }
+
+    /// [`ImageIndex::remove`].
+    pub fn remove(&self, name: &str) -> Result<Option<ImageRef>, IndexError> {
+        self.index.update_locked(|f| {
+            f.platforms.remove(name);
+            f.images.remove(name)
+        })
+    }
+
+    /// [`ImageIndex::names_of`].
+    pub fn names_of(&self, id: &Digest) -> Result<Vec<String>, IndexError> {
+        self.index.names_of(id)
+    }
+
+    /// [`ImageIndex::get`].
+    pub fn get(&self, name: &str) -> Result<Option<ImageRef>, IndexError> {
+        self.index.get(name)
+    }
+
+    /// [`ImageIndex::platforms_of`].
+    pub fn platforms_of(&self, name: &str) -> Result<BTreeMap<String, ImageRef>, IndexError> {
+        self.index.platforms_of(name)
     }
 }
 

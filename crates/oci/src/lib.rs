@@ -83,7 +83,7 @@ pub use export::{
 };
 pub use hashing::{HashingReader, HashingWriter};
 pub use image::{ImageError, WrittenImage, write_image};
-pub use index::{ImageIndex, ImageRef, IndexError};
+pub use index::{ImageIndex, ImageRef, IndexError, Locked};
 pub use json::{JsonError, canonicalize, to_canonical_json};
 pub use layer::{LayerBlob, LayerBlobs, LayerError, compress_layer, ingest_layer, verify_blob};
 pub use manifest::{Descriptor, Index, Manifest};

@@ -75,20 +75,22 @@ pub fn load(
     let mut out = Vec::new();
     for img in images {
         crate::blobs::record_loaded(state, &img.layers)?;
-        crate::images::record(state, &img.id)?;
-        let mut names = Vec::new();
-        for n in &img.names {
-            if let Some(n) = normalize(n) {
-                state.images.set(
-                    &n,
-                    kiln_oci::ImageRef {
-                        id: img.id,
-                        manifest: img.manifest,
-                    },
-                )?;
-                names.push(n);
+        let names = crate::images::naming(state, &[img.id], |ix| {
+            let mut names = Vec::new();
+            for n in &img.names {
+                if let Some(n) = normalize(n) {
+                    ix.set(
+                        &n,
+                        kiln_oci::ImageRef {
+                            id: img.id,
+                            manifest: img.manifest,
+                        },
+                    )?;
+                    names.push(n);
+                }
             }
-        }
+            Ok(names)
+        })?;
         out.push((img.id, names));
     }
     Ok(out)

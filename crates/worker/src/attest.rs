@@ -776,16 +776,18 @@ pub fn write(
                 &[(platform, m.manifest.clone())],
                 MediaTypes::Oci,
             )?;
-            crate::images::record(state, &img.id)?;
-            for n in names {
-                state.images.set(
-                    n,
-                    kiln_oci::ImageRef {
-                        id: img.id,
-                        manifest: Some(m.manifest.digest),
-                    },
-                )?;
-            }
+            crate::images::naming(state, &[img.id], |ix| {
+                for n in names {
+                    ix.set(
+                        n,
+                        kiln_oci::ImageRef {
+                            id: img.id,
+                            manifest: Some(m.manifest.digest),
+                        },
+                    )?;
+                }
+                Ok(())
+            })?;
             if let Some((idx, _)) = &idx {
                 store_index(state, &img.id, &idx.digest)?;
             }

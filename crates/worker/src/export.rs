@@ -101,16 +101,18 @@ pub fn write_with_progress(
     let sink = |digest: kiln_llb::Digest| progress.map(|p| (p.clone(), digest));
     match out {
         Output::Image { names } => {
-            crate::images::record(state, &img.id)?;
-            for n in names {
-                state.images.set(
-                    n,
-                    kiln_oci::ImageRef {
-                        id: img.id,
-                        manifest: None,
-                    },
-                )?;
-            }
+            crate::images::naming(state, &[img.id], |ix| {
+                for n in names {
+                    ix.set(
+                        n,
+                        kiln_oci::ImageRef {
+                            id: img.id,
+                            manifest: None,
+                        },
+                    )?;
+                }
+                Ok(())
+            })?;
             Ok(None)
         }
         Output::Oci {

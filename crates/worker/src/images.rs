@@ -42,6 +42,23 @@ pub fn record(state: &State, id: &Digest) -> Result<(), Error> {
     write_atomic(&path, b"{}")
 }
 
+/// Records the images `ids` and runs `name` (which points names at them)
+/// with the image index locked: `kiln rmi` removes a record under the same
+/// lock once no name is left, so a name set here can never be left
+/// pointing at an image whose record a concurrent `rmi` removed.
+pub fn naming<T>(
+    state: &State,
+    ids: &[Digest],
+    name: impl FnOnce(&kiln_oci::Locked<'_>) -> Result<T, Error>,
+) -> Result<T, Error> {
+    state.images.locked(|ix| {
+        for id in ids {
+            record(state, id)?;
+        }
+        name(ix)
+    })?
+}
+
 /// Forgets the record of `id`; returns whether there was one.
 pub fn remove_record(state: &State, id: &Digest) -> Result<bool, Error> {
     let path = records_dir(state).join(id.hex());
@@ -200,34 +217,38 @@ pub struct Removed {
 /// an image by ID. An image named more than once is refused by ID unless
 /// `force` (then every name goes), as `docker rmi`.
 pub fn remove(state: &State, found: &Found, force: bool) -> Result<Removed, Error> {
-    let mut out = Removed::default();
-    let id = match found {
-        Found::Name(n, r) => {
-            state.images.remove(n)?;
-            out.untagged.push(n.clone());
-            if !state.images.names_of(&r.id)?.is_empty() {
-                return Ok(out);
+    // Under the index's lock, as every naming is (`naming`): the record goes
+    // only when no name is left at that moment.
+    state.images.locked(|ix| {
+        let mut out = Removed::default();
+        let id = match found {
+            Found::Name(n, r) => {
+                ix.remove(n)?;
+                out.untagged.push(n.clone());
+                if !ix.names_of(&r.id)?.is_empty() {
+                    return Ok(out);
+                }
+                r.id
             }
-            r.id
-        }
-        Found::Id(id) => {
-            let names = state.images.names_of(id)?;
-            if names.len() > 1 && !force {
-                return Err(Error::Other(format!(
-                    "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
-                    &id.hex()[..12]
-                )));
+            Found::Id(id) => {
+                let names = ix.names_of(id)?;
+                if names.len() > 1 && !force {
+                    return Err(Error::Other(format!(
+                        "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
+                        &id.hex()[..12]
+                    )));
+                }
+                for n in names {
+                    ix.remove(&n)?;
+                    out.untagged.push(n);
+                }
+                *id
             }
-            for n in names {
-                state.images.remove(&n)?;
-                out.untagged.push(n);
-            }
-            *id
-        }
-    };
-    remove_record(state, &id)?;
-    out.deleted = Some(id);
-    Ok(out)
+        };
+        remove_record(state, &id)?;
+        out.deleted = Some(id);
+        Ok(out)
+    })?
 }
 
 /// go-units `HumanSizeWithPrecision(size, 3)`: decimal units, 3 significant
@@ -276,5 +297,51 @@ mod size_tests {
         assert_eq!(human_size(1234), "1.23kB");
         assert_eq!(human_size(1_200_000), "1.2MB");
         assert_eq!(human_size(12_000_000), "12MB");
+    }
+}
+
+#[cfg(test)]
+mod race_tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// `kiln import NAME` beside `kiln rmi OTHER-NAME` of the same image
+    /// (found by the store model, seed 1 of a CI run): the rmi must not
+    /// remove the record of an image a name is being pointed at. Naming
+    /// holds the index lock from the record to the name, and rmi's
+    /// "last name gone, so the record goes" waits for it.
+    #[test]
+    fn rmi_waits_for_a_naming_of_the_same_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        let id = Digest::of(b"image");
+        let r = kiln_oci::ImageRef { id, manifest: None };
+        naming(&state, &[id], |ix| Ok(ix.set("l3", r)?)).unwrap();
+        let (entered_tx, entered_rx) = mpsc::channel::<()>();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let st = &state;
+        std::thread::scope(|s| {
+            let namer = s.spawn(move || {
+                naming(st, &[id], |ix| {
+                    entered_tx.send(()).unwrap();
+                    // rmi runs now, if it can.
+                    go_rx
+                        .recv_timeout(std::time::Duration::from_millis(300))
+                        .ok();
+                    Ok(ix.set("l0", r)?)
+                })
+                .unwrap();
+            });
+            entered_rx.recv().unwrap();
+            let rmi = s.spawn(move || remove(st, &Found::Name("l3".to_owned(), r), true).unwrap());
+            let _ = go_tx.send(());
+            namer.join().unwrap();
+            let removed = rmi.join().unwrap();
+            assert_eq!(removed.untagged, vec!["l3".to_owned()]);
+            assert_eq!(removed.deleted, None, "l0 names the image by then");
+        });
+        assert_eq!(state.images.get("l0").unwrap(), Some(r));
+        assert!(records(&state).unwrap().contains(&id), "the record stays");
     }
 }

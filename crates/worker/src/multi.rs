@@ -108,9 +108,6 @@ pub fn write_outputs(
                          build (not supported yet: use --push or -o type=oci)",
                     );
                 }
-                for (_, img) in images {
-                    crate::images::record(state, &img.id)?;
-                }
                 let refs: Vec<(String, ImageRef)> = images
                     .iter()
                     .map(|(p, img)| {
@@ -123,15 +120,19 @@ pub fn write_outputs(
                         )
                     })
                     .collect();
-                if let Some(d) = default_image(images) {
-                    let default = ImageRef {
-                        id: d.id,
-                        manifest: None,
-                    };
-                    for n in names {
-                        state.images.set_platforms(n, &refs, default)?;
+                let ids: Vec<_> = images.iter().map(|(_, img)| img.id).collect();
+                crate::images::naming(state, &ids, |ix| {
+                    if let Some(d) = default_image(images) {
+                        let default = ImageRef {
+                            id: d.id,
+                            manifest: None,
+                        };
+                        for n in names {
+                            ix.set_platforms(n, &refs, default)?;
+                        }
                     }
-                }
+                    Ok(())
+                })?;
             }
             Output::Oci {
                 dest,

@@ -181,14 +181,15 @@ pub fn pull(
         .index
         .as_ref()
         .map_or(resolved.manifest.digest, |i| i.digest);
-    crate::images::record(state, &manifest.config.digest)?;
-    state.images.set(
-        &reference.to_string(),
-        ImageRef {
-            id: manifest.config.digest,
-            manifest: Some(resolved.manifest.digest),
-        },
-    )?;
+    crate::images::naming(state, &[manifest.config.digest], |ix| {
+        Ok(ix.set(
+            &reference.to_string(),
+            ImageRef {
+                id: manifest.config.digest,
+                manifest: Some(resolved.manifest.digest),
+            },
+        )?)
+    })?;
     Ok(Pulled {
         id: manifest.config.digest,
         manifest: resolved.manifest.digest,
