@@ -125,11 +125,7 @@ impl ImageIndex {
 
     /// Points `name` at `image`. Returns what it pointed at before.
     pub fn set(&self, name: &str, image: ImageRef) -> Result<Option<ImageRef>, IndexError> {
-        check_name(name)?;
-        self.update(|f| {
-            f.platforms.remove(name);
-            f.images.insert(name.to_owned(), image)
-        })
+        self.locked(|ix| ix.set(name, image))?
     }
 
     /// Points `name` at one image per platform (`os/arch[/variant]`), with
@@ -141,12 +137,7 @@ impl ImageIndex {
         images: &[(String, ImageRef)],
         default: ImageRef,
     ) -> Result<(), IndexError> {
-        check_name(name)?;
-        self.update(|f| {
-            f.images.insert(name.to_owned(), default);
-            f.platforms
-                .insert(name.to_owned(), images.iter().cloned().collect());
-        })
+        self.locked(|ix| ix.set_platforms(name, images, default))?
     }
 
     /// Forgets the manifest `manifest` wherever `name` records it (its entry
@@ -183,10 +174,7 @@ impl ImageIndex {
 
     /// Removes `name`. Returns what it pointed at.
     pub fn remove(&self, name: &str) -> Result<Option<ImageRef>, IndexError> {
-        self.update(|f| {
-            f.platforms.remove(name);
-            f.images.remove(name)
-        })
+        self.locked(|ix| ix.remove(name))?
     }
 
     /// Every name, sorted; a multi-platform name once per platform.
