@@ -906,24 +906,29 @@ impl Case {
         fs::write(file, text).unwrap();
     }
 
-    /// `proxy-fault refuse-mount N`.
+    /// `proxy-fault refuse-mount N`: the next N cross-repository mounts are
+    /// answered with an upload session; `proxy-fault STATUS METHOD PATH N`:
+    /// the next N requests with METHOD whose path contains PATH are answered
+    /// with STATUS, not forwarded.
     fn proxy_fault(&mut self, args: &[String]) {
-        let [kind, n] = args else {
-            panic!("{}: usage: proxy-fault refuse-mount N", self.dir.display());
+        use kiln_testkit::registry::Fault;
+        let (method, path, fault, n) = match args {
+            [kind, n] if kind == "refuse-mount" => ("POST", "mount=", Fault::RefuseMount, n),
+            [status, method, path, n] => (
+                method.as_str(),
+                path.as_str(),
+                Fault::Status(status.parse().unwrap_or_else(|_| {
+                    panic!("{}: proxy-fault: bad status {status}", self.dir.display())
+                })),
+                n,
+            ),
+            _ => panic!(
+                "{}: usage: proxy-fault refuse-mount N | proxy-fault STATUS METHOD PATH N",
+                self.dir.display()
+            ),
         };
-        assert_eq!(
-            kind,
-            "refuse-mount",
-            "{}: unknown proxy fault",
-            self.dir.display()
-        );
         let (p, _) = self.proxies.last().expect("proxy-fault before proxy");
-        p.inject(
-            "POST",
-            "mount=",
-            kiln_testkit::registry::Fault::RefuseMount,
-            n.parse().unwrap(),
-        );
+        p.inject(method, path, fault, n.parse().unwrap());
     }
 
     /// `serve DIR [VAR]`: serves the files of DIR (relative to the context)

@@ -459,9 +459,7 @@ fn push_manifest(
         ));
         Ok(())
     })?;
-    let pushed = client
-        .put_manifest(reference, tag, &manifest.media_type, &bytes)
-        .map_err(|e| Error::Registry(e.to_string()))?;
+    let pushed = put_manifest_settled(client, reference, tag, manifest, &bytes, &blobs, log)?;
     if pushed != manifest.digest {
         return Err(err(
             reference,
@@ -480,6 +478,57 @@ fn push_manifest(
         bytes.len()
     ));
     Ok(())
+}
+
+/// How often a manifest whose blobs are all there is put again after the
+/// registry refused it (400) for a blob.
+const MANIFEST_SETTLE_ATTEMPTS: u32 = 5;
+
+/// Puts `manifest` (whose blobs were just pushed) under `tag`. A registry
+/// may still refuse it with 400 (`MANIFEST_BLOB_UNKNOWN`) for a blob it has:
+/// the CNCF distribution server's filesystem storage rewrites a blob's link
+/// in place (truncate, then write) when another client pushes the same blob,
+/// so its check of the manifest's blobs can read the link empty; registries
+/// on object storage have the same window between a write and a read. So
+/// when the put fails with 400 and a `HEAD` of every blob finds it, the put
+/// is tried again after a pause (the manifest's bytes are the same: the
+/// retry is idempotent); a blob the registry really lacks, or a 400 that
+/// persists, is the error it was.
+fn put_manifest_settled(
+    client: &Client,
+    reference: &Reference,
+    tag: &str,
+    manifest: &Descriptor,
+    bytes: &[u8],
+    blobs: &[Descriptor],
+    log: Log<'_>,
+) -> Result<Digest, Error> {
+    let mut pause = std::time::Duration::from_millis(50);
+    let mut attempt = 1;
+    loop {
+        let e = match client.put_manifest(reference, tag, &manifest.media_type, bytes) {
+            Ok(d) => return Ok(d),
+            Err(e) => e,
+        };
+        let refused = matches!(e, kiln_registry::RegistryError::Status { status: 400, .. });
+        if !refused || attempt >= MANIFEST_SETTLE_ATTEMPTS {
+            return Err(Error::Registry(e.to_string()));
+        }
+        for b in blobs {
+            match client.head_blob(reference, &b.digest) {
+                Ok(Some(_)) => {}
+                // Missing (or not known): the refusal stands.
+                _ => return Err(Error::Registry(e.to_string())),
+            }
+        }
+        log(&format!(
+            "{reference}: the registry refused the manifest although it has each of its \
+             blobs ({e}): putting it again"
+        ));
+        std::thread::sleep(pause);
+        pause *= 2;
+        attempt += 1;
+    }
 }
 
 fn push_blob(
