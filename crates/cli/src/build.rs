@@ -518,7 +518,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     let attest = crate::attest::request(args, &outputs, &env_var)?;
     let contexts = build_contexts(args)?;
     let epoch = export_epoch(args)?;
-    let grants = crate::grants::grants(
+    let (grants, mut ssh_agents) = crate::grants::grants(
         &args.secrets,
         &args.ssh,
         &args.allow,
@@ -541,6 +541,8 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     // makes from here on lives in a mount namespace that dies with the
     // process; the container mode is checked before the state is touched.
     let decision = crate::isolation::decide(globals)?;
+    // The agents of `--ssh ID=KEYFILE` answer from here on (threads).
+    ssh_agents.serve();
     let container = match &decision {
         crate::isolation::Decision::Namespaces(_) => None,
         crate::isolation::Decision::Container(why) => {

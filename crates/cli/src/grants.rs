@@ -109,13 +109,16 @@ fn secrets(
     Ok(out)
 }
 
-/// `default|ID[=SOCKET]`: agent sockets only (key files would need an agent
-/// of kiln's own).
+/// `default|ID[=SOCKET|KEYFILE[,KEYFILE…]]`: an agent's socket (default:
+/// `$SSH_AUTH_SOCK`), or private key files, which an agent of kiln's own
+/// serves ([`crate::ssh_agent`], bound here and started by
+/// [`SshAgents::serve`]).
 fn ssh(
     values: &[String],
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<HashMap<String, PathBuf>, Failure> {
+) -> Result<(HashMap<String, PathBuf>, SshAgents), Failure> {
     let mut out = HashMap::new();
+    let mut agents = SshAgents(Vec::new());
     for value in values {
         let (id, paths) = match value.split_once('=') {
             Some((id, p)) => (id, p),
@@ -124,9 +127,10 @@ fn ssh(
         if id.is_empty() {
             return Err(usage("--ssh", value, "the id is empty"));
         }
-        let path = if paths.is_empty() {
-            match env("SSH_AUTH_SOCK").filter(|s| !s.is_empty()) {
-                Some(s) => s,
+        let paths: Vec<&str> = paths.split(',').filter(|p| !p.is_empty()).collect();
+        let sock = match paths.as_slice() {
+            [] => match env("SSH_AUTH_SOCK").filter(|s| !s.is_empty()) {
+                Some(s) => Some(s),
                 None => {
                     return Err(usage(
                         "--ssh",
@@ -134,30 +138,67 @@ fn ssh(
                         "invalid empty ssh agent socket, make sure SSH_AUTH_SOCK is set",
                     ));
                 }
+            },
+            [one] => {
+                let meta = std::fs::metadata(one)
+                    .map_err(|e| usage("--ssh", value, format!("{one}: {e}")))?;
+                meta.file_type().is_socket().then(|| (*one).to_owned())
             }
-        } else if paths.contains(',') {
-            return Err(usage(
-                "--ssh",
-                value,
-                "several sockets or key files for one id are not supported yet",
-            ));
-        } else {
-            paths.to_owned()
+            _ => None,
         };
-        let meta =
-            std::fs::metadata(&path).map_err(|e| usage("--ssh", value, format!("{path}: {e}")))?;
-        if !meta.file_type().is_socket() {
-            return Err(usage(
+        if let Some(sock) = sock {
+            let meta = std::fs::metadata(&sock)
+                .map_err(|e| usage("--ssh", value, format!("{sock}: {e}")))?;
+            if !meta.file_type().is_socket() {
+                return Err(usage("--ssh", value, format!("{sock} is not a socket")));
+            }
+            out.insert(id.to_owned(), PathBuf::from(sock));
+            continue;
+        }
+        // Key files: each a regular file (an agent's socket cannot be one
+        // of several paths, as in BuildKit).
+        for p in &paths {
+            let meta =
+                std::fs::metadata(p).map_err(|e| usage("--ssh", value, format!("{p}: {e}")))?;
+            if !meta.is_file() {
+                return Err(usage(
+                    "--ssh",
+                    value,
+                    format!(
+                        "{p} is neither an agent's socket nor a private key file (a socket must \
+                         be the only path of its id)"
+                    ),
+                ));
+            }
+        }
+        let keys = crate::ssh_agent::read_keys(&paths).map_err(|e| usage("--ssh", value, e))?;
+        let agent = crate::ssh_agent::Agent::bind(keys).map_err(|e| {
+            usage(
                 "--ssh",
                 value,
-                format!(
-                    "{path} is not a socket (SSH key files are not supported yet: give an agent socket)"
-                ),
-            ));
-        }
-        out.insert(id.to_owned(), PathBuf::from(path));
+                format!("making the socket of kiln's agent for the key files: {e}"),
+            )
+        })?;
+        out.insert(id.to_owned(), agent.path());
+        agents.0.push(agent);
     }
-    Ok(out)
+    Ok((out, agents))
+}
+
+/// The agents serving `--ssh ID=KEYFILE` ids: their sockets are bound (and
+/// named in the grants) but nothing answers until [`SshAgents::serve`],
+/// which starts threads, so it comes after the process's last `unshare`.
+/// Dropped, their sockets go.
+#[derive(Debug)]
+#[must_use = "dropping the agents removes their sockets"]
+pub struct SshAgents(Vec<crate::ssh_agent::Agent>);
+
+impl SshAgents {
+    pub fn serve(&mut self) {
+        for a in &mut self.0 {
+            a.serve();
+        }
+    }
 }
 
 /// Everything `--secret`, `--ssh` and `--allow` grant. `network` is the
@@ -169,7 +210,7 @@ pub fn grants(
     allow: &[String],
     network: Option<&str>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<ExecGrants, Failure> {
+) -> Result<(ExecGrants, SshAgents), Failure> {
     let mut allow_insecure = false;
     let mut allow_network_host = false;
     for a in allow.iter().flat_map(|a| a.split(',')) {
@@ -189,12 +230,16 @@ pub fn grants(
             "network.host is not allowed: --network=host needs --allow network.host".to_owned(),
         ));
     }
-    Ok(ExecGrants {
-        secrets: secrets(secret_values, env)?,
-        ssh: ssh(ssh_values, env)?,
-        allow_insecure,
-        allow_network_host,
-    })
+    let (ssh, agents) = ssh(ssh_values, env)?;
+    Ok((
+        ExecGrants {
+            secrets: secrets(secret_values, env)?,
+            ssh,
+            allow_insecure,
+            allow_network_host,
+        },
+        agents,
+    ))
 }
 
 #[cfg(test)]
@@ -239,7 +284,7 @@ mod tests {
         let none = |_: &str| None;
         assert!(
             grants(&[], &[], &["security.insecure".to_owned()], None, &none)
-                .is_ok_and(|g| g.allow_insecure && !g.allow_network_host)
+                .is_ok_and(|(g, _)| g.allow_insecure && !g.allow_network_host)
         );
         assert!(grants(&[], &[], &["device".to_owned()], None, &none).is_err());
         assert!(grants(&[], &["default".to_owned()], &[], None, &none).is_err());
@@ -247,7 +292,7 @@ mod tests {
         assert!(grants(&[], &[], &[], Some("host"), &none).is_err());
         assert!(
             grants(&[], &[], &["network.host".to_owned()], Some("host"), &none)
-                .is_ok_and(|g| g.allow_network_host && !g.allow_insecure)
+                .is_ok_and(|(g, _)| g.allow_network_host && !g.allow_insecure)
         );
         assert!(grants(&[], &[], &[], Some("none"), &none).is_ok());
     }
