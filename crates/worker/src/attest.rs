@@ -34,6 +34,7 @@ use crate::export::Output;
 use crate::image::Committed;
 use crate::state::State;
 use crate::worker::LlbWorker;
+pub use kiln_store::attestations::{forget, store_index, stored_blobs, stored_index};
 
 /// `--sbom` options.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -889,72 +890,4 @@ pub fn push(
     }
     crate::registry::push(state, client, manifest, names, log)?;
     Ok(manifest.clone())
-}
-
-/// Where the local store records an image's attestation index
-/// (`<root>/attestations/<image id hex>`).
-fn index_record(state: &State, id: &Digest) -> std::path::PathBuf {
-    state.root.join("attestations").join(id.hex())
-}
-
-/// Records `index` as image `id`'s attestations in the local store.
-pub fn store_index(state: &State, id: &Digest, index: &Digest) -> Result<(), Error> {
-    let path = index_record(state, id);
-    let dir = state.root.join("attestations");
-    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-        what: format!("creating {}", dir.display()),
-        source,
-    })?;
-    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|source| Error::Io {
-        what: format!("creating a file in {}", dir.display()),
-        source,
-    })?;
-    std::fs::write(tmp.path(), index.to_string()).map_err(|source| Error::Io {
-        what: format!("writing {}", tmp.path().display()),
-        source,
-    })?;
-    tmp.persist(&path).map_err(|e| Error::Io {
-        what: format!("renaming into {}", path.display()),
-        source: e.error,
-    })?;
-    Ok(())
-}
-
-/// The attestation index the local store records for image `id`.
-pub fn stored_index(state: &State, id: &Digest) -> Option<Digest> {
-    std::fs::read_to_string(index_record(state, id))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-}
-
-/// Every blob the attestation index of image `id` reaches (the index, its
-/// attestation manifests, their configs and statements), for garbage
-/// collection and `kiln check`.
-pub fn stored_blobs(state: &State, id: &Digest) -> Vec<Digest> {
-    let Some(idx) = stored_index(state, id) else {
-        return Vec::new();
-    };
-    let mut out = vec![idx];
-    let Ok(bytes) = state.content.read(&idx) else {
-        return out;
-    };
-    let Ok(index) = serde_json::from_slice::<kiln_oci::Index>(&bytes) else {
-        return out;
-    };
-    for m in &index.manifests {
-        out.push(m.digest);
-        if let Ok(b) = state.content.read(&m.digest)
-            && let Ok(man) = serde_json::from_slice::<kiln_oci::Manifest>(&b)
-        {
-            out.push(man.config.digest);
-            out.extend(man.layers.iter().map(|l| l.digest));
-        }
-    }
-    out
-}
-
-/// Removes the attestation record of image `id` (its blobs go with the
-/// next collection).
-pub fn forget(state: &State, id: &Digest) {
-    let _ = std::fs::remove_file(index_record(state, id));
 }

@@ -182,7 +182,7 @@ fn base_history(state: &State, def: &Definition, stage: usize) -> Result<Vec<His
                 let id = d
                     .parse()
                     .map_err(|e| Error::Other(format!("{reference}: {e}")))?;
-                return Ok(image::load_config(state, &id)?.history);
+                return Ok(kiln_store::layers::load_config(state, &id)?.history);
             }
             StageBase::Stage { name } => {
                 seen += 1;

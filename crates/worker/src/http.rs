@@ -73,7 +73,10 @@ fn load_validators(w: &LlbWorker, url: &str) -> Option<Validators> {
 }
 
 fn save_validators(w: &LlbWorker, v: &Validators) -> Result<(), Error> {
-    crate::state::write_json(&validators_path(w, &v.url), v)
+    Ok(kiln_store::state::write_json(
+        &validators_path(w, &v.url),
+        v,
+    )?)
 }
 
 /// The content part of the key: the digest, and the Last-Modified time the

@@ -170,7 +170,7 @@ impl LlbWorker {
             && vertices.contains(&v.digest)
             && let Some(Ok(last)) = layers.last().map(|l| LayerId::parse(l))
         {
-            image::prefetch_diff_id(&self.state, last, *clamp);
+            kiln_store::layers::prefetch_diff_id(&self.state, last, *clamp);
         }
         value
     }

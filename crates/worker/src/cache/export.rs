@@ -21,8 +21,8 @@ use super::lazy::{LayerRef, canonical, ensure_blob};
 use super::spec::{CacheTo, Mode};
 use super::transport::{Current, Cx, Remote};
 use crate::error::Error;
-use crate::image;
 use crate::state::State;
+use kiln_store::layers as image;
 
 /// How often an export without exclusive access reads, merges and writes
 /// again when it finds that another exporter replaced its write before it
