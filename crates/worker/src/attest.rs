@@ -32,6 +32,7 @@ use kiln_oci::{Descriptor, MediaTypes};
 use crate::error::Error;
 use crate::export::Output;
 use crate::image::Committed;
+pub use crate::resolved::{Resolved, context_digest};
 use crate::state::State;
 use crate::worker::LlbWorker;
 pub use kiln_store::attestations::{forget, store_index, stored_blobs, stored_index};
@@ -145,37 +146,6 @@ pub struct Attestations {
     per_platform: Vec<(Platform, Vec<Predicate>)>,
     statement_type: &'static str,
     annotations: Annotations,
-}
-
-/// The sources a solve resolved, recorded while keying: a git source's
-/// commit, an http source's content digest (by vertex digest).
-#[derive(Debug, Default)]
-pub struct Resolved {
-    pub git: BTreeMap<Digest, String>,
-    pub http: BTreeMap<Digest, Digest>,
-}
-
-/// The content digest kiln computes of a whole build context (what COPY
-/// sees: `.dockerignore` applied; paths, types, modes, contents, link
-/// targets; never times or owners), its `kiln-local://NAME` material.
-pub fn context_digest(
-    tree: &kiln_context::Tree,
-    cache: &mut kiln_context::StatCache,
-) -> Result<Digest, Error> {
-    let sources = tree.expand(
-        "/",
-        &kiln_context::ExpandOptions {
-            allow_wildcard: false,
-            allow_empty_wildcard: false,
-            follow_symlinks: false,
-        },
-    )?;
-    let opts = kiln_context::DigestOptions {
-        include_ownership: false,
-    };
-    Ok(tree
-        .digest(&sources, &kiln_context::Filter::default(), cache, &opts)?
-        .0)
 }
 
 /// The digest a material gives a base image: the manifest digest when the

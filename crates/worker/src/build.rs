@@ -17,6 +17,7 @@ pub use crate::export::Output;
 
 use crate::error::{Error, StepError};
 use crate::image::{self, CommitRequest, Committed, StoreResolver};
+pub use crate::multi::platform_dir;
 use crate::state::State;
 use crate::value::Value;
 use crate::worker::{ContextSource, ExecSettings, LlbWorker};
@@ -160,12 +161,6 @@ fn check_multi_platform_outputs(req: &BuildRequest) -> Result<(), Error> {
         ));
     }
     Ok(())
-}
-
-/// `linux/arm/v7` → `linux_arm_v7`: a platform's directory of a
-/// multi-platform `type=local` output, as buildx names it.
-pub fn platform_dir(p: &Platform) -> String {
-    p.format().replace('/', "_")
 }
 
 /// The history of the image a stage's chain of `FROM`s starts from.

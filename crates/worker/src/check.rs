@@ -1,5 +1,5 @@
 //! `kiln check`: [`kiln_store::check`], with the worker's cache values
-//! ([`crate::value::CacheValues`]) and error.
+//! (`value::CacheValues`) and error.
 
 pub use kiln_store::check::{Problem, Report};
 

@@ -1,5 +1,5 @@
 //! Garbage collection and `kiln du`: [`kiln_store::gc`], with the worker's
-//! cache values ([`crate::value::CacheValues`]) and error.
+//! cache values (`value::CacheValues`) and error.
 
 pub use kiln_store::gc::{ImageUsage, Plan, PruneOptions, Usage};
 

@@ -29,22 +29,10 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::Error;
 use crate::keys;
+pub use crate::resolved::Download;
+use crate::resolved::Prepared;
 use crate::value::Value;
 use crate::worker::LlbWorker;
-
-/// What computing a key left for `execute`.
-#[derive(Debug)]
-pub struct Download {
-    prepared: Prepared,
-}
-
-#[derive(Debug)]
-enum Prepared {
-    /// A 200: the downloaded file, ready to commit.
-    Fetched(LayerDraft),
-    /// A 304: the content is the one recorded, with this digest.
-    Revalidated(Digest),
-}
 
 /// What a download of a URL saw, for conditional requests next time.
 #[derive(Debug, Serialize, Deserialize)]

@@ -43,33 +43,11 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::copy::{Copier, CopyOptions, SourceEntry};
 use crate::error::Error;
+pub use crate::grants::{ExecGrants, Secret};
 use crate::value::Value;
 use crate::worker::LlbWorker;
 
 pub use kiln_store::cache_mounts::{CACHE_MOUNTS_DIR, CacheMountInfo, cache_mounts};
-
-/// A secret's value. `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub Vec<u8>);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Secret(<{} bytes>)", self.0.len())
-    }
-}
-
-/// What a build grants its RUN steps.
-#[derive(Debug, Clone, Default)]
-pub struct ExecGrants {
-    /// `--secret`: id → value (read by the caller before the build).
-    pub secrets: HashMap<String, Secret>,
-    /// `--ssh`: id → the agent socket to forward.
-    pub ssh: HashMap<String, PathBuf>,
-    /// `--allow security.insecure`.
-    pub allow_insecure: bool,
-    /// `--allow network.host` (`RUN --network=host`, `--network=host`).
-    pub allow_network_host: bool,
-}
 
 fn io_err(what: &str, path: &Path) -> impl FnOnce(io::Error) -> Error {
     let what = format!("{what} {}", path.display());

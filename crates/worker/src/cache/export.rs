@@ -160,7 +160,10 @@ pub fn export(
         .collect();
     if to.mounts {
         for key in cache_mounts {
-            let dir = state.root.join(crate::mounts::CACHE_MOUNTS_DIR).join(key);
+            let dir = state
+                .root
+                .join(kiln_store::cache_mounts::CACHE_MOUNTS_DIR)
+                .join(key);
             let data = dir.join("data");
             if !data.is_dir() {
                 continue;
