@@ -47,7 +47,7 @@ pub(crate) fn create_temp(dir: &Path, stem: &str) -> io::Result<(PathBuf, File)>
 
 /// Atomically replaces `path` with `bytes` (temp file in the same directory,
 /// fsync, rename, fsync of the directory).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = parent(path);
     let stem = path
         .file_name()

@@ -7,8 +7,8 @@ use kiln_llb::Digest;
 use kiln_oci::{BlobInfo, Compression, Descriptor, ExportImage, Manifest, MediaTypes, media};
 
 use crate::error::Error;
-use crate::image::load_config;
 use crate::state::State;
+use kiln_store::layers::load_config;
 
 /// A manifest for image `id` in the content store (its own config blob, its
 /// layer blobs, gzip preferred; see [`crate::blobs::blob`]), ready for an

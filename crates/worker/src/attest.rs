@@ -32,8 +32,10 @@ use kiln_oci::{Descriptor, MediaTypes};
 use crate::error::Error;
 use crate::export::Output;
 use crate::image::Committed;
+pub use crate::resolved::{Resolved, context_digest};
 use crate::state::State;
 use crate::worker::LlbWorker;
+pub use kiln_store::attestations::{forget, store_index, stored_blobs, stored_index};
 
 /// `--sbom` options.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -144,37 +146,6 @@ pub struct Attestations {
     per_platform: Vec<(Platform, Vec<Predicate>)>,
     statement_type: &'static str,
     annotations: Annotations,
-}
-
-/// The sources a solve resolved, recorded while keying: a git source's
-/// commit, an http source's content digest (by vertex digest).
-#[derive(Debug, Default)]
-pub struct Resolved {
-    pub git: BTreeMap<Digest, String>,
-    pub http: BTreeMap<Digest, Digest>,
-}
-
-/// The content digest kiln computes of a whole build context (what COPY
-/// sees: `.dockerignore` applied; paths, types, modes, contents, link
-/// targets; never times or owners), its `kiln-local://NAME` material.
-pub fn context_digest(
-    tree: &kiln_context::Tree,
-    cache: &mut kiln_context::StatCache,
-) -> Result<Digest, Error> {
-    let sources = tree.expand(
-        "/",
-        &kiln_context::ExpandOptions {
-            allow_wildcard: false,
-            allow_empty_wildcard: false,
-            follow_symlinks: false,
-        },
-    )?;
-    let opts = kiln_context::DigestOptions {
-        include_ownership: false,
-    };
-    Ok(tree
-        .digest(&sources, &kiln_context::Filter::default(), cache, &opts)?
-        .0)
 }
 
 /// The digest a material gives a base image: the manifest digest when the
@@ -889,72 +860,4 @@ pub fn push(
     }
     crate::registry::push(state, client, manifest, names, log)?;
     Ok(manifest.clone())
-}
-
-/// Where the local store records an image's attestation index
-/// (`<root>/attestations/<image id hex>`).
-fn index_record(state: &State, id: &Digest) -> std::path::PathBuf {
-    state.root.join("attestations").join(id.hex())
-}
-
-/// Records `index` as image `id`'s attestations in the local store.
-pub fn store_index(state: &State, id: &Digest, index: &Digest) -> Result<(), Error> {
-    let path = index_record(state, id);
-    let dir = state.root.join("attestations");
-    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-        what: format!("creating {}", dir.display()),
-        source,
-    })?;
-    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|source| Error::Io {
-        what: format!("creating a file in {}", dir.display()),
-        source,
-    })?;
-    std::fs::write(tmp.path(), index.to_string()).map_err(|source| Error::Io {
-        what: format!("writing {}", tmp.path().display()),
-        source,
-    })?;
-    tmp.persist(&path).map_err(|e| Error::Io {
-        what: format!("renaming into {}", path.display()),
-        source: e.error,
-    })?;
-    Ok(())
-}
-
-/// The attestation index the local store records for image `id`.
-pub fn stored_index(state: &State, id: &Digest) -> Option<Digest> {
-    std::fs::read_to_string(index_record(state, id))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-}
-
-/// Every blob the attestation index of image `id` reaches (the index, its
-/// attestation manifests, their configs and statements), for garbage
-/// collection and `kiln check`.
-pub fn stored_blobs(state: &State, id: &Digest) -> Vec<Digest> {
-    let Some(idx) = stored_index(state, id) else {
-        return Vec::new();
-    };
-    let mut out = vec![idx];
-    let Ok(bytes) = state.content.read(&idx) else {
-        return out;
-    };
-    let Ok(index) = serde_json::from_slice::<kiln_oci::Index>(&bytes) else {
-        return out;
-    };
-    for m in &index.manifests {
-        out.push(m.digest);
-        if let Ok(b) = state.content.read(&m.digest)
-            && let Ok(man) = serde_json::from_slice::<kiln_oci::Manifest>(&b)
-        {
-            out.push(man.config.digest);
-            out.extend(man.layers.iter().map(|l| l.digest));
-        }
-    }
-    out
-}
-
-/// Removes the attestation record of image `id` (its blobs go with the
-/// next collection).
-pub fn forget(state: &State, id: &Digest) {
-    let _ = std::fs::remove_file(index_record(state, id));
 }

@@ -17,6 +17,7 @@ pub use crate::export::Output;
 
 use crate::error::{Error, StepError};
 use crate::image::{self, CommitRequest, Committed, StoreResolver};
+pub use crate::multi::platform_dir;
 use crate::state::State;
 use crate::value::Value;
 use crate::worker::{ContextSource, ExecSettings, LlbWorker};
@@ -162,12 +163,6 @@ fn check_multi_platform_outputs(req: &BuildRequest) -> Result<(), Error> {
     Ok(())
 }
 
-/// `linux/arm/v7` → `linux_arm_v7`: a platform's directory of a
-/// multi-platform `type=local` output, as buildx names it.
-pub fn platform_dir(p: &Platform) -> String {
-    p.format().replace('/', "_")
-}
-
 /// The history of the image a stage's chain of `FROM`s starts from.
 fn base_history(state: &State, def: &Definition, stage: usize) -> Result<Vec<History>, Error> {
     let mut seen = 0;
@@ -182,7 +177,7 @@ fn base_history(state: &State, def: &Definition, stage: usize) -> Result<Vec<His
                 let id = d
                     .parse()
                     .map_err(|e| Error::Other(format!("{reference}: {e}")))?;
-                return Ok(image::load_config(state, &id)?.history);
+                return Ok(kiln_store::layers::load_config(state, &id)?.history);
             }
             StageBase::Stage { name } => {
                 seen += 1;

@@ -10,6 +10,9 @@ use kiln_llb::SourceLocation;
 pub enum Error {
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
+    /// The state directory (kiln-store: its records, GC, check).
+    #[error(transparent)]
+    State(#[from] kiln_store::Error),
     #[error(transparent)]
     Content(#[from] kiln_oci::ContentError),
     #[error(transparent)]

@@ -164,7 +164,7 @@ impl Explainer {
 
 /// Keeps `r` as the record of its site (written atomically).
 pub fn keep(path: &std::path::Path, r: &StepRecord) -> Result<(), Error> {
-    crate::state::write_json(path, r)
+    Ok(kiln_store::state::write_json(path, r)?)
 }
 
 /// The difference between two runs of a step, in words.

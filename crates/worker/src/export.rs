@@ -12,8 +12,9 @@ use kiln_snapshot::LayerId;
 
 use crate::copy::{Copier, CopyOptions, SourceEntry};
 use crate::error::Error;
-use crate::image::{Committed, layer_blob};
+use crate::image::Committed;
 use crate::state::State;
+use kiln_store::layers::layer_blob;
 
 /// Where an image goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,7 +209,7 @@ pub(crate) fn manifest(
         };
         if rewritten
             && let Some(epoch) = clamp
-            && crate::image::is_built(state, l)?
+            && kiln_store::layers::is_built(state, l)?
         {
             desc.annotations
                 .insert(REWRITTEN_TIMESTAMP.to_owned(), epoch.to_string());
@@ -520,11 +521,15 @@ fn forced_blob(
     compression: Compression,
 ) -> Result<kiln_oci::Descriptor, Error> {
     let l = state.layers.get(layer)?;
-    if !l.meta.labels.contains_key(crate::image::LABEL_DIFF_ID) {
-        return layer_blob(state, layer, clamp, compression);
+    if !l
+        .meta
+        .labels
+        .contains_key(kiln_store::layers::LABEL_DIFF_ID)
+    {
+        return Ok(layer_blob(state, layer, clamp, compression)?);
     }
-    let d = crate::image::diff_id(state, layer, clamp)?;
-    let blobs = crate::blobs::stored_blobs(state, &d)?;
+    let d = kiln_store::layers::diff_id(state, layer, clamp)?;
+    let blobs = kiln_store::blobs::stored_blobs(state, &d)?;
     let (_, src) = blobs
         .iter()
         .find(|(c, _)| *c != compression)

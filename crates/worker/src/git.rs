@@ -37,19 +37,10 @@ use kiln_solver::Key;
 
 use crate::error::Error;
 use crate::keys;
+pub use crate::resolved::GitCommit as Resolved;
 use crate::state::State;
 use crate::value::Value;
 use crate::worker::LlbWorker;
-
-/// A ref resolved to a commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolved {
-    /// The commit to check out.
-    pub commit: String,
-    /// The full ref name it came from (`refs/heads/main`), empty for a
-    /// commit given by sha.
-    pub ref_name: String,
-}
 
 struct Source<'a> {
     remote: &'a str,

@@ -29,22 +29,10 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::Error;
 use crate::keys;
+pub use crate::resolved::Download;
+use crate::resolved::Prepared;
 use crate::value::Value;
 use crate::worker::LlbWorker;
-
-/// What computing a key left for `execute`.
-#[derive(Debug)]
-pub struct Download {
-    prepared: Prepared,
-}
-
-#[derive(Debug)]
-enum Prepared {
-    /// A 200: the downloaded file, ready to commit.
-    Fetched(LayerDraft),
-    /// A 304: the content is the one recorded, with this digest.
-    Revalidated(Digest),
-}
 
 /// What a download of a URL saw, for conditional requests next time.
 #[derive(Debug, Serialize, Deserialize)]
@@ -73,7 +61,10 @@ fn load_validators(w: &LlbWorker, url: &str) -> Option<Validators> {
 }
 
 fn save_validators(w: &LlbWorker, v: &Validators) -> Result<(), Error> {
-    crate::state::write_json(&validators_path(w, &v.url), v)
+    Ok(kiln_store::state::write_json(
+        &validators_path(w, &v.url),
+        v,
+    )?)
 }
 
 /// The content part of the key: the digest, and the Last-Modified time the

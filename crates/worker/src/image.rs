@@ -1,35 +1,33 @@
-//! Images in the local store: resolving `FROM` names, unpacking an image's
-//! layers into snapshots, committing a build result as an image, importing a
-//! root filesystem tarball.
+//! Images in the local store: resolving `FROM` names, the image source op,
+//! committing a build result as an image, importing a root filesystem
+//! tarball.
 //!
-//! Layers have two origins, and each keeps its own identity:
-//!
-//! * *unpacked* layers came from a blob (an imported or pulled image); they
-//!   carry the label `kiln.diff_id` = the diffID of that blob, and an image
-//!   that reuses them keeps that diffID and that blob, byte for byte;
-//! * *built* layers were made by a file or exec op; their tar is generated
-//!   deterministically from the directory, so their diffID is computed (and
-//!   remembered per `SOURCE_DATE_EPOCH` clamp) and their blobs are made on
-//!   demand.
+//! Unpacking an image's layers into snapshots and the diffIDs of layers are
+//! the store's ([`kiln_store::layers`], re-exported here): unpacked layers
+//! keep the diffID and blob they came with, built layers' diffIDs are
+//! computed from their generated tar.
 
-use std::collections::HashMap;
-use std::io::{self, Read};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::io::Read;
 
 use kiln_frontend::{ImageResolver, Resolution, ResolvedImage};
 use kiln_llb::image::{Healthcheck as LlbHealthcheck, History as LlbHistory, ImageConfig};
 use kiln_llb::op::SourceOp;
 use kiln_llb::{Digest, Platform};
-use kiln_oci::{Compression, Descriptor, History, ImageConfigFile, ImageRef, RuntimeConfig};
-use kiln_snapshot::{LayerId, LayerMeta, TarOptions};
+use kiln_oci::{Compression, History, ImageConfigFile, ImageRef, RuntimeConfig};
+use kiln_snapshot::{LayerId, LayerMeta};
+pub use kiln_store::layers::{LABEL_DIFF_ID, diff_id, image_layers, layer_blob, prefetch_diff_id};
+pub use kiln_store::state::DiffIdCells;
 
 use crate::error::Error;
 use crate::state::State;
 use crate::value::Value;
 use crate::worker::LlbWorker;
 
-/// Label of unpacked layers: the diffID of the blob they came from.
-pub const LABEL_DIFF_ID: &str = "kiln.diff_id";
+/// The configuration of image `id` in the content store
+/// ([`kiln_store::layers::load_config`]).
+pub fn load_config(state: &State, id: &Digest) -> Result<ImageConfigFile, Error> {
+    Ok(kiln_store::layers::load_config(state, id)?)
+}
 
 /// Label of built layers: when the op that made them ran (RFC 3339). The
 /// history of an image built from cached layers keeps these times, so an
@@ -49,21 +47,6 @@ pub fn built_layer_meta() -> LayerMeta {
         meta.labels.insert(LABEL_CREATED.to_owned(), t);
     }
     meta
-}
-
-/// Label of built layers: the diffID of their generated tar (suffixed with
-/// `@<epoch>` for a clamped tar).
-fn tar_label(clamp: Option<i64>) -> String {
-    match clamp {
-        None => crate::blobs::LABEL_TAR.to_owned(),
-        Some(e) => format!("{}@{e}", crate::blobs::LABEL_TAR),
-    }
-}
-
-/// The configuration of image `id` in the content store.
-pub fn load_config(state: &State, id: &Digest) -> Result<ImageConfigFile, Error> {
-    let bytes = state.content.read(id)?;
-    Ok(ImageConfigFile::from_json(&bytes, &id.to_string())?)
 }
 
 /// An OCI configuration as the frontend sees it.
@@ -378,171 +361,6 @@ pub fn source(w: &LlbWorker, op: &SourceOp) -> Result<Value, Error> {
     })
 }
 
-/// The snapshot layers of image `id`, unpacking what is missing.
-pub fn image_layers(state: &State, id: &Digest) -> Result<Vec<LayerId>, Error> {
-    if let Some(layers) = state.image_layers(id) {
-        return Ok(layers);
-    }
-    let config = load_config(state, id)?;
-    let mut out = Vec::with_capacity(config.rootfs.diff_ids.len());
-    for diff_id in &config.rootfs.diff_ids {
-        out.push(unpacked_layer(state, diff_id)?);
-    }
-    state.set_image_layers(id, &out)?;
-    Ok(out)
-}
-
-/// The snapshot of the layer whose diffID is `diff_id`, unpacked from its blob
-/// if no snapshot has it yet. The unpacked stream is checked against the
-/// diffID before the layer is committed.
-pub(crate) fn unpacked_layer(state: &State, diff_id: &Digest) -> Result<LayerId, Error> {
-    let key = diff_id.to_string();
-    if let Some(id) = state.layers.find_by_label(LABEL_DIFF_ID, &key)? {
-        return Ok(id);
-    }
-    let blobs = crate::blobs::stored_blobs(state, diff_id)?;
-    let (_, desc) = blobs.first().ok_or_else(|| {
-        Error::Other(format!(
-            "layer {diff_id}: no blob in the content store to unpack it from"
-        ))
-    })?;
-    let file = state.content.open_blob(&desc.digest)?;
-    let (_, tar) = kiln_oci::decompress(io::BufReader::new(file)).map_err(|e| Error::Io {
-        what: format!("decompressing layer blob {}", desc.digest),
-        source: e,
-    })?;
-    let mut hashing = kiln_oci::UnpackedSize::new(kiln_oci::HashingReader::new(tar));
-    let draft = state.layers.create()?;
-    kiln_snapshot::unpack_layer(&mut hashing, draft.diff_dir())?;
-    // Drain what the tar reader left (padding after the end-of-archive).
-    io::copy(&mut hashing, &mut io::sink()).map_err(|e| Error::Io {
-        what: format!("reading layer blob {}", desc.digest),
-        source: e,
-    })?;
-    let size = hashing.size();
-    let (actual, _, _) = hashing.into_inner().finish();
-    if actual != *diff_id {
-        return Err(Error::Other(format!(
-            "layer blob {} does not match its diffID: expected {diff_id}, got {actual}",
-            desc.digest
-        )));
-    }
-    let mut meta = LayerMeta::default();
-    meta.labels.insert(LABEL_DIFF_ID.to_owned(), key);
-    let id = draft.commit(meta)?.id;
-    state.layer_blobs.set_size(diff_id, size)?;
-    Ok(id)
-}
-
-/// diffIDs being computed in this process, one cell per layer and clamp,
-/// so that the prefetch started when a layer is committed
-/// ([`prefetch_diff_id`]) and the export that needs the diffID compute it
-/// once: the second caller waits for the first.
-#[derive(Debug, Default)]
-pub struct DiffIdCells {
-    cells: Mutex<HashMap<DiffIdKey, Arc<DiffIdCell>>>,
-}
-
-/// A layer and the mtime clamp of its tar.
-type DiffIdKey = (LayerId, Option<i64>);
-type DiffIdCell = OnceLock<Result<Digest, String>>;
-
-/// Starts computing the diffID of a just-built `layer` on a thread of its
-/// own, so hashing its tar overlaps the steps after it instead of adding to
-/// the export.
-pub fn prefetch_diff_id(state: &State, layer: LayerId, clamp: Option<i64>) {
-    let state = state.clone();
-    let spawned = std::thread::Builder::new()
-        .name("kiln-diffid".to_owned())
-        .spawn(move || {
-            // An error is reported by the export, which asks again.
-            let _ = diff_id(&state, &layer, clamp);
-        });
-    // Without a thread the export computes it, as it would anyway.
-    drop(spawned);
-}
-
-/// The diffID of `layer` as an image layer: the original one for unpacked
-/// layers, the digest of the generated tar (with `clamp`) for built ones.
-pub fn diff_id(state: &State, layer: &LayerId, clamp: Option<i64>) -> Result<Digest, Error> {
-    if let Some(d) = known_diff_id(&state.layers.get(layer)?, clamp)? {
-        return Ok(d);
-    }
-    let cell = {
-        let mut cells = state
-            .diff_ids
-            .cells
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        cells.entry((layer.clone(), clamp)).or_default().clone()
-    };
-    cell.get_or_init(|| compute_diff_id(state, layer, clamp).map_err(|e| e.to_string()))
-        .clone()
-        .map_err(Error::Other)
-}
-
-/// Whether `layer` was made by a build step (its tar is generated, with the
-/// mtime clamp), not pulled, loaded or imported (its diffID is recorded).
-pub(crate) fn is_built(state: &State, layer: &LayerId) -> Result<bool, Error> {
-    Ok(!state
-        .layers
-        .get(layer)?
-        .meta
-        .labels
-        .contains_key(LABEL_DIFF_ID))
-}
-
-/// The diffID recorded in the layer's labels, if any.
-fn known_diff_id(l: &kiln_snapshot::Layer, clamp: Option<i64>) -> Result<Option<Digest>, Error> {
-    if let Some(d) = l.meta.labels.get(LABEL_DIFF_ID) {
-        return d.parse().map(Some).map_err(|e| {
-            Error::Other(format!(
-                "layer {}: label {LABEL_DIFF_ID}: {e}",
-                l.id.as_str()
-            ))
-        });
-    }
-    let label = tar_label(clamp);
-    Ok(l.meta.labels.get(&label).and_then(|d| d.parse().ok()))
-}
-
-fn compute_diff_id(state: &State, layer: &LayerId, clamp: Option<i64>) -> Result<Digest, Error> {
-    // Another process may have labelled it meanwhile.
-    let l = state.layers.get(layer)?;
-    if let Some(d) = known_diff_id(&l, clamp)? {
-        return Ok(d);
-    }
-    let label = tar_label(clamp);
-    let mut hasher = kiln_oci::HashingWriter::new(io::sink());
-    kiln_snapshot::write_layer_tar(&l.diff, &mut hasher, &TarOptions { mtime_clamp: clamp })?;
-    let (d, _, _) = hasher.finish();
-    state.layers.set_label(layer, &label, &d.to_string())?;
-    Ok(d)
-}
-
-/// The blob of `layer` for an export with `compression`: unpacked layers
-/// keep the blob they came from; built layers are compressed once per
-/// (diffID, compression) and reused (see [`crate::blobs::blob`]).
-pub fn layer_blob(
-    state: &State,
-    layer: &LayerId,
-    clamp: Option<i64>,
-    compression: Compression,
-) -> Result<Descriptor, Error> {
-    let l = state.layers.get(layer)?;
-    let d = diff_id(state, layer, clamp)?;
-    let snapshot = if l.meta.labels.contains_key(LABEL_DIFF_ID) {
-        crate::blobs::Snapshot::Unpacked(layer.clone())
-    } else {
-        crate::blobs::Snapshot::Built(layer.clone(), clamp)
-    };
-    let holders = crate::blobs::Holders {
-        own: Some(snapshot),
-        others: Vec::new(),
-    };
-    crate::blobs::blob(state, &d, compression, None, &holders)
-}
-
 /// What the result of a build is committed with.
 #[derive(Debug, Clone)]
 pub struct CommitRequest<'a> {
@@ -589,9 +407,9 @@ pub fn commit(state: &State, req: &CommitRequest<'_>) -> Result<Committed, Error
     for l in req.layers {
         let d = diff_id(state, l, req.clamp)?;
         let layer = state.layers.get(l)?;
-        // The layer's size, recorded once per diffID (see crate::blobs).
+        // The layer's size, recorded once per diffID (see kiln_store::blobs).
         if state.layer_blobs.size(&d)?.is_none() {
-            let size = crate::blobs::dir_size(&layer.diff);
+            let size = kiln_store::blobs::dir_size(&layer.diff);
             state.layer_blobs.set_size(&d, size)?;
         }
         config.rootfs.diff_ids.push(d);
@@ -728,6 +546,6 @@ pub fn import(state: &State, req: ImportRequest<'_>) -> Result<Digest, Error> {
     });
     let bytes = config.to_json()?;
     let id = state.content.put_bytes(&bytes)?.digest;
-    crate::images::record(state, &id)?;
+    kiln_store::images::record(state, &id)?;
     Ok(id)
 }

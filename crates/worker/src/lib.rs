@@ -28,6 +28,11 @@
 //! configuration into an image in the local store (image ID = digest of the
 //! canonical config) and [`export`] writes the outputs.
 //!
+//! The local store itself (the state directory, image records, layers and
+//! their blobs, garbage collection, `kiln check`) is `kiln-store`, below this
+//! crate; [`state`], [`lock`], [`images`], [`blobs`], [`gc`] and [`check`]
+//! re-export it.
+//!
 //! Architecture invariant: this crate never prints and never reads the process
 //! environment; progress goes through solver events, configuration comes in
 //! through [`BuildRequest`].
@@ -40,6 +45,7 @@ pub mod cache;
 pub mod check;
 pub mod contexts;
 pub mod copy;
+mod dispatch;
 pub mod emulation;
 mod error;
 pub mod exec;
@@ -48,6 +54,7 @@ pub mod export;
 pub mod fileop;
 pub mod gc;
 pub mod git;
+mod grants;
 pub mod http;
 pub mod image;
 pub mod images;
@@ -58,6 +65,7 @@ pub mod mounts;
 pub mod multi;
 pub mod registry;
 pub mod remote;
+mod resolved;
 pub mod reuse;
 pub mod state;
 pub mod users;
@@ -66,8 +74,8 @@ mod worker;
 
 pub use build::{BuildRequest, BuildResult, Output, build};
 pub use error::{Error, StepError};
+pub use grants::{ExecGrants, Secret};
 pub use image::{ImportRequest, PullPolicy, ResolvedBase, StoreResolver, import};
-pub use mounts::{ExecGrants, Secret};
 pub use state::State;
 pub use value::Value;
 pub use worker::LlbWorker;

@@ -22,6 +22,12 @@ use crate::export::{self, Output};
 use crate::image::Committed;
 use crate::state::State;
 
+/// `linux/arm/v7` → `linux_arm_v7`: a platform's directory of a
+/// multi-platform `type=local` output, as buildx names it.
+pub fn platform_dir(p: &Platform) -> String {
+    p.format().replace('/', "_")
+}
+
 /// Writes the index of `images` (one manifest per platform, layers of
 /// `compression`) to the store; returns its descriptor.
 fn index(
@@ -205,7 +211,7 @@ pub fn write_outputs(
             }
             Output::Local { dest } => {
                 for (p, l) in layers {
-                    let dir = dest.join(crate::build::platform_dir(p));
+                    let dir = dest.join(platform_dir(p));
                     export::local(state, l, &dir)?;
                     if let Some(a) = att.filter(|a| a.applies_to(out)) {
                         a.write_local(state, l, p, &dir, clamp)?;
@@ -218,7 +224,7 @@ pub fn write_outputs(
                 let scratch = state.scratch()?;
                 let mut trees = Vec::with_capacity(layers.len());
                 for (p, l) in layers {
-                    let name = crate::build::platform_dir(p);
+                    let name = platform_dir(p);
                     let mut extra = None;
                     if let Some(a) = att.filter(|a| a.applies_to(out)) {
                         let dir = scratch.path().join(format!("attest-{name}"));

@@ -7,7 +7,7 @@
 //! * a pull stores the index (if any), the platform's manifest and the config
 //!   blob as they came (so the image ID is the registry's config digest), and
 //!   downloads the layer blobs the store does not have, several at a time;
-//!   unpacking is [`crate::image::image_layers`]'s, the first time a build
+//!   unpacking is [`kiln_store::layers::image_layers`]'s, the first time a build
 //!   needs the filesystem, once per layer for every image that shares it;
 //! * a push uploads the config and layer blobs the registry does not have
 //!   (cross-repository mounts for blobs known to live in another repository
@@ -27,7 +27,6 @@ use kiln_registry::{Client, PushedBlob};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::image;
 use crate::images::human_size;
 use crate::state::{State, write_atomic};
 
@@ -345,7 +344,7 @@ pub fn manifest_for(
             });
         }
     }
-    let config = image::load_config(state, &r.id)?;
+    let config = kiln_store::layers::load_config(state, &r.id)?;
     let descs = crate::blobs::image_blobs(state, &r.id, &config, None, compression)?;
     let written = kiln_oci::write_image(&state.content, &config, &descs, types)
         .map_err(kiln_oci::Error::from)?;

@@ -11,3 +11,18 @@ pub enum Value {
     /// A named build context, read in place (never cached).
     Context { name: String },
 }
+
+/// The store's view of the build cache's values (garbage collection and
+/// `kiln check`): the layers a [`Value::Fs`] names.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CacheValues;
+
+impl kiln_store::CacheValues for CacheValues {
+    fn layers(&self, bytes: &[u8]) -> Result<Vec<String>, String> {
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Fs { layers }) => Ok(layers),
+            Ok(Value::Context { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}

@@ -21,8 +21,8 @@ use super::lazy::{LayerRef, canonical, ensure_blob};
 use super::spec::{CacheTo, Mode};
 use super::transport::{Current, Cx, Remote};
 use crate::error::Error;
-use crate::image;
 use crate::state::State;
+use kiln_store::layers as image;
 
 /// How often an export without exclusive access reads, merges and writes
 /// again when it finds that another exporter replaced its write before it
@@ -160,7 +160,10 @@ pub fn export(
         .collect();
     if to.mounts {
         for key in cache_mounts {
-            let dir = state.root.join(crate::mounts::CACHE_MOUNTS_DIR).join(key);
+            let dir = state
+                .root
+                .join(kiln_store::cache_mounts::CACHE_MOUNTS_DIR)
+                .join(key);
             let data = dir.join("data");
             if !data.is_dir() {
                 continue;

@@ -14,9 +14,9 @@ use kiln_solver::{CacheError, CacheStore, DirCache, Key};
 
 use super::imported::Imported;
 use crate::error::Error;
-use crate::image;
 use crate::state::State;
 use crate::value::Value;
+use kiln_store::layers as image;
 
 fn io_err(what: &str, path: &Path) -> impl FnOnce(io::Error) -> Error {
     let what = format!("{what} {}", path.display());
@@ -234,7 +234,7 @@ pub fn materialize(state: &State, imported: &Imported, layer: &str) -> Result<La
                 return Ok(id);
             }
             ensure_blob(state, imported, &d)?;
-            image::unpacked_layer(state, &d)
+            Ok(image::unpacked_layer(state, &d)?)
         }
     }
 }

@@ -160,7 +160,7 @@ impl Remote for Local {
             &self.dir.join("oci-layout"),
             br#"{"imageLayoutVersion":"1.0.0"}"#,
         )?;
-        write_atomic(&self.dir.join("index.json"), &body)
+        Ok(write_atomic(&self.dir.join("index.json"), &body)?)
     }
 
     fn exclusive(&self) -> Result<Option<Box<dyn Send>>, Error> {
