@@ -42,6 +42,12 @@ use crate::state::State;
 /// Label of unpacked layers: the diffID of the blob they came from.
 pub const LABEL_DIFF_ID: &str = "kiln.diff_id";
 
+/// Label of built layers: when the op that made them ran (RFC 3339). The
+/// history of an image built from cached layers keeps these times, so an
+/// unchanged rebuild gives the same image ID, as with BuildKit; a layer
+/// unpacked from an imported cache gets the time the cache recorded.
+pub const LABEL_CREATED: &str = "kiln.created";
+
 /// Label prefix of built layers: the diffID of their generated tar
 /// (suffixed with `@<epoch>` for a clamped tar).
 pub const LABEL_TAR: &str = "kiln.tar.diff_id";

@@ -19,7 +19,7 @@ use kiln_oci::{Compression, Descriptor, ImageConfigFile};
 use kiln_snapshot::{LayerId, LayerMeta, TarOptions};
 
 use crate::blobs::{Holders, Snapshot, blob, stored_blobs};
-pub use crate::blobs::{LABEL_DIFF_ID, LABEL_TAR};
+pub use crate::blobs::{LABEL_CREATED, LABEL_DIFF_ID, LABEL_TAR};
 use crate::error::Error;
 use crate::state::State;
 
@@ -46,7 +46,7 @@ pub fn image_layers(state: &State, id: &Digest) -> Result<Vec<LayerId>, Error> {
     let config = load_config(state, id)?;
     let mut out = Vec::with_capacity(config.rootfs.diff_ids.len());
     for diff_id in &config.rootfs.diff_ids {
-        out.push(unpacked_layer(state, diff_id)?);
+        out.push(unpacked_layer(state, diff_id, None)?);
     }
     state.set_image_layers(id, &out)?;
     Ok(out)
@@ -54,8 +54,14 @@ pub fn image_layers(state: &State, id: &Digest) -> Result<Vec<LayerId>, Error> {
 
 /// The snapshot of the layer whose diffID is `diff_id`, unpacked from its blob
 /// if no snapshot has it yet. The unpacked stream is checked against the
-/// diffID before the layer is committed.
-pub fn unpacked_layer(state: &State, diff_id: &Digest) -> Result<LayerId, Error> {
+/// diffID before the layer is committed. `created`: when the step that made
+/// it ran, if known (a layer of an imported cache), kept as its
+/// [`LABEL_CREATED`] for the history of the images built on it.
+pub fn unpacked_layer(
+    state: &State,
+    diff_id: &Digest,
+    created: Option<&str>,
+) -> Result<LayerId, Error> {
     let key = diff_id.to_string();
     if let Some(id) = state.layers.find_by_label(LABEL_DIFF_ID, &key)? {
         return Ok(id);
@@ -88,6 +94,9 @@ pub fn unpacked_layer(state: &State, diff_id: &Digest) -> Result<LayerId, Error>
     }
     let mut meta = LayerMeta::default();
     meta.labels.insert(LABEL_DIFF_ID.to_owned(), key);
+    if let Some(t) = created {
+        meta.labels.insert(LABEL_CREATED.to_owned(), t.to_owned());
+    }
     let id = draft.commit(meta)?.id;
     state.layer_blobs.set_size(diff_id, size)?;
     Ok(id)

@@ -29,10 +29,7 @@ pub fn load_config(state: &State, id: &Digest) -> Result<ImageConfigFile, Error>
     Ok(kiln_store::layers::load_config(state, id)?)
 }
 
-/// Label of built layers: when the op that made them ran (RFC 3339). The
-/// history of an image built from cached layers keeps these times, so an
-/// unchanged rebuild gives the same image ID, as with BuildKit.
-pub const LABEL_CREATED: &str = "kiln.created";
+pub use kiln_store::blobs::LABEL_CREATED;
 
 /// The metadata of a layer an op just made.
 pub fn built_layer_meta() -> LayerMeta {

@@ -119,16 +119,25 @@ pub fn export(
                 idx.push(*i);
                 continue;
             }
-            let (diff_id, desc) = match LayerRef::parse(l)? {
+            let (diff_id, desc, created) = match LayerRef::parse(l)? {
                 LayerRef::Snapshot(id) => (
                     image::diff_id(state, &id, clamp)?,
                     image::layer_blob(state, &id, clamp, to.compression)?,
+                    created_label(state, &id),
                 ),
                 LayerRef::Remote(d) => {
                     ensure_blob(state, imported, &d)?;
+                    let created = imported.created(&d).map(str::to_owned).or_else(|| {
+                        let id = state
+                            .layers
+                            .find_by_label(image::LABEL_DIFF_ID, &d.to_string())
+                            .ok()??;
+                        created_label(state, &id)
+                    });
                     (
                         d,
                         crate::blobs::blob(state, &d, to.compression, None, &Default::default())?,
+                        created,
                     )
                 }
             };
@@ -137,7 +146,11 @@ pub fn export(
                 blobs.len() - 1
             });
             let i = config.layers.len();
-            config.layers.push(CacheLayer { diff_id, blob });
+            config.layers.push(CacheLayer {
+                diff_id,
+                blob,
+                created,
+            });
             index_of.insert(l.as_str(), i);
             idx.push(i);
         }
@@ -279,6 +292,12 @@ fn write(
         attempts: MERGE_ATTEMPTS,
         own: own_desc.digest,
     }))
+}
+
+/// When the step that made layer `id` ran (its `kiln.created` label).
+fn created_label(state: &State, id: &kiln_snapshot::LayerId) -> Option<String> {
+    let layer = state.layers.get(id).ok()?;
+    layer.meta.labels.get(image::LABEL_CREATED).cloned()
 }
 
 /// This export merged with the cache `prev` at the destination (if any).

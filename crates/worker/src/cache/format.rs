@@ -69,6 +69,12 @@ pub struct CacheLayer {
     pub diff_id: Digest,
     /// Index into the manifest's layers.
     pub blob: usize,
+    /// When the layer was made (RFC 3339, as the image history writes it):
+    /// a build whose steps come from this cache dates their history as the
+    /// build that made them did, so it gives the same image (BuildKit keeps
+    /// a result's `createdAt` in its cache config for the same reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,13 +111,30 @@ pub fn inline_config(config: &[u8], what: &str) -> Result<Option<CacheConfig>, E
     let Some(inline) = image.inline_cache else {
         return Ok(None);
     };
-    let c: CacheConfig = serde_json::from_value(inline)
+    let mut c: CacheConfig = serde_json::from_value(inline)
         .map_err(|e| Error::Other(format!("cache {what}: invalid inline cache: {e}")))?;
     if c.version != 1 {
         return Err(Error::Other(format!(
             "cache {what}: inline cache version {} (this kiln reads version 1)",
             c.version
         )));
+    }
+    // Each layer made when its history entry says (the entries with a
+    // layer, in order, date the image's layers).
+    let times: Vec<Option<&String>> = image
+        .history
+        .iter()
+        .filter(|h| !h.empty_layer)
+        .map(|h| h.created.as_ref())
+        .collect();
+    if times.len() == image.rootfs.diff_ids.len() {
+        for l in &mut c.layers {
+            if l.created.is_none()
+                && let Some(i) = image.rootfs.diff_ids.iter().position(|d| *d == l.diff_id)
+            {
+                l.created = times[i].cloned();
+            }
+        }
     }
     Ok(Some(c))
 }
@@ -161,6 +184,8 @@ pub struct Flat {
     pub records: BTreeMap<Key, (u32, FlatLayers)>,
     pub mounts: BTreeMap<String, (u32, String, Descriptor)>,
     pub links: BTreeMap<Key, Key>,
+    /// diffID → when the layer was made ([`CacheLayer::created`]).
+    pub created: BTreeMap<Digest, String>,
 }
 
 impl Flat {
@@ -176,6 +201,11 @@ impl Flat {
             .map(|l| Ok((l.diff_id, blob(l.blob)?)))
             .collect::<Result<Vec<_>, Error>>()?;
         let mut out = Flat::default();
+        for l in &c.layers {
+            if let Some(t) = &l.created {
+                out.created.entry(l.diff_id).or_insert_with(|| t.clone());
+            }
+        }
         for r in &c.records {
             let ls = r
                 .layers
@@ -228,6 +258,7 @@ impl Flat {
                         config.layers.push(CacheLayer {
                             diff_id: *diff_id,
                             blob,
+                            created: self.created.get(diff_id).cloned(),
                         });
                         layer_at.insert((*diff_id, desc.digest), config.layers.len() - 1);
                         config.layers.len() - 1
@@ -285,6 +316,10 @@ pub fn merge_previous(
 ) -> Result<(CacheConfig, Vec<Descriptor>, Merged), Error> {
     let mut flat = Flat::of(own.0, own.1, "being exported")?;
     let old = Flat::of(prev.0, prev.1, what)?;
+    // This export's times win; the others' come along with their layers.
+    for (d, t) in &old.created {
+        flat.created.entry(*d).or_insert_with(|| t.clone());
+    }
     let mut candidates: Vec<(u32, Key, FlatLayers)> = old
         .records
         .into_iter()
@@ -354,6 +389,32 @@ mod tests {
 
     fn keys(c: &CacheConfig) -> Vec<(Key, u32)> {
         c.records.iter().map(|r| (r.key, r.age)).collect()
+    }
+
+    #[test]
+    fn layer_times_survive_the_merge_and_this_export_wins() {
+        let dated = |keys: &[u8], when: &str| {
+            let (mut c, blobs) = cache(keys, &[]);
+            for l in &mut c.layers {
+                l.created = Some(when.to_owned());
+            }
+            (c, blobs)
+        };
+        let (a, a_blobs) = dated(&[1, 2], "a");
+        let (b, b_blobs) = dated(&[2, 3], "b");
+        let (ab, ab_blobs, _) = merge_previous((&b, &b_blobs), (&a, &a_blobs), 100, "t").unwrap();
+        let flat = Flat::of(&ab, &ab_blobs, "t").unwrap();
+        // Key 1 came from a's export, keys 2 and 3 from b's (b's time of
+        // the layer both made).
+        assert_eq!(flat.created[&Digest::of(&[1])], "a");
+        assert_eq!(flat.created[&Digest::of(&[2])], "b");
+        assert_eq!(flat.created[&Digest::of(&[3])], "b");
+        // A config without times reads as before (the field is optional
+        // and left out when unknown).
+        let (plain, _) = cache(&[9], &[]);
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(!json.contains("created"), "{json}");
+        assert_eq!(parse_config(json.as_bytes(), "t").unwrap(), plain);
     }
 
     #[test]

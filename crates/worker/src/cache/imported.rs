@@ -25,6 +25,8 @@ pub struct Imported {
     pub(super) mounts: HashMap<String, (String, Descriptor, Arc<dyn Remote>)>,
     /// Key of a content-keyed step → its content key.
     pub(super) links: HashMap<Key, Key>,
+    /// diffID → when the step that made it ran, as the cache says.
+    pub(super) created: HashMap<Digest, String>,
 }
 
 impl Imported {
@@ -43,6 +45,14 @@ impl Imported {
         for (k, v) in other.links {
             self.links.entry(k).or_insert(v);
         }
+        for (k, v) in other.created {
+            self.created.entry(k).or_insert(v);
+        }
+    }
+
+    /// When the layer `diff_id` was made, if an imported cache says.
+    pub fn created(&self, diff_id: &Digest) -> Option<&str> {
+        self.created.get(diff_id).map(String::as_str)
     }
 
     /// Number of records imported.
@@ -118,6 +128,9 @@ pub fn import(
             out.layers
                 .entry(l.diff_id)
                 .or_insert_with(|| (blob.clone(), source.clone()));
+            if let Some(t) = &l.created {
+                out.created.entry(l.diff_id).or_insert_with(|| t.clone());
+            }
             diff_ids.push(l.diff_id);
         }
         for m in &config.mounts {

@@ -54,7 +54,13 @@ impl InlineRecords {
             layers: diff_ids
                 .iter()
                 .enumerate()
-                .map(|(blob, d)| CacheLayer { diff_id: *d, blob })
+                .map(|(blob, d)| CacheLayer {
+                    diff_id: *d,
+                    blob,
+                    // The image's history dates its layers
+                    // (`format::inline_config`).
+                    created: None,
+                })
                 .collect(),
             records: self
                 .records

@@ -234,7 +234,7 @@ pub fn materialize(state: &State, imported: &Imported, layer: &str) -> Result<La
                 return Ok(id);
             }
             ensure_blob(state, imported, &d)?;
-            Ok(image::unpacked_layer(state, &d)?)
+            Ok(image::unpacked_layer(state, &d, imported.created(&d))?)
         }
     }
 }
