@@ -48,6 +48,7 @@ mod remote;
 mod report;
 mod reproducible;
 mod run;
+mod snapshotter;
 mod store;
 mod units;
 mod verify;

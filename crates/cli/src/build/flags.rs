@@ -1,0 +1,194 @@
+//! What `kiln build`'s flags decide before the state directory is opened:
+//! the outputs, the progress mode, the steps' limits and resources, and
+//! the [`Plan`] that carries it all into the build.
+
+use std::path::PathBuf;
+
+use kiln_frontend::BuildOptions;
+use kiln_reference::Reference;
+use kiln_worker::Output;
+
+use crate::args::BuildArgs;
+use crate::failure::Failure;
+use crate::options::ContextValue;
+use crate::output;
+use crate::progress::Mode;
+use crate::store::env_var;
+
+/// A name as the store keeps it: `busybox` → `docker.io/library/busybox:latest`.
+pub(super) fn normalize(name: &str) -> Result<String, Failure> {
+    let r = Reference::parse_normalized(name)
+        .map_err(|e| Failure::Usage(format!("invalid name {name:?}: {e}")))?;
+    if r.digest().is_some() {
+        return Err(Failure::Usage(format!(
+            "invalid name {name:?}: a name to give an image cannot contain a digest"
+        )));
+    }
+    Ok(r.with_default_tag().to_string())
+}
+
+/// The outputs the flags ask for; no `-o` means the local image store.
+pub(super) fn outputs(args: &BuildArgs) -> Result<Vec<Output>, Failure> {
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| normalize(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut outs = Vec::new();
+    for spec in &args.outputs {
+        outs.push(output::parse(spec, &tags, &normalize)?);
+    }
+    // Like `docker build`: the result goes to the local store unless an
+    // output says otherwise; `-t` alone names it there.
+    if args.push {
+        if tags.is_empty() {
+            return Err(Failure::Usage(
+                "--push needs a name to push to (-t NAME)".to_owned(),
+            ));
+        }
+        outs.push(Output::Registry {
+            names: tags.clone(),
+            compression: kiln_oci::Compression::gzip(),
+            types: kiln_oci::MediaTypes::Oci,
+            force_compression: false,
+            store: false,
+            insecure: false,
+        });
+    }
+    if args.load {
+        outs.push(Output::Docker {
+            dest: PathBuf::new(),
+            names: tags.clone(),
+            compression: kiln_oci::Compression::gzip(),
+            force_compression: false,
+        });
+    }
+    let stored = outs.iter().any(|o| {
+        matches!(
+            o,
+            Output::Image { .. } | Output::Registry { store: true, .. }
+        )
+    });
+    if !stored && (outs.is_empty() || !tags.is_empty()) {
+        outs.push(Output::Image { names: tags });
+    }
+    Ok(outs)
+}
+
+/// `--progress` (default `$BUILDKIT_PROGRESS`, else auto) and `-q`: the
+/// progress mode, and whether the image ID is printed at the end (`-q`).
+pub(super) fn progress_mode(args: &BuildArgs) -> Result<(Mode, bool), Failure> {
+    use crate::args::ProgressChoice as P;
+    let choice = match args.progress {
+        Some(p) => p,
+        None => match env_var("BUILDKIT_PROGRESS").filter(|v| !v.is_empty()) {
+            Some(v) => <P as clap::ValueEnum>::from_str(&v, true).map_err(|_| {
+                Failure::Usage(format!(
+                    "invalid BUILDKIT_PROGRESS {v:?}: expected auto, plain, tty, json, rawjson, quiet or none"
+                ))
+            })?,
+            None => P::Auto,
+        },
+    };
+    // `-q` wins over any mode (kiln always let it; buildx refuses `-q` with
+    // a mode other than auto or quiet, and its quiet prints the ID too).
+    let print_id = args.quiet;
+    let mode = if args.quiet {
+        Mode::Quiet
+    } else {
+        match choice {
+            P::Auto => {
+                if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                    Mode::Tty
+                } else {
+                    Mode::Plain
+                }
+            }
+            P::Plain => Mode::Plain,
+            P::Tty => Mode::Tty,
+            P::Json => Mode::Json,
+            P::Rawjson => Mode::RawJson,
+            P::Quiet | P::None => Mode::Quiet,
+        }
+    };
+    Ok((mode, print_id))
+}
+
+/// `--memory` and `--pids-limit`.
+pub(super) fn limits(args: &BuildArgs) -> Result<kiln_executor::Limits, Failure> {
+    let memory = match &args.memory {
+        None => None,
+        Some(s) => match crate::units::parse_size(s) {
+            // Docker's minimum: below it nothing starts.
+            Some(n) if n >= 6 * 1024 * 1024 => Some(n),
+            Some(_) => {
+                return Err(Failure::Usage(format!(
+                    "--memory {s:?}: the minimum is 6MB, as for docker build"
+                )));
+            }
+            None => {
+                return Err(Failure::Usage(format!(
+                    "invalid --memory {s:?}: expected a size such as 512m or 2g"
+                )));
+            }
+        },
+    };
+    if args.pids_limit == Some(0) {
+        return Err(Failure::Usage(
+            "--pids-limit 0: a step needs at least one process".to_owned(),
+        ));
+    }
+    Ok(kiln_executor::Limits {
+        memory,
+        pids: args.pids_limit,
+    })
+}
+
+/// `--shm-size` and `--ulimit`.
+pub(super) fn resources(args: &BuildArgs) -> Result<kiln_executor::Resources, Failure> {
+    let shm_size = match &args.shm_size {
+        None => None,
+        Some(s) => match crate::units::parse_size(s) {
+            Some(n) if n > 0 => Some(n),
+            _ => {
+                return Err(Failure::Usage(format!(
+                    "invalid --shm-size {s:?}: expected a size such as 128m or 1g"
+                )));
+            }
+        },
+    };
+    let ulimits = args
+        .ulimit
+        .iter()
+        .map(|u| {
+            u.parse::<kiln_executor::Ulimit>()
+                .map_err(|e| Failure::Usage(format!("--ulimit {u:?}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(kiln_executor::Resources { shm_size, ulimits })
+}
+
+/// What `kiln build` decided from its flags before the state directory is
+/// opened.
+pub(super) struct Plan {
+    pub(super) mode: Mode,
+    pub(super) print_id: bool,
+    pub(super) outputs: Vec<Output>,
+    pub(super) cache_to: Vec<kiln_worker::cache::CacheTo>,
+    pub(super) cache_from: Vec<kiln_worker::cache::CacheFrom>,
+    pub(super) image_names: Vec<String>,
+    pub(super) opts: BuildOptions,
+    pub(super) contexts: Vec<(String, ContextValue)>,
+    pub(super) epoch: output::EpochAttrs,
+    pub(super) grants: kiln_worker::mounts::ExecGrants,
+    /// `--provenance`, `--sbom`, `--attest`, `--annotation`, and the notes
+    /// about outputs that leave them out.
+    pub(super) attest: (kiln_worker::attest::AttestRequest, Vec<String>),
+    /// How RUN steps are kept apart from this machine (`--isolation`).
+    pub(super) isolation: Box<dyn kiln_executor::isolation::Isolation>,
+    /// The main context is a local directory, whose `.dockerignore`
+    /// applies (a remote one is read whole, as BuildKit reads it).
+    pub(super) local_context: bool,
+    /// A remote context's URL and `-f`, naming its `--explain` records.
+    pub(super) context_scope: Option<String>,
+}
