@@ -1,5 +1,5 @@
 //! How a failed build is reported: the failed step as BuildKit shows it,
-//! the note when the disk is full, and what a cancelled build says.
+//! and the note when the disk is full.
 
 use kiln_frontend::SourceFile;
 
@@ -64,6 +64,3 @@ pub(super) fn no_space_note(root: &std::path::Path) -> String {
         ),
     }
 }
-
-/// What a cancelled build says.
-pub(super) const CANCELLED: &str = "error: build cancelled";

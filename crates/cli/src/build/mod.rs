@@ -40,7 +40,7 @@ use crate::store::{env_var, state_dir};
 
 use after::{gc_after_build, note, print_explanations};
 use epoch::{build_epoch, export_epoch, now};
-use errors::{CANCELLED, is_no_space, no_space_note, report_step};
+use errors::{is_no_space, no_space_note, report_step};
 use flags::{Plan, limits, outputs, progress_mode, resources};
 use planning::WatchedResolver;
 use record::{Found, record_head};
@@ -236,7 +236,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
         // Its stat cache is named by its path, which no build sees again.
         let _ = std::fs::remove_file(state.context_cache(&r.dir()));
     }
-    let cancelled = matches!(&result, Err(Failure::Build(m)) if m == CANCELLED);
+    let cancelled = matches!(&result, Err(Failure::Cancelled));
     progress.finish(match &result {
         Ok(()) => "",
         Err(_) if cancelled => "CANCELED",
@@ -714,7 +714,7 @@ fn run(
             }
             Err(Failure::Build(msg))
         }
-        Err(WorkerError::Cancelled) => Err(Failure::Build(CANCELLED.into())),
+        Err(WorkerError::Cancelled) => Err(Failure::Cancelled),
         Err(e) if is_no_space(&e.to_string()) => Err(Failure::Build(format!(
             "error: {e}{}",
             no_space_note(&state.root)
