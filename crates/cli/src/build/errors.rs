@@ -1,15 +1,45 @@
 //! How a failed build is reported: the failed step as BuildKit shows it,
 //! and the note when the disk is full.
 
+use std::path::Path;
+
 use kiln_frontend::SourceFile;
+use kiln_worker::Error as WorkerError;
+
+use crate::failure::Failure;
+use crate::progress::Progress;
+
+/// The failure a failed solve is, which decides the exit code: a failed
+/// step, reported as BuildKit reports it; a cancelled build; a registry
+/// failure; anything else. When the disk is full, where the state directory
+/// is and how much room it has are said too.
+pub(super) fn failure(
+    e: WorkerError,
+    file: &SourceFile,
+    progress: &Progress,
+    root: &Path,
+) -> Failure {
+    match e {
+        WorkerError::Step(e) => {
+            let tail = progress.tail(e.node);
+            let mut msg = report_step(file, &e, &tail);
+            if tail.iter().any(|l| is_no_space(l)) || is_no_space(&e.message) {
+                msg.push_str(&no_space_note(root));
+            }
+            Failure::Build(msg)
+        }
+        WorkerError::Cancelled => Failure::Cancelled,
+        e if is_no_space(&e.to_string()) => {
+            Failure::Build(format!("error: {e}{}", no_space_note(root)))
+        }
+        e @ WorkerError::Registry(_) => Failure::Registry(anyhow::Error::new(e)),
+        e => Failure::Other(anyhow::Error::new(e)),
+    }
+}
 
 /// A failed step as BuildKit reports it: the step and the end of its
 /// output, the Dockerfile lines around it, then the reason.
-pub(super) fn report_step(
-    file: &SourceFile,
-    e: &kiln_worker::StepError,
-    tail: &[String],
-) -> String {
+fn report_step(file: &SourceFile, e: &kiln_worker::StepError, tail: &[String]) -> String {
     let mut s = format!("------\n > {}:\n", crate::progress::printable(&e.name));
     for l in tail {
         s.push_str(&format!("{l}\n"));
@@ -38,13 +68,13 @@ pub(super) fn report_step(
 
 /// Whether a message says a write failed for want of space (ENOSPC, from
 /// kiln or from a step's own output).
-pub(super) fn is_no_space(s: &str) -> bool {
+fn is_no_space(s: &str) -> bool {
     s.contains("No space left on device") || s.contains("os error 28")
 }
 
 /// What to say when a build ran out of space: where the state directory is,
 /// and what its filesystem has now (a failed step's changes are gone by then).
-pub(super) fn no_space_note(root: &std::path::Path) -> String {
+fn no_space_note(root: &std::path::Path) -> String {
     let free = nix::sys::statvfs::statvfs(root).ok().map(|fs| {
         let block = fs.fragment_size();
         (fs.blocks_available() * block, fs.blocks() * block)

@@ -1,6 +1,7 @@
 //! What `kiln build`'s flags decide before the state directory is opened:
-//! the outputs, the progress mode, the steps' limits and resources, and
-//! the [`Plan`] that carries it all into the build.
+//! the outputs, the progress mode, the steps' limits and resources, the
+//! caches, attestations, contexts and grants ([`Flags`], [`decide`]), and
+//! the [`Plan`] that carries them into the build.
 
 use std::path::PathBuf;
 
@@ -10,10 +11,12 @@ use kiln_worker::Output;
 
 use crate::args::BuildArgs;
 use crate::failure::Failure;
-use crate::options::ContextValue;
+use crate::options::{ContextValue, build_contexts, build_options};
 use crate::output;
 use crate::progress::Mode;
 use crate::store::env_var;
+
+use super::epoch::export_epoch;
 
 /// A name as the store keeps it: `busybox` → `docker.io/library/busybox:latest`.
 pub(super) fn normalize(name: &str) -> Result<String, Failure> {
@@ -168,11 +171,13 @@ pub(super) fn resources(args: &BuildArgs) -> Result<kiln_executor::Resources, Fa
     Ok(kiln_executor::Resources { shm_size, ulimits })
 }
 
-/// What `kiln build` decided from its flags before the state directory is
-/// opened.
-pub(super) struct Plan {
+/// What `kiln build` decided from its flags alone, before the rootless
+/// user namespace is entered and the state directory opened.
+pub(super) struct Flags {
     pub(super) mode: Mode,
     pub(super) print_id: bool,
+    /// How many build records are kept (`records::max_records`).
+    pub(super) keep_records: usize,
     pub(super) outputs: Vec<Output>,
     pub(super) cache_to: Vec<kiln_worker::cache::CacheTo>,
     pub(super) cache_from: Vec<kiln_worker::cache::CacheFrom>,
@@ -184,6 +189,96 @@ pub(super) struct Plan {
     /// `--provenance`, `--sbom`, `--attest`, `--annotation`, and the notes
     /// about outputs that leave them out.
     pub(super) attest: (kiln_worker::attest::AttestRequest, Vec<String>),
+}
+
+/// Reads and checks the flags, every one before anything is done, so
+/// that a bad value is said at once.
+pub(super) fn decide(args: &BuildArgs) -> Result<Flags, Failure> {
+    let (mode, print_id) = progress_mode(args)?;
+    crate::progress::set_json(mode);
+    let keep_records = crate::records::max_records().map_err(Failure::Usage)?;
+    let outputs = outputs(args)?;
+    crate::metadata::check_stdout(&outputs, print_id)?;
+    // Checked before planning, so a bad value is said at once.
+    limits(args)?;
+    resources(args)?;
+    let mut cache_to = args
+        .cache_to
+        .iter()
+        .map(|s| kiln_worker::cache::CacheTo::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::Usage)?;
+    let cache_from = args
+        .cache_from
+        .iter()
+        .map(|s| kiln_worker::cache::CacheFrom::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::Usage)?;
+    let image_names: Vec<String> = outputs
+        .iter()
+        .flat_map(|o| match o {
+            Output::Image { names }
+            | Output::Oci { names, .. }
+            | Output::Docker { names, .. }
+            | Output::Registry { names, .. } => names.clone(),
+            _ => Vec::new(),
+        })
+        .fold(Vec::new(), |mut v, n| {
+            if !v.contains(&n) {
+                v.push(n);
+            }
+            v
+        });
+    let loads = outputs
+        .iter()
+        .any(|o| matches!(o, Output::Docker { dest, .. } if dest.as_os_str().is_empty()));
+    if loads {
+        crate::load::ping()?;
+    }
+    let opts = build_options(args, &env_var)?;
+    // `--build-arg BUILDKIT_INLINE_CACHE=1`, as buildx reads it: the same as
+    // `--cache-to type=inline` (a value Go's ParseBool reads as false, or
+    // none, asks for nothing). A build that makes no image has nowhere to
+    // put it, which buildx ignores too.
+    let inline_asked = opts
+        .build_args
+        .get("BUILDKIT_INLINE_CACHE")
+        .and_then(|v| crate::args::go_bool(v))
+        == Some(true);
+    let has_inline = cache_to.iter().any(|t| t.location.is_inline());
+    if inline_asked && !has_inline && outputs.iter().any(Output::needs_image) {
+        cache_to.push(kiln_worker::cache::CacheTo::parse("type=inline").map_err(Failure::Usage)?);
+    }
+    let attest = crate::attest::request(args, &outputs, &env_var)?;
+    let contexts = build_contexts(args)?;
+    let epoch = export_epoch(args)?;
+    let grants = crate::grants::grants(
+        &args.secrets,
+        &args.ssh,
+        &args.allow,
+        args.network.as_deref(),
+        &env_var,
+    )?;
+    Ok(Flags {
+        mode,
+        print_id,
+        keep_records,
+        outputs,
+        cache_to,
+        cache_from,
+        image_names,
+        opts,
+        contexts,
+        epoch,
+        grants,
+        attest,
+    })
+}
+
+/// What `kiln build` decided before the build proper: the flags, and what
+/// opening the state directory and the context settled.
+pub(super) struct Plan {
+    pub(super) flags: Flags,
     /// How RUN steps are kept apart from this machine (`--isolation`).
     pub(super) isolation: Box<dyn kiln_executor::isolation::Isolation>,
     /// The main context is a local directory, whose `.dockerignore`

@@ -1,14 +1,18 @@
-//! The build record's parts that the build gathers: the head (from the
-//! flags and the plan) and what the build found out as it ran.
+//! The build record: its head (from the flags), what the
+//! build found out as it ran, and the record assembled from them and the
+//! progress.
 
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
+use kiln_frontend::BuildOptions;
 use kiln_llb::Platform;
 use kiln_worker::Output;
 
 use crate::args::BuildArgs;
-
-use super::flags::Plan;
+use crate::failure::Failure;
+use crate::progress::Progress;
+use crate::records::Record;
 
 /// What a build found out that its record keeps, filled in as it goes.
 #[derive(Default)]
@@ -23,8 +27,13 @@ pub(super) struct Found {
     pub(super) iid: Option<String>,
 }
 
-/// The parts of the record the flags give.
-pub(super) fn record_head(args: &BuildArgs, plan: &Plan) -> crate::records::Head {
+/// The parts of the record the flags give (`decided` and `opts`: the
+/// outputs and options the flags decided).
+pub(super) fn record_head(
+    args: &BuildArgs,
+    decided: &[Output],
+    opts: &BuildOptions,
+) -> crate::records::Head {
     let dockerfile = match args.file.as_deref() {
         Some(f) => f.to_owned(),
         None if args.context == "." => "Dockerfile".to_owned(),
@@ -39,7 +48,7 @@ pub(super) fn record_head(args: &BuildArgs, plan: &Plan) -> crate::records::Head
         .cloned()
         .chain(args.push.then(|| "type=registry (--push)".to_owned()))
         .chain(args.load.then(|| "type=docker (--load)".to_owned()))
-        .chain(plan.outputs.iter().filter_map(|o| match o {
+        .chain(decided.iter().filter_map(|o| match o {
             Output::Image { names } if args.outputs.is_empty() => Some(if names.is_empty() {
                 "type=image (the local store)".to_owned()
             } else {
@@ -58,8 +67,7 @@ pub(super) fn record_head(args: &BuildArgs, plan: &Plan) -> crate::records::Head
         context: args.context.clone(),
         dockerfile,
         target: args.target.clone(),
-        platforms: plan
-            .opts
+        platforms: opts
             .target_platform
             .iter()
             .map(Platform::format)
@@ -71,9 +79,69 @@ pub(super) fn record_head(args: &BuildArgs, plan: &Plan) -> crate::records::Head
                     .map(Platform::format),
             )
             .collect(),
-        build_args: plan.opts.build_args.clone().into_iter().collect(),
+        build_args: opts.build_args.clone().into_iter().collect(),
         outputs,
         warnings: Vec::new(),
         bases: Vec::new(),
     }
+}
+
+/// The build's record, whatever happened (the picture of a failed build is
+/// the one most worth having): the steps as the progress gathered them,
+/// each image layer tied to the step that made it, and the outcome.
+pub(super) fn assemble(
+    progress: &Progress,
+    head: crate::records::Head,
+    found: &mut Found,
+    result: &Result<(), Failure>,
+    started: SystemTime,
+    took: Duration,
+) -> Record {
+    let mut gathered = progress.gathered();
+    if let (Some(img), Some(nodes)) = (&mut found.image, &found.layer_nodes) {
+        for (layer, node) in img.layers.iter_mut().zip(nodes) {
+            layer.step = node.and_then(|n| {
+                gathered
+                    .steps
+                    .iter()
+                    .find(|s| s.nodes.contains(&n))
+                    .map(|s| s.id)
+            });
+        }
+    }
+    if gathered.log.is_empty() {
+        gathered.log.push_str("(no output)\n");
+    }
+    let outcome = match result {
+        Ok(()) => crate::records::Outcome {
+            status: "completed",
+            ..Default::default()
+        },
+        Err(f) => {
+            let (code, first, text) = crate::failure::describe(f);
+            crate::records::Outcome {
+                status: if matches!(f, Failure::Cancelled) {
+                    "canceled"
+                } else {
+                    "error"
+                },
+                exit_code: code,
+                error: Some(first),
+                error_report: (text.lines().count() > 1).then_some(text),
+            }
+        }
+    };
+    let mut head = head;
+    head.bases = std::mem::take(&mut found.bases);
+    head.warnings = std::mem::take(&mut found.warnings);
+    crate::records::assemble(
+        crate::records::new_id(),
+        head,
+        gathered,
+        &found.explanations,
+        found.image.take(),
+        outcome,
+        started,
+        took,
+    )
 }
