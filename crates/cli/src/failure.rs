@@ -32,6 +32,13 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+/// A registry client's failure: the registry's exit code (3).
+impl From<kiln_registry::RegistryError> for Failure {
+    fn from(e: kiln_registry::RegistryError) -> Failure {
+        Failure::Registry(anyhow::Error::new(e))
+    }
+}
+
 impl From<Diagnostic> for Failure {
     fn from(d: Diagnostic) -> Failure {
         Failure::Dockerfile(Box::new(d))

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::annotation::parse_annotation;
 use super::combine::combine;
 use super::descriptor::{
-    desc_digest, desc_str, is_index_type, is_manifest_type, oci_desc, parse_named, registry_failure,
+    desc_digest, desc_str, is_index_type, is_manifest_type, oci_desc, parse_named,
 };
 use super::source::{load_platform, parse_source, resolve_source};
 use crate::args::ImagetoolsCreateArgs;
@@ -47,9 +47,7 @@ pub(super) fn copy_chain(
     if is_index_type(&t) {
         for m in v["manifests"].as_array().into_iter().flatten() {
             let Value::Object(m) = m else { continue };
-            let child = client
-                .get_manifest_in(from, desc_str(m, "digest"))
-                .map_err(registry_failure)?;
+            let child = client.get_manifest_in(from, desc_str(m, "digest"))?;
             let mut md = m.clone();
             if desc_str(&md, "mediaType").is_empty() {
                 md.insert("mediaType".into(), Value::String(child.media_type.clone()));
@@ -69,7 +67,7 @@ pub(super) fn copy_chain(
         let same_registry = from.domain() == to.domain();
         for b in &blobs {
             let d = oci_desc(b)?;
-            match client.copy_blob(from, to, &d).map_err(registry_failure)? {
+            match client.copy_blob(from, to, &d)? {
                 PushedBlob::Existed => copied.present += 1,
                 PushedBlob::Mounted => copied.mounted += 1,
                 PushedBlob::Uploaded if same_registry => copied.streamed_refused.push(d.digest),
@@ -78,9 +76,7 @@ pub(super) fn copy_chain(
         }
     }
     let digest = desc_digest(desc)?;
-    client
-        .put_manifest(to, &digest.to_string(), &t, bytes)
-        .map_err(registry_failure)?;
+    client.put_manifest(to, &digest.to_string(), &t, bytes)?;
     copied.manifests += 1;
     Ok(())
 }
@@ -244,9 +240,7 @@ pub(super) fn create(globals: &Globals, args: &ImagetoolsCreateArgs) -> Result<(
         }
         log(&format!("pushing {digest} to {t}"));
         let tag = t.tag().unwrap_or("latest").to_owned();
-        client
-            .put_manifest(t, &tag, &media_type, &bytes)
-            .map_err(registry_failure)?;
+        client.put_manifest(t, &tag, &media_type, &bytes)?;
     }
     Ok(())
 }

@@ -1,22 +1,17 @@
 //! What the `imagetools` subcommands share: descriptors as JSON maps (their
-//! fields, media types and platform), names, and registry failures.
+//! fields, media types and platform), names, and the config size limit.
 
 use std::collections::BTreeMap;
 
 use kiln_llb::Digest;
 use kiln_oci::{Descriptor, media};
 use kiln_reference::Reference;
-use kiln_registry::RegistryError;
 use serde_json::{Map, Value};
 
 use crate::failure::Failure;
 
 /// Largest image config read to learn an image's platform.
 pub(super) const CONFIG_LIMIT: u64 = 16 << 20;
-
-pub(super) fn registry_failure(e: RegistryError) -> Failure {
-    Failure::Registry(anyhow::Error::new(e))
-}
 
 pub(super) fn parse_named(s: &str) -> Result<Reference, Failure> {
     Reference::parse_normalized(s)

@@ -7,7 +7,7 @@ use kiln_llb::Digest;
 use kiln_reference::Reference;
 use serde_json::Value;
 
-use super::descriptor::{desc_str, is_index_type, parse_named, platform_string, registry_failure};
+use super::descriptor::{desc_str, is_index_type, parse_named, platform_string};
 use super::template::format_template;
 use crate::args::ImagetoolsInspectArgs;
 use crate::failure::Failure;
@@ -21,7 +21,7 @@ pub(super) fn inspect(globals: &Globals, args: &ImagetoolsInspectArgs) -> Result
     }
     let reference = parse_named(&args.name)?.with_default_tag();
     let client = crate::registry::client(globals, &[])?;
-    let top = client.get_manifest(&reference).map_err(registry_failure)?;
+    let top = client.get_manifest(&reference)?;
     let mut out = std::io::stdout().lock();
     if args.raw {
         let _ = out.write_all(&top.bytes);

@@ -7,9 +7,7 @@ use kiln_reference::Reference;
 use kiln_registry::Client;
 use serde_json::{Map, Value};
 
-use super::descriptor::{
-    CONFIG_LIMIT, desc_digest, desc_str, detect_media_type, parse_named, registry_failure,
-};
+use super::descriptor::{CONFIG_LIMIT, desc_digest, desc_str, detect_media_type, parse_named};
 use crate::failure::Failure;
 
 /// A source as given on the command line.
@@ -95,12 +93,10 @@ pub(super) fn resolve_source(
         // A full descriptor: fetched by its digest from the repository.
         let d = given.clone().unwrap_or_default();
         let digest = desc_digest(&d)?;
-        let fetched = client
-            .get_manifest_in(repo, &digest.to_string())
-            .map_err(registry_failure)?;
+        let fetched = client.get_manifest_in(repo, &digest.to_string())?;
         (d, fetched.bytes)
     } else {
-        let fetched = client.get_manifest(repo).map_err(registry_failure)?;
+        let fetched = client.get_manifest(repo)?;
         let mut d = Map::new();
         d.insert(
             "mediaType".into(),
@@ -157,9 +153,7 @@ pub(super) fn load_platform(client: &Client, r: &mut Resolved) -> Result<(), Fai
             serde_json::from_value(manifest["config"].clone()).map_err(|e| {
                 Failure::Other(anyhow::anyhow!("{}: invalid manifest config: {e}", r.repo))
             })?;
-        let bytes = client
-            .get_blob_bytes(&r.repo, &config, CONFIG_LIMIT)
-            .map_err(registry_failure)?;
+        let bytes = client.get_blob_bytes(&r.repo, &config, CONFIG_LIMIT)?;
         let c: Value = serde_json::from_slice(&bytes).map_err(|e| {
             Failure::Other(anyhow::anyhow!("{}: invalid image config: {e}", r.repo))
         })?;

@@ -9,9 +9,7 @@ use kiln_reference::Reference;
 use kiln_registry::Client;
 use serde_json::{Map, Value};
 
-use super::descriptor::{
-    CONFIG_LIMIT, desc_str, is_index_type, is_manifest_type, platform_string, registry_failure,
-};
+use super::descriptor::{CONFIG_LIMIT, desc_str, is_index_type, is_manifest_type, platform_string};
 use super::gojson::{GoJson, go_descriptor, go_image, go_string_map, omit_empty_str};
 use crate::failure::Failure;
 
@@ -181,9 +179,7 @@ pub(super) fn attestation_stubs(
                 let p = match platform_string(m) {
                     Some(s) => s.parse::<Platform>().map(|p| p.format()).unwrap_or(s),
                     None => {
-                        let child = client
-                            .get_manifest_in(reference, desc_str(m, "digest"))
-                            .map_err(registry_failure)?;
+                        let child = client.get_manifest_in(reference, desc_str(m, "digest"))?;
                         let c: Value = serde_json::from_slice(&child.bytes).unwrap_or_default();
                         let config: Descriptor = serde_json::from_value(c["config"].clone())
                             .map_err(|e| {
@@ -191,9 +187,7 @@ pub(super) fn attestation_stubs(
                                     "{reference}: invalid manifest config: {e}"
                                 ))
                             })?;
-                        let c = client
-                            .get_blob_bytes(reference, &config, CONFIG_LIMIT)
-                            .map_err(registry_failure)?;
+                        let c = client.get_blob_bytes(reference, &config, CONFIG_LIMIT)?;
                         let c: Value = serde_json::from_slice(&c).unwrap_or_default();
                         let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
                         Platform::new(&s("os"), &s("architecture"), &s("variant")).format()
@@ -208,9 +202,7 @@ pub(super) fn attestation_stubs(
         let mut slsa = None;
         let mut spdx: Vec<GoJson> = Vec::new();
         for att in refs.get(digest).into_iter().flatten() {
-            let child = client
-                .get_manifest_in(reference, desc_str(att, "digest"))
-                .map_err(registry_failure)?;
+            let child = client.get_manifest_in(reference, desc_str(att, "digest"))?;
             let m: Value = serde_json::from_slice(&child.bytes).map_err(|e| {
                 Failure::Other(anyhow::anyhow!("{reference}: invalid manifest: {e}"))
             })?;
@@ -228,9 +220,7 @@ pub(super) fn attestation_stubs(
                 let desc: Descriptor = serde_json::from_value(layer.clone()).map_err(|e| {
                     Failure::Other(anyhow::anyhow!("{reference}: invalid layer: {e}"))
                 })?;
-                let b = client
-                    .get_blob_bytes(reference, &desc, 64 << 20)
-                    .map_err(registry_failure)?;
+                let b = client.get_blob_bytes(reference, &desc, 64 << 20)?;
                 let statement: Value = serde_json::from_slice(&b).map_err(|e| {
                     Failure::Other(anyhow::anyhow!(
                         "{reference}: invalid in-toto statement: {e}"
@@ -282,9 +272,7 @@ pub(super) fn image_configs(
         let config: Descriptor = serde_json::from_value(m["config"].clone()).map_err(|e| {
             Failure::Other(anyhow::anyhow!("{reference}: invalid manifest config: {e}"))
         })?;
-        let c = client
-            .get_blob_bytes(reference, &config, CONFIG_LIMIT)
-            .map_err(registry_failure)?;
+        let c = client.get_blob_bytes(reference, &config, CONFIG_LIMIT)?;
         let c: Value = serde_json::from_slice(&c)
             .map_err(|e| Failure::Other(anyhow::anyhow!("{reference}: invalid config: {e}")))?;
         let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default();
@@ -304,9 +292,7 @@ pub(super) fn image_configs(
             if attestation || !is_manifest_type(desc_str(m, "mediaType")) {
                 continue;
             }
-            let child = client
-                .get_manifest_in(reference, desc_str(m, "digest"))
-                .map_err(registry_failure)?;
+            let child = client.get_manifest_in(reference, desc_str(m, "digest"))?;
             let p =
                 platform_string(m).map(|s| s.parse::<Platform>().map(|p| p.format()).unwrap_or(s));
             one(&child.bytes, p)?;
