@@ -1,12 +1,9 @@
 //! What `kiln build`'s flags decide before the state directory is opened:
-//! the outputs, the progress mode, the steps' limits and resources, the
+//! the outputs (`outputs.rs`), the progress mode, the steps' limits and resources, the
 //! caches, attestations, contexts and grants ([`Flags`], [`decide`]), and
 //! the [`Plan`] that carries them into the build.
 
-use std::path::PathBuf;
-
 use kiln_frontend::BuildOptions;
-use kiln_reference::Reference;
 use kiln_worker::Output;
 
 use crate::args::BuildArgs;
@@ -17,66 +14,6 @@ use crate::progress::Mode;
 use crate::store::env_var;
 
 use super::epoch::export_epoch;
-
-/// A name as the store keeps it: `busybox` → `docker.io/library/busybox:latest`.
-pub(super) fn normalize(name: &str) -> Result<String, Failure> {
-    let r = Reference::parse_normalized(name)
-        .map_err(|e| Failure::Usage(format!("invalid name {name:?}: {e}")))?;
-    if r.digest().is_some() {
-        return Err(Failure::Usage(format!(
-            "invalid name {name:?}: a name to give an image cannot contain a digest"
-        )));
-    }
-    Ok(r.with_default_tag().to_string())
-}
-
-/// The outputs the flags ask for; no `-o` means the local image store.
-pub(super) fn outputs(args: &BuildArgs) -> Result<Vec<Output>, Failure> {
-    let tags = args
-        .tags
-        .iter()
-        .map(|t| normalize(t))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut outs = Vec::new();
-    for spec in &args.outputs {
-        outs.push(output::parse(spec, &tags, &normalize)?);
-    }
-    // Like `docker build`: the result goes to the local store unless an
-    // output says otherwise; `-t` alone names it there.
-    if args.push {
-        if tags.is_empty() {
-            return Err(Failure::Usage(
-                "--push needs a name to push to (-t NAME)".to_owned(),
-            ));
-        }
-        outs.push(Output::Registry {
-            names: tags.clone(),
-            compression: kiln_oci::Compression::gzip(),
-            types: kiln_oci::MediaTypes::Oci,
-            force_compression: false,
-            store: false,
-            insecure: false,
-        });
-    }
-    if args.load {
-        outs.push(Output::Docker {
-            dest: PathBuf::new(),
-            names: tags.clone(),
-            compression: kiln_oci::Compression::gzip(),
-            force_compression: false,
-        });
-    }
-    let stored = outs.iter().any(|o| {
-        matches!(
-            o,
-            Output::Image { .. } | Output::Registry { store: true, .. }
-        )
-    });
-    if !stored && (outs.is_empty() || !tags.is_empty()) {
-        outs.push(Output::Image { names: tags });
-    }
-    Ok(outs)
-}
 
 /// `--progress` (default `$BUILDKIT_PROGRESS`, else auto) and `-q`: the
 /// progress mode, and whether the image ID is printed at the end (`-q`).
@@ -197,7 +134,7 @@ pub(super) fn decide(args: &BuildArgs) -> Result<Flags, Failure> {
     let (mode, print_id) = progress_mode(args)?;
     crate::progress::set_json(mode);
     let keep_records = crate::records::max_records().map_err(Failure::Usage)?;
-    let outputs = outputs(args)?;
+    let outputs = super::outputs::outputs(args)?;
     crate::metadata::check_stdout(&outputs, print_id)?;
     // Checked before planning, so a bad value is said at once.
     limits(args)?;

@@ -14,7 +14,7 @@ use crate::failure::Failure;
 use crate::store::env_var;
 
 use super::epoch::now;
-use super::flags::normalize;
+use super::outputs::normalize;
 
 /// The configuration `--change` instructions describe, parsed by the
 /// frontend (`FROM scratch` plus the instructions).

@@ -2,14 +2,14 @@
 //! the progress display, and the error report.
 //!
 //! [`build`] is the build's phases, one call each; the files: `flags.rs`,
-//! what the flags decide before anything is opened; `open.rs`, the
-//! context, the Dockerfile, the isolation mode and the state directory;
-//! `planning.rs`, the Dockerfile planned against the store's resolver;
-//! `epoch.rs`, the build's clock and `SOURCE_DATE_EPOCH`; `solve.rs`, the
-//! solve and Ctrl-C; `image.rs`, the image made; `errors.rs`, how a failed
-//! build is reported; `record.rs`, the build record; `after.rs`, what a
-//! build says and does once its progress is done; `import.rs`, `kiln
-//! import`.
+//! what the flags decide before anything is opened; `outputs.rs`, the
+//! outputs and the names they give; `open.rs`, the context, the
+//! Dockerfile, the isolation mode and the state directory; `planning.rs`,
+//! the Dockerfile planned against the store's resolver; `epoch.rs`, the
+//! build's clock and `SOURCE_DATE_EPOCH`; `solve.rs`, the solve and
+//! Ctrl-C; `image.rs`, the image made; `errors.rs`, how a failed build is
+//! reported; `record.rs`, the build record; `after.rs`, what a build says
+//! and does once its progress is done; `import.rs`, `kiln import`.
 
 mod after;
 mod epoch;
@@ -18,6 +18,7 @@ mod flags;
 mod image;
 mod import;
 mod open;
+mod outputs;
 mod planning;
 mod record;
 mod solve;
@@ -31,8 +32,7 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 use kiln_frontend::SourceFile;
-use kiln_reference::Reference;
-use kiln_worker::{Output, State};
+use kiln_worker::State;
 
 use crate::args::BuildArgs;
 use crate::failure::Failure;
@@ -166,31 +166,9 @@ fn run(
     let store_lock = crate::store::lock(state, kiln_worker::lock::LockKind::Shared)?;
     // `--load`: the archive goes to scratch space first, then to the engine.
     let scratch = state.scratch().context("making scratch space")?;
-    let mut to_load = Vec::new();
     let mut outputs = outputs;
-    for (i, o) in outputs.iter_mut().enumerate() {
-        if let Output::Docker { dest, .. } = o
-            && dest.as_os_str().is_empty()
-        {
-            *dest = scratch.path().join(format!("load-{i}.tar"));
-            to_load.push(dest.clone());
-        }
-    }
-    let mut insecure = Vec::new();
-    for o in &outputs {
-        if let Output::Registry {
-            names,
-            insecure: true,
-            ..
-        } = o
-        {
-            insecure.extend(names.iter().filter_map(|n| {
-                Reference::parse_normalized(n)
-                    .ok()
-                    .map(|r| r.domain().to_owned())
-            }));
-        }
-    }
+    let to_load = outputs::load_archives(&mut outputs, scratch.path());
+    let insecure = outputs::insecure_hosts(&outputs);
     // Registry and output lines, and the bytes of blobs as they move, go to
     // the progress display.
     let p = progress.clone();
