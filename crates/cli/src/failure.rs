@@ -12,6 +12,8 @@ pub enum Failure {
     /// The build failed (a step, a missing source): exit 1. The message is
     /// complete (step, location, output).
     Build(String),
+    /// The build was cancelled (Ctrl-C): exit 1.
+    Cancelled,
     /// Anything else that stops the command (a file that cannot be read): exit 1.
     Other(anyhow::Error),
     /// A registry or the network failed (pull, push, login): exit 3.
@@ -27,6 +29,13 @@ pub enum Failure {
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Failure {
         Failure::Other(e)
+    }
+}
+
+/// A registry client's failure: the registry's exit code (3).
+impl From<kiln_registry::RegistryError> for Failure {
+    fn from(e: kiln_registry::RegistryError) -> Failure {
+        Failure::Registry(anyhow::Error::new(e))
     }
 }
 
@@ -50,6 +59,11 @@ pub fn describe(f: &Failure) -> (u8, String, String) {
                 .unwrap_or(m)
                 .to_owned(),
             m.clone(),
+        ),
+        Failure::Cancelled => (
+            1,
+            "build cancelled".to_owned(),
+            "error: build cancelled".to_owned(),
         ),
         Failure::Other(e) => (1, chain_message(e), format!("error: {}", chain_message(e))),
         Failure::Registry(e) => (3, chain_message(e), format!("error: {}", chain_message(e))),

@@ -48,6 +48,7 @@ mod remote;
 mod report;
 mod reproducible;
 mod run;
+mod snapshotter;
 mod ssh_agent;
 mod store;
 mod units;
@@ -60,7 +61,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::args::{Cli, Command};
-use crate::failure::{Failure, chain_message, describe};
+use crate::failure::{Failure, describe};
 use crate::globals::{Globals, ROOTLESS, enter_rootless};
 
 /// mimalloc: a no-op rebuild of a large context allocates per file walked,
@@ -279,7 +280,6 @@ fn report(f: Failure) -> ExitCode {
     if build::github_actions() {
         // The failure as a GitHub Actions annotation, then as usual.
         let text = match &f {
-            Failure::Usage(m) => Some(m.clone()),
             // Located: GitHub shows it on the Dockerfile's line.
             Failure::Dockerfile(d) => {
                 let at = match &d.location {
@@ -298,17 +298,8 @@ fn report(f: Failure) -> ExitCode {
                 );
                 None
             }
-            Failure::Build(m) => Some(
-                m.lines()
-                    .rev()
-                    .find_map(|l| l.strip_prefix("error: "))
-                    .unwrap_or(m)
-                    .to_owned(),
-            ),
-            Failure::Other(e) | Failure::Registry(e) | Failure::Internal(e) => {
-                Some(chain_message(e))
-            }
             Failure::Status(_) => None,
+            _ => Some(describe(&f).1),
         };
         if let Some(t) = text {
             let _ = writeln!(
@@ -318,31 +309,11 @@ fn report(f: Failure) -> ExitCode {
             );
         }
     }
-    match f {
-        Failure::Usage(msg) => {
-            let _ = writeln!(err, "error: {msg}");
-            ExitCode::from(2)
-        }
-        Failure::Dockerfile(d) => {
-            let _ = writeln!(err, "error: {}", d.render());
-            ExitCode::from(2)
-        }
-        Failure::Build(msg) => {
-            let _ = writeln!(err, "{msg}");
-            ExitCode::from(1)
-        }
-        Failure::Other(e) => {
-            let _ = writeln!(err, "error: {}", chain_message(&e));
-            ExitCode::from(1)
-        }
-        Failure::Registry(e) => {
-            let _ = writeln!(err, "error: {}", chain_message(&e));
-            ExitCode::from(3)
-        }
-        Failure::Internal(e) => {
-            let _ = writeln!(err, "error: {}", chain_message(&e));
-            ExitCode::from(4)
-        }
-        Failure::Status(code) => ExitCode::from(code),
+    // The exit code by the failure's variant (`failure::describe`); a
+    // `Status` has said everything already.
+    let (code, _, text) = describe(&f);
+    if !matches!(f, Failure::Status(_)) {
+        let _ = writeln!(err, "{text}");
     }
+    ExitCode::from(code)
 }

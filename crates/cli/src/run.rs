@@ -256,7 +256,7 @@ fn prepare_and_run(globals: &crate::globals::Globals, args: &RunArgs) -> Result<
         ));
     }
     let state = open_for_layers(globals.root.as_deref())?;
-    crate::build::choose_snapshotter(&state, globals, None)?;
+    crate::snapshotter::choose_snapshotter(&state, globals, None)?;
     let _lock = lock(&state, LockKind::Shared)?;
     let id = find_id(&state, &args.image).map_err(|_| {
         Failure::Other(anyhow::anyhow!(

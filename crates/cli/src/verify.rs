@@ -44,7 +44,7 @@ use kiln_attest::slsa::Material;
 use kiln_llb::{Digest, Platform};
 use kiln_oci::Descriptor;
 use kiln_reference::Reference;
-use kiln_registry::{Client, RegistryError};
+use kiln_registry::Client;
 use serde_json::Value;
 
 use crate::args::VerifyArgs;
@@ -57,10 +57,6 @@ const PROVENANCE_TYPES: [&str; 2] = [
     kiln_attest::slsa::PREDICATE_V1,
 ];
 const BLOB_LIMIT: u64 = 64 << 20;
-
-fn registry_failure(e: RegistryError) -> Failure {
-    Failure::Registry(anyhow::Error::new(e))
-}
 
 /// A message that ends the verification without a verdict on the image.
 fn cannot(msg: impl std::fmt::Display) -> Failure {
@@ -86,10 +82,9 @@ impl Origin {
     /// A manifest (or index) by digest.
     fn manifest(&self, digest: &str) -> Result<Vec<u8>, Failure> {
         match self {
-            Origin::Registry { client, reference } => Ok(client
-                .get_manifest_in(reference, digest)
-                .map_err(registry_failure)?
-                .bytes),
+            Origin::Registry { client, reference } => {
+                Ok(client.get_manifest_in(reference, digest)?.bytes)
+            }
             Origin::Local(state) => local_blob(state, digest),
         }
     }
@@ -99,7 +94,7 @@ impl Origin {
         match self {
             Origin::Registry { client, reference } => client
                 .get_blob_bytes(reference, desc, BLOB_LIMIT)
-                .map_err(registry_failure),
+                .map_err(Failure::from),
             Origin::Local(state) => local_blob(state, &desc.digest.to_string()),
         }
     }
@@ -109,9 +104,7 @@ impl Origin {
         let mut f = fs::File::create(dest).context("writing a layer")?;
         match self {
             Origin::Registry { client, reference } => {
-                let mut r = client
-                    .open_blob(reference, desc)
-                    .map_err(registry_failure)?;
+                let mut r = client.open_blob(reference, desc)?;
                 std::io::copy(&mut r, &mut f).context("downloading a layer")?;
             }
             Origin::Local(state) => {
@@ -187,7 +180,7 @@ fn read_subject(globals: &Globals, args: &VerifyArgs) -> Result<Subject, Failure
                 .map_err(|e| Failure::Usage(format!("invalid reference {:?}: {e}", args.image)))?
                 .with_default_tag();
             let client = crate::registry::client(globals, &[])?;
-            let top = client.get_manifest(&reference).map_err(registry_failure)?;
+            let top = client.get_manifest(&reference)?;
             (
                 top.bytes,
                 top.digest,
