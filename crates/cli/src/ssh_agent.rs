@@ -10,8 +10,8 @@
 //! `SSH_AGENT_FAILURE`, so a step can use the keys but not change them.
 //!
 //! Keys: OpenSSH private key files (`ssh-keygen`'s default: Ed25519, RSA,
-//! ECDSA P-256/P-384) and PKCS#1 PEM RSA files (`ssh-keygen -m PEM`).
-//! Files are parsed by `ssh-key` and `rsa`; signatures are made by `ring`,
+//! ECDSA P-256/P-384; read here, see [`openssh_key`]) and PKCS#1 PEM RSA
+//! files (`ssh-keygen -m PEM`, read by `rsa`); signatures are made by `ring`,
 //! whose RSA and ECDSA are constant-time (the `rsa` crate's private-key
 //! operation is not, RUSTSEC-2023-0071, and a step could time many
 //! signatures). Passphrase-protected keys are refused: BuildKit asks for
@@ -25,8 +25,6 @@ use std::sync::Arc;
 
 use ring::rand::SystemRandom;
 use ring::signature as sig;
-use ssh_key::private::KeypairData;
-use ssh_key::{Algorithm, PrivateKey};
 
 const SSH_AGENT_FAILURE: u8 = 5;
 const SSH_AGENTC_REQUEST_IDENTITIES: u8 = 11;
@@ -82,9 +80,8 @@ pub fn read_keys(files: &[&str]) -> Result<Keys, String> {
 }
 
 fn parse_key(text: &str) -> Result<Key, String> {
-    let key = if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
-        PrivateKey::from_openssh(text)
-            .map_err(|e| format!("not a valid OpenSSH private key: {e}"))?
+    if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
+        openssh_key(text)
     } else if text.contains("-----BEGIN RSA PRIVATE KEY-----") {
         if text.contains("Proc-Type: 4,ENCRYPTED") {
             return Err(passphrase());
@@ -92,88 +89,134 @@ fn parse_key(text: &str) -> Result<Key, String> {
         use rsa::pkcs1::DecodeRsaPrivateKey as _;
         let rsa = rsa::RsaPrivateKey::from_pkcs1_pem(text)
             .map_err(|e| format!("not a valid PEM RSA private key: {e}"))?;
-        return rsa_key(&rsa, String::new());
+        rsa_key(&rsa, None, String::new())
     } else if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
-        return Err(passphrase());
+        Err(passphrase())
     } else {
-        return Err(
+        Err(
             "not a private key kiln can read (OpenSSH `BEGIN OPENSSH PRIVATE KEY` or PEM \
              `BEGIN RSA PRIVATE KEY`; for another format, load the key into ssh-agent and give \
              its socket: --ssh ID=$SSH_AUTH_SOCK)"
                 .to_owned(),
-        );
-    };
-    if key.is_encrypted() {
+        )
+    }
+}
+
+/// An OpenSSH private key file (OpenSSH's PROTOCOL.key): read here rather
+/// than with the `ssh-key` crate, whose 0.6 refuses an ECDSA key whose
+/// private scalar has a leading zero byte (one P-256 key in 256 that
+/// `ssh-keygen` makes: "length invalid").
+fn openssh_key(text: &str) -> Result<Key, String> {
+    use base64::Engine as _;
+    let bad = |what: &str| format!("not a valid OpenSSH private key: {what}");
+    let body: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .map(str::trim)
+        .collect();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(body.as_bytes())
+        .map_err(|e| bad(&e.to_string()))?;
+    let mut b = raw
+        .strip_prefix(b"openssh-key-v1\0".as_slice())
+        .ok_or_else(|| bad("no openssh-key-v1 header"))?;
+    let truncated = || bad("truncated");
+    let cipher = take_string(&mut b).ok_or_else(truncated)?;
+    let _kdf = take_string(&mut b).ok_or_else(truncated)?;
+    let _kdf_options = take_string(&mut b).ok_or_else(truncated)?;
+    if cipher != b"none" {
         return Err(passphrase());
     }
-    let blob = key
-        .public_key()
-        .to_bytes()
-        .map_err(|e| format!("encoding the public key: {e}"))?;
-    let unsupported = |what: &str| {
-        format!(
-            "{what} keys are not supported by kiln's agent (Ed25519, RSA, ECDSA P-256 and P-384 \
-             are); load the key into ssh-agent and give its socket: --ssh ID=$SSH_AUTH_SOCK"
-        )
-    };
+    if take_u32(&mut b).ok_or_else(truncated)? != 1 {
+        return Err(bad("more than one key in the file"));
+    }
+    let blob = take_string(&mut b).ok_or_else(truncated)?.to_vec();
+    let mut p = take_string(&mut b).ok_or_else(truncated)?;
+    let (c1, c2) = (take_u32(&mut p), take_u32(&mut p));
+    if c1.is_none() || c1 != c2 {
+        return Err(bad("its check numbers differ"));
+    }
+    let kind = take_string(&mut p).ok_or_else(truncated)?.to_vec();
+    let mut field = || take_string(&mut p).ok_or_else(truncated);
     let rejected = |e: ring::error::KeyRejected| format!("the key is rejected: {e}");
-    let signer = match key.key_data() {
-        KeypairData::Ed25519(k) => Signer::Ed25519(
-            sig::Ed25519KeyPair::from_seed_and_public_key(&k.private.to_bytes(), k.public.as_ref())
-                .map_err(rejected)?,
-        ),
-        KeypairData::Rsa(k) => {
-            // By hand: ssh-key 0.6's own conversion to `rsa` repeats `p`.
-            let big = |m: &ssh_key::Mpint| {
-                m.as_positive_bytes()
-                    .map(rsa::BigUint::from_bytes_be)
-                    .ok_or_else(|| "unsupported RSA key: a negative number".to_owned())
-            };
-            let rsa = rsa::RsaPrivateKey::from_components(
-                big(&k.public.n)?,
-                big(&k.public.e)?,
-                big(&k.private.d)?,
-                vec![big(&k.private.p)?, big(&k.private.q)?],
-            )
-            .map_err(|e| format!("unsupported RSA key: {e}"))?;
-            return rsa_key(&rsa, key.comment().to_owned());
+    let (signer, rsa) = match kind.as_slice() {
+        b"ssh-ed25519" => {
+            let public = field()?;
+            let private = field()?;
+            let seed = private.get(..32).ok_or_else(truncated)?;
+            let pair =
+                sig::Ed25519KeyPair::from_seed_and_public_key(seed, public).map_err(rejected)?;
+            (Some(Signer::Ed25519(pair)), None)
         }
-        KeypairData::Ecdsa(k) => {
-            let (alg, name) = match k.algorithm() {
-                Algorithm::Ecdsa {
-                    curve: ssh_key::EcdsaCurve::NistP256,
-                } => (&sig::ECDSA_P256_SHA256_FIXED_SIGNING, "ecdsa-sha2-nistp256"),
-                Algorithm::Ecdsa {
-                    curve: ssh_key::EcdsaCurve::NistP384,
-                } => (&sig::ECDSA_P384_SHA384_FIXED_SIGNING, "ecdsa-sha2-nistp384"),
-                other => return Err(unsupported(other.as_str())),
+        b"ssh-rsa" => {
+            let mut big = || field().map(rsa::BigUint::from_bytes_be);
+            let (n, e, d, _iqmp, p1, q) = (big()?, big()?, big()?, big()?, big()?, big()?);
+            let rsa = rsa::RsaPrivateKey::from_components(n, e, d, vec![p1, q])
+                .map_err(|e| format!("unsupported RSA key: {e}"))?;
+            (None, Some(rsa))
+        }
+        b"ecdsa-sha2-nistp256" | b"ecdsa-sha2-nistp384" => {
+            let (alg, size, name) = if kind.as_slice() == b"ecdsa-sha2-nistp256" {
+                (
+                    &sig::ECDSA_P256_SHA256_FIXED_SIGNING,
+                    32,
+                    "ecdsa-sha2-nistp256",
+                )
+            } else {
+                (
+                    &sig::ECDSA_P384_SHA384_FIXED_SIGNING,
+                    48,
+                    "ecdsa-sha2-nistp384",
+                )
             };
+            let _curve = field()?;
+            let point = field()?;
+            // An mpint: no leading zeros, or one before a set top bit.
+            let d = field()?;
+            let d = &d[d.iter().take_while(|b| **b == 0).count()..];
+            if d.len() > size {
+                return Err(bad("the private scalar is too long"));
+            }
+            let mut scalar = vec![0u8; size - d.len()];
+            scalar.extend_from_slice(d);
             let pair = sig::EcdsaKeyPair::from_private_key_and_public_key(
                 alg,
-                k.private_key_bytes(),
-                k.public_key_bytes(),
+                &scalar,
+                point,
                 &SystemRandom::new(),
             )
             .map_err(rejected)?;
-            Signer::Ecdsa { pair, name }
+            (Some(Signer::Ecdsa { pair, name }), None)
         }
         other => {
-            let name = other
-                .algorithm()
-                .map_or_else(|_| "these".to_owned(), |a| a.as_str().to_owned());
-            return Err(unsupported(&name));
+            return Err(format!(
+                "{} keys are not supported by kiln's agent (Ed25519, RSA, ECDSA P-256 and P-384 \
+                 are); load the key into ssh-agent and give its socket: --ssh ID=$SSH_AUTH_SOCK",
+                String::from_utf8_lossy(other)
+            ));
         }
     };
-    Ok(Key {
-        blob,
-        comment: key.comment().to_owned(),
-        signer,
-    })
+    let comment = String::from_utf8_lossy(field()?).into_owned();
+    match (signer, rsa) {
+        (Some(signer), _) => Ok(Key {
+            blob,
+            comment,
+            signer,
+        }),
+        (None, Some(rsa)) => rsa_key(&rsa, Some(blob), comment),
+        (None, None) => Err(bad("no key")),
+    }
 }
 
-/// An RSA key: its public blob (`ssh-rsa`, e, n) and ring's key pair
-/// from its PKCS#1 DER.
-fn rsa_key(rsa: &rsa::RsaPrivateKey, comment: String) -> Result<Key, String> {
+/// An RSA key: its public blob (`ssh-rsa`, e, n; `blob` when the file gave
+/// it) and ring's key pair from its PKCS#1 DER.
+fn rsa_key(
+    rsa: &rsa::RsaPrivateKey,
+    blob: Option<Vec<u8>>,
+    comment: String,
+) -> Result<Key, String> {
     use rsa::pkcs1::EncodeRsaPrivateKey as _;
     use rsa::traits::PublicKeyParts as _;
     let der = rsa
@@ -181,10 +224,13 @@ fn rsa_key(rsa: &rsa::RsaPrivateKey, comment: String) -> Result<Key, String> {
         .map_err(|e| format!("unsupported RSA key: {e}"))?;
     let pair = sig::RsaKeyPair::from_der(der.as_bytes())
         .map_err(|e| format!("the key is rejected: {e}"))?;
-    let mut blob = Vec::new();
-    put_string(&mut blob, b"ssh-rsa");
-    put_mpint(&mut blob, &rsa.e().to_bytes_be());
-    put_mpint(&mut blob, &rsa.n().to_bytes_be());
+    let blob = blob.unwrap_or_else(|| {
+        let mut blob = Vec::new();
+        put_string(&mut blob, b"ssh-rsa");
+        put_mpint(&mut blob, &rsa.e().to_bytes_be());
+        put_mpint(&mut blob, &rsa.n().to_bytes_be());
+        blob
+    });
     Ok(Key {
         blob,
         comment,
@@ -431,6 +477,29 @@ mod tests {
         let dir = agent.dir.path().to_path_buf();
         drop(agent);
         assert!(!dir.exists(), "the socket's directory goes with the agent");
+    }
+
+    #[test]
+    fn reads_an_ecdsa_key_whose_scalar_starts_with_zero() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/ssh-keys");
+        let f = dir.join("p256-leading-zero-scalar");
+        let keys = read_keys(&[f.to_str().unwrap()]).unwrap();
+        // The identity is the public key of the .pub file.
+        use base64::Engine as _;
+        let public = std::fs::read_to_string(dir.join("p256-leading-zero-scalar.pub")).unwrap();
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(public.split_whitespace().nth(1).unwrap())
+            .unwrap();
+        assert_eq!(keys.keys[0].blob, blob);
+        let Signer::Ecdsa { pair, .. } = &keys.keys[0].signer else {
+            panic!("not ECDSA")
+        };
+        // A signature the public key verifies (ring's fixed r||s form).
+        let s = pair.sign(&SystemRandom::new(), b"data").unwrap();
+        use ring::signature::KeyPair as _;
+        sig::UnparsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, pair.public_key().as_ref())
+            .verify(b"data", s.as_ref())
+            .unwrap();
     }
 
     #[test]
