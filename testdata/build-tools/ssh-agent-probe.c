@@ -1,7 +1,8 @@
 /* A client of an SSH agent for build cases (static, run inside RUN steps,
  * where busybox has none): connects to $SSH_AUTH_SOCK, lists the
  * identities (type and comment), asks each for a signature of "kiln"
- * (RSA with SHA-512) and prints the algorithm and size of what comes back,
+ * (RSA with SHA-512) and prints the algorithm of what comes back (an
+ * ECDSA signature's size varies with its numbers: not printed),
  * then asks to add a key and to remove all keys, printing whether the agent
  * refused. Built by the case: cc -static -O2 -o probe ssh-agent-probe.c */
 #include <stdint.h>
@@ -99,7 +100,7 @@ int main(void) {
             const unsigned char *sq = sigb;
             const unsigned char *alg = str(&sq, sigb + sigl, &alen);
             str(&sq, sigb + sigl, &vlen);
-            printf(" signed with %.*s (%u bytes)\n", (int)alen, alg, vlen);
+            printf(" signed with %.*s%s\n", (int)alen, alg, vlen > 0 ? "" : " (empty)");
         }
         free(s);
         free(m);
