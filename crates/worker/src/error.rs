@@ -8,6 +8,7 @@ use std::io;
 use std::path::PathBuf;
 
 use kiln_llb::{Digest, SourceLocation};
+use kiln_registry::RegistryError;
 use kiln_solver::SolveError;
 
 /// Everything that can stop a build, an import or an export.
@@ -55,10 +56,10 @@ pub enum Error {
     /// The build was cancelled (Ctrl-C).
     #[error("build cancelled")]
     Cancelled,
-    /// A registry or the network failed (pull, push), already phrased for
-    /// the user: the cli exits with its registry code.
-    #[error("{0}")]
-    Registry(String),
+    /// A registry or the network failed (pull, push), or what a registry
+    /// sent is wrong: the cli exits with its registry code.
+    #[error(transparent)]
+    Registry(RegistryFailure),
     /// A `RUN` step's process failed, or the step may not run.
     #[error(transparent)]
     Run(#[from] RunError),
@@ -96,9 +97,60 @@ pub enum Error {
     /// The solver failed outside a step's own work (its cache, a panic).
     #[error(transparent)]
     Solve(Box<SolveError<Error>>),
-    /// Anything else, already phrased for the user.
-    #[error("{0}")]
-    Other(String),
+}
+
+impl From<RegistryError> for Error {
+    fn from(e: RegistryError) -> Error {
+        Error::Registry(RegistryFailure::Client(e))
+    }
+}
+
+impl From<RegistryFailure> for Error {
+    fn from(e: RegistryFailure) -> Error {
+        Error::Registry(e)
+    }
+}
+
+/// A pull or a push that failed (the cli's exit code 3).
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryFailure {
+    /// The registry client's own error (HTTP, auth, not found).
+    #[error(transparent)]
+    Client(#[from] RegistryError),
+    /// What the registry sent, or stored, for `reference` is wrong.
+    #[error("{reference}: {problem}")]
+    Content {
+        /// The reference (or the manifest digest) being pulled or pushed.
+        reference: String,
+        #[source]
+        problem: RegistryProblem,
+    },
+}
+
+/// What is wrong with what a registry sent or stored.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryProblem {
+    #[error("manifest digest mismatch: expected {expected}, got {actual}")]
+    ManifestDigest { expected: Digest, actual: Digest },
+    #[error("invalid image manifest: {0}")]
+    InvalidManifest(#[source] serde_json::Error),
+    #[error("not a container image (its config is of type {0:?})")]
+    NotAnImage(String),
+    #[error("the manifest has {layers} layers but the config {diff_ids} diffIDs")]
+    LayerCount { layers: usize, diff_ids: usize },
+    #[error("layer {digest} has media type {media_type:?}, which kiln cannot unpack")]
+    LayerMediaType { digest: Digest, media_type: String },
+    /// A layer blob does not unpack to its diffID.
+    #[error(transparent)]
+    Blob(#[from] kiln_oci::LayerError),
+    /// The registry answered a push with another digest.
+    #[error("the registry stored the {what} as {stored}, expected {expected}")]
+    Stored {
+        /// `index` or `manifest`.
+        what: &'static str,
+        stored: Digest,
+        expected: Digest,
+    },
 }
 
 /// Why a `RUN` step failed or was refused.
@@ -515,6 +567,15 @@ mod tests {
         assert_eq!(
             Error::from(InternalError::Poisoned("stat cache")).to_string(),
             "stat cache lock poisoned"
+        );
+        let stored = Error::from(RegistryFailure::Content {
+            reference: "r/x:1".into(),
+            problem: RegistryProblem::NotAnImage("a/b".into()),
+        });
+        assert!(matches!(stored, Error::Registry(_)));
+        assert_eq!(
+            stored.to_string(),
+            r#"r/x:1: not a container image (its config is of type "a/b")"#
         );
     }
 

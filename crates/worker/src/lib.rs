@@ -75,7 +75,8 @@ mod worker;
 pub use build::{BuildRequest, BuildResult, Output, build};
 pub use error::{
     AttestError, BuildContextError, Entitlement, Error, FileOpError, GitError, HttpError,
-    ImageError, InternalError, OutputError, RunError, RunMountError, StepError, Unsupported,
+    ImageError, InternalError, OutputError, RegistryFailure, RegistryProblem, RunError,
+    RunMountError, StepError, Unsupported,
 };
 pub use grants::{ExecGrants, Secret};
 pub use image::{ImportRequest, PullPolicy, ResolvedBase, StoreResolver, import};

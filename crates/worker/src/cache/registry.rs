@@ -82,7 +82,7 @@ impl Remote for RegistryRemote {
         let fetched = match self.client.get_manifest(&self.reference) {
             Ok(f) => f,
             Err(kiln_registry::RegistryError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(Error::Registry(e.to_string())),
+            Err(e) => return Err(e.into()),
         };
         let what = self.reference.to_string();
         let manifest = match serde_json::from_slice::<Manifest>(&fetched.bytes) {
@@ -101,7 +101,7 @@ impl Remote for RegistryRemote {
         let bytes = self
             .client
             .get_blob_bytes(&self.reference, &manifest.config, CONFIG_LIMIT)
-            .map_err(|e| Error::Registry(e.to_string()))?;
+            .map_err(Error::from)?;
         let config = format::parse_config(&bytes, &what)?;
         Ok(Some(Current {
             digest: fetched.digest,
@@ -171,7 +171,7 @@ impl Remote for RegistryRemote {
         self.client
             .head_blob(&self.reference, &desc.digest)
             .map(|s| s.is_some())
-            .map_err(|e| Error::Registry(e.to_string()))
+            .map_err(Error::from)
     }
 
     fn fetch(&self, state: &State, desc: &Descriptor) -> Result<(), Error> {
@@ -197,7 +197,7 @@ impl Remote for RegistryRemote {
         self.client
             .push_blob(&self.reference, desc, None, &open)
             .map(|_| ())
-            .map_err(|e| Error::Registry(e.to_string()))
+            .map_err(Error::from)
     }
 
     /// Pushed by digest, with the registry's blob mounts.
