@@ -29,7 +29,7 @@ use kiln_attest::{Annotations, Statement};
 use kiln_llb::{Definition, Digest, Platform};
 use kiln_oci::{Descriptor, MediaTypes};
 
-use crate::error::Error;
+use crate::error::{AttestError, Error, InternalError};
 use crate::export::Output;
 use crate::image::Committed;
 pub use crate::resolved::{Resolved, context_digest};
@@ -381,7 +381,7 @@ fn sbom(
     };
     let tree = kiln_sbom::DirTree::new(&mnt);
     let scanned = kiln_sbom::scan(&tree, &layers, &kiln_sbom::scanners())
-        .map_err(|e| Error::Other(format!("scanning the image for its SBOM: {e}")));
+        .map_err(|e| Error::from(AttestError::Scan(e)));
     let doc = scanned.and_then(|pkgs| {
         kiln_sbom::spdx::document(
             &pkgs,
@@ -397,7 +397,7 @@ fn sbom(
             &tree,
             &layers,
         )
-        .map_err(|e| Error::Other(format!("writing the SBOM: {e}")))
+        .map_err(|e| AttestError::Spdx(e).into())
     });
     if let Some(g) = guard {
         g.unmount()?;
@@ -421,9 +421,10 @@ pub fn prepare(
     }
     let have: Vec<Platform> = images.iter().map(|(p, _)| p.clone()).collect();
     if let Some(p) = req.annotations.unknown_platforms(&have).first() {
-        return Err(Error::Other(format!(
-            "invalid annotation: no platform {p} found in the build"
-        )));
+        return Err(AttestError::UnknownPlatform {
+            platform: p.to_string(),
+        }
+        .into());
     }
     let version = req
         .provenance
@@ -492,13 +493,25 @@ impl BlobSink for Sink<'_> {
 fn to_layout(d: &Descriptor) -> Result<layout::Descriptor, Error> {
     serde_json::to_value(d)
         .and_then(serde_json::from_value)
-        .map_err(|e| Error::Other(format!("descriptor {}: {e}", d.digest)))
+        .map_err(|source| {
+            AttestError::Descriptor {
+                digest: d.digest,
+                source,
+            }
+            .into()
+        })
 }
 
 fn from_layout(d: &layout::Descriptor) -> Result<Descriptor, Error> {
     serde_json::to_value(d)
         .and_then(serde_json::from_value)
-        .map_err(|e| Error::Other(format!("descriptor {}: {e}", d.digest)))
+        .map_err(|source| {
+            AttestError::Descriptor {
+                digest: d.digest,
+                source,
+            }
+            .into()
+        })
 }
 
 impl Attestations {
@@ -551,8 +564,10 @@ impl Attestations {
                 subjects.clone(),
                 p.value.clone(),
             );
-            let bytes = serde_json::to_vec_pretty(&st)
-                .map_err(|e| Error::Other(format!("encoding {name}: {e}")))?;
+            let bytes = serde_json::to_vec_pretty(&st).map_err(|source| AttestError::Encode {
+                name: name.to_string(),
+                source,
+            })?;
             let path = dest.join(name);
             let io = |source| Error::Io {
                 what: format!("writing {}", path.display()),
@@ -593,8 +608,12 @@ impl Attestations {
             let extra = self.annotations.manifest_for(p);
             if !extra.is_empty() {
                 let mut m: kiln_oci::Manifest =
-                    serde_json::from_slice(&state.content.read(&d.digest)?)
-                        .map_err(|e| Error::Other(format!("manifest {}: {e}", d.digest)))?;
+                    serde_json::from_slice(&state.content.read(&d.digest)?).map_err(|source| {
+                        AttestError::Manifest {
+                            digest: d.digest,
+                            source,
+                        }
+                    })?;
                 m.annotations.extend(extra);
                 let b = state.content.put_json(&m)?;
                 d.digest = b.digest;
@@ -844,7 +863,7 @@ pub fn push(
     log: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<Descriptor, Error> {
     let Output::Registry { names, types, .. } = out else {
-        return Err(Error::Other("not a registry output".to_owned()));
+        return Err(InternalError::WrongKind("a registry output").into());
     };
     if let Some(att) = att.filter(|a| a.applies_to(out))
         && let Some((idx, all)) = att.index(

@@ -15,7 +15,7 @@ use kiln_solver::{CancelToken, Dag, Event, Node, SolveError, Solver};
 
 pub use crate::export::Output;
 
-use crate::error::{Error, StepError};
+use crate::error::{Error, ImageError, InternalError, OutputError, StepError};
 use crate::image::{self, CommitRequest, Committed, StoreResolver};
 pub use crate::multi::platform_dir;
 use crate::state::State;
@@ -113,8 +113,9 @@ pub fn dag(def: &Definition) -> Result<Dag<Vertex>, Error> {
     for (i, v) in def.graph.vertices().enumerate() {
         let mut inputs = Vec::with_capacity(v.inputs.len());
         for d in &v.inputs {
-            inputs.push(*index.get(d).ok_or_else(|| {
-                Error::Other(format!("vertex {} uses unknown input {d}", v.digest))
+            inputs.push(*index.get(d).ok_or(InternalError::UnknownInput {
+                vertex: v.digest,
+                input: *d,
             })?);
         }
         index.insert(v.digest, i);
@@ -125,7 +126,7 @@ pub fn dag(def: &Definition) -> Result<Dag<Vertex>, Error> {
             name: v.meta.name.clone(),
         });
     }
-    Dag::new(nodes).map_err(|e| Error::Other(e.to_string()))
+    Dag::new(nodes).map_err(|e| InternalError::from(e).into())
 }
 
 /// The DAG of a (multi-platform) build: the graphs of every target
@@ -153,12 +154,7 @@ fn check_multi_platform_outputs(req: &BuildRequest) -> Result<(), Error> {
         .iter()
         .any(|o| matches!(o, Output::Docker { .. }))
     {
-        return Err(Error::Other(
-            "docker exporter does not currently support exporting manifest lists \
-             (a multi-platform build makes an image index: use -o type=oci, --push \
-             or one --platform)"
-                .to_owned(),
-        ));
+        return Err(OutputError::DockerManifestList.into());
     }
     Ok(())
 }
@@ -172,11 +168,15 @@ fn base_history(state: &State, def: &Definition, stage: usize) -> Result<Vec<His
             StageBase::Scratch => return Ok(Vec::new()),
             StageBase::Image { digest, reference } => {
                 let Some(d) = digest else {
-                    return Err(Error::Other(format!("{reference}: image not resolved")));
+                    return Err(ImageError::NotResolved {
+                        reference: reference.clone(),
+                    }
+                    .into());
                 };
-                let id = d
-                    .parse()
-                    .map_err(|e| Error::Other(format!("{reference}: {e}")))?;
+                let id = d.parse().map_err(|source| ImageError::BadDigest {
+                    reference: reference.clone(),
+                    source,
+                })?;
                 return Ok(kiln_store::layers::load_config(state, &id)?.history);
             }
             StageBase::Stage { name } => {
@@ -186,7 +186,7 @@ fn base_history(state: &State, def: &Definition, stage: usize) -> Result<Vec<His
                     .iter()
                     .find(|st| st.name.eq_ignore_ascii_case(name))
                     .filter(|_| seen <= def.stages.len())
-                    .ok_or_else(|| Error::Other(format!("stage {name:?} not found")))?;
+                    .ok_or_else(|| ImageError::StageNotFound { name: name.clone() })?;
                 s = next;
             }
         }
@@ -212,18 +212,14 @@ pub async fn build(
                 dag.nodes()
                     .iter()
                     .position(|n| n.payload.digest == d)
-                    .ok_or_else(|| Error::Other(format!("target {d} is not in the graph")))?,
+                    .ok_or(InternalError::TargetNotInGraph { target: d })?,
             ),
             None => None,
         });
     }
     let inline = req.cache_to.iter().any(|t| t.location.is_inline());
     if inline && !req.outputs.iter().any(Output::needs_image) {
-        return Err(Error::Other(
-            "--cache-to type=inline: the cache goes into the image config, and this build \
-             makes no image (add an image output: --tag, --push or -o type=image|registry|oci|docker)"
-                .to_owned(),
-        ));
+        return Err(OutputError::InlineCacheWithoutImage.into());
     }
     let tree = if req.context_dockerignore {
         Tree::open_context(&req.context_dir, req.dockerfile.as_deref())?
@@ -331,9 +327,7 @@ pub async fn build(
         worker.save_stat_caches()?;
         let solved = solved.map_err(|e| step_error(&dag, e))?;
         if solved.len() != unique.len() {
-            return Err(Error::Other(
-                "the solve returned fewer results than targets".to_owned(),
-            ));
+            return Err(InternalError::FewerResults.into());
         }
         for (t, r) in unique.iter().zip(solved) {
             match r.value {
@@ -341,9 +335,7 @@ pub async fn build(
                     values.insert(*t, layers);
                 }
                 Value::Context { .. } => {
-                    return Err(Error::Other(
-                        "the build result is a build context, not a filesystem".to_owned(),
-                    ));
+                    return Err(OutputError::ContextResult.into());
                 }
             }
         }
@@ -499,7 +491,7 @@ pub async fn build(
                 let client = req
                     .registry
                     .as_ref()
-                    .ok_or_else(|| Error::Other("pushing needs a registry client".to_owned()))?;
+                    .ok_or(InternalError::NoRegistryClient("pushing"))?;
                 let m = export::manifest(
                     state,
                     img,
@@ -556,7 +548,7 @@ pub async fn build(
             (None, Output::Tar { dest }) => {
                 export::flat_tar_with_progress(state, &layers, dest, clamp, req.transfers.as_ref())?
             }
-            (None, _) => return Err(Error::Other("output needs an image".to_owned())),
+            (None, _) => return Err(OutputError::NoImage.into()),
         }
     }
     let cache_mounts = if req.cache_to.is_empty() {
@@ -693,7 +685,7 @@ fn step_error(dag: &Dag<Vertex>, e: SolveError<Error>) -> Error {
             }))
         }
         SolveError::Cancelled => Error::Cancelled,
-        other => Error::Other(other.to_string()),
+        other => Error::Solve(Box::new(other)),
     }
 }
 

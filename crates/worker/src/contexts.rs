@@ -13,7 +13,7 @@ use kiln_frontend::ResolvedImage;
 use kiln_llb::{Digest, Platform};
 use kiln_oci::Descriptor;
 
-use crate::error::Error;
+use crate::error::{BuildContextError, Error};
 use crate::image::{load_config, to_llb};
 use crate::state::State;
 
@@ -52,11 +52,11 @@ pub fn import_oci_layout(
             LayoutSelector::Tag(t) => format!("tag {t:?}"),
             LayoutSelector::Digest(d) => format!("digest {d}"),
         };
-        Error::Other(format!(
-            "oci-layout {} ({what}): {}",
-            dir.display(),
-            kiln_oci::Error::from(e)
-        ))
+        BuildContextError::OciLayout {
+            dir: dir.to_path_buf(),
+            what,
+            error: kiln_oci::Error::from(e),
+        }
     })?;
     crate::blobs::record_loaded(state, &img.layers)?;
     crate::images::record(state, &img.id)?;

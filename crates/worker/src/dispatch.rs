@@ -11,7 +11,7 @@ use kiln_llb::{Digest, Vertex};
 use kiln_snapshot::LayerId;
 use kiln_solver::{Cx, Key, KeyInput, Resolved};
 
-use crate::error::Error;
+use crate::error::{Error, ImageError, InternalError, Unsupported};
 use crate::keys::{self, InputPart};
 use crate::value::Value;
 use crate::worker::{LlbWorker, Seen};
@@ -53,7 +53,7 @@ impl LlbWorker {
             let mut cache = ctx
                 .stat_cache
                 .lock()
-                .map_err(|_| Error::Other("stat cache lock poisoned".to_owned()))?;
+                .map_err(|_| InternalError::Poisoned("stat cache"))?;
             let opts = kiln_context::DigestOptions {
                 include_ownership: false,
             };
@@ -267,9 +267,10 @@ impl LlbWorker {
                 },
             ) => match digest {
                 Some(d) => Ok(Some(keys::image_key(d, s))),
-                None => Err(Error::Other(format!(
-                    "{reference}: image not found in the local store"
-                ))),
+                None => Err(ImageError::NotInStore {
+                    reference: reference.clone(),
+                }
+                .into()),
             },
             Op::Source(SourceOp::Http { .. }) => http::cache_key(self, v).map(Some),
             Op::Source(SourceOp::Git { .. }) => git::cache_key(self, v).map(Some),
@@ -339,15 +340,17 @@ impl LlbWorker {
             Op::Merge(m) => {
                 let mut layers = Vec::new();
                 for i in &m.inputs {
-                    let input = inputs.get(*i as usize).ok_or_else(|| {
-                        Error::Other(format!("merge refers to missing input #{i}"))
-                    })?;
+                    let input =
+                        inputs
+                            .get(*i as usize)
+                            .ok_or_else(|| InternalError::MissingInput {
+                                user: "merge".to_owned(),
+                                index: *i,
+                            })?;
                     match &input.value {
                         Value::Fs { layers: l } => layers.extend(l.iter().cloned()),
                         Value::Context { name } => {
-                            return Err(Error::Other(format!(
-                                "merge of build context {name:?} is not supported"
-                            )));
+                            return Err(Unsupported::MergeContext { name: name.clone() }.into());
                         }
                     }
                 }

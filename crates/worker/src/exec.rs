@@ -5,7 +5,7 @@ use kiln_executor::{ExitStatus, Network as ExecNetwork, Rootfs, RunSpec, Stream}
 use kiln_llb::op::{ExecOp, MountKind, Network, Security};
 use kiln_solver::{Cx, Resolved};
 
-use crate::error::Error;
+use crate::error::{Entitlement, Error, InternalError, RunError, Unsupported};
 use crate::value::Value;
 use crate::worker::LlbWorker;
 
@@ -33,26 +33,18 @@ fn environment(e: &ExecOp) -> Vec<String> {
 /// what the build did not allow.
 pub(crate) fn check_supported(w: &LlbWorker, e: &ExecOp) -> Result<usize, Error> {
     if e.security == Security::Insecure && !w.exec.grants.allow_insecure {
-        // BuildKit's wording (its client's), and the way out.
-        return Err(Error::Other(
-            "entitlement security.insecure is not allowed: RUN --security=insecure needs `kiln build --allow security.insecure`"
-                .to_owned(),
-        ));
+        return Err(RunError::NotAllowed(Entitlement::SecurityInsecure).into());
     }
     if e.network == Network::Host && !w.exec.grants.allow_network_host {
-        // BuildKit's wording (`entitlements.Set.Check`), and the way out.
-        return Err(Error::Other(
-            "network.host is not allowed: RUN --network=host needs `kiln build --allow network.host`"
-                .to_owned(),
-        ));
+        return Err(RunError::NotAllowed(Entitlement::NetworkHost).into());
     }
     if !e.devices.is_empty() {
-        return Err(Error::Other("RUN --device is not supported yet".to_owned()));
+        return Err(Unsupported::Devices.into());
     }
     e.mounts
         .iter()
         .position(|m| m.target == "/" && m.output && matches!(m.kind, MountKind::Bind))
-        .ok_or_else(|| Error::Other("RUN without a root filesystem".to_owned()))
+        .ok_or(Error::Internal(InternalError::NoRootFs))
 }
 
 /// Runs `e`; the new layer is the upper directory of its root.
@@ -69,13 +61,16 @@ pub fn execute(
     // Only a step that runs needs emulation: a cached one for another
     // architecture is fine on a machine without it.
     if let Some(p) = &e.platform {
-        crate::emulation::check(p).map_err(|err| Error::Other(err.to_string()))?;
+        crate::emulation::check(p).map_err(RunError::from)?;
     }
     let base = match root_mount.input {
         Some(i) => {
             let input = inputs
                 .get(i as usize)
-                .ok_or_else(|| Error::Other(format!("RUN refers to missing input #{i}")))?;
+                .ok_or_else(|| InternalError::MissingInput {
+                    user: "RUN".to_owned(),
+                    index: i,
+                })?;
             w.layers_of(&input.value)?
         }
         None => Vec::new(),
@@ -128,17 +123,12 @@ pub fn execute(
     drop(spec);
     prepared.finish()?;
     let status = status?;
-    // BuildKit's wording, with Go's %q quoting of the command line.
-    let failed = |what: String| {
-        Error::Other(format!(
-            "process {} did not complete successfully: {what}",
-            kiln_frontend::quote::go_quote(&e.args.join(" "))
-        ))
-    };
-    match status {
-        ExitStatus::Code(0) => {}
-        ExitStatus::Code(n) => return Err(failed(format!("exit code: {n}"))),
-        ExitStatus::Signal(s) => return Err(failed(format!("killed by signal {s}"))),
+    if status != ExitStatus::Code(0) {
+        return Err(RunError::Failed {
+            args: e.args.clone(),
+            status,
+        }
+        .into());
     }
     let layer = draft.commit(crate::image::built_layer_meta())?;
     let mut layers: Vec<String> = base.iter().map(|l| l.as_str().to_owned()).collect();

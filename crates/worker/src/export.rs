@@ -11,7 +11,7 @@ use kiln_registry::{Direction, ProgressSink, Transfer, TransferState};
 use kiln_snapshot::LayerId;
 
 use crate::copy::{Copier, CopyOptions, SourceEntry};
-use crate::error::Error;
+use crate::error::{Error, InternalError, OutputError};
 use crate::image::Committed;
 use crate::state::State;
 use kiln_store::layers::layer_blob;
@@ -156,9 +156,7 @@ pub fn write_with_progress(
             let named = sink(name_digest(dest));
             flat_tar_with(state, &img.layers, dest, clamp, named).map(|()| None)
         }
-        Output::Registry { .. } => Err(Error::Other(
-            "a registry output is written by the build, which has the client".to_owned(),
-        )),
+        Output::Registry { .. } => Err(InternalError::RegistryOutput.into()),
     }
 }
 
@@ -534,7 +532,7 @@ fn forced_blob(
         .iter()
         .find(|(c, _)| *c != compression)
         .or_else(|| blobs.first())
-        .ok_or_else(|| Error::Other(format!("layer {d}: no blob to recompress")))?;
+        .ok_or(OutputError::NoBlob { diff_id: d })?;
     let content = state.content.clone();
     let src = src.digest;
     Ok(state

@@ -19,7 +19,7 @@ use kiln_snapshot::MountGuard;
 use kiln_solver::{Cx, Resolved};
 
 use crate::copy::{Copier, CopyError, CopyOptions, ModeChange, SourceEntry, mkdir_all};
-use crate::error::Error;
+use crate::error::{Error, FileOpError, InternalError};
 use crate::mode::ModeSet;
 use crate::users;
 use crate::value::Value;
@@ -37,8 +37,7 @@ pub fn expand(tree: &Tree, c: &Copy) -> Result<Vec<Source>, Error> {
 
 /// The include/exclude filter of a copy action.
 pub fn filter(c: &Copy) -> Result<Filter, Error> {
-    Filter::new(&c.include, &c.exclude)
-        .map_err(|e| Error::Other(format!("invalid --exclude/--parents pattern: {e}")))
+    Filter::new(&c.include, &c.exclude).map_err(|e| FileOpError::Pattern(e).into())
 }
 
 fn io_err(what: &str, path: &str) -> impl FnOnce(io::Error) -> Error {
@@ -82,7 +81,10 @@ pub fn execute(
     let input = |i: u32| {
         inputs
             .get(i as usize)
-            .ok_or_else(|| Error::Other(format!("file op refers to missing input #{i}")))
+            .ok_or_else(|| InternalError::MissingInput {
+                user: "file op".to_owned(),
+                index: i,
+            })
     };
     let base = match f.base {
         Some(i) => w.layers_of(&input(i)?.value)?,
@@ -123,9 +125,7 @@ pub fn execute(
         }
         match action {
             FileAction::Copy(c) => {
-                let from = c
-                    .from
-                    .ok_or_else(|| Error::Other("copy from an empty filesystem".to_owned()))?;
+                let from = c.from.ok_or(InternalError::CopyFromScratch)?;
                 if let std::collections::hash_map::Entry::Vacant(slot) = sources.entry(from) {
                     let entry = match &input(from)?.value {
                         Value::Context { name } => (SourceTree::Context(w.context(name)?), None),
@@ -364,10 +364,7 @@ impl Staging {
         }
         match place.strip_prefix(&self.upper) {
             Ok(rel) => Ok(Some(rel.to_path_buf())),
-            Err(_) => Err(Error::Other(format!(
-                "staged copy placed at {}, outside the layer's diff",
-                place.display()
-            ))),
+            Err(_) => Err(InternalError::StagedOutsideDiff(place.to_path_buf()).into()),
         }
     }
 }
@@ -390,12 +387,7 @@ fn copy_staged(
 ) -> Result<(), Error> {
     let at = target
         .strip_prefix(root)
-        .map_err(|_| {
-            Error::Other(format!(
-                "staged copy target {} outside the root",
-                target.display()
-            ))
-        })?
+        .map_err(|_| InternalError::StagedOutsideRoot(target.to_path_buf()))?
         .to_path_buf();
     let stage = st.stage_dir.clone();
     if made {
@@ -419,7 +411,7 @@ fn copy_staged(
         Some(cache) => {
             let mut cache = cache
                 .lock()
-                .map_err(|_| Error::Other("stat cache lock poisoned".to_owned()))?;
+                .map_err(|_| InternalError::Poisoned("stat cache"))?;
             entries
                 .iter()
                 .map(|e| {
@@ -450,7 +442,7 @@ fn copy(
         None => None,
         Some(Chmod::Octal(m)) => Some(ModeChange::Octal(*m)),
         Some(Chmod::Symbolic(s)) => Some(ModeChange::Symbolic(
-            ModeSet::parse(s).map_err(|e| Error::Other(e.to_string()))?,
+            ModeSet::parse(s).map_err(FileOpError::from)?,
         )),
     };
     let opts = CopyOptions {
@@ -679,7 +671,7 @@ fn rm(root: &Path, r: &Rm) -> Result<(), Error> {
             None => ("/", abs.as_str()),
         };
         if base.is_empty() {
-            return Err(Error::Other(format!("cannot remove {abs:?}: empty path")));
+            return Err(FileOpError::RemoveEmptyPath { path: abs }.into());
         }
         let target = resolve(root, dir, true)?.join(base);
         if !r.allow_not_found && fs::metadata(&target).is_err() {

@@ -35,7 +35,7 @@ use kiln_llb::op::{Op, SourceOp};
 use kiln_llb::{Digest, Vertex};
 use kiln_solver::Key;
 
-use crate::error::Error;
+use crate::error::{Error, GitError, InternalError, Unsupported};
 use crate::keys;
 pub use crate::resolved::GitCommit as Resolved;
 use crate::state::State;
@@ -68,7 +68,7 @@ fn source(v: &Vertex) -> Result<Source<'_>, Error> {
             checksum,
             skip_submodules: *skip_submodules,
         }),
-        _ => Err(Error::Other("not a git source".to_owned())),
+        _ => Err(InternalError::WrongKind("a git source").into()),
     }
 }
 
@@ -104,13 +104,12 @@ fn run(mut cmd: Command, what: &str) -> Result<Vec<u8>, Error> {
     if out.status.success() {
         return Ok(out.stdout);
     }
-    let msg = String::from_utf8_lossy(&out.stderr);
-    let msg = msg.trim();
-    Err(Error::Other(if msg.is_empty() {
-        format!("failed to {what}: git exited with {}", out.status)
-    } else {
-        format!("failed to {what}: {msg}")
-    }))
+    Err(GitError::Command {
+        what: what.to_owned(),
+        status: out.status,
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    }
+    .into())
 }
 
 /// Picks the commit of `git_ref` from `git ls-remote` output, as BuildKit:
@@ -166,24 +165,26 @@ fn is_ssh(remote: &str) -> bool {
 fn resolve(src: &Source<'_>) -> Result<Resolved, Error> {
     // BuildKit's git source, in its words.
     if !src.checksum.is_empty() && !src.checksum.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::Other(format!(
-            "invalid checksum {} for Git URL, expected hex commit hash",
-            src.checksum
-        )));
+        return Err(GitError::BadChecksum {
+            checksum: src.checksum.to_owned(),
+        }
+        .into());
     }
     if is_ssh(src.remote) {
-        return Err(Error::Other(format!(
-            "git over SSH ({}) is not supported yet (it needs --ssh agent forwarding); use an https:// or git:// URL",
-            src.remote
-        )));
+        return Err(Unsupported::GitSsh {
+            remote: src.remote.to_owned(),
+        }
+        .into());
     }
     if is_commit_sha(src.git_ref) {
         let commit = src.git_ref.to_ascii_lowercase();
         if !src.checksum.is_empty() && !commit.starts_with(&src.checksum.to_ascii_lowercase()) {
-            return Err(Error::Other(format!(
-                "expected checksum to match {}, got {commit}",
-                src.checksum
-            )));
+            return Err(GitError::ChecksumMismatch {
+                checksum: src.checksum.to_owned(),
+                commit,
+                peeled: None,
+            }
+            .into());
         }
         return Ok(Resolved {
             commit,
@@ -208,30 +209,31 @@ fn resolve(src: &Source<'_>) -> Result<Resolved, Error> {
         pick_ref(&text, wanted)
     };
     let Some((object, ref_name, peeled)) = picked else {
-        return Err(Error::Other(format!(
-            "{}: repository does not contain ref {wanted}",
-            src.remote
-        )));
+        return Err(GitError::NoSuchRef {
+            remote: src.remote.to_owned(),
+            wanted: wanted.to_owned(),
+        }
+        .into());
     };
     if !is_commit_sha(&object) {
-        return Err(Error::Other(format!(
-            "{}: ref {wanted} resolved to {object:?}, not a commit id",
-            src.remote
-        )));
+        return Err(GitError::NotACommit {
+            remote: src.remote.to_owned(),
+            wanted: wanted.to_owned(),
+            object,
+        }
+        .into());
     }
     if !src.checksum.is_empty() {
         let ck = src.checksum.to_ascii_lowercase();
         let matches =
             object.starts_with(&ck) || peeled.as_ref().is_some_and(|p| p.starts_with(&ck));
         if !matches {
-            return Err(Error::Other(format!(
-                "expected checksum to match {}, got {}",
-                src.checksum,
-                match &peeled {
-                    Some(p) => format!("{object} or {p}"),
-                    None => object.clone(),
-                }
-            )));
+            return Err(GitError::ChecksumMismatch {
+                checksum: src.checksum.to_owned(),
+                commit: object,
+                peeled,
+            }
+            .into());
         }
     }
     Ok(Resolved {
@@ -465,12 +467,12 @@ fn fetch(bare: &Path, src: &Source<'_>, r: &Resolved) -> Result<(), Error> {
         run(cmd, &what)?;
     }
     if !has_commit(bare, &r.commit) {
-        return Err(Error::Other(format!(
-            "{}: commit {} not found after fetching {}",
-            src.remote,
-            r.commit,
-            display_ref(src, r)
-        )));
+        return Err(GitError::CommitNotFetched {
+            remote: src.remote.to_owned(),
+            commit: r.commit.clone(),
+            fetched: display_ref(src, r),
+        }
+        .into());
     }
     Ok(())
 }
@@ -578,17 +580,18 @@ fn checkout(
         let mut p = tree.clone();
         for part in subdir.split('/') {
             p.push(part);
-            let m = fs::symlink_metadata(&p).map_err(|_| {
-                Error::Other(format!(
-                    "{}: subdirectory {subdir:?} does not exist at {}",
-                    src.remote, r.commit
-                ))
+            let m = fs::symlink_metadata(&p).map_err(|_| GitError::NoSubdir {
+                remote: src.remote.to_owned(),
+                subdir: subdir.to_owned(),
+                commit: r.commit.clone(),
             })?;
             if !m.is_dir() {
-                return Err(Error::Other(format!(
-                    "{}: {subdir:?} is not a directory at {}",
-                    src.remote, r.commit
-                )));
+                return Err(GitError::SubdirNotADir {
+                    remote: src.remote.to_owned(),
+                    subdir: subdir.to_owned(),
+                    commit: r.commit.clone(),
+                }
+                .into());
             }
         }
         p
@@ -611,7 +614,10 @@ fn update_submodules(src: &Source<'_>, git: impl Fn() -> Command) -> Result<(), 
     let mut cmd = git();
     cmd.args(args).arg("--depth=1");
     match run(cmd, &what) {
-        Err(Error::Other(m)) if m.contains("does not support shallow") => {
+        // git says so only in words: its message is all there is to go by.
+        Err(Error::Git(GitError::Command { stderr, .. }))
+            if stderr.contains("does not support shallow") =>
+        {
             let mut cmd = git();
             cmd.args(args);
             run(cmd, &what).map(drop)

@@ -27,7 +27,7 @@ use kiln_solver::Key;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::error::Error;
+use crate::error::{Error, HttpError, InternalError};
 use crate::keys;
 pub use crate::resolved::Download;
 use crate::resolved::Prepared;
@@ -103,7 +103,7 @@ fn parts(v: &Vertex) -> Result<(&str, &str, &str), Error> {
             filename,
             checksum,
         }) => Ok((url, filename, checksum)),
-        _ => Err(Error::Other("not an http source".to_owned())),
+        _ => Err(InternalError::WrongKind("an http source").into()),
     }
 }
 
@@ -138,9 +138,10 @@ pub fn download_to(url: &str, path: &std::path::Path) -> Result<Option<i64>, Err
             .and_then(parse_http_time)
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .and_then(|d| i64::try_from(d.as_secs()).ok())),
-        Got::NotModified => Err(Error::Other(format!(
-            "failed to download {url}: 304 Not Modified to an unconditional request"
-        ))),
+        Got::NotModified => Err(HttpError::UnconditionalNotModified {
+            url: url.to_owned(),
+        }
+        .into()),
     }
 }
 
@@ -160,7 +161,6 @@ fn get<T>(
     known: Option<&Validators>,
     dest: impl FnOnce() -> Result<(T, PathBuf), Error>,
 ) -> Result<Got<T>, Error> {
-    let fail = |m: String| Error::Other(format!("failed to download {url}: {m}"));
     let mut req = ureq::get(url);
     if let Some(k) = known {
         if let Some(etag) = &k.etag {
@@ -170,17 +170,25 @@ fn get<T>(
             req = req.header("If-Modified-Since", lm);
         }
     }
-    let mut resp = req.call().map_err(|e| fail(e.to_string()))?;
+    let mut resp = req.call().map_err(|e| HttpError::Request {
+        url: url.to_owned(),
+        source: Box::new(e),
+    })?;
     if resp.status() == 304 {
         if known.is_some() {
             return Ok(Got::NotModified);
         }
-        return Err(fail(
-            "304 Not Modified to an unconditional request".to_owned(),
-        ));
+        return Err(HttpError::UnconditionalNotModified {
+            url: url.to_owned(),
+        }
+        .into());
     }
     if !resp.status().is_success() {
-        return Err(fail(format!("unexpected status {}", resp.status())));
+        return Err(HttpError::Status {
+            url: url.to_owned(),
+            status: resp.status(),
+        }
+        .into());
     }
     let header = |name: &str| {
         resp.headers()
@@ -204,7 +212,13 @@ fn get<T>(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(fail(e.to_string())),
+            Err(source) => {
+                return Err(HttpError::Read {
+                    url: url.to_owned(),
+                    source,
+                }
+                .into());
+            }
         };
         hasher.update(&buf[..n]);
         file.write_all(&buf[..n]).map_err(|source| Error::Io {
@@ -257,9 +271,10 @@ fn download(
 ) -> Result<(LayerDraft, Digest, String), Error> {
     match fetch(w, url, filename, None)? {
         Got::Body(f) => settle(w, url, *f),
-        Got::NotModified => Err(Error::Other(format!(
-            "failed to download {url}: 304 Not Modified to an unconditional request"
-        ))),
+        Got::NotModified => Err(HttpError::UnconditionalNotModified {
+            url: url.to_owned(),
+        }
+        .into()),
     }
 }
 
@@ -300,16 +315,14 @@ pub fn cache_key(w: &LlbWorker, v: &Vertex) -> Result<Key, Error> {
         Got::NotModified => {
             // `fetch` answers NotModified only to a conditional request.
             let Some(k) = known else {
-                return Err(Error::Other(format!(
-                    "failed to download {url}: unexpected 304"
-                )));
+                return Err(HttpError::UnexpectedNotModified {
+                    url: url.to_owned(),
+                }
+                .into());
             };
-            let digest: Digest = k.digest.parse().map_err(|_| {
-                Error::Other(format!(
-                    "{}: bad digest {:?}",
-                    validators_path(w, url).display(),
-                    k.digest
-                ))
+            let digest: Digest = k.digest.parse().map_err(|_| HttpError::BadValidators {
+                path: validators_path(w, url),
+                digest: k.digest.clone(),
             })?;
             let id = content_id(&k.digest, k.last_modified.as_deref());
             if let Ok(mut r) = w.resolved.lock() {
@@ -345,18 +358,22 @@ pub fn execute(w: &LlbWorker, v: &Vertex) -> Result<Value, Error> {
         Some(Prepared::Revalidated(expected)) => {
             let (draft, digest, _) = download(w, url, filename)?;
             if digest != expected {
-                return Err(Error::Other(format!(
-                    "{url} changed during the build (the server said it was unchanged, then sent other content): build again"
-                )));
+                return Err(HttpError::Changed {
+                    url: url.to_owned(),
+                }
+                .into());
             }
             draft
         }
         None => {
             let (draft, digest, _) = download(w, url, filename)?;
             if !checksum.is_empty() && checksum != digest.to_string() {
-                return Err(Error::Other(format!(
-                    "digest mismatch for {url}: expected {checksum}, got {digest}"
-                )));
+                return Err(HttpError::DigestMismatch {
+                    url: url.to_owned(),
+                    expected: checksum.to_owned(),
+                    actual: digest,
+                }
+                .into());
             }
             draft
         }

@@ -18,7 +18,7 @@ use kiln_snapshot::{LayerId, LayerMeta};
 pub use kiln_store::layers::{LABEL_DIFF_ID, diff_id, image_layers, layer_blob, prefetch_diff_id};
 pub use kiln_store::state::DiffIdCells;
 
-use crate::error::Error;
+use crate::error::{Error, ImageError, InternalError};
 use crate::state::State;
 use crate::value::Value;
 use crate::worker::LlbWorker;
@@ -344,14 +344,15 @@ pub fn source(w: &LlbWorker, op: &SourceOp) -> Result<Value, Error> {
         reference, digest, ..
     } = op
     else {
-        return Err(Error::Other("not an image source".to_owned()));
+        return Err(InternalError::WrongKind("an image source").into());
     };
-    let digest = digest
-        .as_deref()
-        .ok_or_else(|| Error::Other(format!("{reference}: image not found in the local store")))?;
-    let id: Digest = digest
-        .parse()
-        .map_err(|e| Error::Other(format!("{reference}: {e}")))?;
+    let digest = digest.as_deref().ok_or_else(|| ImageError::NotInStore {
+        reference: reference.clone(),
+    })?;
+    let id: Digest = digest.parse().map_err(|source| ImageError::BadDigest {
+        reference: reference.clone(),
+        source,
+    })?;
     let layers = image_layers(&w.state, &id)?;
     Ok(Value::Fs {
         layers: layers.iter().map(|l| l.as_str().to_owned()).collect(),
@@ -393,7 +394,7 @@ pub struct Committed {
 /// Writes the image configuration of a build result into the content store.
 pub fn commit(state: &State, req: &CommitRequest<'_>) -> Result<Committed, Error> {
     let time = |secs: i64, nanos: u32| {
-        kiln_oci::rfc3339(secs, nanos).map_err(|e| Error::Other(e.to_string()))
+        kiln_oci::rfc3339(secs, nanos).map_err(|e| Error::from(ImageError::from(e)))
     };
     let now = time(req.now.0, req.now.1)?;
     let fixed = req.epoch.map(|e| time(e, 0)).transpose()?;
@@ -530,8 +531,7 @@ pub fn import(state: &State, req: ImportRequest<'_>) -> Result<Digest, Error> {
     state
         .layer_blobs
         .set_size(&blob.diff_id, blob.unpacked_size)?;
-    let created =
-        kiln_oci::rfc3339(req.created.0, req.created.1).map_err(|e| Error::Other(e.to_string()))?;
+    let created = kiln_oci::rfc3339(req.created.0, req.created.1).map_err(ImageError::from)?;
     let mut config = ImageConfigFile::new(&req.platform);
     config.created = Some(created.clone());
     config.config = runtime_config(&req.config);

@@ -73,7 +73,11 @@ mod value;
 mod worker;
 
 pub use build::{BuildRequest, BuildResult, Output, build};
-pub use error::{Error, StepError};
+pub use error::{
+    AttestError, BuildContextError, Entitlement, Error, FileOpError, GitError, HttpError,
+    ImageError, InternalError, OutputError, RegistryFailure, RegistryProblem, RunError,
+    RunMountError, StepError, Unsupported,
+};
 pub use grants::{ExecGrants, Secret};
 pub use image::{ImportRequest, PullPolicy, ResolvedBase, StoreResolver, import};
 pub use state::State;

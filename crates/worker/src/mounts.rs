@@ -42,7 +42,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::copy::{Copier, CopyOptions, SourceEntry};
-use crate::error::Error;
+use crate::error::{Error, InternalError, RunMountError, Unsupported};
 pub use crate::grants::{ExecGrants, Secret};
 use crate::value::Value;
 use crate::worker::LlbWorker;
@@ -86,16 +86,17 @@ impl Prepared {
 /// shows (the `source` subtree, through `.dockerignore`).
 pub(crate) fn context_digest(w: &LlbWorker, name: &str, m: &Mount) -> Result<Digest, Error> {
     let ctx = w.context(name)?;
-    let sources = ctx.tree.expand(&m.source, &follow()).map_err(|e| {
-        Error::Other(format!(
-            "RUN --mount target={}: failed to compute cache key: {e}",
-            m.target
-        ))
-    })?;
+    let sources =
+        ctx.tree
+            .expand(&m.source, &follow())
+            .map_err(|source| RunMountError::CacheKey {
+                target: m.target.clone(),
+                source,
+            })?;
     let mut cache = ctx
         .stat_cache
         .lock()
-        .map_err(|_| Error::Other("stat cache lock poisoned".to_owned()))?;
+        .map_err(|_| InternalError::Poisoned("stat cache"))?;
     let (digest, _) = ctx.tree.digest(
         &sources,
         &Filter::default(),
@@ -140,12 +141,12 @@ pub(crate) fn fs_digests(
         .iter()
         .filter(|m| m.input == Some(index))
         .map(|m| {
-            let sources = tree.expand(&m.source, &follow()).map_err(|e| {
-                Error::Other(format!(
-                    "RUN --mount target={}: failed to compute cache key: {e}",
-                    m.target
-                ))
-            })?;
+            let sources =
+                tree.expand(&m.source, &follow())
+                    .map_err(|source| RunMountError::CacheKey {
+                        target: m.target.clone(),
+                        source,
+                    })?;
             Ok(tree
                 .digest(&sources, &Filter::default(), &mut cache, &opts)?
                 .0)
@@ -234,17 +235,16 @@ pub(crate) fn prepare(
             } => {
                 let Some(secret) = w.exec.grants.secrets.get(id) else {
                     if *required {
-                        return Err(Error::Other(format!(
-                            "secret {id}: not found (no --secret id={id} was given to the build)"
-                        )));
+                        return Err(RunMountError::SecretNotFound { id: id.clone() }.into());
                     }
                     continue;
                 };
                 if !env.is_empty() {
                     let value = std::str::from_utf8(&secret.0).map_err(|_| {
-                        Error::Other(format!(
-                            "secret {id} is not valid UTF-8 and cannot be the environment variable {env}"
-                        ))
+                        RunMountError::SecretNotUtf8 {
+                            id: id.clone(),
+                            env: env.clone(),
+                        }
                     })?;
                     p.env.push(format!("{env}={value}"));
                 }
@@ -269,9 +269,7 @@ pub(crate) fn prepare(
             } => {
                 let Some(agent) = w.exec.grants.ssh.get(id) else {
                     if *required {
-                        return Err(Error::Other(format!(
-                            "no SSH agent socket forwarded for id {id:?} (kiln build --ssh {id}=SOCKET)"
-                        )));
+                        return Err(RunMountError::NoSshAgent { id: id.clone() }.into());
                     }
                     continue;
                 };
@@ -295,6 +293,20 @@ pub(crate) fn prepare(
     Ok(p)
 }
 
+fn missing_input(m: &Mount, index: u32) -> InternalError {
+    InternalError::MissingInput {
+        user: format!("mount {}", m.target),
+        index,
+    }
+}
+
+fn cache_source_not_found(m: &Mount) -> RunMountError {
+    RunMountError::CacheSourceNotFound {
+        target: m.target.clone(),
+        path: m.source.clone(),
+    }
+}
+
 /// The input a mount reads, if any.
 fn input<'a>(m: &Mount, inputs: &'a [Resolved<Value>]) -> Result<Option<&'a Value>, Error> {
     match m.input {
@@ -302,9 +314,7 @@ fn input<'a>(m: &Mount, inputs: &'a [Resolved<Value>]) -> Result<Option<&'a Valu
         Some(i) => inputs
             .get(i as usize)
             .map(|r| Some(&r.value))
-            .ok_or_else(|| {
-                Error::Other(format!("mount {} refers to missing input #{i}", m.target))
-            }),
+            .ok_or_else(|| missing_input(m, i).into()),
     }
 }
 
@@ -340,18 +350,20 @@ fn mount_fs(
 }
 
 /// A path inside a mounted filesystem, which must exist.
-fn inside(mnt: &Path, m: &Mount, what: &str) -> Result<PathBuf, Error> {
-    let path = kiln_snapshot::resolve_in_root(mnt, Path::new(&m.source), true).map_err(|e| {
-        Error::Other(format!(
-            "RUN --mount=type={what},target={}: source {}: {e}",
-            m.target, m.source
-        ))
-    })?;
-    fs::symlink_metadata(&path).map_err(|_| {
-        Error::Other(format!(
-            "RUN --mount=type={what},target={}: source {} not found",
-            m.target, m.source
-        ))
+fn inside(mnt: &Path, m: &Mount, what: &'static str) -> Result<PathBuf, Error> {
+    let path =
+        kiln_snapshot::resolve_in_root(mnt, Path::new(&m.source), true).map_err(|source| {
+            RunMountError::BadSource {
+                kind: what,
+                target: m.target.clone(),
+                path: m.source.clone(),
+                source,
+            }
+        })?;
+    fs::symlink_metadata(&path).map_err(|_| RunMountError::SourceNotFound {
+        kind: what,
+        target: m.target.clone(),
+        path: m.source.clone(),
     })?;
     Ok(path)
 }
@@ -413,14 +425,19 @@ fn bind(
     match input(m, inputs)? {
         Some(Value::Context { name }) => {
             let ctx = w.context(name)?;
-            let src = ctx.tree.expand(&m.source, &follow()).map_err(|e| {
-                Error::Other(format!("RUN --mount=type=bind,target={}: {e}", m.target))
+            let src = ctx.tree.expand(&m.source, &follow()).map_err(|source| {
+                RunMountError::BindSource {
+                    target: m.target.clone(),
+                    source,
+                }
             })?;
             let Some(src) = src.into_iter().next() else {
-                return Err(Error::Other(format!(
-                    "RUN --mount=type=bind,target={}: source {} not found",
-                    m.target, m.source
-                )));
+                return Err(RunMountError::SourceNotFound {
+                    kind: "bind",
+                    target: m.target.clone(),
+                    path: m.source.clone(),
+                }
+                .into());
             };
             let is_dir = src.metadata.is_dir();
             let visible = match ctx.tree.ignore() {
@@ -503,24 +520,22 @@ fn cache(
 ) -> Result<PathBuf, Error> {
     let from = match m.input {
         None if m.source != "/" => {
-            return Err(Error::Other(format!(
-                "RUN --mount=type=cache,target={}: source= without from= (a subdirectory of the cache) is not supported yet",
-                m.target
-            )));
+            return Err(Unsupported::CacheMountSubdir {
+                target: m.target.clone(),
+            }
+            .into());
         }
         None => None,
         Some(i) => {
-            let r = inputs.get(i as usize).ok_or_else(|| {
-                Error::Other(format!("mount {} refers to missing input #{i}", m.target))
-            })?;
+            let r = inputs.get(i as usize).ok_or_else(|| missing_input(m, i))?;
             Some(match (&r.key, &r.value) {
                 (Some(k), _) => k.to_hex(),
                 (None, Value::Context { name }) => context_digest(w, name, m)?.hex(),
                 (None, Value::Fs { .. }) => {
-                    return Err(Error::Other(format!(
-                        "RUN --mount=type=cache,target={}: from= a filesystem without a cache key",
-                        m.target
-                    )));
+                    return Err(RunMountError::CacheFromWithoutKey {
+                        target: m.target.clone(),
+                    }
+                    .into());
                 }
             })
         }
@@ -532,7 +547,7 @@ fn cache(
         let mut root = w
             .fresh_cache_mounts
             .lock()
-            .map_err(|_| Error::Other("cache mount lock poisoned".to_owned()))?;
+            .map_err(|_| InternalError::Poisoned("cache mount"))?;
         if root.is_none() {
             *root = Some(w.state.scratch()?);
         }
@@ -634,12 +649,10 @@ fn fill_cache(
         Some(Value::Context { name }) => {
             let ctx = w.context(name)?;
             let src = ctx.tree.expand(&m.source, &follow())?;
-            let src = src.into_iter().next().ok_or_else(|| {
-                Error::Other(format!(
-                    "cache mount {}: source {} not found",
-                    m.target, m.source
-                ))
-            })?;
+            let src = src
+                .into_iter()
+                .next()
+                .ok_or_else(|| cache_source_not_found(m))?;
             copy_tree(ctx.tree.walk(&src, &Filter::default())?, data, false)?;
         }
         Some(v) => {
@@ -648,12 +661,10 @@ fn fill_cache(
             let copied = (|| -> Result<(), Error> {
                 let tree = Tree::new(mnt.clone(), None);
                 let src = tree.expand(&m.source, &follow())?;
-                let src = src.into_iter().next().ok_or_else(|| {
-                    Error::Other(format!(
-                        "cache mount {}: source {} not found",
-                        m.target, m.source
-                    ))
-                })?;
+                let src = src
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| cache_source_not_found(m))?;
                 copy_tree(tree.walk(&src, &Filter::default())?, data, true)
             })();
             // Unmounted before anything removes the directory it is in.

@@ -17,7 +17,7 @@ use kiln_llb::Platform;
 use kiln_oci::{Descriptor, ExportImage, ImageRef, Index, MediaTypes};
 use kiln_snapshot::LayerId;
 
-use crate::error::Error;
+use crate::error::{Error, InternalError, OutputError};
 use crate::export::{self, Output};
 use crate::image::Committed;
 use crate::state::State;
@@ -100,7 +100,7 @@ pub fn write_outputs(
     let mut written = Vec::new();
     let need_images = || -> Result<(), Error> {
         if images.is_empty() {
-            return Err(Error::Other("output needs an image".to_owned()));
+            return Err(OutputError::NoImage.into());
         }
         Ok(())
     };
@@ -180,8 +180,7 @@ pub fn write_outputs(
                 ..
             } => {
                 need_images()?;
-                let client = registry
-                    .ok_or_else(|| Error::Other("pushing needs a registry client".to_owned()))?;
+                let client = registry.ok_or(InternalError::NoRegistryClient("pushing"))?;
                 let (idx, manifests) = with_attestations(
                     state,
                     out,
@@ -236,9 +235,7 @@ pub fn write_outputs(
                 export::multi_flat_tar(state, &trees, dest, clamp)?;
             }
             Output::Docker { .. } => {
-                return Err(Error::Other(
-                    "this output cannot hold a multi-platform result".to_owned(),
-                ));
+                return Err(OutputError::NotMultiPlatform.into());
             }
         }
     }

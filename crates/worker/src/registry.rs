@@ -26,7 +26,7 @@ use kiln_reference::Reference;
 use kiln_registry::{Client, PushedBlob};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
+use crate::error::{Error, ImageError, RegistryFailure, RegistryProblem};
 use crate::images::human_size;
 use crate::state::{State, write_atomic};
 
@@ -53,8 +53,11 @@ pub struct Pulled {
     pub downloaded: u64,
 }
 
-fn err(reference: &impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
-    Error::Registry(format!("{reference}: {e}"))
+fn err(reference: &impl std::fmt::Display, problem: RegistryProblem) -> Error {
+    Error::Registry(RegistryFailure::Content {
+        reference: reference.to_string(),
+        problem,
+    })
 }
 
 /// The compression a layer media type says.
@@ -82,30 +85,28 @@ pub fn pull(
 ) -> Result<Pulled, Error> {
     let reference = reference.clone().with_default_tag();
     log(&format!("resolve {reference}"));
-    let resolved = client
-        .resolve(&reference, platform)
-        .map_err(|e| Error::Registry(e.to_string()))?;
+    let resolved = client.resolve(&reference, platform).map_err(Error::from)?;
     let mut stored = Vec::new();
     for m in resolved.index.iter().chain([&resolved.manifest]) {
         let blob = state.content.put_bytes(&m.bytes)?;
         if blob.digest != m.digest {
             return Err(err(
                 &reference,
-                format!(
-                    "manifest digest mismatch: expected {}, got {}",
-                    m.digest, blob.digest
-                ),
+                RegistryProblem::ManifestDigest {
+                    expected: m.digest,
+                    actual: blob.digest,
+                },
             ));
         }
         stored.push(blob.digest);
     }
     let manifest: Manifest = serde_json::from_slice(&resolved.manifest.bytes)
-        .map_err(|e| err(&reference, format!("invalid image manifest: {e}")))?;
+        .map_err(|e| err(&reference, RegistryProblem::InvalidManifest(e)))?;
     let config_type = manifest.config.media_type.as_str();
     if config_type != media::OCI_CONFIG && config_type != media::DOCKER_CONFIG {
         return Err(err(
             &reference,
-            format!("not a container image (its config is of type {config_type:?})"),
+            RegistryProblem::NotAnImage(config_type.to_owned()),
         ));
     }
     let downloaded = AtomicUsize::new(0);
@@ -115,11 +116,10 @@ pub fn pull(
     if config.rootfs.diff_ids.len() != manifest.layers.len() {
         return Err(err(
             &reference,
-            format!(
-                "the manifest has {} layers but the config {} diffIDs",
-                manifest.layers.len(),
-                config.rootfs.diff_ids.len()
-            ),
+            RegistryProblem::LayerCount {
+                layers: manifest.layers.len(),
+                diff_ids: config.rootfs.diff_ids.len(),
+            },
         ));
     }
     // Every layer blob the manifest lists is fetched when the store lacks
@@ -132,10 +132,10 @@ pub fn pull(
         let compression = layer_compression(&desc.media_type).ok_or_else(|| {
             err(
                 &reference,
-                format!(
-                    "layer {} has media type {:?}, which kiln cannot unpack",
-                    desc.digest, desc.media_type
-                ),
+                RegistryProblem::LayerMediaType {
+                    digest: desc.digest,
+                    media_type: desc.media_type.clone(),
+                },
             )
         })?;
         layers.push((desc.clone(), *diff_id, compression));
@@ -151,7 +151,7 @@ pub fn pull(
             .any(|(_, d)| d.digest == desc.digest);
         if fetched || !recorded || state.layer_blobs.size(diff_id)?.is_none() {
             let size = kiln_oci::verify_blob(&state.content, &desc.digest, diff_id)
-                .map_err(|e| err(&reference, e))?;
+                .map_err(|e| err(&reference, RegistryProblem::Blob(e)))?;
             state.layer_blobs.set_size(diff_id, size)?;
         }
         if fetched {
@@ -240,7 +240,7 @@ fn fetch(
     }
     client
         .fetch_blob(reference, desc, &state.content, &|_| {})
-        .map_err(|e| Error::Registry(e.to_string()))?;
+        .map_err(Error::from)?;
     downloaded.fetch_add(usize::try_from(desc.size).unwrap_or(0), Ordering::SeqCst);
     Ok(())
 }
@@ -349,10 +349,7 @@ pub fn manifest_for(
     let written = kiln_oci::write_image(&state.content, &config, &descs, types)
         .map_err(kiln_oci::Error::from)?;
     if written.config.digest != r.id {
-        return Err(Error::Other(format!(
-            "image {}: its configuration does not re-encode to the same bytes",
-            r.id
-        )));
+        return Err(ImageError::ConfigReencode { id: r.id }.into());
     }
     Ok(written.manifest)
 }
@@ -402,14 +399,15 @@ pub fn push_index(
             .unwrap_or_else(|| index.digest.to_string());
         let pushed = client
             .put_manifest(&reference, &tag, &index.media_type, &bytes)
-            .map_err(|e| Error::Registry(e.to_string()))?;
+            .map_err(Error::from)?;
         if pushed != index.digest {
             return Err(err(
                 &reference,
-                format!(
-                    "the registry stored the index as {pushed}, expected {}",
-                    index.digest
-                ),
+                RegistryProblem::Stored {
+                    what: "index",
+                    stored: pushed,
+                    expected: index.digest,
+                },
             ));
         }
         log(&format!(
@@ -424,7 +422,10 @@ pub fn push_index(
 
 fn parse_name(name: &str) -> Result<Reference, Error> {
     Ok(Reference::parse_normalized(name)
-        .map_err(|e| Error::Other(format!("invalid name {name:?}: {e}")))?
+        .map_err(|source| ImageError::BadName {
+            name: name.to_owned(),
+            source,
+        })?
         .with_default_tag())
 }
 
@@ -440,7 +441,7 @@ fn push_manifest(
 ) -> Result<(), Error> {
     let bytes = state.content.read(&manifest.digest)?;
     let parsed: Manifest = serde_json::from_slice(&bytes)
-        .map_err(|e| err(&manifest.digest, format!("invalid image manifest: {e}")))?;
+        .map_err(|e| err(&manifest.digest, RegistryProblem::InvalidManifest(e)))?;
     let mut blobs = vec![parsed.config.clone()];
     blobs.extend(parsed.layers.iter().cloned());
     parallel(&blobs, |desc| {
@@ -462,10 +463,11 @@ fn push_manifest(
     if pushed != manifest.digest {
         return Err(err(
             reference,
-            format!(
-                "the registry stored the manifest as {pushed}, expected {}",
-                manifest.digest
-            ),
+            RegistryProblem::Stored {
+                what: "manifest",
+                stored: pushed,
+                expected: manifest.digest,
+            },
         ));
     }
     let mut all: Vec<Digest> = blobs.iter().map(|b| b.digest).collect();
@@ -511,13 +513,13 @@ fn put_manifest_settled(
         };
         let refused = matches!(e, kiln_registry::RegistryError::Status { status: 400, .. });
         if !refused || attempt >= MANIFEST_SETTLE_ATTEMPTS {
-            return Err(Error::Registry(e.to_string()));
+            return Err(e.into());
         }
         for b in blobs {
             match client.head_blob(reference, &b.digest) {
                 Ok(Some(_)) => {}
                 // Missing (or not known): the refusal stands.
-                _ => return Err(Error::Registry(e.to_string())),
+                _ => return Err(e.into()),
             }
         }
         log(&format!(
@@ -546,5 +548,5 @@ fn push_blob(
                 .map(|f| Box::new(std::io::BufReader::new(f)) as Box<dyn std::io::Read + Send>)
                 .map_err(std::io::Error::other)
         })
-        .map_err(|e| Error::Registry(e.to_string()))
+        .map_err(Error::from)
 }

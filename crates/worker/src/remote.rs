@@ -20,7 +20,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::Path;
 
-use crate::error::Error;
+use crate::error::{BuildContextError, Error};
 use crate::state::State;
 
 /// What making the context left besides its directory.
@@ -125,7 +125,10 @@ fn unpack_or_read(body: &Path, dest: &Path, shown: &str) -> Result<Option<Vec<u8
         "decompressing the build context from {shown}"
     )))?;
     kiln_snapshot::extract_archive(r, dest, &kiln_snapshot::ExtractOptions { chown: None })
-        .map_err(|e| Error::Other(format!("extracting the build context from {shown}: {e}")))?;
+        .map_err(|source| BuildContextError::Extract {
+            shown: shown.to_string(),
+            source,
+        })?;
     Ok(None)
 }
 

@@ -12,7 +12,7 @@ use kiln_llb::Digest;
 use kiln_snapshot::LayerId;
 use kiln_solver::Key;
 
-use crate::error::Error;
+use crate::error::{BuildContextError, Error, InternalError};
 use crate::state::State;
 use crate::value::Value;
 
@@ -176,9 +176,10 @@ impl LlbWorker {
     /// The context named `name`.
     pub(crate) fn context(&self, name: &str) -> Result<&ContextSource, Error> {
         self.contexts.get(name).ok_or_else(|| {
-            Error::Other(format!(
-                "build context {name:?} is not defined (no --build-context gives it)"
-            ))
+            BuildContextError::NotDefined {
+                name: name.to_owned(),
+            }
+            .into()
         })
     }
 
@@ -199,9 +200,9 @@ impl LlbWorker {
                 .iter()
                 .map(|l| crate::cache::materialize(&self.state, &self.imported, l))
                 .collect(),
-            Value::Context { name } => Err(Error::Other(format!(
-                "build context {name:?} used where a filesystem is expected"
-            ))),
+            Value::Context { name } => {
+                Err(BuildContextError::NotAFilesystem { name: name.clone() }.into())
+            }
         }
     }
 
@@ -224,7 +225,7 @@ impl LlbWorker {
         let mut cache = ctx
             .stat_cache
             .lock()
-            .map_err(|_| Error::Other("stat cache lock poisoned".to_owned()))?;
+            .map_err(|_| InternalError::Poisoned("stat cache"))?;
         crate::resolved::context_digest(&ctx.tree, &mut cache)
     }
 }

@@ -82,9 +82,7 @@ pub fn export(
         cache_mounts,
     } = req;
     let Some(transport) = to.location.transport() else {
-        return Err(Error::Other(
-            "an inline cache is written into the image config, not exported".to_owned(),
-        ));
+        return Err(CacheError::InlineExport.into());
     };
     // Unpacked layers are named by their diffID, as imported hits are, so
     // that a chain is recognised whichever way its layers came.
@@ -338,10 +336,10 @@ fn mount_blob(state: &State, data: &Path, compression: Compression) -> Result<De
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return Err(e.into()),
         Err(_) => {
-            return Err(Error::Other(format!(
-                "writing the tar of {} panicked",
-                data.display()
-            )));
+            return Err(CacheError::TarPanicked {
+                path: data.to_path_buf(),
+            }
+            .into());
         }
     }
     Ok(blob?.descriptor)

@@ -10,6 +10,7 @@ use kiln_oci::{Descriptor, Manifest, MediaTypes, media};
 use kiln_solver::Key;
 use serde::{Deserialize, Serialize};
 
+use super::error::CacheError;
 use crate::error::Error;
 use crate::state::State;
 
@@ -88,36 +89,49 @@ pub struct CacheRecord {
 }
 
 pub fn parse_manifest(bytes: &[u8], what: &str) -> Result<Manifest, Error> {
-    let m: Manifest = serde_json::from_slice(bytes)
-        .map_err(|e| Error::Other(format!("cache {what}: invalid manifest: {e}")))?;
+    let m: Manifest =
+        serde_json::from_slice(bytes).map_err(|source| CacheError::InvalidManifest {
+            what: what.to_owned(),
+            source,
+        })?;
     check_cache_manifest(&m, what)?;
     Ok(m)
 }
 
 pub fn check_cache_manifest(m: &Manifest, what: &str) -> Result<(), Error> {
     if m.config.media_type != CONFIG_MEDIA_TYPE {
-        return Err(Error::Other(format!(
-            "cache {what}: not a kiln cache (its config is of type {:?}, expected {CONFIG_MEDIA_TYPE:?})",
-            m.config.media_type
-        )));
+        return Err(CacheError::NotACacheConfig {
+            what: what.to_owned(),
+            media_type: m.config.media_type.clone(),
+            expected: CONFIG_MEDIA_TYPE,
+        }
+        .into());
     }
     Ok(())
 }
 
 /// The inline cache in an image config (`kiln.cache.v1`), if any.
 pub fn inline_config(config: &[u8], what: &str) -> Result<Option<CacheConfig>, Error> {
-    let image = kiln_oci::ImageConfigFile::from_json(config, what)
-        .map_err(|e| Error::Other(format!("cache {what}: {e}")))?;
+    let image = kiln_oci::ImageConfigFile::from_json(config, what).map_err(|source| {
+        CacheError::ImageConfig {
+            what: what.to_owned(),
+            source,
+        }
+    })?;
     let Some(inline) = image.inline_cache else {
         return Ok(None);
     };
-    let mut c: CacheConfig = serde_json::from_value(inline)
-        .map_err(|e| Error::Other(format!("cache {what}: invalid inline cache: {e}")))?;
+    let mut c: CacheConfig =
+        serde_json::from_value(inline).map_err(|source| CacheError::InvalidInline {
+            what: what.to_owned(),
+            source,
+        })?;
     if c.version != 1 {
-        return Err(Error::Other(format!(
-            "cache {what}: inline cache version {} (this kiln reads version 1)",
-            c.version
-        )));
+        return Err(CacheError::InlineVersion {
+            what: what.to_owned(),
+            version: c.version,
+        }
+        .into());
     }
     // Each layer made when its history entry says (the entries with a
     // layer, in order, date the image's layers).
@@ -140,13 +154,17 @@ pub fn inline_config(config: &[u8], what: &str) -> Result<Option<CacheConfig>, E
 }
 
 pub fn parse_config(bytes: &[u8], what: &str) -> Result<CacheConfig, Error> {
-    let c: CacheConfig = serde_json::from_slice(bytes)
-        .map_err(|e| Error::Other(format!("cache {what}: invalid cache config: {e}")))?;
+    let c: CacheConfig =
+        serde_json::from_slice(bytes).map_err(|source| CacheError::InvalidConfig {
+            what: what.to_owned(),
+            source,
+        })?;
     if c.version != 1 {
-        return Err(Error::Other(format!(
-            "cache {what}: cache format version {} is not supported (kiln reads version 1)",
-            c.version
-        )));
+        return Err(CacheError::Version {
+            what: what.to_owned(),
+            version: c.version,
+        }
+        .into());
     }
     Ok(c)
 }
@@ -191,9 +209,14 @@ pub struct Flat {
 impl Flat {
     pub fn of(c: &CacheConfig, blobs: &[Descriptor], what: &str) -> Result<Flat, Error> {
         let blob = |i: usize| {
-            blobs.get(i).cloned().ok_or_else(|| {
-                Error::Other(format!("cache {what}: names blob #{i} of {}", blobs.len()))
-            })
+            blobs
+                .get(i)
+                .cloned()
+                .ok_or_else(|| CacheError::ManifestBlobIndex {
+                    what: what.to_owned(),
+                    index: i,
+                    len: blobs.len(),
+                })
         };
         let layers = c
             .layers
@@ -211,13 +234,15 @@ impl Flat {
                 .layers
                 .iter()
                 .map(|i| {
-                    layers.get(*i).cloned().ok_or_else(|| {
-                        Error::Other(format!(
-                            "cache {what}: record {} names layer #{i} of {}",
-                            r.key,
-                            layers.len()
-                        ))
-                    })
+                    layers
+                        .get(*i)
+                        .cloned()
+                        .ok_or_else(|| CacheError::LayerIndex {
+                            what: what.to_owned(),
+                            record: r.key,
+                            index: *i,
+                            len: layers.len(),
+                        })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             out.records.insert(r.key, (r.age, ls));

@@ -9,6 +9,7 @@ use kiln_oci::Descriptor;
 use kiln_registry::Client;
 use kiln_solver::Key;
 
+use super::error::CacheError;
 use super::spec::CacheFrom;
 use super::transport::{Cx, Remote};
 use crate::error::Error;
@@ -98,11 +99,7 @@ pub fn import(
     let mut out = Imported::default();
     for f in from {
         let Some(transport) = f.location.transport() else {
-            return Err(Error::Other(
-                "--cache-from type=inline: read an inline cache from its image with \
-                 --cache-from type=registry,ref=<image>"
-                    .to_owned(),
-            ));
+            return Err(CacheError::InlineImport.into());
         };
         if !first && !transport.per_platform() {
             continue;
@@ -115,12 +112,11 @@ pub fn import(
         let mut diff_ids = Vec::with_capacity(config.layers.len());
         // A record's blob index, checked against the manifest.
         let blob_at = |i: usize, what: String| {
-            manifest.layers.get(i).ok_or_else(|| {
-                Error::Other(format!(
-                    "cache {}: {what} names blob #{i} of {}",
-                    f.location.describe(),
-                    manifest.layers.len()
-                ))
+            manifest.layers.get(i).ok_or_else(|| CacheError::BlobIndex {
+                what: f.location.describe(),
+                by: what,
+                index: i,
+                len: manifest.layers.len(),
             })
         };
         for l in &config.layers {
@@ -136,11 +132,11 @@ pub fn import(
         for m in &config.mounts {
             let blob = blob_at(m.blob, format!("cache mount {:?}", m.id))?;
             if m.key.is_empty() || !m.key.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(Error::Other(format!(
-                    "cache {}: invalid cache mount key {:?}",
-                    f.location.describe(),
-                    m.key
-                )));
+                return Err(CacheError::MountKey {
+                    what: f.location.describe(),
+                    key: m.key.clone(),
+                }
+                .into());
             }
             out.mounts
                 .entry(m.key.clone())
@@ -151,14 +147,15 @@ pub fn import(
                 .layers
                 .iter()
                 .map(|i| {
-                    diff_ids.get(*i).copied().ok_or_else(|| {
-                        Error::Other(format!(
-                            "cache {}: record {} names layer #{i} of {}",
-                            f.location.describe(),
-                            r.key,
-                            diff_ids.len()
-                        ))
-                    })
+                    diff_ids
+                        .get(*i)
+                        .copied()
+                        .ok_or_else(|| CacheError::LayerIndex {
+                            what: f.location.describe(),
+                            record: r.key,
+                            index: *i,
+                            len: diff_ids.len(),
+                        })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             out.records.entry(r.key).or_insert(layers);

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use kiln_llb::Digest;
 use kiln_solver::Key;
 
+use super::error::CacheError;
 use super::format::{CacheConfig, CacheLayer, CacheLink, CacheRecord};
 use super::lazy::canonical;
 use crate::error::Error;
@@ -82,8 +83,7 @@ impl InlineRecords {
                 })
                 .collect(),
         };
-        serde_json::to_value(&config)
-            .map_err(|e| Error::Other(format!("encoding the inline cache: {e}")))
+        serde_json::to_value(&config).map_err(|e| CacheError::EncodeInline(e).into())
     }
 
     /// Number of records.

@@ -137,7 +137,7 @@ impl LayerRef {
         if s.starts_with("sha256:") {
             let d = s
                 .parse()
-                .map_err(|_| Error::Other(format!("invalid layer diffID {s:?}")))?;
+                .map_err(|_| super::error::CacheError::BadDiffId(s.to_owned()))?;
             return Ok(LayerRef::Remote(d));
         }
         Ok(LayerRef::Snapshot(LayerId::parse(s)?))
@@ -200,17 +200,16 @@ pub(super) fn ensure_blob(
     if has_blob(state, diff_id) {
         return Ok(());
     }
-    let (desc, source) = imported.layers.get(diff_id).ok_or_else(|| {
-        Error::Other(format!(
-            "layer {diff_id}: not in the store and in no imported cache"
-        ))
-    })?;
+    let (desc, source) = imported
+        .layers
+        .get(diff_id)
+        .ok_or(super::error::CacheError::LayerUnavailable { diff_id: *diff_id })?;
     source.fetch(state, desc)?;
     let compression = crate::registry::layer_compression(&desc.media_type).ok_or_else(|| {
-        Error::Other(format!(
-            "layer {diff_id}: unknown layer media type {:?}",
-            desc.media_type
-        ))
+        super::error::CacheError::LayerMediaType {
+            diff_id: *diff_id,
+            media_type: desc.media_type.clone(),
+        }
     })?;
     // Checked before it is recorded as the layer: a cache is input.
     let size = kiln_oci::verify_blob(&state.content, &desc.digest, diff_id)?;

@@ -11,9 +11,10 @@ use kiln_reference::Reference;
 use kiln_registry::Client;
 
 use super::attrs::Attrs;
+use super::error::CacheError;
 use super::format::{self, CONFIG_MEDIA_TYPE, Cache};
 use super::transport::{Current, Cx, Remote, Transport};
-use crate::error::Error;
+use crate::error::{Error, InternalError};
 use crate::state::State;
 
 /// Largest cache config read back from a registry to merge with.
@@ -48,9 +49,12 @@ impl Transport for Registry {
     fn connect(&self, cx: &Cx<'_>) -> Result<Arc<dyn Remote>, Error> {
         let client = cx
             .registry
-            .ok_or_else(|| Error::Other("a registry cache needs a registry client".to_owned()))?;
+            .ok_or(InternalError::NoRegistryClient("a registry cache"))?;
         let reference = Reference::parse_normalized(&self.name)
-            .map_err(|e| Error::Other(format!("cache ref {:?}: {e}", self.name)))?
+            .map_err(|source| CacheError::BadRef {
+                name: self.name.clone(),
+                source,
+            })?
             .with_default_tag();
         Ok(Arc::new(RegistryRemote {
             client: client.clone(),
@@ -78,7 +82,7 @@ impl Remote for RegistryRemote {
         let fetched = match self.client.get_manifest(&self.reference) {
             Ok(f) => f,
             Err(kiln_registry::RegistryError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(Error::Registry(e.to_string())),
+            Err(e) => return Err(e.into()),
         };
         let what = self.reference.to_string();
         let manifest = match serde_json::from_slice::<Manifest>(&fetched.bytes) {
@@ -97,7 +101,7 @@ impl Remote for RegistryRemote {
         let bytes = self
             .client
             .get_blob_bytes(&self.reference, &manifest.config, CONFIG_LIMIT)
-            .map_err(|e| Error::Registry(e.to_string()))?;
+            .map_err(Error::from)?;
         let config = format::parse_config(&bytes, &what)?;
         Ok(Some(Current {
             digest: fetched.digest,
@@ -113,14 +117,27 @@ impl Remote for RegistryRemote {
                 (cx.log)(&format!("warning: --cache-from {reference}: not found"));
                 return Ok(None);
             }
-            Err(e) => return Err(Error::Other(format!("--cache-from {reference}: {e}"))),
+            Err(source) => {
+                return Err(CacheError::Import {
+                    reference: reference.to_string(),
+                    source,
+                }
+                .into());
+            }
         };
         let what = reference.to_string();
-        let manifest: Manifest = serde_json::from_slice(&fetched.bytes)
-            .map_err(|e| Error::Other(format!("cache {what}: invalid manifest: {e}")))?;
+        let manifest: Manifest = serde_json::from_slice(&fetched.bytes).map_err(|source| {
+            CacheError::InvalidManifest {
+                what: what.clone(),
+                source,
+            }
+        })?;
         client
             .fetch_blob(reference, &manifest.config, &cx.state.content, &|_| {})
-            .map_err(|e| Error::Other(format!("--cache-from {reference}: {e}")))?;
+            .map_err(|source| CacheError::Import {
+                reference: reference.to_string(),
+                source,
+            })?;
         let config_bytes = cx.state.content.read(&manifest.config.digest)?;
         let config = if media::is_image_config(&manifest.config.media_type) {
             // An image: its inline cache, if it was built with one.
@@ -154,7 +171,7 @@ impl Remote for RegistryRemote {
         self.client
             .head_blob(&self.reference, &desc.digest)
             .map(|s| s.is_some())
-            .map_err(|e| Error::Registry(e.to_string()))
+            .map_err(Error::from)
     }
 
     fn fetch(&self, state: &State, desc: &Descriptor) -> Result<(), Error> {
@@ -163,7 +180,13 @@ impl Remote for RegistryRemote {
         }
         self.client
             .fetch_blob(&self.reference, desc, &state.content, &|_| {})
-            .map_err(|e| Error::Other(format!("cache {}: {e}", self.reference)))
+            .map_err(|source| {
+                CacheError::Fetch {
+                    reference: self.reference.to_string(),
+                    source,
+                }
+                .into()
+            })
     }
 
     fn put(&self, state: &State, desc: &Descriptor) -> Result<(), Error> {
@@ -174,7 +197,7 @@ impl Remote for RegistryRemote {
         self.client
             .push_blob(&self.reference, desc, None, &open)
             .map(|_| ())
-            .map_err(|e| Error::Registry(e.to_string()))
+            .map_err(Error::from)
     }
 
     /// Pushed by digest, with the registry's blob mounts.
