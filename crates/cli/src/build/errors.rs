@@ -9,10 +9,10 @@ use kiln_worker::Error as WorkerError;
 use crate::failure::Failure;
 use crate::progress::Progress;
 
-/// The failure a failed solve is, which decides the exit code: a failed
-/// step, reported as BuildKit reports it; a cancelled build; a registry
-/// failure; anything else. When the disk is full, where the state directory
-/// is and how much room it has are said too.
+/// The failure a failed solve is, which decides the exit code (by type): a
+/// failed step, reported as BuildKit reports it; a cancelled build; a
+/// registry failure; anything else. When the disk is full, where the state
+/// directory is and how much room it has are said too.
 pub(super) fn failure(
     e: WorkerError,
     file: &SourceFile,
@@ -29,12 +29,29 @@ pub(super) fn failure(
             Failure::Build(msg)
         }
         WorkerError::Cancelled => Failure::Cancelled,
-        e if is_no_space(&e.to_string()) => {
+        // The kind (and exit code) by type, before anything reads text.
+        e @ WorkerError::Registry(_) => Failure::Registry(anyhow::Error::new(e)),
+        e if no_space_in_chain(&e) || is_no_space(&e.to_string()) => {
             Failure::Build(format!("error: {e}{}", no_space_note(root)))
         }
-        e @ WorkerError::Registry(_) => Failure::Registry(anyhow::Error::new(e)),
         e => Failure::Other(anyhow::Error::new(e)),
     }
+}
+
+/// Whether an `io::Error` of kind `StorageFull` (ENOSPC) is among the
+/// causes of `e`. (The message is also read, by [`is_no_space`], for
+/// causes that reached kiln as text: a helper process's, a library's.)
+fn no_space_in_chain(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 /// A failed step as BuildKit reports it: the step and the end of its
@@ -67,7 +84,8 @@ fn report_step(file: &SourceFile, e: &kiln_worker::StepError, tail: &[String]) -
 }
 
 /// Whether a message says a write failed for want of space (ENOSPC, from
-/// kiln or from a step's own output).
+/// a step's own output, or a cause that reached kiln as text). It only adds
+/// the note: the failure's kind and exit code come from its type.
 fn is_no_space(s: &str) -> bool {
     s.contains("No space left on device") || s.contains("os error 28")
 }
@@ -92,5 +110,44 @@ fn no_space_note(root: &std::path::Path) -> String {
             "\nnote: no space left on device: the state directory is {}",
             root.display()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classify(e: WorkerError) -> Failure {
+        let file = SourceFile::new("Dockerfile", "FROM scratch\n");
+        let progress = Progress::new(crate::progress::Mode::Quiet);
+        failure(e, &file, &progress, Path::new("/"))
+    }
+
+    #[test]
+    fn the_kind_comes_from_the_type_and_the_note_from_the_cause() {
+        // A registry failure is one (exit 3) whatever its text says.
+        let registry = WorkerError::Registry(
+            kiln_registry::RegistryError::Connection {
+                host: "r.example".to_owned(),
+                detail: "No space left on device (os error 28)".to_owned(),
+                hint: String::new(),
+            }
+            .into(),
+        );
+        assert!(matches!(classify(registry), Failure::Registry(_)));
+        // ENOSPC among the causes gives the note, whatever the message.
+        let full = WorkerError::Io {
+            what: "writing a layer".to_owned(),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        };
+        match classify(full) {
+            Failure::Build(m) => assert!(m.contains("note: no space left on device"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let other = WorkerError::Io {
+            what: "writing a layer".to_owned(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert!(matches!(classify(other), Failure::Other(_)));
     }
 }
