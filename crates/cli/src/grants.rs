@@ -127,10 +127,11 @@ fn ssh(
         if id.is_empty() {
             return Err(usage("--ssh", value, "the id is empty"));
         }
-        let paths: Vec<&str> = paths.split(',').filter(|p| !p.is_empty()).collect();
-        let sock = match paths.as_slice() {
-            [] => match env("SSH_AUTH_SOCK").filter(|s| !s.is_empty()) {
-                Some(s) => Some(s),
+        let given: Vec<&str> = paths.split(',').filter(|p| !p.is_empty()).collect();
+        let from_env = given.is_empty();
+        let paths: Vec<String> = if from_env {
+            match env("SSH_AUTH_SOCK").filter(|s| !s.is_empty()) {
+                Some(s) => vec![s],
                 None => {
                     return Err(usage(
                         "--ssh",
@@ -138,39 +139,39 @@ fn ssh(
                         "invalid empty ssh agent socket, make sure SSH_AUTH_SOCK is set",
                     ));
                 }
-            },
-            [one] => {
-                let meta = std::fs::metadata(one)
-                    .map_err(|e| usage("--ssh", value, format!("{one}: {e}")))?;
-                meta.file_type().is_socket().then(|| (*one).to_owned())
             }
-            _ => None,
+        } else {
+            given.iter().map(|p| (*p).to_owned()).collect()
         };
-        if let Some(sock) = sock {
-            let meta = std::fs::metadata(&sock)
-                .map_err(|e| usage("--ssh", value, format!("{sock}: {e}")))?;
-            if !meta.file_type().is_socket() {
+        // Each path is looked at once: an agent's socket (the only path of
+        // its id, as in BuildKit) or private key files.
+        let mut metas = Vec::with_capacity(paths.len());
+        for p in &paths {
+            metas.push(
+                std::fs::metadata(p).map_err(|e| usage("--ssh", value, format!("{p}: {e}")))?,
+            );
+        }
+        match (paths.as_slice(), metas.as_slice()) {
+            ([sock], [meta]) if meta.file_type().is_socket() => {
+                out.insert(id.to_owned(), PathBuf::from(sock));
+                continue;
+            }
+            ([sock], _) if from_env => {
                 return Err(usage("--ssh", value, format!("{sock} is not a socket")));
             }
-            out.insert(id.to_owned(), PathBuf::from(sock));
-            continue;
+            _ => {}
         }
-        // Key files: each a regular file (an agent's socket cannot be one
-        // of several paths, as in BuildKit).
-        for p in &paths {
-            let meta =
-                std::fs::metadata(p).map_err(|e| usage("--ssh", value, format!("{p}: {e}")))?;
-            if !meta.is_file() {
-                return Err(usage(
-                    "--ssh",
-                    value,
-                    format!(
-                        "{p} is neither an agent's socket nor a private key file (a socket must \
-                         be the only path of its id)"
-                    ),
-                ));
-            }
+        if let Some((p, _)) = paths.iter().zip(&metas).find(|(_, m)| !m.is_file()) {
+            return Err(usage(
+                "--ssh",
+                value,
+                format!(
+                    "{p} is neither an agent's socket nor a private key file (a socket must \
+                     be the only path of its id)"
+                ),
+            ));
         }
+        let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
         let keys = crate::ssh_agent::read_keys(&paths).map_err(|e| usage("--ssh", value, e))?;
         let agent = crate::ssh_agent::Agent::bind(keys).map_err(|e| {
             usage(

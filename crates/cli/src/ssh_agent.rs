@@ -89,7 +89,11 @@ fn parse_key(text: &str) -> Result<Key, String> {
         use rsa::pkcs1::DecodeRsaPrivateKey as _;
         let rsa = rsa::RsaPrivateKey::from_pkcs1_pem(text)
             .map_err(|e| format!("not a valid PEM RSA private key: {e}"))?;
-        rsa_key(&rsa, None, String::new())
+        Ok(Key {
+            blob: rsa_blob(&rsa),
+            comment: String::new(),
+            signer: rsa_signer(&rsa)?,
+        })
     } else if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
         Err(passphrase())
     } else {
@@ -141,21 +145,21 @@ fn openssh_key(text: &str) -> Result<Key, String> {
     let kind = take_string(&mut p).ok_or_else(truncated)?.to_vec();
     let mut field = || take_string(&mut p).ok_or_else(truncated);
     let rejected = |e: ring::error::KeyRejected| format!("the key is rejected: {e}");
-    let (signer, rsa) = match kind.as_slice() {
+    let signer = match kind.as_slice() {
         b"ssh-ed25519" => {
             let public = field()?;
             let private = field()?;
             let seed = private.get(..32).ok_or_else(truncated)?;
             let pair =
                 sig::Ed25519KeyPair::from_seed_and_public_key(seed, public).map_err(rejected)?;
-            (Some(Signer::Ed25519(pair)), None)
+            Signer::Ed25519(pair)
         }
         b"ssh-rsa" => {
             let mut big = || field().map(rsa::BigUint::from_bytes_be);
             let (n, e, d, _iqmp, p1, q) = (big()?, big()?, big()?, big()?, big()?, big()?);
             let rsa = rsa::RsaPrivateKey::from_components(n, e, d, vec![p1, q])
                 .map_err(|e| format!("unsupported RSA key: {e}"))?;
-            (None, Some(rsa))
+            rsa_signer(&rsa)?
         }
         b"ecdsa-sha2-nistp256" | b"ecdsa-sha2-nistp384" => {
             let (alg, size, name) = if kind.as_slice() == b"ecdsa-sha2-nistp256" {
@@ -188,7 +192,7 @@ fn openssh_key(text: &str) -> Result<Key, String> {
                 &SystemRandom::new(),
             )
             .map_err(rejected)?;
-            (Some(Signer::Ecdsa { pair, name }), None)
+            Signer::Ecdsa { pair, name }
         }
         other => {
             return Err(format!(
@@ -199,43 +203,33 @@ fn openssh_key(text: &str) -> Result<Key, String> {
         }
     };
     let comment = String::from_utf8_lossy(field()?).into_owned();
-    match (signer, rsa) {
-        (Some(signer), _) => Ok(Key {
-            blob,
-            comment,
-            signer,
-        }),
-        (None, Some(rsa)) => rsa_key(&rsa, Some(blob), comment),
-        (None, None) => Err(bad("no key")),
-    }
+    Ok(Key {
+        blob,
+        comment,
+        signer,
+    })
 }
 
-/// An RSA key: its public blob (`ssh-rsa`, e, n; `blob` when the file gave
-/// it) and ring's key pair from its PKCS#1 DER.
-fn rsa_key(
-    rsa: &rsa::RsaPrivateKey,
-    blob: Option<Vec<u8>>,
-    comment: String,
-) -> Result<Key, String> {
+/// Ring's key pair of an RSA key, from its PKCS#1 DER.
+fn rsa_signer(rsa: &rsa::RsaPrivateKey) -> Result<Signer, String> {
     use rsa::pkcs1::EncodeRsaPrivateKey as _;
-    use rsa::traits::PublicKeyParts as _;
     let der = rsa
         .to_pkcs1_der()
         .map_err(|e| format!("unsupported RSA key: {e}"))?;
     let pair = sig::RsaKeyPair::from_der(der.as_bytes())
         .map_err(|e| format!("the key is rejected: {e}"))?;
-    let blob = blob.unwrap_or_else(|| {
-        let mut blob = Vec::new();
-        put_string(&mut blob, b"ssh-rsa");
-        put_mpint(&mut blob, &rsa.e().to_bytes_be());
-        put_mpint(&mut blob, &rsa.n().to_bytes_be());
-        blob
-    });
-    Ok(Key {
-        blob,
-        comment,
-        signer: Signer::Rsa(pair),
-    })
+    Ok(Signer::Rsa(pair))
+}
+
+/// The public key blob of an RSA key (`ssh-rsa`, e, n), for a PEM file,
+/// which holds none (an OpenSSH file gives its own).
+fn rsa_blob(rsa: &rsa::RsaPrivateKey) -> Vec<u8> {
+    use rsa::traits::PublicKeyParts as _;
+    let mut blob = Vec::new();
+    put_string(&mut blob, b"ssh-rsa");
+    put_mpint(&mut blob, &rsa.e().to_bytes_be());
+    put_mpint(&mut blob, &rsa.n().to_bytes_be());
+    blob
 }
 
 fn passphrase() -> String {
