@@ -72,7 +72,7 @@ impl Executor for Fake {
 
 /// One machine: a state directory and a context directory.
 struct Machine {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     state: PathBuf,
     context: PathBuf,
     fake: Arc<Fake>,
@@ -88,7 +88,7 @@ impl Machine {
         Machine {
             state,
             context,
-            _dir: dir,
+            dir,
             fake: Arc::default(),
         }
     }
@@ -168,7 +168,7 @@ fn files(dir: &Path) -> BTreeMap<String, String> {
 }
 
 fn out(m: &Machine, name: &str) -> PathBuf {
-    m._dir.path().join(name)
+    m.dir.path().join(name)
 }
 
 #[test]
