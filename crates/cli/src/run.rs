@@ -380,7 +380,7 @@ impl Drop for RawMode {
 }
 
 /// `-t`: a pseudo-terminal of the container's own (made in its devpts by
-/// the executor, sized as ours once it arrives); our terminal in raw mode
+/// the executor, sized as ours before the process starts); our terminal in raw mode
 /// while it runs (keys, Ctrl-C included, go to the container's terminal),
 /// its output copied to our stdout.
 fn run_with_tty(
@@ -407,12 +407,9 @@ fn run_with_tty(
     };
     let copier = std::thread::spawn(move || {
         // Nothing when the helper failed before making the terminal.
-        let Ok(Some(primary)) = kiln_executor::receive_terminal(&ours) else {
+        let Ok(Some(primary)) = kiln_executor::receive_terminal(&ours, winsize) else {
             return;
         };
-        if let Some(ws) = winsize {
-            let _ = rustix::termios::tcsetwinsize(&primary, ws);
-        }
         let primary = std::fs::File::from(primary);
         if interactive && let Ok(mut to_container) = primary.try_clone() {
             let mut input = std::fs::File::from(tty_in);

@@ -106,9 +106,13 @@ pub struct Attach {
 }
 
 /// The caller's end of an [`AttachMode::Tty`] socket: the primary side of
-/// the container's terminal, once the helper has made it; `None` when the
+/// the container's terminal, once the helper has made it, sized as `size`
+/// says before the helper goes on to start the process; `None` when the
 /// helper ended without sending one (its error is in the run's result).
-pub fn receive_terminal(socket: &std::os::fd::OwnedFd) -> io::Result<Option<std::os::fd::OwnedFd>> {
+pub fn receive_terminal(
+    socket: &std::os::fd::OwnedFd,
+    size: Option<rustix::termios::Winsize>,
+) -> io::Result<Option<std::os::fd::OwnedFd>> {
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
     let mut byte = [0u8; 1];
@@ -125,6 +129,12 @@ pub fn receive_terminal(socket: &std::os::fd::OwnedFd) -> io::Result<Option<std:
         if let rustix::net::RecvAncillaryMessage::ScmRights(mut fds) = m
             && let Some(fd) = fds.next()
         {
+            if let Some(ws) = size {
+                // A terminal that cannot be sized still works (at 0x0).
+                let _ = rustix::termios::tcsetwinsize(&fd, ws);
+            }
+            // The helper waits for this before it starts the process.
+            rustix::io::write(socket, b"s")?;
             return Ok(Some(fd));
         }
     }

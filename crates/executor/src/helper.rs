@@ -553,6 +553,19 @@ fn console(root: &Path, socket: &OwnedFd) -> std::io::Result<OwnedFd> {
         &mut control,
         rustix::net::SendFlags::empty(),
     )?;
+    // The caller sizes the terminal, then answers: a process that asks
+    // for its size at once (`stty size`) must not see 0x0. An end of the
+    // socket instead (a caller gone) is not waited on further.
+    let mut ack = [0u8; 1];
+    loop {
+        match rustix::io::read(socket, &mut ack) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => {
+                r?;
+                break;
+            }
+        }
+    }
     Ok(secondary)
 }
 
