@@ -352,15 +352,12 @@ fn getrandom(b: &mut [u8]) -> std::io::Result<()> {
 /// A process that could not start: 127 when the program is not there, 126
 /// when it cannot be executed (as `docker run`), else kiln's own failure.
 fn exec_failure(e: &kiln_executor::ExecError) -> Failure {
-    let msg = e.to_string();
-    eprintln!("kiln: {msg}");
-    if msg.starts_with("exec ") || msg.contains("executable file not found") {
-        if msg.contains("No such file") || msg.contains("not found") {
-            return Failure::Status(127);
-        }
-        return Failure::Status(126);
+    eprintln!("kiln: {e}");
+    match e {
+        kiln_executor::ExecError::NotStarted(f) if f.is_missing() => Failure::Status(127),
+        kiln_executor::ExecError::NotStarted(_) => Failure::Status(126),
+        _ => Failure::Status(OWN_FAILURE),
     }
-    Failure::Status(OWN_FAILURE)
 }
 
 /// Restores a terminal's settings when dropped.

@@ -51,7 +51,7 @@ use kiln_snapshot::{Exclusions, InPlace, WhiteoutFormat};
 
 use crate::api::{Executor, ExitStatus, Stream};
 use crate::cgroup::Limits;
-use crate::error::ExecError;
+use crate::error::{ExecError, StartFailure};
 use crate::isolation::Isolation;
 use crate::output::{Chunk, pump};
 use crate::spec::STATUS_RESERVE;
@@ -299,10 +299,10 @@ fn read_small(p: &Path) -> Option<String> {
 
 /// `args[0]` as runc finds it, in the tree: a path as is, a bare name in
 /// `PATH` of `env`.
-fn lookup(root: &Path, args: &[String], env: &[String]) -> Result<String, String> {
+fn lookup(root: &Path, args: &[String], env: &[String]) -> Result<String, ExecError> {
     use std::os::unix::fs::PermissionsExt as _;
     let Some(name) = args.first() else {
-        return Err("no command given".to_owned());
+        return Err(ExecError::Setup("no command given".to_owned()));
     };
     if name.contains('/') {
         return Ok(name.clone());
@@ -323,9 +323,7 @@ fn lookup(root: &Path, args: &[String], env: &[String]) -> Result<String, String
             return Ok(candidate);
         }
     }
-    Err(format!(
-        "exec: \"{name}\": executable file not found in $PATH"
-    ))
+    Err(StartFailure::NotInPath { name: name.clone() }.into())
 }
 
 impl Executor for ContainerExecutor {
@@ -409,7 +407,7 @@ impl ContainerExecutor {
         if !env.iter().any(|e| e.starts_with("HOME=")) {
             env.push(format!("HOME={}", user.home));
         }
-        let program = lookup(&root, &spec.args, &env).map_err(ExecError::Setup)?;
+        let program = lookup(&root, &spec.args, &env)?;
         let mut status = spec.rootfs.mountpoint.clone().into_os_string();
         status.push(".status");
         Ok(helper::Request {
@@ -497,6 +495,7 @@ impl ContainerExecutor {
             Some(Status::Exited(c)) => Ok(ExitStatus::Code(c)),
             Some(Status::Signaled(s)) => Ok(ExitStatus::Signal(s)),
             Some(Status::SetupError(m)) => Err(ExecError::Setup(m)),
+            Some(Status::NotStarted(f)) => Err(ExecError::NotStarted(f)),
             None => Err(ExecError::Helper(format!(
                 "ended without a status ({exit})"
             ))),

@@ -319,6 +319,7 @@ impl NamespaceExecutor {
             Some(Status::Exited(c)) => Ok(ExitStatus::Code(c)),
             Some(Status::Signaled(s)) => Ok(ExitStatus::Signal(s)),
             Some(Status::SetupError(m)) => Err(ExecError::Setup(m)),
+            Some(Status::NotStarted(f)) => Err(ExecError::NotStarted(f)),
             None => Err(ExecError::Helper(format!(
                 "ended without a status ({exit})"
             ))),

@@ -30,8 +30,9 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Uid};
 
+use crate::error::StartFailure;
 use crate::plan::{Step, TargetKind, container_steps, hosts_file};
-use crate::spec::{AttachMode, Network, Request, RunSpec, Status};
+use crate::spec::{AttachMode, ChildError, Network, Request, RunSpec, Status};
 use crate::sys;
 use crate::users::{self, ExecUser};
 
@@ -112,6 +113,8 @@ fn helper() -> Result<i32, String> {
         Status::Exited(c) => *c,
         Status::Signaled(s) => 128 + s,
         Status::SetupError(_) => 125,
+        Status::NotStarted(f) if f.is_missing() => 127,
+        Status::NotStarted(_) => 126,
     };
     let body = serde_json::to_vec(&status).map_err(|e| e.to_string())?;
     // Over the bytes the parent reserved (no truncation: a full disk has no
@@ -280,15 +283,13 @@ fn run(req: &Request) -> Result<Status, String> {
                 &alive_r,
                 seccomp.as_deref(),
             );
-            let mut w = fs::File::from(err_w);
-            let _ = w.write_all(e.as_bytes());
+            e.send(err_w);
             std::process::exit(127);
         }
         ForkResult::Parent { child } => {
             drop(err_w);
             drop(alive_r);
-            let mut msg = String::new();
-            let _ = fs::File::from(err_r).read_to_string(&mut msg);
+            let failed = ChildError::receive(err_r);
             let status = loop {
                 match waitpid(child, None) {
                     Ok(WaitStatus::Exited(_, code)) => break Status::Exited(code),
@@ -304,7 +305,7 @@ fn run(req: &Request) -> Result<Status, String> {
             // A tree the native snapshotter keeps for the next step gets
             // the same stub removals; only a step that succeeded has one.
             if let Some(mut kept) = kept
-                && msg.is_empty()
+                && failed.is_none()
                 && status == Status::Exited(0)
             {
                 for rel in &removed {
@@ -315,10 +316,7 @@ fn run(req: &Request) -> Result<Status, String> {
                 }
                 kept.offer();
             }
-            if !msg.is_empty() {
-                return Ok(Status::SetupError(msg));
-            }
-            Ok(status)
+            Ok(failed.unwrap_or(status))
         }
     }
 }
@@ -517,7 +515,7 @@ fn child(
     env: &[String],
     alive: &OwnedFd,
     seccomp: Option<&[u8]>,
-) -> String {
+) -> ChildError {
     match child_setup(spec, attach, root, steps, user, env, alive, seccomp) {
         Ok(never) => match never {},
         Err(e) => e,
@@ -591,7 +589,7 @@ fn child_setup(
     env: &[String],
     alive: &OwnedFd,
     req_seccomp: Option<&[u8]>,
-) -> Result<std::convert::Infallible, String> {
+) -> Result<std::convert::Infallible, ChildError> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("prctl: {e}"))?;
     // A mount namespace of the child's own: `pivot_root` below moves the root
     // of every process in the namespace, and the helper must keep its own.
@@ -680,7 +678,7 @@ fn child_setup(
     // `alive` pipe closes when it does).
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("prctl: {e}"))?;
     if parent_gone(alive) {
-        return Err("the helper is gone".to_owned());
+        return Err("the helper is gone".to_owned().into());
     }
     if user.uid == 0 {
         caps::set(None, CapSet::Inheritable, &CapsHashSet::new())
@@ -704,17 +702,22 @@ fn child_setup(
         .map_err(|_| "environment contains a NUL byte".to_owned())?;
     match nix::unistd::execve(&program, &argv, &envp) {
         Ok(never) => match never {},
-        Err(e) => Err(format!("exec {}: {e}", program.to_string_lossy())),
+        Err(e) => Err(ChildError::NotStarted(StartFailure::Exec {
+            program: program.to_string_lossy().into_owned(),
+            errno: e as i32,
+        })),
     }
 }
 
 /// `args[0]` as runc finds it: a path as is, a bare name in `PATH` of `env`.
-fn lookup(args: &[String], env: &[String]) -> Result<CString, String> {
+fn lookup(args: &[String], env: &[String]) -> Result<CString, ChildError> {
     let Some(name) = args.first() else {
-        return Err("no command given".to_owned());
+        return Err("no command given".to_owned().into());
     };
-    let to_c =
-        |s: &str| CString::new(s.as_bytes()).map_err(|_| "command contains a NUL byte".to_owned());
+    let to_c = |s: &str| {
+        CString::new(s.as_bytes())
+            .map_err(|_| ChildError::from("command contains a NUL byte".to_owned()))
+    };
     if name.contains('/') {
         return to_c(name);
     }
@@ -733,9 +736,9 @@ fn lookup(args: &[String], env: &[String]) -> Result<CString, String> {
             return to_c(&candidate.to_string_lossy());
         }
     }
-    Err(format!(
-        "exec: \"{name}\": executable file not found in $PATH"
-    ))
+    Err(ChildError::NotStarted(StartFailure::NotInPath {
+        name: name.clone(),
+    }))
 }
 
 /// Applies one setup step below `root` (before `pivot_root`).

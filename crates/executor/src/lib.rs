@@ -58,7 +58,7 @@ pub mod users;
 
 pub use api::{Executor, ExitStatus, Stream};
 pub use cgroup::Limits;
-pub use error::ExecError;
+pub use error::{ExecError, StartFailure};
 pub use executor::{Attach, NamespaceExecutor, receive_terminal, terminal_socket};
 pub use helper::helper_main;
 pub use spec::{

@@ -274,8 +274,51 @@ pub(crate) enum Status {
     Exited(i32),
     /// The process was killed by this signal.
     Signaled(i32),
-    /// The container could not be set up or the command not started.
+    /// The container could not be set up.
     SetupError(String),
+    /// The container was set up but the command could not be started.
+    NotStarted(crate::error::StartFailure),
+}
+
+/// What a step's process writes to its helper when it fails before its
+/// `execve` succeeds (JSON over a close-on-exec pipe).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ChildError {
+    Setup(String),
+    NotStarted(crate::error::StartFailure),
+}
+
+impl From<String> for ChildError {
+    fn from(s: String) -> Self {
+        ChildError::Setup(s)
+    }
+}
+
+impl ChildError {
+    /// Writes `self` to the helper's pipe (best effort: the step's process
+    /// exits right after).
+    pub(crate) fn send(&self, to: std::os::fd::OwnedFd) {
+        use std::io::Write as _;
+        let body = serde_json::to_vec(self).unwrap_or_else(|_| b"\"setup\"".to_vec());
+        let _ = std::fs::File::from(to).write_all(&body);
+    }
+
+    /// What the helper read from the pipe: `None` when the command started
+    /// (the pipe closed on exec, nothing written).
+    pub(crate) fn receive(from: std::os::fd::OwnedFd) -> Option<Status> {
+        use std::io::Read as _;
+        let mut body = Vec::new();
+        let _ = std::fs::File::from(from).read_to_end(&mut body);
+        if body.is_empty() {
+            return None;
+        }
+        Some(match serde_json::from_slice(&body) {
+            Ok(ChildError::Setup(m)) => Status::SetupError(m),
+            Ok(ChildError::NotStarted(f)) => Status::NotStarted(f),
+            Err(_) => Status::SetupError(String::from_utf8_lossy(&body).into_owned()),
+        })
+    }
 }
 
 /// Bytes reserved for the helper's status file (a status is far smaller).

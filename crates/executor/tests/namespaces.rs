@@ -304,8 +304,18 @@ fn t_exit_codes() -> Result<(), Failed> {
 fn t_missing_binary() -> Result<(), Failed> {
     let r = setup(&["nosuchcommand", "x"]);
     match run_spec(&r.spec).status {
-        Err(ExecError::Setup(m))
-            if m == "exec: \"nosuchcommand\": executable file not found in $PATH" =>
+        Err(ExecError::NotStarted(f))
+            if f.is_missing()
+                && f.to_string()
+                    == "exec: \"nosuchcommand\": executable file not found in $PATH" => {}
+        other => return Err(format!("{other:?}").into()),
+    }
+    // A file that is there but not executable: EACCES, not "missing".
+    let r = setup(&["/etc/passwd"]);
+    match run_spec(&r.spec).status {
+        Err(ExecError::NotStarted(f))
+            if !f.is_missing()
+                && f.to_string() == "exec /etc/passwd: EACCES: Permission denied" =>
         {
             Ok(())
         }

@@ -37,7 +37,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
 use serde::{Deserialize, Serialize};
 
-use crate::spec::Status;
+use crate::error::StartFailure;
+use crate::spec::{ChildError, Status};
 use crate::sys;
 
 /// What the executor sends the helper on stdin.
@@ -135,23 +136,21 @@ fn run(req: &Request, signals: &SignalFd) -> Result<Status, String> {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
-            let mut w = fs::File::from(err_w);
-            let _ = w.write_all(e.as_bytes());
+            e.send(err_w);
             std::process::exit(127);
         }
         ForkResult::Parent { child } => {
             drop(err_w);
             drop(alive_r);
-            let mut msg = String::new();
-            let _ = fs::File::from(err_r).read_to_string(&mut msg);
+            let failed = ChildError::receive(err_r);
             let status = wait(child, signals);
             drop(alive_w);
             // Whatever the step left running goes with it.
             kill_all();
-            if !msg.is_empty() {
-                return Ok(Status::SetupError(msg));
+            match failed {
+                Some(f) => Ok(f),
+                None => status,
             }
-            status
         }
     }
 }
@@ -234,7 +233,7 @@ fn parent_gone(alive: &OwnedFd) -> bool {
 }
 
 /// The step's side: identity, then exec. Returns only on failure.
-fn child(req: &Request, alive: &OwnedFd) -> Result<std::convert::Infallible, String> {
+fn child(req: &Request, alive: &OwnedFd) -> Result<std::convert::Infallible, ChildError> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("prctl: {e}"))?;
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     let null: OwnedFd = fs::File::open("/dev/null")
@@ -270,7 +269,7 @@ fn child(req: &Request, alive: &OwnedFd) -> Result<std::convert::Infallible, Str
     // Changing credentials clears the parent death signal.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("prctl: {e}"))?;
     if parent_gone(alive) {
-        return Err("the helper is gone".to_owned());
+        return Err("the helper is gone".to_owned().into());
     }
     if req.uid == 0 {
         caps::set(None, CapSet::Inheritable, &CapsHashSet::new())
@@ -296,6 +295,9 @@ fn child(req: &Request, alive: &OwnedFd) -> Result<std::convert::Infallible, Str
         .map_err(|_| "environment contains a NUL byte".to_owned())?;
     match nix::unistd::execve(&program, &argv, &envp) {
         Ok(never) => match never {},
-        Err(e) => Err(format!("exec {}: {e}", req.program)),
+        Err(e) => Err(ChildError::NotStarted(StartFailure::Exec {
+            program: req.program.clone(),
+            errno: e as i32,
+        })),
     }
 }
