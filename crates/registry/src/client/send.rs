@@ -80,12 +80,7 @@ impl Client {
 
     pub(super) fn transport_error(&self, host: &str, e: &ureq::Error) -> RegistryError {
         let detail = e.to_string();
-        let lower = detail.to_ascii_lowercase();
-        let hint = if lower.contains("certificate")
-            || lower.contains("tls")
-            || lower.contains("rustls")
-            || lower.contains("handshake")
-        {
+        let hint = if tls_failure(e).is_some() {
             format!(
                 " (TLS: put the registry's CA in {}/{host}/ca.crt or name it with `ca = …` in kiln's registry configuration; a registry without TLS needs --insecure-registry {host})",
                 crate::config::DOCKER_CERTS_DIR
@@ -170,7 +165,7 @@ impl Client {
                     if same_host
                         && redirect.is_none()
                         && !fell_back
-                        && !e.to_string().to_ascii_lowercase().contains("certificate")
+                        && tls_failure(&e) != Some(TlsFailure::Certificate)
                         && url.starts_with("https://")
                         && !path.starts_with("https://")
                         && self.inner.config.is_insecure(t.host)
@@ -286,5 +281,58 @@ impl Client {
             return Ok(());
         }
         Err(self.status_error(&t, "GET", "/v2/", "the registry API", resp))
+    }
+}
+
+/// What kind of TLS failure a transport error is, if it is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TlsFailure {
+    /// The server speaks TLS but its certificate was not accepted.
+    Certificate,
+    /// Anything else of TLS (a server that does not speak it, a setup error).
+    Other,
+}
+
+/// ureq reports rustls's handshake errors inside an `io::Error` (the TLS
+/// stream's), its own set-up errors as `Tls`, others as `Rustls`.
+fn tls_failure(e: &ureq::Error) -> Option<TlsFailure> {
+    let r = match e {
+        ureq::Error::Tls(_) => return Some(TlsFailure::Other),
+        ureq::Error::Rustls(r) => r,
+        ureq::Error::Io(io) => io.get_ref()?.downcast_ref::<rustls::Error>()?,
+        _ => return None,
+    };
+    Some(match r {
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+            TlsFailure::Certificate
+        }
+        _ => TlsFailure::Other,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(inner: rustls::Error) -> ureq::Error {
+        ureq::Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, inner))
+    }
+
+    #[test]
+    fn tls_failures_are_told_by_type() {
+        // What an untrusted registry certificate gives (registry-auth).
+        let untrusted = io(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ));
+        assert_eq!(tls_failure(&untrusted), Some(TlsFailure::Certificate));
+        // What a plain-HTTP server answering a TLS hello gives: not a
+        // certificate failure, so an insecure registry falls back to HTTP.
+        let plain = io(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType,
+        ));
+        assert_eq!(tls_failure(&plain), Some(TlsFailure::Other));
+        let refused = ureq::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(tls_failure(&refused), None);
+        assert_eq!(tls_failure(&ureq::Error::HostNotFound), None);
     }
 }
