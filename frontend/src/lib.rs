@@ -49,7 +49,9 @@ pub use contexts::NamedContext;
 pub use convert::{BuildOptions, CheckConfig, CheckReport, Plan};
 pub use diagnostic::{Diagnostic, Location, Severity};
 pub use instructions::Dockerfile;
-pub use resolver::{ImageResolver, Offline, Resolution, ResolvedImage, StaticResolver};
+pub use resolver::{
+    ImageResolver, Offline, Resolution, ResolvedImage, StaticResolver, TimedSource,
+};
 pub use source::SourceFile;
 
 /// BuildKit's first check of a Dockerfile: it has some bytes (one with only

@@ -35,6 +35,31 @@ pub trait ImageResolver {
     /// `platform`. An `Err` is a real failure (bad credentials, no such image) and
     /// stops the build with the message at the FROM line.
     fn resolve(&self, reference: &str, platform: &Platform) -> Result<Resolution, String>;
+
+    /// The time of a remote source that `SOURCE_DATE_EPOCH` names (BuildKit's
+    /// `ResolveSourceMetadata`, then the archive): `Ok(None)` when it has
+    /// none. An `Err` stops the build. The default knows no times, as
+    /// [`Offline`] resolves no images: planning still works.
+    fn source_time(&self, source: &TimedSource) -> Result<Option<i64>, String> {
+        let _ = source;
+        Ok(None)
+    }
+}
+
+/// A remote source whose time `ARG SOURCE_DATE_EPOCH=NAME` asks for: the
+/// named build context `NAME`, or the one remote `ADD` of stage `NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimedSource {
+    /// Its `Last-Modified`; without one, the newest regular file of the
+    /// (possibly compressed) tar archive it is; nothing for another file.
+    Http { url: String },
+    /// The committer time of the commit `git_ref` resolves to (`checksum`:
+    /// a prefix that commit must have, as for `ADD`).
+    Git {
+        remote: String,
+        git_ref: String,
+        checksum: String,
+    },
 }
 
 /// Resolves nothing: every image is [`Resolution::Unresolved`].
@@ -51,6 +76,8 @@ impl ImageResolver for Offline {
 #[derive(Debug, Clone, Default)]
 pub struct StaticResolver {
     pub images: BTreeMap<String, ResolvedImage>,
+    /// Times of sources: by URL (HTTP), by `remote#ref` (git).
+    pub times: BTreeMap<String, i64>,
 }
 
 impl ImageResolver for StaticResolver {
@@ -59,5 +86,15 @@ impl ImageResolver for StaticResolver {
             Some(i) => Resolution::Resolved(i.clone()),
             None => Resolution::Unresolved,
         })
+    }
+
+    fn source_time(&self, source: &TimedSource) -> Result<Option<i64>, String> {
+        let key = match source {
+            TimedSource::Http { url } => url.clone(),
+            TimedSource::Git {
+                remote, git_ref, ..
+            } => format!("{remote}#{git_ref}"),
+        };
+        Ok(self.times.get(&key).copied())
     }
 }

@@ -4,7 +4,8 @@
 //! file (one `docker build` flag per line: `--build-arg K=V`, `--target T`,
 //! `--platform P`, `--build-platform P`, `--label K=V`, `--no-cache`,
 //! `--no-cache-filter S`, `--network N`) and an `images.json` (base images the
-//! resolver knows: reference → `{digest, has_layers, config}`), and the expected
+//! resolver knows: reference → `{digest, has_layers, config}`), a `times.json`
+//! (the times of sources: URL or `remote#ref` → Unix seconds), and the expected
 //! plan in `plan` (`kiln plan --format llb`, then the warnings).
 //! `testdata/frontend/err/<case>/` holds the same inputs and the expected
 //! diagnostic in `error`. `UPDATE_EXPECT=1 cargo test` rewrites expectations.

@@ -305,6 +305,19 @@ pub struct ContextSpec<'a> {
     pub skip_submodules: bool,
 }
 
+impl<'a> ContextSpec<'a> {
+    fn source(&self) -> Source<'a> {
+        Source {
+            remote: self.remote,
+            git_ref: self.git_ref,
+            subdir: self.subdir,
+            keep_git_dir: self.keep_git_dir,
+            checksum: self.checksum,
+            skip_submodules: self.skip_submodules,
+        }
+    }
+}
+
 /// A git repository checked out as the main build context.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContextCheckout {
@@ -325,30 +338,42 @@ pub fn check_out_context(
     spec: &ContextSpec<'_>,
     dest: &Path,
 ) -> Result<ContextCheckout, Error> {
-    let src = Source {
-        remote: spec.remote,
-        git_ref: spec.git_ref,
-        subdir: spec.subdir,
-        keep_git_dir: spec.keep_git_dir,
-        checksum: spec.checksum,
-        skip_submodules: spec.skip_submodules,
-    };
-    let r = resolve(&src)?;
-    let bare = bare_repo(state, spec.remote, &r.commit)?;
-    {
-        let _lock = lock(&bare)?;
-        fetch(&bare, &src, &r)?;
-    }
+    let src = spec.source();
+    let (bare, r) = fetched(state, &src)?;
     checkout(state, &bare, &src, &r, dest)?;
-    let mut cmd = git_dir(&bare);
-    cmd.args(["show", "-s", "--format=%ct", &r.commit]);
-    let time = run(cmd, &format!("read the time of commit {}", r.commit))
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o).trim().parse().ok());
+    let time = committer_time(&bare, &r.commit);
     Ok(ContextCheckout {
         commit: r.commit,
         time,
     })
+}
+
+/// The committer time (Unix seconds) of the commit `spec`'s ref resolves
+/// to, fetched through the repository cache and not checked out
+/// (`ARG SOURCE_DATE_EPOCH=NAME` where NAME is a git source).
+pub fn commit_time(state: &State, spec: &ContextSpec<'_>) -> Result<Option<i64>, Error> {
+    let src = spec.source();
+    let (bare, r) = fetched(state, &src)?;
+    Ok(committer_time(&bare, &r.commit))
+}
+
+/// The ref of `src` resolved and its commit fetched into the cache.
+fn fetched(state: &State, src: &Source<'_>) -> Result<(PathBuf, Resolved), Error> {
+    let r = resolve(src)?;
+    let bare = bare_repo(state, src.remote, &r.commit)?;
+    {
+        let _lock = lock(&bare)?;
+        fetch(&bare, src, &r)?;
+    }
+    Ok((bare, r))
+}
+
+fn committer_time(bare: &Path, commit: &str) -> Option<i64> {
+    let mut cmd = git_dir(bare);
+    cmd.args(["show", "-s", "--format=%ct", commit]);
+    run(cmd, &format!("read the time of commit {commit}"))
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o).trim().parse().ok())
 }
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {

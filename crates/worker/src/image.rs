@@ -335,6 +335,10 @@ impl ImageResolver for StoreResolver<'_> {
             config: to_llb(&config),
         }))
     }
+
+    fn source_time(&self, source: &kiln_frontend::TimedSource) -> Result<Option<i64>, String> {
+        crate::remote::source_time(self.state, source).map_err(|e| e.to_string())
+    }
 }
 
 /// Runs an image source: the image's layers as snapshots, unpacked on first

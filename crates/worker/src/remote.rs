@@ -97,6 +97,71 @@ fn newest(dir: &Path) -> Result<Option<i64>, Error> {
     Ok(newest)
 }
 
+/// The time of a remote source (`ARG SOURCE_DATE_EPOCH=NAME`, BuildKit's
+/// `resolveSourceDateEpochFromState`): an HTTP `Last-Modified`, else the
+/// newest regular file of the (compressed) tar archive the body is, else
+/// none; a git commit's committer time.
+pub fn source_time(
+    state: &State,
+    source: &kiln_frontend::TimedSource,
+) -> Result<Option<i64>, Error> {
+    match source {
+        kiln_frontend::TimedSource::Http { url } => {
+            let scratch = state.scratch()?;
+            let body = scratch.path().join("body");
+            if let Some(t) = crate::http::download_to(url, &body)? {
+                return Ok(Some(t));
+            }
+            if !crate::fileop::is_archive(&body) {
+                return Ok(None);
+            }
+            newest_in_archive(&body)
+        }
+        kiln_frontend::TimedSource::Git {
+            remote,
+            git_ref,
+            checksum,
+        } => crate::git::commit_time(
+            state,
+            &crate::git::ContextSpec {
+                remote,
+                git_ref,
+                subdir: "",
+                checksum,
+                keep_git_dir: false,
+                skip_submodules: true,
+            },
+        ),
+    }
+}
+
+/// The newest modification time of the regular files in the tar archive
+/// at `path` (read, not extracted); `None` when it is not one after all
+/// (BuildKit: a body that is no archive has no time).
+fn newest_in_archive(path: &Path) -> Result<Option<i64>, Error> {
+    let f = fs::File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
+    let Ok((_, r)) = kiln_oci::decompress(io::BufReader::new(f)) else {
+        return Ok(None);
+    };
+    let mut archive = tar::Archive::new(r);
+    let Ok(entries) = archive.entries() else {
+        return Ok(None);
+    };
+    let mut newest = None;
+    for e in entries {
+        let Ok(e) = e else {
+            return Ok(None);
+        };
+        let h = e.header();
+        if h.entry_type().is_file()
+            && let Ok(t) = h.mtime()
+        {
+            newest = newest.max(i64::try_from(t).ok());
+        }
+    }
+    Ok(newest)
+}
+
 /// Reads `input` (standard input): an archive is extracted into the empty
 /// directory `dest`, anything else is the Dockerfile.
 pub fn read(state: &State, mut input: impl Read, dest: &Path) -> Result<Fetched, Error> {
@@ -180,5 +245,35 @@ mod tests {
             Some(&b"FROM busybox\nRUN true\n"[..])
         );
         assert_eq!(fs::read_dir(&dest).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn an_archives_time_is_its_newest_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain.tar");
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, mtime, kind) in [
+            ("old", 1_700_000_001, tar::EntryType::Regular),
+            ("new", 1_700_000_602, tar::EntryType::Regular),
+            ("dir", 1_800_000_000, tar::EntryType::Directory),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_size(0);
+            h.set_mode(0o644);
+            h.set_mtime(mtime);
+            h.set_cksum();
+            b.append_data(&mut h, name, &[][..]).unwrap();
+        }
+        let bytes = b.into_inner().unwrap();
+        fs::write(&plain, &bytes).unwrap();
+        assert_eq!(newest_in_archive(&plain).unwrap(), Some(1_700_000_602));
+        let gz = dir.path().join("a.tar.gz");
+        let mut e = kiln_oci::Compression::Gzip { level: 1 }
+            .encoder(fs::File::create(&gz).unwrap())
+            .unwrap();
+        std::io::Write::write_all(&mut e, &bytes).unwrap();
+        e.finish().unwrap();
+        assert_eq!(newest_in_archive(&gz).unwrap(), Some(1_700_000_602));
     }
 }

@@ -7,18 +7,22 @@
 //! context's git commit or HTTP `Last-Modified`, which the caller fetched
 //! and gives as `BuildOptions::context_epoch`; nothing for a local
 //! directory: `BuildOptions::local_context`), a named context, or a
-//! stage made of one remote `ADD` (`FROM scratch` plus ARGs). kiln checks
-//! such a stage as BuildKit does and then says that reading the time of a
-//! source is not supported yet (it needs the worker); any other value is
-//! invalid.
+//! stage made of one remote `ADD` (`FROM scratch` plus ARGs, checked as
+//! BuildKit checks it). The time of a named context's or such a stage's
+//! source comes from the caller ([`ImageResolver::source_time`]): an HTTP
+//! `Last-Modified` or the newest file of the archive, a git commit's time;
+//! a local directory or an image has none. Any other value is invalid.
+//!
+//! [`ImageResolver::source_time`]: crate::resolver::ImageResolver::source_time
 //!
 //! The resolved value replaces the build arg and the global ARG, so a
 //! stage's `ARG SOURCE_DATE_EPOCH` sees it, and goes to the worker in
 //! [`Definition::source_date_epoch`](kiln_llb::Definition).
 
-use crate::contexts;
+use crate::contexts::{self, NamedContext};
 use crate::diagnostic::Diagnostic;
 use crate::instructions::{self, Dockerfile, Instruction};
+use crate::resolver::TimedSource;
 use crate::syntax::Node;
 
 use super::copy;
@@ -45,7 +49,7 @@ pub(super) fn resolve(conv: &mut Converter, df: &Dockerfile) -> R<()> {
     } else if value == "context" && (cx.opts.local_context || cx.opts.context_epoch.is_some()) {
         cx.opts.context_epoch
     } else {
-        Some(parse(cx, df, &value, default_at)?)
+        parse(cx, df, &value, default_at)?
     };
     let formatted = epoch.map(|e| e.to_string());
     if from_build_arg.is_some() {
@@ -76,10 +80,11 @@ fn default_node(df: &Dockerfile) -> Option<&Node> {
         .next_back()
 }
 
-fn parse(cx: &Shared, df: &Dockerfile, value: &str, at: Option<&Node>) -> R<i64> {
+/// A number, or the time of the source `value` names (`None`: it has none).
+fn parse(cx: &Shared, df: &Dockerfile, value: &str, at: Option<&Node>) -> R<Option<i64>> {
     // Go's strconv.ParseInt(v, 10, 64): an optional sign and digits.
     if let Ok(n) = value.parse::<i64>() {
-        return Ok(n);
+        return Ok(Some(n));
     }
     let err = |msg: String| match at {
         Some(n) => cx.err_node(n, msg),
@@ -95,26 +100,46 @@ fn parse(cx: &Shared, df: &Dockerfile, value: &str, at: Option<&Node>) -> R<i64>
             "the build context's source (its git commit or HTTP Last-Modified)".into(),
         ));
     }
+    let time_of = |source: TimedSource| {
+        cx.resolver
+            .source_time(&source)
+            .map_err(|e| err(format!("SOURCE_DATE_EPOCH={value}: {e}")))
+    };
     let platform = cx.target_platform.clone();
     if let Some(key) = contexts::context_key(value)
-        && contexts::lookup(&cx.opts.named_contexts, &key, &platform).is_some()
+        && let Some((_, named)) = contexts::lookup(&cx.opts.named_contexts, &key, &platform)
     {
-        return Err(unsupported(format!("the source of build context {value}")));
+        return match named {
+            NamedContext::Http { url } => time_of(TimedSource::Http { url: url.clone() }),
+            NamedContext::Git {
+                remote, git_ref, ..
+            } => time_of(TimedSource::Git {
+                remote: remote.clone(),
+                git_ref: git_ref.clone(),
+                checksum: String::new(),
+            }),
+            // BuildKit finds no source metadata for these.
+            NamedContext::Local { .. }
+            | NamedContext::Image { .. }
+            | NamedContext::Resolved { .. }
+            | NamedContext::Scratch => Ok(None),
+        };
     }
     if let Some(stage) = df.stages.iter().find(|s| {
         s.name
             .as_deref()
             .is_some_and(|n| n.eq_ignore_ascii_case(value))
     }) {
-        check_source_stage(cx, stage).map_err(|msg| cx.err_node(&stage.node, msg))?;
-        return Err(unsupported(format!("the ADD source of stage {value}")));
+        let source = source_stage(cx, stage).map_err(|msg| cx.err_node(&stage.node, msg))?;
+        return time_of(source);
     }
     Err(err(format!("invalid SOURCE_DATE_EPOCH: {value}")))
 }
 
 /// BuildKit's `sourceDateEpochStageSource`: the stage a SOURCE_DATE_EPOCH
-/// names is `FROM scratch`, ARGs and exactly one remote ADD.
-fn check_source_stage(cx: &Shared, stage: &instructions::Stage) -> Result<(), String> {
+/// names is `FROM scratch`, ARGs and exactly one remote ADD, whose source
+/// this returns.
+fn source_stage(cx: &Shared, stage: &instructions::Stage) -> Result<TimedSource, String> {
     let mut env: EnvList = cx.global_args.clone();
     env.remove(KEY);
     let base = cx
@@ -130,7 +155,7 @@ fn check_source_stage(cx: &Shared, stage: &instructions::Stage) -> Result<(), St
     if base != "scratch" {
         return Err("SOURCE_DATE_EPOCH stage must use FROM scratch".into());
     }
-    let mut seen_add = false;
+    let mut source = None;
     for cmd in &stage.commands {
         match &cmd.instruction {
             Instruction::Arg(defs) => {
@@ -147,12 +172,11 @@ fn check_source_stage(cx: &Shared, stage: &instructions::Stage) -> Result<(), St
                 }
             }
             Instruction::Add(add) => {
-                if seen_add {
+                if source.is_some() {
                     return Err(
                         "SOURCE_DATE_EPOCH stage must contain exactly one remote ADD".into(),
                     );
                 }
-                seen_add = true;
                 if !add.paths.inline.is_empty() || add.paths.sources.len() != 1 {
                     return Err(
                         "SOURCE_DATE_EPOCH stage must contain exactly one remote ADD source".into(),
@@ -163,15 +187,31 @@ fn check_source_stage(cx: &Shared, stage: &instructions::Stage) -> Result<(), St
                     .process_word(&add.paths.sources[0].value, &env)
                     .map_err(|e| e.to_string())?
                     .result;
-                if copy::is_http(&src) {
-                    if let Some(ck) = &add.checksum {
-                        let ck = cx
-                            .lex
+                let checksum = match &add.checksum {
+                    Some(ck) => {
+                        cx.lex
                             .process_word(&ck.value, &env)
-                            .map_err(|e| e.to_string())?;
-                        copy::check_digest(&ck.result)?;
+                            .map_err(|e| e.to_string())?
+                            .result
                     }
-                } else if crate::gitref::parse(&src)?.is_none() {
+                    None => String::new(),
+                };
+                if copy::is_http(&src) {
+                    if !checksum.is_empty() {
+                        copy::check_digest(&checksum)?;
+                    }
+                    source = Some(TimedSource::Http { url: src });
+                } else if let Some(g) = crate::gitref::parse(&src)? {
+                    source = Some(TimedSource::Git {
+                        remote: g.remote,
+                        git_ref: g.git_ref,
+                        checksum: if checksum.is_empty() {
+                            g.checksum
+                        } else {
+                            checksum
+                        },
+                    });
+                } else {
                     return Err(
                         "SOURCE_DATE_EPOCH stage source must be a single HTTP(S) or Git ADD".into(),
                     );
@@ -185,8 +225,5 @@ fn check_source_stage(cx: &Shared, stage: &instructions::Stage) -> Result<(), St
             }
         }
     }
-    if !seen_add {
-        return Err("SOURCE_DATE_EPOCH stage must contain exactly one remote ADD".into());
-    }
-    Ok(())
+    source.ok_or_else(|| "SOURCE_DATE_EPOCH stage must contain exactly one remote ADD".into())
 }

@@ -1,5 +1,6 @@
 //! Loading a frontend test case (`testdata/frontend/{ok,err}/<case>/`): its
-//! Dockerfile, `options` and `images.json`. Shared by the case tests and the
+//! Dockerfile, `options`, `images.json` and `times.json` (the times of
+//! sources `SOURCE_DATE_EPOCH` names: URL or `remote#ref` → Unix seconds). Shared by the case tests and the
 //! `plan_case` example (used to compare cases with BuildKit).
 
 // Tests read their data from testdata/; the purity rule is for the library.
@@ -90,6 +91,10 @@ pub fn options(case: &Path) -> BuildOptions {
 
 pub fn resolver(case: &Path) -> StaticResolver {
     let mut r = StaticResolver::default();
+    if let Ok(text) = fs::read_to_string(case.join("times.json")) {
+        r.times = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{}: times.json: {e}", case.display()));
+    }
     let Ok(text) = fs::read_to_string(case.join("images.json")) else {
         return r;
     };

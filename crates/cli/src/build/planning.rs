@@ -31,6 +31,10 @@ impl kiln_frontend::ImageResolver for WatchedResolver<'_> {
         }
         r
     }
+
+    fn source_time(&self, source: &kiln_frontend::TimedSource) -> Result<Option<i64>, String> {
+        self.inner.source_time(source)
+    }
 }
 
 /// Imports the `oci-layout://` contexts into the store before planning, as
