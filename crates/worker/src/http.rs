@@ -5,8 +5,10 @@
 //! `Last-Modified` time, which the layer carries as the file's mtime), so the
 //! file is fetched while the key is computed. What a download saw is kept in
 //! `<root>/http/<sha256 of the URL>.json` (ETag, Last-Modified, content
-//! digest); the next build asks the server with `If-None-Match` /
-//! `If-Modified-Since`, and a `304 Not Modified` gives the key without a
+//! digest); the next build asks the server first with a HEAD (`If-None-Match`,
+//! the same ETag back is enough: BuildKit's way with servers that mishandle
+//! conditional GETs), then with a conditional GET (`If-None-Match` /
+//! `If-Modified-Since`), and a `304 Not Modified` gives the key without a
 //! download, as BuildKit's http source does. A 200 is downloaded into a layer
 //! draft that `execute` commits. When a revalidated key misses the cache (its
 //! layer was pruned), `execute` downloads again and refuses content that is
@@ -155,12 +157,20 @@ fn parse_http_time(s: &str) -> Option<std::time::SystemTime> {
 }
 
 /// GETs `url` (conditionally when `known` is given); a 200 goes into the
-/// file `dest` names (called once the response is a 200).
+/// file `dest` names (called once the response is a 200). With a known
+/// ETag, a HEAD asks first, as BuildKit's http source does for servers
+/// that mishandle `If-None-Match` on a GET: the same ETag back is
+/// [`Got::NotModified`] without a GET.
 fn get<T>(
     url: &str,
     known: Option<&Validators>,
     dest: impl FnOnce() -> Result<(T, PathBuf), Error>,
 ) -> Result<Got<T>, Error> {
+    if let Some(etag) = known.and_then(|k| k.etag.as_deref())
+        && head_matches(url, etag)
+    {
+        return Ok(Got::NotModified);
+    }
     let mut req = ureq::get(url);
     if let Some(k) = known {
         if let Some(etag) = &k.etag {
@@ -246,6 +256,30 @@ fn get<T>(
         etag,
         last_modified,
     })))
+}
+
+/// Whether a HEAD of `url` with `If-None-Match: etag` answers 200 or 304
+/// with that ETag (weak or strong; a 304 without one means the one asked
+/// about). Any failure is a no: the GET decides.
+fn head_matches(url: &str, etag: &str) -> bool {
+    let Ok(resp) = ureq::head(url)
+        .header("If-None-Match", etag)
+        // Servers may give another ETag to another encoding; BuildKit's
+        // GET asks for gzip, so its HEAD does.
+        .header("Accept-Encoding", "gzip")
+        .call()
+    else {
+        return false;
+    };
+    let status = resp.status().as_u16();
+    if status != 200 && status != 304 {
+        return false;
+    }
+    let weakless = |s: &str| s.trim().trim_start_matches("W/").to_owned();
+    match resp.headers().get("etag").and_then(|v| v.to_str().ok()) {
+        Some(got) => weakless(got) == weakless(etag),
+        None => status == 304,
+    }
 }
 
 /// A 200: its validators recorded; the draft, its content digest and the
