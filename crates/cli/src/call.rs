@@ -6,16 +6,20 @@
 //! error (BuildKit's `result.statuscode`), 0 otherwise; `outline` and
 //! `targets` exit 0. `ignorestatus=true` keeps a `check` with warnings at 0.
 //!
-//! Base images come from the local image store when there is one (so that
-//! `UndefinedVar` knows their variables, as BuildKit resolves them); nothing
-//! is pulled, and an image the store does not have is planned unresolved.
+//! Base images are resolved as BuildKit's frontend resolves them for these
+//! methods (so that `UndefinedVar` knows their variables and
+//! `InvalidBaseImagePlatform` their platform): from the local image store,
+//! else from their registry, the manifest and configuration only (no layer
+//! is pulled, nothing enters the store). An image neither has (offline, no
+//! such image, no access) is planned unresolved: a check does not fail on
+//! it.
 
 use std::io::Write as _;
 
 use anyhow::Context as _;
 use base64::Engine as _;
 use kiln_frontend::outline::{Outline, Target};
-use kiln_frontend::{Diagnostic, ImageResolver, Offline, Resolution, SourceFile};
+use kiln_frontend::{Diagnostic, ImageResolver, Resolution, SourceFile};
 use kiln_llb::Platform;
 use serde_json::{Value, json};
 
@@ -121,17 +125,50 @@ fn reject_build_flags(args: &BuildArgs) -> Result<(), Failure> {
     }
 }
 
-/// The local store as a resolver that never fails: an image it does not
-/// have (or cannot read) is unresolved.
-struct LocalOnly<'a>(kiln_worker::StoreResolver<'a>);
+/// The local store, then the registry's configuration of the image, as a
+/// resolver that never fails: an image neither gives is unresolved.
+struct ConfigOnly<'a> {
+    store: Option<kiln_worker::StoreResolver<'a>>,
+    registry: Option<kiln_registry::Client>,
+}
 
-impl ImageResolver for LocalOnly<'_> {
+impl ImageResolver for ConfigOnly<'_> {
     fn resolve(&self, reference: &str, platform: &Platform) -> Result<Resolution, String> {
+        if let Some(Ok(r @ Resolution::Resolved(_))) =
+            self.store.as_ref().map(|s| s.resolve(reference, platform))
+        {
+            return Ok(r);
+        }
         Ok(self
-            .0
-            .resolve(reference, platform)
-            .unwrap_or(Resolution::Unresolved))
+            .registry
+            .as_ref()
+            .and_then(|c| remote_config(c, reference, platform))
+            .map_or(Resolution::Unresolved, Resolution::Resolved))
     }
+}
+
+/// Largest image configuration read (as `kiln imagetools`).
+const CONFIG_LIMIT: u64 = 16 << 20;
+
+/// The image `reference` names for `platform` in its registry: its
+/// manifest's digest and its configuration, nothing else fetched.
+fn remote_config(
+    client: &kiln_registry::Client,
+    reference: &str,
+    platform: &Platform,
+) -> Option<kiln_frontend::ResolvedImage> {
+    let r = kiln_reference::Reference::parse_normalized(reference).ok()?;
+    let resolved = client.resolve(&r, platform).ok()?;
+    let manifest: kiln_oci::Manifest = serde_json::from_slice(&resolved.manifest.bytes).ok()?;
+    let bytes = client
+        .get_blob_bytes(&r, &manifest.config, CONFIG_LIMIT)
+        .ok()?;
+    let config: kiln_oci::ImageConfigFile = serde_json::from_slice(&bytes).ok()?;
+    Some(kiln_frontend::ResolvedImage {
+        digest: Some(resolved.manifest.digest.to_string()),
+        has_layers: !manifest.layers.is_empty(),
+        config: kiln_worker::image::to_llb(&config),
+    })
 }
 
 /// Runs `call` (not `Build`) and returns the exit code.
@@ -209,19 +246,29 @@ fn with_resolver<T>(
     globals: &Globals,
     f: impl FnOnce(&dyn ImageResolver) -> Result<T, Diagnostic>,
 ) -> Result<T, Failure> {
+    // Without a usable registry configuration, the local store alone.
+    let registry = crate::registry::client(globals, &[]).ok();
     let dir = crate::store::state_dir(globals.root.as_deref());
-    if !dir.join("images").exists() {
-        return Ok(f(&Offline)?);
-    }
-    let Ok(state) = kiln_worker::State::open(&dir) else {
-        return Ok(f(&Offline)?);
+    let state = dir
+        .join("images")
+        .exists()
+        .then(|| kiln_worker::State::open(&dir).ok())
+        .flatten();
+    let Some(state) = state else {
+        return Ok(f(&ConfigOnly {
+            store: None,
+            registry,
+        })?);
     };
     // Reading the store: held shared, like a build, so prune waits.
     let _lock = crate::store::lock(&state, kiln_worker::lock::LockKind::Shared)?;
     let log = |_: &str| {};
     let store =
         kiln_worker::StoreResolver::new(&state, None, kiln_worker::PullPolicy::Missing, &log);
-    Ok(f(&LocalOnly(store))?)
+    Ok(f(&ConfigOnly {
+        store: Some(store),
+        registry,
+    })?)
 }
 
 fn json_pretty(v: &Value) -> Result<String, Failure> {
