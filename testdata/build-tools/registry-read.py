@@ -10,7 +10,8 @@ usage: registry-read.py HOST:PORT/REPO:TAG COMMAND [ARGS]
   file [PLATFORM] LAYER PATH  the content of PATH in layer LAYER (0-based) of
                               the image (the PLATFORM one, os/arch[/variant],
                               of an index)
-  config [PLATFORM] [KEY.KEY] the image configuration (or part of it), JSON
+  config [PLATFORM] [KEY.KEY] the image configuration (or part of it), JSON;
+                              a key may hold dots (os.version)
   platforms                   each image of the index: its platform (with
                               the OS version) and its config's os.version
 An index that holds one image and its attestation manifests (what a push
@@ -100,8 +101,19 @@ elif cmd == "config":
     plat = args.pop(0) if args and "/" in args[0] else None
     m = platform_manifest(top, plat) if plat else only_image(top)
     value = json.loads(get(f"blobs/{m['config']['digest']}"))
-    for key in args[0].split(".") if args else []:
-        value = value[key] if isinstance(value, dict) else value[int(key)]
+    # Keys are dotted paths; a key may hold dots itself ("os.version").
+    keys = args[0].split(".") if args else []
+    i = 0
+    while i < len(keys):
+        if isinstance(value, dict):
+            for j in range(len(keys), i, -1):
+                if ".".join(keys[i:j]) in value:
+                    value, i = value[".".join(keys[i:j])], j
+                    break
+            else:
+                raise KeyError(".".join(keys[i:]))
+        else:
+            value, i = value[int(keys[i])], i + 1
     print(json.dumps(value, indent=2, sort_keys=True))
 elif cmd == "platforms":
     for m in top.get("manifests", [top]):

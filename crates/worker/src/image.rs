@@ -256,15 +256,26 @@ impl<'a> StoreResolver<'a> {
             .map_err(|e| e.to_string())?;
         if !per_platform.is_empty() {
             // A multi-platform name: its entry for this platform, as a
-            // registry's index would give.
-            let found = per_platform.iter().find(|(p, _)| {
-                p.parse::<Platform>().is_ok_and(|p| {
-                    p.os == platform.os
+            // registry's index would give (the best match: a Windows OS
+            // version as containerd matches it).
+            let found = per_platform
+                .iter()
+                .filter_map(|(p, r)| {
+                    let p = p.parse::<Platform>().ok()?;
+                    let same = p.os == platform.os
                         && p.architecture == platform.architecture
-                        && (p.variant == platform.variant || platform.variant.is_empty())
+                        && (p.variant == platform.variant || platform.variant.is_empty());
+                    // Windows: a compatible OS version, the same one first.
+                    let rank = if p.os == "windows" {
+                        (platform.rank(&p)?, p.os_version != platform.os_version)
+                    } else {
+                        (0, false)
+                    };
+                    same.then_some((rank, r))
                 })
-            });
-            if let Some((_, r)) = found {
+                .min_by_key(|(rank, _)| *rank)
+                .map(|(_, r)| r);
+            if let Some(r) = found {
                 return Ok(ResolvedBase {
                     reference: reference.to_owned(),
                     digest: r.manifest.unwrap_or(r.id),
@@ -402,7 +413,14 @@ pub fn commit(state: &State, req: &CommitRequest<'_>) -> Result<Committed, Error
     };
     let now = time(req.now.0, req.now.1)?;
     let fixed = req.epoch.map(|e| time(e, 0)).transpose()?;
-    let mut config = ImageConfigFile::new(req.platform);
+    // The image's own platform (the base's variant and OS version, kept by
+    // the frontend as BuildKit keeps them) when it is the stage's OS and
+    // architecture, which the manifest's descriptor names.
+    let platform = match &req.config.platform {
+        Some(p) if p.os == req.platform.os && p.architecture == req.platform.architecture => p,
+        _ => req.platform,
+    };
+    let mut config = ImageConfigFile::new(platform);
     config.author = req.config.author.clone();
     config.config = runtime_config(req.config);
     let mut layer_times = Vec::with_capacity(req.layers.len());

@@ -25,7 +25,7 @@ use crate::state::State;
 /// `linux/arm/v7` → `linux_arm_v7`: a platform's directory of a
 /// multi-platform `type=local` output, as buildx names it.
 pub fn platform_dir(p: &Platform) -> String {
-    p.format().replace('/', "_")
+    p.format_all().replace('/', "_")
 }
 
 /// Writes the index of `images` (one manifest per platform, layers of
@@ -118,7 +118,7 @@ pub fn write_outputs(
                     .iter()
                     .map(|(p, img)| {
                         (
-                            p.format(),
+                            p.format_all(),
                             ImageRef {
                                 id: img.id,
                                 manifest: None,
