@@ -143,12 +143,16 @@ pub fn request(
     }
     req.annotations = kiln_attest::Annotations::parse(&args.annotation)
         .map_err(|e| Failure::Usage(format!("invalid --annotation: {e}")))?;
-    if !req.annotations.is_empty() && outputs.iter().any(|o| matches!(o, Output::Docker { .. })) {
-        return Err(not_yet(
-            "--annotation with a docker output (-o type=docker, --load)",
-        ));
+    if !req.annotations.is_empty()
+        && let Some(o) = outputs.iter().find(|o| !o.holds_index())
+    {
+        return Err(not_yet(format!(
+            "--annotation with a {} output ({})",
+            o.kind(),
+            o.asked_by()
+        )));
     }
-    let notes = kiln_worker::attest::check_outputs(&req, outputs).map_err(Failure::Usage)?;
+    let notes = kiln_worker::export::check_attestations(&req, outputs).map_err(Failure::Usage)?;
     Ok((req, notes))
 }
 

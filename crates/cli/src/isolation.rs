@@ -101,12 +101,8 @@ fn build_paths(
         }
     }
     for o in outputs {
-        match o {
-            Output::Oci { dest, .. }
-            | Output::Docker { dest, .. }
-            | Output::Local { dest }
-            | Output::Tar { dest } => out.push(dest.clone()),
-            _ => {}
+        if let Some(dest) = o.dest() {
+            out.push(dest.to_path_buf());
         }
     }
     for l in cache_to

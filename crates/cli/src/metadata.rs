@@ -13,12 +13,7 @@ use serde_json::{Value, json};
 use crate::failure::Failure;
 
 fn to_stdout(o: &Output) -> bool {
-    let dest = match o {
-        Output::Oci { dest, .. } | Output::Docker { dest, .. } | Output::Tar { dest } => dest,
-        Output::Local { dest } => dest,
-        Output::Image { .. } | Output::Registry { .. } => return false,
-    };
-    dest == Path::new(kiln_worker::export::STDOUT)
+    o.dest() == Some(Path::new(kiln_worker::export::STDOUT))
 }
 
 /// Refuses what cannot work with an output on stdout: two of them, `-q`

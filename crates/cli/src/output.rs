@@ -2,12 +2,15 @@
 //! or a bare path (`-o dir`, short for `type=local,dest=dir`).
 //!
 //! Every type and attribute buildx documents is recognised; the ones kiln does not
-//! implement yet are refused by name, never ignored.
+//! implement yet are refused by name, never ignored. This file reads the
+//! syntax and the attributes; each output type builds itself from them
+//! (`kiln_worker::export::EXPORTERS`, by `type=`).
 
 use std::path::PathBuf;
 
-use kiln_oci::{Compression, MediaTypes};
+use kiln_oci::Compression;
 use kiln_worker::Output;
+use kiln_worker::export::Attrs;
 
 use crate::failure::Failure;
 
@@ -112,14 +115,14 @@ pub fn epoch_attrs(spec: &str) -> Result<EpochAttrs, Failure> {
 pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Output, Failure> {
     if spec == "-" {
         // buildx: `-o -` is the filesystem as a tar on stdout.
-        return Ok(Output::Tar {
+        return Ok(Box::new(kiln_worker::export::Tar {
             dest: PathBuf::from(kiln_worker::export::STDOUT),
-        });
+        }));
     }
     if !spec.contains('=') {
-        return Ok(Output::Local {
+        return Ok(Box::new(kiln_worker::export::Local {
             dest: PathBuf::from(spec),
-        });
+        }));
     }
     let fields = fields(spec)?;
     let mut ty = None;
@@ -199,77 +202,43 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
     let compression = Compression::parse(&compression, level)
         .map_err(|e| Failure::Usage(format!("--output compression: {e}")))?;
     let ty = ty.unwrap_or_else(|| "local".to_owned());
-    if epoch_attr && matches!(ty.as_str(), "local" | "tar") {
-        return Err(not_yet(format!(
-            "--output type={ty} with source-date-epoch or rewrite-timestamp"
-        )));
-    }
-    let need_dest = |dest: Option<PathBuf>| {
-        dest.ok_or_else(|| Failure::Usage(format!("--output type={ty} needs dest=PATH")))
+    let Some(parse_output) = kiln_worker::export::parser(&ty) else {
+        return Err(match ty.as_str() {
+            _ if oci_types.is_some() => not_yet(format!(
+                "--output oci-mediatypes with type={ty} (it applies to registry pushes)"
+            )),
+            "cacheonly" => not_yet(format!("--output type={ty}")),
+            other => Failure::Usage(format!(
+                "invalid --output type {other:?}: expected local, tar, oci, docker or image"
+            )),
+        });
     };
-    let stdout = dest
-        .as_deref()
-        .is_some_and(|d| d == std::path::Path::new(kiln_worker::export::STDOUT));
-    if stdout && (ty == "local" || (ty == "oci" && !tar)) {
-        return Err(Failure::Usage(format!(
-            "--output type={ty}: dest=- (stdout) needs an archive output (tar, oci, docker)"
-        )));
-    }
-    match ty.as_str() {
-        "local" => Ok(Output::Local {
-            dest: need_dest(dest)?,
-        }),
-        "tar" => Ok(Output::Tar {
-            dest: need_dest(dest)?,
-        }),
-        "oci" => Ok(Output::Oci {
-            dest: need_dest(dest)?,
-            tar,
-            names,
-            compression,
-            force_compression,
-        }),
-        // Without dest: into a running Docker engine (`--load`); the cli
-        // writes the archive to scratch space and loads it (an empty dest).
-        "docker" => Ok(Output::Docker {
-            dest: dest.unwrap_or_default(),
-            names,
-            compression,
-            force_compression,
-        }),
-        "image" | "registry" if push || ty == "registry" => {
-            if names.is_empty() {
-                return Err(Failure::Usage(format!(
-                    "--output type={ty} needs a name to push to (name=… or -t)"
-                )));
-            }
-            Ok(Output::Registry {
-                names,
-                compression,
-                types: if oci_types.unwrap_or(true) {
-                    MediaTypes::Oci
-                } else {
-                    MediaTypes::Docker
-                },
-                force_compression,
-                store: ty == "image",
-                insecure,
-            })
-        }
-        _ if oci_types.is_some() => Err(not_yet(format!(
-            "--output oci-mediatypes with type={ty} (it applies to registry pushes)"
-        ))),
-        "image" => Ok(Output::Image { names }),
-        "cacheonly" => Err(not_yet(format!("--output type={ty}"))),
-        other => Err(Failure::Usage(format!(
-            "invalid --output type {other:?}: expected local, tar, oci, docker or image"
-        ))),
-    }
+    parse_output(Attrs {
+        kind: ty,
+        dest,
+        tar,
+        names,
+        compression,
+        force_compression,
+        push,
+        insecure,
+        oci_types,
+        epoch: epoch_attr,
+    })
+    .map_err(Failure::Usage)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_oci::MediaTypes;
+    use kiln_worker::export::{Exporter, Image, Local, Oci, Registry, Tar};
+
+    /// Outputs are trait objects without `PartialEq`: two are the same
+    /// output when their `Debug` forms (every field) are.
+    fn assert_is(got: Output, want: impl Exporter) {
+        assert_eq!(format!("{got:?}"), format!("{want:?}"));
+    }
 
     fn same(n: &str) -> Result<String, Failure> {
         Ok(format!("docker.io/library/{n}"))
@@ -292,84 +261,84 @@ mod tests {
 
     #[test]
     fn forms() {
-        assert_eq!(
+        assert_is(
             ok("out"),
-            Output::Local {
-                dest: PathBuf::from("out")
-            }
+            Local {
+                dest: PathBuf::from("out"),
+            },
         );
-        assert_eq!(
+        assert_is(
             ok("type=oci,dest=x.tar"),
-            Output::Oci {
+            Oci {
                 dest: PathBuf::from("x.tar"),
                 tar: true,
                 names: vec!["docker.io/library/t:1".into()],
                 compression: Compression::gzip(),
                 force_compression: false,
-            }
+            },
         );
-        assert_eq!(
+        assert_is(
             ok("type=oci,dest=dir,tar=false,\"name=a:1,b:2\",compression=zstd"),
-            Output::Oci {
+            Oci {
                 dest: PathBuf::from("dir"),
                 tar: false,
                 names: vec![
                     "docker.io/library/t:1".into(),
                     "docker.io/library/a:1".into(),
-                    "docker.io/library/b:2".into()
+                    "docker.io/library/b:2".into(),
                 ],
                 compression: Compression::zstd(),
                 force_compression: false,
-            }
+            },
         );
-        assert_eq!(
+        assert_is(
             ok("type=image,name=x"),
-            Output::Image {
-                names: vec!["docker.io/library/t:1".into(), "docker.io/library/x".into()]
-            }
+            Image {
+                names: vec!["docker.io/library/t:1".into(), "docker.io/library/x".into()],
+            },
         );
     }
 
     #[test]
     fn refusals() {
-        assert_eq!(
+        assert_is(
             ok("-"),
-            Output::Tar {
-                dest: PathBuf::from("-")
-            }
+            Tar {
+                dest: PathBuf::from("-"),
+            },
         );
-        assert_eq!(
+        assert_is(
             ok("type=tar,dest=x.tar"),
-            Output::Tar {
-                dest: PathBuf::from("x.tar")
-            }
+            Tar {
+                dest: PathBuf::from("x.tar"),
+            },
         );
         assert!(err("type=local,dest=-").contains("needs an archive output"));
         assert_eq!(
             err("type=registry"),
             "--output type=registry needs a name to push to (name=… or -t)"
         );
-        assert_eq!(
+        assert_is(
             ok("type=image,push=true,oci-mediatypes=false"),
-            Output::Registry {
+            Registry {
                 names: vec!["docker.io/library/t:1".into()],
                 compression: Compression::gzip(),
                 types: MediaTypes::Docker,
                 force_compression: false,
                 store: true,
                 insecure: false,
-            }
+            },
         );
-        assert_eq!(
+        assert_is(
             ok("type=registry,registry.insecure=true,compression=zstd"),
-            Output::Registry {
+            Registry {
                 names: vec!["docker.io/library/t:1".into()],
                 compression: Compression::zstd(),
                 types: MediaTypes::Oci,
                 force_compression: false,
                 store: false,
                 insecure: true,
-            }
+            },
         );
         assert_eq!(err("type=oci"), "--output type=oci needs dest=PATH");
         assert_eq!(

@@ -16,9 +16,10 @@
 //! default provenance (`mode=min`, buildx's `inline-only`) goes only to
 //! registry pushes; asked-for attestations go to pushes, `type=oci` and the
 //! local image store; `type=docker` cannot hold an index (buildx's error,
-//! see [`check_outputs`]); `type=local` and `type=tar` get them as files
-//! beside the image's, as BuildKit's local and tar exporters write them
-//! ([`Attestations::write_local`]).
+//! see `export::check_attestations`); `type=local` and `type=tar` get them
+//! as files beside the image's, as BuildKit's local and tar exporters write
+//! them ([`Attestations::write_local`]). Each output says which it carries
+//! ([`Carries`]); the outputs' files (`export/`) put them where they go.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,8 +30,7 @@ use kiln_attest::{Annotations, Statement};
 use kiln_llb::{Definition, Digest, Platform};
 use kiln_oci::{Descriptor, MediaTypes};
 
-use crate::error::{AttestError, Error, InternalError};
-use crate::export::Output;
+use crate::error::{AttestError, Error};
 use crate::image::Committed;
 pub use crate::resolved::{Resolved, context_digest};
 use crate::state::State;
@@ -90,45 +90,39 @@ impl AttestRequest {
     }
 }
 
-/// Checks the outputs against what is asked for before the build starts;
-/// returns notes to print (none today: every output but `type=docker`
-/// carries the attestations asked for).
-pub fn check_outputs(req: &AttestRequest, outputs: &[Output]) -> Result<Vec<String>, String> {
-    let index_annotations = req.annotations.need_index();
-    if (req.explicit() || index_annotations)
-        && outputs.iter().any(|o| matches!(o, Output::Docker { .. }))
-    {
-        return Err(
-            "docker exporter does not currently support exporting manifest lists \
-             (attestations and index annotations go into an image index: use --push, \
-             -o type=oci or -o type=image)"
-                .to_owned(),
-        );
-    }
-    Ok(Vec::new())
+/// Which attestations an output carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carries {
+    /// None (it cannot hold an index: `type=docker`).
+    Nothing,
+    /// Those asked for, never the default provenance (`type=oci`, the
+    /// image store; BuildKit's local and tar exporters write the
+    /// statements beside the files, never the inline-only default).
+    Asked,
+    /// Every one, the default provenance included (registry pushes).
+    All,
 }
 
-/// Whether `o` carries attestations (`implicit`: the default provenance).
-fn carries(o: &Output, implicit: bool) -> bool {
-    match o {
-        Output::Registry { .. } => true,
-        Output::Oci { .. } | Output::Image { .. } => !implicit,
-        // BuildKit's local exporter writes the statements beside the files
-        // (`provenance.json`, `sbom.spdx.json`), never the inline-only
-        // default provenance.
-        Output::Local { .. } | Output::Tar { .. } => !implicit,
-        Output::Docker { .. } => false,
+impl Carries {
+    /// Whether it carries a predicate (`implicit`: the default provenance).
+    pub fn carries(self, implicit: bool) -> bool {
+        match self {
+            Carries::Nothing => false,
+            Carries::Asked => !implicit,
+            Carries::All => true,
+        }
     }
 }
 
-/// Whether any of `outputs` would carry what `req` asks for: the default
-/// provenance goes to registry pushes only, so a build into the image store
-/// alone does not make it (it walks the whole context for its digest).
-pub fn needed(req: &AttestRequest, outputs: &[Output]) -> bool {
+/// Whether outputs carrying `outputs` would carry what `req` asks for: the
+/// default provenance goes to registry pushes only, so a build into the
+/// image store alone does not make it (it walks the whole context for its
+/// digest).
+pub fn needed(req: &AttestRequest, outputs: impl IntoIterator<Item = Carries>) -> bool {
     if req.explicit() || !req.annotations.is_empty() {
         return true;
     }
-    req.any() && outputs.iter().any(|o| carries(o, true))
+    req.any() && outputs.into_iter().any(|c| c.carries(true))
 }
 
 /// A predicate of one platform's image.
@@ -584,15 +578,15 @@ impl Attestations {
         Ok(())
     }
 
-    /// Whether `out` carries anything of these: attestations, or
-    /// annotations that need an index.
-    pub fn applies_to(&self, out: &Output) -> bool {
+    /// Whether an output that carries `out` carries anything of these:
+    /// attestations, or annotations that need an index.
+    pub fn applies_to(&self, out: Carries) -> bool {
         let preds = self
             .per_platform
             .iter()
             .flat_map(|(_, p)| p)
-            .any(|p| carries(out, p.implicit));
-        preds || (carries(out, false) && !self.annotations.is_empty())
+            .any(|p| out.carries(p.implicit));
+        preds || (out.carries(false) && !self.annotations.is_empty())
     }
 
     /// With manifest annotations, each manifest rewritten with them (a new
@@ -634,7 +628,7 @@ impl Attestations {
     pub fn index(
         &self,
         state: &State,
-        out: &Output,
+        out: Carries,
         names: &[String],
         manifests: &[(Platform, Descriptor)],
         types: MediaTypes,
@@ -651,7 +645,7 @@ impl Attestations {
                 .unwrap_or_default();
             let statements: Vec<Statement> = preds
                 .iter()
-                .filter(|pr| carries(out, pr.implicit))
+                .filter(|pr| out.carries(pr.implicit))
                 .map(|pr| {
                     Statement::new(
                         self.statement_type,
@@ -693,115 +687,6 @@ impl Attestations {
             .map(from_layout)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some((idx, listed)))
-    }
-}
-
-/// Writes `out` of the single-platform image `img` (`type=oci` and the
-/// image store, with the index that carries attestations when `att` has
-/// some for it); other outputs as [`crate::export::write`] does.
-pub fn write(
-    state: &State,
-    img: &Committed,
-    out: &Output,
-    clamp: Option<i64>,
-    rewritten: bool,
-    att: Option<&Attestations>,
-) -> Result<Option<Descriptor>, Error> {
-    let Some(att) = att.filter(|a| a.applies_to(out)) else {
-        return crate::export::write_with_progress(state, img, out, clamp, rewritten, None);
-    };
-    let platform = img.config.platform();
-    match out {
-        Output::Oci {
-            dest,
-            tar,
-            names,
-            compression,
-            force_compression,
-        } => {
-            let m = crate::export::manifest(
-                state,
-                img,
-                (*compression, *force_compression),
-                MediaTypes::Oci,
-                clamp,
-                rewritten,
-                names,
-            )?;
-            let Some((idx, _)) = att.index(
-                state,
-                out,
-                names,
-                &[(platform, m.manifest.clone())],
-                MediaTypes::Oci,
-            )?
-            else {
-                return crate::export::write_with_progress(state, img, out, clamp, rewritten, None);
-            };
-            crate::export::write_layout(
-                state,
-                dest,
-                *tar,
-                &kiln_oci::ExportImage {
-                    manifest: idx.clone(),
-                    names: names.clone(),
-                },
-            )?;
-            Ok(Some(idx))
-        }
-        Output::Image { names } => {
-            let m = crate::export::manifest(
-                state,
-                img,
-                (kiln_oci::Compression::gzip(), false),
-                MediaTypes::Oci,
-                clamp,
-                rewritten,
-                names,
-            )?;
-            let idx = att.index(
-                state,
-                out,
-                names,
-                &[(platform, m.manifest.clone())],
-                MediaTypes::Oci,
-            )?;
-            crate::images::naming(state, &[img.id], |ix| {
-                for n in names {
-                    ix.set(
-                        n,
-                        kiln_oci::ImageRef {
-                            id: img.id,
-                            manifest: Some(m.manifest.digest),
-                        },
-                    )?;
-                }
-                Ok(())
-            })?;
-            if let Some((idx, _)) = &idx {
-                store_index(state, &img.id, &idx.digest)?;
-            }
-            Ok(None)
-        }
-        Output::Local { dest } => {
-            crate::export::write(state, img, out, clamp)?;
-            att.write_local(state, &img.layers, &platform, dest, clamp)?;
-            Ok(None)
-        }
-        Output::Tar { dest } => {
-            // BuildKit's tar exporter: the same files as a local output's,
-            // in the tar among the image's (here: a top layer holding them).
-            let scratch = state.scratch()?;
-            let extra = scratch.path().join("statements");
-            std::fs::create_dir(&extra).map_err(|source| Error::Io {
-                what: format!("creating {}", extra.display()),
-                source,
-            })?;
-            att.write_local(state, &img.layers, &platform, &extra, clamp)?;
-            crate::export::flat_tar_with_extra(state, &img.layers, &extra, dest, clamp)?;
-            Ok(None)
-        }
-        other => crate::export::write(state, img, other, clamp),
     }
 }
 
@@ -848,35 +733,4 @@ fn file_subjects(dir: &Path) -> Result<Vec<kiln_attest::Subject>, Error> {
     let mut out = Vec::new();
     walk(dir, dir, &mut out)?;
     Ok(out)
-}
-
-/// Pushes the single-platform image `img`'s manifest `manifest` under
-/// `names`, with the index that carries attestations when `att` has some
-/// for a registry; returns what the names point at.
-pub fn push(
-    state: &State,
-    client: &kiln_registry::Client,
-    img: &Committed,
-    out: &Output,
-    manifest: &Descriptor,
-    att: Option<&Attestations>,
-    log: &(dyn Fn(&str) + Send + Sync),
-) -> Result<Descriptor, Error> {
-    let Output::Registry { names, types, .. } = out else {
-        return Err(InternalError::WrongKind("a registry output").into());
-    };
-    if let Some(att) = att.filter(|a| a.applies_to(out))
-        && let Some((idx, all)) = att.index(
-            state,
-            out,
-            names,
-            &[(img.config.platform(), manifest.clone())],
-            *types,
-        )?
-    {
-        crate::registry::push_index(state, client, &idx, &all, names, log)?;
-        return Ok(idx);
-    }
-    crate::registry::push(state, client, manifest, names, log)?;
-    Ok(manifest.clone())
 }

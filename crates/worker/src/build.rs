@@ -13,15 +13,15 @@ use kiln_oci::History;
 use kiln_snapshot::LayerId;
 use kiln_solver::{CancelToken, Dag, Event, Node, SolveError, Solver};
 
-pub use crate::export::Output;
+pub use crate::export::{Output, platform_dir};
 
+use crate::cache;
 use crate::error::{Error, ImageError, InternalError, OutputError, StepError};
+use crate::export::Single;
 use crate::image::{self, CommitRequest, Committed, StoreResolver};
-pub use crate::multi::platform_dir;
 use crate::state::State;
 use crate::value::Value;
 use crate::worker::{ContextSource, ExecSettings, LlbWorker};
-use crate::{cache, export};
 
 /// Everything a build needs besides the state directory.
 pub struct BuildRequest {
@@ -50,7 +50,7 @@ pub struct BuildRequest {
     /// `SOURCE_DATE_EPOCH`: creation times and the mtime clamp of layers.
     pub source_date_epoch: Option<i64>,
     /// `rewrite-timestamp=true`: the manifests mark the layers the build
-    /// made as clamped to `source_date_epoch` (see `export::manifest`).
+    /// made as clamped to `source_date_epoch` (see `export/manifest.rs`).
     pub rewrite_timestamp: bool,
     /// The time the build started (used when there is no epoch).
     pub now: (i64, u32),
@@ -63,7 +63,7 @@ pub struct BuildRequest {
     pub resources: kiln_executor::Resources,
     /// Secrets, SSH agents and entitlements of RUN steps.
     pub grants: crate::mounts::ExecGrants,
-    /// The registry client, for `Output::Registry`.
+    /// The registry client, for pushes.
     pub registry: Option<kiln_registry::Client>,
     /// Where push progress lines go.
     pub log: Arc<dyn Fn(&str) + Send + Sync>,
@@ -76,7 +76,7 @@ pub struct BuildRequest {
     /// `--cache-to`: where the build's cache records go.
     pub cache_to: Vec<crate::cache::CacheTo>,
     /// `--provenance`, `--sbom`, `--attest`, `--annotation` (the cli checks
-    /// them against the outputs first: `attest::check_outputs`).
+    /// them against the outputs first: `export::check_attestations`).
     pub attest: crate::attest::AttestRequest,
 }
 
@@ -149,12 +149,8 @@ fn check_multi_platform_outputs(req: &BuildRequest) -> Result<(), Error> {
     if req.more_platforms.is_empty() {
         return Ok(());
     }
-    if req
-        .outputs
-        .iter()
-        .any(|o| matches!(o, Output::Docker { .. }))
-    {
-        return Err(OutputError::DockerManifestList.into());
+    if let Some(o) = req.outputs.iter().find(|o| !o.holds_index()) {
+        return Err(OutputError::NoManifestList { kind: o.kind() }.into());
     }
     Ok(())
 }
@@ -218,7 +214,7 @@ pub async fn build(
         });
     }
     let inline = req.cache_to.iter().any(|t| t.location.is_inline());
-    if inline && !req.outputs.iter().any(Output::needs_image) {
+    if inline && !req.outputs.iter().any(|o| o.needs_image()) {
         return Err(OutputError::InlineCacheWithoutImage.into());
     }
     let tree = if req.context_dockerignore {
@@ -265,7 +261,7 @@ pub async fn build(
             .map(|n| (n.payload.digest, n.name.clone()))
             .collect(),
     });
-    if req.outputs.iter().any(Output::needs_image) && targets.iter().any(Option::is_some) {
+    if req.outputs.iter().any(|o| o.needs_image()) && targets.iter().any(Option::is_some) {
         let mut chain = std::collections::HashSet::new();
         for t in targets.iter().flatten() {
             chain.extend(image_chain(&dag, *t));
@@ -365,14 +361,12 @@ pub async fn build(
     };
     stop()?;
     let clamp = req.source_date_epoch;
-    // A local or tar output with attestations needs the image too (its SBOM scans
-    // the image's layers; the statements are about its files).
-    let needs_image = req.outputs.iter().any(Output::needs_image)
-        || (req.attest.explicit()
-            && req
-                .outputs
-                .iter()
-                .any(|o| matches!(o, Output::Local { .. } | Output::Tar { .. })));
+    // A filesystem output with attestations needs the image too (its SBOM
+    // scans the image's layers; the statements are about its files).
+    let needs_image = req
+        .outputs
+        .iter()
+        .any(|o| o.needs_image() || (req.attest.explicit() && o.carries().carries(false)));
     // The records the solve saw, gathered once and only when an inline cache
     // or an export needs them: a cached rebuild without --cache-to pays
     // nothing for them.
@@ -435,7 +429,7 @@ pub async fn build(
             .map(|(d, (_, ids))| (d.target_stage().platform.clone(), ids.clone()))
             .collect();
         stop()?;
-        let att = if crate::attest::needed(&req.attest, &req.outputs) {
+        let att = if crate::attest::needed(&req.attest, req.outputs.iter().map(|o| o.carries())) {
             crate::attest::prepare(
                 state,
                 &worker,
@@ -461,7 +455,9 @@ pub async fn build(
         )?;
     }
     let att = match (&image, multi) {
-        (Some(img), false) if crate::attest::needed(&req.attest, &req.outputs) => {
+        (Some(img), false)
+            if crate::attest::needed(&req.attest, req.outputs.iter().map(|o| o.carries())) =>
+        {
             crate::attest::prepare(
                 state,
                 &worker,
@@ -474,81 +470,26 @@ pub async fn build(
         }
         _ => None,
     };
+    let single = Single {
+        state,
+        image: image.as_ref(),
+        layers: &layers,
+        clamp,
+        rewritten: req.rewrite_timestamp,
+        att: att.as_ref(),
+        progress: req.transfers.as_ref(),
+        registry: req.registry.as_ref(),
+        log: &*req.log,
+    };
     for out in req.outputs.iter().filter(|_| !multi) {
         stop()?;
-        match (&image, out) {
-            (
-                Some(img),
-                Output::Registry {
-                    names,
-                    compression,
-                    types,
-                    force_compression,
-                    store,
-                    ..
-                },
-            ) => {
-                let client = req
-                    .registry
-                    .as_ref()
-                    .ok_or(InternalError::NoRegistryClient("pushing"))?;
-                let m = export::manifest(
-                    state,
-                    img,
-                    (*compression, *force_compression),
-                    *types,
-                    clamp,
-                    req.rewrite_timestamp,
-                    names,
-                )?;
-                // The manifest, or the index that carries it and its
-                // attestations.
-                let pushed = crate::attest::push(
-                    state,
-                    client,
-                    img,
-                    out,
-                    &m.manifest,
-                    att.as_ref(),
-                    &*req.log,
-                )?;
-                // What was pushed is what `--metadata-file` reports.
-                manifests.insert(0, pushed);
-                if *store {
-                    crate::attest::write(
-                        state,
-                        img,
-                        &Output::Image {
-                            names: names.clone(),
-                        },
-                        clamp,
-                        req.rewrite_timestamp,
-                        att.as_ref(),
-                    )?;
-                }
+        if let Some(d) = out.write(&single)? {
+            // What was pushed is what `--metadata-file` reports.
+            if out.pushes() {
+                manifests.insert(0, d);
+            } else {
+                manifests.push(d);
             }
-            (Some(img), out) if att.as_ref().is_some_and(|a| a.applies_to(out)) => manifests
-                .extend(crate::attest::write(
-                    state,
-                    img,
-                    out,
-                    clamp,
-                    req.rewrite_timestamp,
-                    att.as_ref(),
-                )?),
-            (Some(img), out) => manifests.extend(export::write_with_progress(
-                state,
-                img,
-                out,
-                clamp,
-                req.rewrite_timestamp,
-                req.transfers.as_ref(),
-            )?),
-            (None, Output::Local { dest }) => export::local(state, &layers, dest)?,
-            (None, Output::Tar { dest }) => {
-                export::flat_tar_with_progress(state, &layers, dest, clamp, req.transfers.as_ref())?
-            }
-            (None, _) => return Err(OutputError::NoImage.into()),
         }
     }
     let cache_mounts = if req.cache_to.is_empty() {

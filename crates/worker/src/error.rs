@@ -412,11 +412,11 @@ pub enum BuildContextError {
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
     #[error(
-        "docker exporter does not currently support exporting manifest lists \
+        "{kind} exporter does not currently support exporting manifest lists \
          (a multi-platform build makes an image index: use -o type=oci, --push \
          or one --platform)"
     )]
-    DockerManifestList,
+    NoManifestList { kind: &'static str },
     #[error(
         "--cache-to type=inline: the cache goes into the image config, and this build \
          makes no image (add an image output: --tag, --push or -o type=image|registry|oci|docker)"
@@ -506,8 +506,6 @@ pub enum InternalError {
     /// `pushing` or `a registry cache` without a client.
     #[error("{0} needs a registry client")]
     NoRegistryClient(&'static str),
-    #[error("a registry output is written by the build, which has the client")]
-    RegistryOutput,
     #[error("staged copy placed at {}, outside the layer's diff", .0.display())]
     StagedOutsideDiff(PathBuf),
     #[error("staged copy target {} outside the root", .0.display())]

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use kiln_executor::{ExecError, Executor, ExitStatus, RunSpec, Stream};
 use kiln_frontend::{BuildOptions, Offline, SourceFile};
-use kiln_worker::{BuildRequest, Output, State};
+use kiln_worker::export::Local;
+use kiln_worker::{BuildRequest, State};
 
 /// Records every step it is asked to run; a command containing `fail`
 /// exits 1; one containing `meet` waits (up to 10 s) until another such
@@ -116,9 +117,9 @@ impl Machine {
             context_dockerignore: true,
             context_scope: None,
             local_contexts: Vec::new(),
-            outputs: vec![Output::Local {
+            outputs: vec![Box::new(Local {
                 dest: dest.to_path_buf(),
-            }],
+            })],
             max_parallelism: 4,
             source_date_epoch: None,
             rewrite_timestamp: false,

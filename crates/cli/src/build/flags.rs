@@ -154,24 +154,17 @@ pub(super) fn decide(args: &BuildArgs) -> Result<(Flags, crate::grants::SshAgent
         .map(|s| kiln_worker::cache::CacheFrom::parse(s))
         .collect::<Result<Vec<_>, _>>()
         .map_err(Failure::Usage)?;
-    let image_names: Vec<String> = outputs
-        .iter()
-        .flat_map(|o| match o {
-            Output::Image { names }
-            | Output::Oci { names, .. }
-            | Output::Docker { names, .. }
-            | Output::Registry { names, .. } => names.clone(),
-            _ => Vec::new(),
-        })
-        .fold(Vec::new(), |mut v, n| {
-            if !v.contains(&n) {
-                v.push(n);
-            }
-            v
-        });
-    let loads = outputs
-        .iter()
-        .any(|o| matches!(o, Output::Docker { dest, .. } if dest.as_os_str().is_empty()));
+    let image_names: Vec<String> =
+        outputs
+            .iter()
+            .flat_map(|o| o.names().to_vec())
+            .fold(Vec::new(), |mut v, n| {
+                if !v.contains(&n) {
+                    v.push(n);
+                }
+                v
+            });
+    let loads = outputs.iter().any(|o| o.loads());
     if loads {
         crate::load::ping()?;
     }
@@ -186,7 +179,7 @@ pub(super) fn decide(args: &BuildArgs) -> Result<(Flags, crate::grants::SshAgent
         .and_then(|v| crate::args::go_bool(v))
         == Some(true);
     let has_inline = cache_to.iter().any(|t| t.location.is_inline());
-    if inline_asked && !has_inline && outputs.iter().any(Output::needs_image) {
+    if inline_asked && !has_inline && outputs.iter().any(|o| o.needs_image()) {
         cache_to.push(kiln_worker::cache::CacheTo::parse("type=inline").map_err(Failure::Usage)?);
     }
     let attest = crate::attest::request(args, &outputs, &env_var)?;

@@ -42,31 +42,15 @@ pub(super) fn outputs(args: &BuildArgs) -> Result<Vec<Output>, Failure> {
                 "--push needs a name to push to (-t NAME)".to_owned(),
             ));
         }
-        outs.push(Output::Registry {
-            names: tags.clone(),
-            compression: kiln_oci::Compression::gzip(),
-            types: kiln_oci::MediaTypes::Oci,
-            force_compression: false,
-            store: false,
-            insecure: false,
-        });
+        outs.push(output::parse("type=registry", &tags, &normalize)?);
     }
     if args.load {
-        outs.push(Output::Docker {
-            dest: PathBuf::new(),
-            names: tags.clone(),
-            compression: kiln_oci::Compression::gzip(),
-            force_compression: false,
-        });
+        // A docker archive without dest: loaded into the engine.
+        outs.push(output::parse("type=docker", &tags, &normalize)?);
     }
-    let stored = outs.iter().any(|o| {
-        matches!(
-            o,
-            Output::Image { .. } | Output::Registry { store: true, .. }
-        )
-    });
+    let stored = outs.iter().any(|o| o.stores());
     if !stored && (outs.is_empty() || !tags.is_empty()) {
-        outs.push(Output::Image { names: tags });
+        outs.push(output::parse("type=image", &tags, &normalize)?);
     }
     Ok(outs)
 }
@@ -77,11 +61,10 @@ pub(super) fn outputs(args: &BuildArgs) -> Result<Vec<Output>, Failure> {
 pub(super) fn load_archives(outputs: &mut [Output], scratch: &Path) -> Vec<PathBuf> {
     let mut to_load = Vec::new();
     for (i, o) in outputs.iter_mut().enumerate() {
-        if let Output::Docker { dest, .. } = o
-            && dest.as_os_str().is_empty()
-        {
-            *dest = scratch.join(format!("load-{i}.tar"));
-            to_load.push(dest.clone());
+        if o.loads() {
+            let archive = scratch.join(format!("load-{i}.tar"));
+            o.set_archive(archive.clone());
+            to_load.push(archive);
         }
     }
     to_load
@@ -90,19 +73,12 @@ pub(super) fn load_archives(outputs: &mut [Output], scratch: &Path) -> Vec<PathB
 /// The registries of the outputs pushed with `registry.insecure=true`.
 pub(super) fn insecure_hosts(outputs: &[Output]) -> Vec<String> {
     let mut insecure = Vec::new();
-    for o in outputs {
-        if let Output::Registry {
-            names,
-            insecure: true,
-            ..
-        } = o
-        {
-            insecure.extend(names.iter().filter_map(|n| {
-                Reference::parse_normalized(n)
-                    .ok()
-                    .map(|r| r.domain().to_owned())
-            }));
-        }
+    for o in outputs.iter().filter(|o| o.insecure()) {
+        insecure.extend(o.names().iter().filter_map(|n| {
+            Reference::parse_normalized(n)
+                .ok()
+                .map(|r| r.domain().to_owned())
+        }));
     }
     insecure
 }

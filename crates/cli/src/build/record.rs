@@ -48,14 +48,18 @@ pub(super) fn record_head(
         .cloned()
         .chain(args.push.then(|| "type=registry (--push)".to_owned()))
         .chain(args.load.then(|| "type=docker (--load)".to_owned()))
-        .chain(decided.iter().filter_map(|o| match o {
-            Output::Image { names } if args.outputs.is_empty() => Some(if names.is_empty() {
-                "type=image (the local store)".to_owned()
-            } else {
-                format!("type=image,name={}", names.join(","))
-            }),
-            _ => None,
-        }))
+        .chain(
+            decided
+                .iter()
+                .filter(|o| args.outputs.is_empty() && o.kind() == "image")
+                .map(|o| {
+                    if o.names().is_empty() {
+                        "type=image (the local store)".to_owned()
+                    } else {
+                        format!("type=image,name={}", o.names().join(","))
+                    }
+                }),
+        )
         .collect();
     crate::records::Head {
         name: crate::records::build_name(
