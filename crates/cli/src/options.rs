@@ -132,6 +132,16 @@ pub fn build_options(
     {
         build_args.insert("SOURCE_DATE_EPOCH".to_owned(), v);
     }
+    // `--build-arg BUILDKIT_MULTI_PLATFORM=1`: a multi-platform result
+    // (an index, platforms in step names) even for one platform (dockerui).
+    let multi_platform_requested = match build_args.get("BUILDKIT_MULTI_PLATFORM") {
+        None => false,
+        Some(v) => crate::args::go_bool(v).ok_or_else(|| {
+            Failure::Usage(format!(
+                "invalid boolean value for BUILDKIT_MULTI_PLATFORM: {v}"
+            ))
+        })?,
+    };
     let mut labels = BTreeMap::new();
     for l in &args.labels {
         let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
@@ -185,7 +195,7 @@ pub fn build_options(
         network,
         all_stages: false,
         dockerignore: dockerignore(args),
-        multi_platform: platforms.len() > 1,
+        multi_platform: platforms.len() > 1 || multi_platform_requested,
         // A remote context is made a directory first; `kiln build` then
         // says what it is and gives its time (`crate::remote`).
         local_context: true,
@@ -448,6 +458,28 @@ mod tests {
         assert_eq!(opts.build_args["SOURCE_DATE_EPOCH"], "7");
         let opts = build_options(&build_args(&["kiln", "build", "."]), &|_| None).unwrap();
         assert!(!opts.build_args.contains_key("SOURCE_DATE_EPOCH"));
+    }
+
+    #[test]
+    fn buildkit_multi_platform_asks_for_an_index() {
+        let with = |v: &str| {
+            let arg = format!("BUILDKIT_MULTI_PLATFORM={v}");
+            build_options(
+                &build_args(&["kiln", "build", "--build-arg", &arg, "."]),
+                &|_| None,
+            )
+        };
+        assert!(with("1").unwrap().multi_platform);
+        assert!(with("True").unwrap().multi_platform);
+        assert!(!with("false").unwrap().multi_platform);
+        let opts = build_options(&build_args(&["kiln", "build", "."]), &|_| None).unwrap();
+        assert!(!opts.multi_platform);
+        match with("yes") {
+            Err(Failure::Usage(m)) => {
+                assert_eq!(m, "invalid boolean value for BUILDKIT_MULTI_PLATFORM: yes");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

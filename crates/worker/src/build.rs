@@ -30,6 +30,9 @@ pub struct BuildRequest {
     /// their definitions, planned separately; their graphs are merged into
     /// one DAG ([`dag_of_platforms`]), so what they share is built once.
     pub more_platforms: Vec<Definition>,
+    /// A multi-platform result even for one platform (an index, as
+    /// `BUILDKIT_MULTI_PLATFORM=1` asks); always so with `more_platforms`.
+    pub multi_platform: bool,
     /// The main build context (`context` in the graph).
     pub context_dir: PathBuf,
     /// The Dockerfile, for `<Dockerfile>.dockerignore`.
@@ -146,7 +149,7 @@ pub fn dag_of_platforms(first: &Definition, more: &[Definition]) -> Result<Dag<V
 /// What a multi-platform result cannot be written as (checked before the
 /// build starts).
 fn check_multi_platform_outputs(req: &BuildRequest) -> Result<(), Error> {
-    if req.more_platforms.is_empty() {
+    if req.more_platforms.is_empty() && !req.multi_platform {
         return Ok(());
     }
     if let Some(o) = req.outputs.iter().find(|o| !o.holds_index()) {
@@ -200,7 +203,7 @@ pub async fn build(
     let def = &req.definition;
     check_multi_platform_outputs(&req)?;
     let defs: Vec<&Definition> = std::iter::once(def).chain(&req.more_platforms).collect();
-    let multi = defs.len() > 1;
+    let multi = defs.len() > 1 || req.multi_platform;
     let mut targets: Vec<Option<usize>> = Vec::with_capacity(defs.len());
     for d in &defs {
         targets.push(match d.target {

@@ -112,6 +112,7 @@ impl Machine {
         let req = BuildRequest {
             definition: plan.definition,
             more_platforms: Vec::new(),
+            multi_platform: false,
             context_dir: self.context.clone(),
             dockerfile: None,
             context_dockerignore: true,

@@ -253,6 +253,7 @@ fn run(
     let req = kiln_worker::BuildRequest {
         definition: planned.definition,
         more_platforms,
+        multi_platform: opts.multi_platform,
         context_dir,
         dockerfile,
         context_dockerignore: local_context,
