@@ -40,8 +40,12 @@
 //!   (`ADD archive.tar`).
 //! - [`listing`] — [`tar_listing`], a line per tar header, for tests and
 //!   debugging.
-//! - [`native`] — the native snapshotter: layer stacks copied into a
-//!   directory and diffed, where overlay cannot be mounted.
+//! - [`snapshotter`] — the [`Snapshotter`] trait: a layer stack shown at a
+//!   target, its changes left in an upper dir; one module per
+//!   implementation, found by name with [`snapshotter_named`]:
+//! - [`overlay`] — [`Overlayfs`], overlay mounts (the kernel's diff);
+//! - [`native`] — [`Native`], the native snapshotter: layer stacks copied
+//!   into a directory and diffed, where overlay cannot be mounted.
 //! - [`inplace`] — the native snapshotter's trees in a directory that is no
 //!   mount and keeps paths of its own (a container's root filesystem).
 //!
@@ -64,11 +68,13 @@ pub mod beneath;
 pub mod exclusions;
 pub mod export;
 pub mod inplace;
-mod layers;
 pub mod listing;
 pub mod mount;
+mod named;
 pub mod native;
+pub mod overlay;
 pub mod securejoin;
+pub mod snapshotter;
 pub mod store;
 mod token;
 pub mod unpack;
@@ -77,14 +83,16 @@ pub mod whiteout;
 pub use exclusions::Exclusions;
 pub use export::{ExportError, TarOptions, TarStats, write_layer_tar};
 pub use inplace::{Checkout, InPlace};
-pub use layers::{mount_layers, mount_layers_reusing};
 pub use listing::{tar_listing, tar_listing_with_digests};
 pub use mount::{
     Kept, MountError, MountGuard, has_cap_sys_admin, in_user_namespace, mount_overlay,
     opaque_xattr, private_mount_namespace, probe_overlay, probe_overlay_remembered,
 };
-pub use native::{Snapshotter, copy_file_contents, set_snapshotter, snapshotter};
+pub use named::snapshotter_named;
+pub use native::{Native, copy_file_contents};
+pub use overlay::Overlayfs;
 pub use securejoin::{ResolveError, resolve_in_root};
+pub use snapshotter::Snapshotter;
 pub use store::{Layer, LayerDraft, LayerId, LayerMeta, LayerStore, StoreError};
 pub use unpack::{ExtractOptions, UnpackError, UnpackStats, extract_archive, unpack_layer};
 pub use whiteout::{WhiteoutFormat, set_whiteout_format, whiteout_format};

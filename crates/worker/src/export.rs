@@ -363,7 +363,7 @@ pub fn local(state: &State, layers: &[LayerId], dest: &Path) -> Result<(), Error
     let mnt = scratch.path().join("fs");
     fs::create_dir(&mnt).map_err(io_err("creating", &mnt))?;
     let dirs = state.layer_dirs(layers)?;
-    let guard = kiln_snapshot::mount_layers(&dirs, None, &mnt)?;
+    let guard = state.snapshotter.mount(&dirs, None, &mnt)?;
     let tree = Tree::new(mnt.clone(), None);
     let sources = tree.expand(
         "/",
@@ -460,7 +460,7 @@ fn flat_tar_inner(
     let guard = if dirs.is_empty() {
         None
     } else {
-        Some(kiln_snapshot::mount_layers(&dirs, None, &mnt)?)
+        Some(state.snapshotter.mount(&dirs, None, &mnt)?)
     };
     write_file_atomic(dest, progress, |w| {
         kiln_snapshot::write_layer_tar(&mnt, w, &kiln_snapshot::TarOptions { mtime_clamp: clamp })?;
@@ -491,7 +491,7 @@ pub fn multi_flat_tar(
         let mut dirs = state.layer_dirs(layers)?;
         dirs.extend(extra.clone());
         if !dirs.is_empty() {
-            guards.push(kiln_snapshot::mount_layers(&dirs, None, &mnt)?);
+            guards.push(state.snapshotter.mount(&dirs, None, &mnt)?);
         }
     }
     write_file_atomic(dest, None, |w| {
