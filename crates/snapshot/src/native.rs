@@ -302,9 +302,12 @@ fn materialize(
     views: Option<&Path>,
     bind: bool,
 ) -> Result<MountGuard, MountError> {
-    if bind && upper.is_none() && lowers.len() < 2 {
+    if bind
+        && upper.is_none()
+        && let Some(mounted) = crate::mount::mount_without_overlay(lowers, target)
+    {
         // An empty tmpfs or a read-only bind mount: no overlay involved.
-        return crate::mount::mount_overlay(lowers, None, target);
+        return mounted;
     }
     // The guard empties the target if anything below fails.
     // The upper dir is set once the tree is complete.
