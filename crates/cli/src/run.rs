@@ -255,8 +255,8 @@ fn prepare_and_run(globals: &crate::globals::Globals, args: &RunArgs) -> Result<
                 .to_owned(),
         ));
     }
-    let state = open_for_layers(globals.root.as_deref())?;
-    crate::snapshotter::choose_snapshotter(&state, globals, None)?;
+    let mut state = open_for_layers(globals.root.as_deref())?;
+    let snapshotter = crate::snapshotter::choose_snapshotter(&mut state, globals, None)?;
     let _lock = lock(&state, LockKind::Shared)?;
     let id = find_id(&state, &args.image).map_err(|_| {
         Failure::Other(anyhow::anyhow!(
@@ -310,7 +310,7 @@ fn prepare_and_run(globals: &crate::globals::Globals, args: &RunArgs) -> Result<
         resources: Default::default(),
     };
     let exe = std::env::current_exe().context("locating the kiln binary")?;
-    let executor = kiln_executor::NamespaceExecutor::new(exe, vec!["__exec".into()]);
+    let executor = kiln_executor::NamespaceExecutor::new(exe, vec!["__exec".into()], snapshotter);
     let status = if args.tty {
         run_with_tty(&executor, &spec, args.interactive)?
     } else {

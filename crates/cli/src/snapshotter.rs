@@ -1,6 +1,11 @@
 //! The snapshotter a command that runs steps uses (`--snapshotter`), chosen
-//! once per process before the first step.
+//! once per process before the first step and passed on as a value: the
+//! state's (`State::snapshotter`, which the worker mounts with) and the
+//! executor's (which tells its RUN helper the name).
 
+use std::sync::Arc;
+
+use kiln_snapshot::Snapshotter;
 use kiln_worker::State;
 
 use crate::failure::Failure;
@@ -10,13 +15,15 @@ use crate::failure::Failure;
 /// `userxattr`), else the native one; `--debug` says which, and why. With
 /// the native one, deletions are whiteout devices where they can be made,
 /// else whiteout files, which marks the store as native-only for good.
+/// The choice becomes `state`'s snapshotter, and is returned for the
+/// executor.
 pub(crate) fn choose_snapshotter(
-    state: &State,
+    state: &mut State,
     globals: &crate::globals::Globals,
-    imposed: Option<kiln_snapshot::Snapshotter>,
-) -> Result<(), Failure> {
+    imposed: Option<Arc<dyn Snapshotter>>,
+) -> Result<Arc<dyn Snapshotter>, Failure> {
     use crate::args::SnapshotterChoice;
-    use kiln_snapshot::{Snapshotter, WhiteoutFormat};
+    use kiln_snapshot::{Native, Overlayfs, WhiteoutFormat};
     if let Some(s) = imposed {
         if globals.snapshotter == SnapshotterChoice::Overlayfs {
             return Err(Failure::Usage(
@@ -25,7 +32,7 @@ pub(crate) fn choose_snapshotter(
                     .to_owned(),
             ));
         }
-        kiln_snapshot::set_snapshotter(s);
+        state.snapshotter = s.clone();
         if globals.debug {
             crate::progress::say(
                 "debug: snapshotter: native, plain directories (no mounts: --isolation=container)",
@@ -34,7 +41,7 @@ pub(crate) fn choose_snapshotter(
                 crate::progress::say("debug: whiteouts: files (user.kiln.whiteout), not devices");
             }
         }
-        return Ok(());
+        return Ok(s);
     }
     let scratch = state.root.join("tmp");
     // Where a successful probe is remembered (`probe_overlay_remembered`).
@@ -48,8 +55,11 @@ pub(crate) fn choose_snapshotter(
     let files_why = "this state directory records deletions as whiteout files (whiteout \
                      devices cannot be made here, or could not be where it was used), which \
                      overlayfs cannot read";
+    let native = || -> Arc<dyn Snapshotter> { Arc::new(Native::mounted()) };
+    let overlay = || -> Arc<dyn Snapshotter> { Arc::new(Overlayfs) };
+    // The snapshotter, and why (`--debug`).
     let (chosen, why) = match globals.snapshotter {
-        SnapshotterChoice::Native => (Snapshotter::Native, "--snapshotter native".to_owned()),
+        SnapshotterChoice::Native => (native(), "native (--snapshotter native)".to_owned()),
         SnapshotterChoice::Overlayfs => {
             match kiln_snapshot::probe_overlay_remembered(&scratch, &probed) {
                 Ok(()) if files_here => {
@@ -59,7 +69,7 @@ pub(crate) fn choose_snapshotter(
                         state.root.display()
                     )));
                 }
-                Ok(()) => (Snapshotter::Overlayfs, overlay_where.to_owned()),
+                Ok(()) => (overlay(), overlay_where.to_owned()),
                 Err(e) => {
                     let needs = if crate::globals::rootless() {
                         "; in a user namespace it needs Linux >= 5.11"
@@ -73,27 +83,22 @@ pub(crate) fn choose_snapshotter(
                 }
             }
         }
-        SnapshotterChoice::Auto if files_here => (Snapshotter::Native, files_why.to_owned()),
+        SnapshotterChoice::Auto if files_here => (native(), format!("native ({files_why})")),
         SnapshotterChoice::Auto => match kiln_snapshot::probe_overlay_remembered(&scratch, &probed)
         {
-            Ok(()) => (Snapshotter::Overlayfs, overlay_where.to_owned()),
+            Ok(()) => (overlay(), overlay_where.to_owned()),
             Err(e) => (
-                Snapshotter::Native,
-                format!("{overlay_where} cannot be mounted here: {e}"),
+                native(),
+                format!("native ({overlay_where} cannot be mounted here: {e})"),
             ),
         },
     };
-    kiln_snapshot::set_snapshotter(chosen);
+    state.snapshotter = chosen.clone();
     if globals.debug {
         if kiln_snapshot::whiteout_format() == WhiteoutFormat::File {
             crate::progress::say("debug: whiteouts: files (user.kiln.whiteout), not devices");
         }
-        match chosen {
-            Snapshotter::Overlayfs => crate::progress::say(&format!("debug: snapshotter: {why}")),
-            Snapshotter::Native | Snapshotter::NativeUnmounted => {
-                crate::progress::say(&format!("debug: snapshotter: native ({why})"))
-            }
-        }
+        crate::progress::say(&format!("debug: snapshotter: {why}"));
     }
-    Ok(())
+    Ok(chosen)
 }

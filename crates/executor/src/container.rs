@@ -230,8 +230,8 @@ impl Isolation for Container {
         "container"
     }
 
-    fn snapshotter(&self) -> Option<kiln_snapshot::Snapshotter> {
-        Some(kiln_snapshot::Snapshotter::NativeUnmounted)
+    fn snapshotter(&self) -> Option<Arc<dyn kiln_snapshot::Snapshotter>> {
+        Some(Arc::new(kiln_snapshot::Native::unmounted()))
     }
 
     fn check_limits(&self, limits: &Limits) -> Result<(), String> {
@@ -244,7 +244,13 @@ impl Isolation for Container {
         Ok(())
     }
 
-    fn executor(&self) -> Result<Arc<dyn Executor>, ExecError> {
+    /// The steps run in place ([`InPlace`], the native snapshotter's
+    /// machinery on the container's root), whatever `_snapshotter` makes the
+    /// build's other trees with (the one [`Isolation::snapshotter`] imposes).
+    fn executor(
+        &self,
+        _snapshotter: Arc<dyn kiln_snapshot::Snapshotter>,
+    ) -> Result<Arc<dyn Executor>, ExecError> {
         let tree = InPlace::new(
             &self.settings.root,
             self.exclusions.clone(),

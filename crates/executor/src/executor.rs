@@ -22,11 +22,18 @@ pub struct NamespaceExecutor {
     env: Vec<(String, String)>,
     /// Network namespaces of `Network::Isolated` steps, reused.
     networks: std::sync::Arc<network::Pool>,
+    /// What mounts the steps' root filesystems: the helper is told its name.
+    snapshotter: std::sync::Arc<dyn kiln_snapshot::Snapshotter>,
 }
 
 impl NamespaceExecutor {
-    /// `program args…` must end up calling [`crate::helper_main`].
-    pub fn new(program: PathBuf, args: Vec<std::ffi::OsString>) -> NamespaceExecutor {
+    /// `program args…` must end up calling [`crate::helper_main`]; the
+    /// steps' root filesystems are mounted with `snapshotter`.
+    pub fn new(
+        program: PathBuf,
+        args: Vec<std::ffi::OsString>,
+        snapshotter: std::sync::Arc<dyn kiln_snapshot::Snapshotter>,
+    ) -> NamespaceExecutor {
         // The seccomp filter (tens of milliseconds of CPU to compile) is
         // compiled when the first RUN step needs it (`step_seccomp`), or
         // read from the cache `with_filter_cache` names.
@@ -36,6 +43,7 @@ impl NamespaceExecutor {
             args,
             env: Vec::new(),
             networks: Default::default(),
+            snapshotter,
         }
     }
 
@@ -81,6 +89,7 @@ impl Clone for NamespaceExecutor {
             args: self.args.clone(),
             env: self.env.clone(),
             networks: self.networks.clone(),
+            snapshotter: self.snapshotter.clone(),
         }
     }
 }
@@ -201,7 +210,7 @@ impl NamespaceExecutor {
             status: status_path.clone(),
             resolv_conf: network::resolv_conf(spec.network),
             netns: netns.as_ref().and_then(network::Lease::path),
-            snapshotter: kiln_snapshot::snapshotter(),
+            snapshotter: self.snapshotter.name().to_owned(),
             whiteouts: kiln_snapshot::whiteout_format(),
             seccomp: step_seccomp(spec)?,
             cgroups: cgroup.as_ref().map(|c| c.mounts()).unwrap_or_default(),

@@ -103,7 +103,6 @@ fn helper() -> Result<i32, String> {
         .map_err(|e| format!("reading the request: {e}"))?;
     let req: Request =
         serde_json::from_slice(&input).map_err(|e| format!("decoding the request: {e}"))?;
-    kiln_snapshot::set_snapshotter(req.snapshotter);
     kiln_snapshot::set_whiteout_format(req.whiteouts);
     let status = match run(&req) {
         Ok(s) => s,
@@ -160,6 +159,8 @@ fn read_small(p: &Path) -> Option<String> {
 
 fn run(req: &Request) -> Result<Status, String> {
     let spec = &req.spec;
+    let snapshotter = kiln_snapshot::snapshotter_named(&req.snapshotter)
+        .ok_or_else(|| format!("unknown snapshotter {:?}", req.snapshotter))?;
     // The cgroup namespace's root is the step's own group (the caller put
     // this process there before sending the request).
     let mut flags = CloneFlags::CLONE_NEWNS
@@ -185,10 +186,8 @@ fn run(req: &Request) -> Result<Status, String> {
     let root = spec.rootfs.mountpoint.clone();
     let upper = (spec.rootfs.upper.as_path(), spec.rootfs.work.as_path());
     let guard = match &spec.rootfs.views {
-        Some(views) => {
-            kiln_snapshot::mount_layers_reusing(&spec.rootfs.lowers, upper, &root, views)
-        }
-        None => kiln_snapshot::mount_layers(&spec.rootfs.lowers, Some(upper), &root),
+        Some(views) => snapshotter.mount_reusing(&spec.rootfs.lowers, upper, &root, views),
+        None => snapshotter.mount(&spec.rootfs.lowers, Some(upper), &root),
     }
     .map_err(|e| e.to_string())?;
 

@@ -16,6 +16,8 @@
 
 use std::sync::Arc;
 
+use kiln_snapshot::Snapshotter;
+
 use crate::{ExecError, Executor, Limits};
 
 /// One isolation mode (see the module docs).
@@ -25,11 +27,12 @@ pub trait Isolation: Send + Sync + std::fmt::Debug {
 
     /// The snapshotter the mode's trees must be made with, when it imposes
     /// one (`None`: the caller chooses, `--snapshotter`).
-    fn snapshotter(&self) -> Option<kiln_snapshot::Snapshotter>;
+    fn snapshotter(&self) -> Option<Arc<dyn Snapshotter>>;
 
     /// Refuses limits the mode cannot enforce, saying why.
     fn check_limits(&self, limits: &Limits) -> Result<(), String>;
 
-    /// The executor of one build's RUN steps.
-    fn executor(&self) -> Result<Arc<dyn Executor>, ExecError>;
+    /// The executor of one build's RUN steps, whose trees are made with
+    /// `snapshotter` (the imposed one, or the caller's choice).
+    fn executor(&self, snapshotter: Arc<dyn Snapshotter>) -> Result<Arc<dyn Executor>, ExecError>;
 }

@@ -50,7 +50,7 @@ impl Isolation for Namespaces {
         "namespaces"
     }
 
-    fn snapshotter(&self) -> Option<kiln_snapshot::Snapshotter> {
+    fn snapshotter(&self) -> Option<Arc<dyn kiln_snapshot::Snapshotter>> {
         None
     }
 
@@ -58,8 +58,11 @@ impl Isolation for Namespaces {
         Ok(())
     }
 
-    fn executor(&self) -> Result<Arc<dyn Executor>, ExecError> {
-        let e = NamespaceExecutor::new(self.program.clone(), self.args.clone());
+    fn executor(
+        &self,
+        snapshotter: Arc<dyn kiln_snapshot::Snapshotter>,
+    ) -> Result<Arc<dyn Executor>, ExecError> {
+        let e = NamespaceExecutor::new(self.program.clone(), self.args.clone(), snapshotter);
         Ok(Arc::new(match &self.filter_cache {
             Some(dir) => e.with_filter_cache(dir.clone()),
             None => e,

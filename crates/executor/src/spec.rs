@@ -20,7 +20,7 @@ pub struct Rootfs {
     pub mountpoint: PathBuf,
     /// With the native snapshotter: where the previous step may have left
     /// the tree of `lowers`, and where this step leaves its own
-    /// (`kiln_snapshot::mount_layers_reusing`).
+    /// (`kiln_snapshot::Snapshotter::mount_reusing`).
     #[serde(default)]
     pub views: Option<PathBuf>,
 }
@@ -223,9 +223,9 @@ pub(crate) struct Request {
     /// The network namespace to join (`Network::Isolated`), as a path.
     #[serde(default)]
     pub netns: Option<PathBuf>,
-    /// How the helper mounts the root filesystem: the caller's snapshotter.
-    #[serde(default)]
-    pub snapshotter: kiln_snapshot::Snapshotter,
+    /// How the helper mounts the root filesystem: the name of the caller's
+    /// snapshotter (`kiln_snapshot::snapshotter_named`).
+    pub snapshotter: String,
     /// How the helper records deletions: the caller's whiteout format.
     #[serde(default)]
     pub whiteouts: kiln_snapshot::WhiteoutFormat,

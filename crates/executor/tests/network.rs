@@ -24,8 +24,12 @@ use libtest_mimic::{Arguments, Failed, Trial};
 const BUSYBOX: &str = "/bin/busybox";
 
 fn executor() -> NamespaceExecutor {
-    NamespaceExecutor::new(std::env::current_exe().unwrap(), Vec::new())
-        .with_env("KILN_EXECUTOR_TEST_HELPER", "1")
+    NamespaceExecutor::new(
+        std::env::current_exe().unwrap(),
+        Vec::new(),
+        std::sync::Arc::new(kiln_snapshot::Overlayfs),
+    )
+    .with_env("KILN_EXECUTOR_TEST_HELPER", "1")
 }
 
 static LOWER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();

@@ -31,8 +31,8 @@
 //! - [`store`] — [`LayerStore`], the directory of committed layers with
 //!   their [`LayerMeta`] and a label index; drafts are built under `tmp/` and
 //!   published by one `rename(2)`.
-//! - [`mount`] — [`private_mount_namespace`], [`mount_overlay`] and the
-//!   unmounting [`MountGuard`].
+//! - [`mount`] — [`private_mount_namespace`] and the unmounting
+//!   [`MountGuard`].
 //! - [`securejoin`] — [`resolve_in_root`], chroot-style path resolution in
 //!   userspace (a port of cyphar/filepath-securejoin).
 //! - [`export`] — [`write_layer_tar`].
@@ -40,8 +40,13 @@
 //!   (`ADD archive.tar`).
 //! - [`listing`] — [`tar_listing`], a line per tar header, for tests and
 //!   debugging.
-//! - [`native`] — the native snapshotter: layer stacks copied into a
-//!   directory and diffed, where overlay cannot be mounted.
+//! - [`snapshotter`] — the [`Snapshotter`] trait: a layer stack shown at a
+//!   target, its changes left in an upper dir; one module per
+//!   implementation, found by name with [`snapshotter_named`]:
+//! - [`overlay`] — [`Overlayfs`], overlay mounts (the kernel's diff,
+//!   [`mount_overlay`]);
+//! - [`native`] — [`Native`], the native snapshotter: layer stacks copied
+//!   into a directory and diffed, where overlay cannot be mounted.
 //! - [`inplace`] — the native snapshotter's trees in a directory that is no
 //!   mount and keeps paths of its own (a container's root filesystem).
 //!
@@ -64,11 +69,13 @@ pub mod beneath;
 pub mod exclusions;
 pub mod export;
 pub mod inplace;
-mod layers;
 pub mod listing;
 pub mod mount;
+mod named;
 pub mod native;
+pub mod overlay;
 pub mod securejoin;
+pub mod snapshotter;
 pub mod store;
 mod token;
 pub mod unpack;
@@ -77,14 +84,16 @@ pub mod whiteout;
 pub use exclusions::Exclusions;
 pub use export::{ExportError, TarOptions, TarStats, write_layer_tar};
 pub use inplace::{Checkout, InPlace};
-pub use layers::{mount_layers, mount_layers_reusing};
 pub use listing::{tar_listing, tar_listing_with_digests};
 pub use mount::{
-    Kept, MountError, MountGuard, has_cap_sys_admin, in_user_namespace, mount_overlay,
-    opaque_xattr, private_mount_namespace, probe_overlay, probe_overlay_remembered,
+    Kept, MountError, MountGuard, has_cap_sys_admin, in_user_namespace, opaque_xattr,
+    private_mount_namespace,
 };
-pub use native::{Snapshotter, copy_file_contents, set_snapshotter, snapshotter};
+pub use named::snapshotter_named;
+pub use native::{Native, copy_file_contents};
+pub use overlay::{Overlayfs, mount_overlay, probe_overlay, probe_overlay_remembered};
 pub use securejoin::{ResolveError, resolve_in_root};
+pub use snapshotter::Snapshotter;
 pub use store::{Layer, LayerDraft, LayerId, LayerMeta, LayerStore, StoreError};
 pub use unpack::{ExtractOptions, UnpackError, UnpackStats, extract_archive, unpack_layer};
 pub use whiteout::{WhiteoutFormat, set_whiteout_format, whiteout_format};

@@ -18,8 +18,8 @@
 //! (whiteouts as 0/0 character devices, opaque markers as xattrs), so a
 //! state directory written by one snapshotter is read by the other, the tar
 //! writer is shared, and a native build gives the same layers as an overlay
-//! build. Only *mounting* changes, behind the same
-//! [`crate::mount_layers`] call and the same [`crate::MountGuard`]:
+//! build. Only *mounting* changes, behind the same [`Snapshotter`] trait
+//! ([`Native`]) and the same [`crate::MountGuard`]:
 //!
 //! - **writable** (a `RUN` root, a file op's destination, a read-write
 //!   mount): the merged view of the lower layers is *copied* into the
@@ -66,7 +66,7 @@
 //! containerd's native snapshotter does, and the diff walks it once. For a
 //! chain of steps (each step's base is the previous step's result) that
 //! copy is avoided: a mount given a *views* directory
-//! ([`crate::mount_layers_reusing`], one scratch directory per build)
+//! ([`Snapshotter::mount_reusing`], one scratch directory per build)
 //! leaves its tree there on unmount, and the next mount of exactly the
 //! stack that tree now shows (same lowers, plus the new layer: keyed by
 //! their layer ids) takes it by one `rename`. [`NativeKept`] says what makes a
@@ -82,7 +82,6 @@ use std::fs::{self, File, Metadata};
 use std::io;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use filetime::FileTime;
@@ -92,49 +91,75 @@ use nix::sys::stat::{Mode, SFlag};
 
 use crate::exclusions::{Exclusions, NO_EXCLUSIONS};
 use crate::mount::{Kept, KeptTree, MountError, MountGuard, Tree};
-use crate::whiteout::{WhiteoutFormat, is_opaque, is_overlay_xattr};
+use crate::snapshotter::Snapshotter;
+use crate::whiteout::{WhiteoutFormat, is_opaque, is_overlay_xattr, whiteout_format};
 
-/// How layer stacks are mounted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Snapshotter {
-    /// Overlay mounts: the kernel records each step's diff.
-    #[default]
-    Overlayfs,
-    /// Copies and hard links, diffed on unmount (this module).
-    Native,
-    /// The same trees as [`Snapshotter::Native`], left plain directories:
-    /// no bind mount makes a writable tree a mount point or a read-only
-    /// view read-only. For a process that may not mount at all (kiln in an
-    /// unprivileged container, `--isolation=container`), where only kiln
-    /// reads the views and RUN steps get copies (see [`crate::inplace`]).
-    #[serde(rename = "native-unmounted")]
-    NativeUnmounted,
+/// The native snapshotter (this module), as a [`Snapshotter`]: with its
+/// bind mounts ([`Native::mounted`], `native`) or without
+/// ([`Native::unmounted`], `native-unmounted`). Deletions are recorded in
+/// this process's [`crate::whiteout_format`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Native {
+    bind: bool,
 }
 
-static CURRENT: AtomicU8 = AtomicU8::new(0);
+impl Native {
+    /// Copies and hard links, diffed on unmount; a writable tree is
+    /// bind-mounted on itself, a read-only view bind-mounted read-only
+    /// ([`mount`]).
+    pub fn mounted() -> Native {
+        Native { bind: true }
+    }
 
-/// Chooses the snapshotter of this process: every later
-/// [`crate::mount_layers`] uses it. The binary chooses once, before a
-/// build; the RUN helper process is told the choice in its request.
-pub fn set_snapshotter(s: Snapshotter) {
-    CURRENT.store(
-        match s {
-            Snapshotter::Overlayfs => 0,
-            Snapshotter::Native => 1,
-            Snapshotter::NativeUnmounted => 2,
-        },
-        Ordering::SeqCst,
-    );
+    /// The same trees left plain directories: no bind mount makes a
+    /// writable tree a mount point or a read-only view read-only. For a
+    /// process that may not mount at all (kiln in an unprivileged
+    /// container, `--isolation=container`), where only kiln reads the views
+    /// and RUN steps get copies (see [`crate::inplace`], and [`unmounted`]).
+    pub fn unmounted() -> Native {
+        Native { bind: false }
+    }
 }
 
-/// The snapshotter of this process (overlayfs unless
-/// [`set_snapshotter`] said otherwise).
-pub fn snapshotter() -> Snapshotter {
-    match CURRENT.load(Ordering::SeqCst) {
-        1 => Snapshotter::Native,
-        2 => Snapshotter::NativeUnmounted,
-        _ => Snapshotter::Overlayfs,
+impl Snapshotter for Native {
+    fn name(&self) -> &'static str {
+        if self.bind {
+            "native"
+        } else {
+            "native-unmounted"
+        }
+    }
+
+    fn mount(
+        &self,
+        lowers: &[PathBuf],
+        upper: Option<(&Path, &Path)>,
+        target: &Path,
+    ) -> Result<MountGuard, MountError> {
+        materialize(lowers, upper, target, whiteout_format(), None, self.bind)
+    }
+
+    fn mount_reusing(
+        &self,
+        lowers: &[PathBuf],
+        upper: (&Path, &Path),
+        target: &Path,
+        views: &Path,
+    ) -> Result<MountGuard, MountError> {
+        materialize(
+            lowers,
+            Some(upper),
+            target,
+            whiteout_format(),
+            Some(views),
+            self.bind,
+        )
+    }
+
+    /// With its bind mounts only: a build without mounts
+    /// (`--isolation=container`) runs its steps in place, not in kept trees.
+    fn keeps_trees(&self) -> bool {
+        self.bind
     }
 }
 
@@ -239,7 +264,7 @@ fn nix_err<'a>(
     move |e| err(op, path)(e.into())
 }
 
-/// [`crate::mount_layers`] for the native snapshotter (see the module docs),
+/// [`Native::mounted`]'s [`Snapshotter::mount`] (see the module docs),
 /// recording deletions as `whiteouts`. With `views` (a directory of this
 /// process, see [`NativeKept`]), a writable mount takes the tree a finished mount
 /// left there for this very stack instead of copying one, and leaves its
@@ -254,7 +279,7 @@ pub fn mount(
     materialize(lowers, upper, target, whiteouts, views, true)
 }
 
-/// [`mount`] without any mount ([`Snapshotter::NativeUnmounted`]): the same
+/// [`mount`] without any mount ([`Native::unmounted`]): the same
 /// trees, left plain directories. A read-only view of any number of layers
 /// is hard links (nothing protects the layers from writes through it: only
 /// kiln may read it); a writable tree is a copy, diffed by
@@ -277,9 +302,12 @@ fn materialize(
     views: Option<&Path>,
     bind: bool,
 ) -> Result<MountGuard, MountError> {
-    if bind && upper.is_none() && lowers.len() < 2 {
+    if bind
+        && upper.is_none()
+        && let Some(mounted) = crate::mount::mount_without_overlay(lowers, target)
+    {
         // An empty tmpfs or a read-only bind mount: no overlay involved.
-        return crate::mount::mount_overlay(lowers, None, target);
+        return mounted;
     }
     // The guard empties the target if anything below fails.
     // The upper dir is set once the tree is complete.

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use kiln_llb::Digest;
 use kiln_oci::{ContentStore, ImageIndex, LayerBlobs};
-use kiln_snapshot::{LayerId, LayerStore};
+use kiln_snapshot::{LayerId, LayerStore, Overlayfs, Snapshotter};
 use kiln_solver::DirCache;
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +46,9 @@ pub struct State {
     pub cache: std::sync::Arc<DirCache>,
     /// diffIDs being computed by this process (shared by its clones).
     pub diff_ids: std::sync::Arc<DiffIdCells>,
+    /// What shows the layers as trees: overlayfs when opened; the binary
+    /// sets its choice (`--snapshotter`) before a build.
+    pub snapshotter: Arc<dyn Snapshotter>,
 }
 
 /// The directory of image records (see [`crate::images`]).
@@ -110,6 +113,7 @@ impl State {
                 }
             })?),
             diff_ids: Default::default(),
+            snapshotter: Arc::new(Overlayfs),
         })
     }
 

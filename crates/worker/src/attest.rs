@@ -358,7 +358,7 @@ fn sbom(
     let guard = if dirs.is_empty() {
         None
     } else {
-        Some(kiln_snapshot::mount_layers(&dirs, None, &mnt)?)
+        Some(state.snapshotter.mount(&dirs, None, &mnt)?)
     };
     let layers = kiln_sbom::DirLayers {
         layers: img
@@ -542,7 +542,7 @@ impl Attestations {
         let guard = if dirs.is_empty() {
             None
         } else {
-            Some(kiln_snapshot::mount_layers(&dirs, None, &mnt)?)
+            Some(state.snapshotter.mount(&dirs, None, &mnt)?)
         };
         let subjects = file_subjects(&mnt)?;
         drop(guard);

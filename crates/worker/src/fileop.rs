@@ -106,8 +106,11 @@ pub fn execute(
             (draft.diff_dir(), draft.work_dir()),
         );
         guard = Some(match w.views_dir() {
-            Some(views) => kiln_snapshot::mount_layers_reusing(&lowers, upper, &mnt, views)?,
-            None => kiln_snapshot::mount_layers(&lowers, Some(upper), &mnt)?,
+            Some(views) => w
+                .state
+                .snapshotter
+                .mount_reusing(&lowers, upper, &mnt, views)?,
+            None => w.state.snapshotter.mount(&lowers, Some(upper), &mnt)?,
         });
         mnt
     };

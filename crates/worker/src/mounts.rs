@@ -341,9 +341,11 @@ fn mount_fs(
         let (upper, work) = (slot.join("upper"), slot.join("work"));
         mkdir(&upper)?;
         mkdir(&work)?;
-        kiln_snapshot::mount_layers(&layers, Some((&upper, &work)), &mnt)?
+        w.state
+            .snapshotter
+            .mount(&layers, Some((&upper, &work)), &mnt)?
     } else {
-        kiln_snapshot::mount_layers(&layers, None, &mnt)?
+        w.state.snapshotter.mount(&layers, None, &mnt)?
     };
     p.guards.push(guard);
     Ok(mnt)
@@ -466,7 +468,7 @@ fn bind(
                 for d in [&upper, &work, &mnt] {
                     mkdir(d)?;
                 }
-                p.guards.push(kiln_snapshot::mount_layers(
+                p.guards.push(w.state.snapshotter.mount(
                     std::slice::from_ref(&src.host_path),
                     Some((&upper, &work)),
                     &mnt,

@@ -124,7 +124,9 @@ impl LlbWorker {
     pub(crate) fn views_dir(&self) -> Option<&std::path::Path> {
         self.views
             .get_or_init(|| {
-                (kiln_snapshot::snapshotter() == kiln_snapshot::Snapshotter::Native)
+                self.state
+                    .snapshotter
+                    .keeps_trees()
                     .then(|| self.state.scratch().ok())
                     .flatten()
             })
@@ -243,7 +245,10 @@ impl LlbWorker {
             what: format!("creating {}", mnt.display()),
             source: e,
         })?;
-        let guard = kiln_snapshot::mount_layers(&self.state.layer_dirs(&layers)?, None, mnt)?;
+        let guard = self
+            .state
+            .snapshotter
+            .mount(&self.state.layer_dirs(&layers)?, None, mnt)?;
         Ok((Tree::new(mnt.to_path_buf(), None), guard))
     }
 }

@@ -75,11 +75,11 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
     if let Some(r) = crate::globals::enter_rootless(globals.debug) {
         return r;
     }
-    let opened = open::open(globals, args, &flags)?;
+    let mut opened = open::open(globals, args, &flags)?;
     // The isolation is decided (and its `unshare` done): the agents of
     // `--ssh ID=KEYFILE` may answer from here on, on threads of their own.
     ssh_agents.serve();
-    let (state, remote, file) = (&opened.state, &opened.remote, &opened.file);
+    let (state, remote, file) = (&mut opened.state, &opened.remote, &opened.file);
     let local_args = remote.as_ref().map_or(args, |r| &r.args);
     let (mode, keep_records) = (flags.mode, flags.keep_records);
     let started = SystemTime::now();
@@ -134,7 +134,7 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
 fn run(
     globals: &Globals,
     args: &BuildArgs,
-    state: &State,
+    state: &mut State,
     file: &SourceFile,
     progress: &Arc<Progress>,
     plan: Plan,
@@ -165,7 +165,9 @@ fn run(
     isolation
         .check_limits(&step_limits)
         .map_err(Failure::Usage)?;
-    crate::snapshotter::choose_snapshotter(state, globals, isolation.snapshotter())?;
+    let snapshotter =
+        crate::snapshotter::choose_snapshotter(state, globals, isolation.snapshotter())?;
+    let state = &*state;
     let store_lock = crate::store::lock(state, kiln_worker::lock::LockKind::Shared)?;
     // `--load`: the archive goes to scratch space first, then to the engine.
     let scratch = state.scratch().context("making scratch space")?;
@@ -219,7 +221,7 @@ fn run(
             .collect(),
     );
     let executor = isolation
-        .executor()
+        .executor(snapshotter)
         .context("setting up the RUN steps' executor")
         .map_err(Failure::Internal)?;
     let context_dir = PathBuf::from(&args.context);
