@@ -77,7 +77,7 @@ fn local(state: &State, layers: &[LayerId], dest: &Path) -> Result<(), Error> {
     let mnt = scratch.path().join("fs");
     fs::create_dir(&mnt).map_err(io_err("creating", &mnt))?;
     let dirs = state.layer_dirs(layers)?;
-    let guard = kiln_snapshot::mount_layers(&dirs, None, &mnt)?;
+    let guard = state.snapshotter.mount(&dirs, None, &mnt)?;
     let tree = Tree::new(mnt.clone(), None);
     let sources = tree.expand(
         "/",

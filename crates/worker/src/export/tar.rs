@@ -108,7 +108,7 @@ fn flat_tar(
     let guard = if dirs.is_empty() {
         None
     } else {
-        Some(kiln_snapshot::mount_layers(&dirs, None, &mnt)?)
+        Some(state.snapshotter.mount(&dirs, None, &mnt)?)
     };
     write_file_atomic(dest, progress, |w| {
         kiln_snapshot::write_layer_tar(&mnt, w, &kiln_snapshot::TarOptions { mtime_clamp: clamp })?;
@@ -139,7 +139,7 @@ fn multi_flat_tar(
         let mut dirs = state.layer_dirs(layers)?;
         dirs.extend(extra.clone());
         if !dirs.is_empty() {
-            guards.push(kiln_snapshot::mount_layers(&dirs, None, &mnt)?);
+            guards.push(state.snapshotter.mount(&dirs, None, &mnt)?);
         }
     }
     write_file_atomic(dest, None, |w| {
