@@ -79,6 +79,7 @@ impl Exporter for Tar {
             let mut extra = None;
             if let Some(a) = cx.attestations(self.carries()) {
                 let dir = scratch.path().join(format!("attest-{name}"));
+                fs::create_dir(&dir).map_err(io_err("creating", &dir))?;
                 a.write_local(cx.state, l, p, &dir, cx.clamp)?;
                 extra = Some(dir);
             }
