@@ -53,11 +53,12 @@ pub enum Mode {
     Max,
 }
 
-/// `version=v0.2|v1`.
+/// `version=v0.2|v1`: v1 by default, as current BuildKit
+/// (`docs/attestations/slsa-provenance.md`; BuildKit 0.13 defaulted to v0.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum SlsaVersion {
-    #[default]
     V02,
+    #[default]
     V1,
 }
 
@@ -70,13 +71,10 @@ impl SlsaVersion {
         }
     }
 
-    /// The statement's `_type` (BuildKit 0.13's for v0.2, current
-    /// BuildKit's for v1).
+    /// The statement's `_type`: in-toto v1 for both, as current BuildKit
+    /// writes them (BuildKit 0.13 wrote v0.1).
     pub fn statement_type(self) -> &'static str {
-        match self {
-            SlsaVersion::V02 => crate::statement::STATEMENT_V01,
-            SlsaVersion::V1 => crate::statement::STATEMENT_V1,
-        }
+        crate::statement::STATEMENT_V1
     }
 }
 
@@ -363,6 +361,32 @@ pub fn predicate(
     let mut value = value.unwrap_or(serde_json::Value::Null);
     scrub_value(&mut value, &scrub);
     (opts.version.predicate_type(), value)
+}
+
+/// A URL with the credentials of its user information replaced by
+/// [`REDACTED`] (BuildKit's `urlutil.RedactCredentials`): `user:pass@` →
+/// `xxxxx:xxxxx@`, `user@` → `xxxxx@`, `:pass@` → `:xxxxx@`. Anything else
+/// is returned as it is.
+pub fn redact_credentials(s: &str) -> String {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return s.to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return s.to_owned();
+    };
+    let (user, password) = match userinfo.split_once(':') {
+        Some((u, p)) => (u, Some(p)),
+        None => (userinfo, None),
+    };
+    let masked = match (user.is_empty(), password) {
+        (false, Some(_)) => format!("{REDACTED}:{REDACTED}"),
+        (false, None) => REDACTED.to_owned(),
+        (true, Some(_)) => format!(":{REDACTED}"),
+        (true, None) => String::new(),
+    };
+    format!("{scheme}://{masked}@{host}{tail}")
 }
 
 /// Replaces every occurrence of each of `values` in the strings (and keys)

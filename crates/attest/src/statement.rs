@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use kiln_llb::Digest;
 use serde::{Deserialize, Serialize};
 
-/// `_type` of BuildKit 0.13's statements.
-pub const STATEMENT_V01: &str = "https://in-toto.io/Statement/v0.1";
-/// `_type` of current BuildKit's statements (with SLSA v1 provenance).
+/// `_type` of current BuildKit's statements, whatever their predicate
+/// (BuildKit 0.13 wrote `https://in-toto.io/Statement/v0.1`).
 pub const STATEMENT_V1: &str = "https://in-toto.io/Statement/v1";
 /// The media type of an in-toto statement blob (an attestation layer).
 pub const MEDIA_TYPE: &str = "application/vnd.in-toto+json";

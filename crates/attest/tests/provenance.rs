@@ -88,3 +88,22 @@ fn provenance_cases() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn credentials_in_urls_are_redacted_as_buildkit_does() {
+    use kiln_attest::provenance::redact_credentials;
+    assert_eq!(
+        redact_credentials("https://foo:bar@example.invalid/foo.html"),
+        "https://xxxxx:xxxxx@example.invalid/foo.html"
+    );
+    assert_eq!(
+        redact_credentials("http://user@host:8080/.git#v1:src"),
+        "http://xxxxx@host:8080/.git#v1:src"
+    );
+    assert_eq!(redact_credentials("https://:p@h/x"), "https://:xxxxx@h/x");
+    assert_eq!(
+        redact_credentials("https://example.com/a@b"),
+        "https://example.com/a@b"
+    );
+    assert_eq!(redact_credentials("local:foo"), "local:foo");
+}

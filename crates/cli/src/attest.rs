@@ -162,8 +162,8 @@ pub fn request(
 /// name (the SBOM's root package).
 pub fn complete(
     req: &mut AttestRequest,
+    args: &crate::args::BuildArgs,
     opts: &kiln_frontend::BuildOptions,
-    dockerfile_name: &str,
     dockerfile: &[u8],
     grants: &kiln_worker::mounts::ExecGrants,
     image_names: &[String],
@@ -187,12 +187,35 @@ pub fn complete(
     if opts.no_cache {
         rec.args.insert("no-cache".to_owned(), String::new());
     }
-    for name in opts.named_contexts.keys() {
-        rec.args.insert(format!("context:{name}"), String::new());
-    }
-    // buildx sends the build context and the Dockerfile as two locals.
+    // buildx sends the build context and the Dockerfile as two locals, and
+    // each named context as its value (a URL without its credentials) or,
+    // for a directory, as `local:NAME` with a local of that name.
     rec.locals = vec!["context".to_owned(), "dockerfile".to_owned()];
-    rec.dockerfile_name = dockerfile_name.to_owned();
+    for name in opts.named_contexts.keys() {
+        let given = args
+            .build_contexts
+            .iter()
+            .filter_map(|c| c.split_once('='))
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .next_back()
+            .unwrap_or_default();
+        let value = match opts.named_contexts.get(name) {
+            Some(kiln_frontend::NamedContext::Local { .. }) => {
+                rec.locals.push(name.clone());
+                format!("local:{name}")
+            }
+            _ => kiln_attest::provenance::redact_credentials(given),
+        };
+        rec.args.insert(format!("context:{name}"), value);
+    }
+    // `-f` names the Dockerfile by its file name (`Dockerfile` for stdin).
+    rec.dockerfile_name = match args.file.as_deref() {
+        Some("-") | None => "Dockerfile".to_owned(),
+        Some(p) => std::path::Path::new(p)
+            .file_name()
+            .map_or_else(|| p.to_owned(), |n| n.to_string_lossy().into_owned()),
+    };
     rec.dockerfile = dockerfile.to_vec();
     rec.builder_platform = kiln_llb::Platform::host().format();
     let mut values = Vec::new();

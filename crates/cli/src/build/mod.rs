@@ -26,7 +26,7 @@ mod solve;
 pub use import::import;
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -236,16 +236,10 @@ fn run(
         .chain(&more_platforms)
         .map(|d| d.target_stage().platform.clone())
         .collect();
-    let dockerfile_name = match args.file.as_deref() {
-        Some("-") | None => "Dockerfile".to_owned(),
-        Some(p) => Path::new(p)
-            .file_name()
-            .map_or_else(|| p.to_owned(), |n| n.to_string_lossy().into_owned()),
-    };
     crate::attest::complete(
         &mut attest,
+        args,
         &opts,
-        &dockerfile_name,
         file.text().as_bytes(),
         &grants,
         &image_names,
