@@ -20,7 +20,7 @@ use crate::error::{Error, ImageError, InternalError, OutputError, StepError};
 use crate::export::Single;
 use crate::image::{self, CommitRequest, Committed, StoreResolver};
 use crate::state::State;
-use crate::value::Value;
+use crate::value::{LayerRef, Value};
 use crate::worker::{ContextSource, ExecSettings, LlbWorker};
 
 /// Everything a build needs besides the state directory.
@@ -318,7 +318,7 @@ pub async fn build(
             unique.push(*t);
         }
     }
-    let mut values: HashMap<usize, Vec<String>> = HashMap::new();
+    let mut values: HashMap<usize, Vec<LayerRef>> = HashMap::new();
     if !unique.is_empty() {
         let solved = solver
             .solve_with_cancel(dag.clone(), &unique, events, cancel)
@@ -341,7 +341,7 @@ pub async fn build(
     }
     // Each platform's layers; those of an imported cache hit are fetched
     // here, the first time their content is needed.
-    let mut platform_layers: Vec<(Vec<String>, Vec<LayerId>)> = Vec::with_capacity(defs.len());
+    let mut platform_layers: Vec<(Vec<LayerRef>, Vec<LayerId>)> = Vec::with_capacity(defs.len());
     for t in &targets {
         let names = t.and_then(|t| values.get(&t).cloned()).unwrap_or_default();
         let ids = if t.is_some() {
@@ -382,7 +382,7 @@ pub async fn build(
     // as the solve gave them, `layers` unpacked), with its chain's records
     // when an inline cache is asked for.
     let commit_image = |d: &Definition,
-                        names: &[String],
+                        names: &[LayerRef],
                         layers: &[LayerId]|
      -> Result<(image::Committed, Option<usize>), Error> {
         let history = base_history(state, d, d.target_stage)?;
@@ -507,7 +507,7 @@ pub async fn build(
             "wrote an inline cache ({n} records) into the image config"
         ));
     }
-    let all_results: Vec<Vec<String>> = platform_layers.iter().map(|(n, _)| n.clone()).collect();
+    let all_results: Vec<Vec<LayerRef>> = platform_layers.iter().map(|(n, _)| n.clone()).collect();
     for to in req.cache_to.iter().filter(|t| !t.location.is_inline()) {
         stop()?;
         let r = cache::export(
