@@ -1,6 +1,9 @@
 //! One build, end to end: the frontend's definition becomes a solver DAG, the
 //! solver runs it with an [`LlbWorker`], the target becomes an image in the
 //! store, and the outputs are written.
+//!
+//! [`build`] is the sequence of the phases; each is a method of `Build`,
+//! which holds the request and what planning it found.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,7 +23,7 @@ use crate::error::{Error, ImageError, InternalError, OutputError, StepError};
 use crate::export::Single;
 use crate::image::{self, CommitRequest, Committed, StoreResolver};
 use crate::state::State;
-use crate::value::Value;
+use crate::value::{LayerRef, Value};
 use crate::worker::{ContextSource, ExecSettings, LlbWorker};
 
 /// Everything a build needs besides the state directory.
@@ -193,6 +196,12 @@ fn base_history(state: &State, def: &Definition, stage: usize) -> Result<Vec<His
 }
 
 /// Runs the build. `events` receives the solver's progress; `cancel` stops it.
+///
+/// The phases, in order: plan (which node is each platform's target, what
+/// the request cannot do), the worker (contexts, explainer, the image's
+/// chain), the imported caches, the solve, each platform's layers, then,
+/// unless cancelled, the images, the outputs (with their attestations) and
+/// the cache exports.
 pub async fn build(
     state: &State,
     dag: Arc<Dag<Vertex>>,
@@ -200,131 +209,249 @@ pub async fn build(
     events: Arc<dyn Fn(Event) + Send + Sync>,
     cancel: &CancelToken,
 ) -> Result<BuildResult, Error> {
-    let def = &req.definition;
-    check_multi_platform_outputs(&req)?;
-    let defs: Vec<&Definition> = std::iter::once(def).chain(&req.more_platforms).collect();
-    let multi = defs.len() > 1 || req.multi_platform;
-    let mut targets: Vec<Option<usize>> = Vec::with_capacity(defs.len());
-    for d in &defs {
-        targets.push(match d.target {
-            Some(d) => Some(
-                dag.nodes()
-                    .iter()
-                    .position(|n| n.payload.digest == d)
-                    .ok_or(InternalError::TargetNotInGraph { target: d })?,
-            ),
-            None => None,
-        });
-    }
-    let inline = req.cache_to.iter().any(|t| t.location.is_inline());
-    if inline && !req.outputs.iter().any(|o| o.needs_image()) {
-        return Err(OutputError::InlineCacheWithoutImage.into());
-    }
-    let tree = if req.context_dockerignore {
-        Tree::open_context(&req.context_dir, req.dockerfile.as_deref())?
-    } else {
-        Tree::new(req.context_dir.clone(), None)
-    };
-    let stat_cache = StatCache::load(&state.context_cache(&req.context_dir));
-    let mut contexts = HashMap::new();
-    contexts.insert(
-        "context".to_owned(),
-        ContextSource {
-            tree,
-            stat_cache: Mutex::new(stat_cache),
-        },
-    );
-    for (name, dir) in &req.local_contexts {
-        let tree = Tree::open_context(dir, None)?;
-        let stat_cache = StatCache::load(&state.context_cache(dir));
-        contexts.insert(
-            name.clone(),
-            ContextSource {
-                tree,
-                stat_cache: Mutex::new(stat_cache),
-            },
-        );
-    }
-    let mut worker = LlbWorker::new(
-        state.clone(),
-        contexts,
-        req.executor.clone(),
-        ExecSettings {
-            hostname: req.hostname.clone(),
-            grants: Arc::new(req.grants.clone()),
-            limits: req.limits,
-            resources: req.resources.clone(),
-        },
-    );
-    worker = worker.with_explainer(crate::explain::Explainer {
-        scope: explain_scope(&req),
-        names: dag
-            .nodes()
-            .iter()
-            .map(|n| (n.payload.digest, n.name.clone()))
-            .collect(),
-    });
-    if req.outputs.iter().any(|o| o.needs_image()) && targets.iter().any(Option::is_some) {
-        let mut chain = std::collections::HashSet::new();
-        for t in targets.iter().flatten() {
-            chain.extend(image_chain(&dag, *t));
-        }
-        worker = worker.with_image_layers(chain, req.source_date_epoch);
-    }
-    let mut imported = cache::import(
-        &req.cache_from,
-        req.registry.as_ref(),
-        state,
-        &def.target_stage().platform,
-        true,
-        &*req.log,
-    )?;
-    // A registry reference may name an index: each other platform's image
-    // (and its inline cache) too. Other caches do not depend on it.
-    let by_platform = req
-        .cache_from
-        .iter()
-        .any(|f| f.location.transport().is_some_and(|t| t.per_platform()));
-    if by_platform {
-        for d in &req.more_platforms {
-            imported.merge(cache::import(
-                &req.cache_from,
-                req.registry.as_ref(),
-                state,
-                &d.target_stage().platform,
-                false,
-                &*req.log,
-            )?);
-        }
-    }
-    let imported = Arc::new(imported);
-    if !req.cache_from.is_empty() {
-        (req.log)(&format!(
-            "imported {} cache records and {} cache mounts from --cache-from",
-            imported.len(),
-            imported.mounts_len()
-        ));
-    }
+    let b = Build::plan(state, &req, &dag, cancel)?;
+    let worker = b.worker()?;
+    let imported = b.import_caches()?;
     let worker = Arc::new(worker.with_imported(imported.clone()));
     let cache = Arc::new(cache::RecordingCache::new(
         state.cache.clone(),
         imported.clone(),
     ));
-    let solver = Solver::new(worker.clone(), cache.clone(), req.max_parallelism.max(1));
-    // Every platform's target, each node once (platforms may share one).
-    let mut unique: Vec<usize> = Vec::new();
-    for t in targets.iter().flatten() {
-        if !unique.contains(t) {
-            unique.push(*t);
+    let values = b.solve(&worker, cache.clone(), events).await?;
+    let platforms = b.platform_layers(&worker, &values)?;
+    // Ctrl-C after the solve stops the outputs too, between their phases.
+    b.stop()?;
+    let seen = b.seen(&cache);
+    let images = b.commit_images(&platforms, &seen)?;
+    let manifests = if b.multi {
+        b.write_multi(&worker, &images, &platforms)?
+    } else {
+        b.write_single(&worker, &images, &platforms)?
+    };
+    b.export_caches(&worker, &imported, &seen, &platforms, images.inline_records)?;
+    Ok(BuildResult {
+        image: images.image,
+        platform_images: images.platform_images,
+        manifests,
+        explanations: worker.explanations(),
+    })
+}
+
+/// One build's request and what its plan found, shared by its phases.
+struct Build<'a> {
+    state: &'a State,
+    req: &'a BuildRequest,
+    dag: &'a Arc<Dag<Vertex>>,
+    cancel: &'a CancelToken,
+    /// Every target platform's definition, in `--platform` order.
+    defs: Vec<&'a Definition>,
+    /// Whether the result is an index.
+    multi: bool,
+    /// Each platform's target node (none for a definition without one).
+    targets: Vec<Option<usize>>,
+    /// Whether an inline cache is asked for (`--cache-to type=inline`).
+    inline: bool,
+}
+
+/// A platform's result: its layers as the solve gave them (an imported
+/// cache hit by diffID), and unpacked as snapshots.
+type PlatformLayers = (Vec<LayerRef>, Vec<LayerId>);
+
+/// No layers (a platform without a target).
+static NO_LAYERS: PlatformLayers = (Vec::new(), Vec::new());
+
+/// The records and links the solve saw ([`cache::RecordingCache`]), for an
+/// inline cache and the exports.
+struct Seen {
+    records: Vec<(kiln_solver::Key, Vec<LayerRef>)>,
+    links: Vec<(kiln_solver::Key, kiln_solver::Key)>,
+}
+
+/// The images a build committed.
+struct Images {
+    /// The first platform's, when an output needs an image.
+    image: Option<Committed>,
+    /// The records of the first platform's inline cache, if one was written.
+    inline_records: Option<usize>,
+    /// Every platform's image of a multi-platform build.
+    platform_images: Vec<(Platform, Committed)>,
+}
+
+impl<'a> Build<'a> {
+    /// The plan: what the outputs cannot hold, each platform's target node,
+    /// an inline cache without an image to put it in; all refused before
+    /// anything runs.
+    fn plan(
+        state: &'a State,
+        req: &'a BuildRequest,
+        dag: &'a Arc<Dag<Vertex>>,
+        cancel: &'a CancelToken,
+    ) -> Result<Build<'a>, Error> {
+        check_multi_platform_outputs(req)?;
+        let defs: Vec<&Definition> = std::iter::once(&req.definition)
+            .chain(&req.more_platforms)
+            .collect();
+        let multi = defs.len() > 1 || req.multi_platform;
+        let mut targets: Vec<Option<usize>> = Vec::with_capacity(defs.len());
+        for d in &defs {
+            targets.push(match d.target {
+                Some(d) => Some(
+                    dag.nodes()
+                        .iter()
+                        .position(|n| n.payload.digest == d)
+                        .ok_or(InternalError::TargetNotInGraph { target: d })?,
+                ),
+                None => None,
+            });
         }
+        let inline = req.cache_to.iter().any(|t| t.location.is_inline());
+        if inline && !req.outputs.iter().any(|o| o.needs_image()) {
+            return Err(OutputError::InlineCacheWithoutImage.into());
+        }
+        Ok(Build {
+            state,
+            req,
+            dag,
+            cancel,
+            defs,
+            multi,
+            targets,
+            inline,
+        })
     }
-    let mut values: HashMap<usize, Vec<String>> = HashMap::new();
-    if !unique.is_empty() {
+
+    /// The build contexts: the main one (through its `.dockerignore` unless
+    /// it is a remote context) and each `--build-context` directory, with
+    /// their stat caches.
+    fn contexts(&self) -> Result<HashMap<String, ContextSource>, Error> {
+        let (state, req) = (self.state, self.req);
+        let tree = if req.context_dockerignore {
+            Tree::open_context(&req.context_dir, req.dockerfile.as_deref())?
+        } else {
+            Tree::new(req.context_dir.clone(), None)
+        };
+        let stat_cache = StatCache::load(&state.context_cache(&req.context_dir));
+        let mut contexts = HashMap::new();
+        contexts.insert(
+            "context".to_owned(),
+            ContextSource {
+                tree,
+                stat_cache: Mutex::new(stat_cache),
+            },
+        );
+        for (name, dir) in &req.local_contexts {
+            let tree = Tree::open_context(dir, None)?;
+            let stat_cache = StatCache::load(&state.context_cache(dir));
+            contexts.insert(
+                name.clone(),
+                ContextSource {
+                    tree,
+                    stat_cache: Mutex::new(stat_cache),
+                },
+            );
+        }
+        Ok(contexts)
+    }
+
+    /// The worker of the solve (without the imported caches): the contexts,
+    /// the RUN steps' settings, the `--explain` explainer, and the vertices
+    /// whose layers go into the image (their diffIDs are computed early).
+    fn worker(&self) -> Result<LlbWorker, Error> {
+        let (req, dag) = (self.req, self.dag);
+        let mut worker = LlbWorker::new(
+            self.state.clone(),
+            self.contexts()?,
+            req.executor.clone(),
+            ExecSettings {
+                hostname: req.hostname.clone(),
+                grants: Arc::new(req.grants.clone()),
+                limits: req.limits,
+                resources: req.resources.clone(),
+            },
+        );
+        worker = worker.with_explainer(crate::explain::Explainer {
+            scope: explain_scope(req),
+            names: dag
+                .nodes()
+                .iter()
+                .map(|n| (n.payload.digest, n.name.clone()))
+                .collect(),
+        });
+        if req.outputs.iter().any(|o| o.needs_image()) && self.targets.iter().any(Option::is_some) {
+            let mut chain = std::collections::HashSet::new();
+            for t in self.targets.iter().flatten() {
+                chain.extend(image_chain(dag, *t));
+            }
+            worker = worker.with_image_layers(chain, req.source_date_epoch);
+        }
+        Ok(worker)
+    }
+
+    /// `--cache-from`: the records of every imported cache, for the first
+    /// platform and, from a registry reference that may name an index, for
+    /// each other platform too (other caches do not depend on it).
+    fn import_caches(&self) -> Result<Arc<cache::Imported>, Error> {
+        let (state, req) = (self.state, self.req);
+        let mut imported = cache::import(
+            &req.cache_from,
+            req.registry.as_ref(),
+            state,
+            &req.definition.target_stage().platform,
+            true,
+            &*req.log,
+        )?;
+        let by_platform = req
+            .cache_from
+            .iter()
+            .any(|f| f.location.transport().is_some_and(|t| t.per_platform()));
+        if by_platform {
+            for d in &req.more_platforms {
+                imported.merge(cache::import(
+                    &req.cache_from,
+                    req.registry.as_ref(),
+                    state,
+                    &d.target_stage().platform,
+                    false,
+                    &*req.log,
+                )?);
+            }
+        }
+        let imported = Arc::new(imported);
+        if !req.cache_from.is_empty() {
+            (req.log)(&format!(
+                "imported {} cache records and {} cache mounts from --cache-from",
+                imported.len(),
+                imported.mounts_len()
+            ));
+        }
+        Ok(imported)
+    }
+
+    /// The solve: every platform's target, each node once (platforms may
+    /// share one), by target node. The contexts' stat caches are saved
+    /// whether it succeeds or not; a failed step becomes a [`StepError`].
+    async fn solve(
+        &self,
+        worker: &Arc<LlbWorker>,
+        cache: Arc<cache::RecordingCache>,
+        events: Arc<dyn Fn(Event) + Send + Sync>,
+    ) -> Result<HashMap<usize, Vec<LayerRef>>, Error> {
+        let solver = Solver::new(worker.clone(), cache, self.req.max_parallelism.max(1));
+        let mut unique: Vec<usize> = Vec::new();
+        for t in self.targets.iter().flatten() {
+            if !unique.contains(t) {
+                unique.push(*t);
+            }
+        }
+        let mut values = HashMap::new();
+        if unique.is_empty() {
+            return Ok(values);
+        }
         let solved = solver
-            .solve_with_cancel(dag.clone(), &unique, events, cancel)
+            .solve_with_cancel(self.dag.clone(), &unique, events, self.cancel)
             .await;
         worker.save_stat_caches()?;
-        let solved = solved.map_err(|e| step_error(&dag, e))?;
+        let solved = solved.map_err(|e| step_error(self.dag, e))?;
         if solved.len() != unique.len() {
             return Err(InternalError::FewerResults.into());
         }
@@ -338,56 +465,72 @@ pub async fn build(
                 }
             }
         }
+        Ok(values)
     }
-    // Each platform's layers; those of an imported cache hit are fetched
-    // here, the first time their content is needed.
-    let mut platform_layers: Vec<(Vec<String>, Vec<LayerId>)> = Vec::with_capacity(defs.len());
-    for t in &targets {
-        let names = t.and_then(|t| values.get(&t).cloned()).unwrap_or_default();
-        let ids = if t.is_some() {
-            worker.layers_of(&Value::Fs {
-                layers: names.clone(),
-            })?
-        } else {
-            Vec::new()
-        };
-        platform_layers.push((names, ids));
+
+    /// Each platform's layers, in `--platform` order; those of an imported
+    /// cache hit are fetched here, the first time their content is needed.
+    fn platform_layers(
+        &self,
+        worker: &LlbWorker,
+        values: &HashMap<usize, Vec<LayerRef>>,
+    ) -> Result<Vec<PlatformLayers>, Error> {
+        let mut platform_layers = Vec::with_capacity(self.defs.len());
+        for t in &self.targets {
+            let refs = t.and_then(|t| values.get(&t).cloned()).unwrap_or_default();
+            let ids = if t.is_some() {
+                worker.layers_of(&Value::Fs {
+                    layers: refs.clone(),
+                })?
+            } else {
+                Vec::new()
+            };
+            platform_layers.push((refs, ids));
+        }
+        Ok(platform_layers)
     }
-    let (result_layers, layers) = platform_layers.first().cloned().unwrap_or_default();
-    // Ctrl-C after the solve stops the outputs too, between their phases.
-    let stop = || -> Result<(), Error> {
-        if cancel.is_cancelled() {
+
+    /// [`Error::Cancelled`] once the build is cancelled (checked between
+    /// the phases after the solve).
+    fn stop(&self) -> Result<(), Error> {
+        if self.cancel.is_cancelled() {
             Err(Error::Cancelled)
         } else {
             Ok(())
         }
-    };
-    stop()?;
-    let clamp = req.source_date_epoch;
-    // A filesystem output with attestations needs the image too (its SBOM
-    // scans the image's layers; the statements are about its files).
-    let needs_image = req
-        .outputs
-        .iter()
-        .any(|o| o.needs_image() || (req.attest.explicit() && o.carries().carries(false)));
-    // The records the solve saw, gathered once and only when an inline cache
-    // or an export needs them: a cached rebuild without --cache-to pays
-    // nothing for them.
-    let (records, links) = if inline || !req.cache_to.is_empty() {
-        (cache.records(), cache.links())
-    } else {
-        (Vec::new(), Vec::new())
-    };
-    // A platform's image: its target stage's config over its layers (`names`
-    // as the solve gave them, `layers` unpacked), with its chain's records
-    // when an inline cache is asked for.
-    let commit_image = |d: &Definition,
-                        names: &[String],
-                        layers: &[LayerId]|
-     -> Result<(image::Committed, Option<usize>), Error> {
+    }
+
+    /// The records the solve saw, gathered once and only when an inline
+    /// cache or an export needs them: a cached rebuild without --cache-to
+    /// pays nothing for them.
+    fn seen(&self, cache: &cache::RecordingCache) -> Seen {
+        if self.inline || !self.req.cache_to.is_empty() {
+            Seen {
+                records: cache.records(),
+                links: cache.links(),
+            }
+        } else {
+            Seen {
+                records: Vec::new(),
+                links: Vec::new(),
+            }
+        }
+    }
+
+    /// A platform's image: its target stage's config over its layers
+    /// (`refs` as the solve gave them, `layers` unpacked), with its chain's
+    /// records when an inline cache is asked for (and their number).
+    fn commit_image(
+        &self,
+        d: &Definition,
+        (refs, layers): &PlatformLayers,
+        seen: &Seen,
+    ) -> Result<(Committed, Option<usize>), Error> {
+        let state = self.state;
         let history = base_history(state, d, d.target_stage)?;
-        let inline_cache =
-            inline.then(|| cache::InlineRecords::select(state, &records, &links, names));
+        let inline_cache = self
+            .inline
+            .then(|| cache::InlineRecords::select(state, &seen.records, &seen.links, refs));
         let committed = image::commit(
             state,
             &CommitRequest {
@@ -395,152 +538,206 @@ pub async fn build(
                 platform: &d.target_stage().platform,
                 layers,
                 base_history: &history,
-                epoch: clamp,
-                now: req.now,
-                clamp,
+                epoch: self.req.source_date_epoch,
+                now: self.req.now,
+                clamp: self.req.source_date_epoch,
                 inline_cache: inline_cache.as_ref(),
             },
         )?;
         Ok((committed, inline_cache.map(|i| i.len())))
-    };
-    let (image, inline_records) = if needs_image {
-        let (img, n) = commit_image(def, &result_layers, &layers)?;
-        (Some(img), n)
-    } else {
-        (None, None)
-    };
-    let mut manifests = Vec::new();
-    let mut platform_images = Vec::new();
-    if multi {
-        for (i, d) in defs.iter().enumerate() {
-            let platform = d.target_stage().platform.clone();
-            let committed = match (&image, i) {
-                (Some(img), 0) => Some(img.clone()),
-                (Some(_), _) => {
-                    let (names, layers) = platform_layers.get(i).cloned().unwrap_or_default();
-                    Some(commit_image(d, &names, &layers)?.0)
+    }
+
+    /// The images the outputs need: the first platform's when an output
+    /// needs an image (a filesystem output with attestations too: its SBOM
+    /// scans the image's layers, the statements are about its files), then,
+    /// for a multi-platform build, every other platform's.
+    fn commit_images(&self, platforms: &[PlatformLayers], seen: &Seen) -> Result<Images, Error> {
+        let req = self.req;
+        let needs_image = req
+            .outputs
+            .iter()
+            .any(|o| o.needs_image() || (req.attest.explicit() && o.carries().carries(false)));
+        let (image, inline_records) = if needs_image {
+            let first = platforms.first().unwrap_or(&NO_LAYERS);
+            let (img, n) = self.commit_image(&req.definition, first, seen)?;
+            (Some(img), n)
+        } else {
+            (None, None)
+        };
+        let mut platform_images = Vec::new();
+        if self.multi {
+            for (i, d) in self.defs.iter().enumerate() {
+                let platform = d.target_stage().platform.clone();
+                let committed = match (&image, i) {
+                    (Some(img), 0) => Some(img.clone()),
+                    (Some(_), _) => {
+                        let layers = platforms.get(i).unwrap_or(&NO_LAYERS);
+                        Some(self.commit_image(d, layers, seen)?.0)
+                    }
+                    (None, _) => None,
+                };
+                if let Some(c) = committed {
+                    platform_images.push((platform, c));
                 }
-                (None, _) => None,
-            };
-            if let Some(c) = committed {
-                platform_images.push((platform, c));
             }
         }
-        let per_platform: Vec<(Platform, Vec<LayerId>)> = defs
+        Ok(Images {
+            image,
+            inline_records,
+            platform_images,
+        })
+    }
+
+    /// The attestations of `images` when the request or the outputs ask
+    /// for them.
+    fn attestations(
+        &self,
+        worker: &LlbWorker,
+        images: &[(Platform, Committed)],
+    ) -> Result<Option<crate::attest::Attestations>, Error> {
+        let req = self.req;
+        if !crate::attest::needed(&req.attest, req.outputs.iter().map(|o| o.carries())) {
+            return Ok(None);
+        }
+        crate::attest::prepare(
+            self.state,
+            worker,
+            &req.attest,
+            &self.defs,
+            images,
+            req.now,
+            req.source_date_epoch,
+        )
+    }
+
+    /// A multi-platform result's outputs, each writing the index of every
+    /// platform's image (or layers), with their attestations.
+    fn write_multi(
+        &self,
+        worker: &LlbWorker,
+        images: &Images,
+        platforms: &[PlatformLayers],
+    ) -> Result<Vec<kiln_oci::Descriptor>, Error> {
+        let req = self.req;
+        let per_platform: Vec<(Platform, Vec<LayerId>)> = self
+            .defs
             .iter()
-            .zip(&platform_layers)
+            .zip(platforms)
             .map(|(d, (_, ids))| (d.target_stage().platform.clone(), ids.clone()))
             .collect();
-        stop()?;
-        let att = if crate::attest::needed(&req.attest, req.outputs.iter().map(|o| o.carries())) {
-            crate::attest::prepare(
-                state,
-                &worker,
-                &req.attest,
-                &defs,
-                &platform_images,
-                req.now,
-                clamp,
-            )?
-        } else {
-            None
-        };
-        manifests = crate::multi::write_outputs(
-            state,
-            &platform_images,
+        self.stop()?;
+        let att = self.attestations(worker, &images.platform_images)?;
+        crate::multi::write_outputs(
+            self.state,
+            &images.platform_images,
             &per_platform,
             &req.outputs,
-            clamp,
+            req.source_date_epoch,
             req.rewrite_timestamp,
             req.registry.as_ref(),
             att.as_ref(),
             &*req.log,
-        )?;
+        )
     }
-    let att = match (&image, multi) {
-        (Some(img), false)
-            if crate::attest::needed(&req.attest, req.outputs.iter().map(|o| o.carries())) =>
-        {
-            crate::attest::prepare(
-                state,
-                &worker,
-                &req.attest,
-                &defs,
-                &[(img.config.platform(), img.clone())],
-                req.now,
-                clamp,
-            )?
-        }
-        _ => None,
-    };
-    let single = Single {
-        state,
-        image: image.as_ref(),
-        layers: &layers,
-        clamp,
-        rewritten: req.rewrite_timestamp,
-        att: att.as_ref(),
-        progress: req.transfers.as_ref(),
-        registry: req.registry.as_ref(),
-        log: &*req.log,
-    };
-    for out in req.outputs.iter().filter(|_| !multi) {
-        stop()?;
-        if let Some(d) = out.write(&single)? {
-            // What was pushed is what `--metadata-file` reports.
-            if out.pushes() {
-                manifests.insert(0, d);
-            } else {
-                manifests.push(d);
+
+    /// A single-platform result's outputs, in order (stopping between them
+    /// when cancelled), with the image's attestations; a push's manifest
+    /// comes first (what `--metadata-file` reports).
+    fn write_single(
+        &self,
+        worker: &LlbWorker,
+        images: &Images,
+        platforms: &[PlatformLayers],
+    ) -> Result<Vec<kiln_oci::Descriptor>, Error> {
+        let req = self.req;
+        let att = match &images.image {
+            Some(img) => self.attestations(worker, &[(img.config.platform(), img.clone())])?,
+            None => None,
+        };
+        let layers = platforms
+            .first()
+            .map(|(_, ids)| &ids[..])
+            .unwrap_or_default();
+        let single = Single {
+            state: self.state,
+            image: images.image.as_ref(),
+            layers,
+            clamp: req.source_date_epoch,
+            rewritten: req.rewrite_timestamp,
+            att: att.as_ref(),
+            progress: req.transfers.as_ref(),
+            registry: req.registry.as_ref(),
+            log: &*req.log,
+        };
+        let mut manifests = Vec::new();
+        for out in &req.outputs {
+            self.stop()?;
+            if let Some(d) = out.write(&single)? {
+                if out.pushes() {
+                    manifests.insert(0, d);
+                } else {
+                    manifests.push(d);
+                }
             }
         }
+        Ok(manifests)
     }
-    let cache_mounts = if req.cache_to.is_empty() {
-        Vec::new()
-    } else {
-        let mut mounts = named_cache_mounts(&dag);
-        mounts.extend(worker.used_cache_mounts());
-        mounts.into_iter().collect::<Vec<_>>()
-    };
-    if let Some(n) = inline_records {
-        (req.log)(&format!(
-            "wrote an inline cache ({n} records) into the image config"
-        ));
-    }
-    let all_results: Vec<Vec<String>> = platform_layers.iter().map(|(n, _)| n.clone()).collect();
-    for to in req.cache_to.iter().filter(|t| !t.location.is_inline()) {
-        stop()?;
-        let r = cache::export(
-            state,
-            &imported,
-            cache::ExportRequest {
-                records: &records,
-                links: &links,
-                results: &all_results,
-                clamp,
-                cache_mounts: &cache_mounts,
-            },
-            to,
-            req.registry.as_ref(),
-            &*req.log,
-        );
-        match r {
-            Ok(e) => (req.log)(&format!(
-                "exported the cache ({} records, {} layers, {} cache mounts) as {}",
-                e.records, e.layers, e.mounts, e.manifest
-            )),
-            Err(e) if to.ignore_error => {
-                (req.log)(&format!("warning: exporting the cache failed: {e}"))
-            }
-            Err(e) => return Err(e),
+
+    /// `--cache-to`: says how many records an inline cache holds, then
+    /// writes every other cache (the records the solve saw, by mode, the
+    /// cache mounts the steps used); a failure is a warning with
+    /// `ignore-error=true`.
+    fn export_caches(
+        &self,
+        worker: &LlbWorker,
+        imported: &cache::Imported,
+        seen: &Seen,
+        platforms: &[PlatformLayers],
+        inline_records: Option<usize>,
+    ) -> Result<(), Error> {
+        let req = self.req;
+        let cache_mounts = if req.cache_to.is_empty() {
+            Vec::new()
+        } else {
+            let mut mounts = named_cache_mounts(self.dag);
+            mounts.extend(worker.used_cache_mounts());
+            mounts.into_iter().collect::<Vec<_>>()
+        };
+        if let Some(n) = inline_records {
+            (req.log)(&format!(
+                "wrote an inline cache ({n} records) into the image config"
+            ));
         }
+        let all_results: Vec<Vec<LayerRef>> = platforms.iter().map(|(r, _)| r.clone()).collect();
+        for to in req.cache_to.iter().filter(|t| !t.location.is_inline()) {
+            self.stop()?;
+            let r = cache::export(
+                self.state,
+                imported,
+                cache::ExportRequest {
+                    records: &seen.records,
+                    links: &seen.links,
+                    results: &all_results,
+                    clamp: req.source_date_epoch,
+                    cache_mounts: &cache_mounts,
+                },
+                to,
+                req.registry.as_ref(),
+                &*req.log,
+            );
+            match r {
+                Ok(e) => (req.log)(&format!(
+                    "exported the cache ({} records, {} layers, {} cache mounts) as {}",
+                    e.records, e.layers, e.mounts, e.manifest
+                )),
+                Err(e) if to.ignore_error => {
+                    (req.log)(&format!("warning: exporting the cache failed: {e}"))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
-    Ok(BuildResult {
-        image,
-        platform_images,
-        manifests,
-        explanations: worker.explanations(),
-    })
 }
 
 /// The directory names of the cache mounts the Dockerfile names (those
@@ -586,7 +783,6 @@ fn explain_scope(req: &BuildRequest) -> String {
     format!("{}\0{}", dir.display(), file.display())
 }
 
-/// A solver error as the user should see it.
 /// The vertices whose result layers make up the root filesystem of
 /// `target`'s result: from the target down its chain of root filesystems
 /// (an exec's root mount, a file op's base, a merge's inputs).
@@ -614,6 +810,7 @@ fn image_chain(dag: &Dag<Vertex>, target: usize) -> std::collections::HashSet<ki
     chain
 }
 
+/// A solver error as the user should see it.
 fn step_error(dag: &Dag<Vertex>, e: SolveError<Error>) -> Error {
     match e {
         SolveError::Node { node, name, source } => {

@@ -8,12 +8,11 @@ use std::collections::HashMap;
 use kiln_context::StatCache;
 use kiln_llb::op::{FileAction, Op, SourceOp};
 use kiln_llb::{Digest, Vertex};
-use kiln_snapshot::LayerId;
 use kiln_solver::{Cx, Key, KeyInput, Resolved};
 
 use crate::error::{Error, ImageError, InternalError, Unsupported};
 use crate::keys::{self, InputPart};
-use crate::value::Value;
+use crate::value::{LayerRef, Value};
 use crate::worker::{LlbWorker, Seen};
 use crate::{exec, fileop, git, http, image};
 
@@ -23,9 +22,9 @@ impl LlbWorker {
     fn built(&self, v: &Vertex, value: Value) -> Value {
         if let (Some((vertices, clamp)), Value::Fs { layers }) = (&self.image_layers, &value)
             && vertices.contains(&v.digest)
-            && let Some(Ok(last)) = layers.last().map(|l| LayerId::parse(l))
+            && let Some(LayerRef::Snapshot(last)) = layers.last()
         {
-            kiln_store::layers::prefetch_diff_id(&self.state, last, *clamp);
+            kiln_store::layers::prefetch_diff_id(&self.state, last.clone(), *clamp);
         }
         value
     }

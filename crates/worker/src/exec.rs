@@ -6,7 +6,7 @@ use kiln_llb::op::{ExecOp, MountKind, Network, Security};
 use kiln_solver::{Cx, Resolved};
 
 use crate::error::{Entitlement, Error, InternalError, RunError, Unsupported};
-use crate::value::Value;
+use crate::value::{LayerRef, Value};
 use crate::worker::LlbWorker;
 
 /// The process environment: the op's, plus the proxy variables (which never
@@ -131,7 +131,7 @@ pub fn execute(
         .into());
     }
     let layer = draft.commit(crate::image::built_layer_meta())?;
-    let mut layers: Vec<String> = base.iter().map(|l| l.as_str().to_owned()).collect();
-    layers.push(layer.id.as_str().to_owned());
+    let mut layers: Vec<LayerRef> = base.iter().cloned().map(LayerRef::Snapshot).collect();
+    layers.push(LayerRef::Snapshot(layer.id));
     Ok(Value::Fs { layers })
 }

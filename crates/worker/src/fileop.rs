@@ -22,7 +22,7 @@ use crate::copy::{Copier, CopyError, CopyOptions, ModeChange, SourceEntry, mkdir
 use crate::error::{Error, FileOpError, InternalError};
 use crate::mode::ModeSet;
 use crate::users;
-use crate::value::Value;
+use crate::value::{LayerRef, Value};
 use crate::worker::LlbWorker;
 
 /// The sources a copy action selects from `tree`.
@@ -188,8 +188,8 @@ pub fn execute(
         kept.offer();
     }
     let layer = draft.commit(meta)?;
-    let mut layers: Vec<String> = base.iter().map(|l| l.as_str().to_owned()).collect();
-    layers.push(layer.id.as_str().to_owned());
+    let mut layers: Vec<LayerRef> = base.iter().cloned().map(LayerRef::Snapshot).collect();
+    layers.push(LayerRef::Snapshot(layer.id));
     Ok(Value::Fs { layers })
 }
 

@@ -39,7 +39,7 @@ use crate::error::{Error, GitError, InternalError, Unsupported};
 use crate::keys;
 pub use crate::resolved::GitCommit as Resolved;
 use crate::state::State;
-use crate::value::Value;
+use crate::value::{LayerRef, Value};
 use crate::worker::LlbWorker;
 
 struct Source<'a> {
@@ -289,7 +289,7 @@ pub fn execute(w: &LlbWorker, v: &Vertex) -> Result<Value, Error> {
     checkout(&w.state, &bare, &src, &r, draft.diff_dir())?;
     let layer = draft.commit(crate::image::built_layer_meta())?;
     Ok(Value::Fs {
-        layers: vec![layer.id.as_str().to_owned()],
+        layers: vec![LayerRef::Snapshot(layer.id)],
     })
 }
 

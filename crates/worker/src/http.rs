@@ -33,7 +33,7 @@ use crate::error::{Error, HttpError, InternalError};
 use crate::keys;
 pub use crate::resolved::Download;
 use crate::resolved::Prepared;
-use crate::value::Value;
+use crate::value::{LayerRef, Value};
 use crate::worker::LlbWorker;
 
 /// What a download of a URL saw, for conditional requests next time.
@@ -414,7 +414,7 @@ pub fn execute(w: &LlbWorker, v: &Vertex) -> Result<Value, Error> {
     };
     let layer = draft.commit(crate::image::built_layer_meta())?;
     Ok(Value::Fs {
-        layers: vec![layer.id.as_str().to_owned()],
+        layers: vec![LayerRef::Snapshot(layer.id)],
     })
 }
 

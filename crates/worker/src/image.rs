@@ -20,7 +20,7 @@ pub use kiln_store::state::DiffIdCells;
 
 use crate::error::{Error, ImageError, InternalError};
 use crate::state::State;
-use crate::value::Value;
+use crate::value::{LayerRef, Value};
 use crate::worker::LlbWorker;
 
 /// The configuration of image `id` in the content store
@@ -370,7 +370,7 @@ pub fn source(w: &LlbWorker, op: &SourceOp) -> Result<Value, Error> {
     })?;
     let layers = image_layers(&w.state, &id)?;
     Ok(Value::Fs {
-        layers: layers.iter().map(|l| l.as_str().to_owned()).collect(),
+        layers: layers.into_iter().map(LayerRef::Snapshot).collect(),
     })
 }
 

@@ -6,8 +6,10 @@
 //! the two meet the machine, in the role BuildKit gives its *worker*:
 //!
 //! * a **filesystem value** is a stack of layers of `kiln-snapshot`'s store,
-//!   bottom first ([`Value::Fs`]); the build context is a named directory that
-//!   is read, never copied into the store ([`Value::Context`]);
+//!   bottom first ([`Value::Fs`]), each a [`LayerRef`] (a snapshot, or the
+//!   diffID of an imported cache's layer not fetched yet); the build context
+//!   is a named directory that is read, never copied into the store
+//!   ([`Value::Context`]);
 //! * **source** ops produce layers: an image's layers are unpacked once from the
 //!   content store and shared by every build that uses them;
 //! * **file** ops (COPY, ADD, WORKDIR, heredoc files) mount the parent's layers
@@ -81,5 +83,5 @@ pub use error::{
 pub use grants::{ExecGrants, Secret};
 pub use image::{ImportRequest, PullPolicy, ResolvedBase, StoreResolver, import};
 pub use state::State;
-pub use value::Value;
+pub use value::{LayerRef, Value};
 pub use worker::LlbWorker;

@@ -17,11 +17,12 @@ use super::format::{
     self, Cache, CacheConfig, CacheLayer, CacheLink, CacheMountRecord, CacheRecord, merge_previous,
 };
 use super::imported::Imported;
-use super::lazy::{LayerRef, canonical, ensure_blob};
+use super::lazy::{canonical, ensure_blob};
 use super::spec::{CacheTo, Mode};
 use super::transport::{Current, Cx, Remote};
 use crate::error::Error;
 use crate::state::State;
+use crate::value::LayerRef;
 use kiln_store::layers as image;
 
 /// How often an export without exclusive access reads, merges and writes
@@ -52,11 +53,11 @@ pub struct Exported {
 #[derive(Debug, Clone, Copy)]
 pub struct ExportRequest<'a> {
     /// What the solve saw ([`RecordingCache::records`]).
-    pub records: &'a [(Key, Vec<String>)],
+    pub records: &'a [(Key, Vec<LayerRef>)],
     /// The links it saw ([`RecordingCache::links`]).
     pub links: &'a [(Key, Key)],
     /// Each result's layers, bottom first (one result per target platform).
-    pub results: &'a [Vec<String>],
+    pub results: &'a [Vec<LayerRef>],
     /// The build's mtime clamp (`SOURCE_DATE_EPOCH`).
     pub clamp: Option<i64>,
     /// Names of the cache mount directories the build's steps use, for
@@ -86,15 +87,15 @@ pub fn export(
     };
     // Unpacked layers are named by their diffID, as imported hits are, so
     // that a chain is recognised whichever way its layers came.
-    let results: Vec<Vec<String>> = results
+    let results: Vec<Vec<LayerRef>> = results
         .iter()
         .map(|r| r.iter().map(|l| canonical(state, l)).collect())
         .collect();
-    let records: Vec<(Key, Vec<String>)> = records
+    let records: Vec<(Key, Vec<LayerRef>)> = records
         .iter()
         .map(|(k, ls)| (*k, ls.iter().map(|l| canonical(state, l)).collect()))
         .collect();
-    let chosen: Vec<&(Key, Vec<String>)> = records
+    let chosen: Vec<&(Key, Vec<LayerRef>)> = records
         .iter()
         .filter(|(_, layers)| match to.mode {
             Mode::Max => true,
@@ -103,7 +104,7 @@ pub fn export(
                 .any(|result| layers.len() <= result.len() && result[..layers.len()] == layers[..]),
         })
         .collect();
-    let mut index_of: HashMap<&str, usize> = HashMap::new();
+    let mut index_of: HashMap<&LayerRef, usize> = HashMap::new();
     let mut config = CacheConfig {
         version: 1,
         ..CacheConfig::default()
@@ -113,19 +114,19 @@ pub fn export(
     for (key, layers) in &chosen {
         let mut idx = Vec::with_capacity(layers.len());
         for l in layers {
-            if let Some(i) = index_of.get(l.as_str()) {
+            if let Some(i) = index_of.get(l) {
                 idx.push(*i);
                 continue;
             }
-            let (diff_id, desc, created) = match LayerRef::parse(l)? {
+            let (diff_id, desc, created) = match l {
                 LayerRef::Snapshot(id) => (
-                    image::diff_id(state, &id, clamp)?,
-                    image::layer_blob(state, &id, clamp, to.compression)?,
-                    created_label(state, &id),
+                    image::diff_id(state, id, clamp)?,
+                    image::layer_blob(state, id, clamp, to.compression)?,
+                    created_label(state, id),
                 ),
                 LayerRef::Remote(d) => {
-                    ensure_blob(state, imported, &d)?;
-                    let created = imported.created(&d).map(str::to_owned).or_else(|| {
+                    ensure_blob(state, imported, d)?;
+                    let created = imported.created(d).map(str::to_owned).or_else(|| {
                         let id = state
                             .layers
                             .find_by_label(image::LABEL_DIFF_ID, &d.to_string())
@@ -133,8 +134,8 @@ pub fn export(
                         created_label(state, &id)
                     });
                     (
-                        d,
-                        crate::blobs::blob(state, &d, to.compression, None, &Default::default())?,
+                        *d,
+                        crate::blobs::blob(state, d, to.compression, None, &Default::default())?,
                         created,
                     )
                 }
@@ -149,7 +150,7 @@ pub fn export(
                 blob,
                 created,
             });
-            index_of.insert(l.as_str(), i);
+            index_of.insert(l, i);
             idx.push(i);
         }
         config.records.push(CacheRecord {

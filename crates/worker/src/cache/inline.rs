@@ -10,6 +10,7 @@ use super::format::{CacheConfig, CacheLayer, CacheLink, CacheRecord};
 use super::lazy::canonical;
 use crate::error::Error;
 use crate::state::State;
+use crate::value::LayerRef;
 
 /// The records of a result an inline cache holds (`--cache-to
 /// type=inline`): those whose filesystem is a prefix of the result's, as
@@ -25,15 +26,15 @@ impl InlineRecords {
     /// what the solve saw.
     pub fn select(
         state: &State,
-        records: &[(Key, Vec<String>)],
+        records: &[(Key, Vec<LayerRef>)],
         links: &[(Key, Key)],
-        result: &[String],
+        result: &[LayerRef],
     ) -> InlineRecords {
-        let result: Vec<String> = result.iter().map(|l| canonical(state, l)).collect();
+        let result: Vec<LayerRef> = result.iter().map(|l| canonical(state, l)).collect();
         let records: Vec<(Key, usize)> = records
             .iter()
             .filter_map(|(k, ls)| {
-                let ls: Vec<String> = ls.iter().map(|l| canonical(state, l)).collect();
+                let ls: Vec<LayerRef> = ls.iter().map(|l| canonical(state, l)).collect();
                 (!ls.is_empty() && ls.len() <= result.len() && result[..ls.len()] == ls[..])
                     .then_some((*k, ls.len()))
             })

@@ -15,7 +15,7 @@ use kiln_solver::{CacheError, CacheStore, DirCache, Key};
 use super::imported::Imported;
 use crate::error::Error;
 use crate::state::State;
-use crate::value::Value;
+use crate::value::{LayerRef, Value};
 use kiln_store::layers as image;
 
 fn io_err(what: &str, path: &Path) -> impl FnOnce(io::Error) -> Error {
@@ -55,12 +55,12 @@ impl RecordingCache {
     }
 
     /// The filesystem records the solve saw: key → layers.
-    pub fn records(&self) -> Vec<(Key, Vec<String>)> {
+    pub fn records(&self) -> Vec<(Key, Vec<LayerRef>)> {
         let seen = match self.seen.lock() {
             Ok(s) => s.clone(),
             Err(_) => return Vec::new(),
         };
-        let mut out: Vec<(Key, Vec<String>)> = seen
+        let mut out: Vec<(Key, Vec<LayerRef>)> = seen
             .into_iter()
             .filter_map(|(k, b)| match serde_json::from_slice::<Value>(&b).ok()? {
                 Value::Fs { layers } if !layers.is_empty() => Some((k, layers)),
@@ -100,7 +100,7 @@ impl CacheStore for RecordingCache {
             return Ok(None);
         };
         let value = Value::Fs {
-            layers: layers.iter().map(|d| d.to_string()).collect(),
+            layers: layers.iter().copied().map(LayerRef::Remote).collect(),
         };
         let Ok(b) = serde_json::to_vec(&value) else {
             return Ok(None);
@@ -124,43 +124,22 @@ impl CacheStore for RecordingCache {
     }
 }
 
-/// A layer of a value: a snapshot, or (an imported cache hit) a diffID whose
-/// blob has not been fetched yet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LayerRef {
-    Snapshot(LayerId),
-    Remote(Digest),
-}
-
-impl LayerRef {
-    pub fn parse(s: &str) -> Result<LayerRef, Error> {
-        if s.starts_with("sha256:") {
-            let d = s
-                .parse()
-                .map_err(|_| super::error::CacheError::BadDiffId(s.to_owned()))?;
-            return Ok(LayerRef::Remote(d));
-        }
-        Ok(LayerRef::Snapshot(LayerId::parse(s)?))
-    }
-}
-
 /// Whether a layer of a cached value can still be had: a snapshot that
 /// exists, or a diffID that is unpacked, has a blob here or in an imported
 /// cache.
-pub fn layer_available(state: &State, imported: &Imported, layer: &str) -> bool {
-    match LayerRef::parse(layer) {
-        Ok(LayerRef::Snapshot(id)) => state.layers.exists(&id),
-        Ok(LayerRef::Remote(d)) => {
-            imported.has_layer(&d)
+pub fn layer_available(state: &State, imported: &Imported, layer: &LayerRef) -> bool {
+    match layer {
+        LayerRef::Snapshot(id) => state.layers.exists(id),
+        LayerRef::Remote(d) => {
+            imported.has_layer(d)
                 || matches!(
                     state
                         .layers
                         .find_by_label(image::LABEL_DIFF_ID, &d.to_string()),
                     Ok(Some(_))
                 )
-                || has_blob(state, &d)
+                || has_blob(state, d)
         }
-        Err(_) => false,
     }
 }
 
@@ -222,9 +201,9 @@ pub(super) fn ensure_blob(
 
 /// The snapshot of a layer of a value, fetching and unpacking an imported
 /// layer the first time it is needed.
-pub fn materialize(state: &State, imported: &Imported, layer: &str) -> Result<LayerId, Error> {
-    match LayerRef::parse(layer)? {
-        LayerRef::Snapshot(id) => Ok(id),
+pub fn materialize(state: &State, imported: &Imported, layer: &LayerRef) -> Result<LayerId, Error> {
+    match layer {
+        LayerRef::Snapshot(id) => Ok(id.clone()),
         LayerRef::Remote(d) => {
             if let Some(id) = state
                 .layers
@@ -232,20 +211,21 @@ pub fn materialize(state: &State, imported: &Imported, layer: &str) -> Result<La
             {
                 return Ok(id);
             }
-            ensure_blob(state, imported, &d)?;
-            Ok(image::unpacked_layer(state, &d, imported.created(&d))?)
+            ensure_blob(state, imported, d)?;
+            Ok(image::unpacked_layer(state, d, imported.created(d))?)
         }
     }
 }
 
-/// A layer string of a value as the export sees it: an unpacked snapshot
-/// by the diffID it was unpacked from, anything else as it is.
-pub(super) fn canonical(state: &State, layer: &str) -> String {
-    if let Ok(LayerRef::Snapshot(id)) = LayerRef::parse(layer)
-        && let Ok(l) = state.layers.get(&id)
+/// A layer of a value as the export sees it: an unpacked snapshot by the
+/// diffID it was unpacked from, anything else as it is.
+pub(super) fn canonical(state: &State, layer: &LayerRef) -> LayerRef {
+    if let LayerRef::Snapshot(id) = layer
+        && let Ok(l) = state.layers.get(id)
         && let Some(d) = l.meta.labels.get(image::LABEL_DIFF_ID)
+        && let Ok(d) = d.parse()
     {
-        return d.clone();
+        return LayerRef::Remote(d);
     }
-    layer.to_owned()
+    layer.clone()
 }

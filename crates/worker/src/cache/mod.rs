@@ -39,7 +39,8 @@
 //!
 //! [`RecordingCache`] answers the solver's lookups from the local cache
 //! first, then from the imported records; an imported hit is a value whose
-//! layers are *diffIDs* (`sha256:…`) instead of snapshot ids. Nothing is
+//! layers are *diffIDs* ([`crate::LayerRef::Remote`], written `sha256:…`)
+//! instead of snapshot ids. Nothing is
 //! downloaded for it: only when a step after the last hit needs the
 //! filesystem ([`crate::LlbWorker`]'s `layers_of`) or an output needs the
 //! image are the blobs fetched and unpacked ([`materialize`]). A registry
@@ -74,6 +75,6 @@ pub use export::{ExportRequest, Exported, export};
 pub use format::{CONFIG_MEDIA_TYPE, Merged};
 pub use imported::{Imported, import};
 pub use inline::InlineRecords;
-pub use lazy::{LayerRef, RecordingCache, layer_available, materialize, restore_mount};
+pub use lazy::{RecordingCache, layer_available, materialize, restore_mount};
 pub use spec::{CacheFrom, CacheTo, DEFAULT_MAX_RECORDS, Location, Mode};
 pub use transport::{Remote, Transport};
