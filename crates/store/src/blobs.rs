@@ -48,6 +48,21 @@ pub const LABEL_DIFF_ID: &str = "kiln.diff_id";
 /// unpacked from an imported cache gets the time the cache recorded.
 pub const LABEL_CREATED: &str = "kiln.created";
 
+/// The metadata of a layer an op just made: its creation time, now.
+pub fn built_layer_meta() -> kiln_snapshot::LayerMeta {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut meta = kiln_snapshot::LayerMeta::default();
+    if let Ok(t) = kiln_oci::rfc3339(
+        i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+        now.subsec_nanos(),
+    ) {
+        meta.labels.insert(LABEL_CREATED.to_owned(), t);
+    }
+    meta
+}
+
 /// Label prefix of built layers: the diffID of their generated tar
 /// (suffixed with `@<epoch>` for a clamped tar).
 pub const LABEL_TAR: &str = "kiln.tar.diff_id";

@@ -130,7 +130,7 @@ pub fn execute(
         }
         .into());
     }
-    let layer = draft.commit(crate::image::built_layer_meta())?;
+    let layer = draft.commit(kiln_store::blobs::built_layer_meta())?;
     let mut layers: Vec<LayerRef> = base.iter().cloned().map(LayerRef::Snapshot).collect();
     layers.push(LayerRef::Snapshot(layer.id));
     Ok(Value::Fs { layers })

@@ -160,7 +160,7 @@ pub fn execute(
         Some(g) => g.unmount_keeping()?,
         None => None,
     };
-    let mut meta = crate::image::built_layer_meta();
+    let mut meta = kiln_store::blobs::built_layer_meta();
     let mut staged = None;
     let mut merged = false;
     if let Some(st) = staging {

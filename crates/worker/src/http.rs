@@ -412,7 +412,7 @@ pub fn execute(w: &LlbWorker, v: &Vertex) -> Result<Value, Error> {
             draft
         }
     };
-    let layer = draft.commit(crate::image::built_layer_meta())?;
+    let layer = draft.commit(kiln_store::blobs::built_layer_meta())?;
     Ok(Value::Fs {
         layers: vec![LayerRef::Snapshot(layer.id)],
     })

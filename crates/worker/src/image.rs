@@ -14,7 +14,7 @@ use kiln_llb::image::{Healthcheck as LlbHealthcheck, History as LlbHistory, Imag
 use kiln_llb::op::SourceOp;
 use kiln_llb::{Digest, Platform};
 use kiln_oci::{Compression, History, ImageConfigFile, ImageRef, RuntimeConfig};
-use kiln_snapshot::{LayerId, LayerMeta};
+use kiln_snapshot::LayerId;
 pub use kiln_store::layers::{LABEL_DIFF_ID, diff_id, image_layers, layer_blob, prefetch_diff_id};
 pub use kiln_store::state::DiffIdCells;
 
@@ -30,21 +30,6 @@ pub fn load_config(state: &State, id: &Digest) -> Result<ImageConfigFile, Error>
 }
 
 pub use kiln_store::blobs::LABEL_CREATED;
-
-/// The metadata of a layer an op just made.
-pub fn built_layer_meta() -> LayerMeta {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let mut meta = LayerMeta::default();
-    if let Ok(t) = kiln_oci::rfc3339(
-        i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
-        now.subsec_nanos(),
-    ) {
-        meta.labels.insert(LABEL_CREATED.to_owned(), t);
-    }
-    meta
-}
 
 /// An OCI configuration as the frontend sees it.
 pub fn to_llb(c: &ImageConfigFile) -> ImageConfig {
