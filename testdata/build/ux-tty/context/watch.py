@@ -30,18 +30,25 @@ tmux = ["tmux", "-S", sock]
 subprocess.run(tmux + ["new-session", "-d", "-x", str(cols), "-y", str(rows),
                        "%s; echo \"[exit $?]\"; tmux -S %s wait-for -S done; sleep 60" % (command, sock)], check=True)
 waiter = subprocess.Popen(tmux + ["wait-for", "done"])
-def screen():
-    out = subprocess.run(tmux + ["capture-pane", "-p", "-J", "-S", "-"], capture_output=True, text=True).stdout
+def screen(joined=True):
+    out = subprocess.run(tmux + ["capture-pane", "-p"] + (["-J"] if joined else []) + ["-S", "-"],
+                         capture_output=True, text=True).stdout
     return [l.rstrip() for l in out.splitlines()]
+def lines():
+    # Wrapped lines joined (-J: the plain output's long lines), and the rows
+    # as they are on screen: the view truncates its lines to the width, but
+    # one that fills the last column may be flagged as wrapped and joined to
+    # the next, whatever that one starts with.
+    return screen() + screen(joined=False)
 sent = False
 deadline = time.time() + 120
 last = []
 while waiter.poll() is None and time.time() < deadline:
-    last = screen()
+    now = lines()
     for i, (name, pats, ok) in enumerate(seen):
-        if not ok and all(any(p.search(l) for l in last) for p in pats):
+        if not ok and all(any(p.search(l) for l in now) for p in pats):
             seen[i] = (name, pats, True)
-    if interrupt and not sent and any(interrupt.search(l) for l in last):
+    if interrupt and not sent and any(interrupt.search(l) for l in now):
         subprocess.run(tmux + ["send-keys", "C-c"])
         sent = True
     time.sleep(0.1)
