@@ -70,12 +70,6 @@ impl SlsaVersion {
             SlsaVersion::V1 => PREDICATE_V1,
         }
     }
-
-    /// The statement's `_type`: in-toto v1 for both, as current BuildKit
-    /// writes them (BuildKit 0.13 wrote v0.1).
-    pub fn statement_type(self) -> &'static str {
-        crate::statement::STATEMENT_V1
-    }
 }
 
 /// `--provenance` / `--attest type=provenance` options.

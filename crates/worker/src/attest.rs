@@ -138,7 +138,6 @@ struct Predicate {
 #[derive(Clone, Debug)]
 pub struct Attestations {
     per_platform: Vec<(Platform, Vec<Predicate>)>,
-    statement_type: &'static str,
     annotations: Annotations,
 }
 
@@ -420,11 +419,6 @@ pub fn prepare(
         }
         .into());
     }
-    let version = req
-        .provenance
-        .as_ref()
-        .map(|o| o.version)
-        .unwrap_or_default();
     let mut per_platform = Vec::new();
     for (def, (platform, img)) in defs.iter().zip(images) {
         let mut preds = Vec::new();
@@ -460,7 +454,6 @@ pub fn prepare(
     }
     Ok(Some(Attestations {
         per_platform,
-        statement_type: version.statement_type(),
         annotations: req.annotations.clone(),
     }))
 }
@@ -553,7 +546,7 @@ impl Attestations {
                 "sbom.spdx.json"
             };
             let st = Statement::new(
-                self.statement_type,
+                kiln_attest::statement::STATEMENT_V1,
                 &p.predicate_type,
                 subjects.clone(),
                 p.value.clone(),
@@ -648,7 +641,7 @@ impl Attestations {
                 .filter(|pr| out.carries(pr.implicit))
                 .map(|pr| {
                     Statement::new(
-                        self.statement_type,
+                        kiln_attest::statement::STATEMENT_V1,
                         &pr.predicate_type,
                         kiln_attest::statement::image_subjects(names, p, &d.digest),
                         pr.value.clone(),
