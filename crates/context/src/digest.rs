@@ -133,7 +133,8 @@ fn digest_inner(
 ) -> Result<(kiln_llb::Digest, DigestStats), ContextError> {
     let mut stats = DigestStats::default();
     // Content digests: from the cache, or to be computed.
-    let mut shas: Vec<Option<[u8; 32]>> = Vec::new();
+    let mut shas: Vec<Option<[u8; 32]>> =
+        Vec::with_capacity(selection.iter().map(|(_, e)| e.len()).sum());
     let mut misses: Vec<(usize, &Entry)> = Vec::new();
     for (_, entries) in selection {
         for e in *entries {

@@ -32,6 +32,10 @@ use crate::patternmatcher::{self, Matcher, PatternError};
 use crate::resolve::{self, Node, ResolveError};
 use crate::text::show;
 
+mod prefetch;
+
+use prefetch::{Child, Prefetched};
+
 /// A directory seen through optional `.dockerignore` rules.
 #[derive(Debug, Clone)]
 pub struct Tree {
@@ -266,7 +270,7 @@ struct Visited<'a> {
 }
 
 /// A directory on the walk's stack.
-struct Frame {
+struct Frame<'p> {
     host: PathBuf,
     rel: Vec<u8>,
     tree_rel: Vec<u8>,
@@ -281,7 +285,59 @@ struct Frame {
     /// Handed to the visitor already.
     emitted: bool,
     /// The entries not yet visited; `None` until read.
-    children: Option<std::vec::IntoIter<(OsString, DirEntry)>>,
+    children: Option<Children<'p>>,
+}
+
+/// A directory's entries not yet visited: read by the walk, or ahead of it.
+enum Children<'p> {
+    Read(std::vec::IntoIter<(OsString, DirEntry)>),
+    Prefetched(std::slice::Iter<'p, Child>),
+}
+
+impl<'p> Children<'p> {
+    fn next(&mut self) -> Option<Next<'p>> {
+        match self {
+            Children::Read(it) => it.next().map(|(name, e)| Next::Read(name, e)),
+            Children::Prefetched(it) => it.next().map(Next::Prefetched),
+        }
+    }
+}
+
+/// One entry of a directory, as [`Children`] yields it.
+enum Next<'p> {
+    Read(OsString, DirEntry),
+    Prefetched(&'p Child),
+}
+
+impl Next<'_> {
+    fn name(&self) -> &[u8] {
+        match self {
+            Next::Read(name, _) => name.as_bytes(),
+            Next::Prefetched(c) => c.name.as_bytes(),
+        }
+    }
+
+    fn dir_hint(&self) -> Option<bool> {
+        match self {
+            Next::Read(_, e) => e.file_type().ok().map(|t| t.is_dir()),
+            Next::Prefetched(c) => c.dir_hint,
+        }
+    }
+
+    fn host(&self, parent: &Path) -> PathBuf {
+        match self {
+            Next::Read(_, e) => e.path(),
+            Next::Prefetched(c) => parent.join(&c.name),
+        }
+    }
+
+    /// Its `lstat`; `host` is [`Next::host`].
+    fn metadata(&self, host: &Path) -> std::io::Result<Metadata> {
+        match self {
+            Next::Read(_, e) => e.metadata(),
+            Next::Prefetched(c) => c.metadata(host),
+        }
+    }
 }
 
 /// The start of a walk.
@@ -535,10 +591,15 @@ impl Tree {
             emit: false,
         };
         let mut found = false;
-        self.run(start, &Filter::default(), &mut |_| {
-            found = true;
-            Ok(Visit::Stop)
-        })?;
+        self.run(
+            start,
+            &Filter::default(),
+            &Prefetched::default(),
+            &mut |_| {
+                found = true;
+                Ok(Visit::Stop)
+            },
+        )?;
         Ok(found)
     }
 
@@ -575,27 +636,32 @@ impl Tree {
             emit: false,
         };
         let mut out = Vec::new();
-        self.run(start, &Filter::default(), &mut |v| {
-            if let Some(comps) = &components {
-                let name = v.rel.rsplit(|&b| b == b'/').next().unwrap_or_default();
-                let Some(comp) = v.depth.checked_sub(1).and_then(|d| comps.get(d)) else {
-                    return Ok(Visit::SkipDir);
-                };
-                if !glob::fnmatch(comp, name).unwrap_or(false) {
+        self.run(
+            start,
+            &Filter::default(),
+            &Prefetched::default(),
+            &mut |v| {
+                if let Some(comps) = &components {
+                    let name = v.rel.rsplit(|&b| b == b'/').next().unwrap_or_default();
+                    let Some(comp) = v.depth.checked_sub(1).and_then(|d| comps.get(d)) else {
+                        return Ok(Visit::SkipDir);
+                    };
+                    if !glob::fnmatch(comp, name).unwrap_or(false) {
+                        return Ok(Visit::SkipDir);
+                    }
+                    if v.depth < comps.len() {
+                        return Ok(Visit::Continue);
+                    }
+                }
+                if glob::fnmatch(pattern, v.rel).unwrap_or(false) {
+                    let mut p = b"/".to_vec();
+                    p.extend_from_slice(v.tree_rel);
+                    out.push(p);
                     return Ok(Visit::SkipDir);
                 }
-                if v.depth < comps.len() {
-                    return Ok(Visit::Continue);
-                }
-            }
-            if glob::fnmatch(pattern, v.rel).unwrap_or(false) {
-                let mut p = b"/".to_vec();
-                p.extend_from_slice(v.tree_rel);
-                out.push(p);
-                return Ok(Visit::SkipDir);
-            }
-            Ok(Visit::Continue)
-        })?;
+                Ok(Visit::Continue)
+            },
+        )?;
         Ok(out)
     }
 
@@ -604,10 +670,15 @@ impl Tree {
     /// `filter`, plus the directories leading to such entries. Parents come
     /// before children, siblings in byte order of their names.
     pub fn walk(&self, source: &Source, filter: &Filter) -> Result<Vec<Entry>, ContextError> {
-        let mut out = Vec::new();
         let tree_rel = source.resolved.as_os_str().as_bytes();
         let tree_rel = tree_rel.strip_prefix(b"/").unwrap_or(tree_rel).to_vec();
         let st = self.view_state(&tree_rel)?;
+        let pre = if source.metadata.is_dir() {
+            self.prefetch(&source.host_path, &tree_rel, &st.info)
+        } else {
+            Prefetched::default()
+        };
+        let mut out = Vec::with_capacity(pre.len() + 1);
         let start = Start {
             host: source.host_path.clone(),
             tree_rel,
@@ -615,7 +686,7 @@ impl Tree {
             ign_info: st.info,
             emit: true,
         };
-        self.run(start, filter, &mut |v| {
+        self.run(start, filter, &pre, &mut |v| {
             let mut tree_path = b"/".to_vec();
             tree_path.extend_from_slice(v.tree_rel);
             out.push(Entry::new(v.rel, &tree_path, v.host.to_owned(), v.meta)?);
@@ -629,6 +700,7 @@ impl Tree {
         &self,
         start: Start,
         filter: &Filter,
+        pre: &Prefetched,
         visit: &mut dyn FnMut(&Visited<'_>) -> Result<Visit, ContextError>,
     ) -> Result<(), ContextError> {
         let is_dir = start.meta.is_dir();
@@ -655,18 +727,21 @@ impl Tree {
         let mut buf = Vec::new();
         while let Some(top) = frames.last_mut() {
             if top.children.is_none() {
-                top.children = Some(read_children(&top.host, !top.in_view)?.into_iter());
+                top.children = Some(match pre.get(&top.host) {
+                    Some(read) => Children::Prefetched(read.iter()),
+                    None => Children::Read(read_children(&top.host, !top.in_view)?.into_iter()),
+                });
             }
-            let Some((name, dirent)) = top.children.as_mut().and_then(Iterator::next) else {
+            let Some(next) = top.children.as_mut().and_then(Children::next) else {
                 frames.pop();
                 continue;
             };
             let parent = &frames[frames.len() - 1];
-            let name = name.as_bytes();
+            let name = next.name();
             let child_rel = join_rel(&parent.rel, name);
             let child_tree_rel = join_rel(&parent.tree_rel, name);
             let depth = frames.len();
-            let dir_hint = dirent.file_type().ok().map(|t| t.is_dir());
+            let dir_hint = next.dir_hint();
 
             // Ignore rules: does it exist in the view? An excluded file does
             // not; an excluded directory is walked only when an exception
@@ -715,21 +790,16 @@ impl Tree {
                 exc_info = buf.clone();
             }
 
-            let meta = match dirent.metadata() {
+            let host = next.host(&parent.host);
+            let meta = match next.metadata(&host) {
                 Ok(m) => m,
                 Err(e) if resolve::is_not_found(&e) => continue,
-                Err(source) => {
-                    return Err(ContextError::Io {
-                        path: dirent.path(),
-                        source,
-                    });
-                }
+                Err(source) => return Err(ContextError::Io { path: host, source }),
             };
             let child_is_dir = meta.is_dir();
             if ignored && !child_is_dir {
                 continue;
             }
-            let host = dirent.path();
 
             // The copier skips an excluded path without looking inside
             // unless exceptions or include patterns might select something
@@ -752,7 +822,7 @@ impl Tree {
                     emit: false,
                 };
                 let mut found = false;
-                self.run(start, &Filter::default(), &mut |_| {
+                self.run(start, &Filter::default(), pre, &mut |_| {
                     found = true;
                     Ok(Visit::Stop)
                 })?;
@@ -822,7 +892,7 @@ impl Tree {
 /// does), emitting those the copy selects. `SkipDir` means an ancestor was
 /// skipped by the visitor and the current entry must be dropped.
 fn confirm_view(
-    frames: &mut Vec<Frame>,
+    frames: &mut Vec<Frame<'_>>,
     visit: &mut dyn FnMut(&Visited<'_>) -> Result<Visit, ContextError>,
 ) -> Result<Visit, ContextError> {
     for i in 0..frames.len() {
@@ -843,7 +913,7 @@ fn confirm_view(
 /// Emits the not-yet-emitted directories `frames[..=upto]`, parents first.
 /// When the visitor skips one, the walk abandons everything beneath it.
 fn emit_pending(
-    frames: &mut Vec<Frame>,
+    frames: &mut Vec<Frame<'_>>,
     upto: usize,
     visit: &mut dyn FnMut(&Visited<'_>) -> Result<Visit, ContextError>,
 ) -> Result<Visit, ContextError> {
@@ -864,7 +934,7 @@ fn emit_pending(
             Visit::Continue => {}
             Visit::SkipDir => {
                 frames.truncate(i + 1);
-                frames[i].children = Some(Vec::new().into_iter());
+                frames[i].children = Some(Children::Read(Vec::new().into_iter()));
                 return Ok(Visit::SkipDir);
             }
             Visit::Stop => return Ok(Visit::Stop),
