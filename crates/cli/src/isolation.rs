@@ -35,7 +35,11 @@ pub fn decide(globals: &Globals) -> Result<Decision, Failure> {
     let enter = || {
         let exe = std::env::current_exe()
             .map_err(|e| Failure::Internal(anyhow::anyhow!("locating the kiln binary: {e}")))?;
-        Ok::<_, Failure>(Namespaces::enter(exe, vec!["__exec".into()]))
+        Ok::<_, Failure>(Namespaces::enter(exe, vec!["__exec".into()]).map(|n| {
+            crate::HELPER_ENV
+                .iter()
+                .fold(n, |n, (k, v)| n.with_helper_env(k, v))
+        }))
     };
     let decision = match globals.isolation {
         IsolationChoice::Namespaces => match enter()? {

@@ -16,6 +16,8 @@ pub struct Namespaces {
     args: Vec<OsString>,
     /// Where the compiled seccomp filter is kept between processes.
     filter_cache: Option<PathBuf>,
+    /// Environment variables for the helper process.
+    helper_env: Vec<(String, String)>,
 }
 
 impl Namespaces {
@@ -32,6 +34,7 @@ impl Namespaces {
             program,
             args,
             filter_cache: None,
+            helper_env: Vec::new(),
         })
     }
 }
@@ -41,6 +44,13 @@ impl Namespaces {
     /// (`NamespaceExecutor::with_filter_cache`).
     pub fn with_filter_cache(mut self, dir: PathBuf) -> Namespaces {
         self.filter_cache = Some(dir);
+        self
+    }
+
+    /// Sets an environment variable for every helper process (not for the
+    /// step: the helper gives the step the spec's environment only).
+    pub fn with_helper_env(mut self, key: &str, value: &str) -> Namespaces {
+        self.helper_env.push((key.to_owned(), value.to_owned()));
         self
     }
 }
@@ -62,7 +72,10 @@ impl Isolation for Namespaces {
         &self,
         snapshotter: Arc<dyn kiln_snapshot::Snapshotter>,
     ) -> Result<Arc<dyn Executor>, ExecError> {
-        let e = NamespaceExecutor::new(self.program.clone(), self.args.clone(), snapshotter);
+        let mut e = NamespaceExecutor::new(self.program.clone(), self.args.clone(), snapshotter);
+        for (k, v) in &self.helper_env {
+            e = e.with_env(k, v);
+        }
         Ok(Arc::new(match &self.filter_cache {
             Some(dir) => e.with_filter_cache(dir.clone()),
             None => e,
