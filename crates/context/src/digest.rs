@@ -73,7 +73,94 @@ impl Tree {
         cache: &mut StatCache,
         opts: &DigestOptions,
     ) -> Result<(kiln_llb::Digest, DigestStats), ContextError> {
-        self.walk_and_digest(sources, filter, cache, opts, None)
+        // The bytes the encoding hashes, built as the walk goes (no entry
+        // is kept), with a blank where a file's digest must be computed.
+        let started = coarse_now_ns();
+        let mut stats = DigestStats::default();
+        let mut buf = Vec::new();
+        buf.extend_from_slice(b"kiln.context.v1\0");
+        buf.push(u8::from(opts.include_ownership));
+        let mut misses: Vec<Miss> = Vec::new();
+        let mut tree_path = Vec::new();
+        for source in sources {
+            buf.push(b'S');
+            put_str_into(&mut buf, source.path.as_os_str().as_bytes());
+            let buf = std::cell::RefCell::new(&mut buf);
+            self.for_each_entry(
+                source,
+                filter,
+                &mut |n| buf.borrow_mut().reserve(n * 96),
+                &mut |v| {
+                    let mut buf = buf.borrow_mut();
+                    stats.entries += 1;
+                    let file_type = FileType::of(v.meta);
+                    buf.push(b'E');
+                    put_str_into(&mut buf, v.rel);
+                    buf.push(type_code(file_type));
+                    buf.extend_from_slice(&(v.meta.mode() & 0o7777).to_be_bytes());
+                    if opts.include_ownership {
+                        buf.extend_from_slice(&v.meta.uid().to_be_bytes());
+                        buf.extend_from_slice(&v.meta.gid().to_be_bytes());
+                    }
+                    match file_type {
+                        FileType::File => {
+                            buf.extend_from_slice(&v.meta.size().to_be_bytes());
+                            tree_path.clear();
+                            tree_path.push(b'/');
+                            tree_path.extend_from_slice(v.tree_rel);
+                            let key = stat_key_of(v.meta);
+                            match cache.lookup(&tree_path, &key) {
+                                Some(sha) => {
+                                    stats.cache_hits += 1;
+                                    buf.extend_from_slice(&sha);
+                                }
+                                None => {
+                                    misses.push(Miss {
+                                        at: buf.len(),
+                                        host: v.host.to_owned(),
+                                        tree_path: tree_path.clone(),
+                                        key,
+                                    });
+                                    buf.extend_from_slice(&[0; 32]);
+                                }
+                            }
+                        }
+                        FileType::Symlink => {
+                            let target =
+                                std::fs::read_link(v.host).map_err(|source| ContextError::Io {
+                                    path: v.host.to_owned(),
+                                    source,
+                                })?;
+                            put_str_into(&mut buf, target.as_os_str().as_bytes());
+                        }
+                        FileType::CharDevice | FileType::BlockDevice => {
+                            let rdev = v.meta.rdev();
+                            buf.extend_from_slice(&nix::sys::stat::major(rdev).to_be_bytes());
+                            buf.extend_from_slice(&nix::sys::stat::minor(rdev).to_be_bytes());
+                        }
+                        FileType::Dir | FileType::Fifo | FileType::Socket => {}
+                    }
+                    Ok(())
+                },
+            )?;
+        }
+        let hashed: Vec<Result<Hashed, ContextError>> = misses
+            .par_iter()
+            .map(|m| hash_path(&m.host, &m.key))
+            .collect();
+        for (r, m) in hashed.into_iter().zip(misses) {
+            let Hashed { sha, n, stable } = r?;
+            stats.files_hashed += 1;
+            stats.bytes_hashed += n;
+            buf[m.at..m.at + 32].copy_from_slice(&sha);
+            if stable && m.key.ctime_ns < started {
+                cache.insert(m.tree_path, m.key, sha);
+            } else {
+                cache.forget(&m.tree_path);
+            }
+        }
+        let sum: [u8; 32] = Sha256::digest(&buf).into();
+        Ok((digest_from(sum), stats))
     }
 
     fn walk_and_digest(
@@ -242,6 +329,20 @@ fn put_str(h: &mut Sha256, s: &[u8]) {
     h.update(s);
 }
 
+fn put_str_into(buf: &mut Vec<u8>, s: &[u8]) {
+    buf.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    buf.extend_from_slice(s);
+}
+
+/// A regular file [`Tree::digest`] found no cached digest for.
+struct Miss {
+    /// Where its digest goes in the encoding.
+    at: usize,
+    host: std::path::PathBuf,
+    tree_path: Vec<u8>,
+    key: StatKey,
+}
+
 fn type_code(t: FileType) -> u8 {
     match t {
         FileType::File => b'f',
@@ -259,6 +360,17 @@ impl StatCache {
     /// stat (what [`Tree::digest`] hashed or trusted for the cache key).
     pub fn digest_of(&mut self, e: &Entry) -> Option<[u8; 32]> {
         self.lookup(e.tree_path.as_os_str().as_bytes(), &stat_key(e))
+    }
+}
+
+fn stat_key_of(meta: &std::fs::Metadata) -> StatKey {
+    StatKey {
+        size: meta.size(),
+        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        ino: meta.ino(),
+        dev: meta.dev(),
+        mode: meta.mode(),
     }
 }
 
@@ -284,14 +396,19 @@ struct Hashed {
 
 /// SHA-256 of a regular file's content, streamed.
 fn hash_file(e: &Entry) -> Result<Hashed, ContextError> {
+    hash_path(&e.host_path, &stat_key(e))
+}
+
+/// SHA-256 of the regular file at `host`, whose walk saw the stat `key`.
+fn hash_path(host: &std::path::Path, key: &StatKey) -> Result<Hashed, ContextError> {
     let io = |source| ContextError::Io {
-        path: e.host_path.clone(),
+        path: host.to_owned(),
         source,
     };
     let mut f = File::options()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-        .open(&e.host_path)
+        .open(host)
         .map_err(io)?;
     let mut h = Sha256::new();
     let mut total = 0u64;
@@ -312,12 +429,12 @@ fn hash_file(e: &Entry) -> Result<Hashed, ContextError> {
         }
     })?;
     let after = f.metadata().map_err(io)?;
-    let stable = after.size() == e.size
+    let stable = after.size() == key.size
         && after.size() == total
-        && after.mtime() * 1_000_000_000 + after.mtime_nsec() == e.mtime_ns
-        && after.ctime() * 1_000_000_000 + after.ctime_nsec() == e.ctime_ns
-        && after.ino() == e.ino
-        && after.dev() == e.dev;
+        && after.mtime() * 1_000_000_000 + after.mtime_nsec() == key.mtime_ns
+        && after.ctime() * 1_000_000_000 + after.ctime_nsec() == key.ctime_ns
+        && after.ino() == key.ino
+        && after.dev() == key.dev;
     Ok(Hashed {
         sha: h.finalize().into(),
         n: total,

@@ -259,13 +259,13 @@ enum Visit {
 }
 
 /// One node handed to a walk visitor.
-struct Visited<'a> {
+pub(crate) struct Visited<'a> {
     /// Relative to the walk's start ("" for the start).
-    rel: &'a [u8],
+    pub(crate) rel: &'a [u8],
     /// Inside the tree, without the leading `/` ("" for the root).
-    tree_rel: &'a [u8],
-    host: &'a Path,
-    meta: &'a Metadata,
+    pub(crate) tree_rel: &'a [u8],
+    pub(crate) host: &'a Path,
+    pub(crate) meta: &'a Metadata,
     depth: usize,
 }
 
@@ -670,6 +670,32 @@ impl Tree {
     /// `filter`, plus the directories leading to such entries. Parents come
     /// before children, siblings in byte order of their names.
     pub fn walk(&self, source: &Source, filter: &Filter) -> Result<Vec<Entry>, ContextError> {
+        let out = std::cell::RefCell::new(Vec::new());
+        self.for_each_entry(
+            source,
+            filter,
+            &mut |n| out.borrow_mut().reserve(n),
+            &mut |v| {
+                let mut tree_path = b"/".to_vec();
+                tree_path.extend_from_slice(v.tree_rel);
+                let e = Entry::new(v.rel, &tree_path, v.host.to_owned(), v.meta)?;
+                out.borrow_mut().push(e);
+                Ok(())
+            },
+        )?;
+        Ok(out.into_inner())
+    }
+
+    /// Hands `visit` every entry [`Tree::walk`] returns, in the same order,
+    /// without collecting them; `expect` first learns about how many there
+    /// will be.
+    pub(crate) fn for_each_entry(
+        &self,
+        source: &Source,
+        filter: &Filter,
+        expect: &mut dyn FnMut(usize),
+        visit: &mut dyn FnMut(&Visited<'_>) -> Result<(), ContextError>,
+    ) -> Result<(), ContextError> {
         let tree_rel = source.resolved.as_os_str().as_bytes();
         let tree_rel = tree_rel.strip_prefix(b"/").unwrap_or(tree_rel).to_vec();
         let st = self.view_state(&tree_rel)?;
@@ -678,7 +704,7 @@ impl Tree {
         } else {
             Prefetched::default()
         };
-        let mut out = Vec::with_capacity(pre.len() + 1);
+        expect(pre.len() + 1);
         let start = Start {
             host: source.host_path.clone(),
             tree_rel,
@@ -687,12 +713,9 @@ impl Tree {
             emit: true,
         };
         self.run(start, filter, &pre, &mut |v| {
-            let mut tree_path = b"/".to_vec();
-            tree_path.extend_from_slice(v.tree_rel);
-            out.push(Entry::new(v.rel, &tree_path, v.host.to_owned(), v.meta)?);
+            visit(v)?;
             Ok(Visit::Continue)
-        })?;
-        Ok(out)
+        })
     }
 
     /// The walk engine (see the module docs).

@@ -18,6 +18,7 @@ fn main() {
     let root = !kiln_testkit::is_root();
     let trials = vec![
         Trial::test("encoding_as_documented", encoding_as_documented),
+        Trial::test("every_digest_path_agrees", every_digest_path_agrees),
         Trial::test("stable_across_trees_and_runs", stable_across_trees_and_runs),
         Trial::test(
             "changes_with_content_mode_name_target",
@@ -116,6 +117,82 @@ fn settle(root: &Path) {
     while coarse_now_ns() <= newest {
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// `Tree::digest` encodes as it walks; `digest_listed` and
+/// `digest_selection` encode a walk's entries. Same selection, same digest:
+/// through `.dockerignore` rules, copy filters, ownership, a fifo, sources
+/// that are files, and with the stat cache cold and warm.
+fn every_digest_path_agrees() -> TestResult {
+    use kiln_context::digest::digest_selection;
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path();
+    sample(root);
+    for d in 0..12 {
+        for f in 0..7 {
+            write(
+                root,
+                &format!("deep/d{d}/s{}/f{f}.txt", d % 3),
+                format!("{d}/{f}").as_bytes(),
+                0o640,
+            );
+        }
+        write(root, &format!("deep/d{d}/x.log"), b"log", 0o644);
+    }
+    nix::unistd::mkfifo(
+        &root.join("b/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )?;
+    write(
+        root,
+        ".dockerignore",
+        b"deep/d1\ndeep/d2/**\n!deep/d2/s2/f3.txt\n",
+        0o644,
+    );
+    settle(root);
+    let ignore = Matcher::new(&["deep/d1", "deep/d2/**", "!deep/d2/s2/f3.txt"])?;
+    for tree in [
+        Tree::new(root.to_owned(), None),
+        Tree::new(root.to_owned(), Some(ignore)),
+    ] {
+        for filter in [
+            Filter::default(),
+            Filter::new::<&str, &str>(&[], &["**/*.log", "deep/d3"])?,
+            Filter::new::<&str, &str>(&["deep/d4", "a"], &[])?,
+        ] {
+            for src in ["/", "/deep", "/a/one.txt", "/b/*", "/deep/d2"] {
+                for include_ownership in [false, true] {
+                    let opts = DigestOptions { include_ownership };
+                    let sources = tree.expand(src, &COPY)?;
+                    let mut cache = StatCache::in_memory();
+                    let (streamed, cold) = tree.digest(&sources, &filter, &mut cache, &opts)?;
+                    let (warm_digest, warm) = tree.digest(&sources, &filter, &mut cache, &opts)?;
+                    let (listed, _, _) =
+                        tree.digest_listed(&sources, &filter, &mut StatCache::in_memory(), &opts)?;
+                    let walked = sources
+                        .iter()
+                        .map(|s| tree.walk(s, &filter).map(|e| (s, e)))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let selection: Vec<_> =
+                        walked.iter().map(|(s, e)| (*s, e.as_slice())).collect();
+                    let (selected, _) = digest_selection(
+                        &selection,
+                        &mut StatCache::in_memory(),
+                        &opts,
+                        coarse_now_ns(),
+                    )?;
+                    let what = format!("{src} {filter:?} ownership={include_ownership}");
+                    assert_eq!(streamed, listed, "{what}");
+                    assert_eq!(streamed, selected, "{what}");
+                    assert_eq!(streamed, warm_digest, "{what}");
+                    assert_eq!(cold.entries, warm.entries, "{what}");
+                    assert_eq!(warm.files_hashed, 0, "{what}");
+                    assert_eq!(warm.cache_hits, cold.files_hashed, "{what}");
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn encoding_as_documented() -> TestResult {
