@@ -73,94 +73,48 @@ impl Tree {
         cache: &mut StatCache,
         opts: &DigestOptions,
     ) -> Result<(kiln_llb::Digest, DigestStats), ContextError> {
-        // The bytes the encoding hashes, built as the walk goes (no entry
-        // is kept), with a blank where a file's digest must be computed.
-        let started = coarse_now_ns();
-        let mut stats = DigestStats::default();
-        let mut buf = Vec::new();
-        buf.extend_from_slice(b"kiln.context.v1\0");
-        buf.push(u8::from(opts.include_ownership));
-        let mut misses: Vec<Miss> = Vec::new();
+        // Encoded as the walk goes: no entry is kept.
+        let mut enc = Encoder::new(*opts, coarse_now_ns(), false);
         let mut tree_path = Vec::new();
         for source in sources {
-            buf.push(b'S');
-            put_str_into(&mut buf, source.path.as_os_str().as_bytes());
-            let buf = std::cell::RefCell::new(&mut buf);
+            enc.source(source.path.as_os_str().as_bytes());
+            let enc = std::cell::RefCell::new(&mut enc);
             self.for_each_entry(
                 source,
                 filter,
-                &mut |n| buf.borrow_mut().reserve(n * 96),
+                &mut |n| enc.borrow_mut().reserve(n),
                 &mut |v| {
-                    let mut buf = buf.borrow_mut();
-                    stats.entries += 1;
+                    tree_path.clear();
+                    tree_path.push(b'/');
+                    tree_path.extend_from_slice(v.tree_rel);
                     let file_type = FileType::of(v.meta);
-                    buf.push(b'E');
-                    put_str_into(&mut buf, v.rel);
-                    buf.push(type_code(file_type));
-                    buf.extend_from_slice(&(v.meta.mode() & 0o7777).to_be_bytes());
-                    if opts.include_ownership {
-                        buf.extend_from_slice(&v.meta.uid().to_be_bytes());
-                        buf.extend_from_slice(&v.meta.gid().to_be_bytes());
-                    }
-                    match file_type {
-                        FileType::File => {
-                            buf.extend_from_slice(&v.meta.size().to_be_bytes());
-                            tree_path.clear();
-                            tree_path.push(b'/');
-                            tree_path.extend_from_slice(v.tree_rel);
-                            let key = stat_key_of(v.meta);
-                            match cache.lookup(&tree_path, &key) {
-                                Some(sha) => {
-                                    stats.cache_hits += 1;
-                                    buf.extend_from_slice(&sha);
-                                }
-                                None => {
-                                    misses.push(Miss {
-                                        at: buf.len(),
-                                        host: v.host.to_owned(),
-                                        tree_path: tree_path.clone(),
-                                        key,
-                                    });
-                                    buf.extend_from_slice(&[0; 32]);
-                                }
-                            }
-                        }
-                        FileType::Symlink => {
-                            let target =
-                                std::fs::read_link(v.host).map_err(|source| ContextError::Io {
-                                    path: v.host.to_owned(),
-                                    source,
-                                })?;
-                            put_str_into(&mut buf, target.as_os_str().as_bytes());
-                        }
-                        FileType::CharDevice | FileType::BlockDevice => {
-                            let rdev = v.meta.rdev();
-                            buf.extend_from_slice(&nix::sys::stat::major(rdev).to_be_bytes());
-                            buf.extend_from_slice(&nix::sys::stat::minor(rdev).to_be_bytes());
-                        }
-                        FileType::Dir | FileType::Fifo | FileType::Socket => {}
-                    }
+                    let target = match file_type {
+                        FileType::Symlink => Some(std::fs::read_link(v.host).map_err(
+                            |source| ContextError::Io {
+                                path: v.host.to_owned(),
+                                source,
+                            },
+                        )?),
+                        _ => None,
+                    };
+                    let e = EntryRef {
+                        rel: v.rel,
+                        tree_path: &tree_path,
+                        host: v.host,
+                        file_type,
+                        uid: v.meta.uid(),
+                        gid: v.meta.gid(),
+                        key: stat_key_of(v.meta),
+                        rdev: v.meta.rdev(),
+                        symlink_target: target.as_ref().map(|t| t.as_os_str().as_bytes()),
+                    };
+                    enc.borrow_mut().entry(&e, cache);
                     Ok(())
                 },
             )?;
         }
-        let hashed: Vec<Result<Hashed, ContextError>> = misses
-            .par_iter()
-            .map(|m| hash_path(&m.host, &m.key))
-            .collect();
-        for (r, m) in hashed.into_iter().zip(misses) {
-            let Hashed { sha, n, stable } = r?;
-            stats.files_hashed += 1;
-            stats.bytes_hashed += n;
-            buf[m.at..m.at + 32].copy_from_slice(&sha);
-            if stable && m.key.ctime_ns < started {
-                cache.insert(m.tree_path, m.key, sha);
-            } else {
-                cache.forget(&m.tree_path);
-            }
-        }
-        let sum: [u8; 32] = Sha256::digest(&buf).into();
-        Ok((digest_from(sum), stats))
+        let (digest, stats, _) = enc.finish(cache)?;
+        Ok((digest, stats))
     }
 
     fn walk_and_digest(
@@ -216,89 +170,177 @@ fn digest_inner(
     cache: &mut StatCache,
     opts: &DigestOptions,
     started: i64,
-    mut listing: Option<&mut Listing>,
+    listing: Option<&mut Listing>,
 ) -> Result<(kiln_llb::Digest, DigestStats), ContextError> {
-    let mut stats = DigestStats::default();
-    // Content digests: from the cache, or to be computed.
-    let mut shas: Vec<Option<[u8; 32]>> =
-        Vec::with_capacity(selection.iter().map(|(_, e)| e.len()).sum());
-    let mut misses: Vec<(usize, &Entry)> = Vec::new();
-    for (_, entries) in selection {
+    let mut enc = Encoder::new(*opts, started, listing.is_some());
+    enc.reserve(selection.iter().map(|(_, e)| e.len()).sum());
+    for (source, entries) in selection {
+        enc.source(source.path.as_os_str().as_bytes());
         for e in *entries {
-            stats.entries += 1;
-            if e.file_type != FileType::File {
-                continue;
-            }
-            let idx = shas.len();
-            match cache.lookup(e.tree_path.as_os_str().as_bytes(), &stat_key(e)) {
-                Some(sha) => {
-                    stats.cache_hits += 1;
-                    shas.push(Some(sha));
-                }
-                None => {
-                    shas.push(None);
-                    misses.push((idx, e));
-                }
-            }
+            let entry = EntryRef {
+                rel: e.path.as_os_str().as_bytes(),
+                tree_path: e.tree_path.as_os_str().as_bytes(),
+                host: &e.host_path,
+                file_type: e.file_type,
+                uid: e.uid,
+                gid: e.gid,
+                key: stat_key(e),
+                rdev: e.rdev,
+                symlink_target: e.symlink_target.as_deref(),
+            };
+            enc.entry(&entry, cache);
         }
     }
-    let hashed: Vec<Result<Hashed, ContextError>> =
-        misses.par_iter().map(|&(_, e)| hash_file(e)).collect();
-    // `collect` keeps `misses`' order.
-    for (r, &(idx, e)) in hashed.into_iter().zip(&misses) {
-        let Hashed { sha, n, stable } = r?;
-        stats.files_hashed += 1;
-        stats.bytes_hashed += n;
-        shas[idx] = Some(sha);
-        let path = e.tree_path.as_os_str().as_bytes().to_vec();
-        if stable && e.ctime_ns < started {
-            cache.insert(path, stat_key(e), sha);
-        } else {
-            cache.forget(&path);
+    let (digest, stats, listed) = enc.finish(cache)?;
+    if let (Some(out), Some(listed)) = (listing, listed) {
+        out.extend(listed);
+    }
+    Ok((digest, stats))
+}
+
+/// One entry as the encoding sees it.
+struct EntryRef<'a> {
+    /// Relative to its source.
+    rel: &'a [u8],
+    /// In the tree, absolute: the stat cache's key.
+    tree_path: &'a [u8],
+    host: &'a std::path::Path,
+    file_type: FileType,
+    uid: u32,
+    gid: u32,
+    /// Its stat (size and mode among it).
+    key: StatKey,
+    rdev: u64,
+    symlink_target: Option<&'a [u8]>,
+}
+
+/// The bytes the encoding hashes (see the module docs), built entry by
+/// entry, with a blank where a file's content digest is still unknown: the
+/// only place the encoding is written.
+struct Encoder {
+    buf: Vec<u8>,
+    opts: DigestOptions,
+    /// When the walks began ([`coarse_now_ns`]).
+    started: i64,
+    stats: DigestStats,
+    misses: Vec<Miss>,
+    /// With a listing: each regular file's tree path and where its digest
+    /// is in `buf`.
+    listed: Option<Vec<(Vec<u8>, usize)>>,
+}
+
+/// A regular file the stat cache did not know.
+struct Miss {
+    /// Where its digest goes in the encoding.
+    at: usize,
+    host: std::path::PathBuf,
+    tree_path: Vec<u8>,
+    key: StatKey,
+}
+
+impl Encoder {
+    fn new(opts: DigestOptions, started: i64, listing: bool) -> Encoder {
+        let mut buf = Vec::new();
+        buf.extend_from_slice(b"kiln.context.v1\0");
+        buf.push(u8::from(opts.include_ownership));
+        Encoder {
+            buf,
+            opts,
+            started,
+            stats: DigestStats::default(),
+            misses: Vec::new(),
+            listed: listing.then(Vec::new),
         }
     }
 
-    let mut h = Sha256::new();
-    h.update(b"kiln.context.v1\0");
-    h.update([u8::from(opts.include_ownership)]);
-    let mut files = shas.into_iter();
-    for (source, entries) in selection {
-        h.update(b"S");
-        put_str(&mut h, source.path.as_os_str().as_bytes());
-        for e in *entries {
-            h.update(b"E");
-            put_str(&mut h, e.path.as_os_str().as_bytes());
-            h.update([type_code(e.file_type)]);
-            h.update((e.mode & 0o7777).to_be_bytes());
-            if opts.include_ownership {
-                h.update(e.uid.to_be_bytes());
-                h.update(e.gid.to_be_bytes());
-            }
-            match e.file_type {
-                FileType::File => {
-                    let sha = files.next().flatten().ok_or_else(|| ContextError::Io {
-                        path: e.host_path.clone(),
-                        source: std::io::Error::other("internal: file digest missing"),
-                    })?;
-                    h.update(e.size.to_be_bytes());
-                    h.update(sha);
-                    if let Some(l) = listing.as_deref_mut() {
-                        l.push((e.tree_path.as_os_str().as_bytes().to_vec(), sha));
+    /// Room for about `entries` more entries.
+    fn reserve(&mut self, entries: usize) {
+        self.buf.reserve(entries * 96);
+    }
+
+    fn source(&mut self, path: &[u8]) {
+        self.buf.push(b'S');
+        put_str(&mut self.buf, path);
+    }
+
+    fn entry(&mut self, e: &EntryRef<'_>, cache: &mut StatCache) {
+        let buf = &mut self.buf;
+        self.stats.entries += 1;
+        buf.push(b'E');
+        put_str(buf, e.rel);
+        buf.push(type_code(e.file_type));
+        buf.extend_from_slice(&(e.key.mode & 0o7777).to_be_bytes());
+        if self.opts.include_ownership {
+            buf.extend_from_slice(&e.uid.to_be_bytes());
+            buf.extend_from_slice(&e.gid.to_be_bytes());
+        }
+        match e.file_type {
+            FileType::File => {
+                buf.extend_from_slice(&e.key.size.to_be_bytes());
+                let at = buf.len();
+                match cache.lookup(e.tree_path, &e.key) {
+                    Some(sha) => {
+                        self.stats.cache_hits += 1;
+                        buf.extend_from_slice(&sha);
+                    }
+                    None => {
+                        self.misses.push(Miss {
+                            at,
+                            host: e.host.to_owned(),
+                            tree_path: e.tree_path.to_vec(),
+                            key: e.key,
+                        });
+                        buf.extend_from_slice(&[0; 32]);
                     }
                 }
-                FileType::Symlink => {
-                    put_str(&mut h, e.symlink_target.as_deref().unwrap_or_default());
+                if let Some(l) = &mut self.listed {
+                    l.push((e.tree_path.to_vec(), at));
                 }
-                FileType::CharDevice | FileType::BlockDevice => {
-                    h.update(nix::sys::stat::major(e.rdev).to_be_bytes());
-                    h.update(nix::sys::stat::minor(e.rdev).to_be_bytes());
-                }
-                FileType::Dir | FileType::Fifo | FileType::Socket => {}
             }
+            FileType::Symlink => put_str(buf, e.symlink_target.unwrap_or_default()),
+            FileType::CharDevice | FileType::BlockDevice => {
+                buf.extend_from_slice(&nix::sys::stat::major(e.rdev).to_be_bytes());
+                buf.extend_from_slice(&nix::sys::stat::minor(e.rdev).to_be_bytes());
+            }
+            FileType::Dir | FileType::Fifo | FileType::Socket => {}
         }
     }
-    let sum: [u8; 32] = h.finalize().into();
-    Ok((digest_from(sum), stats))
+
+    /// Hashes the files the cache did not know (in parallel), records them
+    /// in the cache, and digests the encoding.
+    fn finish(
+        mut self,
+        cache: &mut StatCache,
+    ) -> Result<(kiln_llb::Digest, DigestStats, Option<Listing>), ContextError> {
+        let hashed: Vec<Result<Hashed, ContextError>> = self
+            .misses
+            .par_iter()
+            .map(|m| hash_path(&m.host, &m.key))
+            .collect();
+        // `collect` keeps `misses`' order.
+        for (r, m) in hashed.into_iter().zip(self.misses) {
+            let Hashed { sha, n, stable } = r?;
+            self.stats.files_hashed += 1;
+            self.stats.bytes_hashed += n;
+            self.buf[m.at..m.at + 32].copy_from_slice(&sha);
+            if stable && m.key.ctime_ns < self.started {
+                cache.insert(m.tree_path, m.key, sha);
+            } else {
+                cache.forget(&m.tree_path);
+            }
+        }
+        let listing = self.listed.map(|l| {
+            l.into_iter()
+                .map(|(path, at)| {
+                    let mut sha = [0; 32];
+                    sha.copy_from_slice(&self.buf[at..at + 32]);
+                    (path, sha)
+                })
+                .collect()
+        });
+        let sum: [u8; 32] = Sha256::digest(&self.buf).into();
+        Ok((digest_from(sum), self.stats, listing))
+    }
 }
 
 /// Now, on the coarse realtime clock file timestamps are taken from, in
@@ -324,23 +366,9 @@ fn digest_from(sum: [u8; 32]) -> kiln_llb::Digest {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-fn put_str(h: &mut Sha256, s: &[u8]) {
-    h.update((s.len() as u32).to_be_bytes());
-    h.update(s);
-}
-
-fn put_str_into(buf: &mut Vec<u8>, s: &[u8]) {
+fn put_str(buf: &mut Vec<u8>, s: &[u8]) {
     buf.extend_from_slice(&(s.len() as u32).to_be_bytes());
     buf.extend_from_slice(s);
-}
-
-/// A regular file [`Tree::digest`] found no cached digest for.
-struct Miss {
-    /// Where its digest goes in the encoding.
-    at: usize,
-    host: std::path::PathBuf,
-    tree_path: Vec<u8>,
-    key: StatKey,
 }
 
 fn type_code(t: FileType) -> u8 {
@@ -394,12 +422,8 @@ struct Hashed {
     stable: bool,
 }
 
-/// SHA-256 of a regular file's content, streamed.
-fn hash_file(e: &Entry) -> Result<Hashed, ContextError> {
-    hash_path(&e.host_path, &stat_key(e))
-}
-
-/// SHA-256 of the regular file at `host`, whose walk saw the stat `key`.
+/// SHA-256 of the regular file at `host`, streamed; its walk saw the stat
+/// `key`.
 fn hash_path(host: &std::path::Path, key: &StatKey) -> Result<Hashed, ContextError> {
     let io = |source| ContextError::Io {
         path: host.to_owned(),
