@@ -501,6 +501,35 @@ fn from_layout(d: &layout::Descriptor) -> Result<Descriptor, Error> {
         })
 }
 
+/// How a local or tar output names the statement files it writes, as
+/// BuildKit's `CreateFS`: `attestation-prefix=` before the name and, when
+/// the platforms of a multi-platform result share one directory
+/// (`platform-split=false`), the platform's directory name before the
+/// extension (`provenance.linux_amd64.json`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatementNames<'a> {
+    /// `attestation-prefix=`.
+    pub prefix: &'a str,
+    /// The platform (`linux_amd64`), when platforms share a directory.
+    pub platform: Option<&'a str>,
+}
+
+impl StatementNames<'_> {
+    /// The name of the file of statement `base` (`provenance.json`).
+    pub fn name(&self, base: &str) -> String {
+        let name = format!("{}{base}", self.prefix);
+        let Some(p) = self.platform else {
+            return name;
+        };
+        // Go's path.Ext: from the last dot of the last element.
+        let last = name.rfind('/').map_or(0, |i| i + 1);
+        match name[last..].rfind('.') {
+            Some(i) => format!("{}.{p}{}", &name[..last + i], &name[last + i..]),
+            None => format!("{name}.{p}"),
+        }
+    }
+}
+
 impl Attestations {
     /// Writes the statements of `platform`'s image into a local output
     /// `dest`, as BuildKit's local exporter does: one file per attestation
@@ -508,6 +537,8 @@ impl Attestations {
     /// file of the output with its digest, indented JSON, mode 0600, the
     /// epoch's time when there is one. The inline-only default provenance
     /// is not written.
+    ///
+    /// `names` names the files; returns the names written.
     pub fn write_local(
         &self,
         state: &State,
@@ -515,13 +546,14 @@ impl Attestations {
         platform: &Platform,
         dest: &Path,
         clamp: Option<i64>,
-    ) -> Result<(), Error> {
+        names: StatementNames<'_>,
+    ) -> Result<Vec<String>, Error> {
         let Some((_, preds)) = self.per_platform.iter().find(|(p, _)| p == platform) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let preds: Vec<&Predicate> = preds.iter().filter(|p| !p.implicit).collect();
         if preds.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         // The image's files (what BuildKit walks: the result's mount), not
         // the directory, which may hold files of earlier exports.
@@ -539,12 +571,15 @@ impl Attestations {
         };
         let subjects = file_subjects(&mnt)?;
         drop(guard);
+        let mut written = Vec::with_capacity(preds.len());
         for p in preds {
-            let name = if p.predicate_type.starts_with("https://slsa.dev/provenance/") {
-                "provenance.json"
-            } else {
-                "sbom.spdx.json"
-            };
+            let name = names.name(
+                if p.predicate_type.starts_with("https://slsa.dev/provenance/") {
+                    "provenance.json"
+                } else {
+                    "sbom.spdx.json"
+                },
+            );
             let st = Statement::new(
                 kiln_attest::statement::STATEMENT_V1,
                 &p.predicate_type,
@@ -555,7 +590,7 @@ impl Attestations {
                 name: name.to_string(),
                 source,
             })?;
-            let path = dest.join(name);
+            let path = dest.join(&name);
             let io = |source| Error::Io {
                 what: format!("writing {}", path.display()),
                 source,
@@ -567,8 +602,9 @@ impl Attestations {
                 filetime::set_file_mtime(&path, filetime::FileTime::from_unix_time(t, 0))
                     .map_err(io)?;
             }
+            written.push(name);
         }
-        Ok(())
+        Ok(written)
     }
 
     /// Whether an output that carries `out` carries anything of these:
@@ -726,4 +762,28 @@ fn file_subjects(dir: &Path) -> Result<Vec<kiln_attest::Subject>, Error> {
     let mut out = Vec::new();
     walk(dir, dir, &mut out)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StatementNames;
+
+    #[test]
+    fn statement_names() {
+        let plain = StatementNames::default();
+        assert_eq!(plain.name("provenance.json"), "provenance.json");
+        let merged = StatementNames {
+            prefix: "att-",
+            platform: Some("linux_arm_v7"),
+        };
+        assert_eq!(
+            merged.name("sbom.spdx.json"),
+            "att-sbom.spdx.linux_arm_v7.json"
+        );
+        let no_ext = StatementNames {
+            prefix: "",
+            platform: Some("linux_amd64"),
+        };
+        assert_eq!(no_ext.name("provenance"), "provenance.linux_amd64");
+    }
 }
