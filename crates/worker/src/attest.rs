@@ -296,8 +296,8 @@ fn record(
     rec.materials = images;
     rec.materials.extend(git);
     rec.materials.extend(http);
-    rec.materials.extend(local_materials);
-    rec.materials.push(kiln_attest::slsa::Material {
+    rec.local_materials = local_materials;
+    rec.local_materials.push(kiln_attest::slsa::Material {
         uri: format!(
             "{}dockerfile/{}",
             provenance::LOCAL_SCHEME,
@@ -305,7 +305,9 @@ fn record(
         ),
         digest: BTreeMap::from([("sha256".to_owned(), Digest::of(&rec.dockerfile).hex())]),
     });
-    rec.materials_complete = all_named;
+    // As BuildKit: a local source (the Dockerfile is one) is no material,
+    // so the materials are incomplete.
+    rec.materials_complete = all_named && rec.local_materials.is_empty();
     rec.network = network;
     for l in &locals {
         if !rec.locals.contains(l) {
@@ -321,7 +323,11 @@ fn record(
     if let Some(e) = epoch {
         rec.started_on = rfc3339((e, 0));
         rec.finished_on = rfc3339((e, 0));
-        let mut h = format!("{:?}{:?}{:?}", rec.args, rec.materials, rec.locals).into_bytes();
+        let mut h = format!(
+            "{:?}{:?}{:?}{:?}",
+            rec.args, rec.materials, rec.local_materials, rec.locals
+        )
+        .into_bytes();
         h.extend_from_slice(&rec.dockerfile);
         for s in &rec.steps {
             h.extend_from_slice(s.digest.as_bytes());

@@ -232,10 +232,6 @@ fn run(
     for n in &attest_notes {
         log(n);
     }
-    let platforms: Vec<kiln_llb::Platform> = std::iter::once(&planned.definition)
-        .chain(&more_platforms)
-        .map(|d| d.target_stage().platform.clone())
-        .collect();
     crate::attest::complete(
         &mut attest,
         args,
@@ -243,7 +239,6 @@ fn run(
         file.text().as_bytes(),
         &grants,
         &image_names,
-        &platforms,
     );
     let (sde, rewrite_timestamp) = build_epoch(epoch, planned.definition.source_date_epoch, mode);
     let req = kiln_worker::BuildRequest {
