@@ -44,6 +44,20 @@ pub struct SbomRequest {
     pub generator: Option<String>,
 }
 
+/// An `oci-layout://` named context, for its material: BuildKit names it
+/// `pkg:oci/NAME?digest=…` (the context's name with the layout entry's
+/// digest, which buildx sends as the reference) with that digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OciLayoutSource {
+    /// The reference the graph's image source shows for it
+    /// (`oci-layout://DIR@DIGEST`).
+    pub shown: String,
+    /// The context's name (`foo`; a `::PLATFORM` suffix left off).
+    pub name: String,
+    /// The digest of the layout's `index.json` entry.
+    pub digest: Digest,
+}
+
 /// What the cli asks for.
 #[derive(Clone, Default)]
 pub struct AttestRequest {
@@ -64,6 +78,8 @@ pub struct AttestRequest {
     pub is_secret_name: Option<fn(&str) -> bool>,
     /// Names the SBOM's root package (the image's first name).
     pub image_name: Option<String>,
+    /// The `oci-layout://` named contexts.
+    pub oci_layouts: Vec<OciLayoutSource>,
 }
 
 impl std::fmt::Debug for AttestRequest {
@@ -207,20 +223,30 @@ fn record(
                 digest,
                 platform,
             }) => {
-                let (kind, r) = match reference.strip_prefix("oci-layout://") {
-                    Some(r) => ("oci", r),
-                    None => ("docker", reference.as_str()),
-                };
-                let uri = kiln_attest::purl::image_purl(kind, r, Some(platform))
-                    .unwrap_or_else(|| reference.clone());
-                let d = digest
-                    .as_deref()
-                    .map(|d| image_digest(state, reference, d))
-                    .unwrap_or_default();
-                images.push(kiln_attest::slsa::Material {
-                    uri,
-                    digest: digest_set(&d),
+                let layout = req.oci_layouts.iter().find(|l| l.shown == *reference);
+                let material = layout.and_then(|l| {
+                    let r = format!("{}@{}", l.name, l.digest);
+                    Some(kiln_attest::slsa::Material {
+                        uri: kiln_attest::purl::image_purl("oci", &r, Some(platform))?,
+                        digest: digest_set(&l.digest.to_string()),
+                    })
                 });
+                let material = material.unwrap_or_else(|| {
+                    let (kind, r) = match reference.strip_prefix("oci-layout://") {
+                        Some(r) => ("oci", r),
+                        None => ("docker", reference.as_str()),
+                    };
+                    let d = digest
+                        .as_deref()
+                        .map(|d| image_digest(state, reference, d))
+                        .unwrap_or_default();
+                    kiln_attest::slsa::Material {
+                        uri: kiln_attest::purl::image_purl(kind, r, Some(platform))
+                            .unwrap_or_else(|| reference.clone()),
+                        digest: digest_set(&d),
+                    }
+                });
+                images.push(material);
             }
             kiln_llb::Op::Source(kiln_llb::op::SourceOp::Git { remote, .. }) => {
                 let commit = resolved.git.get(&v.digest).cloned().unwrap_or_default();

@@ -192,7 +192,7 @@ fn run(
         &*log,
     );
     // `oci-layout://` contexts enter the store before planning, as pulls do.
-    let local_contexts = planning::import_contexts(state, &contexts, &mut opts)?;
+    let imported = planning::import_contexts(state, &contexts, &mut opts)?;
     let planned = planning::plan(file, args, &opts, &resolver, found)?;
     match mode {
         Mode::Json | Mode::RawJson => planned.notes.iter().for_each(|w| progress.warning(w)),
@@ -240,6 +240,7 @@ fn run(
         &grants,
         &image_names,
     );
+    attest.oci_layouts = imported.oci_layouts;
     let (sde, rewrite_timestamp) = build_epoch(epoch, planned.definition.source_date_epoch, mode);
     let req = kiln_worker::BuildRequest {
         definition: planned.definition,
@@ -249,7 +250,7 @@ fn run(
         dockerfile,
         context_dockerignore: local_context,
         context_scope,
-        local_contexts,
+        local_contexts: imported.local,
         outputs,
         max_parallelism: args.max_parallelism.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
