@@ -26,7 +26,7 @@ mod solve;
 pub use import::import;
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -241,6 +241,26 @@ fn run(
         &image_names,
     );
     attest.oci_layouts = imported.oci_layouts;
+    // buildx's git information of a local context, for the provenance.
+    if local_context && attest.provenance.is_some() {
+        let context = PathBuf::from(&args.context);
+        let mut locals = vec![("context".to_owned(), context.clone())];
+        match args.file.as_deref() {
+            Some("-") => {}
+            None => locals.push(("dockerfile".to_owned(), context.clone())),
+            Some(f) => {
+                let dir = Path::new(f).parent().unwrap_or(Path::new("."));
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                };
+                locals.push(("dockerfile".to_owned(), dir.to_path_buf()));
+            }
+        }
+        locals.extend(imported.local.iter().cloned());
+        attest.record.vcs = crate::vcs::git_info(&context, &locals, &|k| std::env::var(k).ok());
+    }
     let (sde, rewrite_timestamp) = build_epoch(epoch, planned.definition.source_date_epoch, mode);
     let req = kiln_worker::BuildRequest {
         definition: planned.definition,
