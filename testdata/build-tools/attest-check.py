@@ -156,6 +156,8 @@ def provenance(p, pt):
         for m in p.get("materials", []):
             print(f"    material {m['uri']} {sorted(m.get('digest', {}))}")
         md = p.get("metadata", {})
+        for m in md.get("https://kiln.dev/kiln@v1#metadata", {}).get("locals", []):
+            print(f"    kiln local {m['uri']} {sorted(m.get('digest', {}))}")
         print(f"    completeness {json.dumps(md.get('completeness'), sort_keys=True)} reproducible {md.get('reproducible')}")
         bc = p.get("buildConfig")
         print(f"    buildConfig steps {len(bc['llbDefinition']) if bc else None}")
@@ -170,6 +172,9 @@ def provenance(p, pt):
         print(f"    externalParameters {sorted(bd['externalParameters'])}")
         for m in bd.get("resolvedDependencies", []):
             print(f"    dependency {m['uri']} {sorted(m.get('digest', {}))}")
+        kiln = p.get("runDetails", {}).get("metadata", {}).get("kiln_metadata", {})
+        for m in kiln.get("locals", []):
+            print(f"    kiln local {m['uri']} {sorted(m.get('digest', {}))}")
 
 
 def spdx(d):

@@ -2,8 +2,9 @@
 //! into a SLSA predicate ([`predicate`]) as BuildKit would write it, and
 //! read back ([`Recipe::read`]) by `kiln verify`.
 //!
-//! What goes in, beyond BuildKit (the materials BuildKit cannot name, since
-//! it never digests local sources):
+//! What goes in, beyond BuildKit (the local sources, which BuildKit never
+//! digests), in kiln's own metadata (`locals`), not among the materials
+//! (v1: resolved dependencies), which hold what BuildKit's hold:
 //!
 //! * every local source (the build context, each `--build-context` directory)
 //!   as a material `kiln-local://NAME` with kiln's content digest of it (the
@@ -11,6 +12,9 @@
 //!   `.dockerignore` applied);
 //! * the Dockerfile as a material `kiln-local://dockerfile/NAME`, with the
 //!   SHA-256 of its bytes (`sha256sum Dockerfile` gives it).
+//!
+//! [`Recipe::read`] gives both as its materials (and reads provenance
+//! written before they moved, with them among the materials).
 //!
 //! Secrets: the values of `--secret` never reach kiln's graph and so never
 //! the provenance; build arguments whose names look secret (BuildKit's
@@ -120,9 +124,13 @@ pub struct BuildRecord {
     pub ssh: Vec<(String, bool)>,
     /// Local sources by name (`context`, `dockerfile`, named contexts).
     pub locals: Vec<String>,
-    /// Images, git commits, HTTP downloads, local sources.
+    /// Images, git commits, HTTP downloads: BuildKit's materials.
     pub materials: Vec<Material>,
-    /// Whether every source is among the materials with a digest.
+    /// The local sources and the Dockerfile (`kiln-local://`), with kiln's
+    /// digests: kiln's metadata.
+    pub local_materials: Vec<Material>,
+    /// Whether every source is among the materials with a digest (never
+    /// with a local source, which is no material: BuildKit's rule).
     pub materials_complete: bool,
     /// Whether a RUN step could reach the network.
     pub network: bool,
@@ -281,7 +289,10 @@ pub fn predicate(
         vcs: rec.vcs.clone(),
         source,
     };
-    let kiln = KilnMetadata { left_out };
+    let kiln = KilnMetadata {
+        left_out,
+        locals: rec.local_materials.clone(),
+    };
     let (config_uri, config_digest) = rec.config_uri.clone().unwrap_or_default();
     let builder_id = opts.builder_id.clone().unwrap_or_default();
     let value = match opts.version {
@@ -424,6 +435,7 @@ pub struct Recipe {
     pub args: BTreeMap<String, String>,
     pub entry_point: String,
     pub secrets: Vec<String>,
+    /// BuildKit's materials, then kiln's local ones (`kiln-local://`).
     pub materials: Vec<Material>,
     /// Whether the parameters are all there (BuildKit's completeness).
     pub complete: bool,
@@ -469,7 +481,7 @@ impl Recipe {
                         .iter()
                         .map(|s| s.id.clone())
                         .collect(),
-                    materials: p.materials,
+                    materials: p.materials.into_iter().chain(md.kiln.locals).collect(),
                     complete: md.completeness.parameters,
                     left_out: md.kiln.left_out,
                     builder_platform: p.invocation.environment.platform,
@@ -490,7 +502,12 @@ impl Recipe {
                     args: ext.request.args.clone(),
                     entry_point: ext.config_source.path,
                     secrets: ext.request.secrets.iter().map(|s| s.id.clone()).collect(),
-                    materials: p.build_definition.resolved_dependencies,
+                    materials: p
+                        .build_definition
+                        .resolved_dependencies
+                        .into_iter()
+                        .chain(md.kiln.locals)
+                        .collect(),
                     complete: md.completeness.request,
                     left_out: md.kiln.left_out,
                     builder_platform: p.build_definition.internal_parameters.builder_platform,

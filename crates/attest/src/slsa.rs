@@ -179,18 +179,25 @@ pub struct BuildKitMetadata {
 }
 
 /// kiln's own metadata: what it left out of the parameters and why the
-/// provenance is not a complete recipe.
+/// provenance is not a complete recipe, and the digests of the local
+/// sources, which BuildKit does not record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KilnMetadata {
     /// Frontend options left out (`build-arg:TOKEN`): secret-looking build
     /// arguments, and in `mode=min` every build argument and label.
     #[serde(rename = "leftOut", default, skip_serializing_if = "Vec::is_empty")]
     pub left_out: Vec<String>,
+    /// The local sources with kiln's content digests
+    /// (`kiln-local://context`, `kiln-local://dockerfile/NAME`): materials
+    /// in the form of BuildKit's, kept out of its list of materials, which
+    /// names no local source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locals: Vec<Material>,
 }
 
 impl KilnMetadata {
     fn is_empty(&self) -> bool {
-        self.left_out.is_empty()
+        self.left_out.is_empty() && self.locals.is_empty()
     }
 }
 

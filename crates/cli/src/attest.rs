@@ -167,7 +167,6 @@ pub fn complete(
     dockerfile: &[u8],
     grants: &kiln_worker::mounts::ExecGrants,
     image_names: &[String],
-    platforms: &[kiln_llb::Platform],
 ) {
     let rec = &mut req.record;
     rec.frontend = "dockerfile.v0".to_owned();
@@ -180,10 +179,9 @@ pub fn complete(
     if let Some(t) = &opts.target {
         rec.args.insert("target".to_owned(), t.clone());
     }
-    if !platforms.is_empty() && opts.target_platform.is_some() {
-        let list: Vec<String> = platforms.iter().map(kiln_llb::Platform::format).collect();
-        rec.args.insert("platform".to_owned(), list.join(","));
-    }
+    // No `platform`: BuildKit's `FilterArgs` leaves it out (with
+    // `image-resolve-mode`, `cgroup-parent`, `cache-imports` and
+    // `attest:*`, none of which kiln records) as specific to the host.
     if opts.no_cache {
         rec.args.insert("no-cache".to_owned(), String::new());
     }

@@ -52,6 +52,7 @@ mod snapshotter;
 mod ssh_agent;
 mod store;
 mod units;
+mod vcs;
 mod verify;
 mod version;
 

@@ -195,7 +195,9 @@ pub fn build_options(
         network,
         all_stages: false,
         dockerignore: dockerignore(args),
-        multi_platform: platforms.len() > 1 || multi_platform_requested,
+        // Counted before duplicates are dropped: `--platform a,a` asks
+        // dockerui for several platforms, a multi-platform result (of one).
+        multi_platform: args.platforms.len() > 1 || multi_platform_requested,
         // A remote context is made a directory first; `kiln build` then
         // says what it is and gives its time (`crate::remote`).
         local_context: true,
@@ -203,7 +205,9 @@ pub fn build_options(
     })
 }
 
-/// `--platform a,b`: the target platforms, each once; empty when not given.
+/// `--platform a,b`: the target platforms, each once (a platform given
+/// twice, after normalisation, is built once: BuildKit builds it twice
+/// under one key, see ARCHITECTURE.md); empty when not given.
 pub fn target_platforms(args: &BuildArgs) -> Result<Vec<Platform>, Failure> {
     let mut out: Vec<Platform> = Vec::new();
     for p in &args.platforms {
@@ -211,13 +215,9 @@ pub fn target_platforms(args: &BuildArgs) -> Result<Vec<Platform>, Failure> {
             .trim()
             .parse::<Platform>()
             .map_err(|e| Failure::Usage(format!("--platform: {e}")))?;
-        if out.contains(&parsed) {
-            return Err(Failure::Usage(format!(
-                "--platform: {} is given twice",
-                parsed.format()
-            )));
+        if !out.contains(&parsed) {
+            out.push(parsed);
         }
-        out.push(parsed);
     }
     Ok(out)
 }

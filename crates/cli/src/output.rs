@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use kiln_oci::Compression;
 use kiln_worker::Output;
-use kiln_worker::export::Attrs;
+use kiln_worker::export::{Attrs, FileAttrs};
 
 use crate::failure::Failure;
 
@@ -117,11 +117,13 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
         // buildx: `-o -` is the filesystem as a tar on stdout.
         return Ok(Box::new(kiln_worker::export::Tar {
             dest: PathBuf::from(kiln_worker::export::STDOUT),
+            files: FileAttrs::default(),
         }));
     }
     if !spec.contains('=') {
         return Ok(Box::new(kiln_worker::export::Local {
             dest: PathBuf::from(spec),
+            files: FileAttrs::default(),
         }));
     }
     let fields = fields(spec)?;
@@ -136,6 +138,7 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
     let mut oci_types = None;
     let mut force_compression = false;
     let mut epoch_attr = false;
+    let mut files = FileAttrs::default();
     for (k, v) in &fields {
         match k.as_str() {
             "type" => ty = Some(v.clone()),
@@ -174,6 +177,8 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
                 }
             }
             "force-compression" => force_compression = parse_bool(k, v)?,
+            "platform-split" => files.platform_split = Some(parse_bool(k, v)?),
+            "attestation-prefix" => files.attestation_prefix = v.clone(),
             // Read by `epoch_attrs`; checked here.
             "rewrite-timestamp" => epoch_attr = epoch_attr || parse_bool(k, v)?,
             "source-date-epoch" => {
@@ -186,7 +191,6 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
             | "annotation"
             | "dangling-name-prefix"
             | "name-canonical"
-            | "platform-split"
             | "attest"
             | "context" => return Err(not_yet(format!("--output attribute {k}"))),
             _ if k.starts_with("annotation") || k.starts_with("attest:") => {
@@ -224,6 +228,7 @@ pub fn parse(spec: &str, tags: &[String], normalize: Normalize<'_>) -> Result<Ou
         insecure,
         oci_types,
         epoch: epoch_attr,
+        files,
     })
     .map_err(Failure::Usage)
 }
@@ -265,6 +270,7 @@ mod tests {
             ok("out"),
             Local {
                 dest: PathBuf::from("out"),
+                files: FileAttrs::default(),
             },
         );
         assert_is(
@@ -305,12 +311,14 @@ mod tests {
             ok("-"),
             Tar {
                 dest: PathBuf::from("-"),
+                files: FileAttrs::default(),
             },
         );
         assert_is(
             ok("type=tar,dest=x.tar"),
             Tar {
                 dest: PathBuf::from("x.tar"),
+                files: FileAttrs::default(),
             },
         );
         assert!(err("type=local,dest=-").contains("needs an archive output"));
@@ -350,6 +358,38 @@ mod tests {
             "invalid --output \"type=oci,dest=\\\"x\": unterminated quote"
         );
         assert!(err("type=oci,dest=x,compression=zstd,compression-level=99").contains("level"));
+    }
+
+    #[test]
+    fn file_attributes() {
+        assert_is(
+            ok("type=local,dest=out,platform-split=false,attestation-prefix=att-"),
+            Local {
+                dest: PathBuf::from("out"),
+                files: FileAttrs {
+                    platform_split: Some(false),
+                    attestation_prefix: "att-".to_owned(),
+                },
+            },
+        );
+        assert_is(
+            ok("type=tar,dest=x.tar,platform-split=true"),
+            Tar {
+                dest: PathBuf::from("x.tar"),
+                files: FileAttrs {
+                    platform_split: Some(true),
+                    attestation_prefix: String::new(),
+                },
+            },
+        );
+        assert!(err("type=local,dest=out,platform-split=maybe").contains("true or false"));
+        assert_eq!(
+            err("type=oci,dest=x,platform-split=true"),
+            "--output type=oci: platform-split and attestation-prefix apply to \
+             type=local and type=tar"
+        );
+        assert!(err("type=image,push=true,attestation-prefix=x").contains("apply to"));
+        assert!(err("type=local,dest=o,attestation-prefix=a/b").contains("not supported yet"));
     }
 
     #[test]

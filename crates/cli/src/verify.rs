@@ -136,6 +136,8 @@ struct Subject {
     predicate: Value,
     /// The digest of the provenance statement's blob.
     statement_digest: Digest,
+    /// The image's platform, as its index names it.
+    platform: Option<Platform>,
 }
 
 /// The image in the local store, when the store has it with an attestation
@@ -291,6 +293,7 @@ fn read_subject(globals: &Globals, args: &VerifyArgs) -> Result<Subject, Failure
         )));
     }
     Ok(Subject {
+        platform: platform_of(image),
         origin,
         statement_digest: desc.digest,
         digest,
@@ -657,6 +660,16 @@ pub fn run(globals: &Globals, args: &VerifyArgs) -> Result<(), Failure> {
     }
     let (mut flags, more) = build_flags(&recipe, &given);
     missing.extend(more);
+    // The platform of the image when it is not this machine's (BuildKit's
+    // provenance leaves `platform` out of the request; kiln recorded it
+    // before following that).
+    if !recipe.args.contains_key("platform")
+        && let Some(p) = &subject.platform
+        && p.normalized() != Platform::host().normalized()
+    {
+        flags.push("--platform".to_owned());
+        flags.push(p.format());
+    }
     let context_digest = recipe.local_digest("context");
     if context_digest.is_none() {
         missing.push(

@@ -44,6 +44,20 @@ pub struct SbomRequest {
     pub generator: Option<String>,
 }
 
+/// An `oci-layout://` named context, for its material: BuildKit names it
+/// `pkg:oci/NAME?digest=…` (the context's name with the layout entry's
+/// digest, which buildx sends as the reference) with that digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OciLayoutSource {
+    /// The reference the graph's image source shows for it
+    /// (`oci-layout://DIR@DIGEST`).
+    pub shown: String,
+    /// The context's name (`foo`; a `::PLATFORM` suffix left off).
+    pub name: String,
+    /// The digest of the layout's `index.json` entry.
+    pub digest: Digest,
+}
+
 /// What the cli asks for.
 #[derive(Clone, Default)]
 pub struct AttestRequest {
@@ -64,6 +78,8 @@ pub struct AttestRequest {
     pub is_secret_name: Option<fn(&str) -> bool>,
     /// Names the SBOM's root package (the image's first name).
     pub image_name: Option<String>,
+    /// The `oci-layout://` named contexts.
+    pub oci_layouts: Vec<OciLayoutSource>,
 }
 
 impl std::fmt::Debug for AttestRequest {
@@ -207,20 +223,30 @@ fn record(
                 digest,
                 platform,
             }) => {
-                let (kind, r) = match reference.strip_prefix("oci-layout://") {
-                    Some(r) => ("oci", r),
-                    None => ("docker", reference.as_str()),
-                };
-                let uri = kiln_attest::purl::image_purl(kind, r, Some(platform))
-                    .unwrap_or_else(|| reference.clone());
-                let d = digest
-                    .as_deref()
-                    .map(|d| image_digest(state, reference, d))
-                    .unwrap_or_default();
-                images.push(kiln_attest::slsa::Material {
-                    uri,
-                    digest: digest_set(&d),
+                let layout = req.oci_layouts.iter().find(|l| l.shown == *reference);
+                let material = layout.and_then(|l| {
+                    let r = format!("{}@{}", l.name, l.digest);
+                    Some(kiln_attest::slsa::Material {
+                        uri: kiln_attest::purl::image_purl("oci", &r, Some(platform))?,
+                        digest: digest_set(&l.digest.to_string()),
+                    })
                 });
+                let material = material.unwrap_or_else(|| {
+                    let (kind, r) = match reference.strip_prefix("oci-layout://") {
+                        Some(r) => ("oci", r),
+                        None => ("docker", reference.as_str()),
+                    };
+                    let d = digest
+                        .as_deref()
+                        .map(|d| image_digest(state, reference, d))
+                        .unwrap_or_default();
+                    kiln_attest::slsa::Material {
+                        uri: kiln_attest::purl::image_purl(kind, r, Some(platform))
+                            .unwrap_or_else(|| reference.clone()),
+                        digest: digest_set(&d),
+                    }
+                });
+                images.push(material);
             }
             kiln_llb::Op::Source(kiln_llb::op::SourceOp::Git { remote, .. }) => {
                 let commit = resolved.git.get(&v.digest).cloned().unwrap_or_default();
@@ -296,8 +322,8 @@ fn record(
     rec.materials = images;
     rec.materials.extend(git);
     rec.materials.extend(http);
-    rec.materials.extend(local_materials);
-    rec.materials.push(kiln_attest::slsa::Material {
+    rec.local_materials = local_materials;
+    rec.local_materials.push(kiln_attest::slsa::Material {
         uri: format!(
             "{}dockerfile/{}",
             provenance::LOCAL_SCHEME,
@@ -305,7 +331,9 @@ fn record(
         ),
         digest: BTreeMap::from([("sha256".to_owned(), Digest::of(&rec.dockerfile).hex())]),
     });
-    rec.materials_complete = all_named;
+    // As BuildKit: a local source (the Dockerfile is one) is no material,
+    // so the materials are incomplete.
+    rec.materials_complete = all_named && rec.local_materials.is_empty();
     rec.network = network;
     for l in &locals {
         if !rec.locals.contains(l) {
@@ -321,7 +349,11 @@ fn record(
     if let Some(e) = epoch {
         rec.started_on = rfc3339((e, 0));
         rec.finished_on = rfc3339((e, 0));
-        let mut h = format!("{:?}{:?}{:?}", rec.args, rec.materials, rec.locals).into_bytes();
+        let mut h = format!(
+            "{:?}{:?}{:?}{:?}",
+            rec.args, rec.materials, rec.local_materials, rec.locals
+        )
+        .into_bytes();
         h.extend_from_slice(&rec.dockerfile);
         for s in &rec.steps {
             h.extend_from_slice(s.digest.as_bytes());
@@ -501,6 +533,35 @@ fn from_layout(d: &layout::Descriptor) -> Result<Descriptor, Error> {
         })
 }
 
+/// How a local or tar output names the statement files it writes, as
+/// BuildKit's `CreateFS`: `attestation-prefix=` before the name and, when
+/// the platforms of a multi-platform result share one directory
+/// (`platform-split=false`), the platform's directory name before the
+/// extension (`provenance.linux_amd64.json`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatementNames<'a> {
+    /// `attestation-prefix=`.
+    pub prefix: &'a str,
+    /// The platform (`linux_amd64`), when platforms share a directory.
+    pub platform: Option<&'a str>,
+}
+
+impl StatementNames<'_> {
+    /// The name of the file of statement `base` (`provenance.json`).
+    pub fn name(&self, base: &str) -> String {
+        let name = format!("{}{base}", self.prefix);
+        let Some(p) = self.platform else {
+            return name;
+        };
+        // Go's path.Ext: from the last dot of the last element.
+        let last = name.rfind('/').map_or(0, |i| i + 1);
+        match name[last..].rfind('.') {
+            Some(i) => format!("{}.{p}{}", &name[..last + i], &name[last + i..]),
+            None => format!("{name}.{p}"),
+        }
+    }
+}
+
 impl Attestations {
     /// Writes the statements of `platform`'s image into a local output
     /// `dest`, as BuildKit's local exporter does: one file per attestation
@@ -508,6 +569,8 @@ impl Attestations {
     /// file of the output with its digest, indented JSON, mode 0600, the
     /// epoch's time when there is one. The inline-only default provenance
     /// is not written.
+    ///
+    /// `names` names the files; returns the names written.
     pub fn write_local(
         &self,
         state: &State,
@@ -515,13 +578,14 @@ impl Attestations {
         platform: &Platform,
         dest: &Path,
         clamp: Option<i64>,
-    ) -> Result<(), Error> {
+        names: StatementNames<'_>,
+    ) -> Result<Vec<String>, Error> {
         let Some((_, preds)) = self.per_platform.iter().find(|(p, _)| p == platform) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let preds: Vec<&Predicate> = preds.iter().filter(|p| !p.implicit).collect();
         if preds.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         // The image's files (what BuildKit walks: the result's mount), not
         // the directory, which may hold files of earlier exports.
@@ -539,12 +603,15 @@ impl Attestations {
         };
         let subjects = file_subjects(&mnt)?;
         drop(guard);
+        let mut written = Vec::with_capacity(preds.len());
         for p in preds {
-            let name = if p.predicate_type.starts_with("https://slsa.dev/provenance/") {
-                "provenance.json"
-            } else {
-                "sbom.spdx.json"
-            };
+            let name = names.name(
+                if p.predicate_type.starts_with("https://slsa.dev/provenance/") {
+                    "provenance.json"
+                } else {
+                    "sbom.spdx.json"
+                },
+            );
             let st = Statement::new(
                 kiln_attest::statement::STATEMENT_V1,
                 &p.predicate_type,
@@ -555,7 +622,7 @@ impl Attestations {
                 name: name.to_string(),
                 source,
             })?;
-            let path = dest.join(name);
+            let path = dest.join(&name);
             let io = |source| Error::Io {
                 what: format!("writing {}", path.display()),
                 source,
@@ -567,8 +634,9 @@ impl Attestations {
                 filetime::set_file_mtime(&path, filetime::FileTime::from_unix_time(t, 0))
                     .map_err(io)?;
             }
+            written.push(name);
         }
-        Ok(())
+        Ok(written)
     }
 
     /// Whether an output that carries `out` carries anything of these:
@@ -726,4 +794,28 @@ fn file_subjects(dir: &Path) -> Result<Vec<kiln_attest::Subject>, Error> {
     let mut out = Vec::new();
     walk(dir, dir, &mut out)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StatementNames;
+
+    #[test]
+    fn statement_names() {
+        let plain = StatementNames::default();
+        assert_eq!(plain.name("provenance.json"), "provenance.json");
+        let merged = StatementNames {
+            prefix: "att-",
+            platform: Some("linux_arm_v7"),
+        };
+        assert_eq!(
+            merged.name("sbom.spdx.json"),
+            "att-sbom.spdx.linux_arm_v7.json"
+        );
+        let no_ext = StatementNames {
+            prefix: "",
+            platform: Some("linux_amd64"),
+        };
+        assert_eq!(no_ext.name("provenance"), "provenance.linux_amd64");
+    }
 }

@@ -660,6 +660,7 @@ impl<'a> Build<'a> {
             .unwrap_or_default();
         let single = Single {
             state: self.state,
+            platform: &self.defs[0].target_stage().platform,
             image: images.image.as_ref(),
             layers,
             clamp: req.source_date_epoch,

@@ -27,16 +27,28 @@ pub enum LayoutSelector {
     Digest(Digest),
 }
 
+/// An image of an OCI layout, imported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayoutImage {
+    /// As the frontend resolves images: `digest` is its image ID in the
+    /// store.
+    pub image: ResolvedImage,
+    /// The digest of the entry of the layout's `index.json` taken (what
+    /// `@DIGEST` names, or the tag's entry): the provenance's digest of
+    /// the source, as buildx sends it to BuildKit.
+    pub entry: Digest,
+}
+
 /// Stores the image `select` names in the OCI layout `dir` (for
-/// `platform`, if the entry is an index) and returns it as the frontend
-/// resolves images: `digest` is its image ID in the store.
+/// `platform`, if the entry is an index) and returns it.
 pub fn import_oci_layout(
     state: &State,
     dir: &Path,
     select: &LayoutSelector,
     platform: &Platform,
-) -> Result<ResolvedImage, Error> {
-    let pick = |d: &Descriptor| match select {
+) -> Result<LayoutImage, Error> {
+    let picked = std::cell::Cell::new(None);
+    let matches = |d: &Descriptor| match select {
         LayoutSelector::Digest(want) => d.digest == *want,
         LayoutSelector::Tag(tag) => d
             .annotations
@@ -46,6 +58,13 @@ pub fn import_oci_layout(
                     || n.rsplit_once(':')
                         .is_some_and(|(name, t)| t == tag && !t.contains('/') && !name.is_empty())
             }),
+    };
+    let pick = |d: &Descriptor| {
+        let m = matches(d);
+        if m && picked.get().is_none() {
+            picked.set(Some(d.digest));
+        }
+        m
     };
     let img = kiln_oci::load_layout_image(&state.content, dir, &pick, platform).map_err(|e| {
         let what = match select {
@@ -61,10 +80,13 @@ pub fn import_oci_layout(
     crate::blobs::record_loaded(state, &img.layers)?;
     crate::images::record(state, &img.id)?;
     let config = load_config(state, &img.id)?;
-    Ok(ResolvedImage {
-        digest: Some(img.id.to_string()),
-        has_layers: !config.rootfs.diff_ids.is_empty(),
-        config: to_llb(&config),
+    Ok(LayoutImage {
+        image: ResolvedImage {
+            digest: Some(img.id.to_string()),
+            has_layers: !config.rootfs.diff_ids.is_empty(),
+            config: to_llb(&config),
+        },
+        entry: picked.get().unwrap_or(img.id),
     })
 }
 
@@ -141,8 +163,9 @@ mod tests {
             &host,
         )
         .unwrap();
-        assert_eq!(by_tag.digest, Some(config.to_string()));
-        assert!(by_tag.has_layers);
+        assert_eq!(by_tag.image.digest, Some(config.to_string()));
+        assert!(by_tag.image.has_layers);
+        assert_eq!(by_tag.entry, manifest.digest);
         let by_digest = import_oci_layout(
             &state,
             dir.path(),

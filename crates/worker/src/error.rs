@@ -430,6 +430,14 @@ pub enum OutputError {
     NotMultiPlatform,
     #[error("layer {diff_id}: no blob to recompress")]
     NoBlob { diff_id: Digest },
+    /// Two platforms of a result merged into one directory
+    /// (`platform-split=false`) hold the same file (BuildKit's words).
+    #[error("cannot overwrite {path} from {from} with {with} when split option is disabled")]
+    SplitOverwrite {
+        path: String,
+        from: String,
+        with: String,
+    },
 }
 
 /// Why attestations or annotations cannot be made.

@@ -121,6 +121,7 @@ impl Machine {
             local_contexts: Vec::new(),
             outputs: vec![Box::new(Local {
                 dest: dest.to_path_buf(),
+                files: Default::default(),
             })],
             max_parallelism: 4,
             source_date_epoch: None,

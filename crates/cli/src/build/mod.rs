@@ -26,7 +26,7 @@ mod solve;
 pub use import::import;
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -192,7 +192,7 @@ fn run(
         &*log,
     );
     // `oci-layout://` contexts enter the store before planning, as pulls do.
-    let local_contexts = planning::import_contexts(state, &contexts, &mut opts)?;
+    let imported = planning::import_contexts(state, &contexts, &mut opts)?;
     let planned = planning::plan(file, args, &opts, &resolver, found)?;
     match mode {
         Mode::Json | Mode::RawJson => planned.notes.iter().for_each(|w| progress.warning(w)),
@@ -232,10 +232,6 @@ fn run(
     for n in &attest_notes {
         log(n);
     }
-    let platforms: Vec<kiln_llb::Platform> = std::iter::once(&planned.definition)
-        .chain(&more_platforms)
-        .map(|d| d.target_stage().platform.clone())
-        .collect();
     crate::attest::complete(
         &mut attest,
         args,
@@ -243,8 +239,28 @@ fn run(
         file.text().as_bytes(),
         &grants,
         &image_names,
-        &platforms,
     );
+    attest.oci_layouts = imported.oci_layouts;
+    // buildx's git information of a local context, for the provenance.
+    if local_context && attest.provenance.is_some() {
+        let context = PathBuf::from(&args.context);
+        let mut locals = vec![("context".to_owned(), context.clone())];
+        match args.file.as_deref() {
+            Some("-") => {}
+            None => locals.push(("dockerfile".to_owned(), context.clone())),
+            Some(f) => {
+                let dir = Path::new(f).parent().unwrap_or(Path::new("."));
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                };
+                locals.push(("dockerfile".to_owned(), dir.to_path_buf()));
+            }
+        }
+        locals.extend(imported.local.iter().cloned());
+        attest.record.vcs = crate::vcs::git_info(&context, &locals, &|k| std::env::var(k).ok());
+    }
     let (sde, rewrite_timestamp) = build_epoch(epoch, planned.definition.source_date_epoch, mode);
     let req = kiln_worker::BuildRequest {
         definition: planned.definition,
@@ -254,7 +270,7 @@ fn run(
         dockerfile,
         context_dockerignore: local_context,
         context_scope,
-        local_contexts,
+        local_contexts: imported.local,
         outputs,
         max_parallelism: args.max_parallelism.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)

@@ -37,18 +37,27 @@ impl kiln_frontend::ImageResolver for WatchedResolver<'_> {
     }
 }
 
+/// The named contexts the build reads: the local directories and the
+/// `oci-layout://` images (for their provenance).
+pub(super) struct Imported {
+    pub(super) local: Vec<(String, PathBuf)>,
+    pub(super) oci_layouts: Vec<kiln_worker::attest::OciLayoutSource>,
+}
+
 /// Imports the `oci-layout://` contexts into the store before planning, as
-/// pulls do, naming them in `opts`; returns the local directory contexts.
+/// pulls do, naming them in `opts`; returns the local directory contexts
+/// and the layouts imported.
 pub(super) fn import_contexts(
     state: &State,
     contexts: &[(String, ContextValue)],
     opts: &mut BuildOptions,
-) -> Result<Vec<(String, PathBuf)>, Failure> {
+) -> Result<Imported, Failure> {
     let target_platform = opts
         .target_platform
         .clone()
         .unwrap_or_else(|| opts.build_platform.clone());
     let mut local_contexts = Vec::new();
+    let mut oci_layouts = Vec::new();
     for (name, value) in contexts {
         match value {
             ContextValue::Local(dir) => local_contexts.push((name.clone(), dir.clone())),
@@ -67,21 +76,32 @@ pub(super) fn import_contexts(
                     .split_once("::")
                     .and_then(|(_, p)| p.parse().ok())
                     .unwrap_or_else(|| target_platform.clone());
-                let image =
+                let layout =
                     kiln_worker::contexts::import_oci_layout(state, &l.dir, &select, &platform)
                         .map_err(anyhow::Error::new)?;
+                oci_layouts.push(kiln_worker::attest::OciLayoutSource {
+                    shown: l.shown(),
+                    name: name
+                        .split_once("::")
+                        .map_or(name.as_str(), |(n, _)| n)
+                        .to_owned(),
+                    digest: layout.entry,
+                });
                 opts.named_contexts.insert(
                     name.clone(),
                     kiln_frontend::NamedContext::Resolved {
                         reference: l.shown(),
-                        image: Box::new(image),
+                        image: Box::new(layout.image),
                     },
                 );
             }
             ContextValue::Named(_) => {}
         }
     }
-    Ok(local_contexts)
+    Ok(Imported {
+        local: local_contexts,
+        oci_layouts,
+    })
 }
 
 /// The Dockerfile planned for every target platform.

@@ -36,6 +36,33 @@ pub struct Attrs {
     pub oci_types: Option<bool>,
     /// `source-date-epoch=` or `rewrite-timestamp=true` was given.
     pub epoch: bool,
+    /// `platform-split=` and `attestation-prefix=`.
+    pub files: FileAttrs,
+}
+
+/// The attributes of the outputs that write files (`type=local`,
+/// `type=tar`): BuildKit's `CreateFSOpts` of `exporter/local`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileAttrs {
+    /// `platform-split=`: `Some(true)` puts even a single-platform result
+    /// in its platform's directory, `Some(false)` merges every platform
+    /// into one; not given, a multi-platform result is split.
+    pub platform_split: Option<bool>,
+    /// `attestation-prefix=`: put before the name of each statement file.
+    pub attestation_prefix: String,
+}
+
+impl FileAttrs {
+    /// Whether none is given.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether a result of one platform (`multi`: of several) is split
+    /// into a directory per platform, as BuildKit's `UsePlatformSplit`.
+    pub fn split(&self, multi: bool) -> bool {
+        self.platform_split.unwrap_or(multi)
+    }
 }
 
 /// `what is not supported yet`.
@@ -61,6 +88,30 @@ impl Attrs {
         if self.to_stdout() {
             return Err(format!(
                 "--output type={}: dest=- (stdout) needs an archive output (tar, oci, docker)",
+                self.kind
+            ));
+        }
+        Ok(())
+    }
+
+    /// The refusal of an `attestation-prefix=` that names a directory.
+    pub(crate) fn statement_prefix(&self) -> Result<(), String> {
+        if self.files.attestation_prefix.contains('/') {
+            return Err(not_yet(format!(
+                "--output type={}: attestation-prefix with a / (statement files in a directory)",
+                self.kind
+            )));
+        }
+        Ok(())
+    }
+
+    /// The refusal of `platform-split`/`attestation-prefix` by an output
+    /// that writes an image, not files.
+    pub(crate) fn no_file_attrs(&self) -> Result<(), String> {
+        if !self.files.is_empty() {
+            return Err(format!(
+                "--output type={}: platform-split and attestation-prefix apply to \
+                 type=local and type=tar",
                 self.kind
             ));
         }

@@ -25,6 +25,7 @@ pub struct Docker {
 
 /// Parses `type=docker`'s attributes.
 pub fn parse(a: Attrs) -> Result<Output, String> {
+    a.no_file_attrs()?;
     Ok(Box::new(Docker {
         dest: a.dest.unwrap_or_default(),
         names: a.names,

@@ -104,6 +104,8 @@ pub trait Exporter: Debug + Send + Sync {
 #[derive(Clone, Copy)]
 pub struct Single<'a> {
     pub state: &'a State,
+    /// The target platform.
+    pub platform: &'a Platform,
     /// The image, when an output needed one.
     pub image: Option<&'a Committed>,
     /// The result's layers (the image's, when there is one).

@@ -20,6 +20,7 @@ pub struct Image {
 
 /// Parses `type=image`'s attributes.
 pub fn parse(a: Attrs) -> Result<Output, String> {
+    a.no_file_attrs()?;
     if a.push {
         return registry::pushed(a, true);
     }

@@ -31,7 +31,7 @@ mod registry;
 mod store;
 mod tar;
 
-pub use attrs::{Attrs, Parse};
+pub use attrs::{Attrs, FileAttrs, Parse};
 pub use docker::Docker;
 pub use exporter::{Exporter, Multi, Output, Single, check_attestations, platform_dir};
 pub use file::STDOUT;
@@ -76,6 +76,7 @@ mod tests {
             insecure: false,
             oci_types: None,
             epoch: false,
+            files: FileAttrs::default(),
         }
     }
 

@@ -30,6 +30,7 @@ pub struct Oci {
 
 /// Parses `type=oci`'s attributes.
 pub fn parse(a: Attrs) -> Result<Output, String> {
+    a.no_file_attrs()?;
     if !a.tar {
         a.not_to_stdout()?;
     }

@@ -34,6 +34,7 @@ pub fn parse(a: Attrs) -> Result<Output, String> {
 
 /// A push (`store`: also into the local store, `type=image,push=true`).
 pub(crate) fn pushed(a: Attrs, store: bool) -> Result<Output, String> {
+    a.no_file_attrs()?;
     if a.names.is_empty() {
         return Err(format!(
             "--output type={} needs a name to push to (name=… or -t)",

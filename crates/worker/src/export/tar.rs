@@ -2,6 +2,13 @@
 //! `docker export`; a multi-platform result with one directory per
 //! platform (`linux_amd64/…`), and attestations as files among the
 //! image's, as BuildKit's tar exporter writes them.
+//!
+//! `platform-split=` as BuildKit's `exporter/tar`, which shares the local
+//! exporter's attributes but not its directories: a multi-platform result
+//! is always one directory per platform, a single-platform one never;
+//! `platform-split=false` only names each statement file with its platform
+//! (`provenance.linux_amd64.json`). `attestation-prefix=` goes before the
+//! statement files' names.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -9,9 +16,10 @@ use std::path::{Path, PathBuf};
 use kiln_oci::Descriptor;
 use kiln_snapshot::LayerId;
 
-use super::attrs::Attrs;
+use super::attrs::{Attrs, FileAttrs};
 use super::exporter::{Exporter, Multi, Output, Single, platform_dir};
 use super::file::{Progress, io_err, name_digest, named, write_file_atomic};
+use crate::attest::StatementNames;
 use crate::error::Error;
 use crate::state::State;
 
@@ -19,12 +27,18 @@ use crate::state::State;
 #[derive(Debug, Clone)]
 pub struct Tar {
     pub dest: PathBuf,
+    /// `platform-split=`, `attestation-prefix=`.
+    pub files: FileAttrs,
 }
 
 /// Parses `type=tar`'s attributes.
 pub fn parse(a: Attrs) -> Result<Output, String> {
     a.no_epoch()?;
-    Ok(Box::new(Tar { dest: a.dest()? }))
+    a.statement_prefix()?;
+    Ok(Box::new(Tar {
+        dest: a.dest()?,
+        files: a.files,
+    }))
 }
 
 impl Exporter for Tar {
@@ -57,6 +71,10 @@ impl Exporter for Tar {
             &img.config.platform(),
             &extra,
             cx.clamp,
+            StatementNames {
+                prefix: &self.files.attestation_prefix,
+                platform: None,
+            },
         )?;
         flat_tar(
             cx.state,
@@ -80,7 +98,11 @@ impl Exporter for Tar {
             if let Some(a) = cx.attestations(self.carries()) {
                 let dir = scratch.path().join(format!("attest-{name}"));
                 fs::create_dir(&dir).map_err(io_err("creating", &dir))?;
-                a.write_local(cx.state, l, p, &dir, cx.clamp)?;
+                let names = StatementNames {
+                    prefix: &self.files.attestation_prefix,
+                    platform: (!self.files.split(true)).then_some(&name[..]),
+                };
+                a.write_local(cx.state, l, p, &dir, cx.clamp, names)?;
                 extra = Some(dir);
             }
             trees.push((name, l.clone(), extra));
