@@ -33,6 +33,13 @@ pub(crate) fn temp_name(stem: &str) -> String {
     format!("{TEMP_PREFIX}{}-{n}-{stem}", std::process::id())
 }
 
+/// The pid of the process that made the temporary file named `name` (see
+/// [`temp_name`]), or `None` when `name` is not one.
+pub fn temp_owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(TEMP_PREFIX)?;
+    rest.split('-').next()?.parse().ok()
+}
+
 /// Creates a new temporary file in `dir` (exclusive create, mode 0644).
 pub(crate) fn create_temp(dir: &Path, stem: &str) -> io::Result<(PathBuf, File)> {
     loop {
@@ -133,6 +140,14 @@ impl DirLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temp_names_tell_their_owner() {
+        let name = temp_name("3f2a");
+        assert_eq!(temp_owner(&name), Some(std::process::id()));
+        assert_eq!(temp_owner("3f2a"), None);
+        assert_eq!(temp_owner(".tmp-x-1-3f2a"), None);
+    }
 
     #[test]
     fn write_atomic_replaces_and_leaves_no_temp() {

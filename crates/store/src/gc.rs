@@ -332,10 +332,14 @@ pub fn sweep(state: &State, plan: &Plan) -> Result<(), Error> {
     let doomed: BTreeSet<&str> = plan.layers.iter().map(|(l, _)| l.as_str()).collect();
     if let Ok(rd) = fs::read_dir(state.root.join("image-layers")) {
         for e in rd.flatten() {
-            let id = e
-                .file_name()
-                .to_str()
-                .and_then(|h| format!("sha256:{h}").parse::<Digest>().ok());
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            // Debris of a killed writer (no build runs while this runs).
+            if kiln_oci::temp_owner(&name).is_some() {
+                let _ = fs::remove_file(e.path());
+                continue;
+            }
+            let id = format!("sha256:{name}").parse::<Digest>().ok();
             if let Some(id) = id
                 && (!keep.contains(&id)
                     || state.image_layers(&id).is_none()
