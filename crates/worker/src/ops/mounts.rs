@@ -44,14 +44,45 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::copy::{Copier, CopyOptions, SourceEntry};
 use crate::error::{Error, InternalError, RunMountError, Unsupported};
 pub use crate::grants::{ExecGrants, Secret};
+use crate::ops::shared::{Contexts, Layers};
 use crate::value::Value;
-use crate::worker::LlbWorker;
 
 pub use kiln_store::cache_mounts::{CACHE_MOUNTS_DIR, CacheMountInfo, cache_mounts};
 
 fn io_err(what: &str, path: &Path) -> impl FnOnce(io::Error) -> Error {
     let what = format!("{what} {}", path.display());
     move |source| Error::Io { what, source }
+}
+
+/// What the mounts of RUN steps need of their build: the layers of stages
+/// and images they mount, the build contexts, the secrets and SSH agents
+/// granted, and the build's cache mounts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MountOps<'a> {
+    pub(crate) layers: Layers<'a>,
+    pub(crate) contexts: &'a Contexts,
+    pub(crate) grants: &'a ExecGrants,
+    pub(crate) cache_mounts: &'a CacheMounts,
+}
+
+/// The cache mounts of one build's steps.
+#[derive(Debug, Default)]
+pub(crate) struct CacheMounts {
+    /// Directory names of the kept cache mounts this build's steps mounted.
+    used: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Where the cache mounts of `--no-cache` steps live, made anew for this
+    /// build and removed with it (see [`prepare`]).
+    fresh: std::sync::Mutex<Option<tempfile::TempDir>>,
+}
+
+impl CacheMounts {
+    /// Directory names of the kept cache mounts this build's steps mounted.
+    pub(crate) fn used(&self) -> Vec<String> {
+        self.used
+            .lock()
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
 }
 
 /// What the mounts of one step hold until it is done: mounts in kiln's
@@ -84,8 +115,8 @@ impl Prepared {
 
 /// A mount's content comes from a build context: the digest of what it
 /// shows (the `source` subtree, through `.dockerignore`).
-pub(crate) fn context_digest(w: &LlbWorker, name: &str, m: &Mount) -> Result<Digest, Error> {
-    let ctx = w.context(name)?;
+pub(crate) fn context_digest(contexts: &Contexts, name: &str, m: &Mount) -> Result<Digest, Error> {
+    let ctx = contexts.get(name)?;
     let sources =
         ctx.tree
             .expand(&m.source, &follow())
@@ -125,13 +156,13 @@ pub(crate) fn content_mounted(e: &ExecOp, index: u32) -> bool {
 /// filesystem (a stage or an image): one per mount, with ownership (the mount
 /// shows it). The filesystem is mounted read-only for the walk.
 pub(crate) fn fs_digests(
-    w: &LlbWorker,
+    layers: Layers<'_>,
     e: &ExecOp,
     index: u32,
     value: &Value,
 ) -> Result<Vec<Digest>, Error> {
-    let scratch = w.state.scratch()?;
-    let (tree, guard) = w.mount_read_only(value, &scratch.path().join("src"))?;
+    let scratch = layers.state.scratch()?;
+    let (tree, guard) = layers.mount_read_only(value, &scratch.path().join("src"))?;
     let mut cache = kiln_context::StatCache::in_memory();
     let opts = kiln_context::DigestOptions {
         include_ownership: true,
@@ -176,7 +207,7 @@ fn follow() -> ExpandOptions {
 /// stage, or the directory its frontend makes for the ownership) is made
 /// anew. A cache mount with only an `id` is shared as without `--no-cache`.
 pub(crate) fn prepare(
-    w: &LlbWorker,
+    w: MountOps<'_>,
     e: &ExecOp,
     inputs: &[Resolved<Value>],
     scratch: &Path,
@@ -233,7 +264,7 @@ pub(crate) fn prepare(
                 gid,
                 mode,
             } => {
-                let Some(secret) = w.exec.grants.secrets.get(id) else {
+                let Some(secret) = w.grants.secrets.get(id) else {
                     if *required {
                         return Err(RunMountError::SecretNotFound { id: id.clone() }.into());
                     }
@@ -267,7 +298,7 @@ pub(crate) fn prepare(
                 gid,
                 mode,
             } => {
-                let Some(agent) = w.exec.grants.ssh.get(id) else {
+                let Some(agent) = w.grants.ssh.get(id) else {
                     if *required {
                         return Err(RunMountError::NoSshAgent { id: id.clone() }.into());
                     }
@@ -325,14 +356,14 @@ fn mkdir(p: &Path) -> Result<(), Error> {
 /// Mounts the layers of `v` on `slot/fs` (read-only, or with a throwaway
 /// upper in `slot`) and returns the mount point.
 fn mount_fs(
-    w: &LlbWorker,
+    w: MountOps<'_>,
     v: Option<&Value>,
     rw: bool,
     slot: &Path,
     p: &mut Prepared,
 ) -> Result<PathBuf, Error> {
     let layers = match v {
-        Some(v) => w.state.layer_dirs(&w.layers_of(v)?)?,
+        Some(v) => w.layers.state.layer_dirs(&w.layers.layers_of(v)?)?,
         None => Vec::new(),
     };
     let mnt = slot.join("fs");
@@ -341,11 +372,12 @@ fn mount_fs(
         let (upper, work) = (slot.join("upper"), slot.join("work"));
         mkdir(&upper)?;
         mkdir(&work)?;
-        w.state
+        w.layers
+            .state
             .snapshotter
             .mount(&layers, Some((&upper, &work)), &mnt)?
     } else {
-        w.state.snapshotter.mount(&layers, None, &mnt)?
+        w.layers.state.snapshotter.mount(&layers, None, &mnt)?
     };
     p.guards.push(guard);
     Ok(mnt)
@@ -418,7 +450,7 @@ fn hides_something(entries: &[kiln_context::Entry]) -> Result<bool, Error> {
 
 /// The host path a `type=bind` mount binds.
 fn bind(
-    w: &LlbWorker,
+    w: MountOps<'_>,
     m: &Mount,
     inputs: &[Resolved<Value>],
     slot: &Path,
@@ -426,7 +458,7 @@ fn bind(
 ) -> Result<PathBuf, Error> {
     match input(m, inputs)? {
         Some(Value::Context { name }) => {
-            let ctx = w.context(name)?;
+            let ctx = w.contexts.get(name)?;
             let src = ctx.tree.expand(&m.source, &follow()).map_err(|source| {
                 RunMountError::BindSource {
                     target: m.target.clone(),
@@ -468,7 +500,7 @@ fn bind(
                 for d in [&upper, &work, &mnt] {
                     mkdir(d)?;
                 }
-                p.guards.push(w.state.snapshotter.mount(
+                p.guards.push(w.layers.state.snapshotter.mount(
                     std::slice::from_ref(&src.host_path),
                     Some((&upper, &work)),
                     &mnt,
@@ -509,7 +541,7 @@ pub fn cache_dir_key(
 /// The host directory a `type=cache` mount binds.
 #[allow(clippy::too_many_arguments)]
 fn cache(
-    w: &LlbWorker,
+    w: MountOps<'_>,
     m: &Mount,
     id: &str,
     sharing: CacheSharing,
@@ -532,7 +564,7 @@ fn cache(
             let r = inputs.get(i as usize).ok_or_else(|| missing_input(m, i))?;
             Some(match (&r.key, &r.value) {
                 (Some(k), _) => k.to_hex(),
-                (None, Value::Context { name }) => context_digest(w, name, m)?.hex(),
+                (None, Value::Context { name }) => context_digest(w.contexts, name, m)?.hex(),
                 (None, Value::Fs { .. }) => {
                     return Err(RunMountError::CacheFromWithoutKey {
                         target: m.target.clone(),
@@ -547,19 +579,20 @@ fn cache(
     let key = cache_dir_key(id, from.as_deref(), &m.source, ownership);
     let dir = if fresh {
         let mut root = w
-            .fresh_cache_mounts
+            .cache_mounts
+            .fresh
             .lock()
             .map_err(|_| InternalError::Poisoned("cache mount"))?;
         if root.is_none() {
-            *root = Some(w.state.scratch()?);
+            *root = Some(w.layers.state.scratch()?);
         }
         root.as_ref()
             .map_or_else(PathBuf::new, |t| t.path().join(&key))
     } else {
-        if let Ok(mut used) = w.used_cache_mounts.lock() {
+        if let Ok(mut used) = w.cache_mounts.used.lock() {
             used.insert(key.clone());
         }
-        w.state.root.join(CACHE_MOUNTS_DIR).join(&key)
+        w.layers.state.root.join(CACHE_MOUNTS_DIR).join(&key)
     };
     if p.held.contains(&dir) {
         return Ok(dir.join("data"));
@@ -632,7 +665,7 @@ fn cache(
 /// Makes `data` a new cache directory: seeded from `from`/`source`, or empty
 /// with the mount's owner and mode.
 fn fill_cache(
-    w: &LlbWorker,
+    w: MountOps<'_>,
     m: &Mount,
     data: &Path,
     owner: (u32, u32),
@@ -649,7 +682,7 @@ fn fill_cache(
                 .map_err(io_err("chown", data))?;
         }
         Some(Value::Context { name }) => {
-            let ctx = w.context(name)?;
+            let ctx = w.contexts.get(name)?;
             let src = ctx.tree.expand(&m.source, &follow())?;
             let src = src
                 .into_iter()
@@ -685,14 +718,19 @@ fn fill_cache(
 /// removed).
 /// Creates cache mount `dir` from an imported cache (`--cache-from` of a
 /// cache exported with `mounts=true`); `false` when none has it.
-fn restore_cache(w: &LlbWorker, id: &str, key: &str, dir: &Path) -> Result<bool, Error> {
+fn restore_cache(w: MountOps<'_>, id: &str, key: &str, dir: &Path) -> Result<bool, Error> {
     let parent = dir.parent().unwrap_or(dir);
     mkdir(parent)?;
     let tmp = tempfile::Builder::new()
         .prefix(".new-")
         .tempdir_in(parent)
         .map_err(io_err("creating a cache directory in", parent))?;
-    if !crate::cache::restore_mount(&w.state, &w.imported, key, &tmp.path().join("data"))? {
+    if !crate::cache::restore_mount(
+        w.layers.state,
+        w.layers.imported,
+        key,
+        &tmp.path().join("data"),
+    )? {
         return Ok(false);
     }
     let mut f = File::create(tmp.path().join("id")).map_err(io_err("creating", tmp.path()))?;
@@ -714,7 +752,7 @@ fn restore_cache(w: &LlbWorker, id: &str, key: &str, dir: &Path) -> Result<bool,
 }
 
 fn create_cache(
-    w: &LlbWorker,
+    w: MountOps<'_>,
     m: &Mount,
     dir: &Path,
     owner: (u32, u32),

@@ -33,8 +33,19 @@ use crate::error::{Error, HttpError, InternalError};
 use crate::keys;
 pub use crate::resolved::Download;
 use crate::resolved::Prepared;
+use crate::state::State;
 use crate::value::{LayerRef, Value};
-use crate::worker::LlbWorker;
+
+/// What http sources need of their build: the state (the recorded
+/// validators, the layer store), where keying records the content digests
+/// for the provenance, and where it leaves each vertex's download for its
+/// execution.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HttpOps<'a> {
+    pub(crate) state: &'a State,
+    pub(crate) resolved: &'a std::sync::Mutex<crate::resolved::Resolved>,
+    pub(crate) downloads: &'a std::sync::Mutex<std::collections::HashMap<Digest, Download>>,
+}
 
 /// What a download of a URL saw, for conditional requests next time.
 #[derive(Debug, Serialize, Deserialize)]
@@ -48,7 +59,7 @@ struct Validators {
     digest: String,
 }
 
-fn validators_path(w: &LlbWorker, url: &str) -> PathBuf {
+fn validators_path(w: HttpOps<'_>, url: &str) -> PathBuf {
     w.state
         .root
         .join("http")
@@ -57,12 +68,12 @@ fn validators_path(w: &LlbWorker, url: &str) -> PathBuf {
 
 /// The recorded validators of `url`, if any (an unreadable record is as good
 /// as none: the next download rewrites it).
-fn load_validators(w: &LlbWorker, url: &str) -> Option<Validators> {
+fn load_validators(w: HttpOps<'_>, url: &str) -> Option<Validators> {
     let v: Validators = serde_json::from_slice(&fs::read(validators_path(w, url)).ok()?).ok()?;
     (v.url == url && (v.etag.is_some() || v.last_modified.is_some())).then_some(v)
 }
 
-fn save_validators(w: &LlbWorker, v: &Validators) -> Result<(), Error> {
+fn save_validators(w: HttpOps<'_>, v: &Validators) -> Result<(), Error> {
     Ok(kiln_store::state::write_json(
         &validators_path(w, &v.url),
         v,
@@ -112,7 +123,7 @@ fn parts(v: &Vertex) -> Result<(&str, &str, &str), Error> {
 /// GETs `url` (conditionally when `known` is given); a 200 goes into a new
 /// layer draft as `/<filename>`.
 fn fetch(
-    w: &LlbWorker,
+    w: HttpOps<'_>,
     url: &str,
     filename: &str,
     known: Option<&Validators>,
@@ -284,7 +295,7 @@ fn head_matches(url: &str, etag: &str) -> bool {
 
 /// A 200: its validators recorded; the draft, its content digest and the
 /// key's content part.
-fn settle(w: &LlbWorker, url: &str, f: Fetched) -> Result<(LayerDraft, Digest, String), Error> {
+fn settle(w: HttpOps<'_>, url: &str, f: Fetched) -> Result<(LayerDraft, Digest, String), Error> {
     let Fetched {
         dest: draft,
         digest,
@@ -299,7 +310,7 @@ fn settle(w: &LlbWorker, url: &str, f: Fetched) -> Result<(LayerDraft, Digest, S
 /// An unconditional download: the draft, its content digest and the key's
 /// content part.
 fn download(
-    w: &LlbWorker,
+    w: HttpOps<'_>,
     url: &str,
     filename: &str,
 ) -> Result<(LayerDraft, Digest, String), Error> {
@@ -314,7 +325,7 @@ fn download(
 
 /// Records what a 200 saw, when it gave anything to revalidate with.
 fn remember(
-    w: &LlbWorker,
+    w: HttpOps<'_>,
     url: &str,
     digest: &Digest,
     etag: Option<String>,
@@ -336,7 +347,7 @@ fn remember(
 
 /// The key of an http source: the checksum when one pins it; otherwise the
 /// content, revalidated with the server or downloaded.
-pub fn cache_key(w: &LlbWorker, v: &Vertex) -> Result<Key, Error> {
+pub(crate) fn cache_key(w: HttpOps<'_>, v: &Vertex) -> Result<Key, Error> {
     let (url, filename, checksum) = parts(v)?;
     if !checksum.is_empty() {
         if let (Ok(d), Ok(mut r)) = (checksum.parse::<Digest>(), w.resolved.lock()) {
@@ -380,7 +391,7 @@ pub fn cache_key(w: &LlbWorker, v: &Vertex) -> Result<Key, Error> {
 
 /// The layer of an http source: the download made for the key, or a fresh
 /// one checked against `--checksum` or against the revalidated content.
-pub fn execute(w: &LlbWorker, v: &Vertex) -> Result<Value, Error> {
+pub(crate) fn execute(w: HttpOps<'_>, v: &Vertex) -> Result<Value, Error> {
     let (url, filename, checksum) = parts(v)?;
     let stashed = w
         .downloads
