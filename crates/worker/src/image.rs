@@ -1,6 +1,6 @@
 //! Images in the local store: resolving `FROM` names, committing a build
 //! result as an image, importing a root filesystem tarball. The image
-//! source op is [`crate::ops::image`].
+//! source op is `crate::ops::image`'s.
 //!
 //! Unpacking an image's layers into snapshots and the diffIDs of layers are
 //! the store's ([`kiln_store::layers`], re-exported here): unpacked layers

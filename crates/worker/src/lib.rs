@@ -22,6 +22,9 @@
 //!   new layer;
 //! * **merge** ops (COPY --link) concatenate layer stacks: no I/O at all.
 //!
+//! Each op family is a module of [`ops`], lent just what it needs of the
+//! build by the worker's dispatch ([`LlbWorker`] keeps its fields to itself).
+//!
 //! Cache keys ([`keys`]) are derived from the op's canonical encoding, the
 //! inputs' keys and, for what the build context contributes, the content digest
 //! of exactly the files an op reads — never from paths, times or inode numbers.

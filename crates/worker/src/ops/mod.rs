@@ -1,6 +1,6 @@
-//! The ops of a kiln-llb graph, one module per family: [`image`] sources,
-//! [`git`] and [`http`] sources, [`file`] ops (COPY, ADD, WORKDIR,
-//! heredoc files), [`exec`] ops (RUN) with their [`mounts`], and [`merge`]
+//! The ops of a kiln-llb graph, one module per family: `image` sources,
+//! [`git`] and [`http`] sources, [`file`](mod@file) ops (COPY, ADD, WORKDIR,
+//! heredoc files), [`exec`] ops (RUN) with their [`mounts`], and `merge`
 //! ops (COPY --link). Build contexts are not an op of their own: a local
 //! source is a name the dispatch checks.
 //!
@@ -8,7 +8,7 @@
 //! build (`FileOps`, `ExecOps` and `MountOps`, `GitOps`, `HttpOps`; the
 //! state alone for images; nothing for merges), made by the worker's
 //! dispatch (`crate::worker`), whose own fields no op sees. What several
-//! families share is in [`shared`]: the build contexts, and the layers of
+//! families share is in `shared`: the build contexts, and the layers of
 //! values as trees. The families import `shared` and, for RUN, `exec`
 //! imports `mounts`; nothing here imports the worker. This module only
 //! declares them.
