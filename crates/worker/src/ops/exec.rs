@@ -74,14 +74,14 @@ pub(crate) fn check_supported(grants: &ExecGrants, e: &ExecOp) -> Result<usize, 
 /// `ignore_cache`: the step is under `--no-cache` (see
 /// [`crate::ops::mounts::prepare`] for what that does to its cache mounts).
 pub(crate) fn execute(
-    w: ExecOps<'_>,
+    ops: ExecOps<'_>,
     e: &ExecOp,
     inputs: &[Resolved<Value>],
     ignore_cache: bool,
     cx: &Cx,
 ) -> Result<Value, Error> {
-    let root_mount = &e.mounts[check_supported(&w.settings.grants, e)?];
-    let layers = w.mounts.layers;
+    let root_mount = &e.mounts[check_supported(&ops.settings.grants, e)?];
+    let layers = ops.mounts.layers;
     // Only a step that runs needs emulation: a cached one for another
     // architecture is fine on a machine without it.
     if let Some(p) = &e.platform {
@@ -107,7 +107,7 @@ pub(crate) fn execute(
         source,
     })?;
     let prepared =
-        crate::ops::mounts::prepare(w.mounts, e, inputs, scratch.path(), ignore_cache, cx)?;
+        crate::ops::mounts::prepare(ops.mounts, e, inputs, scratch.path(), ignore_cache, cx)?;
     let mut env = environment(e);
     env.extend(prepared.env.iter().cloned());
     let spec = RunSpec {
@@ -123,7 +123,7 @@ pub(crate) fn execute(
         cwd: e.cwd.clone(),
         user: e.user.clone(),
         hostname: if e.hostname.is_empty() {
-            w.settings.hostname.clone()
+            ops.settings.hostname.clone()
         } else {
             e.hostname.clone()
         },
@@ -134,8 +134,8 @@ pub(crate) fn execute(
         },
         mounts: prepared.mounts.clone(),
         privileged: e.security == Security::Insecure,
-        limits: w.settings.limits,
-        resources: w.settings.resources.clone(),
+        limits: ops.settings.limits,
+        resources: ops.settings.resources.clone(),
     };
     let mut output = |stream: Stream, data: &[u8]| {
         let s = match stream {
@@ -144,7 +144,7 @@ pub(crate) fn execute(
         };
         cx.log(s, data);
     };
-    let status = w.executor.run(&spec, &mut output, &|| cx.is_cancelled());
+    let status = ops.executor.run(&spec, &mut output, &|| cx.is_cancelled());
     drop(spec);
     prepared.finish()?;
     let status = status?;

@@ -158,7 +158,7 @@ pub(crate) struct FileOps<'a> {
 
 /// Runs a file op: returns the parent's layers plus the new one.
 pub(crate) fn execute(
-    w: FileOps<'_>,
+    ops: FileOps<'_>,
     f: &FileOp,
     inputs: &[Resolved<Value>],
     cx: &Cx,
@@ -172,10 +172,10 @@ pub(crate) fn execute(
             })
     };
     let base = match f.base {
-        Some(i) => w.layers.layers_of(&input(i)?.value)?,
+        Some(i) => ops.layers.layers_of(&input(i)?.value)?,
         None => Vec::new(),
     };
-    let state = w.layers.state;
+    let state = ops.layers.state;
     let draft = state.layers.create()?;
     let scratch = state.scratch()?;
     let mut guard: Option<MountGuard> = None;
@@ -191,7 +191,7 @@ pub(crate) fn execute(
             state.layer_dirs(&base)?,
             (draft.diff_dir(), draft.work_dir()),
         );
-        guard = Some(match w.layers.views_dir() {
+        guard = Some(match ops.layers.views_dir() {
             Some(views) => state
                 .snapshotter
                 .mount_reusing(&lowers, upper, &mnt, views)?,
@@ -217,11 +217,11 @@ pub(crate) fn execute(
                 if let std::collections::hash_map::Entry::Vacant(slot) = sources.entry(from) {
                     let entry = match &input(from)?.value {
                         Value::Context { name } => {
-                            (SourceTree::Context(w.contexts.get(name)?), None)
+                            (SourceTree::Context(ops.contexts.get(name)?), None)
                         }
                         v @ Value::Fs { .. } => {
                             let mnt = scratch.path().join(format!("src{from}"));
-                            let (tree, g) = w.layers.mount_read_only(v, &mnt)?;
+                            let (tree, g) = ops.layers.mount_read_only(v, &mnt)?;
                             (SourceTree::Mounted(tree), Some(g))
                         }
                     };

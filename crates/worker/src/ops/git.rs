@@ -264,34 +264,38 @@ fn key(src: &Source<'_>, r: &Resolved) -> Key {
 }
 
 /// The cache key: the commit the ref resolves to now.
-pub(crate) fn cache_key(w: GitOps<'_>, v: &Vertex) -> Result<Key, Error> {
+pub(crate) fn cache_key(ops: GitOps<'_>, v: &Vertex) -> Result<Key, Error> {
     let src = source(v)?;
     let r = resolve(&src)?;
     let k = key(&src, &r);
-    if let Ok(mut m) = w.resolved.lock() {
+    if let Ok(mut m) = ops.resolved.lock() {
         m.git.insert(v.digest, r.commit.clone());
     }
-    if let Ok(mut m) = w.commits.lock() {
+    if let Ok(mut m) = ops.commits.lock() {
         m.insert(v.digest, r);
     }
     Ok(k)
 }
 
 /// Fetches and checks the commit out into a new layer.
-pub(crate) fn execute(w: GitOps<'_>, v: &Vertex) -> Result<Value, Error> {
+pub(crate) fn execute(ops: GitOps<'_>, v: &Vertex) -> Result<Value, Error> {
     let src = source(v)?;
-    let stashed = w.commits.lock().ok().and_then(|mut m| m.remove(&v.digest));
+    let stashed = ops
+        .commits
+        .lock()
+        .ok()
+        .and_then(|mut m| m.remove(&v.digest));
     let r = match stashed {
         Some(r) => r,
         None => resolve(&src)?,
     };
-    let bare = bare_repo(w.state, src.remote, &r.commit)?;
+    let bare = bare_repo(ops.state, src.remote, &r.commit)?;
     {
         let _lock = lock(&bare)?;
         fetch(&bare, &src, &r)?;
     }
-    let draft = w.state.layers.create()?;
-    checkout(w.state, &bare, &src, &r, draft.diff_dir())?;
+    let draft = ops.state.layers.create()?;
+    checkout(ops.state, &bare, &src, &r, draft.diff_dir())?;
     let layer = draft.commit(kiln_store::blobs::built_layer_meta())?;
     Ok(Value::Fs {
         layers: vec![LayerRef::Snapshot(layer.id)],

@@ -207,7 +207,7 @@ fn follow() -> ExpandOptions {
 /// stage, or the directory its frontend makes for the ownership) is made
 /// anew. A cache mount with only an `id` is shared as without `--no-cache`.
 pub(crate) fn prepare(
-    w: MountOps<'_>,
+    ops: MountOps<'_>,
     e: &ExecOp,
     inputs: &[Resolved<Value>],
     scratch: &Path,
@@ -223,7 +223,7 @@ pub(crate) fn prepare(
         let slot = scratch.join(format!("m{i}"));
         match &m.kind {
             MountKind::Bind => {
-                let source = bind(w, m, inputs, &slot, &mut p)?;
+                let source = bind(ops, m, inputs, &slot, &mut p)?;
                 p.mounts.push(ExtraMount {
                     target: m.target.clone(),
                     kind: ExecMount::Bind {
@@ -242,7 +242,7 @@ pub(crate) fn prepare(
                 let ownership = (*uid, *gid, *mode);
                 let fresh = ignore_cache && (m.input.is_some() || ownership != (None, None, None));
                 let source = cache(
-                    w, m, id, *sharing, ownership, fresh, inputs, &slot, &mut p, cx,
+                    ops, m, id, *sharing, ownership, fresh, inputs, &slot, &mut p, cx,
                 )?;
                 p.mounts.push(ExtraMount {
                     target: m.target.clone(),
@@ -264,7 +264,7 @@ pub(crate) fn prepare(
                 gid,
                 mode,
             } => {
-                let Some(secret) = w.grants.secrets.get(id) else {
+                let Some(secret) = ops.grants.secrets.get(id) else {
                     if *required {
                         return Err(RunMountError::SecretNotFound { id: id.clone() }.into());
                     }
@@ -298,7 +298,7 @@ pub(crate) fn prepare(
                 gid,
                 mode,
             } => {
-                let Some(agent) = w.grants.ssh.get(id) else {
+                let Some(agent) = ops.grants.ssh.get(id) else {
                     if *required {
                         return Err(RunMountError::NoSshAgent { id: id.clone() }.into());
                     }
@@ -356,14 +356,14 @@ fn mkdir(p: &Path) -> Result<(), Error> {
 /// Mounts the layers of `v` on `slot/fs` (read-only, or with a throwaway
 /// upper in `slot`) and returns the mount point.
 fn mount_fs(
-    w: MountOps<'_>,
+    ops: MountOps<'_>,
     v: Option<&Value>,
     rw: bool,
     slot: &Path,
     p: &mut Prepared,
 ) -> Result<PathBuf, Error> {
     let layers = match v {
-        Some(v) => w.layers.state.layer_dirs(&w.layers.layers_of(v)?)?,
+        Some(v) => ops.layers.state.layer_dirs(&ops.layers.layers_of(v)?)?,
         None => Vec::new(),
     };
     let mnt = slot.join("fs");
@@ -372,12 +372,12 @@ fn mount_fs(
         let (upper, work) = (slot.join("upper"), slot.join("work"));
         mkdir(&upper)?;
         mkdir(&work)?;
-        w.layers
+        ops.layers
             .state
             .snapshotter
             .mount(&layers, Some((&upper, &work)), &mnt)?
     } else {
-        w.layers.state.snapshotter.mount(&layers, None, &mnt)?
+        ops.layers.state.snapshotter.mount(&layers, None, &mnt)?
     };
     p.guards.push(guard);
     Ok(mnt)
@@ -450,7 +450,7 @@ fn hides_something(entries: &[kiln_context::Entry]) -> Result<bool, Error> {
 
 /// The host path a `type=bind` mount binds.
 fn bind(
-    w: MountOps<'_>,
+    ops: MountOps<'_>,
     m: &Mount,
     inputs: &[Resolved<Value>],
     slot: &Path,
@@ -458,7 +458,7 @@ fn bind(
 ) -> Result<PathBuf, Error> {
     match input(m, inputs)? {
         Some(Value::Context { name }) => {
-            let ctx = w.contexts.get(name)?;
+            let ctx = ops.contexts.get(name)?;
             let src = ctx.tree.expand(&m.source, &follow()).map_err(|source| {
                 RunMountError::BindSource {
                     target: m.target.clone(),
@@ -500,7 +500,7 @@ fn bind(
                 for d in [&upper, &work, &mnt] {
                     mkdir(d)?;
                 }
-                p.guards.push(w.layers.state.snapshotter.mount(
+                p.guards.push(ops.layers.state.snapshotter.mount(
                     std::slice::from_ref(&src.host_path),
                     Some((&upper, &work)),
                     &mnt,
@@ -509,7 +509,7 @@ fn bind(
             }
         }
         v => {
-            let mnt = mount_fs(w, v, !m.readonly, slot, p)?;
+            let mnt = mount_fs(ops, v, !m.readonly, slot, p)?;
             inside(&mnt, m, "bind")
         }
     }
@@ -541,7 +541,7 @@ pub fn cache_dir_key(
 /// The host directory a `type=cache` mount binds.
 #[allow(clippy::too_many_arguments)]
 fn cache(
-    w: MountOps<'_>,
+    ops: MountOps<'_>,
     m: &Mount,
     id: &str,
     sharing: CacheSharing,
@@ -564,7 +564,7 @@ fn cache(
             let r = inputs.get(i as usize).ok_or_else(|| missing_input(m, i))?;
             Some(match (&r.key, &r.value) {
                 (Some(k), _) => k.to_hex(),
-                (None, Value::Context { name }) => context_digest(w.contexts, name, m)?.hex(),
+                (None, Value::Context { name }) => context_digest(ops.contexts, name, m)?.hex(),
                 (None, Value::Fs { .. }) => {
                     return Err(RunMountError::CacheFromWithoutKey {
                         target: m.target.clone(),
@@ -578,27 +578,27 @@ fn cache(
     let mode = ownership.2.unwrap_or(0o755);
     let key = cache_dir_key(id, from.as_deref(), &m.source, ownership);
     let dir = if fresh {
-        let mut root = w
+        let mut root = ops
             .cache_mounts
             .fresh
             .lock()
             .map_err(|_| InternalError::Poisoned("cache mount"))?;
         if root.is_none() {
-            *root = Some(w.layers.state.scratch()?);
+            *root = Some(ops.layers.state.scratch()?);
         }
         root.as_ref()
             .map_or_else(PathBuf::new, |t| t.path().join(&key))
     } else {
-        if let Ok(mut used) = w.cache_mounts.used.lock() {
+        if let Ok(mut used) = ops.cache_mounts.used.lock() {
             used.insert(key.clone());
         }
-        w.layers.state.root.join(CACHE_MOUNTS_DIR).join(&key)
+        ops.layers.state.root.join(CACHE_MOUNTS_DIR).join(&key)
     };
     if p.held.contains(&dir) {
         return Ok(dir.join("data"));
     }
-    if !dir.is_dir() && (fresh || !restore_cache(w, id, &key, &dir)?) {
-        create_cache(w, m, &dir, owner, mode, inputs, p)?;
+    if !dir.is_dir() && (fresh || !restore_cache(ops, id, &key, &dir)?) {
+        create_cache(ops, m, &dir, owner, mode, inputs, p)?;
     }
     let lock_path = dir.join("lock");
     let open = || {
@@ -652,7 +652,7 @@ fn cache(
                 // thrown away afterwards.
                 let fresh = slot.join("private");
                 mkdir(slot)?;
-                fill_cache(w, m, &fresh, owner, mode, inputs, p)?;
+                fill_cache(ops, m, &fresh, owner, mode, inputs, p)?;
                 return Ok(fresh);
             }
             Err((_, e)) => return Err(lock_err(e)),
@@ -665,7 +665,7 @@ fn cache(
 /// Makes `data` a new cache directory: seeded from `from`/`source`, or empty
 /// with the mount's owner and mode.
 fn fill_cache(
-    w: MountOps<'_>,
+    ops: MountOps<'_>,
     m: &Mount,
     data: &Path,
     owner: (u32, u32),
@@ -682,7 +682,7 @@ fn fill_cache(
                 .map_err(io_err("chown", data))?;
         }
         Some(Value::Context { name }) => {
-            let ctx = w.contexts.get(name)?;
+            let ctx = ops.contexts.get(name)?;
             let src = ctx.tree.expand(&m.source, &follow())?;
             let src = src
                 .into_iter()
@@ -692,7 +692,7 @@ fn fill_cache(
         }
         Some(v) => {
             let slot = data.with_extension("seed");
-            let mnt = mount_fs(w, Some(v), false, &slot, p)?;
+            let mnt = mount_fs(ops, Some(v), false, &slot, p)?;
             let copied = (|| -> Result<(), Error> {
                 let tree = Tree::new(mnt.clone(), None);
                 let src = tree.expand(&m.source, &follow())?;
@@ -718,7 +718,7 @@ fn fill_cache(
 /// removed).
 /// Creates cache mount `dir` from an imported cache (`--cache-from` of a
 /// cache exported with `mounts=true`); `false` when none has it.
-fn restore_cache(w: MountOps<'_>, id: &str, key: &str, dir: &Path) -> Result<bool, Error> {
+fn restore_cache(ops: MountOps<'_>, id: &str, key: &str, dir: &Path) -> Result<bool, Error> {
     let parent = dir.parent().unwrap_or(dir);
     mkdir(parent)?;
     let tmp = tempfile::Builder::new()
@@ -726,8 +726,8 @@ fn restore_cache(w: MountOps<'_>, id: &str, key: &str, dir: &Path) -> Result<boo
         .tempdir_in(parent)
         .map_err(io_err("creating a cache directory in", parent))?;
     if !crate::cache::restore_mount(
-        w.layers.state,
-        w.layers.imported,
+        ops.layers.state,
+        ops.layers.imported,
         key,
         &tmp.path().join("data"),
     )? {
@@ -752,7 +752,7 @@ fn restore_cache(w: MountOps<'_>, id: &str, key: &str, dir: &Path) -> Result<boo
 }
 
 fn create_cache(
-    w: MountOps<'_>,
+    ops: MountOps<'_>,
     m: &Mount,
     dir: &Path,
     owner: (u32, u32),
@@ -770,7 +770,7 @@ fn create_cache(
         MountKind::Cache { id, .. } => id.as_str(),
         _ => "",
     };
-    fill_cache(w, m, &tmp.path().join("data"), owner, mode, inputs, p)?;
+    fill_cache(ops, m, &tmp.path().join("data"), owner, mode, inputs, p)?;
     let mut f = File::create(tmp.path().join("id")).map_err(io_err("creating", tmp.path()))?;
     f.write_all(id.as_bytes())
         .and_then(|()| f.sync_all())
