@@ -165,7 +165,7 @@ pub fn complete(
     args: &crate::args::BuildArgs,
     opts: &kiln_frontend::BuildOptions,
     dockerfile: &[u8],
-    grants: &kiln_worker::mounts::ExecGrants,
+    grants: &kiln_worker::ops::mounts::ExecGrants,
     image_names: &[String],
 ) {
     let rec = &mut req.record;

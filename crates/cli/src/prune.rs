@@ -135,7 +135,7 @@ pub fn prune(root: Option<&Path>, args: &PruneArgs) -> Result<(), Failure> {
     gc::sweep(&state, &plan).map_err(fail)?;
     // Like `docker builder prune --all`, which deletes cache mounts too.
     let cache_mounts = if args.all {
-        kiln_worker::mounts::delete_cache_mounts(&state.root, opts.until).map_err(fail)?
+        kiln_worker::ops::mounts::delete_cache_mounts(&state.root, opts.until).map_err(fail)?
     } else {
         Vec::new()
     };
@@ -258,7 +258,7 @@ pub fn du(root: Option<&Path>, args: &DuArgs) -> Result<(), Failure> {
     let state = open(root)?;
     let _lock = lock(&state, LockKind::Shared)?;
     let usage = gc::usage(&state).map_err(fail)?;
-    let mounts = kiln_worker::mounts::cache_mounts(&state.root);
+    let mounts = kiln_worker::ops::mounts::cache_mounts(&state.root);
     let mounts_size: u64 = mounts.iter().map(|m| m.size).sum();
     let pct = |part: u64, whole: u64| format!("{}%", (part * 100).checked_div(whole).unwrap_or(0));
     let mut text = String::new();

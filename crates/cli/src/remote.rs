@@ -66,7 +66,7 @@ pub fn materialize(state: &State, args: &BuildArgs, main: &MainContext) -> Resul
             keep_git_dir,
             skip_submodules,
         } => {
-            let spec = kiln_worker::git::ContextSpec {
+            let spec = kiln_worker::ops::git::ContextSpec {
                 remote,
                 git_ref,
                 subdir,

@@ -37,7 +37,7 @@ pub(crate) fn choose_snapshotter(
             crate::progress::say(
                 "debug: snapshotter: native, plain directories (no mounts: --isolation=container)",
             );
-            if kiln_snapshot::whiteout_format() == WhiteoutFormat::File {
+            if state.whiteouts == WhiteoutFormat::File {
                 crate::progress::say("debug: whiteouts: files (user.kiln.whiteout), not devices");
             }
         }
@@ -55,7 +55,8 @@ pub(crate) fn choose_snapshotter(
     let files_why = "this state directory records deletions as whiteout files (whiteout \
                      devices cannot be made here, or could not be where it was used), which \
                      overlayfs cannot read";
-    let native = || -> Arc<dyn Snapshotter> { Arc::new(Native::mounted()) };
+    let whiteouts = state.whiteouts;
+    let native = || -> Arc<dyn Snapshotter> { Arc::new(Native::mounted(whiteouts)) };
     let overlay = || -> Arc<dyn Snapshotter> { Arc::new(Overlayfs) };
     // The snapshotter, and why (`--debug`).
     let (chosen, why) = match globals.snapshotter {
@@ -95,7 +96,7 @@ pub(crate) fn choose_snapshotter(
     };
     state.snapshotter = chosen.clone();
     if globals.debug {
-        if kiln_snapshot::whiteout_format() == WhiteoutFormat::File {
+        if state.whiteouts == WhiteoutFormat::File {
             crate::progress::say("debug: whiteouts: files (user.kiln.whiteout), not devices");
         }
         crate::progress::say(&format!("debug: snapshotter: {why}"));

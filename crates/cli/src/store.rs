@@ -50,7 +50,7 @@ pub fn open(root: Option<&Path>) -> Result<State, Failure> {
 /// the native snapshotter can mount its layers; see
 /// `kiln_snapshot::whiteout`).
 pub fn open_for_layers(root: Option<&Path>) -> Result<State, Failure> {
-    let state = open(root)?;
+    let mut state = open(root)?;
     let mut files = state.layers.has_whiteout_files();
     if !files {
         let tmp = state.root.join("tmp");
@@ -67,7 +67,7 @@ pub fn open_for_layers(root: Option<&Path>) -> Result<State, Failure> {
         }
     }
     if files {
-        kiln_snapshot::set_whiteout_format(kiln_snapshot::WhiteoutFormat::File);
+        state.whiteouts = kiln_snapshot::WhiteoutFormat::File;
     }
     Ok(state)
 }

@@ -231,7 +231,9 @@ impl Isolation for Container {
     }
 
     fn snapshotter(&self) -> Option<Arc<dyn kiln_snapshot::Snapshotter>> {
-        Some(Arc::new(kiln_snapshot::Native::unmounted()))
+        Some(Arc::new(kiln_snapshot::Native::unmounted(
+            self.settings.whiteouts,
+        )))
     }
 
     fn check_limits(&self, limits: &Limits) -> Result<(), String> {

@@ -211,7 +211,7 @@ impl NamespaceExecutor {
             resolv_conf: network::resolv_conf(spec.network),
             netns: netns.as_ref().and_then(network::Lease::path),
             snapshotter: self.snapshotter.name().to_owned(),
-            whiteouts: kiln_snapshot::whiteout_format(),
+            whiteouts: self.snapshotter.whiteouts(),
             seccomp: step_seccomp(spec)?,
             cgroups: cgroup.as_ref().map(|c| c.mounts()).unwrap_or_default(),
             v2_group: cgroup

@@ -103,7 +103,6 @@ fn helper() -> Result<i32, String> {
         .map_err(|e| format!("reading the request: {e}"))?;
     let req: Request =
         serde_json::from_slice(&input).map_err(|e| format!("decoding the request: {e}"))?;
-    kiln_snapshot::set_whiteout_format(req.whiteouts);
     let status = match run(&req) {
         Ok(s) => s,
         Err(e) => Status::SetupError(e),
@@ -159,7 +158,7 @@ fn read_small(p: &Path) -> Option<String> {
 
 fn run(req: &Request) -> Result<Status, String> {
     let spec = &req.spec;
-    let snapshotter = kiln_snapshot::snapshotter_named(&req.snapshotter)
+    let snapshotter = kiln_snapshot::snapshotter_named(&req.snapshotter, req.whiteouts)
         .ok_or_else(|| format!("unknown snapshotter {:?}", req.snapshotter))?;
     // The cgroup namespace's root is the step's own group (the caller put
     // this process there before sending the request).

@@ -226,7 +226,8 @@ pub(crate) struct Request {
     /// How the helper mounts the root filesystem: the name of the caller's
     /// snapshotter (`kiln_snapshot::snapshotter_named`).
     pub snapshotter: String,
-    /// How the helper records deletions: the caller's whiteout format.
+    /// How the helper records deletions: the caller's snapshotter's
+    /// (`kiln_snapshot::Snapshotter::whiteouts`).
     #[serde(default)]
     pub whiteouts: kiln_snapshot::WhiteoutFormat,
     /// The step's seccomp filter (BPF instructions, hex), compiled once per

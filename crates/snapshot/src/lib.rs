@@ -96,7 +96,7 @@ pub use securejoin::{ResolveError, resolve_in_root};
 pub use snapshotter::Snapshotter;
 pub use store::{Layer, LayerDraft, LayerId, LayerMeta, LayerStore, StoreError};
 pub use unpack::{ExtractOptions, UnpackError, UnpackStats, extract_archive, unpack_layer};
-pub use whiteout::{WhiteoutFormat, set_whiteout_format, whiteout_format};
+pub use whiteout::WhiteoutFormat;
 
 /// Any error of this crate.
 #[derive(Debug, thiserror::Error)]

@@ -92,23 +92,27 @@ use nix::sys::stat::{Mode, SFlag};
 use crate::exclusions::{Exclusions, NO_EXCLUSIONS};
 use crate::mount::{Kept, KeptTree, MountError, MountGuard, Tree};
 use crate::snapshotter::Snapshotter;
-use crate::whiteout::{WhiteoutFormat, is_opaque, is_overlay_xattr, whiteout_format};
+use crate::whiteout::{WhiteoutFormat, is_opaque, is_overlay_xattr};
 
 /// The native snapshotter (this module), as a [`Snapshotter`]: with its
 /// bind mounts ([`Native::mounted`], `native`) or without
 /// ([`Native::unmounted`], `native-unmounted`). Deletions are recorded in
-/// this process's [`crate::whiteout_format`].
+/// the [`WhiteoutFormat`] it is made with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Native {
     bind: bool,
+    whiteouts: WhiteoutFormat,
 }
 
 impl Native {
     /// Copies and hard links, diffed on unmount; a writable tree is
     /// bind-mounted on itself, a read-only view bind-mounted read-only
-    /// ([`mount`]).
-    pub fn mounted() -> Native {
-        Native { bind: true }
+    /// ([`mount`]). Deletions become `whiteouts`.
+    pub fn mounted(whiteouts: WhiteoutFormat) -> Native {
+        Native {
+            bind: true,
+            whiteouts,
+        }
     }
 
     /// The same trees left plain directories: no bind mount makes a
@@ -116,8 +120,11 @@ impl Native {
     /// process that may not mount at all (kiln in an unprivileged
     /// container, `--isolation=container`), where only kiln reads the views
     /// and RUN steps get copies (see [`crate::inplace`], and [`unmounted`]).
-    pub fn unmounted() -> Native {
-        Native { bind: false }
+    pub fn unmounted(whiteouts: WhiteoutFormat) -> Native {
+        Native {
+            bind: false,
+            whiteouts,
+        }
     }
 }
 
@@ -136,7 +143,7 @@ impl Snapshotter for Native {
         upper: Option<(&Path, &Path)>,
         target: &Path,
     ) -> Result<MountGuard, MountError> {
-        materialize(lowers, upper, target, whiteout_format(), None, self.bind)
+        materialize(lowers, upper, target, self.whiteouts, None, self.bind)
     }
 
     fn mount_reusing(
@@ -150,7 +157,7 @@ impl Snapshotter for Native {
             lowers,
             Some(upper),
             target,
-            whiteout_format(),
+            self.whiteouts,
             Some(views),
             self.bind,
         )
@@ -160,6 +167,10 @@ impl Snapshotter for Native {
     /// (`--isolation=container`) runs its steps in place, not in kept trees.
     fn keeps_trees(&self) -> bool {
         self.bind
+    }
+
+    fn whiteouts(&self) -> WhiteoutFormat {
+        self.whiteouts
     }
 }
 

@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::mount::{MountError, MountGuard};
+use crate::whiteout::WhiteoutFormat;
 
 /// One way of making layer stacks into trees (see the module docs). Chosen
 /// by the binary and passed as a value (`Arc<dyn Snapshotter>`) to what
@@ -53,5 +54,13 @@ pub trait Snapshotter: Send + Sync + std::fmt::Debug {
     /// its views directory: only then does a build make one.
     fn keeps_trees(&self) -> bool {
         false
+    }
+
+    /// How the upper dirs it writes record deletions (overlay: devices,
+    /// the kernel's). A process told this snapshotter's name (the RUN
+    /// helper) is told this too, for
+    /// [`snapshotter_named`](crate::snapshotter_named).
+    fn whiteouts(&self) -> WhiteoutFormat {
+        WhiteoutFormat::Device
     }
 }

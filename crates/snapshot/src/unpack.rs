@@ -12,7 +12,8 @@
 //!
 //! ## unpack_layer: a layer dir in overlay upper-dir format
 //!
-//! - `.wh.<name>` → a 0/0 character device `<name>` (a whiteout), unless
+//! - `.wh.<name>` → a whiteout `<name>` (a 0/0 character device, or a
+//!   whiteout file: the format the caller gives, see [`crate::whiteout`]), unless
 //!   this same tar already put a real `<name>` there: a file of this layer
 //!   hides the lower one by itself (the OCI spec: a whiteout applies to
 //!   lower layers only); a directory of this layer is made opaque.
@@ -78,6 +79,7 @@ use nix::sys::stat::{Mode, SFlag};
 
 use crate::securejoin::{ResolveError, resolve_in_root};
 use crate::store::remove_tree;
+use crate::whiteout::WhiteoutFormat;
 
 /// Options of [`extract_archive`].
 #[derive(Clone, Debug, Default)]
@@ -184,10 +186,15 @@ fn after(entry: &Option<String>) -> String {
 
 /// Unpacks an uncompressed OCI layer tar into `diff_dir` (normally a fresh
 /// [`crate::LayerDraft::diff_dir`]) in overlay upper-dir format. See the
-/// module docs for the exact semantics. Needs root for whiteouts
-/// (`mknod`, `trusted.*` xattrs) and for foreign ownership.
-pub fn unpack_layer(tar: impl Read, diff_dir: &Path) -> Result<UnpackStats, UnpackError> {
-    Unpacker::new(diff_dir, Mode_::Layer).run(tar)
+/// module docs for the exact semantics. Deletions are written as
+/// `whiteouts`. Needs root for whiteouts (`mknod`, `trusted.*` xattrs) and
+/// for foreign ownership.
+pub fn unpack_layer(
+    tar: impl Read,
+    diff_dir: &Path,
+    whiteouts: WhiteoutFormat,
+) -> Result<UnpackStats, UnpackError> {
+    Unpacker::new(diff_dir, Mode_::Layer { whiteouts }).run(tar)
 }
 
 /// Extracts an uncompressed tar into the existing tree `dest_dir` with the
@@ -202,7 +209,7 @@ pub fn extract_archive(
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode_ {
-    Layer,
+    Layer { whiteouts: WhiteoutFormat },
     Extract { chown: Option<(u32, u32)> },
 }
 
@@ -330,7 +337,9 @@ impl Unpacker {
             self.stats.entries += 1;
             self.stats.bytes += info.size;
             match self.mode {
-                Mode_::Layer => self.layer_entry(&mut entry, &info, &comps)?,
+                Mode_::Layer { whiteouts } => {
+                    self.layer_entry(&mut entry, &info, &comps, whiteouts)?
+                }
                 Mode_::Extract { chown } => self.extract_entry(&mut entry, &info, &comps, chown)?,
             }
         }
@@ -442,6 +451,7 @@ impl Unpacker {
         entry: &mut tar::Entry<'_, R>,
         info: &EntryInfo,
         comps: &[&[u8]],
+        whiteouts: WhiteoutFormat,
     ) -> Result<(), UnpackError> {
         let (base, parents) = match comps.split_last() {
             Some(x) => x,
@@ -465,8 +475,11 @@ impl Unpacker {
             let target = parent.join(OsStr::from_bytes(original));
             match lstat(&target).map_err(self.io(e, "lstat", &target))? {
                 None => {
-                    crate::whiteout::make_whiteout(&target, crate::whiteout::whiteout_format())
-                        .map_err(self.io(e, "creating whiteout", &target))?;
+                    crate::whiteout::make_whiteout(&target, whiteouts).map_err(self.io(
+                        e,
+                        "creating whiteout",
+                        &target,
+                    ))?;
                     // mtime 0, so that the layer dir is reproducible.
                     let zero = FileTime::from_unix_time(0, 0);
                     filetime::set_symlink_file_times(&target, zero, zero).map_err(self.io(

@@ -21,14 +21,18 @@ use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use nix::sys::stat::{Mode, SFlag};
 
 /// The xattr of a whiteout file.
 pub const WHITEOUT_FILE_XATTR: &str = "user.kiln.whiteout";
 
-/// How this process writes whiteouts.
+/// How a tree's deletions are written: a value, chosen once by the binary
+/// for its state directory (`kiln_store::State::whiteouts`) and carried by
+/// what writes whiteouts — the unpacker ([`crate::unpack_layer`]), the
+/// native snapshotter ([`crate::Native`], whose
+/// [`Snapshotter::whiteouts`](crate::Snapshotter::whiteouts) the executor
+/// sends to its RUN helper) and [`crate::InPlace`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WhiteoutFormat {
@@ -37,28 +41,6 @@ pub enum WhiteoutFormat {
     Device,
     /// Whiteout files (see the module docs): native snapshotter only.
     File,
-}
-
-static FORMAT: AtomicU8 = AtomicU8::new(0);
-
-/// Chooses how this process writes whiteouts (the binary decides once,
-/// before a build, and tells the RUN helper in its request).
-pub fn set_whiteout_format(f: WhiteoutFormat) {
-    FORMAT.store(
-        match f {
-            WhiteoutFormat::Device => 0,
-            WhiteoutFormat::File => 1,
-        },
-        Ordering::SeqCst,
-    );
-}
-
-/// How this process writes whiteouts (devices unless told otherwise).
-pub fn whiteout_format() -> WhiteoutFormat {
-    match FORMAT.load(Ordering::SeqCst) {
-        1 => WhiteoutFormat::File,
-        _ => WhiteoutFormat::Device,
-    }
 }
 
 /// Makes a whiteout at `path` (which must not exist), in `format`.

@@ -13,8 +13,8 @@ use std::process::Command;
 
 use common::*;
 use kiln_snapshot::{
-    ExtractOptions, TarOptions, UnpackError, extract_archive, resolve_in_root, tar_listing,
-    unpack_layer, write_layer_tar,
+    ExtractOptions, TarOptions, UnpackError, WhiteoutFormat, extract_archive, resolve_in_root,
+    tar_listing, unpack_layer, write_layer_tar,
 };
 
 fn area() -> PathBuf {
@@ -406,7 +406,7 @@ fn both_modes(entries: &[Raw<'_>]) -> [(Result<(), String>, Arena); 2] {
     let tar = hostile(entries);
     let layer = arena();
     let before = layer.outside();
-    let r1 = unpack_layer(&tar[..], &layer.target)
+    let r1 = unpack_layer(&tar[..], &layer.target, WhiteoutFormat::Device)
         .map(drop)
         .map_err(|e| e.to_string());
     assert_eq!(
@@ -544,7 +544,7 @@ fn truncated_tar_names_the_last_entry() {
     let mut tar = hostile(&[Raw::file("first", b"1"), Raw::file("second", &[7u8; 2000])]);
     tar.truncate(512 * 3 + 100);
     let dir = tempfile::tempdir().unwrap();
-    let e = unpack_layer(&tar[..], dir.path()).unwrap_err();
+    let e = unpack_layer(&tar[..], dir.path(), WhiteoutFormat::Device).unwrap_err();
     assert!(
         matches!(
             e,
@@ -627,7 +627,12 @@ fn huge_sparse_files_are_unpacked_sparse() {
     );
     let dst = tmp.path().join("dst");
     fs::create_dir(&dst).unwrap();
-    let stats = unpack_layer(fs::File::open(&tar_path).unwrap(), &dst).unwrap();
+    let stats = unpack_layer(
+        fs::File::open(&tar_path).unwrap(),
+        &dst,
+        WhiteoutFormat::Device,
+    )
+    .unwrap();
     assert_eq!(stats.entries, 1);
     let m = fs::metadata(dst.join("sparse")).unwrap();
     assert_eq!(m.len(), size);

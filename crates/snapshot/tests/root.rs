@@ -15,8 +15,8 @@ use std::process::Command;
 
 use common::*;
 use kiln_snapshot::{
-    LayerMeta, LayerStore, TarOptions, mount_overlay, private_mount_namespace, tar_listing,
-    unpack_layer, write_layer_tar,
+    LayerMeta, LayerStore, TarOptions, WhiteoutFormat, mount_overlay, private_mount_namespace,
+    tar_listing, unpack_layer, write_layer_tar,
 };
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -333,7 +333,7 @@ fn unpacked_whiteouts_hide_lower_files() -> Result<(), Failed> {
     );
     let l2 = tmp.path().join("l2");
     fs::create_dir(&l2)?;
-    let stats = unpack_layer(&tar[..], &l2)?;
+    let stats = unpack_layer(&tar[..], &l2, WhiteoutFormat::Device)?;
     assert_eq!(stats.whiteouts, 3);
     assert!(
         fs::symlink_metadata(l2.join("a"))?
@@ -450,7 +450,7 @@ fn round_trip_rich_tree() -> Result<(), Failed> {
     );
     let dst = tmp.path().join("dst");
     fs::create_dir(&dst)?;
-    unpack_layer(&t1[..], &dst)?;
+    unpack_layer(&t1[..], &dst, WhiteoutFormat::Device)?;
     let mut t2 = Vec::new();
     write_layer_tar(&dst, &mut t2, &TarOptions::default())?;
     assert!(

@@ -77,7 +77,7 @@ pub fn unpacked_layer(
     })?;
     let mut hashing = kiln_oci::UnpackedSize::new(kiln_oci::HashingReader::new(tar));
     let draft = state.layers.create()?;
-    kiln_snapshot::unpack_layer(&mut hashing, draft.diff_dir())?;
+    kiln_snapshot::unpack_layer(&mut hashing, draft.diff_dir(), state.whiteouts)?;
     // Drain what the tar reader left (padding after the end-of-archive).
     io::copy(&mut hashing, &mut io::sink()).map_err(|e| Error::Io {
         what: format!("reading layer blob {}", desc.digest),

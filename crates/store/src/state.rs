@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use kiln_llb::Digest;
 use kiln_oci::{ContentStore, ImageIndex, LayerBlobs};
-use kiln_snapshot::{LayerId, LayerStore, Overlayfs, Snapshotter};
+use kiln_snapshot::{LayerId, LayerStore, Overlayfs, Snapshotter, WhiteoutFormat};
 use kiln_solver::DirCache;
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +49,11 @@ pub struct State {
     /// What shows the layers as trees: overlayfs when opened; the binary
     /// sets its choice (`--snapshotter`) before a build.
     pub snapshotter: Arc<dyn Snapshotter>,
+    /// How layers unpacked by this process record deletions: whiteout
+    /// devices when opened; the binary sets whiteout files where devices
+    /// cannot be made (`kiln_snapshot::whiteout`), before anything writes
+    /// a layer, and makes its snapshotter with the same value.
+    pub whiteouts: WhiteoutFormat,
 }
 
 /// The directory of image records (see [`crate::images`]).
@@ -114,6 +119,7 @@ impl State {
             })?),
             diff_ids: Default::default(),
             snapshotter: Arc::new(Overlayfs),
+            whiteouts: WhiteoutFormat::Device,
         })
     }
 

@@ -22,9 +22,11 @@ use crate::cache;
 use crate::error::{Error, ImageError, InternalError, OutputError, StepError};
 use crate::export::Single;
 use crate::image::{self, CommitRequest, Committed, StoreResolver};
+use crate::ops::exec::ExecSettings;
+use crate::ops::shared::ContextSource;
 use crate::state::State;
 use crate::value::{LayerRef, Value};
-use crate::worker::{ContextSource, ExecSettings, LlbWorker};
+use crate::worker::LlbWorker;
 
 /// Everything a build needs besides the state directory.
 pub struct BuildRequest {
@@ -68,7 +70,7 @@ pub struct BuildRequest {
     /// `--shm-size` and `--ulimit` of RUN steps (never part of a cache key).
     pub resources: kiln_executor::Resources,
     /// Secrets, SSH agents and entitlements of RUN steps.
-    pub grants: crate::mounts::ExecGrants,
+    pub grants: crate::grants::ExecGrants,
     /// The registry client, for pushes.
     pub registry: Option<kiln_registry::Client>,
     /// Where push progress lines go.
@@ -756,7 +758,7 @@ fn named_cache_mounts(dag: &Dag<Vertex>) -> std::collections::BTreeSet<String> {
             } = &m.kind
                 && m.input.is_none()
             {
-                out.insert(crate::mounts::cache_dir_key(
+                out.insert(crate::ops::mounts::cache_dir_key(
                     id,
                     None,
                     &m.source,

@@ -1,5 +1,5 @@
 //! What a build grants its RUN steps: secrets, SSH agents, entitlements.
-//! [`crate::mounts`] mounts them; [`crate::worker::LlbWorker`] carries them.
+//! [`crate::ops::mounts`] mounts them; [`crate::worker::LlbWorker`] carries them.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
-//! Images in the local store: resolving `FROM` names, the image source op,
-//! committing a build result as an image, importing a root filesystem
-//! tarball.
+//! Images in the local store: resolving `FROM` names, committing a build
+//! result as an image, importing a root filesystem tarball. The image
+//! source op is `crate::ops::image`'s.
 //!
 //! Unpacking an image's layers into snapshots and the diffIDs of layers are
 //! the store's ([`kiln_store::layers`], re-exported here): unpacked layers
@@ -11,17 +11,14 @@ use std::io::Read;
 
 use kiln_frontend::{ImageResolver, Resolution, ResolvedImage};
 use kiln_llb::image::{Healthcheck as LlbHealthcheck, History as LlbHistory, ImageConfig};
-use kiln_llb::op::SourceOp;
 use kiln_llb::{Digest, Platform};
 use kiln_oci::{Compression, History, ImageConfigFile, ImageRef, RuntimeConfig};
 use kiln_snapshot::LayerId;
 pub use kiln_store::layers::{LABEL_DIFF_ID, diff_id, image_layers, layer_blob, prefetch_diff_id};
 pub use kiln_store::state::DiffIdCells;
 
-use crate::error::{Error, ImageError, InternalError};
+use crate::error::{Error, ImageError};
 use crate::state::State;
-use crate::value::{LayerRef, Value};
-use crate::worker::LlbWorker;
 
 /// The configuration of image `id` in the content store
 /// ([`kiln_store::layers::load_config`]).
@@ -335,28 +332,6 @@ impl ImageResolver for StoreResolver<'_> {
     fn source_time(&self, source: &kiln_frontend::TimedSource) -> Result<Option<i64>, String> {
         crate::remote::source_time(self.state, source).map_err(|e| e.to_string())
     }
-}
-
-/// Runs an image source: the image's layers as snapshots, unpacked on first
-/// use and shared afterwards.
-pub fn source(w: &LlbWorker, op: &SourceOp) -> Result<Value, Error> {
-    let SourceOp::Image {
-        reference, digest, ..
-    } = op
-    else {
-        return Err(InternalError::WrongKind("an image source").into());
-    };
-    let digest = digest.as_deref().ok_or_else(|| ImageError::NotInStore {
-        reference: reference.clone(),
-    })?;
-    let id: Digest = digest.parse().map_err(|source| ImageError::BadDigest {
-        reference: reference.clone(),
-        source,
-    })?;
-    let layers = image_layers(&w.state, &id)?;
-    Ok(Value::Fs {
-        layers: layers.into_iter().map(LayerRef::Snapshot).collect(),
-    })
 }
 
 /// What the result of a build is committed with.

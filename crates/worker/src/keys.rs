@@ -89,7 +89,7 @@ pub fn image_key(digest: &str, op: &SourceOp) -> Key {
 /// The key of a downloaded file: its URL, name and content digest (or the
 /// checksum the Dockerfile pins).
 /// The key of a git source: the remote, the commit it resolved to, the
-/// subdirectory and what else shapes the checkout (see [`crate::git`]).
+/// subdirectory and what else shapes the checkout (see [`crate::ops::git`]).
 pub fn git_key(remote: &str, commit: &str, subdir: &str, shape: &str) -> Key {
     Key::derive(
         &format!("{DOMAIN}/git"),

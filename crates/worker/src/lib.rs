@@ -17,10 +17,13 @@
 //!   mounted tree with BuildKit's copy semantics ([`copy`]); the upper dir is
 //!   the new layer;
 //! * **exec** ops (RUN) hand the same layer stack, plus the extra mounts of
-//!   [`mounts`] (cache, bind, tmpfs, secret, ssh), to `kiln-executor`, whose
+//!   [`ops::mounts`] (cache, bind, tmpfs, secret, ssh), to `kiln-executor`, whose
 //!   helper process runs the command in fresh namespaces; its upper dir is the
 //!   new layer;
 //! * **merge** ops (COPY --link) concatenate layer stacks: no I/O at all.
+//!
+//! Each op family is a module of [`ops`], lent just what it needs of the
+//! build by the worker's dispatch ([`LlbWorker`] keeps its fields to itself).
 //!
 //! Cache keys ([`keys`]) are derived from the op's canonical encoding, the
 //! inputs' keys and, for what the build context contributes, the content digest
@@ -47,24 +50,19 @@ pub mod cache;
 pub mod check;
 pub mod contexts;
 pub mod copy;
-mod dispatch;
 pub mod emulation;
 mod error;
-pub mod exec;
 pub mod explain;
 pub mod export;
-pub mod fileop;
 pub mod gc;
-pub mod git;
 mod grants;
-pub mod http;
 pub mod image;
 pub mod images;
 pub mod keys;
 pub mod lock;
 pub mod mode;
-pub mod mounts;
 pub mod multi;
+pub mod ops;
 pub mod registry;
 pub mod remote;
 mod resolved;

@@ -8,7 +8,7 @@
 //! not apply: a remote context is read whole.
 //!
 //! * **git**: the ref resolved and the commit fetched through the
-//!   repository cache of git sources ([`crate::git`]), checked out without
+//!   repository cache of git sources ([`crate::ops::git`]), checked out without
 //!   `.git` unless `?keep-git-dir=true`; the commit's time is the context's `SOURCE_DATE_EPOCH`.
 //! * **HTTP** and **standard input**: the body is sniffed as BuildKit's
 //!   dockerui and the docker cli do: a tar archive (gzip, bzip2, xz or zstd
@@ -44,10 +44,10 @@ fn io_err(what: String) -> impl FnOnce(io::Error) -> Error {
 /// into the empty directory `dest`.
 pub fn git(
     state: &State,
-    spec: &crate::git::ContextSpec<'_>,
+    spec: &crate::ops::git::ContextSpec<'_>,
     dest: &Path,
 ) -> Result<Fetched, Error> {
-    let c = crate::git::check_out_context(state, spec, dest)?;
+    let c = crate::ops::git::check_out_context(state, spec, dest)?;
     Ok(Fetched {
         dockerfile: None,
         time: c.time,
@@ -60,7 +60,7 @@ pub fn git(
 pub fn http(state: &State, url: &str, dest: &Path) -> Result<Fetched, Error> {
     let scratch = state.scratch()?;
     let body = scratch.path().join("body");
-    let last_modified = crate::http::download_to(url, &body)?;
+    let last_modified = crate::ops::http::download_to(url, &body)?;
     let dockerfile = unpack_or_read(&body, dest, url)?;
     // Without `Last-Modified`, an archive's time is its newest file's.
     let time = match last_modified {
@@ -109,10 +109,10 @@ pub fn source_time(
         kiln_frontend::TimedSource::Http { url } => {
             let scratch = state.scratch()?;
             let body = scratch.path().join("body");
-            if let Some(t) = crate::http::download_to(url, &body)? {
+            if let Some(t) = crate::ops::http::download_to(url, &body)? {
                 return Ok(Some(t));
             }
-            if !crate::fileop::is_archive(&body) {
+            if !crate::ops::file::is_archive(&body) {
                 return Ok(None);
             }
             newest_in_archive(&body)
@@ -121,9 +121,9 @@ pub fn source_time(
             remote,
             git_ref,
             checksum,
-        } => crate::git::commit_time(
+        } => crate::ops::git::commit_time(
             state,
-            &crate::git::ContextSpec {
+            &crate::ops::git::ContextSpec {
                 remote,
                 git_ref,
                 subdir: "",
@@ -181,7 +181,7 @@ pub fn read(state: &State, mut input: impl Read, dest: &Path) -> Result<Fetched,
 /// Extracts `body` into `dest` if it is a (compressed) tar archive (`None`);
 /// otherwise returns its bytes, the Dockerfile.
 fn unpack_or_read(body: &Path, dest: &Path, shown: &str) -> Result<Option<Vec<u8>>, Error> {
-    if !crate::fileop::is_archive(body) {
+    if !crate::ops::file::is_archive(body) {
         let bytes = fs::read(body).map_err(io_err(format!("reading {}", body.display())))?;
         return Ok(Some(bytes));
     }

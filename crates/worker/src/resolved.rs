@@ -1,6 +1,6 @@
 //! What keying the graph's source vertices found, kept for their execution
-//! and for the provenance: a git ref's commit ([`crate::git`]), an http
-//! source's download ([`crate::http`]), every source resolved
+//! and for the provenance: a git ref's commit ([`crate::ops::git`]), an http
+//! source's download ([`crate::ops::http`]), every source resolved
 //! ([`crate::attest`]'s materials) and the digest of a whole build context.
 //! [`crate::worker::LlbWorker`] holds them; the ops fill and read them.
 

@@ -1,94 +1,76 @@
 //! [`LlbWorker`]: the solver's worker for kiln-llb vertices, and what one
 //! build's ops share (the state, the contexts, the executor, what keying
-//! found). How it answers the solver, dispatching each op kind to its
-//! module, is [`crate::dispatch`]'s.
+//! found). How it answers the solver, lending each op kind what it needs
+//! and sending it to its module of [`crate::ops`], is `dispatch`'s (a
+//! child module, so that the fields stay private to the two).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use kiln_context::{StatCache, Tree};
 use kiln_executor::Executor;
 use kiln_llb::Digest;
 use kiln_snapshot::LayerId;
 use kiln_solver::Key;
 
-use crate::error::{BuildContextError, Error, InternalError};
+use crate::error::{Error, InternalError};
+use crate::ops::exec::ExecSettings;
+use crate::ops::mounts::CacheMounts;
+use crate::ops::shared::{ContextSource, Contexts, Layers, Views};
+use crate::resolved::{Download, GitCommit, Resolved};
 use crate::state::State;
 use crate::value::Value;
 
-/// A build context the graph may read (`context`, or a `--build-context`).
-#[derive(Debug)]
-pub struct ContextSource {
-    /// The directory seen through its `.dockerignore`.
-    pub tree: Tree,
-    /// Its stat cache, saved when the build ends.
-    pub stat_cache: Mutex<StatCache>,
-}
+mod dispatch;
 
-/// Settings of the RUN steps of one build.
-#[derive(Debug, Clone)]
-pub struct ExecSettings {
-    /// The hostname RUN steps see.
-    pub hostname: String,
-    /// Secrets, SSH agents and entitlements granted to RUN steps.
-    pub grants: std::sync::Arc<crate::grants::ExecGrants>,
-    /// Memory and process limits of RUN steps.
-    pub limits: kiln_executor::Limits,
-    /// `/dev/shm` size and resource limits of RUN steps.
-    pub resources: kiln_executor::Resources,
-}
-
-/// The worker of one build.
+/// The worker of one build. Its fields are its own and its dispatch's
+/// (`worker/dispatch.rs`), which lends each op what it needs.
 pub struct LlbWorker {
-    pub(crate) state: State,
-    pub(crate) contexts: HashMap<String, ContextSource>,
-    pub(crate) executor: Arc<dyn Executor>,
-    pub(crate) exec: ExecSettings,
+    state: State,
+    contexts: Contexts,
+    executor: Arc<dyn Executor>,
+    exec: ExecSettings,
     /// Downloads made while computing a key, waiting for `execute`.
     /// (Keyed by vertex digest.)
-    pub(crate) downloads: Mutex<HashMap<Digest, crate::resolved::Download>>,
+    downloads: Mutex<HashMap<Digest, Download>>,
     /// Git refs resolved while computing a key, for `execute`.
-    pub(crate) git_commits: Mutex<HashMap<Digest, crate::resolved::GitCommit>>,
+    git_commits: Mutex<HashMap<Digest, GitCommit>>,
     /// Git commits and download digests the keys were made of, kept for
     /// the provenance (`attest`).
-    pub(crate) resolved: Mutex<crate::resolved::Resolved>,
+    resolved: Mutex<Resolved>,
     /// Vertices whose new layer goes into the image being built, and the
     /// image's mtime clamp: their diffIDs are computed as soon as they are
     /// built (see `image::prefetch_diff_id`).
-    pub(crate) image_layers: Option<(std::collections::HashSet<Digest>, Option<i64>)>,
+    image_layers: Option<(std::collections::HashSet<Digest>, Option<i64>)>,
     /// Records of `--cache-from` caches, whose layers are fetched when a
     /// step needs them.
-    pub(crate) imported: Arc<crate::cache::Imported>,
-    /// Directory names of the cache mounts this build's steps mounted.
-    pub(crate) used_cache_mounts: Mutex<std::collections::BTreeSet<String>>,
-    /// Where the cache mounts of `--no-cache` steps live, made anew for this
-    /// build and removed with it (see `mounts::prepare`).
-    pub(crate) fresh_cache_mounts: Mutex<Option<tempfile::TempDir>>,
+    imported: Arc<crate::cache::Imported>,
+    /// The cache mounts this build's steps mounted, and the fresh ones of
+    /// its `--no-cache` steps (see `ops::mounts::prepare`).
+    cache_mounts: CacheMounts,
     /// Records why steps run (`--explain`), with what keys and context
     /// files were seen while keying.
-    pub(crate) explainer: Option<crate::explain::Explainer>,
-    pub(crate) seen: Mutex<HashMap<Digest, Seen>>,
-    pub(crate) explanations: Mutex<Vec<(String, String)>>,
-    /// With the native snapshotter, a scratch directory where a step leaves
-    /// its tree for the next step of its chain (`kiln_snapshot::native::Kept`);
-    /// made on first use, removed with the worker.
-    views: std::sync::OnceLock<Option<tempfile::TempDir>>,
+    explainer: Option<crate::explain::Explainer>,
+    seen: Mutex<HashMap<Digest, Seen>>,
+    explanations: Mutex<Vec<(String, String)>>,
+    /// With the native snapshotter, where a step leaves its tree for the
+    /// next step of its chain; made on first use, removed with the worker.
+    views: Views,
 }
 
 /// What keying a vertex saw, and the context files it reads (listed when
 /// it runs), for its explanation.
 #[derive(Debug, Default)]
-pub(crate) struct Seen {
-    pub(crate) key: Option<Key>,
+struct Seen {
+    key: Option<Key>,
     /// Context files read, per input index: path → digest (hex prefix).
-    pub(crate) files: HashMap<u32, std::collections::BTreeMap<String, String>>,
+    files: HashMap<u32, std::collections::BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for LlbWorker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LlbWorker")
             .field("state", &self.state.root)
-            .field("contexts", &self.contexts.keys().collect::<Vec<_>>())
+            .field("contexts", &self.contexts.names().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -102,7 +84,7 @@ impl LlbWorker {
     ) -> LlbWorker {
         LlbWorker {
             state,
-            contexts,
+            contexts: Contexts::new(contexts),
             executor,
             exec,
             downloads: Mutex::new(HashMap::new()),
@@ -110,28 +92,17 @@ impl LlbWorker {
             resolved: Mutex::default(),
             image_layers: None,
             imported: Arc::default(),
-            used_cache_mounts: Mutex::default(),
-            fresh_cache_mounts: Mutex::default(),
+            cache_mounts: CacheMounts::default(),
             explainer: None,
             seen: Mutex::default(),
             explanations: Mutex::default(),
-            views: std::sync::OnceLock::new(),
+            views: Views::default(),
         }
     }
 
-    /// Where steps leave their trees for the next step (native snapshotter
-    /// only; none if it cannot be made: then every step copies its stack).
-    pub(crate) fn views_dir(&self) -> Option<&std::path::Path> {
-        self.views
-            .get_or_init(|| {
-                self.state
-                    .snapshotter
-                    .keeps_trees()
-                    .then(|| self.state.scratch().ok())
-                    .flatten()
-            })
-            .as_ref()
-            .map(tempfile::TempDir::path)
+    /// The layers of values, as the ops see them.
+    fn layers(&self) -> Layers<'_> {
+        Layers::new(&self.state, &self.imported, &self.views)
     }
 
     /// Keeps a record of every step that runs and says why it ran, compared
@@ -151,10 +122,7 @@ impl LlbWorker {
 
     /// Directory names of the cache mounts this build's steps mounted.
     pub fn used_cache_mounts(&self) -> Vec<String> {
-        self.used_cache_mounts
-            .lock()
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default()
+        self.cache_mounts.used()
     }
 
     /// Answers cache lookups that hit an imported cache: their layers are
@@ -175,16 +143,6 @@ impl LlbWorker {
         self
     }
 
-    /// The context named `name`.
-    pub(crate) fn context(&self, name: &str) -> Result<&ContextSource, Error> {
-        self.contexts.get(name).ok_or_else(|| {
-            BuildContextError::NotDefined {
-                name: name.to_owned(),
-            }
-            .into()
-        })
-    }
-
     /// Saves the stat caches of the contexts (called once the build is done).
     pub fn save_stat_caches(&self) -> Result<(), Error> {
         for c in self.contexts.values() {
@@ -197,15 +155,7 @@ impl LlbWorker {
 
     /// The layers of an input that must be a filesystem.
     pub(crate) fn layers_of(&self, v: &Value) -> Result<Vec<LayerId>, Error> {
-        match v {
-            Value::Fs { layers } => layers
-                .iter()
-                .map(|l| crate::cache::materialize(&self.state, &self.imported, l))
-                .collect(),
-            Value::Context { name } => {
-                Err(BuildContextError::NotAFilesystem { name: name.clone() }.into())
-            }
-        }
+        self.layers().layers_of(v)
     }
 
     /// The git commits and download digests this build's sources resolved
@@ -223,32 +173,11 @@ impl LlbWorker {
     /// The content digest of the whole build context `name` (the
     /// provenance's `kiln-local://NAME` material).
     pub(crate) fn context_digest(&self, name: &str) -> Result<Digest, Error> {
-        let ctx = self.context(name)?;
+        let ctx = self.contexts.get(name)?;
         let mut cache = ctx
             .stat_cache
             .lock()
             .map_err(|_| InternalError::Poisoned("stat cache"))?;
         crate::resolved::context_digest(&ctx.tree, &mut cache)
-    }
-}
-
-impl LlbWorker {
-    /// A filesystem value mounted read-only at `mnt` (created here), as the
-    /// tree a copy reads from; unmounted when the guard is.
-    pub(crate) fn mount_read_only(
-        &self,
-        value: &Value,
-        mnt: &std::path::Path,
-    ) -> Result<(Tree, kiln_snapshot::MountGuard), Error> {
-        let layers = self.layers_of(value)?;
-        std::fs::create_dir(mnt).map_err(|e| Error::Io {
-            what: format!("creating {}", mnt.display()),
-            source: e,
-        })?;
-        let guard = self
-            .state
-            .snapshotter
-            .mount(&self.state.layer_dirs(&layers)?, None, mnt)?;
-        Ok((Tree::new(mnt.to_path_buf(), None), guard))
     }
 }

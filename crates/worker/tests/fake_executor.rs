@@ -108,7 +108,7 @@ impl Machine {
         let plan = kiln_frontend::plan(&file, &opts, &Offline).expect("the Dockerfile plans");
         let mut state = State::open(&self.state)?;
         // Plain directories: the test needs neither root nor mounts.
-        state.snapshotter = Arc::new(kiln_snapshot::Native::unmounted());
+        state.snapshotter = Arc::new(kiln_snapshot::Native::unmounted(state.whiteouts));
         let dag = Arc::new(kiln_worker::build::dag(&plan.definition)?);
         let req = BuildRequest {
             definition: plan.definition,

@@ -122,7 +122,7 @@ pub(super) struct Flags {
     pub(super) opts: BuildOptions,
     pub(super) contexts: Vec<(String, ContextValue)>,
     pub(super) epoch: output::EpochAttrs,
-    pub(super) grants: kiln_worker::mounts::ExecGrants,
+    pub(super) grants: kiln_worker::ops::mounts::ExecGrants,
     /// `--provenance`, `--sbom`, `--attest`, `--annotation`, and the notes
     /// about outputs that leave them out.
     pub(super) attest: (kiln_worker::attest::AttestRequest, Vec<String>),

@@ -78,7 +78,7 @@ pub(super) fn open(globals: &Globals, args: &BuildArgs, flags: &Flags) -> Result
         (crate::isolation::Decision::Namespaces(n), _) => {
             Box::new(n.with_filter_cache(state.root.join("seccomp")))
         }
-        (_, Some(c)) => Box::new(c.with_whiteouts(kiln_snapshot::whiteout_format())),
+        (_, Some(c)) => Box::new(c.with_whiteouts(state.whiteouts)),
         (crate::isolation::Decision::Container(_), None) => {
             return Err(Failure::Internal(anyhow::anyhow!(
                 "the container isolation mode was not set up"

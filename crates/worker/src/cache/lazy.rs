@@ -165,7 +165,7 @@ pub fn restore_mount(
         source: e,
     })?;
     fs::create_dir_all(dest).map_err(io_err("creating", dest))?;
-    kiln_snapshot::unpack_layer(tar, dest)?;
+    kiln_snapshot::unpack_layer(tar, dest, state.whiteouts)?;
     Ok(true)
 }
 

@@ -33,8 +33,19 @@ use crate::error::{Error, HttpError, InternalError};
 use crate::keys;
 pub use crate::resolved::Download;
 use crate::resolved::Prepared;
+use crate::state::State;
 use crate::value::{LayerRef, Value};
-use crate::worker::LlbWorker;
+
+/// What http sources need of their build: the state (the recorded
+/// validators, the layer store), where keying records the content digests
+/// for the provenance, and where it leaves each vertex's download for its
+/// execution.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HttpOps<'a> {
+    pub(crate) state: &'a State,
+    pub(crate) resolved: &'a std::sync::Mutex<crate::resolved::Resolved>,
+    pub(crate) downloads: &'a std::sync::Mutex<std::collections::HashMap<Digest, Download>>,
+}
 
 /// What a download of a URL saw, for conditional requests next time.
 #[derive(Debug, Serialize, Deserialize)]
@@ -48,8 +59,8 @@ struct Validators {
     digest: String,
 }
 
-fn validators_path(w: &LlbWorker, url: &str) -> PathBuf {
-    w.state
+fn validators_path(ops: HttpOps<'_>, url: &str) -> PathBuf {
+    ops.state
         .root
         .join("http")
         .join(format!("{}.json", Digest::of(url.as_bytes()).hex()))
@@ -57,14 +68,14 @@ fn validators_path(w: &LlbWorker, url: &str) -> PathBuf {
 
 /// The recorded validators of `url`, if any (an unreadable record is as good
 /// as none: the next download rewrites it).
-fn load_validators(w: &LlbWorker, url: &str) -> Option<Validators> {
-    let v: Validators = serde_json::from_slice(&fs::read(validators_path(w, url)).ok()?).ok()?;
+fn load_validators(ops: HttpOps<'_>, url: &str) -> Option<Validators> {
+    let v: Validators = serde_json::from_slice(&fs::read(validators_path(ops, url)).ok()?).ok()?;
     (v.url == url && (v.etag.is_some() || v.last_modified.is_some())).then_some(v)
 }
 
-fn save_validators(w: &LlbWorker, v: &Validators) -> Result<(), Error> {
+fn save_validators(ops: HttpOps<'_>, v: &Validators) -> Result<(), Error> {
     Ok(kiln_store::state::write_json(
-        &validators_path(w, &v.url),
+        &validators_path(ops, &v.url),
         v,
     )?)
 }
@@ -112,13 +123,13 @@ fn parts(v: &Vertex) -> Result<(&str, &str, &str), Error> {
 /// GETs `url` (conditionally when `known` is given); a 200 goes into a new
 /// layer draft as `/<filename>`.
 fn fetch(
-    w: &LlbWorker,
+    ops: HttpOps<'_>,
     url: &str,
     filename: &str,
     known: Option<&Validators>,
 ) -> Result<Fetch, Error> {
     get(url, known, || {
-        let draft = w.state.layers.create()?;
+        let draft = ops.state.layers.create()?;
         let name = if filename.is_empty() {
             "index.html"
         } else {
@@ -284,14 +295,14 @@ fn head_matches(url: &str, etag: &str) -> bool {
 
 /// A 200: its validators recorded; the draft, its content digest and the
 /// key's content part.
-fn settle(w: &LlbWorker, url: &str, f: Fetched) -> Result<(LayerDraft, Digest, String), Error> {
+fn settle(ops: HttpOps<'_>, url: &str, f: Fetched) -> Result<(LayerDraft, Digest, String), Error> {
     let Fetched {
         dest: draft,
         digest,
         etag,
         last_modified,
     } = f;
-    remember(w, url, &digest, etag, last_modified.clone())?;
+    remember(ops, url, &digest, etag, last_modified.clone())?;
     let id = content_id(&digest.to_string(), last_modified.as_deref());
     Ok((draft, digest, id))
 }
@@ -299,12 +310,12 @@ fn settle(w: &LlbWorker, url: &str, f: Fetched) -> Result<(LayerDraft, Digest, S
 /// An unconditional download: the draft, its content digest and the key's
 /// content part.
 fn download(
-    w: &LlbWorker,
+    ops: HttpOps<'_>,
     url: &str,
     filename: &str,
 ) -> Result<(LayerDraft, Digest, String), Error> {
-    match fetch(w, url, filename, None)? {
-        Got::Body(f) => settle(w, url, *f),
+    match fetch(ops, url, filename, None)? {
+        Got::Body(f) => settle(ops, url, *f),
         Got::NotModified => Err(HttpError::UnconditionalNotModified {
             url: url.to_owned(),
         }
@@ -314,7 +325,7 @@ fn download(
 
 /// Records what a 200 saw, when it gave anything to revalidate with.
 fn remember(
-    w: &LlbWorker,
+    ops: HttpOps<'_>,
     url: &str,
     digest: &Digest,
     etag: Option<String>,
@@ -324,7 +335,7 @@ fn remember(
         return Ok(());
     }
     save_validators(
-        w,
+        ops,
         &Validators {
             url: url.to_owned(),
             etag,
@@ -336,16 +347,16 @@ fn remember(
 
 /// The key of an http source: the checksum when one pins it; otherwise the
 /// content, revalidated with the server or downloaded.
-pub fn cache_key(w: &LlbWorker, v: &Vertex) -> Result<Key, Error> {
+pub(crate) fn cache_key(ops: HttpOps<'_>, v: &Vertex) -> Result<Key, Error> {
     let (url, filename, checksum) = parts(v)?;
     if !checksum.is_empty() {
-        if let (Ok(d), Ok(mut r)) = (checksum.parse::<Digest>(), w.resolved.lock()) {
+        if let (Ok(d), Ok(mut r)) = (checksum.parse::<Digest>(), ops.resolved.lock()) {
             r.http.insert(v.digest, d);
         }
         return Ok(keys::http_key(url, filename, checksum));
     }
-    let known = load_validators(w, url);
-    let (prepared, id) = match fetch(w, url, filename, known.as_ref())? {
+    let known = load_validators(ops, url);
+    let (prepared, id) = match fetch(ops, url, filename, known.as_ref())? {
         Got::NotModified => {
             // `fetch` answers NotModified only to a conditional request.
             let Some(k) = known else {
@@ -355,24 +366,24 @@ pub fn cache_key(w: &LlbWorker, v: &Vertex) -> Result<Key, Error> {
                 .into());
             };
             let digest: Digest = k.digest.parse().map_err(|_| HttpError::BadValidators {
-                path: validators_path(w, url),
+                path: validators_path(ops, url),
                 digest: k.digest.clone(),
             })?;
             let id = content_id(&k.digest, k.last_modified.as_deref());
-            if let Ok(mut r) = w.resolved.lock() {
+            if let Ok(mut r) = ops.resolved.lock() {
                 r.http.insert(v.digest, digest);
             }
             (Prepared::Revalidated(digest), id)
         }
         Got::Body(f) => {
-            let (draft, digest, id) = settle(w, url, *f)?;
-            if let Ok(mut r) = w.resolved.lock() {
+            let (draft, digest, id) = settle(ops, url, *f)?;
+            if let Ok(mut r) = ops.resolved.lock() {
                 r.http.insert(v.digest, digest);
             }
             (Prepared::Fetched(draft), id)
         }
     };
-    if let Ok(mut d) = w.downloads.lock() {
+    if let Ok(mut d) = ops.downloads.lock() {
         d.insert(v.digest, Download { prepared });
     }
     Ok(keys::http_key(url, filename, &id))
@@ -380,9 +391,9 @@ pub fn cache_key(w: &LlbWorker, v: &Vertex) -> Result<Key, Error> {
 
 /// The layer of an http source: the download made for the key, or a fresh
 /// one checked against `--checksum` or against the revalidated content.
-pub fn execute(w: &LlbWorker, v: &Vertex) -> Result<Value, Error> {
+pub(crate) fn execute(ops: HttpOps<'_>, v: &Vertex) -> Result<Value, Error> {
     let (url, filename, checksum) = parts(v)?;
-    let stashed = w
+    let stashed = ops
         .downloads
         .lock()
         .ok()
@@ -390,7 +401,7 @@ pub fn execute(w: &LlbWorker, v: &Vertex) -> Result<Value, Error> {
     let draft = match stashed.map(|d| d.prepared) {
         Some(Prepared::Fetched(draft)) => draft,
         Some(Prepared::Revalidated(expected)) => {
-            let (draft, digest, _) = download(w, url, filename)?;
+            let (draft, digest, _) = download(ops, url, filename)?;
             if digest != expected {
                 return Err(HttpError::Changed {
                     url: url.to_owned(),
@@ -400,7 +411,7 @@ pub fn execute(w: &LlbWorker, v: &Vertex) -> Result<Value, Error> {
             draft
         }
         None => {
-            let (draft, digest, _) = download(w, url, filename)?;
+            let (draft, digest, _) = download(ops, url, filename)?;
             if !checksum.is_empty() && checksum != digest.to_string() {
                 return Err(HttpError::DigestMismatch {
                     url: url.to_owned(),

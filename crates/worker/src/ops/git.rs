@@ -40,7 +40,16 @@ use crate::keys;
 pub use crate::resolved::GitCommit as Resolved;
 use crate::state::State;
 use crate::value::{LayerRef, Value};
-use crate::worker::LlbWorker;
+
+/// What git sources need of their build: the state (the repository cache,
+/// the layer store), where keying records the commits for the provenance,
+/// and where it leaves each vertex's commit for its execution.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GitOps<'a> {
+    pub(crate) state: &'a State,
+    pub(crate) resolved: &'a std::sync::Mutex<crate::resolved::Resolved>,
+    pub(crate) commits: &'a std::sync::Mutex<std::collections::HashMap<Digest, Resolved>>,
+}
 
 struct Source<'a> {
     remote: &'a str,
@@ -255,24 +264,24 @@ fn key(src: &Source<'_>, r: &Resolved) -> Key {
 }
 
 /// The cache key: the commit the ref resolves to now.
-pub fn cache_key(w: &LlbWorker, v: &Vertex) -> Result<Key, Error> {
+pub(crate) fn cache_key(ops: GitOps<'_>, v: &Vertex) -> Result<Key, Error> {
     let src = source(v)?;
     let r = resolve(&src)?;
     let k = key(&src, &r);
-    if let Ok(mut m) = w.resolved.lock() {
+    if let Ok(mut m) = ops.resolved.lock() {
         m.git.insert(v.digest, r.commit.clone());
     }
-    if let Ok(mut m) = w.git_commits.lock() {
+    if let Ok(mut m) = ops.commits.lock() {
         m.insert(v.digest, r);
     }
     Ok(k)
 }
 
 /// Fetches and checks the commit out into a new layer.
-pub fn execute(w: &LlbWorker, v: &Vertex) -> Result<Value, Error> {
+pub(crate) fn execute(ops: GitOps<'_>, v: &Vertex) -> Result<Value, Error> {
     let src = source(v)?;
-    let stashed = w
-        .git_commits
+    let stashed = ops
+        .commits
         .lock()
         .ok()
         .and_then(|mut m| m.remove(&v.digest));
@@ -280,13 +289,13 @@ pub fn execute(w: &LlbWorker, v: &Vertex) -> Result<Value, Error> {
         Some(r) => r,
         None => resolve(&src)?,
     };
-    let bare = bare_repo(&w.state, src.remote, &r.commit)?;
+    let bare = bare_repo(ops.state, src.remote, &r.commit)?;
     {
         let _lock = lock(&bare)?;
         fetch(&bare, &src, &r)?;
     }
-    let draft = w.state.layers.create()?;
-    checkout(&w.state, &bare, &src, &r, draft.diff_dir())?;
+    let draft = ops.state.layers.create()?;
+    checkout(ops.state, &bare, &src, &r, draft.diff_dir())?;
     let layer = draft.commit(kiln_store::blobs::built_layer_meta())?;
     Ok(Value::Fs {
         layers: vec![LayerRef::Snapshot(layer.id)],

@@ -21,9 +21,9 @@ use kiln_solver::{Cx, Resolved};
 use crate::copy::{Copier, CopyError, CopyOptions, ModeChange, SourceEntry, mkdir_all};
 use crate::error::{Error, FileOpError, InternalError};
 use crate::mode::ModeSet;
+use crate::ops::shared::{ContextSource, Contexts, Layers};
 use crate::users;
 use crate::value::{LayerRef, Value};
-use crate::worker::LlbWorker;
 
 /// The sources a copy action selects from `tree`.
 pub fn expand(tree: &Tree, c: &Copy) -> Result<Vec<Source>, Error> {
@@ -40,6 +40,83 @@ pub fn filter(c: &Copy) -> Result<Filter, Error> {
     Filter::new(&c.include, &c.exclude).map_err(|e| FileOpError::Pattern(e).into())
 }
 
+/// Content digests of what `actions`' copies read from input `index` (the
+/// context `name`): one digest per copy, in action order. With `files`,
+/// also each file read and its digest (for `--explain`; only for steps
+/// that run, so that a cached rebuild of a large context pays nothing).
+pub(crate) fn context_reads(
+    contexts: &Contexts,
+    actions: &[FileAction],
+    index: u32,
+    name: &str,
+    mut files: Option<&mut std::collections::BTreeMap<String, String>>,
+) -> Result<Vec<kiln_llb::Digest>, Error> {
+    let ctx = contexts.get(name)?;
+    let mut out = Vec::new();
+    for a in actions {
+        let FileAction::Copy(c) = a else { continue };
+        if c.from != Some(index) {
+            continue;
+        }
+        let sources = expand(&ctx.tree, c)?;
+        let patterns = filter(c)?;
+        let mut cache = ctx
+            .stat_cache
+            .lock()
+            .map_err(|_| InternalError::Poisoned("stat cache"))?;
+        let opts = kiln_context::DigestOptions {
+            include_ownership: false,
+        };
+        let digest = if let Some(files) = files.as_deref_mut() {
+            let (digest, _, listing) = ctx
+                .tree
+                .digest_listed(&sources, &patterns, &mut cache, &opts)?;
+            for (path, sha) in listing {
+                files.insert(
+                    String::from_utf8_lossy(&path).into_owned(),
+                    kiln_llb::Digest::from_bytes(sha).hex()[..16].to_owned(),
+                );
+            }
+            digest
+        } else {
+            ctx.tree.digest(&sources, &patterns, &mut cache, &opts)?.0
+        };
+        out.push(digest);
+    }
+    Ok(out)
+}
+
+/// Content digests of what `actions`' copies read from input `index`, a
+/// filesystem (a stage or an image): one per copy, with ownership (COPY
+/// --from keeps it). The filesystem is mounted read-only for the walk.
+pub(crate) fn fs_reads(
+    layers: Layers<'_>,
+    actions: &[FileAction],
+    index: u32,
+    value: &Value,
+) -> Result<Vec<kiln_llb::Digest>, Error> {
+    let scratch = layers.state.scratch()?;
+    let (tree, guard) = layers.mount_read_only(value, &scratch.path().join("src"))?;
+    let mut cache = kiln_context::StatCache::in_memory();
+    let opts = kiln_context::DigestOptions {
+        include_ownership: true,
+    };
+    let digests = actions
+        .iter()
+        .filter_map(|a| match a {
+            FileAction::Copy(c) if c.from == Some(index) => Some(c),
+            _ => None,
+        })
+        .map(|c| {
+            let sources = expand(&tree, c)?;
+            let patterns = filter(c)?;
+            Ok(tree.digest(&sources, &patterns, &mut cache, &opts)?.0)
+        })
+        .collect::<Result<Vec<_>, Error>>();
+    guard.unmount()?;
+    digests
+}
+
 fn io_err(what: &str, path: &str) -> impl FnOnce(io::Error) -> Error {
     let what = format!("{what} {path}");
     move |source| Error::Io { what, source }
@@ -47,7 +124,7 @@ fn io_err(what: &str, path: &str) -> impl FnOnce(io::Error) -> Error {
 
 /// Where an action reads from.
 enum SourceTree<'a> {
-    Context(&'a crate::worker::ContextSource),
+    Context(&'a ContextSource),
     Mounted(Tree),
 }
 
@@ -71,9 +148,17 @@ impl SourceTree<'_> {
     }
 }
 
+/// What a file op needs of its build: the layers of its inputs and the
+/// build contexts it may copy from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileOps<'a> {
+    pub(crate) layers: Layers<'a>,
+    pub(crate) contexts: &'a Contexts,
+}
+
 /// Runs a file op: returns the parent's layers plus the new one.
-pub fn execute(
-    w: &LlbWorker,
+pub(crate) fn execute(
+    ops: FileOps<'_>,
     f: &FileOp,
     inputs: &[Resolved<Value>],
     cx: &Cx,
@@ -87,11 +172,12 @@ pub fn execute(
             })
     };
     let base = match f.base {
-        Some(i) => w.layers_of(&input(i)?.value)?,
+        Some(i) => ops.layers.layers_of(&input(i)?.value)?,
         None => Vec::new(),
     };
-    let draft = w.state.layers.create()?;
-    let scratch = w.state.scratch()?;
+    let state = ops.layers.state;
+    let draft = state.layers.create()?;
+    let scratch = state.scratch()?;
     let mut guard: Option<MountGuard> = None;
     let root: PathBuf = if base.is_empty() {
         draft.diff_dir().to_path_buf()
@@ -102,22 +188,21 @@ pub fn execute(
             source: e,
         })?;
         let (lowers, upper) = (
-            w.state.layer_dirs(&base)?,
+            state.layer_dirs(&base)?,
             (draft.diff_dir(), draft.work_dir()),
         );
-        guard = Some(match w.views_dir() {
-            Some(views) => w
-                .state
+        guard = Some(match ops.layers.views_dir() {
+            Some(views) => state
                 .snapshotter
                 .mount_reusing(&lowers, upper, &mnt, views)?,
-            None => w.state.snapshotter.mount(&lowers, Some(upper), &mnt)?,
+            None => state.snapshotter.mount(&lowers, Some(upper), &mnt)?,
         });
         mnt
     };
     // A file op that is one copy may stage a directory source off the
     // overlay (see `Staging`).
     let mut staging = match f.actions.as_slice() {
-        [FileAction::Copy(c)] => Some(Staging::new(w, &draft, c, inputs)),
+        [FileAction::Copy(c)] => Some(Staging::new(&state.layers, &draft, c, inputs)),
         _ => None,
     };
     // Inputs read by copies, mounted read-only on first use.
@@ -131,10 +216,12 @@ pub fn execute(
                 let from = c.from.ok_or(InternalError::CopyFromScratch)?;
                 if let std::collections::hash_map::Entry::Vacant(slot) = sources.entry(from) {
                     let entry = match &input(from)?.value {
-                        Value::Context { name } => (SourceTree::Context(w.context(name)?), None),
+                        Value::Context { name } => {
+                            (SourceTree::Context(ops.contexts.get(name)?), None)
+                        }
                         v @ Value::Fs { .. } => {
                             let mnt = scratch.path().join(format!("src{from}"));
-                            let (tree, g) = w.mount_read_only(v, &mnt)?;
+                            let (tree, g) = ops.layers.mount_read_only(v, &mnt)?;
                             (SourceTree::Mounted(tree), Some(g))
                         }
                     };
@@ -274,7 +361,7 @@ struct Staging {
 
 impl Staging {
     fn new(
-        w: &LlbWorker,
+        layers: &kiln_snapshot::LayerStore,
         draft: &kiln_snapshot::LayerDraft,
         c: &Copy,
         inputs: &[Resolved<Value>],
@@ -290,7 +377,7 @@ impl Staging {
             .as_ref()
             .map(|name| crate::reuse::site(name, std::slice::from_ref(&c.src), &c.dest));
         Staging {
-            layers: w.state.layers.clone(),
+            layers: layers.clone(),
             site,
             staged: None,
             stage_dir: draft.root_dir().join("stage"),

@@ -44,14 +44,45 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::copy::{Copier, CopyOptions, SourceEntry};
 use crate::error::{Error, InternalError, RunMountError, Unsupported};
 pub use crate::grants::{ExecGrants, Secret};
+use crate::ops::shared::{Contexts, Layers};
 use crate::value::Value;
-use crate::worker::LlbWorker;
 
 pub use kiln_store::cache_mounts::{CACHE_MOUNTS_DIR, CacheMountInfo, cache_mounts};
 
 fn io_err(what: &str, path: &Path) -> impl FnOnce(io::Error) -> Error {
     let what = format!("{what} {}", path.display());
     move |source| Error::Io { what, source }
+}
+
+/// What the mounts of RUN steps need of their build: the layers of stages
+/// and images they mount, the build contexts, the secrets and SSH agents
+/// granted, and the build's cache mounts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MountOps<'a> {
+    pub(crate) layers: Layers<'a>,
+    pub(crate) contexts: &'a Contexts,
+    pub(crate) grants: &'a ExecGrants,
+    pub(crate) cache_mounts: &'a CacheMounts,
+}
+
+/// The cache mounts of one build's steps.
+#[derive(Debug, Default)]
+pub(crate) struct CacheMounts {
+    /// Directory names of the kept cache mounts this build's steps mounted.
+    used: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Where the cache mounts of `--no-cache` steps live, made anew for this
+    /// build and removed with it (see [`prepare`]).
+    fresh: std::sync::Mutex<Option<tempfile::TempDir>>,
+}
+
+impl CacheMounts {
+    /// Directory names of the kept cache mounts this build's steps mounted.
+    pub(crate) fn used(&self) -> Vec<String> {
+        self.used
+            .lock()
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
 }
 
 /// What the mounts of one step hold until it is done: mounts in kiln's
@@ -84,8 +115,8 @@ impl Prepared {
 
 /// A mount's content comes from a build context: the digest of what it
 /// shows (the `source` subtree, through `.dockerignore`).
-pub(crate) fn context_digest(w: &LlbWorker, name: &str, m: &Mount) -> Result<Digest, Error> {
-    let ctx = w.context(name)?;
+pub(crate) fn context_digest(contexts: &Contexts, name: &str, m: &Mount) -> Result<Digest, Error> {
+    let ctx = contexts.get(name)?;
     let sources =
         ctx.tree
             .expand(&m.source, &follow())
@@ -125,13 +156,13 @@ pub(crate) fn content_mounted(e: &ExecOp, index: u32) -> bool {
 /// filesystem (a stage or an image): one per mount, with ownership (the mount
 /// shows it). The filesystem is mounted read-only for the walk.
 pub(crate) fn fs_digests(
-    w: &LlbWorker,
+    layers: Layers<'_>,
     e: &ExecOp,
     index: u32,
     value: &Value,
 ) -> Result<Vec<Digest>, Error> {
-    let scratch = w.state.scratch()?;
-    let (tree, guard) = w.mount_read_only(value, &scratch.path().join("src"))?;
+    let scratch = layers.state.scratch()?;
+    let (tree, guard) = layers.mount_read_only(value, &scratch.path().join("src"))?;
     let mut cache = kiln_context::StatCache::in_memory();
     let opts = kiln_context::DigestOptions {
         include_ownership: true,
@@ -176,7 +207,7 @@ fn follow() -> ExpandOptions {
 /// stage, or the directory its frontend makes for the ownership) is made
 /// anew. A cache mount with only an `id` is shared as without `--no-cache`.
 pub(crate) fn prepare(
-    w: &LlbWorker,
+    ops: MountOps<'_>,
     e: &ExecOp,
     inputs: &[Resolved<Value>],
     scratch: &Path,
@@ -192,7 +223,7 @@ pub(crate) fn prepare(
         let slot = scratch.join(format!("m{i}"));
         match &m.kind {
             MountKind::Bind => {
-                let source = bind(w, m, inputs, &slot, &mut p)?;
+                let source = bind(ops, m, inputs, &slot, &mut p)?;
                 p.mounts.push(ExtraMount {
                     target: m.target.clone(),
                     kind: ExecMount::Bind {
@@ -211,7 +242,7 @@ pub(crate) fn prepare(
                 let ownership = (*uid, *gid, *mode);
                 let fresh = ignore_cache && (m.input.is_some() || ownership != (None, None, None));
                 let source = cache(
-                    w, m, id, *sharing, ownership, fresh, inputs, &slot, &mut p, cx,
+                    ops, m, id, *sharing, ownership, fresh, inputs, &slot, &mut p, cx,
                 )?;
                 p.mounts.push(ExtraMount {
                     target: m.target.clone(),
@@ -233,7 +264,7 @@ pub(crate) fn prepare(
                 gid,
                 mode,
             } => {
-                let Some(secret) = w.exec.grants.secrets.get(id) else {
+                let Some(secret) = ops.grants.secrets.get(id) else {
                     if *required {
                         return Err(RunMountError::SecretNotFound { id: id.clone() }.into());
                     }
@@ -267,7 +298,7 @@ pub(crate) fn prepare(
                 gid,
                 mode,
             } => {
-                let Some(agent) = w.exec.grants.ssh.get(id) else {
+                let Some(agent) = ops.grants.ssh.get(id) else {
                     if *required {
                         return Err(RunMountError::NoSshAgent { id: id.clone() }.into());
                     }
@@ -325,14 +356,14 @@ fn mkdir(p: &Path) -> Result<(), Error> {
 /// Mounts the layers of `v` on `slot/fs` (read-only, or with a throwaway
 /// upper in `slot`) and returns the mount point.
 fn mount_fs(
-    w: &LlbWorker,
+    ops: MountOps<'_>,
     v: Option<&Value>,
     rw: bool,
     slot: &Path,
     p: &mut Prepared,
 ) -> Result<PathBuf, Error> {
     let layers = match v {
-        Some(v) => w.state.layer_dirs(&w.layers_of(v)?)?,
+        Some(v) => ops.layers.state.layer_dirs(&ops.layers.layers_of(v)?)?,
         None => Vec::new(),
     };
     let mnt = slot.join("fs");
@@ -341,11 +372,12 @@ fn mount_fs(
         let (upper, work) = (slot.join("upper"), slot.join("work"));
         mkdir(&upper)?;
         mkdir(&work)?;
-        w.state
+        ops.layers
+            .state
             .snapshotter
             .mount(&layers, Some((&upper, &work)), &mnt)?
     } else {
-        w.state.snapshotter.mount(&layers, None, &mnt)?
+        ops.layers.state.snapshotter.mount(&layers, None, &mnt)?
     };
     p.guards.push(guard);
     Ok(mnt)
@@ -418,7 +450,7 @@ fn hides_something(entries: &[kiln_context::Entry]) -> Result<bool, Error> {
 
 /// The host path a `type=bind` mount binds.
 fn bind(
-    w: &LlbWorker,
+    ops: MountOps<'_>,
     m: &Mount,
     inputs: &[Resolved<Value>],
     slot: &Path,
@@ -426,7 +458,7 @@ fn bind(
 ) -> Result<PathBuf, Error> {
     match input(m, inputs)? {
         Some(Value::Context { name }) => {
-            let ctx = w.context(name)?;
+            let ctx = ops.contexts.get(name)?;
             let src = ctx.tree.expand(&m.source, &follow()).map_err(|source| {
                 RunMountError::BindSource {
                     target: m.target.clone(),
@@ -468,7 +500,7 @@ fn bind(
                 for d in [&upper, &work, &mnt] {
                     mkdir(d)?;
                 }
-                p.guards.push(w.state.snapshotter.mount(
+                p.guards.push(ops.layers.state.snapshotter.mount(
                     std::slice::from_ref(&src.host_path),
                     Some((&upper, &work)),
                     &mnt,
@@ -477,7 +509,7 @@ fn bind(
             }
         }
         v => {
-            let mnt = mount_fs(w, v, !m.readonly, slot, p)?;
+            let mnt = mount_fs(ops, v, !m.readonly, slot, p)?;
             inside(&mnt, m, "bind")
         }
     }
@@ -509,7 +541,7 @@ pub fn cache_dir_key(
 /// The host directory a `type=cache` mount binds.
 #[allow(clippy::too_many_arguments)]
 fn cache(
-    w: &LlbWorker,
+    ops: MountOps<'_>,
     m: &Mount,
     id: &str,
     sharing: CacheSharing,
@@ -532,7 +564,7 @@ fn cache(
             let r = inputs.get(i as usize).ok_or_else(|| missing_input(m, i))?;
             Some(match (&r.key, &r.value) {
                 (Some(k), _) => k.to_hex(),
-                (None, Value::Context { name }) => context_digest(w, name, m)?.hex(),
+                (None, Value::Context { name }) => context_digest(ops.contexts, name, m)?.hex(),
                 (None, Value::Fs { .. }) => {
                     return Err(RunMountError::CacheFromWithoutKey {
                         target: m.target.clone(),
@@ -546,26 +578,27 @@ fn cache(
     let mode = ownership.2.unwrap_or(0o755);
     let key = cache_dir_key(id, from.as_deref(), &m.source, ownership);
     let dir = if fresh {
-        let mut root = w
-            .fresh_cache_mounts
+        let mut root = ops
+            .cache_mounts
+            .fresh
             .lock()
             .map_err(|_| InternalError::Poisoned("cache mount"))?;
         if root.is_none() {
-            *root = Some(w.state.scratch()?);
+            *root = Some(ops.layers.state.scratch()?);
         }
         root.as_ref()
             .map_or_else(PathBuf::new, |t| t.path().join(&key))
     } else {
-        if let Ok(mut used) = w.used_cache_mounts.lock() {
+        if let Ok(mut used) = ops.cache_mounts.used.lock() {
             used.insert(key.clone());
         }
-        w.state.root.join(CACHE_MOUNTS_DIR).join(&key)
+        ops.layers.state.root.join(CACHE_MOUNTS_DIR).join(&key)
     };
     if p.held.contains(&dir) {
         return Ok(dir.join("data"));
     }
-    if !dir.is_dir() && (fresh || !restore_cache(w, id, &key, &dir)?) {
-        create_cache(w, m, &dir, owner, mode, inputs, p)?;
+    if !dir.is_dir() && (fresh || !restore_cache(ops, id, &key, &dir)?) {
+        create_cache(ops, m, &dir, owner, mode, inputs, p)?;
     }
     let lock_path = dir.join("lock");
     let open = || {
@@ -619,7 +652,7 @@ fn cache(
                 // thrown away afterwards.
                 let fresh = slot.join("private");
                 mkdir(slot)?;
-                fill_cache(w, m, &fresh, owner, mode, inputs, p)?;
+                fill_cache(ops, m, &fresh, owner, mode, inputs, p)?;
                 return Ok(fresh);
             }
             Err((_, e)) => return Err(lock_err(e)),
@@ -632,7 +665,7 @@ fn cache(
 /// Makes `data` a new cache directory: seeded from `from`/`source`, or empty
 /// with the mount's owner and mode.
 fn fill_cache(
-    w: &LlbWorker,
+    ops: MountOps<'_>,
     m: &Mount,
     data: &Path,
     owner: (u32, u32),
@@ -649,7 +682,7 @@ fn fill_cache(
                 .map_err(io_err("chown", data))?;
         }
         Some(Value::Context { name }) => {
-            let ctx = w.context(name)?;
+            let ctx = ops.contexts.get(name)?;
             let src = ctx.tree.expand(&m.source, &follow())?;
             let src = src
                 .into_iter()
@@ -659,7 +692,7 @@ fn fill_cache(
         }
         Some(v) => {
             let slot = data.with_extension("seed");
-            let mnt = mount_fs(w, Some(v), false, &slot, p)?;
+            let mnt = mount_fs(ops, Some(v), false, &slot, p)?;
             let copied = (|| -> Result<(), Error> {
                 let tree = Tree::new(mnt.clone(), None);
                 let src = tree.expand(&m.source, &follow())?;
@@ -685,14 +718,19 @@ fn fill_cache(
 /// removed).
 /// Creates cache mount `dir` from an imported cache (`--cache-from` of a
 /// cache exported with `mounts=true`); `false` when none has it.
-fn restore_cache(w: &LlbWorker, id: &str, key: &str, dir: &Path) -> Result<bool, Error> {
+fn restore_cache(ops: MountOps<'_>, id: &str, key: &str, dir: &Path) -> Result<bool, Error> {
     let parent = dir.parent().unwrap_or(dir);
     mkdir(parent)?;
     let tmp = tempfile::Builder::new()
         .prefix(".new-")
         .tempdir_in(parent)
         .map_err(io_err("creating a cache directory in", parent))?;
-    if !crate::cache::restore_mount(&w.state, &w.imported, key, &tmp.path().join("data"))? {
+    if !crate::cache::restore_mount(
+        ops.layers.state,
+        ops.layers.imported,
+        key,
+        &tmp.path().join("data"),
+    )? {
         return Ok(false);
     }
     let mut f = File::create(tmp.path().join("id")).map_err(io_err("creating", tmp.path()))?;
@@ -714,7 +752,7 @@ fn restore_cache(w: &LlbWorker, id: &str, key: &str, dir: &Path) -> Result<bool,
 }
 
 fn create_cache(
-    w: &LlbWorker,
+    ops: MountOps<'_>,
     m: &Mount,
     dir: &Path,
     owner: (u32, u32),
@@ -732,7 +770,7 @@ fn create_cache(
         MountKind::Cache { id, .. } => id.as_str(),
         _ => "",
     };
-    fill_cache(w, m, &tmp.path().join("data"), owner, mode, inputs, p)?;
+    fill_cache(ops, m, &tmp.path().join("data"), owner, mode, inputs, p)?;
     let mut f = File::create(tmp.path().join("id")).map_err(io_err("creating", tmp.path()))?;
     f.write_all(id.as_bytes())
         .and_then(|()| f.sync_all())

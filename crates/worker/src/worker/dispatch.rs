@@ -1,20 +1,26 @@
 //! How [`LlbWorker`] answers the solver: each op kind's cache key and
-//! execution, dispatched to the op's module ([`crate::keys`] for the keys).
-//! The worker's state is [`crate::worker`]'s; the ops use that, and this
-//! module uses the ops.
+//! execution, dispatched to the op's module of [`crate::ops`]
+//! ([`crate::keys`] for the keys), with a small value lending the op what
+//! it needs of the worker (made here: [`LlbWorker::file_ops`] and the
+//! like). The worker's fields are its parent's ([`crate::worker`]), private
+//! to the two; the ops never see the worker.
 
 use std::collections::HashMap;
 
-use kiln_context::StatCache;
+use kiln_llb::Vertex;
 use kiln_llb::op::{FileAction, Op, SourceOp};
-use kiln_llb::{Digest, Vertex};
 use kiln_solver::{Cx, Key, KeyInput, Resolved};
 
-use crate::error::{Error, ImageError, InternalError, Unsupported};
+use super::{LlbWorker, Seen};
+use crate::error::{Error, ImageError};
 use crate::keys::{self, InputPart};
+use crate::ops::exec::{self, ExecOps};
+use crate::ops::file::{self, FileOps};
+use crate::ops::git::{self, GitOps};
+use crate::ops::http::{self, HttpOps};
+use crate::ops::mounts::{self, MountOps};
+use crate::ops::{image, merge};
 use crate::value::{LayerRef, Value};
-use crate::worker::{LlbWorker, Seen};
-use crate::{exec, fileop, git, http, image};
 
 impl LlbWorker {
     /// `value`, just built by `v`: starts computing its new layer's diffID
@@ -29,81 +35,44 @@ impl LlbWorker {
         value
     }
 
-    /// Content digests of what `op`'s copy actions read from input `index`
-    /// (a context): one digest per action, in action order. With `files`,
-    /// also each file read and its digest (for `--explain`; only for steps
-    /// that run, so that a cached rebuild of a large context pays nothing).
-    fn context_reads(
-        &self,
-        actions: &[FileAction],
-        index: u32,
-        name: &str,
-        mut files: Option<&mut std::collections::BTreeMap<String, String>>,
-    ) -> Result<Vec<Digest>, Error> {
-        let ctx = self.context(name)?;
-        let mut out = Vec::new();
-        for a in actions {
-            let FileAction::Copy(c) = a else { continue };
-            if c.from != Some(index) {
-                continue;
-            }
-            let sources = fileop::expand(&ctx.tree, c)?;
-            let filter = fileop::filter(c)?;
-            let mut cache = ctx
-                .stat_cache
-                .lock()
-                .map_err(|_| InternalError::Poisoned("stat cache"))?;
-            let opts = kiln_context::DigestOptions {
-                include_ownership: false,
-            };
-            let digest = if let Some(files) = files.as_deref_mut() {
-                let (digest, _, listing) = ctx
-                    .tree
-                    .digest_listed(&sources, &filter, &mut cache, &opts)?;
-                for (path, sha) in listing {
-                    files.insert(
-                        String::from_utf8_lossy(&path).into_owned(),
-                        Digest::from_bytes(sha).hex()[..16].to_owned(),
-                    );
-                }
-                digest
-            } else {
-                ctx.tree.digest(&sources, &filter, &mut cache, &opts)?.0
-            };
-            out.push(digest);
+    fn file_ops(&self) -> FileOps<'_> {
+        FileOps {
+            layers: self.layers(),
+            contexts: &self.contexts,
         }
-        Ok(out)
     }
 
-    /// Content digests of what `actions`' copies read from input `index`, a
-    /// filesystem (a stage or an image): one per copy, with ownership (COPY
-    /// --from keeps it). The filesystem is mounted read-only for the walk.
-    fn fs_reads(
-        &self,
-        actions: &[FileAction],
-        index: u32,
-        value: &Value,
-    ) -> Result<Vec<Digest>, Error> {
-        let scratch = self.state.scratch()?;
-        let (tree, guard) = self.mount_read_only(value, &scratch.path().join("src"))?;
-        let mut cache = StatCache::in_memory();
-        let opts = kiln_context::DigestOptions {
-            include_ownership: true,
-        };
-        let digests = actions
-            .iter()
-            .filter_map(|a| match a {
-                FileAction::Copy(c) if c.from == Some(index) => Some(c),
-                _ => None,
-            })
-            .map(|c| {
-                let sources = fileop::expand(&tree, c)?;
-                let filter = fileop::filter(c)?;
-                Ok(tree.digest(&sources, &filter, &mut cache, &opts)?.0)
-            })
-            .collect::<Result<Vec<_>, Error>>();
-        guard.unmount()?;
-        digests
+    fn mount_ops(&self) -> MountOps<'_> {
+        MountOps {
+            layers: self.layers(),
+            contexts: &self.contexts,
+            grants: &self.exec.grants,
+            cache_mounts: &self.cache_mounts,
+        }
+    }
+
+    fn exec_ops(&self) -> ExecOps<'_> {
+        ExecOps {
+            mounts: self.mount_ops(),
+            executor: self.executor.as_ref(),
+            settings: &self.exec,
+        }
+    }
+
+    fn git_ops(&self) -> GitOps<'_> {
+        GitOps {
+            state: &self.state,
+            resolved: &self.resolved,
+            commits: &self.git_commits,
+        }
+    }
+
+    fn http_ops(&self) -> HttpOps<'_> {
+        HttpOps {
+            state: &self.state,
+            resolved: &self.resolved,
+            downloads: &self.downloads,
+        }
     }
 }
 
@@ -152,7 +121,7 @@ impl kiln_solver::Worker for LlbWorker {
             for (i, input) in inputs.iter().enumerate() {
                 if let (None, Value::Context { name }) = (&input.key, &input.value) {
                     let files = seen.files.entry(i as u32).or_default();
-                    self.context_reads(&f.actions, i as u32, name, Some(files))?;
+                    file::context_reads(&self.contexts, &f.actions, i as u32, name, Some(files))?;
                 }
             }
         }
@@ -195,9 +164,10 @@ impl kiln_solver::Worker for LlbWorker {
     /// did not change spares the step.
     fn keys_by_content(&self, v: &Vertex, inputs: &[KeyInput<Value>]) -> bool {
         if let Op::Exec(e) = &v.op {
-            return inputs.iter().enumerate().any(|(i, input)| {
-                input.key.is_some() && crate::mounts::content_mounted(e, i as u32)
-            });
+            return inputs
+                .iter()
+                .enumerate()
+                .any(|(i, input)| input.key.is_some() && mounts::content_mounted(e, i as u32));
         }
         let Op::File(f) = &v.op else { return false };
         f.actions.iter().any(|a| match a {
@@ -223,12 +193,12 @@ impl kiln_solver::Worker for LlbWorker {
                         e.mounts
                             .iter()
                             .filter(|m| m.input == Some(i))
-                            .map(|m| crate::mounts::context_digest(self, name, m))
+                            .map(|m| mounts::context_digest(&self.contexts, name, m))
                             .collect::<Result<_, _>>()?,
                     ),
                     (None, _) => return Ok(None),
-                    (Some(_), value) if crate::mounts::content_mounted(e, i) => {
-                        InputPart::Content(crate::mounts::fs_digests(self, e, i, value)?)
+                    (Some(_), value) if mounts::content_mounted(e, i) => {
+                        InputPart::Content(mounts::fs_digests(self.layers(), e, i, value)?)
                     }
                     (Some(k), _) => InputPart::Key(*k),
                 });
@@ -241,14 +211,23 @@ impl kiln_solver::Worker for LlbWorker {
             let i = i as u32;
             match (&input.key, &input.value) {
                 (None, Value::Context { name }) => {
-                    parts.push(InputPart::Content(
-                        self.context_reads(&f.actions, i, name, None)?,
-                    ));
+                    parts.push(InputPart::Content(file::context_reads(
+                        &self.contexts,
+                        &f.actions,
+                        i,
+                        name,
+                        None,
+                    )?));
                 }
                 (None, _) => return Ok(None),
                 (Some(k), _) if Some(i) == f.base => parts.push(InputPart::Key(*k)),
                 (Some(_), value) => {
-                    parts.push(InputPart::Content(self.fs_reads(&f.actions, i, value)?));
+                    parts.push(InputPart::Content(file::fs_reads(
+                        self.layers(),
+                        &f.actions,
+                        i,
+                        value,
+                    )?));
                 }
             }
         }
@@ -271,17 +250,21 @@ impl LlbWorker {
                 }
                 .into()),
             },
-            Op::Source(SourceOp::Http { .. }) => http::cache_key(self, v).map(Some),
-            Op::Source(SourceOp::Git { .. }) => git::cache_key(self, v).map(Some),
+            Op::Source(SourceOp::Http { .. }) => http::cache_key(self.http_ops(), v).map(Some),
+            Op::Source(SourceOp::Git { .. }) => git::cache_key(self.git_ops(), v).map(Some),
             Op::File(f) => {
                 let mut parts = Vec::with_capacity(inputs.len());
                 for (i, input) in inputs.iter().enumerate() {
                     match (&input.key, &input.value) {
                         (Some(k), _) => parts.push(InputPart::Key(*k)),
                         (None, Some(Value::Context { name })) => {
-                            parts.push(InputPart::Content(
-                                self.context_reads(&f.actions, i as u32, name, None)?,
-                            ));
+                            parts.push(InputPart::Content(file::context_reads(
+                                &self.contexts,
+                                &f.actions,
+                                i as u32,
+                                name,
+                                None,
+                            )?));
                         }
                         (None, _) => return Ok(None),
                     }
@@ -291,7 +274,7 @@ impl LlbWorker {
             Op::Exec(e) => {
                 // Refused even when cached, as BuildKit checks entitlements
                 // before solving.
-                exec::check_supported(self, e)?;
+                exec::check_supported(&self.exec.grants, e)?;
                 let mut parts = Vec::with_capacity(inputs.len());
                 for (i, input) in inputs.iter().enumerate() {
                     match (&input.key, &input.value) {
@@ -300,7 +283,7 @@ impl LlbWorker {
                         (None, Some(Value::Context { name })) => {
                             let mut reads = Vec::new();
                             for m in e.mounts.iter().filter(|m| m.input == Some(i as u32)) {
-                                reads.push(crate::mounts::context_digest(self, name, m)?);
+                                reads.push(mounts::context_digest(&self.contexts, name, m)?);
                             }
                             parts.push(InputPart::Content(reads));
                         }
@@ -326,35 +309,18 @@ impl LlbWorker {
     fn run_op(&self, v: &Vertex, inputs: &[Resolved<Value>], cx: &Cx) -> Result<Value, Error> {
         match &v.op {
             Op::Source(SourceOp::Local { name }) => {
-                self.context(name)?;
+                self.contexts.get(name)?;
                 Ok(Value::Context { name: name.clone() })
             }
-            Op::Source(s @ SourceOp::Image { .. }) => image::source(self, s),
-            Op::Source(SourceOp::Http { .. }) => http::execute(self, v),
-            Op::Source(SourceOp::Git { .. }) => git::execute(self, v),
-            Op::File(f) => Ok(self.built(v, fileop::execute(self, f, inputs, cx)?)),
-            Op::Exec(e) => {
-                Ok(self.built(v, exec::execute(self, e, inputs, v.meta.ignore_cache, cx)?))
-            }
-            Op::Merge(m) => {
-                let mut layers = Vec::new();
-                for i in &m.inputs {
-                    let input =
-                        inputs
-                            .get(*i as usize)
-                            .ok_or_else(|| InternalError::MissingInput {
-                                user: "merge".to_owned(),
-                                index: *i,
-                            })?;
-                    match &input.value {
-                        Value::Fs { layers: l } => layers.extend(l.iter().cloned()),
-                        Value::Context { name } => {
-                            return Err(Unsupported::MergeContext { name: name.clone() }.into());
-                        }
-                    }
-                }
-                Ok(Value::Fs { layers })
-            }
+            Op::Source(s @ SourceOp::Image { .. }) => image::source(&self.state, s),
+            Op::Source(SourceOp::Http { .. }) => http::execute(self.http_ops(), v),
+            Op::Source(SourceOp::Git { .. }) => git::execute(self.git_ops(), v),
+            Op::File(f) => Ok(self.built(v, file::execute(self.file_ops(), f, inputs, cx)?)),
+            Op::Exec(e) => Ok(self.built(
+                v,
+                exec::execute(self.exec_ops(), e, inputs, v.meta.ignore_cache, cx)?,
+            )),
+            Op::Merge(m) => merge::execute(m, inputs),
         }
     }
 }
