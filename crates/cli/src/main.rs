@@ -71,13 +71,6 @@ use crate::globals::{Globals, ROOTLESS, enter_rootless};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The environment of the RUN-step helper (`kiln __exec`), a process that
-/// lives for one step and allocates little: mimalloc's eager arena commit
-/// makes it fault in (and the kernel zero) whole huge pages it barely uses,
-/// about a millisecond per step. Not the step's environment: the helper
-/// gives the step the spec's. Measured in ARCHITECTURE.md (cost budget).
-pub(crate) const HELPER_ENV: &[(&str, &str)] = &[("MIMALLOC_ARENA_EAGER_COMMIT", "0")];
-
 fn main() -> ExitCode {
     // The executor's helper: the kiln binary re-executed to set up the
     // namespaces of one RUN step. It must run before anything else (no

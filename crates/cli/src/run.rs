@@ -310,7 +310,7 @@ fn prepare_and_run(globals: &crate::globals::Globals, args: &RunArgs) -> Result<
         resources: Default::default(),
     };
     let exe = std::env::current_exe().context("locating the kiln binary")?;
-    let executor = crate::HELPER_ENV.iter().fold(
+    let executor = crate::isolation::HELPER_ENV.iter().fold(
         kiln_executor::NamespaceExecutor::new(exe, vec!["__exec".into()], snapshotter),
         |e, (k, v)| e.with_env(k, v),
     );

@@ -34,7 +34,7 @@ use crate::text::show;
 
 mod prefetch;
 
-use prefetch::{Child, Prefetched};
+use prefetch::{Child, Prefetched, View, join_rel};
 
 /// A directory seen through optional `.dockerignore` rules.
 #[derive(Debug, Clone)]
@@ -348,6 +348,22 @@ struct Start {
     ign_info: Vec<bool>,
     /// Hand the start itself to the visitor first.
     emit: bool,
+}
+
+impl View for Tree {
+    fn ignored(&self, rel: &[u8], parent: &[bool], buf: &mut Vec<bool>) -> Option<bool> {
+        match &self.ignore {
+            Some(m) => m.matches_with_parent_into(rel, parent, buf).ok(),
+            None => {
+                buf.clear();
+                Some(false)
+            }
+        }
+    }
+
+    fn prunes(&self, dir: &[u8]) -> bool {
+        Tree::prunes(self, dir)
+    }
 }
 
 impl Tree {
@@ -700,7 +716,7 @@ impl Tree {
         let tree_rel = tree_rel.strip_prefix(b"/").unwrap_or(tree_rel).to_vec();
         let st = self.view_state(&tree_rel)?;
         let pre = if source.metadata.is_dir() {
-            self.prefetch(&source.host_path, &tree_rel, &st.info)
+            prefetch::prefetch(self, &source.host_path, &tree_rel, &st.info)
         } else {
             Prefetched::default()
         };
@@ -990,16 +1006,6 @@ fn read_children(dir: &Path, hidden: bool) -> Result<Vec<(OsString, DirEntry)>, 
     }
     out.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     Ok(out)
-}
-
-fn join_rel(parent: &[u8], name: &[u8]) -> Vec<u8> {
-    let mut p = Vec::with_capacity(parent.len() + 1 + name.len());
-    p.extend_from_slice(parent);
-    if !parent.is_empty() {
-        p.push(b'/');
-    }
-    p.extend_from_slice(name);
-    p
 }
 
 /// fsutil's `splitWildcards`: the components before the first one with a

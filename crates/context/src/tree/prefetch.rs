@@ -4,12 +4,12 @@
 //! siblings in byte order, and decides what exists in the view as it goes.
 //! Its cost on a large context is almost all `getdents` and one `statx` per
 //! entry, which do not depend on those decisions. So before a walk of a
-//! directory, [`Tree::prefetch`] lists and stats the directories the walk
+//! directory, [`prefetch`] lists and stats the directories the walk
 //! will enter, in parallel, and the walk reads them from memory.
 //!
 //! The prefetch skips exactly what the walk skips without a `stat`: an
 //! ignored non-directory, and an ignored directory that
-//! `.dockerignore`'s exceptions cannot reach into (see `Tree::prunes`).
+//! `.dockerignore`'s exceptions cannot reach into ([`View::prunes`]).
 //! Anything it could not read (an error, a pattern it cannot match) is
 //! simply not prefetched: the walk then reads it itself and reports the
 //! error as it always did. So a prefetch can make a walk faster but never
@@ -22,8 +22,6 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-
-use super::{Tree, join_rel};
 
 /// One directory entry read ahead.
 pub(super) struct Child {
@@ -64,70 +62,85 @@ impl Prefetched {
     }
 }
 
-impl Tree {
-    /// Reads the directory `host` (in-tree `tree_rel`, whose ignore match
-    /// info is `ign_info`) and everything beneath it the walk would enter.
-    pub(super) fn prefetch(&self, host: &Path, tree_rel: &[u8], ign_info: &[bool]) -> Prefetched {
-        let dirs = Mutex::new(HashMap::new());
-        rayon::scope(|s| {
-            self.fetch_dir(
-                s,
-                host.to_owned(),
-                tree_rel.to_vec(),
-                ign_info.to_vec(),
-                &dirs,
-            );
-        });
-        Prefetched {
-            dirs: dirs.into_inner().unwrap_or_else(|e| e.into_inner()),
-        }
-    }
+/// The walk's rules for what it skips without a `stat` (the `Tree`'s).
+pub(super) trait View: Sync {
+    /// Whether the in-tree path `rel` is ignored, given its parent's match
+    /// info; `buf` receives its own. `None`: the rules cannot tell (the walk
+    /// will say why).
+    fn ignored(&self, rel: &[u8], parent: &[bool], buf: &mut Vec<bool>) -> Option<bool>;
+    /// Whether the walk skips the ignored directory `dir` outright.
+    fn prunes(&self, dir: &[u8]) -> bool;
+}
 
-    fn fetch_dir<'s>(
-        &'s self,
-        s: &rayon::Scope<'s>,
-        host: PathBuf,
-        tree_rel: Vec<u8>,
-        ign_info: Vec<bool>,
-        dirs: &'s Mutex<HashMap<PathBuf, Vec<Child>>>,
-    ) {
-        let Ok(rd) = fs::read_dir(&host) else {
+/// Reads the directory `host` (in-tree `tree_rel`, whose ignore match info
+/// is `ign_info`) and everything beneath it the walk would enter.
+pub(super) fn prefetch(
+    view: &dyn View,
+    host: &Path,
+    tree_rel: &[u8],
+    ign_info: &[bool],
+) -> Prefetched {
+    let dirs = Mutex::new(HashMap::new());
+    rayon::scope(|s| {
+        let (host, rel, info) = (host.to_owned(), tree_rel.to_vec(), ign_info.to_vec());
+        fetch_dir(view, s, host, rel, info, &dirs);
+    });
+    Prefetched {
+        dirs: dirs.into_inner().unwrap_or_else(|e| e.into_inner()),
+    }
+}
+
+fn fetch_dir<'s>(
+    view: &'s dyn View,
+    s: &rayon::Scope<'s>,
+    host: PathBuf,
+    tree_rel: Vec<u8>,
+    ign_info: Vec<bool>,
+    dirs: &'s Mutex<HashMap<PathBuf, Vec<Child>>>,
+) {
+    let Ok(rd) = fs::read_dir(&host) else {
+        return;
+    };
+    let mut children = Vec::new();
+    let mut buf = Vec::new();
+    for e in rd {
+        let Ok(e) = e else {
             return;
         };
-        let mut children = Vec::new();
-        let mut buf = Vec::new();
-        for e in rd {
-            let Ok(e) = e else {
-                return;
-            };
-            let name = e.file_name();
-            let dir_hint = e.file_type().ok().map(|t| t.is_dir());
-            let child_tree_rel = join_rel(&tree_rel, name.as_bytes());
-            let (ignored, info) = match &self.ignore {
-                Some(m) => match m.matches_with_parent_into(&child_tree_rel, &ign_info, &mut buf) {
-                    Ok(ignored) => (ignored, buf.clone()),
-                    Err(_) => return,
-                },
-                None => (false, Vec::new()),
-            };
-            // The walk skips these without a stat (nor lists them here).
-            if ignored && (dir_hint == Some(false) || self.prunes(&child_tree_rel)) {
-                continue;
-            }
-            let meta = e.metadata().ok();
-            if meta.as_ref().is_some_and(Metadata::is_dir) {
-                let child_host = e.path();
-                s.spawn(move |s| self.fetch_dir(s, child_host, child_tree_rel, info, dirs));
-            }
-            children.push(Child {
-                name,
-                dir_hint,
-                meta,
-            });
+        let name = e.file_name();
+        let dir_hint = e.file_type().ok().map(|t| t.is_dir());
+        let child_tree_rel = join_rel(&tree_rel, name.as_bytes());
+        let Some(ignored) = view.ignored(&child_tree_rel, &ign_info, &mut buf) else {
+            return;
+        };
+        // The walk skips these without a stat (nor lists them here).
+        if ignored && (dir_hint == Some(false) || view.prunes(&child_tree_rel)) {
+            continue;
         }
-        children.sort_unstable_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
-        dirs.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(host, children);
+        let meta = e.metadata().ok();
+        if meta.as_ref().is_some_and(Metadata::is_dir) {
+            let (child_host, info) = (e.path(), buf.clone());
+            s.spawn(move |s| fetch_dir(view, s, child_host, child_tree_rel, info, dirs));
+        }
+        children.push(Child {
+            name,
+            dir_hint,
+            meta,
+        });
     }
+    children.sort_unstable_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    dirs.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(host, children);
+}
+
+/// `parent/name`, or `name` at the top.
+pub(super) fn join_rel(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(parent.len() + 1 + name.len());
+    p.extend_from_slice(parent);
+    if !parent.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
 }
