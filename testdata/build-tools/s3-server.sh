@@ -15,14 +15,23 @@ D=${2:?usage: s3-server.sh start|stop DIR}
 KEY=KILNTESTACCESSKEY
 SECRET=kilntestsecretkey
 
+# The Ceph daemons whose configuration is FILE (every daemon here is started
+# with `-c FILE`; a daemon that had not written its pid file yet is found too).
+daemons_of() {
+    local want=$1 pid conf
+    for pid in $(pgrep -x 'ceph-mon|ceph-osd|radosgw' || true); do
+        conf=$(tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null | sed -n '/^-c$/{n;p;q}') || continue
+        [ "$conf" = "$want" ] && echo "$pid"
+    done
+    return 0
+}
+
 if [ "$cmd" = stop ]; then
-    for p in "$D"/run/*.pid; do
-        [ -e "$p" ] && kill "$(cat "$p")" 2>/dev/null || true
-    done
+    pids=$(daemons_of "$D/ceph.conf")
+    [ -n "$pids" ] && kill $pids 2>/dev/null || true
     sleep 1
-    for p in "$D"/run/*.pid; do
-        [ -e "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true
-    done
+    pids=$(daemons_of "$D/ceph.conf")
+    [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
     exit 0
 fi
 
@@ -33,10 +42,23 @@ exec 9>"${TMPDIR:-/tmp}/kiln-test-s3-server.lock"
 flock 9
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 stop() {
-    for p in "$D"/run/*.pid; do
-        [ -e "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true
-    done
+    local pids
+    pids=$(daemons_of "$D/ceph.conf")
+    [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
+    return 0
 }
+# Daemons of a case that ended without stopping its server (its directory
+# is gone) keep calling their monitor's port; a new cluster given that port
+# would hear from them ("wrong fsid"). They are nobody's: stop them.
+reap_orphans() {
+    local pid conf
+    for pid in $(pgrep -x 'ceph-mon|ceph-osd|radosgw' || true); do
+        conf=$(tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null | sed -n '/^-c$/{n;p;q}') || continue
+        [ -n "$conf" ] && [ ! -e "$conf" ] && { kill -9 "$pid" 2>/dev/null || true; }
+    done
+    return 0
+}
+reap_orphans
 req="python3 $(dirname "$(readlink -f "$0")")/s3-request.py"
 
 # One attempt on fresh ports; any failed step fails it (each step bounded: a
