@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     if std::fs::create_dir(&layer).is_err() || std::fs::create_dir(&extract).is_err() {
         return;
     }
-    let _ = kiln_snapshot::unpack_layer(data, &layer);
+    let _ = kiln_snapshot::unpack_layer(data, &layer, kiln_snapshot::WhiteoutFormat::Device);
     let _ = kiln_snapshot::extract_archive(
         data,
         &extract,
