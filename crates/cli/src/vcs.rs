@@ -76,6 +76,14 @@ pub fn git_info(
     let Ok(wd) = std::path::absolute(context) else {
         return out;
     };
+    // Without a `.git` in the directory or above it (nor GIT_DIR), git finds
+    // no work tree: ask it only otherwise (a git process per build is ~2 ms
+    // of a ~10 ms no-op rebuild).
+    if std::env::var_os("GIT_DIR").is_none()
+        && !wd.ancestors().any(|d| d.join(".git").symlink_metadata().is_ok())
+    {
+        return out;
+    }
     if git(&wd, &["rev-parse", "--is-inside-work-tree"]).as_deref() != Some("true") {
         return out;
     }
