@@ -80,7 +80,9 @@ pub fn git_info(
     // no work tree: ask it only otherwise (a git process per build is ~2 ms
     // of a ~10 ms no-op rebuild).
     if std::env::var_os("GIT_DIR").is_none()
-        && !wd.ancestors().any(|d| d.join(".git").symlink_metadata().is_ok())
+        && !wd
+            .ancestors()
+            .any(|d| d.join(".git").symlink_metadata().is_ok())
     {
         return out;
     }
