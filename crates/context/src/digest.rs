@@ -33,7 +33,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::ContextError;
 use crate::statcache::{StatCache, StatKey};
-use crate::tree::{Entry, FileType, Filter, Source, Tree};
+use crate::tree::{Entry, FileType, Filter, Source, Tree, link_target};
 
 /// What goes into the digest besides names, types, modes and contents.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -89,12 +89,7 @@ impl Tree {
                     tree_path.extend_from_slice(v.tree_rel);
                     let file_type = FileType::of(v.meta);
                     let target = match file_type {
-                        FileType::Symlink => Some(std::fs::read_link(v.host).map_err(
-                            |source| ContextError::Io {
-                                path: v.host.to_owned(),
-                                source,
-                            },
-                        )?),
+                        FileType::Symlink => Some(link_target(v.host)?),
                         _ => None,
                     };
                     let e = EntryRef {
@@ -106,7 +101,7 @@ impl Tree {
                         gid: v.meta.gid(),
                         key: stat_key_of(v.meta),
                         rdev: v.meta.rdev(),
-                        symlink_target: target.as_ref().map(|t| t.as_os_str().as_bytes()),
+                        symlink_target: target.as_deref(),
                     };
                     enc.borrow_mut().entry(&e, cache);
                     Ok(())

@@ -199,6 +199,15 @@ pub struct Entry {
     pub rdev: u64,
 }
 
+/// The target of the symlink at `host`, as stored.
+pub(crate) fn link_target(host: &Path) -> Result<Vec<u8>, ContextError> {
+    let t = fs::read_link(host).map_err(|source| ContextError::Io {
+        path: host.to_owned(),
+        source,
+    })?;
+    Ok(t.into_os_string().as_bytes().to_vec())
+}
+
 impl Entry {
     fn new(
         path: &[u8],
@@ -208,11 +217,7 @@ impl Entry {
     ) -> Result<Entry, ContextError> {
         let file_type = FileType::of(meta);
         let symlink_target = if file_type == FileType::Symlink {
-            let t = fs::read_link(&host_path).map_err(|source| ContextError::Io {
-                path: host_path.clone(),
-                source,
-            })?;
-            Some(t.into_os_string().as_bytes().to_vec())
+            Some(link_target(&host_path)?)
         } else {
             None
         };
@@ -797,7 +802,7 @@ impl Tree {
                 }
                 None => (false, Vec::new()),
             };
-            if ignored && (dir_hint == Some(false) || self.prunes(&child_tree_rel)) {
+            if prefetch::skipped_unread(self, ignored, dir_hint, &child_tree_rel) {
                 continue;
             }
 

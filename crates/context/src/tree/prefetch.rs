@@ -72,6 +72,19 @@ pub(super) trait View: Sync {
     fn prunes(&self, dir: &[u8]) -> bool;
 }
 
+/// Whether the walk passes over the entry `rel` without a `stat`: an
+/// ignored entry that is not a directory, or an ignored directory that the
+/// ignore rules prune. The walk and the prefetch both ask this, so the
+/// prefetch reads exactly what the walk will look at.
+pub(super) fn skipped_unread(
+    view: &dyn View,
+    ignored: bool,
+    dir_hint: Option<bool>,
+    rel: &[u8],
+) -> bool {
+    ignored && (dir_hint == Some(false) || view.prunes(rel))
+}
+
 /// Reads the directory `host` (in-tree `tree_rel`, whose ignore match info
 /// is `ign_info`) and everything beneath it the walk would enter.
 pub(super) fn prefetch(
@@ -114,7 +127,7 @@ fn fetch_dir<'s>(
             return;
         };
         // The walk skips these without a stat (nor lists them here).
-        if ignored && (dir_hint == Some(false) || view.prunes(&child_tree_rel)) {
+        if skipped_unread(view, ignored, dir_hint, &child_tree_rel) {
             continue;
         }
         let meta = e.metadata().ok();
