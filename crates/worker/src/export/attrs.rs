@@ -8,6 +8,7 @@ use kiln_oci::Compression;
 
 use super::exporter::Output;
 use super::file::STDOUT;
+use crate::attest::StatementNames;
 
 /// An output's parser: builds it from the attributes, or says why not (a
 /// usage error).
@@ -62,6 +63,15 @@ impl FileAttrs {
     /// into a directory per platform, as BuildKit's `UsePlatformSplit`.
     pub fn split(&self, multi: bool) -> bool {
         self.platform_split.unwrap_or(multi)
+    }
+
+    /// The names of the statement files (`platform`: the platform's
+    /// directory name, when platforms share a directory).
+    pub fn names<'a>(&'a self, platform: Option<&'a str>) -> StatementNames<'a> {
+        StatementNames {
+            prefix: &self.attestation_prefix,
+            platform,
+        }
     }
 }
 

@@ -22,7 +22,6 @@ use kiln_snapshot::LayerId;
 use super::attrs::{Attrs, FileAttrs};
 use super::exporter::{Exporter, Multi, Output, Single, platform_dir};
 use super::file::io_err;
-use crate::attest::StatementNames;
 use crate::copy::{Copier, CopyOptions, SourceEntry};
 use crate::error::{Error, OutputError};
 use crate::state::State;
@@ -77,7 +76,7 @@ impl Exporter for Local {
                 &img.config.platform(),
                 &dest,
                 cx.clamp,
-                self.names(None),
+                self.files.names(None),
             )?;
         }
         Ok(None)
@@ -92,7 +91,7 @@ impl Exporter for Local {
                 let dir = self.dest.join(&name);
                 local(cx.state, l, &dir, None)?;
                 if let Some(a) = cx.attestations(self.carries()) {
-                    a.write_local(cx.state, l, p, &dir, cx.clamp, self.names(None))?;
+                    a.write_local(cx.state, l, p, &dir, cx.clamp, self.files.names(None))?;
                 }
                 continue;
             }
@@ -105,7 +104,7 @@ impl Exporter for Local {
                     p,
                     &self.dest,
                     cx.clamp,
-                    self.names(Some(&name)),
+                    self.files.names(Some(&name)),
                 )?;
                 for f in files {
                     note(&mut written, f, &id)?;
@@ -113,17 +112,6 @@ impl Exporter for Local {
             }
         }
         Ok(None)
-    }
-}
-
-impl Local {
-    /// The names of the statement files (`platform`: the platform's
-    /// directory name, when platforms share the directory).
-    fn names<'a>(&'a self, platform: Option<&'a str>) -> StatementNames<'a> {
-        StatementNames {
-            prefix: &self.files.attestation_prefix,
-            platform,
-        }
     }
 }
 

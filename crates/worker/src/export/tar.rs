@@ -19,7 +19,6 @@ use kiln_snapshot::LayerId;
 use super::attrs::{Attrs, FileAttrs};
 use super::exporter::{Exporter, Multi, Output, Single, platform_dir};
 use super::file::{Progress, io_err, name_digest, named, write_file_atomic};
-use crate::attest::StatementNames;
 use crate::error::Error;
 use crate::state::State;
 
@@ -71,10 +70,7 @@ impl Exporter for Tar {
             &img.config.platform(),
             &extra,
             cx.clamp,
-            StatementNames {
-                prefix: &self.files.attestation_prefix,
-                platform: None,
-            },
+            self.files.names(None),
         )?;
         flat_tar(
             cx.state,
@@ -98,10 +94,9 @@ impl Exporter for Tar {
             if let Some(a) = cx.attestations(self.carries()) {
                 let dir = scratch.path().join(format!("attest-{name}"));
                 fs::create_dir(&dir).map_err(io_err("creating", &dir))?;
-                let names = StatementNames {
-                    prefix: &self.files.attestation_prefix,
-                    platform: (!self.files.split(true)).then_some(&name[..]),
-                };
+                let names = self
+                    .files
+                    .names((!self.files.split(true)).then_some(&name[..]));
                 a.write_local(cx.state, l, p, &dir, cx.clamp, names)?;
                 extra = Some(dir);
             }
