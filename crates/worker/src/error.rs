@@ -356,6 +356,16 @@ pub enum FileOpError {
     Mode(#[from] crate::mode::ModeError),
     #[error("cannot remove {path:?}: empty path")]
     RemoveEmptyPath { path: String },
+    /// A copy's sources could not be read while the step's cache key was
+    /// computed (a missing source, an unreadable file): BuildKit's wording,
+    /// with `of` naming what was read (a build context's name, or the top
+    /// layer of a stage or image).
+    #[error("failed to compute cache key: failed to calculate checksum of ref {of}: {source}")]
+    Checksum {
+        of: String,
+        #[source]
+        source: kiln_context::ContextError,
+    },
 }
 
 /// Why an image could not be used or made.

@@ -26,13 +26,37 @@ use crate::users;
 use crate::value::{LayerRef, Value};
 
 /// The sources a copy action selects from `tree`.
-pub fn expand(tree: &Tree, c: &Copy) -> Result<Vec<Source>, Error> {
+fn expand(tree: &Tree, c: &Copy) -> Result<Vec<Source>, kiln_context::ContextError> {
     let opts = ExpandOptions {
         allow_wildcard: c.allow_wildcard,
         allow_empty_wildcard: c.allow_empty_wildcard,
         follow_symlinks: c.follow_symlinks,
     };
-    Ok(tree.expand(&c.src, &opts)?)
+    tree.expand(&c.src, &opts)
+}
+
+/// What a copy reads from, for a message, the same on every run and
+/// machine: a build context's name, or the short cache key of a stage or
+/// image (BuildKit names a per-run ref there).
+fn source_ref(key: Option<&kiln_solver::Key>, value: &Value) -> String {
+    match (value, key) {
+        (Value::Context { name }, _) => name.clone(),
+        (Value::Fs { .. }, Some(k)) => k.to_hex()[..12].to_owned(),
+        (Value::Fs { layers }, None) if layers.is_empty() => "scratch".to_owned(),
+        (Value::Fs { .. }, None) => "an uncached filesystem".to_owned(),
+    }
+}
+
+/// How a failure to read a copy's sources for its cache key is reported:
+/// `of` names what was read ([`source_ref`]).
+fn checksum_error(of: &str) -> impl Fn(kiln_context::ContextError) -> Error + '_ {
+    move |source| {
+        FileOpError::Checksum {
+            of: of.to_owned(),
+            source,
+        }
+        .into()
+    }
 }
 
 /// The include/exclude filter of a copy action.
@@ -58,7 +82,7 @@ pub(crate) fn context_reads(
         if c.from != Some(index) {
             continue;
         }
-        let sources = expand(&ctx.tree, c)?;
+        let sources = expand(&ctx.tree, c).map_err(checksum_error(name))?;
         let patterns = filter(c)?;
         let mut cache = ctx
             .stat_cache
@@ -70,7 +94,8 @@ pub(crate) fn context_reads(
         let digest = if let Some(files) = files.as_deref_mut() {
             let (digest, _, listing) = ctx
                 .tree
-                .digest_listed(&sources, &patterns, &mut cache, &opts)?;
+                .digest_listed(&sources, &patterns, &mut cache, &opts)
+                .map_err(checksum_error(name))?;
             for (path, sha) in listing {
                 files.insert(
                     String::from_utf8_lossy(&path).into_owned(),
@@ -79,7 +104,10 @@ pub(crate) fn context_reads(
             }
             digest
         } else {
-            ctx.tree.digest(&sources, &patterns, &mut cache, &opts)?.0
+            ctx.tree
+                .digest(&sources, &patterns, &mut cache, &opts)
+                .map_err(checksum_error(name))?
+                .0
         };
         out.push(digest);
     }
@@ -93,10 +121,12 @@ pub(crate) fn fs_reads(
     layers: Layers<'_>,
     actions: &[FileAction],
     index: u32,
+    key: &kiln_solver::Key,
     value: &Value,
 ) -> Result<Vec<kiln_llb::Digest>, Error> {
     let scratch = layers.state.scratch()?;
     let (tree, guard) = layers.mount_read_only(value, &scratch.path().join("src"))?;
+    let of = source_ref(Some(key), value);
     let mut cache = kiln_context::StatCache::in_memory();
     let opts = kiln_context::DigestOptions {
         include_ownership: true,
@@ -108,9 +138,10 @@ pub(crate) fn fs_reads(
             _ => None,
         })
         .map(|c| {
-            let sources = expand(&tree, c)?;
+            let sources = expand(&tree, c).map_err(checksum_error(&of))?;
             let patterns = filter(c)?;
-            Ok(tree.digest(&sources, &patterns, &mut cache, &opts)?.0)
+            let digest = tree.digest(&sources, &patterns, &mut cache, &opts);
+            Ok(digest.map_err(checksum_error(&of))?.0)
         })
         .collect::<Result<Vec<_>, Error>>();
     guard.unmount()?;
@@ -205,8 +236,9 @@ pub(crate) fn execute(
         [FileAction::Copy(c)] => Some(Staging::new(&state.layers, &draft, c, inputs)),
         _ => None,
     };
-    // Inputs read by copies, mounted read-only on first use.
-    let mut sources: HashMap<u32, (SourceTree<'_>, Option<MountGuard>)> = HashMap::new();
+    // Inputs read by copies, mounted read-only on first use, with what
+    // they are for a message.
+    let mut sources: HashMap<u32, (SourceTree<'_>, Option<MountGuard>, String)> = HashMap::new();
     for action in &f.actions {
         if cx.is_cancelled() {
             return Err(Error::Cancelled);
@@ -215,7 +247,8 @@ pub(crate) fn execute(
             FileAction::Copy(c) => {
                 let from = c.from.ok_or(InternalError::CopyFromScratch)?;
                 if let std::collections::hash_map::Entry::Vacant(slot) = sources.entry(from) {
-                    let entry = match &input(from)?.value {
+                    let resolved = input(from)?;
+                    let entry = match &resolved.value {
                         Value::Context { name } => {
                             (SourceTree::Context(ops.contexts.get(name)?), None)
                         }
@@ -225,10 +258,11 @@ pub(crate) fn execute(
                             (SourceTree::Mounted(tree), Some(g))
                         }
                     };
-                    slot.insert(entry);
+                    let of = source_ref(resolved.key.as_ref(), &resolved.value);
+                    slot.insert((entry.0, entry.1, of));
                 }
-                let (src, _) = &sources[&from];
-                copy(&root, src, c, staging.as_mut())?;
+                let (src, _, of) = &sources[&from];
+                copy(&root, src, of, c, staging.as_mut())?;
             }
             FileAction::Mkdir(m) => mkdir(&root, m)?,
             FileAction::Mkfile(m) => mkfile(&root, m)?,
@@ -236,7 +270,7 @@ pub(crate) fn execute(
         }
     }
     // Source mounts first, then the destination; the draft commits unmounted.
-    for (_, (_, g)) in sources.drain() {
+    for (_, (_, g, _)) in sources.drain() {
         if let Some(g) = g {
             g.unmount()?;
         }
@@ -521,9 +555,11 @@ fn copy_staged(
     Ok(())
 }
 
+/// `of` names the source for a message ([`source_ref`]).
 fn copy(
     root: &Path,
     src: &SourceTree<'_>,
+    of: &str,
     c: &Copy,
     mut staging: Option<&mut Staging>,
 ) -> Result<(), Error> {
@@ -562,9 +598,10 @@ fn copy(
                 allow_empty_wildcard: false,
                 follow_symlinks: false,
             },
-        )?;
+        )
+        .map_err(checksum_error(of))?;
     }
-    let matched = expand(tree, c)?;
+    let matched = expand(tree, c).map_err(checksum_error(of))?;
     let filter = filter(c)?;
     for s in &matched {
         if c.unpack && is_archive(&s.host_path) {

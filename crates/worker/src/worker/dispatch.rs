@@ -221,11 +221,12 @@ impl kiln_solver::Worker for LlbWorker {
                 }
                 (None, _) => return Ok(None),
                 (Some(k), _) if Some(i) == f.base => parts.push(InputPart::Key(*k)),
-                (Some(_), value) => {
+                (Some(k), value) => {
                     parts.push(InputPart::Content(file::fs_reads(
                         self.layers(),
                         &f.actions,
                         i,
+                        k,
                         value,
                     )?));
                 }
