@@ -76,11 +76,14 @@ impl Claim {
 
 /// A [`CacheStore`] in a directory: one file per key at `<dir>/<hex[0..2]>/<hex>`.
 ///
-/// Writes are atomic and durable: the value goes to a temporary file in the same
-/// directory (named `.tmp-...`, which can never be mistaken for a key), is fsynced, and
-/// is renamed over the final name; then the directory is fsynced. A crash leaves at
-/// worst a stray temporary file, which [`DirCache::keys`] and [`CacheStore::get`]
-/// ignore. Several processes may share one directory.
+/// Writes are atomic: the value goes to a temporary file in the same directory
+/// (named `.tmp-...`, which can never be mistaken for a key), is fsynced, and is
+/// renamed over the final name. The directory is not fsynced (a journal commit per
+/// step): a crash of the machine leaves the old entry or the complete new one, or
+/// none (a cache miss), and at worst a stray temporary file, which
+/// [`DirCache::keys`] and [`CacheStore::get`] ignore. The rename becomes durable
+/// with the filesystem's next commit (kiln syncs the filesystem before an image
+/// names layers). Several processes may share one directory.
 #[derive(Debug)]
 pub struct DirCache {
     dir: PathBuf,
@@ -220,7 +223,7 @@ impl CacheStore for DirCache {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
-        sync_dir(&shard)
+        Ok(())
     }
 
     /// An exclusive `flock` on `claims/<hex>.lock`, polled (so that a cancelled

@@ -1,10 +1,17 @@
 //! Crash-safe state files: atomic replacement and directory locks.
 //!
-//! Every write to kiln's state directory goes through [`write_atomic`]: the bytes
-//! go to a temporary file in the destination's directory, are fsynced, and the
-//! file is renamed over the destination, then the directory is fsynced. A reader
-//! therefore sees the old file or the new one, never a torn one, even across a
-//! power cut.
+//! Every write to kiln's state directory goes through [`write_atomic`] (or
+//! [`write_atomic_with`]): the bytes go to a temporary file in the
+//! destination's directory, are fsynced, and the file is renamed over the
+//! destination, then the directory is fsynced. A reader therefore sees the old
+//! file or the new one, never a torn one, even across a power cut.
+//!
+//! Records that a build writes at every step and whose loss costs only a
+//! recomputation skip some of those fsyncs ([`Durability`]): each is a
+//! journal commit, and on a busy disk the two of every record were most of a
+//! short RUN step's time. A machine crash may then lose the newest such
+//! records; the next `syncfs` of the state directory (before an image names
+//! layers) makes them durable with everything else.
 //!
 //! Read-modify-write cycles are serialised across threads and processes with
 //! [`DirLock`], an exclusive `flock` on the directory itself (no lock files to
@@ -52,9 +59,30 @@ pub(crate) fn create_temp(dir: &Path, stem: &str) -> io::Result<(PathBuf, File)>
     }
 }
 
+/// What a replacement guarantees after a crash of the machine (a killed
+/// process loses nothing: the page cache survives it). Every kind is atomic
+/// for readers: they see the old file or the new one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// File and directory fsynced: the new content survives a crash.
+    Durable,
+    /// File fsynced, directory not: after a crash the old content or the
+    /// complete new one, never an empty or torn file. For records whose
+    /// loss is a cache miss (cache entries, a layer's blob record).
+    Complete,
+    /// No fsync: after a crash the file may also be empty. For records
+    /// whose readers treat an unreadable one as absent (`--explain`'s).
+    Volatile,
+}
+
 /// Atomically replaces `path` with `bytes` (temp file in the same directory,
-/// fsync, rename, fsync of the directory).
+/// fsync, rename, fsync of the directory): [`Durability::Durable`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, bytes, Durability::Durable)
+}
+
+/// Atomically replaces `path` with `bytes`, as durable as `durability` says.
+pub fn write_atomic_with(path: &Path, bytes: &[u8], durability: Durability) -> io::Result<()> {
     let dir = parent(path);
     let stem = path
         .file_name()
@@ -63,10 +91,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let (tmp, mut f) = create_temp(dir, &stem)?;
     let result = (|| {
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durability != Durability::Volatile {
+            f.sync_all()?;
+        }
         drop(f);
         fs::rename(&tmp, path)?;
-        sync_dir(dir)
+        match durability {
+            Durability::Durable => sync_dir(dir),
+            Durability::Complete | Durability::Volatile => Ok(()),
+        }
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -147,6 +180,25 @@ mod tests {
         assert_eq!(temp_owner(&name), Some(std::process::id()));
         assert_eq!(temp_owner("3f2a"), None);
         assert_eq!(temp_owner(".tmp-x-1-3f2a"), None);
+    }
+
+    #[test]
+    fn every_durability_replaces_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        for (i, durability) in [Durability::Durable, Durability::Complete, Durability::Volatile]
+            .into_iter()
+            .enumerate()
+        {
+            let p = d.path().join(format!("f{i}"));
+            write_atomic_with(&p, b"one", durability).unwrap_or_else(|e| panic!("{e}"));
+            write_atomic_with(&p, b"two", durability).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(fs::read(&p).unwrap_or_else(|e| panic!("{e}")), b"two");
+        }
+        let names: Vec<_> = fs::read_dir(d.path())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .map(|e| e.unwrap_or_else(|e| panic!("{e}")).file_name())
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
     }
 
     #[test]

@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use kiln_llb::Digest;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{DirLock, remove_stale_temps_once, write_atomic};
+use crate::atomic::{DirLock, Durability, remove_stale_temps_once, write_atomic_with};
 use crate::compression::{self, Compression, Format};
 use crate::content::{ContentError, ContentStore};
 use crate::hashing::HashingReader;
@@ -298,7 +298,7 @@ impl LayerBlobs {
         {
             return Ok(());
         }
-        self.modify(diff_id, |f| {
+        self.modify(diff_id, Durability::Durable, |f| {
             if !store.has(&descriptor.digest)? {
                 return Err(LayerError::NotStored {
                     diff_id: *diff_id,
@@ -324,7 +324,9 @@ impl LayerBlobs {
         if self.size(diff_id)?.is_some() {
             return Ok(());
         }
-        self.modify(diff_id, |f| {
+        // Recorded for every new layer an image is made of; a size lost in a
+        // crash of the machine is counted again (`kiln_store::blobs`).
+        self.modify(diff_id, Durability::Complete, |f| {
             f.size.get_or_insert(size);
             Ok(())
         })
@@ -333,7 +335,7 @@ impl LayerBlobs {
     /// Forgets the blob `blob` of `diff_id` (before it is removed from the
     /// content store: garbage collection, repairs).
     pub fn remove_blob(&self, diff_id: &Digest, blob: &Digest) -> Result<(), LayerError> {
-        self.modify(diff_id, |f| {
+        self.modify(diff_id, Durability::Durable, |f| {
             f.blobs.retain(|r| r.descriptor.digest != *blob);
             Ok(())
         })
@@ -342,15 +344,18 @@ impl LayerBlobs {
     /// Forgets everything about `diff_id` (garbage collection of a layer no
     /// image uses, once its blobs are forgotten and removed).
     pub fn forget(&self, diff_id: &Digest) -> Result<(), LayerError> {
-        self.modify(diff_id, |f| {
+        self.modify(diff_id, Durability::Durable, |f| {
             *f = RecordFile::default();
             Ok(())
         })
     }
 
+    /// Changes the record of `diff_id` under the directory lock, written as
+    /// durably as `durability` says.
     fn modify(
         &self,
         diff_id: &Digest,
+        durability: Durability,
         change: impl FnOnce(&mut RecordFile) -> Result<(), LayerError>,
     ) -> Result<(), LayerError> {
         let io = |op, path: &Path| {
@@ -370,7 +375,7 @@ impl LayerBlobs {
             };
         }
         let bytes = to_canonical_json(&file)?;
-        write_atomic(&path, &bytes).map_err(io("write", &path))
+        write_atomic_with(&path, &bytes, durability).map_err(io("write", &path))
     }
 
     /// The blob of `diff_id` with `compression`: the first recorded one of

@@ -77,7 +77,7 @@ pub mod timestamp;
 pub use archive_load::{LoadError, LoadedImage, LoadedLayer, load_archive, load_layout_image};
 /// The one atomic-write helper of kiln's state directory (the store's
 /// records use it too, through `kiln-store`).
-pub use atomic::{temp_owner, write_atomic};
+pub use atomic::{Durability, temp_owner, write_atomic, write_atomic_with};
 pub use compression::{Compression, CompressionError, Encoder, Format, decompress, detect};
 pub use config::{Healthcheck, History, ImageConfigFile, RootFs, RuntimeConfig};
 pub use content::{BlobInfo, BlobWriter, ContentError, ContentStore};

@@ -215,8 +215,13 @@ fn remove_stale_scratch(tmp: &Path) {
     }
 }
 
-/// Writes `value` as JSON to `path` atomically, creating its directory.
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
+/// Writes `value` as JSON to `path` atomically, creating its directory,
+/// as durably as `durability` says ([`kiln_oci::Durability`]).
+pub fn write_json<T: Serialize>(
+    path: &Path,
+    value: &T,
+    durability: kiln_oci::Durability,
+) -> Result<(), Error> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(io("creating", dir))?;
     }
@@ -224,7 +229,7 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
         what: format!("encoding {}", path.display()),
         source: std::io::Error::other(e),
     })?;
-    write_atomic(path, &body)
+    kiln_oci::write_atomic_with(path, &body, durability).map_err(io("writing", path))
 }
 
 /// Writes `body` to `path` atomically (temp file in the same directory,

@@ -162,9 +162,15 @@ impl Explainer {
     }
 }
 
-/// Keeps `r` as the record of its site (written atomically).
+/// Keeps `r` as the record of its site, written atomically without an
+/// fsync: it is written at every step that runs, and one lost or emptied by
+/// a crash of the machine reads as none ([`Explainer::explain`]).
 pub fn keep(path: &std::path::Path, r: &StepRecord) -> Result<(), Error> {
-    Ok(kiln_store::state::write_json(path, r)?)
+    Ok(kiln_store::state::write_json(
+        path,
+        r,
+        kiln_oci::Durability::Volatile,
+    )?)
 }
 
 /// The difference between two runs of a step, in words.

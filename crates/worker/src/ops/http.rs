@@ -74,9 +74,11 @@ fn load_validators(ops: HttpOps<'_>, url: &str) -> Option<Validators> {
 }
 
 fn save_validators(ops: HttpOps<'_>, v: &Validators) -> Result<(), Error> {
+    // An unreadable record is as good as none (`load_validators`).
     Ok(kiln_store::state::write_json(
         &validators_path(ops, &v.url),
         v,
+        kiln_oci::Durability::Volatile,
     )?)
 }
 
