@@ -185,9 +185,13 @@ mod tests {
     #[test]
     fn every_durability_replaces_and_leaves_no_temp() {
         let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        for (i, durability) in [Durability::Durable, Durability::Complete, Durability::Volatile]
-            .into_iter()
-            .enumerate()
+        for (i, durability) in [
+            Durability::Durable,
+            Durability::Complete,
+            Durability::Volatile,
+        ]
+        .into_iter()
+        .enumerate()
         {
             let p = d.path().join(format!("f{i}"));
             write_atomic_with(&p, b"one", durability).unwrap_or_else(|e| panic!("{e}"));

@@ -61,6 +61,9 @@ pub struct TarStats {
     /// Entries written (whiteouts and opaque markers included, PAX extended
     /// headers not).
     pub entries: u64,
+    /// Bytes of regular files' contents (each inode once: a hard link's
+    /// later names carry none), the layer's unpacked size.
+    pub file_bytes: u64,
 }
 
 /// Errors of [`write_layer_tar`]. Each names the file involved.
@@ -339,6 +342,7 @@ impl<W: Write> Writer<W> {
         })?;
         if typeflag == b'0' && size > 0 {
             self.copy_file(size)?;
+            self.stats.file_bytes += size;
         }
         if opaque {
             let mut marker = tar_name.clone();
@@ -700,6 +704,21 @@ mod tests {
         let mut l3 = long.clone();
         l3[0] = 0xe9;
         assert_eq!(split_ustar_path(&l3), None);
+    }
+
+    #[test]
+    fn file_bytes_count_each_inode_once() {
+        let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = d.path();
+        let ok = |r: io::Result<()>| r.unwrap_or_else(|e| panic!("{e}"));
+        ok(fs::create_dir(p.join("sub")));
+        ok(fs::write(p.join("a"), b"12345"));
+        ok(fs::hard_link(p.join("a"), p.join("sub/a-link")));
+        ok(fs::write(p.join("sub/b"), b"123"));
+        ok(std::os::unix::fs::symlink("a", p.join("s")));
+        let stats = write_layer_tar(p, io::sink(), &TarOptions::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stats.file_bytes, 8);
     }
 
     #[test]

@@ -161,9 +161,13 @@ fn compute_diff_id(state: &State, layer: &LayerId, clamp: Option<i64>) -> Result
     }
     let label = tar_label(clamp);
     let mut hasher = kiln_oci::HashingWriter::new(io::sink());
-    kiln_snapshot::write_layer_tar(&l.diff, &mut hasher, &TarOptions { mtime_clamp: clamp })?;
+    let stats =
+        kiln_snapshot::write_layer_tar(&l.diff, &mut hasher, &TarOptions { mtime_clamp: clamp })?;
     let (d, _, _) = hasher.finish();
     state.layers.set_label(layer, &label, &d.to_string())?;
+    // The unpacked size, from the same pass (an image records it for each
+    // of its layers: `blobs::layer_size`), instead of a walk of its own.
+    state.layer_blobs.set_size(&d, stats.file_bytes)?;
     Ok(d)
 }
 
