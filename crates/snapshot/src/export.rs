@@ -432,8 +432,14 @@ impl<W: Write> Writer<W> {
             buf.resize(fits, 0);
         }
         let result = (|| {
+            // Each read asks for one byte more than is left, so that the
+            // last one shows the end of the file (a read of a regular file
+            // returns less than asked only there) without a read of its own.
+            let mut at_end = false;
             while left > 0 {
-                let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let want = buf
+                    .len()
+                    .min(usize::try_from(left.saturating_add(1)).unwrap_or(usize::MAX));
                 let n = match f.read(&mut buf[..want]) {
                     Ok(0) => {
                         return Err(ExportError::Changed {
@@ -445,11 +451,19 @@ impl<W: Write> Writer<W> {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(self.read_err("reading")(e)),
                 };
+                if n as u64 > left {
+                    // The file grew.
+                    return Err(ExportError::Changed {
+                        path: self.abs.clone(),
+                        expected: size,
+                    });
+                }
                 self.write_bytes(&buf[..n])?;
                 left -= n as u64;
+                at_end = n < want;
             }
             // The file must not have grown either.
-            if f.read(&mut buf[..1]).map_err(self.read_err("reading"))? != 0 {
+            if !at_end && f.read(&mut buf[..1]).map_err(self.read_err("reading"))? != 0 {
                 return Err(ExportError::Changed {
                     path: self.abs.clone(),
                     expected: size,

