@@ -124,28 +124,22 @@ pub(crate) fn fs_reads(
     key: &kiln_solver::Key,
     value: &Value,
 ) -> Result<Vec<kiln_llb::Digest>, Error> {
-    let scratch = layers.state.scratch()?;
-    let (tree, guard) = layers.mount_read_only(value, &scratch.path().join("src"))?;
     let of = source_ref(Some(key), value);
-    let mut cache = kiln_context::StatCache::in_memory();
-    let opts = kiln_context::DigestOptions {
-        include_ownership: true,
-    };
-    let digests = actions
-        .iter()
-        .filter_map(|a| match a {
-            FileAction::Copy(c) if c.from == Some(index) => Some(c),
-            _ => None,
-        })
-        .map(|c| {
-            let sources = expand(&tree, c).map_err(checksum_error(&of))?;
-            let patterns = filter(c)?;
-            let digest = tree.digest(&sources, &patterns, &mut cache, &opts);
-            Ok(digest.map_err(checksum_error(&of))?.0)
-        })
-        .collect::<Result<Vec<_>, Error>>();
-    guard.unmount()?;
-    digests
+    layers.digest_mounted(value, |tree, cache, opts| {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                FileAction::Copy(c) if c.from == Some(index) => Some(c),
+                _ => None,
+            })
+            .map(|c| {
+                let sources = expand(tree, c).map_err(checksum_error(&of))?;
+                let patterns = filter(c)?;
+                let digest = tree.digest(&sources, &patterns, cache, opts);
+                Ok(digest.map_err(checksum_error(&of))?.0)
+            })
+            .collect()
+    })
 }
 
 fn io_err(what: &str, path: &str) -> impl FnOnce(io::Error) -> Error {

@@ -161,30 +161,21 @@ pub(crate) fn fs_digests(
     index: u32,
     value: &Value,
 ) -> Result<Vec<Digest>, Error> {
-    let scratch = layers.state.scratch()?;
-    let (tree, guard) = layers.mount_read_only(value, &scratch.path().join("src"))?;
-    let mut cache = kiln_context::StatCache::in_memory();
-    let opts = kiln_context::DigestOptions {
-        include_ownership: true,
-    };
-    let digests = e
-        .mounts
-        .iter()
-        .filter(|m| m.input == Some(index))
-        .map(|m| {
-            let sources =
-                tree.expand(&m.source, &follow())
-                    .map_err(|source| RunMountError::CacheKey {
+    layers.digest_mounted(value, |tree, cache, opts| {
+        e.mounts
+            .iter()
+            .filter(|m| m.input == Some(index))
+            .map(|m| {
+                let sources = tree.expand(&m.source, &follow()).map_err(|source| {
+                    RunMountError::CacheKey {
                         target: m.target.clone(),
                         source,
-                    })?;
-            Ok(tree
-                .digest(&sources, &Filter::default(), &mut cache, &opts)?
-                .0)
-        })
-        .collect::<Result<Vec<_>, Error>>();
-    guard.unmount()?;
-    digests
+                    }
+                })?;
+                Ok(tree.digest(&sources, &Filter::default(), cache, opts)?.0)
+            })
+            .collect()
+    })
 }
 
 fn follow() -> ExpandOptions {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
-use kiln_context::{StatCache, Tree};
+use kiln_context::{DigestOptions, StatCache, Tree};
 use kiln_snapshot::{LayerId, MountGuard};
 
 use crate::cache::Imported;
@@ -131,5 +131,25 @@ impl<'a> Layers<'a> {
             .snapshotter
             .mount(&self.state.layer_dirs(&layers)?, None, mnt)?;
         Ok((Tree::new(mnt.to_path_buf(), None), guard))
+    }
+
+    /// Content digests of a filesystem value's files, for a cache key:
+    /// `digests` runs with the value mounted read-only, an in-memory stat
+    /// cache and ownership included (a copy or mount from a stage keeps
+    /// it); the value is unmounted afterwards, whatever `digests` returned.
+    pub(crate) fn digest_mounted<T>(
+        &self,
+        value: &Value,
+        digests: impl FnOnce(&Tree, &mut StatCache, &DigestOptions) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let scratch = self.state.scratch()?;
+        let (tree, guard) = self.mount_read_only(value, &scratch.path().join("src"))?;
+        let mut cache = StatCache::in_memory();
+        let opts = DigestOptions {
+            include_ownership: true,
+        };
+        let out = digests(&tree, &mut cache, &opts);
+        guard.unmount()?;
+        out
     }
 }
