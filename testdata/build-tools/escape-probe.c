@@ -10,6 +10,9 @@
  *   keyring steal PREFIX    (in a step) read the first key of the user keyring whose
  *                           description starts with PREFIX, try add_key and request_key
  *   suid                    the real and effective uid of this process
+ *   flush-badfd             fsync, fdatasync, sync_file_range and syncfs of a file
+ *                           descriptor that is not open: each call's result (a step
+ *                           whose flushes are no-ops sees 0, otherwise EBADF)
  *   cgroup-escape           (in a step) `unshare -UrmC`, mount the cgroup hierarchy
  *                           (v1 pids, else v2), set pids.max of every group named
  *                           kiln-escape-canary-* to 1, make a group kiln-escape-step-PID
@@ -134,7 +137,22 @@ static int cgroup_escape(void) {
     return 0;
 }
 
+static void result(const char *call, int r) {
+    printf("%s: %s\n", call, r == 0 ? "0" : strerror(errno));
+}
+
+static int flush_badfd(void) {
+    const int fd = 987;
+    result("fsync", fsync(fd));
+    result("fdatasync", fdatasync(fd));
+    result("sync_file_range", sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE));
+    result("syncfs", syncfs(fd));
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "flush-badfd") == 0)
+        return flush_badfd();
     if (argc == 2 && strcmp(argv[1], "cgroup-escape") == 0)
         return cgroup_escape();
     if (argc >= 2 && strcmp(argv[1], "suid") == 0) {
@@ -162,6 +180,6 @@ int main(int argc, char **argv) {
     }
     if (argc == 4 && strcmp(argv[1], "keyring") == 0 && strcmp(argv[2], "steal") == 0)
         return steal(argv[3]);
-    fprintf(stderr, "usage: escape-probe keyring add|show|unlink|steal ... | suid\n");
+    fprintf(stderr, "usage: escape-probe keyring add|show|unlink|steal ... | suid | flush-badfd\n");
     return 2;
 }

@@ -11,7 +11,7 @@ use crate::api::{Executor, ExitStatus, Stream};
 use crate::error::ExecError;
 use crate::output::{Chunk, pump};
 use crate::parent::PARENT_ENV;
-use crate::spec::{AttachMode, Request, RunSpec, STATUS_RESERVE, Status};
+use crate::spec::{AttachMode, MountKind, Request, RunSpec, STATUS_RESERVE, Status};
 use crate::{cgroup, network, seccomp, sys};
 
 /// The real executor: re-executes `program args…` as the helper.
@@ -68,17 +68,32 @@ impl NamespaceExecutor {
 
 /// The seccomp filter of `spec` as the helper receives it: Docker's
 /// default profile, compiled once per process; none for a privileged
-/// (`--security=insecure`) step, as in BuildKit.
+/// (`--security=insecure`) step, as in BuildKit. A step whose writes all
+/// go to its own layer (no writable bind mount: a cache mount, a host
+/// directory of `kiln run -v`) gets the profile with the flushing calls
+/// made no-ops (`seccomp::sync_noop`, a deliberate difference from
+/// BuildKit, ARCHITECTURE.md).
 fn step_seccomp(spec: &RunSpec) -> Result<Option<String>, ExecError> {
     if spec.privileged {
         return Ok(None);
     }
-    static HEX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    if let Some(h) = HEX.get() {
+    let sync_is_noop = !spec.mounts.iter().any(|m| {
+        matches!(
+            m.kind,
+            MountKind::Bind {
+                readonly: false,
+                ..
+            }
+        )
+    });
+    static HEX: [std::sync::OnceLock<String>; 2] =
+        [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+    let cell = &HEX[usize::from(sync_is_noop)];
+    if let Some(h) = cell.get() {
         return Ok(Some(h.clone()));
     }
-    let bpf = seccomp::default_filter(None).map_err(ExecError::Setup)?;
-    Ok(Some(HEX.get_or_init(|| hex::encode(bpf)).clone()))
+    let bpf = seccomp::step_filter(sync_is_noop).map_err(ExecError::Setup)?;
+    Ok(Some(cell.get_or_init(|| hex::encode(bpf)).clone()))
 }
 
 impl Clone for NamespaceExecutor {
