@@ -9,7 +9,11 @@
 //!   inline-only=true` (only registry pushes carry it), unless
 //!   `BUILDX_NO_DEFAULT_ATTESTATIONS` is true; kiln does the same.
 //! * Provenance without `mode=` is `mode=max` (BuildKit's default).
-//! * The SBOM is kiln's own scan: a `generator=` image is not supported yet.
+//! * The SBOM is kiln's own scan of the image, or, with `generator=IMAGE`,
+//!   what that image writes when run by BuildKit's SBOM protocol (the other
+//!   attributes reach it as `BUILDKIT_SCAN_<KEY>=<value>`, as BuildKit
+//!   passes them). Without a generator, `scan-context` and `scan-stage` may
+//!   only be false: kiln's scanner scans the image alone.
 
 use std::collections::BTreeMap;
 
@@ -100,24 +104,39 @@ pub fn request(
                     kiln_attest::Options::from_attrs(&attrs).map_err(|e| usage(flag, value, e))?,
                 );
             }
-            ("sbom", Some(attrs)) => {
+            ("sbom", Some(mut attrs)) => {
                 let mut sbom = SbomRequest::default();
-                for (k, v) in &attrs {
-                    match k.as_str() {
-                        "generator" => {
-                            return Err(not_yet(format!(
-                                "{flag} generator={v} (an SBOM generator image; kiln scans the image itself: leave generator= out)"
-                            )));
-                        }
-                        "scan-stage" | "scan-context" => {
-                            if crate::args::go_bool(v) != Some(false) {
-                                return Err(not_yet(format!("{flag} {k}={v}")));
+                if let Some(g) = attrs.remove("generator") {
+                    // BuildKit's `ParseNormalizedNamed` and `TagNameOnly`.
+                    let r = kiln_reference::Reference::parse_normalized(&g).map_err(|e| {
+                        usage(
+                            flag,
+                            value,
+                            format!("failed to parse sbom scanner {g}: {e}"),
+                        )
+                    })?;
+                    sbom.generator = Some(r.with_default_tag().to_string());
+                    sbom.params = attrs;
+                } else {
+                    for (k, v) in &attrs {
+                        match k.as_str() {
+                            "scan-stage" | "scan-context" => {
+                                if crate::args::go_bool(v) != Some(false) {
+                                    return Err(not_yet(format!(
+                                        "{flag} {k}={v} with kiln's own SBOM scanner (it scans the image alone; an SBOM generator image, generator=IMAGE, gets it as BUILDKIT_SCAN_{k})"
+                                    )));
+                                }
+                            }
+                            _ => {
+                                return Err(usage(
+                                    flag,
+                                    value,
+                                    format!("unknown SBOM option {k:?} (without generator=)"),
+                                ));
                             }
                         }
-                        _ => return Err(usage(flag, value, format!("unknown SBOM option {k:?}"))),
                     }
                 }
-                sbom.generator = None;
                 req.sbom = Some(sbom);
             }
             ("provenance" | "sbom", None) => {}

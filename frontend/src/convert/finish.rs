@@ -5,13 +5,13 @@
 
 use std::collections::BTreeSet;
 
-use kiln_llb::{Definition, Graph, Stage as LlbStage, StageBase};
+use kiln_llb::{Definition, Graph, SbomExtras, Stage as LlbStage, StageBase};
 
 use crate::contexts::NamedContext;
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::outline::{self, Outline, OutlineArg, OutlineMount};
 
-use super::options::{PROXY_ARGS, Plan, builtin_arg_note};
+use super::options::{PROXY_ARGS, Plan, SBOM_SCAN_CONTEXT, SBOM_SCAN_STAGE, builtin_arg_note};
 use super::shared::{Converter, R};
 use super::state::Base;
 
@@ -127,6 +127,8 @@ pub(super) fn finish(conv: &mut Converter, target: usize, reachable: &[bool]) ->
             .map(|p| p.trim_start_matches('/').to_owned())
             .collect()
     };
+    let sbom_extras = sbom_extras(conv, target, reachable);
+    let cx = &mut conv.cx;
     let warnings = std::mem::take(&mut cx.warnings);
     let source_date_epoch = cx.epoch;
     Ok(Plan {
@@ -138,9 +140,63 @@ pub(super) fn finish(conv: &mut Converter, target: usize, reachable: &[bool]) ->
             stages,
             context_paths,
             source_date_epoch,
+            sbom_extras,
         },
         warnings,
     })
+}
+
+/// BuildKit's `isEnabledForStage`: a Go boolean, or a comma-separated list
+/// of stage names.
+fn enabled_for_stage(stage: &str, value: &str) -> bool {
+    match crate::mount::parse_go_bool(value) {
+        Some(b) => b,
+        None => value.split(',').any(|s| s == stage),
+    }
+}
+
+/// The extra SBOM scan targets (BuildKit's `Dockerfile2LLB`): the context
+/// when the target asks for it (`BUILDKIT_SBOM_SCAN_CONTEXT`), and every
+/// other stage the target needs that asks for a scan
+/// (`BUILDKIT_SBOM_SCAN_STAGE`). Each stage reads the global value of the
+/// argument, then its own `ARG`s; a build argument counts only through a
+/// declaration, as any other. An unnamed stage's name is empty there.
+fn sbom_extras(conv: &Converter, target: usize, reachable: &[bool]) -> SbomExtras {
+    let asks = |i: usize, key: &str| {
+        let st = &conv.stages[i];
+        let name = st.name.as_deref().unwrap_or_default();
+        let mut on = conv
+            .cx
+            .global_args
+            .get(key)
+            .is_some_and(|v| enabled_for_stage(name, v));
+        for (k, v) in &st.build_args {
+            if k == key
+                && let Some(v) = v
+            {
+                on = enabled_for_stage(name, v);
+            }
+        }
+        on
+    };
+    let mut extras = SbomExtras {
+        context: asks(target, SBOM_SCAN_CONTEXT),
+        ..SbomExtras::default()
+    };
+    let mut roots = Vec::new();
+    for (i, st) in conv.stages.iter().enumerate() {
+        if i == target || !reachable[i] || st.stage_index.is_none() {
+            continue;
+        }
+        if asks(i, SBOM_SCAN_STAGE) {
+            extras.stages.push((st.display_name(), st.root));
+            roots.extend(st.root);
+        }
+    }
+    if !roots.is_empty() {
+        extras.graph = conv.cx.graph.pruned(&roots);
+    }
+    extras
 }
 
 /// `--call outline` for state `target`: the ARGs it and the stages it

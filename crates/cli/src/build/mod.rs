@@ -199,9 +199,10 @@ fn run(
         _ => crate::plan::print_warnings(&planned.notes),
     }
     let (planned, more_platforms) = (planned.first, planned.more_platforms);
+    let scans = sbom_scans(&mut attest, &planned.definition, &more_platforms, &resolver)?;
     let bases = resolver.resolutions();
     let dag = Arc::new(
-        kiln_worker::build::dag_of_platforms(&planned.definition, &more_platforms)
+        kiln_worker::build::dag_with(&planned.definition, &more_platforms, &scans)
             .map_err(anyhow::Error::new)?,
     );
     let target = planned
@@ -323,4 +324,51 @@ fn run(
     }
     drop(store_lock);
     Ok(())
+}
+
+/// With an SBOM generator image (`--sbom generator=`): the generator
+/// resolved for the build platform, as BuildKit resolves it, and the graph
+/// of its scan of each platform's image (their exec vertices go to `attest`).
+fn sbom_scans(
+    attest: &mut kiln_worker::attest::AttestRequest,
+    first: &kiln_llb::Definition,
+    more: &[kiln_llb::Definition],
+    resolver: &dyn kiln_frontend::ImageResolver,
+) -> Result<Vec<kiln_llb::Graph>, Failure> {
+    let Some(sbom) = attest.sbom.as_mut() else {
+        return Ok(Vec::new());
+    };
+    let Some(reference) = sbom.generator.clone() else {
+        return Ok(Vec::new());
+    };
+    let platform = kiln_llb::Platform::host();
+    let resolved = match resolver.resolve(&reference, &platform) {
+        Ok(kiln_frontend::Resolution::Resolved(r)) => r,
+        Ok(kiln_frontend::Resolution::Unresolved) => {
+            return Err(Failure::Registry(anyhow::anyhow!(
+                "SBOM generator {reference}: the image could not be found"
+            )));
+        }
+        Err(e) => {
+            return Err(Failure::Registry(anyhow::anyhow!(
+                "SBOM generator {reference}: {e}"
+            )));
+        }
+    };
+    let generator = kiln_worker::attest::Generator {
+        reference,
+        digest: resolved.digest,
+        config: resolved.config,
+        platform,
+        params: sbom.params.clone(),
+    };
+    let mut graphs = Vec::new();
+    for def in std::iter::once(first).chain(more) {
+        let name = def.target_stage().platform.format_all();
+        let (graph, exec) = kiln_worker::attest::scan_graph(def, &generator, &name)
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+        sbom.scans.push(exec);
+        graphs.push(graph);
+    }
+    Ok(graphs)
 }
