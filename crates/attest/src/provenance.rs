@@ -136,6 +136,9 @@ pub struct BuildRecord {
     pub network: bool,
     /// The platform of the machine that built (`linux/amd64`).
     pub builder_platform: String,
+    /// The Dockerfile frontend's version (`dockerfileVersion`; BuildKit
+    /// writes it for the `dockerfile.v0` frontend).
+    pub dockerfile_version: String,
     pub invocation_id: String,
     /// RFC 3339 times.
     pub started_on: String,
@@ -309,6 +312,7 @@ pub fn predicate(
                 parameters: params,
                 environment: Environment {
                     platform: rec.builder_platform.clone(),
+                    dockerfile_version: rec.dockerfile_version.clone(),
                 },
             },
             build_config,
@@ -341,6 +345,7 @@ pub fn predicate(
                 internal_parameters: InternalParametersV1 {
                     build_config,
                     builder_platform: rec.builder_platform.clone(),
+                    dockerfile_version: rec.dockerfile_version.clone(),
                 },
                 resolved_dependencies: rec.materials.clone(),
             },

@@ -257,6 +257,14 @@ pub struct ConfigSourceV02 {
 pub struct Environment {
     #[serde(default)]
     pub platform: String,
+    /// The version of the Dockerfile frontend (kiln's is built in: the
+    /// `kiln-frontend` crate's version).
+    #[serde(
+        rename = "dockerfileVersion",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub dockerfile_version: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -364,6 +372,13 @@ pub struct InternalParametersV1 {
     pub build_config: Option<BuildConfig>,
     #[serde(rename = "builderPlatform", default)]
     pub builder_platform: String,
+    /// As [`Environment::dockerfile_version`].
+    #[serde(
+        rename = "dockerfileVersion",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub dockerfile_version: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

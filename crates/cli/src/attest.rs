@@ -189,6 +189,7 @@ pub fn complete(
 ) {
     let rec = &mut req.record;
     rec.frontend = "dockerfile.v0".to_owned();
+    rec.dockerfile_version = kiln_frontend::VERSION.to_owned();
     for (k, v) in &opts.build_args {
         rec.args.insert(format!("build-arg:{k}"), v.clone());
     }
@@ -247,4 +248,100 @@ pub fn complete(
     req.secret_values = values;
     req.is_secret_name = Some(kiln_frontend::lint::is_secret_key);
     req.image_name = image_names.first().cloned();
+}
+
+/// A git URL as the main build context (`kiln build URL`): BuildKit reads
+/// it as a git source, so the provenance records it as one, not as the
+/// local sources `context` and `dockerfile` the cli made of it: a resolved
+/// dependency `REMOTE#REF` (credentials redacted) with the commit
+/// (`sha1`, or `sha256` for a SHA-256 repository), `configSource.uri` the
+/// URL as given (redacted), no locals for it, no vcs information.
+/// BuildKit's `findMaterial` gives `configSource` the commit's digest (and
+/// the URL in fragment form) when the URL matches the dependency's, which
+/// it compares before redacting: only a URL without credentials does.
+pub fn git_context(
+    req: &mut AttestRequest,
+    given: &str,
+    remote: &str,
+    git_ref: &str,
+    subdir: &str,
+    commit: &str,
+) {
+    let with_ref = if git_ref.is_empty() {
+        remote.to_owned()
+    } else {
+        format!("{remote}#{git_ref}")
+    };
+    let alg = if commit.len() == 64 { "sha256" } else { "sha1" };
+    let digest = BTreeMap::from([(alg.to_owned(), commit.to_owned())]);
+    let material = kiln_attest::slsa::Material {
+        uri: kiln_attest::provenance::redact_credentials(&with_ref),
+        digest: digest.clone(),
+    };
+    let rec = &mut req.record;
+    rec.config_uri = Some(if material.uri == with_ref {
+        let subdir = kiln_frontend::paths::join(&["/", subdir])
+            .trim_start_matches('/')
+            .to_owned();
+        let uri = match (git_ref.is_empty(), subdir.is_empty()) {
+            (true, true) => remote.to_owned(),
+            (_, true) => with_ref.clone(),
+            _ => format!("{remote}#{git_ref}:{subdir}"),
+        };
+        (uri, digest)
+    } else {
+        (
+            kiln_attest::provenance::redact_credentials(given),
+            BTreeMap::new(),
+        )
+    });
+    rec.locals.retain(|l| l != "context" && l != "dockerfile");
+    rec.vcs.clear();
+    req.context_material = Some(material);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_git(given: &str, remote: &str, commit: &str) -> AttestRequest {
+        let mut req = AttestRequest::default();
+        req.record.locals = vec!["context".into(), "dockerfile".into(), "named".into()];
+        req.record.vcs.insert("revision".into(), "abc".into());
+        git_context(&mut req, given, remote, "v1", "./src/", commit);
+        req
+    }
+
+    #[test]
+    fn a_git_context_is_a_dependency_not_a_local() {
+        let sha1 = "a".repeat(40);
+        let req = with_git(
+            "http://user:pass@host/repo.git#v1:src",
+            "http://user:pass@host/repo.git",
+            &sha1,
+        );
+        let m = req.context_material.expect("material");
+        assert_eq!(m.uri, "http://xxxxx:xxxxx@host/repo.git#v1");
+        assert_eq!(m.digest["sha1"], sha1);
+        assert_eq!(req.record.locals, ["named"]);
+        assert!(req.record.vcs.is_empty());
+        // As BuildKit's findMaterial: a URL with credentials does not match
+        // its (redacted) dependency, so configSource has no digest.
+        let (uri, digest) = req.record.config_uri.expect("config source");
+        assert_eq!(uri, "http://xxxxx:xxxxx@host/repo.git#v1:src");
+        assert!(digest.is_empty());
+    }
+
+    #[test]
+    fn a_git_context_without_credentials_names_its_commit() {
+        let sha256 = "b".repeat(64);
+        let req = with_git(
+            "http://host/repo.git#v1:./src/",
+            "http://host/repo.git",
+            &sha256,
+        );
+        let (uri, digest) = req.record.config_uri.expect("config source");
+        assert_eq!(uri, "http://host/repo.git#v1:src");
+        assert_eq!(digest["sha256"], sha256);
+    }
 }

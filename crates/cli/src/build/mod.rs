@@ -105,6 +105,24 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
                 args.file.as_deref().unwrap_or_default()
             )
         }),
+        git_context: match (&opened.main_context, remote) {
+            (
+                crate::options::MainContext::Git {
+                    remote,
+                    git_ref,
+                    subdir,
+                    ..
+                },
+                Some(r),
+            ) => Some(flags::GitContext {
+                given: args.context.clone(),
+                remote: remote.clone(),
+                git_ref: git_ref.clone(),
+                subdir: subdir.clone(),
+                commit: r.fetched.commit.clone().unwrap_or_default(),
+            }),
+            _ => None,
+        },
     };
     let mut found = Found::default();
     let result = run(
@@ -159,6 +177,7 @@ fn run(
         isolation,
         local_context,
         context_scope,
+        git_context,
     } = plan;
     crate::isolation::check_flags(&*isolation, args)?;
     let step_limits = limits(args)?;
@@ -242,6 +261,16 @@ fn run(
         &image_names,
     );
     attest.oci_layouts = imported.oci_layouts;
+    if let Some(g) = &git_context {
+        crate::attest::git_context(
+            &mut attest,
+            &g.given,
+            &g.remote,
+            &g.git_ref,
+            &g.subdir,
+            &g.commit,
+        );
+    }
     // buildx's git information of a local context, for the provenance.
     if local_context && attest.provenance.is_some() {
         let context = PathBuf::from(&args.context);

@@ -94,6 +94,10 @@ pub struct AttestRequest {
     pub image_name: Option<String>,
     /// The `oci-layout://` named contexts.
     pub oci_layouts: Vec<OciLayoutSource>,
+    /// The main build context is a git URL (fetched into a directory the
+    /// graph reads as the local source `context`): its material. The
+    /// context and the Dockerfile are then no local sources.
+    pub context_material: Option<kiln_attest::slsa::Material>,
 }
 
 impl std::fmt::Debug for AttestRequest {
@@ -326,6 +330,12 @@ fn record(
             lines: v.meta.location.as_ref().map(|l| (l.start_line, l.end_line)),
         });
     }
+    if let Some(m) = &req.context_material {
+        // What the graph reads as `context` is the checkout.
+        locals.retain(|l| l != "context");
+        git.retain(|g| g.uri != m.uri);
+        git.insert(0, m.clone());
+    }
     let mut local_materials = Vec::new();
     for name in &locals {
         local_materials.push(provenance::local_material(
@@ -341,14 +351,16 @@ fn record(
     rec.materials.extend(git);
     rec.materials.extend(http);
     rec.local_materials = local_materials;
-    rec.local_materials.push(kiln_attest::slsa::Material {
-        uri: format!(
-            "{}dockerfile/{}",
-            provenance::LOCAL_SCHEME,
-            rec.dockerfile_name
-        ),
-        digest: BTreeMap::from([("sha256".to_owned(), Digest::of(&rec.dockerfile).hex())]),
-    });
+    if req.context_material.is_none() {
+        rec.local_materials.push(kiln_attest::slsa::Material {
+            uri: format!(
+                "{}dockerfile/{}",
+                provenance::LOCAL_SCHEME,
+                rec.dockerfile_name
+            ),
+            digest: BTreeMap::from([("sha256".to_owned(), Digest::of(&rec.dockerfile).hex())]),
+        });
+    }
     // As BuildKit: a local source (the Dockerfile is one) is no material,
     // so the materials are incomplete.
     rec.materials_complete = all_named && rec.local_materials.is_empty();
