@@ -145,8 +145,13 @@ pub struct BuildRecord {
     pub finished_on: String,
     /// `vcs:source`, `vcs:revision`.
     pub vcs: BTreeMap<String, String>,
-    /// The graph, in dependency order (inputs first).
+    /// The graph, in dependency order (inputs first), ending with the
+    /// result step (BuildKit's last vertex: no op, the target as input).
     pub steps: Vec<Step>,
+    /// The layer chains of the steps whose results are part of the image
+    /// (`step<N>:<output>`), for `mode=max`.
+    #[serde(skip)]
+    pub layers: BTreeMap<String, Vec<Vec<crate::layout::Descriptor>>>,
 }
 
 /// Bytes as a JSON string (tests write Dockerfiles as text).
@@ -291,6 +296,11 @@ pub fn predicate(
     let buildkit = BuildKitMetadata {
         vcs: rec.vcs.clone(),
         source,
+        layers: if max {
+            rec.layers.clone()
+        } else {
+            BTreeMap::new()
+        },
     };
     let kiln = KilnMetadata {
         left_out,

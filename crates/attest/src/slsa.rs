@@ -176,6 +176,10 @@ pub struct BuildKitMetadata {
     pub vcs: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
+    /// `mode=max`: the layers of each step whose result is part of the
+    /// image, keyed `step<N>:<output>`, each a list of layer chains.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub layers: BTreeMap<String, Vec<Vec<crate::layout::Descriptor>>>,
 }
 
 /// kiln's own metadata: what it left out of the parameters and why the

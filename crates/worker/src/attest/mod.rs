@@ -41,6 +41,7 @@ pub use kiln_store::attestations::{forget, store_index, stored_blobs, stored_ind
 pub use sbom::{BundleEntry, SPDX_PREDICATE, bundle_in};
 pub use scan::{Generator, OUT_DIR, ScanGraphError, scan_graph};
 
+mod layers;
 mod sbom;
 pub(crate) mod scan;
 
@@ -225,7 +226,7 @@ fn record(
     state: &State,
     worker: &LlbWorker,
     req: &AttestRequest,
-    def: &Definition,
+    (def, img): (&Definition, &Committed),
     started: (i64, u32),
     epoch: Option<i64>,
 ) -> Result<BuildRecord, Error> {
@@ -370,7 +371,27 @@ fn record(
             rec.locals.push(l.clone());
         }
     }
+    // BuildKit's definition ends with the result: a vertex with no op
+    // whose one input is the target (its digest is kiln's own).
+    if let Some(t) = def.target
+        && let Some(&ti) = index.get(&t)
+    {
+        steps.push(provenance::Step {
+            digest: Digest::of(format!("kiln result {t}").as_bytes()).to_string(),
+            op: serde_json::json!({}),
+            inputs: vec![ti],
+            lines: None,
+        });
+    }
     rec.steps = steps;
+    if req
+        .provenance
+        .as_ref()
+        .is_some_and(|o| o.mode == kiln_attest::Mode::Max)
+        && let Some(t) = def.target
+    {
+        rec.layers = step_layers(state, def, t, img, &index, epoch)?;
+    }
     // With SOURCE_DATE_EPOCH the provenance is a function of the inputs,
     // as the image is: its times are the epoch and its invocation id a
     // digest of what it records, so the same build pushes the same index
@@ -401,6 +422,36 @@ fn record(
     Ok(rec)
 }
 
+/// `buildkit_metadata.layers`: the descriptors of the image's layers
+/// (gzip blobs, BuildKit's default compression, annotations left out) each
+/// step of its chain holds ([`layers::chain_lengths`]).
+fn step_layers(
+    state: &State,
+    def: &Definition,
+    target: Digest,
+    img: &Committed,
+    index: &BTreeMap<Digest, usize>,
+    epoch: Option<i64>,
+) -> Result<BTreeMap<String, Vec<Vec<layout::Descriptor>>>, Error> {
+    let mut descs = Vec::with_capacity(img.layers.len());
+    for l in &img.layers {
+        let d = kiln_store::layers::layer_blob(state, l, epoch, kiln_oci::Compression::default())?;
+        let mut d = to_layout(&d)?;
+        d.annotations.clear();
+        d.platform = None;
+        descs.push(d);
+    }
+    let mut out = BTreeMap::new();
+    for (d, n) in layers::chain_lengths(&def.graph, target, descs.len()) {
+        if let (Some(i), Some(chain)) = (index.get(&d), descs.get(..n))
+            && n > 0
+        {
+            out.insert(format!("step{i}:0"), vec![chain.to_vec()]);
+        }
+    }
+    Ok(out)
+}
+
 /// Makes the predicates of every platform's image. `images` are the
 /// committed images in `defs` order; with an SBOM generator, `scans` are
 /// the root filesystems of its scans, in the same order.
@@ -429,7 +480,7 @@ pub fn prepare(
     for (i, (def, (platform, img))) in defs.iter().zip(images).enumerate() {
         let mut preds = Vec::new();
         if let Some(opts) = &req.provenance {
-            let rec = record(state, worker, req, def, started, epoch)?;
+            let rec = record(state, worker, req, (def, img), started, epoch)?;
             let is_secret = req.is_secret_name.unwrap_or(|_| false);
             let (ptype, value) = provenance::predicate(
                 &rec,
