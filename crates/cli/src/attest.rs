@@ -250,6 +250,20 @@ pub fn complete(
     req.image_name = image_names.first().cloned();
 }
 
+/// A git URL as the main build context, as fetched.
+#[derive(Debug, Clone, Copy)]
+pub struct GitContext<'a> {
+    /// The URL as given.
+    pub given: &'a str,
+    pub remote: &'a str,
+    pub git_ref: &'a str,
+    pub subdir: &'a str,
+    /// The commit checked out.
+    pub commit: &'a str,
+    /// The Dockerfile is not the repository's (`-f -`, an absolute `-f`).
+    pub local_dockerfile: bool,
+}
+
 /// A git URL as the main build context (`kiln build URL`): BuildKit reads
 /// it as a git source, so the provenance records it as one, not as the
 /// local sources `context` and `dockerfile` the cli made of it: a resolved
@@ -259,14 +273,17 @@ pub fn complete(
 /// BuildKit's `findMaterial` gives `configSource` the commit's digest (and
 /// the URL in fragment form) when the URL matches the dependency's, which
 /// it compares before redacting: only a URL without credentials does.
-pub fn git_context(
-    req: &mut AttestRequest,
-    given: &str,
-    remote: &str,
-    git_ref: &str,
-    subdir: &str,
-    commit: &str,
-) {
+/// A Dockerfile read from outside the repository (`-f -`, an absolute
+/// `-f`), which buildx sends as the local `dockerfile`, stays one.
+pub fn git_context(req: &mut AttestRequest, git: &GitContext<'_>) {
+    let GitContext {
+        given,
+        remote,
+        git_ref,
+        subdir,
+        commit,
+        local_dockerfile,
+    } = *git;
     let with_ref = if git_ref.is_empty() {
         remote.to_owned()
     } else {
@@ -295,7 +312,8 @@ pub fn git_context(
             BTreeMap::new(),
         )
     });
-    rec.locals.retain(|l| l != "context" && l != "dockerfile");
+    rec.locals
+        .retain(|l| l != "context" && (local_dockerfile || l != "dockerfile"));
     rec.vcs.clear();
     req.context_material = Some(material);
 }
@@ -308,7 +326,17 @@ mod tests {
         let mut req = AttestRequest::default();
         req.record.locals = vec!["context".into(), "dockerfile".into(), "named".into()];
         req.record.vcs.insert("revision".into(), "abc".into());
-        git_context(&mut req, given, remote, "v1", "./src/", commit);
+        git_context(
+            &mut req,
+            &GitContext {
+                given,
+                remote,
+                git_ref: "v1",
+                subdir: "./src/",
+                commit,
+                local_dockerfile: false,
+            },
+        );
         req
     }
 

@@ -453,8 +453,6 @@ pub enum AttestError {
     /// Two statements a local or tar output writes have one name.
     #[error("duplicate attestation path name {name}")]
     DuplicateName { name: String },
-    #[error(transparent)]
-    ScanGraph(#[from] crate::attest::scan::ScanGraphError),
     #[error("invalid annotation: no platform {platform} found in the build")]
     UnknownPlatform { platform: String },
     /// A descriptor does not convert between the OCI and layout types.

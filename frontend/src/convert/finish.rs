@@ -272,3 +272,72 @@ fn outline(conv: &Converter, target: usize) -> Outline {
     out.ssh.sort_by_key(|a| a.line);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::{BuildOptions, Offline, SourceFile};
+
+    /// The extras of `dockerfile` with `args`: (context, stage names).
+    fn extras(dockerfile: &str, args: &[(&str, &str)]) -> (bool, Vec<String>) {
+        let file =
+            SourceFile::from_bytes("Dockerfile", dockerfile.as_bytes().to_vec()).expect("UTF-8");
+        let opts = BuildOptions {
+            build_args: args
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+            ..BuildOptions::default()
+        };
+        let plan = crate::plan(&file, &opts, &Offline).unwrap_or_else(|e| panic!("{}", e.render()));
+        let e = plan.definition.sbom_extras;
+        (e.context, e.stages.into_iter().map(|(n, _)| n).collect())
+    }
+
+    const STAGES: &str = "\
+ARG BUILDKIT_SBOM_SCAN_CONTEXT
+ARG BUILDKIT_SBOM_SCAN_STAGE=a,b
+FROM scratch AS a
+COPY x /a
+FROM scratch AS b
+ARG BUILDKIT_SBOM_SCAN_STAGE=false
+COPY x /b
+FROM scratch
+ARG BUILDKIT_SBOM_SCAN_STAGE=true
+COPY --from=a /a /
+COPY --from=b /b /
+";
+
+    #[test]
+    fn stages_ask_by_name_and_by_their_own_args() {
+        // `b` turns itself off; the target is never an extra.
+        assert_eq!(extras(STAGES, &[]), (false, vec!["a".to_owned()]));
+        // A build argument sets what the Dockerfile declares.
+        assert_eq!(
+            extras(
+                STAGES,
+                &[
+                    ("BUILDKIT_SBOM_SCAN_STAGE", "true"),
+                    ("BUILDKIT_SBOM_SCAN_CONTEXT", "1")
+                ]
+            ),
+            (true, vec!["a".to_owned(), "b".to_owned()])
+        );
+    }
+
+    #[test]
+    fn an_undeclared_build_argument_asks_nothing() {
+        let df = "FROM scratch AS a\nCOPY x /a\nFROM scratch\nCOPY --from=a /a /\n";
+        assert_eq!(
+            extras(
+                df,
+                &[
+                    ("BUILDKIT_SBOM_SCAN_STAGE", "true"),
+                    ("BUILDKIT_SBOM_SCAN_CONTEXT", "true")
+                ]
+            ),
+            (false, Vec::new())
+        );
+    }
+}

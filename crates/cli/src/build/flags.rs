@@ -234,4 +234,6 @@ pub(super) struct GitContext {
     pub(super) git_ref: String,
     pub(super) subdir: String,
     pub(super) commit: String,
+    /// The Dockerfile is read from here, not the repository.
+    pub(super) local_dockerfile: bool,
 }

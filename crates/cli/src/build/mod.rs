@@ -120,6 +120,11 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
                 git_ref: git_ref.clone(),
                 subdir: subdir.clone(),
                 commit: r.fetched.commit.clone().unwrap_or_default(),
+                // As buildx: `-f -` and an absolute `-f` are read here.
+                local_dockerfile: args
+                    .file
+                    .as_deref()
+                    .is_some_and(|f| f == "-" || Path::new(f).is_absolute()),
             }),
             _ => None,
         },
@@ -264,11 +269,14 @@ fn run(
     if let Some(g) = &git_context {
         crate::attest::git_context(
             &mut attest,
-            &g.given,
-            &g.remote,
-            &g.git_ref,
-            &g.subdir,
-            &g.commit,
+            &crate::attest::GitContext {
+                given: &g.given,
+                remote: &g.remote,
+                git_ref: &g.git_ref,
+                subdir: &g.subdir,
+                commit: &g.commit,
+                local_dockerfile: g.local_dockerfile,
+            },
         );
     }
     // buildx's git information of a local context, for the provenance.

@@ -43,7 +43,7 @@ pub use scan::{Generator, OUT_DIR, ScanGraphError, scan_graph};
 
 mod layers;
 mod sbom;
-pub(crate) mod scan;
+mod scan;
 
 /// `--sbom` options.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -352,7 +352,8 @@ fn record(
     rec.materials.extend(git);
     rec.materials.extend(http);
     rec.local_materials = local_materials;
-    if req.context_material.is_none() {
+    // A Dockerfile in a git context is the repository's, not a local one.
+    if req.context_material.is_none() || rec.locals.iter().any(|l| l == "dockerfile") {
         rec.local_materials.push(kiln_attest::slsa::Material {
             uri: format!(
                 "{}dockerfile/{}",
