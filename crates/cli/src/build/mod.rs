@@ -223,8 +223,9 @@ fn run(
         _ => crate::plan::print_warnings(&planned.notes),
     }
     let (planned, more_platforms) = (planned.first, planned.more_platforms);
-    let scans = sbom_scans(&mut attest, &planned.definition, &more_platforms, &resolver)?;
+    // The base images (`--metadata-file`), not an SBOM generator.
     let bases = resolver.resolutions();
+    let scans = sbom_scans(&mut attest, &planned.definition, &more_platforms, &resolver)?;
     let dag = Arc::new(
         kiln_worker::build::dag_with(&planned.definition, &more_platforms, &scans)
             .map_err(anyhow::Error::new)?,
