@@ -54,6 +54,11 @@ pub use resolver::{
 };
 pub use source::SourceFile;
 
+/// The version of this Dockerfile frontend (the `kiln-frontend` crate's):
+/// what provenance records as `dockerfileVersion`, where BuildKit records
+/// its Dockerfile frontend's.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// BuildKit's first check of a Dockerfile: it has some bytes (one with only
 /// comments or blank lines is the parser's "file with no instructions").
 fn check_not_empty(file: &SourceFile) -> Result<(), Diagnostic> {

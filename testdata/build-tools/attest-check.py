@@ -96,6 +96,7 @@ def main():
         return
     images = {}
     names = {}
+    image_layers = {}
     for i, m in enumerate(index["manifests"]):
         p = m.get("platform", {})
         plat = f'{p.get("os")}/{p.get("architecture")}' + (f'/{p["variant"]}' if p.get("variant") else "")
@@ -113,6 +114,7 @@ def main():
         assert sha(body) == m["digest"], "manifest digest mismatch"
         print(f"manifest {i}: {m['mediaType']} platform {plat} annotations {json.dumps(ann, sort_keys=True)}")
         if m["digest"] in images:
+            image_layers[m["digest"]] = [l["digest"] for l in json.loads(body)["layers"]]
             continue
         man = json.loads(body)
         cfg = src.blob(man["config"]["digest"])
@@ -135,6 +137,7 @@ def main():
             if "slsa.dev/provenance" in pt:
                 json.dump(st, open(os.path.join(out, "provenance.json"), "w"), indent=1, sort_keys=True)
                 provenance(pred, pt)
+                layers(pred, pt, image_layers.get(m.get("annotations", {}).get("vnd.docker.reference.digest"), []))
             elif "spdx" in pt:
                 json.dump(pred, open(os.path.join(out, "sbom.spdx.json"), "w"), indent=1, sort_keys=True)
                 spdx(pred)
@@ -175,6 +178,23 @@ def provenance(p, pt):
         kiln = p.get("runDetails", {}).get("metadata", {}).get("kiln_metadata", {})
         for m in kiln.get("locals", []):
             print(f"    kiln local {m['uri']} {sorted(m.get('digest', {}))}")
+
+
+def layers(p, pt, image):
+    """BuildKit's layer metadata (mode=max): each step's chains, which
+    must be prefixes of the image manifest's layers."""
+    md = p.get("metadata", {}).get("https://mobyproject.org/buildkit@v1#metadata") if pt.endswith("v0.2") else p.get("runDetails", {}).get("metadata", {}).get("buildkit_metadata")
+    found = (md or {}).get("layers")
+    if not found:
+        return
+    prefixes = sorted(
+        len(chain)
+        for chains in found.values()
+        for chain in chains
+        if [d["digest"] for d in chain] == image[: len(chain)]
+    )
+    total = sum(len(chains) for chains in found.values())
+    print(f"    layers: {len(found)} steps, {total} chains, prefixes of the image's {len(image)} layers: {prefixes}")
 
 
 def spdx(d):

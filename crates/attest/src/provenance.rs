@@ -136,14 +136,22 @@ pub struct BuildRecord {
     pub network: bool,
     /// The platform of the machine that built (`linux/amd64`).
     pub builder_platform: String,
+    /// The Dockerfile frontend's version (`dockerfileVersion`; BuildKit
+    /// writes it for the `dockerfile.v0` frontend).
+    pub dockerfile_version: String,
     pub invocation_id: String,
     /// RFC 3339 times.
     pub started_on: String,
     pub finished_on: String,
     /// `vcs:source`, `vcs:revision`.
     pub vcs: BTreeMap<String, String>,
-    /// The graph, in dependency order (inputs first).
+    /// The graph, in dependency order (inputs first), ending with the
+    /// result step (BuildKit's last vertex: no op, the target as input).
     pub steps: Vec<Step>,
+    /// The layer chains of the steps whose results are part of the image
+    /// (`step<N>:<output>`), for `mode=max`.
+    #[serde(skip)]
+    pub layers: BTreeMap<String, Vec<Vec<crate::layout::Descriptor>>>,
 }
 
 /// Bytes as a JSON string (tests write Dockerfiles as text).
@@ -288,6 +296,11 @@ pub fn predicate(
     let buildkit = BuildKitMetadata {
         vcs: rec.vcs.clone(),
         source,
+        layers: if max {
+            rec.layers.clone()
+        } else {
+            BTreeMap::new()
+        },
     };
     let kiln = KilnMetadata {
         left_out,
@@ -309,6 +322,7 @@ pub fn predicate(
                 parameters: params,
                 environment: Environment {
                     platform: rec.builder_platform.clone(),
+                    dockerfile_version: rec.dockerfile_version.clone(),
                 },
             },
             build_config,
@@ -341,6 +355,7 @@ pub fn predicate(
                 internal_parameters: InternalParametersV1 {
                     build_config,
                     builder_platform: rec.builder_platform.clone(),
+                    dockerfile_version: rec.dockerfile_version.clone(),
                 },
                 resolved_dependencies: rec.materials.clone(),
             },

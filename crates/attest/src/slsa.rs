@@ -176,6 +176,10 @@ pub struct BuildKitMetadata {
     pub vcs: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
+    /// `mode=max`: the layers of each step whose result is part of the
+    /// image, keyed `step<N>:<output>`, each a list of layer chains.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub layers: BTreeMap<String, Vec<Vec<crate::layout::Descriptor>>>,
 }
 
 /// kiln's own metadata: what it left out of the parameters and why the
@@ -257,6 +261,14 @@ pub struct ConfigSourceV02 {
 pub struct Environment {
     #[serde(default)]
     pub platform: String,
+    /// The version of the Dockerfile frontend (kiln's is built in: the
+    /// `kiln-frontend` crate's version).
+    #[serde(
+        rename = "dockerfileVersion",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub dockerfile_version: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -364,6 +376,13 @@ pub struct InternalParametersV1 {
     pub build_config: Option<BuildConfig>,
     #[serde(rename = "builderPlatform", default)]
     pub builder_platform: String,
+    /// As [`Environment::dockerfile_version`].
+    #[serde(
+        rename = "dockerfileVersion",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub dockerfile_version: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

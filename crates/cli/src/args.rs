@@ -386,8 +386,8 @@ pub struct BuildArgs {
     #[arg(long, value_name = "SPEC")]
     pub provenance: Option<String>,
 
-    /// SBOM attestation (SPDX 2.3, kiln's own scan of the image): `true` or
-    /// `false`.
+    /// SBOM attestation (SPDX 2.3, kiln's own scan of the image): `true`,
+    /// `false`, or `generator=IMAGE` (an SBOM generator image).
     #[arg(long, value_name = "SPEC")]
     pub sbom: Option<String>,
 

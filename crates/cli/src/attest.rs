@@ -9,7 +9,11 @@
 //!   inline-only=true` (only registry pushes carry it), unless
 //!   `BUILDX_NO_DEFAULT_ATTESTATIONS` is true; kiln does the same.
 //! * Provenance without `mode=` is `mode=max` (BuildKit's default).
-//! * The SBOM is kiln's own scan: a `generator=` image is not supported yet.
+//! * The SBOM is kiln's own scan of the image, or, with `generator=IMAGE`,
+//!   what that image writes when run by BuildKit's SBOM protocol (the other
+//!   attributes reach it as `BUILDKIT_SCAN_<KEY>=<value>`, as BuildKit
+//!   passes them). Without a generator, `scan-context` and `scan-stage` may
+//!   only be false: kiln's scanner scans the image alone.
 
 use std::collections::BTreeMap;
 
@@ -100,24 +104,39 @@ pub fn request(
                     kiln_attest::Options::from_attrs(&attrs).map_err(|e| usage(flag, value, e))?,
                 );
             }
-            ("sbom", Some(attrs)) => {
+            ("sbom", Some(mut attrs)) => {
                 let mut sbom = SbomRequest::default();
-                for (k, v) in &attrs {
-                    match k.as_str() {
-                        "generator" => {
-                            return Err(not_yet(format!(
-                                "{flag} generator={v} (an SBOM generator image; kiln scans the image itself: leave generator= out)"
-                            )));
-                        }
-                        "scan-stage" | "scan-context" => {
-                            if crate::args::go_bool(v) != Some(false) {
-                                return Err(not_yet(format!("{flag} {k}={v}")));
+                if let Some(g) = attrs.remove("generator") {
+                    // BuildKit's `ParseNormalizedNamed` and `TagNameOnly`.
+                    let r = kiln_reference::Reference::parse_normalized(&g).map_err(|e| {
+                        usage(
+                            flag,
+                            value,
+                            format!("failed to parse sbom scanner {g}: {e}"),
+                        )
+                    })?;
+                    sbom.generator = Some(r.with_default_tag().to_string());
+                    sbom.params = attrs;
+                } else {
+                    for (k, v) in &attrs {
+                        match k.as_str() {
+                            "scan-stage" | "scan-context" => {
+                                if crate::args::go_bool(v) != Some(false) {
+                                    return Err(not_yet(format!(
+                                        "{flag} {k}={v} with kiln's own SBOM scanner (it scans the image alone; an SBOM generator image, generator=IMAGE, gets it as BUILDKIT_SCAN_{k})"
+                                    )));
+                                }
+                            }
+                            _ => {
+                                return Err(usage(
+                                    flag,
+                                    value,
+                                    format!("unknown SBOM option {k:?} (without generator=)"),
+                                ));
                             }
                         }
-                        _ => return Err(usage(flag, value, format!("unknown SBOM option {k:?}"))),
                     }
                 }
-                sbom.generator = None;
                 req.sbom = Some(sbom);
             }
             ("provenance" | "sbom", None) => {}
@@ -170,6 +189,7 @@ pub fn complete(
 ) {
     let rec = &mut req.record;
     rec.frontend = "dockerfile.v0".to_owned();
+    rec.dockerfile_version = kiln_frontend::VERSION.to_owned();
     for (k, v) in &opts.build_args {
         rec.args.insert(format!("build-arg:{k}"), v.clone());
     }
@@ -228,4 +248,128 @@ pub fn complete(
     req.secret_values = values;
     req.is_secret_name = Some(kiln_frontend::lint::is_secret_key);
     req.image_name = image_names.first().cloned();
+}
+
+/// A git URL as the main build context, as fetched.
+#[derive(Debug, Clone, Copy)]
+pub struct GitContext<'a> {
+    /// The URL as given.
+    pub given: &'a str,
+    pub remote: &'a str,
+    pub git_ref: &'a str,
+    pub subdir: &'a str,
+    /// The commit checked out.
+    pub commit: &'a str,
+    /// The Dockerfile is not the repository's (`-f -`, an absolute `-f`).
+    pub local_dockerfile: bool,
+}
+
+/// A git URL as the main build context (`kiln build URL`): BuildKit reads
+/// it as a git source, so the provenance records it as one, not as the
+/// local sources `context` and `dockerfile` the cli made of it: a resolved
+/// dependency `REMOTE#REF` (credentials redacted) with the commit
+/// (`sha1`, or `sha256` for a SHA-256 repository), `configSource.uri` the
+/// URL as given (redacted), no locals for it, no vcs information.
+/// BuildKit's `findMaterial` gives `configSource` the commit's digest (and
+/// the URL in fragment form) when the URL matches the dependency's, which
+/// it compares before redacting: only a URL without credentials does.
+/// A Dockerfile read from outside the repository (`-f -`, an absolute
+/// `-f`), which buildx sends as the local `dockerfile`, stays one.
+pub fn git_context(req: &mut AttestRequest, git: &GitContext<'_>) {
+    let GitContext {
+        given,
+        remote,
+        git_ref,
+        subdir,
+        commit,
+        local_dockerfile,
+    } = *git;
+    let with_ref = if git_ref.is_empty() {
+        remote.to_owned()
+    } else {
+        format!("{remote}#{git_ref}")
+    };
+    let alg = if commit.len() == 64 { "sha256" } else { "sha1" };
+    let digest = BTreeMap::from([(alg.to_owned(), commit.to_owned())]);
+    let material = kiln_attest::slsa::Material {
+        uri: kiln_attest::provenance::redact_credentials(&with_ref),
+        digest: digest.clone(),
+    };
+    let rec = &mut req.record;
+    rec.config_uri = Some(if material.uri == with_ref {
+        let subdir = kiln_frontend::paths::join(&["/", subdir])
+            .trim_start_matches('/')
+            .to_owned();
+        let uri = match (git_ref.is_empty(), subdir.is_empty()) {
+            (true, true) => remote.to_owned(),
+            (_, true) => with_ref.clone(),
+            _ => format!("{remote}#{git_ref}:{subdir}"),
+        };
+        (uri, digest)
+    } else {
+        (
+            kiln_attest::provenance::redact_credentials(given),
+            BTreeMap::new(),
+        )
+    });
+    rec.locals
+        .retain(|l| l != "context" && (local_dockerfile || l != "dockerfile"));
+    rec.vcs.clear();
+    req.context_material = Some(material);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_git(given: &str, remote: &str, commit: &str) -> AttestRequest {
+        let mut req = AttestRequest::default();
+        req.record.locals = vec!["context".into(), "dockerfile".into(), "named".into()];
+        req.record.vcs.insert("revision".into(), "abc".into());
+        git_context(
+            &mut req,
+            &GitContext {
+                given,
+                remote,
+                git_ref: "v1",
+                subdir: "./src/",
+                commit,
+                local_dockerfile: false,
+            },
+        );
+        req
+    }
+
+    #[test]
+    fn a_git_context_is_a_dependency_not_a_local() {
+        let sha1 = "a".repeat(40);
+        let req = with_git(
+            "http://user:pass@host/repo.git#v1:src",
+            "http://user:pass@host/repo.git",
+            &sha1,
+        );
+        let m = req.context_material.expect("material");
+        assert_eq!(m.uri, "http://xxxxx:xxxxx@host/repo.git#v1");
+        assert_eq!(m.digest["sha1"], sha1);
+        assert_eq!(req.record.locals, ["named"]);
+        assert!(req.record.vcs.is_empty());
+        // As BuildKit's findMaterial: a URL with credentials does not match
+        // its (redacted) dependency, so configSource has no digest.
+        let (uri, digest) = req.record.config_uri.expect("config source");
+        assert_eq!(uri, "http://xxxxx:xxxxx@host/repo.git#v1:src");
+        assert!(digest.is_empty());
+    }
+
+    #[test]
+    fn a_git_context_without_credentials_names_its_commit() {
+        let sha256 = "b".repeat(64);
+        let req = with_git(
+            "http://host/repo.git#v1:./src/",
+            "http://host/repo.git",
+            &sha256,
+        );
+        let (uri, digest) = req.record.config_uri.expect("config source");
+        assert_eq!(uri, "http://host/repo.git#v1:src");
+        assert_eq!(digest["sha256"], sha256);
+    }
 }

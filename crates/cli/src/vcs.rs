@@ -63,7 +63,8 @@ fn remote_url(dir: &Path) -> Option<String> {
 
 /// The VCS information of a build whose context is the directory
 /// `context` and whose local sources are `locals` (name, directory);
-/// `env` looks up `BUILDX_GIT_INFO` and `BUILDX_GIT_CHECK_DIRTY`.
+/// `env` looks up `BUILDX_GIT_INFO`, `BUILDX_GIT_CHECK_DIRTY` and
+/// `GIT_DIR`.
 pub fn git_info(
     context: &Path,
     locals: &[(String, PathBuf)],
@@ -79,7 +80,7 @@ pub fn git_info(
     // Without a `.git` in the directory or above it (nor GIT_DIR), git finds
     // no work tree: ask it only otherwise (a git process per build is ~2 ms
     // of a ~10 ms no-op rebuild).
-    if std::env::var_os("GIT_DIR").is_none()
+    if env("GIT_DIR").is_none()
         && !wd
             .ancestors()
             .any(|d| d.join(".git").symlink_metadata().is_ok())
@@ -97,16 +98,10 @@ pub fn git_info(
     {
         let check_dirty = env("BUILDX_GIT_CHECK_DIRTY").and_then(|v| parse_bool(&v)) == Some(true);
         if check_dirty {
-            let dirty = Command::new("git")
-                .arg("-C")
-                .arg(&wd)
-                .args(["status", "--porcelain", "--ignored"])
-                .stdin(Stdio::null())
-                .stderr(Stdio::null())
-                .output()
-                .map_or(true, |o| {
-                    !o.status.success() || !String::from_utf8_lossy(&o.stdout).trim().is_empty()
-                });
+            // A porcelain line is never empty: the first says whether
+            // there is any (a failure counts as dirty, as in buildx).
+            let dirty = git(&wd, &["status", "--porcelain", "--ignored"])
+                .is_none_or(|first| !first.trim().is_empty());
             if dirty {
                 sha.push_str("-dirty");
             }
@@ -154,6 +149,7 @@ mod tests {
     #[test]
     fn a_context_in_a_work_tree() {
         if Command::new("git").arg("--version").output().is_err() {
+            eprintln!("skipped: needs git (Debian: git)");
             return;
         }
         let tmp = tempfile::tempdir().unwrap();

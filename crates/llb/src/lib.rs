@@ -60,6 +60,31 @@ pub struct Definition {
     /// 1970 for creation times, as BuildKit's frontend returns its epoch to
     /// the exporters.
     pub source_date_epoch: Option<i64>,
+    /// What an SBOM generator image scans besides the target: the build
+    /// context and the stages that ask for it (`BUILDKIT_SBOM_SCAN_CONTEXT`,
+    /// `BUILDKIT_SBOM_SCAN_STAGE`; BuildKit's `SBOMTargets.Extras`).
+    pub sbom_extras: SbomExtras,
+}
+
+/// The extra SBOM scan targets of a build: filesystems the generator sees
+/// at `/run/src/extras/sbom-<name>` beside the target's.
+#[derive(Clone, Debug, Default)]
+pub struct SbomExtras {
+    /// Whether the main build context is one (`sbom-context`).
+    pub context: bool,
+    /// The stages that are one, by name, with their root filesystems
+    /// (`None`: empty), in Dockerfile order; never the target stage.
+    pub stages: Vec<(String, Option<Digest>)>,
+    /// The vertices the stages' roots need (the definition's graph holds
+    /// only the target's).
+    pub graph: Graph,
+}
+
+impl SbomExtras {
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        !self.context && self.stages.is_empty()
+    }
 }
 
 impl Definition {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use kiln_context::{StatCache, Tree};
 use kiln_executor::Executor;
-use kiln_llb::{Definition, Platform, StageBase, Vertex};
+use kiln_llb::{Definition, Graph, Platform, StageBase, Vertex};
 use kiln_oci::History;
 use kiln_snapshot::LayerId;
 use kiln_solver::{CancelToken, Dag, Event, Node, SolveError, Solver};
@@ -141,12 +141,25 @@ pub fn dag(def: &Definition) -> Result<Dag<Vertex>, Error> {
 /// platform's definition merged, identical vertices (a stage built for the
 /// build platform, the context it copies) collapsing into one.
 pub fn dag_of_platforms(first: &Definition, more: &[Definition]) -> Result<Dag<Vertex>, Error> {
-    if more.is_empty() {
+    dag_with(first, more, &[])
+}
+
+/// [`dag_of_platforms`] with more graphs merged in (an SBOM generator's
+/// scans, [`crate::attest::scan_graph`]).
+pub fn dag_with(
+    first: &Definition,
+    more: &[Definition],
+    extra: &[Graph],
+) -> Result<Dag<Vertex>, Error> {
+    if more.is_empty() && extra.is_empty() {
         return dag(first);
     }
     let mut merged = first.clone();
     for d in more {
         merged.graph.merge(&d.graph);
+    }
+    for g in extra {
+        merged.graph.merge(g);
     }
     dag(&merged)
 }
@@ -221,14 +234,15 @@ pub async fn build(
     ));
     let values = b.solve(&worker, cache.clone(), events).await?;
     let platforms = b.platform_layers(&worker, &values)?;
+    let scans = b.scan_layers(&worker, &values)?;
     // Ctrl-C after the solve stops the outputs too, between their phases.
     b.stop()?;
     let seen = b.seen(&cache);
     let images = b.commit_images(&platforms, &seen)?;
     let manifests = if b.multi {
-        b.write_multi(&worker, &images, &platforms)?
+        b.write_multi(&worker, &images, &platforms, &scans)?
     } else {
-        b.write_single(&worker, &images, &platforms)?
+        b.write_single(&worker, &images, &platforms, &scans)?
     };
     b.export_caches(&worker, &imported, &seen, &platforms, images.inline_records)?;
     Ok(BuildResult {
@@ -251,6 +265,8 @@ struct Build<'a> {
     multi: bool,
     /// Each platform's target node (none for a definition without one).
     targets: Vec<Option<usize>>,
+    /// With an SBOM generator, the node of its scan of each platform.
+    scans: Vec<usize>,
     /// Whether an inline cache is asked for (`--cache-to type=inline`).
     inline: bool,
 }
@@ -306,6 +322,15 @@ impl<'a> Build<'a> {
                 None => None,
             });
         }
+        let mut scans = Vec::new();
+        for d in req.attest.sbom.iter().flat_map(|s| &s.scans) {
+            scans.push(
+                dag.nodes()
+                    .iter()
+                    .position(|n| n.payload.digest == *d)
+                    .ok_or(InternalError::TargetNotInGraph { target: *d })?,
+            );
+        }
         let inline = req.cache_to.iter().any(|t| t.location.is_inline());
         if inline && !req.outputs.iter().any(|o| o.needs_image()) {
             return Err(OutputError::InlineCacheWithoutImage.into());
@@ -318,6 +343,7 @@ impl<'a> Build<'a> {
             defs,
             multi,
             targets,
+            scans,
             inline,
         })
     }
@@ -429,8 +455,8 @@ impl<'a> Build<'a> {
         Ok(imported)
     }
 
-    /// The solve: every platform's target, each node once (platforms may
-    /// share one), by target node. The contexts' stat caches are saved
+    /// The solve: every platform's target and SBOM generator scan, each
+    /// node once (platforms may share one), by node. The contexts' stat caches are saved
     /// whether it succeeds or not; a failed step becomes a [`StepError`].
     async fn solve(
         &self,
@@ -440,7 +466,7 @@ impl<'a> Build<'a> {
     ) -> Result<HashMap<usize, Vec<LayerRef>>, Error> {
         let solver = Solver::new(worker.clone(), cache, self.req.max_parallelism.max(1));
         let mut unique: Vec<usize> = Vec::new();
-        for t in self.targets.iter().flatten() {
+        for t in self.targets.iter().flatten().chain(&self.scans) {
             if !unique.contains(t) {
                 unique.push(*t);
             }
@@ -490,6 +516,21 @@ impl<'a> Build<'a> {
             platform_layers.push((refs, ids));
         }
         Ok(platform_layers)
+    }
+
+    /// The root filesystems of the SBOM generator's scans, in `--platform`
+    /// order (none without a generator).
+    fn scan_layers(
+        &self,
+        worker: &LlbWorker,
+        values: &HashMap<usize, Vec<LayerRef>>,
+    ) -> Result<Vec<Vec<LayerId>>, Error> {
+        let mut out = Vec::with_capacity(self.scans.len());
+        for s in &self.scans {
+            let refs = values.get(s).cloned().unwrap_or_default();
+            out.push(worker.layers_of(&Value::Fs { layers: refs })?);
+        }
+        Ok(out)
     }
 
     /// [`Error::Cancelled`] once the build is cancelled (checked between
@@ -596,6 +637,7 @@ impl<'a> Build<'a> {
         &self,
         worker: &LlbWorker,
         images: &[(Platform, Committed)],
+        scans: &[Vec<LayerId>],
     ) -> Result<Option<crate::attest::Attestations>, Error> {
         let req = self.req;
         if !crate::attest::needed(&req.attest, req.outputs.iter().map(|o| o.carries())) {
@@ -607,6 +649,7 @@ impl<'a> Build<'a> {
             &req.attest,
             &self.defs,
             images,
+            scans,
             req.now,
             req.source_date_epoch,
         )
@@ -619,6 +662,7 @@ impl<'a> Build<'a> {
         worker: &LlbWorker,
         images: &Images,
         platforms: &[PlatformLayers],
+        scans: &[Vec<LayerId>],
     ) -> Result<Vec<kiln_oci::Descriptor>, Error> {
         let req = self.req;
         let per_platform: Vec<(Platform, Vec<LayerId>)> = self
@@ -628,7 +672,7 @@ impl<'a> Build<'a> {
             .map(|(d, (_, ids))| (d.target_stage().platform.clone(), ids.clone()))
             .collect();
         self.stop()?;
-        let att = self.attestations(worker, &images.platform_images)?;
+        let att = self.attestations(worker, &images.platform_images, scans)?;
         crate::multi::write_outputs(
             self.state,
             &images.platform_images,
@@ -650,10 +694,13 @@ impl<'a> Build<'a> {
         worker: &LlbWorker,
         images: &Images,
         platforms: &[PlatformLayers],
+        scans: &[Vec<LayerId>],
     ) -> Result<Vec<kiln_oci::Descriptor>, Error> {
         let req = self.req;
         let att = match &images.image {
-            Some(img) => self.attestations(worker, &[(img.config.platform(), img.clone())])?,
+            Some(img) => {
+                self.attestations(worker, &[(img.config.platform(), img.clone())], scans)?
+            }
             None => None,
         };
         let layers = platforms

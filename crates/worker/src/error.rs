@@ -457,6 +457,12 @@ pub enum AttestError {
     Scan(#[source] kiln_sbom::ScanError),
     #[error("writing the SBOM: {0}")]
     Spdx(#[source] kiln_sbom::spdx::SpdxError),
+    /// What an SBOM generator image (`--sbom generator=`) wrote is no SBOM.
+    #[error("SBOM generator {image}: {why}")]
+    Generator { image: String, why: String },
+    /// Two statements a local or tar output writes have one name.
+    #[error("duplicate attestation path name {name}")]
+    DuplicateName { name: String },
     #[error("invalid annotation: no platform {platform} found in the build")]
     UnknownPlatform { platform: String },
     /// A descriptor does not convert between the OCI and layout types.

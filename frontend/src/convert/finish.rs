@@ -5,13 +5,13 @@
 
 use std::collections::BTreeSet;
 
-use kiln_llb::{Definition, Graph, Stage as LlbStage, StageBase};
+use kiln_llb::{Definition, Graph, SbomExtras, Stage as LlbStage, StageBase};
 
 use crate::contexts::NamedContext;
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::outline::{self, Outline, OutlineArg, OutlineMount};
 
-use super::options::{PROXY_ARGS, Plan, builtin_arg_note};
+use super::options::{PROXY_ARGS, Plan, SBOM_SCAN_CONTEXT, SBOM_SCAN_STAGE, builtin_arg_note};
 use super::shared::{Converter, R};
 use super::state::Base;
 
@@ -127,6 +127,8 @@ pub(super) fn finish(conv: &mut Converter, target: usize, reachable: &[bool]) ->
             .map(|p| p.trim_start_matches('/').to_owned())
             .collect()
     };
+    let sbom_extras = sbom_extras(conv, target, reachable);
+    let cx = &mut conv.cx;
     let warnings = std::mem::take(&mut cx.warnings);
     let source_date_epoch = cx.epoch;
     Ok(Plan {
@@ -138,9 +140,63 @@ pub(super) fn finish(conv: &mut Converter, target: usize, reachable: &[bool]) ->
             stages,
             context_paths,
             source_date_epoch,
+            sbom_extras,
         },
         warnings,
     })
+}
+
+/// BuildKit's `isEnabledForStage`: a Go boolean, or a comma-separated list
+/// of stage names.
+fn enabled_for_stage(stage: &str, value: &str) -> bool {
+    match crate::mount::parse_go_bool(value) {
+        Some(b) => b,
+        None => value.split(',').any(|s| s == stage),
+    }
+}
+
+/// The extra SBOM scan targets (BuildKit's `Dockerfile2LLB`): the context
+/// when the target asks for it (`BUILDKIT_SBOM_SCAN_CONTEXT`), and every
+/// other stage the target needs that asks for a scan
+/// (`BUILDKIT_SBOM_SCAN_STAGE`). Each stage reads the global value of the
+/// argument, then its own `ARG`s; a build argument counts only through a
+/// declaration, as any other. An unnamed stage's name is empty there.
+fn sbom_extras(conv: &Converter, target: usize, reachable: &[bool]) -> SbomExtras {
+    let asks = |i: usize, key: &str| {
+        let st = &conv.stages[i];
+        let name = st.name.as_deref().unwrap_or_default();
+        let mut on = conv
+            .cx
+            .global_args
+            .get(key)
+            .is_some_and(|v| enabled_for_stage(name, v));
+        for (k, v) in &st.build_args {
+            if k == key
+                && let Some(v) = v
+            {
+                on = enabled_for_stage(name, v);
+            }
+        }
+        on
+    };
+    let mut extras = SbomExtras {
+        context: asks(target, SBOM_SCAN_CONTEXT),
+        ..SbomExtras::default()
+    };
+    let mut roots = Vec::new();
+    for (i, st) in conv.stages.iter().enumerate() {
+        if i == target || !reachable[i] || st.stage_index.is_none() {
+            continue;
+        }
+        if asks(i, SBOM_SCAN_STAGE) {
+            extras.stages.push((st.display_name(), st.root));
+            roots.extend(st.root);
+        }
+    }
+    if !roots.is_empty() {
+        extras.graph = conv.cx.graph.pruned(&roots);
+    }
+    extras
 }
 
 /// `--call outline` for state `target`: the ARGs it and the stages it
@@ -215,4 +271,73 @@ fn outline(conv: &Converter, target: usize) -> Outline {
     out.secrets.sort_by_key(|a| a.line);
     out.ssh.sort_by_key(|a| a.line);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::{BuildOptions, Offline, SourceFile};
+
+    /// The extras of `dockerfile` with `args`: (context, stage names).
+    fn extras(dockerfile: &str, args: &[(&str, &str)]) -> (bool, Vec<String>) {
+        let file =
+            SourceFile::from_bytes("Dockerfile", dockerfile.as_bytes().to_vec()).expect("UTF-8");
+        let opts = BuildOptions {
+            build_args: args
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+            ..BuildOptions::default()
+        };
+        let plan = crate::plan(&file, &opts, &Offline).unwrap_or_else(|e| panic!("{}", e.render()));
+        let e = plan.definition.sbom_extras;
+        (e.context, e.stages.into_iter().map(|(n, _)| n).collect())
+    }
+
+    const STAGES: &str = "\
+ARG BUILDKIT_SBOM_SCAN_CONTEXT
+ARG BUILDKIT_SBOM_SCAN_STAGE=a,b
+FROM scratch AS a
+COPY x /a
+FROM scratch AS b
+ARG BUILDKIT_SBOM_SCAN_STAGE=false
+COPY x /b
+FROM scratch
+ARG BUILDKIT_SBOM_SCAN_STAGE=true
+COPY --from=a /a /
+COPY --from=b /b /
+";
+
+    #[test]
+    fn stages_ask_by_name_and_by_their_own_args() {
+        // `b` turns itself off; the target is never an extra.
+        assert_eq!(extras(STAGES, &[]), (false, vec!["a".to_owned()]));
+        // A build argument sets what the Dockerfile declares.
+        assert_eq!(
+            extras(
+                STAGES,
+                &[
+                    ("BUILDKIT_SBOM_SCAN_STAGE", "true"),
+                    ("BUILDKIT_SBOM_SCAN_CONTEXT", "1")
+                ]
+            ),
+            (true, vec!["a".to_owned(), "b".to_owned()])
+        );
+    }
+
+    #[test]
+    fn an_undeclared_build_argument_asks_nothing() {
+        let df = "FROM scratch AS a\nCOPY x /a\nFROM scratch\nCOPY --from=a /a /\n";
+        assert_eq!(
+            extras(
+                df,
+                &[
+                    ("BUILDKIT_SBOM_SCAN_STAGE", "true"),
+                    ("BUILDKIT_SBOM_SCAN_CONTEXT", "true")
+                ]
+            ),
+            (false, Vec::new())
+        );
+    }
 }

@@ -95,6 +95,11 @@ pub struct CheckReport {
 /// The build arg of the build's epoch (`epoch.rs`).
 pub(super) const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
 
+/// The build args that ask an SBOM generator to scan the context and a
+/// stage too (never in a RUN step's environment).
+pub(super) const SBOM_SCAN_CONTEXT: &str = "BUILDKIT_SBOM_SCAN_CONTEXT";
+pub(super) const SBOM_SCAN_STAGE: &str = "BUILDKIT_SBOM_SCAN_STAGE";
+
 /// Build args Docker knows without an ARG instruction.
 pub(super) const PROXY_ARGS: [&str; 10] = [
     "HTTP_PROXY",
@@ -118,9 +123,9 @@ pub(super) fn builtin_arg_note(key: &str) -> Option<&'static str> {
         "BUILDKIT_INLINE_CACHE" => Some(""),
         "BUILDKIT_CONTEXT_KEEP_GIT_DIR" => Some("git build contexts are not supported by kiln yet"),
         "BUILDKIT_DOCKERFILE_CHECK" => Some(""),
-        "BUILDKIT_SBOM_SCAN_CONTEXT" | "BUILDKIT_SBOM_SCAN_STAGE" => {
-            Some("SBOM generation is not supported by kiln")
-        }
+        // Read by the frontend for an SBOM generator image (`--sbom
+        // generator=`); kiln's own scanner scans the image only.
+        SBOM_SCAN_CONTEXT | SBOM_SCAN_STAGE => Some(""),
         // Read by the cli: the creation time and mtime clamp of the build.
         "SOURCE_DATE_EPOCH" => Some(""),
         _ => None,

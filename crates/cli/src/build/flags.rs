@@ -222,4 +222,18 @@ pub(super) struct Plan {
     pub(super) local_context: bool,
     /// A remote context's URL and `-f`, naming its `--explain` records.
     pub(super) context_scope: Option<String>,
+    /// A git URL context: the URL as given, its remote, ref and
+    /// subdirectory, and the commit fetched (for the provenance).
+    pub(super) git_context: Option<GitContext>,
+}
+
+/// A git URL as the main context, as fetched.
+pub(super) struct GitContext {
+    pub(super) given: String,
+    pub(super) remote: String,
+    pub(super) git_ref: String,
+    pub(super) subdir: String,
+    pub(super) commit: String,
+    /// The Dockerfile is read from here, not the repository.
+    pub(super) local_dockerfile: bool,
 }

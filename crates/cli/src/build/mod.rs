@@ -105,6 +105,29 @@ pub fn build(globals: &Globals, args: &BuildArgs) -> Result<(), Failure> {
                 args.file.as_deref().unwrap_or_default()
             )
         }),
+        git_context: match (&opened.main_context, remote) {
+            (
+                crate::options::MainContext::Git {
+                    remote,
+                    git_ref,
+                    subdir,
+                    ..
+                },
+                Some(r),
+            ) => Some(flags::GitContext {
+                given: args.context.clone(),
+                remote: remote.clone(),
+                git_ref: git_ref.clone(),
+                subdir: subdir.clone(),
+                commit: r.fetched.commit.clone().unwrap_or_default(),
+                // As buildx: `-f -` and an absolute `-f` are read here.
+                local_dockerfile: args
+                    .file
+                    .as_deref()
+                    .is_some_and(|f| f == "-" || Path::new(f).is_absolute()),
+            }),
+            _ => None,
+        },
     };
     let mut found = Found::default();
     let result = run(
@@ -159,6 +182,7 @@ fn run(
         isolation,
         local_context,
         context_scope,
+        git_context,
     } = plan;
     crate::isolation::check_flags(&*isolation, args)?;
     let step_limits = limits(args)?;
@@ -199,9 +223,11 @@ fn run(
         _ => crate::plan::print_warnings(&planned.notes),
     }
     let (planned, more_platforms) = (planned.first, planned.more_platforms);
+    // The base images (`--metadata-file`), not an SBOM generator.
     let bases = resolver.resolutions();
+    let scans = sbom_scans(&mut attest, &planned.definition, &more_platforms, &resolver)?;
     let dag = Arc::new(
-        kiln_worker::build::dag_of_platforms(&planned.definition, &more_platforms)
+        kiln_worker::build::dag_with(&planned.definition, &more_platforms, &scans)
             .map_err(anyhow::Error::new)?,
     );
     let target = planned
@@ -241,6 +267,19 @@ fn run(
         &image_names,
     );
     attest.oci_layouts = imported.oci_layouts;
+    if let Some(g) = &git_context {
+        crate::attest::git_context(
+            &mut attest,
+            &crate::attest::GitContext {
+                given: &g.given,
+                remote: &g.remote,
+                git_ref: &g.git_ref,
+                subdir: &g.subdir,
+                commit: &g.commit,
+                local_dockerfile: g.local_dockerfile,
+            },
+        );
+    }
     // buildx's git information of a local context, for the provenance.
     if local_context && attest.provenance.is_some() {
         let context = PathBuf::from(&args.context);
@@ -323,4 +362,51 @@ fn run(
     }
     drop(store_lock);
     Ok(())
+}
+
+/// With an SBOM generator image (`--sbom generator=`): the generator
+/// resolved for the build platform, as BuildKit resolves it, and the graph
+/// of its scan of each platform's image (their exec vertices go to `attest`).
+fn sbom_scans(
+    attest: &mut kiln_worker::attest::AttestRequest,
+    first: &kiln_llb::Definition,
+    more: &[kiln_llb::Definition],
+    resolver: &dyn kiln_frontend::ImageResolver,
+) -> Result<Vec<kiln_llb::Graph>, Failure> {
+    let Some(sbom) = attest.sbom.as_mut() else {
+        return Ok(Vec::new());
+    };
+    let Some(reference) = sbom.generator.clone() else {
+        return Ok(Vec::new());
+    };
+    let platform = kiln_llb::Platform::host();
+    let resolved = match resolver.resolve(&reference, &platform) {
+        Ok(kiln_frontend::Resolution::Resolved(r)) => r,
+        Ok(kiln_frontend::Resolution::Unresolved) => {
+            return Err(Failure::Registry(anyhow::anyhow!(
+                "SBOM generator {reference}: the image could not be found"
+            )));
+        }
+        Err(e) => {
+            return Err(Failure::Registry(anyhow::anyhow!(
+                "SBOM generator {reference}: {e}"
+            )));
+        }
+    };
+    let generator = kiln_worker::attest::Generator {
+        reference,
+        digest: resolved.digest,
+        config: resolved.config,
+        platform,
+        params: sbom.params.clone(),
+    };
+    let mut graphs = Vec::new();
+    for def in std::iter::once(first).chain(more) {
+        let name = def.target_stage().platform.format_all();
+        let (graph, exec) = kiln_worker::attest::scan_graph(def, &generator, &name)
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+        sbom.scans.push(exec);
+        graphs.push(graph);
+    }
+    Ok(graphs)
 }

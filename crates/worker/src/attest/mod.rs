@@ -4,8 +4,10 @@
 //! After the solve, [`prepare`] makes each platform image's predicates
 //! once: the SLSA provenance (from the definition, the sources the solve
 //! resolved — image digests, git commits, download digests — and the
-//! content digests of the local contexts) and the SPDX SBOM (a scan of the
-//! image's layers, mounted read-only). Each output then wraps them in
+//! content digests of the local contexts) and the SPDX SBOM (kiln's own
+//! scan of the image's layers, mounted read-only, or the statements an SBOM
+//! generator image wrote: `scan.rs` makes the graph ops that run it, which
+//! the solve runs with the build's, `sbom.rs` reads what it wrote). Each output then wraps them in
 //! statements about the manifest *it* wrote ([`Attestations::index`]): an
 //! OCI index of the image manifests and their attestation manifests, in
 //! BuildKit's layout. The image manifests are those the outputs write
@@ -36,12 +38,25 @@ pub use crate::resolved::{Resolved, context_digest};
 use crate::state::State;
 use crate::worker::LlbWorker;
 pub use kiln_store::attestations::{forget, store_index, stored_blobs, stored_index};
+pub use sbom::{BundleEntry, SPDX_PREDICATE, bundle_in};
+pub use scan::{Generator, OUT_DIR, ScanGraphError, scan_graph};
+
+mod layers;
+mod sbom;
+mod scan;
 
 /// `--sbom` options.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SbomRequest {
-    /// `generator=`: kiln's own scanner is the only one.
+    /// `generator=`: the SBOM generator image (normalized); `None`: kiln's
+    /// own scanner.
     pub generator: Option<String>,
+    /// The other attributes, for the generator's environment.
+    pub params: BTreeMap<String, String>,
+    /// With a generator: the exec vertex of its scan of each platform's
+    /// image, in the order of the definitions ([`scan_graph`]; the cli adds
+    /// them to the build's graph).
+    pub scans: Vec<Digest>,
 }
 
 /// An `oci-layout://` named context, for its material: BuildKit names it
@@ -80,6 +95,10 @@ pub struct AttestRequest {
     pub image_name: Option<String>,
     /// The `oci-layout://` named contexts.
     pub oci_layouts: Vec<OciLayoutSource>,
+    /// The main build context is a git URL (fetched into a directory the
+    /// graph reads as the local source `context`): its material. The
+    /// context and the Dockerfile are then no local sources.
+    pub context_material: Option<kiln_attest::slsa::Material>,
 }
 
 impl std::fmt::Debug for AttestRequest {
@@ -148,6 +167,10 @@ struct Predicate {
     value: serde_json::Value,
     /// The default provenance: registry pushes only.
     implicit: bool,
+    /// The name a local output gives its file (`provenance.json`).
+    file_name: String,
+    /// The subjects a generator's statement named (none: the image's).
+    subjects: Vec<kiln_attest::Subject>,
 }
 
 /// The predicates of every platform's image, made once per build.
@@ -203,7 +226,7 @@ fn record(
     state: &State,
     worker: &LlbWorker,
     req: &AttestRequest,
-    def: &Definition,
+    (def, img): (&Definition, &Committed),
     started: (i64, u32),
     epoch: Option<i64>,
 ) -> Result<BuildRecord, Error> {
@@ -308,6 +331,12 @@ fn record(
             lines: v.meta.location.as_ref().map(|l| (l.start_line, l.end_line)),
         });
     }
+    if let Some(m) = &req.context_material {
+        // What the graph reads as `context` is the checkout.
+        locals.retain(|l| l != "context");
+        git.retain(|g| g.uri != m.uri);
+        git.insert(0, m.clone());
+    }
     let mut local_materials = Vec::new();
     for name in &locals {
         local_materials.push(provenance::local_material(
@@ -323,14 +352,17 @@ fn record(
     rec.materials.extend(git);
     rec.materials.extend(http);
     rec.local_materials = local_materials;
-    rec.local_materials.push(kiln_attest::slsa::Material {
-        uri: format!(
-            "{}dockerfile/{}",
-            provenance::LOCAL_SCHEME,
-            rec.dockerfile_name
-        ),
-        digest: BTreeMap::from([("sha256".to_owned(), Digest::of(&rec.dockerfile).hex())]),
-    });
+    // A Dockerfile in a git context is the repository's, not a local one.
+    if req.context_material.is_none() || rec.locals.iter().any(|l| l == "dockerfile") {
+        rec.local_materials.push(kiln_attest::slsa::Material {
+            uri: format!(
+                "{}dockerfile/{}",
+                provenance::LOCAL_SCHEME,
+                rec.dockerfile_name
+            ),
+            digest: BTreeMap::from([("sha256".to_owned(), Digest::of(&rec.dockerfile).hex())]),
+        });
+    }
     // As BuildKit: a local source (the Dockerfile is one) is no material,
     // so the materials are incomplete.
     rec.materials_complete = all_named && rec.local_materials.is_empty();
@@ -340,7 +372,27 @@ fn record(
             rec.locals.push(l.clone());
         }
     }
+    // BuildKit's definition ends with the result: a vertex with no op
+    // whose one input is the target (its digest is kiln's own).
+    if let Some(t) = def.target
+        && let Some(&ti) = index.get(&t)
+    {
+        steps.push(provenance::Step {
+            digest: Digest::of(format!("kiln result {t}").as_bytes()).to_string(),
+            op: serde_json::json!({}),
+            inputs: vec![ti],
+            lines: None,
+        });
+    }
     rec.steps = steps;
+    if req
+        .provenance
+        .as_ref()
+        .is_some_and(|o| o.mode == kiln_attest::Mode::Max)
+        && let Some(t) = def.target
+    {
+        rec.layers = step_layers(state, def, t, img, &index, epoch)?;
+    }
     // With SOURCE_DATE_EPOCH the provenance is a function of the inputs,
     // as the image is: its times are the epoch and its invocation id a
     // digest of what it records, so the same build pushes the same index
@@ -371,73 +423,47 @@ fn record(
     Ok(rec)
 }
 
-/// The SPDX document of one image: its layers mounted read-only and
-/// scanned.
-fn sbom(
+/// `buildkit_metadata.layers`: the descriptors of the image's layers
+/// (gzip blobs, BuildKit's default compression, annotations left out) each
+/// step of its chain holds ([`layers::chain_lengths`]).
+fn step_layers(
     state: &State,
+    def: &Definition,
+    target: Digest,
     img: &Committed,
-    name: &str,
-    created: (i64, u32),
-) -> Result<serde_json::Value, Error> {
-    let scratch = state.scratch()?;
-    let mnt = scratch.path().join("fs");
-    std::fs::create_dir(&mnt).map_err(|source| Error::Io {
-        what: format!("creating {}", mnt.display()),
-        source,
-    })?;
-    let dirs = state.layer_dirs(&img.layers)?;
-    let guard = if dirs.is_empty() {
-        None
-    } else {
-        Some(state.snapshotter.mount(&dirs, None, &mnt)?)
-    };
-    let layers = kiln_sbom::DirLayers {
-        layers: img
-            .config
-            .rootfs
-            .diff_ids
-            .iter()
-            .map(ToString::to_string)
-            .zip(dirs.iter().cloned())
-            .collect(),
-        is_whiteout: Box::new(|p: &Path, m: &std::fs::Metadata| {
-            kiln_snapshot::whiteout::is_whiteout(p, m)
-        }),
-    };
-    let tree = kiln_sbom::DirTree::new(&mnt);
-    let scanned = kiln_sbom::scan(&tree, &layers, &kiln_sbom::scanners())
-        .map_err(|e| Error::from(AttestError::Scan(e)));
-    let doc = scanned.and_then(|pkgs| {
-        kiln_sbom::spdx::document(
-            &pkgs,
-            &kiln_sbom::spdx::DocumentInfo {
-                name: name.to_owned(),
-                image_id: img.id.to_string(),
-                created: kiln_oci::rfc3339(created.0, 0).unwrap_or_default(),
-                creators: vec![
-                    "Organization: kiln".to_owned(),
-                    format!("Tool: kiln-{}", env!("CARGO_PKG_VERSION")),
-                ],
-            },
-            &tree,
-            &layers,
-        )
-        .map_err(|e| AttestError::Spdx(e).into())
-    });
-    if let Some(g) = guard {
-        g.unmount()?;
+    index: &BTreeMap<Digest, usize>,
+    epoch: Option<i64>,
+) -> Result<BTreeMap<String, Vec<Vec<layout::Descriptor>>>, Error> {
+    let mut descs = Vec::with_capacity(img.layers.len());
+    for l in &img.layers {
+        let d = kiln_store::layers::layer_blob(state, l, epoch, kiln_oci::Compression::default())?;
+        let mut d = to_layout(&d)?;
+        d.annotations.clear();
+        d.platform = None;
+        descs.push(d);
     }
-    doc
+    let mut out = BTreeMap::new();
+    for (d, n) in layers::chain_lengths(&def.graph, target, descs.len()) {
+        if let (Some(i), Some(chain)) = (index.get(&d), descs.get(..n))
+            && n > 0
+        {
+            out.insert(format!("step{i}:0"), vec![chain.to_vec()]);
+        }
+    }
+    Ok(out)
 }
 
 /// Makes the predicates of every platform's image. `images` are the
-/// committed images in `defs` order.
+/// committed images in `defs` order; with an SBOM generator, `scans` are
+/// the root filesystems of its scans, in the same order.
+#[allow(clippy::too_many_arguments)]
 pub fn prepare(
     state: &State,
     worker: &LlbWorker,
     req: &AttestRequest,
     defs: &[&Definition],
     images: &[(Platform, Committed)],
+    scans: &[Vec<kiln_snapshot::LayerId>],
     started: (i64, u32),
     epoch: Option<i64>,
 ) -> Result<Option<Attestations>, Error> {
@@ -452,10 +478,10 @@ pub fn prepare(
         .into());
     }
     let mut per_platform = Vec::new();
-    for (def, (platform, img)) in defs.iter().zip(images) {
+    for (i, (def, (platform, img))) in defs.iter().zip(images).enumerate() {
         let mut preds = Vec::new();
         if let Some(opts) = &req.provenance {
-            let rec = record(state, worker, req, def, started, epoch)?;
+            let rec = record(state, worker, req, (def, img), started, epoch)?;
             let is_secret = req.is_secret_name.unwrap_or(|_| false);
             let (ptype, value) = provenance::predicate(
                 &rec,
@@ -469,18 +495,46 @@ pub fn prepare(
                 predicate_type: ptype.to_owned(),
                 value,
                 implicit: req.default_provenance,
+                file_name: "provenance.json".to_owned(),
+                subjects: Vec::new(),
             });
         }
-        if req.sbom.is_some() {
-            let name = req.image_name.clone().unwrap_or_else(|| img.id.to_string());
-            let mut doc = sbom(state, img, &name, epoch.map_or_else(now, |e| (e, 0)))?;
-            // A secret value may not reach an attestation this way either.
-            provenance::scrub_value(&mut doc, &scrub_list(req));
-            preds.push(Predicate {
-                predicate_type: kiln_sbom::spdx::PREDICATE.to_owned(),
-                value: doc,
-                implicit: false,
-            });
+        match &req.sbom {
+            Some(SbomRequest {
+                generator: Some(image),
+                ..
+            }) => {
+                let layers = scans.get(i).ok_or_else(|| AttestError::Generator {
+                    image: image.clone(),
+                    why: format!("no scan of the {platform} image"),
+                })?;
+                for entry in sbom::read_bundle(state, layers, image)? {
+                    let mut value = entry.predicate;
+                    provenance::scrub_value(&mut value, &scrub_list(req));
+                    preds.push(Predicate {
+                        predicate_type: entry.predicate_type,
+                        value,
+                        implicit: false,
+                        file_name: entry.file_name,
+                        subjects: entry.subjects,
+                    });
+                }
+            }
+            Some(_) => {
+                let name = req.image_name.clone().unwrap_or_else(|| img.id.to_string());
+                let mut doc =
+                    sbom::own_scan(state, img, &name, epoch.map_or_else(now, |e| (e, 0)))?;
+                // A secret value may not reach an attestation this way either.
+                provenance::scrub_value(&mut doc, &scrub_list(req));
+                preds.push(Predicate {
+                    predicate_type: kiln_sbom::spdx::PREDICATE.to_owned(),
+                    value: doc,
+                    implicit: false,
+                    file_name: "sbom.spdx.json".to_owned(),
+                    subjects: Vec::new(),
+                });
+            }
+            None => {}
         }
         per_platform.push((platform.clone(), preds));
     }
@@ -605,17 +659,18 @@ impl Attestations {
         drop(guard);
         let mut written = Vec::with_capacity(preds.len());
         for p in preds {
-            let name = names.name(
-                if p.predicate_type.starts_with("https://slsa.dev/provenance/") {
-                    "provenance.json"
-                } else {
-                    "sbom.spdx.json"
-                },
-            );
+            let name = names.name(&p.file_name);
+            if written.contains(&name) {
+                return Err(AttestError::DuplicateName { name }.into());
+            }
             let st = Statement::new(
                 kiln_attest::statement::STATEMENT_V1,
                 &p.predicate_type,
-                subjects.clone(),
+                if p.subjects.is_empty() {
+                    subjects.clone()
+                } else {
+                    p.subjects.clone()
+                },
                 p.value.clone(),
             );
             let bytes = serde_json::to_vec_pretty(&st).map_err(|source| AttestError::Encode {
@@ -711,7 +766,11 @@ impl Attestations {
                     Statement::new(
                         kiln_attest::statement::STATEMENT_V1,
                         &pr.predicate_type,
-                        kiln_attest::statement::image_subjects(names, p, &d.digest),
+                        if pr.subjects.is_empty() {
+                            kiln_attest::statement::image_subjects(names, p, &d.digest)
+                        } else {
+                            pr.subjects.clone()
+                        },
                         pr.value.clone(),
                     )
                 })
