@@ -17,7 +17,9 @@
 //! complete streams, with no preset dictionary and no sync flush. Blocks
 //! without a dictionary cost little at 512 KiB.
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
+use std::sync::mpsc;
 
 use rayon::prelude::*;
 
@@ -27,12 +29,23 @@ pub const BLOCK: usize = 512 << 10;
 const ROUND: usize = 16;
 
 /// A gzip writer compressing blocks on all cores (rayon's pool).
+///
+/// Called from outside the pool (the usual case: a layer streams through
+/// the calling thread), each full block goes to the pool as soon as it is
+/// complete and the caller goes on reading, hashing and writing while the
+/// pool compresses: at most [`ROUND`] blocks are in flight, and finished
+/// members are written out in order as they arrive. Called from a pool
+/// thread, blocking on the pool's work could deadlock it, so blocks are
+/// compressed in rounds with `par_chunks` there. The bytes are the same
+/// either way: each member is a function of its block and the level.
 pub struct ParallelGzip<W: Write> {
     out: Option<W>,
     level: u32,
     /// Input not compressed yet.
     pending: Vec<u8>,
-    /// Whether a member was written (an empty input still gets one).
+    /// Members being compressed, in input order.
+    inflight: VecDeque<mpsc::Receiver<io::Result<Vec<u8>>>>,
+    /// Whether a member was written or started (an empty input still gets one).
     wrote: bool,
 }
 
@@ -41,6 +54,7 @@ impl<W: Write> std::fmt::Debug for ParallelGzip<W> {
         f.debug_struct("ParallelGzip")
             .field("level", &self.level)
             .field("pending", &self.pending.len())
+            .field("inflight", &self.inflight.len())
             .finish_non_exhaustive()
     }
 }
@@ -52,6 +66,7 @@ impl<W: Write> ParallelGzip<W> {
             out: Some(out),
             level: level.min(9),
             pending: Vec::with_capacity(BLOCK * ROUND + BLOCK),
+            inflight: VecDeque::with_capacity(ROUND + 1),
             wrote: false,
         }
     }
@@ -62,8 +77,10 @@ impl<W: Write> ParallelGzip<W> {
             .ok_or_else(|| io::Error::other("gzip stream already finished"))
     }
 
-    /// Compresses the first `len` bytes of `pending` and writes them out.
-    fn compress(&mut self, len: usize) -> io::Result<()> {
+    /// Compresses the first `len` bytes of `pending` in one parallel round
+    /// (on a pool thread) and writes them out.
+    fn compress_round(&mut self, len: usize) -> io::Result<()> {
+        self.drain_inflight()?;
         let data = &self.pending[..len];
         let level = self.level;
         let pieces: Vec<io::Result<Vec<u8>>> = if data.is_empty() {
@@ -80,10 +97,91 @@ impl<W: Write> ParallelGzip<W> {
         Ok(())
     }
 
+    /// Hands `block` to the pool; its member is written by [`Self::drain`].
+    fn start(&mut self, block: Vec<u8>) -> io::Result<()> {
+        while self.inflight.len() >= ROUND {
+            self.write_next()?;
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        let level = self.level;
+        rayon::spawn_fifo(move || {
+            // The receiver is gone only when the writer was dropped.
+            let _ = tx.send(member(&block, level));
+        });
+        self.inflight.push_back(rx);
+        self.wrote = true;
+        Ok(())
+    }
+
+    /// Starts every whole block of `pending`.
+    fn start_full_blocks(&mut self) -> io::Result<()> {
+        while self.pending.len() >= BLOCK {
+            let tail = self.pending.split_off(BLOCK);
+            let block = std::mem::replace(&mut self.pending, tail);
+            self.start(block)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest member in flight and writes it.
+    fn write_next(&mut self) -> io::Result<()> {
+        let Some(rx) = self.inflight.pop_front() else {
+            return Ok(());
+        };
+        let piece = rx
+            .recv()
+            .map_err(|_| io::Error::other("gzip: a compressing thread went away"))??;
+        self.out()?.write_all(&piece)
+    }
+
+    /// Writes every member in flight (blocks started outside the pool,
+    /// when the writer then moved onto a pool thread). On a pool thread it
+    /// helps the pool while it waits instead of blocking a worker.
+    fn drain_inflight(&mut self) -> io::Result<()> {
+        let in_pool = rayon::current_thread_index().is_some();
+        while !self.inflight.is_empty() {
+            if !in_pool {
+                self.write_next()?;
+                continue;
+            }
+            self.write_ready()?;
+            if !self.inflight.is_empty() && rayon::yield_now() != Some(rayon::Yield::Executed) {
+                std::thread::yield_now();
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the members that are done, in order, without waiting.
+    fn write_ready(&mut self) -> io::Result<()> {
+        while let Some(rx) = self.inflight.front() {
+            match rx.try_recv() {
+                Ok(piece) => {
+                    self.inflight.pop_front();
+                    self.out()?.write_all(&piece?)?;
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    return Err(io::Error::other("gzip: a compressing thread went away"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Writes what is left and returns the inner writer.
     pub fn finish(mut self) -> io::Result<W> {
-        if !self.pending.is_empty() || !self.wrote {
-            self.compress(self.pending.len())?;
+        if rayon::current_thread_index().is_some() {
+            if !self.pending.is_empty() || !self.wrote {
+                self.compress_round(self.pending.len())?;
+            }
+        } else {
+            self.start_full_blocks()?;
+            if !self.pending.is_empty() || !self.wrote {
+                let last = std::mem::take(&mut self.pending);
+                self.start(last)?;
+            }
+            self.drain_inflight()?;
         }
         self.out()?.flush()?;
         self.out
@@ -94,10 +192,26 @@ impl<W: Write> ParallelGzip<W> {
 
 impl<W: Write> Write for ParallelGzip<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.pending.extend_from_slice(data);
-        if self.pending.len() >= ROUND * BLOCK {
-            self.compress(ROUND * BLOCK)?;
+        if rayon::current_thread_index().is_some() {
+            self.pending.extend_from_slice(data);
+            if self.pending.len() >= ROUND * BLOCK {
+                self.compress_round(ROUND * BLOCK)?;
+            }
+            return Ok(data.len());
         }
+        // More than a block pending only after writes on a pool thread.
+        self.start_full_blocks()?;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = rest.len().min(BLOCK.saturating_sub(self.pending.len()));
+            self.pending.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if self.pending.len() >= BLOCK {
+                let block = std::mem::replace(&mut self.pending, Vec::with_capacity(BLOCK));
+                self.start(block)?;
+            }
+        }
+        self.write_ready()?;
         Ok(data.len())
     }
 
@@ -175,11 +289,40 @@ mod tests {
                     "n={n} writes={writes}"
                 );
             }
+            // Outside any pool: blocks are compressed while the caller
+            // goes on writing (the pipelined path), same bytes.
+            let mut g = ParallelGzip::new(Vec::new(), 6);
+            for chunk in input.chunks(BLOCK / 3 + 1) {
+                g.write_all(chunk).unwrap_or_else(|e| panic!("{e}"));
+            }
+            assert_eq!(g.finish().unwrap_or_else(|e| panic!("{e}")), one, "n={n}");
             let mut back = Vec::new();
             flate2::read::MultiGzDecoder::new(&one[..])
                 .read_to_end(&mut back)
                 .unwrap_or_else(|e| panic!("n={n}: {e}"));
             assert_eq!(back, input, "n={n}");
         }
+    }
+
+    /// A writer that moves between a pool thread and the outside (rounds
+    /// and the pipeline mixed) still writes the same bytes.
+    #[test]
+    fn same_bytes_when_writes_move_in_and_out_of_the_pool() {
+        let input = data((ROUND + 5) * BLOCK + 321);
+        let one = compress(&input, 1 << 20, 1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut g = ParallelGzip::new(Vec::new(), 6);
+        let third = input.len() / 3;
+        // Outside: blocks in flight; inside: pending grows past a block.
+        g.write_all(&input[..third])
+            .unwrap_or_else(|e| panic!("{e}"));
+        pool.install(|| g.write_all(&input[third..2 * third]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        g.write_all(&input[2 * third..])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(g.finish().unwrap_or_else(|e| panic!("{e}")), one);
     }
 }
