@@ -6,6 +6,7 @@
 #   layer_tar     layer unpack/whiteouts, ADD extraction, layer export
 #                 (the hostile tars of build-tools/hostile-tars.py)
 #   image_json    image configs, manifests, indexes (testdata/oci/config/*)
+#   gzip_blocks   layer gzip round trips (blocks with and without matches)
 # Only stable Rust is available here, so nightly-only flags are unlocked with
 # RUSTC_BOOTSTRAP=1 (cargo-fuzz needs -Z flags). A crash leaves its input in
 # fuzz/artifacts/<target>/; turn it into a regression case (for the frontend,
@@ -15,7 +16,7 @@ seconds="${1:-60}"
 cd "$(dirname "$0")"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
-targets=(parse_plan dockerignore layer_tar image_json)
+targets=(parse_plan dockerignore layer_tar image_json gzip_blocks)
 per=$(( seconds / ${#targets[@]} ))
 [ "$per" -ge 1 ] || per=1
 
@@ -42,6 +43,7 @@ seed layer_tar "$tars"/*.tar
 rm -rf "$tars"
 mapfile -d '' jsons < <(find ../testdata/oci -name '*.json' -print0)
 seed image_json "${jsons[@]}"
+mkdir -p corpus/gzip_blocks
 
 cargo fuzz build --sanitizer address
 for t in "${targets[@]}"; do

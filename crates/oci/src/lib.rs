@@ -68,6 +68,7 @@ pub mod image;
 pub mod index;
 pub mod json;
 pub mod layer;
+mod literals;
 pub mod manifest;
 pub mod media;
 pub mod pgzip;
