@@ -42,6 +42,7 @@ pub use sbom::{BundleEntry, SPDX_PREDICATE, bundle_in};
 pub use scan::{Generator, OUT_DIR, ScanGraphError, scan_graph};
 
 mod layers;
+mod mounted;
 mod sbom;
 mod scan;
 
@@ -643,20 +644,9 @@ impl Attestations {
         }
         // The image's files (what BuildKit walks: the result's mount), not
         // the directory, which may hold files of earlier exports.
-        let scratch = state.scratch()?;
-        let mnt = scratch.path().join("fs");
-        std::fs::create_dir(&mnt).map_err(|source| Error::Io {
-            what: format!("creating {}", mnt.display()),
-            source,
-        })?;
-        let dirs = state.layer_dirs(layers)?;
-        let guard = if dirs.is_empty() {
-            None
-        } else {
-            Some(state.snapshotter.mount(&dirs, None, &mnt)?)
-        };
-        let subjects = file_subjects(&mnt)?;
-        drop(guard);
+        let mounted = mounted::Mounted::new(state, layers)?;
+        let subjects = file_subjects(mounted.path())?;
+        drop(mounted);
         let mut written = Vec::with_capacity(preds.len());
         for p in preds {
             let name = names.name(&p.file_name);

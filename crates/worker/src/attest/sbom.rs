@@ -7,6 +7,7 @@ use std::path::Path;
 use kiln_attest::Subject;
 use kiln_snapshot::LayerId;
 
+use super::mounted::Mounted;
 use crate::error::{AttestError, Error};
 use crate::image::Committed;
 use crate::state::State;
@@ -19,18 +20,7 @@ pub(crate) fn own_scan(
     name: &str,
     created: (i64, u32),
 ) -> Result<serde_json::Value, Error> {
-    let scratch = state.scratch()?;
-    let mnt = scratch.path().join("fs");
-    std::fs::create_dir(&mnt).map_err(|source| Error::Io {
-        what: format!("creating {}", mnt.display()),
-        source,
-    })?;
-    let dirs = state.layer_dirs(&img.layers)?;
-    let guard = if dirs.is_empty() {
-        None
-    } else {
-        Some(state.snapshotter.mount(&dirs, None, &mnt)?)
-    };
+    let mounted = Mounted::new(state, &img.layers)?;
     let layers = kiln_sbom::DirLayers {
         layers: img
             .config
@@ -38,13 +28,13 @@ pub(crate) fn own_scan(
             .diff_ids
             .iter()
             .map(ToString::to_string)
-            .zip(dirs.iter().cloned())
+            .zip(mounted.dirs().iter().cloned())
             .collect(),
         is_whiteout: Box::new(|p: &Path, m: &std::fs::Metadata| {
             kiln_snapshot::whiteout::is_whiteout(p, m)
         }),
     };
-    let tree = kiln_sbom::DirTree::new(&mnt);
+    let tree = kiln_sbom::DirTree::new(mounted.path());
     let scanned = kiln_sbom::scan(&tree, &layers, &kiln_sbom::scanners())
         .map_err(|e| Error::from(AttestError::Scan(e)));
     let doc = scanned.and_then(|pkgs| {
@@ -64,9 +54,7 @@ pub(crate) fn own_scan(
         )
         .map_err(|e| AttestError::Spdx(e).into())
     });
-    if let Some(g) = guard {
-        g.unmount()?;
-    }
+    mounted.unmount()?;
     doc
 }
 
@@ -169,23 +157,12 @@ pub(crate) fn read_bundle(
     layers: &[LayerId],
     image: &str,
 ) -> Result<Vec<BundleEntry>, Error> {
-    let scratch = state.scratch()?;
-    let mnt = scratch.path().join("fs");
-    std::fs::create_dir(&mnt).map_err(|source| Error::Io {
-        what: format!("creating {}", mnt.display()),
-        source,
-    })?;
-    let dirs = state.layer_dirs(layers)?;
-    let guard = if dirs.is_empty() {
-        None
-    } else {
-        Some(state.snapshotter.mount(&dirs, None, &mnt)?)
-    };
-    let out = mnt.join(super::scan::OUT_DIR.trim_start_matches('/'));
+    let mounted = Mounted::new(state, layers)?;
+    let out = mounted
+        .path()
+        .join(super::scan::OUT_DIR.trim_start_matches('/'));
     let read = bundle_in(&out, image).map_err(Error::from);
-    if let Some(g) = guard {
-        g.unmount()?;
-    }
+    mounted.unmount()?;
     read
 }
 
