@@ -8,8 +8,8 @@
 //!
 //! Records that a build writes at every step and whose loss costs only a
 //! recomputation skip some of those fsyncs ([`Durability`]): each is a
-//! journal commit, and on a busy disk the two of every record were most of a
-//! short RUN step's time. A machine crash may then lose the newest such
+//! journal commit, and on a busy disk the two of every record were a third
+//! of the time of a build of short RUN steps. A machine crash may then lose the newest such
 //! records; the next `syncfs` of the state directory (before an image names
 //! layers) makes them durable with everything else.
 //!
@@ -68,7 +68,8 @@ pub enum Durability {
     Durable,
     /// File fsynced, directory not: after a crash the old content or the
     /// complete new one, never an empty or torn file. For records whose
-    /// loss is a cache miss (cache entries, a layer's blob record).
+    /// loss is a cache miss or a recomputation (cache entries, a new
+    /// layer's size record).
     Complete,
     /// No fsync: after a crash the file may also be empty. For records
     /// whose readers treat an unreadable one as absent (`--explain`'s).
