@@ -22,14 +22,6 @@ use crate::failure::Failure;
 use crate::globals::Globals;
 use crate::options::ContextValue;
 
-/// The environment of the RUN-step helper (`kiln __exec`), a process that
-/// lives for one step and allocates little: the eager arena commit of
-/// mimalloc (the binary's allocator, `main.rs`) makes it fault in, and the
-/// kernel zero, whole huge pages it barely uses, about a millisecond per
-/// step. Not the step's environment: the helper gives the step the spec's.
-/// Measured in ARCHITECTURE.md (dependencies).
-pub(crate) const HELPER_ENV: &[(&str, &str)] = &[("MIMALLOC_ARENA_EAGER_COMMIT", "0")];
-
 /// The mode decided before the state directory is opened.
 pub enum Decision {
     Namespaces(Namespaces),
@@ -43,11 +35,7 @@ pub fn decide(globals: &Globals) -> Result<Decision, Failure> {
     let enter = || {
         let exe = std::env::current_exe()
             .map_err(|e| Failure::Internal(anyhow::anyhow!("locating the kiln binary: {e}")))?;
-        Ok::<_, Failure>(Namespaces::enter(exe, vec!["__exec".into()]).map(|n| {
-            HELPER_ENV
-                .iter()
-                .fold(n, |n, (k, v)| n.with_helper_env(k, v))
-        }))
+        Ok::<_, Failure>(Namespaces::enter(exe, vec!["__exec".into()]))
     };
     let decision = match globals.isolation {
         IsolationChoice::Namespaces => match enter()? {

@@ -310,10 +310,7 @@ fn prepare_and_run(globals: &crate::globals::Globals, args: &RunArgs) -> Result<
         resources: Default::default(),
     };
     let exe = std::env::current_exe().context("locating the kiln binary")?;
-    let executor = crate::isolation::HELPER_ENV.iter().fold(
-        kiln_executor::NamespaceExecutor::new(exe, vec!["__exec".into()], snapshotter),
-        |e, (k, v)| e.with_env(k, v),
-    );
+    let executor = kiln_executor::NamespaceExecutor::new(exe, vec!["__exec".into()], snapshotter);
     let status = if args.tty {
         run_with_tty(&executor, &spec, args.interactive)?
     } else {

@@ -16,8 +16,6 @@ pub struct Namespaces {
     args: Vec<OsString>,
     /// Where the compiled seccomp filter is kept between processes.
     filter_cache: Option<PathBuf>,
-    /// Environment variables for the helper process.
-    helper_env: Vec<(String, String)>,
 }
 
 impl Namespaces {
@@ -34,7 +32,6 @@ impl Namespaces {
             program,
             args,
             filter_cache: None,
-            helper_env: Vec::new(),
         })
     }
 }
@@ -44,13 +41,6 @@ impl Namespaces {
     /// (`NamespaceExecutor::with_filter_cache`).
     pub fn with_filter_cache(mut self, dir: PathBuf) -> Namespaces {
         self.filter_cache = Some(dir);
-        self
-    }
-
-    /// Sets an environment variable for every helper process (not for the
-    /// step: the helper gives the step the spec's environment only).
-    pub fn with_helper_env(mut self, key: &str, value: &str) -> Namespaces {
-        self.helper_env.push((key.to_owned(), value.to_owned()));
         self
     }
 }
@@ -72,10 +62,7 @@ impl Isolation for Namespaces {
         &self,
         snapshotter: Arc<dyn kiln_snapshot::Snapshotter>,
     ) -> Result<Arc<dyn Executor>, ExecError> {
-        let mut e = NamespaceExecutor::new(self.program.clone(), self.args.clone(), snapshotter);
-        for (k, v) in &self.helper_env {
-            e = e.with_env(k, v);
-        }
+        let e = NamespaceExecutor::new(self.program.clone(), self.args.clone(), snapshotter);
         Ok(Arc::new(match &self.filter_cache {
             Some(dir) => e.with_filter_cache(dir.clone()),
             None => e,
