@@ -223,6 +223,21 @@ pub struct Mount {
     pub kind: MountKind,
 }
 
+impl Mount {
+    /// An exec's root filesystem: `input` (`None`: an empty one) mounted
+    /// read-write at `/`, its changes the op's result.
+    pub fn root(input: Option<InputIndex>) -> Mount {
+        Mount {
+            target: "/".to_owned(),
+            input,
+            source: root(),
+            readonly: false,
+            output: true,
+            kind: MountKind::Bind,
+        }
+    }
+}
+
 fn root() -> String {
     "/".to_owned()
 }

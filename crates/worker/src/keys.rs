@@ -112,7 +112,7 @@ pub fn http_key(url: &str, filename: &str, content: &str) -> Key {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_llb::op::{ExecOp, Mount, MountKind, ProxyEnv};
+    use kiln_llb::op::{ExecOp, Mount, ProxyEnv};
 
     fn run(proxy: &str) -> Op {
         Op::Exec(ExecOp {
@@ -120,14 +120,7 @@ mod tests {
             env: vec![],
             cwd: "/".into(),
             user: String::new(),
-            mounts: vec![Mount {
-                target: "/".into(),
-                input: Some(0),
-                source: "/".into(),
-                readonly: false,
-                output: true,
-                kind: MountKind::Bind,
-            }],
+            mounts: vec![Mount::root(Some(0))],
             network: Default::default(),
             security: Default::default(),
             hostname: String::new(),

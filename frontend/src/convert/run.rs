@@ -94,14 +94,7 @@ pub(super) fn run(s: &mut Step, cmd: &Cmd, run: &Run) -> R<()> {
         ..s.meta(title, Some(node))
     };
 
-    let mut all_mounts = vec![LlbMount {
-        target: "/".to_owned(),
-        input: root_input,
-        source: "/".to_owned(),
-        readonly: false,
-        output: true,
-        kind: MountKind::Bind,
-    }];
+    let mut all_mounts = vec![LlbMount::root(root_input)];
     all_mounts.extend(extra_mounts);
     all_mounts.extend(mounts);
     let st = &*s.st;

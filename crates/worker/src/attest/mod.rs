@@ -565,27 +565,22 @@ impl BlobSink for Sink<'_> {
 }
 
 fn to_layout(d: &Descriptor) -> Result<layout::Descriptor, Error> {
-    serde_json::to_value(d)
-        .and_then(serde_json::from_value)
-        .map_err(|source| {
-            AttestError::Descriptor {
-                digest: d.digest,
-                source,
-            }
-            .into()
-        })
+    convert(d, d.digest)
 }
 
 fn from_layout(d: &layout::Descriptor) -> Result<Descriptor, Error> {
+    convert(d, d.digest)
+}
+
+/// kiln-oci's descriptor as kiln-attest's, or back: the two serialize to
+/// the same OCI JSON.
+fn convert<A: serde::Serialize, B: serde::de::DeserializeOwned>(
+    d: &A,
+    digest: Digest,
+) -> Result<B, Error> {
     serde_json::to_value(d)
         .and_then(serde_json::from_value)
-        .map_err(|source| {
-            AttestError::Descriptor {
-                digest: d.digest,
-                source,
-            }
-            .into()
-        })
+        .map_err(|source| AttestError::Descriptor { digest, source }.into())
 }
 
 /// How a local or tar output names the statement files it writes, as

@@ -140,14 +140,7 @@ pub fn scan_graph(
         kind: MountKind::Bind,
     };
     let mut mounts = vec![
-        Mount {
-            target: "/".to_owned(),
-            input: Some(0),
-            source: "/".to_owned(),
-            readonly: false,
-            output: true,
-            kind: MountKind::Bind,
-        },
+        Mount::root(Some(0)),
         Mount {
             target: "/tmp".to_owned(),
             input: None,
