@@ -12,7 +12,8 @@
 //! Records are bounded: after a build that leaves more than
 //! [`DEFAULT_MAX_RECORDS`] (`KILN_BUILD_RECORDS=N` sets the number; `0`
 //! keeps none and writes none), the oldest are removed until a fifth fewer
-//! remain, and their files take at most [`MAX_BYTES`] ([`trim`]). They refer to images by digest only and hold their own
+//! remain, and their files take at most [`MAX_BYTES`] ([`trim`]). They
+//! refer to images by digest only and hold their own
 //! sizes, so `kiln prune` and `kiln rmi` leave them readable; `kiln prune`
 //! does not remove them (as `docker builder prune` leaves buildx's
 //! history); `kiln builds rm` does.
@@ -210,7 +211,8 @@ pub fn save(root: &Path, record: &Record, log: &str, keep: usize) -> Result<(), 
 /// temporary files of writers that died an hour ago or more.
 ///
 /// Which records are the oldest takes reading every record (their start
-/// times), ~2 ms for 50 of them, a sixth of a small no-op rebuild. Going a
+/// times): for 50 of them ~1 ms of a small no-op rebuild's ~9 ms
+/// (`benches/results/2026-12-07-notes.md`, build records). Going a
 /// fifth below the limit when over it means the records are read once
 /// every `keep / 5` builds, not after every build; within the limits
 /// nothing is read.
