@@ -112,37 +112,49 @@ impl Tree {
         Ok((digest, stats))
     }
 
-    fn walk_and_digest(
-        &self,
-        sources: &[Source],
-        filter: &Filter,
-        cache: &mut StatCache,
-        opts: &DigestOptions,
-        listing: Option<&mut Listing>,
-    ) -> Result<(kiln_llb::Digest, DigestStats), ContextError> {
-        let started = coarse_now_ns();
-        let mut walked = Vec::with_capacity(sources.len());
-        for s in sources {
-            walked.push((s, self.walk(s, filter)?));
-        }
-        let selection: Vec<(&Source, &[Entry])> =
-            walked.iter().map(|(s, e)| (*s, e.as_slice())).collect();
-        digest_inner(&selection, cache, opts, started, listing)
-    }
-
-    /// [`Tree::digest`], also returning each regular file's path in the
-    /// tree and content digest (what `kiln build --explain` compares).
+    /// [`Tree::digest`] of a selection walked once and kept: also each
+    /// regular file's path in the tree and content digest (what `kiln build
+    /// --explain` compares), and the entries, for a copy of the same
+    /// selection to use rather than walk again.
     pub fn digest_listed(
         &self,
         sources: &[Source],
         filter: &Filter,
         cache: &mut StatCache,
         opts: &DigestOptions,
-    ) -> Result<(kiln_llb::Digest, DigestStats, Listing), ContextError> {
+    ) -> Result<Listed, ContextError> {
+        let started = coarse_now_ns();
+        let walked = sources
+            .iter()
+            .map(|s| self.walk(s, filter))
+            .collect::<Result<Vec<_>, _>>()?;
+        let selection: Vec<(&Source, &[Entry])> = sources
+            .iter()
+            .zip(&walked)
+            .map(|(s, e)| (s, e.as_slice()))
+            .collect();
         let mut listing = Vec::new();
-        let (d, stats) = self.walk_and_digest(sources, filter, cache, opts, Some(&mut listing))?;
-        Ok((d, stats, listing))
+        let (digest, stats) = digest_inner(&selection, cache, opts, started, Some(&mut listing))?;
+        Ok(Listed {
+            digest,
+            stats,
+            listing,
+            walked,
+        })
     }
+}
+
+/// What [`Tree::digest_listed`] found.
+#[derive(Debug)]
+pub struct Listed {
+    /// The selection's digest, as [`Tree::digest`] computes it.
+    pub digest: kiln_llb::Digest,
+    /// What computing it cost.
+    pub stats: DigestStats,
+    /// Its regular files.
+    pub listing: Listing,
+    /// The entries [`Tree::walk`] returned for each source, in order.
+    pub walked: Vec<Vec<Entry>>,
 }
 
 /// Regular files of a selection: path in the tree, content digest.

@@ -19,11 +19,13 @@
 //! descendant proves them — which is exactly the order fsutil and the copier
 //! create them in.
 
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, DirEntry, Metadata};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::error::ContextError;
 use crate::gostd::{glob, path};
@@ -47,6 +49,22 @@ pub struct Tree {
     only_prefix_exceptions: bool,
     /// Those exceptions, minus the trailing glob, plus `/`.
     exception_prefixes: Vec<Vec<u8>>,
+    /// With [`Tree::reading_once`]: the directories walks started from, as
+    /// the first of them read them ahead (with all a walk from there
+    /// enters), by host path.
+    read_once: Option<ReadOnce>,
+}
+
+/// The directories a [`Tree::reading_once`] tree has read ahead (shown by
+/// count: there may be thousands).
+#[derive(Clone, Default)]
+struct ReadOnce(Arc<Mutex<HashMap<PathBuf, Arc<Prefetched>>>>);
+
+impl std::fmt::Debug for ReadOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map(|m| m.len()).unwrap_or_default();
+        write!(f, "ReadOnce({n} directories)")
+    }
 }
 
 /// How [`Tree::expand`] resolves a COPY source.
@@ -392,7 +410,37 @@ impl Tree {
             ignore: ignore.filter(|m| !m.is_empty()),
             only_prefix_exceptions,
             exception_prefixes,
+            read_once: None,
         }
+    }
+
+    /// This tree, its walks reading each directory they start from only
+    /// once: a later walk from the same directory (and its clones') sees the
+    /// entries, and their `stat`, as the first one did. A build reads its
+    /// context so, as one snapshot, as BuildKit does (it transfers the
+    /// context once, then checksums and copies from that copy): a copy's
+    /// cache key, its `--explain` listing and the copy itself then cost one
+    /// `stat` per file between them, not one each.
+    pub fn reading_once(mut self) -> Tree {
+        self.read_once = Some(ReadOnce::default());
+        self
+    }
+
+    /// `dir` and what a walk from it enters, read ahead: as first read,
+    /// with [`Tree::reading_once`].
+    fn read_ahead(&self, dir: &Path, tree_rel: &[u8], ign_info: &[bool]) -> Arc<Prefetched> {
+        let read = || Arc::new(prefetch::prefetch(self, dir, tree_rel, ign_info));
+        let Some(memo) = &self.read_once else {
+            return read();
+        };
+        if let Some(r) = memo.0.lock().ok().and_then(|m| m.get(dir).cloned()) {
+            return r;
+        }
+        let r = read();
+        if let Ok(mut m) = memo.0.lock() {
+            m.insert(dir.to_owned(), Arc::clone(&r));
+        }
+        r
     }
 
     /// The build context `dir` with the ignore file that applies to
@@ -721,9 +769,9 @@ impl Tree {
         let tree_rel = tree_rel.strip_prefix(b"/").unwrap_or(tree_rel).to_vec();
         let st = self.view_state(&tree_rel)?;
         let pre = if source.metadata.is_dir() {
-            prefetch::prefetch(self, &source.host_path, &tree_rel, &st.info)
+            self.read_ahead(&source.host_path, &tree_rel, &st.info)
         } else {
-            Prefetched::default()
+            Arc::default()
         };
         expect(pre.len() + 1);
         let start = Start {

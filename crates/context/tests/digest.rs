@@ -38,6 +38,7 @@ fn main() {
             unseen_entries_dropped_on_save,
         ),
         Trial::test("large_file_streamed", large_file_streamed),
+        Trial::test("reading_once_is_one_snapshot", reading_once_is_one_snapshot),
         Trial::test("special_and_vanished_files", special_and_vanished_files),
         Trial::test(
             "permission_denied_is_an_error",
@@ -167,7 +168,7 @@ fn every_digest_path_agrees() -> TestResult {
                     let mut cache = StatCache::in_memory();
                     let (streamed, cold) = tree.digest(&sources, &filter, &mut cache, &opts)?;
                     let (warm_digest, warm) = tree.digest(&sources, &filter, &mut cache, &opts)?;
-                    let (listed, _, _) =
+                    let listed =
                         tree.digest_listed(&sources, &filter, &mut StatCache::in_memory(), &opts)?;
                     let walked = sources
                         .iter()
@@ -175,6 +176,12 @@ fn every_digest_path_agrees() -> TestResult {
                         .collect::<Result<Vec<_>, _>>()?;
                     let selection: Vec<_> =
                         walked.iter().map(|(s, e)| (*s, e.as_slice())).collect();
+                    // The walk kept with the listing is the walk.
+                    assert!(
+                        listed.walked.iter().eq(walked.iter().map(|(_, e)| e)),
+                        "{src} {filter:?}"
+                    );
+                    let listed = listed.digest;
                     let (selected, _) = digest_selection(
                         &selection,
                         &mut StatCache::in_memory(),
@@ -442,6 +449,47 @@ fn racy_entries_are_not_trusted() -> TestResult {
     digest_with(&tree, "/", &mut cache, &opts);
     let (_, s3) = digest_with(&tree, "/", &mut cache, &opts);
     assert_eq!(s3.files_hashed, 0);
+    Ok(())
+}
+
+/// A `reading_once` tree (a build's context) walks a directory as it first
+/// read it, in its clones too; a plain tree, or a walk from a directory not
+/// read yet, sees the files as they are now.
+fn reading_once_is_one_snapshot() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path();
+    sample(root);
+    let once = Tree::new(root.to_owned(), None).reading_once();
+    let plain = Tree::new(root.to_owned(), None);
+    let all = once.expand("/", &COPY)?;
+    let first = once.walk(&all[0], &Filter::default())?;
+    write(root, "a/new.txt", b"new", 0o644);
+    fs::remove_file(root.join("b/three"))?;
+    let paths = |entries: &[kiln_context::Entry]| -> Vec<String> {
+        entries
+            .iter()
+            .map(|e| e.path.display().to_string())
+            .collect()
+    };
+    assert!(!paths(&first).contains(&"a/new.txt".to_owned()));
+    assert!(paths(&first).contains(&"b/three".to_owned()));
+    assert_eq!(once.walk(&all[0], &Filter::default())?, first);
+    assert_eq!(once.clone().walk(&all[0], &Filter::default())?, first);
+    // The digest reads the same walk: the file removed since is not missed.
+    once.digest(
+        &all,
+        &Filter::default(),
+        &mut StatCache::in_memory(),
+        &DigestOptions::default(),
+    )
+    .err()
+    .ok_or("expected the digest to read b/three, removed since the walk")?;
+    let now = paths(&plain.walk(&plain.expand("/", &COPY)?[0], &Filter::default())?);
+    assert!(now.contains(&"a/new.txt".to_owned()), "{now:?}");
+    assert!(!now.contains(&"b/three".to_owned()), "{now:?}");
+    let a = once.expand("/a", &COPY)?;
+    let from_a = paths(&once.walk(&a[0], &Filter::default())?);
+    assert!(from_a.contains(&"new.txt".to_owned()), "{from_a:?}");
     Ok(())
 }
 

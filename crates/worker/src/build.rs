@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use kiln_context::{StatCache, Tree};
 use kiln_executor::Executor;
@@ -353,30 +353,20 @@ impl<'a> Build<'a> {
     /// their stat caches.
     fn contexts(&self) -> Result<HashMap<String, ContextSource>, Error> {
         let (state, req) = (self.state, self.req);
+        // Each context is read as one snapshot (`Tree::reading_once`).
         let tree = if req.context_dockerignore {
             Tree::open_context(&req.context_dir, req.dockerfile.as_deref())?
         } else {
             Tree::new(req.context_dir.clone(), None)
-        };
+        }
+        .reading_once();
         let stat_cache = StatCache::load(&state.context_cache(&req.context_dir));
         let mut contexts = HashMap::new();
-        contexts.insert(
-            "context".to_owned(),
-            ContextSource {
-                tree,
-                stat_cache: Mutex::new(stat_cache),
-            },
-        );
+        contexts.insert("context".to_owned(), ContextSource::new(tree, stat_cache));
         for (name, dir) in &req.local_contexts {
-            let tree = Tree::open_context(dir, None)?;
+            let tree = Tree::open_context(dir, None)?.reading_once();
             let stat_cache = StatCache::load(&state.context_cache(dir));
-            contexts.insert(
-                name.clone(),
-                ContextSource {
-                    tree,
-                    stat_cache: Mutex::new(stat_cache),
-                },
-            );
+            contexts.insert(name.clone(), ContextSource::new(tree, stat_cache));
         }
         Ok(contexts)
     }

@@ -448,29 +448,32 @@ impl<'a> Copier<'a> {
         reuse: Option<&Donor>,
     ) -> Result<Staged, CopyError> {
         let dst = stage.join(&e.path);
-        let meta = fs::symlink_metadata(&e.host_path).map_err(io_err("stat", &e.host_path))?;
-        if !meta.file_type().is_file() {
-            create_special(&meta, &e.host_path, &dst, self.opts.sockets_as_files)?;
-            self.copy_info(&meta, &e.host_path, &dst, false)?;
-            return Ok(Staged::Other);
-        }
         let in_layer = at.join(&e.path).into_os_string().into_vec();
-        if let (Some(sha), Some(donor)) = (sha, reuse)
+        // A file whose digest (taken at the walk's stat) is the donor's
+        // copy's: linked as the walk saw it, the content the cache key
+        // names, so its own stat is not read again.
+        if e.file_type == FileType::File
+            && let (Some(sha), Some(donor)) = (sha, reuse)
             && donor.manifest.get(&in_layer) == Some(&sha)
         {
             let from = donor.diff.join(at).join(&e.path);
             if let Ok(d) = fs::symlink_metadata(&from)
                 && d.file_type().is_file()
-                && d.len() == meta.len()
                 && d.len() == e.size
-                && (d.mtime(), d.mtime_nsec()) == (meta.mtime(), meta.mtime_nsec())
-                && d.mode() & 0o7777 == self.mode_of(&meta, false)
-                && (d.uid(), d.gid()) == self.owner_of(&meta)
+                && d.mtime() * 1_000_000_000 + d.mtime_nsec() == e.mtime_ns
+                && d.mode() & 0o7777 == self.mode_of(e.mode, false)
+                && (d.uid(), d.gid()) == self.owner_of(e.uid, e.gid)
                 && !self.opts.xattrs
                 && fs::hard_link(&from, &dst).is_ok()
             {
                 return Ok(Staged::Linked(in_layer, sha));
             }
+        }
+        let meta = fs::symlink_metadata(&e.host_path).map_err(io_err("stat", &e.host_path))?;
+        if !meta.file_type().is_file() {
+            create_special(&meta, &e.host_path, &dst, self.opts.sockets_as_files)?;
+            self.copy_info(&meta, &e.host_path, &dst, false)?;
+            return Ok(Staged::Other);
         }
         copy_file(&e.host_path, &dst)?;
         self.copy_info(&meta, &e.host_path, &dst, false)?;
@@ -496,17 +499,17 @@ impl<'a> Copier<'a> {
         }
     }
 
-    /// The owner a copy of an entry with `meta` gets.
-    fn owner_of(&self, meta: &Metadata) -> (u32, u32) {
-        self.opts.chown.unwrap_or((meta.uid(), meta.gid()))
+    /// The owner a copy of an entry owned by `uid`:`gid` gets.
+    fn owner_of(&self, uid: u32, gid: u32) -> (u32, u32) {
+        self.opts.chown.unwrap_or((uid, gid))
     }
 
-    /// The permission bits a copy of an entry with `meta` gets.
-    fn mode_of(&self, meta: &Metadata, is_dir: bool) -> u32 {
+    /// The permission bits a copy of an entry of `st_mode` `mode` gets.
+    fn mode_of(&self, mode: u32, is_dir: bool) -> u32 {
         match &self.opts.mode {
-            None => meta.mode() & 0o7777,
+            None => mode & 0o7777,
             Some(ModeChange::Octal(m)) => *m & 0o7777,
-            Some(ModeChange::Symbolic(set)) => set.apply(meta.mode(), is_dir) & 0o7777,
+            Some(ModeChange::Symbolic(set)) => set.apply(mode, is_dir) & 0o7777,
         }
     }
 
@@ -518,10 +521,10 @@ impl<'a> Copier<'a> {
         dst: &Path,
         is_dir: bool,
     ) -> Result<(), CopyError> {
-        let (uid, gid) = self.owner_of(meta);
+        let (uid, gid) = self.owner_of(meta.uid(), meta.gid());
         std::os::unix::fs::lchown(dst, Some(uid), Some(gid)).map_err(io_err("chown", dst))?;
         if !meta.file_type().is_symlink() {
-            let mode = self.mode_of(meta, is_dir);
+            let mode = self.mode_of(meta.mode(), is_dir);
             fs::set_permissions(dst, fs::Permissions::from_mode(mode))
                 .map_err(io_err("chmod", dst))?;
         }

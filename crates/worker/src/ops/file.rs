@@ -92,17 +92,21 @@ pub(crate) fn context_reads(
             include_ownership: false,
         };
         let digest = if let Some(files) = files.as_deref_mut() {
-            let (digest, _, listing) = ctx
+            // The step runs: its copy takes this walk (`copy`).
+            let listed = ctx
                 .tree
                 .digest_listed(&sources, &patterns, &mut cache, &opts)
                 .map_err(checksum_error(name))?;
-            for (path, sha) in listing {
+            for (path, sha) in listed.listing {
                 files.insert(
                     String::from_utf8_lossy(&path).into_owned(),
                     kiln_llb::Digest::from_bytes(sha).hex()[..16].to_owned(),
                 );
             }
-            digest
+            for (s, entries) in sources.iter().zip(listed.walked) {
+                ctx.leave_walk(c, s, entries);
+            }
+            listed.digest
         } else {
             ctx.tree
                 .digest(&sources, &patterns, &mut cache, &opts)
@@ -170,6 +174,15 @@ impl SourceTree<'_> {
     }
     fn is_context(&self) -> bool {
         matches!(self, SourceTree::Context(_))
+    }
+
+    /// The walk of `source` already made for the copy `c` (a context's,
+    /// see `context_reads`).
+    fn walked(&self, c: &Copy, source: &Source) -> Option<Vec<kiln_context::Entry>> {
+        match self {
+            SourceTree::Context(ctx) => ctx.take_walk(c, source),
+            SourceTree::Mounted(_) => None,
+        }
     }
 }
 
@@ -612,7 +625,10 @@ fn copy(
         // (BuildKit: `ADD <git>` copies `/` without contents-only).
         let contents_only = c.contents_only || s.path.file_name().is_none();
         let (target, fresh) = copier.prepare_target(&s.metadata, name, &c.dest, contents_only)?;
-        let walked = tree.walk(s, &filter)?;
+        let walked = match src.walked(c, s) {
+            Some(w) => w,
+            None => tree.walk(s, &filter)?,
+        };
         // A directory that exists already (`WORKDIR /app` + `COPY . .`) is
         // staged too when the copy only adds to it, merges directories or
         // replaces non-directories (see `merge_into`).

@@ -4,10 +4,11 @@
 //! are fetched on use, and the native snapshotter's [`Views`]).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use kiln_context::{DigestOptions, StatCache, Tree};
+use kiln_context::{DigestOptions, Entry, Source, StatCache, Tree};
+use kiln_llb::op::Copy;
 use kiln_snapshot::{LayerId, MountGuard};
 
 use crate::cache::Imported;
@@ -22,6 +23,34 @@ pub struct ContextSource {
     pub tree: Tree,
     /// Its stat cache, saved when the build ends.
     pub stat_cache: Mutex<StatCache>,
+    /// Walks of a copy's source that a step about to run made for its
+    /// `--explain` listing, left for that copy to take rather than walk
+    /// the context again.
+    walks: Mutex<HashMap<(Copy, PathBuf), Vec<Entry>>>,
+}
+
+impl ContextSource {
+    pub fn new(tree: Tree, stat_cache: StatCache) -> ContextSource {
+        ContextSource {
+            tree,
+            stat_cache: Mutex::new(stat_cache),
+            walks: Mutex::default(),
+        }
+    }
+
+    /// Leaves the walk of `source` made for the copy `c`.
+    pub(crate) fn leave_walk(&self, c: &Copy, source: &Source, entries: Vec<Entry>) {
+        if let Ok(mut w) = self.walks.lock() {
+            w.insert((c.clone(), source.host_path.clone()), entries);
+        }
+    }
+
+    /// The walk of `source` left for the copy `c`, if any: taken, so each
+    /// walk serves one copy and none outlives it.
+    pub(crate) fn take_walk(&self, c: &Copy, source: &Source) -> Option<Vec<Entry>> {
+        let mut w = self.walks.lock().ok()?;
+        w.remove(&(c.clone(), source.host_path.clone()))
+    }
 }
 
 /// The build contexts of one build, by name.
