@@ -452,11 +452,7 @@ class BuildKit:
         follows an untimed one that warms what it needs), then the
         deletions are waited out (`Trash`): pruning after every build made
         BuildKit's next `--no-cache` build 9.4–12.3 s instead of ~7 s."""
-        if not low_on_space():
-            return
-        sh([*self.docker(), "image", "prune", "-f"], check=False)
-        sh([*self.docker(), "builder", "prune", "-f", "--keep-storage", "2gb"], check=False)
-        settle_deleted()
+        docker_tidy(self.docker())
 
     def build(self, ctx, dockerfile=None, no_cache=False):
         sh([*self.docker(), "build", "-q", *self.network_flags,
@@ -505,11 +501,7 @@ class BuildKit08:
 
     def tidy(self):
         """As `BuildKit.tidy`."""
-        if not low_on_space():
-            return
-        sh([DOCKER, "image", "prune", "-f"], check=False)
-        sh([DOCKER, "builder", "prune", "-f", "--keep-storage", "2gb"], check=False)
-        settle_deleted()
+        docker_tidy([DOCKER])
 
     def build(self, ctx, dockerfile=None, no_cache=False):
         sh([DOCKER, "build", "-q", *network(ctx), *(["--no-cache"] if no_cache else []),
@@ -549,10 +541,7 @@ class Buildah:
 
     def tidy(self):
         """As `BuildKit.tidy`: the images a rebuild untagged."""
-        if not low_on_space():
-            return
-        sh(["buildah", "rmi", "--prune"], check=False)
-        settle_deleted()
+        prune_when_low(["buildah", "rmi", "--prune"])
 
     def build(self, ctx, dockerfile=None, no_cache=False):
         sh(["buildah", "bud", "-q", "--isolation=chroot", "--layers", "--pull-never",
@@ -626,6 +615,23 @@ def measure_once(builder, kind, ctx, dockerfile=None):
     elapsed = time.perf_counter() - t
     builder.tidy()
     return elapsed
+
+
+def prune_when_low(*commands):
+    """When space runs low: runs each pruning command (untimed, failures
+    ignored), then waits the deletions out (`settle_deleted`)."""
+    if not low_on_space():
+        return
+    for c in commands:
+        sh(c, check=False)
+    settle_deleted()
+
+
+def docker_tidy(docker):
+    """A docker engine's `tidy` (`docker` is its command line): the images
+    rebuilds untagged, and its build cache beyond the newest 2 GB."""
+    prune_when_low([*docker, "image", "prune", "-f"],
+                   [*docker, "builder", "prune", "-f", "--keep-storage", "2gb"])
 
 
 class Trash:

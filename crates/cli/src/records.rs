@@ -627,28 +627,8 @@ mod tests {
         let mut ids = Vec::new();
         for i in 0..5 {
             let r = Record {
-                version: VERSION,
                 id: format!("id{i}aaaaaaaaaaaaaaaaaaaaaa"),
-                name: "ctx".into(),
-                command: vec![],
-                context: ".".into(),
-                dockerfile: "Dockerfile".into(),
-                target: None,
-                platforms: vec![],
-                build_args: BTreeMap::new(),
-                started_at: format!("2026-01-01T00:00:0{i}Z"),
-                completed_at: format!("2026-01-01T00:00:0{i}Z"),
-                duration_ms: 1,
-                status: "completed".into(),
-                exit_code: 0,
-                error: None,
-                error_report: None,
-                steps: vec![],
-                transfers: vec![],
-                warnings: vec![],
-                outputs: vec![],
-                image: None,
-                bases: vec![],
+                ..record(i)
             };
             ids.push(r.id.clone());
             save(root.path(), &r, "#1 x\n", 3).unwrap_or_else(|e| panic!("{e}"));
