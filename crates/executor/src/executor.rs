@@ -49,12 +49,10 @@ impl NamespaceExecutor {
 
     /// Keeps the compiled seccomp filter in `dir` (of the state directory)
     /// for later kiln processes of the same binary and kernel
-    /// (`seccomp::default_filter`), and starts reading or compiling it now,
-    /// on a thread of its own, so that the first RUN step finds it ready.
+    /// (`seccomp::prepare_default_filter`: compiled ahead, on a thread, only
+    /// when it is not there yet).
     pub fn with_filter_cache(self, dir: PathBuf) -> NamespaceExecutor {
-        std::thread::spawn(move || {
-            let _ = seccomp::default_filter(Some(&dir));
-        });
+        seccomp::prepare_default_filter(dir);
         self
     }
 
@@ -111,10 +109,12 @@ impl Clone for NamespaceExecutor {
 
 impl Drop for NamespaceExecutor {
     /// The last executor of the process removes the groups that held its
-    /// steps' device allow-list.
+    /// steps' device allow-list, and waits for a seccomp filter still being
+    /// compiled for the state directory.
     fn drop(&mut self) {
         if cgroup::LIVE_EXECUTORS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
             cgroup::release_confined();
+            seccomp::finish_default_filter();
         }
     }
 }

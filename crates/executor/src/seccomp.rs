@@ -20,7 +20,7 @@
 
 use std::io::{Read as _, Seek as _};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use caps::Capability;
 use libseccomp::{
@@ -394,7 +394,7 @@ fn sync_noop(prog: &[u8], audit_arch: Option<u32>) -> Vec<u8> {
 /// step's writes all go to its own layer.
 pub(crate) fn step_filter(sync_is_noop: bool) -> Result<&'static [u8], String> {
     static NOOP: OnceLock<Vec<u8>> = OnceLock::new();
-    let plain = default_filter(None)?;
+    let plain = default_filter()?;
     if !sync_is_noop {
         return Ok(plain);
     }
@@ -403,16 +403,53 @@ pub(crate) fn step_filter(sync_is_noop: bool) -> Result<&'static [u8], String> {
         .as_slice())
 }
 
+/// Where [`default_filter`] keeps the compiled filter (a directory of the
+/// state directory), once [`prepare_default_filter`] said so.
+static CACHE_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// The compile [`prepare_default_filter`] started, until
+/// [`finish_default_filter`] waits for it.
+static COMPILING: Mutex<Option<std::thread::JoinHandle<()>>> = Mutex::new(None);
+
+/// Keeps the compiled filter in `dir` for later kiln processes of the same
+/// binary and kernel. When this binary's is not there yet, starts compiling
+/// it now, on a thread of its own, so that the first RUN step finds it
+/// ready; a build that runs no step waits for it as it ends
+/// ([`finish_default_filter`]), so that the file is written once, not
+/// compiled again by every no-op build. When it is there, nothing starts:
+/// the first step reads it.
+pub(crate) fn prepare_default_filter(dir: PathBuf) {
+    let target = Target::host(&crate::helper::DEFAULT_CAPS);
+    let ready = cache_file(&dir, &target).is_some_and(|f| f.exists());
+    if CACHE_DIR.set(dir).is_err() || ready {
+        return;
+    }
+    let compiling = std::thread::spawn(|| {
+        let _ = default_filter();
+    });
+    if let Ok(mut c) = COMPILING.lock() {
+        *c = Some(compiling);
+    }
+}
+
+/// Waits for the compile [`prepare_default_filter`] started, if any.
+pub(crate) fn finish_default_filter() {
+    let compiling = COMPILING.lock().ok().and_then(|mut c| c.take());
+    if let Some(c) = compiling {
+        let _ = c.join();
+    }
+}
+
 /// The filter for a step with Docker's default capabilities, once per
-/// process: read from `cache` (a directory of the state directory) when an
-/// earlier kiln process of this very binary compiled it on this kernel,
-/// else compiled (and left there). The first call decides.
-pub(crate) fn default_filter(cache: Option<&Path>) -> Result<&'static [u8], String> {
+/// process: read from the directory [`prepare_default_filter`] named when
+/// an earlier kiln process of this very binary compiled it on this kernel,
+/// else compiled (and left there).
+pub(crate) fn default_filter() -> Result<&'static [u8], String> {
     static FILTER: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
     FILTER
         .get_or_init(|| {
             let target = Target::host(&crate::helper::DEFAULT_CAPS);
-            match cache.and_then(|d| cache_file(d, &target)) {
+            match CACHE_DIR.get().and_then(|d| cache_file(d, &target)) {
                 Some(file) => cached(&file, &target),
                 None => compile(&target),
             }
