@@ -437,10 +437,11 @@ impl Tree {
             return r;
         }
         let r = read();
-        if let Ok(mut m) = memo.0.lock() {
-            m.insert(dir.to_owned(), Arc::clone(&r));
+        // Two first walks at once both read: the one kept first stands.
+        match memo.0.lock() {
+            Ok(mut m) => Arc::clone(m.entry(dir.to_owned()).or_insert(r)),
+            Err(_) => r,
         }
-        r
     }
 
     /// The build context `dir` with the ignore file that applies to

@@ -403,9 +403,9 @@ pub(crate) fn step_filter(sync_is_noop: bool) -> Result<&'static [u8], String> {
         .as_slice())
 }
 
-/// Where [`default_filter`] keeps the compiled filter (a directory of the
-/// state directory), once [`prepare_default_filter`] said so.
-static CACHE_DIR: OnceLock<PathBuf> = OnceLock::new();
+/// Where [`default_filter`] keeps the compiled filter (a file of the
+/// state directory, [`cache_file`]), once [`prepare_default_filter`] said so.
+static CACHE_FILE: OnceLock<PathBuf> = OnceLock::new();
 
 /// The compile [`prepare_default_filter`] started, until
 /// [`finish_default_filter`] waits for it.
@@ -419,9 +419,11 @@ static COMPILING: Mutex<Option<std::thread::JoinHandle<()>>> = Mutex::new(None);
 /// compiled again by every no-op build. When it is there, nothing starts:
 /// the first step reads it.
 pub(crate) fn prepare_default_filter(dir: PathBuf) {
-    let target = Target::host(&crate::helper::DEFAULT_CAPS);
-    let ready = cache_file(&dir, &target).is_some_and(|f| f.exists());
-    if CACHE_DIR.set(dir).is_err() || ready {
+    let Some(file) = cache_file(&dir, &Target::host(&crate::helper::DEFAULT_CAPS)) else {
+        return;
+    };
+    let ready = file.exists();
+    if CACHE_FILE.set(file).is_err() || ready {
         return;
     }
     let compiling = std::thread::spawn(|| {
@@ -441,16 +443,16 @@ pub(crate) fn finish_default_filter() {
 }
 
 /// The filter for a step with Docker's default capabilities, once per
-/// process: read from the directory [`prepare_default_filter`] named when
-/// an earlier kiln process of this very binary compiled it on this kernel,
+/// process: read from the file [`prepare_default_filter`] named when an
+/// earlier kiln process of this very binary compiled it on this kernel,
 /// else compiled (and left there).
 pub(crate) fn default_filter() -> Result<&'static [u8], String> {
     static FILTER: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
     FILTER
         .get_or_init(|| {
             let target = Target::host(&crate::helper::DEFAULT_CAPS);
-            match CACHE_DIR.get().and_then(|d| cache_file(d, &target)) {
-                Some(file) => cached(&file, &target),
+            match CACHE_FILE.get() {
+                Some(file) => cached(file, &target),
                 None => compile(&target),
             }
         })
